@@ -1,0 +1,339 @@
+//! Checkpoint storage over `object_store`, laid out like Flink's.
+//!
+//! ```text
+//! <root>/<job-id>/chk-<n>/slot-<i>.state   one object per slot, written by the slot's uploader
+//! <root>/<job-id>/chk-<n>/_metadata        written last, with a CRC32 of itself and of every file
+//! ```
+//!
+//! A checkpoint is complete iff its `_metadata` exists. Restore walks complete checkpoints from
+//! the newest down and takes the first whose metadata and files all verify; a corrupt or
+//! partial one is skipped with a warning. Storage is any `object_store` backend: a local
+//! directory (the default), in-memory for tests, S3 and the simulated store later.
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Version of the checkpoint format written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A checkpoint storage failure.
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    /// The checkpoint location could not be understood.
+    #[error("checkpoint location {location:?}: {reason}")]
+    Location {
+        /// What the user passed.
+        location: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The object store failed.
+    #[error("checkpoint storage: {operation} {path}: {source}")]
+    Store {
+        /// What was being done.
+        operation: &'static str,
+        /// Which object.
+        path: String,
+        /// The store's error.
+        source: object_store::Error,
+    },
+    /// A checkpoint does not verify.
+    #[error("checkpoint {checkpoint} is corrupt: {reason}")]
+    Corrupt {
+        /// The checkpoint id.
+        checkpoint: u64,
+        /// What failed to verify.
+        reason: String,
+    },
+}
+
+/// One file of a checkpoint, as recorded in its metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Name within the checkpoint directory.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// CRC32 of the content.
+    pub crc32: u32,
+}
+
+/// The `_metadata` object of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMetadata {
+    /// Format version.
+    pub format_version: u32,
+    /// The job this checkpoint belongs to.
+    pub job_id: String,
+    /// The checkpoint id `n`: it covers epochs `<= n`.
+    pub checkpoint_id: u64,
+    /// Parallelism the job ran at.
+    pub parallelism: usize,
+    /// True for the final checkpoint taken when all input was consumed.
+    pub finished: bool,
+    /// The state files, one per slot.
+    pub files: Vec<FileEntry>,
+}
+
+/// A verified checkpoint, ready to restore.
+#[derive(Clone, Debug)]
+pub struct RestoredCheckpoint {
+    /// Its metadata.
+    pub metadata: CheckpointMetadata,
+    /// The content of each file, in metadata order.
+    pub files: Vec<Bytes>,
+}
+
+impl RestoredCheckpoint {
+    /// The content of file `name`.
+    pub fn file(&self, name: &str) -> Option<&Bytes> {
+        self.metadata.files.iter().position(|f| f.name == name).map(|i| &self.files[i])
+    }
+}
+
+/// Checkpoints of one job in one object store.
+#[derive(Clone, Debug)]
+pub struct CheckpointStore {
+    store: Arc<dyn ObjectStore>,
+    job_root: ObjectPath,
+    description: String,
+}
+
+/// The name of the metadata object.
+pub const METADATA: &str = "_metadata";
+
+/// The name of slot `slot`'s state file.
+pub fn slot_state_file(slot: usize) -> String {
+    format!("slot-{slot}.state")
+}
+
+impl CheckpointStore {
+    /// Opens checkpoint storage at `location`: a local path or `file://` URL (created if
+    /// missing), or `memory://` (in-process, for tests).
+    pub fn open(location: &str, job_id: &str) -> Result<Self, CheckpointError> {
+        let location_error =
+            |reason: String| CheckpointError::Location { location: location.to_string(), reason };
+        let store: Arc<dyn ObjectStore> = if location.starts_with("memory://") {
+            Arc::new(InMemory::new())
+        } else {
+            let path = match location.strip_prefix("file://") {
+                Some(path) => path,
+                None if location.contains("://") => {
+                    return Err(location_error(
+                        "unsupported scheme: use a local path, file:///path or memory://".into(),
+                    ))
+                }
+                None => location,
+            };
+            std::fs::create_dir_all(path).map_err(|e| location_error(format!("cannot create directory: {e}")))?;
+            let local = LocalFileSystem::new_with_prefix(path)
+                .map_err(|e| location_error(format!("cannot open directory: {e}")))?
+                .with_automatic_cleanup(true);
+            Arc::new(local)
+        };
+        Ok(Self::with_store(store, job_id, location.to_string()))
+    }
+
+    /// Checkpoint storage for `job_id` in an existing object store.
+    pub fn with_store(store: Arc<dyn ObjectStore>, job_id: &str, description: String) -> Self {
+        CheckpointStore { store, job_root: ObjectPath::from(job_id), description }
+    }
+
+    /// Where this store lives, as the user gave it.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn path(&self, checkpoint: u64, name: &str) -> ObjectPath {
+        self.job_root.child(format!("chk-{checkpoint}")).child(name)
+    }
+
+    /// Uploads one state file of `checkpoint` and returns its metadata entry.
+    pub async fn put_file(&self, checkpoint: u64, name: &str, content: Bytes) -> Result<FileEntry, CheckpointError> {
+        let path = self.path(checkpoint, name);
+        let entry = FileEntry { name: name.to_string(), size: content.len() as u64, crc32: crc32fast::hash(&content) };
+        self.store
+            .put(&path, PutPayload::from_bytes(content))
+            .await
+            .map_err(|source| CheckpointError::Store { operation: "put", path: path.to_string(), source })?;
+        Ok(entry)
+    }
+
+    /// Completes a checkpoint by writing its `_metadata` (last, after all its files).
+    pub async fn complete(&self, metadata: &CheckpointMetadata) -> Result<(), CheckpointError> {
+        let path = self.path(metadata.checkpoint_id, METADATA);
+        self.store
+            .put(&path, PutPayload::from(encode_metadata(metadata)))
+            .await
+            .map_err(|source| CheckpointError::Store { operation: "put", path: path.to_string(), source })?;
+        Ok(())
+    }
+
+    /// Ids of the checkpoints that have a `_metadata` object, ascending, and of all checkpoint
+    /// directories (complete or not).
+    async fn list_checkpoints(&self) -> Result<(Vec<u64>, Vec<u64>), CheckpointError> {
+        let mut complete = Vec::new();
+        let mut all = Vec::new();
+        let mut listing = self.store.list(Some(&self.job_root));
+        while let Some(item) = listing.next().await {
+            let meta = item.map_err(|source| CheckpointError::Store {
+                operation: "list",
+                path: self.job_root.to_string(),
+                source,
+            })?;
+            let parts: Vec<_> = meta.location.parts().collect();
+            let Some(dir) = parts.iter().rev().nth(1) else { continue };
+            let Some(id) = dir.as_ref().strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) else { continue };
+            all.push(id);
+            if parts.last().map(|p| p.as_ref()) == Some(METADATA) {
+                complete.push(id);
+            }
+        }
+        complete.sort_unstable();
+        complete.dedup();
+        all.sort_unstable();
+        all.dedup();
+        Ok((complete, all))
+    }
+
+    /// Reads and verifies checkpoint `checkpoint`.
+    pub async fn load(&self, checkpoint: u64) -> Result<RestoredCheckpoint, CheckpointError> {
+        let corrupt = |reason: String| CheckpointError::Corrupt { checkpoint, reason };
+        let raw = self.get(&self.path(checkpoint, METADATA)).await?;
+        let metadata = decode_metadata(&raw).map_err(corrupt)?;
+        if metadata.checkpoint_id != checkpoint {
+            return Err(corrupt(format!("_metadata names checkpoint {}", metadata.checkpoint_id)));
+        }
+        let mut files = Vec::with_capacity(metadata.files.len());
+        for entry in &metadata.files {
+            let content = self
+                .get(&self.path(checkpoint, &entry.name))
+                .await
+                .map_err(|e| corrupt(format!("file {} unreadable: {e}", entry.name)))?;
+            if content.len() as u64 != entry.size || crc32fast::hash(&content) != entry.crc32 {
+                return Err(corrupt(format!(
+                    "file {} does not match its checksum (size {} vs {} expected)",
+                    entry.name,
+                    content.len(),
+                    entry.size
+                )));
+            }
+            files.push(content);
+        }
+        Ok(RestoredCheckpoint { metadata, files })
+    }
+
+    /// The newest complete checkpoint that verifies; corrupt ones are skipped with a warning
+    /// and reported in the second value.
+    pub async fn latest_valid(&self) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
+        let (complete, _) = self.list_checkpoints().await?;
+        let mut skipped = Vec::new();
+        for &id in complete.iter().rev() {
+            match self.load(id).await {
+                Ok(restored) => return Ok((Some(restored), skipped)),
+                Err(error @ CheckpointError::Corrupt { .. }) => {
+                    tracing::warn!(checkpoint = id, %error, "skipping corrupt checkpoint; falling back to an older one");
+                    skipped.push(error);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok((None, skipped))
+    }
+
+    /// Deletes every checkpoint older than the `keep` newest complete ones, and every incomplete
+    /// one older than the newest complete one.
+    pub async fn retain(&self, keep: usize) -> Result<(), CheckpointError> {
+        assert!(keep >= 1, "at least one complete checkpoint must be kept");
+        let (complete, all) = self.list_checkpoints().await?;
+        let Some(&newest) = complete.last() else { return Ok(()) };
+        let oldest_kept = complete[complete.len().saturating_sub(keep)];
+        for id in all {
+            let doomed = id < oldest_kept || (id < newest && !complete.contains(&id));
+            if doomed {
+                self.delete_checkpoint(id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every object of checkpoint `checkpoint`, metadata first so that a half-deleted
+    /// checkpoint is never mistaken for a complete one.
+    pub async fn delete_checkpoint(&self, checkpoint: u64) -> Result<(), CheckpointError> {
+        let dir = self.job_root.child(format!("chk-{checkpoint}"));
+        let metadata = dir.child(METADATA);
+        match self.store.delete(&metadata).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(source) => return Err(CheckpointError::Store { operation: "delete", path: metadata.to_string(), source }),
+        }
+        let mut listing = self.store.list(Some(&dir));
+        let mut paths = Vec::new();
+        while let Some(item) = listing.next().await {
+            match item {
+                Ok(meta) => paths.push(meta.location),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => return Err(CheckpointError::Store { operation: "list", path: dir.to_string(), source }),
+            }
+        }
+        for path in paths {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => return Err(CheckpointError::Store { operation: "delete", path: path.to_string(), source }),
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, path: &ObjectPath) -> Result<Bytes, CheckpointError> {
+        let result = self
+            .store
+            .get(path)
+            .await
+            .map_err(|source| CheckpointError::Store { operation: "get", path: path.to_string(), source })?;
+        result
+            .bytes()
+            .await
+            .map_err(|source| CheckpointError::Store { operation: "read", path: path.to_string(), source })
+    }
+
+    /// Direct access to the underlying store (for fault-injection tests).
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The object path of `name` in `checkpoint` (for fault-injection tests).
+    pub fn object_path(&self, checkpoint: u64, name: &str) -> ObjectPath {
+        self.path(checkpoint, name)
+    }
+}
+
+/// Encodes metadata as JSON followed by a `crc32:<hex>` trailer line over the JSON bytes.
+pub fn encode_metadata(metadata: &CheckpointMetadata) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(metadata).expect("metadata always serializes");
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(format!("\ncrc32:{crc:08x}\n").as_bytes());
+    bytes
+}
+
+/// Decodes and verifies metadata written by [`encode_metadata`].
+pub fn decode_metadata(raw: &[u8]) -> Result<CheckpointMetadata, String> {
+    let text = std::str::from_utf8(raw).map_err(|_| "_metadata is not UTF-8".to_string())?;
+    let (json, trailer) = text.rsplit_once("\ncrc32:").ok_or("_metadata has no checksum trailer (truncated?)")?;
+    let expected = u32::from_str_radix(trailer.trim_end(), 16).map_err(|_| "_metadata checksum is unreadable")?;
+    if crc32fast::hash(json.as_bytes()) != expected {
+        return Err("_metadata does not match its checksum".into());
+    }
+    let metadata: CheckpointMetadata =
+        serde_json::from_str(json).map_err(|e| format!("_metadata does not parse: {e}"))?;
+    if metadata.format_version != FORMAT_VERSION {
+        return Err(format!("_metadata has format version {}, this build reads {FORMAT_VERSION}", metadata.format_version));
+    }
+    Ok(metadata)
+}

@@ -1,0 +1,25 @@
+//! Weir's core: the vocabulary every other crate speaks.
+//!
+//! This crate holds what is shared by the dataflow operators, the cluster and the simulator:
+//! the time model ([`time`]: epochs × event time as one timely timestamp), records and their
+//! codecs ([`bid`], [`codec`]), the rules of event time ([`watermark`], [`window`]), key groups
+//! ([`keygroup`]), the job specification ([`job`]), checkpoint storage over `object_store`
+//! ([`checkpoint`]) and the runtime seam ([`rt`]). It never touches sockets or spawns threads:
+//! everything here is deterministic given its inputs, which is what lets the simulator and
+//! the sequential reference reuse it unchanged.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bid;
+pub mod checkpoint;
+pub mod codec;
+pub mod generator;
+pub mod job;
+pub mod keygroup;
+pub mod rt;
+pub mod time;
+pub mod watermark;
+pub mod window;
+
+pub use bid::Bid;
+pub use time::{EventTime, Time};
