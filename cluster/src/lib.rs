@@ -1,1 +1,14 @@
-//! placeholder
+//! Weir's cluster: the slot driver, the checkpoint coordinator and the `weir` command line.
+//!
+//! `weir run` is the embedded cluster: the coordinator and all slots in one process, with
+//! in-process exchange channels and checkpoints in a local directory. Each slot is a
+//! single-threaded timely worker stepped by [`slot::drive_slot`]; the coordinator
+//! ([`coordinator`]) triggers checkpoints, uploads slot state, writes `_metadata` last and
+//! then tells the sinks to commit.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod coordinator;
+pub mod run;
+pub mod slot;

@@ -94,7 +94,11 @@ pub struct RestoredCheckpoint {
 impl RestoredCheckpoint {
     /// The content of file `name`.
     pub fn file(&self, name: &str) -> Option<&Bytes> {
-        self.metadata.files.iter().position(|f| f.name == name).map(|i| &self.files[i])
+        self.metadata
+            .files
+            .iter()
+            .position(|f| f.name == name)
+            .map(|i| &self.files[i])
     }
 }
 
@@ -118,8 +122,10 @@ impl CheckpointStore {
     /// Opens checkpoint storage at `location`: a local path or `file://` URL (created if
     /// missing), or `memory://` (in-process, for tests).
     pub fn open(location: &str, job_id: &str) -> Result<Self, CheckpointError> {
-        let location_error =
-            |reason: String| CheckpointError::Location { location: location.to_string(), reason };
+        let location_error = |reason: String| CheckpointError::Location {
+            location: location.to_string(),
+            reason,
+        };
         let store: Arc<dyn ObjectStore> = if location.starts_with("memory://") {
             Arc::new(InMemory::new())
         } else {
@@ -132,7 +138,8 @@ impl CheckpointStore {
                 }
                 None => location,
             };
-            std::fs::create_dir_all(path).map_err(|e| location_error(format!("cannot create directory: {e}")))?;
+            std::fs::create_dir_all(path)
+                .map_err(|e| location_error(format!("cannot create directory: {e}")))?;
             let local = LocalFileSystem::new_with_prefix(path)
                 .map_err(|e| location_error(format!("cannot open directory: {e}")))?
                 .with_automatic_cleanup(true);
@@ -143,7 +150,11 @@ impl CheckpointStore {
 
     /// Checkpoint storage for `job_id` in an existing object store.
     pub fn with_store(store: Arc<dyn ObjectStore>, job_id: &str, description: String) -> Self {
-        CheckpointStore { store, job_root: ObjectPath::from(job_id), description }
+        CheckpointStore {
+            store,
+            job_root: ObjectPath::from(job_id),
+            description,
+        }
     }
 
     /// Where this store lives, as the user gave it.
@@ -156,13 +167,26 @@ impl CheckpointStore {
     }
 
     /// Uploads one state file of `checkpoint` and returns its metadata entry.
-    pub async fn put_file(&self, checkpoint: u64, name: &str, content: Bytes) -> Result<FileEntry, CheckpointError> {
+    pub async fn put_file(
+        &self,
+        checkpoint: u64,
+        name: &str,
+        content: Bytes,
+    ) -> Result<FileEntry, CheckpointError> {
         let path = self.path(checkpoint, name);
-        let entry = FileEntry { name: name.to_string(), size: content.len() as u64, crc32: crc32fast::hash(&content) };
+        let entry = FileEntry {
+            name: name.to_string(),
+            size: content.len() as u64,
+            crc32: crc32fast::hash(&content),
+        };
         self.store
             .put(&path, PutPayload::from_bytes(content))
             .await
-            .map_err(|source| CheckpointError::Store { operation: "put", path: path.to_string(), source })?;
+            .map_err(|source| CheckpointError::Store {
+                operation: "put",
+                path: path.to_string(),
+                source,
+            })?;
         Ok(entry)
     }
 
@@ -172,7 +196,11 @@ impl CheckpointStore {
         self.store
             .put(&path, PutPayload::from(encode_metadata(metadata)))
             .await
-            .map_err(|source| CheckpointError::Store { operation: "put", path: path.to_string(), source })?;
+            .map_err(|source| CheckpointError::Store {
+                operation: "put",
+                path: path.to_string(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -189,8 +217,16 @@ impl CheckpointStore {
                 source,
             })?;
             let parts: Vec<_> = meta.location.parts().collect();
-            let Some(dir) = parts.iter().rev().nth(1) else { continue };
-            let Some(id) = dir.as_ref().strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) else { continue };
+            let Some(dir) = parts.iter().rev().nth(1) else {
+                continue;
+            };
+            let Some(id) = dir
+                .as_ref()
+                .strip_prefix("chk-")
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
             all.push(id);
             if parts.last().map(|p| p.as_ref()) == Some(METADATA) {
                 complete.push(id);
@@ -209,7 +245,10 @@ impl CheckpointStore {
         let raw = self.get(&self.path(checkpoint, METADATA)).await?;
         let metadata = decode_metadata(&raw).map_err(corrupt)?;
         if metadata.checkpoint_id != checkpoint {
-            return Err(corrupt(format!("_metadata names checkpoint {}", metadata.checkpoint_id)));
+            return Err(corrupt(format!(
+                "_metadata names checkpoint {}",
+                metadata.checkpoint_id
+            )));
         }
         let mut files = Vec::with_capacity(metadata.files.len());
         for entry in &metadata.files {
@@ -232,7 +271,9 @@ impl CheckpointStore {
 
     /// The newest complete checkpoint that verifies; corrupt ones are skipped with a warning
     /// and reported in the second value.
-    pub async fn latest_valid(&self) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
+    pub async fn latest_valid(
+        &self,
+    ) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
         let (complete, _) = self.list_checkpoints().await?;
         let mut skipped = Vec::new();
         for &id in complete.iter().rev() {
@@ -253,7 +294,9 @@ impl CheckpointStore {
     pub async fn retain(&self, keep: usize) -> Result<(), CheckpointError> {
         assert!(keep >= 1, "at least one complete checkpoint must be kept");
         let (complete, all) = self.list_checkpoints().await?;
-        let Some(&newest) = complete.last() else { return Ok(()) };
+        let Some(&newest) = complete.last() else {
+            return Ok(());
+        };
         let oldest_kept = complete[complete.len().saturating_sub(keep)];
         for id in all {
             let doomed = id < oldest_kept || (id < newest && !complete.contains(&id));
@@ -271,7 +314,13 @@ impl CheckpointStore {
         let metadata = dir.child(METADATA);
         match self.store.delete(&metadata).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(source) => return Err(CheckpointError::Store { operation: "delete", path: metadata.to_string(), source }),
+            Err(source) => {
+                return Err(CheckpointError::Store {
+                    operation: "delete",
+                    path: metadata.to_string(),
+                    source,
+                })
+            }
         }
         let mut listing = self.store.list(Some(&dir));
         let mut paths = Vec::new();
@@ -279,13 +328,25 @@ impl CheckpointStore {
             match item {
                 Ok(meta) => paths.push(meta.location),
                 Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => return Err(CheckpointError::Store { operation: "list", path: dir.to_string(), source }),
+                Err(source) => {
+                    return Err(CheckpointError::Store {
+                        operation: "list",
+                        path: dir.to_string(),
+                        source,
+                    })
+                }
             }
         }
         for path in paths {
             match self.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => return Err(CheckpointError::Store { operation: "delete", path: path.to_string(), source }),
+                Err(source) => {
+                    return Err(CheckpointError::Store {
+                        operation: "delete",
+                        path: path.to_string(),
+                        source,
+                    })
+                }
             }
         }
         Ok(())
@@ -296,11 +357,19 @@ impl CheckpointStore {
             .store
             .get(path)
             .await
-            .map_err(|source| CheckpointError::Store { operation: "get", path: path.to_string(), source })?;
+            .map_err(|source| CheckpointError::Store {
+                operation: "get",
+                path: path.to_string(),
+                source,
+            })?;
         result
             .bytes()
             .await
-            .map_err(|source| CheckpointError::Store { operation: "read", path: path.to_string(), source })
+            .map_err(|source| CheckpointError::Store {
+                operation: "read",
+                path: path.to_string(),
+                source,
+            })
     }
 
     /// Direct access to the underlying store (for fault-injection tests).
@@ -325,15 +394,21 @@ pub fn encode_metadata(metadata: &CheckpointMetadata) -> Vec<u8> {
 /// Decodes and verifies metadata written by [`encode_metadata`].
 pub fn decode_metadata(raw: &[u8]) -> Result<CheckpointMetadata, String> {
     let text = std::str::from_utf8(raw).map_err(|_| "_metadata is not UTF-8".to_string())?;
-    let (json, trailer) = text.rsplit_once("\ncrc32:").ok_or("_metadata has no checksum trailer (truncated?)")?;
-    let expected = u32::from_str_radix(trailer.trim_end(), 16).map_err(|_| "_metadata checksum is unreadable")?;
+    let (json, trailer) = text
+        .rsplit_once("\ncrc32:")
+        .ok_or("_metadata has no checksum trailer (truncated?)")?;
+    let expected = u32::from_str_radix(trailer.trim_end(), 16)
+        .map_err(|_| "_metadata checksum is unreadable")?;
     if crc32fast::hash(json.as_bytes()) != expected {
         return Err("_metadata does not match its checksum".into());
     }
     let metadata: CheckpointMetadata =
         serde_json::from_str(json).map_err(|e| format!("_metadata does not parse: {e}"))?;
     if metadata.format_version != FORMAT_VERSION {
-        return Err(format!("_metadata has format version {}, this build reads {FORMAT_VERSION}", metadata.format_version));
+        return Err(format!(
+            "_metadata has format version {}, this build reads {FORMAT_VERSION}",
+            metadata.format_version
+        ));
     }
     Ok(metadata)
 }

@@ -33,8 +33,15 @@ pub enum Admission {
 impl SplitClock {
     /// A clock for a split that has read nothing yet.
     pub fn new(out_of_orderness_ms: i64) -> Self {
-        assert!(out_of_orderness_ms >= 0, "out-of-orderness must not be negative");
-        SplitClock { max_event_time: None, out_of_orderness_ms, finished: false }
+        assert!(
+            out_of_orderness_ms >= 0,
+            "out-of-orderness must not be negative"
+        );
+        SplitClock {
+            max_event_time: None,
+            out_of_orderness_ms,
+            finished: false,
+        }
     }
 
     /// The current watermark (`i64::MIN` before the first record, `i64::MAX` after the end).
@@ -58,7 +65,10 @@ impl SplitClock {
         } else {
             Admission::OnTime
         };
-        self.max_event_time = Some(self.max_event_time.map_or(event_time, |max| max.max(event_time)));
+        self.max_event_time = Some(
+            self.max_event_time
+                .map_or(event_time, |max| max.max(event_time)),
+        );
         verdict
     }
 

@@ -1,0 +1,348 @@
+//! The checkpoint coordinator: triggers checkpoints, assembles them, completes them, and tells
+//! the sinks to commit.
+//!
+//! Checkpoint `n` closes epoch `n`. The coordinator triggers it (every slot's sources move to
+//! epoch `n + 1` at their next record boundary), waits for every slot's state, uploads each as
+//! it arrives, writes `_metadata` last, and only then sends `Complete(n)`, on which sinks
+//! commit what they staged for epochs `<= n`. At most one checkpoint is in flight. A
+//! checkpoint whose upload fails is declined: the next one covers its epoch too. When every
+//! split has been read to its end, a final checkpoint closes the last epoch and the job ends.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use weir_core::checkpoint::{
+    slot_state_file, CheckpointError, CheckpointMetadata, CheckpointStore, FileEntry,
+    FORMAT_VERSION,
+};
+use weir_core::rt;
+use weir_core::time::Epoch;
+use weir_dataflow::metrics::SlotMetrics;
+
+use crate::slot::{SlotCommand, SlotEvent, SlotLink};
+
+/// A point at which tests make the embedded cluster stop dead, as if the process were killed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After `slots` state files of checkpoint `checkpoint` are uploaded, before `_metadata`.
+    DuringUpload {
+        /// The checkpoint.
+        checkpoint: Epoch,
+        /// State files uploaded before the crash.
+        slots: usize,
+    },
+    /// After checkpoint `checkpoint`'s `_metadata` is written, before any sink commits.
+    BeforeCommit {
+        /// The checkpoint.
+        checkpoint: Epoch,
+    },
+    /// When checkpoint `checkpoint` is triggered (output of its epoch is staged, not committed).
+    AtTrigger {
+        /// The checkpoint.
+        checkpoint: Epoch,
+    },
+}
+
+/// Why a job did not finish.
+#[derive(Debug, Error)]
+pub enum JobError {
+    /// A slot failed.
+    #[error("slot {slot}: {message}")]
+    SlotFailed {
+        /// The slot.
+        slot: usize,
+        /// Its error.
+        message: String,
+    },
+    /// Checkpoint storage failed persistently.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// Too many checkpoints in a row failed.
+    #[error("{failures} checkpoints in a row failed, the last with: {last}")]
+    CheckpointsFailing {
+        /// How many.
+        failures: u32,
+        /// The last error.
+        last: String,
+    },
+    /// A crash point was reached (tests only).
+    #[error("crashed at {0:?}")]
+    Crashed(CrashPoint),
+}
+
+/// How the coordinator runs a job.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// The job's id.
+    pub job_id: String,
+    /// Number of slots.
+    pub parallelism: usize,
+    /// Time between checkpoint triggers; `None` takes only the final checkpoint.
+    pub checkpoint_interval: Option<Duration>,
+    /// Complete checkpoints to keep.
+    pub retained_checkpoints: usize,
+    /// Print progress lines to stderr every this often.
+    pub progress_interval: Option<Duration>,
+    /// Stop dead at this point (tests).
+    pub crash_at: Option<CrashPoint>,
+}
+
+/// What the coordinator reports at the end.
+#[derive(Clone, Debug, Default)]
+pub struct CoordinatorOutcome {
+    /// Checkpoints completed in this run (including the final one).
+    pub checkpoints_completed: u64,
+    /// The last completed checkpoint.
+    pub last_checkpoint: Option<Epoch>,
+    /// Checkpoints declined after storage failures.
+    pub checkpoints_declined: u64,
+    /// Bytes of state uploaded.
+    pub state_bytes: u64,
+}
+
+/// Consecutive failed checkpoints after which the job fails.
+const TOLERABLE_CHECKPOINT_FAILURES: u32 = 5;
+/// Attempts to upload one object before a checkpoint is declined.
+const UPLOAD_ATTEMPTS: u32 = 3;
+
+struct Pending {
+    checkpoint: Epoch,
+    last: bool,
+    files: BTreeMap<usize, FileEntry>,
+}
+
+/// Runs the coordinator until the job finishes or fails. `start_epoch` is the first epoch of
+/// this run (restored checkpoint + 1).
+pub async fn coordinate(
+    config: CoordinatorConfig,
+    store: CheckpointStore,
+    slots: Vec<SlotLink>,
+    mut events: UnboundedReceiver<SlotEvent>,
+    metrics: Vec<Arc<SlotMetrics>>,
+    start_epoch: Epoch,
+) -> Result<CoordinatorOutcome, JobError> {
+    assert_eq!(slots.len(), config.parallelism);
+    let broadcast = |command: SlotCommand| slots.iter().for_each(|slot| slot.send(command.clone()));
+    let stop_all = || slots.iter().for_each(|slot| slot.send(SlotCommand::Stop));
+    let mut outcome = CoordinatorOutcome::default();
+    let mut next_checkpoint = start_epoch;
+    let mut pending: Option<Pending> = None;
+    let mut input_done = vec![false; config.parallelism];
+    let mut final_commits: Option<Vec<bool>> = None;
+    let mut consecutive_failures = 0u32;
+    let far_future = Duration::from_secs(365 * 24 * 3600);
+    let interval = config.checkpoint_interval.unwrap_or(far_future);
+    let mut next_trigger = rt::now() + interval;
+    let progress_every = config.progress_interval.unwrap_or(far_future);
+    let mut next_progress = rt::now() + progress_every;
+    let mut progress = ProgressReporter::new(&metrics);
+
+    loop {
+        if pending.is_none() && final_commits.is_none() && input_done.iter().all(|&d| d) {
+            tracing::info!(
+                checkpoint = next_checkpoint,
+                "all input read; taking the final checkpoint"
+            );
+            pending = Some(Pending {
+                checkpoint: next_checkpoint,
+                last: true,
+                files: BTreeMap::new(),
+            });
+            broadcast(SlotCommand::Trigger {
+                checkpoint: next_checkpoint,
+                last: true,
+            });
+        }
+        tokio::select! {
+            biased;
+            event = events.recv() => {
+                let Some(event) = event else {
+                    panic!("every slot hung up without failing or finishing");
+                };
+                match event {
+                    SlotEvent::Failed { slot, message } => {
+                        stop_all();
+                        return Err(JobError::SlotFailed { slot, message });
+                    }
+                    SlotEvent::InputDone { slot } => input_done[slot] = true,
+                    SlotEvent::Committed { slot, checkpoint } => {
+                        if let Some(commits) = final_commits.as_mut() {
+                            if Some(checkpoint) == outcome.last_checkpoint {
+                                commits[slot] = true;
+                                if commits.iter().all(|&c| c) {
+                                    stop_all();
+                                    progress.report(outcome.last_checkpoint);
+                                    return Ok(outcome);
+                                }
+                            }
+                        }
+                    }
+                    SlotEvent::Snapshot { slot, checkpoint, state } => {
+                        let Some(current) = pending.as_mut().filter(|p| p.checkpoint == checkpoint) else {
+                            tracing::debug!(slot, checkpoint, "ignoring state of a declined checkpoint");
+                            continue;
+                        };
+                        if let Some(CrashPoint::DuringUpload { checkpoint: c, slots: n }) = config.crash_at {
+                            if c == checkpoint && current.files.len() == n {
+                                stop_all();
+                                return Err(JobError::Crashed(config.crash_at.expect("set")));
+                            }
+                        }
+                        match upload(&store, checkpoint, slot, state).await {
+                            Ok(entry) => {
+                                outcome.state_bytes += entry.size;
+                                assert!(current.files.insert(slot, entry).is_none(), "slot {slot} sent checkpoint {checkpoint} twice");
+                            }
+                            Err(error) if !current.last => {
+                                consecutive_failures += 1;
+                                outcome.checkpoints_declined += 1;
+                                tracing::warn!(checkpoint, %error, "checkpoint declined; the next one will cover its epoch");
+                                if consecutive_failures >= TOLERABLE_CHECKPOINT_FAILURES {
+                                    stop_all();
+                                    return Err(JobError::CheckpointsFailing { failures: consecutive_failures, last: error.to_string() });
+                                }
+                                pending = None;
+                                next_checkpoint += 1;
+                                next_trigger = rt::now() + interval;
+                                continue;
+                            }
+                            Err(error) => {
+                                stop_all();
+                                return Err(error.into());
+                            }
+                        }
+                        if current.files.len() < config.parallelism {
+                            continue;
+                        }
+                        let current = pending.take().expect("pending checkpoint");
+                        let metadata = CheckpointMetadata {
+                            format_version: FORMAT_VERSION,
+                            job_id: config.job_id.clone(),
+                            checkpoint_id: checkpoint,
+                            parallelism: config.parallelism,
+                            finished: current.last,
+                            files: current.files.into_values().collect(),
+                        };
+                        if let Err(error) = store.complete(&metadata).await {
+                            if current.last {
+                                stop_all();
+                                return Err(error.into());
+                            }
+                            consecutive_failures += 1;
+                            outcome.checkpoints_declined += 1;
+                            tracing::warn!(checkpoint, %error, "checkpoint declined at _metadata; the next one will cover its epoch");
+                            next_checkpoint += 1;
+                            continue;
+                        }
+                        consecutive_failures = 0;
+                        outcome.checkpoints_completed += 1;
+                        outcome.last_checkpoint = Some(checkpoint);
+                        tracing::info!(checkpoint, last = current.last, "checkpoint complete");
+                        if config.crash_at == Some(CrashPoint::BeforeCommit { checkpoint }) {
+                            stop_all();
+                            return Err(JobError::Crashed(CrashPoint::BeforeCommit { checkpoint }));
+                        }
+                        broadcast(SlotCommand::Complete { checkpoint });
+                        if let Err(error) = store.retain(config.retained_checkpoints).await {
+                            tracing::warn!(%error, "could not delete old checkpoints");
+                        }
+                        if current.last {
+                            final_commits = Some(vec![false; config.parallelism]);
+                        } else {
+                            next_checkpoint += 1;
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next_trigger) => {
+                next_trigger = rt::now() + interval;
+                if pending.is_none() && final_commits.is_none() && !input_done.iter().all(|&d| d) {
+                    if config.crash_at == Some(CrashPoint::AtTrigger { checkpoint: next_checkpoint }) {
+                        stop_all();
+                        return Err(JobError::Crashed(CrashPoint::AtTrigger { checkpoint: next_checkpoint }));
+                    }
+                    tracing::debug!(checkpoint = next_checkpoint, "triggering checkpoint");
+                    pending = Some(Pending { checkpoint: next_checkpoint, last: false, files: BTreeMap::new() });
+                    broadcast(SlotCommand::Trigger { checkpoint: next_checkpoint, last: false });
+                }
+            }
+            _ = tokio::time::sleep_until(next_progress) => {
+                next_progress = rt::now() + progress_every;
+                progress.report(outcome.last_checkpoint);
+            }
+        }
+    }
+}
+
+async fn upload(
+    store: &CheckpointStore,
+    checkpoint: Epoch,
+    slot: usize,
+    state: Vec<u8>,
+) -> Result<FileEntry, CheckpointError> {
+    let state = bytes_from(state);
+    let mut attempt = 1;
+    loop {
+        match store
+            .put_file(checkpoint, &slot_state_file(slot), state.clone())
+            .await
+        {
+            Ok(entry) => return Ok(entry),
+            Err(error) if attempt < UPLOAD_ATTEMPTS => {
+                tracing::warn!(checkpoint, slot, attempt, %error, "state upload failed; retrying");
+                rt::sleep(Duration::from_millis(50 << attempt)).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+fn bytes_from(state: Vec<u8>) -> bytes::Bytes {
+    bytes::Bytes::from(state)
+}
+
+/// Prints progress lines: events read, rate, watermark, last checkpoint.
+struct ProgressReporter {
+    metrics: Vec<Arc<SlotMetrics>>,
+    last_at: rt::Instant,
+    last_read: u64,
+}
+
+impl ProgressReporter {
+    fn new(metrics: &[Arc<SlotMetrics>]) -> Self {
+        ProgressReporter {
+            metrics: metrics.to_vec(),
+            last_at: rt::now(),
+            last_read: 0,
+        }
+    }
+
+    fn report(&mut self, last_checkpoint: Option<Epoch>) {
+        let read: u64 = self
+            .metrics
+            .iter()
+            .map(|m| SlotMetrics::get(&m.records_read))
+            .sum();
+        let watermark = self
+            .metrics
+            .iter()
+            .map(|m| m.watermark.load(std::sync::atomic::Ordering::Relaxed))
+            .min();
+        let elapsed_ms = rt::elapsed_ms(self.last_at).max(1);
+        let rate = (read - self.last_read) as f64 * 1000.0 / elapsed_ms as f64;
+        self.last_at = rt::now();
+        self.last_read = read;
+        let watermark = match watermark {
+            Some(i64::MIN) | None => "-".to_string(),
+            Some(i64::MAX) => "end of input".to_string(),
+            Some(ms) => format!("{ms} ms"),
+        };
+        let checkpoint = last_checkpoint.map_or("-".to_string(), |c| c.to_string());
+        eprintln!("progress: {read} events read, {rate:.0} events/s, watermark {watermark}, last checkpoint {checkpoint}");
+    }
+}

@@ -1,0 +1,426 @@
+//! `weir run`: the embedded cluster — coordinator and every slot in one process.
+//!
+//! Validates the job before touching anything, claims the output directory for the job,
+//! restores the newest valid checkpoint (rolling sinks forward or back to it), wires the
+//! in-process exchange channels, starts one OS thread per slot and runs the coordinator on
+//! the calling thread until the job finishes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use weir_core::checkpoint::{CheckpointError, CheckpointStore, RestoredCheckpoint};
+use weir_core::job::{BidsJobSpec, SpecError};
+use weir_core::keygroup::slot_of_key_group;
+use weir_core::rt;
+use weir_core::time::{Epoch, FIRST_EPOCH};
+use weir_core::Bid;
+use weir_dataflow::exchange::{Doorbell, ExchangeRx, ExchangeTx, LocalChannel};
+use weir_dataflow::job::{sink_dirs, SlotSetup};
+use weir_dataflow::metrics::SlotMetrics;
+use weir_dataflow::sink;
+use weir_dataflow::snapshot::{SlotSnapshot, SplitState, WindowEntry};
+
+use crate::coordinator::{coordinate, CoordinatorConfig, CoordinatorOutcome, CrashPoint, JobError};
+use crate::slot::{drive_slot, SlotDoorbell, SlotLink};
+
+/// How to run a job on the embedded cluster.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The job.
+    pub spec: BidsJobSpec,
+    /// Checkpoint storage: a path, `file://` URL or `memory://`; `None` for `<output>/_checkpoints`.
+    pub checkpoint_location: Option<String>,
+    /// Time between checkpoints; `None` for only the final one.
+    pub checkpoint_interval: Option<Duration>,
+    /// Complete checkpoints to keep.
+    pub retained_checkpoints: usize,
+    /// Progress lines on stderr every this often.
+    pub progress_interval: Option<Duration>,
+    /// Exchange channel credit, in batches.
+    pub exchange_credits: usize,
+    /// Stop dead at this point (tests of recovery).
+    pub crash_at: Option<CrashPoint>,
+}
+
+impl RunOptions {
+    /// Defaults for `spec`: checkpoints every second next to the output, 3 kept, no progress lines.
+    pub fn new(spec: BidsJobSpec) -> Self {
+        RunOptions {
+            spec,
+            checkpoint_location: None,
+            checkpoint_interval: Some(Duration::from_secs(1)),
+            retained_checkpoints: 3,
+            progress_interval: None,
+            exchange_credits: 16,
+            crash_at: None,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    /// The job's id.
+    pub job_id: String,
+    /// The checkpoint this run started from.
+    pub restored_from: Option<Epoch>,
+    /// The job had already finished in an earlier run; nothing was recomputed.
+    pub already_finished: bool,
+    /// Records read in this run.
+    pub records_read: u64,
+    /// Records counted in windows in this run.
+    pub records_on_time: u64,
+    /// Late records in this run.
+    pub records_late: u64,
+    /// Malformed lines in this run.
+    pub records_bad: u64,
+    /// Result rows emitted in this run.
+    pub rows_emitted: u64,
+    /// The coordinator's figures.
+    pub coordinator: CoordinatorOutcome,
+    /// Wall-clock milliseconds of the run.
+    pub elapsed_ms: u64,
+}
+
+/// Why a run failed.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The job spec is invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The output directory cannot be used.
+    #[error("output {path}: {reason}")]
+    Output {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// Checkpoint storage failed or is unusable.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The job failed while running.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// A checkpoint that verified cannot be restored into this job.
+    #[error("checkpoint {checkpoint}: {reason}")]
+    Restore {
+        /// The checkpoint.
+        checkpoint: Epoch,
+        /// Why.
+        reason: String,
+    },
+}
+
+const JOB_MARKER: &str = "_weir_job.json";
+
+/// Claims `spec.output_dir` for the job: creates it and its sink directories, and records the
+/// job's id in a hidden marker so that another job's run into the same directory is refused.
+fn claim_output(spec: &BidsJobSpec, job_id: &str) -> Result<(), RunError> {
+    let output = &spec.output_dir;
+    let output_error = |reason: String| RunError::Output {
+        path: output.clone(),
+        reason,
+    };
+    std::fs::create_dir_all(output)
+        .map_err(|e| output_error(format!("cannot create directory: {e}")))?;
+    let marker = output.join(JOB_MARKER);
+    match std::fs::read_to_string(&marker) {
+        Ok(content) => {
+            let recorded: serde_json::Value = serde_json::from_str(&content).map_err(|e| {
+                output_error(format!(
+                    "{JOB_MARKER} is unreadable ({e}); use an empty output directory"
+                ))
+            })?;
+            if recorded.get("job_id").and_then(|v| v.as_str()) != Some(job_id) {
+                return Err(output_error(format!(
+                    "holds the output of another job ({}); use an empty output directory, or rerun that job's exact command to resume it",
+                    recorded.get("job_id").and_then(|v| v.as_str()).unwrap_or("?")
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let has_visible = std::fs::read_dir(output)
+                .map_err(|e| output_error(format!("cannot list directory: {e}")))?
+                .filter_map(|e| e.ok())
+                .any(|e| !e.file_name().to_string_lossy().starts_with(['.', '_']));
+            if has_visible {
+                return Err(output_error(
+                    "is not empty; use an empty or new output directory".into(),
+                ));
+            }
+            let content = serde_json::json!({ "job_id": job_id, "spec": spec });
+            let temporary = output.join(format!("{JOB_MARKER}.tmp"));
+            std::fs::write(
+                &temporary,
+                serde_json::to_vec_pretty(&content).expect("json"),
+            )
+            .and_then(|_| std::fs::rename(&temporary, &marker))
+            .map_err(|e| output_error(format!("is not writable: {e}")))?;
+        }
+        Err(e) => return Err(output_error(format!("cannot read {JOB_MARKER}: {e}"))),
+    }
+    for dir in sink_dirs(spec) {
+        sink::prepare(&dir).map_err(|e| RunError::Output {
+            path: dir.clone(),
+            reason: format!("cannot create: {e}"),
+        })?;
+    }
+    Ok(())
+}
+
+/// State restored for the whole job, split by slot.
+struct Restored {
+    epoch: Epoch,
+    splits: HashMap<usize, SplitState>,
+    window: Vec<WindowEntry>,
+}
+
+fn decode_restored(
+    restored: &RestoredCheckpoint,
+    spec: &BidsJobSpec,
+) -> Result<Restored, RunError> {
+    let checkpoint = restored.metadata.checkpoint_id;
+    let restore_error = |reason: String| RunError::Restore { checkpoint, reason };
+    if restored.metadata.parallelism != spec.parallelism {
+        return Err(restore_error(format!(
+            "was taken at parallelism {}, the job runs at {}",
+            restored.metadata.parallelism, spec.parallelism
+        )));
+    }
+    let mut splits = HashMap::new();
+    let mut window = Vec::new();
+    for (entry, bytes) in restored.metadata.files.iter().zip(&restored.files) {
+        let (_, snapshot) = SlotSnapshot::decode(bytes, checkpoint)
+            .map_err(|e| restore_error(format!("{}: {e}", entry.name)))?;
+        for split in snapshot.splits {
+            if splits.insert(split.split, split).is_some() {
+                return Err(restore_error(format!(
+                    "split {} appears twice",
+                    split.split
+                )));
+            }
+        }
+        window.extend(snapshot.window);
+    }
+    Ok(Restored {
+        epoch: checkpoint,
+        splits,
+        window,
+    })
+}
+
+/// Runs the bids job on the embedded cluster, resuming from its newest valid checkpoint.
+pub fn run_bids_job(options: RunOptions) -> Result<RunSummary, RunError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run_bids_job_async(options))
+}
+
+async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError> {
+    let started = rt::now();
+    let spec = Arc::new(options.spec.clone());
+    spec.validate()?;
+    let job_id = spec.fingerprint();
+    claim_output(&spec, &job_id)?;
+    let location = options
+        .checkpoint_location
+        .clone()
+        .unwrap_or_else(|| spec.output_dir.join("_checkpoints").display().to_string());
+    let store = CheckpointStore::open(&location, &job_id)?;
+    let (restored, skipped) = store.latest_valid().await?;
+    for error in &skipped {
+        eprintln!("warning: {error}; falling back to an older checkpoint");
+    }
+    let restored = restored
+        .map(|r| (r.metadata.finished, decode_restored(&r, &spec)))
+        .map(|(f, r)| r.map(|r| (f, r)))
+        .transpose()?;
+    let restored_epoch = restored.as_ref().map_or(0, |(_, r)| r.epoch);
+    for dir in sink_dirs(&spec) {
+        for slot in 0..spec.parallelism {
+            let report =
+                sink::recover(&dir, slot, restored_epoch).map_err(|e| RunError::Output {
+                    path: dir.clone(),
+                    reason: format!("recovery of staged output failed: {e}"),
+                })?;
+            if report.retracted > 0 {
+                eprintln!(
+                    "warning: {}: retracted {} part file(s) of slot {slot} committed after checkpoint {restored_epoch}; they will be recomputed",
+                    dir.display(),
+                    report.retracted
+                );
+            }
+        }
+    }
+    let mut summary = RunSummary {
+        job_id: job_id.clone(),
+        restored_from: restored.as_ref().map(|(_, r)| r.epoch),
+        ..Default::default()
+    };
+    if let Some((true, _)) = restored {
+        summary.already_finished = true;
+        summary.elapsed_ms = rt::elapsed_ms(started);
+        return Ok(summary);
+    }
+    let (mut restored_splits, restored_window) = match restored {
+        Some((_, r)) => (r.splits, r.window),
+        None => (HashMap::new(), Vec::new()),
+    };
+    let start_epoch = if restored_epoch == 0 {
+        FIRST_EPOCH
+    } else {
+        restored_epoch + 1
+    };
+    if restored_epoch > 0 {
+        tracing::info!(checkpoint = restored_epoch, "restored from checkpoint");
+    }
+
+    // Exchange channels: channels[from][to].
+    let parallelism = spec.parallelism;
+    let doorbells: Vec<Arc<SlotDoorbell>> = (0..parallelism)
+        .map(|_| Arc::new(SlotDoorbell::default()))
+        .collect();
+    let mut senders: Vec<Vec<Box<dyn ExchangeTx<Bid>>>> =
+        (0..parallelism).map(|_| Vec::new()).collect();
+    let mut receivers: Vec<Vec<Box<dyn ExchangeRx<Bid>>>> =
+        (0..parallelism).map(|_| Vec::new()).collect();
+    if parallelism > 1 {
+        for from in 0..parallelism {
+            for (to, receiver_list) in receivers.iter_mut().enumerate() {
+                let to_bell: Arc<dyn Doorbell> = doorbells[to].clone();
+                let from_bell: Arc<dyn Doorbell> = doorbells[from].clone();
+                let channel =
+                    LocalChannel::<Bid>::new(options.exchange_credits, to_bell, from_bell);
+                senders[from].push(Box::new(channel.clone()));
+                receiver_list.push(Box::new(channel));
+            }
+        }
+    }
+
+    let all_splits = spec.splits();
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut links = Vec::new();
+    let mut handles = Vec::new();
+    let mut metrics = Vec::new();
+    for (slot, (slot_senders, slot_receivers)) in senders.into_iter().zip(receivers).enumerate() {
+        let splits: Vec<_> = all_splits
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| index % parallelism == slot)
+            .map(|(i, s)| (i, s.clone()))
+            .collect();
+        let slot_restored = splits
+            .iter()
+            .filter_map(|(index, _)| restored_splits.remove(index).map(|s| (*index, s)))
+            .collect();
+        let window = restored_window
+            .iter()
+            .filter(|e| slot_of_key_group(e.key_group, parallelism) == slot)
+            .copied()
+            .collect();
+        let slot_metrics = Arc::new(SlotMetrics::default());
+        metrics.push(slot_metrics.clone());
+        let setup = SlotSetup {
+            slot,
+            spec: spec.clone(),
+            start_epoch,
+            splits,
+            restored_splits: slot_restored,
+            restored_window: window,
+            exchange: (parallelism > 1).then_some((slot_senders, slot_receivers)),
+            metrics: slot_metrics,
+        };
+        let (commands_tx, commands_rx) = tokio::sync::mpsc::unbounded_channel();
+        links.push(SlotLink::new(commands_tx, doorbells[slot].clone()));
+        let events = events_tx.clone();
+        let doorbell = doorbells[slot].clone();
+        let handle = rt::spawn_slot(format!("weir-slot-{slot}"), move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("slot runtime");
+            let slot_events = events.clone();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runtime.block_on(drive_slot(setup, commands_rx, slot_events, doorbell))
+            }));
+            if let Err(panic) = outcome {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                let _ = events.send(crate::slot::SlotEvent::Failed {
+                    slot,
+                    message: format!("internal error (bug): {message}"),
+                });
+            }
+        })
+        .map_err(|e| {
+            RunError::Job(JobError::SlotFailed {
+                slot,
+                message: format!("cannot start slot thread: {e}"),
+            })
+        })?;
+        handles.push(handle);
+    }
+    drop(events_tx);
+    assert!(
+        restored_splits.is_empty(),
+        "restored splits not assigned to any slot: {:?}",
+        restored_splits.keys()
+    );
+
+    let config = CoordinatorConfig {
+        job_id,
+        parallelism,
+        checkpoint_interval: options.checkpoint_interval,
+        retained_checkpoints: options.retained_checkpoints,
+        progress_interval: options.progress_interval,
+        crash_at: options.crash_at,
+    };
+    let result = coordinate(
+        config,
+        store,
+        links,
+        events_rx,
+        metrics.clone(),
+        start_epoch,
+    )
+    .await;
+    let mut panics = Vec::new();
+    for (slot, handle) in handles.into_iter().enumerate() {
+        if let Err(panic) = handle.join() {
+            panics.push(format!("slot {slot} panicked: {panic}"));
+        }
+    }
+    if let Some(panic) = panics.into_iter().next() {
+        return Err(JobError::SlotFailed {
+            slot: 0,
+            message: panic,
+        }
+        .into());
+    }
+    summary.coordinator = result?;
+    let total = |f: fn(&SlotMetrics) -> &std::sync::atomic::AtomicU64| {
+        metrics.iter().map(|m| SlotMetrics::get(f(m))).sum()
+    };
+    summary.records_read = total(|m| &m.records_read);
+    summary.records_on_time = total(|m| &m.records_on_time);
+    summary.records_late = total(|m| &m.records_late);
+    summary.records_bad = total(|m| &m.records_bad);
+    summary.rows_emitted = total(|m| &m.rows_emitted);
+    summary.elapsed_ms = rt::elapsed_ms(started);
+    Ok(summary)
+}
+
+/// Absolute form of `path` (which need not exist yet), for stable job fingerprints.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}

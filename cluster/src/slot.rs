@@ -1,0 +1,212 @@
+//! The slot driver: one timely worker, stepped by an async loop, steered by commands.
+//!
+//! Timely's own scheduling would park the OS thread (`step_or_park`), which the simulator
+//! cannot see; instead the driver calls `worker.step()` while operators report work, and
+//! otherwise awaits the slot's doorbell (rung by exchange channels and by commands) with a
+//! short timeout. Commands arrive between steps, so an epoch boundary always falls between
+//! two operator activations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::Notify;
+
+use timely::communication::allocator::Thread;
+use timely::communication::Allocator;
+use timely::worker::{Config, Worker};
+
+use weir_core::time::Epoch;
+use weir_dataflow::exchange::Doorbell;
+use weir_dataflow::job::{build_bids_dataflow, sink_dirs, SlotSetup};
+use weir_dataflow::metrics::SlotMetrics;
+use weir_dataflow::sink;
+
+/// Wakes a slot's driver.
+#[derive(Debug, Default)]
+pub struct SlotDoorbell(Notify);
+
+impl Doorbell for SlotDoorbell {
+    fn ring(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// What the coordinator tells a slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotCommand {
+    /// Start checkpoint `checkpoint`: sources move to the next epoch. A final checkpoint is
+    /// taken once all input is read: sources then release everything.
+    Trigger {
+        /// The checkpoint id (= the epoch it closes).
+        checkpoint: Epoch,
+        /// Whether this is the final checkpoint.
+        last: bool,
+    },
+    /// Checkpoint `checkpoint` is complete: commit staged output through it.
+    Complete {
+        /// The checkpoint id.
+        checkpoint: Epoch,
+    },
+    /// Stop the slot.
+    Stop,
+}
+
+/// What a slot tells the coordinator.
+#[derive(Debug)]
+pub enum SlotEvent {
+    /// The slot's state for a checkpoint, encoded as its state file.
+    Snapshot {
+        /// The slot.
+        slot: usize,
+        /// The checkpoint id.
+        checkpoint: Epoch,
+        /// The state file.
+        state: Vec<u8>,
+    },
+    /// The slot failed and stopped.
+    Failed {
+        /// The slot.
+        slot: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// Every split of the slot has been read to its end.
+    InputDone {
+        /// The slot.
+        slot: usize,
+    },
+    /// The slot committed output through a checkpoint.
+    Committed {
+        /// The slot.
+        slot: usize,
+        /// The checkpoint id.
+        checkpoint: Epoch,
+    },
+}
+
+/// The coordinator's end of a slot.
+#[derive(Clone, Debug)]
+pub struct SlotLink {
+    commands: UnboundedSender<SlotCommand>,
+    doorbell: Arc<SlotDoorbell>,
+}
+
+impl SlotLink {
+    /// A link over `commands` that rings `doorbell`.
+    pub fn new(commands: UnboundedSender<SlotCommand>, doorbell: Arc<SlotDoorbell>) -> Self {
+        SlotLink { commands, doorbell }
+    }
+    /// Sends a command (a slot that already stopped ignores it).
+    pub fn send(&self, command: SlotCommand) {
+        let _ = self.commands.send(command);
+        self.doorbell.ring();
+    }
+}
+
+/// How long an idle slot waits for its doorbell before stepping anyway.
+const IDLE_WAIT: Duration = Duration::from_millis(2);
+/// Steps without work before the driver waits.
+const IDLE_STEPS_BEFORE_WAIT: u32 = 2;
+
+/// Runs one slot until it is told to stop or fails.
+pub async fn drive_slot(
+    setup: SlotSetup,
+    mut commands: UnboundedReceiver<SlotCommand>,
+    events: UnboundedSender<SlotEvent>,
+    doorbell: Arc<SlotDoorbell>,
+) {
+    let slot = setup.slot;
+    let split_count = setup.splits.len() as u64;
+    let metrics = setup.metrics.clone();
+    let mut input_done_sent = false;
+    let dirs = sink_dirs(&setup.spec);
+    let mut worker = Worker::new(
+        Config::default(),
+        Allocator::Thread(Thread::default()),
+        None,
+    );
+    let control = build_bids_dataflow(&mut worker, setup);
+    let span = tracing::debug_span!("slot", slot);
+    let _entered = span.enter();
+    let fail = |message: String| {
+        let _ = events.send(SlotEvent::Failed { slot, message });
+    };
+    let mut idle_steps = 0u32;
+    let mut dataflow_running = true;
+    loop {
+        while let Ok(command) = commands.try_recv() {
+            match command {
+                SlotCommand::Trigger {
+                    checkpoint,
+                    last: false,
+                } => {
+                    assert!(
+                        checkpoint + 1 > control.target_epoch.get(),
+                        "checkpoint {checkpoint} triggered twice"
+                    );
+                    control.target_epoch.set(checkpoint + 1);
+                }
+                SlotCommand::Trigger {
+                    checkpoint,
+                    last: true,
+                } => {
+                    assert_eq!(
+                        checkpoint,
+                        control.target_epoch.get(),
+                        "final checkpoint must close the current epoch"
+                    );
+                    control.final_checkpoint.set(Some(checkpoint));
+                }
+                SlotCommand::Complete { checkpoint } => {
+                    for dir in &dirs {
+                        if let Err(error) = sink::commit_through(dir, slot, checkpoint) {
+                            return fail(format!(
+                                "output {}: commit of checkpoint {checkpoint} failed: {error}",
+                                dir.display()
+                            ));
+                        }
+                    }
+                    let _ = events.send(SlotEvent::Committed { slot, checkpoint });
+                }
+                SlotCommand::Stop => return,
+            }
+            control.wake_all();
+        }
+        let before = control.activity.count();
+        if dataflow_running {
+            dataflow_running = worker.step();
+        }
+        if let Some(message) = control.fatal.borrow().clone() {
+            return fail(message);
+        }
+        while let Some((epoch, snapshot)) = control.snapshots.borrow_mut().take_ready() {
+            tracing::debug!(slot, checkpoint = epoch, "slot snapshot ready");
+            let _ = events.send(SlotEvent::Snapshot {
+                slot,
+                checkpoint: epoch,
+                state: snapshot.encode(slot, epoch),
+            });
+        }
+        if !input_done_sent && SlotMetrics::get(&metrics.splits_finished) == split_count {
+            input_done_sent = true;
+            let _ = events.send(SlotEvent::InputDone { slot });
+        }
+        if control.activity.count() != before {
+            idle_steps = 0;
+            tokio::task::yield_now().await;
+            continue;
+        }
+        idle_steps += 1;
+        if idle_steps < IDLE_STEPS_BEFORE_WAIT && dataflow_running {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = doorbell.0.notified() => {}
+            _ = tokio::time::sleep(IDLE_WAIT) => {}
+        }
+        control.wake_all();
+    }
+}

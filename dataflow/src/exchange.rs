@@ -1,0 +1,282 @@
+//! Weir's exchange layer: data and frontiers between slots, over bounded, credit-based channels.
+//!
+//! Timely's own inter-worker channels need its closed allocator and OS threads, so slots are
+//! separate single-threaded timely workers and this module is the distributed half of progress
+//! tracking. An [`ExchangeSend`] operator partitions its input by key into one channel per
+//! target slot and, *after* the data, forwards every change of its input frontier. An
+//! [`ExchangeReceive`] operator is a source whose capabilities always equal the frontier of the
+//! union of its senders' reported frontiers. Channels are FIFO, so when a frontier report
+//! arrives, all data sent before it has arrived too: the receiver's frontier is exact.
+//!
+//! Channels carry at most `capacity` data batches in flight (credits); a sender without credit
+//! keeps batches in its outbox and reports the outbox length as back-pressure, which the source
+//! of its slot obeys. Memory is therefore bounded by `slots × capacity × batch size` plus one
+//! outbox per sender.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::CapabilitySet;
+use timely::dataflow::{Scope, Stream};
+use timely::order::PartialOrder;
+use timely::progress::frontier::Antichain;
+use timely::progress::Timestamp;
+use timely::scheduling::Activator;
+
+use weir_core::time::Time;
+
+/// What travels on an exchange channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExchangeMessage<D> {
+    /// A batch of records at a timestamp.
+    Data(Time, Vec<D>),
+    /// The sender's new input frontier: it will send no data at times not greater or equal to
+    /// an element of it. Empty means the sender is done.
+    Progress(Vec<Time>),
+}
+
+/// Wakes the slot on the other side of a channel.
+pub trait Doorbell: Send + Sync {
+    /// Tells the slot that something arrived for it (data, frontier, or credit).
+    fn ring(&self);
+}
+
+/// The sending half of an exchange channel.
+pub trait ExchangeTx<D>: Send {
+    /// Sends `message`, or gives it back when a data batch finds no credit.
+    fn try_send(&self, message: ExchangeMessage<D>) -> Result<(), ExchangeMessage<D>>;
+}
+
+/// The receiving half of an exchange channel.
+pub trait ExchangeRx<D>: Send {
+    /// The next message, if one has arrived.
+    fn try_recv(&self) -> Option<ExchangeMessage<D>>;
+}
+
+struct ChannelState<D> {
+    queue: VecDeque<ExchangeMessage<D>>,
+    data_in_flight: usize,
+}
+
+/// An in-process exchange channel between two slots, bounded by credits.
+pub struct LocalChannel<D> {
+    state: Mutex<ChannelState<D>>,
+    capacity: usize,
+    receiver_bell: Arc<dyn Doorbell>,
+    sender_bell: Arc<dyn Doorbell>,
+}
+
+impl<D> LocalChannel<D> {
+    /// A channel with `capacity` data batches of credit. `receiver_bell` wakes the receiving
+    /// slot when a message arrives; `sender_bell` wakes the sending slot when credit returns.
+    pub fn new(
+        capacity: usize,
+        receiver_bell: Arc<dyn Doorbell>,
+        sender_bell: Arc<dyn Doorbell>,
+    ) -> Arc<Self> {
+        assert!(capacity >= 1, "a channel needs at least one credit");
+        Arc::new(LocalChannel {
+            state: Mutex::new(ChannelState {
+                queue: VecDeque::new(),
+                data_in_flight: 0,
+            }),
+            capacity,
+            receiver_bell,
+            sender_bell,
+        })
+    }
+
+    /// Data batches currently in flight (never more than the capacity).
+    pub fn data_in_flight(&self) -> usize {
+        self.state.lock().expect("channel lock").data_in_flight
+    }
+}
+
+impl<D: Send> ExchangeTx<D> for Arc<LocalChannel<D>> {
+    fn try_send(&self, message: ExchangeMessage<D>) -> Result<(), ExchangeMessage<D>> {
+        {
+            let mut state = self.state.lock().expect("channel lock");
+            if let ExchangeMessage::Data(..) = message {
+                if state.data_in_flight >= self.capacity {
+                    return Err(message);
+                }
+                state.data_in_flight += 1;
+            }
+            state.queue.push_back(message);
+            assert!(state.data_in_flight <= self.capacity, "credit overrun");
+        }
+        self.receiver_bell.ring();
+        Ok(())
+    }
+}
+
+impl<D: Send> ExchangeRx<D> for Arc<LocalChannel<D>> {
+    fn try_recv(&self) -> Option<ExchangeMessage<D>> {
+        let message = {
+            let mut state = self.state.lock().expect("channel lock");
+            let message = state.queue.pop_front()?;
+            if let ExchangeMessage::Data(..) = message {
+                assert!(
+                    state.data_in_flight > 0,
+                    "data received without credit taken"
+                );
+                state.data_in_flight -= 1;
+            }
+            message
+        };
+        if let ExchangeMessage::Data(..) = message {
+            self.sender_bell.ring();
+        }
+        Some(message)
+    }
+}
+
+/// Sends a stream to other slots, partitioned by `route`.
+pub trait ExchangeSend<'scope, D> {
+    /// Routes each record to `senders[route(&record)]` and forwards the input frontier after
+    /// the data. Returns the operator's activator (to be woken when credit returns).
+    /// `pressure` is kept equal to the number of data batches waiting for credit.
+    fn exchange_send(
+        self,
+        senders: Vec<Box<dyn ExchangeTx<D>>>,
+        route: impl Fn(&D) -> usize + 'static,
+        pressure: Rc<Cell<usize>>,
+        activity: crate::Activity,
+    ) -> Activator;
+}
+
+impl<'scope, D: Send + 'static> ExchangeSend<'scope, D> for Stream<'scope, Time, Vec<D>> {
+    fn exchange_send(
+        self,
+        senders: Vec<Box<dyn ExchangeTx<D>>>,
+        route: impl Fn(&D) -> usize + 'static,
+        pressure: Rc<Cell<usize>>,
+        activity: crate::Activity,
+    ) -> Activator {
+        let scope = self.scope();
+        let mut builder = OperatorBuilder::new("ExchangeSend".to_owned(), scope);
+        let address = builder.operator_info().address;
+        let mut input = builder.new_input(self, Pipeline);
+        let targets = senders.len();
+        builder.build_reschedule(move |_capabilities| {
+            let mut outboxes: Vec<VecDeque<ExchangeMessage<D>>> =
+                (0..targets).map(|_| VecDeque::new()).collect();
+            let mut parts: Vec<Vec<D>> = (0..targets).map(|_| Vec::new()).collect();
+            let mut reported: Antichain<Time> = Antichain::from_elem(Time::minimum());
+            move |frontiers| {
+                input.for_each(|capability, data| {
+                    let time = crate::message_time(&capability);
+                    for record in data.drain(..) {
+                        let target = route(&record);
+                        parts[target].push(record);
+                    }
+                    for (target, part) in parts.iter_mut().enumerate() {
+                        if !part.is_empty() {
+                            let batch =
+                                std::mem::replace(part, Vec::with_capacity(part.capacity()));
+                            outboxes[target].push_back(ExchangeMessage::Data(time, batch));
+                        }
+                    }
+                });
+                let frontier = frontiers[0].frontier().to_owned();
+                if frontier != reported {
+                    assert!(
+                        PartialOrder::less_equal(&reported.borrow(), &frontier.borrow()),
+                        "exchange input frontier went backwards"
+                    );
+                    for outbox in outboxes.iter_mut() {
+                        // Coalesce: a newer frontier replaces an unsent older one.
+                        if let Some(ExchangeMessage::Progress(_)) = outbox.back() {
+                            outbox.pop_back();
+                        }
+                        outbox.push_back(ExchangeMessage::Progress(frontier.elements().to_vec()));
+                    }
+                    reported = frontier;
+                }
+                let mut waiting = 0;
+                for (outbox, sender) in outboxes.iter_mut().zip(senders.iter()) {
+                    while let Some(message) = outbox.pop_front() {
+                        if let Err(message) = sender.try_send(message) {
+                            outbox.push_front(message);
+                            break;
+                        }
+                        activity.note();
+                    }
+                    waiting += outbox.len();
+                }
+                pressure.set(waiting);
+                !(reported.is_empty() && waiting == 0)
+            }
+        });
+        scope.activator_for(address)
+    }
+}
+
+/// Receives a stream sent by [`ExchangeSend`] operators of every slot.
+pub struct ExchangeReceive;
+
+impl ExchangeReceive {
+    /// A source whose output is the union of what `receivers` deliver, at their times, and
+    /// whose frontier is the union of their senders' frontiers. Returns the stream and the
+    /// operator's activator (to be woken when messages arrive).
+    pub fn build<'scope, D: Send + 'static>(
+        scope: Scope<'scope, Time>,
+        receivers: Vec<Box<dyn ExchangeRx<D>>>,
+        activity: crate::Activity,
+    ) -> (Stream<'scope, Time, Vec<D>>, Activator) {
+        let mut builder = OperatorBuilder::new("ExchangeReceive".to_owned(), scope);
+        let address = builder.operator_info().address;
+        let (output, stream) = builder.new_output::<Vec<D>>();
+        let mut output = OutputBuilder::<Time, CapacityContainerBuilder<Vec<D>>>::from(output);
+        builder.build_reschedule(move |mut capabilities| {
+            let mut capabilities = CapabilitySet::from_elem(capabilities.pop().expect("one output"));
+            let mut sender_frontiers: Vec<Antichain<Time>> =
+                receivers.iter().map(|_| Antichain::from_elem(Time::minimum())).collect();
+            move |_frontiers| {
+                let mut output = output.activate();
+                let mut changed = false;
+                for (receiver, sender_frontier) in receivers.iter().zip(sender_frontiers.iter_mut()) {
+                    while let Some(message) = receiver.try_recv() {
+                        activity.note();
+                        match message {
+                            ExchangeMessage::Data(time, mut batch) => {
+                                assert!(
+                                    sender_frontier.less_equal(&time),
+                                    "exchange data at {time:?} behind its sender's frontier {sender_frontier:?}"
+                                );
+                                let capability = capabilities.delayed(&time);
+                                output.session(&capability).give_container(&mut batch);
+                            }
+                            ExchangeMessage::Progress(elements) => {
+                                let frontier = Antichain::from(elements);
+                                assert!(
+                                    PartialOrder::less_equal(&sender_frontier.borrow(), &frontier.borrow()),
+                                    "sender frontier went backwards: {sender_frontier:?} -> {frontier:?}"
+                                );
+                                *sender_frontier = frontier;
+                                changed = true;
+                            }
+                        }
+                    }
+                }
+                if changed {
+                    let mut union = Antichain::new();
+                    for frontier in &sender_frontiers {
+                        for time in frontier.elements() {
+                            union.insert(*time);
+                        }
+                    }
+                    capabilities.downgrade(&union.borrow());
+                }
+                !capabilities.is_empty()
+            }
+        });
+        (stream, scope.activator_for(address))
+    }
+}

@@ -1,0 +1,335 @@
+//! Exactly-once file sinks: stage per epoch, commit after the checkpoint completes.
+//!
+//! A sink writes the rows of epoch `n` to a hidden staging file
+//! `<dir>/_staging/e<n>-s<slot>.csv`. When its input frontier passes epoch `n` it flushes and
+//! `fsync`s that file and reports it durable; the slot's part of checkpoint `n` includes that
+//! report. Only after checkpoint `n` is complete (its `_metadata` written) does [`commit_through`]
+//! rename the staged file to `<dir>/part-e<n>-s<slot>.csv`, the committed, visible name.
+//! Renames are atomic and idempotent (a missing staged file whose part exists is already
+//! committed), so a recovery may re-commit freely. On recovery from checkpoint `n`,
+//! [`recover`] commits what checkpoint `n` covers, aborts staged epochs after `n`, and retracts
+//! committed epochs after `n` (possible only when a newer checkpoint was found corrupt).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+use weir_core::bid::{format_i64, itoa_buffer, write_bid_csv, write_csv_field, BID_HEADER};
+use weir_core::time::{Epoch, Time};
+use weir_core::Bid;
+
+use crate::snapshot::SnapshotCollector;
+use crate::window::WindowResult;
+
+/// A row type with a CSV form.
+pub trait CsvRow: 'static {
+    /// The header line (without newline).
+    const HEADER: &'static str;
+    /// Appends the row as one CSV line (with `\n`).
+    fn write_csv(&self, out: &mut Vec<u8>);
+}
+
+impl CsvRow for WindowResult {
+    const HEADER: &'static str = "window_start,window_end,auction,bids,sum_price,max_price";
+    #[inline]
+    fn write_csv(&self, out: &mut Vec<u8>) {
+        let mut buffer = itoa_buffer();
+        out.extend_from_slice(format_i64(&mut buffer, self.window_start));
+        out.push(b',');
+        out.extend_from_slice(format_i64(&mut buffer, self.window_end));
+        out.push(b',');
+        out.extend_from_slice(format_i64(&mut buffer, self.auction));
+        out.push(b',');
+        out.extend_from_slice(format_i64(&mut buffer, self.bids as i128));
+        out.push(b',');
+        out.extend_from_slice(format_i64(&mut buffer, self.sum_price));
+        out.push(b',');
+        out.extend_from_slice(format_i64(&mut buffer, self.max_price));
+        out.push(b'\n');
+    }
+}
+
+impl CsvRow for Bid {
+    const HEADER: &'static str = BID_HEADER;
+    #[inline]
+    fn write_csv(&self, out: &mut Vec<u8>) {
+        write_bid_csv(self, out)
+    }
+}
+
+/// A malformed input line, as written to the error output.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ErrorRow {
+    /// The input file.
+    pub file: Arc<str>,
+    /// 1-based line number.
+    pub line: u64,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The line as read (lossily decoded, truncated to 4 KiB).
+    pub record: String,
+}
+
+impl CsvRow for ErrorRow {
+    const HEADER: &'static str = "file,line,reason,record";
+    fn write_csv(&self, out: &mut Vec<u8>) {
+        write_csv_field(&self.file, out);
+        out.push(b',');
+        let mut buffer = itoa_buffer();
+        out.extend_from_slice(format_i64(&mut buffer, self.line as i128));
+        out.push(b',');
+        write_csv_field(&self.reason, out);
+        out.push(b',');
+        write_csv_field(&self.record, out);
+        out.push(b'\n');
+    }
+}
+
+/// The name of the staging subdirectory of a sink directory.
+pub const STAGING_DIR: &str = "_staging";
+
+fn staged_name(epoch: Epoch, slot: usize) -> String {
+    format!("e{epoch:010}-s{slot:04}.csv")
+}
+
+fn committed_name(epoch: Epoch, slot: usize) -> String {
+    format!("part-e{epoch:010}-s{slot:04}.csv")
+}
+
+/// Parses `e<epoch>-s<slot>.csv` or `part-e<epoch>-s<slot>.csv`.
+fn parse_name(name: &str) -> Option<(Epoch, usize)> {
+    let rest = name.strip_prefix("part-").unwrap_or(name);
+    let rest = rest.strip_prefix('e')?.strip_suffix(".csv")?;
+    let (epoch, slot) = rest.split_once("-s")?;
+    Some((epoch.parse().ok()?, slot.parse().ok()?))
+}
+
+/// Creates a sink directory and its staging directory.
+pub fn prepare(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir.join(STAGING_DIR))
+}
+
+/// Commits every staged epoch `<= through` of `slot`. Returns how many files were committed.
+pub fn commit_through(dir: &Path, slot: usize, through: Epoch) -> io::Result<usize> {
+    let mut committed = 0;
+    for (epoch, staged) in staged_files(dir, slot)? {
+        if epoch <= through {
+            fs::rename(&staged, dir.join(committed_name(epoch, slot)))?;
+            committed += 1;
+        }
+    }
+    if committed > 0 {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(committed)
+}
+
+/// What [`recover`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Staged files committed (covered by the restored checkpoint).
+    pub committed: usize,
+    /// Staged files deleted (after the restored checkpoint).
+    pub aborted: usize,
+    /// Committed files deleted (after the restored checkpoint: a newer one was lost).
+    pub retracted: usize,
+}
+
+/// Brings `slot`'s files in `dir` in line with restored checkpoint `restored` (0 for none).
+pub fn recover(dir: &Path, slot: usize, restored: Epoch) -> io::Result<Recovery> {
+    let mut report = Recovery {
+        committed: commit_through(dir, slot, restored)?,
+        ..Default::default()
+    };
+    for (epoch, staged) in staged_files(dir, slot)? {
+        assert!(epoch > restored, "commit_through left epoch {epoch}");
+        fs::remove_file(staged)?;
+        report.aborted += 1;
+    }
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some((epoch, file_slot)) = name.strip_prefix("part-").and(parse_name(&name)) {
+            if file_slot == slot && epoch > restored {
+                tracing::warn!(file = %entry.path().display(), restored, "retracting output committed after the restored checkpoint");
+                fs::remove_file(entry.path())?;
+                report.retracted += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn staged_files(dir: &Path, slot: usize) -> io::Result<Vec<(Epoch, PathBuf)>> {
+    let staging = dir.join(STAGING_DIR);
+    let mut files = Vec::new();
+    let entries = match fs::read_dir(&staging) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(files),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if let Some((epoch, file_slot)) = parse_name(&entry.file_name().to_string_lossy()) {
+            if file_slot == slot {
+                files.push((epoch, entry.path()));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Configuration of one sink in one slot.
+pub struct SinkSetup {
+    /// The sink directory.
+    pub dir: PathBuf,
+    /// This slot.
+    pub slot: usize,
+    /// The sink's index in the snapshot collector.
+    pub index: usize,
+    /// Where durability reports go.
+    pub snapshots: Rc<RefCell<SnapshotCollector>>,
+    /// Where an I/O failure is reported (it stops the job).
+    pub fatal: Rc<RefCell<Option<String>>>,
+    /// The slot's activity counter.
+    pub activity: crate::Activity,
+}
+
+/// Writes a stream to an exactly-once file sink.
+pub trait EpochFileSink {
+    /// Stages rows per epoch and reports each epoch durable once the input frontier passes it.
+    fn epoch_file_sink(self, setup: SinkSetup);
+}
+
+impl<'scope, R: CsvRow> EpochFileSink for Stream<'scope, Time, Vec<R>> {
+    fn epoch_file_sink(self, setup: SinkSetup) {
+        let SinkSetup {
+            dir,
+            slot,
+            index,
+            snapshots,
+            fatal,
+            activity,
+        } = setup;
+        let mut writers: BTreeMap<Epoch, BufWriter<File>> = BTreeMap::new();
+        let mut scratch: Vec<u8> = Vec::with_capacity(1 << 16);
+        let mut durable_through: Option<Epoch> = None;
+        let mut failed = false;
+        self.sink(Pipeline, "EpochFileSink", move |(input, frontier)| {
+            let mut stage = || -> io::Result<()> {
+                let mut result = Ok(());
+                input.for_each(|stamp, rows| {
+                    if result.is_err() {
+                        return;
+                    }
+                    let epoch = crate::message_time(&stamp).epoch;
+                    activity.note();
+                    result = (|| {
+                        let writer = match writers.entry(epoch) {
+                            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                            std::collections::btree_map::Entry::Vacant(entry) => {
+                                let path = dir.join(STAGING_DIR).join(staged_name(epoch, slot));
+                                let mut writer =
+                                    BufWriter::with_capacity(1 << 20, File::create(&path)?);
+                                writer.write_all(R::HEADER.as_bytes())?;
+                                writer.write_all(b"\n")?;
+                                entry.insert(writer)
+                            }
+                        };
+                        scratch.clear();
+                        for row in rows.iter() {
+                            row.write_csv(&mut scratch);
+                        }
+                        writer.write_all(&scratch)
+                    })();
+                });
+                result?;
+                let through = match frontier.frontier().iter().map(|t| t.epoch).min() {
+                    None => Epoch::MAX,
+                    Some(epoch) => epoch.saturating_sub(1),
+                };
+                if durable_through.is_none_or(|previous| through > previous) {
+                    while let Some(entry) = writers.first_entry() {
+                        if *entry.key() > through {
+                            break;
+                        }
+                        let writer = entry.remove();
+                        let file = writer.into_inner().map_err(|e| e.into_error())?;
+                        file.sync_all()?;
+                    }
+                    durable_through = Some(through);
+                    activity.note();
+                    snapshots.borrow_mut().sink_durable_through(index, through);
+                }
+                Ok(())
+            };
+            if failed {
+                return;
+            }
+            if let Err(error) = stage() {
+                failed = true;
+                fatal.borrow_mut().get_or_insert_with(|| {
+                    format!("output {}: cannot write: {error}", dir.display())
+                });
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(parse_name(&staged_name(12, 3)), Some((12, 3)));
+        assert_eq!(parse_name(&committed_name(12, 3)), Some((12, 3)));
+        assert_eq!(parse_name("other.csv"), None);
+    }
+
+    #[test]
+    fn commit_and_recover_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        prepare(dir).unwrap();
+        for epoch in 1..=4 {
+            fs::write(dir.join(STAGING_DIR).join(staged_name(epoch, 0)), "x\n").unwrap();
+        }
+        fs::write(
+            dir.join(STAGING_DIR).join(staged_name(1, 1)),
+            "other slot\n",
+        )
+        .unwrap();
+        assert_eq!(commit_through(dir, 0, 2).unwrap(), 2);
+        assert_eq!(commit_through(dir, 0, 2).unwrap(), 0);
+        let report = recover(dir, 0, 3).unwrap();
+        assert_eq!(
+            report,
+            Recovery {
+                committed: 1,
+                aborted: 1,
+                retracted: 0
+            }
+        );
+        let report = recover(dir, 0, 1).unwrap();
+        assert_eq!(
+            report,
+            Recovery {
+                committed: 0,
+                aborted: 0,
+                retracted: 2
+            }
+        );
+        assert!(dir.join(committed_name(1, 0)).exists());
+        assert!(dir.join(STAGING_DIR).join(staged_name(1, 1)).exists());
+    }
+}
