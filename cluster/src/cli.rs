@@ -87,6 +87,9 @@ pub struct BidsArgs {
     /// Generator only: number of distinct auctions (keys).
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub auctions: u64,
+    /// Throttle the sources to at most this many events per second in total (unlimited by default).
+    #[arg(long, value_name = "EVENTS_PER_SECOND", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
     /// Progress line interval on stderr; 0 or `off` for none.
     #[arg(long, default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
     pub progress: Interval,
@@ -99,32 +102,19 @@ pub struct Interval(pub Option<Duration>);
 /// Parses `500ms`, `10s`, `2m`, `1h` into milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let value: i64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 10s, 2m or 1h"))?;
+    let value: i64 =
+        digits.parse().map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 10s, 2m or 1h"))?;
     let scale = match unit {
         "ms" => 1,
         "s" => 1_000,
         "m" | "min" => 60_000,
         "h" => 3_600_000,
-        "" => {
-            return Err(format!(
-                "`{text}` has no unit; write e.g. {text}s or {text}ms"
-            ))
-        }
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{text}`; use ms, s, m or h"
-            ))
-        }
+        "" => return Err(format!("`{text}` has no unit; write e.g. {text}s or {text}ms")),
+        other => return Err(format!("unknown unit `{other}` in `{text}`; use ms, s, m or h")),
     };
-    value
-        .checked_mul(scale)
-        .ok_or_else(|| format!("`{text}` is too large"))
+    value.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
 }
 
 fn parse_interval(text: &str) -> Result<Interval, String> {
@@ -139,12 +129,7 @@ impl BidsArgs {
     /// The validated job and run options these flags describe.
     pub fn to_options(&self) -> Result<RunOptions, SpecError> {
         let input = match &self.input {
-            Some(path) => InputSpec::Files(
-                resolve_input_files(path)?
-                    .iter()
-                    .map(|p| absolute(p))
-                    .collect(),
-            ),
+            Some(path) => InputSpec::Files(resolve_input_files(path)?.iter().map(|p| absolute(p)).collect()),
             None => {
                 let mut config = GeneratorConfig::new(self.events, self.seed);
                 config.auctions = self.auctions;
@@ -168,6 +153,7 @@ impl BidsArgs {
         options.checkpoint_interval = self.checkpoint_interval.0;
         options.retained_checkpoints = self.retained_checkpoints as usize;
         options.progress_interval = self.progress.0;
+        options.rate_limit = self.rate;
         Ok(options)
     }
 }
@@ -183,9 +169,7 @@ mod tests {
         assert_eq!(parse_duration_ms("2m"), Ok(120_000));
         assert!(parse_duration_ms("10").unwrap_err().contains("no unit"));
         assert!(parse_duration_ms("ten").is_err());
-        assert!(parse_duration_ms("5d")
-            .unwrap_err()
-            .contains("unknown unit"));
+        assert!(parse_duration_ms("5d").unwrap_err().contains("unknown unit"));
         assert_eq!(parse_interval("off"), Ok(Interval(None)));
     }
 }

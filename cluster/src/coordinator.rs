@@ -16,8 +16,7 @@ use thiserror::Error;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use weir_core::checkpoint::{
-    slot_state_file, CheckpointError, CheckpointMetadata, CheckpointStore, FileEntry,
-    FORMAT_VERSION,
+    slot_state_file, CheckpointError, CheckpointMetadata, CheckpointStore, FileEntry, FORMAT_VERSION,
 };
 use weir_core::rt;
 use weir_core::time::Epoch;
@@ -143,19 +142,9 @@ pub async fn coordinate(
 
     loop {
         if pending.is_none() && final_commits.is_none() && input_done.iter().all(|&d| d) {
-            tracing::info!(
-                checkpoint = next_checkpoint,
-                "all input read; taking the final checkpoint"
-            );
-            pending = Some(Pending {
-                checkpoint: next_checkpoint,
-                last: true,
-                files: BTreeMap::new(),
-            });
-            broadcast(SlotCommand::Trigger {
-                checkpoint: next_checkpoint,
-                last: true,
-            });
+            tracing::info!(checkpoint = next_checkpoint, "all input read; taking the final checkpoint");
+            pending = Some(Pending { checkpoint: next_checkpoint, last: true, files: BTreeMap::new() });
+            broadcast(SlotCommand::Trigger { checkpoint: next_checkpoint, last: true });
         }
         tokio::select! {
             biased;
@@ -175,7 +164,9 @@ pub async fn coordinate(
                                 commits[slot] = true;
                                 if commits.iter().all(|&c| c) {
                                     stop_all();
-                                    progress.report(outcome.last_checkpoint);
+                                    if config.progress_interval.is_some() {
+                                        progress.report(outcome.last_checkpoint);
+                                    }
                                     return Ok(outcome);
                                 }
                             }
@@ -287,10 +278,7 @@ async fn upload(
     let state = bytes_from(state);
     let mut attempt = 1;
     loop {
-        match store
-            .put_file(checkpoint, &slot_state_file(slot), state.clone())
-            .await
-        {
+        match store.put_file(checkpoint, &slot_state_file(slot), state.clone()).await {
             Ok(entry) => return Ok(entry),
             Err(error) if attempt < UPLOAD_ATTEMPTS => {
                 tracing::warn!(checkpoint, slot, attempt, %error, "state upload failed; retrying");
@@ -315,24 +303,12 @@ struct ProgressReporter {
 
 impl ProgressReporter {
     fn new(metrics: &[Arc<SlotMetrics>]) -> Self {
-        ProgressReporter {
-            metrics: metrics.to_vec(),
-            last_at: rt::now(),
-            last_read: 0,
-        }
+        ProgressReporter { metrics: metrics.to_vec(), last_at: rt::now(), last_read: 0 }
     }
 
     fn report(&mut self, last_checkpoint: Option<Epoch>) {
-        let read: u64 = self
-            .metrics
-            .iter()
-            .map(|m| SlotMetrics::get(&m.records_read))
-            .sum();
-        let watermark = self
-            .metrics
-            .iter()
-            .map(|m| m.watermark.load(std::sync::atomic::Ordering::Relaxed))
-            .min();
+        let read: u64 = self.metrics.iter().map(|m| SlotMetrics::get(&m.records_read)).sum();
+        let watermark = self.metrics.iter().map(|m| m.watermark.load(std::sync::atomic::Ordering::Relaxed)).min();
         let elapsed_ms = rt::elapsed_ms(self.last_at).max(1);
         let rate = (read - self.last_read) as f64 * 1000.0 / elapsed_ms as f64;
         self.last_at = rt::now();
@@ -343,6 +319,8 @@ impl ProgressReporter {
             Some(ms) => format!("{ms} ms"),
         };
         let checkpoint = last_checkpoint.map_or("-".to_string(), |c| c.to_string());
-        eprintln!("progress: {read} events read, {rate:.0} events/s, watermark {watermark}, last checkpoint {checkpoint}");
+        eprintln!(
+            "progress: {read} events read, {rate:.0} events/s, watermark {watermark}, last checkpoint {checkpoint}"
+        );
     }
 }

@@ -10,9 +10,7 @@ use weir_cluster::run::{run_bids_job, RunSummary};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
+        .with_env_filter(EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -40,14 +38,9 @@ fn fail(message: &str) -> ExitCode {
 }
 
 fn print_summary(summary: &RunSummary, cpu_before: Option<u64>) {
-    let restored = summary
-        .restored_from
-        .map_or("none".to_string(), |c| format!("checkpoint {c}"));
+    let restored = summary.restored_from.map_or("none".to_string(), |c| format!("checkpoint {c}"));
     if summary.already_finished {
-        println!(
-            "job {}: already finished (final checkpoint {restored}); output is committed",
-            summary.job_id
-        );
+        println!("job {}: already finished (final checkpoint {restored}); output is committed", summary.job_id);
         return;
     }
     let seconds = summary.elapsed_ms.max(1) as f64 / 1000.0;
@@ -65,22 +58,13 @@ fn print_summary(summary: &RunSummary, cpu_before: Option<u64>) {
     println!(
         "  checkpoints:        {} completed (last {}), {} declined, {} state bytes",
         summary.coordinator.checkpoints_completed,
-        summary
-            .coordinator
-            .last_checkpoint
-            .map_or("-".into(), |c| c.to_string()),
+        summary.coordinator.last_checkpoint.map_or("-".into(), |c| c.to_string()),
         summary.coordinator.checkpoints_declined,
         summary.coordinator.state_bytes
     );
-    println!(
-        "  wall time:          {seconds:.3} s ({:.0} events/s)",
-        summary.records_read as f64 / seconds
-    );
+    println!("  wall time:          {seconds:.3} s ({:.0} events/s)", summary.records_read as f64 / seconds);
     if let Some(cpu) = cpu_seconds {
-        println!(
-            "  cpu time:           {cpu:.3} s ({:.0} events per cpu-second)",
-            summary.records_read as f64 / cpu
-        );
+        println!("  cpu time:           {cpu:.3} s ({:.0} events per cpu-second)", summary.records_read as f64 / cpu);
     }
     if let Some(rss) = weir_core::rt::peak_rss_kib() {
         println!("  peak memory:        {:.1} MiB", rss as f64 / 1024.0);

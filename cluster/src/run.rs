@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub exchange_credits: usize,
     /// Stop dead at this point (tests of recovery).
     pub crash_at: Option<CrashPoint>,
+    /// Throttle the sources to this many records per second in total.
+    pub rate_limit: Option<u64>,
 }
 
 impl RunOptions {
@@ -57,6 +59,7 @@ impl RunOptions {
             progress_interval: None,
             exchange_credits: 16,
             crash_at: None,
+            rate_limit: None,
         }
     }
 }
@@ -122,19 +125,13 @@ const JOB_MARKER: &str = "_weir_job.json";
 /// job's id in a hidden marker so that another job's run into the same directory is refused.
 fn claim_output(spec: &BidsJobSpec, job_id: &str) -> Result<(), RunError> {
     let output = &spec.output_dir;
-    let output_error = |reason: String| RunError::Output {
-        path: output.clone(),
-        reason,
-    };
-    std::fs::create_dir_all(output)
-        .map_err(|e| output_error(format!("cannot create directory: {e}")))?;
+    let output_error = |reason: String| RunError::Output { path: output.clone(), reason };
+    std::fs::create_dir_all(output).map_err(|e| output_error(format!("cannot create directory: {e}")))?;
     let marker = output.join(JOB_MARKER);
     match std::fs::read_to_string(&marker) {
         Ok(content) => {
             let recorded: serde_json::Value = serde_json::from_str(&content).map_err(|e| {
-                output_error(format!(
-                    "{JOB_MARKER} is unreadable ({e}); use an empty output directory"
-                ))
+                output_error(format!("{JOB_MARKER} is unreadable ({e}); use an empty output directory"))
             })?;
             if recorded.get("job_id").and_then(|v| v.as_str()) != Some(job_id) {
                 return Err(output_error(format!(
@@ -149,26 +146,19 @@ fn claim_output(spec: &BidsJobSpec, job_id: &str) -> Result<(), RunError> {
                 .filter_map(|e| e.ok())
                 .any(|e| !e.file_name().to_string_lossy().starts_with(['.', '_']));
             if has_visible {
-                return Err(output_error(
-                    "is not empty; use an empty or new output directory".into(),
-                ));
+                return Err(output_error("is not empty; use an empty or new output directory".into()));
             }
             let content = serde_json::json!({ "job_id": job_id, "spec": spec });
             let temporary = output.join(format!("{JOB_MARKER}.tmp"));
-            std::fs::write(
-                &temporary,
-                serde_json::to_vec_pretty(&content).expect("json"),
-            )
-            .and_then(|_| std::fs::rename(&temporary, &marker))
-            .map_err(|e| output_error(format!("is not writable: {e}")))?;
+            std::fs::write(&temporary, serde_json::to_vec_pretty(&content).expect("json"))
+                .and_then(|_| std::fs::rename(&temporary, &marker))
+                .map_err(|e| output_error(format!("is not writable: {e}")))?;
         }
         Err(e) => return Err(output_error(format!("cannot read {JOB_MARKER}: {e}"))),
     }
     for dir in sink_dirs(spec) {
-        sink::prepare(&dir).map_err(|e| RunError::Output {
-            path: dir.clone(),
-            reason: format!("cannot create: {e}"),
-        })?;
+        sink::prepare(&dir)
+            .map_err(|e| RunError::Output { path: dir.clone(), reason: format!("cannot create: {e}") })?;
     }
     Ok(())
 }
@@ -180,10 +170,7 @@ struct Restored {
     window: Vec<WindowEntry>,
 }
 
-fn decode_restored(
-    restored: &RestoredCheckpoint,
-    spec: &BidsJobSpec,
-) -> Result<Restored, RunError> {
+fn decode_restored(restored: &RestoredCheckpoint, spec: &BidsJobSpec) -> Result<Restored, RunError> {
     let checkpoint = restored.metadata.checkpoint_id;
     let restore_error = |reason: String| RunError::Restore { checkpoint, reason };
     if restored.metadata.parallelism != spec.parallelism {
@@ -195,31 +182,21 @@ fn decode_restored(
     let mut splits = HashMap::new();
     let mut window = Vec::new();
     for (entry, bytes) in restored.metadata.files.iter().zip(&restored.files) {
-        let (_, snapshot) = SlotSnapshot::decode(bytes, checkpoint)
-            .map_err(|e| restore_error(format!("{}: {e}", entry.name)))?;
+        let (_, snapshot) =
+            SlotSnapshot::decode(bytes, checkpoint).map_err(|e| restore_error(format!("{}: {e}", entry.name)))?;
         for split in snapshot.splits {
             if splits.insert(split.split, split).is_some() {
-                return Err(restore_error(format!(
-                    "split {} appears twice",
-                    split.split
-                )));
+                return Err(restore_error(format!("split {} appears twice", split.split)));
             }
         }
         window.extend(snapshot.window);
     }
-    Ok(Restored {
-        epoch: checkpoint,
-        splits,
-        window,
-    })
+    Ok(Restored { epoch: checkpoint, splits, window })
 }
 
 /// Runs the bids job on the embedded cluster, resuming from its newest valid checkpoint.
 pub fn run_bids_job(options: RunOptions) -> Result<RunSummary, RunError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(run_bids_job_async(options))
 }
 
@@ -245,11 +222,10 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
     let restored_epoch = restored.as_ref().map_or(0, |(_, r)| r.epoch);
     for dir in sink_dirs(&spec) {
         for slot in 0..spec.parallelism {
-            let report =
-                sink::recover(&dir, slot, restored_epoch).map_err(|e| RunError::Output {
-                    path: dir.clone(),
-                    reason: format!("recovery of staged output failed: {e}"),
-                })?;
+            let report = sink::recover(&dir, slot, restored_epoch).map_err(|e| RunError::Output {
+                path: dir.clone(),
+                reason: format!("recovery of staged output failed: {e}"),
+            })?;
             if report.retracted > 0 {
                 eprintln!(
                     "warning: {}: retracted {} part file(s) of slot {slot} committed after checkpoint {restored_epoch}; they will be recomputed",
@@ -273,31 +249,22 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
         Some((_, r)) => (r.splits, r.window),
         None => (HashMap::new(), Vec::new()),
     };
-    let start_epoch = if restored_epoch == 0 {
-        FIRST_EPOCH
-    } else {
-        restored_epoch + 1
-    };
+    let start_epoch = if restored_epoch == 0 { FIRST_EPOCH } else { restored_epoch + 1 };
     if restored_epoch > 0 {
         tracing::info!(checkpoint = restored_epoch, "restored from checkpoint");
     }
 
     // Exchange channels: channels[from][to].
     let parallelism = spec.parallelism;
-    let doorbells: Vec<Arc<SlotDoorbell>> = (0..parallelism)
-        .map(|_| Arc::new(SlotDoorbell::default()))
-        .collect();
-    let mut senders: Vec<Vec<Box<dyn ExchangeTx<Bid>>>> =
-        (0..parallelism).map(|_| Vec::new()).collect();
-    let mut receivers: Vec<Vec<Box<dyn ExchangeRx<Bid>>>> =
-        (0..parallelism).map(|_| Vec::new()).collect();
+    let doorbells: Vec<Arc<SlotDoorbell>> = (0..parallelism).map(|_| Arc::new(SlotDoorbell::default())).collect();
+    let mut senders: Vec<Vec<Box<dyn ExchangeTx<Bid>>>> = (0..parallelism).map(|_| Vec::new()).collect();
+    let mut receivers: Vec<Vec<Box<dyn ExchangeRx<Bid>>>> = (0..parallelism).map(|_| Vec::new()).collect();
     if parallelism > 1 {
         for from in 0..parallelism {
             for (to, receiver_list) in receivers.iter_mut().enumerate() {
                 let to_bell: Arc<dyn Doorbell> = doorbells[to].clone();
                 let from_bell: Arc<dyn Doorbell> = doorbells[from].clone();
-                let channel =
-                    LocalChannel::<Bid>::new(options.exchange_credits, to_bell, from_bell);
+                let channel = LocalChannel::<Bid>::new(options.exchange_credits, to_bell, from_bell);
                 senders[from].push(Box::new(channel.clone()));
                 receiver_list.push(Box::new(channel));
             }
@@ -316,15 +283,10 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
             .filter(|(index, _)| index % parallelism == slot)
             .map(|(i, s)| (i, s.clone()))
             .collect();
-        let slot_restored = splits
-            .iter()
-            .filter_map(|(index, _)| restored_splits.remove(index).map(|s| (*index, s)))
-            .collect();
-        let window = restored_window
-            .iter()
-            .filter(|e| slot_of_key_group(e.key_group, parallelism) == slot)
-            .copied()
-            .collect();
+        let slot_restored =
+            splits.iter().filter_map(|(index, _)| restored_splits.remove(index).map(|s| (*index, s))).collect();
+        let window =
+            restored_window.iter().filter(|e| slot_of_key_group(e.key_group, parallelism) == slot).copied().collect();
         let slot_metrics = Arc::new(SlotMetrics::default());
         metrics.push(slot_metrics.clone());
         let setup = SlotSetup {
@@ -336,16 +298,23 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
             restored_window: window,
             exchange: (parallelism > 1).then_some((slot_senders, slot_receivers)),
             metrics: slot_metrics,
+            rate_limit: None,
         };
+        let slot_rate = options.rate_limit.map(|rate| (rate / parallelism as u64).max(1));
         let (commands_tx, commands_rx) = tokio::sync::mpsc::unbounded_channel();
         links.push(SlotLink::new(commands_tx, doorbells[slot].clone()));
         let events = events_tx.clone();
         let doorbell = doorbells[slot].clone();
         let handle = rt::spawn_slot(format!("weir-slot-{slot}"), move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("slot runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("slot runtime");
+            let mut setup = setup;
+            setup.rate_limit = slot_rate.map(|records_per_second| {
+                let started = rt::now();
+                weir_dataflow::source::RateLimit {
+                    records_per_second,
+                    clock_ms: Box::new(move || rt::elapsed_ms(started)),
+                }
+            });
             let slot_events = events.clone();
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 runtime.block_on(drive_slot(setup, commands_rx, slot_events, doorbell))
@@ -356,26 +325,15 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_default();
-                let _ = events.send(crate::slot::SlotEvent::Failed {
-                    slot,
-                    message: format!("internal error (bug): {message}"),
-                });
+                let _ = events
+                    .send(crate::slot::SlotEvent::Failed { slot, message: format!("internal error (bug): {message}") });
             }
         })
-        .map_err(|e| {
-            RunError::Job(JobError::SlotFailed {
-                slot,
-                message: format!("cannot start slot thread: {e}"),
-            })
-        })?;
+        .map_err(|e| RunError::Job(JobError::SlotFailed { slot, message: format!("cannot start slot thread: {e}") }))?;
         handles.push(handle);
     }
     drop(events_tx);
-    assert!(
-        restored_splits.is_empty(),
-        "restored splits not assigned to any slot: {:?}",
-        restored_splits.keys()
-    );
+    assert!(restored_splits.is_empty(), "restored splits not assigned to any slot: {:?}", restored_splits.keys());
 
     let config = CoordinatorConfig {
         job_id,
@@ -385,15 +343,7 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
         progress_interval: options.progress_interval,
         crash_at: options.crash_at,
     };
-    let result = coordinate(
-        config,
-        store,
-        links,
-        events_rx,
-        metrics.clone(),
-        start_epoch,
-    )
-    .await;
+    let result = coordinate(config, store, links, events_rx, metrics.clone(), start_epoch).await;
     let mut panics = Vec::new();
     for (slot, handle) in handles.into_iter().enumerate() {
         if let Err(panic) = handle.join() {
@@ -401,16 +351,11 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
         }
     }
     if let Some(panic) = panics.into_iter().next() {
-        return Err(JobError::SlotFailed {
-            slot: 0,
-            message: panic,
-        }
-        .into());
+        return Err(JobError::SlotFailed { slot: 0, message: panic }.into());
     }
     summary.coordinator = result?;
-    let total = |f: fn(&SlotMetrics) -> &std::sync::atomic::AtomicU64| {
-        metrics.iter().map(|m| SlotMetrics::get(f(m))).sum()
-    };
+    let total =
+        |f: fn(&SlotMetrics) -> &std::sync::atomic::AtomicU64| metrics.iter().map(|m| SlotMetrics::get(f(m))).sum();
     summary.records_read = total(|m| &m.records_read);
     summary.records_on_time = total(|m| &m.records_on_time);
     summary.records_late = total(|m| &m.records_late);

@@ -121,11 +121,7 @@ pub async fn drive_slot(
     let metrics = setup.metrics.clone();
     let mut input_done_sent = false;
     let dirs = sink_dirs(&setup.spec);
-    let mut worker = Worker::new(
-        Config::default(),
-        Allocator::Thread(Thread::default()),
-        None,
-    );
+    let mut worker = Worker::new(Config::default(), Allocator::Thread(Thread::default()), None);
     let control = build_bids_dataflow(&mut worker, setup);
     let span = tracing::debug_span!("slot", slot);
     let _entered = span.enter();
@@ -137,25 +133,12 @@ pub async fn drive_slot(
     loop {
         while let Ok(command) = commands.try_recv() {
             match command {
-                SlotCommand::Trigger {
-                    checkpoint,
-                    last: false,
-                } => {
-                    assert!(
-                        checkpoint + 1 > control.target_epoch.get(),
-                        "checkpoint {checkpoint} triggered twice"
-                    );
+                SlotCommand::Trigger { checkpoint, last: false } => {
+                    assert!(checkpoint + 1 > control.target_epoch.get(), "checkpoint {checkpoint} triggered twice");
                     control.target_epoch.set(checkpoint + 1);
                 }
-                SlotCommand::Trigger {
-                    checkpoint,
-                    last: true,
-                } => {
-                    assert_eq!(
-                        checkpoint,
-                        control.target_epoch.get(),
-                        "final checkpoint must close the current epoch"
-                    );
+                SlotCommand::Trigger { checkpoint, last: true } => {
+                    assert_eq!(checkpoint, control.target_epoch.get(), "final checkpoint must close the current epoch");
                     control.final_checkpoint.set(Some(checkpoint));
                 }
                 SlotCommand::Complete { checkpoint } => {
@@ -182,11 +165,7 @@ pub async fn drive_slot(
         }
         while let Some((epoch, snapshot)) = control.snapshots.borrow_mut().take_ready() {
             tracing::debug!(slot, checkpoint = epoch, "slot snapshot ready");
-            let _ = events.send(SlotEvent::Snapshot {
-                slot,
-                checkpoint: epoch,
-                state: snapshot.encode(slot, epoch),
-            });
+            let _ = events.send(SlotEvent::Snapshot { slot, checkpoint: epoch, state: snapshot.encode(slot, epoch) });
         }
         if !input_done_sent && SlotMetrics::get(&metrics.splits_finished) == split_count {
             input_done_sent = true;

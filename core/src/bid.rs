@@ -53,21 +53,10 @@ impl fmt::Display for BadRecord {
             BadRecord::FieldCount { found } => {
                 write!(f, "expected 4 fields ({BID_HEADER}), found {found}")
             }
-            BadRecord::BadInteger {
-                field,
-                text,
-                overflow: true,
-            } => {
-                write!(
-                    f,
-                    "field `{field}`: {text:?} overflows a signed 64-bit integer"
-                )
+            BadRecord::BadInteger { field, text, overflow: true } => {
+                write!(f, "field `{field}`: {text:?} overflows a signed 64-bit integer")
             }
-            BadRecord::BadInteger {
-                field,
-                text,
-                overflow: false,
-            } => {
+            BadRecord::BadInteger { field, text, overflow: false } => {
                 write!(f, "field `{field}`: {text:?} is not an integer")
             }
             BadRecord::NotUtf8 => write!(f, "line is not valid UTF-8"),
@@ -96,12 +85,7 @@ pub fn parse_bid_line(line: &[u8]) -> Result<Bid, BadRecord> {
     if count != 4 {
         return Err(BadRecord::FieldCount { found: count });
     }
-    Ok(Bid {
-        auction: fields[0],
-        bidder: fields[1],
-        price: fields[2],
-        date_time: fields[3],
-    })
+    Ok(Bid { auction: fields[0], bidder: fields[1], price: fields[2], date_time: fields[3] })
 }
 
 /// Parses an optionally signed decimal integer, allowing surrounding ASCII spaces.
@@ -126,10 +110,7 @@ fn parse_i64(field: &[u8]) -> Result<i64, bool> {
             return Err(false);
         }
         if !overflow {
-            match value
-                .checked_mul(10)
-                .and_then(|v| v.checked_sub(digit as i64))
-            {
+            match value.checked_mul(10).and_then(|v| v.checked_sub(digit as i64)) {
                 Some(v) => value = v,
                 None => overflow = true,
             }
@@ -149,10 +130,7 @@ fn parse_i64(field: &[u8]) -> Result<i64, bool> {
 #[inline]
 pub fn write_bid_csv(bid: &Bid, out: &mut Vec<u8>) {
     let mut buffer = itoa_buffer();
-    for (i, value) in [bid.auction, bid.bidder, bid.price, bid.date_time]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, value) in [bid.auction, bid.bidder, bid.price, bid.date_time].into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -189,10 +167,7 @@ pub fn format_i64(buffer: &mut [u8; 40], value: impl Into<i128>) -> &[u8] {
 
 /// Appends `field` to `out` as one CSV field, quoted when it contains a comma, quote or line break.
 pub fn write_csv_field(field: &str, out: &mut Vec<u8>) {
-    if field
-        .bytes()
-        .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
-    {
+    if field.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
         out.push(b'"');
         for byte in field.bytes() {
             if byte == b'"' {
@@ -213,53 +188,20 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        assert_eq!(
-            parse_bid_line(b"1,2,3,4\r"),
-            Ok(Bid {
-                auction: 1,
-                bidder: 2,
-                price: 3,
-                date_time: 4
-            })
-        );
-        assert_eq!(
-            parse_bid_line(b" -1 ,+2,3,-9223372036854775808")
-                .unwrap()
-                .date_time,
-            i64::MIN
-        );
-        assert_eq!(
-            parse_bid_line(b"1,2,3"),
-            Err(BadRecord::FieldCount { found: 3 })
-        );
-        assert_eq!(
-            parse_bid_line(b"1,2,3,4,5"),
-            Err(BadRecord::FieldCount { found: 5 })
-        );
+        assert_eq!(parse_bid_line(b"1,2,3,4\r"), Ok(Bid { auction: 1, bidder: 2, price: 3, date_time: 4 }));
+        assert_eq!(parse_bid_line(b" -1 ,+2,3,-9223372036854775808").unwrap().date_time, i64::MIN);
+        assert_eq!(parse_bid_line(b"1,2,3"), Err(BadRecord::FieldCount { found: 3 }));
+        assert_eq!(parse_bid_line(b"1,2,3,4,5"), Err(BadRecord::FieldCount { found: 5 }));
         assert!(matches!(
             parse_bid_line(b"1,x,3,4"),
-            Err(BadRecord::BadInteger {
-                field: "bidder",
-                overflow: false,
-                ..
-            })
+            Err(BadRecord::BadInteger { field: "bidder", overflow: false, .. })
         ));
         assert!(matches!(
             parse_bid_line(b"1,2,3,9223372036854775808"),
-            Err(BadRecord::BadInteger {
-                field: "date_time",
-                overflow: true,
-                ..
-            })
+            Err(BadRecord::BadInteger { field: "date_time", overflow: true, .. })
         ));
-        assert!(matches!(
-            parse_bid_line(b"1,2,,4"),
-            Err(BadRecord::BadInteger { field: "price", .. })
-        ));
-        assert!(matches!(
-            parse_bid_line(b""),
-            Err(BadRecord::BadInteger { .. })
-        ));
+        assert!(matches!(parse_bid_line(b"1,2,,4"), Err(BadRecord::BadInteger { field: "price", .. })));
+        assert!(matches!(parse_bid_line(b""), Err(BadRecord::BadInteger { .. })));
     }
 
     #[test]

@@ -94,11 +94,7 @@ pub struct RestoredCheckpoint {
 impl RestoredCheckpoint {
     /// The content of file `name`.
     pub fn file(&self, name: &str) -> Option<&Bytes> {
-        self.metadata
-            .files
-            .iter()
-            .position(|f| f.name == name)
-            .map(|i| &self.files[i])
+        self.metadata.files.iter().position(|f| f.name == name).map(|i| &self.files[i])
     }
 }
 
@@ -122,10 +118,7 @@ impl CheckpointStore {
     /// Opens checkpoint storage at `location`: a local path or `file://` URL (created if
     /// missing), or `memory://` (in-process, for tests).
     pub fn open(location: &str, job_id: &str) -> Result<Self, CheckpointError> {
-        let location_error = |reason: String| CheckpointError::Location {
-            location: location.to_string(),
-            reason,
-        };
+        let location_error = |reason: String| CheckpointError::Location { location: location.to_string(), reason };
         let store: Arc<dyn ObjectStore> = if location.starts_with("memory://") {
             Arc::new(InMemory::new())
         } else {
@@ -138,8 +131,7 @@ impl CheckpointStore {
                 }
                 None => location,
             };
-            std::fs::create_dir_all(path)
-                .map_err(|e| location_error(format!("cannot create directory: {e}")))?;
+            std::fs::create_dir_all(path).map_err(|e| location_error(format!("cannot create directory: {e}")))?;
             let local = LocalFileSystem::new_with_prefix(path)
                 .map_err(|e| location_error(format!("cannot open directory: {e}")))?
                 .with_automatic_cleanup(true);
@@ -150,11 +142,7 @@ impl CheckpointStore {
 
     /// Checkpoint storage for `job_id` in an existing object store.
     pub fn with_store(store: Arc<dyn ObjectStore>, job_id: &str, description: String) -> Self {
-        CheckpointStore {
-            store,
-            job_root: ObjectPath::from(job_id),
-            description,
-        }
+        CheckpointStore { store, job_root: ObjectPath::from(job_id), description }
     }
 
     /// Where this store lives, as the user gave it.
@@ -167,26 +155,14 @@ impl CheckpointStore {
     }
 
     /// Uploads one state file of `checkpoint` and returns its metadata entry.
-    pub async fn put_file(
-        &self,
-        checkpoint: u64,
-        name: &str,
-        content: Bytes,
-    ) -> Result<FileEntry, CheckpointError> {
+    pub async fn put_file(&self, checkpoint: u64, name: &str, content: Bytes) -> Result<FileEntry, CheckpointError> {
         let path = self.path(checkpoint, name);
-        let entry = FileEntry {
-            name: name.to_string(),
-            size: content.len() as u64,
-            crc32: crc32fast::hash(&content),
-        };
-        self.store
-            .put(&path, PutPayload::from_bytes(content))
-            .await
-            .map_err(|source| CheckpointError::Store {
-                operation: "put",
-                path: path.to_string(),
-                source,
-            })?;
+        let entry = FileEntry { name: name.to_string(), size: content.len() as u64, crc32: crc32fast::hash(&content) };
+        self.store.put(&path, PutPayload::from_bytes(content)).await.map_err(|source| CheckpointError::Store {
+            operation: "put",
+            path: path.to_string(),
+            source,
+        })?;
         Ok(entry)
     }
 
@@ -196,11 +172,7 @@ impl CheckpointStore {
         self.store
             .put(&path, PutPayload::from(encode_metadata(metadata)))
             .await
-            .map_err(|source| CheckpointError::Store {
-                operation: "put",
-                path: path.to_string(),
-                source,
-            })?;
+            .map_err(|source| CheckpointError::Store { operation: "put", path: path.to_string(), source })?;
         Ok(())
     }
 
@@ -220,11 +192,7 @@ impl CheckpointStore {
             let Some(dir) = parts.iter().rev().nth(1) else {
                 continue;
             };
-            let Some(id) = dir
-                .as_ref()
-                .strip_prefix("chk-")
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
+            let Some(id) = dir.as_ref().strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) else {
                 continue;
             };
             all.push(id);
@@ -245,10 +213,7 @@ impl CheckpointStore {
         let raw = self.get(&self.path(checkpoint, METADATA)).await?;
         let metadata = decode_metadata(&raw).map_err(corrupt)?;
         if metadata.checkpoint_id != checkpoint {
-            return Err(corrupt(format!(
-                "_metadata names checkpoint {}",
-                metadata.checkpoint_id
-            )));
+            return Err(corrupt(format!("_metadata names checkpoint {}", metadata.checkpoint_id)));
         }
         let mut files = Vec::with_capacity(metadata.files.len());
         for entry in &metadata.files {
@@ -271,9 +236,7 @@ impl CheckpointStore {
 
     /// The newest complete checkpoint that verifies; corrupt ones are skipped with a warning
     /// and reported in the second value.
-    pub async fn latest_valid(
-        &self,
-    ) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
+    pub async fn latest_valid(&self) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
         let (complete, _) = self.list_checkpoints().await?;
         let mut skipped = Vec::new();
         for &id in complete.iter().rev() {
@@ -315,11 +278,7 @@ impl CheckpointStore {
         match self.store.delete(&metadata).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(source) => {
-                return Err(CheckpointError::Store {
-                    operation: "delete",
-                    path: metadata.to_string(),
-                    source,
-                })
+                return Err(CheckpointError::Store { operation: "delete", path: metadata.to_string(), source })
             }
         }
         let mut listing = self.store.list(Some(&dir));
@@ -328,24 +287,14 @@ impl CheckpointStore {
             match item {
                 Ok(meta) => paths.push(meta.location),
                 Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => {
-                    return Err(CheckpointError::Store {
-                        operation: "list",
-                        path: dir.to_string(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(CheckpointError::Store { operation: "list", path: dir.to_string(), source }),
             }
         }
         for path in paths {
             match self.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(source) => {
-                    return Err(CheckpointError::Store {
-                        operation: "delete",
-                        path: path.to_string(),
-                        source,
-                    })
+                    return Err(CheckpointError::Store { operation: "delete", path: path.to_string(), source })
                 }
             }
         }
@@ -353,23 +302,16 @@ impl CheckpointStore {
     }
 
     async fn get(&self, path: &ObjectPath) -> Result<Bytes, CheckpointError> {
-        let result = self
-            .store
-            .get(path)
-            .await
-            .map_err(|source| CheckpointError::Store {
-                operation: "get",
-                path: path.to_string(),
-                source,
-            })?;
-        result
-            .bytes()
-            .await
-            .map_err(|source| CheckpointError::Store {
-                operation: "read",
-                path: path.to_string(),
-                source,
-            })
+        let result = self.store.get(path).await.map_err(|source| CheckpointError::Store {
+            operation: "get",
+            path: path.to_string(),
+            source,
+        })?;
+        result.bytes().await.map_err(|source| CheckpointError::Store {
+            operation: "read",
+            path: path.to_string(),
+            source,
+        })
     }
 
     /// Direct access to the underlying store (for fault-injection tests).
@@ -394,11 +336,8 @@ pub fn encode_metadata(metadata: &CheckpointMetadata) -> Vec<u8> {
 /// Decodes and verifies metadata written by [`encode_metadata`].
 pub fn decode_metadata(raw: &[u8]) -> Result<CheckpointMetadata, String> {
     let text = std::str::from_utf8(raw).map_err(|_| "_metadata is not UTF-8".to_string())?;
-    let (json, trailer) = text
-        .rsplit_once("\ncrc32:")
-        .ok_or("_metadata has no checksum trailer (truncated?)")?;
-    let expected = u32::from_str_radix(trailer.trim_end(), 16)
-        .map_err(|_| "_metadata checksum is unreadable")?;
+    let (json, trailer) = text.rsplit_once("\ncrc32:").ok_or("_metadata has no checksum trailer (truncated?)")?;
+    let expected = u32::from_str_radix(trailer.trim_end(), 16).map_err(|_| "_metadata checksum is unreadable")?;
     if crc32fast::hash(json.as_bytes()) != expected {
         return Err("_metadata does not match its checksum".into());
     }

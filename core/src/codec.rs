@@ -68,62 +68,40 @@ impl<'a> Decoder<'a> {
         Decoder { bytes, offset: 0 }
     }
     fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
-        let end = self
-            .offset
-            .checked_add(len)
-            .filter(|&end| end <= self.bytes.len());
+        let end = self.offset.checked_add(len).filter(|&end| end <= self.bytes.len());
         match end {
             Some(end) => {
                 let slice = &self.bytes[self.offset..end];
                 self.offset = end;
                 Ok(slice)
             }
-            None => Err(DecodeError {
-                what,
-                offset: self.offset,
-            }),
+            None => Err(DecodeError { what, offset: self.offset }),
         }
     }
     /// Reads a `u64`.
     pub fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(
-            self.take(8, what)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
     }
     /// Reads an `i64`.
     pub fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
-        Ok(i64::from_le_bytes(
-            self.take(8, what)?.try_into().expect("8 bytes"),
-        ))
+        Ok(i64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
     }
     /// Reads an `i128`.
     pub fn i128(&mut self, what: &'static str) -> Result<i128, DecodeError> {
-        Ok(i128::from_le_bytes(
-            self.take(16, what)?.try_into().expect("16 bytes"),
-        ))
+        Ok(i128::from_le_bytes(self.take(16, what)?.try_into().expect("16 bytes")))
     }
     /// Reads a length-prefixed byte string.
     pub fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let len = self.u64(what)?;
-        let len = usize::try_from(len).map_err(|_| DecodeError {
-            what,
-            offset: self.offset,
-        })?;
+        let len = usize::try_from(len).map_err(|_| DecodeError { what, offset: self.offset })?;
         self.take(len, what)
     }
     /// A count that must fit in what remains (each item at least `item_min_bytes` long).
-    pub fn count(
-        &mut self,
-        item_min_bytes: usize,
-        what: &'static str,
-    ) -> Result<usize, DecodeError> {
+    pub fn count(&mut self, item_min_bytes: usize, what: &'static str) -> Result<usize, DecodeError> {
         let count = self.u64(what)?;
         let remaining = (self.bytes.len() - self.offset) as u64;
         if count.saturating_mul(item_min_bytes.max(1) as u64) > remaining {
-            return Err(DecodeError {
-                what,
-                offset: self.offset,
-            });
+            return Err(DecodeError { what, offset: self.offset });
         }
         Ok(count as usize)
     }
@@ -132,10 +110,7 @@ impl<'a> Decoder<'a> {
         if self.offset == self.bytes.len() {
             Ok(())
         } else {
-            Err(DecodeError {
-                what,
-                offset: self.offset,
-            })
+            Err(DecodeError { what, offset: self.offset })
         }
     }
 }

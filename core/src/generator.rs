@@ -54,13 +54,8 @@ impl GeneratorConfig {
         let r2 = mix64(r1);
         // Nexmark skews bids towards "hot" auctions: half the bids go to 1% of the auctions.
         let hot = (self.auctions / 100).max(1);
-        let auction = if r0 & 1 == 0 {
-            (r0 >> 1) % hot
-        } else {
-            (r0 >> 1) % self.auctions
-        };
-        let nominal =
-            self.base_time_ms + ((index as u128 * 1000) / self.events_per_second as u128) as i64;
+        let auction = if r0 & 1 == 0 { (r0 >> 1) % hot } else { (r0 >> 1) % self.auctions };
+        let nominal = self.base_time_ms + ((index as u128 * 1000) / self.events_per_second as u128) as i64;
         let delay = if r2 % 1000 < self.late_per_mille {
             (r2 >> 10) % (3 * self.max_delay_ms + 10_000)
         } else {
@@ -101,8 +96,7 @@ mod tests {
         for splits in 1..6 {
             let mut seen: Vec<u64> = (0..splits)
                 .flat_map(|s| {
-                    (0..config.split_len(s, splits))
-                        .map(move |p| GeneratorConfig::global_index(s, splits, p))
+                    (0..config.split_len(s, splits)).map(move |p| GeneratorConfig::global_index(s, splits, p))
                 })
                 .collect();
             seen.sort();

@@ -103,15 +103,10 @@ impl BidsJobSpec {
             )));
         }
         if self.window_ms <= 0 {
-            return Err(SpecError::Parameter(format!(
-                "--window must be positive, got {} ms",
-                self.window_ms
-            )));
+            return Err(SpecError::Parameter(format!("--window must be positive, got {} ms", self.window_ms)));
         }
         if self.out_of_orderness_ms < 0 {
-            return Err(SpecError::Parameter(
-                "--out-of-orderness must not be negative".into(),
-            ));
+            return Err(SpecError::Parameter("--out-of-orderness must not be negative".into()));
         }
         if let InputSpec::Generator(config) = &self.input {
             if config.auctions == 0 || config.events_per_second == 0 {
@@ -128,11 +123,7 @@ impl BidsJobSpec {
         match &self.input {
             InputSpec::Files(files) => files.iter().cloned().map(SplitSpec::File).collect(),
             InputSpec::Generator(config) => (0..self.parallelism)
-                .map(|split| SplitSpec::Generated {
-                    config: *config,
-                    split,
-                    splits: self.parallelism,
-                })
+                .map(|split| SplitSpec::Generated { config: *config, split, splits: self.parallelism })
                 .collect(),
         }
     }
@@ -154,33 +145,24 @@ impl BidsJobSpec {
 /// Resolves `--input PATH` into its split files: the file itself, or the non-hidden `*.csv`
 /// files of a directory sorted by name. Each file's header is checked.
 pub fn resolve_input_files(path: &Path) -> Result<Vec<PathBuf>, SpecError> {
-    let input_error = |reason: String| SpecError::Input {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let input_error = |reason: String| SpecError::Input { path: path.to_path_buf(), reason };
     let metadata = std::fs::metadata(path).map_err(|e| {
-        input_error(format!(
-            "cannot read it ({e}); pass an existing CSV file or a directory of CSV files"
-        ))
+        input_error(format!("cannot read it ({e}); pass an existing CSV file or a directory of CSV files"))
     })?;
     let mut files = Vec::new();
     if metadata.is_dir() {
-        let entries = std::fs::read_dir(path)
-            .map_err(|e| input_error(format!("cannot list directory: {e}")))?;
+        let entries = std::fs::read_dir(path).map_err(|e| input_error(format!("cannot list directory: {e}")))?;
         for entry in entries {
             let entry = entry.map_err(|e| input_error(format!("cannot list directory: {e}")))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-            if is_file && !name.starts_with('.') && !name.starts_with('_') && name.ends_with(".csv")
-            {
+            if is_file && !name.starts_with('.') && !name.starts_with('_') && name.ends_with(".csv") {
                 files.push(entry.path());
             }
         }
         files.sort();
         if files.is_empty() {
-            return Err(input_error(
-                "directory has no *.csv files; put the input files there or pass a file".into(),
-            ));
+            return Err(input_error("directory has no *.csv files; put the input files there or pass a file".into()));
         }
     } else {
         files.push(path.to_path_buf());
@@ -192,19 +174,12 @@ pub fn resolve_input_files(path: &Path) -> Result<Vec<PathBuf>, SpecError> {
 }
 
 fn check_header(file: &Path) -> Result<(), SpecError> {
-    let input_error = |reason: String| SpecError::Input {
-        path: file.to_path_buf(),
-        reason,
-    };
+    let input_error = |reason: String| SpecError::Input { path: file.to_path_buf(), reason };
     let handle = std::fs::File::open(file).map_err(|e| input_error(format!("cannot open: {e}")))?;
     let mut first = Vec::new();
-    BufReader::new(handle)
-        .read_until(b'\n', &mut first)
-        .map_err(|e| input_error(format!("cannot read: {e}")))?;
+    BufReader::new(handle).read_until(b'\n', &mut first).map_err(|e| input_error(format!("cannot read: {e}")))?;
     let header = String::from_utf8_lossy(&first);
-    let header = header
-        .trim_end_matches(['\n', '\r'])
-        .trim_start_matches('\u{feff}');
+    let header = header.trim_end_matches(['\n', '\r']).trim_start_matches('\u{feff}');
     if header.replace(' ', "") != BID_HEADER {
         return Err(input_error(format!(
             "line 1: expected the header `{BID_HEADER}`, found `{}`; add the header line",

@@ -17,9 +17,7 @@ pub fn key_group_of(key: i64) -> usize {
 /// The slot (`0..parallelism`) that owns `key_group`.
 #[inline]
 pub fn slot_of_key_group(key_group: usize, parallelism: usize) -> usize {
-    debug_assert!(
-        key_group < MAX_PARALLELISM && parallelism >= 1 && parallelism <= MAX_PARALLELISM
-    );
+    debug_assert!(key_group < MAX_PARALLELISM && parallelism >= 1 && parallelism <= MAX_PARALLELISM);
     key_group * parallelism / MAX_PARALLELISM
 }
 
@@ -49,10 +47,7 @@ mod tests {
             for group in 0..MAX_PARALLELISM {
                 owned[slot_of_key_group(group, parallelism)] += 1;
             }
-            assert!(
-                owned.iter().all(|&n| n > 0),
-                "parallelism {parallelism}: {owned:?}"
-            );
+            assert!(owned.iter().all(|&n| n > 0), "parallelism {parallelism}: {owned:?}");
         }
     }
 }

@@ -22,9 +22,7 @@ pub type Epoch = u64;
 pub const FIRST_EPOCH: Epoch = 1;
 
 /// The timely timestamp of every Weir dataflow: `(epoch, event_time)`, product-ordered.
-#[derive(
-    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Time {
     /// The checkpoint epoch (major coordinate of the total order used for sorting).
     pub epoch: Epoch,
@@ -49,10 +47,7 @@ impl PartialOrder for Time {
 impl Timestamp for Time {
     type Summary = TimeSummary;
     fn minimum() -> Self {
-        Time {
-            epoch: 0,
-            event_time: EventTime::MIN,
-        }
+        Time { epoch: 0, event_time: EventTime::MIN }
     }
 }
 
@@ -65,9 +60,7 @@ impl Refines<()> for Time {
 }
 
 /// Path summary for [`Time`]: Weir dataflows are acyclic, so the only summary is the identity.
-#[derive(
-    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TimeSummary;
 
 impl PartialOrder for TimeSummary {

@@ -33,15 +33,8 @@ pub enum Admission {
 impl SplitClock {
     /// A clock for a split that has read nothing yet.
     pub fn new(out_of_orderness_ms: i64) -> Self {
-        assert!(
-            out_of_orderness_ms >= 0,
-            "out-of-orderness must not be negative"
-        );
-        SplitClock {
-            max_event_time: None,
-            out_of_orderness_ms,
-            finished: false,
-        }
+        assert!(out_of_orderness_ms >= 0, "out-of-orderness must not be negative");
+        SplitClock { max_event_time: None, out_of_orderness_ms, finished: false }
     }
 
     /// The current watermark (`i64::MIN` before the first record, `i64::MAX` after the end).
@@ -60,15 +53,8 @@ impl SplitClock {
     #[inline]
     pub fn admit(&mut self, event_time: EventTime, windows: &TumblingWindows) -> Admission {
         assert!(!self.finished, "a finished split reads no more records");
-        let verdict = if windows.end_for(event_time) <= self.watermark() {
-            Admission::Late
-        } else {
-            Admission::OnTime
-        };
-        self.max_event_time = Some(
-            self.max_event_time
-                .map_or(event_time, |max| max.max(event_time)),
-        );
+        let verdict = if windows.end_for(event_time) <= self.watermark() { Admission::Late } else { Admission::OnTime };
+        self.max_event_time = Some(self.max_event_time.map_or(event_time, |max| max.max(event_time)));
         verdict
     }
 

@@ -14,10 +14,7 @@ pub struct TumblingWindows {
 impl TumblingWindows {
     /// Windows of `size_ms` milliseconds. Panics if the size is not positive (the CLI rejects it first).
     pub fn new(size_ms: i64) -> Self {
-        assert!(
-            size_ms > 0,
-            "window size must be positive, got {size_ms} ms"
-        );
+        assert!(size_ms > 0, "window size must be positive, got {size_ms} ms");
         TumblingWindows { size_ms }
     }
 

@@ -75,17 +75,10 @@ pub struct LocalChannel<D> {
 impl<D> LocalChannel<D> {
     /// A channel with `capacity` data batches of credit. `receiver_bell` wakes the receiving
     /// slot when a message arrives; `sender_bell` wakes the sending slot when credit returns.
-    pub fn new(
-        capacity: usize,
-        receiver_bell: Arc<dyn Doorbell>,
-        sender_bell: Arc<dyn Doorbell>,
-    ) -> Arc<Self> {
+    pub fn new(capacity: usize, receiver_bell: Arc<dyn Doorbell>, sender_bell: Arc<dyn Doorbell>) -> Arc<Self> {
         assert!(capacity >= 1, "a channel needs at least one credit");
         Arc::new(LocalChannel {
-            state: Mutex::new(ChannelState {
-                queue: VecDeque::new(),
-                data_in_flight: 0,
-            }),
+            state: Mutex::new(ChannelState { queue: VecDeque::new(), data_in_flight: 0 }),
             capacity,
             receiver_bell,
             sender_bell,
@@ -122,10 +115,7 @@ impl<D: Send> ExchangeRx<D> for Arc<LocalChannel<D>> {
             let mut state = self.state.lock().expect("channel lock");
             let message = state.queue.pop_front()?;
             if let ExchangeMessage::Data(..) = message {
-                assert!(
-                    state.data_in_flight > 0,
-                    "data received without credit taken"
-                );
+                assert!(state.data_in_flight > 0, "data received without credit taken");
                 state.data_in_flight -= 1;
             }
             message
@@ -165,8 +155,7 @@ impl<'scope, D: Send + 'static> ExchangeSend<'scope, D> for Stream<'scope, Time,
         let mut input = builder.new_input(self, Pipeline);
         let targets = senders.len();
         builder.build_reschedule(move |_capabilities| {
-            let mut outboxes: Vec<VecDeque<ExchangeMessage<D>>> =
-                (0..targets).map(|_| VecDeque::new()).collect();
+            let mut outboxes: Vec<VecDeque<ExchangeMessage<D>>> = (0..targets).map(|_| VecDeque::new()).collect();
             let mut parts: Vec<Vec<D>> = (0..targets).map(|_| Vec::new()).collect();
             let mut reported: Antichain<Time> = Antichain::from_elem(Time::minimum());
             move |frontiers| {
@@ -178,8 +167,7 @@ impl<'scope, D: Send + 'static> ExchangeSend<'scope, D> for Stream<'scope, Time,
                     }
                     for (target, part) in parts.iter_mut().enumerate() {
                         if !part.is_empty() {
-                            let batch =
-                                std::mem::replace(part, Vec::with_capacity(part.capacity()));
+                            let batch = std::mem::replace(part, Vec::with_capacity(part.capacity()));
                             outboxes[target].push_back(ExchangeMessage::Data(time, batch));
                         }
                     }

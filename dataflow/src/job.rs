@@ -46,6 +46,8 @@ pub struct SlotSetup {
     pub exchange: Option<(Vec<Box<dyn ExchangeTx<Bid>>>, Vec<Box<dyn ExchangeRx<Bid>>>)>,
     /// Counters shared with the coordinator.
     pub metrics: Arc<SlotMetrics>,
+    /// Optional source throttle.
+    pub rate_limit: Option<crate::source::RateLimit>,
 }
 
 /// The shared cells through which the slot driver steers a running dataflow.
@@ -75,16 +77,8 @@ impl SlotControl {
 
 /// Builds the main job's dataflow for one slot in `worker`.
 pub fn build_bids_dataflow(worker: &mut Worker, setup: SlotSetup) -> SlotControl {
-    let SlotSetup {
-        slot,
-        spec,
-        start_epoch,
-        splits,
-        restored_splits,
-        restored_window,
-        exchange,
-        metrics,
-    } = setup;
+    let SlotSetup { slot, spec, start_epoch, splits, restored_splits, restored_window, exchange, metrics, rate_limit } =
+        setup;
     let target_epoch = Rc::new(Cell::new(start_epoch));
     let final_checkpoint = Rc::new(Cell::new(None));
     let snapshots = Rc::new(RefCell::new(SnapshotCollector::new(start_epoch)));
@@ -111,15 +105,13 @@ pub fn build_bids_dataflow(worker: &mut Worker, setup: SlotSetup) -> SlotControl
                 fatal: fatal.clone(),
                 metrics: metrics.clone(),
                 activity: activity.clone(),
+                rate_limit,
             },
         );
         let mut activators = vec![source.activator];
         let keyed = match exchange {
             None => {
-                assert_eq!(
-                    parallelism, 1,
-                    "slots of a parallel job need exchange channels"
-                );
+                assert_eq!(parallelism, 1, "slots of a parallel job need exchange channels");
                 source.bids
             }
             Some((senders, receivers)) => {
@@ -131,8 +123,7 @@ pub fn build_bids_dataflow(worker: &mut Worker, setup: SlotSetup) -> SlotControl
                     pressure.clone(),
                     activity.clone(),
                 );
-                let (received, receive) =
-                    ExchangeReceive::build(scope, receivers, activity.clone());
+                let (received, receive) = ExchangeReceive::build(scope, receivers, activity.clone());
                 activators.push(send);
                 activators.push(receive);
                 received
@@ -155,30 +146,15 @@ pub fn build_bids_dataflow(worker: &mut Worker, setup: SlotSetup) -> SlotControl
             activity: activity.clone(),
         };
         results.epoch_file_sink(sink(spec.output_dir.clone(), 0));
-        source
-            .late
-            .epoch_file_sink(sink(spec.output_dir.join("late"), 1));
-        source
-            .errors
-            .epoch_file_sink(sink(spec.output_dir.join("errors"), 2));
+        source.late.epoch_file_sink(sink(spec.output_dir.join("late"), 1));
+        source.errors.epoch_file_sink(sink(spec.output_dir.join("errors"), 2));
         activators
     });
 
-    SlotControl {
-        target_epoch,
-        final_checkpoint,
-        snapshots,
-        fatal,
-        activators,
-        activity,
-    }
+    SlotControl { target_epoch, final_checkpoint, snapshots, fatal, activators, activity }
 }
 
 /// The sink directories of a job: main output, late data, errors.
 pub fn sink_dirs(spec: &BidsJobSpec) -> [std::path::PathBuf; 3] {
-    [
-        spec.output_dir.clone(),
-        spec.output_dir.join("late"),
-        spec.output_dir.join("errors"),
-    ]
+    [spec.output_dir.clone(), spec.output_dir.join("late"), spec.output_dir.join("errors")]
 }

@@ -48,10 +48,6 @@ impl Activity {
 #[inline]
 pub(crate) fn message_time(capability: &InputCapability<Time>) -> Time {
     let elements = capability.stamp().elements();
-    assert_eq!(
-        elements.len(),
-        1,
-        "a Weir message carries exactly one timestamp, got {elements:?}"
-    );
+    assert_eq!(elements.len(), 1, "a Weir message carries exactly one timestamp, got {elements:?}");
     elements[0]
 }

@@ -145,10 +145,7 @@ pub struct Recovery {
 
 /// Brings `slot`'s files in `dir` in line with restored checkpoint `restored` (0 for none).
 pub fn recover(dir: &Path, slot: usize, restored: Epoch) -> io::Result<Recovery> {
-    let mut report = Recovery {
-        committed: commit_through(dir, slot, restored)?,
-        ..Default::default()
-    };
+    let mut report = Recovery { committed: commit_through(dir, slot, restored)?, ..Default::default() };
     for (epoch, staged) in staged_files(dir, slot)? {
         assert!(epoch > restored, "commit_through left epoch {epoch}");
         fs::remove_file(staged)?;
@@ -212,14 +209,7 @@ pub trait EpochFileSink {
 
 impl<'scope, R: CsvRow> EpochFileSink for Stream<'scope, Time, Vec<R>> {
     fn epoch_file_sink(self, setup: SinkSetup) {
-        let SinkSetup {
-            dir,
-            slot,
-            index,
-            snapshots,
-            fatal,
-            activity,
-        } = setup;
+        let SinkSetup { dir, slot, index, snapshots, fatal, activity } = setup;
         let mut writers: BTreeMap<Epoch, BufWriter<File>> = BTreeMap::new();
         let mut scratch: Vec<u8> = Vec::with_capacity(1 << 16);
         let mut durable_through: Option<Epoch> = None;
@@ -238,8 +228,7 @@ impl<'scope, R: CsvRow> EpochFileSink for Stream<'scope, Time, Vec<R>> {
                             std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
                             std::collections::btree_map::Entry::Vacant(entry) => {
                                 let path = dir.join(STAGING_DIR).join(staged_name(epoch, slot));
-                                let mut writer =
-                                    BufWriter::with_capacity(1 << 20, File::create(&path)?);
+                                let mut writer = BufWriter::with_capacity(1 << 20, File::create(&path)?);
                                 writer.write_all(R::HEADER.as_bytes())?;
                                 writer.write_all(b"\n")?;
                                 entry.insert(writer)
@@ -277,9 +266,7 @@ impl<'scope, R: CsvRow> EpochFileSink for Stream<'scope, Time, Vec<R>> {
             }
             if let Err(error) = stage() {
                 failed = true;
-                fatal.borrow_mut().get_or_insert_with(|| {
-                    format!("output {}: cannot write: {error}", dir.display())
-                });
+                fatal.borrow_mut().get_or_insert_with(|| format!("output {}: cannot write: {error}", dir.display()));
             }
         });
     }
@@ -304,31 +291,13 @@ mod tests {
         for epoch in 1..=4 {
             fs::write(dir.join(STAGING_DIR).join(staged_name(epoch, 0)), "x\n").unwrap();
         }
-        fs::write(
-            dir.join(STAGING_DIR).join(staged_name(1, 1)),
-            "other slot\n",
-        )
-        .unwrap();
+        fs::write(dir.join(STAGING_DIR).join(staged_name(1, 1)), "other slot\n").unwrap();
         assert_eq!(commit_through(dir, 0, 2).unwrap(), 2);
         assert_eq!(commit_through(dir, 0, 2).unwrap(), 0);
         let report = recover(dir, 0, 3).unwrap();
-        assert_eq!(
-            report,
-            Recovery {
-                committed: 1,
-                aborted: 1,
-                retracted: 0
-            }
-        );
+        assert_eq!(report, Recovery { committed: 1, aborted: 1, retracted: 0 });
         let report = recover(dir, 0, 1).unwrap();
-        assert_eq!(
-            report,
-            Recovery {
-                committed: 0,
-                aborted: 0,
-                retracted: 2
-            }
-        );
+        assert_eq!(report, Recovery { committed: 0, aborted: 0, retracted: 2 });
         assert!(dir.join(committed_name(1, 0)).exists());
         assert!(dir.join(STAGING_DIR).join(staged_name(1, 1)).exists());
     }

@@ -41,11 +41,7 @@ impl Aggregate {
     /// The aggregate of a single bid.
     #[inline]
     pub fn of(price: i64) -> Self {
-        Aggregate {
-            bids: 1,
-            sum_price: price as i128,
-            max_price: price,
-        }
+        Aggregate { bids: 1, sum_price: price as i128, max_price: price }
     }
     /// Adds one bid.
     #[inline]
@@ -88,11 +84,7 @@ impl SlotSnapshot {
         encoder.u64(self.splits.len() as u64);
         for split in &self.splits {
             let clock = encode_clock(&split.clock);
-            encoder
-                .u64(split.split as u64)
-                .u64(split.position)
-                .u64(split.line)
-                .bytes(&clock);
+            encoder.u64(split.split as u64).u64(split.position).u64(split.line).bytes(&clock);
         }
         encoder.u64(self.window.len() as u64);
         for entry in &self.window {
@@ -111,17 +103,11 @@ impl SlotSnapshot {
     pub fn decode(bytes: &[u8], epoch: Epoch) -> Result<(usize, SlotSnapshot), DecodeError> {
         let mut decoder = Decoder::new(bytes);
         if decoder.u64("magic")? != MAGIC {
-            return Err(DecodeError {
-                what: "magic number (not a Weir slot state file)",
-                offset: 0,
-            });
+            return Err(DecodeError { what: "magic number (not a Weir slot state file)", offset: 0 });
         }
         let slot = decoder.u64("slot")? as usize;
         if decoder.u64("epoch")? != epoch {
-            return Err(DecodeError {
-                what: "epoch (file belongs to another checkpoint)",
-                offset: 16,
-            });
+            return Err(DecodeError { what: "epoch (file belongs to another checkpoint)", offset: 16 });
         }
         let split_count = decoder.count(32, "split count")?;
         let mut splits = Vec::with_capacity(split_count);
@@ -130,12 +116,7 @@ impl SlotSnapshot {
             let position = decoder.u64("split position")?;
             let line = decoder.u64("split line")?;
             let clock = decode_clock(decoder.bytes("split clock")?)?;
-            splits.push(SplitState {
-                split,
-                position,
-                line,
-                clock,
-            });
+            splits.push(SplitState { split, position, line, clock });
         }
         let entry_count = decoder.count(56, "window entry count")?;
         let mut window = Vec::with_capacity(entry_count);
@@ -161,10 +142,7 @@ fn encode_clock(clock: &SplitClock) -> Vec<u8> {
 }
 
 fn decode_clock(bytes: &[u8]) -> Result<SplitClock, DecodeError> {
-    serde_json::from_slice(bytes).map_err(|_| DecodeError {
-        what: "split clock",
-        offset: 0,
-    })
+    serde_json::from_slice(bytes).map_err(|_| DecodeError { what: "split clock", offset: 0 })
 }
 
 /// The sinks of the main job, each reporting its own flushes.
@@ -184,10 +162,7 @@ pub struct SnapshotCollector {
 impl SnapshotCollector {
     /// A collector for a slot starting at `start_epoch`.
     pub fn new(start_epoch: Epoch) -> Self {
-        SnapshotCollector {
-            sinks_through: [start_epoch - 1; SINK_COUNT],
-            ..Default::default()
-        }
+        SnapshotCollector { sinks_through: [start_epoch - 1; SINK_COUNT], ..Default::default() }
     }
     /// The source's split states at the end of `epoch`.
     pub fn source_part(&mut self, epoch: Epoch, splits: Vec<SplitState>) {

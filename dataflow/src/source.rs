@@ -56,21 +56,11 @@ impl FileReader {
     fn open(path: &std::path::Path, offset: u64) -> io::Result<Self> {
         let mut file = File::open(path)?;
         file.seek(SeekFrom::Start(offset))?;
-        Ok(FileReader {
-            file,
-            buffer: vec![0; READ_BUFFER_BYTES],
-            start: 0,
-            end: 0,
-            at_eof: false,
-        })
+        Ok(FileReader { file, buffer: vec![0; READ_BUFFER_BYTES], start: 0, end: 0, at_eof: false })
     }
 
     /// Calls `each` on up to `max` lines; returns `(lines, bytes consumed, reached end)`.
-    fn read_lines(
-        &mut self,
-        max: usize,
-        mut each: impl FnMut(&[u8]),
-    ) -> io::Result<(usize, u64, bool)> {
+    fn read_lines(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> io::Result<(usize, u64, bool)> {
         let mut lines = 0;
         let mut consumed = 0u64;
         while lines < max {
@@ -108,16 +98,8 @@ impl FileReader {
 }
 
 enum Reader {
-    File {
-        reader: FileReader,
-        name: Arc<str>,
-    },
-    Generated {
-        config: GeneratorConfig,
-        split: usize,
-        splits: usize,
-        length: u64,
-    },
+    File { reader: FileReader, name: Arc<str> },
+    Generated { config: GeneratorConfig, split: usize, splits: usize, length: u64 },
 }
 
 struct Split {
@@ -153,6 +135,17 @@ pub struct SourceSetup {
     pub metrics: Arc<SlotMetrics>,
     /// The slot's activity counter.
     pub activity: crate::Activity,
+    /// Optional throttle: at most this many records per second (of the slot's clock) in this slot.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A source throttle: `records_per_second` against a millisecond clock injected by the slot
+/// driver (the runtime's clock, simulated under madsim).
+pub struct RateLimit {
+    /// Records per second for this slot.
+    pub records_per_second: u64,
+    /// Milliseconds since the slot started.
+    pub clock_ms: Box<dyn Fn() -> u64 + Send>,
 }
 
 /// The three outputs of the source.
@@ -190,16 +183,9 @@ fn open_split(
                 state.line += lines as u64;
             }
             let name: Arc<str> = Arc::from(path.display().to_string());
-            return Ok(Split {
-                state,
-                reader: Reader::File { reader, name },
-            });
+            return Ok(Split { state, reader: Reader::File { reader, name } });
         }
-        SplitSpec::Generated {
-            config,
-            split,
-            splits,
-        } => Reader::Generated {
+        SplitSpec::Generated { config, split, splits } => Reader::Generated {
             config: *config,
             split: *split,
             splits: *splits,
@@ -218,12 +204,9 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
     let (bids_output, bids) = builder.new_output::<Vec<Bid>>();
     let (late_output, late) = builder.new_output::<Vec<Bid>>();
     let (errors_output, errors) = builder.new_output::<Vec<ErrorRow>>();
-    let mut bids_output =
-        OutputBuilder::<Time, CapacityContainerBuilder<Vec<Bid>>>::from(bids_output);
-    let mut late_output =
-        OutputBuilder::<Time, CapacityContainerBuilder<Vec<Bid>>>::from(late_output);
-    let mut errors_output =
-        OutputBuilder::<Time, CapacityContainerBuilder<Vec<ErrorRow>>>::from(errors_output);
+    let mut bids_output = OutputBuilder::<Time, CapacityContainerBuilder<Vec<Bid>>>::from(bids_output);
+    let mut late_output = OutputBuilder::<Time, CapacityContainerBuilder<Vec<Bid>>>::from(late_output);
+    let mut errors_output = OutputBuilder::<Time, CapacityContainerBuilder<Vec<ErrorRow>>>::from(errors_output);
 
     builder.build_reschedule(move |initial: Vec<Capability<Time>>| {
         let SourceSetup {
@@ -240,7 +223,9 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
             fatal,
             metrics,
             activity,
+            rate_limit,
         } = setup;
+        let mut emitted_total = 0u64;
         let mut splits = Vec::with_capacity(specs.len());
         for (index, spec) in &specs {
             match open_split(*index, spec, restored.remove(index), out_of_orderness_ms) {
@@ -283,6 +268,13 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
             }
             // 2. Read one batch.
             let mut budget = BATCH_RECORDS;
+            if let Some(limit) = &rate_limit {
+                let allowed = ((limit.records_per_second as u128 * (limit.clock_ms)() as u128) / 1000) as u64;
+                budget = budget.min(allowed.saturating_sub(emitted_total) as usize);
+                if budget == 0 {
+                    return true; // the slot driver's idle timer wakes the source again
+                }
+            }
             let mut read_total = 0u64;
             let mut newly_finished = 0u64;
             for split in splits.iter_mut().filter(|s| !s.state.clock.is_finished()) {
@@ -358,6 +350,7 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
             if read_total > 0 || newly_finished > 0 {
                 activity.note();
             }
+            emitted_total += read_total;
             SlotMetrics::add(&metrics.records_read, read_total);
             SlotMetrics::add(&metrics.records_on_time, bids_batch.len() as u64);
             SlotMetrics::add(&metrics.records_late, late_batch.len() as u64);
@@ -385,10 +378,5 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
             true
         }
     });
-    SourceStreams {
-        bids,
-        late,
-        errors,
-        activator,
-    }
+    SourceStreams { bids, late, errors, activator }
 }

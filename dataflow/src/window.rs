@@ -81,11 +81,7 @@ impl WindowState {
     pub fn from_entries(entries: impl IntoIterator<Item = WindowEntry>) -> Self {
         let mut state = WindowState::default();
         for entry in entries {
-            let previous = state
-                .windows
-                .entry(entry.window_start)
-                .or_default()
-                .insert(entry.auction, entry.aggregate);
+            let previous = state.windows.entry(entry.window_start).or_default().insert(entry.auction, entry.aggregate);
             assert!(previous.is_none(), "duplicate window entry in snapshot");
         }
         state
@@ -99,10 +95,7 @@ impl WindowState {
             // Runs of consecutive bids usually share a window: look it up once per run.
             let start = windows.start_of(bids[index].date_time);
             let auctions = self.windows.entry(start).or_default();
-            while let Some(bid) = bids
-                .get(index)
-                .filter(|bid| windows.start_of(bid.date_time) == start)
-            {
+            while let Some(bid) = bids.get(index).filter(|bid| windows.start_of(bid.date_time) == start) {
                 auctions
                     .entry(bid.auction)
                     .and_modify(|a| a.add(bid.price))
@@ -113,12 +106,7 @@ impl WindowState {
     }
 
     /// Removes and returns, sorted, the results of every window whose end is `<= bound`.
-    pub fn fire_through(
-        &mut self,
-        windows: &TumblingWindows,
-        bound: EventTime,
-        out: &mut Vec<WindowResult>,
-    ) {
+    pub fn fire_through(&mut self, windows: &TumblingWindows, bound: EventTime, out: &mut Vec<WindowResult>) {
         while let Some(entry) = self.windows.first_entry() {
             let start = *entry.key();
             let end = windows.end_of(start);
@@ -127,18 +115,14 @@ impl WindowState {
             }
             let auctions = entry.remove();
             let first = out.len();
-            out.extend(
-                auctions
-                    .into_iter()
-                    .map(|(auction, aggregate)| WindowResult {
-                        window_start: start,
-                        window_end: end,
-                        auction,
-                        bids: aggregate.bids,
-                        sum_price: aggregate.sum_price,
-                        max_price: aggregate.max_price,
-                    }),
-            );
+            out.extend(auctions.into_iter().map(|(auction, aggregate)| WindowResult {
+                window_start: start,
+                window_end: end,
+                auction,
+                bids: aggregate.bids,
+                sum_price: aggregate.sum_price,
+                max_price: aggregate.max_price,
+            }));
             out[first..].sort_unstable();
         }
     }
@@ -149,14 +133,12 @@ impl WindowState {
             .windows
             .iter()
             .flat_map(|(&window_start, auctions)| {
-                auctions
-                    .iter()
-                    .map(move |(&auction, &aggregate)| WindowEntry {
-                        key_group: key_group_of(auction),
-                        window_start,
-                        auction,
-                        aggregate,
-                    })
+                auctions.iter().map(move |(&auction, &aggregate)| WindowEntry {
+                    key_group: key_group_of(auction),
+                    window_start,
+                    auction,
+                    aggregate,
+                })
             })
             .collect();
         entries.sort_unstable_by_key(|e| (e.key_group, e.window_start, e.auction));
@@ -198,90 +180,68 @@ pub trait WindowAggregate<'scope> {
 
 impl<'scope> WindowAggregate<'scope> for Stream<'scope, Time, Vec<Bid>> {
     fn window_aggregate(self, setup: WindowSetup) -> Stream<'scope, Time, Vec<WindowResult>> {
-        self.unary_frontier(
-            Pipeline,
-            "WindowAggregate",
-            move |initial: Capability<Time>, _info| {
-                let WindowSetup {
-                    windows,
-                    start_epoch,
-                    restored: mut state,
-                    snapshots,
-                    metrics,
-                    activity,
-                } = setup;
-                let mut capability = Some(initial.delayed(&Time::new(start_epoch, EventTime::MIN)));
-                drop(initial);
-                let mut processing = start_epoch;
-                // Batches of epochs later than `processing`, with their timestamps' event times.
-                let mut held: BTreeMap<Epoch, Vec<(EventTime, Vec<Bid>)>> = BTreeMap::new();
-                let mut fired: Vec<WindowResult> = Vec::new();
-                move |(input, frontier), output| {
-                    input.for_each(|stamp, data| {
-                        activity.note();
-                        let time = crate::message_time(&stamp);
-                        assert!(
-                            time.epoch >= processing,
-                            "record of completed epoch {} arrived in epoch {processing}",
-                            time.epoch
-                        );
-                        if time.epoch == processing {
-                            state.apply(&windows, data);
-                        } else {
-                            held.entry(time.epoch)
-                                .or_default()
-                                .push((time.event_time, std::mem::take(data)));
-                        }
-                    });
-                    let Some(cap) = capability.as_mut() else {
-                        assert!(
-                            frontier.is_empty() && held.is_empty(),
-                            "input after the window operator finished"
-                        );
-                        return;
-                    };
-                    let frontier_epoch = frontier.frontier().iter().map(|t| t.epoch).min();
-                    // Complete every epoch the frontier has passed, in order.
-                    while frontier_epoch.is_none_or(|epoch| epoch > processing) {
-                        let input_done = frontier_epoch.is_none() && held.is_empty();
-                        let bound =
-                            firing_bound(frontier.frontier().iter().map(|t| t.event_time), &held);
-                        state.fire_through(&windows, bound, &mut fired);
-                        if !fired.is_empty() {
-                            SlotMetrics::add(&metrics.rows_emitted, fired.len() as u64);
-                            output.session(&*cap).give_container(&mut fired);
-                            fired.clear();
-                        }
-                        if input_done {
-                            snapshots
-                                .borrow_mut()
-                                .window_final(processing, state.entries());
-                            capability = None;
-                            return;
-                        }
-                        snapshots
-                            .borrow_mut()
-                            .window_part(processing, state.entries());
-                        activity.note();
-                        processing += 1;
-                        cap.downgrade(&Time::new(processing, EventTime::MIN));
-                        if let Some(batches) = held.remove(&processing) {
-                            for (_, batch) in batches {
-                                state.apply(&windows, &batch);
-                            }
-                        }
+        self.unary_frontier(Pipeline, "WindowAggregate", move |initial: Capability<Time>, _info| {
+            let WindowSetup { windows, start_epoch, restored: mut state, snapshots, metrics, activity } = setup;
+            let mut capability = Some(initial.delayed(&Time::new(start_epoch, EventTime::MIN)));
+            drop(initial);
+            let mut processing = start_epoch;
+            // Batches of epochs later than `processing`, with their timestamps' event times.
+            let mut held: BTreeMap<Epoch, Vec<(EventTime, Vec<Bid>)>> = BTreeMap::new();
+            let mut fired: Vec<WindowResult> = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|stamp, data| {
+                    activity.note();
+                    let time = crate::message_time(&stamp);
+                    assert!(
+                        time.epoch >= processing,
+                        "record of completed epoch {} arrived in epoch {processing}",
+                        time.epoch
+                    );
+                    if time.epoch == processing {
+                        state.apply(&windows, data);
+                    } else {
+                        held.entry(time.epoch).or_default().push((time.event_time, std::mem::take(data)));
                     }
-                    let bound =
-                        firing_bound(frontier.frontier().iter().map(|t| t.event_time), &held);
+                });
+                let Some(cap) = capability.as_mut() else {
+                    assert!(frontier.is_empty() && held.is_empty(), "input after the window operator finished");
+                    return;
+                };
+                let frontier_epoch = frontier.frontier().iter().map(|t| t.epoch).min();
+                // Complete every epoch the frontier has passed, in order.
+                while frontier_epoch.is_none_or(|epoch| epoch > processing) {
+                    let input_done = frontier_epoch.is_none() && held.is_empty();
+                    let bound = firing_bound(frontier.frontier().iter().map(|t| t.event_time), &held);
                     state.fire_through(&windows, bound, &mut fired);
                     if !fired.is_empty() {
                         SlotMetrics::add(&metrics.rows_emitted, fired.len() as u64);
                         output.session(&*cap).give_container(&mut fired);
                         fired.clear();
                     }
+                    if input_done {
+                        snapshots.borrow_mut().window_final(processing, state.entries());
+                        capability = None;
+                        return;
+                    }
+                    snapshots.borrow_mut().window_part(processing, state.entries());
+                    activity.note();
+                    processing += 1;
+                    cap.downgrade(&Time::new(processing, EventTime::MIN));
+                    if let Some(batches) = held.remove(&processing) {
+                        for (_, batch) in batches {
+                            state.apply(&windows, &batch);
+                        }
+                    }
                 }
-            },
-        )
+                let bound = firing_bound(frontier.frontier().iter().map(|t| t.event_time), &held);
+                state.fire_through(&windows, bound, &mut fired);
+                if !fired.is_empty() {
+                    SlotMetrics::add(&metrics.rows_emitted, fired.len() as u64);
+                    output.session(&*cap).give_container(&mut fired);
+                    fired.clear();
+                }
+            }
+        })
     }
 }
 
