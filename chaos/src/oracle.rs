@@ -65,7 +65,7 @@ fn committed_csv_records(dir: &Path, header: &str) -> std::io::Result<Vec<String
         for line in content.split_inclusive('\n') {
             current.push_str(line);
             quotes += line.matches('"').count();
-            if quotes % 2 == 0 {
+            if quotes.is_multiple_of(2) {
                 file_records.push(current.trim_end_matches('\n').to_string());
                 current.clear();
                 quotes = 0;

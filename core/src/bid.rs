@@ -70,6 +70,49 @@ const FIELD_NAMES: [&str; 4] = ["auction", "bidder", "price", "date_time"];
 #[inline]
 pub fn parse_bid_line(line: &[u8]) -> Result<Bid, BadRecord> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // Fast path: four plain decimal fields of at most 18 digits, no spaces, no signs but '-'.
+    let mut position = 0;
+    let mut fields = [0i64; 4];
+    for (index, field) in fields.iter_mut().enumerate() {
+        match plain_field(line, &mut position) {
+            Some(value) => *field = value,
+            None => return parse_bid_line_general(line),
+        }
+        match line.get(position) {
+            Some(b',') if index < 3 => position += 1,
+            None if index == 3 => {}
+            _ => return parse_bid_line_general(line),
+        }
+    }
+    Ok(Bid { auction: fields[0], bidder: fields[1], price: fields[2], date_time: fields[3] })
+}
+
+/// An optional `-` and 1 to 18 digits (which cannot overflow), advancing `position`.
+#[inline(always)]
+fn plain_field(line: &[u8], position: &mut usize) -> Option<i64> {
+    let mut index = *position;
+    let negative = line.get(index) == Some(&b'-');
+    index += negative as usize;
+    let start = index;
+    let mut value: u64 = 0;
+    while let Some(&byte) = line.get(index) {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        value = value.wrapping_mul(10).wrapping_add(digit as u64); // over 18 digits is rejected below
+        index += 1;
+    }
+    if index == start || index - start > 18 {
+        return None;
+    }
+    *position = index;
+    Some(if negative { -(value as i64) } else { value as i64 })
+}
+
+/// The general parser: spaces, `+`, 19-digit values, and every error with its reason.
+#[cold]
+fn parse_bid_line_general(line: &[u8]) -> Result<Bid, BadRecord> {
     let mut fields = [0i64; 4];
     let mut count = 0usize;
     for field in line.split(|&b| b == b',') {
@@ -129,40 +172,21 @@ fn parse_i64(field: &[u8]) -> Result<i64, bool> {
 /// Appends `bid` as a CSV line (with `\n`) to `out`.
 #[inline]
 pub fn write_bid_csv(bid: &Bid, out: &mut Vec<u8>) {
-    let mut buffer = itoa_buffer();
-    for (i, value) in [bid.auction, bid.bidder, bid.price, bid.date_time].into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(format_i64(&mut buffer, value));
-    }
+    let mut buffer = itoa::Buffer::new();
+    out.extend_from_slice(buffer.format(bid.auction).as_bytes());
+    out.push(b',');
+    out.extend_from_slice(buffer.format(bid.bidder).as_bytes());
+    out.push(b',');
+    out.extend_from_slice(buffer.format(bid.price).as_bytes());
+    out.push(b',');
+    out.extend_from_slice(buffer.format(bid.date_time).as_bytes());
     out.push(b'\n');
 }
 
-/// A scratch buffer for [`format_i64`].
-pub fn itoa_buffer() -> [u8; 40] {
-    [0u8; 40]
-}
-
-/// Formats a signed integer (up to 128 bits) into `buffer` without allocating.
+/// Appends a decimal integer to `out` without allocating.
 #[inline]
-pub fn format_i64(buffer: &mut [u8; 40], value: impl Into<i128>) -> &[u8] {
-    let value: i128 = value.into();
-    let mut magnitude = value.unsigned_abs();
-    let mut position = buffer.len();
-    loop {
-        position -= 1;
-        buffer[position] = b'0' + (magnitude % 10) as u8;
-        magnitude /= 10;
-        if magnitude == 0 {
-            break;
-        }
-    }
-    if value < 0 {
-        position -= 1;
-        buffer[position] = b'-';
-    }
-    &buffer[position..]
+pub fn write_integer(value: impl itoa::Integer, out: &mut Vec<u8>) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// Appends `field` to `out` as one CSV field, quoted when it contains a comma, quote or line break.
@@ -228,6 +252,12 @@ mod tests {
             let ours = parse_i64(s.as_bytes()).ok();
             let std_value = s.trim().parse::<i64>().ok();
             prop_assert_eq!(ours, std_value);
+        }
+
+        /// The fast path and the general parser agree on every line.
+        #[test]
+        fn fast_path_agrees_with_general_parser(line in "(-?[0-9]{1,20},){0,4}-?[0-9]{0,20}( ?)|[-+0-9, ]{0,40}") {
+            prop_assert_eq!(parse_bid_line(line.as_bytes()), parse_bid_line_general(line.as_bytes()));
         }
     }
 }

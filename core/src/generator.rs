@@ -32,6 +32,51 @@ pub struct GeneratorConfig {
     pub late_per_mille: u64,
 }
 
+/// Generates bids of a [`GeneratorConfig`] without a single division per bid (range reduction
+/// by multiplication, event time in 32.32 fixed point): the generator must not dominate the
+/// benchmark it feeds.
+#[derive(Copy, Clone, Debug)]
+pub struct BidGenerator {
+    seed: u64,
+    auctions: u64,
+    hot_auctions: u64,
+    base_time_ms: i64,
+    ms_per_event_q32: u64,
+    late_per_mille: u64,
+    ordinary_delays: u64,
+    long_delays: u64,
+}
+
+/// A uniform value in `0..n` from the high bits of `random` (Lemire's reduction).
+#[inline(always)]
+fn below(random: u64, n: u64) -> u64 {
+    ((random as u128 * n as u128) >> 64) as u64
+}
+
+impl BidGenerator {
+    /// The bid with global index `index`.
+    #[inline]
+    pub fn bid(&self, index: u64) -> Bid {
+        let r0 = mix64(self.seed ^ index.wrapping_mul(0xA076_1D64_78BD_642F));
+        let r1 = mix64(r0);
+        let r2 = mix64(r1);
+        // Nexmark skews bids towards "hot" auctions: half the bids go to 1% of the auctions.
+        let auction = if r0 & 1 == 0 { below(r0, self.hot_auctions) } else { below(r0, self.auctions) };
+        let nominal = self.base_time_ms + ((index as u128 * self.ms_per_event_q32 as u128) >> 32) as i64;
+        let delay = if below(r2, 1000) < self.late_per_mille {
+            below(r2.rotate_left(17), self.long_delays)
+        } else {
+            below(r2.rotate_left(17), self.ordinary_delays)
+        };
+        Bid {
+            auction: auction as i64,
+            bidder: below(r1, 100_000) as i64,
+            price: 100 + below(r1.rotate_left(23), 100_000) as i64,
+            date_time: nominal - delay as i64,
+        }
+    }
+}
+
 impl GeneratorConfig {
     /// The default workload with `events` events and `seed`.
     pub fn new(events: u64, seed: u64) -> Self {
@@ -46,26 +91,23 @@ impl GeneratorConfig {
         }
     }
 
-    /// The bid with global index `index`.
-    #[inline]
+    /// The bid with global index `index` (builds a [`BidGenerator`]; use one for many bids).
     pub fn bid(&self, index: u64) -> Bid {
-        let r0 = mix64(self.seed ^ index.wrapping_mul(0xA076_1D64_78BD_642F));
-        let r1 = mix64(r0);
-        let r2 = mix64(r1);
-        // Nexmark skews bids towards "hot" auctions: half the bids go to 1% of the auctions.
-        let hot = (self.auctions / 100).max(1);
-        let auction = if r0 & 1 == 0 { (r0 >> 1) % hot } else { (r0 >> 1) % self.auctions };
-        let nominal = self.base_time_ms + ((index as u128 * 1000) / self.events_per_second as u128) as i64;
-        let delay = if r2 % 1000 < self.late_per_mille {
-            (r2 >> 10) % (3 * self.max_delay_ms + 10_000)
-        } else {
-            (r2 >> 10) % (self.max_delay_ms + 1)
-        };
-        Bid {
-            auction: auction as i64,
-            bidder: ((r1 >> 8) % 100_000) as i64,
-            price: 100 + (r1 % 10_000_000) as i64 / 100,
-            date_time: nominal - delay as i64,
+        self.generator().bid(index)
+    }
+
+    /// A generator with this configuration's constants precomputed.
+    pub fn generator(&self) -> BidGenerator {
+        assert!(self.auctions > 0 && self.events_per_second > 0);
+        BidGenerator {
+            seed: self.seed,
+            auctions: self.auctions,
+            hot_auctions: (self.auctions / 100).max(1),
+            base_time_ms: self.base_time_ms,
+            ms_per_event_q32: ((1000u128 << 32) / self.events_per_second as u128) as u64,
+            late_per_mille: self.late_per_mille,
+            ordinary_delays: self.max_delay_ms + 1,
+            long_delays: 3 * self.max_delay_ms + 10_000,
         }
     }
 

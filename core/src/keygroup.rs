@@ -17,7 +17,7 @@ pub fn key_group_of(key: i64) -> usize {
 /// The slot (`0..parallelism`) that owns `key_group`.
 #[inline]
 pub fn slot_of_key_group(key_group: usize, parallelism: usize) -> usize {
-    debug_assert!(key_group < MAX_PARALLELISM && parallelism >= 1 && parallelism <= MAX_PARALLELISM);
+    debug_assert!(key_group < MAX_PARALLELISM && (1..=MAX_PARALLELISM).contains(&parallelism));
     key_group * parallelism / MAX_PARALLELISM
 }
 

@@ -53,7 +53,13 @@ impl SplitClock {
     #[inline]
     pub fn admit(&mut self, event_time: EventTime, windows: &TumblingWindows) -> Admission {
         assert!(!self.finished, "a finished split reads no more records");
-        let verdict = if windows.end_for(event_time) <= self.watermark() { Admission::Late } else { Admission::OnTime };
+        let watermark = self.watermark();
+        // A record after the watermark is in a window that ends after it: no division needed.
+        let verdict = if event_time > watermark || windows.end_for(event_time) > watermark {
+            Admission::OnTime
+        } else {
+            Admission::Late
+        };
         self.max_event_time = Some(self.max_event_time.map_or(event_time, |max| max.max(event_time)));
         verdict
     }

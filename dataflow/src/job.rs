@@ -43,12 +43,15 @@ pub struct SlotSetup {
     /// Restored window entries of the key groups this slot owns.
     pub restored_window: Vec<WindowEntry>,
     /// Channels to every slot (index = target) and from every slot; `None` at parallelism 1.
-    pub exchange: Option<(Vec<Box<dyn ExchangeTx<Bid>>>, Vec<Box<dyn ExchangeRx<Bid>>>)>,
+    pub exchange: Option<ExchangeEndpoints>,
     /// Counters shared with the coordinator.
     pub metrics: Arc<SlotMetrics>,
     /// Optional source throttle.
     pub rate_limit: Option<crate::source::RateLimit>,
 }
+
+/// A slot's exchange channels: senders to every slot (index = target), receivers from every slot.
+pub type ExchangeEndpoints = (Vec<Box<dyn ExchangeTx<Bid>>>, Vec<Box<dyn ExchangeRx<Bid>>>);
 
 /// The shared cells through which the slot driver steers a running dataflow.
 pub struct SlotControl {

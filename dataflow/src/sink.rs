@@ -22,7 +22,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
-use weir_core::bid::{format_i64, itoa_buffer, write_bid_csv, write_csv_field, BID_HEADER};
+use weir_core::bid::{write_bid_csv, write_csv_field, write_integer, BID_HEADER};
 use weir_core::time::{Epoch, Time};
 use weir_core::Bid;
 
@@ -41,18 +41,21 @@ impl CsvRow for WindowResult {
     const HEADER: &'static str = "window_start,window_end,auction,bids,sum_price,max_price";
     #[inline]
     fn write_csv(&self, out: &mut Vec<u8>) {
-        let mut buffer = itoa_buffer();
-        out.extend_from_slice(format_i64(&mut buffer, self.window_start));
+        write_integer(self.window_start, out);
         out.push(b',');
-        out.extend_from_slice(format_i64(&mut buffer, self.window_end));
+        write_integer(self.window_end, out);
         out.push(b',');
-        out.extend_from_slice(format_i64(&mut buffer, self.auction));
+        write_integer(self.auction, out);
         out.push(b',');
-        out.extend_from_slice(format_i64(&mut buffer, self.bids as i128));
+        write_integer(self.bids, out);
         out.push(b',');
-        out.extend_from_slice(format_i64(&mut buffer, self.sum_price));
+        // 128-bit formatting divides by a 128-bit constant; sums nearly always fit 64 bits.
+        match i64::try_from(self.sum_price) {
+            Ok(sum) => write_integer(sum, out),
+            Err(_) => write_integer(self.sum_price, out),
+        }
         out.push(b',');
-        out.extend_from_slice(format_i64(&mut buffer, self.max_price));
+        write_integer(self.max_price, out);
         out.push(b'\n');
     }
 }
@@ -83,8 +86,7 @@ impl CsvRow for ErrorRow {
     fn write_csv(&self, out: &mut Vec<u8>) {
         write_csv_field(&self.file, out);
         out.push(b',');
-        let mut buffer = itoa_buffer();
-        out.extend_from_slice(format_i64(&mut buffer, self.line as i128));
+        write_integer(self.line, out);
         out.push(b',');
         write_csv_field(&self.reason, out);
         out.push(b',');

@@ -25,7 +25,7 @@ use timely::dataflow::{Scope, Stream};
 use timely::scheduling::Activator;
 
 use weir_core::bid::parse_bid_line;
-use weir_core::generator::GeneratorConfig;
+use weir_core::generator::{BidGenerator, GeneratorConfig};
 use weir_core::job::{BadRecordPolicy, SplitSpec};
 use weir_core::time::{Epoch, EventTime, Time};
 use weir_core::watermark::{Admission, SplitClock};
@@ -99,7 +99,7 @@ impl FileReader {
 
 enum Reader {
     File { reader: FileReader, name: Arc<str> },
-    Generated { config: GeneratorConfig, split: usize, splits: usize, length: u64 },
+    Generated { generator: BidGenerator, split: usize, splits: usize, length: u64 },
 }
 
 struct Split {
@@ -186,7 +186,7 @@ fn open_split(
             return Ok(Split { state, reader: Reader::File { reader, name } });
         }
         SplitSpec::Generated { config, split, splits } => Reader::Generated {
-            config: *config,
+            generator: config.generator(),
             split: *split,
             splits: *splits,
             length: config.split_len(*split, *splits),
@@ -283,10 +283,10 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
                 }
                 let state = &mut split.state;
                 let result = match &mut split.reader {
-                    Reader::Generated { config, split, splits, length } => {
+                    Reader::Generated { generator, split, splits, length } => {
                         let end = (state.position + budget as u64).min(*length);
                         for position in state.position..end {
-                            let bid = config.bid(GeneratorConfig::global_index(*split, *splits, position));
+                            let bid = generator.bid(GeneratorConfig::global_index(*split, *splits, position));
                             match state.clock.admit(bid.date_time, &windows) {
                                 Admission::OnTime => bids_batch.push(bid),
                                 Admission::Late => late_batch.push(bid),

@@ -63,8 +63,11 @@ impl Hasher for KeyHasher {
             self.0 = mix64(self.0 ^ byte as u64);
         }
     }
+    #[inline]
     fn write_i64(&mut self, value: i64) {
-        self.0 = mix64(self.0 ^ value as u64);
+        // One multiply and a fold: keys are auction ids, not adversarial input.
+        let product = (self.0 ^ value as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = product ^ (product >> 29);
     }
 }
 
@@ -92,10 +95,14 @@ impl WindowState {
     pub fn apply(&mut self, windows: &TumblingWindows, bids: &[Bid]) {
         let mut index = 0;
         while index < bids.len() {
-            // Runs of consecutive bids usually share a window: look it up once per run.
+            // Runs of consecutive bids usually share a window: look it up (and divide) once per
+            // run, then test membership by comparison.
             let start = windows.start_of(bids[index].date_time);
+            let end = windows.end_of(start);
             let auctions = self.windows.entry(start).or_default();
-            while let Some(bid) = bids.get(index).filter(|bid| windows.start_of(bid.date_time) == start) {
+            while let Some(bid) = bids.get(index).filter(|bid| {
+                (start <= bid.date_time && bid.date_time < end) || windows.start_of(bid.date_time) == start
+            }) {
                 auctions
                     .entry(bid.auction)
                     .and_modify(|a| a.add(bid.price))

@@ -1,0 +1,130 @@
+//! `weir-bench`: end-to-end figures for docs/benchmarks.md.
+//!
+//! ```sh
+//! cargo run --release -p weir-bench -- e2e --events 10000000      # matrix: 1,2 slots × checkpoints off/1s
+//! cargo run --release -p weir-bench -- baseline --events 10000000  # hand-written timely ceiling
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use weir_core::generator::GeneratorConfig;
+
+#[derive(Parser)]
+#[command(about = "Weir end-to-end benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The main job on the embedded cluster: slots × checkpointing matrix.
+    E2e {
+        /// Events to generate.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Read this CSV file or directory instead of generating.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Slot counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        parallelism: Vec<usize>,
+        /// Checkpoint intervals in ms (0 = only the final checkpoint).
+        #[arg(long, value_delimiter = ',', default_value = "0,1000")]
+        checkpoint_ms: Vec<u64>,
+        /// Repetitions of each configuration (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Scratch directory for output and checkpoints.
+        #[arg(long, default_value = "/tmp/weir-bench")]
+        scratch: PathBuf,
+    },
+    /// The hand-written single-worker timely program.
+    Baseline {
+        /// Events to generate.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Parse CSV (pre-rendered in memory) instead of generating in place.
+        #[arg(long)]
+        csv: bool,
+        /// Repetitions (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+    /// Writes `events` generated bids as a CSV file (for `e2e --input`).
+    WriteCsv {
+        /// Events to generate.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// The file to write.
+        #[arg(long)]
+        path: PathBuf,
+    },
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    values[values.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::E2e { events, input, parallelism, checkpoint_ms, repeat, scratch } => {
+            std::fs::create_dir_all(&scratch)?;
+            println!("| slots | checkpoints | events | events/s (median of {repeat}) | events per CPU-second | checkpoints completed |");
+            println!("|---|---|---|---|---|---|");
+            for &slots in &parallelism {
+                for &interval in &checkpoint_ms {
+                    let mut rates = Vec::new();
+                    let mut cpu_rates = Vec::new();
+                    let mut completed = 0;
+                    let mut read = 0;
+                    for _ in 0..repeat {
+                        let interval_option = (interval > 0).then(|| Duration::from_millis(interval));
+                        let result = weir_bench::e2e::run(&scratch, events, input.as_deref(), slots, interval_option)?;
+                        rates.push(result.events_per_second());
+                        cpu_rates.push(result.events_per_cpu_second().unwrap_or(f64::NAN));
+                        completed = result.summary.coordinator.checkpoints_completed;
+                        read = result.summary.records_read;
+                    }
+                    let label =
+                        if interval == 0 { "off (final only)".to_string() } else { format!("every {interval} ms") };
+                    println!(
+                        "| {slots} | {label} | {read} | {:.2} M | {:.2} M | {completed} |",
+                        median(rates) / 1e6,
+                        median(cpu_rates) / 1e6
+                    );
+                }
+            }
+            if let Some(rss) = weir_core::rt::peak_rss_kib() {
+                println!("\npeak RSS of the benchmark process: {:.1} MiB", rss as f64 / 1024.0);
+            }
+        }
+        Command::Baseline { events, csv, repeat } => {
+            let config = GeneratorConfig::new(events, 1);
+            let rendered = csv.then(|| weir_bench::baseline::generated_csv(&config));
+            let mut rates = Vec::new();
+            let mut rows = 0;
+            for _ in 0..repeat {
+                let result = weir_bench::baseline::run(config, rendered.as_deref(), 10_000, 4_000);
+                rates.push(result.events as f64 / result.seconds);
+                rows = result.rows;
+            }
+            println!(
+                "baseline ({}): {events} events, {rows} rows, {:.2} M events/s (median of {repeat})",
+                if csv { "parse CSV" } else { "generator" },
+                median(rates) / 1e6
+            );
+        }
+        Command::WriteCsv { events, path } => {
+            let config = GeneratorConfig::new(events, 1);
+            let mut content = format!("{}\n", weir_core::bid::BID_HEADER).into_bytes();
+            content.extend(weir_bench::baseline::generated_csv(&config));
+            std::fs::write(&path, content)?;
+            println!("wrote {} bids to {}", events, path.display());
+        }
+    }
+    Ok(())
+}
