@@ -67,7 +67,7 @@ pub fn run(config: GeneratorConfig, csv: Option<&[u8]>, window_ms: i64, out_of_o
                 let end = (position + 8192).min(config.events);
                 let mut least = i64::MAX;
                 let mut watermark = max_seen.saturating_sub(out_of_orderness_ms);
-                for _ in position..end {
+                while position < end {
                     let bid = match &csv {
                         None => config.bid(position),
                         Some(bytes) => {
