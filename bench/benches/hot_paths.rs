@@ -98,7 +98,7 @@ fn exchange(c: &mut Criterion) {
         b.iter_batched(
             || batch.clone(),
             |data| {
-                channel.try_send(ExchangeMessage::Data(Time::new(1, 0), data)).ok().expect("credit");
+                channel.try_send(ExchangeMessage::Data(Time::new(1, 0), data)).expect("credit");
                 match channel.try_recv() {
                     Some(ExchangeMessage::Data(_, data)) => data.len(),
                     _ => unreachable!(),
