@@ -1,0 +1,125 @@
+//! Conformance suite for checkpoint storage: the same checks against every backend.
+//!
+//! Method: each test body takes a `CheckpointStore` and is run against the in-memory store
+//! and a local directory (and, later, S3 and the simulated store). It checks the promises the
+//! engine relies on: a checkpoint is complete iff its `_metadata` exists; files are verified
+//! against the metadata's checksums on load; a corrupt, truncated or partial newest checkpoint
+//! is skipped for the previous complete one; retention keeps the newest N complete ones and
+//! removes incomplete ones older than the newest.
+
+use bytes::Bytes;
+use weir_core::checkpoint::{CheckpointError, CheckpointMetadata, CheckpointStore, FORMAT_VERSION, METADATA};
+
+fn backends() -> Vec<(CheckpointStore, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let local = CheckpointStore::open(dir.path().to_str().unwrap(), "job-a").unwrap();
+    let memory = CheckpointStore::open("memory://", "job-a").unwrap();
+    vec![(memory, None), (local, Some(dir))]
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+async fn write_checkpoint(store: &CheckpointStore, id: u64, complete: bool) -> CheckpointMetadata {
+    let mut files = Vec::new();
+    for slot in 0..2 {
+        let content = Bytes::from(format!("state of slot {slot} at {id}").repeat(10));
+        files.push(store.put_file(id, &format!("slot-{slot}.state"), content).await.unwrap());
+    }
+    let metadata = CheckpointMetadata {
+        format_version: FORMAT_VERSION,
+        job_id: "job-a".into(),
+        checkpoint_id: id,
+        parallelism: 2,
+        finished: false,
+        files,
+    };
+    if complete {
+        store.complete(&metadata).await.unwrap();
+    }
+    metadata
+}
+
+#[test]
+fn complete_iff_metadata_exists() {
+    for (store, _guard) in backends() {
+        block_on(async {
+            assert!(store.latest_valid().await.unwrap().0.is_none());
+            write_checkpoint(&store, 1, true).await;
+            write_checkpoint(&store, 2, false).await; // files uploaded, no _metadata: incomplete
+            let (latest, skipped) = store.latest_valid().await.unwrap();
+            let latest = latest.expect("checkpoint 1 is complete");
+            assert_eq!(latest.metadata.checkpoint_id, 1);
+            assert!(skipped.is_empty(), "an incomplete checkpoint is not corrupt, just not there");
+            assert_eq!(latest.file("slot-1.state").unwrap(), &Bytes::from("state of slot 1 at 1".repeat(10)));
+        });
+    }
+}
+
+#[test]
+fn corrupt_newest_falls_back_to_previous() {
+    for (store, _guard) in backends() {
+        block_on(async {
+            write_checkpoint(&store, 1, true).await;
+            write_checkpoint(&store, 2, true).await;
+            // Same size, one byte flipped: only the checksum can tell.
+            let path = store.object_path(2, "slot-0.state");
+            let mut content = store.object_store().get(&path).await.unwrap().bytes().await.unwrap().to_vec();
+            content[3] ^= 1;
+            store.object_store().put(&path, content.into()).await.unwrap();
+            let (latest, skipped) = store.latest_valid().await.unwrap();
+            assert_eq!(latest.unwrap().metadata.checkpoint_id, 1);
+            assert!(matches!(skipped.as_slice(), [CheckpointError::Corrupt { checkpoint: 2, .. }]));
+        });
+    }
+}
+
+#[test]
+fn truncated_metadata_is_detected() {
+    for (store, _guard) in backends() {
+        block_on(async {
+            write_checkpoint(&store, 1, true).await;
+            write_checkpoint(&store, 2, true).await;
+            let path = store.object_path(2, METADATA);
+            let content = store.object_store().get(&path).await.unwrap().bytes().await.unwrap();
+            store.object_store().put(&path, content.slice(..content.len() - 5).into()).await.unwrap();
+            let (latest, skipped) = store.latest_valid().await.unwrap();
+            assert_eq!(latest.unwrap().metadata.checkpoint_id, 1);
+            assert_eq!(skipped.len(), 1);
+            assert!(skipped[0].to_string().contains("checksum") || skipped[0].to_string().contains("truncated"));
+        });
+    }
+}
+
+#[test]
+fn retention_keeps_newest_complete_and_drops_stale_partials() {
+    for (store, _guard) in backends() {
+        block_on(async {
+            for id in 1..=5 {
+                write_checkpoint(&store, id, id != 3).await;
+            }
+            write_checkpoint(&store, 6, false).await; // in progress: must survive
+            store.retain(2).await.unwrap();
+            for id in 1..=3 {
+                assert!(store.load(id).await.is_err(), "checkpoint {id} should be gone");
+                let listing = store.object_store().get(&store.object_path(id, "slot-0.state")).await;
+                assert!(listing.is_err(), "files of checkpoint {id} should be gone");
+            }
+            assert_eq!(store.load(4).await.unwrap().metadata.checkpoint_id, 4);
+            assert_eq!(store.load(5).await.unwrap().metadata.checkpoint_id, 5);
+            assert!(store.object_store().get(&store.object_path(6, "slot-1.state")).await.is_ok());
+        });
+    }
+}
+
+#[test]
+fn bad_locations_are_explained() {
+    let error = CheckpointStore::open("s3://bucket/prefix", "job").unwrap_err();
+    assert!(error.to_string().contains("unsupported scheme"), "{error}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let error = CheckpointStore::open(file.join("sub").to_str().unwrap(), "job").unwrap_err();
+    assert!(error.to_string().contains("cannot create directory"), "{error}");
+}
