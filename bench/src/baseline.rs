@@ -144,5 +144,5 @@ pub fn run(config: GeneratorConfig, csv: Option<&[u8]>, window_ms: i64, out_of_o
 }
 
 fn memchr_newline(bytes: &[u8]) -> usize {
-    bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len())
+    memchr::memchr(b'\n', bytes).unwrap_or(bytes.len())
 }
