@@ -10,5 +10,9 @@
 
 pub mod cli;
 pub mod coordinator;
+pub mod deploy;
+pub mod net;
 pub mod run;
 pub mod slot;
+pub mod tls;
+pub mod wire;

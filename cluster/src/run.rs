@@ -5,27 +5,25 @@
 //! in-process exchange channels, starts one OS thread per slot and runs the coordinator on
 //! the calling thread until the job finishes.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 
-use weir_core::checkpoint::{CheckpointError, CheckpointStore, RestoredCheckpoint};
+use weir_core::checkpoint::{CheckpointError, CheckpointStore};
 use weir_core::job::{BidsJobSpec, SpecError};
-use weir_core::keygroup::slot_of_key_group;
 use weir_core::rt;
-use weir_core::time::{Epoch, FIRST_EPOCH};
+use weir_core::time::Epoch;
 use weir_core::Bid;
 use weir_dataflow::exchange::{Doorbell, ExchangeRx, ExchangeTx, LocalChannel};
-use weir_dataflow::job::{sink_dirs, SlotSetup};
+use weir_dataflow::job::sink_dirs;
 use weir_dataflow::metrics::SlotMetrics;
 use weir_dataflow::sink;
-use weir_dataflow::snapshot::{SlotSnapshot, SplitState, WindowEntry};
 
 use crate::coordinator::{coordinate, CoordinatorConfig, CoordinatorOutcome, CrashPoint, JobError};
-use crate::slot::{drive_slot, SlotDoorbell, SlotLink};
+use crate::deploy::{launch_slot, plan_restore, recover_sinks, SlotLaunch};
+use crate::slot::{SlotDoorbell, SlotLink};
 
 /// How to run a job on the embedded cluster.
 #[derive(Clone, Debug)]
@@ -163,37 +161,6 @@ fn claim_output(spec: &BidsJobSpec, job_id: &str) -> Result<(), RunError> {
     Ok(())
 }
 
-/// State restored for the whole job, split by slot.
-struct Restored {
-    epoch: Epoch,
-    splits: HashMap<usize, SplitState>,
-    window: Vec<WindowEntry>,
-}
-
-fn decode_restored(restored: &RestoredCheckpoint, spec: &BidsJobSpec) -> Result<Restored, RunError> {
-    let checkpoint = restored.metadata.checkpoint_id;
-    let restore_error = |reason: String| RunError::Restore { checkpoint, reason };
-    if restored.metadata.parallelism != spec.parallelism {
-        return Err(restore_error(format!(
-            "was taken at parallelism {}, the job runs at {}",
-            restored.metadata.parallelism, spec.parallelism
-        )));
-    }
-    let mut splits = HashMap::new();
-    let mut window = Vec::new();
-    for (entry, bytes) in restored.metadata.files.iter().zip(&restored.files) {
-        let (_, snapshot) =
-            SlotSnapshot::decode(bytes, checkpoint).map_err(|e| restore_error(format!("{}: {e}", entry.name)))?;
-        for split in snapshot.splits {
-            if splits.insert(split.split, split).is_some() {
-                return Err(restore_error(format!("split {} appears twice", split.split)));
-            }
-        }
-        window.extend(snapshot.window);
-    }
-    Ok(Restored { epoch: checkpoint, splits, window })
-}
-
 /// Runs the bids job on the embedded cluster, resuming from its newest valid checkpoint.
 pub fn run_bids_job(options: RunOptions) -> Result<RunSummary, RunError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
@@ -215,47 +182,27 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
     for error in &skipped {
         eprintln!("warning: {error}; falling back to an older checkpoint");
     }
-    let restored = restored
-        .map(|r| (r.metadata.finished, decode_restored(&r, &spec)))
-        .map(|(f, r)| r.map(|r| (f, r)))
-        .transpose()?;
-    let restored_epoch = restored.as_ref().map_or(0, |(_, r)| r.epoch);
-    for dir in sink_dirs(&spec) {
-        for slot in 0..spec.parallelism {
-            let report = sink::recover(&dir, slot, restored_epoch).map_err(|e| RunError::Output {
-                path: dir.clone(),
-                reason: format!("recovery of staged output failed: {e}"),
-            })?;
-            if report.retracted > 0 {
-                eprintln!(
-                    "warning: {}: retracted {} part file(s) of slot {slot} committed after checkpoint {restored_epoch}; they will be recomputed",
-                    dir.display(),
-                    report.retracted
-                );
-            }
-        }
+    let plan = plan_restore(restored.as_ref(), &spec)?;
+    let parallelism = spec.parallelism;
+    for slot in 0..parallelism {
+        recover_sinks(&spec, slot, plan.epoch)?;
     }
     let mut summary = RunSummary {
         job_id: job_id.clone(),
-        restored_from: restored.as_ref().map(|(_, r)| r.epoch),
+        restored_from: (plan.epoch > 0).then_some(plan.epoch),
         ..Default::default()
     };
-    if let Some((true, _)) = restored {
+    if plan.finished {
         summary.already_finished = true;
         summary.elapsed_ms = rt::elapsed_ms(started);
         return Ok(summary);
     }
-    let (mut restored_splits, restored_window) = match restored {
-        Some((_, r)) => (r.splits, r.window),
-        None => (HashMap::new(), Vec::new()),
-    };
-    let start_epoch = if restored_epoch == 0 { FIRST_EPOCH } else { restored_epoch + 1 };
-    if restored_epoch > 0 {
-        tracing::info!(checkpoint = restored_epoch, "restored from checkpoint");
+    let start_epoch = plan.start_epoch();
+    if plan.epoch > 0 {
+        tracing::info!(checkpoint = plan.epoch, "restored from checkpoint");
     }
 
     // Exchange channels: channels[from][to].
-    let parallelism = spec.parallelism;
     let doorbells: Vec<Arc<SlotDoorbell>> = (0..parallelism).map(|_| Arc::new(SlotDoorbell::default())).collect();
     let mut senders: Vec<Vec<Box<dyn ExchangeTx<Bid>>>> = (0..parallelism).map(|_| Vec::new()).collect();
     let mut receivers: Vec<Vec<Box<dyn ExchangeRx<Bid>>>> = (0..parallelism).map(|_| Vec::new()).collect();
@@ -271,69 +218,30 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
         }
     }
 
-    let all_splits = spec.splits();
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut links = Vec::new();
     let mut handles = Vec::new();
     let mut metrics = Vec::new();
-    for (slot, (slot_senders, slot_receivers)) in senders.into_iter().zip(receivers).enumerate() {
-        let splits: Vec<_> = all_splits
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| index % parallelism == slot)
-            .map(|(i, s)| (i, s.clone()))
-            .collect();
-        let slot_restored =
-            splits.iter().filter_map(|(index, _)| restored_splits.remove(index).map(|s| (*index, s))).collect();
-        let window =
-            restored_window.iter().filter(|e| slot_of_key_group(e.key_group, parallelism) == slot).copied().collect();
+    let slot_exchange = senders.into_iter().zip(receivers);
+    for ((slot, (slot_senders, slot_receivers)), snapshot) in slot_exchange.enumerate().zip(plan.slots) {
         let slot_metrics = Arc::new(SlotMetrics::default());
         metrics.push(slot_metrics.clone());
-        let setup = SlotSetup {
-            slot,
-            spec: spec.clone(),
-            start_epoch,
-            splits,
-            restored_splits: slot_restored,
-            restored_window: window,
-            exchange: (parallelism > 1).then_some((slot_senders, slot_receivers)),
-            metrics: slot_metrics,
-            rate_limit: None,
-        };
-        let slot_rate = options.rate_limit.map(|rate| (rate / parallelism as u64).max(1));
         let (commands_tx, commands_rx) = tokio::sync::mpsc::unbounded_channel();
         links.push(SlotLink::new(commands_tx, doorbells[slot].clone()));
-        let events = events_tx.clone();
-        let doorbell = doorbells[slot].clone();
-        let handle = rt::spawn_slot(format!("weir-slot-{slot}"), move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("slot runtime");
-            let mut setup = setup;
-            setup.rate_limit = slot_rate.map(|records_per_second| {
-                let started = rt::now();
-                weir_dataflow::source::RateLimit {
-                    records_per_second,
-                    clock_ms: Box::new(move || rt::elapsed_ms(started)),
-                }
-            });
-            let slot_events = events.clone();
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                runtime.block_on(drive_slot(setup, commands_rx, slot_events, doorbell))
-            }));
-            if let Err(panic) = outcome {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                let _ = events
-                    .send(crate::slot::SlotEvent::Failed { slot, message: format!("internal error (bug): {message}") });
-            }
-        })
-        .map_err(|e| RunError::Job(JobError::SlotFailed { slot, message: format!("cannot start slot thread: {e}") }))?;
-        handles.push(handle);
+        handles.push(launch_slot(SlotLaunch {
+            spec: spec.clone(),
+            slot,
+            start_epoch,
+            snapshot,
+            exchange: (parallelism > 1).then_some((slot_senders, slot_receivers)),
+            metrics: slot_metrics,
+            commands: commands_rx,
+            events: events_tx.clone(),
+            doorbell: doorbells[slot].clone(),
+            rate_limit: options.rate_limit.map(|rate| (rate / parallelism as u64).max(1)),
+        })?);
     }
     drop(events_tx);
-    assert!(restored_splits.is_empty(), "restored splits not assigned to any slot: {:?}", restored_splits.keys());
 
     let config = CoordinatorConfig {
         job_id,

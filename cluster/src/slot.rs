@@ -33,7 +33,7 @@ impl Doorbell for SlotDoorbell {
 }
 
 /// What the coordinator tells a slot.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SlotCommand {
     /// Start checkpoint `checkpoint`: sources move to the next epoch. A final checkpoint is
     /// taken once all input is read: sources then release everything.
@@ -53,7 +53,7 @@ pub enum SlotCommand {
 }
 
 /// What a slot tells the coordinator.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum SlotEvent {
     /// The slot's state for a checkpoint, encoded as its state file.
     Snapshot {
@@ -85,22 +85,33 @@ pub enum SlotEvent {
     },
 }
 
-/// The coordinator's end of a slot.
-#[derive(Clone, Debug)]
+/// The coordinator's end of a slot: in-process, or through a worker's control connection.
+#[derive(Clone)]
 pub struct SlotLink {
-    commands: UnboundedSender<SlotCommand>,
-    doorbell: Arc<SlotDoorbell>,
+    deliver: Arc<dyn Fn(SlotCommand) + Send + Sync>,
+}
+
+impl std::fmt::Debug for SlotLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SlotLink")
+    }
 }
 
 impl SlotLink {
-    /// A link over `commands` that rings `doorbell`.
+    /// A link to an in-process slot over `commands` that rings `doorbell`.
     pub fn new(commands: UnboundedSender<SlotCommand>, doorbell: Arc<SlotDoorbell>) -> Self {
-        SlotLink { commands, doorbell }
+        SlotLink::from_fn(move |command| {
+            let _ = commands.send(command);
+            doorbell.ring();
+        })
+    }
+    /// A link that hands commands to `deliver` (e.g. a remote worker's connection).
+    pub fn from_fn(deliver: impl Fn(SlotCommand) + Send + Sync + 'static) -> Self {
+        SlotLink { deliver: Arc::new(deliver) }
     }
     /// Sends a command (a slot that already stopped ignores it).
     pub fn send(&self, command: SlotCommand) {
-        let _ = self.commands.send(command);
-        self.doorbell.ring();
+        (self.deliver)(command)
     }
 }
 

@@ -32,7 +32,7 @@ use timely::scheduling::Activator;
 use weir_core::time::Time;
 
 /// What travels on an exchange channel.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExchangeMessage<D> {
     /// A batch of records at a timestamp.
     Data(Time, Vec<D>),

@@ -1,0 +1,168 @@
+//! Deploying a job's slots — restore planning, sink recovery, starting slot threads — shared by
+//! the embedded cluster (`weir run`) and by workers of a multi-process cluster.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use weir_core::checkpoint::RestoredCheckpoint;
+use weir_core::job::{BidsJobSpec, SplitSpec};
+use weir_core::keygroup::slot_of_key_group;
+use weir_core::rt;
+use weir_core::time::{Epoch, FIRST_EPOCH};
+use weir_dataflow::job::{sink_dirs, ExchangeEndpoints, SlotSetup};
+use weir_dataflow::metrics::SlotMetrics;
+use weir_dataflow::sink;
+use weir_dataflow::snapshot::SlotSnapshot;
+
+use crate::coordinator::JobError;
+use crate::run::RunError;
+use crate::slot::{drive_slot, SlotCommand, SlotDoorbell, SlotEvent};
+
+/// What a job restarts from: a checkpoint (or nothing), split into per-slot snapshots.
+#[derive(Clone, Debug, Default)]
+pub struct RestorePlan {
+    /// The restored checkpoint, 0 for none.
+    pub epoch: Epoch,
+    /// The restored checkpoint was the final one: the job is done.
+    pub finished: bool,
+    /// Per slot: the split states of its splits and the window entries of its key groups.
+    pub slots: Vec<SlotSnapshot>,
+}
+
+impl RestorePlan {
+    /// The first epoch of the restarted job.
+    pub fn start_epoch(&self) -> Epoch {
+        if self.epoch == 0 {
+            FIRST_EPOCH
+        } else {
+            self.epoch + 1
+        }
+    }
+}
+
+/// Splits a verified checkpoint (or none) into per-slot snapshots for `spec`'s parallelism.
+pub fn plan_restore(restored: Option<&RestoredCheckpoint>, spec: &BidsJobSpec) -> Result<RestorePlan, RunError> {
+    let parallelism = spec.parallelism;
+    let mut plan = RestorePlan { slots: vec![SlotSnapshot::default(); parallelism], ..Default::default() };
+    let Some(restored) = restored else { return Ok(plan) };
+    let checkpoint = restored.metadata.checkpoint_id;
+    let restore_error = |reason: String| RunError::Restore { checkpoint, reason };
+    if restored.metadata.parallelism != parallelism {
+        return Err(restore_error(format!(
+            "was taken at parallelism {}, the job runs at {parallelism}",
+            restored.metadata.parallelism
+        )));
+    }
+    let split_count = spec.splits().len();
+    let mut seen = vec![false; split_count];
+    for (entry, bytes) in restored.metadata.files.iter().zip(&restored.files) {
+        let (_, snapshot) =
+            SlotSnapshot::decode(bytes, checkpoint).map_err(|e| restore_error(format!("{}: {e}", entry.name)))?;
+        for split in snapshot.splits {
+            if split.split >= split_count || std::mem::replace(&mut seen[split.split], true) {
+                return Err(restore_error(format!("split {} is unknown or appears twice", split.split)));
+            }
+            plan.slots[split.split % parallelism].splits.push(split);
+        }
+        for entry in snapshot.window {
+            plan.slots[slot_of_key_group(entry.key_group, parallelism)].window.push(entry);
+        }
+    }
+    if let Some(missing) = seen.iter().position(|seen| !seen) {
+        return Err(restore_error(format!("has no state for split {missing}")));
+    }
+    plan.epoch = checkpoint;
+    plan.finished = restored.metadata.finished;
+    Ok(plan)
+}
+
+/// The splits slot `slot` reads: split `i` runs on slot `i % parallelism`.
+pub fn slot_splits(spec: &BidsJobSpec, slot: usize) -> Vec<(usize, SplitSpec)> {
+    spec.splits().into_iter().enumerate().filter(|(index, _)| index % spec.parallelism == slot).collect()
+}
+
+/// Brings slot `slot`'s sink files in line with restored checkpoint `epoch` (0 for none).
+pub fn recover_sinks(spec: &BidsJobSpec, slot: usize, epoch: Epoch) -> Result<(), RunError> {
+    for dir in sink_dirs(spec) {
+        sink::prepare(&dir)
+            .map_err(|e| RunError::Output { path: dir.clone(), reason: format!("cannot create: {e}") })?;
+        let report = sink::recover(&dir, slot, epoch).map_err(|e| RunError::Output {
+            path: dir.clone(),
+            reason: format!("recovery of staged output failed: {e}"),
+        })?;
+        if report.retracted > 0 {
+            eprintln!(
+                "warning: {}: retracted {} part file(s) of slot {slot} committed after checkpoint {epoch}; they will be recomputed",
+                dir.display(),
+                report.retracted
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Everything needed to start one slot.
+pub struct SlotLaunch {
+    /// The job.
+    pub spec: Arc<BidsJobSpec>,
+    /// The slot.
+    pub slot: usize,
+    /// The first epoch.
+    pub start_epoch: Epoch,
+    /// The slot's restored state.
+    pub snapshot: SlotSnapshot,
+    /// Its exchange channels (`None` at parallelism 1).
+    pub exchange: Option<ExchangeEndpoints>,
+    /// Its counters.
+    pub metrics: Arc<SlotMetrics>,
+    /// Commands from the coordinator.
+    pub commands: UnboundedReceiver<SlotCommand>,
+    /// Events to the coordinator.
+    pub events: UnboundedSender<SlotEvent>,
+    /// The slot's doorbell.
+    pub doorbell: Arc<SlotDoorbell>,
+    /// Source throttle for this slot, records per second.
+    pub rate_limit: Option<u64>,
+}
+
+/// Starts a slot on its own thread. A panic in the slot becomes a `Failed` event.
+pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
+    let SlotLaunch { spec, slot, start_epoch, snapshot, exchange, metrics, commands, events, doorbell, rate_limit } =
+        launch;
+    let splits = slot_splits(&spec, slot);
+    let restored_splits = snapshot.splits.into_iter().map(|s| (s.split, s)).collect();
+    rt::spawn_slot(format!("weir-slot-{slot}"), move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("slot runtime");
+        let setup = SlotSetup {
+            slot,
+            spec,
+            start_epoch,
+            splits,
+            restored_splits,
+            restored_window: snapshot.window,
+            exchange,
+            metrics,
+            rate_limit: rate_limit.map(|records_per_second| {
+                let started = rt::now();
+                weir_dataflow::source::RateLimit {
+                    records_per_second,
+                    clock_ms: Box::new(move || rt::elapsed_ms(started)),
+                }
+            }),
+        };
+        let slot_events = events.clone();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(drive_slot(setup, commands, slot_events, doorbell))
+        }));
+        if let Err(panic) = outcome {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let _ = events.send(SlotEvent::Failed { slot, message: format!("internal error (bug): {message}") });
+        }
+    })
+    .map_err(|e| RunError::Job(JobError::SlotFailed { slot, message: format!("cannot start slot thread: {e}") }))
+}

@@ -1,0 +1,62 @@
+//! TLS connections over TCP: the one way cluster processes talk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::tls::{server_name, TlsContext};
+
+/// A TLS stream to a peer, either side.
+pub type TlsStream = tokio_rustls::TlsStream<TcpStream>;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to `address` and completes the mutual-TLS handshake.
+pub async fn connect(tls: &TlsContext, address: &str) -> std::io::Result<TlsStream> {
+    let name =
+        server_name(address).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let tcp = TcpStream::connect(address).await?;
+    tcp.set_nodelay(true)?;
+    let connector = TlsConnector::from(tls.client.clone());
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await.map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("TLS handshake with {address} timed out"))
+    })??;
+    Ok(tokio_rustls::TlsStream::Client(stream))
+}
+
+/// Accepts TLS connections on a listener.
+pub struct TlsListener {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl TlsListener {
+    /// Binds `address`.
+    pub async fn bind(tls: &TlsContext, address: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(address).await?;
+        Ok(TlsListener { listener, acceptor: TlsAcceptor::from(Arc::clone(&tls.server)) })
+    }
+
+    /// The bound address.
+    pub fn local_address(&self) -> std::io::Result<String> {
+        Ok(self.listener.local_addr()?.to_string())
+    }
+
+    /// Accepts the next peer that completes the handshake; refused peers are logged and skipped.
+    pub async fn accept(&self) -> std::io::Result<(TlsStream, String)> {
+        loop {
+            let (tcp, peer) = self.listener.accept().await?;
+            tcp.set_nodelay(true)?;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => return Ok((tokio_rustls::TlsStream::Server(stream), peer.to_string())),
+                Ok(Err(error)) => {
+                    tracing::warn!(%peer, %error, "refused connection: TLS handshake failed (no valid certificate?)")
+                }
+                Err(_) => tracing::warn!(%peer, "refused connection: TLS handshake timed out"),
+            }
+        }
+    }
+}
