@@ -25,6 +25,128 @@ pub enum Command {
     /// Run a job on an embedded local cluster (coordinator and slots in this process).
     #[command(subcommand)]
     Run(RunJob),
+    /// Run a coordinator: accepts workers and clients over mutual TLS.
+    Coordinator(CoordinatorArgs),
+    /// Run a worker: offers slots to a coordinator.
+    Worker(WorkerArgs),
+    /// Submit, list, inspect and cancel jobs on a running cluster.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Create TLS certificates for a development cluster.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+/// Where the cluster's TLS material lives.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Directory with ca.pem and this role's certificate and key (see `weir certs init`).
+    #[arg(long, value_name = "DIR")]
+    pub certs: PathBuf,
+}
+
+/// Flags of `weir coordinator`.
+#[derive(Debug, Clone, Args)]
+pub struct CoordinatorArgs {
+    /// Address to listen on for workers and clients.
+    #[arg(long, default_value = "127.0.0.1:7400", value_name = "ADDR")]
+    pub listen: String,
+    /// Checkpoint storage root: a local directory or file:///path (jobs live in <root>/<job-id>/).
+    #[arg(long, default_value = "weir-checkpoints", value_name = "URL")]
+    pub checkpoint_dir: String,
+    /// A worker silent this long is lost.
+    #[arg(long, default_value = "3s", value_parser = parse_duration_ms, value_name = "DURATION")]
+    pub heartbeat_timeout: i64,
+    /// Restarts of a job before it fails.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub restarts: u32,
+    /// First restart delay (doubles each restart, at most 10 s).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration_ms, value_name = "DURATION")]
+    pub restart_backoff: i64,
+    /// TLS material.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Flags of `weir worker`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// The coordinator's address.
+    #[arg(long, value_name = "ADDR")]
+    pub coordinator: String,
+    /// Slots this worker offers.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=128), value_name = "N")]
+    pub slots: u64,
+    /// Address for data connections from other workers (port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub listen: String,
+    /// TLS material.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// `weir job …`.
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit a job.
+    #[command(subcommand)]
+    Submit(SubmitJob),
+    /// List jobs.
+    List(ClientArgs),
+    /// Show one job.
+    Status {
+        /// The job id.
+        job_id: String,
+        /// Connection.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a job.
+    Cancel {
+        /// The job id.
+        job_id: String,
+        /// Connection.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Jobs `weir job submit` knows.
+#[derive(Debug, Subcommand)]
+pub enum SubmitJob {
+    /// Windowed bid statistics (same flags as `weir run bids`).
+    Bids {
+        /// The job's flags.
+        #[command(flatten)]
+        job: BidsArgs,
+        /// Connection.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// How a client reaches the coordinator.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The coordinator's address.
+    #[arg(long, default_value = "127.0.0.1:7400", value_name = "ADDR")]
+    pub coordinator: String,
+    /// TLS material.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// `weir certs …`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a development CA and coordinator, worker and client certificates in DIR.
+    Init {
+        /// Output directory.
+        dir: PathBuf,
+        /// Host names and IP addresses the certificates are valid for.
+        #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1")]
+        hosts: Vec<String>,
+    },
 }
 
 /// Jobs `weir run` knows.

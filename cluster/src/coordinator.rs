@@ -57,6 +57,9 @@ pub enum JobError {
         /// Its error.
         message: String,
     },
+    /// A worker running slots of the job was lost; the job can restart from its latest checkpoint.
+    #[error("{0}")]
+    WorkerLost(String),
     /// Checkpoint storage failed persistently.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -88,6 +91,8 @@ pub struct CoordinatorConfig {
     pub progress_interval: Option<Duration>,
     /// Stop dead at this point (tests).
     pub crash_at: Option<CrashPoint>,
+    /// Updated with the id of every completed checkpoint (for status reports).
+    pub last_checkpoint: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// What the coordinator reports at the end.
@@ -156,6 +161,10 @@ pub async fn coordinate(
                     SlotEvent::Failed { slot, message } => {
                         stop_all();
                         return Err(JobError::SlotFailed { slot, message });
+                    }
+                    SlotEvent::WorkerLost { message } => {
+                        stop_all();
+                        return Err(JobError::WorkerLost(message));
                     }
                     SlotEvent::InputDone { slot } => input_done[slot] = true,
                     SlotEvent::Committed { slot, checkpoint } => {
@@ -232,6 +241,9 @@ pub async fn coordinate(
                         consecutive_failures = 0;
                         outcome.checkpoints_completed += 1;
                         outcome.last_checkpoint = Some(checkpoint);
+                        if let Some(last) = &config.last_checkpoint {
+                            last.store(checkpoint, std::sync::atomic::Ordering::Relaxed);
+                        }
                         tracing::info!(checkpoint, last = current.last, "checkpoint complete");
                         if config.crash_at == Some(CrashPoint::BeforeCommit { checkpoint }) {
                             stop_all();

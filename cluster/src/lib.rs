@@ -9,10 +9,15 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod client;
 pub mod coordinator;
 pub mod deploy;
 pub mod net;
+pub mod protocol;
 pub mod run;
+pub mod server;
 pub mod slot;
 pub mod tls;
+pub mod transport;
 pub mod wire;
+pub mod worker;

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use weir_cluster::cli::{Cli, Command, RunJob};
+use weir_cluster::cli::{CertsCommand, Cli, ClientArgs, Command, JobCommand, RunJob, SubmitJob};
+use weir_cluster::protocol::{ClientRequest, ClientResponse, JobOptions, JobStatus};
 use weir_cluster::run::{run_bids_job, RunSummary};
+use weir_cluster::tls::{init_certs, Role, TlsContext};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -29,6 +31,135 @@ fn main() -> ExitCode {
                 Err(error) => fail(&error.to_string()),
             }
         }
+        Command::Certs(CertsCommand::Init { dir, hosts }) => match init_certs(&dir, &hosts) {
+            Ok(files) => {
+                for file in files {
+                    println!("wrote {}", file.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error.to_string()),
+        },
+        Command::Coordinator(args) => {
+            let tls = match TlsContext::load(&args.tls.certs, Role::Coordinator) {
+                Ok(tls) => tls,
+                Err(error) => return fail(&error.to_string()),
+            };
+            let options = weir_cluster::server::CoordinatorOptions {
+                listen: args.listen,
+                tls,
+                checkpoint_dir: args.checkpoint_dir,
+                heartbeat_timeout: std::time::Duration::from_millis(args.heartbeat_timeout as u64),
+                restarts_max: args.restarts,
+                restart_backoff: std::time::Duration::from_millis(args.restart_backoff as u64),
+            };
+            match runtime().block_on(weir_cluster::server::run_coordinator(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&format!("coordinator: {error}")),
+            }
+        }
+        Command::Worker(args) => {
+            let tls = match TlsContext::load(&args.tls.certs, Role::Worker) {
+                Ok(tls) => tls,
+                Err(error) => return fail(&error.to_string()),
+            };
+            let options = weir_cluster::worker::WorkerOptions {
+                coordinator: args.coordinator,
+                slots: args.slots as usize,
+                listen: args.listen,
+                tls,
+                heartbeat_interval: std::time::Duration::from_millis(500),
+            };
+            match runtime().block_on(weir_cluster::worker::run_worker(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error.to_string()),
+            }
+        }
+        Command::Job(command) => job_command(command),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+}
+
+fn job_command(command: JobCommand) -> ExitCode {
+    let (client, request): (ClientArgs, ClientRequest) = match command {
+        JobCommand::Submit(SubmitJob::Bids { job, client }) => {
+            if job.checkpoint_dir.is_some() {
+                return fail("--checkpoint-dir is the coordinator's setting (weir coordinator --checkpoint-dir)");
+            }
+            let options = match job.to_options() {
+                Ok(options) => options,
+                Err(error) => return fail(&error.to_string()),
+            };
+            let job_options = JobOptions {
+                checkpoint_interval_ms: options.checkpoint_interval.map(|d| d.as_millis() as u64),
+                retained_checkpoints: options.retained_checkpoints,
+                rate_limit: options.rate_limit,
+            };
+            (client, ClientRequest::Submit { spec: options.spec, options: job_options })
+        }
+        JobCommand::List(client) => (client, ClientRequest::List),
+        JobCommand::Status { job_id, client } => (client, ClientRequest::Status { job_id }),
+        JobCommand::Cancel { job_id, client } => (client, ClientRequest::Cancel { job_id }),
+    };
+    let tls = match TlsContext::load(&client.tls.certs, Role::Client) {
+        Ok(tls) => tls,
+        Err(error) => return fail(&error.to_string()),
+    };
+    let response = runtime().block_on(weir_cluster::client::request(&tls, &client.coordinator, &request));
+    match response {
+        Err(error) => fail(&format!("cannot reach the coordinator at {}: {error}", client.coordinator)),
+        Ok(ClientResponse::Error(message)) => fail(&message),
+        Ok(ClientResponse::Submitted { job_id }) => {
+            println!("{job_id}");
+            ExitCode::SUCCESS
+        }
+        Ok(ClientResponse::Cancelled { job_id }) => {
+            println!("cancelled {job_id}");
+            ExitCode::SUCCESS
+        }
+        Ok(ClientResponse::Status(status)) => {
+            print_status(&status);
+            ExitCode::SUCCESS
+        }
+        Ok(ClientResponse::Jobs(jobs)) => {
+            println!(
+                "{:<24} {:<11} {:>5} {:>11} {:>8} {:>14}",
+                "JOB", "STATE", "SLOTS", "CHECKPOINT", "RESTARTS", "EVENTS"
+            );
+            for job in jobs {
+                println!(
+                    "{:<24} {:<11} {:>5} {:>11} {:>8} {:>14}",
+                    job.job_id,
+                    format!("{:?}", job.state),
+                    job.parallelism,
+                    job.last_checkpoint.map_or("-".into(), |c| c.to_string()),
+                    job.restarts,
+                    job.records_read
+                );
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn print_status(status: &JobStatus) {
+    println!("job:             {}", status.job_id);
+    println!("state:           {:?}", status.state);
+    println!("parallelism:     {}", status.parallelism);
+    let watermark = match status.watermark {
+        None | Some(i64::MIN) => "-".to_string(),
+        Some(i64::MAX) => "end of input".to_string(),
+        Some(ms) => format!("{ms} ms"),
+    };
+    println!("watermark:       {watermark}");
+    println!("last checkpoint: {}", status.last_checkpoint.map_or("-".into(), |c| c.to_string()));
+    println!("restarts:        {}", status.restarts);
+    println!("events read:     {}", status.records_read);
+    if let Some(message) = &status.message {
+        println!("message:         {message}");
     }
 }
 

@@ -121,7 +121,7 @@ const JOB_MARKER: &str = "_weir_job.json";
 
 /// Claims `spec.output_dir` for the job: creates it and its sink directories, and records the
 /// job's id in a hidden marker so that another job's run into the same directory is refused.
-fn claim_output(spec: &BidsJobSpec, job_id: &str) -> Result<(), RunError> {
+pub(crate) fn claim_output(spec: &BidsJobSpec, job_id: &str) -> Result<(), RunError> {
     let output = &spec.output_dir;
     let output_error = |reason: String| RunError::Output { path: output.clone(), reason };
     std::fs::create_dir_all(output).map_err(|e| output_error(format!("cannot create directory: {e}")))?;
@@ -250,6 +250,7 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
         retained_checkpoints: options.retained_checkpoints,
         progress_interval: options.progress_interval,
         crash_at: options.crash_at,
+        last_checkpoint: None,
     };
     let result = coordinate(config, store, links, events_rx, metrics.clone(), start_epoch).await;
     let mut panics = Vec::new();

@@ -71,6 +71,11 @@ pub enum SlotEvent {
         /// What went wrong.
         message: String,
     },
+    /// The worker hosting some slot of the attempt was lost (reported by the coordinator).
+    WorkerLost {
+        /// Which worker and why.
+        message: String,
+    },
     /// Every split of the slot has been read to its end.
     InputDone {
         /// The slot.

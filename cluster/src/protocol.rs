@@ -1,0 +1,286 @@
+//! The messages of the cluster: control RPC between coordinator and workers, the client API,
+//! and the data-plane frames between workers. All travel as [`crate::wire`] frames over
+//! mutual TLS.
+
+use serde::{Deserialize, Serialize};
+
+use weir_core::job::BidsJobSpec;
+use weir_core::time::Epoch;
+use weir_core::Bid;
+use weir_dataflow::exchange::ExchangeMessage;
+use weir_dataflow::metrics::SlotMetrics;
+
+use crate::slot::{SlotCommand, SlotEvent};
+
+/// The first message on every connection: who is calling.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Hello {
+    /// A worker registering with the coordinator.
+    Worker {
+        /// Slots it offers.
+        slots: usize,
+        /// Where its data-plane listener accepts other workers.
+        data_address: String,
+    },
+    /// A command-line client.
+    Client,
+    /// A worker opening a data connection to another worker for one deployment attempt.
+    Data {
+        /// The sending worker.
+        from_worker: u64,
+        /// The attempt.
+        attempt: u64,
+    },
+}
+
+/// Where a slot runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Placement {
+    /// The worker.
+    pub worker_id: u64,
+    /// Its data-plane address.
+    pub data_address: String,
+}
+
+/// One attempt of running a job: which slots run where, from which state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Attempt number (unique in the coordinator's lifetime).
+    pub attempt: u64,
+    /// The job.
+    pub job_id: String,
+    /// Its spec.
+    pub spec: BidsJobSpec,
+    /// The first epoch.
+    pub start_epoch: Epoch,
+    /// The restored checkpoint (0 for none).
+    pub restored_epoch: Epoch,
+    /// Where every slot runs (index = slot).
+    pub placement: Vec<Placement>,
+    /// The slots of the receiving worker, each with its encoded restored snapshot.
+    pub slots: Vec<(usize, Vec<u8>)>,
+    /// Exchange credit per channel, in batches.
+    pub exchange_credits: usize,
+    /// Source throttle per slot, records per second.
+    pub rate_limit: Option<u64>,
+}
+
+/// Coordinator → worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// Registration accepted.
+    Welcome {
+        /// The id assigned.
+        worker_id: u64,
+    },
+    /// Start slots for an attempt.
+    Deploy(Box<Deployment>),
+    /// A command for one slot of an attempt.
+    Command {
+        /// The attempt.
+        attempt: u64,
+        /// The slot.
+        slot: usize,
+        /// The command.
+        command: SlotCommand,
+    },
+    /// Stop every slot of an attempt.
+    Cancel {
+        /// The attempt.
+        attempt: u64,
+    },
+}
+
+/// Counters of one slot, as reported in heartbeats.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct MetricsSnapshot {
+    /// See [`SlotMetrics`].
+    pub records_read: u64,
+    /// See [`SlotMetrics`].
+    pub records_on_time: u64,
+    /// See [`SlotMetrics`].
+    pub records_late: u64,
+    /// See [`SlotMetrics`].
+    pub records_bad: u64,
+    /// See [`SlotMetrics`].
+    pub rows_emitted: u64,
+    /// See [`SlotMetrics`].
+    pub watermark: i64,
+    /// See [`SlotMetrics`].
+    pub splits_finished: u64,
+}
+
+impl MetricsSnapshot {
+    /// Reads `metrics`.
+    pub fn of(metrics: &SlotMetrics) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        MetricsSnapshot {
+            records_read: metrics.records_read.load(Relaxed),
+            records_on_time: metrics.records_on_time.load(Relaxed),
+            records_late: metrics.records_late.load(Relaxed),
+            records_bad: metrics.records_bad.load(Relaxed),
+            rows_emitted: metrics.rows_emitted.load(Relaxed),
+            watermark: metrics.watermark.load(Relaxed),
+            splits_finished: metrics.splits_finished.load(Relaxed),
+        }
+    }
+    /// Writes into `metrics`.
+    pub fn store(&self, metrics: &SlotMetrics) {
+        use std::sync::atomic::Ordering::Relaxed;
+        metrics.records_read.store(self.records_read, Relaxed);
+        metrics.records_on_time.store(self.records_on_time, Relaxed);
+        metrics.records_late.store(self.records_late, Relaxed);
+        metrics.records_bad.store(self.records_bad, Relaxed);
+        metrics.rows_emitted.store(self.rows_emitted, Relaxed);
+        metrics.watermark.store(self.watermark, Relaxed);
+        metrics.splits_finished.store(self.splits_finished, Relaxed);
+    }
+}
+
+/// Worker → coordinator.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToCoordinator {
+    /// Alive, with the counters of the current attempt's slots.
+    Heartbeat {
+        /// The attempt the counters belong to.
+        attempt: Option<u64>,
+        /// `(slot, counters)`.
+        metrics: Vec<(usize, MetricsSnapshot)>,
+    },
+    /// An event of a slot.
+    Event {
+        /// The attempt.
+        attempt: u64,
+        /// The event.
+        event: SlotEvent,
+    },
+    /// All slots of the attempt on this worker started.
+    Deployed {
+        /// The attempt.
+        attempt: u64,
+    },
+    /// The attempt could not start here.
+    DeployFailed {
+        /// The attempt.
+        attempt: u64,
+        /// Why.
+        message: String,
+    },
+}
+
+/// How to run a submitted job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobOptions {
+    /// Checkpoint interval; `None` for only the final checkpoint.
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Complete checkpoints to keep.
+    pub retained_checkpoints: usize,
+    /// Source throttle for the whole job, records per second.
+    pub rate_limit: Option<u64>,
+}
+
+/// Client → coordinator.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Run a job.
+    Submit {
+        /// The job.
+        spec: BidsJobSpec,
+        /// How.
+        options: JobOptions,
+    },
+    /// All jobs.
+    List,
+    /// One job.
+    Status {
+        /// The job.
+        job_id: String,
+    },
+    /// Stop a job.
+    Cancel {
+        /// The job.
+        job_id: String,
+    },
+}
+
+/// The lifecycle of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    /// Waiting for enough free slots.
+    Scheduled,
+    /// Running.
+    Running,
+    /// A failure happened; restarting from the latest checkpoint.
+    Restarting,
+    /// All input processed and committed.
+    Finished,
+    /// Gave up.
+    Failed,
+    /// Cancelled by a client.
+    Cancelled,
+}
+
+/// What `weir job status` shows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job.
+    pub job_id: String,
+    /// Its state.
+    pub state: JobState,
+    /// Slots.
+    pub parallelism: usize,
+    /// Minimum watermark over slots.
+    pub watermark: Option<i64>,
+    /// Last completed checkpoint.
+    pub last_checkpoint: Option<Epoch>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Records read in the current attempt.
+    pub records_read: u64,
+    /// Why it failed or restarted last.
+    pub message: Option<String>,
+}
+
+/// Coordinator → client.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// The job was accepted.
+    Submitted {
+        /// Its id.
+        job_id: String,
+    },
+    /// All jobs.
+    Jobs(Vec<JobStatus>),
+    /// One job.
+    Status(JobStatus),
+    /// The job was cancelled.
+    Cancelled {
+        /// Its id.
+        job_id: String,
+    },
+    /// The request failed.
+    Error(String),
+}
+
+/// Worker → worker, on a data connection.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum DataFrame {
+    /// An exchange message from slot `from` to slot `to`.
+    Batch {
+        /// Sending slot.
+        from: usize,
+        /// Receiving slot.
+        to: usize,
+        /// The message.
+        message: ExchangeMessage<Bid>,
+    },
+    /// `to` consumed batches from `from`: return credit (travels back on the same connection).
+    Credit {
+        /// Sending slot of the channel.
+        from: usize,
+        /// Receiving slot of the channel.
+        to: usize,
+        /// Batches consumed.
+        credits: u32,
+    },
+}

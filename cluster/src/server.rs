@@ -1,0 +1,527 @@
+//! `weir coordinator`: accepts workers and clients over mutual TLS, places jobs on workers'
+//! slots, runs each job's checkpoint coordinator, and restarts jobs from their latest complete
+//! checkpoint when a worker is lost.
+//!
+//! Worker loss is detected by a closed connection or by missing heartbeats. The job's current
+//! attempt is then cancelled everywhere and, after a backed-off delay, redeployed on the
+//! workers that have free slots; after `restarts_max` restarts the job fails with the reason.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc::{self, UnboundedSender};
+
+use weir_core::checkpoint::CheckpointStore;
+use weir_core::rt;
+use weir_dataflow::metrics::SlotMetrics;
+
+use crate::coordinator::{coordinate, CoordinatorConfig, JobError};
+use crate::deploy::plan_restore;
+use crate::net::{TlsListener, TlsStream};
+use crate::protocol::{
+    ClientRequest, ClientResponse, Deployment, Hello, JobOptions, JobState, JobStatus, Placement, ToCoordinator,
+    ToWorker,
+};
+use crate::run::claim_output;
+use crate::slot::{SlotEvent, SlotLink};
+use crate::tls::TlsContext;
+use crate::wire::{read_message, write_message};
+
+/// How the coordinator runs.
+#[derive(Clone, Debug)]
+pub struct CoordinatorOptions {
+    /// Listen address for workers and clients.
+    pub listen: String,
+    /// TLS material.
+    pub tls: TlsContext,
+    /// Checkpoint storage root (jobs live in `<root>/<job-id>/`).
+    pub checkpoint_dir: String,
+    /// A worker silent for this long is lost.
+    pub heartbeat_timeout: Duration,
+    /// Restarts before a job fails.
+    pub restarts_max: u32,
+    /// First restart delay (doubles each time, at most 10 s).
+    pub restart_backoff: Duration,
+}
+
+struct WorkerEntry {
+    slots: usize,
+    data_address: String,
+    outbox: UnboundedSender<ToWorker>,
+    last_heartbeat: rt::Instant,
+    /// (attempt, slots in use by it).
+    busy: Option<(u64, usize)>,
+}
+
+struct AttemptRoute {
+    job_id: String,
+    last_checkpoint: Arc<std::sync::atomic::AtomicU64>,
+    events: UnboundedSender<SlotEvent>,
+    deployed: UnboundedSender<Result<u64, String>>,
+    metrics: BTreeMap<usize, Arc<SlotMetrics>>,
+    workers: Vec<u64>,
+    /// A slot of each worker, to name in a loss event.
+    slot_of_worker: BTreeMap<u64, usize>,
+}
+
+struct JobEntry {
+    status: JobStatus,
+    cancel: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Default)]
+struct ClusterState {
+    next_worker: u64,
+    next_attempt: u64,
+    workers: BTreeMap<u64, WorkerEntry>,
+    attempts: BTreeMap<u64, AttemptRoute>,
+    jobs: BTreeMap<String, JobEntry>,
+}
+
+type Shared = Arc<Mutex<ClusterState>>;
+
+/// Runs the coordinator until the process is killed.
+pub async fn run_coordinator(options: CoordinatorOptions) -> std::io::Result<()> {
+    let listener = TlsListener::bind(&options.tls, &options.listen).await?;
+    eprintln!("coordinator: listening on {} (mutual TLS)", listener.local_address()?);
+    let state: Shared = Arc::new(Mutex::new(ClusterState::default()));
+    tokio::spawn(watch_heartbeats(state.clone(), options.heartbeat_timeout));
+    let options = Arc::new(options);
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        tokio::spawn(serve_connection(stream, peer, state.clone(), options.clone()));
+    }
+}
+
+async fn serve_connection(stream: TlsStream, peer: String, state: Shared, options: Arc<CoordinatorOptions>) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    match read_message::<_, Hello>(&mut reader).await {
+        Ok(Some(Hello::Worker { slots, data_address })) => {
+            let (outbox, mut outbox_rx) = mpsc::unbounded_channel::<ToWorker>();
+            let worker_id = {
+                let mut state = state.lock().expect("state lock");
+                state.next_worker += 1;
+                let id = state.next_worker;
+                let entry = WorkerEntry {
+                    slots,
+                    data_address: data_address.clone(),
+                    outbox: outbox.clone(),
+                    last_heartbeat: rt::now(),
+                    busy: None,
+                };
+                state.workers.insert(id, entry);
+                id
+            };
+            tracing::info!(worker_id, %peer, slots, %data_address, "worker registered");
+            eprintln!("coordinator: worker {worker_id} registered from {peer} with {slots} slots");
+            let _ = outbox.send(ToWorker::Welcome { worker_id });
+            let writer_task = tokio::spawn(async move {
+                while let Some(message) = outbox_rx.recv().await {
+                    if write_message(&mut writer, &message).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = writer.shutdown().await;
+            });
+            while let Ok(Some(message)) = read_message::<_, ToCoordinator>(&mut reader).await {
+                on_worker_message(&state, worker_id, message);
+            }
+            writer_task.abort();
+            lose_worker(&state, worker_id, "connection closed");
+        }
+        Ok(Some(Hello::Client)) => {
+            while let Ok(Some(request)) = read_message::<_, ClientRequest>(&mut reader).await {
+                let response = on_client_request(&state, &options, request);
+                if write_message(&mut writer, &response).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(Some(Hello::Data { .. })) | Ok(None) => tracing::warn!(%peer, "unexpected connection"),
+        Err(error) => tracing::warn!(%peer, %error, "bad hello"),
+    }
+}
+
+fn on_worker_message(state: &Shared, worker_id: u64, message: ToCoordinator) {
+    let mut state = state.lock().expect("state lock");
+    match message {
+        ToCoordinator::Heartbeat { attempt, metrics } => {
+            if let Some(worker) = state.workers.get_mut(&worker_id) {
+                worker.last_heartbeat = rt::now();
+            }
+            if let Some(route) = attempt.and_then(|a| state.attempts.get(&a)) {
+                for (slot, snapshot) in metrics {
+                    if let Some(slot_metrics) = route.metrics.get(&slot) {
+                        snapshot.store(slot_metrics);
+                    }
+                }
+            }
+        }
+        ToCoordinator::Event { attempt, event } => {
+            if let Some(route) = state.attempts.get(&attempt) {
+                let _ = route.events.send(event);
+            }
+        }
+        ToCoordinator::Deployed { attempt } => {
+            if let Some(route) = state.attempts.get(&attempt) {
+                let _ = route.deployed.send(Ok(worker_id));
+            }
+        }
+        ToCoordinator::DeployFailed { attempt, message } => {
+            if let Some(route) = state.attempts.get(&attempt) {
+                let _ = route.deployed.send(Err(format!("worker {worker_id}: {message}")));
+            }
+        }
+    }
+}
+
+/// Forgets a worker and fails every attempt that used it.
+fn lose_worker(state: &Shared, worker_id: u64, reason: &str) {
+    let mut state = state.lock().expect("state lock");
+    if state.workers.remove(&worker_id).is_none() {
+        return;
+    }
+    eprintln!("coordinator: worker {worker_id} lost ({reason})");
+    for route in state.attempts.values() {
+        if let Some(&slot) = route.slot_of_worker.get(&worker_id) {
+            let _ = slot;
+            let _ = route.events.send(SlotEvent::WorkerLost { message: format!("worker {worker_id} lost: {reason}") });
+            let _ = route.deployed.send(Err(format!("worker {worker_id} lost: {reason}")));
+        }
+    }
+}
+
+async fn watch_heartbeats(state: Shared, timeout: Duration) {
+    loop {
+        rt::sleep(timeout / 4).await;
+        let silent: Vec<u64> = {
+            let state = state.lock().expect("state lock");
+            state
+                .workers
+                .iter()
+                .filter(|(_, worker)| rt::now().saturating_duration_since(worker.last_heartbeat) > timeout)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for worker_id in silent {
+            lose_worker(&state, worker_id, "heartbeat timeout");
+        }
+    }
+}
+
+fn on_client_request(state: &Shared, options: &Arc<CoordinatorOptions>, request: ClientRequest) -> ClientResponse {
+    match request {
+        ClientRequest::Submit { spec, options: job_options } => {
+            if let Err(error) = spec.validate() {
+                return ClientResponse::Error(error.to_string());
+            }
+            let job_id = spec.fingerprint();
+            {
+                let state = state.lock().expect("state lock");
+                if let Some(job) = state.jobs.get(&job_id) {
+                    if matches!(job.status.state, JobState::Scheduled | JobState::Running | JobState::Restarting) {
+                        return ClientResponse::Error(format!("job {job_id} is already running"));
+                    }
+                }
+            }
+            if let Err(error) = claim_output(&spec, &job_id) {
+                return ClientResponse::Error(error.to_string());
+            }
+            let status = JobStatus {
+                job_id: job_id.clone(),
+                state: JobState::Scheduled,
+                parallelism: spec.parallelism,
+                watermark: None,
+                last_checkpoint: None,
+                restarts: 0,
+                records_read: 0,
+                message: None,
+            };
+            let cancel = Arc::new(tokio::sync::Notify::new());
+            state.lock().expect("state lock").jobs.insert(job_id.clone(), JobEntry { status, cancel: cancel.clone() });
+            tokio::spawn(run_job(state.clone(), options.clone(), spec, job_options, job_id.clone(), cancel));
+            ClientResponse::Submitted { job_id }
+        }
+        ClientRequest::List => {
+            let state = state.lock().expect("state lock");
+            ClientResponse::Jobs(state.jobs.values().map(|job| live_status(&state, job)).collect())
+        }
+        ClientRequest::Status { job_id } => {
+            let state = state.lock().expect("state lock");
+            match state.jobs.get(&job_id) {
+                Some(job) => ClientResponse::Status(live_status(&state, job)),
+                None => ClientResponse::Error(format!("no job {job_id}; `weir job list` shows the jobs")),
+            }
+        }
+        ClientRequest::Cancel { job_id } => {
+            let state = state.lock().expect("state lock");
+            match state.jobs.get(&job_id) {
+                Some(job)
+                    if matches!(job.status.state, JobState::Scheduled | JobState::Running | JobState::Restarting) =>
+                {
+                    job.cancel.notify_one();
+                    ClientResponse::Cancelled { job_id }
+                }
+                Some(job) => ClientResponse::Error(format!("job {job_id} is already {:?}", job.status.state)),
+                None => ClientResponse::Error(format!("no job {job_id}")),
+            }
+        }
+    }
+}
+
+/// A job's status with live counters from its current attempt.
+fn live_status(state: &ClusterState, job: &JobEntry) -> JobStatus {
+    let mut status = job.status.clone();
+    if let Some(route) = state.attempts.values().find(|r| r.job_id == status.job_id) {
+        let last = route.last_checkpoint.load(std::sync::atomic::Ordering::Relaxed);
+        if last > 0 {
+            status.last_checkpoint = Some(last);
+        }
+        status.records_read = route.metrics.values().map(|m| SlotMetrics::get(&m.records_read)).sum();
+        status.watermark = route.metrics.values().map(|m| m.watermark.load(std::sync::atomic::Ordering::Relaxed)).min();
+    }
+    status
+}
+
+fn set_status(state: &Shared, job_id: &str, update: impl FnOnce(&mut JobStatus)) {
+    if let Some(job) = state.lock().expect("state lock").jobs.get_mut(job_id) {
+        update(&mut job.status);
+    }
+}
+
+async fn run_job(
+    state: Shared,
+    options: Arc<CoordinatorOptions>,
+    spec: weir_core::job::BidsJobSpec,
+    job_options: JobOptions,
+    job_id: String,
+    cancel: Arc<tokio::sync::Notify>,
+) {
+    let mut backoff = options.restart_backoff;
+    let mut restarts = 0u32;
+    let store = match CheckpointStore::open(&options.checkpoint_dir, &job_id) {
+        Ok(store) => store,
+        Err(error) => {
+            return set_status(&state, &job_id, |s| (s.state, s.message) = (JobState::Failed, Some(error.to_string())))
+        }
+    };
+    loop {
+        let outcome = tokio::select! {
+            biased;
+            _ = cancel.notified() => Err(AttemptEnd::Cancelled),
+            outcome = run_attempt(&state, &spec, &job_options, &job_id, &store) => outcome,
+        };
+        // Whatever happened, the attempt's slots must stop everywhere before anything else runs.
+        cancel_attempts_of(&state, &job_id);
+        match outcome {
+            Ok(last_checkpoint) => {
+                eprintln!("coordinator: job {job_id} finished");
+                return set_status(&state, &job_id, |s| {
+                    s.state = JobState::Finished;
+                    s.last_checkpoint = last_checkpoint.or(s.last_checkpoint);
+                });
+            }
+            Err(AttemptEnd::Cancelled) => {
+                eprintln!("coordinator: job {job_id} cancelled");
+                return set_status(&state, &job_id, |s| s.state = JobState::Cancelled);
+            }
+            Err(AttemptEnd::Fatal(message)) => {
+                eprintln!("coordinator: job {job_id} failed: {message}");
+                return set_status(&state, &job_id, |s| (s.state, s.message) = (JobState::Failed, Some(message)));
+            }
+            Err(AttemptEnd::Retry(message)) => {
+                restarts += 1;
+                if restarts > options.restarts_max {
+                    let message = format!("{} restarts exhausted; last failure: {message}", options.restarts_max);
+                    eprintln!("coordinator: job {job_id} failed: {message}");
+                    return set_status(&state, &job_id, |s| (s.state, s.message) = (JobState::Failed, Some(message)));
+                }
+                eprintln!("coordinator: job {job_id} restarting in {backoff:?} (restart {restarts}): {message}");
+                set_status(&state, &job_id, |s| {
+                    (s.state, s.message, s.restarts) = (JobState::Restarting, Some(message), restarts)
+                });
+                tokio::select! {
+                    biased;
+                    _ = cancel.notified() => {
+                        return set_status(&state, &job_id, |s| s.state = JobState::Cancelled);
+                    }
+                    _ = rt::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+enum AttemptEnd {
+    Cancelled,
+    Retry(String),
+    Fatal(String),
+}
+
+fn cancel_attempts_of(state: &Shared, job_id: &str) {
+    let mut state = state.lock().expect("state lock");
+    let attempts: Vec<u64> = state.attempts.iter().filter(|(_, r)| r.job_id == job_id).map(|(a, _)| *a).collect();
+    for attempt in attempts {
+        let route = state.attempts.remove(&attempt).expect("present");
+        for worker_id in &route.workers {
+            if let Some(worker) = state.workers.get_mut(worker_id) {
+                let _ = worker.outbox.send(ToWorker::Cancel { attempt });
+                if worker.busy.map(|(a, _)| a) == Some(attempt) {
+                    worker.busy = None;
+                }
+            }
+        }
+    }
+}
+
+/// Places, deploys and coordinates one attempt. `Ok` carries the last checkpoint when the job
+/// finished.
+async fn run_attempt(
+    state: &Shared,
+    spec: &weir_core::job::BidsJobSpec,
+    job_options: &JobOptions,
+    job_id: &str,
+    store: &CheckpointStore,
+) -> Result<Option<u64>, AttemptEnd> {
+    let parallelism = spec.parallelism;
+    let (restored, skipped) = store.latest_valid().await.map_err(|e| AttemptEnd::Retry(e.to_string()))?;
+    for error in skipped {
+        eprintln!("coordinator: warning: {error}; falling back to an older checkpoint");
+    }
+    let plan = plan_restore(restored.as_ref(), spec).map_err(|e| AttemptEnd::Fatal(e.to_string()))?;
+    if plan.finished {
+        return Ok(Some(plan.epoch));
+    }
+    let last_checkpoint = Arc::new(std::sync::atomic::AtomicU64::new(plan.epoch));
+    // Wait for enough free slots (workers may be restarting).
+    let (attempt, placement, events_rx, mut deployed_rx, metrics) = loop {
+        let placed = {
+            let mut state = state.lock().expect("state lock");
+            let mut placement: Vec<(u64, String)> = Vec::new();
+            let free: Vec<(u64, usize, String)> = state
+                .workers
+                .iter()
+                .filter(|(_, w)| w.busy.is_none())
+                .map(|(id, w)| (*id, w.slots, w.data_address.clone()))
+                .collect();
+            for (id, slots, address) in free {
+                for _ in 0..slots {
+                    if placement.len() < parallelism {
+                        placement.push((id, address.clone()));
+                    }
+                }
+            }
+            if placement.len() == parallelism {
+                state.next_attempt += 1;
+                let attempt = state.next_attempt;
+                let (events_tx, events_rx) = mpsc::unbounded_channel();
+                let (deployed_tx, deployed_rx) = mpsc::unbounded_channel();
+                let metrics: BTreeMap<usize, Arc<SlotMetrics>> =
+                    (0..parallelism).map(|slot| (slot, Arc::new(SlotMetrics::default()))).collect();
+                let mut workers: Vec<u64> = placement.iter().map(|(id, _)| *id).collect();
+                workers.dedup();
+                let mut slot_of_worker = BTreeMap::new();
+                for (slot, (id, _)) in placement.iter().enumerate() {
+                    slot_of_worker.entry(*id).or_insert(slot);
+                }
+                for id in &workers {
+                    let used = placement.iter().filter(|(w, _)| w == id).count();
+                    state.workers.get_mut(id).expect("worker").busy = Some((attempt, used));
+                }
+                let route = AttemptRoute {
+                    job_id: job_id.to_string(),
+                    last_checkpoint: last_checkpoint.clone(),
+                    events: events_tx,
+                    deployed: deployed_tx,
+                    metrics: metrics.clone(),
+                    workers,
+                    slot_of_worker,
+                };
+                state.attempts.insert(attempt, route);
+                Some((attempt, placement, events_rx, deployed_rx, metrics))
+            } else {
+                None
+            }
+        };
+        match placed {
+            Some(placed) => break placed,
+            None => rt::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    set_status(state, job_id, |s| s.state = JobState::Running);
+    let placements: Vec<Placement> = placement
+        .iter()
+        .map(|(worker_id, data_address)| Placement { worker_id: *worker_id, data_address: data_address.clone() })
+        .collect();
+    let workers: Vec<u64> = {
+        let mut w: Vec<u64> = placement.iter().map(|(id, _)| *id).collect();
+        w.dedup();
+        w
+    };
+    let start_epoch = plan.start_epoch();
+    for worker_id in &workers {
+        let slots = (0..parallelism)
+            .filter(|&slot| placement[slot].0 == *worker_id)
+            .map(|slot| (slot, plan.slots[slot].encode(slot, plan.epoch)))
+            .collect();
+        let deployment = Deployment {
+            attempt,
+            job_id: job_id.to_string(),
+            spec: spec.clone(),
+            start_epoch,
+            restored_epoch: plan.epoch,
+            placement: placements.clone(),
+            slots,
+            exchange_credits: 16,
+            rate_limit: job_options.rate_limit.map(|rate| (rate / parallelism as u64).max(1)),
+        };
+        let state = state.lock().expect("state lock");
+        let worker =
+            state.workers.get(worker_id).ok_or_else(|| AttemptEnd::Retry(format!("worker {worker_id} lost")))?;
+        let _ = worker.outbox.send(ToWorker::Deploy(Box::new(deployment)));
+    }
+    let mut pending = workers.len();
+    while pending > 0 {
+        match tokio::time::timeout(Duration::from_secs(30), deployed_rx.recv()).await {
+            Ok(Some(Ok(_))) => pending -= 1,
+            Ok(Some(Err(message))) => return Err(AttemptEnd::Retry(message)),
+            Ok(None) | Err(_) => return Err(AttemptEnd::Retry("deployment timed out".into())),
+        }
+    }
+    eprintln!(
+        "coordinator: job {job_id} attempt {attempt} running on workers {workers:?} from checkpoint {}",
+        plan.epoch
+    );
+    let links: Vec<SlotLink> = (0..parallelism)
+        .map(|slot| {
+            let outbox = state.lock().expect("state lock").workers.get(&placement[slot].0).map(|w| w.outbox.clone());
+            SlotLink::from_fn(move |command| {
+                if let Some(outbox) = &outbox {
+                    let _ = outbox.send(ToWorker::Command { attempt, slot, command });
+                }
+            })
+        })
+        .collect();
+    let config = CoordinatorConfig {
+        job_id: job_id.to_string(),
+        parallelism,
+        checkpoint_interval: job_options.checkpoint_interval_ms.map(Duration::from_millis),
+        retained_checkpoints: job_options.retained_checkpoints,
+        progress_interval: None,
+        crash_at: None,
+        last_checkpoint: Some(last_checkpoint),
+    };
+    let metrics: Vec<Arc<SlotMetrics>> = metrics.into_values().collect();
+    match coordinate(config, store.clone(), links, events_rx, metrics, start_epoch).await {
+        Ok(outcome) => {
+            set_status(state, job_id, |s| s.last_checkpoint = outcome.last_checkpoint);
+            Ok(outcome.last_checkpoint)
+        }
+        Err(JobError::WorkerLost(message)) => Err(AttemptEnd::Retry(message)),
+        Err(JobError::SlotFailed { message, slot }) => Err(AttemptEnd::Fatal(format!("slot {slot}: {message}"))),
+        Err(other) => Err(AttemptEnd::Retry(other.to_string())),
+    }
+}
