@@ -89,6 +89,7 @@ pub async fn run_coordinator(options: CoordinatorOptions) -> std::io::Result<()>
     let state: Shared = Arc::new(Mutex::new(ClusterState::default()));
     tokio::spawn(watch_heartbeats(state.clone(), options.heartbeat_timeout));
     let options = Arc::new(options);
+    resume_jobs(&state, &options).await;
     loop {
         let (stream, peer) = listener.accept().await?;
         tokio::spawn(serve_connection(stream, peer, state.clone(), options.clone()));
@@ -133,7 +134,7 @@ async fn serve_connection(stream: TlsStream, peer: String, state: Shared, option
         }
         Ok(Some(Hello::Client)) => {
             while let Ok(Some(request)) = read_message::<_, ClientRequest>(&mut reader).await {
-                let response = on_client_request(&state, &options, request);
+                let response = on_client_request(&state, &options, request).await;
                 if write_message(&mut writer, &response).await.is_err() {
                     break;
                 }
@@ -211,7 +212,67 @@ async fn watch_heartbeats(state: Shared, timeout: Duration) {
     }
 }
 
-fn on_client_request(state: &Shared, options: &Arc<CoordinatorOptions>, request: ClientRequest) -> ClientResponse {
+/// What a coordinator stores about a job so that a restarted coordinator can resume it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JobRecord {
+    spec: weir_core::job::BidsJobSpec,
+    options: JobOptions,
+}
+
+const JOB_RECORD: &str = "_job.json";
+const CANCELLED_MARKER: &str = "_cancelled";
+
+/// Finds the jobs in the checkpoint store and resumes those that neither finished nor were
+/// cancelled: they wait for workers, then restart from their latest complete checkpoint.
+async fn resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) {
+    let jobs = match CheckpointStore::list_jobs(&options.checkpoint_dir).await {
+        Ok(jobs) => jobs,
+        Err(error) => return eprintln!("coordinator: warning: cannot list jobs to resume: {error}"),
+    };
+    for job_id in jobs {
+        let Ok(store) = CheckpointStore::open(&options.checkpoint_dir, &job_id) else { continue };
+        let record = match store.get_job_record(JOB_RECORD).await {
+            Ok(Some(bytes)) => match serde_json::from_slice::<JobRecord>(&bytes) {
+                Ok(record) => record,
+                Err(error) => {
+                    eprintln!("coordinator: warning: job {job_id}: unreadable {JOB_RECORD}: {error}");
+                    continue;
+                }
+            },
+            _ => continue,
+        };
+        let cancelled = matches!(store.get_job_record(CANCELLED_MARKER).await, Ok(Some(_)));
+        let latest = store.latest_valid().await.ok().and_then(|(latest, _)| latest);
+        let finished = latest.as_ref().is_some_and(|c| c.metadata.finished);
+        let state_now = match (cancelled, finished) {
+            (true, _) => JobState::Cancelled,
+            (false, true) => JobState::Finished,
+            (false, false) => JobState::Scheduled,
+        };
+        let status = JobStatus {
+            job_id: job_id.clone(),
+            state: state_now,
+            parallelism: record.spec.parallelism,
+            watermark: None,
+            last_checkpoint: latest.map(|c| c.metadata.checkpoint_id),
+            restarts: 0,
+            records_read: 0,
+            message: None,
+        };
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        state.lock().expect("state lock").jobs.insert(job_id.clone(), JobEntry { status, cancel: cancel.clone() });
+        if state_now == JobState::Scheduled {
+            eprintln!("coordinator: resuming job {job_id} from its checkpoints");
+            tokio::spawn(run_job(state.clone(), options.clone(), record.spec, record.options, job_id, cancel));
+        }
+    }
+}
+
+async fn on_client_request(
+    state: &Shared,
+    options: &Arc<CoordinatorOptions>,
+    request: ClientRequest,
+) -> ClientResponse {
     match request {
         ClientRequest::Submit { spec, options: job_options } => {
             if let Err(error) = spec.validate() {
@@ -228,6 +289,14 @@ fn on_client_request(state: &Shared, options: &Arc<CoordinatorOptions>, request:
             }
             if let Err(error) = claim_output(&spec, &job_id) {
                 return ClientResponse::Error(error.to_string());
+            }
+            let record = JobRecord { spec: spec.clone(), options: job_options.clone() };
+            let stored = match CheckpointStore::open(&options.checkpoint_dir, &job_id) {
+                Ok(store) => store.put_job_record(JOB_RECORD, serde_json::to_vec_pretty(&record).expect("json")).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = stored {
+                return ClientResponse::Error(format!("cannot record the job in the checkpoint store: {error}"));
             }
             let status = JobStatus {
                 job_id: job_id.clone(),
@@ -325,6 +394,9 @@ async fn run_job(
             }
             Err(AttemptEnd::Cancelled) => {
                 eprintln!("coordinator: job {job_id} cancelled");
+                if let Err(error) = store.put_job_record(CANCELLED_MARKER, Vec::new()).await {
+                    eprintln!("coordinator: warning: job {job_id}: cannot record the cancellation: {error}");
+                }
                 return set_status(&state, &job_id, |s| s.state = JobState::Cancelled);
             }
             Err(AttemptEnd::Fatal(message)) => {
@@ -345,6 +417,9 @@ async fn run_job(
                 tokio::select! {
                     biased;
                     _ = cancel.notified() => {
+                        if let Err(error) = store.put_job_record(CANCELLED_MARKER, Vec::new()).await {
+                            eprintln!("coordinator: warning: job {job_id}: cannot record the cancellation: {error}");
+                        }
                         return set_status(&state, &job_id, |s| s.state = JobState::Cancelled);
                     }
                     _ = rt::sleep(backoff) => {}

@@ -56,26 +56,31 @@ impl Cluster {
         let certs = root.path().join("certs");
         assert!(weir(&["certs", "init", certs.to_str().unwrap()]).status.success());
         let address = format!("127.0.0.1:{}", free_port());
-        let checkpoints = root.path().join("checkpoints");
-        let coordinator = spawn(
+        let mut cluster = Cluster { address, certs, processes: Processes(Vec::new()), root };
+        let coordinator = cluster.start_coordinator("coordinator.log");
+        cluster.processes.0.push(coordinator);
+        for index in 0..workers {
+            cluster.add_worker(index);
+        }
+        cluster
+    }
+
+    fn start_coordinator(&mut self, log_name: &str) -> Child {
+        let checkpoints = self.root.path().join("checkpoints");
+        spawn(
             &[
                 "coordinator",
                 "--listen",
-                &address,
+                &self.address,
                 "--certs",
-                certs.to_str().unwrap(),
+                self.certs.to_str().unwrap(),
                 "--checkpoint-dir",
                 checkpoints.to_str().unwrap(),
                 "--restart-backoff",
                 "200ms",
             ],
-            &root.path().join("coordinator.log"),
-        );
-        let mut cluster = Cluster { address, certs, processes: Processes(vec![coordinator]), root };
-        for index in 0..workers {
-            cluster.add_worker(index);
-        }
-        cluster
+            &self.root.path().join(log_name),
+        )
     }
 
     fn add_worker(&mut self, index: usize) {
@@ -184,6 +189,27 @@ fn killed_worker_is_replaced_and_output_is_exactly_once() {
     let status = cluster.wait_for_state(&job_id, &["Finished", "Failed"], Duration::from_secs(180));
     assert!(status.contains("Finished"), "{status}\n{}", cluster.logs());
     assert!(status.contains("restarts:        1") || status.contains("restarts:        2"), "{status}");
+    assert_exactly_once(&generated_job(3_000_000, 9, &output, 4));
+}
+
+#[test]
+fn killed_coordinator_is_restarted_and_resumes_the_job() {
+    let mut cluster = Cluster::start(2);
+    let output = cluster.root.path().join("out");
+    let job_id = submit(&cluster, &output, 3_000_000, Some(1_000_000));
+    cluster.wait_for_state(&job_id, &["Running"], Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(1200));
+    let coordinator = &mut cluster.processes.0[0];
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    // A new coordinator on the same address and checkpoint store finds the job and resumes it
+    // once the workers (which keep trying) register again.
+    let replacement = cluster.start_coordinator("coordinator-2.log");
+    cluster.processes.0.push(replacement);
+    let status = cluster.wait_for_state(&job_id, &["Finished", "Failed"], Duration::from_secs(180));
+    assert!(status.contains("Finished"), "{status}\n{}", cluster.logs());
+    let log = std::fs::read_to_string(cluster.root.path().join("coordinator-2.log")).unwrap();
+    assert!(log.contains(&format!("resuming job {job_id}")), "{log}");
     assert_exactly_once(&generated_job(3_000_000, 9, &output, 4));
 }
 

@@ -314,6 +314,42 @@ impl CheckpointStore {
         })
     }
 
+    /// Stores a small job-level record (`<job>/<name>`), e.g. the job's spec for a restarted
+    /// coordinator.
+    pub async fn put_job_record(&self, name: &str, content: Vec<u8>) -> Result<(), CheckpointError> {
+        let path = self.job_root.child(name);
+        self.store.put(&path, PutPayload::from(content)).await.map_err(|source| CheckpointError::Store {
+            operation: "put",
+            path: path.to_string(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Reads a job-level record, `None` if it does not exist.
+    pub async fn get_job_record(&self, name: &str) -> Result<Option<Bytes>, CheckpointError> {
+        match self.get(&self.job_root.child(name)).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(CheckpointError::Store { source: object_store::Error::NotFound { .. }, .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The job ids that have a directory under the store's root.
+    pub async fn list_jobs(location: &str) -> Result<Vec<String>, CheckpointError> {
+        let probe = Self::open(location, "_probe")?;
+        let listing = probe.store.list_with_delimiter(None).await.map_err(|source| CheckpointError::Store {
+            operation: "list",
+            path: location.to_string(),
+            source,
+        })?;
+        let mut jobs: Vec<String> =
+            listing.common_prefixes.iter().filter_map(|p| p.parts().last().map(|p| p.as_ref().to_string())).collect();
+        jobs.retain(|job| !job.starts_with('_'));
+        jobs.sort();
+        Ok(jobs)
+    }
+
     /// Direct access to the underlying store (for fault-injection tests).
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
