@@ -439,6 +439,11 @@ enum AttemptEnd {
 fn cancel_attempts_of(state: &Shared, job_id: &str) {
     let mut state = state.lock().expect("state lock");
     let attempts: Vec<u64> = state.attempts.iter().filter(|(_, r)| r.job_id == job_id).map(|(a, _)| *a).collect();
+    // Keep the attempt's last counters in the job's status.
+    if let Some(job) = state.jobs.get(job_id) {
+        let live = live_status(&state, job);
+        state.jobs.get_mut(job_id).expect("present").status = live;
+    }
     for attempt in attempts {
         let route = state.attempts.remove(&attempt).expect("present");
         for worker_id in &route.workers {
