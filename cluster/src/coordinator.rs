@@ -91,6 +91,8 @@ pub struct CoordinatorConfig {
     pub progress_interval: Option<Duration>,
     /// Stop dead at this point (tests).
     pub crash_at: Option<CrashPoint>,
+    /// The deployment attempt, recorded in every checkpoint's metadata.
+    pub attempt: u64,
     /// Updated with the id of every completed checkpoint (for status reports).
     pub last_checkpoint: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
@@ -226,6 +228,7 @@ pub async fn coordinate(
                             parallelism: config.parallelism,
                             finished: current.last,
                             files: current.files.into_values().collect(),
+                            attempt: config.attempt,
                         };
                         if let Err(error) = store.complete(&metadata).await {
                             if current.last {

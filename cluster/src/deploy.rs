@@ -26,6 +26,8 @@ pub struct RestorePlan {
     pub epoch: Epoch,
     /// The restored checkpoint was the final one: the job is done.
     pub finished: bool,
+    /// The attempt that took the restored checkpoint.
+    pub attempt: u64,
     /// Per slot: the split states of its splits and the window entries of its key groups.
     pub slots: Vec<SlotSnapshot>,
 }
@@ -74,6 +76,7 @@ pub fn plan_restore(restored: Option<&RestoredCheckpoint>, spec: &BidsJobSpec) -
     }
     plan.epoch = checkpoint;
     plan.finished = restored.metadata.finished;
+    plan.attempt = restored.metadata.attempt;
     Ok(plan)
 }
 
@@ -82,12 +85,13 @@ pub fn slot_splits(spec: &BidsJobSpec, slot: usize) -> Vec<(usize, SplitSpec)> {
     spec.splits().into_iter().enumerate().filter(|(index, _)| index % spec.parallelism == slot).collect()
 }
 
-/// Brings slot `slot`'s sink files in line with restored checkpoint `epoch` (0 for none).
-pub fn recover_sinks(spec: &BidsJobSpec, slot: usize, epoch: Epoch) -> Result<(), RunError> {
+/// Brings slot `slot`'s sink files in line with restored checkpoint `epoch` (0 for none), which
+/// attempt `attempt` took.
+pub fn recover_sinks(spec: &BidsJobSpec, slot: usize, epoch: Epoch, attempt: u64) -> Result<(), RunError> {
     for dir in sink_dirs(spec) {
         sink::prepare(&dir)
             .map_err(|e| RunError::Output { path: dir.clone(), reason: format!("cannot create: {e}") })?;
-        let report = sink::recover(&dir, slot, epoch).map_err(|e| RunError::Output {
+        let report = sink::recover(&dir, slot, epoch, attempt).map_err(|e| RunError::Output {
             path: dir.clone(),
             reason: format!("recovery of staged output failed: {e}"),
         })?;
@@ -108,6 +112,8 @@ pub struct SlotLaunch {
     pub spec: Arc<BidsJobSpec>,
     /// The slot.
     pub slot: usize,
+    /// The deployment attempt.
+    pub attempt: u64,
     /// The first epoch.
     pub start_epoch: Epoch,
     /// The slot's restored state.
@@ -128,14 +134,26 @@ pub struct SlotLaunch {
 
 /// Starts a slot on its own thread. A panic in the slot becomes a `Failed` event.
 pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
-    let SlotLaunch { spec, slot, start_epoch, snapshot, exchange, metrics, commands, events, doorbell, rate_limit } =
-        launch;
+    let SlotLaunch {
+        spec,
+        slot,
+        attempt,
+        start_epoch,
+        snapshot,
+        exchange,
+        metrics,
+        commands,
+        events,
+        doorbell,
+        rate_limit,
+    } = launch;
     let splits = slot_splits(&spec, slot);
     let restored_splits = snapshot.splits.into_iter().map(|s| (s.split, s)).collect();
     rt::spawn_slot(format!("weir-slot-{slot}"), move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("slot runtime");
         let setup = SlotSetup {
             slot,
+            attempt,
             spec,
             start_epoch,
             splits,

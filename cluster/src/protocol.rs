@@ -55,6 +55,10 @@ pub struct Deployment {
     pub start_epoch: Epoch,
     /// The restored checkpoint (0 for none).
     pub restored_epoch: Epoch,
+    /// The attempt that took the restored checkpoint.
+    pub restored_attempt: u64,
+    /// This attempt's fencing token (staged output is named by it).
+    pub attempt_token: u64,
     /// Where every slot runs (index = slot).
     pub placement: Vec<Placement>,
     /// The slots of the receiving worker, each with its encoded restored snapshot.

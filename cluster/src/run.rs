@@ -185,8 +185,9 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
     let plan = plan_restore(restored.as_ref(), &spec)?;
     let parallelism = spec.parallelism;
     for slot in 0..parallelism {
-        recover_sinks(&spec, slot, plan.epoch)?;
+        recover_sinks(&spec, slot, plan.epoch, plan.attempt)?;
     }
+    let attempt = rt::attempt_token();
     let mut summary = RunSummary {
         job_id: job_id.clone(),
         restored_from: (plan.epoch > 0).then_some(plan.epoch),
@@ -231,6 +232,7 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
         handles.push(launch_slot(SlotLaunch {
             spec: spec.clone(),
             slot,
+            attempt,
             start_epoch,
             snapshot,
             exchange: (parallelism > 1).then_some((slot_senders, slot_receivers)),
@@ -250,6 +252,7 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
         retained_checkpoints: options.retained_checkpoints,
         progress_interval: options.progress_interval,
         crash_at: options.crash_at,
+        attempt,
         last_checkpoint: None,
     };
     let result = coordinate(config, store, links, events_rx, metrics.clone(), start_epoch).await;

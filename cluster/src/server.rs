@@ -542,6 +542,7 @@ async fn run_attempt(
         w
     };
     let start_epoch = plan.start_epoch();
+    let attempt_token = rt::attempt_token();
     for worker_id in &workers {
         let slots = (0..parallelism)
             .filter(|&slot| placement[slot].0 == *worker_id)
@@ -553,6 +554,8 @@ async fn run_attempt(
             spec: spec.clone(),
             start_epoch,
             restored_epoch: plan.epoch,
+            restored_attempt: plan.attempt,
+            attempt_token,
             placement: placements.clone(),
             slots,
             exchange_credits: 16,
@@ -592,6 +595,7 @@ async fn run_attempt(
         retained_checkpoints: job_options.retained_checkpoints,
         progress_interval: None,
         crash_at: None,
+        attempt: attempt_token,
         last_checkpoint: Some(last_checkpoint),
     };
     let metrics: Vec<Arc<SlotMetrics>> = metrics.into_values().collect();

@@ -133,6 +133,7 @@ pub async fn drive_slot(
     doorbell: Arc<SlotDoorbell>,
 ) {
     let slot = setup.slot;
+    let attempt = setup.attempt;
     let split_count = setup.splits.len() as u64;
     let metrics = setup.metrics.clone();
     let mut input_done_sent = false;
@@ -159,7 +160,7 @@ pub async fn drive_slot(
                 }
                 SlotCommand::Complete { checkpoint } => {
                     for dir in &dirs {
-                        if let Err(error) = sink::commit_through(dir, slot, checkpoint) {
+                        if let Err(error) = sink::commit_through(dir, slot, attempt, checkpoint) {
                             return fail(format!(
                                 "output {}: commit of checkpoint {checkpoint} failed: {error}",
                                 dir.display()

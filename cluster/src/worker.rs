@@ -202,7 +202,17 @@ async fn deploy(
     outbox: &UnboundedSender<ToCoordinator>,
 ) -> Result<RunningAttempt, String> {
     let Deployment {
-        attempt, spec, start_epoch, restored_epoch, placement, slots, exchange_credits, rate_limit, ..
+        attempt,
+        spec,
+        start_epoch,
+        restored_epoch,
+        restored_attempt,
+        attempt_token,
+        placement,
+        slots,
+        exchange_credits,
+        rate_limit,
+        ..
     } = deployment;
     let spec = Arc::new(spec);
     let parallelism = spec.parallelism;
@@ -277,7 +287,7 @@ async fn deploy(
     let mut running =
         RunningAttempt { commands: BTreeMap::new(), metrics: BTreeMap::new(), handles: Vec::new(), tasks };
     for (slot, snapshot) in slots {
-        recover_sinks(&spec, slot, restored_epoch).map_err(|e| e.to_string())?;
+        recover_sinks(&spec, slot, restored_epoch, restored_attempt).map_err(|e| e.to_string())?;
         let snapshot = if snapshot.is_empty() {
             SlotSnapshot::default()
         } else {
@@ -317,6 +327,7 @@ async fn deploy(
         let handle = launch_slot(SlotLaunch {
             spec: spec.clone(),
             slot,
+            attempt: attempt_token,
             start_epoch,
             snapshot,
             exchange,

@@ -80,6 +80,9 @@ pub struct CheckpointMetadata {
     pub finished: bool,
     /// The state files, one per slot.
     pub files: Vec<FileEntry>,
+    /// The deployment attempt that took the checkpoint (its sinks staged the covered output).
+    #[serde(default)]
+    pub attempt: u64,
 }
 
 /// A verified checkpoint, ready to restore.

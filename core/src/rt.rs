@@ -60,6 +60,19 @@ where
     Ok(SlotHandle { inner })
 }
 
+/// A token naming one deployment attempt of a job, unique across processes and restarts (it
+/// fences the staged output of attempts that were given up but may still run somewhere).
+#[allow(clippy::disallowed_methods)] // uniqueness, not time: never compared or ordered
+pub fn attempt_token() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mixed = nanos
+        ^ ((std::process::id() as u64) << 40)
+        ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    crate::keygroup::mix64(mixed).max(1)
+}
+
 /// Milliseconds of CPU time used by this process so far (user + system), when the platform
 /// reports it. Used for the events-per-CPU-second figure; never for control decisions.
 pub fn process_cpu_ms() -> Option<u64> {

@@ -34,6 +34,7 @@ async fn write_checkpoint(store: &CheckpointStore, id: u64, complete: bool) -> C
         parallelism: 2,
         finished: false,
         files,
+        attempt: 1,
     };
     if complete {
         store.complete(&metadata).await.unwrap();

@@ -32,6 +32,8 @@ use crate::window::{WindowAggregate, WindowSetup, WindowState};
 pub struct SlotSetup {
     /// This slot's index.
     pub slot: usize,
+    /// The deployment attempt (fences staged output of lost attempts).
+    pub attempt: u64,
     /// The job.
     pub spec: Arc<BidsJobSpec>,
     /// The first epoch (restored checkpoint + 1, or 1).
@@ -80,8 +82,18 @@ impl SlotControl {
 
 /// Builds the main job's dataflow for one slot in `worker`.
 pub fn build_bids_dataflow(worker: &mut Worker, setup: SlotSetup) -> SlotControl {
-    let SlotSetup { slot, spec, start_epoch, splits, restored_splits, restored_window, exchange, metrics, rate_limit } =
-        setup;
+    let SlotSetup {
+        slot,
+        attempt,
+        spec,
+        start_epoch,
+        splits,
+        restored_splits,
+        restored_window,
+        exchange,
+        metrics,
+        rate_limit,
+    } = setup;
     let target_epoch = Rc::new(Cell::new(start_epoch));
     let final_checkpoint = Rc::new(Cell::new(None));
     let snapshots = Rc::new(RefCell::new(SnapshotCollector::new(start_epoch)));
@@ -143,6 +155,7 @@ pub fn build_bids_dataflow(worker: &mut Worker, setup: SlotSetup) -> SlotControl
         let sink = |dir: std::path::PathBuf, index: usize| SinkSetup {
             dir,
             slot,
+            attempt,
             index,
             snapshots: snapshots.clone(),
             fatal: fatal.clone(),

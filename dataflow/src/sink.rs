@@ -98,18 +98,25 @@ impl CsvRow for ErrorRow {
 /// The name of the staging subdirectory of a sink directory.
 pub const STAGING_DIR: &str = "_staging";
 
-fn staged_name(epoch: Epoch, slot: usize) -> String {
-    format!("e{epoch:010}-s{slot:04}.csv")
+fn staged_name(epoch: Epoch, slot: usize, attempt: u64) -> String {
+    format!("e{epoch:010}-s{slot:04}-a{attempt:016x}.csv")
 }
 
 fn committed_name(epoch: Epoch, slot: usize) -> String {
     format!("part-e{epoch:010}-s{slot:04}.csv")
 }
 
-/// Parses `e<epoch>-s<slot>.csv` or `part-e<epoch>-s<slot>.csv`.
-fn parse_name(name: &str) -> Option<(Epoch, usize)> {
-    let rest = name.strip_prefix("part-").unwrap_or(name);
-    let rest = rest.strip_prefix('e')?.strip_suffix(".csv")?;
+/// Parses a staged name `e<epoch>-s<slot>-a<attempt>.csv` into `(epoch, slot, attempt)`.
+fn parse_staged(name: &str) -> Option<(Epoch, usize, u64)> {
+    let rest = name.strip_prefix('e')?.strip_suffix(".csv")?;
+    let (epoch, rest) = rest.split_once("-s")?;
+    let (slot, attempt) = rest.split_once("-a")?;
+    Some((epoch.parse().ok()?, slot.parse().ok()?, u64::from_str_radix(attempt, 16).ok()?))
+}
+
+/// Parses a committed name `part-e<epoch>-s<slot>.csv` into `(epoch, slot)`.
+fn parse_committed(name: &str) -> Option<(Epoch, usize)> {
+    let rest = name.strip_prefix("part-e")?.strip_suffix(".csv")?;
     let (epoch, slot) = rest.split_once("-s")?;
     Some((epoch.parse().ok()?, slot.parse().ok()?))
 }
@@ -119,11 +126,14 @@ pub fn prepare(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir.join(STAGING_DIR))
 }
 
-/// Commits every staged epoch `<= through` of `slot`. Returns how many files were committed.
-pub fn commit_through(dir: &Path, slot: usize, through: Epoch) -> io::Result<usize> {
+/// Commits every epoch `<= through` that `slot` staged in attempt `attempt`. Returns how many
+/// files were committed. Files of other attempts are never committed here: a slot of a lost
+/// attempt that still runs somewhere (a partitioned worker) stages under its own name, so it
+/// can neither overwrite nor commit the current attempt's output.
+pub fn commit_through(dir: &Path, slot: usize, attempt: u64, through: Epoch) -> io::Result<usize> {
     let mut committed = 0;
-    for (epoch, staged) in staged_files(dir, slot)? {
-        if epoch <= through {
+    for (epoch, file_attempt, staged) in staged_files(dir, slot)? {
+        if file_attempt == attempt && epoch <= through {
             fs::rename(&staged, dir.join(committed_name(epoch, slot)))?;
             committed += 1;
         }
@@ -139,24 +149,27 @@ pub fn commit_through(dir: &Path, slot: usize, through: Epoch) -> io::Result<usi
 pub struct Recovery {
     /// Staged files committed (covered by the restored checkpoint).
     pub committed: usize,
-    /// Staged files deleted (after the restored checkpoint).
+    /// Staged files deleted (after the restored checkpoint, or of another attempt).
     pub aborted: usize,
     /// Committed files deleted (after the restored checkpoint: a newer one was lost).
     pub retracted: usize,
 }
 
-/// Brings `slot`'s files in `dir` in line with restored checkpoint `restored` (0 for none).
-pub fn recover(dir: &Path, slot: usize, restored: Epoch) -> io::Result<Recovery> {
-    let mut report = Recovery { committed: commit_through(dir, slot, restored)?, ..Default::default() };
-    for (epoch, staged) in staged_files(dir, slot)? {
-        assert!(epoch > restored, "commit_through left epoch {epoch}");
+/// Brings `slot`'s files in `dir` in line with restored checkpoint `restored` (0 for none),
+/// which attempt `restored_attempt` completed: its staged epochs `<= restored` are committed
+/// (every earlier attempt's were committed when that attempt started), every other staged file
+/// is deleted, and committed epochs after `restored` are retracted.
+pub fn recover(dir: &Path, slot: usize, restored: Epoch, restored_attempt: u64) -> io::Result<Recovery> {
+    let mut report =
+        Recovery { committed: commit_through(dir, slot, restored_attempt, restored)?, ..Default::default() };
+    for (_, _, staged) in staged_files(dir, slot)? {
         fs::remove_file(staged)?;
         report.aborted += 1;
     }
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some((epoch, file_slot)) = name.strip_prefix("part-").and(parse_name(&name)) {
+        if let Some((epoch, file_slot)) = parse_committed(&name) {
             if file_slot == slot && epoch > restored {
                 tracing::warn!(file = %entry.path().display(), restored, "retracting output committed after the restored checkpoint");
                 fs::remove_file(entry.path())?;
@@ -167,7 +180,7 @@ pub fn recover(dir: &Path, slot: usize, restored: Epoch) -> io::Result<Recovery>
     Ok(report)
 }
 
-fn staged_files(dir: &Path, slot: usize) -> io::Result<Vec<(Epoch, PathBuf)>> {
+fn staged_files(dir: &Path, slot: usize) -> io::Result<Vec<(Epoch, u64, PathBuf)>> {
     let staging = dir.join(STAGING_DIR);
     let mut files = Vec::new();
     let entries = match fs::read_dir(&staging) {
@@ -177,9 +190,9 @@ fn staged_files(dir: &Path, slot: usize) -> io::Result<Vec<(Epoch, PathBuf)>> {
     };
     for entry in entries {
         let entry = entry?;
-        if let Some((epoch, file_slot)) = parse_name(&entry.file_name().to_string_lossy()) {
+        if let Some((epoch, file_slot, attempt)) = parse_staged(&entry.file_name().to_string_lossy()) {
             if file_slot == slot {
-                files.push((epoch, entry.path()));
+                files.push((epoch, attempt, entry.path()));
             }
         }
     }
@@ -193,6 +206,8 @@ pub struct SinkSetup {
     pub dir: PathBuf,
     /// This slot.
     pub slot: usize,
+    /// The deployment attempt, part of every staged file's name.
+    pub attempt: u64,
     /// The sink's index in the snapshot collector.
     pub index: usize,
     /// Where durability reports go.
@@ -211,7 +226,7 @@ pub trait EpochFileSink {
 
 impl<'scope, R: CsvRow> EpochFileSink for Stream<'scope, Time, Vec<R>> {
     fn epoch_file_sink(self, setup: SinkSetup) {
-        let SinkSetup { dir, slot, index, snapshots, fatal, activity } = setup;
+        let SinkSetup { dir, slot, attempt, index, snapshots, fatal, activity } = setup;
         let mut writers: BTreeMap<Epoch, BufWriter<File>> = BTreeMap::new();
         let mut scratch: Vec<u8> = Vec::with_capacity(1 << 16);
         let mut durable_through: Option<Epoch> = None;
@@ -229,7 +244,7 @@ impl<'scope, R: CsvRow> EpochFileSink for Stream<'scope, Time, Vec<R>> {
                         let writer = match writers.entry(epoch) {
                             std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
                             std::collections::btree_map::Entry::Vacant(entry) => {
-                                let path = dir.join(STAGING_DIR).join(staged_name(epoch, slot));
+                                let path = dir.join(STAGING_DIR).join(staged_name(epoch, slot, attempt));
                                 let mut writer = BufWriter::with_capacity(1 << 20, File::create(&path)?);
                                 writer.write_all(R::HEADER.as_bytes())?;
                                 writer.write_all(b"\n")?;
@@ -280,27 +295,34 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        assert_eq!(parse_name(&staged_name(12, 3)), Some((12, 3)));
-        assert_eq!(parse_name(&committed_name(12, 3)), Some((12, 3)));
-        assert_eq!(parse_name("other.csv"), None);
+        assert_eq!(parse_staged(&staged_name(12, 3, 0xabc)), Some((12, 3, 0xabc)));
+        assert_eq!(parse_committed(&committed_name(12, 3)), Some((12, 3)));
+        assert_eq!(parse_staged("other.csv"), None);
+        assert_eq!(parse_committed(&staged_name(12, 3, 1)), None);
     }
 
     #[test]
-    fn commit_and_recover_are_idempotent() {
+    fn commit_and_recover_are_idempotent_and_fenced_by_attempt() {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path();
         prepare(dir).unwrap();
+        let stage = |epoch, slot, attempt, content: &str| {
+            fs::write(dir.join(STAGING_DIR).join(staged_name(epoch, slot, attempt)), content).unwrap()
+        };
         for epoch in 1..=4 {
-            fs::write(dir.join(STAGING_DIR).join(staged_name(epoch, 0)), "x\n").unwrap();
+            stage(epoch, 0, 7, "x\n");
         }
-        fs::write(dir.join(STAGING_DIR).join(staged_name(1, 1)), "other slot\n").unwrap();
-        assert_eq!(commit_through(dir, 0, 2).unwrap(), 2);
-        assert_eq!(commit_through(dir, 0, 2).unwrap(), 0);
-        let report = recover(dir, 0, 3).unwrap();
-        assert_eq!(report, Recovery { committed: 1, aborted: 1, retracted: 0 });
-        let report = recover(dir, 0, 1).unwrap();
+        stage(1, 1, 7, "other slot\n");
+        stage(3, 0, 9, "zombie of another attempt\n");
+        assert_eq!(commit_through(dir, 0, 7, 2).unwrap(), 2);
+        assert_eq!(commit_through(dir, 0, 7, 2).unwrap(), 0);
+        assert_eq!(commit_through(dir, 0, 8, 4).unwrap(), 0, "another attempt commits nothing of attempt 7");
+        let report = recover(dir, 0, 3, 7).unwrap();
+        assert_eq!(report, Recovery { committed: 1, aborted: 2, retracted: 0 });
+        assert_eq!(fs::read_to_string(dir.join(committed_name(3, 0))).unwrap(), "x\n");
+        let report = recover(dir, 0, 1, 7).unwrap();
         assert_eq!(report, Recovery { committed: 0, aborted: 0, retracted: 2 });
         assert!(dir.join(committed_name(1, 0)).exists());
-        assert!(dir.join(STAGING_DIR).join(staged_name(1, 1)).exists());
+        assert!(dir.join(STAGING_DIR).join(staged_name(1, 1, 7)).exists());
     }
 }
