@@ -149,8 +149,7 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
     } = launch;
     let splits = slot_splits(&spec, slot);
     let restored_splits = snapshot.splits.into_iter().map(|s| (s.split, s)).collect();
-    rt::spawn_slot(format!("weir-slot-{slot}"), move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("slot runtime");
+    rt::spawn_slot(format!("weir-slot-{slot}"), move || async move {
         let setup = SlotSetup {
             slot,
             attempt,
@@ -170,15 +169,15 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
             }),
         };
         let slot_events = events.clone();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            runtime.block_on(drive_slot(setup, commands, slot_events, doorbell))
-        }));
+        let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(drive_slot(
+            setup,
+            commands,
+            slot_events,
+            doorbell,
+        )))
+        .await;
         if let Err(panic) = outcome {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let message = rt::panic_message(&*panic);
             let _ = events.send(SlotEvent::Failed { slot, message: format!("internal error (bug): {message}") });
         }
     })

@@ -163,8 +163,7 @@ pub(crate) fn claim_output(spec: &BidsJobSpec, job_id: &str) -> Result<(), RunEr
 
 /// Runs the bids job on the embedded cluster, resuming from its newest valid checkpoint.
 pub fn run_bids_job(options: RunOptions) -> Result<RunSummary, RunError> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    runtime.block_on(run_bids_job_async(options))
+    rt::block_on(run_bids_job_async(options))
 }
 
 async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError> {
@@ -258,7 +257,7 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
     let result = coordinate(config, store, links, events_rx, metrics.clone(), start_epoch).await;
     let mut panics = Vec::new();
     for (slot, handle) in handles.into_iter().enumerate() {
-        if let Err(panic) = handle.join() {
+        if let Err(panic) = handle.join().await {
             panics.push(format!("slot {slot} panicked: {panic}"));
         }
     }

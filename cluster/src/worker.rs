@@ -185,13 +185,9 @@ async fn stop(running: RunningAttempt) {
     for task in &running.tasks {
         task.abort();
     }
-    let handles = running.handles;
-    let _ = tokio::task::spawn_blocking(move || {
-        for handle in handles {
-            let _ = handle.join();
-        }
-    })
-    .await;
+    for handle in running.handles {
+        let _ = handle.join().await;
+    }
 }
 
 async fn deploy(

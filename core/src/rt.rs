@@ -25,39 +25,68 @@ pub async fn sleep(duration: Duration) {
     tokio::time::sleep(duration).await
 }
 
-/// A handle to a slot's dedicated execution context.
+/// A handle to a running slot.
 #[derive(Debug)]
 pub struct SlotHandle {
+    #[cfg(not(madsim))]
     inner: std::thread::JoinHandle<()>,
+    #[cfg(madsim)]
+    inner: tokio::task::JoinHandle<()>,
 }
 
 impl SlotHandle {
     /// Waits for the slot to end; `Err` carries the panic message if it panicked.
-    pub fn join(self) -> Result<(), String> {
-        self.inner.join().map_err(|panic| {
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "slot panicked".to_string())
-        })
-    }
-
-    /// Whether the slot has ended.
-    pub fn is_finished(&self) -> bool {
-        self.inner.is_finished()
+    pub async fn join(self) -> Result<(), String> {
+        #[cfg(not(madsim))]
+        {
+            let inner = self.inner;
+            tokio::task::spawn_blocking(move || inner.join().map_err(|panic| panic_message(&*panic)))
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        #[cfg(madsim)]
+        {
+            self.inner.await.map_err(|e| e.to_string())
+        }
     }
 }
 
-/// Runs `body` as a slot: in production, on its own OS thread (a timely worker is single-threaded
-/// and `!Send`, so it is built inside `body`), with a current-thread runtime for its async parts.
+/// The message of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+/// Runs a slot: `make` builds the slot's future where it will run (a timely worker is `!Send`,
+/// so it is created inside). In production that is a dedicated OS thread with a
+/// current-thread runtime; under madsim, a task on the current node.
 #[allow(clippy::disallowed_methods)] // the one sanctioned place that creates OS threads
-pub fn spawn_slot<F>(name: String, body: F) -> std::io::Result<SlotHandle>
+pub fn spawn_slot<F, Fut>(name: String, make: F) -> std::io::Result<SlotHandle>
 where
-    F: FnOnce() + Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
 {
-    let inner = std::thread::Builder::new().name(name).spawn(body)?;
-    Ok(SlotHandle { inner })
+    #[cfg(not(madsim))]
+    {
+        let inner = std::thread::Builder::new().name(name).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("slot runtime");
+            runtime.block_on(make());
+        })?;
+        Ok(SlotHandle { inner })
+    }
+    #[cfg(madsim)]
+    {
+        let _ = name;
+        Ok(SlotHandle { inner: tokio::task::spawn_local(async move { make().await }) })
+    }
+}
+
+/// Runs `future` to completion on a fresh current-thread runtime (production entry points).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(future)
 }
 
 /// A token naming one deployment attempt of a job, unique across processes and restarts (it
