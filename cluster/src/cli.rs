@@ -247,6 +247,33 @@ fn parse_interval(text: &str) -> Result<Interval, String> {
     Ok(Interval((ms > 0).then(|| Duration::from_millis(ms as u64))))
 }
 
+impl CoordinatorArgs {
+    /// The coordinator's options (loads its TLS material).
+    pub fn to_options(&self) -> Result<crate::server::CoordinatorOptions, crate::tls::TlsError> {
+        Ok(crate::server::CoordinatorOptions {
+            listen: self.listen.clone(),
+            tls: crate::tls::TlsContext::load(&self.tls.certs, crate::tls::Role::Coordinator)?,
+            checkpoint_dir: self.checkpoint_dir.clone(),
+            heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout as u64),
+            restarts_max: self.restarts,
+            restart_backoff: Duration::from_millis(self.restart_backoff as u64),
+        })
+    }
+}
+
+impl WorkerArgs {
+    /// The worker's options (loads its TLS material).
+    pub fn to_options(&self) -> Result<crate::worker::WorkerOptions, crate::tls::TlsError> {
+        Ok(crate::worker::WorkerOptions {
+            coordinator: self.coordinator.clone(),
+            slots: self.slots as usize,
+            listen: self.listen.clone(),
+            tls: crate::tls::TlsContext::load(&self.tls.certs, crate::tls::Role::Worker)?,
+            heartbeat_interval: Duration::from_millis(500),
+        })
+    }
+}
+
 impl BidsArgs {
     /// The validated job and run options these flags describe.
     pub fn to_options(&self) -> Result<RunOptions, SpecError> {

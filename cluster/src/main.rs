@@ -41,17 +41,9 @@ fn main() -> ExitCode {
             Err(error) => fail(&error.to_string()),
         },
         Command::Coordinator(args) => {
-            let tls = match TlsContext::load(&args.tls.certs, Role::Coordinator) {
-                Ok(tls) => tls,
+            let options = match args.to_options() {
+                Ok(options) => options,
                 Err(error) => return fail(&error.to_string()),
-            };
-            let options = weir_cluster::server::CoordinatorOptions {
-                listen: args.listen,
-                tls,
-                checkpoint_dir: args.checkpoint_dir,
-                heartbeat_timeout: std::time::Duration::from_millis(args.heartbeat_timeout as u64),
-                restarts_max: args.restarts,
-                restart_backoff: std::time::Duration::from_millis(args.restart_backoff as u64),
             };
             match runtime().block_on(weir_cluster::server::run_coordinator(options)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -59,16 +51,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Worker(args) => {
-            let tls = match TlsContext::load(&args.tls.certs, Role::Worker) {
-                Ok(tls) => tls,
+            let options = match args.to_options() {
+                Ok(options) => options,
                 Err(error) => return fail(&error.to_string()),
-            };
-            let options = weir_cluster::worker::WorkerOptions {
-                coordinator: args.coordinator,
-                slots: args.slots as usize,
-                listen: args.listen,
-                tls,
-                heartbeat_interval: std::time::Duration::from_millis(500),
             };
             match runtime().block_on(weir_cluster::worker::run_worker(options)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -119,11 +119,12 @@ pub fn slot_state_file(slot: usize) -> String {
 
 impl CheckpointStore {
     /// Opens checkpoint storage at `location`: a local path or `file://` URL (created if
-    /// missing), or `memory://` (in-process, for tests).
+    /// missing), `memory://` (a fresh in-process store) or `memory://NAME` (shared by name within
+    /// the process: for tests and the simulator).
     pub fn open(location: &str, job_id: &str) -> Result<Self, CheckpointError> {
         let location_error = |reason: String| CheckpointError::Location { location: location.to_string(), reason };
-        let store: Arc<dyn ObjectStore> = if location.starts_with("memory://") {
-            Arc::new(InMemory::new())
+        let store: Arc<dyn ObjectStore> = if let Some(name) = location.strip_prefix("memory://") {
+            shared_memory_store(name)
         } else {
             let path = match location.strip_prefix("file://") {
                 Some(path) => path,
@@ -362,6 +363,19 @@ impl CheckpointStore {
     pub fn object_path(&self, checkpoint: u64, name: &str) -> ObjectPath {
         self.path(checkpoint, name)
     }
+}
+
+/// `memory://` is a fresh store; `memory://NAME` is one store per name for the life of the
+/// process (an object store that outlives the nodes of a simulation, as S3 outlives servers).
+fn shared_memory_store(name: &str) -> Arc<dyn ObjectStore> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    if name.is_empty() {
+        return Arc::new(InMemory::new());
+    }
+    let stores = STORES.get_or_init(Default::default);
+    stores.lock().expect("store registry").entry(name.to_string()).or_insert_with(|| Arc::new(InMemory::new())).clone()
 }
 
 /// Encodes metadata as JSON followed by a `crc32:<hex>` trailer line over the JSON bytes.
