@@ -248,6 +248,7 @@ pub async fn coordinate(
                             last.store(checkpoint, std::sync::atomic::Ordering::Relaxed);
                         }
                         tracing::info!(checkpoint, last = current.last, "checkpoint complete");
+                        rt::trace(&format!("{} checkpoint {checkpoint} complete (final: {})", config.job_id, current.last));
                         if config.crash_at == Some(CrashPoint::BeforeCommit { checkpoint }) {
                             stop_all();
                             return Err(JobError::Crashed(CrashPoint::BeforeCommit { checkpoint }));
@@ -272,6 +273,7 @@ pub async fn coordinate(
                         return Err(JobError::Crashed(CrashPoint::AtTrigger { checkpoint: next_checkpoint }));
                     }
                     tracing::debug!(checkpoint = next_checkpoint, "triggering checkpoint");
+                    rt::trace(&format!("{} checkpoint {next_checkpoint} triggered", config.job_id));
                     pending = Some(Pending { checkpoint: next_checkpoint, last: false, files: BTreeMap::new() });
                     broadcast(SlotCommand::Trigger { checkpoint: next_checkpoint, last: false });
                 }

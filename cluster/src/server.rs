@@ -117,6 +117,7 @@ async fn serve_connection(stream: TlsStream, peer: String, state: Shared, option
             };
             tracing::info!(worker_id, %peer, slots, %data_address, "worker registered");
             eprintln!("coordinator: worker {worker_id} registered from {peer} with {slots} slots");
+            rt::trace(&format!("worker {worker_id} registered from {peer} with {slots} slots"));
             let _ = outbox.send(ToWorker::Welcome { worker_id });
             let writer_task = tokio::spawn(async move {
                 while let Some(message) = outbox_rx.recv().await {
@@ -185,6 +186,7 @@ fn lose_worker(state: &Shared, worker_id: u64, reason: &str) {
         return;
     }
     eprintln!("coordinator: worker {worker_id} lost ({reason})");
+    rt::trace(&format!("worker {worker_id} lost ({reason})"));
     for route in state.attempts.values() {
         if let Some(&slot) = route.slot_of_worker.get(&worker_id) {
             let _ = slot;
@@ -387,6 +389,7 @@ async fn run_job(
         match outcome {
             Ok(last_checkpoint) => {
                 eprintln!("coordinator: job {job_id} finished");
+                rt::trace(&format!("job {job_id} finished"));
                 return set_status(&state, &job_id, |s| {
                     s.state = JobState::Finished;
                     s.last_checkpoint = last_checkpoint.or(s.last_checkpoint);
@@ -411,6 +414,7 @@ async fn run_job(
                     return set_status(&state, &job_id, |s| (s.state, s.message) = (JobState::Failed, Some(message)));
                 }
                 eprintln!("coordinator: job {job_id} restarting in {backoff:?} (restart {restarts}): {message}");
+                rt::trace(&format!("job {job_id} restarting (restart {restarts}): {message}"));
                 set_status(&state, &job_id, |s| {
                     (s.state, s.message, s.restarts) = (JobState::Restarting, Some(message), restarts)
                 });
@@ -578,6 +582,7 @@ async fn run_attempt(
         "coordinator: job {job_id} attempt {attempt} running on workers {workers:?} from checkpoint {}",
         plan.epoch
     );
+    rt::trace(&format!("job {job_id} attempt {attempt} on workers {workers:?} from checkpoint {}", plan.epoch));
     let links: Vec<SlotLink> = (0..parallelism)
         .map(|slot| {
             let outbox = state.lock().expect("state lock").workers.get(&placement[slot].0).map(|w| w.outbox.clone());

@@ -20,6 +20,37 @@ pub fn elapsed_ms(start: Instant) -> u64 {
     u64::try_from(now().saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Folds an event into the run's trace hash (what the simulator prints to show that a seed
+/// replays bit-for-bit). Events carry no wall-clock time, ports chosen by the OS, or ciphertext:
+/// only what the seed determines, stamped with the runtime's clock.
+pub fn trace(event: &str) {
+    let millis = now().saturating_duration_since(trace_state().1).as_millis() as u64;
+    let mut state = trace_state();
+    let mut hash = state.0 ^ millis.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for chunk in event.as_bytes().chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        hash = crate::keygroup::mix64(hash ^ u64::from_le_bytes(word));
+    }
+    state.0 = hash;
+    tracing::debug!(target: "weir::trace", millis, event);
+}
+
+/// Starts a new trace (the simulator calls it at the start of every run).
+pub fn trace_reset() {
+    *trace_state() = (0, now());
+}
+
+/// The hash of the events traced since [`trace_reset`].
+pub fn trace_hash() -> u64 {
+    trace_state().0
+}
+
+fn trace_state() -> std::sync::MutexGuard<'static, (u64, Instant)> {
+    static TRACE: std::sync::OnceLock<std::sync::Mutex<(u64, Instant)>> = std::sync::OnceLock::new();
+    TRACE.get_or_init(|| std::sync::Mutex::new((0, now()))).lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Sleeps for `duration` on the runtime's clock.
 pub async fn sleep(duration: Duration) {
     tokio::time::sleep(duration).await
