@@ -44,20 +44,22 @@ pub struct Expected {
 pub fn expected_output(splits: &[ReferenceSplit], window_ms: i64, out_of_orderness_ms: i64) -> Expected {
     assert!(window_ms > 0 && out_of_orderness_ms >= 0);
     // (window start, auction) -> (count, sum, max)
-    let mut windows: BTreeMap<(i128, i64), (u64, i128, i64)> = BTreeMap::new();
+    // (window start, auction, window end) -> (count, sum, max)
+    let mut windows: BTreeMap<(i128, i64, i128), (u64, i128, i64)> = BTreeMap::new();
     let mut expected = Expected::default();
     for split in splits {
         let mut max_seen: Option<i128> = None;
         let mut on_record = |auction: i64, bidder: i64, price: i64, date_time: i64, expected: &mut Expected| {
             let time = date_time as i128;
-            let start = time.div_euclid(window_ms as i128) * window_ms as i128;
-            let end = (start + window_ms as i128).min(i64::MAX as i128);
+            let unclamped_start = time.div_euclid(window_ms as i128) * window_ms as i128;
+            let end = (unclamped_start + window_ms as i128).min(i64::MAX as i128);
+            let start = unclamped_start.max(i64::MIN as i128);
             let late = max_seen.is_some_and(|max| end <= max - out_of_orderness_ms as i128);
             max_seen = Some(max_seen.map_or(time, |max| max.max(time)));
             if late {
                 expected.late.push(format!("{auction},{bidder},{price},{date_time}"));
             } else {
-                let entry = windows.entry((start, auction)).or_insert((0, 0, i64::MIN));
+                let entry = windows.entry((start, auction, end)).or_insert((0, 0, i64::MIN));
                 entry.0 += 1;
                 entry.1 += price as i128;
                 entry.2 = entry.2.max(price);
@@ -71,10 +73,12 @@ pub fn expected_output(splits: &[ReferenceSplit], window_ms: i64, out_of_orderne
                     let number = index as u64 + 1;
                     let line = String::from_utf8_lossy(line);
                     let line = line.strip_suffix('\r').unwrap_or(&line);
-                    if line.trim().is_empty() {
+                    // ASCII whitespace only, as CSV readers (and the engine) trim.
+                    if line.trim_ascii().is_empty() {
                         continue;
                     }
-                    let fields: Vec<Option<i64>> = line.split(',').map(|f| f.trim().parse::<i64>().ok()).collect();
+                    let fields: Vec<Option<i64>> =
+                        line.split(',').map(|f| f.trim_ascii().parse::<i64>().ok()).collect();
                     match fields.as_slice() {
                         [Some(a), Some(b), Some(p), Some(t)] => on_record(*a, *b, *p, *t, &mut expected),
                         _ => expected.errors.push((name.clone(), number)),
@@ -91,8 +95,7 @@ pub fn expected_output(splits: &[ReferenceSplit], window_ms: i64, out_of_orderne
             }
         }
     }
-    for ((start, auction), (count, sum, max)) in windows {
-        let end = (start + window_ms as i128).min(i64::MAX as i128);
+    for ((start, auction, end), (count, sum, max)) in windows {
         expected.rows.push(format!("{start},{end},{auction},{count},{sum},{max}"));
     }
     expected.rows.sort();

@@ -85,6 +85,47 @@ pub fn slot_splits(spec: &BidsJobSpec, slot: usize) -> Vec<(usize, SplitSpec)> {
     spec.splits().into_iter().enumerate().filter(|(index, _)| index % spec.parallelism == slot).collect()
 }
 
+/// The name of the fence file in a job's output directory.
+pub const FENCE: &str = "_fence";
+
+/// Claims the job's output directory for deployment generation `generation` before any sink is
+/// recovered: a deployment older than one already seen is refused, so a stale `Deploy` that
+/// reaches a worker late (after a partition heals) can neither roll back nor retract output a
+/// newer attempt has committed.
+pub fn fence_output(spec: &BidsJobSpec, generation: u64) -> Result<(), RunError> {
+    let path = spec.output_dir.join(FENCE);
+    let output_error = |reason: String| RunError::Output { path: path.clone(), reason };
+    let current = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().map_err(|_| output_error("unreadable fence; delete it".into()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(output_error(format!("cannot read: {e}"))),
+    };
+    if current > generation {
+        return Err(output_error(format!(
+            "stale deployment: generation {generation} is older than generation {current}, which already claimed the output"
+        )));
+    }
+    if current < generation {
+        let temporary = spec.output_dir.join(format!("{FENCE}.tmp"));
+        std::fs::write(&temporary, generation.to_string())
+            .and_then(|_| std::fs::rename(&temporary, &path))
+            .map_err(|e| output_error(format!("cannot write: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The next deployment generation of a job, kept in its checkpoint store so that it grows
+/// across coordinator restarts.
+pub async fn next_generation(store: &weir_core::checkpoint::CheckpointStore) -> Result<u64, RunError> {
+    let current = match store.get_job_record("_generation").await? {
+        Some(bytes) => std::str::from_utf8(&bytes).ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0),
+        None => 0,
+    };
+    let next = current + 1;
+    store.put_job_record("_generation", next.to_string().into_bytes()).await?;
+    Ok(next)
+}
+
 /// Brings slot `slot`'s sink files in line with restored checkpoint `epoch` (0 for none), which
 /// attempt `attempt` took.
 pub fn recover_sinks(spec: &BidsJobSpec, slot: usize, epoch: Epoch, attempt: u64) -> Result<(), RunError> {

@@ -59,6 +59,8 @@ pub struct Deployment {
     pub restored_attempt: u64,
     /// This attempt's fencing token (staged output is named by it).
     pub attempt_token: u64,
+    /// The job's deployment generation (fences the output directory against stale deployments).
+    pub generation: u64,
     /// Where every slot runs (index = slot).
     pub placement: Vec<Placement>,
     /// The slots of the receiving worker, each with its encoded restored snapshot.
@@ -93,6 +95,8 @@ pub enum ToWorker {
         /// The attempt.
         attempt: u64,
     },
+    /// The coordinator is alive (a worker that hears nothing for a while registers again).
+    Ping,
 }
 
 /// Counters of one slot, as reported in heartbeats.

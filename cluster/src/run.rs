@@ -22,7 +22,7 @@ use weir_dataflow::metrics::SlotMetrics;
 use weir_dataflow::sink;
 
 use crate::coordinator::{coordinate, CoordinatorConfig, CoordinatorOutcome, CrashPoint, JobError};
-use crate::deploy::{launch_slot, plan_restore, recover_sinks, SlotLaunch};
+use crate::deploy::{fence_output, launch_slot, next_generation, plan_restore, recover_sinks, SlotLaunch};
 use crate::slot::{SlotDoorbell, SlotLink};
 
 /// How to run a job on the embedded cluster.
@@ -177,12 +177,14 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
         .clone()
         .unwrap_or_else(|| spec.output_dir.join("_checkpoints").display().to_string());
     let store = CheckpointStore::open(&location, &job_id)?;
-    let (restored, skipped) = store.latest_valid().await?;
+    let (restored, skipped) = store.restore_point().await?;
     for error in &skipped {
         eprintln!("warning: {error}; falling back to an older checkpoint");
     }
     let plan = plan_restore(restored.as_ref(), &spec)?;
     let parallelism = spec.parallelism;
+    let generation = next_generation(&store).await?;
+    fence_output(&spec, generation)?;
     for slot in 0..parallelism {
         recover_sinks(&spec, slot, plan.epoch, plan.attempt)?;
     }

@@ -119,6 +119,15 @@ async fn serve_connection(stream: TlsStream, peer: String, state: Shared, option
             eprintln!("coordinator: worker {worker_id} registered from {peer} with {slots} slots");
             rt::trace(&format!("worker {worker_id} registered from {peer} with {slots} slots"));
             let _ = outbox.send(ToWorker::Welcome { worker_id });
+            let pinger = {
+                let outbox = outbox.clone();
+                let interval = options.heartbeat_timeout / 4;
+                tokio::spawn(async move {
+                    while outbox.send(ToWorker::Ping).is_ok() {
+                        rt::sleep(interval).await;
+                    }
+                })
+            };
             let writer_task = tokio::spawn(async move {
                 while let Some(message) = outbox_rx.recv().await {
                     if write_message(&mut writer, &message).await.is_err() {
@@ -128,8 +137,15 @@ async fn serve_connection(stream: TlsStream, peer: String, state: Shared, option
                 let _ = writer.shutdown().await;
             });
             while let Ok(Some(message)) = read_message::<_, ToCoordinator>(&mut reader).await {
+                if !state.lock().expect("state lock").workers.contains_key(&worker_id) {
+                    // Declared lost (e.g. partitioned) but still talking on its old connection:
+                    // drop the connection so that the worker registers afresh.
+                    tracing::warn!(worker_id, "message from a worker declared lost; closing its connection");
+                    break;
+                }
                 on_worker_message(&state, worker_id, message);
             }
+            pinger.abort();
             writer_task.abort();
             lose_worker(&state, worker_id, "connection closed");
         }
@@ -244,7 +260,7 @@ async fn resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) {
             _ => continue,
         };
         let cancelled = matches!(store.get_job_record(CANCELLED_MARKER).await, Ok(Some(_)));
-        let latest = store.latest_valid().await.ok().and_then(|(latest, _)| latest);
+        let latest = store.restore_point().await.ok().and_then(|(latest, _)| latest);
         let finished = latest.as_ref().is_some_and(|c| c.metadata.finished);
         let state_now = match (cancelled, finished) {
             (true, _) => JobState::Cancelled,
@@ -547,6 +563,7 @@ async fn run_attempt(
     };
     let start_epoch = plan.start_epoch();
     let attempt_token = rt::attempt_token();
+    let generation = crate::deploy::next_generation(store).await.map_err(|e| AttemptEnd::Retry(e.to_string()))?;
     for worker_id in &workers {
         let slots = (0..parallelism)
             .filter(|&slot| placement[slot].0 == *worker_id)
@@ -560,6 +577,7 @@ async fn run_attempt(
             restored_epoch: plan.epoch,
             restored_attempt: plan.attempt,
             attempt_token,
+            generation,
             placement: placements.clone(),
             slots,
             exchange_credits: 16,

@@ -22,13 +22,25 @@ use weir_dataflow::job::{build_bids_dataflow, sink_dirs, SlotSetup};
 use weir_dataflow::metrics::SlotMetrics;
 use weir_dataflow::sink;
 
-/// Wakes a slot's driver.
+/// Wakes a slot's driver: a flag the busy loop polls without blocking, and a notification an
+/// idle driver awaits.
 #[derive(Debug, Default)]
-pub struct SlotDoorbell(Notify);
+pub struct SlotDoorbell {
+    notify: Notify,
+    rung: std::sync::atomic::AtomicBool,
+}
 
 impl Doorbell for SlotDoorbell {
     fn ring(&self) {
-        self.0.notify_one();
+        self.rung.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+impl SlotDoorbell {
+    /// Whether the bell rang since the last call.
+    fn take(&self) -> bool {
+        self.rung.swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 }
 
@@ -173,6 +185,11 @@ pub async fn drive_slot(
             }
             control.wake_all();
         }
+        // Something arrived from outside (exchange data, credit): wake the operators that wait
+        // on it even while the slot is busy, so receivers drain and senders regain credit.
+        if doorbell.take() {
+            control.wake_all();
+        }
         let before = control.activity.count();
         if dataflow_running {
             dataflow_running = worker.step();
@@ -200,7 +217,7 @@ pub async fn drive_slot(
         }
         tokio::select! {
             biased;
-            _ = doorbell.0.notified() => {}
+            _ = doorbell.notify.notified() => {}
             _ = tokio::time::sleep(IDLE_WAIT) => {}
         }
         control.wake_all();

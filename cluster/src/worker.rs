@@ -128,14 +128,18 @@ async fn serve_coordinator(options: &WorkerOptions, data_address: &str, wirings:
             }
         })
     };
+    // The coordinator pings; hearing nothing for this long means it (or the path to it) is gone.
+    let silence_limit = options.heartbeat_interval * 8;
     let result = loop {
-        let message = match read_message::<_, ToWorker>(&mut reader).await {
-            Ok(Some(message)) => message,
-            Ok(None) => break Ok(()),
-            Err(error) => break Err(error),
+        let message = match tokio::time::timeout(silence_limit, read_message::<_, ToWorker>(&mut reader)).await {
+            Ok(Ok(Some(message))) => message,
+            Ok(Ok(None)) => break Ok(()),
+            Ok(Err(error)) => break Err(error),
+            Err(_) => break Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "coordinator silent")),
         };
         match message {
             ToWorker::Welcome { .. } => tracing::warn!("unexpected second welcome"),
+            ToWorker::Ping => {}
             ToWorker::Deploy(deployment) => {
                 let attempt = deployment.attempt;
                 match deploy(worker_id, *deployment, &options.tls, wirings, &outbox).await {
@@ -204,6 +208,7 @@ async fn deploy(
         restored_epoch,
         restored_attempt,
         attempt_token,
+        generation,
         placement,
         slots,
         exchange_credits,
@@ -211,6 +216,8 @@ async fn deploy(
         ..
     } = deployment;
     let spec = Arc::new(spec);
+    // Refuse a stale deployment before touching anything, including the data plane.
+    crate::deploy::fence_output(&spec, generation).map_err(|e| e.to_string())?;
     let parallelism = spec.parallelism;
     let local: Vec<usize> = slots.iter().map(|(slot, _)| *slot).collect();
     let is_local = |slot: usize| placement[slot].worker_id == worker_id;

@@ -214,7 +214,16 @@ impl CheckpointStore {
     /// Reads and verifies checkpoint `checkpoint`.
     pub async fn load(&self, checkpoint: u64) -> Result<RestoredCheckpoint, CheckpointError> {
         let corrupt = |reason: String| CheckpointError::Corrupt { checkpoint, reason };
-        let raw = self.get(&self.path(checkpoint, METADATA)).await?;
+        // A missing object is a partial checkpoint (corrupt); any other store error is transient
+        // and must not make a good checkpoint look bad (it would be skipped and its output
+        // rolled back).
+        let missing_is_corrupt = |error: CheckpointError, what: &str| match error {
+            CheckpointError::Store { source: object_store::Error::NotFound { .. }, .. } => {
+                corrupt(format!("{what} is missing"))
+            }
+            other => other,
+        };
+        let raw = self.get(&self.path(checkpoint, METADATA)).await.map_err(|e| missing_is_corrupt(e, "_metadata"))?;
         let metadata = decode_metadata(&raw).map_err(corrupt)?;
         if metadata.checkpoint_id != checkpoint {
             return Err(corrupt(format!("_metadata names checkpoint {}", metadata.checkpoint_id)));
@@ -224,7 +233,7 @@ impl CheckpointStore {
             let content = self
                 .get(&self.path(checkpoint, &entry.name))
                 .await
-                .map_err(|e| corrupt(format!("file {} unreadable: {e}", entry.name)))?;
+                .map_err(|e| missing_is_corrupt(e, &format!("file {}", entry.name)))?;
             if content.len() as u64 != entry.size || crc32fast::hash(&content) != entry.crc32 {
                 return Err(corrupt(format!(
                     "file {} does not match its checksum (size {} vs {} expected)",
@@ -254,6 +263,19 @@ impl CheckpointStore {
             }
         }
         Ok((None, skipped))
+    }
+
+    /// The checkpoint to restore: the newest that verifies. Every newer one that is corrupt is
+    /// deleted (metadata first) so that it can never be restored later, after its output has
+    /// been rolled back, and so that retention counts only good checkpoints.
+    pub async fn restore_point(&self) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
+        let (restored, skipped) = self.latest_valid().await?;
+        for error in &skipped {
+            if let CheckpointError::Corrupt { checkpoint, .. } = error {
+                self.delete_checkpoint(*checkpoint).await?;
+            }
+        }
+        Ok((restored, skipped))
     }
 
     /// Deletes every checkpoint older than the `keep` newest complete ones, and every incomplete

@@ -23,16 +23,23 @@ impl TumblingWindows {
         self.size_ms
     }
 
-    /// The start of the window containing `event_time` (floor division, also for negative times).
+    /// The start of the window containing `event_time` (floor division, also for negative
+    /// times). The first window of the time line is clamped to start at `i64::MIN`.
     #[inline]
     pub fn start_of(&self, event_time: EventTime) -> EventTime {
-        event_time - event_time.rem_euclid(self.size_ms)
+        let offset = event_time.rem_euclid(self.size_ms);
+        event_time.checked_sub(offset).unwrap_or(EventTime::MIN)
     }
 
     /// The exclusive end of the window that starts at `start`. Saturates at `i64::MAX`: the
     /// last window of the time line is `[start, i64::MAX)` and fires only at end of input.
     #[inline]
     pub fn end_of(&self, start: EventTime) -> EventTime {
+        if start == EventTime::MIN {
+            // The clamped first window ends where its unclamped self does.
+            let true_start = EventTime::MIN as i128 - (EventTime::MIN as i128).rem_euclid(self.size_ms as i128);
+            return (true_start + self.size_ms as i128).min(EventTime::MAX as i128) as EventTime;
+        }
         start.saturating_add(self.size_ms)
     }
 
@@ -56,9 +63,20 @@ mod tests {
             let start = windows.start_of(t);
             prop_assert!(start <= t);
             prop_assert!(t < windows.end_of(start) || windows.end_of(start) == i64::MAX);
-            prop_assert_eq!(start.rem_euclid(size), 0);
+            prop_assert!(start.rem_euclid(size) == 0 || start == i64::MIN);
             prop_assert_eq!(windows.start_of(start), start);
         }
+    }
+
+    #[test]
+    fn extreme_times_do_not_overflow() {
+        let windows = TumblingWindows::new(10_000);
+        assert_eq!(windows.start_of(i64::MIN), i64::MIN);
+        assert_eq!(windows.start_of(i64::MIN + 3), i64::MIN);
+        let end = windows.end_for(i64::MIN);
+        assert!(end > i64::MIN && end <= i64::MIN + 10_000);
+        assert_eq!(windows.start_of(end), end);
+        assert_eq!(windows.end_for(i64::MAX), i64::MAX);
     }
 
     #[test]

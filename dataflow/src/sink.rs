@@ -271,6 +271,8 @@ impl<'scope, R: CsvRow> EpochFileSink for Stream<'scope, Time, Vec<R>> {
                         let writer = entry.remove();
                         let file = writer.into_inner().map_err(|e| e.into_error())?;
                         file.sync_all()?;
+                        // The staged file's directory entry must be durable too.
+                        File::open(dir.join(STAGING_DIR))?.sync_all()?;
                     }
                     durable_through = Some(through);
                     activity.note();

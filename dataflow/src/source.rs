@@ -277,14 +277,19 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
             }
             let mut read_total = 0u64;
             let mut newly_finished = 0u64;
+            // Share the batch among the unfinished splits, so that all their watermarks advance
+            // together: a split not yet read would hold the frontier (and every window) back.
+            let unfinished = splits.iter().filter(|s| !s.state.clock.is_finished()).count().max(1);
+            let share = (budget / unfinished).max(1);
             for split in splits.iter_mut().filter(|s| !s.state.clock.is_finished()) {
                 if budget == 0 {
                     break;
                 }
+                let quota = share.min(budget);
                 let state = &mut split.state;
                 let result = match &mut split.reader {
                     Reader::Generated { generator, split, splits, length } => {
-                        let end = (state.position + budget as u64).min(*length);
+                        let end = (state.position + quota as u64).min(*length);
                         for position in state.position..end {
                             let bid = generator.bid(GeneratorConfig::global_index(*split, *splits, position));
                             match state.clock.admit(bid.date_time, &windows) {
@@ -299,7 +304,7 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
                     Reader::File { reader, name } => {
                         let mut line = state.line;
                         let clock = &mut state.clock;
-                        let outcome = reader.read_lines(budget, |text| {
+                        let outcome = reader.read_lines(quota, |text| {
                             let number = line;
                             line += 1;
                             if text.trim_ascii().is_empty() {

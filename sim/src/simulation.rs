@@ -136,8 +136,13 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 /// Runs one seed in a fresh simulated world.
 pub fn run_seed(seed: u64) -> SeedOutcome {
+    // Process-wide state (the named in-memory object store, files) outlives a run: every run
+    // gets names of its own, which never enter the trace.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let certs = certs_dir().to_path_buf();
-    let output = std::env::temp_dir().join(format!("weir-sim-{}-seed-{seed}", std::process::id()));
+    // The output path is part of the job's identity (and so of the trace): per seed, not per run.
+    let output = std::env::temp_dir().join("weir-sim").join(format!("seed-{seed}"));
     let _ = std::fs::remove_dir_all(&output);
     let job_ms = EVENTS * 1000 / RATE;
     let plan = FaultPlan::from_seed(seed, WORKERS, job_ms);
@@ -145,13 +150,13 @@ pub fn run_seed(seed: u64) -> SeedOutcome {
     let run_plan = plan.clone();
     let (failure, trace_hash) = runtime.block_on(async move {
         rt::trace_reset();
-        let failure = simulate(seed, &certs, &output, &run_plan).await.err();
+        let failure = simulate(seed, run, &certs, &output, &run_plan).await.err();
         (failure, rt::trace_hash())
     });
     SeedOutcome { seed, plan, trace_hash, failure }
 }
 
-async fn simulate(seed: u64, certs: &Path, output: &Path, plan: &FaultPlan) -> Result<(), String> {
+async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &FaultPlan) -> Result<(), String> {
     let handle = madsim::runtime::Handle::current();
     let ips = node_ips();
     let coordinator_address = format!("{}:7400", ips[0]);
@@ -164,7 +169,7 @@ async fn simulate(seed: u64, certs: &Path, output: &Path, plan: &FaultPlan) -> R
         "--certs",
         &certs_arg,
         "--checkpoint-dir",
-        &format!("memory://weir-sim-{}-{seed}", std::process::id()),
+        &format!("memory://weir-sim-{}-run-{run}", std::process::id()),
         "--heartbeat-timeout",
         "2s",
         "--restart-backoff",
@@ -312,7 +317,10 @@ async fn simulate(seed: u64, certs: &Path, output: &Path, plan: &FaultPlan) -> R
         }
         Ok(joined) => joined.map_err(|e| format!("client task: {e}"))??,
     };
-    rt::trace(&format!("job finished after {} restarts, last checkpoint {:?}", status.restarts, status.last_checkpoint));
+    rt::trace(&format!(
+        "job finished after {} restarts, last checkpoint {:?}",
+        status.restarts, status.last_checkpoint
+    ));
 
     // Safety: the committed output equals the sequential reference.
     let InputSpec::Generator(config) = spec.input else { unreachable!("the simulation generates its input") };
