@@ -82,6 +82,9 @@ pub fn main() -> ExitCode {
         println!("  trace:  {:016x}", outcome.trace_hash);
         let mut failure = outcome.failure.clone();
         if args.check_determinism && failure.is_none() {
+            failure = madsim_determinism_check(seed).err();
+        }
+        if args.check_determinism && failure.is_none() {
             let again = run_seed(seed);
             if again.trace_hash != outcome.trace_hash {
                 failure = Some(format!(
@@ -134,16 +137,41 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// Process-wide state (the named in-memory object store) outlives a run: every run gets a
+/// store of its own, whose name never enters the trace.
+static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The seed under madsim's own determinism check (which takes a plain `fn`).
+static CHECKED_SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn checked_world() -> impl std::future::Future<Output = Result<(), String>> {
+    let seed = CHECKED_SEED.load(std::sync::atomic::Ordering::SeqCst);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let certs = certs_dir().to_path_buf();
+    let output = std::env::temp_dir().join("weir-sim").join(format!("seed-{seed}"));
+    let plan = FaultPlan::from_seed(seed, WORKERS, EVENTS * 1000 / RATE);
+    async move { simulate(seed, run, &certs, &output, &plan).await }
+}
+
+/// Runs `seed` twice under madsim's determinism check, which compares every random draw of
+/// the two runs (stricter than comparing trace hashes).
+pub fn madsim_determinism_check(seed: u64) -> Result<(), String> {
+    CHECKED_SEED.store(seed, std::sync::atomic::Ordering::SeqCst);
+    let outcome = std::panic::catch_unwind(|| {
+        madsim::runtime::Runtime::check_determinism(seed, madsim::Config::default(), checked_world)
+    });
+    match outcome {
+        Ok(result) => result,
+        Err(panic) => Err(format!("madsim determinism check: {}", rt::panic_message(&*panic))),
+    }
+}
+
 /// Runs one seed in a fresh simulated world.
 pub fn run_seed(seed: u64) -> SeedOutcome {
-    // Process-wide state (the named in-memory object store, files) outlives a run: every run
-    // gets names of its own, which never enter the trace.
-    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let certs = certs_dir().to_path_buf();
     // The output path is part of the job's identity (and so of the trace): per seed, not per run.
     let output = std::env::temp_dir().join("weir-sim").join(format!("seed-{seed}"));
-    let _ = std::fs::remove_dir_all(&output);
     let job_ms = EVENTS * 1000 / RATE;
     let plan = FaultPlan::from_seed(seed, WORKERS, job_ms);
     let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
@@ -157,6 +185,7 @@ pub fn run_seed(seed: u64) -> SeedOutcome {
 }
 
 async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &FaultPlan) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(output);
     let handle = madsim::runtime::Handle::current();
     let ips = node_ips();
     let coordinator_address = format!("{}:7400", ips[0]);
