@@ -106,7 +106,8 @@ pub fn fence_output(spec: &BidsJobSpec, generation: u64) -> Result<(), RunError>
         )));
     }
     if current < generation {
-        let temporary = spec.output_dir.join(format!("{FENCE}.tmp"));
+        // Workers of one deployment write the fence concurrently: each through a file of its own.
+        let temporary = spec.output_dir.join(format!("{FENCE}.{:016x}.tmp", rt::attempt_token()));
         std::fs::write(&temporary, generation.to_string())
             .and_then(|_| std::fs::rename(&temporary, &path))
             .map_err(|e| output_error(format!("cannot write: {e}")))?;

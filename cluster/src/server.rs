@@ -74,7 +74,6 @@ struct JobEntry {
 #[derive(Default)]
 struct ClusterState {
     next_worker: u64,
-    next_attempt: u64,
     workers: BTreeMap<u64, WorkerEntry>,
     attempts: BTreeMap<u64, AttemptRoute>,
     jobs: BTreeMap<String, JobEntry>,
@@ -515,8 +514,8 @@ async fn run_attempt(
                 }
             }
             if placement.len() == parallelism {
-                state.next_attempt += 1;
-                let attempt = state.next_attempt;
+                // Unique across coordinator restarts: workers key data connections by it.
+                let attempt = rt::attempt_token();
                 let (events_tx, events_rx) = mpsc::unbounded_channel();
                 let (deployed_tx, deployed_rx) = mpsc::unbounded_channel();
                 let metrics: BTreeMap<usize, Arc<SlotMetrics>> =
@@ -600,7 +599,7 @@ async fn run_attempt(
         "coordinator: job {job_id} attempt {attempt} running on workers {workers:?} from checkpoint {}",
         plan.epoch
     );
-    rt::trace(&format!("job {job_id} attempt {attempt} on workers {workers:?} from checkpoint {}", plan.epoch));
+    rt::trace(&format!("job {job_id} generation {generation} on workers {workers:?} from checkpoint {}", plan.epoch));
     let links: Vec<SlotLink> = (0..parallelism)
         .map(|slot| {
             let outbox = state.lock().expect("state lock").workers.get(&placement[slot].0).map(|w| w.outbox.clone());

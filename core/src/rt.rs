@@ -124,6 +124,20 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// fences the staged output of attempts that were given up but may still run somewhere).
 #[allow(clippy::disallowed_methods)] // uniqueness, not time: never compared or ordered
 pub fn attempt_token() -> u64 {
+    #[cfg(madsim)]
+    {
+        // Drawn from the simulation's seeded generator: unique and replayable.
+        tokio::madsim::rand::random::<u64>().max(1)
+    }
+    #[cfg(not(madsim))]
+    {
+        token_from_clock()
+    }
+}
+
+#[cfg(not(madsim))]
+#[allow(clippy::disallowed_methods)] // uniqueness, not time: never compared or ordered
+fn token_from_clock() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);

@@ -215,9 +215,9 @@ impl<'scope> WindowAggregate<'scope> for Stream<'scope, Time, Vec<Bid>> {
                     return;
                 };
                 let frontier_epoch = frontier.frontier().iter().map(|t| t.epoch).min();
-                // Complete every epoch the frontier has passed, in order.
-                while frontier_epoch.is_none_or(|epoch| epoch > processing) {
-                    let input_done = frontier_epoch.is_none() && held.is_empty();
+                // Fire what the frontier allows, then complete every epoch it has passed, in
+                // order, firing again after each epoch's held batches are applied.
+                loop {
                     let bound = firing_bound(frontier.frontier().iter().map(|t| t.event_time), &held);
                     state.fire_through(&windows, bound, &mut fired);
                     if !fired.is_empty() {
@@ -225,7 +225,10 @@ impl<'scope> WindowAggregate<'scope> for Stream<'scope, Time, Vec<Bid>> {
                         output.session(&*cap).give_container(&mut fired);
                         fired.clear();
                     }
-                    if input_done {
+                    if !frontier_epoch.is_none_or(|epoch| epoch > processing) {
+                        break;
+                    }
+                    if frontier_epoch.is_none() && held.is_empty() {
                         snapshots.borrow_mut().window_final(processing, state.entries());
                         capability = None;
                         return;
@@ -239,13 +242,6 @@ impl<'scope> WindowAggregate<'scope> for Stream<'scope, Time, Vec<Bid>> {
                             state.apply(&windows, &batch);
                         }
                     }
-                }
-                let bound = firing_bound(frontier.frontier().iter().map(|t| t.event_time), &held);
-                state.fire_through(&windows, bound, &mut fired);
-                if !fired.is_empty() {
-                    SlotMetrics::add(&metrics.rows_emitted, fired.len() as u64);
-                    output.session(&*cap).give_container(&mut fired);
-                    fired.clear();
                 }
             }
         })
