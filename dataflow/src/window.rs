@@ -225,7 +225,7 @@ impl<'scope> WindowAggregate<'scope> for Stream<'scope, Time, Vec<Bid>> {
                         output.session(&*cap).give_container(&mut fired);
                         fired.clear();
                     }
-                    if !frontier_epoch.is_none_or(|epoch| epoch > processing) {
+                    if frontier_epoch.is_some_and(|epoch| epoch <= processing) {
                         break;
                     }
                     if frontier_epoch.is_none() && held.is_empty() {
