@@ -216,8 +216,21 @@ async fn deploy(
         ..
     } = deployment;
     let spec = Arc::new(spec);
-    // Refuse a stale deployment before touching anything, including the data plane.
+    // Refuse a stale deployment before touching anything, including the data plane; then bring
+    // the slots' output in line with the restored checkpoint and decode their state, all before
+    // any slot starts, so that a failure here leaves nothing running.
     crate::deploy::fence_output(&spec, generation).map_err(|e| e.to_string())?;
+    let mut prepared = Vec::with_capacity(slots.len());
+    for (slot, snapshot) in slots {
+        recover_sinks(&spec, slot, restored_epoch, restored_attempt).map_err(|e| e.to_string())?;
+        let snapshot = if snapshot.is_empty() {
+            SlotSnapshot::default()
+        } else {
+            SlotSnapshot::decode(&snapshot, restored_epoch).map_err(|e| format!("slot {slot} state: {e}"))?.1
+        };
+        prepared.push((slot, snapshot));
+    }
+    let slots = prepared;
     let parallelism = spec.parallelism;
     let local: Vec<usize> = slots.iter().map(|(slot, _)| *slot).collect();
     let is_local = |slot: usize| placement[slot].worker_id == worker_id;
@@ -253,9 +266,14 @@ async fn deploy(
             .map(|p| (p.worker_id, p.data_address.clone()))
             .collect();
         for (remote, address) in remote_workers {
-            let stream = connect(tls, &address)
-                .await
-                .map_err(|e| format!("data connection to worker {remote} at {address}: {e}"))?;
+            let stream = match connect(tls, &address).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    wirings.lock().expect("wirings lock").remove(&attempt);
+                    tasks.iter().for_each(|task: &tokio::task::JoinHandle<()>| task.abort());
+                    return Err(format!("data connection to worker {remote} at {address}: {e}"));
+                }
+            };
             let (sender, task) =
                 spawn_data_connection(stream, Hello::Data { from_worker: worker_id, attempt }, wiring.clone());
             connections.insert(remote, sender);
@@ -290,12 +308,6 @@ async fn deploy(
     let mut running =
         RunningAttempt { commands: BTreeMap::new(), metrics: BTreeMap::new(), handles: Vec::new(), tasks };
     for (slot, snapshot) in slots {
-        recover_sinks(&spec, slot, restored_epoch, restored_attempt).map_err(|e| e.to_string())?;
-        let snapshot = if snapshot.is_empty() {
-            SlotSnapshot::default()
-        } else {
-            SlotSnapshot::decode(&snapshot, restored_epoch).map_err(|e| format!("slot {slot} state: {e}"))?.1
-        };
         let exchange = (parallelism > 1).then(|| {
             let senders: Vec<Box<dyn ExchangeTx<Bid>>> = (0..parallelism)
                 .map(|to| -> Box<dyn ExchangeTx<Bid>> {
@@ -327,7 +339,7 @@ async fn deploy(
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         running.commands.insert(slot, (commands_tx, doorbells[&slot].clone()));
         running.metrics.insert(slot, metrics.clone());
-        let handle = launch_slot(SlotLaunch {
+        let launched = launch_slot(SlotLaunch {
             spec: spec.clone(),
             slot,
             attempt: attempt_token,
@@ -339,9 +351,15 @@ async fn deploy(
             events: events_tx.clone(),
             doorbell: doorbells[&slot].clone(),
             rate_limit,
-        })
-        .map_err(|e| e.to_string())?;
-        running.handles.push(handle);
+        });
+        match launched {
+            Ok(handle) => running.handles.push(handle),
+            Err(error) => {
+                wirings.lock().expect("wirings lock").remove(&attempt);
+                stop(running).await;
+                return Err(error.to_string());
+            }
+        }
     }
     Ok(running)
 }

@@ -106,7 +106,6 @@ impl RestoredCheckpoint {
 pub struct CheckpointStore {
     store: Arc<dyn ObjectStore>,
     job_root: ObjectPath,
-    description: String,
 }
 
 /// The name of the metadata object.
@@ -141,17 +140,12 @@ impl CheckpointStore {
                 .with_automatic_cleanup(true);
             Arc::new(local)
         };
-        Ok(Self::with_store(store, job_id, location.to_string()))
+        Ok(Self::with_store(store, job_id))
     }
 
     /// Checkpoint storage for `job_id` in an existing object store.
-    pub fn with_store(store: Arc<dyn ObjectStore>, job_id: &str, description: String) -> Self {
-        CheckpointStore { store, job_root: ObjectPath::from(job_id), description }
-    }
-
-    /// Where this store lives, as the user gave it.
-    pub fn description(&self) -> &str {
-        &self.description
+    pub fn with_store(store: Arc<dyn ObjectStore>, job_id: &str) -> Self {
+        CheckpointStore { store, job_root: ObjectPath::from(job_id) }
     }
 
     fn path(&self, checkpoint: u64, name: &str) -> ObjectPath {
