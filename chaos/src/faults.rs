@@ -22,6 +22,14 @@ pub enum Fault {
         /// How long it stays down.
         down_ms: u64,
     },
+    /// Kill the coordinator at `at_ms` and restart it `down_ms` later (it resumes the job from
+    /// the checkpoint store).
+    KillCoordinator {
+        /// When.
+        at_ms: u64,
+        /// How long it stays down.
+        down_ms: u64,
+    },
     /// Cut worker `worker` off the network at `at_ms` for `duration_ms`.
     Partition {
         /// When.
@@ -37,13 +45,31 @@ impl Fault {
     /// When the fault starts.
     pub fn at_ms(&self) -> u64 {
         match self {
-            Fault::KillWorker { at_ms, .. } | Fault::Partition { at_ms, .. } => *at_ms,
+            Fault::KillWorker { at_ms, .. } | Fault::KillCoordinator { at_ms, .. } | Fault::Partition { at_ms, .. } => {
+                *at_ms
+            }
         }
     }
+    /// The node the fault hits: a worker's index, or `None` for the coordinator.
+    pub fn target(&self) -> Option<usize> {
+        match self {
+            Fault::KillWorker { worker, .. } | Fault::Partition { worker, .. } => Some(*worker),
+            Fault::KillCoordinator { .. } => None,
+        }
+    }
+
+    fn delay_to(&mut self, start_ms: u64) {
+        match self {
+            Fault::KillWorker { at_ms, .. } | Fault::KillCoordinator { at_ms, .. } | Fault::Partition { at_ms, .. } => {
+                *at_ms = start_ms
+            }
+        }
+    }
+
     /// When the fault ends.
     pub fn end_ms(&self) -> u64 {
         match self {
-            Fault::KillWorker { at_ms, down_ms, .. } => at_ms + down_ms,
+            Fault::KillWorker { at_ms, down_ms, .. } | Fault::KillCoordinator { at_ms, down_ms } => at_ms + down_ms,
             Fault::Partition { at_ms, duration_ms, .. } => at_ms + duration_ms,
         }
     }
@@ -54,6 +80,9 @@ impl fmt::Display for Fault {
         match self {
             Fault::KillWorker { at_ms, worker, down_ms } => {
                 write!(f, "at {at_ms} ms kill worker {worker}, restart after {down_ms} ms")
+            }
+            Fault::KillCoordinator { at_ms, down_ms } => {
+                write!(f, "at {at_ms} ms kill the coordinator, restart after {down_ms} ms")
             }
             Fault::Partition { at_ms, worker, duration_ms } => {
                 write!(f, "at {at_ms} ms partition worker {worker} for {duration_ms} ms")
@@ -83,13 +112,25 @@ impl FaultPlan {
             .map(|_| {
                 let at_ms = 100 + next(job_ms);
                 let worker = next(workers as u64) as usize;
-                if next(3) == 0 {
-                    Fault::Partition { at_ms, worker, duration_ms: 500 + next(4_000) }
-                } else {
-                    Fault::KillWorker { at_ms, worker, down_ms: 100 + next(2_000) }
+                match next(6) {
+                    0 | 1 => Fault::Partition { at_ms, worker, duration_ms: 500 + next(4_000) },
+                    2 => Fault::KillCoordinator { at_ms, down_ms: 100 + next(2_000) },
+                    _ => Fault::KillWorker { at_ms, worker, down_ms: 100 + next(2_000) },
                 }
             })
             .collect();
+        faults.sort_by_key(|f| f.at_ms());
+        // One fault at a time per node: a node is killed while up and restarted while down, a
+        // partition is not healed early by an overlapping one (as a real fault injector does).
+        let mut free_at: std::collections::BTreeMap<Option<usize>, u64> = Default::default();
+        for fault in &mut faults {
+            let target = fault.target();
+            let earliest = free_at.get(&target).copied().unwrap_or(0);
+            if fault.at_ms() < earliest {
+                fault.delay_to(earliest);
+            }
+            free_at.insert(target, fault.end_ms() + 50);
+        }
         faults.sort_by_key(|f| f.at_ms());
         FaultPlan { faults }
     }
@@ -126,7 +167,13 @@ mod tests {
             assert_eq!(plan, FaultPlan::from_seed(seed, 3, 2_000));
             assert!(!plan.faults.is_empty() && plan.faults.len() <= 3);
             assert!(plan.faults.windows(2).all(|w| w[0].at_ms() <= w[1].at_ms()));
-            assert!(plan.heal_at_ms() < 100 + 2_000 + 4_500);
+            assert!(plan.heal_at_ms() < 3 * (100 + 2_000 + 4_500 + 50));
+            for (i, a) in plan.faults.iter().enumerate() {
+                for b in &plan.faults[i + 1..] {
+                    let overlap = a.at_ms() < b.end_ms() + 50 && b.at_ms() < a.end_ms() + 50;
+                    assert!(a.target() != b.target() || !overlap, "overlapping faults on one node: {plan}");
+                }
+            }
         }
     }
 }

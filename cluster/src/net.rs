@@ -34,9 +34,22 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Binds `address`.
+    /// Binds `address`. A restarted process may find its port still held for a moment (by the
+    /// dying previous incarnation, or in TIME_WAIT): "address in use" is retried for a while.
     pub async fn bind(tls: &TlsContext, address: &str) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(address).await?;
+        const BIND_ATTEMPTS: u32 = 50;
+        let mut attempt = 1;
+        let listener = loop {
+            match TcpListener::bind(address).await {
+                Ok(listener) => break listener,
+                Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && attempt < BIND_ATTEMPTS => {
+                    tracing::warn!(address, attempt, "address in use; retrying");
+                    weir_core::rt::sleep(Duration::from_millis(200)).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         Ok(TlsListener { listener, acceptor: TlsAcceptor::from(Arc::clone(&tls.server)) })
     }
 

@@ -90,8 +90,16 @@ pub async fn run_coordinator(options: CoordinatorOptions) -> std::io::Result<()>
     let options = Arc::new(options);
     resume_jobs(&state, &options).await;
     loop {
-        let (stream, peer) = listener.accept().await?;
-        tokio::spawn(serve_connection(stream, peer, state.clone(), options.clone()));
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(serve_connection(stream, peer, state.clone(), options.clone()));
+            }
+            Err(error) => {
+                // A failed accept (resource limits, a reset peer) must not take the cluster down.
+                tracing::warn!(%error, "accept failed; retrying");
+                rt::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 

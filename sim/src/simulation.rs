@@ -207,7 +207,7 @@ async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &Fault
         "20",
     ]));
     let Command::Coordinator(coordinator_args) = coordinator_args else { unreachable!() };
-    handle
+    let coordinator_node = handle
         .create_node()
         .name("coordinator")
         .ip(ips[0])
@@ -332,6 +332,8 @@ async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &Fault
         match (fault, start) {
             (Fault::KillWorker { worker, .. }, true) => handle.kill(workers[*worker]),
             (Fault::KillWorker { worker, .. }, false) => handle.restart(workers[*worker]),
+            (Fault::KillCoordinator { .. }, true) => handle.kill(coordinator_node.id()),
+            (Fault::KillCoordinator { .. }, false) => handle.restart(coordinator_node.id()),
             (Fault::Partition { worker, .. }, true) => net.clog_node(workers[*worker]),
             (Fault::Partition { worker, .. }, false) => net.unclog_node(workers[*worker]),
         }
