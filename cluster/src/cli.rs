@@ -155,7 +155,18 @@ pub enum RunJob {
     /// Windowed bid statistics: per tumbling event-time window and auction, count, sum and max
     /// of prices; late records to DIR/late/, malformed lines to DIR/errors/. Re-running the same
     /// command resumes from the latest complete checkpoint.
-    Bids(BidsArgs),
+    Bids(RunBidsArgs),
+}
+
+/// Flags of `weir run bids`: the job's flags plus those of the embedded run.
+#[derive(Debug, Clone, Args)]
+pub struct RunBidsArgs {
+    /// The job.
+    #[command(flatten)]
+    pub job: BidsArgs,
+    /// Progress line interval on stderr; 0 or `off` for none.
+    #[arg(long, default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
+    pub progress: Interval,
 }
 
 /// What to do with a malformed input line.
@@ -167,7 +178,7 @@ pub enum OnBadRecord {
     Fail,
 }
 
-/// Flags of `weir run bids`.
+/// Flags of the bids job, shared by `weir run bids` and `weir job submit bids`.
 #[derive(Debug, Clone, Args)]
 pub struct BidsArgs {
     /// Input CSV file, or directory of *.csv files (one split each), with header
@@ -212,9 +223,6 @@ pub struct BidsArgs {
     /// Throttle the sources to at most this many events per second in total (unlimited by default).
     #[arg(long, value_name = "EVENTS_PER_SECOND", value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: Option<u64>,
-    /// Progress line interval on stderr; 0 or `off` for none.
-    #[arg(long, default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
-    pub progress: Interval,
 }
 
 /// An optional interval (`off` or `0` is none).
@@ -301,7 +309,6 @@ impl BidsArgs {
         options.checkpoint_location = self.checkpoint_dir.clone();
         options.checkpoint_interval = self.checkpoint_interval.0;
         options.retained_checkpoints = self.retained_checkpoints as usize;
-        options.progress_interval = self.progress.0;
         options.rate_limit = self.rate;
         Ok(options)
     }

@@ -18,10 +18,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(RunJob::Bids(args)) => {
-            let options = match args.to_options() {
+            let mut options = match args.job.to_options() {
                 Ok(options) => options,
                 Err(error) => return fail(&error.to_string()),
             };
+            options.progress_interval = args.progress.0;
             let cpu_before = weir_core::rt::process_cpu_ms();
             match run_bids_job(options) {
                 Ok(summary) => {

@@ -17,9 +17,7 @@ use weir_core::rt;
 use weir_core::time::Epoch;
 use weir_core::Bid;
 use weir_dataflow::exchange::{Doorbell, ExchangeRx, ExchangeTx, LocalChannel};
-use weir_dataflow::job::sink_dirs;
 use weir_dataflow::metrics::SlotMetrics;
-use weir_dataflow::sink;
 
 use crate::coordinator::{coordinate, CoordinatorConfig, CoordinatorOutcome, CrashPoint, JobError};
 use crate::deploy::{fence_output, launch_slot, next_generation, plan_restore, recover_sinks, SlotLaunch};
@@ -153,10 +151,6 @@ pub(crate) fn claim_output(spec: &BidsJobSpec, job_id: &str) -> Result<(), RunEr
                 .map_err(|e| output_error(format!("is not writable: {e}")))?;
         }
         Err(e) => return Err(output_error(format!("cannot read {JOB_MARKER}: {e}"))),
-    }
-    for dir in sink_dirs(spec) {
-        sink::prepare(&dir)
-            .map_err(|e| RunError::Output { path: dir.clone(), reason: format!("cannot create: {e}") })?;
     }
     Ok(())
 }

@@ -62,8 +62,6 @@ struct AttemptRoute {
     deployed: UnboundedSender<Result<u64, String>>,
     metrics: BTreeMap<usize, Arc<SlotMetrics>>,
     workers: Vec<u64>,
-    /// A slot of each worker, to name in a loss event.
-    slot_of_worker: BTreeMap<u64, usize>,
 }
 
 struct JobEntry {
@@ -211,8 +209,7 @@ fn lose_worker(state: &Shared, worker_id: u64, reason: &str) {
     eprintln!("coordinator: worker {worker_id} lost ({reason})");
     rt::trace(&format!("worker {worker_id} lost ({reason})"));
     for route in state.attempts.values() {
-        if let Some(&slot) = route.slot_of_worker.get(&worker_id) {
-            let _ = slot;
+        if route.workers.contains(&worker_id) {
             let _ = route.events.send(SlotEvent::WorkerLost { message: format!("worker {worker_id} lost: {reason}") });
             let _ = route.deployed.send(Err(format!("worker {worker_id} lost: {reason}")));
         }
@@ -530,10 +527,6 @@ async fn run_attempt(
                     (0..parallelism).map(|slot| (slot, Arc::new(SlotMetrics::default()))).collect();
                 let mut workers: Vec<u64> = placement.iter().map(|(id, _)| *id).collect();
                 workers.dedup();
-                let mut slot_of_worker = BTreeMap::new();
-                for (slot, (id, _)) in placement.iter().enumerate() {
-                    slot_of_worker.entry(*id).or_insert(slot);
-                }
                 for id in &workers {
                     let used = placement.iter().filter(|(w, _)| w == id).count();
                     state.workers.get_mut(id).expect("worker").busy = Some((attempt, used));
@@ -545,7 +538,6 @@ async fn run_attempt(
                     deployed: deployed_tx,
                     metrics: metrics.clone(),
                     workers,
-                    slot_of_worker,
                 };
                 state.attempts.insert(attempt, route);
                 Some((attempt, placement, events_rx, deployed_rx, metrics))
