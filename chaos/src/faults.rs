@@ -1,36 +1,199 @@
-//! Fault plans: which faults a simulated run injects, and when, derived from its seed.
+//! The fault catalogue, swarm plans and the fault atlas.
 //!
-//! A plan is pure data, printed with the seed, so that a failing run is a complete bug report:
-//! the same seed gives the same plan and (in the simulator) the same run. Every fault here is
-//! one the cluster claims to survive with exactly-once output: worker processes killed and
-//! restarted at any moment (including mid-checkpoint), and a worker cut off from the network
-//! for a while. All faults heal by [`FaultPlan::heal_at_ms`].
+//! A seed determines a [`FaultPlan`]: the cluster's shape and the job's knobs ([`Shape`]), which
+//! fault kinds are switched on for this run (swarm testing: a run with few kinds stresses each
+//! harder, and the kinds combine differently from seed to seed), and the faults themselves, with
+//! their times. A plan is pure data, printed with the seed and serialisable, so a failing run is a
+//! complete bug report and a shrunk plan replays with `--plan`.
+//!
+//! # The atlas: what Weir promises under each fault
+//!
+//! Every kind below is one Weir promises to *survive with exactly-once output*: after the
+//! faults heal, the job finishes within the liveness bound and its committed output equals the
+//! sequential reference. The generator keeps each run inside that promise — so that every FAIL is
+//! a real bug — by these limits:
+//!
+//! | kind | what happens | limits that keep it within the promise |
+//! |---|---|---|
+//! | `kill-worker` | a worker process dies (any moment: mid-checkpoint, between staging and commit, during recovery) and restarts | down ≤ 2.1 s |
+//! | `kill-coordinator` | the coordinator dies and restarts; it resumes jobs from the checkpoint store | down ≤ 2.1 s |
+//! | `partition` | a worker is cut off both ways (clogged) | ≤ 4.5 s |
+//! | `one-way-partition` | a worker's inbound or outbound traffic is dropped | ≤ 4.5 s |
+//! | `latency` | every packet takes 10–250 ms (jitter within the range) | below the 2 s heartbeat timeout most of the time; beyond it is a partition, also survived |
+//! | `pause` | a node is frozen (VM or GC pause): its clock jumps forward when it resumes | ≤ 5 s |
+//! | `storage-errors` | ≤ 30% of object-store operations fail | ≤ 3 s; restarts are bounded by the coordinator's `--restarts` |
+//! | `storage-slow` | every object-store operation takes 5–300 ms longer | ≤ 3 s |
+//! | `lying-puts` | ≤ 30% of puts store the object and then report failure | ≤ 3 s |
+//! | `list-lag` | objects written in the last 50–1000 ms are missing from listings | ≤ 3 s |
+//! | `corrupt-checkpoint` | a file of the newest checkpoint is bit-flipped or truncated, then a worker is killed so that the job restores | only checkpoint files (the job record is not protected by a checksum: Weir promises a clear error for it, not survival) |
+//! | `stall-split` | one source split yields nothing for a while (its watermark holds every window back) | ≤ 5 s |
+//! | `sink-commit-fails` | the next 1–2 sink commits fail with an I/O error; the attempt restarts and recovery commits | — |
+//!
+//! Node faults (kill, partition, pause, corruption) hit one node at a time: a node is killed
+//! while up and restarted while down, as a real fault injector does. Every fault heals by
+//! [`FaultPlan::heal_at_ms`].
 
+use std::collections::BTreeMap;
 use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 use weir_core::keygroup::mix64;
 
-/// One fault.
-#[derive(Clone, Debug, PartialEq, Eq)]
+use crate::storage::{Damage, StorageFaultMode};
+
+/// The kinds of fault the simulator injects.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FaultKind {
+    /// Kill and restart a worker.
+    KillWorker,
+    /// Kill and restart the coordinator.
+    KillCoordinator,
+    /// Cut a worker off both ways.
+    Partition,
+    /// Drop a worker's inbound or outbound traffic.
+    OneWayPartition,
+    /// Slow every packet.
+    Latency,
+    /// Freeze a node (its clock jumps).
+    Pause,
+    /// Fail object-store operations.
+    StorageErrors,
+    /// Slow object-store operations.
+    StorageSlow,
+    /// Puts that succeed but report failure.
+    LyingPuts,
+    /// Listings that miss recent objects.
+    ListLag,
+    /// Damage a checkpoint file, then force a restore.
+    CorruptCheckpoint,
+    /// A source split stalls.
+    StallSplit,
+    /// Sink commits fail.
+    SinkCommitFails,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 13] = [
+        FaultKind::KillWorker,
+        FaultKind::KillCoordinator,
+        FaultKind::Partition,
+        FaultKind::OneWayPartition,
+        FaultKind::Latency,
+        FaultKind::Pause,
+        FaultKind::StorageErrors,
+        FaultKind::StorageSlow,
+        FaultKind::LyingPuts,
+        FaultKind::ListLag,
+        FaultKind::CorruptCheckpoint,
+        FaultKind::StallSplit,
+        FaultKind::SinkCommitFails,
+    ];
+
+    /// The kind's name in plans and the atlas.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::KillWorker => "kill-worker",
+            FaultKind::KillCoordinator => "kill-coordinator",
+            FaultKind::Partition => "partition",
+            FaultKind::OneWayPartition => "one-way-partition",
+            FaultKind::Latency => "latency",
+            FaultKind::Pause => "pause",
+            FaultKind::StorageErrors => "storage-errors",
+            FaultKind::StorageSlow => "storage-slow",
+            FaultKind::LyingPuts => "lying-puts",
+            FaultKind::ListLag => "list-lag",
+            FaultKind::CorruptCheckpoint => "corrupt-checkpoint",
+            FaultKind::StallSplit => "stall-split",
+            FaultKind::SinkCommitFails => "sink-commit-fails",
+        }
+    }
+}
+
+/// The cluster and job of one run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape {
+    /// Worker nodes.
+    pub workers: usize,
+    /// Slots per worker.
+    pub slots_per_worker: usize,
+    /// The job's parallelism (at most all slots).
+    pub parallelism: usize,
+    /// Checkpoint interval, ms.
+    pub checkpoint_interval_ms: u64,
+    /// Tumbling window size, ms.
+    pub window_ms: u64,
+    /// Bounded out-of-orderness of the watermarks, ms.
+    pub out_of_orderness_ms: u64,
+    /// Events generated.
+    pub events: u64,
+    /// Source rate, events per simulated second (so that the job spans simulated time).
+    pub rate: u64,
+}
+
+impl Shape {
+    /// How long the job runs without faults, in simulated ms.
+    pub fn job_ms(&self) -> u64 {
+        self.events * 1000 / self.rate
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} workers × {} slots, parallelism {}, checkpoints every {} ms, {} ms windows, {} ms out-of-orderness, {} events at {}/s",
+            self.workers,
+            self.slots_per_worker,
+            self.parallelism,
+            self.checkpoint_interval_ms,
+            self.window_ms,
+            self.out_of_orderness_ms,
+            self.events,
+            self.rate
+        )
+    }
+}
+
+/// Which node a node fault hits.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Node {
+    /// The coordinator.
+    Coordinator,
+    /// Worker `n` (0-based).
+    Worker(usize),
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Node::Coordinator => write!(f, "the coordinator"),
+            Node::Worker(n) => write!(f, "worker {n}"),
+        }
+    }
+}
+
+/// One fault: what, when (ms from the start of the run) and for how long.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Fault {
-    /// Kill worker `worker` at `at_ms` and restart it `down_ms` later.
+    /// Kill worker `worker` and restart it `down_ms` later.
     KillWorker {
-        /// When, in simulated ms from the start.
+        /// When.
         at_ms: u64,
-        /// Which worker (0-based).
+        /// Which worker.
         worker: usize,
         /// How long it stays down.
         down_ms: u64,
     },
-    /// Kill the coordinator at `at_ms` and restart it `down_ms` later (it resumes the job from
-    /// the checkpoint store).
+    /// Kill the coordinator and restart it `down_ms` later.
     KillCoordinator {
         /// When.
         at_ms: u64,
         /// How long it stays down.
         down_ms: u64,
     },
-    /// Cut worker `worker` off the network at `at_ms` for `duration_ms`.
+    /// Cut worker `worker` off the network both ways.
     Partition {
         /// When.
         at_ms: u64,
@@ -39,118 +202,392 @@ pub enum Fault {
         /// How long.
         duration_ms: u64,
     },
+    /// Drop worker `worker`'s outbound (or inbound) packets.
+    OneWayPartition {
+        /// When.
+        at_ms: u64,
+        /// Which worker.
+        worker: usize,
+        /// Outbound if true, inbound otherwise.
+        outbound: bool,
+        /// How long.
+        duration_ms: u64,
+    },
+    /// Every packet takes `min_ms..max_ms`.
+    Latency {
+        /// When.
+        at_ms: u64,
+        /// Least latency.
+        min_ms: u64,
+        /// Greatest latency.
+        max_ms: u64,
+        /// How long.
+        duration_ms: u64,
+    },
+    /// Freeze `node` for `duration_ms` (its clock jumps forward by as much when it resumes).
+    Pause {
+        /// When.
+        at_ms: u64,
+        /// Which node.
+        node: Node,
+        /// How long.
+        duration_ms: u64,
+    },
+    /// A storage fault window.
+    Storage {
+        /// When.
+        at_ms: u64,
+        /// What the store does meanwhile.
+        mode: StorageFaultMode,
+        /// How long.
+        duration_ms: u64,
+    },
+    /// Damage a file of the newest checkpoint (`file` picks which), then kill worker `worker`
+    /// for `down_ms` so that the job restores.
+    CorruptCheckpoint {
+        /// When.
+        at_ms: u64,
+        /// How the file is damaged.
+        damage: Damage,
+        /// Which file: index into the checkpoint's files (`_metadata` last), modulo their count.
+        file: usize,
+        /// The worker killed afterwards.
+        worker: usize,
+        /// How long it stays down.
+        down_ms: u64,
+    },
+    /// Source split `split` yields nothing for `duration_ms`.
+    StallSplit {
+        /// When.
+        at_ms: u64,
+        /// Which split.
+        split: usize,
+        /// How long.
+        duration_ms: u64,
+    },
+    /// The next `count` sink commits fail.
+    SinkCommitFails {
+        /// When.
+        at_ms: u64,
+        /// How many commits fail.
+        count: u32,
+    },
+}
+
+/// What a fault occupies: at most one fault at a time per target.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    /// A node.
+    Node(Node),
+    /// The whole network.
+    Network,
+    /// The object store.
+    Storage,
+    /// A source split.
+    Split(usize),
+    /// The sinks.
+    Sinks,
 }
 
 impl Fault {
     /// When the fault starts.
     pub fn at_ms(&self) -> u64 {
-        match self {
-            Fault::KillWorker { at_ms, .. } | Fault::KillCoordinator { at_ms, .. } | Fault::Partition { at_ms, .. } => {
-                *at_ms
-            }
-        }
+        *self.at_ref()
     }
-    /// The node the fault hits: a worker's index, or `None` for the coordinator.
-    pub fn target(&self) -> Option<usize> {
+
+    fn at_ref(&self) -> &u64 {
         match self {
-            Fault::KillWorker { worker, .. } | Fault::Partition { worker, .. } => Some(*worker),
-            Fault::KillCoordinator { .. } => None,
+            Fault::KillWorker { at_ms, .. }
+            | Fault::KillCoordinator { at_ms, .. }
+            | Fault::Partition { at_ms, .. }
+            | Fault::OneWayPartition { at_ms, .. }
+            | Fault::Latency { at_ms, .. }
+            | Fault::Pause { at_ms, .. }
+            | Fault::Storage { at_ms, .. }
+            | Fault::CorruptCheckpoint { at_ms, .. }
+            | Fault::StallSplit { at_ms, .. }
+            | Fault::SinkCommitFails { at_ms, .. } => at_ms,
         }
     }
 
-    fn delay_to(&mut self, start_ms: u64) {
+    fn set_at(&mut self, start_ms: u64) {
         match self {
-            Fault::KillWorker { at_ms, .. } | Fault::KillCoordinator { at_ms, .. } | Fault::Partition { at_ms, .. } => {
-                *at_ms = start_ms
-            }
+            Fault::KillWorker { at_ms, .. }
+            | Fault::KillCoordinator { at_ms, .. }
+            | Fault::Partition { at_ms, .. }
+            | Fault::OneWayPartition { at_ms, .. }
+            | Fault::Latency { at_ms, .. }
+            | Fault::Pause { at_ms, .. }
+            | Fault::Storage { at_ms, .. }
+            | Fault::CorruptCheckpoint { at_ms, .. }
+            | Fault::StallSplit { at_ms, .. }
+            | Fault::SinkCommitFails { at_ms, .. } => *at_ms = start_ms,
         }
+    }
+
+    /// How long the fault lasts, in ms (0 for instantaneous ones).
+    pub fn duration_ms(&self) -> u64 {
+        match self {
+            Fault::KillWorker { down_ms, .. }
+            | Fault::KillCoordinator { down_ms, .. }
+            | Fault::CorruptCheckpoint { down_ms, .. } => *down_ms,
+            Fault::Partition { duration_ms, .. }
+            | Fault::OneWayPartition { duration_ms, .. }
+            | Fault::Latency { duration_ms, .. }
+            | Fault::Pause { duration_ms, .. }
+            | Fault::Storage { duration_ms, .. }
+            | Fault::StallSplit { duration_ms, .. } => *duration_ms,
+            Fault::SinkCommitFails { .. } => 0,
+        }
+    }
+
+    /// The same fault lasting `ms` (for shrinking); instantaneous faults are unchanged.
+    pub fn with_duration(&self, ms: u64) -> Fault {
+        let mut fault = self.clone();
+        match &mut fault {
+            Fault::KillWorker { down_ms, .. }
+            | Fault::KillCoordinator { down_ms, .. }
+            | Fault::CorruptCheckpoint { down_ms, .. } => *down_ms = ms,
+            Fault::Partition { duration_ms, .. }
+            | Fault::OneWayPartition { duration_ms, .. }
+            | Fault::Latency { duration_ms, .. }
+            | Fault::Pause { duration_ms, .. }
+            | Fault::Storage { duration_ms, .. }
+            | Fault::StallSplit { duration_ms, .. } => *duration_ms = ms,
+            Fault::SinkCommitFails { .. } => {}
+        }
+        fault
     }
 
     /// When the fault ends.
     pub fn end_ms(&self) -> u64 {
+        self.at_ms() + self.duration_ms()
+    }
+
+    /// What the fault occupies.
+    pub fn target(&self) -> Target {
         match self {
-            Fault::KillWorker { at_ms, down_ms, .. } | Fault::KillCoordinator { at_ms, down_ms } => at_ms + down_ms,
-            Fault::Partition { at_ms, duration_ms, .. } => at_ms + duration_ms,
+            Fault::KillWorker { worker, .. }
+            | Fault::Partition { worker, .. }
+            | Fault::OneWayPartition { worker, .. }
+            | Fault::CorruptCheckpoint { worker, .. } => Target::Node(Node::Worker(*worker)),
+            Fault::KillCoordinator { .. } => Target::Node(Node::Coordinator),
+            Fault::Pause { node, .. } => Target::Node(*node),
+            Fault::Latency { .. } => Target::Network,
+            Fault::Storage { .. } => Target::Storage,
+            Fault::StallSplit { split, .. } => Target::Split(*split),
+            Fault::SinkCommitFails { .. } => Target::Sinks,
+        }
+    }
+
+    /// The fault's kind.
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            Fault::KillWorker { .. } => FaultKind::KillWorker,
+            Fault::KillCoordinator { .. } => FaultKind::KillCoordinator,
+            Fault::Partition { .. } => FaultKind::Partition,
+            Fault::OneWayPartition { .. } => FaultKind::OneWayPartition,
+            Fault::Latency { .. } => FaultKind::Latency,
+            Fault::Pause { .. } => FaultKind::Pause,
+            Fault::Storage { mode, .. } if mode.error_per_mille > 0 => FaultKind::StorageErrors,
+            Fault::Storage { mode, .. } if mode.lying_put_per_mille > 0 => FaultKind::LyingPuts,
+            Fault::Storage { mode, .. } if mode.list_lag_ms > 0 => FaultKind::ListLag,
+            Fault::Storage { .. } => FaultKind::StorageSlow,
+            Fault::CorruptCheckpoint { .. } => FaultKind::CorruptCheckpoint,
+            Fault::StallSplit { .. } => FaultKind::StallSplit,
+            Fault::SinkCommitFails { .. } => FaultKind::SinkCommitFails,
         }
     }
 }
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at {} ms ", self.at_ms())?;
         match self {
-            Fault::KillWorker { at_ms, worker, down_ms } => {
-                write!(f, "at {at_ms} ms kill worker {worker}, restart after {down_ms} ms")
+            Fault::KillWorker { worker, down_ms, .. } => write!(f, "kill worker {worker}, restart after {down_ms} ms"),
+            Fault::KillCoordinator { down_ms, .. } => write!(f, "kill the coordinator, restart after {down_ms} ms"),
+            Fault::Partition { worker, duration_ms, .. } => write!(f, "partition worker {worker} for {duration_ms} ms"),
+            Fault::OneWayPartition { worker, outbound, duration_ms, .. } => write!(
+                f,
+                "drop worker {worker}'s {} packets for {duration_ms} ms",
+                if *outbound { "outbound" } else { "inbound" }
+            ),
+            Fault::Latency { min_ms, max_ms, duration_ms, .. } => {
+                write!(f, "network latency {min_ms}–{max_ms} ms for {duration_ms} ms")
             }
-            Fault::KillCoordinator { at_ms, down_ms } => {
-                write!(f, "at {at_ms} ms kill the coordinator, restart after {down_ms} ms")
-            }
-            Fault::Partition { at_ms, worker, duration_ms } => {
-                write!(f, "at {at_ms} ms partition worker {worker} for {duration_ms} ms")
-            }
+            Fault::Pause { node, duration_ms, .. } => write!(f, "pause {node} for {duration_ms} ms (clock jump)"),
+            Fault::Storage { mode, duration_ms, .. } => write!(f, "storage: {mode} for {duration_ms} ms"),
+            Fault::CorruptCheckpoint { damage, file, worker, down_ms, .. } => write!(
+                f,
+                "{} file #{file} of the newest checkpoint, then kill worker {worker} for {down_ms} ms",
+                match damage {
+                    Damage::BitFlip => "flip a bit in",
+                    Damage::Truncate => "truncate",
+                }
+            ),
+            Fault::StallSplit { split, duration_ms, .. } => write!(f, "stall split {split} for {duration_ms} ms"),
+            Fault::SinkCommitFails { count, .. } => write!(f, "fail the next {count} sink commit(s)"),
         }
     }
 }
 
-/// The faults of one run, in start order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The shape, switched-on kinds and faults of one run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultPlan {
-    /// The faults.
+    /// The cluster and job.
+    pub shape: Shape,
+    /// The fault kinds this run may draw from (swarm).
+    pub kinds: Vec<FaultKind>,
+    /// The faults, in start order.
     pub faults: Vec<Fault>,
 }
 
+/// A deterministic generator over a seed (SplitMix64: a counter through a finalizer).
+struct Draw(u64);
+
+impl Draw {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix64(self.0) % bound.max(1)
+    }
+    fn range(&mut self, low: u64, high: u64) -> u64 {
+        low + self.below(high - low + 1)
+    }
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+    fn coin(&mut self) -> bool {
+        self.below(2) == 0
+    }
+}
+
 impl FaultPlan {
-    /// The plan of `seed` for `workers` workers over a job of about `job_ms` simulated ms.
-    pub fn from_seed(seed: u64, workers: usize, job_ms: u64) -> Self {
-        assert!(workers > 0 && job_ms > 0);
-        let mut state = mix64(seed ^ 0xFA17_FA17);
-        let mut next = |bound: u64| {
-            state = mix64(state);
-            state % bound.max(1)
+    /// The plan of `seed`: a swarm draw of shape, kinds and faults.
+    pub fn from_seed(seed: u64) -> Self {
+        let mut draw = Draw(mix64(seed ^ 0xFA17_FA17));
+        let workers = draw.range(2, 4) as usize;
+        let slots_per_worker = draw.range(1, 3) as usize;
+        let total = workers * slots_per_worker;
+        // Mostly parallel jobs, where the exchange and alignment matter.
+        let parallelism = if draw.below(8) == 0 { 1 } else { draw.range(2.min(total as u64), total as u64) as usize };
+        let shape = Shape {
+            workers,
+            slots_per_worker,
+            parallelism,
+            checkpoint_interval_ms: draw.pick(&[50, 100, 100, 200, 500]),
+            window_ms: draw.pick(&[500, 1_000, 2_000, 10_000]),
+            out_of_orderness_ms: draw.pick(&[0, 200, 1_000, 4_000]),
+            events: draw.range(20_000, 80_000),
+            rate: 30_000,
         };
-        let count = 1 + next(3) as usize;
-        let mut faults: Vec<Fault> = (0..count)
-            .map(|_| {
-                let at_ms = 100 + next(job_ms);
-                let worker = next(workers as u64) as usize;
-                match next(6) {
-                    0 | 1 => Fault::Partition { at_ms, worker, duration_ms: 500 + next(4_000) },
-                    2 => Fault::KillCoordinator { at_ms, down_ms: 100 + next(2_000) },
-                    _ => Fault::KillWorker { at_ms, worker, down_ms: 100 + next(2_000) },
-                }
-            })
-            .collect();
-        faults.sort_by_key(|f| f.at_ms());
-        // One fault at a time per node: a node is killed while up and restarted while down, a
-        // partition is not healed early by an overlapping one (as a real fault injector does).
-        let mut free_at: std::collections::BTreeMap<Option<usize>, u64> = Default::default();
-        for fault in &mut faults {
-            let target = fault.target();
-            let earliest = free_at.get(&target).copied().unwrap_or(0);
-            if fault.at_ms() < earliest {
-                fault.delay_to(earliest);
+        let kinds: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|_| draw.coin()).collect();
+        let count = if kinds.is_empty() { 0 } else { draw.range(1, 5) as usize };
+        let job_ms = shape.job_ms();
+        let faults = (0..count).map(|_| Self::draw_fault(&mut draw, &shape, &kinds, job_ms)).collect();
+        FaultPlan::new(shape, kinds, faults)
+    }
+
+    fn draw_fault(draw: &mut Draw, shape: &Shape, kinds: &[FaultKind], job_ms: u64) -> Fault {
+        let at_ms = 100 + draw.below(job_ms * 3 / 2);
+        let worker = draw.below(shape.workers as u64) as usize;
+        let storage = |mode: StorageFaultMode, draw: &mut Draw| Fault::Storage { at_ms, mode, duration_ms: draw.range(200, 3_000) };
+        match draw.pick(kinds) {
+            FaultKind::KillWorker => Fault::KillWorker { at_ms, worker, down_ms: draw.range(100, 2_100) },
+            FaultKind::KillCoordinator => Fault::KillCoordinator { at_ms, down_ms: draw.range(100, 2_100) },
+            FaultKind::Partition => Fault::Partition { at_ms, worker, duration_ms: draw.range(500, 4_500) },
+            FaultKind::OneWayPartition => {
+                Fault::OneWayPartition { at_ms, worker, outbound: draw.coin(), duration_ms: draw.range(500, 4_500) }
             }
-            free_at.insert(target, fault.end_ms() + 50);
+            FaultKind::Latency => {
+                let min_ms = draw.range(10, 100);
+                Fault::Latency { at_ms, min_ms, max_ms: min_ms + draw.range(1, 150), duration_ms: draw.range(500, 4_000) }
+            }
+            FaultKind::Pause => {
+                let node = if draw.below(3) == 0 { Node::Coordinator } else { Node::Worker(worker) };
+                Fault::Pause { at_ms, node, duration_ms: draw.range(100, 5_000) }
+            }
+            FaultKind::StorageErrors => {
+                storage(StorageFaultMode { error_per_mille: draw.range(50, 300) as u32, ..Default::default() }, draw)
+            }
+            FaultKind::StorageSlow => storage(StorageFaultMode { slow_ms: draw.range(5, 300), ..Default::default() }, draw),
+            FaultKind::LyingPuts => {
+                storage(StorageFaultMode { lying_put_per_mille: draw.range(50, 300) as u32, ..Default::default() }, draw)
+            }
+            FaultKind::ListLag => storage(StorageFaultMode { list_lag_ms: draw.range(50, 1_000), ..Default::default() }, draw),
+            FaultKind::CorruptCheckpoint => Fault::CorruptCheckpoint {
+                at_ms,
+                damage: if draw.coin() { Damage::BitFlip } else { Damage::Truncate },
+                file: draw.below(64) as usize,
+                worker,
+                down_ms: draw.range(100, 1_000),
+            },
+            FaultKind::StallSplit => Fault::StallSplit {
+                at_ms,
+                split: draw.below(shape.parallelism as u64) as usize,
+                duration_ms: draw.range(200, 5_000),
+            },
+            FaultKind::SinkCommitFails => Fault::SinkCommitFails { at_ms, count: draw.range(1, 2) as u32 },
         }
-        faults.sort_by_key(|f| f.at_ms());
-        FaultPlan { faults }
+    }
+
+    /// A plan of `faults` on `shape`, made to respect the atlas: faults in start order, one at
+    /// a time per target (a later one waits until the earlier one healed, plus 50 ms).
+    pub fn new(shape: Shape, kinds: Vec<FaultKind>, mut faults: Vec<Fault>) -> Self {
+        faults.sort_by_key(Fault::at_ms);
+        let mut free_at: BTreeMap<Target, u64> = BTreeMap::new();
+        for fault in &mut faults {
+            let earliest = free_at.get(&fault.target()).copied().unwrap_or(0);
+            if fault.at_ms() < earliest {
+                fault.set_at(earliest);
+            }
+            free_at.insert(fault.target(), fault.end_ms() + 50);
+        }
+        faults.sort_by_key(Fault::at_ms);
+        FaultPlan { shape, kinds, faults }
     }
 
     /// When every fault has healed.
     pub fn heal_at_ms(&self) -> u64 {
         self.faults.iter().map(Fault::end_ms).max().unwrap_or(0)
     }
+
+    /// The plan as one line of JSON (replay it with `--plan`).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a plan always serializes")
+    }
+
+    /// A plan written by [`FaultPlan::to_json`], checked against the atlas.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let plan: FaultPlan = serde_json::from_str(text).map_err(|e| format!("not a fault plan: {e}"))?;
+        let shape = &plan.shape;
+        if shape.workers == 0 || shape.slots_per_worker == 0 || shape.rate == 0 || shape.events == 0 {
+            return Err("a plan needs workers, slots, events and a rate".into());
+        }
+        if shape.parallelism == 0 || shape.parallelism > shape.workers * shape.slots_per_worker {
+            return Err(format!("parallelism {} does not fit {} slots", shape.parallelism, shape.workers * shape.slots_per_worker));
+        }
+        for fault in &plan.faults {
+            let bad_worker = matches!(fault.target(), Target::Node(Node::Worker(w)) if w >= shape.workers);
+            let bad_split = matches!(fault.target(), Target::Split(s) if s >= shape.parallelism);
+            if bad_worker || bad_split {
+                return Err(format!("fault `{fault}` names a node or split the shape does not have"));
+            }
+        }
+        Ok(FaultPlan::new(plan.shape, plan.kinds, plan.faults))
+    }
 }
 
 impl fmt::Display for FaultPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "shape:  {}", self.shape)?;
+        let kinds: Vec<&str> = self.kinds.iter().map(|k| k.name()).collect();
+        writeln!(f, "  kinds:  {}", if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") })?;
         if self.faults.is_empty() {
-            return write!(f, "no faults");
+            return write!(f, "  faults: none");
         }
-        for (i, fault) in self.faults.iter().enumerate() {
-            if i > 0 {
-                write!(f, "; ")?;
-            }
-            write!(f, "{fault}")?;
+        write!(f, "  faults:")?;
+        for fault in &self.faults {
+            write!(f, "\n    {fault}")?;
         }
         Ok(())
     }
@@ -161,19 +598,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plans_are_deterministic_and_bounded() {
-        for seed in 0..200 {
-            let plan = FaultPlan::from_seed(seed, 3, 2_000);
-            assert_eq!(plan, FaultPlan::from_seed(seed, 3, 2_000));
-            assert!(!plan.faults.is_empty() && plan.faults.len() <= 3);
+    fn plans_are_deterministic_within_the_atlas_and_replayable() {
+        let mut kinds_seen = std::collections::BTreeSet::new();
+        for seed in 0..500 {
+            let plan = FaultPlan::from_seed(seed);
+            assert_eq!(plan, FaultPlan::from_seed(seed));
+            assert_eq!(FaultPlan::from_json(&plan.to_json()).unwrap(), plan);
+            let shape = &plan.shape;
+            assert!((2..=4).contains(&shape.workers) && (1..=3).contains(&shape.slots_per_worker));
+            assert!(shape.parallelism >= 1 && shape.parallelism <= shape.workers * shape.slots_per_worker);
+            assert!(plan.faults.len() <= 5);
             assert!(plan.faults.windows(2).all(|w| w[0].at_ms() <= w[1].at_ms()));
-            assert!(plan.heal_at_ms() < 3 * (100 + 2_000 + 4_500 + 50));
+            for fault in &plan.faults {
+                assert!(plan.kinds.contains(&fault.kind()), "{fault} drawn although its kind is off");
+                kinds_seen.insert(fault.kind());
+            }
             for (i, a) in plan.faults.iter().enumerate() {
                 for b in &plan.faults[i + 1..] {
                     let overlap = a.at_ms() < b.end_ms() + 50 && b.at_ms() < a.end_ms() + 50;
-                    assert!(a.target() != b.target() || !overlap, "overlapping faults on one node: {plan}");
+                    assert!(a.target() != b.target() || !overlap, "overlapping faults on one target: {plan}");
                 }
             }
         }
+        assert_eq!(kinds_seen.len(), FaultKind::ALL.len(), "every kind is drawn by some seed");
+    }
+
+    #[test]
+    fn bad_plans_are_refused_with_the_reason() {
+        let mut plan = FaultPlan::from_seed(3);
+        plan.faults = vec![Fault::KillWorker { at_ms: 10, worker: 9, down_ms: 10 }];
+        let error = FaultPlan::from_json(&plan.to_json()).unwrap_err();
+        assert!(error.contains("worker 9"), "{error}");
+        assert!(FaultPlan::from_json("{").unwrap_err().contains("not a fault plan"));
     }
 }

@@ -1,16 +1,22 @@
-//! Weir's judges: the sequential reference and the exactly-once oracle.
+//! Weir's chaos kit: everything the simulator needs to judge a run, none of it simulated.
 //!
-//! The fault model, swarm generation and shrinking will live here too (they are the
-//! simulator's inputs); this crate must never depend on the simulator itself.
+//! - [`faults`]: the fault catalogue, swarm plans drawn from a seed, and the fault atlas (what
+//!   Weir promises under each kind of fault).
+//! - [`storage`]: a fault-injecting `object_store` wrapper, the checkpoint store's seam.
+//! - [`shrink`]: reduces a failing plan to a minimal one.
+//! - [`reference`]: the sequential reference implementation of the main job, written
+//!   independently of the engine's code paths (its own CSV parsing, watermark and window
+//!   arithmetic) so that an error in the engine's shared helpers cannot hide in both sides of
+//!   a comparison.
+//! - [`oracle`]: reads committed output and compares it with the reference as multisets.
 //!
-//! [`reference`] computes the main job's result the obvious way: one thread, split after
-//! split, record after record, every window emitted at the end. It is written independently
-//! of the engine's code paths (its own CSV parsing, watermark and window arithmetic) so that
-//! an error in the engine's shared helpers cannot hide in both sides of a comparison.
-//! [`oracle`] reads what a run committed and compares it with the reference as multisets.
+//! The simulator (`sim/`) runs the real cluster code under madsim with these; the crate itself
+//! is plain Rust, unit-tested in the normal build.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod faults;
 pub mod oracle;
 pub mod reference;
+pub mod shrink;
+pub mod storage;

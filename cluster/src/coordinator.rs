@@ -18,6 +18,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use weir_core::checkpoint::{
     slot_state_file, CheckpointError, CheckpointMetadata, CheckpointStore, FileEntry, FORMAT_VERSION,
 };
+use weir_core::faultpoint::{self, PlantedBug};
 use weir_core::rt;
 use weir_core::time::Epoch;
 use weir_dataflow::metrics::SlotMetrics;
@@ -60,6 +61,14 @@ pub enum JobError {
     /// A worker running slots of the job was lost; the job can restart from its latest checkpoint.
     #[error("{0}")]
     WorkerLost(String),
+    /// A slot could not commit its output; a restart from the latest checkpoint commits again.
+    #[error("slot {slot}: {message}")]
+    CommitFailed {
+        /// The slot.
+        slot: usize,
+        /// Its error.
+        message: String,
+    },
     /// Checkpoint storage failed persistently.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -93,6 +102,8 @@ pub struct CoordinatorConfig {
     pub crash_at: Option<CrashPoint>,
     /// The deployment attempt, recorded in every checkpoint's metadata.
     pub attempt: u64,
+    /// The deployment generation, recorded in every checkpoint's metadata.
+    pub generation: u64,
     /// Updated with the id of every completed checkpoint (for status reports).
     pub last_checkpoint: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
@@ -168,6 +179,10 @@ pub async fn coordinate(
                         stop_all();
                         return Err(JobError::WorkerLost(message));
                     }
+                    SlotEvent::CommitFailed { slot, message } => {
+                        stop_all();
+                        return Err(JobError::CommitFailed { slot, message });
+                    }
                     SlotEvent::InputDone { slot } => input_done[slot] = true,
                     SlotEvent::Committed { slot, checkpoint } => {
                         if let Some(commits) = final_commits.as_mut() {
@@ -217,7 +232,11 @@ pub async fn coordinate(
                                 return Err(error.into());
                             }
                         }
-                        if current.files.len() < config.parallelism {
+                        let mut acks_needed = config.parallelism;
+                        if faultpoint::planted(PlantedBug::CheckpointCompleteEarly) && acks_needed > 1 {
+                            acks_needed -= 1;
+                        }
+                        if current.files.len() < acks_needed {
                             continue;
                         }
                         let current = pending.take().expect("pending checkpoint");
@@ -229,6 +248,7 @@ pub async fn coordinate(
                             finished: current.last,
                             files: current.files.into_values().collect(),
                             attempt: config.attempt,
+                            generation: config.generation,
                         };
                         if let Err(error) = store.complete(&metadata).await {
                             if current.last {

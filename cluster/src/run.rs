@@ -171,13 +171,13 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
         .clone()
         .unwrap_or_else(|| spec.output_dir.join("_checkpoints").display().to_string());
     let store = CheckpointStore::open(&location, &job_id)?;
-    let (restored, skipped) = store.restore_point().await?;
+    let generation = next_generation(&store).await?;
+    let (restored, skipped) = store.restore_for(generation).await?;
     for error in &skipped {
         eprintln!("warning: {error}; falling back to an older checkpoint");
     }
     let plan = plan_restore(restored.as_ref(), &spec)?;
     let parallelism = spec.parallelism;
-    let generation = next_generation(&store).await?;
     fence_output(&spec, generation)?;
     for slot in 0..parallelism {
         recover_sinks(&spec, slot, plan.epoch, plan.attempt)?;
@@ -248,6 +248,7 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
         progress_interval: options.progress_interval,
         crash_at: options.crash_at,
         attempt,
+        generation,
         last_checkpoint: None,
     };
     let result = coordinate(config, store, links, events_rx, metrics.clone(), start_epoch).await;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
-use weir_core::checkpoint::CheckpointStore;
+use weir_core::checkpoint::{CheckpointError, CheckpointStore};
 use weir_core::rt;
 use weir_dataflow::metrics::SlotMetrics;
 
@@ -243,29 +243,45 @@ struct JobRecord {
 
 const JOB_RECORD: &str = "_job.json";
 const CANCELLED_MARKER: &str = "_cancelled";
+/// Written once every slot committed the final checkpoint's output. A final checkpoint alone
+/// does not mean the job is done: its output may still be staged (the coordinator or a worker
+/// died before the commits, or a commit failed), and only a recovery attempt commits it.
+const FINISHED_MARKER: &str = "_finished";
 
 /// Finds the jobs in the checkpoint store and resumes those that neither finished nor were
 /// cancelled: they wait for workers, then restart from their latest complete checkpoint.
+/// Storage errors are transient: the scan is retried (with backoff) until it completes, so that
+/// a coordinator restarted while its store misbehaves does not forget a job.
 async fn resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) {
-    let jobs = match CheckpointStore::list_jobs(&options.checkpoint_dir).await {
-        Ok(jobs) => jobs,
-        Err(error) => return eprintln!("coordinator: warning: cannot list jobs to resume: {error}"),
-    };
+    let mut backoff = Duration::from_millis(100);
+    while let Err(error) = try_resume_jobs(state, options).await {
+        eprintln!("coordinator: warning: cannot read the jobs to resume ({error}); retrying in {backoff:?}");
+        rt::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn try_resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) -> Result<(), CheckpointError> {
+    let jobs = CheckpointStore::list_jobs(&options.checkpoint_dir).await?;
     for job_id in jobs {
-        let Ok(store) = CheckpointStore::open(&options.checkpoint_dir, &job_id) else { continue };
-        let record = match store.get_job_record(JOB_RECORD).await {
-            Ok(Some(bytes)) => match serde_json::from_slice::<JobRecord>(&bytes) {
+        if state.lock().expect("state lock").jobs.contains_key(&job_id) {
+            continue; // resumed by an earlier pass
+        }
+        let store = CheckpointStore::open(&options.checkpoint_dir, &job_id)?;
+        let record = match store.get_job_record(JOB_RECORD).await? {
+            Some(bytes) => match serde_json::from_slice::<JobRecord>(&bytes) {
                 Ok(record) => record,
                 Err(error) => {
-                    eprintln!("coordinator: warning: job {job_id}: unreadable {JOB_RECORD}: {error}");
+                    eprintln!("coordinator: warning: job {job_id}: unreadable {JOB_RECORD}: {error}; not resumed");
                     continue;
                 }
             },
-            _ => continue,
+            None => continue,
         };
-        let cancelled = matches!(store.get_job_record(CANCELLED_MARKER).await, Ok(Some(_)));
-        let latest = store.restore_point().await.ok().and_then(|(latest, _)| latest);
-        let finished = latest.as_ref().is_some_and(|c| c.metadata.finished);
+        let cancelled = store.get_job_record(CANCELLED_MARKER).await?.is_some();
+        let latest = store.restore_point().await?.0;
+        let finished = latest.as_ref().is_some_and(|c| c.metadata.finished)
+            && store.get_job_record(FINISHED_MARKER).await?.is_some();
         let state_now = match (cancelled, finished) {
             (true, _) => JobState::Cancelled,
             (false, true) => JobState::Finished,
@@ -288,6 +304,7 @@ async fn resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) {
             tokio::spawn(run_job(state.clone(), options.clone(), record.spec, record.options, job_id, cancel));
         }
     }
+    Ok(())
 }
 
 async fn on_client_request(
@@ -408,6 +425,10 @@ async fn run_job(
         cancel_attempts_of(&state, &job_id);
         match outcome {
             Ok(last_checkpoint) => {
+                if let Err(error) = store.put_job_record(FINISHED_MARKER, Vec::new()).await {
+                    // Harmless: a restarted coordinator runs one more (empty) recovery attempt.
+                    eprintln!("coordinator: warning: job {job_id}: cannot record that it finished: {error}");
+                }
                 eprintln!("coordinator: job {job_id} finished");
                 rt::trace(&format!("job {job_id} finished"));
                 return set_status(&state, &job_id, |s| {
@@ -491,13 +512,23 @@ async fn run_attempt(
     store: &CheckpointStore,
 ) -> Result<Option<u64>, AttemptEnd> {
     let parallelism = spec.parallelism;
-    let (restored, skipped) = store.latest_valid().await.map_err(|e| AttemptEnd::Retry(e.to_string()))?;
+    // Corrupt newer checkpoints are deleted, so that one can never be restored after the output
+    // it covered was rolled back.
+    let generation = crate::deploy::next_generation(store).await.map_err(|e| AttemptEnd::Retry(e.to_string()))?;
+    let (restored, skipped) = store.restore_for(generation).await.map_err(|e| AttemptEnd::Retry(e.to_string()))?;
     for error in skipped {
         eprintln!("coordinator: warning: {error}; falling back to an older checkpoint");
     }
     let plan = plan_restore(restored.as_ref(), spec).map_err(|e| AttemptEnd::Fatal(e.to_string()))?;
     if plan.finished {
-        return Ok(Some(plan.epoch));
+        match store.get_job_record(FINISHED_MARKER).await {
+            Ok(Some(_)) => return Ok(Some(plan.epoch)),
+            Ok(None) => eprintln!(
+                "coordinator: job {job_id}: final checkpoint {} is complete; deploying to commit its output",
+                plan.epoch
+            ),
+            Err(error) => return Err(AttemptEnd::Retry(error.to_string())),
+        }
     }
     let last_checkpoint = Arc::new(std::sync::atomic::AtomicU64::new(plan.epoch));
     // Wait for enough free slots (workers may be restarting).
@@ -562,7 +593,6 @@ async fn run_attempt(
     };
     let start_epoch = plan.start_epoch();
     let attempt_token = rt::attempt_token();
-    let generation = crate::deploy::next_generation(store).await.map_err(|e| AttemptEnd::Retry(e.to_string()))?;
     for worker_id in &workers {
         let slots = (0..parallelism)
             .filter(|&slot| placement[slot].0 == *worker_id)
@@ -618,6 +648,7 @@ async fn run_attempt(
         progress_interval: None,
         crash_at: None,
         attempt: attempt_token,
+        generation,
         last_checkpoint: Some(last_checkpoint),
     };
     let metrics: Vec<Arc<SlotMetrics>> = metrics.into_values().collect();

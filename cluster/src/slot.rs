@@ -16,6 +16,7 @@ use timely::communication::allocator::Thread;
 use timely::communication::Allocator;
 use timely::worker::{Config, Worker};
 
+use weir_core::faultpoint::{self, PlantedBug};
 use weir_core::time::Epoch;
 use weir_dataflow::exchange::Doorbell;
 use weir_dataflow::job::{build_bids_dataflow, sink_dirs, SlotSetup};
@@ -78,6 +79,15 @@ pub enum SlotEvent {
     },
     /// The slot failed and stopped.
     Failed {
+        /// The slot.
+        slot: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// The slot could not commit its staged output (an I/O error in the output directory): the
+    /// attempt stops and the job restarts from its latest checkpoint, whose recovery commits
+    /// again.
+    CommitFailed {
         /// The slot.
         slot: usize,
         /// What went wrong.
@@ -173,10 +183,10 @@ pub async fn drive_slot(
                 SlotCommand::Complete { checkpoint } => {
                     for dir in &dirs {
                         if let Err(error) = sink::commit_through(dir, slot, attempt, checkpoint) {
-                            return fail(format!(
-                                "output {}: commit of checkpoint {checkpoint} failed: {error}",
-                                dir.display()
-                            ));
+                            let message =
+                                format!("output {}: commit of checkpoint {checkpoint} failed: {error}", dir.display());
+                            let _ = events.send(SlotEvent::CommitFailed { slot, message });
+                            return;
                         }
                     }
                     let _ = events.send(SlotEvent::Committed { slot, checkpoint });
@@ -199,6 +209,11 @@ pub async fn drive_slot(
         }
         while let Some((epoch, snapshot)) = control.snapshots.borrow_mut().take_ready() {
             tracing::debug!(slot, checkpoint = epoch, "slot snapshot ready");
+            if faultpoint::planted(PlantedBug::SinkCommitsEarly) {
+                for dir in &dirs {
+                    let _ = sink::commit_through(dir, slot, attempt, epoch);
+                }
+            }
             let _ = events.send(SlotEvent::Snapshot { slot, checkpoint: epoch, state: snapshot.encode(slot, epoch) });
         }
         if !input_done_sent && SlotMetrics::get(&metrics.splits_finished) == split_count {

@@ -53,15 +53,20 @@ impl ExchangeTx<Bid> for RemoteSender {
 pub struct Inbound {
     from: usize,
     to: usize,
-    queue: Mutex<VecDeque<ExchangeMessage<Bid>>>,
+    /// The queue and how many data batches it holds (each took one credit).
+    queue: Mutex<(VecDeque<ExchangeMessage<Bid>>, usize)>,
+    /// Credits of the channel: the most data batches that may ever be queued.
+    credits: usize,
     doorbell: Arc<SlotDoorbell>,
     credit_back: Mutex<Option<UnboundedSender<DataFrame>>>,
 }
 
 impl Inbound {
-    /// An empty inbound queue for the channel `from → to`, waking `doorbell` on arrival.
-    pub fn new(from: usize, to: usize, doorbell: Arc<SlotDoorbell>) -> Arc<Self> {
-        Arc::new(Inbound { from, to, queue: Mutex::new(VecDeque::new()), doorbell, credit_back: Mutex::new(None) })
+    /// An empty inbound queue for the channel `from → to` with `credits` credits, waking
+    /// `doorbell` on arrival.
+    pub fn new(from: usize, to: usize, credits: usize, doorbell: Arc<SlotDoorbell>) -> Arc<Self> {
+        let queue = Mutex::new((VecDeque::new(), 0));
+        Arc::new(Inbound { from, to, queue, credits, doorbell, credit_back: Mutex::new(None) })
     }
 
     /// A message arrived on `connection` (whose write half returns credit).
@@ -72,7 +77,22 @@ impl Inbound {
                 *credit_back = Some(connection.clone());
             }
         }
-        self.queue.lock().expect("inbound lock").push_back(message);
+        {
+            let mut queue = self.queue.lock().expect("inbound lock");
+            if let ExchangeMessage::Data(..) = message {
+                queue.1 += 1;
+                // Bounded memory: a sender never has more batches in flight than credits.
+                assert!(
+                    queue.1 <= self.credits,
+                    "exchange {} -> {}: {} batches queued with only {} credits",
+                    self.from,
+                    self.to,
+                    queue.1,
+                    self.credits
+                );
+            }
+            queue.0.push_back(message);
+        }
         self.doorbell.ring();
     }
 }
@@ -82,7 +102,14 @@ pub struct RemoteReceiver(pub Arc<Inbound>);
 
 impl ExchangeRx<Bid> for RemoteReceiver {
     fn try_recv(&self) -> Option<ExchangeMessage<Bid>> {
-        let message = self.0.queue.lock().expect("inbound lock").pop_front()?;
+        let message = {
+            let mut queue = self.0.queue.lock().expect("inbound lock");
+            let message = queue.0.pop_front()?;
+            if let ExchangeMessage::Data(..) = message {
+                queue.1 -= 1;
+            }
+            message
+        };
         if let ExchangeMessage::Data(..) = message {
             let credit_back = self.0.credit_back.lock().expect("inbound lock");
             let connection = credit_back.as_ref().expect("data arrived over a connection");

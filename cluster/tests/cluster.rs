@@ -85,6 +85,7 @@ impl Cluster {
 
     fn add_worker(&mut self, index: usize) {
         let log = self.root.path().join(format!("worker-{index}.log"));
+        let log = if log.exists() { self.root.path().join(format!("worker-{index}-{}.log", self.processes.0.len())) } else { log };
         let child = spawn(
             &["worker", "--coordinator", &self.address, "--slots", "2", "--certs", self.certs.to_str().unwrap()],
             &log,
@@ -211,6 +212,52 @@ fn killed_coordinator_is_restarted_and_resumes_the_job() {
     let log = std::fs::read_to_string(cluster.root.path().join("coordinator-2.log")).unwrap();
     assert!(log.contains(&format!("resuming job {job_id}")), "{log}");
     assert_exactly_once(&generated_job(3_000_000, 9, &output, 4));
+}
+
+/// The soak: SIGKILLs workers and the coordinator again and again during one long run of the
+/// main job, starting a replacement after each kill, then checks exactly-once. Short by default
+/// (CI); `chaos/soak.sh` runs it long (`WEIR_SOAK_KILLS`, `WEIR_SOAK_EVENTS`).
+#[test]
+fn soak_repeated_sigkills_of_workers_and_coordinator() {
+    let kills: usize = std::env::var("WEIR_SOAK_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let events: u64 = std::env::var("WEIR_SOAK_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(4_000_000);
+    let rate = 1_000_000;
+    let mut cluster = Cluster::start(3);
+    // Which process plays which part: index 0 is the coordinator, 1..=3 the workers.
+    let mut coordinator_at = 0;
+    let mut worker_at: Vec<usize> = vec![1, 2, 3];
+    let output = cluster.root.path().join("out");
+    let job_id = submit(&cluster, &output, events, Some(rate));
+    cluster.wait_for_state(&job_id, &["Running"], Duration::from_secs(60));
+    for kill in 0..kills {
+        // Kills land 400–1100 ms apart, at varying points of the checkpoint cycle.
+        std::thread::sleep(Duration::from_millis(400 + (kill as u64 * 373) % 700));
+        let status = String::from_utf8_lossy(&cluster.client(&["job", "status", &job_id]).stdout).into_owned();
+        if status.contains("Finished") {
+            eprintln!("soak: the job finished after {kill} kills; raise WEIR_SOAK_EVENTS for more");
+            break;
+        }
+        if kill % 3 == 2 {
+            eprintln!("soak: kill {kill}: SIGKILL the coordinator");
+            let victim = &mut cluster.processes.0[coordinator_at];
+            victim.kill().unwrap();
+            victim.wait().unwrap();
+            let replacement = cluster.start_coordinator(&format!("coordinator-{kill}.log"));
+            cluster.processes.0.push(replacement);
+            coordinator_at = cluster.processes.0.len() - 1;
+        } else {
+            let which = kill % worker_at.len();
+            eprintln!("soak: kill {kill}: SIGKILL worker {which}");
+            let victim = &mut cluster.processes.0[worker_at[which]];
+            victim.kill().unwrap();
+            victim.wait().unwrap();
+            cluster.add_worker(which);
+            worker_at[which] = cluster.processes.0.len() - 1;
+        }
+    }
+    let status = cluster.wait_for_state(&job_id, &["Finished", "Failed"], Duration::from_secs(600));
+    assert!(status.contains("Finished"), "{status}\n{}", cluster.logs());
+    assert_exactly_once(&generated_job(events, 9, &output, 4));
 }
 
 #[test]

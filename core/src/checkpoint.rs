@@ -83,6 +83,33 @@ pub struct CheckpointMetadata {
     /// The deployment attempt that took the checkpoint (its sinks staged the covered output).
     #[serde(default)]
     pub attempt: u64,
+    /// The deployment generation that took the checkpoint (see [`RestoreRecord`]).
+    #[serde(default)]
+    pub generation: u64,
+}
+
+/// One restore in a job's lineage: deployment `generation` restored `checkpoint` (0: none).
+///
+/// Restoring checkpoint `n` rolls back everything after it (staged output is aborted, committed
+/// output retracted), so from then on no checkpoint newer than `n` taken by an *earlier*
+/// generation may ever be restored: its output is gone. Such a checkpoint exists whenever the
+/// restore could not see it — a listing that lags behind writes — and it may become visible
+/// later. The lineage records every restore before its rollback, and restores skip (and delete)
+/// the checkpoints it rules out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRecord {
+    /// The deployment generation that restored.
+    pub generation: u64,
+    /// The checkpoint it restored (0 for none).
+    pub checkpoint: u64,
+}
+
+/// The job record holding the lineage.
+const LINEAGE: &str = "_lineage";
+
+/// Whether checkpoint `metadata` may still be restored after the restores of `lineage`.
+pub fn in_lineage(lineage: &[RestoreRecord], metadata: &CheckpointMetadata) -> bool {
+    lineage.iter().all(|restore| restore.generation <= metadata.generation || metadata.checkpoint_id <= restore.checkpoint)
 }
 
 /// A verified checkpoint, ready to restore.
@@ -228,7 +255,9 @@ impl CheckpointStore {
                 .get(&self.path(checkpoint, &entry.name))
                 .await
                 .map_err(|e| missing_is_corrupt(e, &format!("file {}", entry.name)))?;
-            if content.len() as u64 != entry.size || crc32fast::hash(&content) != entry.crc32 {
+            let checksum_ok = crc32fast::hash(&content) == entry.crc32
+                || crate::faultpoint::planted(crate::faultpoint::PlantedBug::RestoreIgnoresChecksum);
+            if content.len() as u64 != entry.size || !checksum_ok {
                 return Err(corrupt(format!(
                     "file {} does not match its checksum (size {} vs {} expected)",
                     entry.name,
@@ -259,17 +288,57 @@ impl CheckpointStore {
         Ok((None, skipped))
     }
 
-    /// The checkpoint to restore: the newest that verifies. Every newer one that is corrupt is
-    /// deleted (metadata first) so that it can never be restored later, after its output has
-    /// been rolled back, and so that retention counts only good checkpoints.
+    /// The checkpoint to restore: the newest that verifies and that the lineage allows. Every
+    /// newer one that is corrupt or ruled out by the lineage is deleted (metadata first) so that
+    /// it can never be restored later, after its output has been rolled back, and so that
+    /// retention counts only good checkpoints. Records nothing: see [`Self::restore_for`].
     pub async fn restore_point(&self) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
-        let (restored, skipped) = self.latest_valid().await?;
-        for error in &skipped {
-            if let CheckpointError::Corrupt { checkpoint, .. } = error {
-                self.delete_checkpoint(*checkpoint).await?;
+        let lineage = self.lineage().await?;
+        let (complete, _) = self.list_checkpoints().await?;
+        let mut skipped = Vec::new();
+        for &id in complete.iter().rev() {
+            match self.load(id).await {
+                Ok(restored) if in_lineage(&lineage, &restored.metadata) => return Ok((Some(restored), skipped)),
+                Ok(_) => {
+                    tracing::warn!(checkpoint = id, "deleting a checkpoint an earlier restore rolled back");
+                    self.delete_checkpoint(id).await?;
+                }
+                Err(error @ CheckpointError::Corrupt { .. }) => {
+                    tracing::warn!(checkpoint = id, %error, "skipping corrupt checkpoint; falling back to an older one");
+                    self.delete_checkpoint(id).await?;
+                    skipped.push(error);
+                }
+                Err(other) => return Err(other),
             }
         }
+        Ok((None, skipped))
+    }
+
+    /// The checkpoint deployment `generation` restores ([`Self::restore_point`]), recorded in the
+    /// job's lineage before it is returned — that is, before any output is rolled back to it.
+    pub async fn restore_for(
+        &self,
+        generation: u64,
+    ) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
+        let (restored, skipped) = self.restore_point().await?;
+        let mut lineage = self.lineage().await?;
+        let checkpoint = restored.as_ref().map_or(0, |r| r.metadata.checkpoint_id);
+        lineage.retain(|restore| restore.generation != generation);
+        lineage.push(RestoreRecord { generation, checkpoint });
+        let encoded = serde_json::to_vec(&lineage).expect("a lineage always serializes");
+        self.put_job_record(LINEAGE, encoded).await?;
         Ok((restored, skipped))
+    }
+
+    /// The restores recorded so far.
+    pub async fn lineage(&self) -> Result<Vec<RestoreRecord>, CheckpointError> {
+        match self.get_job_record(LINEAGE).await? {
+            None => Ok(Vec::new()),
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Location {
+                location: format!("{}/{LINEAGE}", self.job_root),
+                reason: format!("unreadable restore lineage ({e}); it is written by Weir only"),
+            }),
+        }
     }
 
     /// Deletes every checkpoint older than the `keep` newest complete ones, and every incomplete
@@ -384,14 +453,29 @@ impl CheckpointStore {
 /// `memory://` is a fresh store; `memory://NAME` is one store per name for the life of the
 /// process (an object store that outlives the nodes of a simulation, as S3 outlives servers).
 fn shared_memory_store(name: &str) -> Arc<dyn ObjectStore> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
     if name.is_empty() {
         return Arc::new(InMemory::new());
     }
-    let stores = STORES.get_or_init(Default::default);
-    stores.lock().expect("store registry").entry(name.to_string()).or_insert_with(|| Arc::new(InMemory::new())).clone()
+    named_stores().lock().expect("store registry").entry(name.to_string()).or_insert_with(|| Arc::new(InMemory::new())).clone()
+}
+
+type NamedStores = std::sync::Mutex<std::collections::HashMap<String, Arc<dyn ObjectStore>>>;
+
+fn named_stores() -> &'static NamedStores {
+    static STORES: std::sync::OnceLock<NamedStores> = std::sync::OnceLock::new();
+    STORES.get_or_init(Default::default)
+}
+
+/// Makes `memory://NAME` open `store` (the simulator installs its fault-injecting store this
+/// way, so that the cluster reaches it through the same URL as any in-memory store).
+pub fn register_memory_store(name: &str, store: Arc<dyn ObjectStore>) {
+    assert!(!name.is_empty(), "a registered store needs a name");
+    named_stores().lock().expect("store registry").insert(name.to_string(), store);
+}
+
+/// Forgets the store named `name` (its memory is freed once no job uses it).
+pub fn unregister_memory_store(name: &str) {
+    named_stores().lock().expect("store registry").remove(name);
 }
 
 /// Encodes metadata as JSON followed by a `crc32:<hex>` trailer line over the JSON bytes.

@@ -4,7 +4,7 @@
 //! the time model ([`time`]: epochs × event time as one timely timestamp), records and their
 //! codecs ([`bid`], [`codec`]), the rules of event time ([`watermark`], [`window`]), key groups
 //! ([`keygroup`]), the job specification ([`job`]), checkpoint storage over `object_store`
-//! ([`checkpoint`]) and the runtime seam ([`rt`]). It never touches sockets or spawns threads:
+//! ([`checkpoint`]), the runtime seam ([`rt`]) and the simulator's fault points ([`faultpoint`]). It never touches sockets or spawns threads:
 //! everything here is deterministic given its inputs, which is what lets the simulator and
 //! the sequential reference reuse it unchanged.
 #![forbid(unsafe_code)]
@@ -13,6 +13,7 @@
 pub mod bid;
 pub mod checkpoint;
 pub mod codec;
+pub mod faultpoint;
 pub mod generator;
 pub mod job;
 pub mod keygroup;

@@ -22,6 +22,10 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 async fn write_checkpoint(store: &CheckpointStore, id: u64, complete: bool) -> CheckpointMetadata {
+    write_checkpoint_of(store, id, complete, 1).await
+}
+
+async fn write_checkpoint_of(store: &CheckpointStore, id: u64, complete: bool, generation: u64) -> CheckpointMetadata {
     let mut files = Vec::new();
     for slot in 0..2 {
         let content = Bytes::from(format!("state of slot {slot} at {id}").repeat(10));
@@ -35,6 +39,7 @@ async fn write_checkpoint(store: &CheckpointStore, id: u64, complete: bool) -> C
         finished: false,
         files,
         attempt: 1,
+        generation,
     };
     if complete {
         store.complete(&metadata).await.unwrap();
@@ -110,6 +115,34 @@ fn retention_keeps_newest_complete_and_drops_stale_partials() {
             assert_eq!(store.load(4).await.unwrap().metadata.checkpoint_id, 4);
             assert_eq!(store.load(5).await.unwrap().metadata.checkpoint_id, 5);
             assert!(store.object_store().get(&store.object_path(6, "slot-1.state")).await.is_ok());
+        });
+    }
+}
+
+#[test]
+fn a_checkpoint_rolled_back_by_a_restore_is_never_restored_later() {
+    for (store, _guard) in backends() {
+        block_on(async {
+            // Generation 1 takes checkpoints 1..=3.
+            for id in 1..=3 {
+                write_checkpoint_of(&store, id, true, 1).await;
+            }
+            // Generation 2 restores while checkpoint 3 is invisible (a lagging listing), as
+            // though only 1 and 2 existed: simulate by restoring with 3's metadata moved away.
+            let metadata_3 = store.object_store().get(&store.object_path(3, METADATA)).await.unwrap().bytes().await.unwrap();
+            store.object_store().delete(&store.object_path(3, METADATA)).await.unwrap();
+            let (restored, _) = store.restore_for(2).await.unwrap();
+            assert_eq!(restored.unwrap().metadata.checkpoint_id, 2);
+            // Checkpoint 3 becomes visible again; generation 2's output after 2 was rolled back.
+            store.object_store().put(&store.object_path(3, METADATA), metadata_3.into()).await.unwrap();
+            let (restored, _) = store.restore_for(3).await.unwrap();
+            assert_eq!(restored.unwrap().metadata.checkpoint_id, 2, "checkpoint 3 was rolled back by generation 2");
+            assert!(store.load(3).await.is_err(), "the rolled-back checkpoint is deleted");
+            // Checkpoints taken after the restore, by later generations, are restored normally.
+            write_checkpoint_of(&store, 3, true, 3).await;
+            let (restored, _) = store.restore_for(4).await.unwrap();
+            assert_eq!(restored.unwrap().metadata.checkpoint_id, 3);
+            assert_eq!(store.lineage().await.unwrap().len(), 3);
         });
     }
 }

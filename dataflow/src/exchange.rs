@@ -29,6 +29,7 @@ use timely::progress::frontier::Antichain;
 use timely::progress::Timestamp;
 use timely::scheduling::Activator;
 
+use weir_core::faultpoint::{self, PlantedBug};
 use weir_core::time::Time;
 
 /// What travels on an exchange channel.
@@ -255,7 +256,13 @@ impl ExchangeReceive {
                 }
                 if changed {
                     let mut union = Antichain::new();
-                    for frontier in &sender_frontiers {
+                    // Planted bug: the last sender's reports are not waited for.
+                    let counted = if faultpoint::planted(PlantedBug::ReceiverFrontierEarly) && sender_frontiers.len() > 1 {
+                        sender_frontiers.len() - 1
+                    } else {
+                        sender_frontiers.len()
+                    };
+                    for frontier in &sender_frontiers[..counted] {
                         for time in frontier.elements() {
                             union.insert(*time);
                         }

@@ -115,7 +115,8 @@ fn parse_staged(name: &str) -> Option<(Epoch, usize, u64)> {
 }
 
 /// Parses a committed name `part-e<epoch>-s<slot>.csv` into `(epoch, slot)`.
-fn parse_committed(name: &str) -> Option<(Epoch, usize)> {
+/// The epoch and slot of a committed part file's name (`part-e<n>-s<slot>.csv`).
+pub fn parse_committed(name: &str) -> Option<(Epoch, usize)> {
     let rest = name.strip_prefix("part-e")?.strip_suffix(".csv")?;
     let (epoch, slot) = rest.split_once("-s")?;
     Some((epoch.parse().ok()?, slot.parse().ok()?))
@@ -131,6 +132,7 @@ pub fn prepare(dir: &Path) -> io::Result<()> {
 /// attempt that still runs somewhere (a partitioned worker) stages under its own name, so it
 /// can neither overwrite nor commit the current attempt's output.
 pub fn commit_through(dir: &Path, slot: usize, attempt: u64, through: Epoch) -> io::Result<usize> {
+    weir_core::faultpoint::sink_commit_fault()?;
     let mut committed = 0;
     for (epoch, file_attempt, staged) in staged_files(dir, slot)? {
         if file_attempt == attempt && epoch <= through {

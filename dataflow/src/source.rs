@@ -25,6 +25,7 @@ use timely::dataflow::{Scope, Stream};
 use timely::scheduling::Activator;
 
 use weir_core::bid::parse_bid_line;
+use weir_core::faultpoint::{self, PlantedBug};
 use weir_core::generator::{BidGenerator, GeneratorConfig};
 use weir_core::job::{BadRecordPolicy, SplitSpec};
 use weir_core::time::{Epoch, EventTime, Time};
@@ -227,8 +228,18 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
         } = setup;
         let mut emitted_total = 0u64;
         let mut splits = Vec::with_capacity(specs.len());
+        let mut rewind_skipped = false;
         for (index, spec) in &specs {
-            match open_split(*index, spec, restored.remove(index), out_of_orderness_ms) {
+            let mut state = restored.remove(index);
+            if faultpoint::planted(PlantedBug::RestoreSkipsRewind)
+                && !rewind_skipped
+                && state.is_some_and(|s| s.position > 0)
+            {
+                // Planted bug: this split's checkpointed offset is not restored.
+                state = None;
+                rewind_skipped = true;
+            }
+            match open_split(*index, spec, state, out_of_orderness_ms) {
                 Ok(split) => splits.push(split),
                 Err(error) => {
                     fatal.borrow_mut().get_or_insert_with(|| format!("input {spec}: cannot read: {error}"));
@@ -238,6 +249,7 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
         let finished_at_start = splits.iter().filter(|s| s.state.clock.is_finished()).count();
         SlotMetrics::add(&metrics.splits_finished, finished_at_start as u64);
         let mut epoch = start_epoch;
+        let mut last_watermark = EventTime::MIN;
         let min_watermark = |splits: &[Split]| splits.iter().map(|s| s.state.clock.watermark()).min().unwrap_or(EventTime::MAX);
         let start_time = Time::new(epoch, min_watermark(&splits));
         let mut capabilities: Option<Vec<Capability<Time>>> =
@@ -279,9 +291,10 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
             let mut newly_finished = 0u64;
             // Share the batch among the unfinished splits, so that all their watermarks advance
             // together: a split not yet read would hold the frontier (and every window) back.
-            let unfinished = splits.iter().filter(|s| !s.state.clock.is_finished()).count().max(1);
+            let readable = |s: &Split| !s.state.clock.is_finished() && !faultpoint::split_stalled(s.state.split);
+            let unfinished = splits.iter().filter(|s| readable(s)).count().max(1);
             let share = (budget / unfinished).max(1);
-            for split in splits.iter_mut().filter(|s| !s.state.clock.is_finished()) {
+            for split in splits.iter_mut().filter(|s| readable(s)) {
                 if budget == 0 {
                     break;
                 }
@@ -374,6 +387,11 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
                 error_batch.clear();
             }
             let watermark = min_watermark(&splits);
+            assert!(
+                watermark >= last_watermark,
+                "source watermark went backwards: {last_watermark} -> {watermark}"
+            );
+            last_watermark = watermark;
             metrics.watermark.store(watermark, std::sync::atomic::Ordering::Relaxed);
             let time = Time::new(epoch, watermark);
             caps.iter_mut().for_each(|cap| cap.downgrade(&time));

@@ -24,6 +24,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+use weir_core::faultpoint::{self, PlantedBug};
 use weir_core::keygroup::{key_group_of, mix64};
 use weir_core::time::{Epoch, EventTime, Time};
 use weir_core::window::TumblingWindows;
@@ -199,12 +200,13 @@ impl<'scope> WindowAggregate<'scope> for Stream<'scope, Time, Vec<Bid>> {
                 input.for_each(|stamp, data| {
                     activity.note();
                     let time = crate::message_time(&stamp);
+                    let early_snapshots = faultpoint::planted(PlantedBug::SnapshotBeforeEpochComplete);
                     assert!(
-                        time.epoch >= processing,
+                        time.epoch >= processing || early_snapshots,
                         "record of completed epoch {} arrived in epoch {processing}",
                         time.epoch
                     );
-                    if time.epoch == processing {
+                    if time.epoch <= processing {
                         state.apply(&windows, data);
                     } else {
                         held.entry(time.epoch).or_default().push((time.event_time, std::mem::take(data)));
@@ -226,7 +228,14 @@ impl<'scope> WindowAggregate<'scope> for Stream<'scope, Time, Vec<Bid>> {
                         fired.clear();
                     }
                     if frontier_epoch.is_some_and(|epoch| epoch <= processing) {
-                        break;
+                        // Planted bug: the first record of the next epoch passes for the end of
+                        // this one, although records of this epoch may still be in flight.
+                        let premature = faultpoint::planted(PlantedBug::SnapshotBeforeEpochComplete)
+                            && frontier_epoch == Some(processing)
+                            && held.contains_key(&(processing + 1));
+                        if !premature {
+                            break;
+                        }
                     }
                     if frontier_epoch.is_none() && held.is_empty() {
                         snapshots.borrow_mut().window_final(processing, state.entries());

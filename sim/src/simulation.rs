@@ -1,32 +1,47 @@
-//! One simulated run per seed: cluster, job, faults, liveness and the exactly-once oracle.
+//! One simulated run per seed: a swarm-drawn cluster and job, faults from the catalogue, then
+//! liveness and the oracles.
+//!
+//! The seed determines everything: the plan (shape, fault kinds, faults; see
+//! [`weir_chaos::faults`]) and, through madsim, every scheduling decision, packet delay and
+//! random draw. A run fails when the job does not finish within [`LIVENESS_BOUND`] of the last
+//! fault healing, or when an oracle objects:
+//!
+//! - **exactly-once**: the committed output equals the sequential reference (as multisets);
+//! - **commit after completion**: no part file of epoch `n` is ever visible before some
+//!   checkpoint `>= n` has its `_metadata` in storage (a monitor polls the output every 5 ms);
+//! - **every completed checkpoint restores**: each one still in storage (and not damaged on
+//!   purpose) verifies and splits into slot states;
+//! - **invariants inside the engine**: epochs and watermarks never go backwards and exchange
+//!   queues never exceed their credits (assertions in the operators and the transport; a
+//!   violation fails the job, or panics the run, which counts as a failure).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use clap::Parser;
 
-use weir_chaos::faults::{Fault, FaultPlan};
+use weir_chaos::faults::{Fault, FaultPlan, Node};
 use weir_chaos::oracle::{committed_output, difference};
 use weir_chaos::reference::{expected_output, ReferenceSplit};
+use weir_chaos::shrink::shrink;
+use weir_chaos::storage::{FaultyStore, StorageFaults};
 use weir_cluster::cli::{Cli, Command, JobCommand, SubmitJob};
 use weir_cluster::protocol::{ClientRequest, ClientResponse, JobOptions, JobState};
 use weir_cluster::tls::{Role, TlsContext};
-use weir_core::job::InputSpec;
+use weir_core::checkpoint::{slot_state_file, CheckpointError, CheckpointStore, METADATA};
+use weir_core::faultpoint::{self, PlantedBug};
+use weir_core::job::{BidsJobSpec, InputSpec};
 use weir_core::rt;
 
-/// Workers in every simulated cluster.
-pub const WORKERS: usize = 3;
-/// Slots per worker.
-pub const SLOTS_PER_WORKER: usize = 2;
-/// Events of the simulated job.
-pub const EVENTS: u64 = 60_000;
-/// Source rate of the simulated job (events per simulated second), so that it spans time.
-pub const RATE: u64 = 30_000;
 /// After the last fault heals, the job must finish within this much simulated time.
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(120);
+/// The most workers a plan may have (certificates cover this many nodes).
+const MAX_WORKERS: usize = 4;
+/// How often the commit monitor looks at the output.
+const MONITOR_EVERY: Duration = Duration::from_millis(5);
 
 /// The command line of `weir-sim`.
 #[derive(Debug, Parser)]
@@ -41,6 +56,22 @@ pub struct SimArgs {
     /// Run every seed twice and require identical traces.
     #[arg(long)]
     pub check_determinism: bool,
+    /// Replace the seed's plan with this one (JSON, as printed by a failing or shrunk run).
+    #[arg(long, requires = "seed", value_name = "JSON")]
+    pub plan: Option<String>,
+    /// If the seed fails, shrink its plan to a minimal one that still fails, and print it.
+    #[arg(long, requires = "seed")]
+    pub shrink: bool,
+    /// Plant a deliberately broken protocol variant (see `--prove-planted`).
+    #[arg(long, value_name = "BUG", value_parser = parse_planted)]
+    pub planted: Option<PlantedBug>,
+    /// For every planted bug, sweep seeds from 0 until the simulator catches it; fail unless
+    /// each is caught within `--within` seeds and the correct build passes the catching seeds.
+    #[arg(long, conflicts_with_all = ["seed", "seeds", "planted", "shrink"])]
+    pub prove_planted: bool,
+    /// The bound of `--prove-planted`, in seeds.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub within: u64,
 }
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -53,12 +84,19 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
     Ok((a, b))
 }
 
+fn parse_planted(text: &str) -> Result<PlantedBug, String> {
+    PlantedBug::from_name(text).ok_or_else(|| {
+        let names: Vec<&str> = PlantedBug::ALL.iter().map(|b| b.name()).collect();
+        format!("unknown planted bug `{text}`; one of: {}", names.join(", "))
+    })
+}
+
 /// What one seed did.
 #[derive(Debug, Clone)]
 pub struct SeedOutcome {
     /// The seed.
     pub seed: u64,
-    /// Its fault plan.
+    /// Its plan.
     pub plan: FaultPlan,
     /// Hash of the run's trace.
     pub trace_hash: u64,
@@ -69,23 +107,38 @@ pub struct SeedOutcome {
 /// Entry point of the `weir-sim` binary.
 pub fn main() -> ExitCode {
     let args = SimArgs::parse();
+    if args.prove_planted {
+        return prove_planted(args.within);
+    }
     let seeds: Vec<u64> = match (args.seed, args.seeds) {
         (Some(seed), _) => vec![seed],
         (None, Some((a, b))) => (a..b).collect(),
         (None, None) => vec![0],
     };
+    let given_plan = match args.plan.as_deref().map(FaultPlan::from_json).transpose() {
+        Ok(plan) => plan,
+        Err(error) => {
+            eprintln!("error: --plan: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(bug) = args.planted {
+        println!("planted bug: {bug}");
+    }
+    let started = std::time::Instant::now();
     let mut failed = Vec::new();
     for &seed in &seeds {
-        let outcome = run_seed(seed);
+        let plan = given_plan.clone().unwrap_or_else(|| FaultPlan::from_seed(seed));
+        let outcome = run_seed(seed, &plan, args.planted);
         println!("seed {seed}");
-        println!("  faults: {}", outcome.plan);
+        println!("  {}", outcome.plan);
         println!("  trace:  {:016x}", outcome.trace_hash);
         let mut failure = outcome.failure.clone();
         if args.check_determinism && failure.is_none() {
-            failure = madsim_determinism_check(seed).err();
+            failure = madsim_determinism_check(seed, &plan).err();
         }
         if args.check_determinism && failure.is_none() {
-            let again = run_seed(seed);
+            let again = run_seed(seed, &plan, args.planted);
             if again.trace_hash != outcome.trace_hash {
                 failure = Some(format!(
                     "non-deterministic: second run traced {:016x} instead of {:016x}",
@@ -97,17 +150,87 @@ pub fn main() -> ExitCode {
             None => println!("  PASS"),
             Some(reason) => {
                 println!("  FAIL: {reason}");
+                println!("  plan:   {}", outcome.plan.to_json());
                 failed.push(seed);
+                if args.shrink {
+                    shrink_and_report(seed, &outcome.plan, args.planted);
+                }
             }
         }
     }
+    if args.shrink && failed.is_empty() {
+        println!("nothing to shrink: the run passed");
+    }
     let passed = seeds.len() - failed.len();
-    println!("weir-sim: {passed} passed, {} failed", failed.len());
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    println!("weir-sim: {passed} passed, {} failed ({:.0} seeds/minute)", failed.len(), seeds.len() as f64 / minutes.max(1e-9));
     if !failed.is_empty() {
-        println!("failing seeds: {failed:?} (replay one with `cargo sim -- --seed N`)");
+        println!("failing seeds: {failed:?} (replay one with `cargo sim -- --seed N`, shrink it with `--shrink`)");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+fn shrink_and_report(seed: u64, plan: &FaultPlan, planted: Option<PlantedBug>) {
+    println!("  shrinking ({} faults)…", plan.faults.len());
+    let shrunk = shrink(
+        plan,
+        |candidate| run_seed(seed, candidate, planted).failure.is_some(),
+        |step| println!("    still fails with {} fault(s)", step.faults.len()),
+    );
+    let failure = run_seed(seed, &shrunk, planted).failure.unwrap_or_else(|| "(passed on replay?)".into());
+    println!("  minimal plan:\n  {shrunk}");
+    println!("  fails with: {failure}");
+    println!("  replay: cargo sim -- --seed {seed} --plan '{}'", shrunk.to_json());
+}
+
+/// Sweeps seeds `0..within` for each planted bug until one fails; the correct build must pass
+/// every catching seed.
+fn prove_planted(within: u64) -> ExitCode {
+    let started = std::time::Instant::now();
+    let mut all_caught = true;
+    let mut report = Vec::new();
+    for bug in PlantedBug::ALL {
+        let mut caught = None;
+        for seed in 0..within {
+            let outcome = run_seed(seed, &FaultPlan::from_seed(seed), Some(bug));
+            if let Some(failure) = outcome.failure {
+                caught = Some((seed, failure));
+                break;
+            }
+        }
+        match caught {
+            Some((seed, failure)) => {
+                let correct = run_seed(seed, &FaultPlan::from_seed(seed), None);
+                let verdict = match &correct.failure {
+                    None => "correct build passes it".to_string(),
+                    Some(reason) => {
+                        all_caught = false;
+                        format!("BUT THE CORRECT BUILD FAILS IT TOO: {reason}")
+                    }
+                };
+                let first_line = failure.lines().next().unwrap_or_default().to_string();
+                println!("{bug}: caught at seed {seed} ({} seeds); {verdict}\n    {first_line}", seed + 1);
+                report.push((bug, Some(seed + 1)));
+            }
+            None => {
+                all_caught = false;
+                println!("{bug}: NOT caught within {within} seeds");
+                report.push((bug, None));
+            }
+        }
+    }
+    let caught = report.iter().filter(|(_, seeds)| seeds.is_some()).count();
+    println!(
+        "weir-sim: {caught} passed, {} failed (planted bugs caught within {within} seeds, {:.0} s)",
+        report.len() - caught,
+        started.elapsed().as_secs_f64()
+    );
+    if all_caught {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// TLS material for every simulated process (generated once per process; its bytes never
@@ -117,14 +240,14 @@ fn certs_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("weir-sim-certs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        weir_cluster::tls::init_certs(&dir, &node_ips().iter().map(|ip| ip.to_string()).collect::<Vec<_>>())
-            .expect("simulation certificates");
+        let names: Vec<String> = (1..=MAX_WORKERS as u8 + 2).map(|i| node_ip(i).to_string()).collect();
+        weir_cluster::tls::init_certs(&dir, &names).expect("simulation certificates");
         dir
     })
 }
 
-fn node_ips() -> Vec<IpAddr> {
-    (1..=WORKERS as u8 + 2).map(|i| IpAddr::from([10, 0, 0, i])).collect()
+fn node_ip(index: u8) -> IpAddr {
+    IpAddr::from([10, 0, 0, index])
 }
 
 fn parse(args: &[String]) -> Command {
@@ -141,22 +264,22 @@ fn strings(items: &[&str]) -> Vec<String> {
 /// store of its own, whose name never enters the trace.
 static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The seed under madsim's own determinism check (which takes a plain `fn`).
-static CHECKED_SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// The seed and plan under madsim's own determinism check (which takes a plain `fn`).
+static CHECKED: Mutex<Option<(u64, FaultPlan)>> = Mutex::new(None);
 
 fn checked_world() -> impl std::future::Future<Output = Result<(), String>> {
-    let seed = CHECKED_SEED.load(std::sync::atomic::Ordering::SeqCst);
+    let (seed, plan) = CHECKED.lock().expect("checked seed").clone().expect("set before the check");
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let certs = certs_dir().to_path_buf();
     let output = std::env::temp_dir().join("weir-sim").join(format!("seed-{seed}"));
-    let plan = FaultPlan::from_seed(seed, WORKERS, EVENTS * 1000 / RATE);
+    faultpoint::reset(None);
     async move { simulate(seed, run, &certs, &output, &plan).await }
 }
 
 /// Runs `seed` twice under madsim's determinism check, which compares every random draw of
 /// the two runs (stricter than comparing trace hashes).
-pub fn madsim_determinism_check(seed: u64) -> Result<(), String> {
-    CHECKED_SEED.store(seed, std::sync::atomic::Ordering::SeqCst);
+pub fn madsim_determinism_check(seed: u64, plan: &FaultPlan) -> Result<(), String> {
+    *CHECKED.lock().expect("checked seed") = Some((seed, plan.clone()));
     let outcome = std::panic::catch_unwind(|| {
         madsim::runtime::Runtime::check_determinism(seed, madsim::Config::default(), checked_world)
     });
@@ -166,29 +289,67 @@ pub fn madsim_determinism_check(seed: u64) -> Result<(), String> {
     }
 }
 
-/// Runs one seed in a fresh simulated world.
-pub fn run_seed(seed: u64) -> SeedOutcome {
+/// Runs one seed with `plan` (and `planted`, if any) in a fresh simulated world. A panic
+/// anywhere in the world is a failure of the run, not of the sweep.
+pub fn run_seed(seed: u64, plan: &FaultPlan, planted: Option<PlantedBug>) -> SeedOutcome {
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let certs = certs_dir().to_path_buf();
     // The output path is part of the job's identity (and so of the trace): per seed, not per run.
     let output = std::env::temp_dir().join("weir-sim").join(format!("seed-{seed}"));
-    let job_ms = EVENTS * 1000 / RATE;
-    let plan = FaultPlan::from_seed(seed, WORKERS, job_ms);
-    let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     let run_plan = plan.clone();
-    let (failure, trace_hash) = runtime.block_on(async move {
-        rt::trace_reset();
-        let failure = simulate(seed, run, &certs, &output, &run_plan).await.err();
-        (failure, rt::trace_hash())
-    });
-    SeedOutcome { seed, plan, trace_hash, failure }
+    faultpoint::reset(planted);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+        runtime.block_on(async move {
+            rt::trace_reset();
+            let failure = simulate(seed, run, &certs, &output, &run_plan).await.err();
+            (failure, rt::trace_hash())
+        })
+    }));
+    faultpoint::reset(None);
+    let (failure, trace_hash) = match outcome {
+        Ok(result) => result,
+        Err(panic) => (Some(format!("panicked: {}", rt::panic_message(&*panic))), 0),
+    };
+    SeedOutcome { seed, plan: plan.clone(), trace_hash, failure }
+}
+
+/// The simulated world of one run: nodes, storage and the client.
+struct World {
+    handle: madsim::runtime::Handle,
+    coordinator: madsim::runtime::NodeHandle,
+    workers: Vec<madsim::runtime::NodeHandle>,
+    storage: StorageFaults,
+    store_name: String,
+    job_id: String,
+    spec: BidsJobSpec,
 }
 
 async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &FaultPlan) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(output);
+    let store_name = format!("weir-sim-{}-run-{run}", std::process::id());
+    let (store, storage) = FaultyStore::new(Arc::new(object_store::memory::InMemory::new()), seed);
+    weir_core::checkpoint::register_memory_store(&store_name, store);
+    let result = simulate_in(seed, certs, output, plan, &store_name, storage).await;
+    weir_core::checkpoint::unregister_memory_store(&store_name);
+    if result.is_ok() {
+        let _ = std::fs::remove_dir_all(output);
+    }
+    result
+}
+
+async fn simulate_in(
+    seed: u64,
+    certs: &Path,
+    output: &Path,
+    plan: &FaultPlan,
+    store_name: &str,
+    storage: StorageFaults,
+) -> Result<(), String> {
+    let shape = &plan.shape;
+    assert!(shape.workers <= MAX_WORKERS, "plans have at most {MAX_WORKERS} workers");
     let handle = madsim::runtime::Handle::current();
-    let ips = node_ips();
-    let coordinator_address = format!("{}:7400", ips[0]);
+    let coordinator_address = format!("{}:7400", node_ip(1));
     let certs_arg = certs.display().to_string();
 
     let coordinator_args = parse(&strings(&[
@@ -198,19 +359,19 @@ async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &Fault
         "--certs",
         &certs_arg,
         "--checkpoint-dir",
-        &format!("memory://weir-sim-{}-run-{run}", std::process::id()),
+        &format!("memory://{store_name}"),
         "--heartbeat-timeout",
         "2s",
         "--restart-backoff",
         "200ms",
         "--restarts",
-        "20",
+        "40",
     ]));
     let Command::Coordinator(coordinator_args) = coordinator_args else { unreachable!() };
-    let coordinator_node = handle
+    let coordinator = handle
         .create_node()
         .name("coordinator")
-        .ip(ips[0])
+        .ip(node_ip(1))
         .init(move || {
             let options = coordinator_args.to_options().expect("coordinator options");
             async move {
@@ -222,14 +383,14 @@ async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &Fault
         .build();
 
     let mut workers = Vec::new();
-    for index in 0..WORKERS {
-        let ip = ips[1 + index];
+    for index in 0..shape.workers {
+        let ip = node_ip(2 + index as u8);
         let args = parse(&strings(&[
             "worker",
             "--coordinator",
             &coordinator_address,
             "--slots",
-            &SLOTS_PER_WORKER.to_string(),
+            &shape.slots_per_worker.to_string(),
             "--listen",
             &format!("{ip}:7500"),
             "--certs",
@@ -247,7 +408,7 @@ async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &Fault
                 }
             })
             .build();
-        workers.push(node.id());
+        workers.push(node);
     }
 
     // The client: submits the job with the same parser as `weir job submit bids`.
@@ -258,15 +419,19 @@ async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &Fault
         "--output",
         &output.display().to_string(),
         "--events",
-        &EVENTS.to_string(),
+        &shape.events.to_string(),
         "--seed",
         &seed.to_string(),
         "--parallelism",
-        &(WORKERS * SLOTS_PER_WORKER - 2).to_string(),
+        &shape.parallelism.to_string(),
         "--checkpoint-interval",
-        "100ms",
+        &format!("{}ms", shape.checkpoint_interval_ms),
+        "--window",
+        &format!("{}ms", shape.window_ms),
+        "--out-of-orderness",
+        &format!("{}ms", shape.out_of_orderness_ms),
         "--rate",
-        &RATE.to_string(),
+        &shape.rate.to_string(),
         "--coordinator",
         &coordinator_address,
         "--certs",
@@ -275,9 +440,10 @@ async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &Fault
     let Command::Job(JobCommand::Submit(SubmitJob::Bids { job, .. })) = submit else { unreachable!() };
     let run_options = job.to_options().map_err(|e| e.to_string())?;
     let spec = run_options.spec.clone();
+    let job_id = spec.fingerprint();
     let client_tls = TlsContext::load(certs, Role::Client).map_err(|e| e.to_string())?;
-    let client = handle.create_node().name("client").ip(ips[WORKERS + 1]).build();
-    let coordinator = coordinator_address.clone();
+    let client = handle.create_node().name("client").ip(node_ip(MAX_WORKERS as u8 + 2)).build();
+    let coordinator_at = coordinator_address.clone();
     let job_options = JobOptions {
         checkpoint_interval_ms: run_options.checkpoint_interval.map(|d| d.as_millis() as u64),
         retained_checkpoints: run_options.retained_checkpoints,
@@ -289,7 +455,7 @@ async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &Fault
         let mut job_id = None;
         for _ in 0..50 {
             let request = ClientRequest::Submit { spec: submit_spec.clone(), options: job_options.clone() };
-            match weir_cluster::client::request(&client_tls, &coordinator, &request).await {
+            match weir_cluster::client::request(&client_tls, &coordinator_at, &request).await {
                 Ok(ClientResponse::Submitted { job_id: id }) => {
                     job_id = Some(id);
                     break;
@@ -302,7 +468,7 @@ async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &Fault
         loop {
             madsim::time::sleep(Duration::from_millis(250)).await;
             let request = ClientRequest::Status { job_id: job_id.clone() };
-            match weir_cluster::client::request(&client_tls, &coordinator, &request).await {
+            match weir_cluster::client::request(&client_tls, &coordinator_at, &request).await {
                 Ok(ClientResponse::Status(status)) => match status.state {
                     JobState::Finished => return Ok(status),
                     JobState::Failed | JobState::Cancelled => {
@@ -316,44 +482,59 @@ async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &Fault
         }
     });
 
+    let world = World {
+        handle,
+        coordinator,
+        workers,
+        storage,
+        store_name: store_name.to_string(),
+        job_id,
+        spec,
+    };
+
+    // The commit monitor: output of epoch n is visible only after a checkpoint >= n completed.
+    let violation: Arc<Mutex<Option<String>>> = Arc::default();
+    let monitor = {
+        let (dirs, storage, job_id, violation) =
+            (weir_dataflow::job::sink_dirs(&world.spec), world.storage.clone(), world.job_id.clone(), violation.clone());
+        madsim::task::spawn(async move {
+            loop {
+                madsim::time::sleep(MONITOR_EVERY).await;
+                if let Some(found) = committed_beyond_completion(&dirs, &storage, &job_id) {
+                    violation.lock().expect("violation").get_or_insert(found);
+                }
+            }
+        })
+    };
+
     // The faults, at their times; then the liveness bound.
-    let started = madsim::time::Instant::now();
-    let net = madsim::net::NetSim::current();
-    let mut events: Vec<(u64, bool, &Fault)> = Vec::new();
-    for fault in &plan.faults {
-        events.push((fault.at_ms(), true, fault));
-        events.push((fault.end_ms(), false, fault));
-    }
-    events.sort_by_key(|(at, start, _)| (*at, !*start));
-    for (at_ms, start, fault) in events {
-        let due = started + Duration::from_millis(at_ms);
-        madsim::time::sleep_until(due).await;
-        rt::trace(&format!("fault {} {fault}", if start { "begins" } else { "heals" }));
-        match (fault, start) {
-            (Fault::KillWorker { worker, .. }, true) => handle.kill(workers[*worker]),
-            (Fault::KillWorker { worker, .. }, false) => handle.restart(workers[*worker]),
-            (Fault::KillCoordinator { .. }, true) => handle.kill(coordinator_node.id()),
-            (Fault::KillCoordinator { .. }, false) => handle.restart(coordinator_node.id()),
-            (Fault::Partition { worker, .. }, true) => net.clog_node(workers[*worker]),
-            (Fault::Partition { worker, .. }, false) => net.unclog_node(workers[*worker]),
-        }
-    }
-    let healed = madsim::time::Instant::now();
-    let status = match madsim::time::timeout(LIVENESS_BOUND, client_task).await {
+    let mut damaged = Vec::new();
+    let fault_outcome = inject(&world, plan, &mut damaged).await;
+    let finished = madsim::time::timeout(LIVENESS_BOUND, client_task).await;
+    monitor.abort();
+    fault_outcome?;
+    let status = match finished {
         Err(_) => {
             return Err(format!(
-                "liveness: the job did not finish within {LIVENESS_BOUND:?} of simulated time after the faults healed (at {:?})",
-                healed - started
+                "liveness: the job did not finish within {LIVENESS_BOUND:?} of simulated time after the faults healed (at {} ms)",
+                plan.heal_at_ms()
             ))
         }
         Ok(joined) => joined.map_err(|e| format!("client task: {e}"))??,
     };
-    rt::trace(&format!(
-        "job finished after {} restarts, last checkpoint {:?}",
-        status.restarts, status.last_checkpoint
-    ));
+    rt::trace(&format!("job finished after {} restarts, last checkpoint {:?}", status.restarts, status.last_checkpoint));
+
+    if let Some(found) = violation.lock().expect("violation").take() {
+        return Err(format!("output committed before its checkpoint completed: {found}"));
+    }
+    if let Some(found) = committed_beyond_completion(&weir_dataflow::job::sink_dirs(&world.spec), &world.storage, &world.job_id)
+    {
+        return Err(format!("output committed for an epoch whose checkpoint never completed: {found}"));
+    }
+    every_checkpoint_restores(&world, &damaged).await?;
 
     // Safety: the committed output equals the sequential reference.
+    let spec = &world.spec;
     let InputSpec::Generator(config) = spec.input else { unreachable!("the simulation generates its input") };
     let splits: Vec<ReferenceSplit> = (0..spec.parallelism)
         .map(|split| ReferenceSplit::Generated { config, split, splits: spec.parallelism })
@@ -364,6 +545,115 @@ async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &Fault
     if !report.is_empty() {
         return Err(format!("exactly-once violated:\n{report}"));
     }
-    let _ = std::fs::remove_dir_all(output);
+    Ok(())
+}
+
+/// Applies the plan's faults at their times and heals them.
+async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Vec<u64>) -> Result<(), String> {
+    let started = madsim::time::Instant::now();
+    let net = madsim::net::NetSim::current();
+    let default_latency = madsim::Config::default().net.send_latency;
+    let worker = |index: usize| world.workers[index].id();
+    let node = |node: Node| match node {
+        Node::Coordinator => world.coordinator.id(),
+        Node::Worker(index) => worker(index),
+    };
+    let mut events: Vec<(u64, bool, &Fault)> = Vec::new();
+    for fault in &plan.faults {
+        events.push((fault.at_ms(), true, fault));
+        if fault.duration_ms() > 0 {
+            events.push((fault.end_ms(), false, fault));
+        }
+    }
+    events.sort_by_key(|(at, start, _)| (*at, !*start));
+    for (at_ms, start, fault) in events {
+        madsim::time::sleep_until(started + Duration::from_millis(at_ms)).await;
+        rt::trace(&format!("fault {} {fault}", if start { "begins" } else { "heals" }));
+        match (fault, start) {
+            (Fault::KillWorker { worker: w, .. }, true) => world.handle.kill(worker(*w)),
+            (Fault::KillWorker { worker: w, .. } | Fault::CorruptCheckpoint { worker: w, .. }, false) => {
+                world.handle.restart(worker(*w))
+            }
+            (Fault::KillCoordinator { .. }, true) => world.handle.kill(world.coordinator.id()),
+            (Fault::KillCoordinator { .. }, false) => world.handle.restart(world.coordinator.id()),
+            (Fault::Partition { worker: w, .. }, true) => net.clog_node(worker(*w)),
+            (Fault::Partition { worker: w, .. }, false) => net.unclog_node(worker(*w)),
+            (Fault::OneWayPartition { worker: w, outbound: true, .. }, true) => net.clog_node_out(worker(*w)),
+            (Fault::OneWayPartition { worker: w, outbound: true, .. }, false) => net.unclog_node_out(worker(*w)),
+            (Fault::OneWayPartition { worker: w, outbound: false, .. }, true) => net.clog_node_in(worker(*w)),
+            (Fault::OneWayPartition { worker: w, outbound: false, .. }, false) => net.unclog_node_in(worker(*w)),
+            (Fault::Latency { min_ms, max_ms, .. }, true) => net.update_config(|config| {
+                config.send_latency = Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms)
+            }),
+            (Fault::Latency { .. }, false) => {
+                let latency = default_latency.clone();
+                net.update_config(|config| config.send_latency = latency)
+            }
+            (Fault::Pause { node: n, .. }, true) => world.handle.pause(node(*n)),
+            (Fault::Pause { node: n, .. }, false) => world.handle.resume(node(*n)),
+            (Fault::Storage { mode, .. }, true) => world.storage.begin(*mode),
+            (Fault::Storage { .. }, false) => world.storage.heal(),
+            (Fault::CorruptCheckpoint { damage, file, worker: w, .. }, true) => {
+                if let Some(checkpoint) = world.storage.newest_stored_checkpoint(&world.job_id).await {
+                    let files = world.spec.parallelism + 1;
+                    let name =
+                        if file % files == world.spec.parallelism { METADATA.to_string() } else { slot_state_file(file % files) };
+                    let store = CheckpointStore::open(&format!("memory://{}", world.store_name), &world.job_id)
+                        .map_err(|e| e.to_string())?;
+                    if world.storage.damage(&store.object_path(checkpoint, &name), *damage).await {
+                        rt::trace(&format!("damaged {name} of checkpoint {checkpoint}"));
+                        damaged.push(checkpoint);
+                    }
+                }
+                world.handle.kill(worker(*w));
+            }
+            (Fault::StallSplit { split, duration_ms, .. }, true) => {
+                faultpoint::stall_split(*split, Duration::from_millis(*duration_ms))
+            }
+            (Fault::StallSplit { .. }, false) => {}
+            (Fault::SinkCommitFails { count, .. }, _) => faultpoint::fail_sink_commits(*count),
+        }
+    }
+    Ok(())
+}
+
+/// The first committed part file whose epoch no stored checkpoint covers yet.
+fn committed_beyond_completion(dirs: &[PathBuf], storage: &StorageFaults, job_id: &str) -> Option<String> {
+    let completed = storage.completed_checkpoints(job_id).last().copied().unwrap_or(0);
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some((epoch, slot)) = weir_dataflow::sink::parse_committed(&name) {
+                if epoch > completed {
+                    return Some(format!(
+                        "{} (epoch {epoch}, slot {slot}) while the newest completed checkpoint is {completed}",
+                        dir.join(&name).display()
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Every checkpoint whose `_metadata` reached storage and is still there verifies and splits
+/// into slot states (except those the plan damaged on purpose).
+async fn every_checkpoint_restores(world: &World, damaged: &[u64]) -> Result<(), String> {
+    let store = CheckpointStore::open(&format!("memory://{}", world.store_name), &world.job_id).map_err(|e| e.to_string())?;
+    for checkpoint in world.storage.completed_checkpoints(&world.job_id) {
+        if damaged.contains(&checkpoint) {
+            continue;
+        }
+        match store.load(checkpoint).await {
+            Ok(restored) => {
+                weir_cluster::deploy::plan_restore(Some(&restored), &world.spec)
+                    .map_err(|e| format!("completed checkpoint {checkpoint} does not restore: {e}"))?;
+            }
+            // Deleted by retention (or as corrupt, metadata first): nothing left to restore.
+            Err(CheckpointError::Corrupt { reason, .. }) if reason.contains("_metadata is missing") => {}
+            Err(error) => return Err(format!("completed checkpoint {checkpoint} does not restore: {error}")),
+        }
+    }
     Ok(())
 }
