@@ -292,11 +292,7 @@ pub enum Target {
 impl Fault {
     /// When the fault starts.
     pub fn at_ms(&self) -> u64 {
-        *self.at_ref()
-    }
-
-    fn at_ref(&self) -> &u64 {
-        match self {
+        match *self {
             Fault::KillWorker { at_ms, .. }
             | Fault::KillCoordinator { at_ms, .. }
             | Fault::Partition { at_ms, .. }
@@ -490,7 +486,11 @@ impl FaultPlan {
     fn draw_fault(draw: &mut Draw, shape: &Shape, kinds: &[FaultKind], job_ms: u64) -> Fault {
         let at_ms = 100 + draw.below(job_ms * 3 / 2);
         let worker = draw.below(shape.workers as u64) as usize;
-        let storage = |mode: StorageFaultMode, draw: &mut Draw| Fault::Storage { at_ms, mode, duration_ms: draw.range(200, 3_000) };
+        let storage = |mode: StorageFaultMode, draw: &mut Draw| Fault::Storage {
+            at_ms,
+            mode,
+            duration_ms: draw.range(200, 3_000),
+        };
         match draw.pick(kinds) {
             FaultKind::KillWorker => Fault::KillWorker { at_ms, worker, down_ms: draw.range(100, 2_100) },
             FaultKind::KillCoordinator => Fault::KillCoordinator { at_ms, down_ms: draw.range(100, 2_100) },
@@ -500,7 +500,12 @@ impl FaultPlan {
             }
             FaultKind::Latency => {
                 let min_ms = draw.range(10, 100);
-                Fault::Latency { at_ms, min_ms, max_ms: min_ms + draw.range(1, 150), duration_ms: draw.range(500, 4_000) }
+                Fault::Latency {
+                    at_ms,
+                    min_ms,
+                    max_ms: min_ms + draw.range(1, 150),
+                    duration_ms: draw.range(500, 4_000),
+                }
             }
             FaultKind::Pause => {
                 let node = if draw.below(3) == 0 { Node::Coordinator } else { Node::Worker(worker) };
@@ -509,11 +514,16 @@ impl FaultPlan {
             FaultKind::StorageErrors => {
                 storage(StorageFaultMode { error_per_mille: draw.range(50, 300) as u32, ..Default::default() }, draw)
             }
-            FaultKind::StorageSlow => storage(StorageFaultMode { slow_ms: draw.range(5, 300), ..Default::default() }, draw),
-            FaultKind::LyingPuts => {
-                storage(StorageFaultMode { lying_put_per_mille: draw.range(50, 300) as u32, ..Default::default() }, draw)
+            FaultKind::StorageSlow => {
+                storage(StorageFaultMode { slow_ms: draw.range(5, 300), ..Default::default() }, draw)
             }
-            FaultKind::ListLag => storage(StorageFaultMode { list_lag_ms: draw.range(50, 1_000), ..Default::default() }, draw),
+            FaultKind::LyingPuts => storage(
+                StorageFaultMode { lying_put_per_mille: draw.range(50, 300) as u32, ..Default::default() },
+                draw,
+            ),
+            FaultKind::ListLag => {
+                storage(StorageFaultMode { list_lag_ms: draw.range(50, 1_000), ..Default::default() }, draw)
+            }
             FaultKind::CorruptCheckpoint => Fault::CorruptCheckpoint {
                 at_ms,
                 damage: if draw.coin() { Damage::BitFlip } else { Damage::Truncate },
@@ -564,7 +574,11 @@ impl FaultPlan {
             return Err("a plan needs workers, slots, events and a rate".into());
         }
         if shape.parallelism == 0 || shape.parallelism > shape.workers * shape.slots_per_worker {
-            return Err(format!("parallelism {} does not fit {} slots", shape.parallelism, shape.workers * shape.slots_per_worker));
+            return Err(format!(
+                "parallelism {} does not fit {} slots",
+                shape.parallelism,
+                shape.workers * shape.slots_per_worker
+            ));
         }
         for fault in &plan.faults {
             let bad_worker = matches!(fault.target(), Target::Node(Node::Worker(w)) if w >= shape.workers);

@@ -69,10 +69,14 @@ mod tests {
             p.faults.iter().any(|f| matches!(f, Fault::KillCoordinator { down_ms, .. } if *down_ms >= 300))
         };
         let mut runs = 0;
-        let shrunk = shrink(&plan, |p| {
-            runs += 1;
-            fails(p)
-        }, |_| {});
+        let shrunk = shrink(
+            &plan,
+            |p| {
+                runs += 1;
+                fails(p)
+            },
+            |_| {},
+        );
         assert_eq!(shrunk.faults, vec![culprit.with_duration(400)]);
         assert!(runs <= 8, "{runs} candidate runs");
     }

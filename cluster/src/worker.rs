@@ -244,7 +244,10 @@ async fn deploy(
     if parallelism > 1 {
         for &to in &local {
             for from in (0..parallelism).filter(|&from| !is_local(from)) {
-                wiring.inbound.insert((from, to), crate::transport::Inbound::new(from, to, exchange_credits, doorbells[&to].clone()));
+                wiring.inbound.insert(
+                    (from, to),
+                    crate::transport::Inbound::new(from, to, exchange_credits, doorbells[&to].clone()),
+                );
             }
         }
         for &from in &local {

@@ -85,7 +85,11 @@ impl Cluster {
 
     fn add_worker(&mut self, index: usize) {
         let log = self.root.path().join(format!("worker-{index}.log"));
-        let log = if log.exists() { self.root.path().join(format!("worker-{index}-{}.log", self.processes.0.len())) } else { log };
+        let log = if log.exists() {
+            self.root.path().join(format!("worker-{index}-{}.log", self.processes.0.len()))
+        } else {
+            log
+        };
         let child = spawn(
             &["worker", "--coordinator", &self.address, "--slots", "2", "--certs", self.certs.to_str().unwrap()],
             &log,

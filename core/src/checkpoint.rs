@@ -109,7 +109,9 @@ const LINEAGE: &str = "_lineage";
 
 /// Whether checkpoint `metadata` may still be restored after the restores of `lineage`.
 pub fn in_lineage(lineage: &[RestoreRecord], metadata: &CheckpointMetadata) -> bool {
-    lineage.iter().all(|restore| restore.generation <= metadata.generation || metadata.checkpoint_id <= restore.checkpoint)
+    lineage
+        .iter()
+        .all(|restore| restore.generation <= metadata.generation || metadata.checkpoint_id <= restore.checkpoint)
 }
 
 /// A verified checkpoint, ready to restore.
@@ -270,35 +272,23 @@ impl CheckpointStore {
         Ok(RestoredCheckpoint { metadata, files })
     }
 
-    /// The newest complete checkpoint that verifies; corrupt ones are skipped with a warning
-    /// and reported in the second value.
-    pub async fn latest_valid(&self) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
-        let (complete, _) = self.list_checkpoints().await?;
-        let mut skipped = Vec::new();
-        for &id in complete.iter().rev() {
-            match self.load(id).await {
-                Ok(restored) => return Ok((Some(restored), skipped)),
-                Err(error @ CheckpointError::Corrupt { .. }) => {
-                    tracing::warn!(checkpoint = id, %error, "skipping corrupt checkpoint; falling back to an older one");
-                    skipped.push(error);
-                }
-                Err(other) => return Err(other),
-            }
-        }
-        Ok((None, skipped))
-    }
-
     /// The checkpoint to restore: the newest that verifies and that the lineage allows. Every
     /// newer one that is corrupt or ruled out by the lineage is deleted (metadata first) so that
     /// it can never be restored later, after its output has been rolled back, and so that
     /// retention counts only good checkpoints. Records nothing: see [`Self::restore_for`].
     pub async fn restore_point(&self) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
-        let lineage = self.lineage().await?;
+        self.restore_point_in(&self.lineage().await?).await
+    }
+
+    async fn restore_point_in(
+        &self,
+        lineage: &[RestoreRecord],
+    ) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
         let (complete, _) = self.list_checkpoints().await?;
         let mut skipped = Vec::new();
         for &id in complete.iter().rev() {
             match self.load(id).await {
-                Ok(restored) if in_lineage(&lineage, &restored.metadata) => return Ok((Some(restored), skipped)),
+                Ok(restored) if in_lineage(lineage, &restored.metadata) => return Ok((Some(restored), skipped)),
                 Ok(_) => {
                     tracing::warn!(checkpoint = id, "deleting a checkpoint an earlier restore rolled back");
                     self.delete_checkpoint(id).await?;
@@ -320,8 +310,8 @@ impl CheckpointStore {
         &self,
         generation: u64,
     ) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
-        let (restored, skipped) = self.restore_point().await?;
         let mut lineage = self.lineage().await?;
+        let (restored, skipped) = self.restore_point_in(&lineage).await?;
         let checkpoint = restored.as_ref().map_or(0, |r| r.metadata.checkpoint_id);
         lineage.retain(|restore| restore.generation != generation);
         lineage.push(RestoreRecord { generation, checkpoint });
@@ -456,7 +446,12 @@ fn shared_memory_store(name: &str) -> Arc<dyn ObjectStore> {
     if name.is_empty() {
         return Arc::new(InMemory::new());
     }
-    named_stores().lock().expect("store registry").entry(name.to_string()).or_insert_with(|| Arc::new(InMemory::new())).clone()
+    named_stores()
+        .lock()
+        .expect("store registry")
+        .entry(name.to_string())
+        .or_insert_with(|| Arc::new(InMemory::new()))
+        .clone()
 }
 
 type NamedStores = std::sync::Mutex<std::collections::HashMap<String, Arc<dyn ObjectStore>>>;

@@ -51,10 +51,10 @@ async fn write_checkpoint_of(store: &CheckpointStore, id: u64, complete: bool, g
 fn complete_iff_metadata_exists() {
     for (store, _guard) in backends() {
         block_on(async {
-            assert!(store.latest_valid().await.unwrap().0.is_none());
+            assert!(store.restore_point().await.unwrap().0.is_none());
             write_checkpoint(&store, 1, true).await;
             write_checkpoint(&store, 2, false).await; // files uploaded, no _metadata: incomplete
-            let (latest, skipped) = store.latest_valid().await.unwrap();
+            let (latest, skipped) = store.restore_point().await.unwrap();
             let latest = latest.expect("checkpoint 1 is complete");
             assert_eq!(latest.metadata.checkpoint_id, 1);
             assert!(skipped.is_empty(), "an incomplete checkpoint is not corrupt, just not there");
@@ -74,7 +74,7 @@ fn corrupt_newest_falls_back_to_previous() {
             let mut content = store.object_store().get(&path).await.unwrap().bytes().await.unwrap().to_vec();
             content[3] ^= 1;
             store.object_store().put(&path, content.into()).await.unwrap();
-            let (latest, skipped) = store.latest_valid().await.unwrap();
+            let (latest, skipped) = store.restore_point().await.unwrap();
             assert_eq!(latest.unwrap().metadata.checkpoint_id, 1);
             assert!(matches!(skipped.as_slice(), [CheckpointError::Corrupt { checkpoint: 2, .. }]));
         });
@@ -90,7 +90,7 @@ fn truncated_metadata_is_detected() {
             let path = store.object_path(2, METADATA);
             let content = store.object_store().get(&path).await.unwrap().bytes().await.unwrap();
             store.object_store().put(&path, content.slice(..content.len() - 5).into()).await.unwrap();
-            let (latest, skipped) = store.latest_valid().await.unwrap();
+            let (latest, skipped) = store.restore_point().await.unwrap();
             assert_eq!(latest.unwrap().metadata.checkpoint_id, 1);
             assert_eq!(skipped.len(), 1);
             assert!(skipped[0].to_string().contains("checksum") || skipped[0].to_string().contains("truncated"));
@@ -129,7 +129,8 @@ fn a_checkpoint_rolled_back_by_a_restore_is_never_restored_later() {
             }
             // Generation 2 restores while checkpoint 3 is invisible (a lagging listing), as
             // though only 1 and 2 existed: simulate by restoring with 3's metadata moved away.
-            let metadata_3 = store.object_store().get(&store.object_path(3, METADATA)).await.unwrap().bytes().await.unwrap();
+            let metadata_3 =
+                store.object_store().get(&store.object_path(3, METADATA)).await.unwrap().bytes().await.unwrap();
             store.object_store().delete(&store.object_path(3, METADATA)).await.unwrap();
             let (restored, _) = store.restore_for(2).await.unwrap();
             assert_eq!(restored.unwrap().metadata.checkpoint_id, 2);

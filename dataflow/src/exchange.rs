@@ -257,11 +257,12 @@ impl ExchangeReceive {
                 if changed {
                     let mut union = Antichain::new();
                     // Planted bug: the last sender's reports are not waited for.
-                    let counted = if faultpoint::planted(PlantedBug::ReceiverFrontierEarly) && sender_frontiers.len() > 1 {
-                        sender_frontiers.len() - 1
-                    } else {
-                        sender_frontiers.len()
-                    };
+                    let counted =
+                        if faultpoint::planted(PlantedBug::ReceiverFrontierEarly) && sender_frontiers.len() > 1 {
+                            sender_frontiers.len() - 1
+                        } else {
+                            sender_frontiers.len()
+                        };
                     for frontier in &sender_frontiers[..counted] {
                         for time in frontier.elements() {
                             union.insert(*time);

@@ -163,7 +163,11 @@ pub fn main() -> ExitCode {
     }
     let passed = seeds.len() - failed.len();
     let minutes = started.elapsed().as_secs_f64() / 60.0;
-    println!("weir-sim: {passed} passed, {} failed ({:.0} seeds/minute)", failed.len(), seeds.len() as f64 / minutes.max(1e-9));
+    println!(
+        "weir-sim: {passed} passed, {} failed ({:.0} seeds/minute)",
+        failed.len(),
+        seeds.len() as f64 / minutes.max(1e-9)
+    );
     if !failed.is_empty() {
         println!("failing seeds: {failed:?} (replay one with `cargo sim -- --seed N`, shrink it with `--shrink`)");
         return ExitCode::FAILURE;
@@ -482,21 +486,17 @@ async fn simulate_in(
         }
     });
 
-    let world = World {
-        handle,
-        coordinator,
-        workers,
-        storage,
-        store_name: store_name.to_string(),
-        job_id,
-        spec,
-    };
+    let world = World { handle, coordinator, workers, storage, store_name: store_name.to_string(), job_id, spec };
 
     // The commit monitor: output of epoch n is visible only after a checkpoint >= n completed.
     let violation: Arc<Mutex<Option<String>>> = Arc::default();
     let monitor = {
-        let (dirs, storage, job_id, violation) =
-            (weir_dataflow::job::sink_dirs(&world.spec), world.storage.clone(), world.job_id.clone(), violation.clone());
+        let (dirs, storage, job_id, violation) = (
+            weir_dataflow::job::sink_dirs(&world.spec),
+            world.storage.clone(),
+            world.job_id.clone(),
+            violation.clone(),
+        );
         madsim::task::spawn(async move {
             loop {
                 madsim::time::sleep(MONITOR_EVERY).await;
@@ -522,12 +522,16 @@ async fn simulate_in(
         }
         Ok(joined) => joined.map_err(|e| format!("client task: {e}"))??,
     };
-    rt::trace(&format!("job finished after {} restarts, last checkpoint {:?}", status.restarts, status.last_checkpoint));
+    rt::trace(&format!(
+        "job finished after {} restarts, last checkpoint {:?}",
+        status.restarts, status.last_checkpoint
+    ));
 
     if let Some(found) = violation.lock().expect("violation").take() {
         return Err(format!("output committed before its checkpoint completed: {found}"));
     }
-    if let Some(found) = committed_beyond_completion(&weir_dataflow::job::sink_dirs(&world.spec), &world.storage, &world.job_id)
+    if let Some(found) =
+        committed_beyond_completion(&weir_dataflow::job::sink_dirs(&world.spec), &world.storage, &world.job_id)
     {
         return Err(format!("output committed for an epoch whose checkpoint never completed: {found}"));
     }
@@ -596,8 +600,11 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Vec<u64>) -> Resu
             (Fault::CorruptCheckpoint { damage, file, worker: w, .. }, true) => {
                 if let Some(checkpoint) = world.storage.newest_stored_checkpoint(&world.job_id).await {
                     let files = world.spec.parallelism + 1;
-                    let name =
-                        if file % files == world.spec.parallelism { METADATA.to_string() } else { slot_state_file(file % files) };
+                    let name = if file % files == world.spec.parallelism {
+                        METADATA.to_string()
+                    } else {
+                        slot_state_file(file % files)
+                    };
                     let store = CheckpointStore::open(&format!("memory://{}", world.store_name), &world.job_id)
                         .map_err(|e| e.to_string())?;
                     if world.storage.damage(&store.object_path(checkpoint, &name), *damage).await {
@@ -640,7 +647,8 @@ fn committed_beyond_completion(dirs: &[PathBuf], storage: &StorageFaults, job_id
 /// Every checkpoint whose `_metadata` reached storage and is still there verifies and splits
 /// into slot states (except those the plan damaged on purpose).
 async fn every_checkpoint_restores(world: &World, damaged: &[u64]) -> Result<(), String> {
-    let store = CheckpointStore::open(&format!("memory://{}", world.store_name), &world.job_id).map_err(|e| e.to_string())?;
+    let store =
+        CheckpointStore::open(&format!("memory://{}", world.store_name), &world.job_id).map_err(|e| e.to_string())?;
     for checkpoint in world.storage.completed_checkpoints(&world.job_id) {
         if damaged.contains(&checkpoint) {
             continue;
