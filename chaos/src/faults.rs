@@ -28,6 +28,13 @@
 //! | `corrupt-checkpoint` | a file of the newest checkpoint is bit-flipped or truncated, then a worker is killed so that the job restores | only checkpoint files (the job record is not protected by a checksum: Weir promises a clear error for it, not survival) |
 //! | `stall-split` | one source split yields nothing for a while (its watermark holds every window back) | ≤ 5 s |
 //! | `sink-commit-fails` | the next 1–2 sink commits fail with an I/O error; the attempt restarts and recovery commits | — |
+//! | `clock-jump` | a node's monotonic clock leaps forward by 0.1–30 s while the node keeps running; timers it overtakes fire at once (heartbeats look overdue, a checkpoint triggers early) | forward only, as a monotonic clock can only move forward |
+//! | `clock-drift` | a node's clock runs at 0.5×–2× true speed: its timers fire early or late | ≤ 5 s; beyond 4× between two nodes, heartbeats look missed, which is survived as worker loss |
+//! | `connection-reset` | every connection of a node is reset (a TCP RST) while both ends' processes live on; the node and its peers reconnect | — |
+//!
+//! Time: nothing in Weir compares two processes' clocks (an instant never crosses the wire, and
+//! event time comes from the data), so in every run that switches a clock kind on, each node's
+//! clock also starts skewed by a different offset (minutes apart).
 //!
 //! Node faults (kill, partition, pause, corruption) hit one node at a time: a node is killed
 //! while up and restarted while down, as a real fault injector does. Every fault heals by
@@ -71,11 +78,17 @@ pub enum FaultKind {
     StallSplit,
     /// Sink commits fail.
     SinkCommitFails,
+    /// A node's clock jumps forward.
+    ClockJump,
+    /// A node's clock runs fast or slow.
+    ClockDrift,
+    /// A node's connections are reset.
+    ConnectionReset,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::KillWorker,
         FaultKind::KillCoordinator,
         FaultKind::Partition,
@@ -89,6 +102,9 @@ impl FaultKind {
         FaultKind::CorruptCheckpoint,
         FaultKind::StallSplit,
         FaultKind::SinkCommitFails,
+        FaultKind::ClockJump,
+        FaultKind::ClockDrift,
+        FaultKind::ConnectionReset,
     ];
 
     /// The kind's name in plans and the atlas.
@@ -107,6 +123,9 @@ impl FaultKind {
             FaultKind::CorruptCheckpoint => "corrupt-checkpoint",
             FaultKind::StallSplit => "stall-split",
             FaultKind::SinkCommitFails => "sink-commit-fails",
+            FaultKind::ClockJump => "clock-jump",
+            FaultKind::ClockDrift => "clock-drift",
+            FaultKind::ConnectionReset => "connection-reset",
         }
     }
 }
@@ -272,6 +291,33 @@ pub enum Fault {
         /// How many commits fail.
         count: u32,
     },
+    /// `node`'s clock leaps forward by `jump_ms`.
+    ClockJump {
+        /// When.
+        at_ms: u64,
+        /// Which node.
+        node: Node,
+        /// How far.
+        jump_ms: u64,
+    },
+    /// `node`'s clock runs at `rate_permille` / 1000 of true speed for `duration_ms`.
+    ClockDrift {
+        /// When.
+        at_ms: u64,
+        /// Which node.
+        node: Node,
+        /// Speed, ‰ of true time.
+        rate_permille: u32,
+        /// How long.
+        duration_ms: u64,
+    },
+    /// Every connection of `node` is reset.
+    ConnectionReset {
+        /// When.
+        at_ms: u64,
+        /// Which node.
+        node: Node,
+    },
 }
 
 /// What a fault occupies: at most one fault at a time per target.
@@ -302,7 +348,10 @@ impl Fault {
             | Fault::Storage { at_ms, .. }
             | Fault::CorruptCheckpoint { at_ms, .. }
             | Fault::StallSplit { at_ms, .. }
-            | Fault::SinkCommitFails { at_ms, .. } => at_ms,
+            | Fault::SinkCommitFails { at_ms, .. }
+            | Fault::ClockJump { at_ms, .. }
+            | Fault::ClockDrift { at_ms, .. }
+            | Fault::ConnectionReset { at_ms, .. } => at_ms,
         }
     }
 
@@ -317,7 +366,10 @@ impl Fault {
             | Fault::Storage { at_ms, .. }
             | Fault::CorruptCheckpoint { at_ms, .. }
             | Fault::StallSplit { at_ms, .. }
-            | Fault::SinkCommitFails { at_ms, .. } => *at_ms = start_ms,
+            | Fault::SinkCommitFails { at_ms, .. }
+            | Fault::ClockJump { at_ms, .. }
+            | Fault::ClockDrift { at_ms, .. }
+            | Fault::ConnectionReset { at_ms, .. } => *at_ms = start_ms,
         }
     }
 
@@ -332,8 +384,9 @@ impl Fault {
             | Fault::Latency { duration_ms, .. }
             | Fault::Pause { duration_ms, .. }
             | Fault::Storage { duration_ms, .. }
-            | Fault::StallSplit { duration_ms, .. } => *duration_ms,
-            Fault::SinkCommitFails { .. } => 0,
+            | Fault::StallSplit { duration_ms, .. }
+            | Fault::ClockDrift { duration_ms, .. } => *duration_ms,
+            Fault::SinkCommitFails { .. } | Fault::ClockJump { .. } | Fault::ConnectionReset { .. } => 0,
         }
     }
 
@@ -349,8 +402,9 @@ impl Fault {
             | Fault::Latency { duration_ms, .. }
             | Fault::Pause { duration_ms, .. }
             | Fault::Storage { duration_ms, .. }
-            | Fault::StallSplit { duration_ms, .. } => *duration_ms = ms,
-            Fault::SinkCommitFails { .. } => {}
+            | Fault::StallSplit { duration_ms, .. }
+            | Fault::ClockDrift { duration_ms, .. } => *duration_ms = ms,
+            Fault::SinkCommitFails { .. } | Fault::ClockJump { .. } | Fault::ConnectionReset { .. } => {}
         }
         fault
     }
@@ -368,7 +422,10 @@ impl Fault {
             | Fault::OneWayPartition { worker, .. }
             | Fault::CorruptCheckpoint { worker, .. } => Target::Node(Node::Worker(*worker)),
             Fault::KillCoordinator { .. } => Target::Node(Node::Coordinator),
-            Fault::Pause { node, .. } => Target::Node(*node),
+            Fault::Pause { node, .. }
+            | Fault::ClockJump { node, .. }
+            | Fault::ClockDrift { node, .. }
+            | Fault::ConnectionReset { node, .. } => Target::Node(*node),
             Fault::Latency { .. } => Target::Network,
             Fault::Storage { .. } => Target::Storage,
             Fault::StallSplit { split, .. } => Target::Split(*split),
@@ -392,6 +449,9 @@ impl Fault {
             Fault::CorruptCheckpoint { .. } => FaultKind::CorruptCheckpoint,
             Fault::StallSplit { .. } => FaultKind::StallSplit,
             Fault::SinkCommitFails { .. } => FaultKind::SinkCommitFails,
+            Fault::ClockJump { .. } => FaultKind::ClockJump,
+            Fault::ClockDrift { .. } => FaultKind::ClockDrift,
+            Fault::ConnectionReset { .. } => FaultKind::ConnectionReset,
         }
     }
 }
@@ -423,6 +483,14 @@ impl fmt::Display for Fault {
             ),
             Fault::StallSplit { split, duration_ms, .. } => write!(f, "stall split {split} for {duration_ms} ms"),
             Fault::SinkCommitFails { count, .. } => write!(f, "fail the next {count} sink commit(s)"),
+            Fault::ClockJump { node, jump_ms, .. } => write!(f, "{node}'s clock jumps {jump_ms} ms forward"),
+            Fault::ClockDrift { node, rate_permille, duration_ms, .. } => write!(
+                f,
+                "{node}'s clock runs at {}.{:03}× for {duration_ms} ms",
+                rate_permille / 1000,
+                rate_permille % 1000
+            ),
+            Fault::ConnectionReset { node, .. } => write!(f, "reset every connection of {node}"),
         }
     }
 }
@@ -486,6 +554,8 @@ impl FaultPlan {
     fn draw_fault(draw: &mut Draw, shape: &Shape, kinds: &[FaultKind], job_ms: u64) -> Fault {
         let at_ms = 100 + draw.below(job_ms * 3 / 2);
         let worker = draw.below(shape.workers as u64) as usize;
+        // The coordinator one time in three.
+        let draw_node = |draw: &mut Draw| if draw.below(3) == 0 { Node::Coordinator } else { Node::Worker(worker) };
         let storage = |mode: StorageFaultMode, draw: &mut Draw| Fault::Storage {
             at_ms,
             mode,
@@ -507,10 +577,7 @@ impl FaultPlan {
                     duration_ms: draw.range(500, 4_000),
                 }
             }
-            FaultKind::Pause => {
-                let node = if draw.below(3) == 0 { Node::Coordinator } else { Node::Worker(worker) };
-                Fault::Pause { at_ms, node, duration_ms: draw.range(100, 5_000) }
-            }
+            FaultKind::Pause => Fault::Pause { at_ms, node: draw_node(draw), duration_ms: draw.range(100, 5_000) },
             FaultKind::StorageErrors => {
                 storage(StorageFaultMode { error_per_mille: draw.range(50, 300) as u32, ..Default::default() }, draw)
             }
@@ -537,6 +604,14 @@ impl FaultPlan {
                 duration_ms: draw.range(200, 5_000),
             },
             FaultKind::SinkCommitFails => Fault::SinkCommitFails { at_ms, count: draw.range(1, 2) as u32 },
+            FaultKind::ClockJump => Fault::ClockJump { at_ms, node: draw_node(draw), jump_ms: draw.range(100, 30_000) },
+            FaultKind::ClockDrift => Fault::ClockDrift {
+                at_ms,
+                node: draw_node(draw),
+                rate_permille: if draw.coin() { draw.range(500, 950) } else { draw.range(1_050, 2_000) } as u32,
+                duration_ms: draw.range(500, 5_000),
+            },
+            FaultKind::ConnectionReset => Fault::ConnectionReset { at_ms, node: draw_node(draw) },
         }
     }
 
@@ -554,6 +629,11 @@ impl FaultPlan {
         }
         faults.sort_by_key(Fault::at_ms);
         FaultPlan { shape, kinds, faults }
+    }
+
+    /// Does this run skew node clocks (then every node's clock starts at its own offset)?
+    pub fn skews_clocks(&self) -> bool {
+        self.kinds.iter().any(|kind| matches!(kind, FaultKind::ClockJump | FaultKind::ClockDrift))
     }
 
     /// When every fault has healed.

@@ -197,7 +197,7 @@ impl FaultyStore {
             (mode.slow_ms, fail)
         };
         if slow_ms > 0 {
-            rt::sleep(Duration::from_millis(slow_ms)).await;
+            rt::true_sleep(Duration::from_millis(slow_ms)).await;
         }
         if fail {
             return Err(injected(operation, path));
@@ -207,7 +207,7 @@ impl FaultyStore {
 
     fn record_put(&self, path: &Path) {
         let mut control = self.faults.control();
-        control.written_at.insert(path.clone(), rt::now());
+        control.written_at.insert(path.clone(), rt::true_now());
         let parts: Vec<String> = path.parts().map(|p| p.as_ref().to_string()).collect();
         if parts.len() >= 3 && parts[parts.len() - 1] == weir_core::checkpoint::METADATA {
             if let Some(id) = parts[parts.len() - 2].strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) {
@@ -285,7 +285,7 @@ impl ObjectStore for FaultyStore {
             control.injected += u64::from(fail);
             let hidden: BTreeSet<Path> = if mode.list_lag_ms > 0 {
                 let horizon = Duration::from_millis(mode.list_lag_ms);
-                let now = rt::now();
+                let now = rt::true_now();
                 control
                     .written_at
                     .iter()

@@ -274,7 +274,7 @@ pub async fn coordinate(
                             return Err(JobError::Crashed(CrashPoint::BeforeCommit { checkpoint }));
                         }
                         broadcast(SlotCommand::Complete { checkpoint });
-                        if let Err(error) = store.retain(config.retained_checkpoints).await {
+                        if let Err(error) = store.retain(config.retained_checkpoints, checkpoint).await {
                             tracing::warn!(%error, "could not delete old checkpoints");
                         }
                         if current.last {
@@ -285,7 +285,7 @@ pub async fn coordinate(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(next_trigger) => {
+            _ = rt::sleep_until(next_trigger) => {
                 next_trigger = rt::now() + interval;
                 if pending.is_none() && final_commits.is_none() && !input_done.iter().all(|&d| d) {
                     if config.crash_at == Some(CrashPoint::AtTrigger { checkpoint: next_checkpoint }) {
@@ -298,7 +298,7 @@ pub async fn coordinate(
                     broadcast(SlotCommand::Trigger { checkpoint: next_checkpoint, last: false });
                 }
             }
-            _ = tokio::time::sleep_until(next_progress) => {
+            _ = rt::sleep_until(next_progress) => {
                 next_progress = rt::now() + progress_every;
                 progress.report(outcome.last_checkpoint);
             }

@@ -1,15 +1,69 @@
 //! TLS connections over TCP: the one way cluster processes talk.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+use weir_core::faultpoint::{LinkDirection, LinkFault};
 
 use crate::tls::{server_name, TlsContext};
 
 /// A TLS stream to a peer, either side.
-pub type TlsStream = tokio_rustls::TlsStream<TcpStream>;
+pub type TlsStream = tokio_rustls::TlsStream<Link>;
+
+/// A TCP connection under TLS. It is the seam through which the simulator resets connections
+/// (a TCP RST with both processes alive); in production it is the bare stream.
+#[derive(Debug)]
+pub struct Link {
+    tcp: TcpStream,
+    fault: LinkFault,
+}
+
+impl Link {
+    fn new(tcp: TcpStream) -> Self {
+        Link { tcp, fault: LinkFault::register() }
+    }
+
+    fn reset_error() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer (injected)")
+    }
+}
+
+impl AsyncRead for Link {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let link = self.get_mut();
+        if link.fault.poll_reset(cx, LinkDirection::Read) {
+            return Poll::Ready(Err(Link::reset_error()));
+        }
+        Pin::new(&mut link.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Link {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let link = self.get_mut();
+        if link.fault.poll_reset(cx, LinkDirection::Write) {
+            return Poll::Ready(Err(Link::reset_error()));
+        }
+        Pin::new(&mut link.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let link = self.get_mut();
+        if link.fault.poll_reset(cx, LinkDirection::Write) {
+            return Poll::Ready(Err(Link::reset_error()));
+        }
+        Pin::new(&mut link.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,9 +75,10 @@ pub async fn connect(tls: &TlsContext, address: &str) -> std::io::Result<TlsStre
     let tcp = TcpStream::connect(address).await?;
     tcp.set_nodelay(true)?;
     let connector = TlsConnector::from(tls.client.clone());
-    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await.map_err(|_| {
-        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("TLS handshake with {address} timed out"))
-    })??;
+    let stream =
+        weir_core::rt::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, Link::new(tcp))).await.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, format!("TLS handshake with {address} timed out"))
+        })??;
     Ok(tokio_rustls::TlsStream::Client(stream))
 }
 
@@ -63,7 +118,7 @@ impl TlsListener {
         loop {
             let (tcp, peer) = self.listener.accept().await?;
             tcp.set_nodelay(true)?;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
+            match weir_core::rt::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(Link::new(tcp))).await {
                 Ok(Ok(stream)) => return Ok((tokio_rustls::TlsStream::Server(stream), peer.to_string())),
                 Ok(Err(error)) => {
                     tracing::warn!(%peer, %error, "refused connection: TLS handshake failed (no valid certificate?)")

@@ -4,7 +4,10 @@
 //!
 //! Worker loss is detected by a closed connection or by missing heartbeats. The job's current
 //! attempt is then cancelled everywhere and, after a backed-off delay, redeployed on the
-//! workers that have free slots; after `restarts_max` restarts the job fails with the reason.
+//! workers that have free slots. The delay doubles with each restart in a row; an attempt that
+//! completed a checkpoint was making progress, so its failure starts the count (and the delay)
+//! afresh: after `restarts_max` restarts in a row without a completed checkpoint (a crash loop)
+//! the job fails with the reason.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -407,8 +410,7 @@ async fn run_job(
     job_id: String,
     cancel: Arc<tokio::sync::Notify>,
 ) {
-    let mut backoff = options.restart_backoff;
-    let mut restarts = 0u32;
+    let mut restarts = RestartPolicy::new(options.restart_backoff, options.restarts_max);
     let store = match CheckpointStore::open(&options.checkpoint_dir, &job_id) {
         Ok(store) => store,
         Err(error) => {
@@ -416,10 +418,12 @@ async fn run_job(
         }
     };
     loop {
+        // Set when the attempt completes a checkpoint.
+        let mut progressed = false;
         let outcome = tokio::select! {
             biased;
             _ = cancel.notified() => Err(AttemptEnd::Cancelled),
-            outcome = run_attempt(&state, &spec, &job_options, &job_id, &store) => outcome,
+            outcome = run_attempt(&state, &spec, &job_options, &job_id, &store, &mut progressed) => outcome,
         };
         // Whatever happened, the attempt's slots must stop everywhere before anything else runs.
         cancel_attempts_of(&state, &job_id);
@@ -448,12 +452,15 @@ async fn run_job(
                 return set_status(&state, &job_id, |s| (s.state, s.message) = (JobState::Failed, Some(message)));
             }
             Err(AttemptEnd::Retry(message)) => {
-                restarts += 1;
-                if restarts > options.restarts_max {
-                    let message = format!("{} restarts exhausted; last failure: {message}", options.restarts_max);
+                let Some(backoff) = restarts.next(progressed) else {
+                    let message = format!(
+                        "{} restarts in a row without completing a checkpoint; last failure: {message}",
+                        options.restarts_max
+                    );
                     eprintln!("coordinator: job {job_id} failed: {message}");
                     return set_status(&state, &job_id, |s| (s.state, s.message) = (JobState::Failed, Some(message)));
-                }
+                };
+                let restarts = restarts.total;
                 eprintln!("coordinator: job {job_id} restarting in {backoff:?} (restart {restarts}): {message}");
                 rt::trace(&format!("job {job_id} restarting (restart {restarts}): {message}"));
                 set_status(&state, &job_id, |s| {
@@ -469,9 +476,47 @@ async fn run_job(
                     }
                     _ = rt::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
+    }
+}
+
+/// When a failed attempt is retried: after a delay that doubles with each restart in a row (up
+/// to [`RestartPolicy::MAX_BACKOFF`]), until `max_in_a_row` restarts in a row have failed. An
+/// attempt that completed a checkpoint was making progress, so its failure starts the count and
+/// the delay afresh: a long-running job survives any number of failures spread over its life,
+/// while a crash loop fails with its reason.
+#[derive(Debug)]
+struct RestartPolicy {
+    initial_backoff: Duration,
+    max_in_a_row: u32,
+    backoff: Duration,
+    in_a_row: u32,
+    /// Every restart so far (shown in the job's status).
+    total: u32,
+}
+
+impl RestartPolicy {
+    const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+    fn new(initial_backoff: Duration, max_in_a_row: u32) -> Self {
+        RestartPolicy { initial_backoff, max_in_a_row, backoff: initial_backoff, in_a_row: 0, total: 0 }
+    }
+
+    /// An attempt failed (`progressed`: after completing a checkpoint). The delay before the
+    /// restart, or `None` when the job should fail.
+    fn next(&mut self, progressed: bool) -> Option<Duration> {
+        if progressed {
+            (self.in_a_row, self.backoff) = (0, self.initial_backoff);
+        }
+        if self.in_a_row == self.max_in_a_row {
+            return None;
+        }
+        self.in_a_row += 1;
+        self.total += 1;
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(Self::MAX_BACKOFF);
+        Some(delay)
     }
 }
 
@@ -510,6 +555,7 @@ async fn run_attempt(
     job_options: &JobOptions,
     job_id: &str,
     store: &CheckpointStore,
+    progressed: &mut bool,
 ) -> Result<Option<u64>, AttemptEnd> {
     let parallelism = spec.parallelism;
     // Corrupt newer checkpoints are deleted, so that one can never be restored after the output
@@ -619,7 +665,7 @@ async fn run_attempt(
     }
     let mut pending = workers.len();
     while pending > 0 {
-        match tokio::time::timeout(Duration::from_secs(30), deployed_rx.recv()).await {
+        match rt::timeout(Duration::from_secs(30), deployed_rx.recv()).await {
             Ok(Some(Ok(_))) => pending -= 1,
             Ok(Some(Err(message))) => return Err(AttemptEnd::Retry(message)),
             Ok(None) | Err(_) => return Err(AttemptEnd::Retry("deployment timed out".into())),
@@ -649,10 +695,17 @@ async fn run_attempt(
         crash_at: None,
         attempt: attempt_token,
         generation,
-        last_checkpoint: Some(last_checkpoint),
+        last_checkpoint: Some(last_checkpoint.clone()),
     };
     let metrics: Vec<Arc<SlotMetrics>> = metrics.into_values().collect();
-    match coordinate(config, store.clone(), links, events_rx, metrics, start_epoch).await {
+    let outcome = coordinate(config, store.clone(), links, events_rx, metrics, start_epoch).await;
+    // Whether the attempt completed a checkpoint decides how its failure counts.
+    let reached = last_checkpoint.load(std::sync::atomic::Ordering::Relaxed);
+    if reached > plan.epoch {
+        *progressed = true;
+        set_status(state, job_id, |s| s.last_checkpoint = Some(reached));
+    }
+    match outcome {
         Ok(outcome) => {
             set_status(state, job_id, |s| s.last_checkpoint = outcome.last_checkpoint);
             Ok(outcome.last_checkpoint)
@@ -660,5 +713,34 @@ async fn run_attempt(
         Err(JobError::WorkerLost(message)) => Err(AttemptEnd::Retry(message)),
         Err(JobError::SlotFailed { message, slot }) => Err(AttemptEnd::Fatal(format!("slot {slot}: {message}"))),
         Err(other) => Err(AttemptEnd::Retry(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_delays_double_and_a_crash_loop_fails() {
+        let mut policy = RestartPolicy::new(Duration::from_millis(500), 5);
+        let delays: Vec<_> = (0..5).map(|_| policy.next(false).expect("within the limit").as_millis()).collect();
+        assert_eq!(delays, [500, 1_000, 2_000, 4_000, 8_000]);
+        assert_eq!(policy.next(false), None, "the sixth failure in a row fails the job");
+        assert_eq!(policy.total, 5);
+    }
+
+    #[test]
+    fn progress_resets_the_count_and_the_delay() {
+        let mut policy = RestartPolicy::new(Duration::from_millis(200), 2);
+        for _ in 0..20 {
+            // Each attempt completes a checkpoint and then fails: never a crash loop.
+            assert_eq!(policy.next(true), Some(Duration::from_millis(200)));
+        }
+        assert_eq!(policy.next(false), Some(Duration::from_millis(400)));
+        assert_eq!(policy.next(false), None);
+        assert_eq!(policy.total, 21);
+        let mut capped = RestartPolicy::new(Duration::from_secs(4), 10);
+        let delays: Vec<_> = (0..4).map(|_| capped.next(false).unwrap().as_secs()).collect();
+        assert_eq!(delays, [4, 8, 10, 10], "the delay is capped");
     }
 }

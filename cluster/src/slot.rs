@@ -17,6 +17,7 @@ use timely::communication::Allocator;
 use timely::worker::{Config, Worker};
 
 use weir_core::faultpoint::{self, PlantedBug};
+use weir_core::rt;
 use weir_core::time::Epoch;
 use weir_dataflow::exchange::Doorbell;
 use weir_dataflow::job::{build_bids_dataflow, sink_dirs, SlotSetup};
@@ -233,7 +234,7 @@ pub async fn drive_slot(
         tokio::select! {
             biased;
             _ = doorbell.notify.notified() => {}
-            _ = tokio::time::sleep(IDLE_WAIT) => {}
+            _ = rt::sleep(IDLE_WAIT) => {}
         }
         control.wake_all();
     }

@@ -131,7 +131,7 @@ async fn serve_coordinator(options: &WorkerOptions, data_address: &str, wirings:
     // The coordinator pings; hearing nothing for this long means it (or the path to it) is gone.
     let silence_limit = options.heartbeat_interval * 8;
     let result = loop {
-        let message = match tokio::time::timeout(silence_limit, read_message::<_, ToWorker>(&mut reader)).await {
+        let message = match rt::timeout(silence_limit, read_message::<_, ToWorker>(&mut reader)).await {
             Ok(Ok(Some(message))) => message,
             Ok(Ok(None)) => break Ok(()),
             Ok(Err(error)) => break Err(error),

@@ -7,6 +7,9 @@
 //! sequential reference. One test kills a worker with SIGKILL mid-run and starts a
 //! replacement: the job must restart from its latest checkpoint and commit exactly the
 //! reference output. Another presents certificates from a foreign CA and must be refused.
+//!
+//! Where the machine allows (root, `ip` from iproute2), one soak runs each process in its own
+//! network namespace, joined by a bridge, so that it can also cut processes off the network.
 
 mod common;
 
@@ -39,8 +42,133 @@ fn weir(args: &[&str]) -> Output {
 }
 
 fn spawn(args: &[&str], log: &Path) -> Child {
+    spawn_in(None, args, log)
+}
+
+/// `weir args` inside network namespace `namespace` (if any), its stderr to `log`.
+fn spawn_in(namespace: Option<&str>, args: &[&str], log: &Path) -> Child {
     let log = std::fs::File::create(log).unwrap();
-    Command::new(WEIR).args(args).stdout(Stdio::null()).stderr(log).spawn().expect("weir starts")
+    weir_command(namespace, args).stdout(Stdio::null()).stderr(log).spawn().expect("weir starts")
+}
+
+fn weir_command(namespace: Option<&str>, args: &[&str]) -> Command {
+    match namespace {
+        // `ip netns exec` enters the namespace and execs weir: the child's pid is weir's.
+        Some(namespace) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", namespace, WEIR]).args(args);
+            command
+        }
+        None => {
+            let mut command = Command::new(WEIR);
+            command.args(args);
+            command
+        }
+    }
+}
+
+/// A network of namespaces: a switch namespace holding a bridge (and the client, at `.254`),
+/// the coordinator's namespace (`.1`) and one per worker (`.10 + index`), each joined to the
+/// bridge by a veth pair whose switch end the test can take down (a partition) or make drop
+/// what it sends (a one-way partition: the process hears nothing).
+struct Namespaces {
+    prefix: String,
+    members: Vec<String>,
+}
+
+const SUBNET: &str = "10.213.0";
+
+impl Namespaces {
+    /// Builds the network, or says why this machine cannot (not root, no iproute2).
+    fn create(workers: usize) -> Result<Self, String> {
+        Self::remove_stale();
+        let prefix = format!("weir-soak-{}", std::process::id());
+        let mut namespaces = Namespaces { prefix, members: Vec::new() };
+        let switch = namespaces.name("switch");
+        namespaces.ip(&["netns", "add", &switch])?;
+        namespaces.members.push(switch.clone());
+        namespaces.ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
+        namespaces.ip(&["-n", &switch, "addr", "add", &format!("{SUBNET}.254/24"), "dev", "br0"])?;
+        namespaces.ip(&["-n", &switch, "link", "set", "br0", "up"])?;
+        namespaces.ip(&["-n", &switch, "link", "set", "lo", "up"])?;
+        let mut hosts = vec![("coordinator".to_string(), 1)];
+        hosts.extend((0..workers).map(|index| (format!("worker-{index}"), 10 + index)));
+        for (role, host) in hosts {
+            let namespace = namespaces.name(&role);
+            namespaces.ip(&["netns", "add", &namespace])?;
+            namespaces.members.push(namespace.clone());
+            let outer = format!("v{host}");
+            namespaces.ip(&["-n", &switch, "link", "add", &outer, "type", "veth", "peer", "name", "eth0"])?;
+            namespaces.ip(&["-n", &switch, "link", "set", "eth0", "netns", &namespace])?;
+            namespaces.ip(&["-n", &switch, "link", "set", &outer, "master", "br0", "up"])?;
+            namespaces.ip(&["-n", &namespace, "addr", "add", &format!("{SUBNET}.{host}/24"), "dev", "eth0"])?;
+            namespaces.ip(&["-n", &namespace, "link", "set", "eth0", "up"])?;
+            namespaces.ip(&["-n", &namespace, "link", "set", "lo", "up"])?;
+        }
+        Ok(namespaces)
+    }
+
+    fn name(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<(), String> {
+        let output = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()));
+        }
+        Ok(())
+    }
+
+    /// Namespaces left behind by test processes that died before cleaning up.
+    fn remove_stale() {
+        let Ok(list) = Command::new("ip").args(["netns", "list"]).output() else { return };
+        for line in String::from_utf8_lossy(&list.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            let Some(pid) = name.strip_prefix("weir-soak-").and_then(|rest| rest.split('-').next()) else { continue };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = Command::new("ip").args(["netns", "del", name]).output();
+            }
+        }
+    }
+
+    /// Resets every TCP connection in `role`'s namespace (the kernel sends RSTs: `ss -K`).
+    fn reset_connections(&self, role: &str) {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.name(role), "ss", "-K", "state", "established"])
+            .output()
+            .expect("ss runs");
+        assert!(output.status.success(), "ss -K: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    /// Cuts `host` off the bridge both ways, or reconnects it.
+    fn partition(&self, host: usize, cut: bool) {
+        let switch = self.name("switch");
+        let link = format!("v{host}");
+        self.ip(&["-n", &switch, "link", "set", &link, if cut { "down" } else { "up" }]).unwrap();
+    }
+
+    /// Drops every packet the bridge sends to `host` (it still sends), or stops dropping.
+    fn deafen(&self, host: usize, deaf: bool) {
+        let switch = self.name("switch");
+        let link = format!("v{host}");
+        // A FIFO that holds nothing drops every packet (netem is not always in the kernel).
+        let args: Vec<&str> = if deaf {
+            vec!["-n", &switch, "qdisc", "add", "dev", &link, "root", "pfifo", "limit", "0"]
+        } else {
+            vec!["-n", &switch, "qdisc", "del", "dev", &link, "root"]
+        };
+        let output = Command::new("tc").args(&args).output().expect("tc runs");
+        assert!(output.status.success(), "tc {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for namespace in self.members.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", namespace]).output();
+        }
+    }
 }
 
 struct Cluster {
@@ -48,15 +176,29 @@ struct Cluster {
     address: String,
     certs: PathBuf,
     processes: Processes,
+    /// Each process in its own network namespace, when the cluster runs in them. Declared after
+    /// `processes`, so that processes die before their namespaces go.
+    namespaces: Option<Namespaces>,
 }
 
 impl Cluster {
     fn start(workers: usize) -> Self {
+        Self::start_with(workers, None)
+    }
+
+    fn start_with(workers: usize, namespaces: Option<Namespaces>) -> Self {
         let root = tempfile::tempdir().unwrap();
         let certs = root.path().join("certs");
-        assert!(weir(&["certs", "init", certs.to_str().unwrap()]).status.success());
-        let address = format!("127.0.0.1:{}", free_port());
-        let mut cluster = Cluster { address, certs, processes: Processes(Vec::new()), root };
+        let (address, hosts) = match namespaces {
+            Some(_) => {
+                let hosts: Vec<String> =
+                    std::iter::once(1).chain(10..10 + workers).map(|host| format!("{SUBNET}.{host}")).collect();
+                (format!("{SUBNET}.1:7400"), hosts.join(","))
+            }
+            None => (format!("127.0.0.1:{}", free_port()), "localhost,127.0.0.1".to_string()),
+        };
+        assert!(weir(&["certs", "init", certs.to_str().unwrap(), "--hosts", &hosts]).status.success());
+        let mut cluster = Cluster { address, certs, processes: Processes(Vec::new()), root, namespaces };
         let coordinator = cluster.start_coordinator("coordinator.log");
         cluster.processes.0.push(coordinator);
         for index in 0..workers {
@@ -65,9 +207,15 @@ impl Cluster {
         cluster
     }
 
+    /// The namespace of `role` (`coordinator`, `worker-N`, `switch`), if the cluster runs in them.
+    fn namespace(&self, role: &str) -> Option<String> {
+        self.namespaces.as_ref().map(|namespaces| namespaces.name(role))
+    }
+
     fn start_coordinator(&mut self, log_name: &str) -> Child {
         let checkpoints = self.root.path().join("checkpoints");
-        spawn(
+        spawn_in(
+            self.namespace("coordinator").as_deref(),
             &[
                 "coordinator",
                 "--listen",
@@ -78,6 +226,8 @@ impl Cluster {
                 checkpoints.to_str().unwrap(),
                 "--restart-backoff",
                 "200ms",
+                "--restarts",
+                "20",
             ],
             &self.root.path().join(log_name),
         )
@@ -90,8 +240,24 @@ impl Cluster {
         } else {
             log
         };
-        let child = spawn(
-            &["worker", "--coordinator", &self.address, "--slots", "2", "--certs", self.certs.to_str().unwrap()],
+        let role = format!("worker-{index}");
+        let listen = match self.namespaces {
+            Some(_) => format!("{SUBNET}.{}:7500", 10 + index),
+            None => "127.0.0.1:0".to_string(),
+        };
+        let child = spawn_in(
+            self.namespace(&role).as_deref(),
+            &[
+                "worker",
+                "--coordinator",
+                &self.address,
+                "--slots",
+                "2",
+                "--listen",
+                &listen,
+                "--certs",
+                self.certs.to_str().unwrap(),
+            ],
             &log,
         );
         self.processes.0.push(child);
@@ -100,15 +266,17 @@ impl Cluster {
     fn client(&self, args: &[&str]) -> Output {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--coordinator", &self.address, "--certs", self.certs.to_str().unwrap()]);
+        let namespace = self.namespace("switch");
+        let run = || weir_command(namespace.as_deref(), &all).output().expect("weir runs");
         // The coordinator may still be starting.
         for _ in 0..50 {
-            let output = weir(&all);
+            let output = run();
             if output.status.success() || !String::from_utf8_lossy(&output.stderr).contains("cannot reach") {
                 return output;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        weir(&all)
+        run()
     }
 
     fn wait_for_state(&self, job_id: &str, states: &[&str], timeout: Duration) -> String {
@@ -261,6 +429,92 @@ fn soak_repeated_sigkills_of_workers_and_coordinator() {
     }
     let status = cluster.wait_for_state(&job_id, &["Finished", "Failed"], Duration::from_secs(600));
     assert!(status.contains("Finished"), "{status}\n{}", cluster.logs());
+    assert_exactly_once(&generated_job(events, 9, &output, 4));
+}
+
+/// The soak in network namespaces: each process in its own namespace, so that besides SIGKILLs
+/// the test can partition a worker (both ways, or one way: it hears nothing), cut the
+/// coordinator off and reset a worker's connections (kernel RSTs), while the main job runs;
+/// then checks exactly-once. Where the machine has no
+/// network namespaces (not root, no iproute2) it says so and runs nothing. Short by default
+/// (CI); `chaos/soak.sh --netns` runs it long (`WEIR_SOAK_FAULTS`, `WEIR_SOAK_EVENTS`).
+#[test]
+fn soak_partitions_and_sigkills_in_network_namespaces() {
+    let faults: usize = std::env::var("WEIR_SOAK_FAULTS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let events: u64 = std::env::var("WEIR_SOAK_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(12_000_000);
+    let namespaces = match Namespaces::create(3) {
+        Ok(namespaces) => namespaces,
+        Err(reason) => {
+            eprintln!("soak in network namespaces not run: this machine cannot create them ({reason})");
+            return;
+        }
+    };
+    let mut cluster = Cluster::start_with(3, Some(namespaces));
+    let mut coordinator_at = 0;
+    let mut worker_at: Vec<usize> = vec![1, 2, 3];
+    let output = cluster.root.path().join("out");
+    let job_id = submit(&cluster, &output, events, Some(1_000_000));
+    cluster.wait_for_state(&job_id, &["Running"], Duration::from_secs(60));
+    for fault in 0..faults {
+        std::thread::sleep(Duration::from_millis(300 + (fault as u64 * 373) % 700));
+        let status = String::from_utf8_lossy(&cluster.client(&["job", "status", &job_id]).stdout).into_owned();
+        if status.contains("Finished") {
+            eprintln!("soak: the job finished after {fault} faults; raise WEIR_SOAK_EVENTS for more");
+            break;
+        }
+        let worker = fault % worker_at.len();
+        let host = 10 + worker;
+        let namespaces = cluster.namespaces.as_ref().expect("namespaces");
+        // Mostly longer than the heartbeat timeout (3 s: the worker is lost), sometimes shorter
+        // (TCP retransmits across it).
+        let cut = Duration::from_millis(if fault % 3 == 1 { 1_500 } else { 4_000 });
+        match fault % 6 {
+            0 => {
+                eprintln!("soak: fault {fault}: partition worker {worker} for {cut:?}");
+                namespaces.partition(host, true);
+                std::thread::sleep(cut);
+                namespaces.partition(host, false);
+            }
+            1 => {
+                eprintln!("soak: fault {fault}: worker {worker} hears nothing for {cut:?}");
+                namespaces.deafen(host, true);
+                std::thread::sleep(cut);
+                namespaces.deafen(host, false);
+            }
+            2 => {
+                eprintln!("soak: fault {fault}: partition the coordinator for {cut:?}");
+                namespaces.partition(1, true);
+                std::thread::sleep(cut);
+                namespaces.partition(1, false);
+            }
+            3 => {
+                eprintln!("soak: fault {fault}: reset every connection of worker {worker}");
+                namespaces.reset_connections(&format!("worker-{worker}"));
+            }
+            4 => {
+                eprintln!("soak: fault {fault}: SIGKILL worker {worker}");
+                let victim = &mut cluster.processes.0[worker_at[worker]];
+                victim.kill().unwrap();
+                victim.wait().unwrap();
+                cluster.add_worker(worker);
+                worker_at[worker] = cluster.processes.0.len() - 1;
+            }
+            _ => {
+                eprintln!("soak: fault {fault}: SIGKILL the coordinator");
+                let victim = &mut cluster.processes.0[coordinator_at];
+                victim.kill().unwrap();
+                victim.wait().unwrap();
+                let replacement = cluster.start_coordinator(&format!("coordinator-{fault}.log"));
+                cluster.processes.0.push(replacement);
+                coordinator_at = cluster.processes.0.len() - 1;
+            }
+        }
+    }
+    let status = cluster.wait_for_state(&job_id, &["Finished", "Failed"], Duration::from_secs(600));
+    assert!(status.contains("Finished"), "{status}\n{}", cluster.logs());
+    let logs = cluster.logs();
+    let (lost, restarts) = (logs.matches(" lost (").count(), logs.matches(" restarting in ").count());
+    eprintln!("soak: finished after {lost} worker losses and {restarts} job restarts\n{status}");
     assert_exactly_once(&generated_job(events, 9, &output, 4));
 }
 

@@ -331,11 +331,17 @@ impl CheckpointStore {
         }
     }
 
-    /// Deletes every checkpoint older than the `keep` newest complete ones, and every incomplete
-    /// one older than the newest complete one.
-    pub async fn retain(&self, keep: usize) -> Result<(), CheckpointError> {
+    /// Called when checkpoint `completed` has just completed: deletes every checkpoint older than
+    /// the `keep` newest complete ones up to `completed`, and every incomplete one older than
+    /// `completed`. Checkpoints with higher ids are left alone and not counted: the running
+    /// deployment numbers its checkpoints upwards from the one it restored, so a higher id was
+    /// written by a deployment a restore rolled back (still listed, or listed late); counting it
+    /// would delete good checkpoints in its place. Restore deletes it, or the running deployment
+    /// overwrites it when its ids get there.
+    pub async fn retain(&self, keep: usize, completed: u64) -> Result<(), CheckpointError> {
         assert!(keep >= 1, "at least one complete checkpoint must be kept");
-        let (complete, all) = self.list_checkpoints().await?;
+        let (mut complete, all) = self.list_checkpoints().await?;
+        complete.retain(|&id| id <= completed);
         let Some(&newest) = complete.last() else {
             return Ok(());
         };

@@ -2,9 +2,10 @@
 //!
 //! Nearly every fault the simulator injects enters through a seam production code already has:
 //! processes are killed and restarted, the network is partitioned, clogged and slowed, and the
-//! checkpoint store is an `object_store` that the simulator wraps. Two faults have no such seam
-//! and enter here: a sink whose commit fails ([`sink_commit_fault`]) and a source split that
-//! stalls ([`split_stalled`]).
+//! checkpoint store is an `object_store` that the simulator wraps, and each node's clock is
+//! skewed through `rt` ([`crate::rt::skew_clock`]). Three faults have no such seam and enter
+//! here: a sink whose commit fails ([`sink_commit_fault`]), a source split that stalls
+//! ([`split_stalled`]), and a connection reset while both its ends live on ([`LinkFault`]).
 //!
 //! The same door lets the simulator prove that it finds bugs: each [`PlantedBug`] is a
 //! deliberately broken variant of one protocol step, switched on for one simulated run with
@@ -82,11 +83,33 @@ mod state {
         pub(super) sink_commit_failures: u32,
         /// Split index → simulated instant until which it yields nothing.
         pub(super) stalled_splits: BTreeMap<usize, crate::rt::Instant>,
+        /// Open connections, by registration number.
+        pub(super) links: BTreeMap<u64, Link>,
+        /// The next registration number (never reused, even across runs).
+        pub(super) next_link: u64,
+        /// Told of every sink commit as it happens (the simulator's commit oracle).
+        pub(super) commit_observer: Option<super::CommitObserver>,
+    }
+
+    /// One open connection end.
+    pub(super) struct Link {
+        /// The node it lives on.
+        pub(super) node: tokio::madsim::task::NodeId,
+        /// Reset by the simulator: every read and write fails from now on.
+        pub(super) reset: bool,
+        /// The tasks waiting to read and to write, woken by a reset.
+        pub(super) wakers: [Option<std::task::Waker>; 2],
     }
 
     pub(super) fn injected() -> MutexGuard<'static, Injected> {
-        static STATE: Mutex<Injected> =
-            Mutex::new(Injected { planted: None, sink_commit_failures: 0, stalled_splits: BTreeMap::new() });
+        static STATE: Mutex<Injected> = Mutex::new(Injected {
+            planted: None,
+            sink_commit_failures: 0,
+            stalled_splits: BTreeMap::new(),
+            links: BTreeMap::new(),
+            next_link: 0,
+            commit_observer: None,
+        });
         STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -119,6 +142,35 @@ pub fn sink_commit_fault() -> std::io::Result<()> {
     Ok(())
 }
 
+/// What the simulator is told of each sink commit: the sink's directory and the newest epoch
+/// whose output is being committed.
+#[cfg(madsim)]
+pub type CommitObserver = std::sync::Arc<dyn Fn(&std::path::Path, u64) + Send + Sync>;
+
+/// A sink is about to commit staged output of epochs up to `newest` in `dir`: the simulator
+/// checks, at this very moment, that a checkpoint covering `newest` has completed. Nothing
+/// outside the simulator.
+#[inline(always)]
+pub fn committing(dir: &std::path::Path, newest: u64) {
+    #[cfg(madsim)]
+    {
+        let observer = state::injected().commit_observer.clone();
+        if let Some(observer) = observer {
+            observer(dir, newest);
+        }
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = (dir, newest);
+    }
+}
+
+/// Tells `observer` of every sink commit from now on (until the next [`reset`]).
+#[cfg(madsim)]
+pub fn observe_commits(observer: CommitObserver) {
+    state::injected().commit_observer = Some(observer);
+}
+
 /// Does split `split` yield nothing right now (an injected stall)?
 #[inline(always)]
 pub fn split_stalled(split: usize) -> bool {
@@ -126,7 +178,7 @@ pub fn split_stalled(split: usize) -> bool {
     {
         let mut injected = state::injected();
         match injected.stalled_splits.get(&split) {
-            Some(&until) if crate::rt::now() < until => true,
+            Some(&until) if crate::rt::true_now() < until => true,
             Some(_) => {
                 injected.stalled_splits.remove(&split);
                 false
@@ -141,10 +193,100 @@ pub fn split_stalled(split: usize) -> bool {
     }
 }
 
-/// Starts a simulated run with nothing injected and `bug` (if any) planted.
+/// One end of a network connection, registered so that the simulator can reset it: the
+/// connection wrapper asks [`LinkFault::poll_reset`] before every read and write. Outside the
+/// simulator it is empty and never reset.
+#[derive(Debug)]
+pub struct LinkFault {
+    #[cfg(madsim)]
+    id: u64,
+}
+
+/// Which way a connection is used (a reset wakes a task blocked either way).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LinkDirection {
+    /// Reading.
+    Read = 0,
+    /// Writing.
+    Write = 1,
+}
+
+impl LinkFault {
+    /// Registers a connection end opened by the current node.
+    #[allow(clippy::new_without_default)]
+    pub fn register() -> Self {
+        #[cfg(madsim)]
+        {
+            let mut injected = state::injected();
+            let id = injected.next_link;
+            injected.next_link += 1;
+            let node = tokio::madsim::plugin::node();
+            injected.links.insert(id, state::Link { node, reset: false, wakers: [None, None] });
+            LinkFault { id }
+        }
+        #[cfg(not(madsim))]
+        {
+            LinkFault {}
+        }
+    }
+
+    /// Has the simulator reset this connection? If not, the task of `context` is woken when it
+    /// does. Always `false` outside the simulator.
+    #[inline(always)]
+    pub fn poll_reset(&self, context: &mut std::task::Context<'_>, direction: LinkDirection) -> bool {
+        #[cfg(madsim)]
+        {
+            let mut injected = state::injected();
+            match injected.links.get_mut(&self.id) {
+                Some(link) if link.reset => true,
+                Some(link) => {
+                    link.wakers[direction as usize] = Some(context.waker().clone());
+                    false
+                }
+                None => false,
+            }
+        }
+        #[cfg(not(madsim))]
+        {
+            let _ = (context, direction);
+            false
+        }
+    }
+}
+
+#[cfg(madsim)]
+impl Drop for LinkFault {
+    fn drop(&mut self) {
+        state::injected().links.remove(&self.id);
+    }
+}
+
+/// Resets every open connection of `node`, as a TCP RST does: reads and writes on the node's ends
+/// fail with `ConnectionReset` from now on (their peers see the connection close). Returns how
+/// many were reset. The node itself, its listeners and new connections are untouched.
+#[cfg(madsim)]
+pub fn reset_links(node: tokio::madsim::task::NodeId) -> usize {
+    let mut injected = state::injected();
+    let mut count = 0;
+    for link in injected.links.values_mut().filter(|link| link.node == node && !link.reset) {
+        link.reset = true;
+        count += 1;
+        for waker in link.wakers.iter_mut().filter_map(Option::take) {
+            waker.wake();
+        }
+    }
+    count
+}
+
+/// Starts a simulated run with nothing injected and `bug` (if any) planted. Node clocks are
+/// true again.
 #[cfg(madsim)]
 pub fn reset(bug: Option<PlantedBug>) {
-    *state::injected() = state::Injected { planted: bug, ..Default::default() };
+    let mut injected = state::injected();
+    let next_link = injected.next_link;
+    *injected = state::Injected { planted: bug, next_link, ..Default::default() };
+    drop(injected);
+    crate::rt::reset_clocks();
 }
 
 /// Makes the next `count` sink commits (in any slot) fail.
@@ -156,5 +298,5 @@ pub fn fail_sink_commits(count: u32) {
 /// Makes split `split` yield nothing for `duration`.
 #[cfg(madsim)]
 pub fn stall_split(split: usize, duration: std::time::Duration) {
-    state::injected().stalled_splits.insert(split, crate::rt::now() + duration);
+    state::injected().stalled_splits.insert(split, crate::rt::true_now() + duration);
 }

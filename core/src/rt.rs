@@ -10,9 +10,35 @@ use std::time::Duration;
 /// A monotonic instant from the runtime's clock (simulated under madsim).
 pub type Instant = tokio::time::Instant;
 
-/// The current monotonic instant.
+/// The current monotonic instant on this node's clock.
+///
+/// Nothing in Weir compares instants of two processes (an `Instant` never crosses the wire):
+/// every timer is a duration measured by one node on its own clock, and event time comes from
+/// the data. Under madsim each node's clock may be skewed, drift and jump ([`skew_clock`]), so
+/// the simulator checks that this stays true.
 pub fn now() -> Instant {
+    #[cfg(madsim)]
+    {
+        node_clocks::now()
+    }
+    #[cfg(not(madsim))]
+    {
+        true_now()
+    }
+}
+
+/// The true clock: the OS monotonic clock, or the simulator's global clock, which no node's skew
+/// touches. Only for instruments that stand outside the nodes (the simulator's fault windows in
+/// a shared object store, a stalled split's deadline, the trace); engine decisions use [`now`].
+#[allow(clippy::disallowed_methods)] // the one sanctioned reader of the runtime clock
+pub fn true_now() -> Instant {
     tokio::time::Instant::now()
+}
+
+/// Sleeps for `duration` of the true clock (see [`true_now`]: instruments only).
+#[allow(clippy::disallowed_methods)] // the seam itself
+pub async fn true_sleep(duration: Duration) {
+    tokio::time::sleep(duration).await
 }
 
 /// Milliseconds elapsed since `start`.
@@ -24,7 +50,7 @@ pub fn elapsed_ms(start: Instant) -> u64 {
 /// replays bit-for-bit). Events carry no wall-clock time, ports chosen by the OS, or ciphertext:
 /// only what the seed determines, stamped with the runtime's clock.
 pub fn trace(event: &str) {
-    let millis = now().saturating_duration_since(trace_state().1).as_millis() as u64;
+    let millis = true_now().saturating_duration_since(trace_state().1).as_millis() as u64;
     let mut state = trace_state();
     let mut hash = state.0 ^ millis.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     for chunk in event.as_bytes().chunks(8) {
@@ -38,7 +64,7 @@ pub fn trace(event: &str) {
 
 /// Starts a new trace (the simulator calls it at the start of every run).
 pub fn trace_reset() {
-    *trace_state() = (0, now());
+    *trace_state() = (0, true_now());
 }
 
 /// The hash of the events traced since [`trace_reset`].
@@ -48,12 +74,173 @@ pub fn trace_hash() -> u64 {
 
 fn trace_state() -> std::sync::MutexGuard<'static, (u64, Instant)> {
     static TRACE: std::sync::OnceLock<std::sync::Mutex<(u64, Instant)>> = std::sync::OnceLock::new();
-    TRACE.get_or_init(|| std::sync::Mutex::new((0, now()))).lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    TRACE.get_or_init(|| std::sync::Mutex::new((0, true_now()))).lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Sleeps for `duration` on the runtime's clock.
+/// Sleeps for `duration` on this node's clock.
 pub async fn sleep(duration: Duration) {
-    tokio::time::sleep(duration).await
+    #[cfg(madsim)]
+    {
+        node_clocks::sleep_until(now() + duration).await
+    }
+    #[cfg(not(madsim))]
+    #[allow(clippy::disallowed_methods)] // the seam itself
+    {
+        tokio::time::sleep(duration).await
+    }
+}
+
+/// Sleeps until `deadline` on this node's clock.
+pub async fn sleep_until(deadline: Instant) {
+    #[cfg(madsim)]
+    {
+        node_clocks::sleep_until(deadline).await
+    }
+    #[cfg(not(madsim))]
+    #[allow(clippy::disallowed_methods)] // the seam itself
+    {
+        tokio::time::sleep_until(deadline).await
+    }
+}
+
+/// A [`timeout`] whose duration passed before its future finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+impl std::fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline elapsed")
+    }
+}
+
+/// Runs `future` for at most `duration` of this node's clock.
+pub async fn timeout<F: std::future::Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
+    #[cfg(madsim)]
+    {
+        let future = std::pin::pin!(future);
+        let deadline = std::pin::pin!(sleep(duration));
+        match futures::future::select(future, deadline).await {
+            futures::future::Either::Left((output, _)) => Ok(output),
+            futures::future::Either::Right(_) => Err(Elapsed),
+        }
+    }
+    #[cfg(not(madsim))]
+    #[allow(clippy::disallowed_methods)] // the seam itself
+    {
+        tokio::time::timeout(duration, future).await.map_err(|_| Elapsed)
+    }
+}
+
+/// Skews the clock of simulated node `node` from now on: it jumps forward by `jump` and then
+/// runs at `rate_permille` / 1000 of true speed. Timers on the node measure its own clock (a
+/// jump fires them early, within [`node_clocks::JUMP_NOTICED_WITHIN`] of true time; a slow clock
+/// makes them late), exactly as a process whose monotonic clock misbehaves sees it. Only sleeps
+/// begun on a skewed node watch for jumps: skew every node by `(0, 1000)` at the start of a run
+/// that will skew clocks later.
+#[cfg(madsim)]
+pub fn skew_clock(node: tokio::madsim::task::NodeId, jump: Duration, rate_permille: u32) {
+    node_clocks::skew(node, jump, rate_permille)
+}
+
+/// Gives every simulated node a true clock again (the simulator calls it at the start of a run).
+#[cfg(madsim)]
+pub fn reset_clocks() {
+    node_clocks::reset()
+}
+
+/// One node's clock as an affine map of the true clock: `local = local_anchor + (true -
+/// true_anchor) × rate`. Pure arithmetic, so that it is tested outside the simulator.
+#[cfg(any(madsim, test))]
+#[derive(Clone, Copy, Debug)]
+struct NodeClock {
+    true_anchor: Instant,
+    local_anchor: Instant,
+    rate_permille: u32,
+}
+
+#[cfg(any(madsim, test))]
+impl NodeClock {
+    /// The local reading at true instant `true_instant`.
+    fn local(&self, true_instant: Instant) -> Instant {
+        let elapsed = true_instant.saturating_duration_since(self.true_anchor).as_nanos();
+        let scaled = elapsed * u128::from(self.rate_permille) / 1000;
+        self.local_anchor + Duration::from_nanos(u64::try_from(scaled).unwrap_or(u64::MAX))
+    }
+
+    /// The true time that passes while this clock advances by `local` (rounded up, so that a
+    /// sleep never ends before its local deadline).
+    fn true_duration(&self, local: Duration) -> Duration {
+        let nanos = local.as_nanos() * 1000;
+        let rate = u128::from(self.rate_permille.max(1));
+        Duration::from_nanos(u64::try_from(nanos.div_ceil(rate)).unwrap_or(u64::MAX))
+    }
+
+    /// The same clock from true instant `at` on: jumped forward by `jump`, at a new rate.
+    fn skewed(&self, at: Instant, jump: Duration, rate_permille: u32) -> NodeClock {
+        assert!(rate_permille > 0, "a clock must move forward");
+        NodeClock { true_anchor: at, local_anchor: self.local(at) + jump, rate_permille }
+    }
+}
+
+/// Per-node clocks under the simulator. madsim has one global clock; this module maps it, for
+/// each node that has been skewed, through an affine function `local = anchor + (true - true
+/// anchor) × rate`. Sleeps on a skewed node wake in short true-time steps to re-read the local
+/// clock, so that a jump fires the timers it overtakes.
+#[cfg(madsim)]
+mod node_clocks {
+    use super::{true_now, Instant, NodeClock};
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, MutexGuard};
+    use std::time::Duration;
+    use tokio::madsim::task::NodeId;
+
+    /// How soon (true time) a sleeping task on a skewed node notices that its clock jumped.
+    pub const JUMP_NOTICED_WITHIN: Duration = Duration::from_millis(50);
+
+    fn clocks() -> MutexGuard<'static, BTreeMap<NodeId, NodeClock>> {
+        static CLOCKS: Mutex<BTreeMap<NodeId, NodeClock>> = Mutex::new(BTreeMap::new());
+        CLOCKS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn this_node() -> NodeId {
+        tokio::madsim::plugin::node()
+    }
+
+    pub fn now() -> Instant {
+        let truth = true_now();
+        clocks().get(&this_node()).map_or(truth, |clock| clock.local(truth))
+    }
+
+    pub async fn sleep_until(deadline: Instant) {
+        loop {
+            let truth = true_now();
+            let clock = clocks().get(&this_node()).copied();
+            match clock {
+                // A node never skewed in this run keeps the true clock: one timer.
+                None => return tokio::time::sleep_until(deadline).await,
+                Some(clock) => {
+                    let local = clock.local(truth);
+                    if deadline <= local {
+                        return;
+                    }
+                    let step = clock.true_duration(deadline - local).min(JUMP_NOTICED_WITHIN);
+                    tokio::time::sleep(step.max(Duration::from_micros(1))).await;
+                }
+            }
+        }
+    }
+
+    pub fn skew(node: NodeId, jump: Duration, rate_permille: u32) {
+        let truth = true_now();
+        let mut clocks = clocks();
+        let true_clock = NodeClock { true_anchor: truth, local_anchor: truth, rate_permille: 1000 };
+        let clock = clocks.get(&node).copied().unwrap_or(true_clock);
+        clocks.insert(node, clock.skewed(truth, jump, rate_permille));
+    }
+
+    pub fn reset() {
+        clocks().clear();
+    }
 }
 
 /// A handle to a running slot.
@@ -164,4 +351,33 @@ pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_clock_jumps_drifts_and_never_goes_back() {
+        let start = true_now();
+        let ms = Duration::from_millis;
+        let true_clock = NodeClock { true_anchor: start, local_anchor: start, rate_permille: 1000 };
+        assert_eq!(true_clock.local(start + ms(250)), start + ms(250));
+        // Jump 10 s at true 100 ms, then run at half speed.
+        let slow = true_clock.skewed(start + ms(100), ms(10_000), 500);
+        assert_eq!(slow.local(start + ms(100)), start + ms(10_100));
+        assert_eq!(slow.local(start + ms(300)), start + ms(10_200));
+        assert_eq!(slow.true_duration(ms(100)), ms(200), "a slow clock's timers fire late");
+        // Back to double speed at true 300 ms: continuous, no step back.
+        let fast = slow.skewed(start + ms(300), Duration::ZERO, 2000);
+        assert_eq!(fast.local(start + ms(300)), start + ms(10_200));
+        assert_eq!(fast.local(start + ms(400)), start + ms(10_400));
+        assert_eq!(fast.true_duration(ms(100)), ms(50), "a fast clock's timers fire early");
+        // Rounding never ends a sleep before its local deadline.
+        let odd = true_clock.skewed(start, Duration::ZERO, 3000);
+        let true_wait = odd.true_duration(Duration::from_nanos(10));
+        assert!(odd.local(start + true_wait) >= start + Duration::from_nanos(10));
+        // Instants before the anchor read as the anchor: the clock never goes back.
+        assert_eq!(fast.local(start), start + ms(10_200));
+    }
 }

@@ -106,7 +106,7 @@ fn retention_keeps_newest_complete_and_drops_stale_partials() {
                 write_checkpoint(&store, id, id != 3).await;
             }
             write_checkpoint(&store, 6, false).await; // in progress: must survive
-            store.retain(2).await.unwrap();
+            store.retain(2, 5).await.unwrap();
             for id in 1..=3 {
                 assert!(store.load(id).await.is_err(), "checkpoint {id} should be gone");
                 let listing = store.object_store().get(&store.object_path(id, "slot-0.state")).await;
@@ -115,6 +115,27 @@ fn retention_keeps_newest_complete_and_drops_stale_partials() {
             assert_eq!(store.load(4).await.unwrap().metadata.checkpoint_id, 4);
             assert_eq!(store.load(5).await.unwrap().metadata.checkpoint_id, 5);
             assert!(store.object_store().get(&store.object_path(6, "slot-1.state")).await.is_ok());
+        });
+    }
+}
+
+#[test]
+fn retention_does_not_count_checkpoints_of_a_rolled_back_deployment() {
+    for (store, _guard) in backends() {
+        block_on(async {
+            // A deployment completed 1..=5; a restore went back to 2 (5's listing lagged, say),
+            // and the new deployment has just completed 3 (overwriting the old 3).
+            for id in 1..=5 {
+                write_checkpoint(&store, id, true).await;
+            }
+            store.retain(1, 3).await.unwrap();
+            assert_eq!(store.load(3).await.unwrap().metadata.checkpoint_id, 3, "the newest good one stays");
+            for id in 1..=2 {
+                assert!(store.load(id).await.is_err(), "checkpoint {id} is older than the kept one");
+            }
+            for id in 4..=5 {
+                assert!(store.load(id).await.is_ok(), "checkpoint {id} is left for restore to judge");
+            }
         });
     }
 }

@@ -133,12 +133,18 @@ pub fn prepare(dir: &Path) -> io::Result<()> {
 /// can neither overwrite nor commit the current attempt's output.
 pub fn commit_through(dir: &Path, slot: usize, attempt: u64, through: Epoch) -> io::Result<usize> {
     weir_core::faultpoint::sink_commit_fault()?;
+    let commits: Vec<(Epoch, PathBuf)> = staged_files(dir, slot)?
+        .into_iter()
+        .filter(|&(epoch, file_attempt, _)| file_attempt == attempt && epoch <= through)
+        .map(|(epoch, _, staged)| (epoch, staged))
+        .collect();
+    if let Some(newest) = commits.iter().map(|(epoch, _)| *epoch).max() {
+        weir_core::faultpoint::committing(dir, newest);
+    }
     let mut committed = 0;
-    for (epoch, file_attempt, staged) in staged_files(dir, slot)? {
-        if file_attempt == attempt && epoch <= through {
-            fs::rename(&staged, dir.join(committed_name(epoch, slot)))?;
-            committed += 1;
-        }
+    for (epoch, staged) in commits {
+        fs::rename(&staged, dir.join(committed_name(epoch, slot)))?;
+        committed += 1;
     }
     if committed > 0 {
         File::open(dir)?.sync_all()?;

@@ -414,6 +414,12 @@ async fn simulate_in(
             .build();
         workers.push(node);
     }
+    if plan.skews_clocks() {
+        // Every node's clock starts at its own offset, minutes apart, and watches for jumps.
+        for (index, id) in std::iter::once(coordinator.id()).chain(workers.iter().map(|w| w.id())).enumerate() {
+            rt::skew_clock(id, Duration::from_secs(97 * (index as u64 + 1)), 1000);
+        }
+    }
 
     // The client: submits the job with the same parser as `weir job submit bids`.
     let submit = parse(&strings(&[
@@ -488,8 +494,22 @@ async fn simulate_in(
 
     let world = World { handle, coordinator, workers, storage, store_name: store_name.to_string(), job_id, spec };
 
-    // The commit monitor: output of epoch n is visible only after a checkpoint >= n completed.
+    // The commit oracle: output of epoch n is committed only after a checkpoint >= n completed
+    // (its `_metadata` is in storage). Checked at each sink commit as it happens, and by a
+    // monitor that scans the sink directories for committed files (whatever committed them).
     let violation: Arc<Mutex<Option<String>>> = Arc::default();
+    {
+        let (storage, job_id, violation) = (world.storage.clone(), world.job_id.clone(), violation.clone());
+        faultpoint::observe_commits(Arc::new(move |dir: &Path, newest: u64| {
+            let completed = storage.completed_checkpoints(&job_id).last().copied().unwrap_or(0);
+            if newest > completed {
+                violation.lock().expect("violation").get_or_insert(format!(
+                    "{}: a sink commits output of epoch {newest} while the newest completed checkpoint is {completed}",
+                    dir.display()
+                ));
+            }
+        }));
+    }
     let monitor = {
         let (dirs, storage, job_id, violation) = (
             weir_dataflow::job::sink_dirs(&world.spec),
@@ -619,6 +639,17 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Vec<u64>) -> Resu
             }
             (Fault::StallSplit { .. }, false) => {}
             (Fault::SinkCommitFails { count, .. }, _) => faultpoint::fail_sink_commits(*count),
+            (Fault::ClockJump { node: n, jump_ms, .. }, _) => {
+                rt::skew_clock(node(*n), Duration::from_millis(*jump_ms), 1000)
+            }
+            (Fault::ClockDrift { node: n, rate_permille, .. }, true) => {
+                rt::skew_clock(node(*n), Duration::ZERO, *rate_permille)
+            }
+            (Fault::ClockDrift { node: n, .. }, false) => rt::skew_clock(node(*n), Duration::ZERO, 1000),
+            (Fault::ConnectionReset { node: n, .. }, _) => {
+                let reset = faultpoint::reset_links(node(*n));
+                rt::trace(&format!("reset {reset} connections"));
+            }
         }
     }
     Ok(())
