@@ -8,9 +8,10 @@
 //!
 //! # The atlas: what Weir promises under each fault
 //!
-//! Every kind below is one Weir promises to *survive with exactly-once output*: after the
-//! faults heal, the job finishes within the liveness bound and its committed output equals the
-//! sequential reference. The generator keeps each run inside that promise — so that every FAIL is
+//! Every kind below but one is a fault Weir promises to *survive with exactly-once output*:
+//! after the faults heal, the job finishes within the liveness bound and its committed output
+//! equals the sequential reference. Under `corrupt-job-record` Weir promises instead to *fail
+//! the job with a clear error* naming the record, its committed output never wrong. The generator keeps each run inside that promise — so that every FAIL is
 //! a real bug — by these limits:
 //!
 //! | kind | what happens | limits that keep it within the promise |
@@ -25,11 +26,13 @@
 //! | `storage-slow` | every object-store operation takes 5–300 ms longer | ≤ 3 s |
 //! | `lying-puts` | ≤ 30% of puts store the object and then report failure | ≤ 3 s |
 //! | `list-lag` | objects written in the last 50–1000 ms are missing from listings | ≤ 3 s |
-//! | `corrupt-checkpoint` | a file of the newest checkpoint is bit-flipped or truncated, then a worker is killed so that the job restores | only checkpoint files (the job record is not protected by a checksum: Weir promises a clear error for it, not survival) |
+//! | `corrupt-checkpoint` | a file of the newest checkpoint is bit-flipped or truncated, then a worker is killed so that the job restores | only checkpoint files (job records: `corrupt-job-record`) |
 //! | `stall-split` | one source split yields nothing for a while (its watermark holds every window back) | ≤ 5 s |
 //! | `sink-commit-fails` | the next 1–2 sink commits fail with an I/O error; the attempt restarts and recovery commits | — |
 //! | `clock-jump` | a node's monotonic clock leaps forward by 0.1–30 s while the node keeps running; timers it overtakes fire at once (heartbeats look overdue, a checkpoint triggers early) | forward only, as a monotonic clock can only move forward |
 //! | `clock-drift` | a node's clock runs at 0.5×–2× true speed: its timers fire early or late | ≤ 5 s; beyond 4× between two nodes, heartbeats look missed, which is survived as worker loss |
+//! | `kill-at-moment` | the node that reaches a chosen moment of the protocol is killed right there, and restarted: the coordinator mid-upload (some slot states stored, no `_metadata`), between `_metadata` and telling sinks to commit, or between choosing a restore point and deploying; a worker with an epoch staged, between committing and acknowledging, or between recovering its sinks and starting its slots | armed for 5 s (no kill if the moment does not come); down ≤ 2.1 s |
+//! | `corrupt-job-record` | the job's deployment generation, restore lineage or spec record is bit-flipped or truncated, then the node that reads it next (a worker killed: the job restores; the coordinator killed: it resumes) | **fails the job with a clear error** naming the record (nothing older to fall back to; guessing could duplicate or lose output); the output committed until then is never wrong (a part of the reference) | — |
 //! | `connection-reset` | every connection of a node is reset (a TCP RST) while both ends' processes live on; the node and its peers reconnect | — |
 //!
 //! Time: nothing in Weir compares two processes' clocks (an instant never crosses the wire, and
@@ -45,6 +48,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use weir_core::faultpoint::Moment;
 use weir_core::keygroup::mix64;
 
 use crate::storage::{Damage, StorageFaultMode};
@@ -84,11 +88,37 @@ pub enum FaultKind {
     ClockDrift,
     /// A node's connections are reset.
     ConnectionReset,
+    /// Kill the node that reaches a protocol moment.
+    KillAtMoment,
+    /// Damage a job record, then force it to be read.
+    CorruptJobRecord,
+}
+
+/// A job-level record in the checkpoint store.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum JobRecord {
+    /// `_generation`: the latest deployment generation.
+    Generation,
+    /// `_lineage`: which generation restored which checkpoint.
+    Lineage,
+    /// `_job.json`: the job's spec, read by a restarted coordinator.
+    Spec,
+}
+
+impl JobRecord {
+    /// Its object name.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobRecord::Generation => "_generation",
+            JobRecord::Lineage => "_lineage",
+            JobRecord::Spec => "_job.json",
+        }
+    }
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::KillWorker,
         FaultKind::KillCoordinator,
         FaultKind::Partition,
@@ -105,6 +135,8 @@ impl FaultKind {
         FaultKind::ClockJump,
         FaultKind::ClockDrift,
         FaultKind::ConnectionReset,
+        FaultKind::KillAtMoment,
+        FaultKind::CorruptJobRecord,
     ];
 
     /// The kind's name in plans and the atlas.
@@ -126,6 +158,8 @@ impl FaultKind {
             FaultKind::ClockJump => "clock-jump",
             FaultKind::ClockDrift => "clock-drift",
             FaultKind::ConnectionReset => "connection-reset",
+            FaultKind::KillAtMoment => "kill-at-moment",
+            FaultKind::CorruptJobRecord => "corrupt-job-record",
         }
     }
 }
@@ -318,6 +352,36 @@ pub enum Fault {
         /// Which node.
         node: Node,
     },
+    /// Damage job record `record`, then kill `node` (the coordinator for the spec, which it
+    /// reads when it resumes; a worker otherwise, so that the job restores) for `down_ms`.
+    CorruptJobRecord {
+        /// When.
+        at_ms: u64,
+        /// Which record.
+        record: JobRecord,
+        /// How it is damaged.
+        damage: Damage,
+        /// The node killed afterwards.
+        node: Node,
+        /// How long it stays down.
+        down_ms: u64,
+    },
+    /// From `at_ms` for `armed_ms`, kill `node` the `skip + 1`-th time it reaches `moment`, and
+    /// restart it `down_ms` later.
+    KillAtMoment {
+        /// When the kill is armed.
+        at_ms: u64,
+        /// The protocol moment.
+        moment: Moment,
+        /// Which node (the coordinator for its moments, a worker for theirs).
+        node: Node,
+        /// Occurrences of the moment let pass first.
+        skip: u32,
+        /// How long the kill stays armed.
+        armed_ms: u64,
+        /// How long the node stays down.
+        down_ms: u64,
+    },
 }
 
 /// What a fault occupies: at most one fault at a time per target.
@@ -351,7 +415,9 @@ impl Fault {
             | Fault::SinkCommitFails { at_ms, .. }
             | Fault::ClockJump { at_ms, .. }
             | Fault::ClockDrift { at_ms, .. }
-            | Fault::ConnectionReset { at_ms, .. } => at_ms,
+            | Fault::ConnectionReset { at_ms, .. }
+            | Fault::KillAtMoment { at_ms, .. }
+            | Fault::CorruptJobRecord { at_ms, .. } => at_ms,
         }
     }
 
@@ -369,7 +435,9 @@ impl Fault {
             | Fault::SinkCommitFails { at_ms, .. }
             | Fault::ClockJump { at_ms, .. }
             | Fault::ClockDrift { at_ms, .. }
-            | Fault::ConnectionReset { at_ms, .. } => *at_ms = start_ms,
+            | Fault::ConnectionReset { at_ms, .. }
+            | Fault::KillAtMoment { at_ms, .. }
+            | Fault::CorruptJobRecord { at_ms, .. } => *at_ms = start_ms,
         }
     }
 
@@ -378,7 +446,8 @@ impl Fault {
         match self {
             Fault::KillWorker { down_ms, .. }
             | Fault::KillCoordinator { down_ms, .. }
-            | Fault::CorruptCheckpoint { down_ms, .. } => *down_ms,
+            | Fault::CorruptCheckpoint { down_ms, .. }
+            | Fault::CorruptJobRecord { down_ms, .. } => *down_ms,
             Fault::Partition { duration_ms, .. }
             | Fault::OneWayPartition { duration_ms, .. }
             | Fault::Latency { duration_ms, .. }
@@ -386,6 +455,7 @@ impl Fault {
             | Fault::Storage { duration_ms, .. }
             | Fault::StallSplit { duration_ms, .. }
             | Fault::ClockDrift { duration_ms, .. } => *duration_ms,
+            Fault::KillAtMoment { armed_ms, down_ms, .. } => armed_ms + down_ms,
             Fault::SinkCommitFails { .. } | Fault::ClockJump { .. } | Fault::ConnectionReset { .. } => 0,
         }
     }
@@ -396,7 +466,8 @@ impl Fault {
         match &mut fault {
             Fault::KillWorker { down_ms, .. }
             | Fault::KillCoordinator { down_ms, .. }
-            | Fault::CorruptCheckpoint { down_ms, .. } => *down_ms = ms,
+            | Fault::CorruptCheckpoint { down_ms, .. }
+            | Fault::CorruptJobRecord { down_ms, .. } => *down_ms = ms,
             Fault::Partition { duration_ms, .. }
             | Fault::OneWayPartition { duration_ms, .. }
             | Fault::Latency { duration_ms, .. }
@@ -404,6 +475,9 @@ impl Fault {
             | Fault::Storage { duration_ms, .. }
             | Fault::StallSplit { duration_ms, .. }
             | Fault::ClockDrift { duration_ms, .. } => *duration_ms = ms,
+            // Shrinks the time down; the arming window stays (a kill that no longer fires is
+            // what dropping the fault tests).
+            Fault::KillAtMoment { armed_ms, down_ms, .. } => *down_ms = ms.saturating_sub(*armed_ms).max(1),
             Fault::SinkCommitFails { .. } | Fault::ClockJump { .. } | Fault::ConnectionReset { .. } => {}
         }
         fault
@@ -425,7 +499,9 @@ impl Fault {
             Fault::Pause { node, .. }
             | Fault::ClockJump { node, .. }
             | Fault::ClockDrift { node, .. }
-            | Fault::ConnectionReset { node, .. } => Target::Node(*node),
+            | Fault::ConnectionReset { node, .. }
+            | Fault::KillAtMoment { node, .. }
+            | Fault::CorruptJobRecord { node, .. } => Target::Node(*node),
             Fault::Latency { .. } => Target::Network,
             Fault::Storage { .. } => Target::Storage,
             Fault::StallSplit { split, .. } => Target::Split(*split),
@@ -452,6 +528,8 @@ impl Fault {
             Fault::ClockJump { .. } => FaultKind::ClockJump,
             Fault::ClockDrift { .. } => FaultKind::ClockDrift,
             Fault::ConnectionReset { .. } => FaultKind::ConnectionReset,
+            Fault::KillAtMoment { .. } => FaultKind::KillAtMoment,
+            Fault::CorruptJobRecord { .. } => FaultKind::CorruptJobRecord,
         }
     }
 }
@@ -491,6 +569,19 @@ impl fmt::Display for Fault {
                 rate_permille % 1000
             ),
             Fault::ConnectionReset { node, .. } => write!(f, "reset every connection of {node}"),
+            Fault::CorruptJobRecord { record, damage, node, down_ms, .. } => write!(
+                f,
+                "{} job record {}, then kill {node} for {down_ms} ms",
+                match damage {
+                    Damage::BitFlip => "flip a bit in",
+                    Damage::Truncate => "truncate",
+                },
+                record.name()
+            ),
+            Fault::KillAtMoment { moment, node, skip, armed_ms, down_ms, .. } => write!(
+                f,
+                "kill {node} when it reaches {moment} (after {skip} passing) within {armed_ms} ms, restart after {down_ms} ms"
+            ),
         }
     }
 }
@@ -612,6 +703,27 @@ impl FaultPlan {
                 duration_ms: draw.range(500, 5_000),
             },
             FaultKind::ConnectionReset => Fault::ConnectionReset { at_ms, node: draw_node(draw) },
+            FaultKind::CorruptJobRecord => {
+                let record = draw.pick(&[JobRecord::Generation, JobRecord::Lineage, JobRecord::Spec]);
+                Fault::CorruptJobRecord {
+                    at_ms,
+                    record,
+                    damage: if draw.coin() { Damage::BitFlip } else { Damage::Truncate },
+                    node: if record == JobRecord::Spec { Node::Coordinator } else { Node::Worker(worker) },
+                    down_ms: draw.range(100, 2_100),
+                }
+            }
+            FaultKind::KillAtMoment => {
+                let moment = draw.pick(&Moment::ALL);
+                Fault::KillAtMoment {
+                    at_ms,
+                    moment,
+                    node: if moment.on_coordinator() { Node::Coordinator } else { Node::Worker(worker) },
+                    skip: draw.below(3) as u32,
+                    armed_ms: 5_000,
+                    down_ms: draw.range(100, 2_100),
+                }
+            }
         }
     }
 
@@ -715,6 +827,17 @@ mod tests {
             }
         }
         assert_eq!(kinds_seen.len(), FaultKind::ALL.len(), "every kind is drawn by some seed");
+        let moments: std::collections::BTreeSet<Moment> = (0..500)
+            .flat_map(|seed| FaultPlan::from_seed(seed).faults)
+            .filter_map(|fault| match fault {
+                Fault::KillAtMoment { moment, node, .. } => {
+                    assert_eq!(node == Node::Coordinator, moment.on_coordinator(), "{moment} aimed at {node}");
+                    Some(moment)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(moments.len(), Moment::ALL.len(), "every moment is aimed at by some seed");
     }
 
     #[test]

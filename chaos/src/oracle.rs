@@ -120,6 +120,28 @@ pub fn difference(expected: &Expected, actual: &Expected) -> String {
     report
 }
 
+/// Describes what `actual` holds beyond `expected` — duplicated or wrong rows, late records or
+/// errors (empty when `actual` is a sub-multiset of `expected`: output of a job that stopped
+/// early, none of it wrong).
+pub fn excess(expected: &Expected, actual: &Expected) -> String {
+    let mut report = String::new();
+    for (name, want, got) in [("rows", &expected.rows, &actual.rows), ("late", &expected.late, &actual.late)] {
+        let extra = multiset_minus(got, want);
+        if !extra.is_empty() {
+            report.push_str(&format!(
+                "{name}: {} unexpected (duplicated or wrong), e.g. {:?}\n",
+                extra.len(),
+                extra.iter().take(3).collect::<Vec<_>>()
+            ));
+        }
+    }
+    let wrong_errors: Vec<_> = actual.errors.iter().filter(|e| !expected.errors.contains(e)).collect();
+    if !wrong_errors.is_empty() {
+        report.push_str(&format!("errors: unexpected {wrong_errors:?}\n"));
+    }
+    report
+}
+
 fn multiset_minus<'a>(left: &'a [String], right: &[String]) -> Vec<&'a String> {
     let (mut i, mut j) = (0, 0);
     let mut out = Vec::new();
@@ -154,5 +176,9 @@ mod tests {
         assert!(difference(&expected, &expected).is_empty());
         assert!(difference(&expected, &duplicated).contains("unexpected 1"));
         assert!(difference(&expected, &lost).contains("missing 1"));
+        assert!(excess(&expected, &lost).is_empty(), "a stopped job's output is a part of the reference");
+        assert!(excess(&expected, &duplicated).contains("1 unexpected"));
+        let wrong = Expected { rows: vec!["c".into()], ..Default::default() };
+        assert!(excess(&expected, &wrong).contains("1 unexpected"));
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use weir_core::checkpoint::{
     slot_state_file, CheckpointError, CheckpointMetadata, CheckpointStore, FileEntry, FORMAT_VERSION,
 };
-use weir_core::faultpoint::{self, PlantedBug};
+use weir_core::faultpoint::{self, Moment, PlantedBug};
 use weir_core::rt;
 use weir_core::time::Epoch;
 use weir_dataflow::metrics::SlotMetrics;
@@ -213,6 +213,7 @@ pub async fn coordinate(
                             Ok(entry) => {
                                 outcome.state_bytes += entry.size;
                                 assert!(current.files.insert(slot, entry).is_none(), "slot {slot} sent checkpoint {checkpoint} twice");
+                                faultpoint::reached(Moment::StateUploaded).await;
                             }
                             Err(error) if !current.last => {
                                 consecutive_failures += 1;
@@ -269,6 +270,7 @@ pub async fn coordinate(
                         }
                         tracing::info!(checkpoint, last = current.last, "checkpoint complete");
                         rt::trace(&format!("{} checkpoint {checkpoint} complete (final: {})", config.job_id, current.last));
+                        faultpoint::reached(Moment::CheckpointCompleted).await;
                         if config.crash_at == Some(CrashPoint::BeforeCommit { checkpoint }) {
                             stop_all();
                             return Err(JobError::Crashed(CrashPoint::BeforeCommit { checkpoint }));

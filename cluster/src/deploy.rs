@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use weir_core::checkpoint::RestoredCheckpoint;
+use weir_core::checkpoint::{CheckpointError, RestoredCheckpoint};
 use weir_core::job::{BidsJobSpec, SplitSpec};
 use weir_core::keygroup::slot_of_key_group;
 use weir_core::rt;
@@ -115,15 +115,27 @@ pub fn fence_output(spec: &BidsJobSpec, generation: u64) -> Result<(), RunError>
     Ok(())
 }
 
+/// The job record holding the latest deployment generation.
+pub const GENERATION_RECORD: &str = "_generation";
+
 /// The next deployment generation of a job, kept in its checkpoint store so that it grows
 /// across coordinator restarts.
-pub async fn next_generation(store: &weir_core::checkpoint::CheckpointStore) -> Result<u64, RunError> {
-    let current = match store.get_job_record("_generation").await? {
-        Some(bytes) => std::str::from_utf8(&bytes).ok().and_then(|t| t.trim().parse::<u64>().ok()).unwrap_or(0),
+pub async fn next_generation(store: &weir_core::checkpoint::CheckpointStore) -> Result<u64, CheckpointError> {
+    let current = match store.get_job_record(GENERATION_RECORD).await? {
+        // Never guessed: a generation that went back would let a stale deployment through the
+        // output fence and confuse the restore lineage.
+        Some(bytes) => {
+            std::str::from_utf8(&bytes).ok().and_then(|t| t.trim().parse::<u64>().ok()).ok_or_else(|| {
+                CheckpointError::CorruptRecord {
+                    path: store.record_path(GENERATION_RECORD),
+                    reason: format!("not a generation number: {:?}", String::from_utf8_lossy(&bytes)),
+                }
+            })?
+        }
         None => 0,
     };
     let next = current + 1;
-    store.put_job_record("_generation", next.to_string().into_bytes()).await?;
+    store.put_job_record(GENERATION_RECORD, next.to_string().into_bytes()).await?;
     Ok(next)
 }
 

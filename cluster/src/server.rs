@@ -271,43 +271,72 @@ async fn try_resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) -> R
             continue; // resumed by an earlier pass
         }
         let store = CheckpointStore::open(&options.checkpoint_dir, &job_id)?;
-        let record = match store.get_job_record(JOB_RECORD).await? {
-            Some(bytes) => match serde_json::from_slice::<JobRecord>(&bytes) {
-                Ok(record) => record,
-                Err(error) => {
-                    eprintln!("coordinator: warning: job {job_id}: unreadable {JOB_RECORD}: {error}; not resumed");
-                    continue;
-                }
-            },
-            None => continue,
+        let (record, status) = match read_stored_job(&store, &job_id).await {
+            Ok(Some(found)) => found,
+            Ok(None) => continue,
+            // A damaged record will not heal: the job is listed as failed, with the reason, and
+            // the scan goes on to the other jobs. Transient errors make the scan retry.
+            Err(error) if error.is_permanent() => {
+                eprintln!("coordinator: job {job_id} failed: {error}");
+                let status = JobStatus {
+                    job_id: job_id.clone(),
+                    state: JobState::Failed,
+                    parallelism: 0,
+                    watermark: None,
+                    last_checkpoint: None,
+                    restarts: 0,
+                    records_read: 0,
+                    message: Some(error.to_string()),
+                };
+                let cancel = Arc::new(tokio::sync::Notify::new());
+                state.lock().expect("state lock").jobs.insert(job_id, JobEntry { status, cancel });
+                continue;
+            }
+            Err(error) => return Err(error),
         };
-        let cancelled = store.get_job_record(CANCELLED_MARKER).await?.is_some();
-        let latest = store.restore_point().await?.0;
-        let finished = latest.as_ref().is_some_and(|c| c.metadata.finished)
-            && store.get_job_record(FINISHED_MARKER).await?.is_some();
-        let state_now = match (cancelled, finished) {
-            (true, _) => JobState::Cancelled,
-            (false, true) => JobState::Finished,
-            (false, false) => JobState::Scheduled,
-        };
-        let status = JobStatus {
-            job_id: job_id.clone(),
-            state: state_now,
-            parallelism: record.spec.parallelism,
-            watermark: None,
-            last_checkpoint: latest.map(|c| c.metadata.checkpoint_id),
-            restarts: 0,
-            records_read: 0,
-            message: None,
-        };
+        let scheduled = status.state == JobState::Scheduled;
         let cancel = Arc::new(tokio::sync::Notify::new());
         state.lock().expect("state lock").jobs.insert(job_id.clone(), JobEntry { status, cancel: cancel.clone() });
-        if state_now == JobState::Scheduled {
+        if scheduled {
             eprintln!("coordinator: resuming job {job_id} from its checkpoints");
             tokio::spawn(run_job(state.clone(), options.clone(), record.spec, record.options, job_id, cancel));
         }
     }
     Ok(())
+}
+
+/// A job found in the checkpoint store: its record and its status (`None`: no job record).
+async fn read_stored_job(
+    store: &CheckpointStore,
+    job_id: &str,
+) -> Result<Option<(JobRecord, JobStatus)>, CheckpointError> {
+    let record = match store.get_job_record(JOB_RECORD).await? {
+        Some(bytes) => serde_json::from_slice::<JobRecord>(&bytes).map_err(|error| CheckpointError::CorruptRecord {
+            path: store.record_path(JOB_RECORD),
+            reason: format!("not a job record: {error}"),
+        })?,
+        None => return Ok(None),
+    };
+    let cancelled = store.get_job_record(CANCELLED_MARKER).await?.is_some();
+    let latest = store.restore_point().await?.0;
+    let finished =
+        latest.as_ref().is_some_and(|c| c.metadata.finished) && store.get_job_record(FINISHED_MARKER).await?.is_some();
+    let state = match (cancelled, finished) {
+        (true, _) => JobState::Cancelled,
+        (false, true) => JobState::Finished,
+        (false, false) => JobState::Scheduled,
+    };
+    let status = JobStatus {
+        job_id: job_id.to_string(),
+        state,
+        parallelism: record.spec.parallelism,
+        watermark: None,
+        last_checkpoint: latest.map(|c| c.metadata.checkpoint_id),
+        restarts: 0,
+        records_read: 0,
+        message: None,
+    };
+    Ok(Some((record, status)))
 }
 
 async fn on_client_request(
@@ -520,6 +549,19 @@ impl RestartPolicy {
     }
 }
 
+impl AttemptEnd {
+    /// A storage failure ends the attempt: retried if transient, fatal if permanent (a damaged
+    /// job record).
+    fn from_storage(error: impl Into<CheckpointError>) -> Self {
+        let error = error.into();
+        if error.is_permanent() {
+            AttemptEnd::Fatal(error.to_string())
+        } else {
+            AttemptEnd::Retry(error.to_string())
+        }
+    }
+}
+
 enum AttemptEnd {
     Cancelled,
     Retry(String),
@@ -560,8 +602,9 @@ async fn run_attempt(
     let parallelism = spec.parallelism;
     // Corrupt newer checkpoints are deleted, so that one can never be restored after the output
     // it covered was rolled back.
-    let generation = crate::deploy::next_generation(store).await.map_err(|e| AttemptEnd::Retry(e.to_string()))?;
-    let (restored, skipped) = store.restore_for(generation).await.map_err(|e| AttemptEnd::Retry(e.to_string()))?;
+    let generation = crate::deploy::next_generation(store).await.map_err(AttemptEnd::from_storage)?;
+    let (restored, skipped) = store.restore_for(generation).await.map_err(AttemptEnd::from_storage)?;
+    weir_core::faultpoint::reached(weir_core::faultpoint::Moment::Restored).await;
     for error in skipped {
         eprintln!("coordinator: warning: {error}; falling back to an older checkpoint");
     }
@@ -573,7 +616,7 @@ async fn run_attempt(
                 "coordinator: job {job_id}: final checkpoint {} is complete; deploying to commit its output",
                 plan.epoch
             ),
-            Err(error) => return Err(AttemptEnd::Retry(error.to_string())),
+            Err(error) => return Err(AttemptEnd::from_storage(error)),
         }
     }
     let last_checkpoint = Arc::new(std::sync::atomic::AtomicU64::new(plan.epoch));

@@ -16,7 +16,7 @@ use timely::communication::allocator::Thread;
 use timely::communication::Allocator;
 use timely::worker::{Config, Worker};
 
-use weir_core::faultpoint::{self, PlantedBug};
+use weir_core::faultpoint::{self, Moment, PlantedBug};
 use weir_core::rt;
 use weir_core::time::Epoch;
 use weir_dataflow::exchange::Doorbell;
@@ -190,6 +190,7 @@ pub async fn drive_slot(
                             return;
                         }
                     }
+                    faultpoint::passed(Moment::SinkCommitted);
                     let _ = events.send(SlotEvent::Committed { slot, checkpoint });
                 }
                 SlotCommand::Stop => return,

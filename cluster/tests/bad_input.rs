@@ -207,3 +207,45 @@ fn help_documents_every_flag() {
         assert!(help.contains(flag), "help lacks {flag}");
     }
 }
+
+#[test]
+fn a_damaged_job_record_stops_the_resume_with_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    let output = root.path().join("out");
+    let checkpoints = root.path().join("checkpoints");
+    let args = [
+        "run",
+        "bids",
+        "--events",
+        "20000000",
+        "--rate",
+        "2000000",
+        "--checkpoint-interval",
+        "100ms",
+        "--output",
+        output.to_str().unwrap(),
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
+    ];
+    // A run killed part-way (after some checkpoints), so that the next one resumes.
+    let mut first = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let job_dir = std::fs::read_dir(&checkpoints).unwrap().flatten().next().expect("a job directory").path();
+    let generation = job_dir.join("_generation");
+    let mut bytes = std::fs::read(&generation).expect("the job recorded its generation");
+    bytes[0] ^= 1; // '1' → '0': still a number, only the checksum can tell
+    std::fs::write(&generation, bytes).unwrap();
+    let before = committed_files(&output);
+    let resumed = weir(&args);
+    assert!(!resumed.status.success(), "a damaged record must stop the job");
+    let message = stderr(&resumed);
+    assert!(message.contains("_generation") && message.contains("damaged") && message.contains("backup"), "{message}");
+    assert_eq!(committed_files(&output), before, "the refused resume must not touch the output");
+}

@@ -52,6 +52,59 @@ pub enum CheckpointError {
         /// What failed to verify.
         reason: String,
     },
+    /// A job record (the job's spec, deployment generation or restore lineage) does not verify.
+    /// Unlike a corrupt checkpoint there is nothing older to fall back to: the job cannot go on
+    /// safely, and retrying would not help.
+    #[error(
+        "job record {path} is damaged ({reason}); there is no second copy, so the job stops here \
+         rather than guess and risk duplicate or lost output. Restore the job's directory from a \
+         backup, or delete it and the job's output to start over"
+    )]
+    CorruptRecord {
+        /// Which record.
+        path: String,
+        /// What failed to verify.
+        reason: String,
+    },
+}
+
+impl CheckpointError {
+    /// Is this error permanent — retrying the same operation cannot succeed (a damaged record,
+    /// a location that does not parse)? Store errors are transient; a corrupt checkpoint is
+    /// skipped by restore.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, CheckpointError::CorruptRecord { .. } | CheckpointError::Location { .. })
+    }
+}
+
+/// How a job record ends: its CRC32, so that damage is detected rather than misread.
+const RECORD_TRAILER: &str = "\n# crc32 ";
+
+/// `content` with its checksum trailer.
+fn frame_record(mut content: Vec<u8>) -> Vec<u8> {
+    let crc = crc32fast::hash(&content);
+    content.extend_from_slice(format!("{RECORD_TRAILER}{crc:08x}\n").as_bytes());
+    content
+}
+
+/// The content of a framed record, or what is wrong with it.
+fn unframe_record(framed: &[u8]) -> Result<&[u8], String> {
+    let trailer = RECORD_TRAILER.as_bytes();
+    let at = framed
+        .windows(trailer.len())
+        .rposition(|window| window == trailer)
+        .ok_or_else(|| format!("no checksum trailer in its {} bytes (truncated?)", framed.len()))?;
+    let (content, rest) = framed.split_at(at);
+    let digits = std::str::from_utf8(&rest[trailer.len()..]).ok().map(str::trim_end);
+    let stored = digits
+        .filter(|d| d.len() == 8)
+        .and_then(|d| u32::from_str_radix(d, 16).ok())
+        .ok_or_else(|| "its checksum trailer is unreadable".to_string())?;
+    let actual = crc32fast::hash(content);
+    if stored != actual {
+        return Err(format!("checksum {actual:08x} does not match the recorded {stored:08x}"));
+    }
+    Ok(content)
 }
 
 /// One file of a checkpoint, as recorded in its metadata.
@@ -324,9 +377,9 @@ impl CheckpointStore {
     pub async fn lineage(&self) -> Result<Vec<RestoreRecord>, CheckpointError> {
         match self.get_job_record(LINEAGE).await? {
             None => Ok(Vec::new()),
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Location {
-                location: format!("{}/{LINEAGE}", self.job_root),
-                reason: format!("unreadable restore lineage ({e}); it is written by Weir only"),
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| CheckpointError::CorruptRecord {
+                path: format!("{}/{LINEAGE}", self.job_root),
+                reason: format!("not a restore lineage: {e}"),
             }),
         }
     }
@@ -400,21 +453,31 @@ impl CheckpointStore {
     }
 
     /// Stores a small job-level record (`<job>/<name>`), e.g. the job's spec for a restarted
-    /// coordinator.
+    /// coordinator. It is stored with a CRC32 trailer (a last line `# crc32 <hex>`) that
+    /// [`Self::get_job_record`] verifies.
     pub async fn put_job_record(&self, name: &str, content: Vec<u8>) -> Result<(), CheckpointError> {
         let path = self.job_root.child(name);
-        self.store.put(&path, PutPayload::from(content)).await.map_err(|source| CheckpointError::Store {
-            operation: "put",
-            path: path.to_string(),
-            source,
-        })?;
+        self.store
+            .put(&path, PutPayload::from(frame_record(content)))
+            .await
+            .map_err(|source| CheckpointError::Store { operation: "put", path: path.to_string(), source })?;
         Ok(())
     }
 
-    /// Reads a job-level record, `None` if it does not exist.
+    /// Where job record `name` is stored (for messages).
+    pub fn record_path(&self, name: &str) -> String {
+        self.job_root.child(name).to_string()
+    }
+
+    /// Reads a job-level record, `None` if it does not exist; a damaged one is
+    /// [`CheckpointError::CorruptRecord`].
     pub async fn get_job_record(&self, name: &str) -> Result<Option<Bytes>, CheckpointError> {
-        match self.get(&self.job_root.child(name)).await {
-            Ok(bytes) => Ok(Some(bytes)),
+        let path = self.job_root.child(name);
+        match self.get(&path).await {
+            Ok(framed) => match unframe_record(&framed) {
+                Ok(content) => Ok(Some(framed.slice_ref(content))),
+                Err(reason) => Err(CheckpointError::CorruptRecord { path: path.to_string(), reason }),
+            },
             Err(CheckpointError::Store { source: object_store::Error::NotFound { .. }, .. }) => Ok(None),
             Err(other) => Err(other),
         }

@@ -6,6 +6,9 @@
 //! skewed through `rt` ([`crate::rt::skew_clock`]). Three faults have no such seam and enter
 //! here: a sink whose commit fails ([`sink_commit_fault`]), a source split that stalls
 //! ([`split_stalled`]), and a connection reset while both its ends live on ([`LinkFault`]).
+//! And kills can be aimed: a node that reaches an armed [`Moment`] of the exactly-once protocol
+//! (mid-upload, between completion and commit, between commit and its acknowledgement, during
+//! recovery) dies there ([`reached`], [`passed`]).
 //!
 //! The same door lets the simulator prove that it finds bugs: each [`PlantedBug`] is a
 //! deliberately broken variant of one protocol step, switched on for one simulated run with
@@ -89,6 +92,17 @@ mod state {
         pub(super) next_link: u64,
         /// Told of every sink commit as it happens (the simulator's commit oracle).
         pub(super) commit_observer: Option<super::CommitObserver>,
+        /// Armed kills, by arming number.
+        pub(super) kills: BTreeMap<u64, Kill>,
+        pub(super) next_kill: u64,
+    }
+
+    /// A kill armed for the `skip + 1`-th time `node` reaches `moment`.
+    pub(super) struct Kill {
+        pub(super) moment: super::Moment,
+        pub(super) node: tokio::madsim::task::NodeId,
+        pub(super) skip: u32,
+        pub(super) fired: std::sync::Arc<tokio::sync::Notify>,
     }
 
     /// One open connection end.
@@ -109,6 +123,8 @@ mod state {
             links: BTreeMap::new(),
             next_link: 0,
             commit_observer: None,
+            kills: BTreeMap::new(),
+            next_kill: 0,
         });
         STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -140,6 +156,131 @@ pub fn sink_commit_fault() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A moment of the exactly-once protocol at which the simulator can kill the node reaching it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum Moment {
+    /// The coordinator has uploaded one slot's state of a checkpoint (others may be pending;
+    /// `_metadata` is not written): a kill here is a kill mid-upload.
+    StateUploaded,
+    /// The coordinator has written a checkpoint's `_metadata` and not yet told the sinks to
+    /// commit.
+    CheckpointCompleted,
+    /// The coordinator has chosen (and recorded) the checkpoint to restore and not yet deployed.
+    Restored,
+    /// A sink has opened a staged file for an epoch (staged, not committed).
+    SinkStaged,
+    /// A slot has committed its sinks' output and not yet acknowledged the commit.
+    SinkCommitted,
+    /// A worker has brought a slot's sink directories in line with the restored checkpoint and
+    /// not yet started the slot.
+    SinkRecovered,
+}
+
+impl Moment {
+    /// Every moment.
+    pub const ALL: [Moment; 6] = [
+        Moment::StateUploaded,
+        Moment::CheckpointCompleted,
+        Moment::Restored,
+        Moment::SinkStaged,
+        Moment::SinkCommitted,
+        Moment::SinkRecovered,
+    ];
+
+    /// The moment's name in plans.
+    pub fn name(self) -> &'static str {
+        match self {
+            Moment::StateUploaded => "state-uploaded",
+            Moment::CheckpointCompleted => "checkpoint-completed",
+            Moment::Restored => "restored",
+            Moment::SinkStaged => "sink-staged",
+            Moment::SinkCommitted => "sink-committed",
+            Moment::SinkRecovered => "sink-recovered",
+        }
+    }
+
+    /// Reached by the coordinator (otherwise by workers).
+    pub fn on_coordinator(self) -> bool {
+        matches!(self, Moment::StateUploaded | Moment::CheckpointCompleted | Moment::Restored)
+    }
+}
+
+impl fmt::Display for Moment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An asynchronous protocol step has reached `moment`. If the simulator armed a kill for it on
+/// this node, the node is killed and this future never completes: nothing after it runs.
+/// Outside the simulator it is ready at once.
+#[inline(always)]
+pub async fn reached(moment: Moment) {
+    #[cfg(madsim)]
+    {
+        if kill_if_armed(moment) {
+            std::future::pending::<()>().await;
+        }
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = moment;
+    }
+}
+
+/// A synchronous protocol step has passed `moment`. If the simulator armed a kill for it on this
+/// node, the node is killed and dies at its task's next await. Nothing outside the simulator.
+#[inline(always)]
+pub fn passed(moment: Moment) {
+    #[cfg(madsim)]
+    {
+        kill_if_armed(moment);
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = moment;
+    }
+}
+
+#[cfg(madsim)]
+fn kill_if_armed(moment: Moment) -> bool {
+    let node = tokio::madsim::plugin::node();
+    let fired = {
+        let mut injected = state::injected();
+        let armed = injected.kills.values_mut().find(|kill| kill.moment == moment && kill.node == node);
+        match armed {
+            None => return false,
+            Some(kill) if kill.skip > 0 => {
+                kill.skip -= 1;
+                return false;
+            }
+            Some(kill) => kill.fired.clone(),
+        }
+    };
+    state::injected().kills.retain(|_, kill| !std::sync::Arc::ptr_eq(&kill.fired, &fired));
+    tokio::madsim::runtime::Handle::current().kill(node);
+    fired.notify_one();
+    true
+}
+
+/// Arms a kill of `node` the `skip + 1`-th time it reaches `moment`; the returned notification
+/// fires when it did (then the simulator restarts the node). Disarm with [`disarm_kill`].
+#[cfg(madsim)]
+pub fn arm_kill(moment: Moment, node: tokio::madsim::task::NodeId, skip: u32) -> std::sync::Arc<tokio::sync::Notify> {
+    let fired = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut injected = state::injected();
+    let id = injected.next_kill;
+    injected.next_kill += 1;
+    injected.kills.insert(id, state::Kill { moment, node, skip, fired: fired.clone() });
+    fired
+}
+
+/// Disarms the kill whose notification is `fired` (if it has not fired).
+#[cfg(madsim)]
+pub fn disarm_kill(fired: &std::sync::Arc<tokio::sync::Notify>) {
+    state::injected().kills.retain(|_, kill| !std::sync::Arc::ptr_eq(&kill.fired, fired));
 }
 
 /// What the simulator is told of each sink commit: the sink's directory and the newest epoch

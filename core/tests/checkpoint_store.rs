@@ -179,3 +179,31 @@ fn bad_locations_are_explained() {
     let error = CheckpointStore::open(file.join("sub").to_str().unwrap(), "job").unwrap_err();
     assert!(error.to_string().contains("cannot create directory"), "{error}");
 }
+
+#[test]
+fn damaged_job_records_are_detected_and_permanent() {
+    for (store, _guard) in backends() {
+        block_on(async {
+            store.put_job_record("_generation", b"7".to_vec()).await.unwrap();
+            assert_eq!(store.get_job_record("_generation").await.unwrap().unwrap(), Bytes::from_static(b"7"));
+            assert!(store.get_job_record("_absent").await.unwrap().is_none());
+            let path = object_store::path::Path::from(store.record_path("_generation"));
+            let framed = store.object_store().get(&path).await.unwrap().bytes().await.unwrap();
+            // A bit flip that keeps the content a plausible number ('7' → '6'), then truncations.
+            let mut flipped = framed.to_vec();
+            flipped[0] ^= 1;
+            for damaged in [flipped, framed[..framed.len() - 3].to_vec(), framed[..1].to_vec()] {
+                store.object_store().put(&path, damaged.into()).await.unwrap();
+                let error = store.get_job_record("_generation").await.unwrap_err();
+                assert!(matches!(error, CheckpointError::CorruptRecord { .. }), "{error}");
+                assert!(error.is_permanent());
+                let message = error.to_string();
+                assert!(message.contains("_generation") && message.contains("backup"), "{message}");
+            }
+            // The restore lineage is a record too.
+            let lineage = object_store::path::Path::from(store.record_path("_lineage"));
+            store.object_store().put(&lineage, b"[]".to_vec().into()).await.unwrap();
+            assert!(matches!(store.lineage().await.unwrap_err(), CheckpointError::CorruptRecord { .. }));
+        });
+    }
+}

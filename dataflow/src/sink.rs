@@ -256,6 +256,7 @@ impl<'scope, R: CsvRow> EpochFileSink for Stream<'scope, Time, Vec<R>> {
                                 let mut writer = BufWriter::with_capacity(1 << 20, File::create(&path)?);
                                 writer.write_all(R::HEADER.as_bytes())?;
                                 writer.write_all(b"\n")?;
+                                weir_core::faultpoint::passed(weir_core::faultpoint::Moment::SinkStaged);
                                 entry.insert(writer)
                             }
                         };

@@ -24,7 +24,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use weir_chaos::faults::{Fault, FaultPlan, Node};
-use weir_chaos::oracle::{committed_output, difference};
+use weir_chaos::oracle::{committed_output, difference, excess};
 use weir_chaos::reference::{expected_output, ReferenceSplit};
 use weir_chaos::shrink::shrink;
 use weir_chaos::storage::{FaultyStore, StorageFaults};
@@ -72,6 +72,10 @@ pub struct SimArgs {
     /// The bound of `--prove-planted`, in seeds.
     #[arg(long, default_value_t = 200, value_name = "N")]
     pub within: u64,
+    /// Print the trace as it happens (simulated milliseconds and event: registrations, attempts,
+    /// checkpoints, faults, aimed kills) to standard error.
+    #[arg(long)]
+    pub trace: bool,
 }
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -107,6 +111,15 @@ pub struct SeedOutcome {
 /// Entry point of the `weir-sim` binary.
 pub fn main() -> ExitCode {
     let args = SimArgs::parse();
+    if args.trace {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("weir::trace=debug"))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .with_target(false)
+            .with_ansi(false)
+            .init();
+    }
     if args.prove_planted {
         return prove_planted(args.within);
     }
@@ -480,10 +493,7 @@ async fn simulate_in(
             let request = ClientRequest::Status { job_id: job_id.clone() };
             match weir_cluster::client::request(&client_tls, &coordinator_at, &request).await {
                 Ok(ClientResponse::Status(status)) => match status.state {
-                    JobState::Finished => return Ok(status),
-                    JobState::Failed | JobState::Cancelled => {
-                        return Err(format!("job ended {:?}: {}", status.state, status.message.unwrap_or_default()))
-                    }
+                    JobState::Finished | JobState::Failed | JobState::Cancelled => return Ok(status),
                     _ => {}
                 },
                 Ok(other) => return Err(format!("status refused: {other:?}")),
@@ -528,7 +538,7 @@ async fn simulate_in(
     };
 
     // The faults, at their times; then the liveness bound.
-    let mut damaged = Vec::new();
+    let mut damaged = Damaged::default();
     let fault_outcome = inject(&world, plan, &mut damaged).await;
     let finished = madsim::time::timeout(LIVENESS_BOUND, client_task).await;
     monitor.abort();
@@ -543,9 +553,17 @@ async fn simulate_in(
         Ok(joined) => joined.map_err(|e| format!("client task: {e}"))??,
     };
     rt::trace(&format!(
-        "job finished after {} restarts, last checkpoint {:?}",
-        status.restarts, status.last_checkpoint
+        "job ended {:?} after {} restarts, last checkpoint {:?}",
+        status.state, status.restarts, status.last_checkpoint
     ));
+    // A job ends Finished — or, only when a job record was damaged, Failed with an error that
+    // names the record (Weir's promise there: stop clearly, never commit wrong output).
+    let message = status.message.clone().unwrap_or_default();
+    let failed_as_promised = status.state == JobState::Failed
+        && damaged.records.iter().any(|record| message.contains(record.as_str()) && message.contains("damaged"));
+    if status.state != JobState::Finished && !failed_as_promised {
+        return Err(format!("job ended {:?}: {message}", status.state));
+    }
 
     if let Some(found) = violation.lock().expect("violation").take() {
         return Err(format!("output committed before its checkpoint completed: {found}"));
@@ -555,7 +573,7 @@ async fn simulate_in(
     {
         return Err(format!("output committed for an epoch whose checkpoint never completed: {found}"));
     }
-    every_checkpoint_restores(&world, &damaged).await?;
+    every_checkpoint_restores(&world, &damaged.checkpoints).await?;
 
     // Safety: the committed output equals the sequential reference.
     let spec = &world.spec;
@@ -565,6 +583,13 @@ async fn simulate_in(
         .collect();
     let expected = expected_output(&splits, spec.window_ms, spec.out_of_orderness_ms);
     let actual = committed_output(&spec.output_dir).map_err(|e| format!("reading committed output: {e}"))?;
+    if failed_as_promised {
+        let report = excess(&expected, &actual);
+        if !report.is_empty() {
+            return Err(format!("the job stopped on a damaged record, but its committed output is wrong:\n{report}"));
+        }
+        return Ok(());
+    }
     let report = difference(&expected, &actual);
     if !report.is_empty() {
         return Err(format!("exactly-once violated:\n{report}"));
@@ -572,8 +597,16 @@ async fn simulate_in(
     Ok(())
 }
 
+/// What the plan damaged on purpose: checkpoints (not expected to restore) and job records
+/// (their names; the job may then fail, naming one).
+#[derive(Default)]
+struct Damaged {
+    checkpoints: Vec<u64>,
+    records: Vec<String>,
+}
+
 /// Applies the plan's faults at their times and heals them.
-async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Vec<u64>) -> Result<(), String> {
+async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Damaged) -> Result<(), String> {
     let started = madsim::time::Instant::now();
     let net = madsim::net::NetSim::current();
     let default_latency = madsim::Config::default().net.send_latency;
@@ -590,6 +623,7 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Vec<u64>) -> Resu
         }
     }
     events.sort_by_key(|(at, start, _)| (*at, !*start));
+    let mut aimed_kills = Vec::new();
     for (at_ms, start, fault) in events {
         madsim::time::sleep_until(started + Duration::from_millis(at_ms)).await;
         rt::trace(&format!("fault {} {fault}", if start { "begins" } else { "heals" }));
@@ -629,7 +663,7 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Vec<u64>) -> Resu
                         .map_err(|e| e.to_string())?;
                     if world.storage.damage(&store.object_path(checkpoint, &name), *damage).await {
                         rt::trace(&format!("damaged {name} of checkpoint {checkpoint}"));
-                        damaged.push(checkpoint);
+                        damaged.checkpoints.push(checkpoint);
                     }
                 }
                 world.handle.kill(worker(*w));
@@ -646,11 +680,44 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Vec<u64>) -> Resu
                 rt::skew_clock(node(*n), Duration::ZERO, *rate_permille)
             }
             (Fault::ClockDrift { node: n, .. }, false) => rt::skew_clock(node(*n), Duration::ZERO, 1000),
+            (Fault::KillAtMoment { moment, node: n, skip, armed_ms, down_ms, .. }, true) => {
+                // Armed now; if the node reaches the moment in time it dies there, and this
+                // task restarts it `down_ms` later.
+                let fired = faultpoint::arm_kill(*moment, node(*n), *skip);
+                let (handle, id, moment) = (world.handle.clone(), node(*n), *moment);
+                let (armed, down) = (Duration::from_millis(*armed_ms), Duration::from_millis(*down_ms));
+                aimed_kills.push(madsim::task::spawn(async move {
+                    if madsim::time::timeout(armed, fired.notified()).await.is_ok() {
+                        rt::trace(&format!("killed at {moment}"));
+                        madsim::time::sleep(down).await;
+                        handle.restart(id);
+                    } else {
+                        faultpoint::disarm_kill(&fired);
+                    }
+                }));
+            }
+            (Fault::KillAtMoment { .. }, false) => {}
+            (Fault::CorruptJobRecord { record, damage, node: n, .. }, true) => {
+                let store = CheckpointStore::open(&format!("memory://{}", world.store_name), &world.job_id)
+                    .map_err(|e| e.to_string())?;
+                let path = store.record_path(record.name());
+                if world.storage.damage(&object_store::path::Path::from(path.as_str()), *damage).await {
+                    rt::trace(&format!("damaged {path}"));
+                    damaged.records.push(path);
+                }
+                // Force the records to be read: a restore (worker killed) or a resume (the
+                // coordinator killed).
+                world.handle.kill(node(*n));
+            }
+            (Fault::CorruptJobRecord { node: n, .. }, false) => world.handle.restart(node(*n)),
             (Fault::ConnectionReset { node: n, .. }, _) => {
                 let reset = faultpoint::reset_links(node(*n));
                 rt::trace(&format!("reset {reset} connections"));
             }
         }
+    }
+    for kill in aimed_kills {
+        kill.await.map_err(|e| format!("aimed kill: {e}"))?;
     }
     Ok(())
 }
