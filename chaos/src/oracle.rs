@@ -135,14 +135,15 @@ pub fn excess(expected: &Expected, actual: &Expected) -> String {
             ));
         }
     }
-    let wrong_errors: Vec<_> = actual.errors.iter().filter(|e| !expected.errors.contains(e)).collect();
+    let wrong_errors = multiset_minus(&actual.errors, &expected.errors);
     if !wrong_errors.is_empty() {
         report.push_str(&format!("errors: unexpected {wrong_errors:?}\n"));
     }
     report
 }
 
-fn multiset_minus<'a>(left: &'a [String], right: &[String]) -> Vec<&'a String> {
+/// `left` minus `right`, both sorted, as multisets.
+fn multiset_minus<'a, T: Ord>(left: &'a [T], right: &[T]) -> Vec<&'a T> {
     let (mut i, mut j) = (0, 0);
     let mut out = Vec::new();
     while i < left.len() {

@@ -79,6 +79,8 @@ struct Control {
     written_at: BTreeMap<Path, rt::Instant>,
     /// Checkpoint ids whose `_metadata` was stored, per job.
     completed: BTreeMap<String, BTreeSet<u64>>,
+    /// Job → (attempt, checkpoint) of every completed checkpoint.
+    completed_by: BTreeMap<String, BTreeSet<(u64, u64)>>,
     injected: u64,
 }
 
@@ -107,6 +109,15 @@ impl StorageFaults {
     /// The checkpoints of `job_id` whose `_metadata` reached storage, ascending.
     pub fn completed_checkpoints(&self, job_id: &str) -> BTreeSet<u64> {
         self.control().completed.get(job_id).cloned().unwrap_or_default()
+    }
+
+    /// The newest checkpoint of `job_id` that deployment attempt `attempt` completed (its
+    /// `_metadata` reached storage), 0 for none: the only checkpoints that cover the attempt's
+    /// staged output.
+    pub fn newest_completed_by(&self, job_id: &str, attempt: u64) -> u64 {
+        let control = self.control();
+        let completed = control.completed_by.get(job_id);
+        completed.into_iter().flatten().filter(|(by, _)| *by == attempt).map(|(_, id)| *id).max().unwrap_or(0)
     }
 
     /// Operations that an injected fault failed or delayed so far.
@@ -175,6 +186,7 @@ impl FaultyStore {
             random: mix64(seed ^ 0x5709_A6E5),
             written_at: BTreeMap::new(),
             completed: BTreeMap::new(),
+            completed_by: BTreeMap::new(),
             injected: 0,
         };
         let faults = StorageFaults { control: Arc::new(Mutex::new(control)), inner };
@@ -205,13 +217,20 @@ impl FaultyStore {
         Ok(())
     }
 
-    fn record_put(&self, path: &Path) {
+    /// Records a stored object; `content` is given for puts (a `_metadata` names the attempt
+    /// that completed the checkpoint).
+    fn record_put(&self, path: &Path, content: Option<&PutPayload>) {
         let mut control = self.faults.control();
         control.written_at.insert(path.clone(), rt::true_now());
         let parts: Vec<String> = path.parts().map(|p| p.as_ref().to_string()).collect();
         if parts.len() >= 3 && parts[parts.len() - 1] == weir_core::checkpoint::METADATA {
             if let Some(id) = parts[parts.len() - 2].strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) {
-                control.completed.entry(parts[parts.len() - 3].clone()).or_default().insert(id);
+                let job = parts[parts.len() - 3].clone();
+                control.completed.entry(job.clone()).or_default().insert(id);
+                let raw: Option<Vec<u8>> = content.map(|c| c.iter().flat_map(|chunk| chunk.iter().copied()).collect());
+                if let Some(metadata) = raw.and_then(|raw| weir_core::checkpoint::decode_metadata(&raw).ok()) {
+                    control.completed_by.entry(job).or_default().insert((metadata.attempt, id));
+                }
             }
         }
     }
@@ -240,8 +259,8 @@ impl fmt::Display for FaultyStore {
 impl ObjectStore for FaultyStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.enter("put", location).await?;
-        let result = self.inner().put_opts(location, payload, opts).await?;
-        self.record_put(location);
+        let result = self.inner().put_opts(location, payload.clone(), opts).await?;
+        self.record_put(location, Some(&payload));
         let lie = {
             let mut control = self.faults.control();
             let per_mille = control.mode.lying_put_per_mille;
@@ -318,14 +337,14 @@ impl ObjectStore for FaultyStore {
     async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
         self.enter("copy", from).await?;
         self.inner().copy(from, to).await?;
-        self.record_put(to);
+        self.record_put(to, None);
         Ok(())
     }
 
     async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Result<()> {
         self.enter("copy", from).await?;
         self.inner().copy_if_not_exists(from, to).await?;
-        self.record_put(to);
+        self.record_put(to, None);
         Ok(())
     }
 }

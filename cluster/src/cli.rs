@@ -57,7 +57,8 @@ pub struct CoordinatorArgs {
     /// A worker silent this long is lost.
     #[arg(long, default_value = "3s", value_parser = parse_duration_ms, value_name = "DURATION")]
     pub heartbeat_timeout: i64,
-    /// Restarts of a job in a row, without a completed checkpoint, before it fails.
+    /// Restarts of a job in a row without progress (input read and a checkpoint completed)
+    /// before it fails.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub restarts: u32,
     /// First restart delay (doubles each restart, at most 10 s).

@@ -25,7 +25,8 @@ pub struct Link {
 
 impl Link {
     fn new(tcp: TcpStream) -> Self {
-        Link { tcp, fault: LinkFault::register() }
+        let fault = LinkFault::register(tcp.local_addr().ok(), tcp.peer_addr().ok());
+        Link { tcp, fault }
     }
 
     fn reset_error() -> std::io::Error {
@@ -52,6 +53,24 @@ impl AsyncWrite for Link {
         Pin::new(&mut link.tcp).poll_write(cx, buf)
     }
 
+    // rustls flushes its queued records with one vectored write: forwarded, or every record
+    // would cost a system call of its own.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let link = self.get_mut();
+        if link.fault.poll_reset(cx, LinkDirection::Write) {
+            return Poll::Ready(Err(Link::reset_error()));
+        }
+        Pin::new(&mut link.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let link = self.get_mut();
         if link.fault.poll_reset(cx, LinkDirection::Write) {
@@ -61,7 +80,11 @@ impl AsyncWrite for Link {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+        let link = self.get_mut();
+        if link.fault.poll_reset(cx, LinkDirection::Write) {
+            return Poll::Ready(Err(Link::reset_error()));
+        }
+        Pin::new(&mut link.tcp).poll_shutdown(cx)
     }
 }
 

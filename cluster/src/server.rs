@@ -5,9 +5,9 @@
 //! Worker loss is detected by a closed connection or by missing heartbeats. The job's current
 //! attempt is then cancelled everywhere and, after a backed-off delay, redeployed on the
 //! workers that have free slots. The delay doubles with each restart in a row; an attempt that
-//! completed a checkpoint was making progress, so its failure starts the count (and the delay)
-//! afresh: after `restarts_max` restarts in a row without a completed checkpoint (a crash loop)
-//! the job fails with the reason.
+//! made progress (read input and completed a checkpoint) starts the count (and the delay)
+//! afresh: after `restarts_max` restarts in a row without progress (a crash loop) the job fails
+//! with the reason.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -271,7 +271,7 @@ async fn try_resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) -> R
             continue; // resumed by an earlier pass
         }
         let store = CheckpointStore::open(&options.checkpoint_dir, &job_id)?;
-        let (record, status) = match read_stored_job(&store, &job_id).await {
+        let (status, to_run) = match read_stored_job(&store, &job_id).await {
             Ok(Some(found)) => found,
             Ok(None) => continue,
             // A damaged record will not heal: the job is listed as failed, with the reason, and
@@ -294,10 +294,9 @@ async fn try_resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) -> R
             }
             Err(error) => return Err(error),
         };
-        let scheduled = status.state == JobState::Scheduled;
         let cancel = Arc::new(tokio::sync::Notify::new());
         state.lock().expect("state lock").jobs.insert(job_id.clone(), JobEntry { status, cancel: cancel.clone() });
-        if scheduled {
+        if let Some(record) = to_run {
             eprintln!("coordinator: resuming job {job_id} from its checkpoints");
             tokio::spawn(run_job(state.clone(), options.clone(), record.spec, record.options, job_id, cancel));
         }
@@ -305,38 +304,60 @@ async fn try_resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) -> R
     Ok(())
 }
 
-/// A job found in the checkpoint store: its record and its status (`None`: no job record).
+/// A job found in the checkpoint store (`None`: no job record): its status, and its record
+/// when it still has to run. A finished or cancelled job stays so whatever happened to its
+/// records since (they are read for the status only); a job that has to run needs them intact.
 async fn read_stored_job(
     store: &CheckpointStore,
     job_id: &str,
-) -> Result<Option<(JobRecord, JobStatus)>, CheckpointError> {
-    let record = match store.get_job_record(JOB_RECORD).await? {
-        Some(bytes) => serde_json::from_slice::<JobRecord>(&bytes).map_err(|error| CheckpointError::CorruptRecord {
-            path: store.record_path(JOB_RECORD),
-            reason: format!("not a job record: {error}"),
-        })?,
-        None => return Ok(None),
+) -> Result<Option<(JobStatus, Option<JobRecord>)>, CheckpointError> {
+    if !store.has_job_record(JOB_RECORD).await? {
+        return Ok(None);
+    }
+    let state = if store.has_job_record(CANCELLED_MARKER).await? {
+        JobState::Cancelled
+    } else if store.has_job_record(FINISHED_MARKER).await? {
+        // Written only after every slot committed the final checkpoint.
+        JobState::Finished
+    } else {
+        JobState::Scheduled
     };
-    let cancelled = store.get_job_record(CANCELLED_MARKER).await?.is_some();
-    let latest = store.restore_point().await?.0;
-    let finished =
-        latest.as_ref().is_some_and(|c| c.metadata.finished) && store.get_job_record(FINISHED_MARKER).await?.is_some();
-    let state = match (cancelled, finished) {
-        (true, _) => JobState::Cancelled,
-        (false, true) => JobState::Finished,
-        (false, false) => JobState::Scheduled,
+    let to_run = state == JobState::Scheduled;
+    // A permanent error (a damaged record) matters only for a job that has to run.
+    fn tolerated<T>(to_run: bool, error: CheckpointError) -> Result<Option<T>, CheckpointError> {
+        if to_run || !error.is_permanent() {
+            Err(error)
+        } else {
+            Ok(None)
+        }
+    }
+    let record = match store.get_job_record(JOB_RECORD).await {
+        Ok(bytes) => bytes
+            .map(|bytes| {
+                serde_json::from_slice::<JobRecord>(&bytes).map_err(|error| CheckpointError::CorruptRecord {
+                    path: store.record_path(JOB_RECORD),
+                    reason: format!("not a job record: {error}"),
+                })
+            })
+            .transpose()
+            .or_else(|error| tolerated(to_run, error))?,
+        Err(error) => tolerated(to_run, error)?,
+    };
+    let latest = match store.restore_point().await {
+        Ok((latest, _)) => latest.map(|c| c.metadata.checkpoint_id),
+        Err(error) => tolerated(to_run, error)?,
     };
     let status = JobStatus {
         job_id: job_id.to_string(),
         state,
-        parallelism: record.spec.parallelism,
+        parallelism: record.as_ref().map_or(0, |record| record.spec.parallelism),
         watermark: None,
-        last_checkpoint: latest.map(|c| c.metadata.checkpoint_id),
+        last_checkpoint: latest,
         restarts: 0,
         records_read: 0,
         message: None,
     };
-    Ok(Some((record, status)))
+    Ok(Some((status, record.filter(|_| to_run))))
 }
 
 async fn on_client_request(
@@ -483,7 +504,7 @@ async fn run_job(
             Err(AttemptEnd::Retry(message)) => {
                 let Some(backoff) = restarts.next(progressed) else {
                     let message = format!(
-                        "{} restarts in a row without completing a checkpoint; last failure: {message}",
+                        "{} restarts in a row without progress (no checkpoint completed after reading input); last failure: {message}",
                         options.restarts_max
                     );
                     eprintln!("coordinator: job {job_id} failed: {message}");
@@ -512,8 +533,8 @@ async fn run_job(
 
 /// When a failed attempt is retried: after a delay that doubles with each restart in a row (up
 /// to [`RestartPolicy::MAX_BACKOFF`]), until `max_in_a_row` restarts in a row have failed. An
-/// attempt that completed a checkpoint was making progress, so its failure starts the count and
-/// the delay afresh: a long-running job survives any number of failures spread over its life,
+/// attempt that made progress (read input and completed a checkpoint) starts the count and the
+/// delay afresh: a long-running job survives any number of failures spread over its life,
 /// while a crash loop fails with its reason.
 #[derive(Debug)]
 struct RestartPolicy {
@@ -741,12 +762,13 @@ async fn run_attempt(
         last_checkpoint: Some(last_checkpoint.clone()),
     };
     let metrics: Vec<Arc<SlotMetrics>> = metrics.into_values().collect();
-    let outcome = coordinate(config, store.clone(), links, events_rx, metrics, start_epoch).await;
-    // Whether the attempt completed a checkpoint decides how its failure counts.
+    let outcome = coordinate(config, store.clone(), links, events_rx, metrics.clone(), start_epoch).await;
+    // Whether the attempt made progress — completed a checkpoint, having read input — decides
+    // how its failure counts. (Checkpoints alone also complete while the input stands still.)
     let reached = last_checkpoint.load(std::sync::atomic::Ordering::Relaxed);
     if reached > plan.epoch {
-        *progressed = true;
         set_status(state, job_id, |s| s.last_checkpoint = Some(reached));
+        *progressed = metrics.iter().any(|m| SlotMetrics::get(&m.records_read) > 0);
     }
     match outcome {
         Ok(outcome) => {

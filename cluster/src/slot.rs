@@ -190,7 +190,7 @@ pub async fn drive_slot(
                             return;
                         }
                     }
-                    faultpoint::passed(Moment::SinkCommitted);
+                    faultpoint::reached(Moment::SinkCommitted).await;
                     let _ = events.send(SlotEvent::Committed { slot, checkpoint });
                 }
                 SlotCommand::Stop => return,

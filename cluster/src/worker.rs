@@ -223,7 +223,7 @@ async fn deploy(
     let mut prepared = Vec::with_capacity(slots.len());
     for (slot, snapshot) in slots {
         recover_sinks(&spec, slot, restored_epoch, restored_attempt).map_err(|e| e.to_string())?;
-        weir_core::faultpoint::passed(weir_core::faultpoint::Moment::SinkRecovered);
+        weir_core::faultpoint::reached(weir_core::faultpoint::Moment::SinkRecovered).await;
         let snapshot = if snapshot.is_empty() {
             SlotSnapshot::default()
         } else {

@@ -81,6 +81,9 @@ const SUBNET: &str = "10.213.0";
 impl Namespaces {
     /// Builds the network, or says why this machine cannot (not root, no iproute2).
     fn create(workers: usize) -> Result<Self, String> {
+        for tool in ["ip", "tc", "ss"] {
+            Command::new(tool).arg("-V").output().map_err(|e| format!("{tool} (iproute2): {e}"))?;
+        }
         Self::remove_stale();
         let prefix = format!("weir-soak-{}", std::process::id());
         let mut namespaces = Namespaces { prefix, members: Vec::new() };
@@ -127,18 +130,32 @@ impl Namespaces {
             let name = line.split_whitespace().next().unwrap_or_default();
             let Some(pid) = name.strip_prefix("weir-soak-").and_then(|rest| rest.split('-').next()) else { continue };
             if !Path::new(&format!("/proc/{pid}")).exists() {
+                // Processes of a test that was killed outright may still run in there.
+                if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+                    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                        let _ = Command::new("kill").args(["-9", pid]).output();
+                    }
+                }
                 let _ = Command::new("ip").args(["netns", "del", name]).output();
             }
         }
     }
 
-    /// Resets every TCP connection in `role`'s namespace (the kernel sends RSTs: `ss -K`).
+    /// Resets every TCP connection in `role`'s namespace (the kernel sends RSTs: `ss -K`), and
+    /// checks that they are gone (a kernel without socket destruction ignores `ss -K`).
     fn reset_connections(&self, role: &str) {
-        let output = Command::new("ip")
-            .args(["netns", "exec", &self.name(role), "ss", "-K", "state", "established"])
-            .output()
-            .expect("ss runs");
-        assert!(output.status.success(), "ss -K: {}", String::from_utf8_lossy(&output.stderr));
+        let namespace = self.name(role);
+        let ss = |args: &[&str]| {
+            let output =
+                Command::new("ip").args(["netns", "exec", &namespace, "ss"]).args(args).output().expect("ss runs");
+            assert!(output.status.success(), "ss {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect::<Vec<_>>()
+        };
+        let before = ss(&["-Htn", "state", "established"]);
+        ss(&["-K", "state", "established"]);
+        let after = ss(&["-Htn", "state", "established"]);
+        let survivors: Vec<_> = before.iter().filter(|socket| after.contains(socket)).collect();
+        assert!(survivors.is_empty(), "`ss -K` left connections open (no kernel support?): {survivors:?}");
     }
 
     /// Cuts `host` off the bridge both ways, or reconnects it.

@@ -93,9 +93,14 @@ fn unframe_record(framed: &[u8]) -> Result<&[u8], String> {
     let at = framed
         .windows(trailer.len())
         .rposition(|window| window == trailer)
-        .ok_or_else(|| format!("no checksum trailer in its {} bytes (truncated?)", framed.len()))?;
+        .ok_or_else(|| {
+            format!(
+                "no checksum trailer in its {} bytes: truncated, or written by a Weir from before job records were checksummed",
+                framed.len()
+            )
+        })?;
     let (content, rest) = framed.split_at(at);
-    let digits = std::str::from_utf8(&rest[trailer.len()..]).ok().map(str::trim_end);
+    let digits = std::str::from_utf8(&rest[trailer.len()..]).ok().and_then(|d| d.strip_suffix('\n'));
     let stored = digits
         .filter(|d| d.len() == 8)
         .and_then(|d| u32::from_str_radix(d, 16).ok())
@@ -385,8 +390,8 @@ impl CheckpointStore {
     }
 
     /// Called when checkpoint `completed` has just completed: deletes every checkpoint older than
-    /// the `keep` newest complete ones up to `completed`, and every incomplete one older than
-    /// `completed`. Checkpoints with higher ids are left alone and not counted: the running
+    /// the `keep` newest complete ones up to `completed`, and every incomplete one older than the
+    /// newest complete one up to `completed` (normally `completed` itself). Checkpoints with higher ids are left alone and not counted: the running
     /// deployment numbers its checkpoints upwards from the one it restored, so a higher id was
     /// written by a deployment a restore rolled back (still listed, or listed late); counting it
     /// would delete good checkpoints in its place. Restore deletes it, or the running deployment
@@ -462,6 +467,16 @@ impl CheckpointStore {
             .await
             .map_err(|source| CheckpointError::Store { operation: "put", path: path.to_string(), source })?;
         Ok(())
+    }
+
+    /// Does job record `name` exist? (Markers such as `_finished` are judged by existence alone.)
+    pub async fn has_job_record(&self, name: &str) -> Result<bool, CheckpointError> {
+        let path = self.job_root.child(name);
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(CheckpointError::Store { operation: "head", path: path.to_string(), source }),
+        }
     }
 
     /// Where job record `name` is stored (for messages).

@@ -109,6 +109,8 @@ mod state {
     pub(super) struct Link {
         /// The node it lives on.
         pub(super) node: tokio::madsim::task::NodeId,
+        /// Its own address and its peer's (the peer's end has them the other way round).
+        pub(super) addresses: (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
         /// Reset by the simulator: every read and write fails from now on.
         pub(super) reset: bool,
         /// The tasks waiting to read and to write, woken by a reset.
@@ -231,7 +233,10 @@ pub async fn reached(moment: Moment) {
 }
 
 /// A synchronous protocol step has passed `moment`. If the simulator armed a kill for it on this
-/// node, the node is killed and dies at its task's next await. Nothing outside the simulator.
+/// node, the node is killed: its tasks are dropped the next time one of them *waits* (an await
+/// that is not ready at once), so the current task may go on for a while — as a process killed
+/// by a signal that lands a little after the moment. Where the step is async, [`reached`] is
+/// exact. Nothing outside the simulator.
 #[inline(always)]
 pub fn passed(moment: Moment) {
     #[cfg(madsim)]
@@ -249,17 +254,17 @@ fn kill_if_armed(moment: Moment) -> bool {
     let node = tokio::madsim::plugin::node();
     let fired = {
         let mut injected = state::injected();
-        let armed = injected.kills.values_mut().find(|kill| kill.moment == moment && kill.node == node);
-        match armed {
+        let armed = injected.kills.iter_mut().find(|(_, kill)| kill.moment == moment && kill.node == node);
+        let id = match armed {
             None => return false,
-            Some(kill) if kill.skip > 0 => {
+            Some((_, kill)) if kill.skip > 0 => {
                 kill.skip -= 1;
                 return false;
             }
-            Some(kill) => kill.fired.clone(),
-        }
+            Some((&id, _)) => id,
+        };
+        injected.kills.remove(&id).expect("armed").fired
     };
-    state::injected().kills.retain(|_, kill| !std::sync::Arc::ptr_eq(&kill.fired, &fired));
     tokio::madsim::runtime::Handle::current().kill(node);
     fired.notify_one();
     true
@@ -283,26 +288,27 @@ pub fn disarm_kill(fired: &std::sync::Arc<tokio::sync::Notify>) {
     state::injected().kills.retain(|_, kill| !std::sync::Arc::ptr_eq(&kill.fired, fired));
 }
 
-/// What the simulator is told of each sink commit: the sink's directory and the newest epoch
-/// whose output is being committed.
+/// What the simulator is told of each sink commit: the sink's directory, the deployment
+/// attempt whose staged output is committed, and the newest epoch among it.
 #[cfg(madsim)]
-pub type CommitObserver = std::sync::Arc<dyn Fn(&std::path::Path, u64) + Send + Sync>;
+pub type CommitObserver = std::sync::Arc<dyn Fn(&std::path::Path, u64, u64) + Send + Sync>;
 
-/// A sink is about to commit staged output of epochs up to `newest` in `dir`: the simulator
-/// checks, at this very moment, that a checkpoint covering `newest` has completed. Nothing
-/// outside the simulator.
+/// A sink is about to commit output that attempt `attempt` staged, of epochs up to `newest`, in
+/// `dir`: the simulator checks, at this very moment, that a checkpoint `>= newest` of that same
+/// attempt has completed (only such a checkpoint covers the output). Nothing outside the
+/// simulator.
 #[inline(always)]
-pub fn committing(dir: &std::path::Path, newest: u64) {
+pub fn committing(dir: &std::path::Path, attempt: u64, newest: u64) {
     #[cfg(madsim)]
     {
         let observer = state::injected().commit_observer.clone();
         if let Some(observer) = observer {
-            observer(dir, newest);
+            observer(dir, attempt, newest);
         }
     }
     #[cfg(not(madsim))]
     {
-        let _ = (dir, newest);
+        let _ = (dir, attempt, newest);
     }
 }
 
@@ -353,20 +359,22 @@ pub enum LinkDirection {
 }
 
 impl LinkFault {
-    /// Registers a connection end opened by the current node.
-    #[allow(clippy::new_without_default)]
-    pub fn register() -> Self {
+    /// Registers a connection end opened by the current node, between `local` and `peer`.
+    pub fn register(local: Option<std::net::SocketAddr>, peer: Option<std::net::SocketAddr>) -> Self {
         #[cfg(madsim)]
         {
             let mut injected = state::injected();
             let id = injected.next_link;
             injected.next_link += 1;
             let node = tokio::madsim::plugin::node();
-            injected.links.insert(id, state::Link { node, reset: false, wakers: [None, None] });
+            injected
+                .links
+                .insert(id, state::Link { node, addresses: (local, peer), reset: false, wakers: [None, None] });
             LinkFault { id }
         }
         #[cfg(not(madsim))]
         {
+            let _ = (local, peer);
             LinkFault {}
         }
     }
@@ -378,14 +386,14 @@ impl LinkFault {
         #[cfg(madsim)]
         {
             let mut injected = state::injected();
-            match injected.links.get_mut(&self.id) {
-                Some(link) if link.reset => true,
-                Some(link) => {
-                    link.wakers[direction as usize] = Some(context.waker().clone());
-                    false
-                }
-                None => false,
-            }
+            let replaced = match injected.links.get_mut(&self.id) {
+                Some(link) if link.reset => return true,
+                Some(link) => link.wakers[direction as usize].replace(context.waker().clone()),
+                None => None,
+            };
+            drop(injected);
+            drop(replaced); // outside the lock, like every waker this module lets go of
+            false
         }
         #[cfg(not(madsim))]
         {
@@ -402,19 +410,33 @@ impl Drop for LinkFault {
     }
 }
 
-/// Resets every open connection of `node`, as a TCP RST does: reads and writes on the node's ends
-/// fail with `ConnectionReset` from now on (their peers see the connection close). Returns how
-/// many were reset. The node itself, its listeners and new connections are untouched.
+/// Resets every open connection of `node`, as a TCP RST does: reads and writes on both ends
+/// (the node's and its peers') fail with `ConnectionReset` from now on. Returns how many
+/// connections were reset. The node itself, its listeners and new connections are untouched.
 #[cfg(madsim)]
 pub fn reset_links(node: tokio::madsim::task::NodeId) -> usize {
-    let mut injected = state::injected();
-    let mut count = 0;
-    for link in injected.links.values_mut().filter(|link| link.node == node && !link.reset) {
-        link.reset = true;
-        count += 1;
-        for waker in link.wakers.iter_mut().filter_map(Option::take) {
-            waker.wake();
+    let mut wakers = Vec::new();
+    let count = {
+        let mut injected = state::injected();
+        let ends: Vec<_> = injected
+            .links
+            .values()
+            .filter(|link| link.node == node && !link.reset)
+            .map(|link| link.addresses)
+            .collect();
+        let peer_ends: Vec<_> = ends.iter().map(|&(local, peer)| (peer, local)).collect();
+        for link in injected.links.values_mut() {
+            let hit = link.node == node || peer_ends.contains(&link.addresses);
+            if hit && !link.reset {
+                link.reset = true;
+                wakers.extend(link.wakers.iter_mut().filter_map(Option::take));
+            }
         }
+        ends.len()
+    };
+    // Woken outside the lock: a woken task may drop its connection, which takes the lock.
+    for waker in wakers {
+        waker.wake();
     }
     count
 }
@@ -425,8 +447,10 @@ pub fn reset_links(node: tokio::madsim::task::NodeId) -> usize {
 pub fn reset(bug: Option<PlantedBug>) {
     let mut injected = state::injected();
     let next_link = injected.next_link;
-    *injected = state::Injected { planted: bug, next_link, ..Default::default() };
+    // The previous run's state is dropped outside the lock (its observer may hold anything).
+    let previous = std::mem::replace(&mut *injected, state::Injected { planted: bug, next_link, ..Default::default() });
     drop(injected);
+    drop(previous);
     crate::rt::reset_clocks();
 }
 

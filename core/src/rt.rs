@@ -14,8 +14,8 @@ pub type Instant = tokio::time::Instant;
 ///
 /// Nothing in Weir compares instants of two processes (an `Instant` never crosses the wire):
 /// every timer is a duration measured by one node on its own clock, and event time comes from
-/// the data. Under madsim each node's clock may be skewed, drift and jump ([`skew_clock`]), so
-/// the simulator checks that this stays true.
+/// the data. Under madsim each node's clock may be skewed, drift and jump (`skew_clock`), so
+/// every simulated run with clock faults exercises that this stays true.
 pub fn now() -> Instant {
     #[cfg(madsim)]
     {
@@ -77,16 +77,20 @@ fn trace_state() -> std::sync::MutexGuard<'static, (u64, Instant)> {
     TRACE.get_or_init(|| std::sync::Mutex::new((0, true_now()))).lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Sleeps for `duration` on this node's clock.
-pub async fn sleep(duration: Duration) {
+/// Sleeps for `duration` on this node's clock (the deadline is taken when it is called, as
+/// tokio's is).
+pub fn sleep(duration: Duration) -> impl std::future::Future<Output = ()> {
     #[cfg(madsim)]
     {
-        node_clocks::sleep_until(now() + duration).await
+        let now = now();
+        // Far enough to be "never", near enough not to overflow.
+        let deadline = now.checked_add(duration).unwrap_or(now + Duration::from_secs(30 * 365 * 86_400));
+        node_clocks::sleep_until(deadline)
     }
     #[cfg(not(madsim))]
     #[allow(clippy::disallowed_methods)] // the seam itself
     {
-        tokio::time::sleep(duration).await
+        tokio::time::sleep(duration)
     }
 }
 
@@ -113,30 +117,36 @@ impl std::fmt::Display for Elapsed {
     }
 }
 
-/// Runs `future` for at most `duration` of this node's clock.
-pub async fn timeout<F: std::future::Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
+/// Runs `future` for at most `duration` of this node's clock (from when it is called).
+pub fn timeout<F: std::future::Future>(
+    duration: Duration,
+    future: F,
+) -> impl std::future::Future<Output = Result<F::Output, Elapsed>> {
     #[cfg(madsim)]
     {
-        let future = std::pin::pin!(future);
-        let deadline = std::pin::pin!(sleep(duration));
-        match futures::future::select(future, deadline).await {
-            futures::future::Either::Left((output, _)) => Ok(output),
-            futures::future::Either::Right(_) => Err(Elapsed),
+        let deadline = sleep(duration);
+        async move {
+            let future = std::pin::pin!(future);
+            let deadline = std::pin::pin!(deadline);
+            match futures::future::select(future, deadline).await {
+                futures::future::Either::Left((output, _)) => Ok(output),
+                futures::future::Either::Right(_) => Err(Elapsed),
+            }
         }
     }
     #[cfg(not(madsim))]
     #[allow(clippy::disallowed_methods)] // the seam itself
     {
-        tokio::time::timeout(duration, future).await.map_err(|_| Elapsed)
+        let timed = tokio::time::timeout(duration, future);
+        async move { timed.await.map_err(|_| Elapsed) }
     }
 }
 
 /// Skews the clock of simulated node `node` from now on: it jumps forward by `jump` and then
 /// runs at `rate_permille` / 1000 of true speed. Timers on the node measure its own clock (a
-/// jump fires them early, within [`node_clocks::JUMP_NOTICED_WITHIN`] of true time; a slow clock
-/// makes them late), exactly as a process whose monotonic clock misbehaves sees it. Only sleeps
-/// begun on a skewed node watch for jumps: skew every node by `(0, 1000)` at the start of a run
-/// that will skew clocks later.
+/// jump fires them early, within 50 ms of true time; a slow clock makes them late), exactly as
+/// a process whose monotonic clock misbehaves sees it. Only sleeps begun on a skewed node watch
+/// for jumps: skew every node by `(0, 1000)` at the start of a run that will skew clocks later.
 #[cfg(madsim)]
 pub fn skew_clock(node: tokio::madsim::task::NodeId, jump: Duration, rate_permille: u32) {
     node_clocks::skew(node, jump, rate_permille)
@@ -217,6 +227,7 @@ mod node_clocks {
             let clock = clocks().get(&this_node()).copied();
             match clock {
                 // A node never skewed in this run keeps the true clock: one timer.
+                #[allow(clippy::disallowed_methods)] // the seam itself
                 None => return tokio::time::sleep_until(deadline).await,
                 Some(clock) => {
                     let local = clock.local(truth);
@@ -224,6 +235,7 @@ mod node_clocks {
                         return;
                     }
                     let step = clock.true_duration(deadline - local).min(JUMP_NOTICED_WITHIN);
+                    #[allow(clippy::disallowed_methods)] // the seam itself
                     tokio::time::sleep(step.max(Duration::from_micros(1))).await;
                 }
             }

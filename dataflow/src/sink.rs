@@ -139,7 +139,7 @@ pub fn commit_through(dir: &Path, slot: usize, attempt: u64, through: Epoch) -> 
         .map(|(epoch, _, staged)| (epoch, staged))
         .collect();
     if let Some(newest) = commits.iter().map(|(epoch, _)| *epoch).max() {
-        weir_core::faultpoint::committing(dir, newest);
+        weir_core::faultpoint::committing(dir, attempt, newest);
     }
     let mut committed = 0;
     for (epoch, staged) in commits {

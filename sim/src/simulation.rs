@@ -504,17 +504,19 @@ async fn simulate_in(
 
     let world = World { handle, coordinator, workers, storage, store_name: store_name.to_string(), job_id, spec };
 
-    // The commit oracle: output of epoch n is committed only after a checkpoint >= n completed
-    // (its `_metadata` is in storage). Checked at each sink commit as it happens, and by a
-    // monitor that scans the sink directories for committed files (whatever committed them).
+    // The commit oracle: output an attempt staged for epoch n is committed only after a
+    // checkpoint >= n *of that attempt* completed (its `_metadata` is in storage; a checkpoint
+    // of a rolled-back deployment covers nothing). Checked at each sink commit as it happens,
+    // and, coarser (any checkpoint >= n), by a monitor that scans the sink directories for
+    // committed files, whatever committed them.
     let violation: Arc<Mutex<Option<String>>> = Arc::default();
     {
         let (storage, job_id, violation) = (world.storage.clone(), world.job_id.clone(), violation.clone());
-        faultpoint::observe_commits(Arc::new(move |dir: &Path, newest: u64| {
-            let completed = storage.completed_checkpoints(&job_id).last().copied().unwrap_or(0);
-            if newest > completed {
+        faultpoint::observe_commits(Arc::new(move |dir: &Path, attempt: u64, newest: u64| {
+            let covered = storage.newest_completed_by(&job_id, attempt);
+            if newest > covered {
                 violation.lock().expect("violation").get_or_insert(format!(
-                    "{}: a sink commits output of epoch {newest} while the newest completed checkpoint is {completed}",
+                    "{}: a sink commits attempt {attempt:016x}'s output of epoch {newest} while the newest checkpoint that attempt completed is {covered}",
                     dir.display()
                 ));
             }
@@ -559,8 +561,10 @@ async fn simulate_in(
     // A job ends Finished — or, only when a job record was damaged, Failed with an error that
     // names the record (Weir's promise there: stop clearly, never commit wrong output).
     let message = status.message.clone().unwrap_or_default();
+    // The record's own error, not one wrapped in another (a retried damaged record would end as
+    // "restarts in a row …; last failure: job record …").
     let failed_as_promised = status.state == JobState::Failed
-        && damaged.records.iter().any(|record| message.contains(record.as_str()) && message.contains("damaged"));
+        && damaged.records.iter().any(|record| message.starts_with(&format!("job record {record} is damaged")));
     if status.state != JobState::Finished && !failed_as_promised {
         return Err(format!("job ended {:?}: {message}", status.state));
     }
