@@ -479,12 +479,15 @@ fn soak_partitions_and_sigkills_in_network_namespaces() {
             eprintln!("soak: the job finished after {fault} faults; raise WEIR_SOAK_EVENTS for more");
             break;
         }
-        let worker = fault % worker_at.len();
+        // Six kinds of fault in turn; from one round to the next, each hits another worker and
+        // swaps a long cut for a short one.
+        let round = fault / 6;
+        let worker = (fault + round) % worker_at.len();
         let host = 10 + worker;
         let namespaces = cluster.namespaces.as_ref().expect("namespaces");
-        // Mostly longer than the heartbeat timeout (3 s: the worker is lost), sometimes shorter
-        // (TCP retransmits across it).
-        let cut = Duration::from_millis(if fault % 3 == 1 { 1_500 } else { 4_000 });
+        // Longer than the heartbeat timeout (3 s: the worker is lost), or shorter (TCP
+        // retransmits across it).
+        let cut = Duration::from_millis(if (fault + round) % 2 == 0 { 4_000 } else { 1_500 });
         match fault % 6 {
             0 => {
                 eprintln!("soak: fault {fault}: partition worker {worker} for {cut:?}");
