@@ -198,7 +198,10 @@ pub async fn coordinate(
                             }
                         }
                     }
-                    SlotEvent::Snapshot { slot, checkpoint, state } => {
+                    SlotEvent::Snapshot { slot, checkpoint, state, records_read } => {
+                        if let Some(slot_metrics) = metrics.get(slot) {
+                            slot_metrics.records_read.fetch_max(records_read, std::sync::atomic::Ordering::Relaxed);
+                        }
                         let Some(current) = pending.as_mut().filter(|p| p.checkpoint == checkpoint) else {
                             tracing::debug!(slot, checkpoint, "ignoring state of a declined checkpoint");
                             continue;

@@ -468,7 +468,7 @@ async fn run_job(
         }
     };
     loop {
-        // Set when the attempt completes a checkpoint.
+        // Set when the attempt makes progress (reads input and completes a checkpoint).
         let mut progressed = false;
         let outcome = tokio::select! {
             biased;
@@ -553,7 +553,7 @@ impl RestartPolicy {
         RestartPolicy { initial_backoff, max_in_a_row, backoff: initial_backoff, in_a_row: 0, total: 0 }
     }
 
-    /// An attempt failed (`progressed`: after completing a checkpoint). The delay before the
+    /// An attempt failed (`progressed`: after reading input and completing a checkpoint). The delay before the
     /// restart, or `None` when the job should fail.
     fn next(&mut self, progressed: bool) -> Option<Duration> {
         if progressed {

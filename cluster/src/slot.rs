@@ -77,6 +77,9 @@ pub enum SlotEvent {
         checkpoint: Epoch,
         /// The state file.
         state: Vec<u8>,
+        /// Input records the slot had read when it took the snapshot (with the checkpoint, not
+        /// a later heartbeat, so that the coordinator knows the checkpoint moved the input).
+        records_read: u64,
     },
     /// The slot failed and stopped.
     Failed {
@@ -216,7 +219,9 @@ pub async fn drive_slot(
                     let _ = sink::commit_through(dir, slot, attempt, epoch);
                 }
             }
-            let _ = events.send(SlotEvent::Snapshot { slot, checkpoint: epoch, state: snapshot.encode(slot, epoch) });
+            let records_read = SlotMetrics::get(&metrics.records_read);
+            let state = snapshot.encode(slot, epoch);
+            let _ = events.send(SlotEvent::Snapshot { slot, checkpoint: epoch, state, records_read });
         }
         if !input_done_sent && SlotMetrics::get(&metrics.splits_finished) == split_count {
             input_done_sent = true;

@@ -149,7 +149,12 @@ impl Namespaces {
             let output =
                 Command::new("ip").args(["netns", "exec", &namespace, "ss"]).args(args).output().expect("ss runs");
             assert!(output.status.success(), "ss {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-            String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect::<Vec<_>>()
+            // Local and peer address of each socket (not its queue sizes, which change).
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            stdout
+                .lines()
+                .map(|line| line.split_whitespace().skip(2).take(2).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
         };
         let before = ss(&["-Htn", "state", "established"]);
         ss(&["-K", "state", "established"]);

@@ -406,7 +406,8 @@ impl LinkFault {
 #[cfg(madsim)]
 impl Drop for LinkFault {
     fn drop(&mut self) {
-        state::injected().links.remove(&self.id);
+        let link = state::injected().links.remove(&self.id);
+        drop(link); // its wakers, outside the lock
     }
 }
 
