@@ -311,9 +311,17 @@ async fn read_stored_job(
     store: &CheckpointStore,
     job_id: &str,
 ) -> Result<Option<(JobStatus, Option<JobRecord>)>, CheckpointError> {
-    if !store.has_job_record(JOB_RECORD).await? {
-        return Ok(None);
-    }
+    // Read once: whether there is a job at all, and what it is (if it still has to run).
+    let record = match store.get_job_record(JOB_RECORD).await {
+        Ok(None) => return Ok(None),
+        Ok(Some(bytes)) => {
+            serde_json::from_slice::<JobRecord>(&bytes).map_err(|error| CheckpointError::CorruptRecord {
+                path: store.record_path(JOB_RECORD),
+                reason: format!("not a job record: {error}"),
+            })
+        }
+        Err(error) => Err(error),
+    };
     let state = if store.has_job_record(CANCELLED_MARKER).await? {
         JobState::Cancelled
     } else if store.has_job_record(FINISHED_MARKER).await? {
@@ -331,16 +339,8 @@ async fn read_stored_job(
             Ok(None)
         }
     }
-    let record = match store.get_job_record(JOB_RECORD).await {
-        Ok(bytes) => bytes
-            .map(|bytes| {
-                serde_json::from_slice::<JobRecord>(&bytes).map_err(|error| CheckpointError::CorruptRecord {
-                    path: store.record_path(JOB_RECORD),
-                    reason: format!("not a job record: {error}"),
-                })
-            })
-            .transpose()
-            .or_else(|error| tolerated(to_run, error))?,
+    let record = match record {
+        Ok(record) => Some(record),
         Err(error) => tolerated(to_run, error)?,
     };
     let latest = match store.restore_point().await {
@@ -573,8 +573,7 @@ impl RestartPolicy {
 impl AttemptEnd {
     /// A storage failure ends the attempt: retried if transient, fatal if permanent (a damaged
     /// job record).
-    fn from_storage(error: impl Into<CheckpointError>) -> Self {
-        let error = error.into();
+    fn from_storage(error: CheckpointError) -> Self {
         if error.is_permanent() {
             AttemptEnd::Fatal(error.to_string())
         } else {
