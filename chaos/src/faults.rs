@@ -93,6 +93,16 @@ pub enum FaultKind {
     KillAtMoment,
     /// Damage a job record, then force it to be read.
     CorruptJobRecord,
+    /// Reset one connection (not a node's every connection).
+    LinkReset,
+    /// Stall one direction of one connection.
+    LinkStall,
+    /// Slow every write between two nodes.
+    LinkSlow,
+    /// A worker processes its next `Deploy` late: peers' data connections arrive first.
+    DeployLate,
+    /// A `Deploy` held back until a newer attempt has committed, then delivered.
+    StaleDeploy,
 }
 
 /// A job-level record in the checkpoint store.
@@ -119,7 +129,7 @@ impl JobRecord {
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 23] = [
         FaultKind::KillWorker,
         FaultKind::KillCoordinator,
         FaultKind::Partition,
@@ -138,6 +148,11 @@ impl FaultKind {
         FaultKind::ConnectionReset,
         FaultKind::KillAtMoment,
         FaultKind::CorruptJobRecord,
+        FaultKind::LinkReset,
+        FaultKind::LinkStall,
+        FaultKind::LinkSlow,
+        FaultKind::DeployLate,
+        FaultKind::StaleDeploy,
     ];
 
     /// The kind's name in plans and the atlas.
@@ -161,6 +176,11 @@ impl FaultKind {
             FaultKind::ConnectionReset => "connection-reset",
             FaultKind::KillAtMoment => "kill-at-moment",
             FaultKind::CorruptJobRecord => "corrupt-job-record",
+            FaultKind::LinkReset => "link-reset",
+            FaultKind::LinkStall => "link-stall",
+            FaultKind::LinkSlow => "link-slow",
+            FaultKind::DeployLate => "deploy-late",
+            FaultKind::StaleDeploy => "stale-deploy",
         }
     }
 }
@@ -184,9 +204,47 @@ pub struct Shape {
     pub events: u64,
     /// Source rate, events per simulated second (so that the job spans simulated time).
     pub rate: u64,
+    /// Where the job reads its bids from.
+    pub input: Input,
+    /// Where the coordinator stores checkpoints.
+    pub checkpoints: CheckpointBackend,
+    /// The client submits the job twice at the same moment (one job must result).
+    pub submit_twice: bool,
+    /// Latency of every checkpoint-store operation, ms.
+    pub store_latency_ms: u64,
+}
+
+/// Where a simulated job reads its bids from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Input {
+    /// The generator, one split per slot.
+    Generated,
+    /// CSV files with disorder, late, malformed and blank lines ([`crate::input`]).
+    CsvFiles {
+        /// How many files (splits).
+        files: usize,
+    },
+}
+
+/// Where a simulated coordinator stores checkpoints.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckpointBackend {
+    /// An object store (in memory, as S3 is to its clients: durable once a put returns).
+    ObjectStore,
+    /// A local directory on the coordinator's node, through Weir's durable local store and
+    /// the simulated file system: writes not yet synced are lost when the node crashes.
+    LocalDirectory,
 }
 
 impl Shape {
+    /// The job's source splits.
+    pub fn splits(&self) -> usize {
+        match self.input {
+            Input::Generated => self.parallelism,
+            Input::CsvFiles { files } => files,
+        }
+    }
+
     /// How long the job runs without faults, in simulated ms.
     pub fn job_ms(&self) -> u64 {
         self.events * 1000 / self.rate
@@ -206,7 +264,22 @@ impl fmt::Display for Shape {
             self.out_of_orderness_ms,
             self.events,
             self.rate
-        )
+        )?;
+        match self.input {
+            Input::Generated => write!(f, ", generated input")?,
+            Input::CsvFiles { files } => write!(f, ", {files} CSV files")?,
+        }
+        match self.checkpoints {
+            CheckpointBackend::ObjectStore => write!(f, ", checkpoints in an object store")?,
+            CheckpointBackend::LocalDirectory => write!(f, ", checkpoints in a local directory")?,
+        }
+        if self.submit_twice {
+            write!(f, ", submitted twice at once")?;
+        }
+        if self.store_latency_ms > 0 {
+            write!(f, ", {} ms per store operation", self.store_latency_ms)?;
+        }
+        Ok(())
     }
 }
 
@@ -383,6 +456,58 @@ pub enum Fault {
         /// How long the node stays down.
         down_ms: u64,
     },
+    /// Reset one connection between `a` and `b` (the oldest open one): a data connection
+    /// between two workers, or a worker's control connection.
+    LinkReset {
+        /// When.
+        at_ms: u64,
+        /// One end.
+        a: Node,
+        /// The other end.
+        b: Node,
+    },
+    /// Writes from `from` to `to` on one connection between them wait for `duration_ms`
+    /// (the other direction, and every other connection, flow).
+    LinkStall {
+        /// When.
+        at_ms: u64,
+        /// The stalled writer.
+        from: Node,
+        /// Its peer.
+        to: Node,
+        /// How long.
+        duration_ms: u64,
+    },
+    /// Every write between `a` and `b` takes `delay_ms` longer, for `duration_ms`.
+    LinkSlow {
+        /// When.
+        at_ms: u64,
+        /// One end.
+        a: Node,
+        /// The other end.
+        b: Node,
+        /// Delay per write.
+        delay_ms: u64,
+        /// How long.
+        duration_ms: u64,
+    },
+    /// The next `Deploy` a worker receives (from `at_ms` on) is processed `delay_ms` late, so
+    /// that its peers' data connections for the attempt arrive before it is ready.
+    DeployLate {
+        /// When it is armed.
+        at_ms: u64,
+        /// The delay.
+        delay_ms: u64,
+    },
+    /// The next `Deploy` a worker receives (from `at_ms` on) is held back, the worker's
+    /// connections are reset so that the attempt is given up, and the held message is delivered
+    /// once a newer attempt has committed output (or after `held_ms`).
+    StaleDeploy {
+        /// When it is armed.
+        at_ms: u64,
+        /// The longest hold.
+        held_ms: u64,
+    },
 }
 
 /// What a fault occupies: at most one fault at a time per target.
@@ -398,6 +523,10 @@ pub enum Target {
     Split(usize),
     /// The sinks.
     Sinks,
+    /// Single connections.
+    Links,
+    /// Deployments.
+    Deploys,
 }
 
 impl Fault {
@@ -418,7 +547,12 @@ impl Fault {
             | Fault::ClockDrift { at_ms, .. }
             | Fault::ConnectionReset { at_ms, .. }
             | Fault::KillAtMoment { at_ms, .. }
-            | Fault::CorruptJobRecord { at_ms, .. } => at_ms,
+            | Fault::CorruptJobRecord { at_ms, .. }
+            | Fault::LinkReset { at_ms, .. }
+            | Fault::LinkStall { at_ms, .. }
+            | Fault::LinkSlow { at_ms, .. }
+            | Fault::DeployLate { at_ms, .. }
+            | Fault::StaleDeploy { at_ms, .. } => at_ms,
         }
     }
 
@@ -438,7 +572,12 @@ impl Fault {
             | Fault::ClockDrift { at_ms, .. }
             | Fault::ConnectionReset { at_ms, .. }
             | Fault::KillAtMoment { at_ms, .. }
-            | Fault::CorruptJobRecord { at_ms, .. } => *at_ms = start_ms,
+            | Fault::CorruptJobRecord { at_ms, .. }
+            | Fault::LinkReset { at_ms, .. }
+            | Fault::LinkStall { at_ms, .. }
+            | Fault::LinkSlow { at_ms, .. }
+            | Fault::DeployLate { at_ms, .. }
+            | Fault::StaleDeploy { at_ms, .. } => *at_ms = start_ms,
         }
     }
 
@@ -455,9 +594,16 @@ impl Fault {
             | Fault::Pause { duration_ms, .. }
             | Fault::Storage { duration_ms, .. }
             | Fault::StallSplit { duration_ms, .. }
-            | Fault::ClockDrift { duration_ms, .. } => *duration_ms,
+            | Fault::ClockDrift { duration_ms, .. }
+            | Fault::LinkStall { duration_ms, .. }
+            | Fault::LinkSlow { duration_ms, .. } => *duration_ms,
             Fault::KillAtMoment { armed_ms, down_ms, .. } => armed_ms + down_ms,
-            Fault::SinkCommitFails { .. } | Fault::ClockJump { .. } | Fault::ConnectionReset { .. } => 0,
+            Fault::DeployLate { delay_ms, .. } => *delay_ms,
+            Fault::StaleDeploy { held_ms, .. } => *held_ms,
+            Fault::SinkCommitFails { .. }
+            | Fault::ClockJump { .. }
+            | Fault::ConnectionReset { .. }
+            | Fault::LinkReset { .. } => 0,
         }
     }
 
@@ -475,11 +621,18 @@ impl Fault {
             | Fault::Pause { duration_ms, .. }
             | Fault::Storage { duration_ms, .. }
             | Fault::StallSplit { duration_ms, .. }
-            | Fault::ClockDrift { duration_ms, .. } => *duration_ms = ms,
+            | Fault::ClockDrift { duration_ms, .. }
+            | Fault::LinkStall { duration_ms, .. }
+            | Fault::LinkSlow { duration_ms, .. } => *duration_ms = ms,
             // Shrinks the time down; the arming window stays (a kill that no longer fires is
             // what dropping the fault tests).
             Fault::KillAtMoment { armed_ms, down_ms, .. } => *down_ms = ms.saturating_sub(*armed_ms).max(1),
-            Fault::SinkCommitFails { .. } | Fault::ClockJump { .. } | Fault::ConnectionReset { .. } => {}
+            Fault::DeployLate { delay_ms, .. } => *delay_ms = ms,
+            Fault::StaleDeploy { held_ms, .. } => *held_ms = ms,
+            Fault::SinkCommitFails { .. }
+            | Fault::ClockJump { .. }
+            | Fault::ConnectionReset { .. }
+            | Fault::LinkReset { .. } => {}
         }
         fault
     }
@@ -507,6 +660,8 @@ impl Fault {
             Fault::Storage { .. } => Target::Storage,
             Fault::StallSplit { split, .. } => Target::Split(*split),
             Fault::SinkCommitFails { .. } => Target::Sinks,
+            Fault::LinkReset { .. } | Fault::LinkStall { .. } | Fault::LinkSlow { .. } => Target::Links,
+            Fault::DeployLate { .. } | Fault::StaleDeploy { .. } => Target::Deploys,
         }
     }
 
@@ -531,6 +686,11 @@ impl Fault {
             Fault::ConnectionReset { .. } => FaultKind::ConnectionReset,
             Fault::KillAtMoment { .. } => FaultKind::KillAtMoment,
             Fault::CorruptJobRecord { .. } => FaultKind::CorruptJobRecord,
+            Fault::LinkReset { .. } => FaultKind::LinkReset,
+            Fault::LinkStall { .. } => FaultKind::LinkStall,
+            Fault::LinkSlow { .. } => FaultKind::LinkSlow,
+            Fault::DeployLate { .. } => FaultKind::DeployLate,
+            Fault::StaleDeploy { .. } => FaultKind::StaleDeploy,
         }
     }
 }
@@ -583,6 +743,18 @@ impl fmt::Display for Fault {
                 f,
                 "kill {node} when it reaches {moment} (after {skip} passing) within {armed_ms} ms, restart after {down_ms} ms"
             ),
+            Fault::LinkReset { a, b, .. } => write!(f, "reset one connection between {a} and {b}"),
+            Fault::LinkStall { from, to, duration_ms, .. } => {
+                write!(f, "stall one connection's writes from {from} to {to} for {duration_ms} ms")
+            }
+            Fault::LinkSlow { a, b, delay_ms, duration_ms, .. } => {
+                write!(f, "slow every write between {a} and {b} by {delay_ms} ms for {duration_ms} ms")
+            }
+            Fault::DeployLate { delay_ms, .. } => write!(f, "the next deployment on a worker waits {delay_ms} ms"),
+            Fault::StaleDeploy { held_ms, .. } => write!(
+                f,
+                "hold the next deployment on a worker (its connections reset) until a newer attempt commits, at most {held_ms} ms"
+            ),
         }
     }
 }
@@ -617,6 +789,17 @@ impl Draw {
     }
 }
 
+/// The nodes at either end of a link: worker `worker` and another worker (a data connection)
+/// three times in four, else worker `worker` and the coordinator (its control connection).
+fn draw_pair(draw: &mut Draw, shape: &Shape, worker: usize) -> (Node, Node) {
+    let other = (worker + 1 + draw.below(shape.workers as u64 - 1) as usize) % shape.workers;
+    if draw.below(4) == 0 || other == worker {
+        (Node::Worker(worker), Node::Coordinator)
+    } else {
+        (Node::Worker(worker), Node::Worker(other))
+    }
+}
+
 impl FaultPlan {
     /// The plan of `seed`: a swarm draw of shape, kinds and faults.
     pub fn from_seed(seed: u64) -> Self {
@@ -635,7 +818,22 @@ impl FaultPlan {
             out_of_orderness_ms: draw.pick(&[0, 200, 1_000, 4_000]),
             events: draw.range(20_000, 80_000),
             rate: 30_000,
+            input: Input::Generated,
+            checkpoints: CheckpointBackend::ObjectStore,
+            submit_twice: false,
+            store_latency_ms: 0,
         };
+        let mut shape = shape;
+        if draw.below(3) == 0 {
+            shape.input = Input::CsvFiles { files: draw.range(1, shape.parallelism as u64 + 2) as usize };
+        }
+        if draw.coin() {
+            shape.checkpoints = CheckpointBackend::LocalDirectory;
+        }
+        shape.submit_twice = draw.below(4) == 0;
+        if draw.coin() {
+            shape.store_latency_ms = draw.range(1, 30);
+        }
         let kinds: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|_| draw.coin()).collect();
         let count = if kinds.is_empty() { 0 } else { draw.range(1, 5) as usize };
         let job_ms = shape.job_ms();
@@ -699,7 +897,7 @@ impl FaultPlan {
             },
             FaultKind::StallSplit => Fault::StallSplit {
                 at_ms,
-                split: draw.below(shape.parallelism as u64) as usize,
+                split: draw.below(shape.splits() as u64) as usize,
                 duration_ms: draw.range(200, 5_000),
             },
             FaultKind::SinkCommitFails => Fault::SinkCommitFails { at_ms, count: draw.range(1, 2) as u32 },
@@ -721,6 +919,22 @@ impl FaultPlan {
                     down_ms: draw.range(100, 2_100),
                 }
             }
+            FaultKind::LinkReset => {
+                let (a, b) = draw_pair(draw, shape, worker);
+                Fault::LinkReset { at_ms, a, b }
+            }
+            FaultKind::LinkStall => {
+                let (from, to) = draw_pair(draw, shape, worker);
+                let (from, to) = if draw.coin() { (from, to) } else { (to, from) };
+                Fault::LinkStall { at_ms, from, to, duration_ms: draw.range(200, 4_000) }
+            }
+            FaultKind::LinkSlow => {
+                let (a, b) = draw_pair(draw, shape, worker);
+                Fault::LinkSlow { at_ms, a, b, delay_ms: draw.range(5, 100), duration_ms: draw.range(500, 4_000) }
+            }
+            // Armed before the first deployment (or, if the plan delays them, a restart's).
+            FaultKind::DeployLate => Fault::DeployLate { at_ms: at_ms % 150, delay_ms: draw.range(500, 9_000) },
+            FaultKind::StaleDeploy => Fault::StaleDeploy { at_ms: at_ms % 150, held_ms: 20_000 },
             FaultKind::KillAtMoment => {
                 let moment = draw.pick(&Moment::ALL);
                 Fault::KillAtMoment {
@@ -781,8 +995,14 @@ impl FaultPlan {
             ));
         }
         for fault in &plan.faults {
-            let bad_worker = matches!(fault.target(), Target::Node(Node::Worker(w)) if w >= shape.workers);
-            let bad_split = matches!(fault.target(), Target::Split(s) if s >= shape.parallelism);
+            let ends = match fault {
+                Fault::LinkReset { a, b, .. } | Fault::LinkSlow { a, b, .. } => vec![*a, *b],
+                Fault::LinkStall { from, to, .. } => vec![*from, *to],
+                _ => Vec::new(),
+            };
+            let bad_end = ends.iter().any(|end| matches!(end, Node::Worker(w) if *w >= shape.workers));
+            let bad_worker = bad_end || matches!(fault.target(), Target::Node(Node::Worker(w)) if w >= shape.workers);
+            let bad_split = matches!(fault.target(), Target::Split(s) if s >= shape.splits());
             if bad_worker || bad_split {
                 return Err(format!("fault `{fault}` names a node or split the shape does not have"));
             }

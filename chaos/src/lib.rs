@@ -3,6 +3,7 @@
 //! - [`faults`]: the fault catalogue, swarm plans drawn from a seed, and the fault atlas (what
 //!   Weir promises under each kind of fault).
 //! - [`storage`]: a fault-injecting `object_store` wrapper, the checkpoint store's seam.
+//! - [`input`]: CSV input files with disorder, late, malformed and blank lines.
 //! - [`shrink`]: reduces a failing plan to a minimal one.
 //! - [`reference`]: the sequential reference implementation of the main job, written
 //!   independently of the engine's code paths (its own CSV parsing, watermark and window
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod faults;
+pub mod input;
 pub mod oracle;
 pub mod reference;
 pub mod shrink;

@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use crate::reference::Expected;
+use weir_core::fs;
+
+use crate::reference::{ErrorLine, Expected};
 
 /// Reads the committed output under `dir`.
 pub fn committed_output(dir: &Path) -> std::io::Result<Expected> {
@@ -16,28 +18,27 @@ pub fn committed_output(dir: &Path) -> std::io::Result<Expected> {
         errors: Vec::new(),
     };
     for line in committed_csv_records(&dir.join("errors"), "file,line,reason,record")? {
-        let fields = split_csv(&line);
-        let number = fields.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
-        output.errors.push((fields.first().cloned().unwrap_or_default(), number));
+        let mut fields = split_csv(&line).into_iter();
+        let mut next = || fields.next().unwrap_or_default();
+        let (file, number, reason, record) = (next(), next(), next(), next());
+        output.errors.push(ErrorLine { file, line: number.parse().unwrap_or(0), reason, record });
     }
     output.errors.sort();
     Ok(output)
 }
 
-fn committed_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-    let mut files = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
+/// The committed (visible) files of a sink directory, sorted.
+pub fn committed_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type()?.is_file() && !name.starts_with(['.', '_']) {
-            files.push(entry.path());
-        }
-    }
+    let mut files: Vec<_> = entries
+        .into_iter()
+        .filter(|entry| !entry.is_dir && !entry.name.starts_with(['.', '_']))
+        .map(|e| e.path)
+        .collect();
     files.sort();
     Ok(files)
 }
@@ -45,7 +46,7 @@ fn committed_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
 fn committed_lines(dir: &Path, header: &str) -> std::io::Result<Vec<String>> {
     let mut lines = Vec::new();
     for file in committed_files(dir)? {
-        let content = std::fs::read_to_string(&file)?;
+        let content = fs::read_to_string(&file)?;
         let mut file_lines = content.lines();
         assert_eq!(file_lines.next(), Some(header), "{} has a wrong header", file.display());
         lines.extend(file_lines.map(str::to_string));
@@ -58,7 +59,7 @@ fn committed_lines(dir: &Path, header: &str) -> std::io::Result<Vec<String>> {
 fn committed_csv_records(dir: &Path, header: &str) -> std::io::Result<Vec<String>> {
     let mut records = Vec::new();
     for file in committed_files(dir)? {
-        let content = std::fs::read_to_string(&file)?;
+        let content = fs::read_to_string(&file)?;
         let mut file_records = Vec::new();
         let mut current = String::new();
         let mut quotes = 0usize;
@@ -115,7 +116,15 @@ pub fn difference(expected: &Expected, actual: &Expected) -> String {
         }
     }
     if expected.errors != actual.errors {
-        report.push_str(&format!("errors: expected {:?}, got {:?}\n", expected.errors, actual.errors));
+        let missing = multiset_minus(&expected.errors, &actual.errors);
+        let extra = multiset_minus(&actual.errors, &expected.errors);
+        report.push_str(&format!(
+            "errors: expected {} got {}; missing {:?}, unexpected {:?}\n",
+            expected.errors.len(),
+            actual.errors.len(),
+            missing.iter().take(3).collect::<Vec<_>>(),
+            extra.iter().take(3).collect::<Vec<_>>()
+        ));
     }
     report
 }

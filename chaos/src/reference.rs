@@ -6,9 +6,14 @@
 //! - a record is late iff the end of its tumbling window `[k·w, (k+1)·w)` is `<=` the split's
 //!   watermark just before the record is read;
 //! - every on-time record counts in its window; every window is emitted once with
-//!   `count`, `sum(price)`, `max(price)` per auction.
+//!   `count`, `sum(price)`, `max(price)` per auction;
+//! - a line that is not four signed 64-bit integers goes to the error output as
+//!   `file,line,reason,record`, with the reason the engine documents: the first field that is
+//!   not an integer (or overflows) in order, else the field count; the record as read (lossily
+//!   decoded, at most 4 KiB). Blank lines are skipped.
 
 use std::collections::BTreeMap;
+use std::num::IntErrorKind;
 use std::path::PathBuf;
 
 use weir_core::generator::GeneratorConfig;
@@ -36,8 +41,39 @@ pub struct Expected {
     pub rows: Vec<String>,
     /// Late records `auction,bidder,price,date_time`.
     pub late: Vec<String>,
-    /// Malformed lines as `(file, line number)`.
-    pub errors: Vec<(String, u64)>,
+    /// Malformed lines in full.
+    pub errors: Vec<ErrorLine>,
+}
+
+/// A malformed input line as the error output records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ErrorLine {
+    /// The input file.
+    pub file: String,
+    /// 1-based line number.
+    pub line: u64,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The line as read.
+    pub record: String,
+}
+
+const FIELDS: [&str; 4] = ["auction", "bidder", "price", "date_time"];
+
+/// Why `line` (without its `\r`) is not a bid, as the error output words it; `None` if it is.
+fn rejection(line: &str) -> Option<String> {
+    let fields: Vec<&str> = line.split(',').collect();
+    for (name, field) in FIELDS.iter().zip(&fields) {
+        if let Err(error) = field.trim_ascii().parse::<i64>() {
+            let shown: String = String::from_utf8_lossy(&field.as_bytes()[..field.len().min(64)]).into_owned();
+            let what = match error.kind() {
+                IntErrorKind::PosOverflow | IntErrorKind::NegOverflow => "overflows a signed 64-bit integer",
+                _ => "is not an integer",
+            };
+            return Some(format!("field `{name}`: {shown:?} {what}"));
+        }
+    }
+    (fields.len() != 4).then(|| format!("expected 4 fields (auction,bidder,price,date_time), found {}", fields.len()))
 }
 
 /// Computes the expected output of the main job over `splits`.
@@ -67,21 +103,28 @@ pub fn expected_output(splits: &[ReferenceSplit], window_ms: i64, out_of_orderne
         };
         match split {
             ReferenceSplit::File(path) => {
-                let content = std::fs::read(path).expect("reference input readable");
+                let content = weir_core::fs::read(path).expect("reference input readable");
                 let name = path.display().to_string();
-                for (index, line) in content.split(|&b| b == b'\n').enumerate().skip(1) {
+                for (index, raw) in content.split(|&b| b == b'\n').enumerate().skip(1) {
                     let number = index as u64 + 1;
-                    let line = String::from_utf8_lossy(line);
-                    let line = line.strip_suffix('\r').unwrap_or(&line);
+                    let text = String::from_utf8_lossy(raw);
+                    let line = text.strip_suffix('\r').unwrap_or(&text);
                     // ASCII whitespace only, as CSV readers (and the engine) trim.
                     if line.trim_ascii().is_empty() {
                         continue;
                     }
-                    let fields: Vec<Option<i64>> =
-                        line.split(',').map(|f| f.trim_ascii().parse::<i64>().ok()).collect();
-                    match fields.as_slice() {
-                        [Some(a), Some(b), Some(p), Some(t)] => on_record(*a, *b, *p, *t, &mut expected),
-                        _ => expected.errors.push((name.clone(), number)),
+                    match rejection(line) {
+                        None => {
+                            let fields: Vec<i64> =
+                                line.split(',').map(|f| f.trim_ascii().parse::<i64>().expect("checked")).collect();
+                            on_record(fields[0], fields[1], fields[2], fields[3], &mut expected)
+                        }
+                        Some(reason) => expected.errors.push(ErrorLine {
+                            file: name.clone(),
+                            line: number,
+                            reason,
+                            record: String::from_utf8_lossy(&raw[..raw.len().min(4096)]).into_owned(),
+                        }),
                     }
                 }
             }

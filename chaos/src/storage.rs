@@ -74,6 +74,8 @@ pub enum Damage {
 
 struct Control {
     mode: StorageFaultMode,
+    /// Latency of every operation, faults or not (a real store is never instant).
+    latency_ms: u64,
     random: u64,
     /// When each object was last written (for lagging listings).
     written_at: BTreeMap<Path, rt::Instant>,
@@ -104,6 +106,11 @@ impl StorageFaults {
     /// Closes the fault window: the store is faithful again.
     pub fn heal(&self) {
         self.control().mode = StorageFaultMode::default();
+    }
+
+    /// Makes every operation take `latency_ms` (besides what fault windows add).
+    pub fn set_latency(&self, latency_ms: u64) {
+        self.control().latency_ms = latency_ms;
     }
 
     /// The checkpoints of `job_id` whose `_metadata` reached storage, ascending.
@@ -183,6 +190,7 @@ impl FaultyStore {
     pub fn new(inner: Arc<dyn ObjectStore>, seed: u64) -> (Arc<Self>, StorageFaults) {
         let control = Control {
             mode: StorageFaultMode::default(),
+            latency_ms: 0,
             random: mix64(seed ^ 0x5709_A6E5),
             written_at: BTreeMap::new(),
             completed: BTreeMap::new(),
@@ -206,7 +214,7 @@ impl FaultyStore {
             if fail || mode.slow_ms > 0 {
                 control.injected += 1;
             }
-            (mode.slow_ms, fail)
+            (mode.slow_ms + control.latency_ms, fail)
         };
         if slow_ms > 0 {
             rt::true_sleep(Duration::from_millis(slow_ms)).await;

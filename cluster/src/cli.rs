@@ -54,8 +54,9 @@ pub struct CoordinatorArgs {
     /// Checkpoint storage root: a local directory or file:///path (jobs live in <root>/<job-id>/).
     #[arg(long, default_value = "weir-checkpoints", value_name = "URL")]
     pub checkpoint_dir: String,
-    /// A worker silent this long is lost.
-    #[arg(long, default_value = "3s", value_parser = parse_duration_ms, value_name = "DURATION")]
+    /// A worker silent this long is lost; workers give up on a coordinator silent this long
+    /// (the coordinator tells them at registration).
+    #[arg(long, default_value = "3s", value_parser = parse_positive_duration_ms, value_name = "DURATION")]
     pub heartbeat_timeout: i64,
     /// Restarts of a job in a row without progress (input read and a checkpoint completed)
     /// before it fails.
@@ -206,6 +207,10 @@ pub struct BidsArgs {
     /// Time between checkpoints; 0 or `off` takes only the final checkpoint at end of input.
     #[arg(long, default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
     pub checkpoint_interval: Interval,
+    /// A checkpoint that has not completed this long after it was triggered is declined (the
+    /// next one covers its epochs; five declined in a row restart the job).
+    #[arg(long, default_value = "10m", value_parser = parse_positive_duration_ms, value_name = "DURATION")]
+    pub checkpoint_timeout: i64,
     /// Complete checkpoints to keep (older ones are deleted).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub retained_checkpoints: u64,
@@ -248,6 +253,14 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
     value.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// Parses a duration that must be positive.
+fn parse_positive_duration_ms(text: &str) -> Result<i64, String> {
+    match parse_duration_ms(text)? {
+        0 => Err(format!("`{text}` must be more than zero")),
+        ms => Ok(ms),
+    }
+}
+
 fn parse_interval(text: &str) -> Result<Interval, String> {
     if text == "off" || text == "0" {
         return Ok(Interval(None));
@@ -278,7 +291,6 @@ impl WorkerArgs {
             slots: self.slots as usize,
             listen: self.listen.clone(),
             tls: crate::tls::TlsContext::load(&self.tls.certs, crate::tls::Role::Worker)?,
-            heartbeat_interval: Duration::from_millis(500),
         })
     }
 }
@@ -309,6 +321,7 @@ impl BidsArgs {
         let mut options = RunOptions::new(spec);
         options.checkpoint_location = self.checkpoint_dir.clone();
         options.checkpoint_interval = self.checkpoint_interval.0;
+        options.checkpoint_timeout = Duration::from_millis(self.checkpoint_timeout as u64);
         options.retained_checkpoints = self.retained_checkpoints as usize;
         options.rate_limit = self.rate;
         Ok(options)

@@ -5,8 +5,13 @@
 //! epoch `n + 1` at their next record boundary), waits for every slot's state, uploads each as
 //! it arrives, writes `_metadata` last, and only then sends `Complete(n)`, on which sinks
 //! commit what they staged for epochs `<= n`. At most one checkpoint is in flight. A
-//! checkpoint whose upload fails is declined: the next one covers its epoch too. When every
-//! split has been read to its end, a final checkpoint closes the last epoch and the job ends.
+//! checkpoint whose upload fails, or that does not complete within the checkpoint timeout, is
+//! declined: the next one covers its epoch too. When every split has been read to its end, a
+//! final checkpoint closes the last epoch and the job ends.
+//!
+//! Events come from slots that may run in other processes: a slot number out of range, or a
+//! second snapshot of one checkpoint from one slot, is a protocol violation that ends the
+//! attempt (never an index out of bounds).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,6 +66,21 @@ pub enum JobError {
     /// A worker running slots of the job was lost; the job can restart from its latest checkpoint.
     #[error("{0}")]
     WorkerLost(String),
+    /// A connection between two workers of the attempt failed; the job can restart from its
+    /// latest checkpoint.
+    #[error("{0}")]
+    LinkFailed(String),
+    /// A slot's events broke the protocol (a slot number out of range, a duplicate snapshot).
+    #[error("protocol violation: {0}")]
+    ProtocolViolation(String),
+    /// The final checkpoint did not complete within the checkpoint timeout.
+    #[error("the final checkpoint {checkpoint} did not complete within {timeout:?}")]
+    FinalCheckpointTimedOut {
+        /// The checkpoint.
+        checkpoint: Epoch,
+        /// The timeout.
+        timeout: Duration,
+    },
     /// A slot could not commit its output; a restart from the latest checkpoint commits again.
     #[error("slot {slot}: {message}")]
     CommitFailed {
@@ -94,6 +114,8 @@ pub struct CoordinatorConfig {
     pub parallelism: usize,
     /// Time between checkpoint triggers; `None` takes only the final checkpoint.
     pub checkpoint_interval: Option<Duration>,
+    /// A checkpoint not complete this long after its trigger is declined.
+    pub checkpoint_timeout: Duration,
     /// Complete checkpoints to keep.
     pub retained_checkpoints: usize,
     /// Print progress lines to stderr every this often.
@@ -130,6 +152,23 @@ struct Pending {
     checkpoint: Epoch,
     last: bool,
     files: BTreeMap<usize, FileEntry>,
+    /// Declined if not complete by then.
+    deadline: rt::Instant,
+}
+
+impl Pending {
+    fn new(checkpoint: Epoch, last: bool, timeout: Duration) -> Self {
+        Pending { checkpoint, last, files: BTreeMap::new(), deadline: rt::now() + timeout }
+    }
+}
+
+/// The slot an event names, if the attempt has it.
+fn slot_index(slot: usize, parallelism: usize) -> Result<usize, JobError> {
+    if slot < parallelism {
+        Ok(slot)
+    } else {
+        Err(JobError::ProtocolViolation(format!("an event names slot {slot}; the job has {parallelism} slots")))
+    }
 }
 
 /// Runs the coordinator until the job finishes or fails. `start_epoch` is the first epoch of
@@ -161,7 +200,7 @@ pub async fn coordinate(
     loop {
         if pending.is_none() && final_commits.is_none() && input_done.iter().all(|&d| d) {
             tracing::info!(checkpoint = next_checkpoint, "all input read; taking the final checkpoint");
-            pending = Some(Pending { checkpoint: next_checkpoint, last: true, files: BTreeMap::new() });
+            pending = Some(Pending::new(next_checkpoint, true, config.checkpoint_timeout));
             broadcast(SlotCommand::Trigger { checkpoint: next_checkpoint, last: true });
         }
         tokio::select! {
@@ -183,8 +222,25 @@ pub async fn coordinate(
                         stop_all();
                         return Err(JobError::CommitFailed { slot, message });
                     }
-                    SlotEvent::InputDone { slot } => input_done[slot] = true,
+                    SlotEvent::LinkFailed { message } => {
+                        stop_all();
+                        return Err(JobError::LinkFailed(message));
+                    }
+                    SlotEvent::InputDone { slot } => match slot_index(slot, config.parallelism) {
+                        Ok(slot) => input_done[slot] = true,
+                        Err(violation) => {
+                            stop_all();
+                            return Err(violation);
+                        }
+                    },
                     SlotEvent::Committed { slot, checkpoint } => {
+                        let slot = match slot_index(slot, config.parallelism) {
+                            Ok(slot) => slot,
+                            Err(violation) => {
+                                stop_all();
+                                return Err(violation);
+                            }
+                        };
                         if let Some(commits) = final_commits.as_mut() {
                             if Some(checkpoint) == outcome.last_checkpoint {
                                 commits[slot] = true;
@@ -199,6 +255,13 @@ pub async fn coordinate(
                         }
                     }
                     SlotEvent::Snapshot { slot, checkpoint, state, records_read } => {
+                        let slot = match slot_index(slot, config.parallelism) {
+                            Ok(slot) => slot,
+                            Err(violation) => {
+                                stop_all();
+                                return Err(violation);
+                            }
+                        };
                         if let Some(slot_metrics) = metrics.get(slot) {
                             slot_metrics.records_read.fetch_max(records_read, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -206,6 +269,12 @@ pub async fn coordinate(
                             tracing::debug!(slot, checkpoint, "ignoring state of a declined checkpoint");
                             continue;
                         };
+                        if current.files.contains_key(&slot) {
+                            stop_all();
+                            return Err(JobError::ProtocolViolation(format!(
+                                "slot {slot} sent its state of checkpoint {checkpoint} twice"
+                            )));
+                        }
                         if let Some(CrashPoint::DuringUpload { checkpoint: c, slots: n }) = config.crash_at {
                             if c == checkpoint && current.files.len() == n {
                                 stop_all();
@@ -215,7 +284,7 @@ pub async fn coordinate(
                         match upload(&store, checkpoint, slot, state).await {
                             Ok(entry) => {
                                 outcome.state_bytes += entry.size;
-                                assert!(current.files.insert(slot, entry).is_none(), "slot {slot} sent checkpoint {checkpoint} twice");
+                                current.files.insert(slot, entry);
                                 faultpoint::reached(Moment::StateUploaded).await;
                             }
                             Err(error) if !current.last => {
@@ -254,7 +323,14 @@ pub async fn coordinate(
                             attempt: config.attempt,
                             generation: config.generation,
                         };
-                        if let Err(error) = store.complete(&metadata).await {
+                        // `_metadata` completes the checkpoint; the newest-checkpoint record
+                        // lets a restore find it even where listings lag, and must be stored
+                        // before any sink commits output the checkpoint covers.
+                        let completed = match store.complete(&metadata).await {
+                            Ok(()) => store.record_latest(checkpoint).await,
+                            Err(error) => Err(error),
+                        };
+                        if let Err(error) = completed {
                             if current.last {
                                 stop_all();
                                 return Err(error.into());
@@ -262,6 +338,10 @@ pub async fn coordinate(
                             consecutive_failures += 1;
                             outcome.checkpoints_declined += 1;
                             tracing::warn!(checkpoint, %error, "checkpoint declined at _metadata; the next one will cover its epoch");
+                            if consecutive_failures >= TOLERABLE_CHECKPOINT_FAILURES {
+                                stop_all();
+                                return Err(JobError::CheckpointsFailing { failures: consecutive_failures, last: error.to_string() });
+                            }
                             next_checkpoint += 1;
                             continue;
                         }
@@ -299,9 +379,29 @@ pub async fn coordinate(
                     }
                     tracing::debug!(checkpoint = next_checkpoint, "triggering checkpoint");
                     rt::trace(&format!("{} checkpoint {next_checkpoint} triggered", config.job_id));
-                    pending = Some(Pending { checkpoint: next_checkpoint, last: false, files: BTreeMap::new() });
+                    pending = Some(Pending::new(next_checkpoint, false, config.checkpoint_timeout));
                     broadcast(SlotCommand::Trigger { checkpoint: next_checkpoint, last: false });
                 }
+            }
+            _ = rt::sleep_until(pending.as_ref().map_or(next_progress, |p| p.deadline)), if pending.is_some() => {
+                let expired = pending.take().expect("guarded");
+                if expired.last {
+                    stop_all();
+                    return Err(JobError::FinalCheckpointTimedOut { checkpoint: expired.checkpoint, timeout: config.checkpoint_timeout });
+                }
+                consecutive_failures += 1;
+                outcome.checkpoints_declined += 1;
+                tracing::warn!(checkpoint = expired.checkpoint, timeout = ?config.checkpoint_timeout, "checkpoint declined: not complete in time; the next one will cover its epoch");
+                rt::trace(&format!("{} checkpoint {} timed out", config.job_id, expired.checkpoint));
+                if consecutive_failures >= TOLERABLE_CHECKPOINT_FAILURES {
+                    stop_all();
+                    return Err(JobError::CheckpointsFailing {
+                        failures: consecutive_failures,
+                        last: format!("checkpoint {} did not complete within {:?}", expired.checkpoint, config.checkpoint_timeout),
+                    });
+                }
+                next_checkpoint += 1;
+                next_trigger = rt::now() + interval;
             }
             _ = rt::sleep_until(next_progress) => {
                 next_progress = rt::now() + progress_every;

@@ -12,7 +12,7 @@ use weir_core::rt;
 use weir_core::time::{Epoch, FIRST_EPOCH};
 use weir_dataflow::job::{sink_dirs, ExchangeEndpoints, SlotSetup};
 use weir_dataflow::metrics::SlotMetrics;
-use weir_dataflow::sink;
+use weir_dataflow::sink::{self, OutputFence};
 use weir_dataflow::snapshot::SlotSnapshot;
 
 use crate::coordinator::JobError;
@@ -85,67 +85,69 @@ pub fn slot_splits(spec: &BidsJobSpec, slot: usize) -> Vec<(usize, SplitSpec)> {
     spec.splits().into_iter().enumerate().filter(|(index, _)| index % spec.parallelism == slot).collect()
 }
 
-/// The name of the fence file in a job's output directory.
-pub const FENCE: &str = "_fence";
-
 /// Claims the job's output directory for deployment generation `generation` before any sink is
 /// recovered: a deployment older than one already seen is refused, so a stale `Deploy` that
 /// reaches a worker late (after a partition heals) can neither roll back nor retract output a
-/// newer attempt has committed.
+/// newer attempt has committed (see [`OutputFence`]).
 pub fn fence_output(spec: &BidsJobSpec, generation: u64) -> Result<(), RunError> {
-    let path = spec.output_dir.join(FENCE);
-    let output_error = |reason: String| RunError::Output { path: path.clone(), reason };
-    let current = match std::fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse::<u64>().map_err(|_| output_error("unreadable fence; delete it".into()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(output_error(format!("cannot read: {e}"))),
-    };
-    if current > generation {
-        return Err(output_error(format!(
-            "stale deployment: generation {generation} is older than generation {current}, which already claimed the output"
-        )));
-    }
-    if current < generation {
-        // Workers of one deployment write the fence concurrently: each through a file of its own.
-        let temporary = spec.output_dir.join(format!("{FENCE}.{:016x}.tmp", rt::attempt_token()));
-        std::fs::write(&temporary, generation.to_string())
-            .and_then(|_| std::fs::rename(&temporary, &path))
-            .map_err(|e| output_error(format!("cannot write: {e}")))?;
-    }
-    Ok(())
+    OutputFence::new(&spec.output_dir, generation)
+        .claim()
+        .map_err(|e| RunError::Output { path: spec.output_dir.join(weir_dataflow::sink::FENCE), reason: e.to_string() })
 }
 
 /// The job record holding the latest deployment generation.
 pub const GENERATION_RECORD: &str = "_generation";
 
 /// The next deployment generation of a job, kept in its checkpoint store so that it grows
-/// across coordinator restarts.
+/// across coordinator restarts. It is taken with a compare-and-swap (a conditional put), so
+/// that two deployments racing for the next generation never both get it: one wins, the other
+/// reads again and takes the one after.
 pub async fn next_generation(store: &weir_core::checkpoint::CheckpointStore) -> Result<u64, CheckpointError> {
-    let current = match store.get_job_record(GENERATION_RECORD).await? {
-        // Never guessed: a generation that went back would let a stale deployment through the
-        // output fence and confuse the restore lineage.
-        Some(bytes) => {
-            std::str::from_utf8(&bytes).ok().and_then(|t| t.trim().parse::<u64>().ok()).ok_or_else(|| {
-                CheckpointError::CorruptRecord {
-                    path: store.record_path(GENERATION_RECORD),
-                    reason: format!("not a generation number: {:?}", String::from_utf8_lossy(&bytes)),
-                }
-            })?
+    /// Lost races before giving up (each loser saw a newer generation: someone is deploying).
+    const RACES_MAX: u32 = 64;
+    let mut races = 0;
+    loop {
+        let (current, version) = match store.get_job_record_versioned(GENERATION_RECORD).await? {
+            // Never guessed: a generation that went back would let a stale deployment through the
+            // output fence and confuse the restore lineage.
+            Some((bytes, version)) => {
+                let current =
+                    std::str::from_utf8(&bytes).ok().and_then(|t| t.trim().parse::<u64>().ok()).ok_or_else(|| {
+                        CheckpointError::CorruptRecord {
+                            path: store.record_path(GENERATION_RECORD),
+                            reason: format!("not a generation number: {:?}", String::from_utf8_lossy(&bytes)),
+                        }
+                    })?;
+                (current, Some(version))
+            }
+            None => (0, None),
+        };
+        let next = current + 1;
+        match store.put_job_record_if(GENERATION_RECORD, next.to_string().into_bytes(), version).await {
+            Ok(()) => return Ok(next),
+            Err(CheckpointError::Conflict { path }) if races < RACES_MAX => {
+                tracing::debug!(%path, next, "lost the race for a generation; reading again");
+                races += 1;
+            }
+            Err(error) => return Err(error),
         }
-        None => 0,
-    };
-    let next = current + 1;
-    store.put_job_record(GENERATION_RECORD, next.to_string().into_bytes()).await?;
-    Ok(next)
+    }
 }
 
 /// Brings slot `slot`'s sink files in line with restored checkpoint `epoch` (0 for none), which
-/// attempt `attempt` took.
-pub fn recover_sinks(spec: &BidsJobSpec, slot: usize, epoch: Epoch, attempt: u64) -> Result<(), RunError> {
+/// attempt `attempt` took, for deployment generation `generation` (refused if fenced out).
+pub fn recover_sinks(
+    spec: &BidsJobSpec,
+    slot: usize,
+    epoch: Epoch,
+    attempt: u64,
+    generation: u64,
+) -> Result<(), RunError> {
+    let fence = OutputFence::new(&spec.output_dir, generation);
     for dir in sink_dirs(spec) {
         sink::prepare(&dir)
             .map_err(|e| RunError::Output { path: dir.clone(), reason: format!("cannot create: {e}") })?;
-        let report = sink::recover(&dir, slot, epoch, attempt).map_err(|e| RunError::Output {
+        let report = sink::recover(&dir, slot, epoch, attempt, &fence).map_err(|e| RunError::Output {
             path: dir.clone(),
             reason: format!("recovery of staged output failed: {e}"),
         })?;
@@ -168,6 +170,8 @@ pub struct SlotLaunch {
     pub slot: usize,
     /// The deployment attempt.
     pub attempt: u64,
+    /// The deployment generation (fences its commits).
+    pub generation: u64,
     /// The first epoch.
     pub start_epoch: Epoch,
     /// The slot's restored state.
@@ -192,6 +196,7 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
         spec,
         slot,
         attempt,
+        generation,
         start_epoch,
         snapshot,
         exchange,
@@ -207,6 +212,7 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
         let setup = SlotSetup {
             slot,
             attempt,
+            generation,
             spec,
             start_epoch,
             splits,

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod connection;
 pub mod coordinator;
 pub mod deploy;
 pub mod net;

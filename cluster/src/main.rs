@@ -81,6 +81,7 @@ fn job_command(command: JobCommand) -> ExitCode {
             };
             let job_options = JobOptions {
                 checkpoint_interval_ms: options.checkpoint_interval.map(|d| d.as_millis() as u64),
+                checkpoint_timeout_ms: options.checkpoint_timeout.as_millis() as u64,
                 retained_checkpoints: options.retained_checkpoints,
                 rate_limit: options.rate_limit,
             };

@@ -10,13 +10,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use weir_core::faultpoint::{LinkDirection, LinkFault};
 
-use crate::tls::{server_name, TlsContext};
+use tokio::sync::mpsc;
+
+use crate::tls::{server_name, PeerIdentity, Role, TlsContext};
 
 /// A TLS stream to a peer, either side.
 pub type TlsStream = tokio_rustls::TlsStream<Link>;
 
-/// A TCP connection under TLS. It is the seam through which the simulator resets connections
-/// (a TCP RST with both processes alive); in production it is the bare stream.
+/// A TCP connection under TLS. It is the seam through which the simulator resets, stalls and
+/// slows single connections (a TCP RST, a one-way black hole, a slow path, with both processes
+/// alive); in production it is the bare stream.
 #[derive(Debug)]
 pub struct Link {
     tcp: TcpStream,
@@ -47,7 +50,7 @@ impl AsyncRead for Link {
 impl AsyncWrite for Link {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let link = self.get_mut();
-        if link.fault.poll_reset(cx, LinkDirection::Write) {
+        if std::task::ready!(link.fault.poll_write_gate(cx)) {
             return Poll::Ready(Err(Link::reset_error()));
         }
         Pin::new(&mut link.tcp).poll_write(cx, buf)
@@ -61,7 +64,7 @@ impl AsyncWrite for Link {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let link = self.get_mut();
-        if link.fault.poll_reset(cx, LinkDirection::Write) {
+        if std::task::ready!(link.fault.poll_write_gate(cx)) {
             return Poll::Ready(Err(Link::reset_error()));
         }
         Pin::new(&mut link.tcp).poll_write_vectored(cx, bufs)
@@ -90,9 +93,21 @@ impl AsyncWrite for Link {
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes a listener runs at once; a connection beyond them is closed at once (with a
+/// warning) rather than queued behind peers that may never speak.
+const HANDSHAKES_MAX: usize = 64;
 
-/// Connects to `address` and completes the mutual-TLS handshake.
-pub async fn connect(tls: &TlsContext, address: &str) -> std::io::Result<TlsStream> {
+/// The identity of the peer on a TLS stream (its end-entity certificate).
+fn peer_identity(stream: &TlsStream) -> PeerIdentity {
+    match stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()) {
+        Some(certificate) => PeerIdentity::from_certificate(certificate.as_ref()),
+        None => PeerIdentity { role: None, subject: "(no certificate)".into() },
+    }
+}
+
+/// Connects to `address`, completes the mutual-TLS handshake, and checks that the peer holds a
+/// certificate of role `expected` (a worker trusts only the coordinator as its coordinator).
+pub async fn connect(tls: &TlsContext, address: &str, expected: Role) -> std::io::Result<TlsStream> {
     let name =
         server_name(address).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let tcp = TcpStream::connect(address).await?;
@@ -102,13 +117,38 @@ pub async fn connect(tls: &TlsContext, address: &str) -> std::io::Result<TlsStre
         weir_core::rt::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, Link::new(tcp))).await.map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, format!("TLS handshake with {address} timed out"))
         })??;
-    Ok(tokio_rustls::TlsStream::Client(stream))
+    let stream = tokio_rustls::TlsStream::Client(stream);
+    let identity = peer_identity(&stream);
+    if let Err(reason) = identity.require(expected, &format!("serve as the {expected} at {address}")) {
+        tracing::warn!(%address, subject = %identity.subject, "refused peer: {reason}");
+        return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, reason));
+    }
+    Ok(stream)
 }
 
-/// Accepts TLS connections on a listener.
+/// A connection that completed the TLS handshake.
+pub struct Accepted {
+    /// The stream.
+    pub stream: TlsStream,
+    /// The peer's address.
+    pub address: String,
+    /// Who the peer's certificate says it is.
+    pub peer: PeerIdentity,
+}
+
+/// Accepts TLS connections on a listener. Handshakes run off the accept loop, each within
+/// [`HANDSHAKE_TIMEOUT`], at most [`HANDSHAKES_MAX`] at once: peers that connect and say
+/// nothing delay no one.
 pub struct TlsListener {
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
+    address: String,
+    accepted: mpsc::UnboundedReceiver<Accepted>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl TlsListener {
@@ -128,26 +168,55 @@ impl TlsListener {
                 Err(error) => return Err(error),
             }
         };
-        Ok(TlsListener { listener, acceptor: TlsAcceptor::from(Arc::clone(&tls.server)) })
+        let address = listener.local_addr()?.to_string();
+        let (sender, accepted) = mpsc::unbounded_channel();
+        let acceptor = TlsAcceptor::from(Arc::clone(&tls.server));
+        let task = tokio::spawn(accept_loop(listener, acceptor, sender));
+        Ok(TlsListener { address, accepted, task })
     }
 
     /// The bound address.
-    pub fn local_address(&self) -> std::io::Result<String> {
-        Ok(self.listener.local_addr()?.to_string())
+    pub fn local_address(&self) -> String {
+        self.address.clone()
     }
 
-    /// Accepts the next peer that completes the handshake; refused peers are logged and skipped.
-    pub async fn accept(&self) -> std::io::Result<(TlsStream, String)> {
-        loop {
-            let (tcp, peer) = self.listener.accept().await?;
-            tcp.set_nodelay(true)?;
-            match weir_core::rt::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(Link::new(tcp))).await {
-                Ok(Ok(stream)) => return Ok((tokio_rustls::TlsStream::Server(stream), peer.to_string())),
-                Ok(Err(error)) => {
-                    tracing::warn!(%peer, %error, "refused connection: TLS handshake failed (no valid certificate?)")
-                }
-                Err(_) => tracing::warn!(%peer, "refused connection: TLS handshake timed out"),
+    /// The next peer that completed the handshake; refused peers are logged and skipped.
+    pub async fn accept(&mut self) -> Accepted {
+        self.accepted.recv().await.expect("the accept loop lives as long as the listener")
+    }
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, accepted: mpsc::UnboundedSender<Accepted>) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+    loop {
+        let (tcp, address) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Resource limits or a reset peer must not take the listener down.
+                tracing::warn!(%error, "accept failed; retrying");
+                weir_core::rt::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-        }
+        };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(%address, "refused connection: {HANDSHAKES_MAX} TLS handshakes already in progress");
+            continue;
+        };
+        let (acceptor, accepted) = (acceptor.clone(), accepted.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tcp.set_nodelay(true);
+            match weir_core::rt::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(Link::new(tcp))).await {
+                Ok(Ok(stream)) => {
+                    let stream = tokio_rustls::TlsStream::Server(stream);
+                    let peer = peer_identity(&stream);
+                    let _ = accepted.send(Accepted { stream, address: address.to_string(), peer });
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%address, %error, "refused connection: TLS handshake failed (no valid certificate?)")
+                }
+                Err(_) => tracing::warn!(%address, "refused connection: TLS handshake timed out"),
+            }
+        });
     }
 }

@@ -12,12 +12,15 @@ use weir_dataflow::metrics::SlotMetrics;
 
 use crate::slot::{SlotCommand, SlotEvent};
 
+/// The most slots one worker may offer.
+pub const SLOTS_PER_WORKER_MAX: usize = 128;
+
 /// The first message on every connection: who is calling.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Hello {
     /// A worker registering with the coordinator.
     Worker {
-        /// Slots it offers.
+        /// Slots it offers (at most [`SLOTS_PER_WORKER_MAX`]).
         slots: usize,
         /// Where its data-plane listener accepts other workers.
         data_address: String,
@@ -78,6 +81,14 @@ pub enum ToWorker {
     Welcome {
         /// The id assigned.
         worker_id: u64,
+        /// The coordinator's heartbeat timeout: the worker sends a heartbeat every quarter of
+        /// it, and gives up on a coordinator (or a data connection) silent for this long.
+        heartbeat_timeout_ms: u64,
+    },
+    /// Registration refused (the reason says why and how to fix it); the connection closes.
+    Refused {
+        /// Why.
+        reason: String,
     },
     /// Start slots for an attempt.
     Deploy(Box<Deployment>),
@@ -95,8 +106,6 @@ pub enum ToWorker {
         /// The attempt.
         attempt: u64,
     },
-    /// The coordinator is alive (a worker that hears nothing for a while registers again).
-    Ping,
 }
 
 /// Counters of one slot, as reported in heartbeats.
@@ -174,6 +183,14 @@ pub enum ToCoordinator {
         /// Why.
         message: String,
     },
+    /// A data connection of the attempt between this worker and another failed (or the other
+    /// broke the protocol on it): the attempt cannot go on.
+    LinkFailed {
+        /// The attempt.
+        attempt: u64,
+        /// Which workers and why.
+        message: String,
+    },
 }
 
 /// How to run a submitted job.
@@ -181,6 +198,8 @@ pub enum ToCoordinator {
 pub struct JobOptions {
     /// Checkpoint interval; `None` for only the final checkpoint.
     pub checkpoint_interval_ms: Option<u64>,
+    /// A checkpoint not complete this long after its trigger is declined.
+    pub checkpoint_timeout_ms: u64,
     /// Complete checkpoints to keep.
     pub retained_checkpoints: usize,
     /// Source throttle for the whole job, records per second.

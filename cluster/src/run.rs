@@ -12,6 +12,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use weir_core::checkpoint::{CheckpointError, CheckpointStore};
+use weir_core::fs;
 use weir_core::job::{BidsJobSpec, SpecError};
 use weir_core::rt;
 use weir_core::time::Epoch;
@@ -32,6 +33,8 @@ pub struct RunOptions {
     pub checkpoint_location: Option<String>,
     /// Time between checkpoints; `None` for only the final one.
     pub checkpoint_interval: Option<Duration>,
+    /// A checkpoint not complete this long after its trigger is declined.
+    pub checkpoint_timeout: Duration,
     /// Complete checkpoints to keep.
     pub retained_checkpoints: usize,
     /// Progress lines on stderr every this often.
@@ -51,6 +54,7 @@ impl RunOptions {
             spec,
             checkpoint_location: None,
             checkpoint_interval: Some(Duration::from_secs(1)),
+            checkpoint_timeout: DEFAULT_CHECKPOINT_TIMEOUT,
             retained_checkpoints: 3,
             progress_interval: None,
             exchange_credits: 16,
@@ -117,14 +121,17 @@ pub enum RunError {
 
 const JOB_MARKER: &str = "_weir_job.json";
 
+/// How long a checkpoint may take before it is declined (Flink's default, 10 minutes).
+pub const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Claims `spec.output_dir` for the job: creates it and its sink directories, and records the
 /// job's id in a hidden marker so that another job's run into the same directory is refused.
 pub(crate) fn claim_output(spec: &BidsJobSpec, job_id: &str) -> Result<(), RunError> {
     let output = &spec.output_dir;
     let output_error = |reason: String| RunError::Output { path: output.clone(), reason };
-    std::fs::create_dir_all(output).map_err(|e| output_error(format!("cannot create directory: {e}")))?;
+    fs::create_dir_all_durable(output).map_err(|e| output_error(format!("cannot create directory: {e}")))?;
     let marker = output.join(JOB_MARKER);
-    match std::fs::read_to_string(&marker) {
+    match fs::read_to_string(&marker) {
         Ok(content) => {
             let recorded: serde_json::Value = serde_json::from_str(&content).map_err(|e| {
                 output_error(format!("{JOB_MARKER} is unreadable ({e}); use an empty output directory"))
@@ -137,17 +144,15 @@ pub(crate) fn claim_output(spec: &BidsJobSpec, job_id: &str) -> Result<(), RunEr
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let has_visible = std::fs::read_dir(output)
+            let has_visible = fs::read_dir(output)
                 .map_err(|e| output_error(format!("cannot list directory: {e}")))?
-                .filter_map(|e| e.ok())
-                .any(|e| !e.file_name().to_string_lossy().starts_with(['.', '_']));
+                .iter()
+                .any(|entry| !entry.name.starts_with(['.', '_']));
             if has_visible {
                 return Err(output_error("is not empty; use an empty or new output directory".into()));
             }
             let content = serde_json::json!({ "job_id": job_id, "spec": spec });
-            let temporary = output.join(format!("{JOB_MARKER}.tmp"));
-            std::fs::write(&temporary, serde_json::to_vec_pretty(&content).expect("json"))
-                .and_then(|_| std::fs::rename(&temporary, &marker))
+            fs::write_durable(&marker, &serde_json::to_vec_pretty(&content).expect("json"))
                 .map_err(|e| output_error(format!("is not writable: {e}")))?;
         }
         Err(e) => return Err(output_error(format!("cannot read {JOB_MARKER}: {e}"))),
@@ -180,7 +185,7 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
     let parallelism = spec.parallelism;
     fence_output(&spec, generation)?;
     for slot in 0..parallelism {
-        recover_sinks(&spec, slot, plan.epoch, plan.attempt)?;
+        recover_sinks(&spec, slot, plan.epoch, plan.attempt, generation)?;
     }
     let attempt = rt::attempt_token();
     let mut summary = RunSummary {
@@ -228,6 +233,7 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
             spec: spec.clone(),
             slot,
             attempt,
+            generation,
             start_epoch,
             snapshot,
             exchange: (parallelism > 1).then_some((slot_senders, slot_receivers)),
@@ -244,6 +250,7 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
         job_id,
         parallelism,
         checkpoint_interval: options.checkpoint_interval,
+        checkpoint_timeout: options.checkpoint_timeout,
         retained_checkpoints: options.retained_checkpoints,
         progress_interval: options.progress_interval,
         crash_at: options.crash_at,

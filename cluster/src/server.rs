@@ -2,6 +2,12 @@
 //! slots, runs each job's checkpoint coordinator, and restarts jobs from their latest complete
 //! checkpoint when a worker is lost.
 //!
+//! Every connection is mutual TLS, and every peer's certificate carries a role: only a worker
+//! may register, only a client may submit, list or cancel jobs; a refusal is logged with the
+//! peer's address and certificate subject. Whatever a worker sends is checked against what it
+//! runs (a worker speaks only for its own slots of its own attempts): a violation ends its
+//! connection, and with it the attempts it took part in.
+//!
 //! Worker loss is detected by a closed connection or by missing heartbeats. The job's current
 //! attempt is then cancelled everywhere and, after a backed-off delay, redeployed on the
 //! workers that have free slots. The delay doubles with each restart in a row; an attempt that
@@ -9,28 +15,28 @@
 //! afresh: after `restarts_max` restarts in a row without progress (a crash loop) the job fails
 //! with the reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::{self, UnboundedSender};
 
 use weir_core::checkpoint::{CheckpointError, CheckpointStore};
 use weir_core::rt;
 use weir_dataflow::metrics::SlotMetrics;
 
+use crate::connection::Connection;
 use crate::coordinator::{coordinate, CoordinatorConfig, JobError};
 use crate::deploy::plan_restore;
-use crate::net::{TlsListener, TlsStream};
+use crate::net::{Accepted, TlsListener, TlsStream};
 use crate::protocol::{
     ClientRequest, ClientResponse, Deployment, Hello, JobOptions, JobState, JobStatus, Placement, ToCoordinator,
-    ToWorker,
+    ToWorker, SLOTS_PER_WORKER_MAX,
 };
 use crate::run::claim_output;
 use crate::slot::{SlotEvent, SlotLink};
-use crate::tls::TlsContext;
-use crate::wire::{read_message, write_message};
+use crate::tls::{PeerIdentity, Role, TlsContext};
+use crate::wire::{read_message, write_message, ReadLimits, CLIENT_FRAME_BYTES_MAX, FRAME_BYTES_MAX, HELLO_BYTES_MAX};
 
 /// How the coordinator runs.
 #[derive(Clone, Debug)]
@@ -53,7 +59,6 @@ struct WorkerEntry {
     slots: usize,
     data_address: String,
     outbox: UnboundedSender<ToWorker>,
-    last_heartbeat: rt::Instant,
     /// (attempt, slots in use by it).
     busy: Option<(u64, usize)>,
 }
@@ -64,7 +69,14 @@ struct AttemptRoute {
     events: UnboundedSender<SlotEvent>,
     deployed: UnboundedSender<Result<u64, String>>,
     metrics: BTreeMap<usize, Arc<SlotMetrics>>,
-    workers: Vec<u64>,
+    /// The slots each worker of the attempt runs: a worker may speak only for its own.
+    slots_of: BTreeMap<u64, BTreeSet<usize>>,
+}
+
+impl AttemptRoute {
+    fn has_worker(&self, worker_id: u64) -> bool {
+        self.slots_of.contains_key(&worker_id)
+    }
 }
 
 struct JobEntry {
@@ -82,125 +94,185 @@ struct ClusterState {
 
 type Shared = Arc<Mutex<ClusterState>>;
 
+/// How long a new connection may take to say who it is.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client connection may stay silent between requests.
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long every worker of an attempt has to report its slots deployed.
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs the coordinator until the process is killed.
 pub async fn run_coordinator(options: CoordinatorOptions) -> std::io::Result<()> {
-    let listener = TlsListener::bind(&options.tls, &options.listen).await?;
-    eprintln!("coordinator: listening on {} (mutual TLS)", listener.local_address()?);
+    let mut listener = TlsListener::bind(&options.tls, &options.listen).await?;
+    eprintln!("coordinator: listening on {} (mutual TLS)", listener.local_address());
     let state: Shared = Arc::new(Mutex::new(ClusterState::default()));
-    tokio::spawn(watch_heartbeats(state.clone(), options.heartbeat_timeout));
     let options = Arc::new(options);
     resume_jobs(&state, &options).await;
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(serve_connection(stream, peer, state.clone(), options.clone()));
-            }
-            Err(error) => {
-                // A failed accept (resource limits, a reset peer) must not take the cluster down.
-                tracing::warn!(%error, "accept failed; retrying");
-                rt::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        let accepted = listener.accept().await;
+        tokio::spawn(serve_connection(accepted, state.clone(), options.clone()));
     }
 }
 
-async fn serve_connection(stream: TlsStream, peer: String, state: Shared, options: Arc<CoordinatorOptions>) {
+/// Logs a refused peer: its address, its certificate's subject and the reason.
+fn refuse(address: &str, peer: &PeerIdentity, reason: &str) {
+    tracing::warn!(%address, subject = %peer.subject, "refused connection: {reason}");
+    rt::trace(&format!("refused a peer: {reason}"));
+}
+
+async fn serve_connection(accepted: Accepted, state: Shared, options: Arc<CoordinatorOptions>) {
+    let Accepted { stream, address, peer } = accepted;
     let (mut reader, mut writer) = tokio::io::split(stream);
-    match read_message::<_, Hello>(&mut reader).await {
+    match read_message::<_, Hello>(&mut reader, ReadLimits::new(HELLO_BYTES_MAX, HELLO_TIMEOUT)).await {
         Ok(Some(Hello::Worker { slots, data_address })) => {
-            let (outbox, mut outbox_rx) = mpsc::unbounded_channel::<ToWorker>();
-            let worker_id = {
-                let mut state = state.lock().expect("state lock");
-                state.next_worker += 1;
-                let id = state.next_worker;
-                let entry = WorkerEntry {
-                    slots,
-                    data_address: data_address.clone(),
-                    outbox: outbox.clone(),
-                    last_heartbeat: rt::now(),
-                    busy: None,
-                };
-                state.workers.insert(id, entry);
-                id
-            };
-            tracing::info!(worker_id, %peer, slots, %data_address, "worker registered");
-            eprintln!("coordinator: worker {worker_id} registered from {peer} with {slots} slots");
-            rt::trace(&format!("worker {worker_id} registered from {peer} with {slots} slots"));
-            let _ = outbox.send(ToWorker::Welcome { worker_id });
-            let pinger = {
-                let outbox = outbox.clone();
-                let interval = options.heartbeat_timeout / 4;
-                tokio::spawn(async move {
-                    while outbox.send(ToWorker::Ping).is_ok() {
-                        rt::sleep(interval).await;
-                    }
-                })
-            };
-            let writer_task = tokio::spawn(async move {
-                while let Some(message) = outbox_rx.recv().await {
-                    if write_message(&mut writer, &message).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = writer.shutdown().await;
-            });
-            while let Ok(Some(message)) = read_message::<_, ToCoordinator>(&mut reader).await {
-                if !state.lock().expect("state lock").workers.contains_key(&worker_id) {
-                    // Declared lost (e.g. partitioned) but still talking on its old connection:
-                    // drop the connection so that the worker registers afresh.
-                    tracing::warn!(worker_id, "message from a worker declared lost; closing its connection");
-                    break;
-                }
-                on_worker_message(&state, worker_id, message);
+            let refusal = peer
+                .require(Role::Worker, "register as a worker")
+                .and_then(|()| validate_registration(slots, &data_address));
+            if let Err(reason) = refusal {
+                refuse(&address, &peer, &reason);
+                let _ = write_message(&mut writer, &ToWorker::Refused { reason }).await;
+                return;
             }
-            pinger.abort();
-            writer_task.abort();
-            lose_worker(&state, worker_id, "connection closed");
+            serve_worker(reader.unsplit(writer), &address, slots, data_address, &state, &options).await;
         }
         Ok(Some(Hello::Client)) => {
-            while let Ok(Some(request)) = read_message::<_, ClientRequest>(&mut reader).await {
+            if let Err(reason) = peer.require(Role::Client, "submit, list or cancel jobs") {
+                refuse(&address, &peer, &reason);
+                let _ = write_message(&mut writer, &ClientResponse::Error(reason)).await;
+                return;
+            }
+            let limits = ReadLimits::new(CLIENT_FRAME_BYTES_MAX, CLIENT_IDLE_TIMEOUT);
+            while let Ok(Some(request)) = read_message::<_, ClientRequest>(&mut reader, limits).await {
                 let response = on_client_request(&state, &options, request).await;
                 if write_message(&mut writer, &response).await.is_err() {
                     break;
                 }
             }
         }
-        Ok(Some(Hello::Data { .. })) | Ok(None) => tracing::warn!(%peer, "unexpected connection"),
-        Err(error) => tracing::warn!(%peer, %error, "bad hello"),
+        Ok(Some(Hello::Data { .. })) => refuse(&address, &peer, "a data connection: the coordinator has no data plane"),
+        Ok(None) => tracing::debug!(%address, "connection closed before its hello"),
+        Err(error) => refuse(&address, &peer, &format!("bad hello: {error}")),
     }
 }
 
-fn on_worker_message(state: &Shared, worker_id: u64, message: ToCoordinator) {
-    let mut state = state.lock().expect("state lock");
+/// A worker's registration is refused unless it offers a sane number of slots at a
+/// `host:port` data address.
+fn validate_registration(slots: usize, data_address: &str) -> Result<(), String> {
+    if slots == 0 || slots > SLOTS_PER_WORKER_MAX {
+        return Err(format!("a worker offers 1..={SLOTS_PER_WORKER_MAX} slots, not {slots}"));
+    }
+    let port = data_address.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
+    if data_address.len() > 256 || port.and_then(|port| port.parse::<u16>().ok()).is_none() {
+        return Err(format!("data address {:?} is not host:port", data_address.chars().take(64).collect::<String>()));
+    }
+    Ok(())
+}
+
+async fn serve_worker(
+    stream: TlsStream,
+    address: &str,
+    slots: usize,
+    data_address: String,
+    state: &Shared,
+    options: &CoordinatorOptions,
+) {
+    let worker_id = {
+        let mut state = state.lock().expect("state lock");
+        state.next_worker += 1;
+        state.next_worker
+    };
+    // Silence for the heartbeat timeout ends the connection: the worker is lost.
+    let connection = Connection::spawn(stream, FRAME_BYTES_MAX, options.heartbeat_timeout, |_| {
+        let state = state.clone();
+        move |message: ToCoordinator| on_worker_message(&state, worker_id, message)
+    });
+    let entry =
+        WorkerEntry { slots, data_address: data_address.clone(), outbox: connection.outbox.clone(), busy: None };
+    state.lock().expect("state lock").workers.insert(worker_id, entry);
+    let welcome = ToWorker::Welcome {
+        worker_id,
+        heartbeat_timeout_ms: u64::try_from(options.heartbeat_timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    let _ = connection.outbox.send(welcome);
+    tracing::info!(worker_id, %address, slots, %data_address, "worker registered");
+    eprintln!("coordinator: worker {worker_id} registered from {address} with {slots} slots");
+    rt::trace(&format!("worker {worker_id} registered from {address} with {slots} slots"));
+    let reason = connection.ended.wait().await;
+    drop(connection);
+    lose_worker(state, worker_id, &reason);
+}
+
+/// Handles a message from worker `worker_id`. An `Err` is a protocol violation (or a worker
+/// declared lost still talking): it ends the connection, and with it the worker's attempts.
+fn on_worker_message(state: &Shared, worker_id: u64, message: ToCoordinator) -> Result<(), String> {
+    let state = state.lock().expect("state lock");
+    let Some(worker) = state.workers.get(&worker_id) else {
+        // Declared lost but still talking on its old connection: drop the connection so that
+        // the worker registers afresh.
+        return Err(format!("worker {worker_id} was declared lost; it must register again"));
+    };
+    let outbox = worker.outbox.clone();
     match message {
         ToCoordinator::Heartbeat { attempt, metrics } => {
-            if let Some(worker) = state.workers.get_mut(&worker_id) {
-                worker.last_heartbeat = rt::now();
-            }
             if let Some(route) = attempt.and_then(|a| state.attempts.get(&a)) {
+                let own = route.slots_of.get(&worker_id);
                 for (slot, snapshot) in metrics {
-                    if let Some(slot_metrics) = route.metrics.get(&slot) {
+                    if let Some(slot_metrics) =
+                        route.metrics.get(&slot).filter(|_| own.is_some_and(|s| s.contains(&slot)))
+                    {
                         snapshot.store(slot_metrics);
                     }
                 }
             }
         }
         ToCoordinator::Event { attempt, event } => {
-            if let Some(route) = state.attempts.get(&attempt) {
-                let _ = route.events.send(event);
+            let Some(route) = state.attempts.get(&attempt) else { return Ok(()) };
+            let own = route.slots_of.get(&worker_id);
+            let slot = match &event {
+                SlotEvent::Snapshot { slot, .. }
+                | SlotEvent::Failed { slot, .. }
+                | SlotEvent::CommitFailed { slot, .. }
+                | SlotEvent::InputDone { slot }
+                | SlotEvent::Committed { slot, .. } => Some(*slot),
+                SlotEvent::WorkerLost { .. } | SlotEvent::LinkFailed { .. } => None,
+            };
+            let violation = match slot {
+                Some(slot) if own.is_some_and(|own| own.contains(&slot)) => None,
+                Some(slot) => Some(format!(
+                    "worker {worker_id} sent an event of slot {slot} of attempt {attempt}, which it does not run"
+                )),
+                None => Some(format!("worker {worker_id} sent a coordinator-only event for attempt {attempt}")),
+            };
+            if let Some(violation) = violation {
+                weir_core::faultpoint::protocol_violation(&violation);
+                let _ =
+                    route.events.send(SlotEvent::LinkFailed { message: format!("protocol violation: {violation}") });
+                return Err(violation);
             }
+            let _ = route.events.send(event);
         }
-        ToCoordinator::Deployed { attempt } => {
-            if let Some(route) = state.attempts.get(&attempt) {
+        ToCoordinator::Deployed { attempt } => match state.attempts.get(&attempt) {
+            Some(route) if route.has_worker(worker_id) => {
                 let _ = route.deployed.send(Ok(worker_id));
             }
-        }
+            // An attempt given up (or never this worker's, e.g. a deployment that arrived
+            // late): whatever started must stop.
+            _ => {
+                let _ = outbox.send(ToWorker::Cancel { attempt });
+            }
+        },
         ToCoordinator::DeployFailed { attempt, message } => {
-            if let Some(route) = state.attempts.get(&attempt) {
+            if let Some(route) = state.attempts.get(&attempt).filter(|route| route.has_worker(worker_id)) {
                 let _ = route.deployed.send(Err(format!("worker {worker_id}: {message}")));
             }
         }
+        ToCoordinator::LinkFailed { attempt, message } => {
+            if let Some(route) = state.attempts.get(&attempt).filter(|route| route.has_worker(worker_id)) {
+                let _ = route.events.send(SlotEvent::LinkFailed { message: format!("worker {worker_id}: {message}") });
+            }
+        }
     }
+    Ok(())
 }
 
 /// Forgets a worker and fails every attempt that used it.
@@ -212,27 +284,9 @@ fn lose_worker(state: &Shared, worker_id: u64, reason: &str) {
     eprintln!("coordinator: worker {worker_id} lost ({reason})");
     rt::trace(&format!("worker {worker_id} lost ({reason})"));
     for route in state.attempts.values() {
-        if route.workers.contains(&worker_id) {
+        if route.has_worker(worker_id) {
             let _ = route.events.send(SlotEvent::WorkerLost { message: format!("worker {worker_id} lost: {reason}") });
             let _ = route.deployed.send(Err(format!("worker {worker_id} lost: {reason}")));
-        }
-    }
-}
-
-async fn watch_heartbeats(state: Shared, timeout: Duration) {
-    loop {
-        rt::sleep(timeout / 4).await;
-        let silent: Vec<u64> = {
-            let state = state.lock().expect("state lock");
-            state
-                .workers
-                .iter()
-                .filter(|(_, worker)| rt::now().saturating_duration_since(worker.last_heartbeat) > timeout)
-                .map(|(id, _)| *id)
-                .collect()
-        };
-        for worker_id in silent {
-            lose_worker(&state, worker_id, "heartbeat timeout");
         }
     }
 }
@@ -366,45 +420,7 @@ async fn on_client_request(
     request: ClientRequest,
 ) -> ClientResponse {
     match request {
-        ClientRequest::Submit { spec, options: job_options } => {
-            if let Err(error) = spec.validate() {
-                return ClientResponse::Error(error.to_string());
-            }
-            let job_id = spec.fingerprint();
-            {
-                let state = state.lock().expect("state lock");
-                if let Some(job) = state.jobs.get(&job_id) {
-                    if matches!(job.status.state, JobState::Scheduled | JobState::Running | JobState::Restarting) {
-                        return ClientResponse::Error(format!("job {job_id} is already running"));
-                    }
-                }
-            }
-            if let Err(error) = claim_output(&spec, &job_id) {
-                return ClientResponse::Error(error.to_string());
-            }
-            let record = JobRecord { spec: spec.clone(), options: job_options.clone() };
-            let stored = match CheckpointStore::open(&options.checkpoint_dir, &job_id) {
-                Ok(store) => store.put_job_record(JOB_RECORD, serde_json::to_vec_pretty(&record).expect("json")).await,
-                Err(error) => Err(error),
-            };
-            if let Err(error) = stored {
-                return ClientResponse::Error(format!("cannot record the job in the checkpoint store: {error}"));
-            }
-            let status = JobStatus {
-                job_id: job_id.clone(),
-                state: JobState::Scheduled,
-                parallelism: spec.parallelism,
-                watermark: None,
-                last_checkpoint: None,
-                restarts: 0,
-                records_read: 0,
-                message: None,
-            };
-            let cancel = Arc::new(tokio::sync::Notify::new());
-            state.lock().expect("state lock").jobs.insert(job_id.clone(), JobEntry { status, cancel: cancel.clone() });
-            tokio::spawn(run_job(state.clone(), options.clone(), spec, job_options, job_id.clone(), cancel));
-            ClientResponse::Submitted { job_id }
-        }
+        ClientRequest::Submit { spec, options: job_options } => submit(state, options, spec, job_options).await,
         ClientRequest::List => {
             let state = state.lock().expect("state lock");
             ClientResponse::Jobs(state.jobs.values().map(|job| live_status(&state, job)).collect())
@@ -430,6 +446,75 @@ async fn on_client_request(
             }
         }
     }
+}
+
+/// Submits a job. The job is reserved in the coordinator's table under the same lock as the
+/// check that it is not running already, before anything awaits: two identical submissions
+/// at the same moment make one job (the other is told it runs), never two attempts writing
+/// the same checkpoints and part files.
+async fn submit(
+    state: &Shared,
+    options: &Arc<CoordinatorOptions>,
+    spec: weir_core::job::BidsJobSpec,
+    job_options: JobOptions,
+) -> ClientResponse {
+    if let Err(error) = spec.validate() {
+        return ClientResponse::Error(error.to_string());
+    }
+    if job_options.checkpoint_timeout_ms == 0 {
+        return ClientResponse::Error("--checkpoint-timeout must be more than zero".into());
+    }
+    let job_id = spec.fingerprint();
+    let cancel = Arc::new(tokio::sync::Notify::new());
+    let previous = {
+        let mut state = state.lock().expect("state lock");
+        if let Some(job) = state.jobs.get(&job_id) {
+            if matches!(job.status.state, JobState::Scheduled | JobState::Running | JobState::Restarting) {
+                return ClientResponse::Error(format!("job {job_id} is already running"));
+            }
+        }
+        let status = JobStatus {
+            job_id: job_id.clone(),
+            state: JobState::Scheduled,
+            parallelism: spec.parallelism,
+            watermark: None,
+            last_checkpoint: None,
+            restarts: 0,
+            records_read: 0,
+            message: None,
+        };
+        state.jobs.insert(job_id.clone(), JobEntry { status, cancel: cancel.clone() })
+    };
+    if let Err(message) = record_submission(options, &spec, &job_options, &job_id).await {
+        // Not submitted after all: the table shows what it showed before.
+        let mut state = state.lock().expect("state lock");
+        match previous {
+            Some(previous) => state.jobs.insert(job_id, previous),
+            None => state.jobs.remove(&job_id),
+        };
+        return ClientResponse::Error(message);
+    }
+    rt::trace(&format!("job {job_id} submitted"));
+    tokio::spawn(run_job(state.clone(), options.clone(), spec, job_options, job_id.clone(), cancel));
+    ClientResponse::Submitted { job_id }
+}
+
+/// Claims the job's output and records the job in the checkpoint store, so that a restarted
+/// coordinator resumes it — even if it was cancelled before: this submission clears that.
+async fn record_submission(
+    options: &CoordinatorOptions,
+    spec: &weir_core::job::BidsJobSpec,
+    job_options: &JobOptions,
+    job_id: &str,
+) -> Result<(), String> {
+    claim_output(spec, job_id).map_err(|error| error.to_string())?;
+    let record = JobRecord { spec: spec.clone(), options: job_options.clone() };
+    let recorded = async {
+        let store = CheckpointStore::open(&options.checkpoint_dir, job_id)?;
+        store.put_job_record(JOB_RECORD, serde_json::to_vec_pretty(&record).expect("json")).await?;
+        store.delete_job_record(CANCELLED_MARKER).await
+    };
+    recorded.await.map_err(|error| format!("cannot record the job in the checkpoint store: {error}"))
 }
 
 /// A job's status with live counters from its current attempt.
@@ -598,7 +683,7 @@ fn cancel_attempts_of(state: &Shared, job_id: &str) {
     }
     for attempt in attempts {
         let route = state.attempts.remove(&attempt).expect("present");
-        for worker_id in &route.workers {
+        for worker_id in route.slots_of.keys() {
             if let Some(worker) = state.workers.get_mut(worker_id) {
                 let _ = worker.outbox.send(ToWorker::Cancel { attempt });
                 if worker.busy.map(|(a, _)| a) == Some(attempt) {
@@ -665,11 +750,12 @@ async fn run_attempt(
                 let (deployed_tx, deployed_rx) = mpsc::unbounded_channel();
                 let metrics: BTreeMap<usize, Arc<SlotMetrics>> =
                     (0..parallelism).map(|slot| (slot, Arc::new(SlotMetrics::default()))).collect();
-                let mut workers: Vec<u64> = placement.iter().map(|(id, _)| *id).collect();
-                workers.dedup();
-                for id in &workers {
-                    let used = placement.iter().filter(|(w, _)| w == id).count();
-                    state.workers.get_mut(id).expect("worker").busy = Some((attempt, used));
+                let mut slots_of: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
+                for (slot, (worker_id, _)) in placement.iter().enumerate() {
+                    slots_of.entry(*worker_id).or_default().insert(slot);
+                }
+                for (id, slots) in &slots_of {
+                    state.workers.get_mut(id).expect("worker").busy = Some((attempt, slots.len()));
                 }
                 let route = AttemptRoute {
                     job_id: job_id.to_string(),
@@ -677,7 +763,7 @@ async fn run_attempt(
                     events: events_tx,
                     deployed: deployed_tx,
                     metrics: metrics.clone(),
-                    workers,
+                    slots_of,
                 };
                 state.attempts.insert(attempt, route);
                 Some((attempt, placement, events_rx, deployed_rx, metrics))
@@ -728,7 +814,7 @@ async fn run_attempt(
     }
     let mut pending = workers.len();
     while pending > 0 {
-        match rt::timeout(Duration::from_secs(30), deployed_rx.recv()).await {
+        match rt::timeout(DEPLOY_TIMEOUT, deployed_rx.recv()).await {
             Ok(Some(Ok(_))) => pending -= 1,
             Ok(Some(Err(message))) => return Err(AttemptEnd::Retry(message)),
             Ok(None) | Err(_) => return Err(AttemptEnd::Retry("deployment timed out".into())),
@@ -753,6 +839,7 @@ async fn run_attempt(
         job_id: job_id.to_string(),
         parallelism,
         checkpoint_interval: job_options.checkpoint_interval_ms.map(Duration::from_millis),
+        checkpoint_timeout: Duration::from_millis(job_options.checkpoint_timeout_ms),
         retained_checkpoints: job_options.retained_checkpoints,
         progress_interval: None,
         crash_at: None,
@@ -774,7 +861,7 @@ async fn run_attempt(
             set_status(state, job_id, |s| s.last_checkpoint = outcome.last_checkpoint);
             Ok(outcome.last_checkpoint)
         }
-        Err(JobError::WorkerLost(message)) => Err(AttemptEnd::Retry(message)),
+        Err(JobError::WorkerLost(message) | JobError::LinkFailed(message)) => Err(AttemptEnd::Retry(message)),
         Err(JobError::SlotFailed { message, slot }) => Err(AttemptEnd::Fatal(format!("slot {slot}: {message}"))),
         Err(other) => Err(AttemptEnd::Retry(other.to_string())),
     }

@@ -102,6 +102,12 @@ pub enum SlotEvent {
         /// Which worker and why.
         message: String,
     },
+    /// A connection between two workers of the attempt failed (reported by a worker), or a
+    /// worker broke the protocol.
+    LinkFailed {
+        /// Which workers and why.
+        message: String,
+    },
     /// Every split of the slot has been read to its end.
     InputDone {
         /// The slot.
@@ -160,6 +166,7 @@ pub async fn drive_slot(
 ) {
     let slot = setup.slot;
     let attempt = setup.attempt;
+    let fence = sink::OutputFence::new(&setup.spec.output_dir, setup.generation);
     let split_count = setup.splits.len() as u64;
     let metrics = setup.metrics.clone();
     let mut input_done_sent = false;
@@ -186,7 +193,7 @@ pub async fn drive_slot(
                 }
                 SlotCommand::Complete { checkpoint } => {
                     for dir in &dirs {
-                        if let Err(error) = sink::commit_through(dir, slot, attempt, checkpoint) {
+                        if let Err(error) = sink::commit_through(dir, slot, attempt, checkpoint, &fence) {
                             let message =
                                 format!("output {}: commit of checkpoint {checkpoint} failed: {error}", dir.display());
                             let _ = events.send(SlotEvent::CommitFailed { slot, message });
@@ -216,7 +223,7 @@ pub async fn drive_slot(
             tracing::debug!(slot, checkpoint = epoch, "slot snapshot ready");
             if faultpoint::planted(PlantedBug::SinkCommitsEarly) {
                 for dir in &dirs {
-                    let _ = sink::commit_through(dir, slot, attempt, epoch);
+                    let _ = sink::commit_through(dir, slot, attempt, epoch, &fence);
                 }
             }
             let records_read = SlotMetrics::get(&metrics.records_read);

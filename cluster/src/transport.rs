@@ -7,18 +7,51 @@
 //! of credit per channel and takes one per batch; the receiving slot returns one when it
 //! consumes a batch. So the exact frontier semantics and the memory bound of the in-process
 //! channel hold across processes.
+//!
+//! A peer is trusted to be a worker (its certificate says so), not to be correct: a batch
+//! from a slot the peer does not run, for a channel that does not exist, or beyond the
+//! channel's credits, and credit never lent, are protocol violations ([`AttemptWiring::on_frame`]
+//! returns them), which end the connection. And a connection that ends — for that or any other
+//! reason, including a send into a connection already gone — ends the attempt: the failure is
+//! reported ([`LinkFailures`]) naming both workers, and the coordinator restarts the job from
+//! its latest checkpoint. A data connection never fails silently.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
 
+use weir_core::faultpoint::{self, PlantedBug};
 use weir_core::Bid;
 use weir_dataflow::exchange::{Doorbell, ExchangeMessage, ExchangeRx, ExchangeTx};
 
+use crate::connection::Connection;
 use crate::protocol::DataFrame;
 use crate::slot::SlotDoorbell;
+
+/// Where the data plane reports that a connection of an attempt failed: the worker forwards
+/// it to the coordinator, which ends the attempt.
+#[derive(Clone, Debug)]
+pub struct LinkFailures(UnboundedSender<String>);
+
+impl LinkFailures {
+    /// Reports to `sink`.
+    pub fn new(sink: UnboundedSender<String>) -> Self {
+        LinkFailures(sink)
+    }
+
+    /// Reports a failure (`message` names both workers and why).
+    pub fn report(&self, message: String) {
+        if faultpoint::planted(PlantedBug::LinkFailureSwallowed) {
+            tracing::warn!(%message, "data connection failed (not reported: planted bug)");
+            return;
+        }
+        tracing::warn!(%message, "data connection failed; the attempt ends");
+        let _ = self.0.send(message);
+    }
+}
 
 /// The sending end of a channel to a slot on another worker.
 pub struct RemoteSender {
@@ -26,12 +59,23 @@ pub struct RemoteSender {
     to: usize,
     credits: Arc<AtomicUsize>,
     connection: UnboundedSender<DataFrame>,
+    failures: LinkFailures,
+    /// "data connection from worker A to worker B", for reports.
+    link: Arc<str>,
 }
 
 impl RemoteSender {
-    /// A sender from `from` to `to` over `connection`, with the shared credit counter.
-    pub fn new(from: usize, to: usize, credits: Arc<AtomicUsize>, connection: UnboundedSender<DataFrame>) -> Self {
-        RemoteSender { from, to, credits, connection }
+    /// A sender from slot `from` to slot `to` over `connection` (described by `link`), with the
+    /// shared credit counter; a send into a connection that is gone is reported to `failures`.
+    pub fn new(
+        from: usize,
+        to: usize,
+        credits: Arc<AtomicUsize>,
+        connection: UnboundedSender<DataFrame>,
+        failures: LinkFailures,
+        link: Arc<str>,
+    ) -> Self {
+        RemoteSender { from, to, credits, connection, failures, link }
     }
 }
 
@@ -43,8 +87,12 @@ impl ExchangeTx<Bid> for RemoteSender {
                 return Err(message);
             }
         }
-        // A closed connection means the attempt is being torn down: the message is moot.
-        let _ = self.connection.send(DataFrame::Batch { from: self.from, to: self.to, message });
+        if self.connection.send(DataFrame::Batch { from: self.from, to: self.to, message }).is_err() {
+            // The connection is gone, and with it this message: the attempt cannot be exact any
+            // more. It ends (the failure is reported), and the job restarts from a checkpoint.
+            self.failures
+                .report(format!("{}: closed while slot {} still had data for slot {}", self.link, self.from, self.to));
+        }
         Ok(())
     }
 }
@@ -69,8 +117,13 @@ impl Inbound {
         Arc::new(Inbound { from, to, queue, credits, doorbell, credit_back: Mutex::new(None) })
     }
 
-    /// A message arrived on `connection` (whose write half returns credit).
-    pub fn deliver(&self, message: ExchangeMessage<Bid>, connection: &UnboundedSender<DataFrame>) {
+    /// A message arrived on `connection` (whose write half returns credit). A data batch beyond
+    /// the channel's credits is a protocol violation: the sender ignored the memory bound.
+    pub fn deliver(
+        &self,
+        message: ExchangeMessage<Bid>,
+        connection: &UnboundedSender<DataFrame>,
+    ) -> Result<(), String> {
         {
             let mut credit_back = self.credit_back.lock().expect("inbound lock");
             if credit_back.is_none() {
@@ -80,20 +133,20 @@ impl Inbound {
         {
             let mut queue = self.queue.lock().expect("inbound lock");
             if let ExchangeMessage::Data(..) = message {
+                if queue.1 == self.credits {
+                    let violation = format!(
+                        "slot {} sent slot {} more batches than its {} credits",
+                        self.from, self.to, self.credits
+                    );
+                    faultpoint::protocol_violation(&violation);
+                    return Err(violation);
+                }
                 queue.1 += 1;
-                // Bounded memory: a sender never has more batches in flight than credits.
-                assert!(
-                    queue.1 <= self.credits,
-                    "exchange {} -> {}: {} batches queued with only {} credits",
-                    self.from,
-                    self.to,
-                    queue.1,
-                    self.credits
-                );
             }
             queue.0.push_back(message);
         }
         self.doorbell.ring();
+        Ok(())
     }
 }
 
@@ -113,38 +166,120 @@ impl ExchangeRx<Bid> for RemoteReceiver {
         if let ExchangeMessage::Data(..) = message {
             let credit_back = self.0.credit_back.lock().expect("inbound lock");
             let connection = credit_back.as_ref().expect("data arrived over a connection");
+            // A closed connection has ended, and reported it: the attempt is ending.
             let _ = connection.send(DataFrame::Credit { from: self.0.from, to: self.0.to, credits: 1 });
         }
         Some(message)
     }
 }
 
+/// A data connection of an attempt and the task that reports its end.
+struct LinkTask {
+    /// Held for its lifetime: dropping it stops the connection's tasks.
+    _connection: Connection<DataFrame>,
+    supervisor: JoinHandle<()>,
+}
+
 /// The data-plane state of one deployment attempt on one worker.
 pub struct AttemptWiring {
+    /// This worker.
+    pub worker_id: u64,
+    /// The worker of every slot (index = slot).
+    pub placement: Vec<u64>,
+    /// Credit per channel, in batches.
+    pub exchange_credits: usize,
     /// Inbound queues by (from, to), for every remote `from` and local `to`.
     pub inbound: HashMap<(usize, usize), Arc<Inbound>>,
     /// Credit counters by (from, to), for every local `from` and remote `to`.
     pub credits: HashMap<(usize, usize), Arc<AtomicUsize>>,
     /// Doorbells of the local slots.
     pub doorbells: HashMap<usize, Arc<SlotDoorbell>>,
+    /// Where failures of the attempt's connections go.
+    pub failures: LinkFailures,
+    /// The attempt's data connections, both ways, while it runs.
+    links: Mutex<Option<Vec<LinkTask>>>,
 }
 
 impl AttemptWiring {
-    /// Handles a frame that arrived on a data connection; `reply` is that connection's write side.
-    pub fn on_frame(&self, frame: DataFrame, reply: &UnboundedSender<DataFrame>) -> Result<(), String> {
+    /// The data plane of an attempt on worker `worker_id`, with no connections yet.
+    pub fn new(worker_id: u64, placement: Vec<u64>, exchange_credits: usize, failures: LinkFailures) -> Self {
+        AttemptWiring {
+            worker_id,
+            placement,
+            exchange_credits,
+            inbound: HashMap::new(),
+            credits: HashMap::new(),
+            doorbells: HashMap::new(),
+            failures,
+            links: Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    /// Runs `connection` (described by `link`, e.g. "data connection from worker 1 to worker
+    /// 2") as one of the attempt's: when it ends, the failure is reported — unless the attempt
+    /// was closed first. `false` if it already was (the connection is dropped).
+    pub fn keep_link(&self, connection: Connection<DataFrame>, link: String) -> bool {
+        let mut links = self.links.lock().expect("links lock");
+        let Some(links) = links.as_mut() else { return false };
+        let (ended, failures) = (connection.ended.clone(), self.failures.clone());
+        let supervisor = tokio::spawn(async move {
+            let reason = ended.wait().await;
+            failures.report(format!("{link} failed: {reason}"));
+        });
+        links.push(LinkTask { _connection: connection, supervisor });
+        true
+    }
+
+    /// The attempt is over on this worker: its connections close, without reports.
+    pub fn close(&self) {
+        let links = self.links.lock().expect("links lock").take().unwrap_or_default();
+        for link in &links {
+            link.supervisor.abort();
+        }
+        drop(links); // each connection's tasks stop with it
+    }
+
+    /// Handles a frame that worker `peer` sent on a data connection; `reply` is that
+    /// connection's write side. An `Err` is a protocol violation.
+    pub fn on_frame(&self, peer: u64, frame: DataFrame, reply: &UnboundedSender<DataFrame>) -> Result<(), String> {
+        let runs = |slot: usize, worker: u64| self.placement.get(slot) == Some(&worker);
+        let violation = |message: String| {
+            faultpoint::protocol_violation(&message);
+            Err(message)
+        };
         match frame {
             DataFrame::Batch { from, to, message } => {
-                let inbound = self.inbound.get(&(from, to)).ok_or(format!("no channel {from} -> {to} here"))?;
-                inbound.deliver(message, reply);
+                if !runs(from, peer) {
+                    return violation(format!("worker {peer} sent a batch as slot {from}, which it does not run"));
+                }
+                let Some(inbound) = self.inbound.get(&(from, to)) else {
+                    return violation(format!(
+                        "worker {peer} sent a batch for channel {from} -> {to}, not on this worker"
+                    ));
+                };
+                inbound.deliver(message, reply)
             }
             DataFrame::Credit { from, to, credits } => {
-                let counter = self.credits.get(&(from, to)).ok_or(format!("no channel {from} -> {to} from here"))?;
-                counter.fetch_add(credits as usize, Ordering::AcqRel);
+                if !runs(to, peer) {
+                    return violation(format!("worker {peer} returned credit as slot {to}, which it does not run"));
+                }
+                let Some(counter) = self.credits.get(&(from, to)) else {
+                    return violation(format!(
+                        "worker {peer} returned credit for channel {from} -> {to}, not from here"
+                    ));
+                };
+                let before = counter.fetch_add(credits as usize, Ordering::AcqRel);
+                if before.saturating_add(credits as usize) > self.exchange_credits {
+                    return violation(format!(
+                        "worker {peer} returned more credit for channel {from} -> {to} than the {} lent",
+                        self.exchange_credits
+                    ));
+                }
                 if let Some(doorbell) = self.doorbells.get(&from) {
                     doorbell.ring();
                 }
+                Ok(())
             }
         }
-        Ok(())
     }
 }

@@ -1,32 +1,58 @@
 //! `weir worker`: registers with the coordinator, runs the slots it is given, and carries
 //! their exchange traffic to and from other workers.
 //!
-//! Everything here crosses the network through mutual TLS. If the coordinator connection
-//! drops, the worker stops its slots and registers again (a restarted coordinator takes it
-//! back); its slots' output on disk is brought in line with the checkpoint of the next
+//! Everything here crosses the network through mutual TLS, and the worker checks roles too: it
+//! registers only with a peer holding the coordinator's certificate, and accepts data
+//! connections only from workers of the attempt they name. A *session* is one registration:
+//! if the coordinator connection ends (or the coordinator is silent for its heartbeat timeout,
+//! which the coordinator announces at registration), the worker stops its slots and registers
+//! again; its slots' output on disk is brought in line with the checkpoint of the next
 //! deployment before anything runs.
+//!
+//! The data plane outlives sessions. A peer's data connection may arrive before this worker
+//! has processed the attempt's `Deploy` (a slow deployment): it waits for the attempt to be
+//! wired, within [`PENDING_INBOUND_MAX`], and is closed at once if the attempt was cancelled
+//! here. Every data connection of an attempt that ends while the attempt runs ends the attempt
+//! (see [`crate::transport`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::sync::watch;
 
+use weir_core::faultpoint::{self, DeployDelivery};
 use weir_core::rt;
 use weir_core::Bid;
 use weir_dataflow::exchange::{Doorbell, ExchangeRx, ExchangeTx, LocalChannel};
 use weir_dataflow::metrics::SlotMetrics;
 use weir_dataflow::snapshot::SlotSnapshot;
 
+use crate::connection::Connection;
 use crate::deploy::{launch_slot, recover_sinks, SlotLaunch};
-use crate::net::{connect, TlsListener, TlsStream};
+use crate::net::{connect, Accepted, TlsListener};
 use crate::protocol::{DataFrame, Deployment, Hello, MetricsSnapshot, ToCoordinator, ToWorker};
 use crate::slot::{SlotCommand, SlotDoorbell};
-use crate::tls::TlsContext;
-use crate::wire::{read_message, write_message};
+use crate::tls::{Role, TlsContext};
+use crate::transport::{AttemptWiring, Inbound, LinkFailures, RemoteReceiver, RemoteSender};
+use crate::wire::{
+    read_message, write_keepalive, write_message, ReadLimits, CLIENT_FRAME_BYTES_MAX, DATA_FRAME_BYTES_MAX,
+    FRAME_BYTES_MAX, HELLO_BYTES_MAX,
+};
+
+/// How long a worker waits for the coordinator's answer to its registration, and for a data
+/// connection's hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a data connection for an attempt not (yet) deployed here waits for it: longer than
+/// the coordinator waits for a deployment.
+pub const PENDING_INBOUND_MAX: Duration = Duration::from_secs(60);
+/// Data connections' idle timeout before the first registration announces the cluster's.
+const DEFAULT_LINK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Attempts remembered as cancelled (so that their late data connections close at once).
+const GONE_ATTEMPTS_MAX: usize = 4096;
 
 /// How a worker runs.
 #[derive(Clone, Debug)]
@@ -39,8 +65,6 @@ pub struct WorkerOptions {
     pub listen: String,
     /// TLS material.
     pub tls: TlsContext,
-    /// Interval between heartbeats.
-    pub heartbeat_interval: Duration,
 }
 
 /// A worker could not run.
@@ -54,10 +78,94 @@ pub enum WorkerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The coordinator refused this worker, or the peer at the coordinator's address is not
+    /// the coordinator: trying again cannot help.
+    #[error("worker: {0}")]
+    Refused(String),
 }
 
-/// Table of live attempts on this worker, shared with the data-plane acceptor.
-type Wirings = Arc<Mutex<HashMap<u64, Arc<crate::transport::AttemptWiring>>>>;
+/// How a session with the coordinator ended.
+enum SessionEnd {
+    /// The connection ended: register again.
+    Lost(String),
+    /// Refused for good.
+    Refused(String),
+}
+
+/// An attempt as this worker's data plane knows it.
+enum AttemptSlot {
+    Wired(Arc<AttemptWiring>),
+    /// Cancelled here: its data connections are refused.
+    Gone,
+}
+
+/// The worker's data plane: the wiring of every attempt it runs, shared with the acceptor of
+/// data connections, which outlives sessions.
+struct DataPlane {
+    attempts: Mutex<(BTreeMap<u64, AttemptSlot>, VecDeque<u64>)>,
+    changed: watch::Sender<u64>,
+    link_timeout: Mutex<Duration>,
+}
+
+impl DataPlane {
+    fn new() -> Self {
+        DataPlane {
+            attempts: Mutex::new((BTreeMap::new(), VecDeque::new())),
+            changed: watch::channel(0).0,
+            link_timeout: Mutex::new(DEFAULT_LINK_TIMEOUT),
+        }
+    }
+
+    fn link_timeout(&self) -> Duration {
+        *self.link_timeout.lock().expect("data plane lock")
+    }
+
+    fn wire(&self, attempt: u64, wiring: Arc<AttemptWiring>) {
+        self.attempts.lock().expect("data plane lock").0.insert(attempt, AttemptSlot::Wired(wiring));
+        self.changed.send_modify(|version| *version += 1);
+    }
+
+    /// Forgets `attempt`: its wiring is closed, and later connections for it are refused.
+    fn unwire(&self, attempt: u64) {
+        let previous = {
+            let mut guard = self.attempts.lock().expect("data plane lock");
+            let (attempts, gone) = &mut *guard;
+            let previous = attempts.insert(attempt, AttemptSlot::Gone);
+            gone.push_back(attempt);
+            if gone.len() > GONE_ATTEMPTS_MAX {
+                if let Some(oldest) = gone.pop_front() {
+                    if matches!(attempts.get(&oldest), Some(AttemptSlot::Gone)) {
+                        attempts.remove(&oldest);
+                    }
+                }
+            }
+            previous
+        };
+        if let Some(AttemptSlot::Wired(wiring)) = previous {
+            wiring.close();
+        }
+        self.changed.send_modify(|version| *version += 1);
+    }
+
+    /// The wiring of `attempt` once it exists, waiting at most `bound`: `Ok(None)` if it is not
+    /// there yet, `Err(())` if it was cancelled here.
+    async fn wait_for(&self, attempt: u64, bound: Duration) -> Result<Option<Arc<AttemptWiring>>, ()> {
+        let mut changes = self.changed.subscribe();
+        let deadline = rt::now() + bound;
+        loop {
+            match self.attempts.lock().expect("data plane lock").0.get(&attempt) {
+                Some(AttemptSlot::Wired(wiring)) => return Ok(Some(wiring.clone())),
+                Some(AttemptSlot::Gone) => return Err(()),
+                None => {}
+            }
+            let left = deadline.saturating_duration_since(rt::now());
+            match rt::timeout(left, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Ok(None),
+            }
+        }
+    }
+}
 
 struct RunningAttempt {
     commands: BTreeMap<usize, (UnboundedSender<SlotCommand>, Arc<SlotDoorbell>)>,
@@ -66,119 +174,181 @@ struct RunningAttempt {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Runs a worker until the process is killed.
+/// Runs a worker until the process is killed, or until the coordinator refuses it.
 pub async fn run_worker(options: WorkerOptions) -> Result<(), WorkerError> {
     let listener = TlsListener::bind(&options.tls, &options.listen)
         .await
         .map_err(|source| WorkerError::Listen { address: options.listen.clone(), source })?;
-    let data_address =
-        listener.local_address().map_err(|source| WorkerError::Listen { address: options.listen.clone(), source })?;
-    let wirings: Wirings = Arc::new(Mutex::new(HashMap::new()));
-    tokio::spawn(accept_data_connections(listener, wirings.clone()));
+    let data_address = listener.local_address();
+    let plane = Arc::new(DataPlane::new());
+    tokio::spawn(accept_data_connections(listener, plane.clone()));
     eprintln!("worker: data plane on {data_address}, {} slots", options.slots);
     let mut backoff = Duration::from_millis(100);
     loop {
-        match serve_coordinator(&options, &data_address, &wirings).await {
-            Ok(()) => tracing::warn!("coordinator closed the connection; registering again"),
-            Err(error) => tracing::warn!(%error, "coordinator connection failed; registering again"),
+        match serve_coordinator(&options, &data_address, &plane).await {
+            SessionEnd::Lost(reason) => tracing::warn!(%reason, "coordinator connection ended; registering again"),
+            SessionEnd::Refused(reason) => return Err(WorkerError::Refused(reason)),
         }
         rt::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
-async fn serve_coordinator(options: &WorkerOptions, data_address: &str, wirings: &Wirings) -> std::io::Result<()> {
-    let stream = connect(&options.tls, &options.coordinator).await?;
+/// One session: registers, then runs what the coordinator says until the connection ends.
+async fn serve_coordinator(options: &WorkerOptions, data_address: &str, plane: &Arc<DataPlane>) -> SessionEnd {
+    let stream = match connect(&options.tls, &options.coordinator, Role::Coordinator).await {
+        Ok(stream) => stream,
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            return SessionEnd::Refused(format!("{}: {error}", options.coordinator))
+        }
+        Err(error) => return SessionEnd::Lost(error.to_string()),
+    };
     let (mut reader, mut writer) = tokio::io::split(stream);
-    write_message(&mut writer, &Hello::Worker { slots: options.slots, data_address: data_address.to_string() }).await?;
-    let Some(ToWorker::Welcome { worker_id }) = read_message::<_, ToWorker>(&mut reader).await? else {
-        return Err(std::io::Error::other("coordinator did not welcome this worker"));
+    let hello = Hello::Worker { slots: options.slots, data_address: data_address.to_string() };
+    if let Err(error) = write_message(&mut writer, &hello).await {
+        return SessionEnd::Lost(error.to_string());
+    }
+    let answer = read_message::<_, ToWorker>(&mut reader, ReadLimits::new(CLIENT_FRAME_BYTES_MAX, HELLO_TIMEOUT)).await;
+    let (worker_id, heartbeat_timeout) = match answer {
+        Ok(Some(ToWorker::Welcome { worker_id, heartbeat_timeout_ms })) => {
+            (worker_id, Duration::from_millis(heartbeat_timeout_ms.max(4)))
+        }
+        Ok(Some(ToWorker::Refused { reason })) => {
+            return SessionEnd::Refused(format!(
+                "the coordinator at {} refused this worker: {reason}",
+                options.coordinator
+            ))
+        }
+        Ok(_) => return SessionEnd::Lost("the coordinator did not welcome this worker".into()),
+        Err(error) => return SessionEnd::Lost(error.to_string()),
     };
     eprintln!("worker: registered with {} as worker {worker_id}", options.coordinator);
-    let (outbox, mut outbox_rx) = mpsc::unbounded_channel::<ToCoordinator>();
-    let writer_task = tokio::spawn(async move {
-        while let Some(message) = outbox_rx.recv().await {
-            if write_message(&mut writer, &message).await.is_err() {
-                break;
-            }
-        }
-        let _ = writer.shutdown().await;
+    *plane.link_timeout.lock().expect("data plane lock") = heartbeat_timeout;
+    let (inbox_sender, mut inbox) = mpsc::unbounded_channel::<ToWorker>();
+    // The coordinator sends keepalives: silence for its heartbeat timeout means it (or the path
+    // to it) is gone.
+    let connection = Connection::spawn(reader.unsplit(writer), FRAME_BYTES_MAX, heartbeat_timeout, |_| {
+        move |message: ToWorker| inbox_sender.send(message).map_err(|_| "the session ended".to_string())
     });
-    let attempts: Arc<Mutex<BTreeMap<u64, RunningAttempt>>> = Arc::new(Mutex::new(BTreeMap::new()));
-    let heartbeat = {
-        let outbox = outbox.clone();
-        let attempts = attempts.clone();
-        let interval = options.heartbeat_interval;
-        tokio::spawn(async move {
-            loop {
-                let report = {
-                    let attempts = attempts.lock().expect("attempts lock");
-                    attempts.iter().next_back().map(|(attempt, running)| {
-                        (*attempt, running.metrics.iter().map(|(slot, m)| (*slot, MetricsSnapshot::of(m))).collect())
-                    })
-                };
-                let (attempt, metrics) = match report {
-                    Some((attempt, metrics)) => (Some(attempt), metrics),
-                    None => (None, Vec::new()),
-                };
-                if outbox.send(ToCoordinator::Heartbeat { attempt, metrics }).is_err() {
-                    break;
-                }
-                rt::sleep(interval).await;
-            }
-        })
+    let outbox = connection.outbox.clone();
+    let attempts: Arc<Mutex<BTreeMap<u64, RunningAttempt>>> = Arc::default();
+    let heartbeat = tokio::spawn(send_heartbeats(outbox.clone(), attempts.clone(), heartbeat_timeout / 4));
+    let session = Session { worker_id, tls: options.tls.clone(), plane: plane.clone(), outbox, attempts };
+    let reason = loop {
+        tokio::select! {
+            message = inbox.recv() => match message {
+                Some(message) => session.on_message(message).await,
+                None => break connection.ended.wait().await,
+            },
+            reason = connection.ended.wait() => break reason,
+        }
     };
-    // The coordinator pings; hearing nothing for this long means it (or the path to it) is gone.
-    let silence_limit = options.heartbeat_interval * 8;
-    let result = loop {
-        let message = match rt::timeout(silence_limit, read_message::<_, ToWorker>(&mut reader)).await {
-            Ok(Ok(Some(message))) => message,
-            Ok(Ok(None)) => break Ok(()),
-            Ok(Err(error)) => break Err(error),
-            Err(_) => break Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "coordinator silent")),
+    heartbeat.abort();
+    // Without a coordinator no attempt can complete a checkpoint: stop everything.
+    let running: Vec<(u64, RunningAttempt)> =
+        std::mem::take(&mut *session.attempts.lock().expect("attempts lock")).into_iter().collect();
+    for (attempt, running) in running {
+        plane.unwire(attempt);
+        stop(running).await;
+    }
+    SessionEnd::Lost(reason)
+}
+
+async fn send_heartbeats(
+    outbox: UnboundedSender<ToCoordinator>,
+    attempts: Arc<Mutex<BTreeMap<u64, RunningAttempt>>>,
+    interval: Duration,
+) {
+    loop {
+        let report = {
+            let attempts = attempts.lock().expect("attempts lock");
+            attempts.iter().next_back().map(|(attempt, running)| {
+                (*attempt, running.metrics.iter().map(|(slot, m)| (*slot, MetricsSnapshot::of(m))).collect())
+            })
         };
+        let (attempt, metrics) = match report {
+            Some((attempt, metrics)) => (Some(attempt), metrics),
+            None => (None, Vec::new()),
+        };
+        if outbox.send(ToCoordinator::Heartbeat { attempt, metrics }).is_err() {
+            break;
+        }
+        rt::sleep(interval).await;
+    }
+}
+
+/// What one registration needs to act on the coordinator's messages.
+#[derive(Clone)]
+struct Session {
+    worker_id: u64,
+    tls: TlsContext,
+    plane: Arc<DataPlane>,
+    outbox: UnboundedSender<ToCoordinator>,
+    attempts: Arc<Mutex<BTreeMap<u64, RunningAttempt>>>,
+}
+
+impl Session {
+    async fn on_message(&self, message: ToWorker) {
         match message {
-            ToWorker::Welcome { .. } => tracing::warn!("unexpected second welcome"),
-            ToWorker::Ping => {}
-            ToWorker::Deploy(deployment) => {
-                let attempt = deployment.attempt;
-                match deploy(worker_id, *deployment, &options.tls, wirings, &outbox).await {
-                    Ok(running) => {
-                        attempts.lock().expect("attempts lock").insert(attempt, running);
-                        let _ = outbox.send(ToCoordinator::Deployed { attempt });
-                    }
-                    Err(message) => {
-                        let _ = outbox.send(ToCoordinator::DeployFailed { attempt, message });
-                    }
+            ToWorker::Welcome { .. } | ToWorker::Refused { .. } => tracing::warn!("unexpected registration answer"),
+            ToWorker::Deploy(deployment) => match faultpoint::deploy_delivery(deployment.attempt_token) {
+                DeployDelivery::Now => self.deploy(*deployment).await,
+                DeployDelivery::After(delay) => {
+                    rt::sleep(delay).await;
+                    self.deploy(*deployment).await;
                 }
-            }
+                DeployDelivery::Held(release) => {
+                    // The message reaches this worker late, on this session's connection, after
+                    // the coordinator gave the attempt up: it is processed then, as this session
+                    // would have (and whatever it starts stops, the session being over).
+                    let session = self.clone();
+                    tokio::spawn(async move {
+                        release.notified().await;
+                        let attempt = deployment.attempt;
+                        session.deploy(*deployment).await;
+                        let running = session.attempts.lock().expect("attempts lock").remove(&attempt);
+                        session.plane.unwire(attempt);
+                        if let Some(running) = running {
+                            stop(running).await;
+                        }
+                    });
+                }
+            },
             ToWorker::Command { attempt, slot, command } => {
-                let attempts = attempts.lock().expect("attempts lock");
+                let attempts = self.attempts.lock().expect("attempts lock");
                 if let Some((commands, doorbell)) = attempts.get(&attempt).and_then(|a| a.commands.get(&slot)) {
                     let _ = commands.send(command);
                     doorbell.ring();
                 }
             }
             ToWorker::Cancel { attempt } => {
-                let running = attempts.lock().expect("attempts lock").remove(&attempt);
-                wirings.lock().expect("wirings lock").remove(&attempt);
+                let running = self.attempts.lock().expect("attempts lock").remove(&attempt);
+                self.plane.unwire(attempt);
                 if let Some(running) = running {
                     stop(running).await;
                 }
             }
         }
-    };
-    heartbeat.abort();
-    // Without a coordinator no attempt can complete a checkpoint: stop everything.
-    let running: Vec<RunningAttempt> =
-        std::mem::take(&mut *attempts.lock().expect("attempts lock")).into_values().collect();
-    wirings.lock().expect("wirings lock").clear();
-    for attempt in running {
-        stop(attempt).await;
     }
-    drop(outbox);
-    let _ = writer_task.await;
-    result
+
+    async fn deploy(&self, deployment: Deployment) {
+        let attempt = deployment.attempt;
+        if self.attempts.lock().expect("attempts lock").contains_key(&attempt) {
+            let message = format!("attempt {attempt} is already deployed on worker {}", self.worker_id);
+            let _ = self.outbox.send(ToCoordinator::DeployFailed { attempt, message });
+            return;
+        }
+        match deploy(self.worker_id, deployment, &self.tls, &self.plane, &self.outbox).await {
+            Ok(running) => {
+                self.attempts.lock().expect("attempts lock").insert(attempt, running);
+                let _ = self.outbox.send(ToCoordinator::Deployed { attempt });
+            }
+            Err(message) => {
+                self.plane.unwire(attempt);
+                let _ = self.outbox.send(ToCoordinator::DeployFailed { attempt, message });
+            }
+        }
+    }
 }
 
 async fn stop(running: RunningAttempt) {
@@ -194,11 +364,12 @@ async fn stop(running: RunningAttempt) {
     }
 }
 
+/// Starts this worker's slots of `deployment`. Anything that fails leaves nothing running.
 async fn deploy(
     worker_id: u64,
     deployment: Deployment,
     tls: &TlsContext,
-    wirings: &Wirings,
+    plane: &Arc<DataPlane>,
     outbox: &UnboundedSender<ToCoordinator>,
 ) -> Result<RunningAttempt, String> {
     let Deployment {
@@ -216,14 +387,20 @@ async fn deploy(
         ..
     } = deployment;
     let spec = Arc::new(spec);
+    let parallelism = spec.parallelism;
+    if placement.len() != parallelism
+        || slots.iter().any(|(slot, _)| placement.get(*slot).map(|p| p.worker_id) != Some(worker_id))
+    {
+        return Err(format!("deployment of attempt {attempt} does not match its placement on worker {worker_id}"));
+    }
     // Refuse a stale deployment before touching anything, including the data plane; then bring
     // the slots' output in line with the restored checkpoint and decode their state, all before
     // any slot starts, so that a failure here leaves nothing running.
     crate::deploy::fence_output(&spec, generation).map_err(|e| e.to_string())?;
     let mut prepared = Vec::with_capacity(slots.len());
     for (slot, snapshot) in slots {
-        recover_sinks(&spec, slot, restored_epoch, restored_attempt).map_err(|e| e.to_string())?;
-        weir_core::faultpoint::reached(weir_core::faultpoint::Moment::SinkRecovered).await;
+        recover_sinks(&spec, slot, restored_epoch, restored_attempt, generation).map_err(|e| e.to_string())?;
+        faultpoint::reached(faultpoint::Moment::SinkRecovered).await;
         let snapshot = if snapshot.is_empty() {
             SlotSnapshot::default()
         } else {
@@ -231,24 +408,29 @@ async fn deploy(
         };
         prepared.push((slot, snapshot));
     }
-    let slots = prepared;
-    let parallelism = spec.parallelism;
-    let local: Vec<usize> = slots.iter().map(|(slot, _)| *slot).collect();
-    let is_local = |slot: usize| placement[slot].worker_id == worker_id;
+    let local: Vec<usize> = prepared.iter().map(|(slot, _)| *slot).collect();
+    let workers: Vec<u64> = placement.iter().map(|p| p.worker_id).collect();
+    let is_local = |slot: usize| workers[slot] == worker_id;
     let doorbells: HashMap<usize, Arc<SlotDoorbell>> =
         local.iter().map(|&slot| (slot, Arc::new(SlotDoorbell::default()))).collect();
-    let mut wiring = crate::transport::AttemptWiring {
-        inbound: HashMap::new(),
-        credits: HashMap::new(),
-        doorbells: doorbells.clone(),
-    };
+
+    // Failures of the attempt's data connections go to the coordinator, which ends the attempt.
+    let (failure_sender, mut failure_queue) = mpsc::unbounded_channel::<String>();
+    let mut tasks = vec![{
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            while let Some(message) = failure_queue.recv().await {
+                let _ = outbox.send(ToCoordinator::LinkFailed { attempt, message });
+            }
+        })
+    }];
+    let failures = LinkFailures::new(failure_sender);
+    let mut wiring = AttemptWiring::new(worker_id, workers.clone(), exchange_credits, failures.clone());
+    wiring.doorbells = doorbells.clone();
     if parallelism > 1 {
         for &to in &local {
             for from in (0..parallelism).filter(|&from| !is_local(from)) {
-                wiring.inbound.insert(
-                    (from, to),
-                    crate::transport::Inbound::new(from, to, exchange_credits, doorbells[&to].clone()),
-                );
+                wiring.inbound.insert((from, to), Inbound::new(from, to, exchange_credits, doorbells[&to].clone()));
             }
         }
         for &from in &local {
@@ -258,11 +440,14 @@ async fn deploy(
         }
     }
     let wiring = Arc::new(wiring);
-    wirings.lock().expect("wirings lock").insert(attempt, wiring.clone());
+    plane.wire(attempt, wiring.clone());
+    let fail = |tasks: &[tokio::task::JoinHandle<()>], message: String| {
+        tasks.iter().for_each(|task| task.abort());
+        message
+    };
 
     // Outgoing data connections: one per remote worker that hosts a target slot.
-    let mut tasks = Vec::new();
-    let mut connections: HashMap<u64, UnboundedSender<DataFrame>> = HashMap::new();
+    let mut connections: HashMap<u64, (UnboundedSender<DataFrame>, Arc<str>)> = HashMap::new();
     if parallelism > 1 {
         let remote_workers: BTreeMap<u64, String> = placement
             .iter()
@@ -270,18 +455,25 @@ async fn deploy(
             .map(|p| (p.worker_id, p.data_address.clone()))
             .collect();
         for (remote, address) in remote_workers {
-            let stream = match connect(tls, &address).await {
+            let link: Arc<str> =
+                format!("data connection from worker {worker_id} to worker {remote} ({address})").into();
+            let stream = match connect(tls, &address, Role::Worker).await {
                 Ok(stream) => stream,
-                Err(e) => {
-                    wirings.lock().expect("wirings lock").remove(&attempt);
-                    tasks.iter().for_each(|task: &tokio::task::JoinHandle<()>| task.abort());
-                    return Err(format!("data connection to worker {remote} at {address}: {e}"));
-                }
+                Err(e) => return Err(fail(&tasks, format!("{link}: {e}"))),
             };
-            let (sender, task) =
-                spawn_data_connection(stream, Hello::Data { from_worker: worker_id, attempt }, wiring.clone());
-            connections.insert(remote, sender);
-            tasks.extend(task);
+            let (reader, mut writer) = tokio::io::split(stream);
+            if let Err(e) = write_message(&mut writer, &Hello::Data { from_worker: worker_id, attempt }).await {
+                return Err(fail(&tasks, format!("{link}: {e}")));
+            }
+            let connection =
+                Connection::spawn(reader.unsplit(writer), DATA_FRAME_BYTES_MAX, plane.link_timeout(), |reply| {
+                    let wiring = wiring.clone();
+                    move |frame: DataFrame| wiring.on_frame(remote, frame, &reply)
+                });
+            connections.insert(remote, (connection.outbox.clone(), link.clone()));
+            if !wiring.keep_link(connection, link.to_string()) {
+                return Err(fail(&tasks, format!("attempt {attempt} was cancelled while it deployed")));
+            }
         }
     }
 
@@ -311,20 +503,16 @@ async fn deploy(
 
     let mut running =
         RunningAttempt { commands: BTreeMap::new(), metrics: BTreeMap::new(), handles: Vec::new(), tasks };
-    for (slot, snapshot) in slots {
+    for (slot, snapshot) in prepared {
         let exchange = (parallelism > 1).then(|| {
             let senders: Vec<Box<dyn ExchangeTx<Bid>>> = (0..parallelism)
                 .map(|to| -> Box<dyn ExchangeTx<Bid>> {
                     if is_local(to) {
                         Box::new(local_channels[&(slot, to)].clone())
                     } else {
-                        let connection = connections[&placement[to].worker_id].clone();
-                        Box::new(crate::transport::RemoteSender::new(
-                            slot,
-                            to,
-                            wiring.credits[&(slot, to)].clone(),
-                            connection,
-                        ))
+                        let (connection, link) = connections[&workers[to]].clone();
+                        let credits = wiring.credits[&(slot, to)].clone();
+                        Box::new(RemoteSender::new(slot, to, credits, connection, failures.clone(), link))
                     }
                 })
                 .collect();
@@ -333,7 +521,7 @@ async fn deploy(
                     if is_local(from) {
                         Box::new(local_channels[&(from, slot)].clone())
                     } else {
-                        Box::new(crate::transport::RemoteReceiver(wiring.inbound[&(from, slot)].clone()))
+                        Box::new(RemoteReceiver(wiring.inbound[&(from, slot)].clone()))
                     }
                 })
                 .collect();
@@ -347,6 +535,7 @@ async fn deploy(
             spec: spec.clone(),
             slot,
             attempt: attempt_token,
+            generation,
             start_epoch,
             snapshot,
             exchange,
@@ -359,7 +548,6 @@ async fn deploy(
         match launched {
             Ok(handle) => running.handles.push(handle),
             Err(error) => {
-                wirings.lock().expect("wirings lock").remove(&attempt);
                 stop(running).await;
                 return Err(error.to_string());
             }
@@ -368,83 +556,57 @@ async fn deploy(
     Ok(running)
 }
 
-/// Runs a data connection: frames from the returned sender go out; frames that come in are
-/// handed to `wiring`. `hello` is sent first when this side opened the connection.
-fn spawn_data_connection(
-    stream: TlsStream,
-    hello: Hello,
-    wiring: Arc<crate::transport::AttemptWiring>,
-) -> (UnboundedSender<DataFrame>, Vec<tokio::task::JoinHandle<()>>) {
-    let (sender, mut frames) = mpsc::unbounded_channel::<DataFrame>();
-    let (mut reader, mut writer) = tokio::io::split(stream);
-    let writer_task = tokio::spawn(async move {
-        if write_message(&mut writer, &hello).await.is_err() {
-            return;
-        }
-        while let Some(frame) = frames.recv().await {
-            if write_message(&mut writer, &frame).await.is_err() {
-                break;
-            }
-        }
-    });
-    let reply = sender.clone();
-    let reader_task = tokio::spawn(async move {
-        while let Ok(Some(frame)) = read_message::<_, DataFrame>(&mut reader).await {
-            if let Err(error) = wiring.on_frame(frame, &reply) {
-                tracing::warn!(%error, "dropping data connection");
-                break;
-            }
-        }
-    });
-    (sender, vec![writer_task, reader_task])
-}
-
 /// Accepts data connections from other workers and serves them for their attempt.
-async fn accept_data_connections(listener: TlsListener, wirings: Wirings) {
+async fn accept_data_connections(mut listener: TlsListener, plane: Arc<DataPlane>) {
     loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
-        let wirings = wirings.clone();
-        tokio::spawn(async move {
-            let (mut reader, writer) = tokio::io::split(stream);
-            let Ok(Some(Hello::Data { from_worker, attempt })) = read_message::<_, Hello>(&mut reader).await else {
-                tracing::warn!(%peer, "data connection without a valid hello");
-                return;
-            };
-            // The peer may be faster than our own deployment of the attempt: wait for it briefly.
-            let mut wiring = None;
-            for _ in 0..200 {
-                wiring = wirings.lock().expect("wirings lock").get(&attempt).cloned();
-                if wiring.is_some() {
-                    break;
-                }
-                rt::sleep(Duration::from_millis(25)).await;
-            }
-            let Some(wiring) = wiring else {
-                tracing::warn!(%peer, from_worker, attempt, "data connection for an unknown attempt");
-                return;
-            };
-            let stream = reader.unsplit(writer);
-            serve_inbound(stream, wiring).await;
-        });
+        let accepted = listener.accept().await;
+        tokio::spawn(serve_inbound(accepted, plane.clone()));
     }
 }
 
-async fn serve_inbound(stream: TlsStream, wiring: Arc<crate::transport::AttemptWiring>) {
-    let (sender, mut frames) = mpsc::unbounded_channel::<DataFrame>();
+/// Serves one inbound data connection: checks who it is from and for what, waits for the
+/// attempt to be deployed here, and hands it to the attempt's wiring.
+async fn serve_inbound(accepted: Accepted, plane: Arc<DataPlane>) {
+    let Accepted { stream, address, peer } = accepted;
+    let refuse = |reason: &str| tracing::warn!(%address, subject = %peer.subject, "refused data connection: {reason}");
+    if let Err(reason) = peer.require(Role::Worker, "open a data connection") {
+        return refuse(&reason);
+    }
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let writer_task = tokio::spawn(async move {
-        while let Some(frame) = frames.recv().await {
-            if write_message(&mut writer, &frame).await.is_err() {
-                break;
+    let hello = read_message::<_, Hello>(&mut reader, ReadLimits::new(HELLO_BYTES_MAX, HELLO_TIMEOUT)).await;
+    let (from_worker, attempt) = match hello {
+        Ok(Some(Hello::Data { from_worker, attempt })) => (from_worker, attempt),
+        Ok(_) => return refuse("its first message is not a data hello"),
+        Err(error) => return refuse(&format!("bad hello: {error}")),
+    };
+    // The peer may be faster than this worker's own deployment of the attempt: the connection
+    // waits for it, kept alive meanwhile (the peer times out a silent connection).
+    let deadline = rt::now() + PENDING_INBOUND_MAX;
+    let wiring = loop {
+        let step = (plane.link_timeout() / 4).min(deadline.saturating_duration_since(rt::now()));
+        match plane.wait_for(attempt, step).await {
+            Ok(Some(wiring)) => break wiring,
+            Ok(None) if rt::now() < deadline => {
+                if let Err(error) = write_keepalive(&mut writer).await {
+                    return refuse(&format!("from worker {from_worker}, closed while it waited: {error}"));
+                }
+            }
+            Ok(None) | Err(()) => {
+                return refuse(&format!(
+                    "from worker {from_worker} for attempt {attempt}, which this worker does not run (cancelled, or not deployed within {PENDING_INBOUND_MAX:?})"
+                ))
             }
         }
-    });
-    while let Ok(Some(frame)) = read_message::<_, DataFrame>(&mut reader).await {
-        if let Err(error) = wiring.on_frame(frame, &sender) {
-            tracing::warn!(%error, "dropping data connection");
-            break;
-        }
+    };
+    if from_worker == wiring.worker_id || !wiring.placement.contains(&from_worker) {
+        faultpoint::protocol_violation(&format!("worker {from_worker} is not a peer in attempt {attempt}"));
+        return refuse(&format!("worker {from_worker} runs no slot of attempt {attempt}"));
     }
-    drop(sender);
-    writer_task.abort();
+    let link = format!("data connection from worker {from_worker} to worker {} ({address})", wiring.worker_id);
+    let connection = Connection::spawn(reader.unsplit(writer), DATA_FRAME_BYTES_MAX, plane.link_timeout(), |reply| {
+        let wiring = wiring.clone();
+        move |frame: DataFrame| wiring.on_frame(from_worker, frame, &reply)
+    });
+    // Dropped (closed) at once if the attempt was cancelled meanwhile.
+    wiring.keep_link(connection, link);
 }

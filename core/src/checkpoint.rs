@@ -8,14 +8,16 @@
 //! A checkpoint is complete iff its `_metadata` exists. Restore walks complete checkpoints from
 //! the newest down and takes the first whose metadata and files all verify; a corrupt or
 //! partial one is skipped with a warning. Storage is any `object_store` backend: a local
-//! directory (the default), in-memory for tests, S3 and the simulated store later.
+//! directory (the default: [`LocalDirStore`], durable before a put returns), in-memory for
+//! tests and the simulator, S3 later.
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectStore, PutMode, PutPayload, UpdateVersion};
+
+use crate::local_store::LocalDirStore;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use thiserror::Error;
@@ -65,6 +67,12 @@ pub enum CheckpointError {
         path: String,
         /// What failed to verify.
         reason: String,
+    },
+    /// A conditional write lost a race: the record changed since it was read (or exists).
+    #[error("job record {path} was changed by another writer")]
+    Conflict {
+        /// Which record.
+        path: String,
     },
 }
 
@@ -164,6 +172,8 @@ pub struct RestoreRecord {
 
 /// The job record holding the lineage.
 const LINEAGE: &str = "_lineage";
+/// The job record naming the newest complete checkpoint.
+const LATEST: &str = "_latest";
 
 /// Whether checkpoint `metadata` may still be restored after the restores of `lineage`.
 pub fn in_lineage(lineage: &[RestoreRecord], metadata: &CheckpointMetadata) -> bool {
@@ -221,10 +231,8 @@ impl CheckpointStore {
                 }
                 None => location,
             };
-            std::fs::create_dir_all(path).map_err(|e| location_error(format!("cannot create directory: {e}")))?;
-            let local = LocalFileSystem::new_with_prefix(path)
-                .map_err(|e| location_error(format!("cannot open directory: {e}")))?
-                .with_automatic_cleanup(true);
+            let local = LocalDirStore::new(std::path::Path::new(path))
+                .map_err(|e| location_error(format!("cannot create directory: {e}")))?;
             Arc::new(local)
         };
         Ok(Self::with_store(store, job_id))
@@ -342,10 +350,22 @@ impl CheckpointStore {
         &self,
         lineage: &[RestoreRecord],
     ) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
-        let (complete, _) = self.list_checkpoints().await?;
+        let (mut complete, _) = self.list_checkpoints().await?;
+        // A listing may lag behind writes; the newest-checkpoint record does not (a get reads
+        // what was put). Without it, a restore that cannot see the newest checkpoint yet
+        // would roll back output that checkpoint let sinks commit.
+        let hinted = self.latest_hint().await?.filter(|latest| !complete.contains(latest));
+        complete.extend(hinted);
+        complete.sort_unstable();
         let mut skipped = Vec::new();
         for &id in complete.iter().rev() {
-            match self.load(id).await {
+            let loaded = self.load(id).await;
+            if Some(id) == hinted
+                && matches!(&loaded, Err(CheckpointError::Corrupt { reason, .. }) if reason == "_metadata is missing")
+            {
+                continue; // the record names a checkpoint deleted since (by a restore)
+            }
+            match loaded {
                 Ok(restored) if in_lineage(lineage, &restored.metadata) => return Ok((Some(restored), skipped)),
                 Ok(_) => {
                     tracing::warn!(checkpoint = id, "deleting a checkpoint an earlier restore rolled back");
@@ -376,6 +396,22 @@ impl CheckpointStore {
         let encoded = serde_json::to_vec(&lineage).expect("a lineage always serializes");
         self.put_job_record(LINEAGE, encoded).await?;
         Ok((restored, skipped))
+    }
+
+    /// Records `checkpoint` as the newest complete one (after its `_metadata`, before any
+    /// sink commits what it covers).
+    pub async fn record_latest(&self, checkpoint: u64) -> Result<(), CheckpointError> {
+        self.put_job_record(LATEST, checkpoint.to_string().into_bytes()).await
+    }
+
+    /// The checkpoint [`Self::record_latest`] recorded last, if any.
+    async fn latest_hint(&self) -> Result<Option<u64>, CheckpointError> {
+        let Some(bytes) = self.get_job_record(LATEST).await? else { return Ok(None) };
+        let latest = std::str::from_utf8(&bytes).ok().and_then(|text| text.trim().parse::<u64>().ok());
+        latest.map(Some).ok_or_else(|| CheckpointError::CorruptRecord {
+            path: self.record_path(LATEST),
+            reason: format!("not a checkpoint id: {:?}", String::from_utf8_lossy(&bytes)),
+        })
     }
 
     /// The restores recorded so far.
@@ -467,6 +503,62 @@ impl CheckpointStore {
             .await
             .map_err(|source| CheckpointError::Store { operation: "put", path: path.to_string(), source })?;
         Ok(())
+    }
+
+    /// Job record `name` with the version to update it from ([`Self::put_job_record_if`]);
+    /// `None` if it does not exist.
+    pub async fn get_job_record_versioned(
+        &self,
+        name: &str,
+    ) -> Result<Option<(Bytes, UpdateVersion)>, CheckpointError> {
+        let path = self.job_root.child(name);
+        let result = match self.store.get(&path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(CheckpointError::Store { operation: "get", path: path.to_string(), source }),
+        };
+        let version = UpdateVersion { e_tag: result.meta.e_tag.clone(), version: result.meta.version.clone() };
+        let framed = result.bytes().await.map_err(|source| CheckpointError::Store {
+            operation: "read",
+            path: path.to_string(),
+            source,
+        })?;
+        match unframe_record(&framed) {
+            Ok(content) => Ok(Some((framed.slice_ref(content), version))),
+            Err(reason) => Err(CheckpointError::CorruptRecord { path: path.to_string(), reason }),
+        }
+    }
+
+    /// Stores job record `name` only if it is unchanged since it was read at `version` (`None`:
+    /// only if it does not exist): a compare-and-swap on the checkpoint store. Losing the race
+    /// is [`CheckpointError::Conflict`].
+    pub async fn put_job_record_if(
+        &self,
+        name: &str,
+        content: Vec<u8>,
+        version: Option<UpdateVersion>,
+    ) -> Result<(), CheckpointError> {
+        let path = self.job_root.child(name);
+        let mode = match version {
+            None => PutMode::Create,
+            Some(version) => PutMode::Update(version),
+        };
+        match self.store.put_opts(&path, PutPayload::from(frame_record(content)), mode.into()).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                Err(CheckpointError::Conflict { path: path.to_string() })
+            }
+            Err(source) => Err(CheckpointError::Store { operation: "put", path: path.to_string(), source }),
+        }
+    }
+
+    /// Deletes job record `name` (absent is fine).
+    pub async fn delete_job_record(&self, name: &str) -> Result<(), CheckpointError> {
+        let path = self.job_root.child(name);
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(CheckpointError::Store { operation: "delete", path: path.to_string(), source }),
+        }
     }
 
     /// Does job record `name` exist? (Markers such as `_finished` are judged by existence alone.)

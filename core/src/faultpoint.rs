@@ -36,17 +36,29 @@ pub enum PlantedBug {
     CheckpointCompleteEarly,
     /// Restore accepts a state file whose checksum does not match its metadata.
     RestoreIgnoresChecksum,
+    /// The local checkpoint store makes only `_metadata` durable, not the state files it
+    /// names: a crash can leave a complete-looking checkpoint without its state.
+    StoreSkipsFsync,
+    /// A failed data connection between two workers is not reported: the attempt carries on
+    /// without the link (the behaviour before link failures ended attempts).
+    LinkFailureSwallowed,
+    /// The output fence accepts every deployment generation, so a stale deployment can roll
+    /// the output back.
+    FenceAcceptsAll,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 6] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::SinkCommitsEarly,
         PlantedBug::SnapshotBeforeEpochComplete,
         PlantedBug::RestoreSkipsRewind,
         PlantedBug::ReceiverFrontierEarly,
         PlantedBug::CheckpointCompleteEarly,
         PlantedBug::RestoreIgnoresChecksum,
+        PlantedBug::StoreSkipsFsync,
+        PlantedBug::LinkFailureSwallowed,
+        PlantedBug::FenceAcceptsAll,
     ];
 
     /// The bug's command-line name.
@@ -58,6 +70,9 @@ impl PlantedBug {
             PlantedBug::ReceiverFrontierEarly => "receiver-frontier-early",
             PlantedBug::CheckpointCompleteEarly => "checkpoint-complete-early",
             PlantedBug::RestoreIgnoresChecksum => "restore-ignores-checksum",
+            PlantedBug::StoreSkipsFsync => "store-skips-fsync",
+            PlantedBug::LinkFailureSwallowed => "link-failure-swallowed",
+            PlantedBug::FenceAcceptsAll => "fence-accepts-all",
         }
     }
 
@@ -95,6 +110,19 @@ mod state {
         /// Armed kills, by arming number.
         pub(super) kills: BTreeMap<u64, Kill>,
         pub(super) next_kill: u64,
+        /// Pairs of node addresses whose connections are slowed, with the delay per write.
+        pub(super) slow_links: Vec<((std::net::IpAddr, std::net::IpAddr), std::time::Duration)>,
+        /// The next `Deploy` a worker receives is processed this much later.
+        pub(super) next_deploy_delay: Option<std::time::Duration>,
+        /// The next `Deploy` any worker receives is held back (set aside) until another
+        /// attempt commits output.
+        pub(super) hold_next_deploy: bool,
+        /// The held `Deploy`: its attempt token and what releases it.
+        pub(super) held_deploy: Option<(u64, std::sync::Arc<tokio::sync::Notify>)>,
+        /// Another attempt has committed output since the `Deploy` was held.
+        pub(super) held_deploy_overtaken: bool,
+        /// Protocol violations seen (an honest cluster has none).
+        pub(super) violations: Vec<String>,
     }
 
     /// A kill armed for the `skip + 1`-th time `node` reaches `moment`.
@@ -113,6 +141,8 @@ mod state {
         pub(super) addresses: (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
         /// Reset by the simulator: every read and write fails from now on.
         pub(super) reset: bool,
+        /// Stalled by the simulator: writes from this end wait until it is healed.
+        pub(super) stalled: bool,
         /// The tasks waiting to read and to write, woken by a reset.
         pub(super) wakers: [Option<std::task::Waker>; 2],
     }
@@ -127,6 +157,12 @@ mod state {
             commit_observer: None,
             kills: BTreeMap::new(),
             next_kill: 0,
+            slow_links: Vec::new(),
+            next_deploy_delay: None,
+            hold_next_deploy: false,
+            held_deploy: None,
+            held_deploy_overtaken: false,
+            violations: Vec::new(),
         });
         STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -265,7 +301,7 @@ fn kill_if_armed(moment: Moment) -> bool {
         };
         injected.kills.remove(&id).expect("armed").fired
     };
-    tokio::madsim::runtime::Handle::current().kill(node);
+    crash_node(node);
     fired.notify_one();
     true
 }
@@ -301,7 +337,14 @@ pub type CommitObserver = std::sync::Arc<dyn Fn(&std::path::Path, u64, u64) + Se
 pub fn committing(dir: &std::path::Path, attempt: u64, newest: u64) {
     #[cfg(madsim)]
     {
-        let observer = state::injected().commit_observer.clone();
+        let observer = {
+            let mut injected = state::injected();
+            // Another attempt commits: the held `Deploy` is now stale.
+            if injected.held_deploy.as_ref().is_some_and(|(held, _)| *held != attempt) {
+                injected.held_deploy_overtaken = true;
+            }
+            injected.commit_observer.clone()
+        };
         if let Some(observer) = observer {
             observer(dir, attempt, newest);
         }
@@ -310,6 +353,27 @@ pub fn committing(dir: &std::path::Path, attempt: u64, newest: u64) {
     {
         let _ = (dir, attempt, newest);
     }
+}
+
+/// A peer broke the protocol (`message` says how). The engine treats it as an error of the
+/// attempt (never a panic); the simulator, where every peer is honest, also records it so that
+/// the run fails: an honest cluster never violates its own protocol.
+#[inline(always)]
+pub fn protocol_violation(message: &str) {
+    #[cfg(madsim)]
+    {
+        state::injected().violations.push(message.to_string());
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = message;
+    }
+}
+
+/// The protocol violations recorded in this run.
+#[cfg(madsim)]
+pub fn protocol_violations() -> Vec<String> {
+    state::injected().violations.clone()
 }
 
 /// Tells `observer` of every sink commit from now on (until the next [`reset`]).
@@ -343,10 +407,21 @@ pub fn split_stalled(split: usize) -> bool {
 /// One end of a network connection, registered so that the simulator can reset it: the
 /// connection wrapper asks [`LinkFault::poll_reset`] before every read and write. Outside the
 /// simulator it is empty and never reset.
-#[derive(Debug)]
 pub struct LinkFault {
     #[cfg(madsim)]
     id: u64,
+    /// The pair of addresses (for slowed links).
+    #[cfg(madsim)]
+    ends: Option<(std::net::IpAddr, std::net::IpAddr)>,
+    /// A write being slowed down.
+    #[cfg(madsim)]
+    delay: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+impl fmt::Debug for LinkFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LinkFault")
+    }
 }
 
 /// Which way a connection is used (a reset wakes a task blocked either way).
@@ -367,10 +442,12 @@ impl LinkFault {
             let id = injected.next_link;
             injected.next_link += 1;
             let node = tokio::madsim::plugin::node();
-            injected
-                .links
-                .insert(id, state::Link { node, addresses: (local, peer), reset: false, wakers: [None, None] });
-            LinkFault { id }
+            injected.links.insert(
+                id,
+                state::Link { node, addresses: (local, peer), reset: false, stalled: false, wakers: [None, None] },
+            );
+            let ends = local.zip(peer).map(|(local, peer)| (local.ip(), peer.ip()));
+            LinkFault { id, ends, delay: None }
         }
         #[cfg(not(madsim))]
         {
@@ -399,6 +476,67 @@ impl LinkFault {
         {
             let _ = (context, direction);
             false
+        }
+    }
+
+    /// May a write go ahead now? `Ready(true)`: the connection was reset; `Ready(false)`: go
+    /// ahead; `Pending`: the simulator stalls or slows this end's writes (the task of `context`
+    /// is woken when it may try again). Always `Ready(false)` outside the simulator.
+    #[inline(always)]
+    pub fn poll_write_gate(&mut self, context: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+        #[cfg(madsim)]
+        {
+            use std::task::Poll;
+            let slow = {
+                let mut injected = state::injected();
+                let slow = self.ends.and_then(|(a, b)| {
+                    injected
+                        .slow_links
+                        .iter()
+                        .find(|((x, y), _)| (*x, *y) == (a, b) || (*x, *y) == (b, a))
+                        .map(|(_, d)| *d)
+                });
+                let replaced = match injected.links.get_mut(&self.id) {
+                    Some(link) if link.reset => return Poll::Ready(true),
+                    Some(link) if link.stalled => {
+                        let replaced = link.wakers[LinkDirection::Write as usize].replace(context.waker().clone());
+                        drop(injected);
+                        drop(replaced);
+                        return Poll::Pending;
+                    }
+                    Some(link) => link.wakers[LinkDirection::Write as usize].replace(context.waker().clone()),
+                    None => None,
+                };
+                drop(injected);
+                drop(replaced);
+                slow
+            };
+            match (&mut self.delay, slow) {
+                (Some(delay), _) => match std::future::Future::poll(delay.as_mut(), context) {
+                    Poll::Ready(()) => {
+                        self.delay = None;
+                        Poll::Ready(false)
+                    }
+                    Poll::Pending => Poll::Pending,
+                },
+                (None, Some(slow)) => {
+                    let mut delay: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+                        Box::pin(crate::rt::true_sleep(slow));
+                    match std::future::Future::poll(delay.as_mut(), context) {
+                        Poll::Ready(()) => Poll::Ready(false),
+                        Poll::Pending => {
+                            self.delay = Some(delay);
+                            Poll::Pending
+                        }
+                    }
+                }
+                (None, None) => Poll::Ready(false),
+            }
+        }
+        #[cfg(not(madsim))]
+        {
+            let _ = context;
+            std::task::Poll::Ready(false)
         }
     }
 }
@@ -440,6 +578,182 @@ pub fn reset_links(node: tokio::madsim::task::NodeId) -> usize {
         waker.wake();
     }
     count
+}
+
+/// The oldest open connection between addresses `a` and `b`: its two ends (the one on `a`
+/// first; the other end is missing while not yet registered).
+#[cfg(madsim)]
+fn connection_between(
+    injected: &state::Injected,
+    a: std::net::IpAddr,
+    b: std::net::IpAddr,
+) -> Option<(u64, Option<u64>)> {
+    let (&id, link) = injected.links.iter().find(|(_, link)| {
+        !link.reset && matches!(link.addresses, (Some(local), Some(peer)) if local.ip() == a && peer.ip() == b)
+    })?;
+    let peer_end = injected
+        .links
+        .iter()
+        .find(|(_, other)| other.addresses == (link.addresses.1, link.addresses.0))
+        .map(|(&id, _)| id);
+    Some((id, peer_end))
+}
+
+/// Resets one connection between the nodes at `a` and `b` (the oldest open one), both ends, as
+/// a TCP RST on that connection alone would. Returns whether there was one.
+#[cfg(madsim)]
+pub fn reset_link(a: std::net::IpAddr, b: std::net::IpAddr) -> bool {
+    let mut wakers = Vec::new();
+    let found = {
+        let mut injected = state::injected();
+        let Some((end, peer_end)) = connection_between(&injected, a, b).or_else(|| connection_between(&injected, b, a))
+        else {
+            return false;
+        };
+        for id in std::iter::once(end).chain(peer_end) {
+            if let Some(link) = injected.links.get_mut(&id) {
+                link.reset = true;
+                wakers.extend(link.wakers.iter_mut().filter_map(Option::take));
+            }
+        }
+        true
+    };
+    for waker in wakers {
+        waker.wake();
+    }
+    found
+}
+
+/// Stalls one direction of one connection: writes from `from` to `to` on the oldest open
+/// connection between them wait (everything else flows) until [`unstall_links`]. Returns
+/// whether there was such a connection.
+#[cfg(madsim)]
+pub fn stall_link(from: std::net::IpAddr, to: std::net::IpAddr) -> bool {
+    let mut injected = state::injected();
+    let Some((end, _)) = connection_between(&injected, from, to) else { return false };
+    injected.links.get_mut(&end).expect("found").stalled = true;
+    true
+}
+
+/// Ends every stall.
+#[cfg(madsim)]
+pub fn unstall_links() {
+    let wakers: Vec<std::task::Waker> = {
+        let mut injected = state::injected();
+        injected
+            .links
+            .values_mut()
+            .filter_map(|link| {
+                let was_stalled = std::mem::replace(&mut link.stalled, false);
+                if was_stalled {
+                    link.wakers[LinkDirection::Write as usize].take()
+                } else {
+                    None
+                }
+            })
+            .collect()
+    };
+    for waker in wakers {
+        waker.wake();
+    }
+}
+
+/// Slows every write on connections between `a` and `b` (either way) by `delay`, until
+/// [`heal_slow_links`].
+#[cfg(madsim)]
+pub fn slow_link(a: std::net::IpAddr, b: std::net::IpAddr, delay: std::time::Duration) {
+    state::injected().slow_links.push(((a, b), delay));
+}
+
+/// Ends every slowdown.
+#[cfg(madsim)]
+pub fn heal_slow_links() {
+    state::injected().slow_links.clear();
+}
+
+/// How a worker is to process a `Deploy` it just received.
+#[derive(Debug)]
+pub enum DeployDelivery {
+    /// Now.
+    Now,
+    /// After this delay (a slow deployment: the worker's connection to the coordinator waits).
+    After(std::time::Duration),
+    /// Set aside until the notification fires (the message reaches the worker late, after newer
+    /// ones): the simulator's aimed stale deployment.
+    Held(std::sync::Arc<tokio::sync::Notify>),
+}
+
+/// The simulator's say on a `Deploy` of attempt `attempt_token` reaching this node: outside the
+/// simulator always [`DeployDelivery::Now`].
+#[inline(always)]
+pub fn deploy_delivery(attempt_token: u64) -> DeployDelivery {
+    #[cfg(madsim)]
+    {
+        let node = tokio::madsim::plugin::node();
+        let mut injected = state::injected();
+        if let Some(delay) = injected.next_deploy_delay.take() {
+            drop(injected);
+            crate::rt::trace(&format!("deploy of attempt {attempt_token:016x} delayed {delay:?}"));
+            return DeployDelivery::After(delay);
+        }
+        if std::mem::take(&mut injected.hold_next_deploy) {
+            let release = std::sync::Arc::new(tokio::sync::Notify::new());
+            injected.held_deploy = Some((attempt_token, release.clone()));
+            drop(injected);
+            crate::rt::trace(&format!("held the deploy of attempt {attempt_token:016x}"));
+            // The node's connections break, so that the coordinator gives the attempt up at once
+            // and deploys a newer one, which the held message then arrives after.
+            reset_links(node);
+            return DeployDelivery::Held(release);
+        }
+        DeployDelivery::Now
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = attempt_token;
+        DeployDelivery::Now
+    }
+}
+
+/// Makes the next `Deploy` a worker receives wait `delay` before it is processed.
+#[cfg(madsim)]
+pub fn delay_next_deploy(delay: std::time::Duration) {
+    state::injected().next_deploy_delay = Some(delay);
+}
+
+/// Holds back the next `Deploy` any worker receives until [`release_held_deploy`] (the
+/// simulator releases it once [`held_deploy_overtaken`]).
+#[cfg(madsim)]
+pub fn hold_next_deploy() {
+    state::injected().hold_next_deploy = true;
+}
+
+/// Has another attempt committed output since a `Deploy` was held (so that delivering it now
+/// delivers it stale)?
+#[cfg(madsim)]
+pub fn held_deploy_overtaken() -> bool {
+    state::injected().held_deploy_overtaken
+}
+
+/// Disarms the hold, and delivers a held `Deploy` now.
+#[cfg(madsim)]
+pub fn release_held_deploy() {
+    let release = {
+        let mut injected = state::injected();
+        injected.hold_next_deploy = false;
+        injected.held_deploy.as_ref().map(|(_, release)| release.clone())
+    };
+    if let Some(release) = release {
+        release.notify_one();
+    }
+}
+
+/// Kills simulated node `node` as a machine crash: its tasks stop, and what it wrote to files
+/// without making it durable is lost or torn ([`crate::fs`]).
+#[cfg(madsim)]
+pub fn crash_node(node: tokio::madsim::task::NodeId) {
+    tokio::madsim::runtime::Handle::current().kill(node);
+    crate::fs::sim::crash(node);
 }
 
 /// Starts a simulated run with nothing injected and `bug` (if any) planted. Node clocks are

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::bid::BID_HEADER;
+use crate::fs;
 use crate::generator::GeneratorConfig;
 use crate::keygroup::{mix64, MAX_PARALLELISM};
 
@@ -146,18 +147,16 @@ impl BidsJobSpec {
 /// files of a directory sorted by name. Each file's header is checked.
 pub fn resolve_input_files(path: &Path) -> Result<Vec<PathBuf>, SpecError> {
     let input_error = |reason: String| SpecError::Input { path: path.to_path_buf(), reason };
-    let metadata = std::fs::metadata(path).map_err(|e| {
+    let metadata = fs::metadata(path).map_err(|e| {
         input_error(format!("cannot read it ({e}); pass an existing CSV file or a directory of CSV files"))
     })?;
     let mut files = Vec::new();
-    if metadata.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(|e| input_error(format!("cannot list directory: {e}")))?;
+    if metadata.is_dir {
+        let entries = fs::read_dir(path).map_err(|e| input_error(format!("cannot list directory: {e}")))?;
         for entry in entries {
-            let entry = entry.map_err(|e| input_error(format!("cannot list directory: {e}")))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-            if is_file && !name.starts_with('.') && !name.starts_with('_') && name.ends_with(".csv") {
-                files.push(entry.path());
+            let name = &entry.name;
+            if !entry.is_dir && !name.starts_with('.') && !name.starts_with('_') && name.ends_with(".csv") {
+                files.push(entry.path);
             }
         }
         files.sort();
@@ -175,7 +174,7 @@ pub fn resolve_input_files(path: &Path) -> Result<Vec<PathBuf>, SpecError> {
 
 fn check_header(file: &Path) -> Result<(), SpecError> {
     let input_error = |reason: String| SpecError::Input { path: file.to_path_buf(), reason };
-    let handle = std::fs::File::open(file).map_err(|e| input_error(format!("cannot open: {e}")))?;
+    let handle = fs::File::open(file).map_err(|e| input_error(format!("cannot open: {e}")))?;
     let mut first = Vec::new();
     BufReader::new(handle).read_until(b'\n', &mut first).map_err(|e| input_error(format!("cannot read: {e}")))?;
     let header = String::from_utf8_lossy(&first);

@@ -4,7 +4,8 @@
 //! the time model ([`time`]: epochs × event time as one timely timestamp), records and their
 //! codecs ([`bid`], [`codec`]), the rules of event time ([`watermark`], [`window`]), key groups
 //! ([`keygroup`]), the job specification ([`job`]), checkpoint storage over `object_store`
-//! ([`checkpoint`]), the runtime seam ([`rt`]) and the simulator's fault points ([`faultpoint`]). It never touches sockets or spawns threads:
+//! ([`checkpoint`], [`local_store`]), the runtime seam ([`rt`]), the storage seam for files
+//! ([`fs`]) and the simulator's fault points ([`faultpoint`]). It never touches sockets or spawns threads:
 //! everything here is deterministic given its inputs, which is what lets the simulator and
 //! the sequential reference reuse it unchanged.
 #![forbid(unsafe_code)]
@@ -14,9 +15,11 @@ pub mod bid;
 pub mod checkpoint;
 pub mod codec;
 pub mod faultpoint;
+pub mod fs;
 pub mod generator;
 pub mod job;
 pub mod keygroup;
+pub mod local_store;
 pub mod rt;
 pub mod time;
 pub mod watermark;

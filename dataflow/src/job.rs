@@ -34,6 +34,8 @@ pub struct SlotSetup {
     pub slot: usize,
     /// The deployment attempt (fences staged output of lost attempts).
     pub attempt: u64,
+    /// The deployment generation (fences commits of stale deployments).
+    pub generation: u64,
     /// The job.
     pub spec: Arc<BidsJobSpec>,
     /// The first epoch (restored checkpoint + 1, or 1).
@@ -85,6 +87,7 @@ pub fn build_bids_dataflow(worker: &mut Worker, setup: SlotSetup) -> SlotControl
     let SlotSetup {
         slot,
         attempt,
+        generation: _,
         spec,
         start_epoch,
         splits,

@@ -9,10 +9,14 @@
 //! committed), so a recovery may re-commit freely. On recovery from checkpoint `n`,
 //! [`recover`] commits what checkpoint `n` covers, aborts staged epochs after `n`, and retracts
 //! committed epochs after `n` (possible only when a newer checkpoint was found corrupt).
+//!
+//! Every commit is fenced twice: by attempt (only the committing attempt's staged files are
+//! taken) and by deployment generation ([`OutputFence`]: a deployment older than the newest
+//! that claimed the output commits nothing). All file I/O goes through the storage seam
+//! ([`weir_core::fs`]).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -23,6 +27,8 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use weir_core::bid::{write_bid_csv, write_csv_field, write_integer, BID_HEADER};
+use weir_core::faultpoint::{self, PlantedBug};
+use weir_core::fs::{self, File};
 use weir_core::time::{Epoch, Time};
 use weir_core::Bid;
 
@@ -122,17 +128,94 @@ pub fn parse_committed(name: &str) -> Option<(Epoch, usize)> {
     Some((epoch.parse().ok()?, slot.parse().ok()?))
 }
 
-/// Creates a sink directory and its staging directory.
-pub fn prepare(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir.join(STAGING_DIR))
+/// The output fence of a job: `<output>/_fence` holds the newest deployment generation that
+/// has claimed the output. A deployment claims it before it touches any sink file
+/// ([`OutputFence::claim`]) and checks it before every commit ([`OutputFence::check`]), so that
+/// a stale deployment — one that reaches a worker after a newer one started, when a partition
+/// heals — can neither roll the output back nor commit into it.
+#[derive(Clone, Debug)]
+pub struct OutputFence {
+    output: PathBuf,
+    generation: u64,
 }
 
-/// Commits every epoch `<= through` that `slot` staged in attempt `attempt`. Returns how many
-/// files were committed. Files of other attempts are never committed here: a slot of a lost
-/// attempt that still runs somewhere (a partitioned worker) stages under its own name, so it
-/// can neither overwrite nor commit the current attempt's output.
-pub fn commit_through(dir: &Path, slot: usize, attempt: u64, through: Epoch) -> io::Result<usize> {
+/// The name of the fence file in a job's output directory.
+pub const FENCE: &str = "_fence";
+
+impl OutputFence {
+    /// The fence of output directory `output`, as deployment generation `generation` sees it.
+    pub fn new(output: &Path, generation: u64) -> Self {
+        OutputFence { output: output.to_path_buf(), generation }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.output.join(FENCE)
+    }
+
+    fn current(&self) -> io::Result<u64> {
+        match fs::read_to_string(&self.path()) {
+            Ok(text) => text.trim().parse::<u64>().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is unreadable; delete it", self.path().display()),
+                )
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn stale(&self, current: u64) -> io::Error {
+        io::Error::other(format!(
+            "stale deployment: generation {} is older than generation {current}, which already claimed the output",
+            self.generation
+        ))
+    }
+
+    /// Claims the output for this generation: refused if a newer one has claimed it; otherwise
+    /// the fence is raised to this generation, atomically (under the fence's lock, replaced by
+    /// rename) and durably.
+    pub fn claim(&self) -> io::Result<()> {
+        if faultpoint::planted(PlantedBug::FenceAcceptsAll) {
+            return fs::write_durable(&self.path(), self.generation.to_string().as_bytes());
+        }
+        let _lock = fs::lock(&self.output.join(".fence.lock"))?;
+        let current = self.current()?;
+        if current > self.generation {
+            return Err(self.stale(current));
+        }
+        if current < self.generation {
+            fs::write_durable(&self.path(), self.generation.to_string().as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Refuses if a newer generation has claimed the output since this one did.
+    pub fn check(&self) -> io::Result<()> {
+        if faultpoint::planted(PlantedBug::FenceAcceptsAll) {
+            return Ok(());
+        }
+        let current = self.current()?;
+        if current > self.generation {
+            return Err(self.stale(current));
+        }
+        Ok(())
+    }
+}
+
+/// Creates a sink directory and its staging directory, durably.
+pub fn prepare(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all_durable(&dir.join(STAGING_DIR))
+}
+
+/// Commits every epoch `<= through` that `slot` staged in attempt `attempt`, if `fence` still
+/// lets this deployment write. Returns how many files were committed. Files of other attempts
+/// are never committed here: a slot of a lost attempt that still runs somewhere (a partitioned
+/// worker) stages under its own name, so it can neither overwrite nor commit the current
+/// attempt's output.
+pub fn commit_through(dir: &Path, slot: usize, attempt: u64, through: Epoch, fence: &OutputFence) -> io::Result<usize> {
     weir_core::faultpoint::sink_commit_fault()?;
+    fence.check()?;
     let commits: Vec<(Epoch, PathBuf)> = staged_files(dir, slot)?
         .into_iter()
         .filter(|&(epoch, file_attempt, _)| file_attempt == attempt && epoch <= through)
@@ -143,11 +226,12 @@ pub fn commit_through(dir: &Path, slot: usize, attempt: u64, through: Epoch) -> 
     }
     let mut committed = 0;
     for (epoch, staged) in commits {
-        fs::rename(&staged, dir.join(committed_name(epoch, slot)))?;
+        fs::rename(&staged, &dir.join(committed_name(epoch, slot)))?;
         committed += 1;
     }
     if committed > 0 {
-        File::open(dir)?.sync_all()?;
+        fs::sync_dir(dir)?;
+        fs::sync_dir(&dir.join(STAGING_DIR))?;
     }
     Ok(committed)
 }
@@ -167,23 +251,33 @@ pub struct Recovery {
 /// which attempt `restored_attempt` completed: its staged epochs `<= restored` are committed
 /// (every earlier attempt's were committed when that attempt started), every other staged file
 /// is deleted, and committed epochs after `restored` are retracted.
-pub fn recover(dir: &Path, slot: usize, restored: Epoch, restored_attempt: u64) -> io::Result<Recovery> {
+pub fn recover(
+    dir: &Path,
+    slot: usize,
+    restored: Epoch,
+    restored_attempt: u64,
+    fence: &OutputFence,
+) -> io::Result<Recovery> {
     let mut report =
-        Recovery { committed: commit_through(dir, slot, restored_attempt, restored)?, ..Default::default() };
+        Recovery { committed: commit_through(dir, slot, restored_attempt, restored, fence)?, ..Default::default() };
     for (_, _, staged) in staged_files(dir, slot)? {
-        fs::remove_file(staged)?;
+        fs::remove_file(&staged)?;
         report.aborted += 1;
     }
     for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some((epoch, file_slot)) = parse_committed(&name) {
+        if let Some((epoch, file_slot)) = parse_committed(&entry.name) {
             if file_slot == slot && epoch > restored {
-                tracing::warn!(file = %entry.path().display(), restored, "retracting output committed after the restored checkpoint");
-                fs::remove_file(entry.path())?;
+                tracing::warn!(file = %entry.path.display(), restored, "retracting output committed after the restored checkpoint");
+                fs::remove_file(&entry.path)?;
                 report.retracted += 1;
             }
         }
+    }
+    if report.aborted > 0 {
+        fs::sync_dir(&dir.join(STAGING_DIR))?;
+    }
+    if report.retracted > 0 {
+        fs::sync_dir(dir)?;
     }
     Ok(report)
 }
@@ -197,10 +291,9 @@ fn staged_files(dir: &Path, slot: usize) -> io::Result<Vec<(Epoch, u64, PathBuf)
         Err(e) => return Err(e),
     };
     for entry in entries {
-        let entry = entry?;
-        if let Some((epoch, file_slot, attempt)) = parse_staged(&entry.file_name().to_string_lossy()) {
+        if let Some((epoch, file_slot, attempt)) = parse_staged(&entry.name) {
             if file_slot == slot {
-                files.push((epoch, attempt, entry.path()));
+                files.push((epoch, attempt, entry.path));
             }
         }
     }
@@ -281,7 +374,7 @@ impl<'scope, R: CsvRow> EpochFileSink for Stream<'scope, Time, Vec<R>> {
                         let file = writer.into_inner().map_err(|e| e.into_error())?;
                         file.sync_all()?;
                         // The staged file's directory entry must be durable too.
-                        File::open(dir.join(STAGING_DIR))?.sync_all()?;
+                        fs::sync_dir(&dir.join(STAGING_DIR))?;
                     }
                     durable_through = Some(through);
                     activity.note();
@@ -318,22 +411,41 @@ mod tests {
         let dir = dir.path();
         prepare(dir).unwrap();
         let stage = |epoch, slot, attempt, content: &str| {
-            fs::write(dir.join(STAGING_DIR).join(staged_name(epoch, slot, attempt)), content).unwrap()
+            fs::write(&dir.join(STAGING_DIR).join(staged_name(epoch, slot, attempt)), content.as_bytes()).unwrap()
         };
         for epoch in 1..=4 {
             stage(epoch, 0, 7, "x\n");
         }
         stage(1, 1, 7, "other slot\n");
         stage(3, 0, 9, "zombie of another attempt\n");
-        assert_eq!(commit_through(dir, 0, 7, 2).unwrap(), 2);
-        assert_eq!(commit_through(dir, 0, 7, 2).unwrap(), 0);
-        assert_eq!(commit_through(dir, 0, 8, 4).unwrap(), 0, "another attempt commits nothing of attempt 7");
-        let report = recover(dir, 0, 3, 7).unwrap();
+        let fence = OutputFence::new(dir, 1);
+        fence.claim().unwrap();
+        assert_eq!(commit_through(dir, 0, 7, 2, &fence).unwrap(), 2);
+        assert_eq!(commit_through(dir, 0, 7, 2, &fence).unwrap(), 0);
+        assert_eq!(commit_through(dir, 0, 8, 4, &fence).unwrap(), 0, "another attempt commits nothing of attempt 7");
+        let report = recover(dir, 0, 3, 7, &fence).unwrap();
         assert_eq!(report, Recovery { committed: 1, aborted: 2, retracted: 0 });
-        assert_eq!(fs::read_to_string(dir.join(committed_name(3, 0))).unwrap(), "x\n");
-        let report = recover(dir, 0, 1, 7).unwrap();
+        assert_eq!(fs::read_to_string(&dir.join(committed_name(3, 0))).unwrap(), "x\n");
+        let report = recover(dir, 0, 1, 7, &fence).unwrap();
         assert_eq!(report, Recovery { committed: 0, aborted: 0, retracted: 2 });
-        assert!(dir.join(committed_name(1, 0)).exists());
-        assert!(dir.join(STAGING_DIR).join(staged_name(1, 1, 7)).exists());
+        assert!(fs::metadata(&dir.join(committed_name(1, 0))).is_ok());
+        assert!(fs::metadata(&dir.join(STAGING_DIR).join(staged_name(1, 1, 7))).is_ok());
+    }
+
+    #[test]
+    fn a_newer_generation_fences_older_ones_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        prepare(dir).unwrap();
+        let (old, new) = (OutputFence::new(dir, 3), OutputFence::new(dir, 4));
+        old.claim().unwrap();
+        old.check().unwrap();
+        new.claim().unwrap();
+        assert!(old.check().unwrap_err().to_string().contains("stale deployment: generation 3"));
+        assert!(old.claim().is_err(), "an older generation cannot claim the output back");
+        fs::write(&dir.join(STAGING_DIR).join(staged_name(1, 0, 5)), b"x\n").unwrap();
+        assert!(commit_through(dir, 0, 5, 1, &old).is_err(), "a fenced-out deployment commits nothing");
+        assert_eq!(commit_through(dir, 0, 5, 1, &new).unwrap(), 1);
+        new.claim().unwrap();
     }
 }

@@ -12,7 +12,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -44,7 +43,7 @@ pub const PRESSURE_LIMIT: usize = 4;
 
 /// Reads lines of a CSV file from a byte offset, tracking offset and line number.
 struct FileReader {
-    file: File,
+    file: weir_core::fs::File,
     buffer: Vec<u8>,
     start: usize,
     end: usize,
@@ -55,7 +54,7 @@ const READ_BUFFER_BYTES: usize = 1 << 20;
 
 impl FileReader {
     fn open(path: &std::path::Path, offset: u64) -> io::Result<Self> {
-        let mut file = File::open(path)?;
+        let mut file = weir_core::fs::File::open(path)?;
         file.seek(SeekFrom::Start(offset))?;
         Ok(FileReader { file, buffer: vec![0; READ_BUFFER_BYTES], start: 0, end: 0, at_eof: false })
     }

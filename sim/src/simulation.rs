@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use weir_chaos::faults::{Fault, FaultPlan, Node};
+use weir_chaos::faults::{CheckpointBackend, Fault, FaultPlan, Input, Node, Shape};
+use weir_chaos::input::csv_files;
 use weir_chaos::oracle::{committed_output, difference, excess};
 use weir_chaos::reference::{expected_output, ReferenceSplit};
 use weir_chaos::shrink::shrink;
@@ -34,6 +35,7 @@ use weir_cluster::tls::{Role, TlsContext};
 use weir_core::checkpoint::{slot_state_file, CheckpointError, CheckpointStore, METADATA};
 use weir_core::faultpoint::{self, PlantedBug};
 use weir_core::job::{BidsJobSpec, InputSpec};
+use weir_core::local_store::LocalDirStore;
 use weir_core::rt;
 
 /// After the last fault heals, the job must finish within this much simulated time.
@@ -76,6 +78,10 @@ pub struct SimArgs {
     /// checkpoints, faults, aimed kills) to standard error.
     #[arg(long)]
     pub trace: bool,
+    /// What a killed node's unsynced file writes come to: `crash` (lost or torn, the default)
+    /// or `lossless` (kept, as if only the process died; to show what the crash model catches).
+    #[arg(long, value_name = "MODEL", default_value = "crash", value_parser = ["crash", "lossless"])]
+    pub storage_model: String,
 }
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -120,6 +126,7 @@ pub fn main() -> ExitCode {
             .with_ansi(false)
             .init();
     }
+    KEEP_UNSYNCED.store(args.storage_model == "lossless", std::sync::atomic::Ordering::Relaxed);
     if args.prove_planted {
         return prove_planted(args.within);
     }
@@ -284,13 +291,17 @@ static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0)
 /// The seed and plan under madsim's own determinism check (which takes a plain `fn`).
 static CHECKED: Mutex<Option<(u64, FaultPlan)>> = Mutex::new(None);
 
+/// `--storage-model lossless`: kills lose no unsynced write (the model before the simulated
+/// file system could lose them), to show what the crash model catches.
+static KEEP_UNSYNCED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn checked_world() -> impl std::future::Future<Output = Result<(), String>> {
     let (seed, plan) = CHECKED.lock().expect("checked seed").clone().expect("set before the check");
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let certs = certs_dir().to_path_buf();
-    let output = std::env::temp_dir().join("weir-sim").join(format!("seed-{seed}"));
     faultpoint::reset(None);
-    async move { simulate(seed, run, &certs, &output, &plan).await }
+    weir_core::fs::sim::reset(seed, KEEP_UNSYNCED.load(std::sync::atomic::Ordering::Relaxed));
+    async move { simulate(seed, run, &certs, &plan).await }
 }
 
 /// Runs `seed` twice under madsim's determinism check, which compares every random draw of
@@ -311,15 +322,14 @@ pub fn madsim_determinism_check(seed: u64, plan: &FaultPlan) -> Result<(), Strin
 pub fn run_seed(seed: u64, plan: &FaultPlan, planted: Option<PlantedBug>) -> SeedOutcome {
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let certs = certs_dir().to_path_buf();
-    // The output path is part of the job's identity (and so of the trace): per seed, not per run.
-    let output = std::env::temp_dir().join("weir-sim").join(format!("seed-{seed}"));
     let run_plan = plan.clone();
     faultpoint::reset(planted);
+    weir_core::fs::sim::reset(seed, KEEP_UNSYNCED.load(std::sync::atomic::Ordering::Relaxed));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
         runtime.block_on(async move {
             rt::trace_reset();
-            let failure = simulate(seed, run, &certs, &output, &run_plan).await.err();
+            let failure = simulate(seed, run, &certs, &run_plan).await.err();
             (failure, rt::trace_hash())
         })
     }));
@@ -342,23 +352,40 @@ struct World {
     spec: BidsJobSpec,
 }
 
-async fn simulate(seed: u64, run: u64, certs: &Path, output: &Path, plan: &FaultPlan) -> Result<(), String> {
-    let _ = std::fs::remove_dir_all(output);
+async fn simulate(seed: u64, run: u64, certs: &Path, plan: &FaultPlan) -> Result<(), String> {
+    // Every path of the run is in the simulated file system, fresh for the run. The root is
+    // part of the job's identity (and so of the trace): per seed, not per run.
+    let root = PathBuf::from(format!("/weir-sim/seed-{seed}"));
     let store_name = format!("weir-sim-{}-run-{run}", std::process::id());
-    let (store, storage) = FaultyStore::new(Arc::new(object_store::memory::InMemory::new()), seed);
+    let inner: Arc<dyn object_store::ObjectStore> = match plan.shape.checkpoints {
+        CheckpointBackend::ObjectStore => Arc::new(object_store::memory::InMemory::new()),
+        CheckpointBackend::LocalDirectory => {
+            Arc::new(LocalDirStore::new(&root.join("checkpoints")).map_err(|e| format!("checkpoint directory: {e}"))?)
+        }
+    };
+    let (store, storage) = FaultyStore::new(inner, seed);
+    storage.set_latency(plan.shape.store_latency_ms);
     weir_core::checkpoint::register_memory_store(&store_name, store);
-    let result = simulate_in(seed, certs, output, plan, &store_name, storage).await;
+    let result = simulate_in(seed, certs, &root, plan, &store_name, storage).await;
     weir_core::checkpoint::unregister_memory_store(&store_name);
-    if result.is_ok() {
-        let _ = std::fs::remove_dir_all(output);
-    }
     result
+}
+
+/// Writes the run's CSV input files (durably: they exist before the cluster starts) and
+/// returns their directory.
+fn write_input(root: &Path, seed: u64, shape: &Shape, files: usize) -> Result<PathBuf, String> {
+    let dir = root.join("input");
+    weir_core::fs::create_dir_all_durable(&dir).map_err(|e| format!("input directory: {e}"))?;
+    for file in csv_files(seed, shape.events, files) {
+        weir_core::fs::write_durable(&dir.join(&file.name), &file.content).map_err(|e| format!("input file: {e}"))?;
+    }
+    Ok(dir)
 }
 
 async fn simulate_in(
     seed: u64,
     certs: &Path,
-    output: &Path,
+    root: &Path,
     plan: &FaultPlan,
     store_name: &str,
     storage: StorageFaults,
@@ -435,16 +462,17 @@ async fn simulate_in(
     }
 
     // The client: submits the job with the same parser as `weir job submit bids`.
-    let submit = parse(&strings(&[
-        "job",
-        "submit",
-        "bids",
-        "--output",
-        &output.display().to_string(),
-        "--events",
-        &shape.events.to_string(),
-        "--seed",
-        &seed.to_string(),
+    let output = root.join("out");
+    let input = match shape.input {
+        Input::Generated => None,
+        Input::CsvFiles { files } => Some(write_input(root, seed, shape, files)?.display().to_string()),
+    };
+    let mut submit_args = strings(&["job", "submit", "bids", "--output", &output.display().to_string()]);
+    match &input {
+        Some(dir) => submit_args.extend(strings(&["--input", dir])),
+        None => submit_args.extend(strings(&["--events", &shape.events.to_string(), "--seed", &seed.to_string()])),
+    }
+    submit_args.extend(strings(&[
         "--parallelism",
         &shape.parallelism.to_string(),
         "--checkpoint-interval",
@@ -460,6 +488,7 @@ async fn simulate_in(
         "--certs",
         &certs_arg,
     ]));
+    let submit = parse(&submit_args);
     let Command::Job(JobCommand::Submit(SubmitJob::Bids { job, .. })) = submit else { unreachable!() };
     let run_options = job.to_options().map_err(|e| e.to_string())?;
     let spec = run_options.spec.clone();
@@ -469,25 +498,28 @@ async fn simulate_in(
     let coordinator_at = coordinator_address.clone();
     let job_options = JobOptions {
         checkpoint_interval_ms: run_options.checkpoint_interval.map(|d| d.as_millis() as u64),
+        checkpoint_timeout_ms: run_options.checkpoint_timeout.as_millis() as u64,
         retained_checkpoints: run_options.retained_checkpoints,
         rate_limit: run_options.rate_limit,
     };
     let submit_spec = spec.clone();
+    let submit_twice = shape.submit_twice;
     let client_task = client.spawn(async move {
-        // The coordinator needs a moment to listen; retry like an operator would.
-        let mut job_id = None;
-        for _ in 0..50 {
-            let request = ClientRequest::Submit { spec: submit_spec.clone(), options: job_options.clone() };
-            match weir_cluster::client::request(&client_tls, &coordinator_at, &request).await {
-                Ok(ClientResponse::Submitted { job_id: id }) => {
-                    job_id = Some(id);
-                    break;
-                }
-                Ok(other) => return Err(format!("submit refused: {other:?}")),
-                Err(_) => madsim::time::sleep(Duration::from_millis(100)).await,
+        let request = ClientRequest::Submit { spec: submit_spec.clone(), options: job_options.clone() };
+        let job_id = if submit_twice {
+            // Two identical submissions at the same moment: one job, the other told it runs.
+            let (first, second) = futures::join!(
+                submit_job(&client_tls, &coordinator_at, &request),
+                submit_job(&client_tls, &coordinator_at, &request)
+            );
+            match (first, second) {
+                (Ok(id), Err(other)) | (Err(other), Ok(id)) if other.contains("already running") => id,
+                (Ok(_), Ok(_)) => return Err("two identical submissions at once both created the job".into()),
+                (first, second) => return Err(format!("submitted twice at once: {first:?}, {second:?}")),
             }
-        }
-        let job_id = job_id.ok_or("coordinator never accepted the job")?;
+        } else {
+            submit_job(&client_tls, &coordinator_at, &request).await?
+        };
         loop {
             madsim::time::sleep(Duration::from_millis(250)).await;
             let request = ClientRequest::Status { job_id: job_id.clone() };
@@ -522,17 +554,24 @@ async fn simulate_in(
             }
         }));
     }
+    // What the plan damaged on purpose (shared with the monitor: a damaged checkpoint is the one
+    // reason committed output may shrink).
+    let damaged: Arc<Mutex<Damaged>> = Arc::default();
     let monitor = {
-        let (dirs, storage, job_id, violation) = (
+        let (dirs, storage, job_id, violation, damaged) = (
             weir_dataflow::job::sink_dirs(&world.spec),
             world.storage.clone(),
             world.job_id.clone(),
             violation.clone(),
+            damaged.clone(),
         );
         madsim::task::spawn(async move {
+            let mut seen = CommittedFiles::default();
             loop {
                 madsim::time::sleep(MONITOR_EVERY).await;
-                if let Some(found) = committed_beyond_completion(&dirs, &storage, &job_id) {
+                let found = committed_beyond_completion(&dirs, &storage, &job_id)
+                    .or_else(|| seen.update(&dirs, &damaged.lock().expect("damaged")).err());
+                if let Some(found) = found {
                     violation.lock().expect("violation").get_or_insert(found);
                 }
             }
@@ -540,11 +579,11 @@ async fn simulate_in(
     };
 
     // The faults, at their times; then the liveness bound.
-    let mut damaged = Damaged::default();
-    let fault_outcome = inject(&world, plan, &mut damaged).await;
+    let fault_outcome = inject(&world, plan, &damaged).await;
     let finished = madsim::time::timeout(LIVENESS_BOUND, client_task).await;
     monitor.abort();
     fault_outcome?;
+    let damaged = std::mem::take(&mut *damaged.lock().expect("damaged"));
     let status = match finished {
         Err(_) => {
             return Err(format!(
@@ -570,7 +609,14 @@ async fn simulate_in(
     }
 
     if let Some(found) = violation.lock().expect("violation").take() {
-        return Err(format!("output committed before its checkpoint completed: {found}"));
+        return Err(format!("committed output: {found}"));
+    }
+    let violations = faultpoint::protocol_violations();
+    if let Some(first) = violations.first() {
+        return Err(format!(
+            "{} protocol violation(s) in a cluster of honest peers, the first: {first}",
+            violations.len()
+        ));
     }
     if let Some(found) =
         committed_beyond_completion(&weir_dataflow::job::sink_dirs(&world.spec), &world.storage, &world.job_id)
@@ -581,10 +627,12 @@ async fn simulate_in(
 
     // Safety: the committed output equals the sequential reference.
     let spec = &world.spec;
-    let InputSpec::Generator(config) = spec.input else { unreachable!("the simulation generates its input") };
-    let splits: Vec<ReferenceSplit> = (0..spec.parallelism)
-        .map(|split| ReferenceSplit::Generated { config, split, splits: spec.parallelism })
-        .collect();
+    let splits: Vec<ReferenceSplit> = match &spec.input {
+        InputSpec::Generator(config) => (0..spec.parallelism)
+            .map(|split| ReferenceSplit::Generated { config: *config, split, splits: spec.parallelism })
+            .collect(),
+        InputSpec::Files(files) => files.iter().cloned().map(ReferenceSplit::File).collect(),
+    };
     let expected = expected_output(&splits, spec.window_ms, spec.out_of_orderness_ms);
     let actual = committed_output(&spec.output_dir).map_err(|e| format!("reading committed output: {e}"))?;
     if failed_as_promised {
@@ -601,6 +649,19 @@ async fn simulate_in(
     Ok(())
 }
 
+/// Submits a job like an operator would: the coordinator may need a moment to listen.
+async fn submit_job(tls: &TlsContext, coordinator: &str, request: &ClientRequest) -> Result<String, String> {
+    for _ in 0..50 {
+        match weir_cluster::client::request(tls, coordinator, request).await {
+            Ok(ClientResponse::Submitted { job_id }) => return Ok(job_id),
+            Ok(ClientResponse::Error(message)) => return Err(message),
+            Ok(other) => return Err(format!("submit refused: {other:?}")),
+            Err(_) => madsim::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    Err("coordinator never accepted the job".into())
+}
+
 /// What the plan damaged on purpose: checkpoints (not expected to restore) and job records
 /// (their names; the job may then fail, naming one).
 #[derive(Default)]
@@ -609,8 +670,47 @@ struct Damaged {
     records: Vec<String>,
 }
 
+/// The committed files a reader of the sinks has seen, and what each was (its file system
+/// identity): the oracle that committed output only grows.
+#[derive(Default)]
+struct CommittedFiles(std::collections::BTreeMap<PathBuf, u64>);
+
+impl CommittedFiles {
+    /// Looks at the sinks again: every committed file seen before must still be there, the
+    /// same file. The one exception is a restore that had to fall back past a checkpoint the
+    /// plan damaged on purpose: output of the epochs that checkpoint covered is retracted, to
+    /// be recomputed.
+    fn update(&mut self, dirs: &[PathBuf], damaged: &Damaged) -> Result<(), String> {
+        let mut now = std::collections::BTreeMap::new();
+        for dir in dirs {
+            for file in weir_chaos::oracle::committed_files(dir).unwrap_or_default() {
+                if let Some(identity) = weir_core::fs::sim::identity(&file) {
+                    now.insert(file, identity);
+                }
+            }
+        }
+        let retractable = damaged.checkpoints.iter().copied().max().unwrap_or(0);
+        for (file, identity) in &self.0 {
+            if now.get(file) == Some(identity) {
+                continue;
+            }
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let epoch = weir_dataflow::sink::parse_committed(&name).map_or(u64::MAX, |(epoch, _)| epoch);
+            if epoch > retractable {
+                let what = if now.contains_key(file) { "was replaced" } else { "disappeared" };
+                return Err(format!(
+                    "{} {what} after a reader saw it: committed output must only grow (no checkpoint covering epoch {epoch} was damaged)",
+                    file.display()
+                ));
+            }
+        }
+        self.0 = now;
+        Ok(())
+    }
+}
+
 /// Applies the plan's faults at their times and heals them.
-async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Damaged) -> Result<(), String> {
+async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Result<(), String> {
     let started = madsim::time::Instant::now();
     let net = madsim::net::NetSim::current();
     let default_latency = madsim::Config::default().net.send_latency;
@@ -618,6 +718,10 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Damaged) -> Resul
     let node = |node: Node| match node {
         Node::Coordinator => world.coordinator.id(),
         Node::Worker(index) => worker(index),
+    };
+    let address = |node: Node| match node {
+        Node::Coordinator => node_ip(1),
+        Node::Worker(index) => node_ip(2 + index as u8),
     };
     let mut events: Vec<(u64, bool, &Fault)> = Vec::new();
     for fault in &plan.faults {
@@ -632,11 +736,11 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Damaged) -> Resul
         madsim::time::sleep_until(started + Duration::from_millis(at_ms)).await;
         rt::trace(&format!("fault {} {fault}", if start { "begins" } else { "heals" }));
         match (fault, start) {
-            (Fault::KillWorker { worker: w, .. }, true) => world.handle.kill(worker(*w)),
+            (Fault::KillWorker { worker: w, .. }, true) => faultpoint::crash_node(worker(*w)),
             (Fault::KillWorker { worker: w, .. } | Fault::CorruptCheckpoint { worker: w, .. }, false) => {
                 world.handle.restart(worker(*w))
             }
-            (Fault::KillCoordinator { .. }, true) => world.handle.kill(world.coordinator.id()),
+            (Fault::KillCoordinator { .. }, true) => faultpoint::crash_node(world.coordinator.id()),
             (Fault::KillCoordinator { .. }, false) => world.handle.restart(world.coordinator.id()),
             (Fault::Partition { worker: w, .. }, true) => net.clog_node(worker(*w)),
             (Fault::Partition { worker: w, .. }, false) => net.unclog_node(worker(*w)),
@@ -667,10 +771,10 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Damaged) -> Resul
                         .map_err(|e| e.to_string())?;
                     if world.storage.damage(&store.object_path(checkpoint, &name), *damage).await {
                         rt::trace(&format!("damaged {name} of checkpoint {checkpoint}"));
-                        damaged.checkpoints.push(checkpoint);
+                        damaged.lock().expect("damaged").checkpoints.push(checkpoint);
                     }
                 }
-                world.handle.kill(worker(*w));
+                faultpoint::crash_node(worker(*w));
             }
             (Fault::StallSplit { split, duration_ms, .. }, true) => {
                 faultpoint::stall_split(*split, Duration::from_millis(*duration_ms))
@@ -707,17 +811,52 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Damaged) -> Resul
                 let path = store.record_path(record.name());
                 if world.storage.damage(&object_store::path::Path::from(path.as_str()), *damage).await {
                     rt::trace(&format!("damaged {path}"));
-                    damaged.records.push(path);
+                    damaged.lock().expect("damaged").records.push(path);
                 }
                 // Force the records to be read: a restore (worker killed) or a resume (the
                 // coordinator killed).
-                world.handle.kill(node(*n));
+                faultpoint::crash_node(node(*n));
             }
             (Fault::CorruptJobRecord { node: n, .. }, false) => world.handle.restart(node(*n)),
             (Fault::ConnectionReset { node: n, .. }, _) => {
                 let reset = faultpoint::reset_links(node(*n));
                 rt::trace(&format!("reset {reset} connections"));
             }
+            (Fault::LinkReset { a, b, .. }, _) => {
+                let reset = faultpoint::reset_link(address(*a), address(*b));
+                rt::trace(&format!("reset a connection: {reset}"));
+            }
+            (Fault::LinkStall { from, to, .. }, true) => {
+                let stalled = faultpoint::stall_link(address(*from), address(*to));
+                rt::trace(&format!("stalled a connection: {stalled}"));
+            }
+            (Fault::LinkStall { .. }, false) => faultpoint::unstall_links(),
+            (Fault::LinkSlow { a, b, delay_ms, .. }, true) => {
+                faultpoint::slow_link(address(*a), address(*b), Duration::from_millis(*delay_ms))
+            }
+            (Fault::LinkSlow { .. }, false) => faultpoint::heal_slow_links(),
+            (Fault::DeployLate { delay_ms, .. }, true) => {
+                faultpoint::delay_next_deploy(Duration::from_millis(*delay_ms))
+            }
+            (Fault::DeployLate { .. }, false) => {}
+            (Fault::StaleDeploy { held_ms, .. }, true) => {
+                faultpoint::hold_next_deploy();
+                // Delivered once a newer attempt has committed for a while (so that it has
+                // output a stale deployment could roll back), or when the fault heals.
+                let polls = held_ms / 50;
+                aimed_kills.push(madsim::task::spawn(async move {
+                    for _ in 0..polls {
+                        if faultpoint::held_deploy_overtaken() {
+                            madsim::time::sleep(Duration::from_millis(700)).await;
+                            rt::trace("delivering the held deploy");
+                            faultpoint::release_held_deploy();
+                            break;
+                        }
+                        madsim::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }));
+            }
+            (Fault::StaleDeploy { .. }, false) => faultpoint::release_held_deploy(),
         }
     }
     for kill in aimed_kills {
@@ -730,9 +869,9 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &mut Damaged) -> Resul
 fn committed_beyond_completion(dirs: &[PathBuf], storage: &StorageFaults, job_id: &str) -> Option<String> {
     let completed = storage.completed_checkpoints(job_id).last().copied().unwrap_or(0);
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(entries) = weir_core::fs::read_dir(dir) else { continue };
+        for entry in entries {
+            let name = entry.name;
             if let Some((epoch, slot)) = weir_dataflow::sink::parse_committed(&name) {
                 if epoch > completed {
                     return Some(format!(

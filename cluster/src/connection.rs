@@ -1,0 +1,148 @@
+//! One framed connection run as two tasks: a writer that sends what its queue holds (and a
+//! keepalive whenever the queue stays idle), and a reader that hands each message to a handler.
+//!
+//! Every connection of the cluster — a worker's control connection at both ends, and both ends
+//! of a data connection between workers — runs this way, so that they all fail the same way:
+//! when either task ends (the peer closed or reset, a write failed, the peer was silent for the
+//! idle timeout, a frame did not decode, or the handler refused a message as a protocol
+//! violation), the connection has *ended*, with a reason. Whoever owns the connection awaits
+//! [`Ended::wait`] and acts: the coordinator loses the worker, a worker registers again, a data
+//! connection ends its attempt. Nothing ends silently.
+//!
+//! Keepalives are sent every quarter of the idle timeout, so a live peer is never idle for
+//! long; a peer silent for the whole timeout is gone (or the path to it is).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use weir_core::rt;
+
+use crate::net::TlsStream;
+use crate::wire::{encode, read_message, write_frame, write_keepalive, ReadLimits};
+
+/// Why a connection ended: the first reason its reader or writer recorded.
+#[derive(Clone, Default)]
+pub struct Ended {
+    reason: Arc<Mutex<Option<String>>>,
+    notify: Arc<Notify>,
+}
+
+impl Ended {
+    /// Records `reason` unless one was recorded already, and wakes the waiter.
+    pub fn set(&self, reason: String) {
+        let mut current = self.reason.lock().expect("ended lock");
+        if current.is_none() {
+            *current = Some(reason);
+            self.notify.notify_one();
+        }
+    }
+
+    /// The reason, if the connection has ended.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().expect("ended lock").clone()
+    }
+
+    /// Waits until the connection has ended, and says why.
+    pub async fn wait(&self) -> String {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(reason) = self.reason() {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A running connection: the queue of what to send, and its end. Dropping it stops both tasks.
+pub struct Connection<Out> {
+    /// What to send, in order.
+    pub outbox: UnboundedSender<Out>,
+    /// Why it ended (once it has).
+    pub ended: Ended,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl<Out> Drop for Connection<Out> {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl<Out: Serialize + Send + 'static> Connection<Out> {
+    /// Runs `stream`: frames of at most `frame_bytes_max` come in, each handed to the handler
+    /// made by `handler` (which gets the connection's own outbox, to reply on it); a handler
+    /// error ends the connection with that reason. The peer must send something (a keepalive
+    /// at least) every `idle_timeout`; this side sends keepalives every quarter of it.
+    pub fn spawn<In, H, F>(stream: TlsStream, frame_bytes_max: usize, idle_timeout: Duration, handler: H) -> Self
+    where
+        In: DeserializeOwned + Send + 'static,
+        H: FnOnce(UnboundedSender<Out>) -> F,
+        F: FnMut(In) -> Result<(), String> + Send + 'static,
+    {
+        let (reader, writer) = tokio::io::split(stream);
+        let (outbox, queue) = mpsc::unbounded_channel::<Out>();
+        let ended = Ended::default();
+        let handle = handler(outbox.clone());
+        let limits = ReadLimits::new(frame_bytes_max, idle_timeout);
+        let reader_task = tokio::spawn(read_loop(reader, limits, ended.clone(), handle));
+        let writer_task = tokio::spawn(write_loop(writer, queue, idle_timeout / 4, ended.clone()));
+        Connection { outbox, ended, tasks: [reader_task, writer_task] }
+    }
+}
+
+async fn read_loop<In: DeserializeOwned>(
+    mut reader: ReadHalf<TlsStream>,
+    limits: ReadLimits,
+    ended: Ended,
+    mut handle: impl FnMut(In) -> Result<(), String>,
+) {
+    let reason = loop {
+        match read_message::<_, In>(&mut reader, limits).await {
+            Ok(Some(message)) => {
+                if let Err(violation) = handle(message) {
+                    break format!("protocol violation by the peer: {violation}");
+                }
+            }
+            Ok(None) => break "closed by the peer".to_string(),
+            Err(error) => break error.to_string(),
+        }
+    };
+    ended.set(reason);
+}
+
+async fn write_loop<Out: Serialize>(
+    mut writer: WriteHalf<TlsStream>,
+    mut queue: mpsc::UnboundedReceiver<Out>,
+    keepalive_every: Duration,
+    ended: Ended,
+) {
+    let reason = loop {
+        let next = rt::timeout(keepalive_every, queue.recv()).await;
+        let written = match next {
+            Ok(Some(message)) => match encode(&message) {
+                Ok(frame) => write_frame(&mut writer, &frame).await,
+                Err(error) => Err(error),
+            },
+            Ok(None) => {
+                // Every sender is gone: this side is done with the connection.
+                let _ = writer.shutdown().await;
+                break "closed by this side".to_string();
+            }
+            Err(_) => write_keepalive(&mut writer).await,
+        };
+        if let Err(error) = written {
+            break format!("write failed: {error}");
+        }
+    };
+    ended.set(reason);
+}

@@ -1,0 +1,731 @@
+//! The storage seam for files: the only door through which the engine touches a file system.
+//!
+//! Sinks, job records, fences, the output marker, input files and the local checkpoint store
+//! read and write through this module, never through `std::fs` (clippy's `disallowed-methods`
+//! enforces it). In production every call is the `std::fs` call of the same name. Under
+//! `--cfg madsim` the same calls reach an in-memory file system with a crash model, so that
+//! the simulator can ask what a machine crash does to the engine's files:
+//!
+//! - **Data is volatile until `fsync`.** Bytes written to a file and not yet made durable by
+//!   [`File::sync_all`] belong to the node that wrote them. When that node is killed, the file
+//!   keeps its durable content plus a prefix of what came after, of a length drawn from the
+//!   run's seed (a torn write); a file rewritten from scratch keeps either its old durable
+//!   content or a prefix of the new one.
+//! - **Names are volatile until the directory is synced.** Creating, renaming, linking and
+//!   removing a file change its directory; [`sync_dir`] makes the directory's current names
+//!   durable. When the node that made an unsynced change is killed, each change is either kept
+//!   or undone (one draw per operation: a rename moves both of its names or neither).
+//! - Directories themselves are durable when created (a simplification: journaling file
+//!   systems commit them with the next `fsync` of anything below them, which every writer
+//!   here does).
+//! - Readers see the current state, durable or not: a page cache shared by every process of
+//!   the (simulated) machine.
+//!
+//! Durability helpers ([`write_durable`], [`create_dir_all_durable`]) are built on the
+//! primitives, so production and simulation take exactly the same steps.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's name (lossily decoded).
+    pub name: String,
+    /// Its full path.
+    pub path: PathBuf,
+    /// Whether it is a directory (otherwise a file).
+    pub is_dir: bool,
+}
+
+/// What [`metadata`] tells of a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    /// A directory (otherwise a file).
+    pub is_dir: bool,
+    /// Length in bytes (files).
+    pub len: u64,
+}
+
+/// An open file: created for writing, or opened for reading.
+#[derive(Debug)]
+pub struct File {
+    #[cfg(not(madsim))]
+    inner: std::fs::File,
+    #[cfg(madsim)]
+    inner: sim::OpenFile,
+}
+
+/// An exclusive advisory lock on a file, held until dropped: read-modify-write of a small
+/// record (an output fence, a conditional put) by several processes on one machine or a shared
+/// file system.
+#[derive(Debug)]
+pub struct Lock {
+    #[cfg(not(madsim))]
+    _file: std::fs::File,
+}
+
+#[cfg(not(madsim))]
+#[allow(clippy::disallowed_methods)] // the seam itself
+mod imp {
+    use super::*;
+
+    pub fn create_dir_all(path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+    pub fn write(path: &Path, contents: &[u8]) -> io::Result<()> {
+        std::fs::write(path, contents)
+    }
+    pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    pub fn hard_link(original: &Path, link: &Path) -> io::Result<()> {
+        std::fs::hard_link(original, link)
+    }
+    pub fn remove_file(path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    pub fn read_dir(path: &Path) -> io::Result<Vec<DirEntry>> {
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            let is_dir = entry.file_type()?.is_dir();
+            entries.push(DirEntry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                path: entry.path(),
+                is_dir,
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+    pub fn metadata(path: &Path) -> io::Result<Metadata> {
+        let metadata = std::fs::metadata(path)?;
+        Ok(Metadata { is_dir: metadata.is_dir(), len: metadata.len() })
+    }
+    pub fn sync_dir(path: &Path) -> io::Result<()> {
+        std::fs::File::open(path)?.sync_all()
+    }
+    pub fn lock(path: &Path) -> io::Result<Lock> {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+        file.lock()?;
+        Ok(Lock { _file: file })
+    }
+    pub fn create(path: &Path) -> io::Result<File> {
+        Ok(File { inner: std::fs::File::create(path)? })
+    }
+    pub fn create_new(path: &Path) -> io::Result<File> {
+        Ok(File { inner: std::fs::OpenOptions::new().write(true).create_new(true).open(path)? })
+    }
+    pub fn open(path: &Path) -> io::Result<File> {
+        Ok(File { inner: std::fs::File::open(path)? })
+    }
+}
+
+#[cfg(madsim)]
+use sim as imp;
+
+/// Creates a directory and its missing parents (not durable: see [`create_dir_all_durable`]).
+pub fn create_dir_all(path: &Path) -> io::Result<()> {
+    imp::create_dir_all(path)
+}
+
+/// Creates a directory and its missing parents, and makes every directory it created durable
+/// in its parent.
+pub fn create_dir_all_durable(path: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(path);
+    while let Some(dir) = at {
+        if metadata(dir).is_ok() {
+            break;
+        }
+        missing.push(dir);
+        at = dir.parent().filter(|parent| !parent.as_os_str().is_empty());
+    }
+    create_dir_all(path)?;
+    for dir in missing.iter().rev() {
+        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// The whole content of a file.
+pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+    imp::read(path)
+}
+
+/// The whole content of a file as UTF-8.
+pub fn read_to_string(path: &Path) -> io::Result<String> {
+    String::from_utf8(read(path)?).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
+}
+
+/// Creates or truncates a file and writes `contents` (not durable: see [`write_durable`]).
+pub fn write(path: &Path, contents: &[u8]) -> io::Result<()> {
+    imp::write(path, contents)
+}
+
+/// Replaces `path` with `contents` atomically and durably: a temporary file in the same
+/// directory is written and synced, renamed over `path`, and the directory is synced. A crash
+/// at any point leaves either the old content or the new, never a mix.
+pub fn write_durable(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let temporary = temporary_sibling(path);
+    let result = (|| {
+        let mut file = create(&temporary)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        rename(&temporary, path)?;
+        sync_dir(parent_of(path))
+    })();
+    if result.is_err() {
+        let _ = remove_file(&temporary);
+    }
+    result
+}
+
+/// A name for a temporary file next to `path`, unique to this call (`.<name>.<token>.tmp`:
+/// hidden, so listings of committed output never see it).
+pub fn temporary_sibling(path: &Path) -> PathBuf {
+    let name = path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+    parent_of(path).join(format!(".{name}.{:016x}.tmp", crate::rt::attempt_token()))
+}
+
+/// The directory holding `path` (`.` for a bare name).
+pub fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Renames a file (replacing `to` if it exists). Durable once `to`'s directory (and `from`'s)
+/// is synced.
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    imp::rename(from, to)
+}
+
+/// Gives the file at `original` a second name `link`; fails with `AlreadyExists` if `link`
+/// exists, which makes it an atomic create-if-absent.
+pub fn hard_link(original: &Path, link: &Path) -> io::Result<()> {
+    imp::hard_link(original, link)
+}
+
+/// Removes a file's name.
+pub fn remove_file(path: &Path) -> io::Result<()> {
+    imp::remove_file(path)
+}
+
+/// The entries of a directory, sorted by name.
+pub fn read_dir(path: &Path) -> io::Result<Vec<DirEntry>> {
+    imp::read_dir(path)
+}
+
+/// Whether `path` is a file or a directory, and its length.
+pub fn metadata(path: &Path) -> io::Result<Metadata> {
+    imp::metadata(path)
+}
+
+/// Makes the names in a directory durable (after creating, renaming or removing files in it).
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    imp::sync_dir(path)
+}
+
+/// Takes an exclusive advisory lock on `path` (created if missing), waiting for it.
+pub fn lock(path: &Path) -> io::Result<Lock> {
+    imp::lock(path)
+}
+
+impl File {
+    /// Creates a file for writing, truncating an existing one.
+    pub fn create(path: &Path) -> io::Result<File> {
+        create(path)
+    }
+
+    /// Creates a file for writing; fails with `AlreadyExists` if it exists.
+    pub fn create_new(path: &Path) -> io::Result<File> {
+        imp::create_new(path)
+    }
+
+    /// Opens a file for reading.
+    pub fn open(path: &Path) -> io::Result<File> {
+        imp::open(path)
+    }
+
+    /// Makes the file's content durable.
+    pub fn sync_all(&self) -> io::Result<()> {
+        self.inner.sync_all()
+    }
+}
+
+fn create(path: &Path) -> io::Result<File> {
+    imp::create(path)
+}
+
+impl Read for File {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl Write for File {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    #[inline]
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Seek for File {
+    fn seek(&mut self, position: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(position)
+    }
+}
+
+/// The simulated file system (under `--cfg madsim` only): one per simulated run, shared by
+/// every node, with the crash model described in the module docs.
+#[cfg(madsim)]
+pub mod sim {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::io::{self, SeekFrom};
+    use std::path::{Component, Path, PathBuf};
+    use std::sync::{Mutex, MutexGuard};
+
+    use tokio::madsim::task::NodeId;
+
+    use super::{DirEntry, File, Lock, Metadata};
+    use crate::keygroup::mix64;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Object {
+        File(u64),
+        Dir,
+    }
+
+    struct Inode {
+        data: Vec<u8>,
+        durable: Vec<u8>,
+        /// The node whose writes are not durable yet.
+        dirty_by: Option<NodeId>,
+    }
+
+    /// A name in the namespace: what it is now, what it is on disk, and the unsynced operation
+    /// (and its node) that made the difference.
+    struct Name {
+        current: Option<Object>,
+        durable: Option<Object>,
+        pending: Option<(u64, NodeId)>,
+    }
+
+    struct SimFs {
+        random: u64,
+        next_inode: u64,
+        next_operation: u64,
+        /// The model of the simulator before unsynced writes could be lost (for comparisons).
+        keep_unsynced: bool,
+        inodes: BTreeMap<u64, Inode>,
+        names: BTreeMap<PathBuf, Name>,
+    }
+
+    impl SimFs {
+        const EMPTY: SimFs = SimFs {
+            random: 0,
+            next_inode: 0,
+            next_operation: 0,
+            keep_unsynced: false,
+            inodes: BTreeMap::new(),
+            names: BTreeMap::new(),
+        };
+    }
+
+    fn state() -> MutexGuard<'static, SimFs> {
+        static STATE: Mutex<SimFs> = Mutex::new(SimFs::EMPTY);
+        STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn this_node() -> NodeId {
+        tokio::madsim::plugin::node()
+    }
+
+    /// A lexically normalised absolute form of `path` (`.` and `..` resolved).
+    fn normal(path: &Path) -> PathBuf {
+        let mut out = PathBuf::from("/");
+        for component in path.components() {
+            match component {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::Normal(part) => out.push(part),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
+        }
+        out
+    }
+
+    fn not_found(path: &Path) -> io::Error {
+        io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file or directory (simulated)", path.display()))
+    }
+
+    impl SimFs {
+        fn draw(&mut self) -> u64 {
+            self.random = self.random.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            mix64(self.random)
+        }
+
+        fn lookup(&self, path: &Path) -> Option<Object> {
+            if path == Path::new("/") {
+                return Some(Object::Dir);
+            }
+            self.names.get(path).and_then(|name| name.current)
+        }
+
+        fn file(&self, path: &Path) -> io::Result<u64> {
+            match self.lookup(path) {
+                Some(Object::File(inode)) => Ok(inode),
+                Some(Object::Dir) => Err(io::Error::new(io::ErrorKind::IsADirectory, path.display().to_string())),
+                None => Err(not_found(path)),
+            }
+        }
+
+        fn parent_exists(&self, path: &Path) -> io::Result<()> {
+            match path.parent().map(|parent| self.lookup(parent)) {
+                Some(Some(Object::Dir)) | None => Ok(()),
+                _ => Err(not_found(path.parent().unwrap_or(path))),
+            }
+        }
+
+        /// Points `path` at `object`, as part of unsynced operation `operation`.
+        fn set(&mut self, path: &Path, object: Option<Object>, operation: u64) {
+            let node = this_node();
+            let name =
+                self.names.entry(path.to_path_buf()).or_insert(Name { current: None, durable: None, pending: None });
+            name.current = object;
+            name.pending = Some((operation, node));
+        }
+
+        fn operation(&mut self) -> u64 {
+            self.next_operation += 1;
+            self.next_operation
+        }
+
+        fn new_inode(&mut self) -> u64 {
+            self.next_inode += 1;
+            let inode = self.next_inode;
+            self.inodes.insert(inode, Inode { data: Vec::new(), durable: Vec::new(), dirty_by: None });
+            inode
+        }
+
+        fn create(&mut self, path: &Path, exclusive: bool) -> io::Result<u64> {
+            self.parent_exists(path)?;
+            match self.lookup(path) {
+                Some(Object::File(_)) if exclusive => {
+                    Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string()))
+                }
+                Some(Object::File(inode)) => {
+                    let node = this_node();
+                    let file = self.inodes.get_mut(&inode).expect("inode of a name");
+                    file.data.clear();
+                    file.dirty_by = Some(node);
+                    Ok(inode)
+                }
+                Some(Object::Dir) => Err(io::Error::new(io::ErrorKind::IsADirectory, path.display().to_string())),
+                None => {
+                    let inode = self.new_inode();
+                    let operation = self.operation();
+                    self.set(path, Some(Object::File(inode)), operation);
+                    Ok(inode)
+                }
+            }
+        }
+
+        /// Loses what `node` had not made durable (see the module docs).
+        fn crash(&mut self, node: NodeId) {
+            if self.keep_unsynced {
+                return;
+            }
+            let operations: BTreeSet<u64> = self
+                .names
+                .values()
+                .filter_map(|name| name.pending.filter(|(_, by)| *by == node).map(|(operation, _)| operation))
+                .collect();
+            let mut kept = BTreeSet::new();
+            for operation in operations {
+                if self.draw() % 2 == 0 {
+                    kept.insert(operation);
+                }
+            }
+            for name in self.names.values_mut() {
+                if let Some((operation, by)) = name.pending {
+                    if by == node {
+                        if kept.contains(&operation) {
+                            name.durable = name.current;
+                        } else {
+                            name.current = name.durable;
+                        }
+                        name.pending = None;
+                    }
+                }
+            }
+            self.names.retain(|_, name| name.current.is_some() || name.durable.is_some() || name.pending.is_some());
+            let dirty: Vec<u64> =
+                self.inodes.iter().filter(|(_, inode)| inode.dirty_by == Some(node)).map(|(id, _)| *id).collect();
+            for id in dirty {
+                let (draw, coin) = (self.draw(), self.draw() % 2 == 0);
+                let inode = self.inodes.get_mut(&id).expect("listed");
+                let common = inode.durable.iter().zip(&inode.data).take_while(|(a, b)| a == b).count();
+                if common == inode.durable.len() {
+                    // Appended since the last sync: a prefix of the appended bytes made it.
+                    let keep = common + (draw % (inode.data.len() - common + 1) as u64) as usize;
+                    inode.data.truncate(keep);
+                } else if coin {
+                    // Rewritten since the last sync: the old content survives…
+                    inode.data = inode.durable.clone();
+                } else {
+                    // …or a prefix of the new one.
+                    let keep = (draw % (inode.data.len() + 1) as u64) as usize;
+                    inode.data.truncate(keep);
+                }
+                inode.durable = inode.data.clone();
+                inode.dirty_by = None;
+            }
+        }
+    }
+
+    /// Starts a fresh, empty file system for a simulated run; crash draws come from `seed`.
+    /// With `keep_unsynced`, kills lose nothing (the model before writes could be lost).
+    pub fn reset(seed: u64, keep_unsynced: bool) {
+        *state() = SimFs { random: mix64(seed ^ 0xF11E_5157), keep_unsynced, ..SimFs::EMPTY };
+    }
+
+    /// `node` crashed: what it wrote and did not make durable is lost or torn.
+    pub fn crash(node: NodeId) {
+        state().crash(node)
+    }
+
+    /// An identity of the file at `path` that changes when the name is pointed at another
+    /// file (a rename over it), for oracles that watch files appear and disappear.
+    pub fn identity(path: &Path) -> Option<u64> {
+        match state().lookup(&normal(path)) {
+            Some(Object::File(inode)) => Some(inode),
+            _ => None,
+        }
+    }
+
+    /// An open simulated file: its inode and position.
+    #[derive(Debug)]
+    pub struct OpenFile {
+        inode: u64,
+        position: u64,
+        path: PathBuf,
+    }
+
+    impl OpenFile {
+        pub(super) fn sync_all(&self) -> io::Result<()> {
+            let mut fs = state();
+            let inode = fs.inodes.get_mut(&self.inode).ok_or_else(|| not_found(&self.path))?;
+            inode.durable = inode.data.clone();
+            inode.dirty_by = None;
+            Ok(())
+        }
+        pub(super) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let fs = state();
+            let inode = fs.inodes.get(&self.inode).ok_or_else(|| not_found(&self.path))?;
+            let start = (self.position as usize).min(inode.data.len());
+            let count = buf.len().min(inode.data.len() - start);
+            buf[..count].copy_from_slice(&inode.data[start..start + count]);
+            self.position += count as u64;
+            Ok(count)
+        }
+        pub(super) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let node = this_node();
+            let mut fs = state();
+            let inode = fs.inodes.get_mut(&self.inode).ok_or_else(|| not_found(&self.path))?;
+            let start = self.position as usize;
+            if inode.data.len() < start {
+                inode.data.resize(start, 0);
+            }
+            let overlap = buf.len().min(inode.data.len() - start);
+            inode.data[start..start + overlap].copy_from_slice(&buf[..overlap]);
+            inode.data.extend_from_slice(&buf[overlap..]);
+            inode.dirty_by = Some(node);
+            self.position += buf.len() as u64;
+            Ok(buf.len())
+        }
+        pub(super) fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        pub(super) fn seek(&mut self, position: SeekFrom) -> io::Result<u64> {
+            let len = state().inodes.get(&self.inode).map_or(0, |inode| inode.data.len() as u64);
+            let target = match position {
+                SeekFrom::Start(at) => Some(at),
+                SeekFrom::End(delta) => len.checked_add_signed(delta),
+                SeekFrom::Current(delta) => self.position.checked_add_signed(delta),
+            };
+            self.position = target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
+            Ok(self.position)
+        }
+    }
+
+    pub(super) fn create_dir_all(path: &Path) -> io::Result<()> {
+        let path = normal(path);
+        let mut fs = state();
+        let mut at = PathBuf::from("/");
+        for component in path.components().skip(1) {
+            at.push(component);
+            match fs.lookup(&at) {
+                Some(Object::Dir) => {}
+                Some(Object::File(_)) => {
+                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is a file", at.display())))
+                }
+                None => {
+                    fs.names.insert(
+                        at.clone(),
+                        Name { current: Some(Object::Dir), durable: Some(Object::Dir), pending: None },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+    pub(super) fn read(path: &Path) -> io::Result<Vec<u8>> {
+        let fs = state();
+        let inode = fs.file(&normal(path))?;
+        Ok(fs.inodes[&inode].data.clone())
+    }
+    pub(super) fn write(path: &Path, contents: &[u8]) -> io::Result<()> {
+        let mut file = create(path)?;
+        std::io::Write::write_all(&mut file, contents)
+    }
+    pub(super) fn rename(from: &Path, to: &Path) -> io::Result<()> {
+        let (from, to) = (normal(from), normal(to));
+        let mut fs = state();
+        let inode = fs.file(&from)?;
+        fs.parent_exists(&to)?;
+        if fs.lookup(&to) == Some(Object::Dir) {
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, to.display().to_string()));
+        }
+        if from == to {
+            return Ok(());
+        }
+        let operation = fs.operation();
+        fs.set(&from, None, operation);
+        fs.set(&to, Some(Object::File(inode)), operation);
+        Ok(())
+    }
+    pub(super) fn hard_link(original: &Path, link: &Path) -> io::Result<()> {
+        let (original, link) = (normal(original), normal(link));
+        let mut fs = state();
+        let inode = fs.file(&original)?;
+        fs.parent_exists(&link)?;
+        if fs.lookup(&link).is_some() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, link.display().to_string()));
+        }
+        let operation = fs.operation();
+        fs.set(&link, Some(Object::File(inode)), operation);
+        Ok(())
+    }
+    pub(super) fn remove_file(path: &Path) -> io::Result<()> {
+        let path = normal(path);
+        let mut fs = state();
+        fs.file(&path)?;
+        let operation = fs.operation();
+        fs.set(&path, None, operation);
+        Ok(())
+    }
+    pub(super) fn read_dir(path: &Path) -> io::Result<Vec<DirEntry>> {
+        let path = normal(path);
+        let fs = state();
+        match fs.lookup(&path) {
+            Some(Object::Dir) => {}
+            Some(Object::File(_)) => {
+                return Err(io::Error::new(io::ErrorKind::NotADirectory, path.display().to_string()))
+            }
+            None => return Err(not_found(&path)),
+        }
+        let mut entries = Vec::new();
+        for (name, entry) in fs.names.range(path.clone()..) {
+            if !name.starts_with(&path) {
+                break;
+            }
+            if name.parent() != Some(path.as_path()) {
+                continue;
+            }
+            if let Some(object) = entry.current {
+                entries.push(DirEntry {
+                    name: name.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    path: name.clone(),
+                    is_dir: object == Object::Dir,
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+    pub(super) fn metadata(path: &Path) -> io::Result<Metadata> {
+        let path = normal(path);
+        let fs = state();
+        match fs.lookup(&path) {
+            Some(Object::Dir) => Ok(Metadata { is_dir: true, len: 0 }),
+            Some(Object::File(inode)) => Ok(Metadata { is_dir: false, len: fs.inodes[&inode].data.len() as u64 }),
+            None => Err(not_found(&path)),
+        }
+    }
+    pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
+        let path = normal(path);
+        let mut fs = state();
+        if fs.lookup(&path) != Some(Object::Dir) {
+            return Err(not_found(&path));
+        }
+        // The operations that changed this directory become durable whole: a rename synced in
+        // its target directory is durable in its source directory too.
+        let operations: BTreeSet<u64> = fs
+            .names
+            .range(path.clone()..)
+            .take_while(|(name, _)| name.starts_with(&path))
+            .filter(|(name, _)| name.parent() == Some(path.as_path()))
+            .filter_map(|(_, name)| name.pending.map(|(operation, _)| operation))
+            .collect();
+        if operations.is_empty() {
+            return Ok(());
+        }
+        for name in fs.names.values_mut() {
+            if name.pending.is_some_and(|(operation, _)| operations.contains(&operation)) {
+                name.durable = name.current;
+                name.pending = None;
+            }
+        }
+        fs.names.retain(|_, name| name.current.is_some() || name.durable.is_some() || name.pending.is_some());
+        Ok(())
+    }
+    pub(super) fn lock(path: &Path) -> io::Result<Lock> {
+        // A simulated run is one thread and nothing awaits while holding a lock: mutual
+        // exclusion is given. The lock file exists, as in production.
+        let path = normal(path);
+        if state().lookup(&path).is_none() {
+            create(&path)?;
+        }
+        Ok(Lock {})
+    }
+    pub(super) fn create(path: &Path) -> io::Result<File> {
+        let path = normal(path);
+        let inode = state().create(&path, false)?;
+        Ok(File { inner: OpenFile { inode, position: 0, path } })
+    }
+    pub(super) fn create_new(path: &Path) -> io::Result<File> {
+        let path = normal(path);
+        let inode = state().create(&path, true)?;
+        Ok(File { inner: OpenFile { inode, position: 0, path } })
+    }
+    pub(super) fn open(path: &Path) -> io::Result<File> {
+        let path = normal(path);
+        let inode = state().file(&path)?;
+        Ok(File { inner: OpenFile { inode, position: 0, path } })
+    }
+}
