@@ -35,10 +35,23 @@
 //! | `kill-at-moment` | the node that reaches a chosen moment of the protocol is killed right there, and restarted: the coordinator mid-upload (some slot states stored, no `_metadata`), between `_metadata` and telling sinks to commit, or between choosing a restore point and deploying; a worker with an epoch staged, between committing and acknowledging, or between recovering its sinks and starting its slots | armed for 5 s (no kill if the moment does not come); down ≤ 2.1 s |
 //! | `corrupt-job-record` | the job's deployment generation, restore lineage or spec record is bit-flipped or truncated, then a node is killed so that the record is read (a worker: the job restores; the coordinator: it resumes). Promise: **the job fails with a clear error** naming the record (there is nothing older to fall back to, and guessing could duplicate or lose output), unless it has finished; the output committed until then is never wrong (a part of the reference) | drawn a quarter as often as the other kinds, so that most runs still finish |
 //! | `connection-reset` | every connection of a node is reset (a TCP RST) while both ends' processes live on; the node and its peers reconnect | — |
+//! | `link-reset` | one connection between two nodes is reset (a data connection between workers, or a worker's control connection) | — |
+//! | `link-stall` | the writes of one direction of one connection hang; the rest flows (the reader times out) | ≤ 4 s |
+//! | `link-slow` | every write between two nodes takes 5–100 ms longer | ≤ 4 s |
+//! | `deploy-late` | the next `Deploy` a worker receives is processed 0.5–9 s late: its peers' data connections arrive first | armed in the first 150 ms |
+//! | `rogue-peer` | a peer holding the client's certificate registers as a worker (offering `usize::MAX` slots), opens data connections to every worker and sends frames, and sends the coordinator a snapshot: every attempt is refused, the job unaffected | — |
+//! | `stale-deploy` | the next `Deploy` a worker receives is held back (its connections reset, so the attempt is given up), and delivered once a newer attempt has committed: the output fence must refuse it | armed in the first 150 ms; held ≤ 20 s |
 //!
 //! Time: nothing in Weir compares two processes' clocks (an instant never crosses the wire, and
 //! event time comes from the data), so in every run that switches a clock kind on, each node's
 //! clock also starts skewed by a different offset (minutes apart).
+//!
+//! A kill is a machine crash: what the node wrote to files without syncing is lost or torn
+//! (the simulated file system of `weir_core::fs`).
+//!
+//! Besides the faults, the shape varies what the cluster is asked to do: generated input or CSV
+//! files with malformed lines ([`crate::input`]), checkpoints in an object store or a local
+//! directory, the latency of the checkpoint store, and a job submitted twice at the same moment.
 //!
 //! Node faults (kill, partition, pause, corruption) hit one node at a time: a node is killed
 //! while up and restarted while down, as a real fault injector does. Every fault heals by
@@ -103,6 +116,8 @@ pub enum FaultKind {
     DeployLate,
     /// A `Deploy` held back until a newer attempt has committed, then delivered.
     StaleDeploy,
+    /// A peer holding the client's certificate tries what only workers may do.
+    RoguePeer,
 }
 
 /// A job-level record in the checkpoint store.
@@ -129,7 +144,7 @@ impl JobRecord {
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 23] = [
+    pub const ALL: [FaultKind; 24] = [
         FaultKind::KillWorker,
         FaultKind::KillCoordinator,
         FaultKind::Partition,
@@ -153,6 +168,7 @@ impl FaultKind {
         FaultKind::LinkSlow,
         FaultKind::DeployLate,
         FaultKind::StaleDeploy,
+        FaultKind::RoguePeer,
     ];
 
     /// The kind's name in plans and the atlas.
@@ -181,6 +197,7 @@ impl FaultKind {
             FaultKind::LinkSlow => "link-slow",
             FaultKind::DeployLate => "deploy-late",
             FaultKind::StaleDeploy => "stale-deploy",
+            FaultKind::RoguePeer => "rogue-peer",
         }
     }
 }
@@ -499,6 +516,13 @@ pub enum Fault {
         /// The delay.
         delay_ms: u64,
     },
+    /// A peer with the client's certificate registers as a worker offering `usize::MAX` slots,
+    /// opens data connections to every worker and sends them frames, and sends the coordinator
+    /// a slot's snapshot: every attempt must be refused.
+    RoguePeer {
+        /// When.
+        at_ms: u64,
+    },
     /// The next `Deploy` a worker receives (from `at_ms` on) is held back, the worker's
     /// connections are reset so that the attempt is given up, and the held message is delivered
     /// once a newer attempt has committed output (or after `held_ms`).
@@ -527,6 +551,8 @@ pub enum Target {
     Links,
     /// Deployments.
     Deploys,
+    /// The rogue peer.
+    Rogue,
 }
 
 impl Fault {
@@ -552,7 +578,8 @@ impl Fault {
             | Fault::LinkStall { at_ms, .. }
             | Fault::LinkSlow { at_ms, .. }
             | Fault::DeployLate { at_ms, .. }
-            | Fault::StaleDeploy { at_ms, .. } => at_ms,
+            | Fault::StaleDeploy { at_ms, .. }
+            | Fault::RoguePeer { at_ms } => at_ms,
         }
     }
 
@@ -577,7 +604,8 @@ impl Fault {
             | Fault::LinkStall { at_ms, .. }
             | Fault::LinkSlow { at_ms, .. }
             | Fault::DeployLate { at_ms, .. }
-            | Fault::StaleDeploy { at_ms, .. } => *at_ms = start_ms,
+            | Fault::StaleDeploy { at_ms, .. }
+            | Fault::RoguePeer { at_ms } => *at_ms = start_ms,
         }
     }
 
@@ -603,7 +631,8 @@ impl Fault {
             Fault::SinkCommitFails { .. }
             | Fault::ClockJump { .. }
             | Fault::ConnectionReset { .. }
-            | Fault::LinkReset { .. } => 0,
+            | Fault::LinkReset { .. }
+            | Fault::RoguePeer { .. } => 0,
         }
     }
 
@@ -632,7 +661,8 @@ impl Fault {
             Fault::SinkCommitFails { .. }
             | Fault::ClockJump { .. }
             | Fault::ConnectionReset { .. }
-            | Fault::LinkReset { .. } => {}
+            | Fault::LinkReset { .. }
+            | Fault::RoguePeer { .. } => {}
         }
         fault
     }
@@ -662,6 +692,7 @@ impl Fault {
             Fault::SinkCommitFails { .. } => Target::Sinks,
             Fault::LinkReset { .. } | Fault::LinkStall { .. } | Fault::LinkSlow { .. } => Target::Links,
             Fault::DeployLate { .. } | Fault::StaleDeploy { .. } => Target::Deploys,
+            Fault::RoguePeer { .. } => Target::Rogue,
         }
     }
 
@@ -691,6 +722,7 @@ impl Fault {
             Fault::LinkSlow { .. } => FaultKind::LinkSlow,
             Fault::DeployLate { .. } => FaultKind::DeployLate,
             Fault::StaleDeploy { .. } => FaultKind::StaleDeploy,
+            Fault::RoguePeer { .. } => FaultKind::RoguePeer,
         }
     }
 }
@@ -751,6 +783,10 @@ impl fmt::Display for Fault {
                 write!(f, "slow every write between {a} and {b} by {delay_ms} ms for {duration_ms} ms")
             }
             Fault::DeployLate { delay_ms, .. } => write!(f, "the next deployment on a worker waits {delay_ms} ms"),
+            Fault::RoguePeer { .. } => write!(
+                f,
+                "a peer with the client's certificate registers as a worker, sends frames to every worker and a snapshot to the coordinator"
+            ),
             Fault::StaleDeploy { held_ms, .. } => write!(
                 f,
                 "hold the next deployment on a worker (its connections reset) until a newer attempt commits, at most {held_ms} ms"
@@ -935,6 +971,7 @@ impl FaultPlan {
             // Armed before the first deployment (or, if the plan delays them, a restart's).
             FaultKind::DeployLate => Fault::DeployLate { at_ms: at_ms % 150, delay_ms: draw.range(500, 9_000) },
             FaultKind::StaleDeploy => Fault::StaleDeploy { at_ms: at_ms % 150, held_ms: 20_000 },
+            FaultKind::RoguePeer => Fault::RoguePeer { at_ms },
             FaultKind::KillAtMoment => {
                 let moment = draw.pick(&Moment::ALL);
                 Fault::KillAtMoment {

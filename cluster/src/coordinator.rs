@@ -466,3 +466,84 @@ impl ProgressReporter {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc::{self, UnboundedSender};
+
+    fn config(parallelism: usize, checkpoint_timeout: Duration) -> CoordinatorConfig {
+        CoordinatorConfig {
+            job_id: "job".into(),
+            parallelism,
+            checkpoint_interval: Some(Duration::from_millis(5)),
+            checkpoint_timeout,
+            retained_checkpoints: 3,
+            progress_interval: None,
+            crash_at: None,
+            attempt: 1,
+            generation: 1,
+            last_checkpoint: None,
+        }
+    }
+
+    /// Slots that answer every trigger with `answer(slot, checkpoint)`'s events.
+    fn slots(
+        parallelism: usize,
+        events: UnboundedSender<SlotEvent>,
+        answer: impl Fn(usize, Epoch) -> Vec<SlotEvent> + Send + Sync + Clone + 'static,
+    ) -> Vec<SlotLink> {
+        (0..parallelism)
+            .map(|slot| {
+                let (events, answer) = (events.clone(), answer.clone());
+                SlotLink::from_fn(move |command| {
+                    if let SlotCommand::Trigger { checkpoint, .. } = command {
+                        for event in answer(slot, checkpoint) {
+                            let _ = events.send(event);
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    fn snapshot(slot: usize, checkpoint: Epoch) -> SlotEvent {
+        SlotEvent::Snapshot { slot, checkpoint, state: vec![1, 2, 3], records_read: 0 }
+    }
+
+    fn run(
+        parallelism: usize,
+        answer: impl Fn(usize, Epoch) -> Vec<SlotEvent> + Send + Sync + Clone + 'static,
+    ) -> JobError {
+        rt::block_on(async move {
+            let store = CheckpointStore::open("memory://", "job").unwrap();
+            let (events, queue) = mpsc::unbounded_channel();
+            let links = slots(parallelism, events.clone(), answer);
+            let metrics = (0..parallelism).map(|_| Arc::new(SlotMetrics::default())).collect();
+            let config = config(parallelism, Duration::from_millis(20));
+            coordinate(config, store, links, queue, metrics, 1).await.expect_err("the attempt cannot succeed")
+        })
+    }
+
+    #[test]
+    fn checkpoints_that_do_not_complete_in_time_are_declined_until_the_attempt_gives_up() {
+        // Slot 1 never answers: every checkpoint times out, and five in a row end the attempt.
+        let error = run(2, |slot, checkpoint| if slot == 0 { vec![snapshot(slot, checkpoint)] } else { vec![] });
+        assert!(
+            matches!(&error, JobError::CheckpointsFailing { failures: TOLERABLE_CHECKPOINT_FAILURES, last } if last.contains("did not complete within 20ms")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn slot_numbers_from_elsewhere_are_checked_not_trusted() {
+        let error = run(2, |_, checkpoint| vec![snapshot(9, checkpoint)]);
+        assert!(matches!(&error, JobError::ProtocolViolation(m) if m.contains("slot 9")), "{error}");
+        let error = run(2, |slot, checkpoint| vec![snapshot(slot, checkpoint), snapshot(slot, checkpoint)]);
+        assert!(matches!(&error, JobError::ProtocolViolation(m) if m.contains("twice")), "{error}");
+        let error = run(2, |_, _| vec![SlotEvent::InputDone { slot: usize::MAX }]);
+        assert!(matches!(error, JobError::ProtocolViolation(_)), "{error}");
+        let error = run(1, |_, _| vec![SlotEvent::LinkFailed { message: "link".into() }]);
+        assert!(matches!(&error, JobError::LinkFailed(m) if m == "link"), "{error}");
+    }
+}

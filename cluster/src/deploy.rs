@@ -243,3 +243,28 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
     })
     .map_err(|e| RunError::Job(JobError::SlotFailed { slot, message: format!("cannot start slot thread: {e}") }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_core::checkpoint::CheckpointStore;
+
+    /// Two deployments taking the next generation at the same moment, on a store whose every
+    /// operation takes a while (so that both read before either writes): they must get two
+    /// different generations, or both would pass the output fence.
+    #[test]
+    fn racing_deployments_never_share_a_generation() {
+        rt::block_on(async {
+            let (store, faults) =
+                weir_chaos::storage::FaultyStore::new(Arc::new(object_store::memory::InMemory::new()), 1);
+            faults.set_latency(5);
+            let store = CheckpointStore::with_store(store, "job");
+            for round in 0..5u64 {
+                let (a, b) = futures::join!(next_generation(&store), next_generation(&store));
+                let (a, b) = (a.unwrap(), b.unwrap());
+                assert_ne!(a, b, "round {round}: both deployments took generation {a}");
+                assert_eq!(a.max(b), 2 * round + 2);
+            }
+        });
+    }
+}

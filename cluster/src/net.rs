@@ -220,3 +220,60 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, accepted: mps
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::init_certs;
+
+    /// Ten peers that connect and never speak must not delay an eleventh that completes its
+    /// handshake: handshakes run off the accept loop. (Were they run in turn, each silent peer
+    /// would hold the listener for the whole handshake timeout; the bound below is a liveness
+    /// bound far under ten such timeouts, not a speed requirement.)
+    #[test]
+    fn silent_peers_do_not_delay_a_real_one() {
+        let dir = tempfile::tempdir().unwrap();
+        init_certs(dir.path(), &["127.0.0.1".to_string()]).unwrap();
+        let coordinator = TlsContext::load(dir.path(), Role::Coordinator).unwrap();
+        let worker = TlsContext::load(dir.path(), Role::Worker).unwrap();
+        weir_core::rt::block_on(async move {
+            let mut listener = TlsListener::bind(&coordinator, "127.0.0.1:0").await.unwrap();
+            let address = listener.local_address();
+            let mut silent = Vec::new();
+            for _ in 0..10 {
+                silent.push(TcpStream::connect(&address).await.unwrap());
+            }
+            let connecting = tokio::spawn({
+                let address = address.clone();
+                async move { connect(&worker, &address, Role::Coordinator).await.map(|_| ()) }
+            });
+            let accepted = weir_core::rt::timeout(HANDSHAKE_TIMEOUT * 2, listener.accept()).await;
+            let accepted = accepted.expect("a real peer is accepted while silent ones wait");
+            assert_eq!(accepted.peer.role, Some(Role::Worker));
+            assert!(accepted.peer.subject.contains("weir-worker"), "{}", accepted.peer.subject);
+            connecting.await.unwrap().unwrap();
+            drop(silent);
+        });
+    }
+
+    /// A peer whose certificate has the wrong role is refused by the side that connects.
+    #[test]
+    fn a_connection_checks_the_role_of_the_peer_it_reaches() {
+        let dir = tempfile::tempdir().unwrap();
+        init_certs(dir.path(), &["127.0.0.1".to_string()]).unwrap();
+        let worker = TlsContext::load(dir.path(), Role::Worker).unwrap();
+        let other_worker = worker.clone();
+        weir_core::rt::block_on(async move {
+            let mut listener = TlsListener::bind(&worker, "127.0.0.1:0").await.unwrap();
+            let address = listener.local_address();
+            tokio::spawn(async move {
+                let _accepted = listener.accept().await;
+                std::future::pending::<()>().await
+            });
+            // A worker's data listener is no coordinator.
+            let error = connect(&other_worker, &address, Role::Coordinator).await.unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::PermissionDenied);
+            assert!(error.to_string().contains("role worker"), "{error}");
+        });
+    }
+}

@@ -872,6 +872,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn registrations_that_could_not_be_served_are_refused() {
+        assert!(validate_registration(2, "10.0.0.2:7500").is_ok());
+        assert!(validate_registration(0, "10.0.0.2:7500").unwrap_err().contains("1..=128"));
+        assert!(validate_registration(usize::MAX, "10.0.0.2:7500").is_err(), "never a loop over usize::MAX slots");
+        assert!(validate_registration(1, "nowhere").is_err());
+        assert!(validate_registration(1, ":80").is_err());
+        assert!(validate_registration(1, &"x".repeat(300)).is_err());
+    }
+
+    #[test]
     fn restart_delays_double_and_a_crash_loop_fails() {
         let mut policy = RestartPolicy::new(Duration::from_millis(500), 5);
         let delays: Vec<_> = (0..5).map(|_| policy.next(false).expect("within the limit").as_millis()).collect();

@@ -301,3 +301,29 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     }
     builder.create(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_certificate_names_exactly_its_role() {
+        let dir = tempfile::tempdir().unwrap();
+        init_certs(dir.path(), &["localhost".to_string()]).unwrap();
+        for role in Role::ALL {
+            let certificate = read_certs(&dir.path().join(format!("{}.pem", role.file_stem()))).unwrap();
+            let identity = PeerIdentity::from_certificate(certificate[0].as_ref());
+            assert_eq!(identity.role, Some(role));
+            assert!(identity.subject.contains(&format!("weir-{role}")), "{}", identity.subject);
+            assert!(identity.require(role, "act").is_ok());
+        }
+        let client = read_certs(&dir.path().join("client.pem")).unwrap();
+        let refusal = PeerIdentity::from_certificate(client[0].as_ref()).require(Role::Worker, "register").unwrap_err();
+        assert!(refusal.contains("role client") && refusal.contains("only a worker"), "{refusal}");
+        let ca = read_certs(&dir.path().join("ca.pem")).unwrap();
+        let none = PeerIdentity::from_certificate(ca[0].as_ref());
+        assert_eq!(none.role, None);
+        assert!(none.require(Role::Client, "submit").unwrap_err().contains("carries no Weir role"));
+        assert_eq!(PeerIdentity::from_certificate(b"not a certificate").role, None);
+    }
+}

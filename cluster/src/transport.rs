@@ -283,3 +283,58 @@ impl AttemptWiring {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_core::time::Time;
+
+    /// Worker 1 runs slot 0, worker 2 slot 1; channels of 2 credits.
+    fn wiring() -> AttemptWiring {
+        let (failures, _) = tokio::sync::mpsc::unbounded_channel();
+        let mut wiring = AttemptWiring::new(1, vec![1, 2], 2, LinkFailures::new(failures));
+        let doorbell = Arc::new(SlotDoorbell::default());
+        wiring.inbound.insert((1, 0), Inbound::new(1, 0, 2, doorbell.clone()));
+        wiring.credits.insert((0, 1), Arc::new(AtomicUsize::new(2)));
+        wiring.doorbells.insert(0, doorbell);
+        wiring
+    }
+
+    fn batch(from: usize, to: usize) -> DataFrame {
+        DataFrame::Batch { from, to, message: ExchangeMessage::Data(Time::new(1, 0), vec![]) }
+    }
+
+    #[test]
+    fn a_peer_that_breaks_the_protocol_gets_an_error_not_a_panic() {
+        let wiring = wiring();
+        let (reply, _replies) = tokio::sync::mpsc::unbounded_channel();
+        assert!(wiring.on_frame(2, batch(1, 0), &reply).is_ok());
+        assert!(wiring.on_frame(2, batch(1, 0), &reply).is_ok());
+        let excess = wiring.on_frame(2, batch(1, 0), &reply).unwrap_err();
+        assert!(excess.contains("more batches than its 2 credits"), "{excess}");
+        let impostor = wiring.on_frame(2, batch(0, 0), &reply).unwrap_err();
+        assert!(impostor.contains("as slot 0, which it does not run"), "{impostor}");
+        let unknown = wiring.on_frame(2, batch(7, 0), &reply).unwrap_err();
+        assert!(unknown.contains("slot 7"), "{unknown}");
+        let credit = |credits| DataFrame::Credit { from: 0, to: 1, credits };
+        let over = wiring.on_frame(2, credit(1), &reply).unwrap_err();
+        assert!(over.contains("more credit"), "credit never lent: {over}");
+        let huge = wiring.on_frame(2, credit(u32::MAX), &reply).unwrap_err();
+        assert!(huge.contains("more credit"), "{huge}");
+        let stranger = wiring.on_frame(3, DataFrame::Credit { from: 0, to: 1, credits: 1 }, &reply).unwrap_err();
+        assert!(stranger.contains("worker 3"), "{stranger}");
+    }
+
+    #[test]
+    fn a_send_into_a_closed_connection_is_reported() {
+        let (failures, mut reported) = tokio::sync::mpsc::unbounded_channel();
+        let (connection, closed) = tokio::sync::mpsc::unbounded_channel();
+        drop(closed);
+        let link: Arc<str> = "data connection from worker 1 to worker 2".into();
+        let sender =
+            RemoteSender::new(0, 1, Arc::new(AtomicUsize::new(1)), connection, LinkFailures::new(failures), link);
+        assert!(sender.try_send(ExchangeMessage::Progress(vec![])).is_ok());
+        let report = reported.try_recv().expect("reported, not dropped");
+        assert!(report.contains("from worker 1 to worker 2"), "{report}");
+    }
+}

@@ -4,6 +4,7 @@
 //! with file, line and reason while the job goes on (or stop it under `--on-bad-record fail`);
 //! a missing input, a wrong header, an unusable output directory and bad flags end the
 //! process with a one-line error and a non-zero status, leaving nothing that looks committed.
+#![allow(clippy::disallowed_methods)] // tests arrange and inspect real directories with std::fs
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! malformed lines; the job runs with checkpoints every 2 ms, so epochs, alignment and
 //! per-epoch commits are all exercised. The output is compared as multisets of rows, late
 //! records and error locations. The generator path is checked the same way.
+#![allow(clippy::disallowed_methods)] // tests arrange and inspect real directories with std::fs
 
 mod common;
 

@@ -8,6 +8,7 @@
 //! job then runs again and the committed output is compared with the sequential reference.
 //! Corrupt and truncated checkpoints must be detected and skipped for an older one. The
 //! last test runs the real `weir` binary and kills it with SIGKILL at several moments.
+#![allow(clippy::disallowed_methods)] // tests arrange and inspect real directories with std::fs
 
 mod common;
 

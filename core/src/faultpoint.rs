@@ -3,9 +3,11 @@
 //! Nearly every fault the simulator injects enters through a seam production code already has:
 //! processes are killed and restarted, the network is partitioned, clogged and slowed, and the
 //! checkpoint store is an `object_store` that the simulator wraps, and each node's clock is
-//! skewed through `rt` ([`crate::rt::skew_clock`]). Three faults have no such seam and enter
-//! here: a sink whose commit fails ([`sink_commit_fault`]), a source split that stalls
-//! ([`split_stalled`]), and a connection reset while both its ends live on ([`LinkFault`]).
+//! skewed through `rt` ([`crate::rt::skew_clock`]), and files through `fs` (a kill is a machine
+//! crash: [`crash_node`]). A few faults have no such seam and enter here: a sink whose commit
+//! fails ([`sink_commit_fault`]), a source split that stalls ([`split_stalled`]), a connection
+//! reset, stalled or slowed while both its ends live on ([`LinkFault`]), and a `Deploy` that
+//! reaches its worker late or after newer ones ([`deploy_delivery`]).
 //! And kills can be aimed: a node that reaches an armed [`Moment`] of the exactly-once protocol
 //! (mid-upload, between completion and commit, between commit and its acknowledgement, during
 //! recovery) dies there ([`reached`], [`passed`]).

@@ -289,73 +289,52 @@ impl Seek for File {
     }
 }
 
-/// The simulated file system (under `--cfg madsim` only): one per simulated run, shared by
-/// every node, with the crash model described in the module docs.
-#[cfg(madsim)]
-pub mod sim {
+/// The crash model of the simulated file system: a namespace of names pointing at inodes, each
+/// name and inode with its durable state beside its current one. Pure data, generic over the
+/// node type, so that it is unit-tested outside the simulator.
+#[cfg(any(madsim, test))]
+#[cfg_attr(not(madsim), allow(dead_code))] // the unit tests use a part
+mod model {
     use std::collections::{BTreeMap, BTreeSet};
-    use std::io::{self, SeekFrom};
+    use std::io;
     use std::path::{Component, Path, PathBuf};
-    use std::sync::{Mutex, MutexGuard};
 
-    use tokio::madsim::task::NodeId;
-
-    use super::{DirEntry, File, Lock, Metadata};
+    use super::{DirEntry, Metadata};
     use crate::keygroup::mix64;
 
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    enum Object {
+    pub(super) enum Object {
         File(u64),
         Dir,
     }
 
-    struct Inode {
+    struct Inode<N> {
         data: Vec<u8>,
         durable: Vec<u8>,
         /// The node whose writes are not durable yet.
-        dirty_by: Option<NodeId>,
+        dirty_by: Option<N>,
     }
 
-    /// A name in the namespace: what it is now, what it is on disk, and the unsynced operation
-    /// (and its node) that made the difference.
-    struct Name {
+    /// A name: what it is now, what it is on disk, and the unsynced operation (and its node)
+    /// that made the difference.
+    struct Name<N> {
         current: Option<Object>,
         durable: Option<Object>,
-        pending: Option<(u64, NodeId)>,
+        pending: Option<(u64, N)>,
     }
 
-    struct SimFs {
+    pub(super) struct Model<N> {
         random: u64,
         next_inode: u64,
         next_operation: u64,
-        /// The model of the simulator before unsynced writes could be lost (for comparisons).
-        keep_unsynced: bool,
-        inodes: BTreeMap<u64, Inode>,
-        names: BTreeMap<PathBuf, Name>,
-    }
-
-    impl SimFs {
-        const EMPTY: SimFs = SimFs {
-            random: 0,
-            next_inode: 0,
-            next_operation: 0,
-            keep_unsynced: false,
-            inodes: BTreeMap::new(),
-            names: BTreeMap::new(),
-        };
-    }
-
-    fn state() -> MutexGuard<'static, SimFs> {
-        static STATE: Mutex<SimFs> = Mutex::new(SimFs::EMPTY);
-        STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn this_node() -> NodeId {
-        tokio::madsim::plugin::node()
+        /// Kills lose nothing (the model before unsynced writes could be lost).
+        pub(super) keep_unsynced: bool,
+        inodes: BTreeMap<u64, Inode<N>>,
+        names: BTreeMap<PathBuf, Name<N>>,
     }
 
     /// A lexically normalised absolute form of `path` (`.` and `..` resolved).
-    fn normal(path: &Path) -> PathBuf {
+    pub(super) fn normal(path: &Path) -> PathBuf {
         let mut out = PathBuf::from("/");
         for component in path.components() {
             match component {
@@ -369,24 +348,38 @@ pub mod sim {
         out
     }
 
-    fn not_found(path: &Path) -> io::Error {
+    pub(super) fn not_found(path: &Path) -> io::Error {
         io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file or directory (simulated)", path.display()))
     }
 
-    impl SimFs {
+    impl<N: Copy + Eq> Model<N> {
+        pub(super) const EMPTY: Model<N> = Model {
+            random: 0,
+            next_inode: 0,
+            next_operation: 0,
+            keep_unsynced: false,
+            inodes: BTreeMap::new(),
+            names: BTreeMap::new(),
+        };
+
+        /// An empty file system whose crash draws come from `seed`.
+        pub(super) fn new(seed: u64, keep_unsynced: bool) -> Self {
+            Model { random: mix64(seed ^ 0xF11E_5157), keep_unsynced, ..Self::EMPTY }
+        }
+
         fn draw(&mut self) -> u64 {
             self.random = self.random.wrapping_add(0x9E37_79B9_7F4A_7C15);
             mix64(self.random)
         }
 
-        fn lookup(&self, path: &Path) -> Option<Object> {
+        pub(super) fn lookup(&self, path: &Path) -> Option<Object> {
             if path == Path::new("/") {
                 return Some(Object::Dir);
             }
             self.names.get(path).and_then(|name| name.current)
         }
 
-        fn file(&self, path: &Path) -> io::Result<u64> {
+        pub(super) fn file(&self, path: &Path) -> io::Result<u64> {
             match self.lookup(path) {
                 Some(Object::File(inode)) => Ok(inode),
                 Some(Object::Dir) => Err(io::Error::new(io::ErrorKind::IsADirectory, path.display().to_string())),
@@ -401,9 +394,8 @@ pub mod sim {
             }
         }
 
-        /// Points `path` at `object`, as part of unsynced operation `operation`.
-        fn set(&mut self, path: &Path, object: Option<Object>, operation: u64) {
-            let node = this_node();
+        /// Points `path` at `object`, as part of unsynced operation `operation` of `node`.
+        fn set(&mut self, path: &Path, object: Option<Object>, operation: u64, node: N) {
             let name =
                 self.names.entry(path.to_path_buf()).or_insert(Name { current: None, durable: None, pending: None });
             name.current = object;
@@ -415,21 +407,32 @@ pub mod sim {
             self.next_operation
         }
 
-        fn new_inode(&mut self) -> u64 {
-            self.next_inode += 1;
-            let inode = self.next_inode;
-            self.inodes.insert(inode, Inode { data: Vec::new(), durable: Vec::new(), dirty_by: None });
-            inode
+        pub(super) fn create_dir_all(&mut self, path: &Path) -> io::Result<()> {
+            let mut at = PathBuf::from("/");
+            for component in path.components().skip(1) {
+                at.push(component);
+                match self.lookup(&at) {
+                    Some(Object::Dir) => {}
+                    Some(Object::File(_)) => {
+                        return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is a file", at.display())))
+                    }
+                    None => {
+                        let name = Name { current: Some(Object::Dir), durable: Some(Object::Dir), pending: None };
+                        self.names.insert(at.clone(), name);
+                    }
+                }
+            }
+            Ok(())
         }
 
-        fn create(&mut self, path: &Path, exclusive: bool) -> io::Result<u64> {
+        /// Creates (or, unless `exclusive`, truncates) the file at `path`; its inode.
+        pub(super) fn create(&mut self, path: &Path, exclusive: bool, node: N) -> io::Result<u64> {
             self.parent_exists(path)?;
             match self.lookup(path) {
                 Some(Object::File(_)) if exclusive => {
                     Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string()))
                 }
                 Some(Object::File(inode)) => {
-                    let node = this_node();
                     let file = self.inodes.get_mut(&inode).expect("inode of a name");
                     file.data.clear();
                     file.dirty_by = Some(node);
@@ -437,16 +440,137 @@ pub mod sim {
                 }
                 Some(Object::Dir) => Err(io::Error::new(io::ErrorKind::IsADirectory, path.display().to_string())),
                 None => {
-                    let inode = self.new_inode();
+                    self.next_inode += 1;
+                    let inode = self.next_inode;
+                    self.inodes.insert(inode, Inode { data: Vec::new(), durable: Vec::new(), dirty_by: None });
                     let operation = self.operation();
-                    self.set(path, Some(Object::File(inode)), operation);
+                    self.set(path, Some(Object::File(inode)), operation, node);
                     Ok(inode)
                 }
             }
         }
 
-        /// Loses what `node` had not made durable (see the module docs).
-        fn crash(&mut self, node: NodeId) {
+        pub(super) fn data(&self, inode: u64) -> Option<&[u8]> {
+            self.inodes.get(&inode).map(|inode| inode.data.as_slice())
+        }
+
+        pub(super) fn write(&mut self, inode: u64, position: usize, buf: &[u8], node: N) -> bool {
+            let Some(inode) = self.inodes.get_mut(&inode) else { return false };
+            if inode.data.len() < position {
+                inode.data.resize(position, 0);
+            }
+            let overlap = buf.len().min(inode.data.len() - position);
+            inode.data[position..position + overlap].copy_from_slice(&buf[..overlap]);
+            inode.data.extend_from_slice(&buf[overlap..]);
+            inode.dirty_by = Some(node);
+            true
+        }
+
+        pub(super) fn sync_file(&mut self, inode: u64) -> bool {
+            let Some(inode) = self.inodes.get_mut(&inode) else { return false };
+            inode.durable = inode.data.clone();
+            inode.dirty_by = None;
+            true
+        }
+
+        pub(super) fn rename(&mut self, from: &Path, to: &Path, node: N) -> io::Result<()> {
+            let inode = self.file(from)?;
+            self.parent_exists(to)?;
+            if self.lookup(to) == Some(Object::Dir) {
+                return Err(io::Error::new(io::ErrorKind::IsADirectory, to.display().to_string()));
+            }
+            if from == to {
+                return Ok(());
+            }
+            let operation = self.operation();
+            self.set(from, None, operation, node);
+            self.set(to, Some(Object::File(inode)), operation, node);
+            Ok(())
+        }
+
+        pub(super) fn hard_link(&mut self, original: &Path, link: &Path, node: N) -> io::Result<()> {
+            let inode = self.file(original)?;
+            self.parent_exists(link)?;
+            if self.lookup(link).is_some() {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, link.display().to_string()));
+            }
+            let operation = self.operation();
+            self.set(link, Some(Object::File(inode)), operation, node);
+            Ok(())
+        }
+
+        pub(super) fn remove_file(&mut self, path: &Path, node: N) -> io::Result<()> {
+            self.file(path)?;
+            let operation = self.operation();
+            self.set(path, None, operation, node);
+            Ok(())
+        }
+
+        pub(super) fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
+            match self.lookup(path) {
+                Some(Object::Dir) => {}
+                Some(Object::File(_)) => {
+                    return Err(io::Error::new(io::ErrorKind::NotADirectory, path.display().to_string()))
+                }
+                None => return Err(not_found(path)),
+            }
+            let mut entries = Vec::new();
+            for (name, entry) in self.names.range(path.to_path_buf()..) {
+                if !name.starts_with(path) {
+                    break;
+                }
+                if name.parent() != Some(path) {
+                    continue;
+                }
+                if let Some(object) = entry.current {
+                    entries.push(DirEntry {
+                        name: name.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                        path: name.clone(),
+                        is_dir: object == Object::Dir,
+                    });
+                }
+            }
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(entries)
+        }
+
+        pub(super) fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+            match self.lookup(path) {
+                Some(Object::Dir) => Ok(Metadata { is_dir: true, len: 0 }),
+                Some(Object::File(inode)) => Ok(Metadata { is_dir: false, len: self.inodes[&inode].data.len() as u64 }),
+                None => Err(not_found(path)),
+            }
+        }
+
+        /// Makes the directory's names durable — and every operation that changed one of them
+        /// whole (a rename synced in its target directory is durable in its source too).
+        pub(super) fn sync_dir(&mut self, path: &Path) -> io::Result<()> {
+            if self.lookup(path) != Some(Object::Dir) {
+                return Err(not_found(path));
+            }
+            let operations: BTreeSet<u64> = self
+                .names
+                .range(path.to_path_buf()..)
+                .take_while(|(name, _)| name.starts_with(path))
+                .filter(|(name, _)| name.parent() == Some(path))
+                .filter_map(|(_, name)| name.pending.map(|(operation, _)| operation))
+                .collect();
+            if operations.is_empty() {
+                return Ok(());
+            }
+            for name in self.names.values_mut() {
+                if name.pending.is_some_and(|(operation, _)| operations.contains(&operation)) {
+                    name.durable = name.current;
+                    name.pending = None;
+                }
+            }
+            self.names.retain(|_, name| name.current.is_some() || name.durable.is_some() || name.pending.is_some());
+            Ok(())
+        }
+
+        /// `node` crashed: each of its unsynced operations is kept or undone (one draw each),
+        /// and each file it wrote keeps its durable content and a drawn part of the rest.
+        pub(super) fn crash(&mut self, node: N) {
             if self.keep_unsynced {
                 return;
             }
@@ -457,7 +581,7 @@ pub mod sim {
                 .collect();
             let mut kept = BTreeSet::new();
             for operation in operations {
-                if self.draw() % 2 == 0 {
+                if self.draw().is_multiple_of(2) {
                     kept.insert(operation);
                 }
             }
@@ -477,7 +601,7 @@ pub mod sim {
             let dirty: Vec<u64> =
                 self.inodes.iter().filter(|(_, inode)| inode.dirty_by == Some(node)).map(|(id, _)| *id).collect();
             for id in dirty {
-                let (draw, coin) = (self.draw(), self.draw() % 2 == 0);
+                let (draw, coin) = (self.draw(), self.draw().is_multiple_of(2));
                 let inode = self.inodes.get_mut(&id).expect("listed");
                 let common = inode.durable.iter().zip(&inode.data).take_while(|(a, b)| a == b).count();
                 if common == inode.durable.len() {
@@ -497,11 +621,34 @@ pub mod sim {
             }
         }
     }
+}
+
+/// The simulated file system (under `--cfg madsim` only): one per simulated run, shared by
+/// every node, with the crash model described in the module docs.
+#[cfg(madsim)]
+pub mod sim {
+    use std::io::{self, SeekFrom};
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, MutexGuard};
+
+    use tokio::madsim::task::NodeId;
+
+    use super::model::{normal, not_found, Model, Object};
+    use super::{DirEntry, File, Lock, Metadata};
+
+    fn state() -> MutexGuard<'static, Model<NodeId>> {
+        static STATE: Mutex<Model<NodeId>> = Mutex::new(Model::EMPTY);
+        STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn this_node() -> NodeId {
+        tokio::madsim::plugin::node()
+    }
 
     /// Starts a fresh, empty file system for a simulated run; crash draws come from `seed`.
     /// With `keep_unsynced`, kills lose nothing (the model before writes could be lost).
     pub fn reset(seed: u64, keep_unsynced: bool) {
-        *state() = SimFs { random: mix64(seed ^ 0xF11E_5157), keep_unsynced, ..SimFs::EMPTY };
+        *state() = Model::new(seed, keep_unsynced);
     }
 
     /// `node` crashed: what it wrote and did not make durable is lost or torn.
@@ -528,33 +675,21 @@ pub mod sim {
 
     impl OpenFile {
         pub(super) fn sync_all(&self) -> io::Result<()> {
-            let mut fs = state();
-            let inode = fs.inodes.get_mut(&self.inode).ok_or_else(|| not_found(&self.path))?;
-            inode.durable = inode.data.clone();
-            inode.dirty_by = None;
-            Ok(())
+            state().sync_file(self.inode).then_some(()).ok_or_else(|| not_found(&self.path))
         }
         pub(super) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             let fs = state();
-            let inode = fs.inodes.get(&self.inode).ok_or_else(|| not_found(&self.path))?;
-            let start = (self.position as usize).min(inode.data.len());
-            let count = buf.len().min(inode.data.len() - start);
-            buf[..count].copy_from_slice(&inode.data[start..start + count]);
+            let data = fs.data(self.inode).ok_or_else(|| not_found(&self.path))?;
+            let start = (self.position as usize).min(data.len());
+            let count = buf.len().min(data.len() - start);
+            buf[..count].copy_from_slice(&data[start..start + count]);
             self.position += count as u64;
             Ok(count)
         }
         pub(super) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let node = this_node();
-            let mut fs = state();
-            let inode = fs.inodes.get_mut(&self.inode).ok_or_else(|| not_found(&self.path))?;
-            let start = self.position as usize;
-            if inode.data.len() < start {
-                inode.data.resize(start, 0);
+            if !state().write(self.inode, self.position as usize, buf, this_node()) {
+                return Err(not_found(&self.path));
             }
-            let overlap = buf.len().min(inode.data.len() - start);
-            inode.data[start..start + overlap].copy_from_slice(&buf[..overlap]);
-            inode.data.extend_from_slice(&buf[overlap..]);
-            inode.dirty_by = Some(node);
             self.position += buf.len() as u64;
             Ok(buf.len())
         }
@@ -562,7 +697,7 @@ pub mod sim {
             Ok(())
         }
         pub(super) fn seek(&mut self, position: SeekFrom) -> io::Result<u64> {
-            let len = state().inodes.get(&self.inode).map_or(0, |inode| inode.data.len() as u64);
+            let len = state().data(self.inode).map_or(0, |data| data.len() as u64);
             let target = match position {
                 SeekFrom::Start(at) => Some(at),
                 SeekFrom::End(delta) => len.checked_add_signed(delta),
@@ -574,135 +709,34 @@ pub mod sim {
     }
 
     pub(super) fn create_dir_all(path: &Path) -> io::Result<()> {
-        let path = normal(path);
-        let mut fs = state();
-        let mut at = PathBuf::from("/");
-        for component in path.components().skip(1) {
-            at.push(component);
-            match fs.lookup(&at) {
-                Some(Object::Dir) => {}
-                Some(Object::File(_)) => {
-                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is a file", at.display())))
-                }
-                None => {
-                    fs.names.insert(
-                        at.clone(),
-                        Name { current: Some(Object::Dir), durable: Some(Object::Dir), pending: None },
-                    );
-                }
-            }
-        }
-        Ok(())
+        state().create_dir_all(&normal(path))
     }
     pub(super) fn read(path: &Path) -> io::Result<Vec<u8>> {
         let fs = state();
         let inode = fs.file(&normal(path))?;
-        Ok(fs.inodes[&inode].data.clone())
+        Ok(fs.data(inode).expect("inode of a name").to_vec())
     }
     pub(super) fn write(path: &Path, contents: &[u8]) -> io::Result<()> {
         let mut file = create(path)?;
         std::io::Write::write_all(&mut file, contents)
     }
     pub(super) fn rename(from: &Path, to: &Path) -> io::Result<()> {
-        let (from, to) = (normal(from), normal(to));
-        let mut fs = state();
-        let inode = fs.file(&from)?;
-        fs.parent_exists(&to)?;
-        if fs.lookup(&to) == Some(Object::Dir) {
-            return Err(io::Error::new(io::ErrorKind::IsADirectory, to.display().to_string()));
-        }
-        if from == to {
-            return Ok(());
-        }
-        let operation = fs.operation();
-        fs.set(&from, None, operation);
-        fs.set(&to, Some(Object::File(inode)), operation);
-        Ok(())
+        state().rename(&normal(from), &normal(to), this_node())
     }
     pub(super) fn hard_link(original: &Path, link: &Path) -> io::Result<()> {
-        let (original, link) = (normal(original), normal(link));
-        let mut fs = state();
-        let inode = fs.file(&original)?;
-        fs.parent_exists(&link)?;
-        if fs.lookup(&link).is_some() {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, link.display().to_string()));
-        }
-        let operation = fs.operation();
-        fs.set(&link, Some(Object::File(inode)), operation);
-        Ok(())
+        state().hard_link(&normal(original), &normal(link), this_node())
     }
     pub(super) fn remove_file(path: &Path) -> io::Result<()> {
-        let path = normal(path);
-        let mut fs = state();
-        fs.file(&path)?;
-        let operation = fs.operation();
-        fs.set(&path, None, operation);
-        Ok(())
+        state().remove_file(&normal(path), this_node())
     }
     pub(super) fn read_dir(path: &Path) -> io::Result<Vec<DirEntry>> {
-        let path = normal(path);
-        let fs = state();
-        match fs.lookup(&path) {
-            Some(Object::Dir) => {}
-            Some(Object::File(_)) => {
-                return Err(io::Error::new(io::ErrorKind::NotADirectory, path.display().to_string()))
-            }
-            None => return Err(not_found(&path)),
-        }
-        let mut entries = Vec::new();
-        for (name, entry) in fs.names.range(path.clone()..) {
-            if !name.starts_with(&path) {
-                break;
-            }
-            if name.parent() != Some(path.as_path()) {
-                continue;
-            }
-            if let Some(object) = entry.current {
-                entries.push(DirEntry {
-                    name: name.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-                    path: name.clone(),
-                    is_dir: object == Object::Dir,
-                });
-            }
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        state().read_dir(&normal(path))
     }
     pub(super) fn metadata(path: &Path) -> io::Result<Metadata> {
-        let path = normal(path);
-        let fs = state();
-        match fs.lookup(&path) {
-            Some(Object::Dir) => Ok(Metadata { is_dir: true, len: 0 }),
-            Some(Object::File(inode)) => Ok(Metadata { is_dir: false, len: fs.inodes[&inode].data.len() as u64 }),
-            None => Err(not_found(&path)),
-        }
+        state().metadata(&normal(path))
     }
     pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
-        let path = normal(path);
-        let mut fs = state();
-        if fs.lookup(&path) != Some(Object::Dir) {
-            return Err(not_found(&path));
-        }
-        // The operations that changed this directory become durable whole: a rename synced in
-        // its target directory is durable in its source directory too.
-        let operations: BTreeSet<u64> = fs
-            .names
-            .range(path.clone()..)
-            .take_while(|(name, _)| name.starts_with(&path))
-            .filter(|(name, _)| name.parent() == Some(path.as_path()))
-            .filter_map(|(_, name)| name.pending.map(|(operation, _)| operation))
-            .collect();
-        if operations.is_empty() {
-            return Ok(());
-        }
-        for name in fs.names.values_mut() {
-            if name.pending.is_some_and(|(operation, _)| operations.contains(&operation)) {
-                name.durable = name.current;
-                name.pending = None;
-            }
-        }
-        fs.names.retain(|_, name| name.current.is_some() || name.durable.is_some() || name.pending.is_some());
-        Ok(())
+        state().sync_dir(&normal(path))
     }
     pub(super) fn lock(path: &Path) -> io::Result<Lock> {
         // A simulated run is one thread and nothing awaits while holding a lock: mutual
@@ -715,17 +749,101 @@ pub mod sim {
     }
     pub(super) fn create(path: &Path) -> io::Result<File> {
         let path = normal(path);
-        let inode = state().create(&path, false)?;
+        let inode = state().create(&path, false, this_node())?;
         Ok(File { inner: OpenFile { inode, position: 0, path } })
     }
     pub(super) fn create_new(path: &Path) -> io::Result<File> {
         let path = normal(path);
-        let inode = state().create(&path, true)?;
+        let inode = state().create(&path, true, this_node())?;
         Ok(File { inner: OpenFile { inode, position: 0, path } })
     }
     pub(super) fn open(path: &Path) -> io::Result<File> {
         let path = normal(path);
         let inode = state().file(&path)?;
         Ok(File { inner: OpenFile { inode, position: 0, path } })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model::{Model, Object};
+    use std::path::Path;
+
+    const A: u64 = 1;
+    const B: u64 = 2;
+
+    fn file_system(seed: u64) -> Model<u64> {
+        let mut model = Model::new(seed, false);
+        model.create_dir_all(Path::new("/d")).unwrap();
+        model
+    }
+
+    fn content(model: &Model<u64>, path: &str) -> Option<Vec<u8>> {
+        match model.lookup(Path::new(path)) {
+            Some(Object::File(inode)) => model.data(inode).map(<[u8]>::to_vec),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn synced_data_and_names_survive_a_crash_and_unsynced_ones_may_not() {
+        let mut outcomes = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let mut model = file_system(seed);
+            let durable = model.create(Path::new("/d/durable"), false, A).unwrap();
+            model.write(durable, 0, b"kept", A);
+            model.sync_file(durable);
+            model.sync_dir(Path::new("/d")).unwrap();
+            model.write(durable, 4, b"+tail", A);
+            let fresh = model.create(Path::new("/d/fresh"), false, A).unwrap();
+            model.write(fresh, 0, b"maybe", A);
+            model.sync_file(fresh); // its data, not its name
+            let other = model.create(Path::new("/d/other"), false, B).unwrap();
+            model.write(other, 0, b"other node", B);
+            model.crash(A);
+            let kept = content(&model, "/d/durable").expect("a synced name survives");
+            assert!(kept.starts_with(b"kept") && b"kept+tail".starts_with(&kept), "torn at a prefix: {kept:?}");
+            let fresh = content(&model, "/d/fresh");
+            assert!(fresh.is_none() || fresh.as_deref() == Some(b"maybe".as_slice()));
+            assert_eq!(content(&model, "/d/other").as_deref(), Some(b"other node".as_slice()), "B did not crash");
+            outcomes.insert((kept.len(), fresh.is_some()));
+        }
+        assert!(outcomes.len() > 3, "crashes draw different outcomes: {outcomes:?}");
+    }
+
+    #[test]
+    fn a_rename_is_atomic_and_durable_once_either_directory_is_synced() {
+        for seed in 0..32 {
+            let mut model = file_system(seed);
+            model.create_dir_all(Path::new("/e")).unwrap();
+            let inode = model.create(Path::new("/d/staged"), false, A).unwrap();
+            model.write(inode, 0, b"x", A);
+            model.sync_file(inode);
+            model.sync_dir(Path::new("/d")).unwrap();
+            model.rename(Path::new("/d/staged"), Path::new("/e/part"), A).unwrap();
+            // Unsynced: either both halves of the rename or neither.
+            model.crash(A);
+            let (from, to) = (content(&model, "/d/staged"), content(&model, "/e/part"));
+            assert!(from.is_some() != to.is_some(), "a rename moves the name, whole: {from:?} {to:?}");
+        }
+        let mut model = file_system(7);
+        model.create_dir_all(Path::new("/e")).unwrap();
+        let inode = model.create(Path::new("/d/staged"), false, A).unwrap();
+        model.sync_file(inode);
+        model.sync_dir(Path::new("/d")).unwrap();
+        model.rename(Path::new("/d/staged"), Path::new("/e/part"), A).unwrap();
+        model.sync_dir(Path::new("/e")).unwrap();
+        model.crash(A);
+        assert!(content(&model, "/e/part").is_some() && content(&model, "/d/staged").is_none());
+    }
+
+    #[test]
+    fn the_lossless_model_keeps_everything() {
+        let mut model = Model::new(1, true);
+        model.create_dir_all(Path::new("/d")).unwrap();
+        let inode = model.create(Path::new("/d/f"), false, A).unwrap();
+        model.write(inode, 0, b"all", A);
+        model.crash(A);
+        assert_eq!(content(&model, "/d/f").as_deref(), Some(b"all".as_slice()));
     }
 }

@@ -348,6 +348,7 @@ fn token_from_clock() -> u64 {
 
 /// Milliseconds of CPU time used by this process so far (user + system), when the platform
 /// reports it. Used for the events-per-CPU-second figure; never for control decisions.
+#[allow(clippy::disallowed_methods)] // the process's own statistics, not engine data
 pub fn process_cpu_ms() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
@@ -359,6 +360,7 @@ pub fn process_cpu_ms() -> Option<u64> {
 }
 
 /// Peak resident set size of this process in KiB, when the platform reports it.
+#[allow(clippy::disallowed_methods)] // the process's own statistics, not engine data
 pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;

@@ -6,6 +6,7 @@
 //! against the metadata's checksums on load; a corrupt, truncated or partial newest checkpoint
 //! is skipped for the previous complete one; retention keeps the newest N complete ones and
 //! removes incomplete ones older than the newest.
+#![allow(clippy::disallowed_methods)] // tests arrange and inspect real directories with std::fs
 
 use bytes::Bytes;
 use weir_core::checkpoint::{CheckpointError, CheckpointMetadata, CheckpointStore, FORMAT_VERSION, METADATA};
@@ -204,6 +205,127 @@ fn damaged_job_records_are_detected_and_permanent() {
             let lineage = object_store::path::Path::from(store.record_path("_lineage"));
             store.object_store().put(&lineage, b"[]".to_vec().into()).await.unwrap();
             assert!(matches!(store.lineage().await.unwrap_err(), CheckpointError::CorruptRecord { .. }));
+        });
+    }
+}
+
+#[test]
+fn job_records_update_by_compare_and_swap() {
+    for (store, _guard) in backends() {
+        block_on(async {
+            store.put_job_record_if("_generation", b"1".to_vec(), None).await.unwrap();
+            let again = store.put_job_record_if("_generation", b"1".to_vec(), None).await.unwrap_err();
+            assert!(matches!(again, CheckpointError::Conflict { .. }), "create-if-absent: {again}");
+            let (content, version) = store.get_job_record_versioned("_generation").await.unwrap().unwrap();
+            assert_eq!(content, Bytes::from_static(b"1"));
+            store.put_job_record_if("_generation", b"2".to_vec(), Some(version.clone())).await.unwrap();
+            let stale = store.put_job_record_if("_generation", b"2".to_vec(), Some(version)).await.unwrap_err();
+            assert!(matches!(stale, CheckpointError::Conflict { .. }), "a racer that read 1 loses: {stale}");
+            assert_eq!(store.get_job_record("_generation").await.unwrap().unwrap(), Bytes::from_static(b"2"));
+            store.delete_job_record("_generation").await.unwrap();
+            store.delete_job_record("_generation").await.unwrap();
+            assert!(store.get_job_record_versioned("_generation").await.unwrap().is_none());
+        });
+    }
+}
+
+/// A store whose listings miss the objects under the prefixes in `hidden`: a listing that
+/// lags behind writes, as eventually consistent stores' do.
+#[derive(Debug)]
+struct LaggingListings {
+    inner: std::sync::Arc<dyn object_store::ObjectStore>,
+    hidden: std::sync::Mutex<Vec<String>>,
+}
+
+impl std::fmt::Display for LaggingListings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LaggingListings({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for LaggingListings {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    async fn delete(&self, location: &object_store::path::Path) -> object_store::Result<()> {
+        self.inner.delete(location).await
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        use futures::StreamExt;
+        let hidden = self.hidden.lock().unwrap().clone();
+        self.inner
+            .list(prefix)
+            .filter(move |item| {
+                let keep =
+                    !matches!(item, Ok(meta) if hidden.iter().any(|h| meta.location.as_ref().contains(h.as_str())));
+                async move { keep }
+            })
+            .boxed()
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy(&self, from: &object_store::path::Path, to: &object_store::path::Path) -> object_store::Result<()> {
+        self.inner.copy(from, to).await
+    }
+    async fn copy_if_not_exists(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+    ) -> object_store::Result<()> {
+        self.inner.copy_if_not_exists(from, to).await
+    }
+}
+
+#[test]
+fn a_lagging_listing_does_not_hide_the_newest_checkpoint_from_a_restore() {
+    for (store, _guard) in backends() {
+        block_on(async {
+            let lagging = std::sync::Arc::new(LaggingListings {
+                inner: store.object_store().clone(),
+                hidden: std::sync::Mutex::new(vec!["chk-2/".into()]),
+            });
+            let seen = CheckpointStore::with_store(lagging.clone(), "job-a");
+            write_checkpoint(&seen, 1, true).await;
+            seen.record_latest(1).await.unwrap();
+            write_checkpoint(&seen, 2, true).await;
+            // Sinks commit only after the newest-checkpoint record names 2: a restore that lists
+            // only 1 must still restore 2, or it would retract output that 2 let sinks commit.
+            seen.record_latest(2).await.unwrap();
+            let (restored, skipped) = seen.restore_point().await.unwrap();
+            assert_eq!(restored.unwrap().metadata.checkpoint_id, 2);
+            assert!(skipped.is_empty());
+            // A record naming a checkpoint deleted since (by a restore) is passed over quietly.
+            seen.delete_checkpoint(2).await.unwrap();
+            let (restored, skipped) = seen.restore_point().await.unwrap();
+            assert_eq!(restored.unwrap().metadata.checkpoint_id, 1);
+            assert!(skipped.is_empty(), "{skipped:?}");
         });
     }
 }

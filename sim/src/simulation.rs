@@ -346,6 +346,10 @@ struct World {
     handle: madsim::runtime::Handle,
     coordinator: madsim::runtime::NodeHandle,
     workers: Vec<madsim::runtime::NodeHandle>,
+    /// The client's node, and its credentials (the rogue peer uses them).
+    client: madsim::runtime::NodeHandle,
+    client_tls: TlsContext,
+    coordinator_address: String,
     storage: StorageFaults,
     store_name: String,
     job_id: String,
@@ -494,6 +498,7 @@ async fn simulate_in(
     let spec = run_options.spec.clone();
     let job_id = spec.fingerprint();
     let client_tls = TlsContext::load(certs, Role::Client).map_err(|e| e.to_string())?;
+    let rogue_tls = client_tls.clone();
     let client = handle.create_node().name("client").ip(node_ip(MAX_WORKERS as u8 + 2)).build();
     let coordinator_at = coordinator_address.clone();
     let job_options = JobOptions {
@@ -534,7 +539,18 @@ async fn simulate_in(
         }
     });
 
-    let world = World { handle, coordinator, workers, storage, store_name: store_name.to_string(), job_id, spec };
+    let world = World {
+        handle,
+        coordinator,
+        workers,
+        client,
+        client_tls: rogue_tls,
+        coordinator_address: coordinator_address.clone(),
+        storage,
+        store_name: store_name.to_string(),
+        job_id,
+        spec,
+    };
 
     // The commit oracle: output an attempt staged for epoch n is committed only after a
     // checkpoint >= n *of that attempt* completed (its `_metadata` is in storage; a checkpoint
@@ -732,6 +748,7 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Re
     }
     events.sort_by_key(|(at, start, _)| (*at, !*start));
     let mut aimed_kills = Vec::new();
+    let mut rogues = Vec::new();
     for (at_ms, start, fault) in events {
         madsim::time::sleep_until(started + Duration::from_millis(at_ms)).await;
         rt::trace(&format!("fault {} {fault}", if start { "begins" } else { "heals" }));
@@ -857,11 +874,60 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Re
                 }));
             }
             (Fault::StaleDeploy { .. }, false) => faultpoint::release_held_deploy(),
+            (Fault::RoguePeer { .. }, _) => {
+                let workers: Vec<String> =
+                    (0..world.workers.len()).map(|index| format!("{}:7500", node_ip(2 + index as u8))).collect();
+                let (tls, coordinator) = (world.client_tls.clone(), world.coordinator_address.clone());
+                rogues.push(world.client.spawn(rogue_peer(tls, coordinator, workers)));
+            }
         }
     }
     for kill in aimed_kills {
         kill.await.map_err(|e| format!("aimed kill: {e}"))?;
     }
+    for rogue in rogues {
+        rogue.await.map_err(|e| format!("rogue peer: {e}"))??;
+    }
+    Ok(())
+}
+
+/// What a peer holding the client's certificate tries that only workers may do; each attempt
+/// must be refused. `Err` names the one that was not.
+async fn rogue_peer(tls: TlsContext, coordinator: String, workers: Vec<String>) -> Result<(), String> {
+    use weir_cluster::net::connect;
+    use weir_cluster::protocol::{DataFrame, Hello, ToCoordinator, ToWorker};
+    use weir_cluster::slot::SlotEvent;
+    use weir_cluster::wire::{read_message, write_message, ReadLimits};
+    let limits = ReadLimits::new(1 << 20, Duration::from_secs(10));
+    // Register as a worker offering every slot there is.
+    if let Ok(stream) = connect(&tls, &coordinator, Role::Coordinator).await {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let hello =
+            Hello::Worker { slots: usize::MAX, data_address: format!("{}:7500", node_ip(MAX_WORKERS as u8 + 2)) };
+        let _ = write_message(&mut writer, &hello).await;
+        if let Ok(Some(ToWorker::Welcome { .. })) = read_message::<_, ToWorker>(&mut reader, limits).await {
+            return Err("a client certificate registered as a worker".into());
+        }
+    }
+    // Hand the coordinator a slot's state, as a worker would, on a client connection.
+    if let Ok(stream) = connect(&tls, &coordinator, Role::Coordinator).await {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let snapshot = SlotEvent::Snapshot { slot: 0, checkpoint: 1, state: vec![0; 64], records_read: 0 };
+        let _ = write_message(&mut writer, &Hello::Client).await;
+        let _ = write_message(&mut writer, &ToCoordinator::Event { attempt: 1, event: snapshot }).await;
+        let _ = read_message::<_, weir_cluster::protocol::ClientResponse>(&mut reader, limits).await;
+    }
+    // Inject data frames into every worker's data plane.
+    for address in workers {
+        let Ok(stream) = connect(&tls, &address, Role::Worker).await else { continue };
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let _ = write_message(&mut writer, &Hello::Data { from_worker: 1, attempt: 1 }).await;
+        let _ = write_message(&mut writer, &DataFrame::Credit { from: 0, to: 1, credits: u32::MAX }).await;
+        if let Ok(Some(frame)) = read_message::<_, DataFrame>(&mut reader, limits).await {
+            return Err(format!("worker at {address} answered a client certificate's data connection: {frame:?}"));
+        }
+    }
+    rt::trace("the rogue peer was refused everywhere");
     Ok(())
 }
 

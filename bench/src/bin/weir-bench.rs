@@ -72,7 +72,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::E2e { events, input, parallelism, checkpoint_ms, repeat, scratch } => {
-            std::fs::create_dir_all(&scratch)?;
+            weir_core::fs::create_dir_all(&scratch)?;
             println!("| slots | checkpoints | events | events/s (median of {repeat}) | events per CPU-second | checkpoints completed |");
             println!("|---|---|---|---|---|---|");
             for &slots in &parallelism {
@@ -122,7 +122,7 @@ fn main() -> anyhow::Result<()> {
             let config = GeneratorConfig::new(events, 1);
             let mut content = format!("{}\n", weir_core::bid::BID_HEADER).into_bytes();
             content.extend(weir_bench::baseline::generated_csv(&config));
-            std::fs::write(&path, content)?;
+            weir_core::fs::write(&path, &content)?;
             println!("wrote {} bids to {}", events, path.display());
         }
     }

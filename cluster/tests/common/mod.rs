@@ -1,5 +1,6 @@
 //! Helpers shared by the cluster's integration tests: building inputs, running jobs on the
 //! embedded cluster, and judging their committed output against the sequential reference.
+#![allow(clippy::disallowed_methods)] // tests arrange and inspect real directories with std::fs
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -82,3 +83,4 @@ pub fn write_input(root: &Path, files: &[Vec<String>]) -> PathBuf {
     }
     dir
 }
+pub mod processes;
