@@ -229,6 +229,9 @@ pub struct Shape {
     pub submit_twice: bool,
     /// Latency of every checkpoint-store operation, ms.
     pub store_latency_ms: u64,
+    /// The job's checkpoint timeout, ms, when shorter than the default (10 minutes: longer
+    /// than any run).
+    pub checkpoint_timeout_ms: Option<u64>,
 }
 
 /// Where a simulated job reads its bids from.
@@ -295,6 +298,9 @@ impl fmt::Display for Shape {
         }
         if self.store_latency_ms > 0 {
             write!(f, ", {} ms per store operation", self.store_latency_ms)?;
+        }
+        if let Some(timeout) = self.checkpoint_timeout_ms {
+            write!(f, ", checkpoints time out after {timeout} ms")?;
         }
         Ok(())
     }
@@ -858,6 +864,7 @@ impl FaultPlan {
             checkpoints: CheckpointBackend::ObjectStore,
             submit_twice: false,
             store_latency_ms: 0,
+            checkpoint_timeout_ms: None,
         };
         let mut shape = shape;
         if draw.below(3) == 0 {
@@ -869,6 +876,9 @@ impl FaultPlan {
         shape.submit_twice = draw.below(4) == 0;
         if draw.coin() {
             shape.store_latency_ms = draw.range(1, 30);
+        }
+        if draw.below(4) == 0 {
+            shape.checkpoint_timeout_ms = Some(draw.range(400, 3_000));
         }
         let kinds: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|_| draw.coin()).collect();
         let count = if kinds.is_empty() { 0 } else { draw.range(1, 5) as usize };

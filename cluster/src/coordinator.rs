@@ -162,12 +162,27 @@ impl Pending {
     }
 }
 
-/// The slot an event names, if the attempt has it.
-fn slot_index(slot: usize, parallelism: usize) -> Result<usize, JobError> {
+/// A protocol violation by whoever sent an event (recorded for the simulator, whose peers are
+/// all honest).
+fn violation(message: String) -> JobError {
+    faultpoint::protocol_violation(&message);
+    JobError::ProtocolViolation(message)
+}
+
+/// Checks that the slot an event names exists: events may come from other processes.
+fn check_slot(event: &SlotEvent, parallelism: usize) -> Result<(), JobError> {
+    let slot = match event {
+        SlotEvent::Snapshot { slot, .. }
+        | SlotEvent::Failed { slot, .. }
+        | SlotEvent::CommitFailed { slot, .. }
+        | SlotEvent::InputDone { slot }
+        | SlotEvent::Committed { slot, .. } => *slot,
+        SlotEvent::WorkerLost { .. } | SlotEvent::LinkFailed { .. } => return Ok(()),
+    };
     if slot < parallelism {
-        Ok(slot)
+        Ok(())
     } else {
-        Err(JobError::ProtocolViolation(format!("an event names slot {slot}; the job has {parallelism} slots")))
+        Err(violation(format!("an event names slot {slot}; the job has {parallelism} slots")))
     }
 }
 
@@ -209,6 +224,10 @@ pub async fn coordinate(
                 let Some(event) = event else {
                     panic!("every slot hung up without failing or finishing");
                 };
+                if let Err(violation) = check_slot(&event, config.parallelism) {
+                    stop_all();
+                    return Err(violation);
+                }
                 match event {
                     SlotEvent::Failed { slot, message } => {
                         stop_all();
@@ -226,21 +245,8 @@ pub async fn coordinate(
                         stop_all();
                         return Err(JobError::LinkFailed(message));
                     }
-                    SlotEvent::InputDone { slot } => match slot_index(slot, config.parallelism) {
-                        Ok(slot) => input_done[slot] = true,
-                        Err(violation) => {
-                            stop_all();
-                            return Err(violation);
-                        }
-                    },
+                    SlotEvent::InputDone { slot } => input_done[slot] = true,
                     SlotEvent::Committed { slot, checkpoint } => {
-                        let slot = match slot_index(slot, config.parallelism) {
-                            Ok(slot) => slot,
-                            Err(violation) => {
-                                stop_all();
-                                return Err(violation);
-                            }
-                        };
                         if let Some(commits) = final_commits.as_mut() {
                             if Some(checkpoint) == outcome.last_checkpoint {
                                 commits[slot] = true;
@@ -255,13 +261,6 @@ pub async fn coordinate(
                         }
                     }
                     SlotEvent::Snapshot { slot, checkpoint, state, records_read } => {
-                        let slot = match slot_index(slot, config.parallelism) {
-                            Ok(slot) => slot,
-                            Err(violation) => {
-                                stop_all();
-                                return Err(violation);
-                            }
-                        };
                         if let Some(slot_metrics) = metrics.get(slot) {
                             slot_metrics.records_read.fetch_max(records_read, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -271,9 +270,7 @@ pub async fn coordinate(
                         };
                         if current.files.contains_key(&slot) {
                             stop_all();
-                            return Err(JobError::ProtocolViolation(format!(
-                                "slot {slot} sent its state of checkpoint {checkpoint} twice"
-                            )));
+                            return Err(violation(format!("slot {slot} sent its state of checkpoint {checkpoint} twice")));
                         }
                         if let Some(CrashPoint::DuringUpload { checkpoint: c, slots: n }) = config.crash_at {
                             if c == checkpoint && current.files.len() == n {

@@ -91,11 +91,31 @@ impl AsyncWrite for Link {
     }
 }
 
-/// How long a TLS handshake may take.
+/// How long a TCP connect, and then a TLS handshake, may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes a listener runs at once; a connection beyond them is closed at once (with a
-/// warning) rather than queued behind peers that may never speak.
-const HANDSHAKES_MAX: usize = 64;
+/// Handshakes a listener runs at once; beyond them, accepting waits (each handshake ends within
+/// [`HANDSHAKE_TIMEOUT`]).
+const HANDSHAKES_MAX: usize = 512;
+/// Handshakes one peer address may have in progress at once; a connection beyond them is closed
+/// at once (with a warning), so that peers that connect and never speak hold up only themselves.
+const HANDSHAKES_PER_ADDRESS_MAX: usize = 32;
+
+/// The peer's certificate does not carry the role the caller needs: retrying cannot help.
+#[derive(Debug)]
+pub struct RoleRefused(pub String);
+
+impl std::fmt::Display for RoleRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RoleRefused {}
+
+/// Whether `error` is a [`RoleRefused`] (as opposed to any other failure to connect).
+pub fn is_role_refusal(error: &std::io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.is::<RoleRefused>())
+}
 
 /// The identity of the peer on a TLS stream (its end-entity certificate).
 fn peer_identity(stream: &TlsStream) -> PeerIdentity {
@@ -110,7 +130,9 @@ fn peer_identity(stream: &TlsStream) -> PeerIdentity {
 pub async fn connect(tls: &TlsContext, address: &str, expected: Role) -> std::io::Result<TlsStream> {
     let name =
         server_name(address).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-    let tcp = TcpStream::connect(address).await?;
+    let tcp = weir_core::rt::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(address)).await.map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {address} timed out"))
+    })??;
     tcp.set_nodelay(true)?;
     let connector = TlsConnector::from(tls.client.clone());
     let stream =
@@ -121,7 +143,7 @@ pub async fn connect(tls: &TlsContext, address: &str, expected: Role) -> std::io
     let identity = peer_identity(&stream);
     if let Err(reason) = identity.require(expected, &format!("serve as the {expected} at {address}")) {
         tracing::warn!(%address, subject = %identity.subject, "refused peer: {reason}");
-        return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, reason));
+        return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, RoleRefused(reason)));
     }
     Ok(stream)
 }
@@ -137,8 +159,8 @@ pub struct Accepted {
 }
 
 /// Accepts TLS connections on a listener. Handshakes run off the accept loop, each within
-/// [`HANDSHAKE_TIMEOUT`], at most [`HANDSHAKES_MAX`] at once: peers that connect and say
-/// nothing delay no one.
+/// [`HANDSHAKE_TIMEOUT`], at most [`HANDSHAKES_PER_ADDRESS_MAX`] per peer address: peers that
+/// connect and say nothing delay no one else.
 pub struct TlsListener {
     address: String,
     accepted: mpsc::UnboundedReceiver<Accepted>,
@@ -188,6 +210,7 @@ impl TlsListener {
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, accepted: mpsc::UnboundedSender<Accepted>) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+    let per_address: Arc<std::sync::Mutex<std::collections::BTreeMap<std::net::IpAddr, usize>>> = Arc::default();
     loop {
         let (tcp, address) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -198,13 +221,17 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, accepted: mps
                 continue;
             }
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            tracing::warn!(%address, "refused connection: {HANDSHAKES_MAX} TLS handshakes already in progress");
+        let Some(slot) = HandshakeSlot::take(&per_address, address.ip()) else {
+            tracing::warn!(
+                %address,
+                "refused connection: {HANDSHAKES_PER_ADDRESS_MAX} TLS handshakes from this address already in progress"
+            );
             continue;
         };
+        let permit = handshakes.clone().acquire_owned().await.expect("the semaphore is never closed");
         let (acceptor, accepted) = (acceptor.clone(), accepted.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let (_permit, _slot) = (permit, slot);
             let _ = tcp.set_nodelay(true);
             match weir_core::rt::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(Link::new(tcp))).await {
                 Ok(Ok(stream)) => {
@@ -218,6 +245,40 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, accepted: mps
                 Err(_) => tracing::warn!(%address, "refused connection: TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// One handshake in progress from a peer address, counted while it lives.
+struct HandshakeSlot {
+    counts: Arc<std::sync::Mutex<std::collections::BTreeMap<std::net::IpAddr, usize>>>,
+    address: std::net::IpAddr,
+}
+
+impl HandshakeSlot {
+    /// A slot for `address`, unless it has [`HANDSHAKES_PER_ADDRESS_MAX`] already.
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::BTreeMap<std::net::IpAddr, usize>>>,
+        address: std::net::IpAddr,
+    ) -> Option<Self> {
+        let mut map = counts.lock().expect("handshake counts");
+        let count = map.entry(address).or_insert(0);
+        if *count >= HANDSHAKES_PER_ADDRESS_MAX {
+            return None;
+        }
+        *count += 1;
+        Some(HandshakeSlot { counts: counts.clone(), address })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().expect("handshake counts");
+        if let Some(count) = map.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.address);
+            }
+        }
     }
 }
 

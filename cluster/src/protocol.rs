@@ -206,6 +206,25 @@ pub struct JobOptions {
     pub rate_limit: Option<u64>,
 }
 
+impl JobOptions {
+    /// Checks what a client sent (a peer is not trusted to have used Weir's own parser).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.checkpoint_interval_ms == Some(0) {
+            return Err("--checkpoint-interval must be more than zero (or `off`)".into());
+        }
+        if self.checkpoint_timeout_ms == 0 {
+            return Err("--checkpoint-timeout must be more than zero".into());
+        }
+        if self.retained_checkpoints == 0 {
+            return Err("--retained-checkpoints must be at least 1".into());
+        }
+        if self.rate_limit == Some(0) {
+            return Err("--rate must be more than zero".into());
+        }
+        Ok(())
+    }
+}
+
 /// Client → coordinator.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ClientRequest {

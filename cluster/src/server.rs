@@ -36,7 +36,9 @@ use crate::protocol::{
 use crate::run::claim_output;
 use crate::slot::{SlotEvent, SlotLink};
 use crate::tls::{PeerIdentity, Role, TlsContext};
-use crate::wire::{read_message, write_message, ReadLimits, CLIENT_FRAME_BYTES_MAX, FRAME_BYTES_MAX, HELLO_BYTES_MAX};
+use crate::wire::{
+    read_message, write_message, ReadLimits, CLIENT_FRAME_BYTES_MAX, FRAME_BYTES_MAX, HELLO_BYTES_MAX, HELLO_TIMEOUT,
+};
 
 /// How the coordinator runs.
 #[derive(Clone, Debug)]
@@ -94,8 +96,6 @@ struct ClusterState {
 
 type Shared = Arc<Mutex<ClusterState>>;
 
-/// How long a new connection may take to say who it is.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client connection may stay silent between requests.
 const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long every worker of an attempt has to report its slots deployed.
@@ -186,14 +186,15 @@ async fn serve_worker(
         let state = state.clone();
         move |message: ToCoordinator| on_worker_message(&state, worker_id, message)
     });
-    let entry =
-        WorkerEntry { slots, data_address: data_address.clone(), outbox: connection.outbox.clone(), busy: None };
-    state.lock().expect("state lock").workers.insert(worker_id, entry);
+    // Welcomed before it can be placed: nothing may precede the welcome on its connection.
     let welcome = ToWorker::Welcome {
         worker_id,
         heartbeat_timeout_ms: u64::try_from(options.heartbeat_timeout.as_millis()).unwrap_or(u64::MAX),
     };
     let _ = connection.outbox.send(welcome);
+    let entry =
+        WorkerEntry { slots, data_address: data_address.clone(), outbox: connection.outbox.clone(), busy: None };
+    state.lock().expect("state lock").workers.insert(worker_id, entry);
     tracing::info!(worker_id, %address, slots, %data_address, "worker registered");
     eprintln!("coordinator: worker {worker_id} registered from {address} with {slots} slots");
     rt::trace(&format!("worker {worker_id} registered from {address} with {slots} slots"));
@@ -461,8 +462,8 @@ async fn submit(
     if let Err(error) = spec.validate() {
         return ClientResponse::Error(error.to_string());
     }
-    if job_options.checkpoint_timeout_ms == 0 {
-        return ClientResponse::Error("--checkpoint-timeout must be more than zero".into());
+    if let Err(error) = job_options.validate() {
+        return ClientResponse::Error(error);
     }
     let job_id = spec.fingerprint();
     let cancel = Arc::new(tokio::sync::Notify::new());

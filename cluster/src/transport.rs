@@ -20,10 +20,14 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use timely::order::PartialOrder;
+use timely::progress::frontier::Antichain;
+use timely::progress::Timestamp;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use weir_core::faultpoint::{self, PlantedBug};
+use weir_core::time::Time;
 use weir_core::Bid;
 use weir_dataflow::exchange::{Doorbell, ExchangeMessage, ExchangeRx, ExchangeTx};
 
@@ -62,6 +66,8 @@ pub struct RemoteSender {
     failures: LinkFailures,
     /// "data connection from worker A to worker B", for reports.
     link: Arc<str>,
+    /// The failure has been reported (once is enough).
+    reported: std::sync::atomic::AtomicBool,
 }
 
 impl RemoteSender {
@@ -75,7 +81,7 @@ impl RemoteSender {
         failures: LinkFailures,
         link: Arc<str>,
     ) -> Self {
-        RemoteSender { from, to, credits, connection, failures, link }
+        RemoteSender { from, to, credits, connection, failures, link, reported: Default::default() }
     }
 }
 
@@ -87,7 +93,8 @@ impl ExchangeTx<Bid> for RemoteSender {
                 return Err(message);
             }
         }
-        if self.connection.send(DataFrame::Batch { from: self.from, to: self.to, message }).is_err() {
+        let sent = self.connection.send(DataFrame::Batch { from: self.from, to: self.to, message });
+        if sent.is_err() && !self.reported.swap(true, Ordering::AcqRel) {
             // The connection is gone, and with it this message: the attempt cannot be exact any
             // more. It ends (the failure is reported), and the job restarts from a checkpoint.
             self.failures
@@ -97,12 +104,19 @@ impl ExchangeTx<Bid> for RemoteSender {
     }
 }
 
+/// What has arrived on one channel: the messages waiting for the receiving slot, how many of
+/// them are data batches (each took one credit), and the sender's last reported frontier.
+struct Arrived {
+    queue: VecDeque<ExchangeMessage<Bid>>,
+    batches: usize,
+    frontier: Antichain<Time>,
+}
+
 /// Messages that arrived for one (from, to) channel, waiting for the receiving slot.
 pub struct Inbound {
     from: usize,
     to: usize,
-    /// The queue and how many data batches it holds (each took one credit).
-    queue: Mutex<(VecDeque<ExchangeMessage<Bid>>, usize)>,
+    arrived: Mutex<Arrived>,
     /// Credits of the channel: the most data batches that may ever be queued.
     credits: usize,
     doorbell: Arc<SlotDoorbell>,
@@ -113,12 +127,15 @@ impl Inbound {
     /// An empty inbound queue for the channel `from → to` with `credits` credits, waking
     /// `doorbell` on arrival.
     pub fn new(from: usize, to: usize, credits: usize, doorbell: Arc<SlotDoorbell>) -> Arc<Self> {
-        let queue = Mutex::new((VecDeque::new(), 0));
-        Arc::new(Inbound { from, to, queue, credits, doorbell, credit_back: Mutex::new(None) })
+        let arrived = Arrived { queue: VecDeque::new(), batches: 0, frontier: Antichain::from_elem(Time::minimum()) };
+        Arc::new(Inbound { from, to, arrived: Mutex::new(arrived), credits, doorbell, credit_back: Mutex::new(None) })
     }
 
-    /// A message arrived on `connection` (whose write half returns credit). A data batch beyond
-    /// the channel's credits is a protocol violation: the sender ignored the memory bound.
+    /// A message arrived on `connection` (whose write half returns credit). The receiving slot's
+    /// operator asserts the exchange protocol's invariants; a remote sender is not trusted to
+    /// keep them, so they are checked here first, as protocol violations: a data batch beyond
+    /// the channel's credits (the sender ignored the memory bound), data at a time its sender's
+    /// frontier has passed, and a frontier that goes backwards.
     pub fn deliver(
         &self,
         message: ExchangeMessage<Bid>,
@@ -131,19 +148,38 @@ impl Inbound {
             }
         }
         {
-            let mut queue = self.queue.lock().expect("inbound lock");
-            if let ExchangeMessage::Data(..) = message {
-                if queue.1 == self.credits {
-                    let violation = format!(
-                        "slot {} sent slot {} more batches than its {} credits",
-                        self.from, self.to, self.credits
-                    );
-                    faultpoint::protocol_violation(&violation);
-                    return Err(violation);
+            let mut arrived = self.arrived.lock().expect("inbound lock");
+            let violation = match &message {
+                ExchangeMessage::Data(..) if arrived.batches == self.credits => Some(format!(
+                    "slot {} sent slot {} more batches than its {} credits",
+                    self.from, self.to, self.credits
+                )),
+                ExchangeMessage::Data(time, _) if !arrived.frontier.less_equal(time) => Some(format!(
+                    "slot {} sent slot {} data at {time:?}, behind its own frontier {:?}",
+                    self.from, self.to, arrived.frontier
+                )),
+                ExchangeMessage::Progress(elements) => {
+                    let frontier = Antichain::from(elements.clone());
+                    if PartialOrder::less_equal(&arrived.frontier.borrow(), &frontier.borrow()) {
+                        arrived.frontier = frontier;
+                        None
+                    } else {
+                        Some(format!(
+                            "slot {}'s frontier towards slot {} went backwards: {:?} -> {frontier:?}",
+                            self.from, self.to, arrived.frontier
+                        ))
+                    }
                 }
-                queue.1 += 1;
+                ExchangeMessage::Data(..) => None,
+            };
+            if let Some(violation) = violation {
+                faultpoint::protocol_violation(&violation);
+                return Err(violation);
             }
-            queue.0.push_back(message);
+            if let ExchangeMessage::Data(..) = message {
+                arrived.batches += 1;
+            }
+            arrived.queue.push_back(message);
         }
         self.doorbell.ring();
         Ok(())
@@ -156,10 +192,10 @@ pub struct RemoteReceiver(pub Arc<Inbound>);
 impl ExchangeRx<Bid> for RemoteReceiver {
     fn try_recv(&self) -> Option<ExchangeMessage<Bid>> {
         let message = {
-            let mut queue = self.0.queue.lock().expect("inbound lock");
-            let message = queue.0.pop_front()?;
+            let mut arrived = self.0.arrived.lock().expect("inbound lock");
+            let message = arrived.queue.pop_front()?;
             if let ExchangeMessage::Data(..) = message {
-                queue.1 -= 1;
+                arrived.batches -= 1;
             }
             message
         };
@@ -198,6 +234,8 @@ pub struct AttemptWiring {
     pub failures: LinkFailures,
     /// The attempt's data connections, both ways, while it runs.
     links: Mutex<Option<Vec<LinkTask>>>,
+    /// The workers whose data connection into this one has been accepted (one each).
+    inbound_peers: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 impl AttemptWiring {
@@ -212,7 +250,22 @@ impl AttemptWiring {
             doorbells: HashMap::new(),
             failures,
             links: Mutex::new(Some(Vec::new())),
+            inbound_peers: Mutex::new(std::collections::BTreeSet::new()),
         }
+    }
+
+    /// Accepts worker `peer`'s data connection into this worker, unless it is not a peer in the
+    /// attempt or already has one (a second would feed the same channels: a violation).
+    pub fn admit_inbound(&self, peer: u64) -> Result<(), String> {
+        if peer == self.worker_id || !self.placement.contains(&peer) {
+            return Err(format!("worker {peer} runs no slot of this attempt"));
+        }
+        if !self.inbound_peers.lock().expect("peers lock").insert(peer) {
+            let violation = format!("worker {peer} opened a second data connection into worker {}", self.worker_id);
+            faultpoint::protocol_violation(&violation);
+            return Err(violation);
+        }
+        Ok(())
     }
 
     /// Runs `connection` (described by `link`, e.g. "data connection from worker 1 to worker
@@ -287,7 +340,6 @@ impl AttemptWiring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_core::time::Time;
 
     /// Worker 1 runs slot 0, worker 2 slot 1; channels of 2 credits.
     fn wiring() -> AttemptWiring {
@@ -323,6 +375,21 @@ mod tests {
         assert!(huge.contains("more credit"), "{huge}");
         let stranger = wiring.on_frame(3, DataFrame::Credit { from: 0, to: 1, credits: 1 }, &reply).unwrap_err();
         assert!(stranger.contains("worker 3"), "{stranger}");
+    }
+
+    #[test]
+    fn a_peer_cannot_break_the_frontier_it_reports() {
+        let progress =
+            |times: Vec<Time>| DataFrame::Batch { from: 1, to: 0, message: ExchangeMessage::Progress(times) };
+        let (reply, _replies) = tokio::sync::mpsc::unbounded_channel();
+        let forward = wiring();
+        assert!(forward.on_frame(2, progress(vec![Time::new(2, 0)]), &reply).is_ok());
+        let backwards = forward.on_frame(2, progress(vec![Time::new(1, 5)]), &reply).unwrap_err();
+        assert!(backwards.contains("went backwards"), "{backwards}");
+        let done = wiring();
+        assert!(done.on_frame(2, progress(vec![]), &reply).is_ok(), "an empty frontier: the sender is done");
+        let after_done = done.on_frame(2, batch(1, 0), &reply).unwrap_err();
+        assert!(after_done.contains("behind its own frontier"), "{after_done}");
     }
 
     #[test]

@@ -18,12 +18,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The largest frame of a control connection (slot state travels in them).
 pub const FRAME_BYTES_MAX: usize = 512 << 20;
-/// The largest frame on a data connection (an exchange batch or a credit).
-pub const DATA_FRAME_BYTES_MAX: usize = 64 << 20;
+/// The largest frame on a data connection (an exchange batch or a credit). A batch holds at
+/// most 8192 records (the sources' batch size) of 32 bytes: 4 MiB leaves room, and bounds what
+/// a peer can make one channel hold to its credits × 4 MiB.
+pub const DATA_FRAME_BYTES_MAX: usize = 4 << 20;
 /// The largest frame from a client (a job submission with its file list), or a hello.
 pub const CLIENT_FRAME_BYTES_MAX: usize = 16 << 20;
 /// The largest first frame of any connection.
 pub const HELLO_BYTES_MAX: usize = 4 << 10;
+/// How long a new connection may take to say who it is (and a registration to be answered).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How much of a frame's body is read (and allocated) at a time.
 const READ_CHUNK_BYTES: usize = 64 << 10;

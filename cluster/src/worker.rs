@@ -16,7 +16,7 @@
 //! (see [`crate::transport`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,19 +33,16 @@ use weir_dataflow::snapshot::SlotSnapshot;
 
 use crate::connection::Connection;
 use crate::deploy::{launch_slot, recover_sinks, SlotLaunch};
-use crate::net::{connect, Accepted, TlsListener};
+use crate::net::{connect, is_role_refusal, Accepted, TlsListener};
 use crate::protocol::{DataFrame, Deployment, Hello, MetricsSnapshot, ToCoordinator, ToWorker};
 use crate::slot::{SlotCommand, SlotDoorbell};
 use crate::tls::{Role, TlsContext};
 use crate::transport::{AttemptWiring, Inbound, LinkFailures, RemoteReceiver, RemoteSender};
 use crate::wire::{
     read_message, write_keepalive, write_message, ReadLimits, CLIENT_FRAME_BYTES_MAX, DATA_FRAME_BYTES_MAX,
-    FRAME_BYTES_MAX, HELLO_BYTES_MAX,
+    FRAME_BYTES_MAX, HELLO_BYTES_MAX, HELLO_TIMEOUT,
 };
 
-/// How long a worker waits for the coordinator's answer to its registration, and for a data
-/// connection's hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a data connection for an attempt not (yet) deployed here waits for it: longer than
 /// the coordinator waits for a deployment.
 pub const PENDING_INBOUND_MAX: Duration = Duration::from_secs(60);
@@ -53,6 +50,26 @@ pub const PENDING_INBOUND_MAX: Duration = Duration::from_secs(60);
 const DEFAULT_LINK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Attempts remembered as cancelled (so that their late data connections close at once).
 const GONE_ATTEMPTS_MAX: usize = 4096;
+/// Data connections that may wait for their attempt at once.
+const PENDING_INBOUND_CONNECTIONS_MAX: usize = 256;
+
+/// A data connection waiting for its attempt, counted while it waits.
+struct Pending<'a>(&'a AtomicUsize);
+
+impl<'a> Pending<'a> {
+    fn enter(count: &'a AtomicUsize) -> Option<Self> {
+        let entered = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < PENDING_INBOUND_CONNECTIONS_MAX).then_some(n + 1)
+        });
+        entered.is_ok().then_some(Pending(count))
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// How a worker runs.
 #[derive(Clone, Debug)]
@@ -105,6 +122,8 @@ struct DataPlane {
     attempts: Mutex<(BTreeMap<u64, AttemptSlot>, VecDeque<u64>)>,
     changed: watch::Sender<u64>,
     link_timeout: Mutex<Duration>,
+    /// Data connections waiting for their attempt.
+    pending: AtomicUsize,
 }
 
 impl DataPlane {
@@ -113,6 +132,7 @@ impl DataPlane {
             attempts: Mutex::new((BTreeMap::new(), VecDeque::new())),
             changed: watch::channel(0).0,
             link_timeout: Mutex::new(DEFAULT_LINK_TIMEOUT),
+            pending: AtomicUsize::new(0),
         }
     }
 
@@ -198,7 +218,7 @@ pub async fn run_worker(options: WorkerOptions) -> Result<(), WorkerError> {
 async fn serve_coordinator(options: &WorkerOptions, data_address: &str, plane: &Arc<DataPlane>) -> SessionEnd {
     let stream = match connect(&options.tls, &options.coordinator, Role::Coordinator).await {
         Ok(stream) => stream,
-        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+        Err(error) if is_role_refusal(&error) => {
             return SessionEnd::Refused(format!("{}: {error}", options.coordinator))
         }
         Err(error) => return SessionEnd::Lost(error.to_string()),
@@ -581,6 +601,9 @@ async fn serve_inbound(accepted: Accepted, plane: Arc<DataPlane>) {
     };
     // The peer may be faster than this worker's own deployment of the attempt: the connection
     // waits for it, kept alive meanwhile (the peer times out a silent connection).
+    let Some(_pending) = Pending::enter(&plane.pending) else {
+        return refuse(&format!("{PENDING_INBOUND_CONNECTIONS_MAX} data connections already wait for their attempts"));
+    };
     let deadline = rt::now() + PENDING_INBOUND_MAX;
     let wiring = loop {
         let step = (plane.link_timeout() / 4).min(deadline.saturating_duration_since(rt::now()));
@@ -598,9 +621,8 @@ async fn serve_inbound(accepted: Accepted, plane: Arc<DataPlane>) {
             }
         }
     };
-    if from_worker == wiring.worker_id || !wiring.placement.contains(&from_worker) {
-        faultpoint::protocol_violation(&format!("worker {from_worker} is not a peer in attempt {attempt}"));
-        return refuse(&format!("worker {from_worker} runs no slot of attempt {attempt}"));
+    if let Err(reason) = wiring.admit_inbound(from_worker) {
+        return refuse(&format!("attempt {attempt}: {reason}"));
     }
     let link = format!("data connection from worker {from_worker} to worker {} ({address})", wiring.worker_id);
     let connection = Connection::spawn(reader.unsplit(writer), DATA_FRAME_BYTES_MAX, plane.link_timeout(), |reply| {

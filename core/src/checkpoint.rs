@@ -383,7 +383,9 @@ impl CheckpointStore {
     }
 
     /// The checkpoint deployment `generation` restores ([`Self::restore_point`]), recorded in the
-    /// job's lineage before it is returned — that is, before any output is rolled back to it.
+    /// job's lineage — and as the newest complete checkpoint, since recovery commits the output
+    /// it covers — before it is returned, that is, before any output is rolled back or
+    /// committed by it.
     pub async fn restore_for(
         &self,
         generation: u64,
@@ -395,6 +397,12 @@ impl CheckpointStore {
         lineage.push(RestoreRecord { generation, checkpoint });
         let encoded = serde_json::to_vec(&lineage).expect("a lineage always serializes");
         self.put_job_record(LINEAGE, encoded).await?;
+        // A checkpoint whose completion was never recorded (its `_metadata` put stored the
+        // object but reported failure) is found here by listing; once its output is committed,
+        // a later restore must find it even if listings lag.
+        if checkpoint > 0 && self.latest_hint().await? != Some(checkpoint) {
+            self.record_latest(checkpoint).await?;
+        }
         Ok((restored, skipped))
     }
 

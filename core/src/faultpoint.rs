@@ -758,6 +758,14 @@ pub fn crash_node(node: tokio::madsim::task::NodeId) {
     crate::fs::sim::crash(node);
 }
 
+/// Restarts simulated node `node` after a [`crash_node`]: its file operations work again and
+/// its entry point runs afresh.
+#[cfg(madsim)]
+pub fn restart_node(node: tokio::madsim::task::NodeId) {
+    crate::fs::sim::revive(node);
+    tokio::madsim::runtime::Handle::current().restart(node);
+}
+
 /// Starts a simulated run with nothing injected and `bug` (if any) planted. Node clocks are
 /// true again.
 #[cfg(madsim)]

@@ -15,9 +15,10 @@
 //!   removing a file change its directory; [`sync_dir`] makes the directory's current names
 //!   durable. When the node that made an unsynced change is killed, each change is either kept
 //!   or undone (one draw per operation: a rename moves both of its names or neither).
-//! - Directories themselves are durable when created (a simplification: journaling file
-//!   systems commit them with the next `fsync` of anything below them, which every writer
-//!   here does).
+//! - Directories are names too: a directory created and not yet synced into its parent is
+//!   lost with everything below it when its node crashes (unless the draw keeps it).
+//! - A crashed node does nothing more: until it restarts, its file operations fail (a process
+//!   killed by a signal that lands a little after a moment may still be running for a while).
 //! - Readers see the current state, durable or not: a page cache shared by every process of
 //!   the (simulated) machine.
 //!
@@ -138,18 +139,16 @@ pub fn create_dir_all(path: &Path) -> io::Result<()> {
 pub fn create_dir_all_durable(path: &Path) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut at = Some(path);
-    while let Some(dir) = at {
+    while let Some(dir) = at.filter(|dir| !dir.as_os_str().is_empty()) {
         if metadata(dir).is_ok() {
             break;
         }
         missing.push(dir);
-        at = dir.parent().filter(|parent| !parent.as_os_str().is_empty());
+        at = dir.parent();
     }
     create_dir_all(path)?;
     for dir in missing.iter().rev() {
-        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-            sync_dir(parent)?;
-        }
+        sync_dir(parent_of(dir))?;
     }
     Ok(())
 }
@@ -331,6 +330,8 @@ mod model {
         pub(super) keep_unsynced: bool,
         inodes: BTreeMap<u64, Inode<N>>,
         names: BTreeMap<PathBuf, Name<N>>,
+        /// Nodes crashed and not restarted: they do nothing more.
+        dead: Vec<N>,
     }
 
     /// A lexically normalised absolute form of `path` (`.` and `..` resolved).
@@ -360,6 +361,7 @@ mod model {
             keep_unsynced: false,
             inodes: BTreeMap::new(),
             names: BTreeMap::new(),
+            dead: Vec::new(),
         };
 
         /// An empty file system whose crash draws come from `seed`.
@@ -407,7 +409,20 @@ mod model {
             self.next_operation
         }
 
-        pub(super) fn create_dir_all(&mut self, path: &Path) -> io::Result<()> {
+        /// Fails if `node` crashed and has not restarted: it does nothing more.
+        pub(super) fn alive(&self, node: N) -> io::Result<()> {
+            if self.dead.contains(&node) {
+                return Err(io::Error::other("the node crashed (simulated): no more file operations"));
+            }
+            Ok(())
+        }
+
+        /// `node` restarted: it may act again.
+        pub(super) fn revive(&mut self, node: N) {
+            self.dead.retain(|dead| *dead != node);
+        }
+
+        pub(super) fn create_dir_all(&mut self, path: &Path, node: N) -> io::Result<()> {
             let mut at = PathBuf::from("/");
             for component in path.components().skip(1) {
                 at.push(component);
@@ -417,8 +432,8 @@ mod model {
                         return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is a file", at.display())))
                     }
                     None => {
-                        let name = Name { current: Some(Object::Dir), durable: Some(Object::Dir), pending: None };
-                        self.names.insert(at.clone(), name);
+                        let operation = self.operation();
+                        self.set(&at, Some(Object::Dir), operation, node);
                     }
                 }
             }
@@ -571,6 +586,9 @@ mod model {
         /// `node` crashed: each of its unsynced operations is kept or undone (one draw each),
         /// and each file it wrote keeps its durable content and a drawn part of the rest.
         pub(super) fn crash(&mut self, node: N) {
+            if !self.dead.contains(&node) {
+                self.dead.push(node);
+            }
             if self.keep_unsynced {
                 return;
             }
@@ -595,6 +613,16 @@ mod model {
                         }
                         name.pending = None;
                     }
+                }
+            }
+            // A directory that is gone takes everything below it (paths sort parents first, so
+            // one pass sees a parent's fate before its children's).
+            let paths: Vec<PathBuf> = self.names.keys().cloned().collect();
+            for path in paths {
+                let orphan = path.parent().is_some_and(|parent| self.lookup(parent) != Some(Object::Dir));
+                if orphan {
+                    let name = self.names.get_mut(&path).expect("listed");
+                    (name.current, name.durable, name.pending) = (None, None, None);
                 }
             }
             self.names.retain(|_, name| name.current.is_some() || name.durable.is_some() || name.pending.is_some());
@@ -651,9 +679,23 @@ pub mod sim {
         *state() = Model::new(seed, keep_unsynced);
     }
 
-    /// `node` crashed: what it wrote and did not make durable is lost or torn.
+    /// `node` crashed: what it wrote and did not make durable is lost or torn, and it does
+    /// nothing more until [`revive`].
     pub fn crash(node: NodeId) {
         state().crash(node)
+    }
+
+    /// `node` restarted.
+    pub fn revive(node: NodeId) {
+        state().revive(node)
+    }
+
+    /// The file system, for the calling node (an error if it crashed).
+    fn for_this_node() -> io::Result<(MutexGuard<'static, Model<NodeId>>, NodeId)> {
+        let node = this_node();
+        let fs = state();
+        fs.alive(node)?;
+        Ok((fs, node))
     }
 
     /// An identity of the file at `path` that changes when the name is pointed at another
@@ -675,10 +717,10 @@ pub mod sim {
 
     impl OpenFile {
         pub(super) fn sync_all(&self) -> io::Result<()> {
-            state().sync_file(self.inode).then_some(()).ok_or_else(|| not_found(&self.path))
+            for_this_node()?.0.sync_file(self.inode).then_some(()).ok_or_else(|| not_found(&self.path))
         }
         pub(super) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let fs = state();
+            let (fs, _) = for_this_node()?;
             let data = fs.data(self.inode).ok_or_else(|| not_found(&self.path))?;
             let start = (self.position as usize).min(data.len());
             let count = buf.len().min(data.len() - start);
@@ -687,7 +729,8 @@ pub mod sim {
             Ok(count)
         }
         pub(super) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if !state().write(self.inode, self.position as usize, buf, this_node()) {
+            let (mut fs, node) = for_this_node()?;
+            if !fs.write(self.inode, self.position as usize, buf, node) {
                 return Err(not_found(&self.path));
             }
             self.position += buf.len() as u64;
@@ -709,10 +752,11 @@ pub mod sim {
     }
 
     pub(super) fn create_dir_all(path: &Path) -> io::Result<()> {
-        state().create_dir_all(&normal(path))
+        let (mut fs, node) = for_this_node()?;
+        fs.create_dir_all(&normal(path), node)
     }
     pub(super) fn read(path: &Path) -> io::Result<Vec<u8>> {
-        let fs = state();
+        let (fs, _) = for_this_node()?;
         let inode = fs.file(&normal(path))?;
         Ok(fs.data(inode).expect("inode of a name").to_vec())
     }
@@ -721,45 +765,50 @@ pub mod sim {
         std::io::Write::write_all(&mut file, contents)
     }
     pub(super) fn rename(from: &Path, to: &Path) -> io::Result<()> {
-        state().rename(&normal(from), &normal(to), this_node())
+        let (mut fs, node) = for_this_node()?;
+        fs.rename(&normal(from), &normal(to), node)
     }
     pub(super) fn hard_link(original: &Path, link: &Path) -> io::Result<()> {
-        state().hard_link(&normal(original), &normal(link), this_node())
+        let (mut fs, node) = for_this_node()?;
+        fs.hard_link(&normal(original), &normal(link), node)
     }
     pub(super) fn remove_file(path: &Path) -> io::Result<()> {
-        state().remove_file(&normal(path), this_node())
+        let (mut fs, node) = for_this_node()?;
+        fs.remove_file(&normal(path), node)
     }
     pub(super) fn read_dir(path: &Path) -> io::Result<Vec<DirEntry>> {
-        state().read_dir(&normal(path))
+        for_this_node()?.0.read_dir(&normal(path))
     }
     pub(super) fn metadata(path: &Path) -> io::Result<Metadata> {
-        state().metadata(&normal(path))
+        for_this_node()?.0.metadata(&normal(path))
     }
     pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
-        state().sync_dir(&normal(path))
+        for_this_node()?.0.sync_dir(&normal(path))
     }
     pub(super) fn lock(path: &Path) -> io::Result<Lock> {
         // A simulated run is one thread and nothing awaits while holding a lock: mutual
         // exclusion is given. The lock file exists, as in production.
         let path = normal(path);
-        if state().lookup(&path).is_none() {
+        if for_this_node()?.0.lookup(&path).is_none() {
             create(&path)?;
         }
         Ok(Lock {})
     }
     pub(super) fn create(path: &Path) -> io::Result<File> {
         let path = normal(path);
-        let inode = state().create(&path, false, this_node())?;
+        let (mut fs, node) = for_this_node()?;
+        let inode = fs.create(&path, false, node)?;
         Ok(File { inner: OpenFile { inode, position: 0, path } })
     }
     pub(super) fn create_new(path: &Path) -> io::Result<File> {
         let path = normal(path);
-        let inode = state().create(&path, true, this_node())?;
+        let (mut fs, node) = for_this_node()?;
+        let inode = fs.create(&path, true, node)?;
         Ok(File { inner: OpenFile { inode, position: 0, path } })
     }
     pub(super) fn open(path: &Path) -> io::Result<File> {
         let path = normal(path);
-        let inode = state().file(&path)?;
+        let inode = for_this_node()?.0.file(&path)?;
         Ok(File { inner: OpenFile { inode, position: 0, path } })
     }
 }
@@ -774,7 +823,8 @@ mod tests {
 
     fn file_system(seed: u64) -> Model<u64> {
         let mut model = Model::new(seed, false);
-        model.create_dir_all(Path::new("/d")).unwrap();
+        model.create_dir_all(Path::new("/d"), A).unwrap();
+        model.sync_dir(Path::new("/")).unwrap();
         model
     }
 
@@ -815,7 +865,8 @@ mod tests {
     fn a_rename_is_atomic_and_durable_once_either_directory_is_synced() {
         for seed in 0..32 {
             let mut model = file_system(seed);
-            model.create_dir_all(Path::new("/e")).unwrap();
+            model.create_dir_all(Path::new("/e"), A).unwrap();
+            model.sync_dir(Path::new("/")).unwrap();
             let inode = model.create(Path::new("/d/staged"), false, A).unwrap();
             model.write(inode, 0, b"x", A);
             model.sync_file(inode);
@@ -827,7 +878,8 @@ mod tests {
             assert!(from.is_some() != to.is_some(), "a rename moves the name, whole: {from:?} {to:?}");
         }
         let mut model = file_system(7);
-        model.create_dir_all(Path::new("/e")).unwrap();
+        model.create_dir_all(Path::new("/e"), A).unwrap();
+        model.sync_dir(Path::new("/")).unwrap();
         let inode = model.create(Path::new("/d/staged"), false, A).unwrap();
         model.sync_file(inode);
         model.sync_dir(Path::new("/d")).unwrap();
@@ -838,9 +890,49 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_never_synced_into_its_parent_may_take_its_files_along() {
+        let mut outcomes = std::collections::BTreeSet::new();
+        for seed in 0..32 {
+            let mut model = file_system(seed);
+            model.create_dir_all(Path::new("/d/new/deeper"), A).unwrap();
+            let inode = model.create(Path::new("/d/new/deeper/f"), false, A).unwrap();
+            model.write(inode, 0, b"x", A);
+            model.sync_file(inode);
+            model.sync_dir(Path::new("/d/new/deeper")).unwrap(); // the file's name, not the directories'
+            model.crash(A);
+            let kept = content(&model, "/d/new/deeper/f").is_some();
+            assert_eq!(
+                kept,
+                model.lookup(Path::new("/d/new/deeper")).is_some(),
+                "a file lives only in a live directory"
+            );
+            outcomes.insert(kept);
+        }
+        assert_eq!(outcomes.len(), 2, "sometimes the directory survives, sometimes not");
+        let mut model = file_system(3);
+        model.create_dir_all(Path::new("/d/new"), A).unwrap();
+        model.sync_dir(Path::new("/d")).unwrap();
+        let inode = model.create(Path::new("/d/new/f"), false, A).unwrap();
+        model.sync_file(inode);
+        model.sync_dir(Path::new("/d/new")).unwrap();
+        model.crash(A);
+        assert!(content(&model, "/d/new/f").is_some(), "synced all the way up: durable");
+    }
+
+    #[test]
+    fn a_crashed_node_does_nothing_more_until_it_restarts() {
+        let mut model = file_system(1);
+        model.crash(A);
+        assert!(model.alive(A).is_err());
+        assert!(model.alive(B).is_ok());
+        model.revive(A);
+        assert!(model.alive(A).is_ok());
+    }
+
+    #[test]
     fn the_lossless_model_keeps_everything() {
         let mut model = Model::new(1, true);
-        model.create_dir_all(Path::new("/d")).unwrap();
+        model.create_dir_all(Path::new("/d"), A).unwrap();
         let inode = model.create(Path::new("/d/f"), false, A).unwrap();
         model.write(inode, 0, b"all", A);
         model.crash(A);

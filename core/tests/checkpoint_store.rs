@@ -329,3 +329,28 @@ fn a_lagging_listing_does_not_hide_the_newest_checkpoint_from_a_restore() {
         });
     }
 }
+
+#[test]
+fn a_restored_checkpoint_is_recorded_as_the_newest_before_its_output_is_committed() {
+    // Found by the simulator (seed 803 of a 2000-seed sweep): a checkpoint whose `_metadata`
+    // put stored the object but reported failure was never recorded as the newest; a restore
+    // that listed it restored it (and recovery committed its output); a later restore, under a
+    // listing that lagged, no longer saw it and rolled that output back.
+    for (store, _guard) in backends() {
+        block_on(async {
+            let lagging = std::sync::Arc::new(LaggingListings {
+                inner: store.object_store().clone(),
+                hidden: std::sync::Mutex::new(Vec::new()),
+            });
+            let seen = CheckpointStore::with_store(lagging.clone(), "job-a");
+            write_checkpoint(&seen, 1, true).await;
+            seen.record_latest(1).await.unwrap();
+            write_checkpoint(&seen, 2, true).await; // `_metadata` stored; `_latest` never written
+            let (restored, _) = seen.restore_for(2).await.unwrap();
+            assert_eq!(restored.unwrap().metadata.checkpoint_id, 2, "listed: restored, its output committed");
+            lagging.hidden.lock().unwrap().push("chk-2/".into());
+            let (restored, _) = seen.restore_for(3).await.unwrap();
+            assert_eq!(restored.unwrap().metadata.checkpoint_id, 2, "a lagging listing must not roll it back");
+        });
+    }
+}

@@ -130,7 +130,7 @@ pub fn parse_committed(name: &str) -> Option<(Epoch, usize)> {
 
 /// The output fence of a job: `<output>/_fence` holds the newest deployment generation that
 /// has claimed the output. A deployment claims it before it touches any sink file
-/// ([`OutputFence::claim`]) and checks it before every commit ([`OutputFence::check`]), so that
+/// ([`OutputFence::claim`]) and holds it through every commit ([`OutputFence::hold`]), so that
 /// a stale deployment — one that reaches a worker after a newer one started, when a partition
 /// heals — can neither roll the output back nor commit into it.
 #[derive(Clone, Debug)]
@@ -190,17 +190,26 @@ impl OutputFence {
         Ok(())
     }
 
-    /// Refuses if a newer generation has claimed the output since this one did.
-    pub fn check(&self) -> io::Result<()> {
+    /// Refuses if a newer generation has claimed the output since this one did; otherwise
+    /// holds the fence's lock until dropped, so that no newer generation can claim the output
+    /// (and recover over it) while this one commits.
+    pub fn hold(&self) -> io::Result<FenceHold> {
         if faultpoint::planted(PlantedBug::FenceAcceptsAll) {
-            return Ok(());
+            return Ok(FenceHold { _lock: None });
         }
+        let lock = fs::lock(&self.output.join(".fence.lock"))?;
         let current = self.current()?;
         if current > self.generation {
             return Err(self.stale(current));
         }
-        Ok(())
+        Ok(FenceHold { _lock: Some(lock) })
     }
+}
+
+/// The fence's lock, held while a deployment writes committed output.
+#[derive(Debug)]
+pub struct FenceHold {
+    _lock: Option<fs::Lock>,
 }
 
 /// Creates a sink directory and its staging directory, durably.
@@ -215,7 +224,12 @@ pub fn prepare(dir: &Path) -> io::Result<()> {
 /// attempt's output.
 pub fn commit_through(dir: &Path, slot: usize, attempt: u64, through: Epoch, fence: &OutputFence) -> io::Result<usize> {
     weir_core::faultpoint::sink_commit_fault()?;
-    fence.check()?;
+    let _hold = fence.hold()?;
+    commit_held(dir, slot, attempt, through)
+}
+
+/// [`commit_through`] with the fence held.
+fn commit_held(dir: &Path, slot: usize, attempt: u64, through: Epoch) -> io::Result<usize> {
     let commits: Vec<(Epoch, PathBuf)> = staged_files(dir, slot)?
         .into_iter()
         .filter(|&(epoch, file_attempt, _)| file_attempt == attempt && epoch <= through)
@@ -258,8 +272,9 @@ pub fn recover(
     restored_attempt: u64,
     fence: &OutputFence,
 ) -> io::Result<Recovery> {
-    let mut report =
-        Recovery { committed: commit_through(dir, slot, restored_attempt, restored, fence)?, ..Default::default() };
+    weir_core::faultpoint::sink_commit_fault()?;
+    let _hold = fence.hold()?;
+    let mut report = Recovery { committed: commit_held(dir, slot, restored_attempt, restored)?, ..Default::default() };
     for (_, _, staged) in staged_files(dir, slot)? {
         fs::remove_file(&staged)?;
         report.aborted += 1;
@@ -439,9 +454,9 @@ mod tests {
         prepare(dir).unwrap();
         let (old, new) = (OutputFence::new(dir, 3), OutputFence::new(dir, 4));
         old.claim().unwrap();
-        old.check().unwrap();
+        drop(old.hold().unwrap());
         new.claim().unwrap();
-        assert!(old.check().unwrap_err().to_string().contains("stale deployment: generation 3"));
+        assert!(old.hold().unwrap_err().to_string().contains("stale deployment: generation 3"));
         assert!(old.claim().is_err(), "an older generation cannot claim the output back");
         fs::write(&dir.join(STAGING_DIR).join(staged_name(1, 0, 5)), b"x\n").unwrap();
         assert!(commit_through(dir, 0, 5, 1, &old).is_err(), "a fenced-out deployment commits nothing");

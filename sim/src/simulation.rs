@@ -492,6 +492,9 @@ async fn simulate_in(
         "--certs",
         &certs_arg,
     ]));
+    if let Some(timeout) = shape.checkpoint_timeout_ms {
+        submit_args.extend(strings(&["--checkpoint-timeout", &format!("{timeout}ms")]));
+    }
     let submit = parse(&submit_args);
     let Command::Job(JobCommand::Submit(SubmitJob::Bids { job, .. })) = submit else { unreachable!() };
     let run_options = job.to_options().map_err(|e| e.to_string())?;
@@ -755,10 +758,10 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Re
         match (fault, start) {
             (Fault::KillWorker { worker: w, .. }, true) => faultpoint::crash_node(worker(*w)),
             (Fault::KillWorker { worker: w, .. } | Fault::CorruptCheckpoint { worker: w, .. }, false) => {
-                world.handle.restart(worker(*w))
+                faultpoint::restart_node(worker(*w))
             }
             (Fault::KillCoordinator { .. }, true) => faultpoint::crash_node(world.coordinator.id()),
-            (Fault::KillCoordinator { .. }, false) => world.handle.restart(world.coordinator.id()),
+            (Fault::KillCoordinator { .. }, false) => faultpoint::restart_node(world.coordinator.id()),
             (Fault::Partition { worker: w, .. }, true) => net.clog_node(worker(*w)),
             (Fault::Partition { worker: w, .. }, false) => net.unclog_node(worker(*w)),
             (Fault::OneWayPartition { worker: w, outbound: true, .. }, true) => net.clog_node_out(worker(*w)),
@@ -809,13 +812,13 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Re
                 // Armed now; if the node reaches the moment in time it dies there, and this
                 // task restarts it `down_ms` later.
                 let fired = faultpoint::arm_kill(*moment, node(*n), *skip);
-                let (handle, id, moment) = (world.handle.clone(), node(*n), *moment);
+                let (id, moment) = (node(*n), *moment);
                 let (armed, down) = (Duration::from_millis(*armed_ms), Duration::from_millis(*down_ms));
                 aimed_kills.push(madsim::task::spawn(async move {
                     if madsim::time::timeout(armed, fired.notified()).await.is_ok() {
                         rt::trace(&format!("killed at {moment}"));
                         madsim::time::sleep(down).await;
-                        handle.restart(id);
+                        faultpoint::restart_node(id);
                     } else {
                         faultpoint::disarm_kill(&fired);
                     }
@@ -834,7 +837,7 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Re
                 // coordinator killed).
                 faultpoint::crash_node(node(*n));
             }
-            (Fault::CorruptJobRecord { node: n, .. }, false) => world.handle.restart(node(*n)),
+            (Fault::CorruptJobRecord { node: n, .. }, false) => faultpoint::restart_node(node(*n)),
             (Fault::ConnectionReset { node: n, .. }, _) => {
                 let reset = faultpoint::reset_links(node(*n));
                 rt::trace(&format!("reset {reset} connections"));
@@ -895,13 +898,27 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Re
 /// must be refused. `Err` names the one that was not.
 async fn rogue_peer(tls: TlsContext, coordinator: String, workers: Vec<String>) -> Result<(), String> {
     use weir_cluster::net::connect;
-    use weir_cluster::protocol::{DataFrame, Hello, ToCoordinator, ToWorker};
+    use weir_cluster::protocol::{ClientResponse, DataFrame, Hello, ToCoordinator, ToWorker};
     use weir_cluster::slot::SlotEvent;
     use weir_cluster::wire::{read_message, write_message, ReadLimits};
     let limits = ReadLimits::new(1 << 20, Duration::from_secs(10));
+    // Every probe retries for a while: its target may be down or cut off right now.
+    let reach = |address: String, role: Role| {
+        let tls = tls.clone();
+        async move {
+            for _ in 0..100 {
+                if let Ok(stream) = connect(&tls, &address, role).await {
+                    return Some(tokio::io::split(stream));
+                }
+                madsim::time::sleep(Duration::from_millis(100)).await;
+            }
+            None
+        }
+    };
+    let mut probes = 0;
     // Register as a worker offering every slot there is.
-    if let Ok(stream) = connect(&tls, &coordinator, Role::Coordinator).await {
-        let (mut reader, mut writer) = tokio::io::split(stream);
+    if let Some((mut reader, mut writer)) = reach(coordinator.clone(), Role::Coordinator).await {
+        probes += 1;
         let hello =
             Hello::Worker { slots: usize::MAX, data_address: format!("{}:7500", node_ip(MAX_WORKERS as u8 + 2)) };
         let _ = write_message(&mut writer, &hello).await;
@@ -909,25 +926,28 @@ async fn rogue_peer(tls: TlsContext, coordinator: String, workers: Vec<String>) 
             return Err("a client certificate registered as a worker".into());
         }
     }
-    // Hand the coordinator a slot's state, as a worker would, on a client connection.
-    if let Ok(stream) = connect(&tls, &coordinator, Role::Coordinator).await {
-        let (mut reader, mut writer) = tokio::io::split(stream);
+    // Hand the coordinator a slot's state, as a worker would, on a client connection: it must
+    // not be taken for anything (the connection ends on a frame that is no client request).
+    if let Some((mut reader, mut writer)) = reach(coordinator.clone(), Role::Coordinator).await {
+        probes += 1;
         let snapshot = SlotEvent::Snapshot { slot: 0, checkpoint: 1, state: vec![0; 64], records_read: 0 };
         let _ = write_message(&mut writer, &Hello::Client).await;
         let _ = write_message(&mut writer, &ToCoordinator::Event { attempt: 1, event: snapshot }).await;
-        let _ = read_message::<_, weir_cluster::protocol::ClientResponse>(&mut reader, limits).await;
+        if let Ok(Some(answer)) = read_message::<_, ClientResponse>(&mut reader, limits).await {
+            return Err(format!("the coordinator answered a worker's event on a client connection: {answer:?}"));
+        }
     }
     // Inject data frames into every worker's data plane.
     for address in workers {
-        let Ok(stream) = connect(&tls, &address, Role::Worker).await else { continue };
-        let (mut reader, mut writer) = tokio::io::split(stream);
+        let Some((mut reader, mut writer)) = reach(address.clone(), Role::Worker).await else { continue };
+        probes += 1;
         let _ = write_message(&mut writer, &Hello::Data { from_worker: 1, attempt: 1 }).await;
         let _ = write_message(&mut writer, &DataFrame::Credit { from: 0, to: 1, credits: u32::MAX }).await;
         if let Ok(Some(frame)) = read_message::<_, DataFrame>(&mut reader, limits).await {
             return Err(format!("worker at {address} answered a client certificate's data connection: {frame:?}"));
         }
     }
-    rt::trace("the rogue peer was refused everywhere");
+    rt::trace(&format!("the rogue peer was refused {probes} times, everywhere it tried"));
     Ok(())
 }
 
