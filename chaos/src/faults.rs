@@ -845,6 +845,16 @@ fn draw_pair(draw: &mut Draw, shape: &Shape, worker: usize) -> (Node, Node) {
 impl FaultPlan {
     /// The plan of `seed`: a swarm draw of shape, kinds and faults.
     pub fn from_seed(seed: u64) -> Self {
+        Self::draw(seed, false)
+    }
+
+    /// The plan of `seed` with every fault kind switched on (no swarm: each fault may be of any
+    /// kind). The shape is the same as [`FaultPlan::from_seed`]'s.
+    pub fn from_seed_all_kinds(seed: u64) -> Self {
+        Self::draw(seed, true)
+    }
+
+    fn draw(seed: u64, all_kinds: bool) -> Self {
         let mut draw = Draw(mix64(seed ^ 0xFA17_FA17));
         let workers = draw.range(2, 4) as usize;
         let slots_per_worker = draw.range(1, 3) as usize;
@@ -880,7 +890,8 @@ impl FaultPlan {
         if draw.below(4) == 0 {
             shape.checkpoint_timeout_ms = Some(draw.range(400, 3_000));
         }
-        let kinds: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|_| draw.coin()).collect();
+        let swarm: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|_| draw.coin()).collect();
+        let kinds = if all_kinds { FaultKind::ALL.to_vec() } else { swarm };
         let count = if kinds.is_empty() { 0 } else { draw.range(1, 5) as usize };
         let job_ms = shape.job_ms();
         let faults = (0..count).map(|_| Self::draw_fault(&mut draw, &shape, &kinds, job_ms)).collect();

@@ -9,9 +9,11 @@
 //! [`Ended::wait`] and acts: the coordinator loses the worker, a worker registers again, a data
 //! connection ends its attempt. Nothing ends silently.
 //!
-//! Keepalives are sent every quarter of the idle timeout, so a live peer is never idle for
-//! long; a peer silent for the whole timeout is gone (or the path to it is).
+//! Keepalives are sent whenever nothing was written for a quarter of the idle timeout, so a
+//! live peer is never silent for long; a peer silent for the whole timeout is gone (or the path
+//! to it is). The timekeeping is one ticker task per connection, not a timer per message.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +27,7 @@ use tokio::task::JoinHandle;
 use weir_core::rt;
 
 use crate::net::TlsStream;
-use crate::wire::{encode, read_message, write_frame, write_keepalive, ReadLimits};
+use crate::wire::{decode, encode, read_frame, write_frame, write_keepalive, ReadLimits};
 
 /// Why a connection ended: the first reason its reader or writer recorded.
 #[derive(Clone, Default)]
@@ -61,13 +63,13 @@ impl Ended {
     }
 }
 
-/// A running connection: the queue of what to send, and its end. Dropping it stops both tasks.
+/// A running connection: the queue of what to send, and its end. Dropping it stops its tasks.
 pub struct Connection<Out> {
     /// What to send, in order.
     pub outbox: UnboundedSender<Out>,
     /// Why it ended (once it has).
     pub ended: Ended,
-    tasks: [JoinHandle<()>; 2],
+    tasks: [JoinHandle<()>; 3],
 }
 
 impl<Out> Drop for Connection<Out> {
@@ -78,11 +80,22 @@ impl<Out> Drop for Connection<Out> {
     }
 }
 
+/// What each side did since the ticker last looked.
+#[derive(Default)]
+struct Activity {
+    read: AtomicBool,
+    written: AtomicBool,
+}
+
 impl<Out: Serialize + Send + 'static> Connection<Out> {
     /// Runs `stream`: frames of at most `frame_bytes_max` come in, each handed to the handler
     /// made by `handler` (which gets the connection's own outbox, to reply on it); a handler
     /// error ends the connection with that reason. The peer must send something (a keepalive
     /// at least) every `idle_timeout`; this side sends keepalives every quarter of it.
+    ///
+    /// One ticker per connection does the timekeeping — it asks for a keepalive when nothing
+    /// was written for a tick, and ends the connection when nothing was read for the timeout —
+    /// so that sending and receiving a message costs no timer.
     pub fn spawn<In, H, F>(stream: TlsStream, frame_bytes_max: usize, idle_timeout: Duration, handler: H) -> Self
     where
         In: DeserializeOwned + Send + 'static,
@@ -92,27 +105,36 @@ impl<Out: Serialize + Send + 'static> Connection<Out> {
         let (reader, writer) = tokio::io::split(stream);
         let (outbox, queue) = mpsc::unbounded_channel::<Out>();
         let ended = Ended::default();
+        let activity = Arc::new(Activity::default());
+        let keepalive = Arc::new(Notify::new());
         let handle = handler(outbox.clone());
-        let limits = ReadLimits::new(frame_bytes_max, idle_timeout);
-        let reader_task = tokio::spawn(read_loop(reader, limits, ended.clone(), handle));
-        let writer_task = tokio::spawn(write_loop(writer, queue, idle_timeout / 4, ended.clone()));
-        Connection { outbox, ended, tasks: [reader_task, writer_task] }
+        let reader_task = tokio::spawn(read_loop(reader, frame_bytes_max, activity.clone(), ended.clone(), handle));
+        let writer_task = tokio::spawn(write_loop(writer, queue, activity.clone(), keepalive.clone(), ended.clone()));
+        let ticker_task = tokio::spawn(tick(idle_timeout, activity, keepalive, ended.clone()));
+        Connection { outbox, ended, tasks: [reader_task, writer_task, ticker_task] }
     }
 }
 
 async fn read_loop<In: DeserializeOwned>(
     mut reader: ReadHalf<TlsStream>,
-    limits: ReadLimits,
+    frame_bytes_max: usize,
+    activity: Arc<Activity>,
     ended: Ended,
     mut handle: impl FnMut(In) -> Result<(), String>,
 ) {
+    // The ticker watches for silence: reads here wait as long as they must.
+    let limits = ReadLimits { frame_bytes_max, idle_timeout: None };
     let reason = loop {
-        match read_message::<_, In>(&mut reader, limits).await {
-            Ok(Some(message)) => {
-                if let Err(violation) = handle(message) {
-                    break format!("protocol violation by the peer: {violation}");
+        match read_frame(&mut reader, limits, || activity.read.store(true, Ordering::Relaxed)).await {
+            Ok(Some(body)) if body.is_empty() => {} // a keepalive
+            Ok(Some(body)) => match decode::<In>(&body) {
+                Ok(message) => {
+                    if let Err(violation) = handle(message) {
+                        break format!("protocol violation by the peer: {violation}");
+                    }
                 }
-            }
+                Err(error) => break error.to_string(),
+            },
             Ok(None) => break "closed by the peer".to_string(),
             Err(error) => break error.to_string(),
         }
@@ -123,26 +145,52 @@ async fn read_loop<In: DeserializeOwned>(
 async fn write_loop<Out: Serialize>(
     mut writer: WriteHalf<TlsStream>,
     mut queue: mpsc::UnboundedReceiver<Out>,
-    keepalive_every: Duration,
+    activity: Arc<Activity>,
+    keepalive: Arc<Notify>,
     ended: Ended,
 ) {
     let reason = loop {
-        let next = rt::timeout(keepalive_every, queue.recv()).await;
-        let written = match next {
-            Ok(Some(message)) => match encode(&message) {
-                Ok(frame) => write_frame(&mut writer, &frame).await,
-                Err(error) => Err(error),
+        let written = tokio::select! {
+            biased;
+            message = queue.recv() => match message {
+                Some(message) => match encode(&message) {
+                    Ok(frame) => write_frame(&mut writer, &frame).await,
+                    Err(error) => Err(error),
+                },
+                None => {
+                    // Every sender is gone: this side is done with the connection.
+                    let _ = writer.shutdown().await;
+                    break "closed by this side".to_string();
+                }
             },
-            Ok(None) => {
-                // Every sender is gone: this side is done with the connection.
-                let _ = writer.shutdown().await;
-                break "closed by this side".to_string();
-            }
-            Err(_) => write_keepalive(&mut writer).await,
+            _ = keepalive.notified() => write_keepalive(&mut writer).await,
         };
-        if let Err(error) = written {
-            break format!("write failed: {error}");
+        match written {
+            Ok(()) => activity.written.store(true, Ordering::Relaxed),
+            Err(error) => break format!("write failed: {error}"),
         }
     };
     ended.set(reason);
+}
+
+/// Every quarter of `idle_timeout`: asks for a keepalive if nothing was written, and ends the
+/// connection once nothing has been read for `idle_timeout`.
+async fn tick(idle_timeout: Duration, activity: Arc<Activity>, keepalive: Arc<Notify>, ended: Ended) {
+    let every = idle_timeout / 4;
+    let mut silent = Duration::ZERO;
+    loop {
+        rt::sleep(every).await;
+        if !activity.written.swap(false, Ordering::Relaxed) {
+            keepalive.notify_one();
+        }
+        if activity.read.swap(false, Ordering::Relaxed) {
+            silent = Duration::ZERO;
+        } else {
+            silent += every;
+            if silent >= idle_timeout {
+                ended.set(format!("the peer sent nothing for {idle_timeout:?}"));
+                return;
+            }
+        }
+    }
 }

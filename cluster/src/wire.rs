@@ -110,30 +110,43 @@ pub async fn read_message<R: AsyncRead + Unpin, T: DeserializeOwned>(
     limits: ReadLimits,
 ) -> std::io::Result<Option<T>> {
     loop {
-        let mut length = [0u8; 4];
-        match within(&limits, reader.read_exact(&mut length)).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e),
+        match read_frame(reader, limits, || {}).await? {
+            None => return Ok(None),
+            Some(body) if body.is_empty() => continue, // a keepalive
+            Some(body) => return decode(&body).map(Some),
         }
-        let length = u32::from_be_bytes(length) as usize;
-        if length == 0 {
-            continue; // a keepalive
-        }
-        if length > limits.frame_bytes_max {
-            return Err(invalid(format!(
-                "peer sent a frame of {length} bytes; this connection accepts at most {}",
-                limits.frame_bytes_max
-            )));
-        }
-        let mut body = Vec::with_capacity(length.min(READ_CHUNK_BYTES));
-        while body.len() < length {
-            let start = body.len();
-            body.resize(start + (length - start).min(READ_CHUNK_BYTES), 0);
-            within(&limits, reader.read_exact(&mut body[start..])).await?;
-        }
-        return decode(&body).map(Some);
     }
+}
+
+/// Reads one frame's body (empty for a keepalive); `Ok(None)` at a clean end of stream.
+/// `progress` is called whenever bytes arrive (a header, a chunk of a body), so that a caller
+/// watching the peer's liveness sees a large frame arriving as activity.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limits: ReadLimits,
+    mut progress: impl FnMut(),
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut length = [0u8; 4];
+    match within(&limits, reader.read_exact(&mut length)).await {
+        Ok(_) => progress(),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let length = u32::from_be_bytes(length) as usize;
+    if length > limits.frame_bytes_max {
+        return Err(invalid(format!(
+            "peer sent a frame of {length} bytes; this connection accepts at most {}",
+            limits.frame_bytes_max
+        )));
+    }
+    let mut body = Vec::with_capacity(length.min(READ_CHUNK_BYTES));
+    while body.len() < length {
+        let start = body.len();
+        body.resize(start + (length - start).min(READ_CHUNK_BYTES), 0);
+        within(&limits, reader.read_exact(&mut body[start..])).await?;
+        progress();
+    }
+    Ok(Some(body))
 }
 
 #[cfg(test)]

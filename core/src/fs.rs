@@ -332,6 +332,8 @@ mod model {
         names: BTreeMap<PathBuf, Name<N>>,
         /// Nodes crashed and not restarted: they do nothing more.
         dead: Vec<N>,
+        /// Counts changes of the namespace (for observers that rescan only after one).
+        version: u64,
     }
 
     /// A lexically normalised absolute form of `path` (`.` and `..` resolved).
@@ -362,6 +364,7 @@ mod model {
             inodes: BTreeMap::new(),
             names: BTreeMap::new(),
             dead: Vec::new(),
+            version: 0,
         };
 
         /// An empty file system whose crash draws come from `seed`.
@@ -398,6 +401,7 @@ mod model {
 
         /// Points `path` at `object`, as part of unsynced operation `operation` of `node`.
         fn set(&mut self, path: &Path, object: Option<Object>, operation: u64, node: N) {
+            self.version += 1;
             let name =
                 self.names.entry(path.to_path_buf()).or_insert(Name { current: None, durable: None, pending: None });
             name.current = object;
@@ -585,7 +589,13 @@ mod model {
 
         /// `node` crashed: each of its unsynced operations is kept or undone (one draw each),
         /// and each file it wrote keeps its durable content and a drawn part of the rest.
+        /// A number that changes whenever a name is created, changed or removed.
+        pub(super) fn version(&self) -> u64 {
+            self.version
+        }
+
         pub(super) fn crash(&mut self, node: N) {
+            self.version += 1;
             if !self.dead.contains(&node) {
                 self.dead.push(node);
             }
@@ -683,6 +693,12 @@ pub mod sim {
     /// nothing more until [`revive`].
     pub fn crash(node: NodeId) {
         state().crash(node)
+    }
+
+    /// A number that changes whenever a file or directory is created, renamed or removed (or a
+    /// crash undoes such a change): observers need to look again only when it has changed.
+    pub fn namespace_version() -> u64 {
+        state().version()
     }
 
     /// `node` restarted.

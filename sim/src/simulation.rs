@@ -71,6 +71,9 @@ pub struct SimArgs {
     /// each is caught within `--within` seeds and the correct build passes the catching seeds.
     #[arg(long, conflicts_with_all = ["seed", "seeds", "planted", "shrink"])]
     pub prove_planted: bool,
+    /// Switch every fault kind on in every run (instead of a swarm draw of kinds per seed).
+    #[arg(long, conflicts_with = "plan")]
+    pub all_kinds: bool,
     /// The bound of `--prove-planted`, in seeds.
     #[arg(long, default_value_t = 200, value_name = "N")]
     pub within: u64,
@@ -148,7 +151,13 @@ pub fn main() -> ExitCode {
     let started = std::time::Instant::now();
     let mut failed = Vec::new();
     for &seed in &seeds {
-        let plan = given_plan.clone().unwrap_or_else(|| FaultPlan::from_seed(seed));
+        let plan = given_plan.clone().unwrap_or_else(|| {
+            if args.all_kinds {
+                FaultPlan::from_seed_all_kinds(seed)
+            } else {
+                FaultPlan::from_seed(seed)
+            }
+        });
         let outcome = run_seed(seed, &plan, args.planted);
         println!("seed {seed}");
         println!("  {}", outcome.plan);
@@ -586,8 +595,15 @@ async fn simulate_in(
         );
         madsim::task::spawn(async move {
             let mut seen = CommittedFiles::default();
+            let mut looked_at = None;
             loop {
                 madsim::time::sleep(MONITOR_EVERY).await;
+                // Committed files appear and disappear only with a change of the namespace.
+                let version = weir_core::fs::sim::namespace_version();
+                if looked_at == Some(version) {
+                    continue;
+                }
+                looked_at = Some(version);
                 let found = committed_beyond_completion(&dirs, &storage, &job_id)
                     .or_else(|| seen.update(&dirs, &damaged.lock().expect("damaged")).err());
                 if let Some(found) = found {
