@@ -35,8 +35,8 @@
 //! | `kill-at-moment` | the node that reaches a chosen moment of the protocol is killed right there, and restarted: the coordinator mid-upload (some slot states stored, no `_metadata`), between `_metadata` and telling sinks to commit, or between choosing a restore point and deploying; a worker with an epoch staged, between committing and acknowledging, or between recovering its sinks and starting its slots | armed for 5 s (no kill if the moment does not come); down ≤ 2.1 s |
 //! | `corrupt-job-record` | the job's deployment generation, restore lineage or spec record is bit-flipped or truncated, then a node is killed so that the record is read (a worker: the job restores; the coordinator: it resumes). Promise: **the job fails with a clear error** naming the record (there is nothing older to fall back to, and guessing could duplicate or lose output), unless it has finished; the output committed until then is never wrong (a part of the reference) | drawn a quarter as often as the other kinds, so that most runs still finish |
 //! | `connection-reset` | every connection of a node is reset (a TCP RST) while both ends' processes live on; the node and its peers reconnect | — |
-//! | `link-reset` | one connection between two nodes is reset (a data connection between workers, or a worker's control connection) | — |
-//! | `link-stall` | the writes of one direction of one connection hang; the rest flows (the reader times out) | ≤ 4 s |
+//! | `link-reset` | one connection is reset: one of the data connections open between workers (three times in four), or a worker's control connection | — |
+//! | `link-stall` | the writes of one direction of one such connection hang; the rest flows (the reader times out) | ≤ 4 s |
 //! | `link-slow` | every write between two nodes takes 5–100 ms longer | ≤ 4 s |
 //! | `deploy-late` | the next `Deploy` a worker receives is processed 0.5–9 s late: its peers' data connections arrive first | armed in the first 150 ms |
 //! | `rogue-peer` | a peer holding the client's certificate registers as a worker (offering `usize::MAX` slots), opens data connections to every worker and sends frames, and sends the coordinator a snapshot: every attempt is refused, the job unaffected | — |
@@ -479,25 +479,22 @@ pub enum Fault {
         /// How long the node stays down.
         down_ms: u64,
     },
-    /// Reset one connection between `a` and `b` (the oldest open one): a data connection
-    /// between two workers, or a worker's control connection.
+    /// Reset one connection (only it: both processes live on).
     LinkReset {
         /// When.
         at_ms: u64,
-        /// One end.
-        a: Node,
-        /// The other end.
-        b: Node,
+        /// Which connection.
+        link: Link,
     },
-    /// Writes from `from` to `to` on one connection between them wait for `duration_ms`
-    /// (the other direction, and every other connection, flow).
+    /// The writes of one direction of one connection wait for `duration_ms` (the other
+    /// direction, and every other connection, flow).
     LinkStall {
         /// When.
         at_ms: u64,
-        /// The stalled writer.
-        from: Node,
-        /// Its peer.
-        to: Node,
+        /// Which connection.
+        link: Link,
+        /// Stall the writes of the end that opened the connection (else the accepting end's).
+        opener_writes: bool,
         /// How long.
         duration_ms: u64,
     },
@@ -538,6 +535,25 @@ pub enum Fault {
         /// The longest hold.
         held_ms: u64,
     },
+}
+
+/// Which one connection a link fault hits.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Link {
+    /// A data connection between two workers: this index into the ones open at the moment, in
+    /// the order they opened (modulo their number; none open, no fault).
+    Data(usize),
+    /// Worker `n`'s control connection to the coordinator.
+    Control(usize),
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Link::Data(index) => write!(f, "data connection #{index} (of those open)"),
+            Link::Control(worker) => write!(f, "worker {worker}'s control connection"),
+        }
+    }
 }
 
 /// What a fault occupies: at most one fault at a time per target.
@@ -781,10 +797,12 @@ impl fmt::Display for Fault {
                 f,
                 "kill {node} when it reaches {moment} (after {skip} passing) within {armed_ms} ms, restart after {down_ms} ms"
             ),
-            Fault::LinkReset { a, b, .. } => write!(f, "reset one connection between {a} and {b}"),
-            Fault::LinkStall { from, to, duration_ms, .. } => {
-                write!(f, "stall one connection's writes from {from} to {to} for {duration_ms} ms")
-            }
+            Fault::LinkReset { link, .. } => write!(f, "reset {link}"),
+            Fault::LinkStall { link, opener_writes, duration_ms, .. } => write!(
+                f,
+                "stall the writes of {link} from its {} end for {duration_ms} ms",
+                if *opener_writes { "opening" } else { "accepting" }
+            ),
             Fault::LinkSlow { a, b, delay_ms, duration_ms, .. } => {
                 write!(f, "slow every write between {a} and {b} by {delay_ms} ms for {duration_ms} ms")
             }
@@ -828,6 +846,16 @@ impl Draw {
     }
     fn coin(&mut self) -> bool {
         self.below(2) == 0
+    }
+}
+
+/// One connection: a data connection three times in four, else worker `worker`'s control
+/// connection.
+fn draw_link(draw: &mut Draw, worker: usize) -> Link {
+    if draw.below(4) == 0 {
+        Link::Control(worker)
+    } else {
+        Link::Data(draw.below(64) as usize)
     }
 }
 
@@ -976,15 +1004,13 @@ impl FaultPlan {
                     down_ms: draw.range(100, 2_100),
                 }
             }
-            FaultKind::LinkReset => {
-                let (a, b) = draw_pair(draw, shape, worker);
-                Fault::LinkReset { at_ms, a, b }
-            }
-            FaultKind::LinkStall => {
-                let (from, to) = draw_pair(draw, shape, worker);
-                let (from, to) = if draw.coin() { (from, to) } else { (to, from) };
-                Fault::LinkStall { at_ms, from, to, duration_ms: draw.range(200, 4_000) }
-            }
+            FaultKind::LinkReset => Fault::LinkReset { at_ms, link: draw_link(draw, worker) },
+            FaultKind::LinkStall => Fault::LinkStall {
+                at_ms,
+                link: draw_link(draw, worker),
+                opener_writes: draw.coin(),
+                duration_ms: draw.range(200, 4_000),
+            },
             FaultKind::LinkSlow => {
                 let (a, b) = draw_pair(draw, shape, worker);
                 Fault::LinkSlow { at_ms, a, b, delay_ms: draw.range(5, 100), duration_ms: draw.range(500, 4_000) }
@@ -1054,8 +1080,9 @@ impl FaultPlan {
         }
         for fault in &plan.faults {
             let ends = match fault {
-                Fault::LinkReset { a, b, .. } | Fault::LinkSlow { a, b, .. } => vec![*a, *b],
-                Fault::LinkStall { from, to, .. } => vec![*from, *to],
+                Fault::LinkSlow { a, b, .. } => vec![*a, *b],
+                Fault::LinkReset { link: Link::Control(worker), .. }
+                | Fault::LinkStall { link: Link::Control(worker), .. } => vec![Node::Worker(*worker)],
                 _ => Vec::new(),
             };
             let bad_end = ends.iter().any(|end| matches!(end, Node::Worker(w) if *w >= shape.workers));

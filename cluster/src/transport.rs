@@ -38,22 +38,26 @@ use crate::slot::SlotDoorbell;
 /// Where the data plane reports that a connection of an attempt failed: the worker forwards
 /// it to the coordinator, which ends the attempt.
 #[derive(Clone, Debug)]
-pub struct LinkFailures(UnboundedSender<String>);
+pub struct LinkFailures {
+    sink: UnboundedSender<String>,
+    attempt: u64,
+}
 
 impl LinkFailures {
-    /// Reports to `sink`.
-    pub fn new(sink: UnboundedSender<String>) -> Self {
-        LinkFailures(sink)
+    /// Reports failures of `attempt`'s connections to `sink`.
+    pub fn new(sink: UnboundedSender<String>, attempt: u64) -> Self {
+        LinkFailures { sink, attempt }
     }
 
     /// Reports a failure (`message` names both workers and why).
     pub fn report(&self, message: String) {
+        faultpoint::link_failed(self.attempt);
         if faultpoint::planted(PlantedBug::LinkFailureSwallowed) {
             tracing::warn!(%message, "data connection failed (not reported: planted bug)");
             return;
         }
         tracing::warn!(%message, "data connection failed; the attempt ends");
-        let _ = self.0.send(message);
+        let _ = self.sink.send(message);
     }
 }
 
@@ -344,7 +348,7 @@ mod tests {
     /// Worker 1 runs slot 0, worker 2 slot 1; channels of 2 credits.
     fn wiring() -> AttemptWiring {
         let (failures, _) = tokio::sync::mpsc::unbounded_channel();
-        let mut wiring = AttemptWiring::new(1, vec![1, 2], 2, LinkFailures::new(failures));
+        let mut wiring = AttemptWiring::new(1, vec![1, 2], 2, LinkFailures::new(failures, 9));
         let doorbell = Arc::new(SlotDoorbell::default());
         wiring.inbound.insert((1, 0), Inbound::new(1, 0, 2, doorbell.clone()));
         wiring.credits.insert((0, 1), Arc::new(AtomicUsize::new(2)));
@@ -399,7 +403,7 @@ mod tests {
         drop(closed);
         let link: Arc<str> = "data connection from worker 1 to worker 2".into();
         let sender =
-            RemoteSender::new(0, 1, Arc::new(AtomicUsize::new(1)), connection, LinkFailures::new(failures), link);
+            RemoteSender::new(0, 1, Arc::new(AtomicUsize::new(1)), connection, LinkFailures::new(failures, 9), link);
         assert!(sender.try_send(ExchangeMessage::Progress(vec![])).is_ok());
         let report = reported.try_recv().expect("reported, not dropped");
         assert!(report.contains("from worker 1 to worker 2"), "{report}");

@@ -188,6 +188,7 @@ impl DataPlane {
 }
 
 struct RunningAttempt {
+    attempt: u64,
     commands: BTreeMap<usize, (UnboundedSender<SlotCommand>, Arc<SlotDoorbell>)>,
     metrics: BTreeMap<usize, Arc<SlotMetrics>>,
     handles: Vec<rt::SlotHandle>,
@@ -365,6 +366,7 @@ impl Session {
             }
             Err(message) => {
                 self.plane.unwire(attempt);
+                faultpoint::attempt_stopped(attempt); // nothing of it runs here
                 let _ = self.outbox.send(ToCoordinator::DeployFailed { attempt, message });
             }
         }
@@ -382,6 +384,7 @@ async fn stop(running: RunningAttempt) {
     for handle in running.handles {
         let _ = handle.join().await;
     }
+    faultpoint::attempt_stopped(running.attempt);
 }
 
 /// Starts this worker's slots of `deployment`. Anything that fails leaves nothing running.
@@ -444,7 +447,7 @@ async fn deploy(
             }
         })
     }];
-    let failures = LinkFailures::new(failure_sender);
+    let failures = LinkFailures::new(failure_sender, attempt);
     let mut wiring = AttemptWiring::new(worker_id, workers.clone(), exchange_credits, failures.clone());
     wiring.doorbells = doorbells.clone();
     if parallelism > 1 {
@@ -522,7 +525,7 @@ async fn deploy(
     }
 
     let mut running =
-        RunningAttempt { commands: BTreeMap::new(), metrics: BTreeMap::new(), handles: Vec::new(), tasks };
+        RunningAttempt { attempt, commands: BTreeMap::new(), metrics: BTreeMap::new(), handles: Vec::new(), tasks };
     for (slot, snapshot) in prepared {
         let exchange = (parallelism > 1).then(|| {
             let senders: Vec<Box<dyn ExchangeTx<Bid>>> = (0..parallelism)

@@ -125,6 +125,11 @@ mod state {
         pub(super) held_deploy_overtaken: bool,
         /// Protocol violations seen (an honest cluster has none).
         pub(super) violations: Vec<String>,
+        /// Data-link failures seen: (attempt, the node that saw it, when).
+        pub(super) link_failures: Vec<(u64, tokio::madsim::task::NodeId, crate::rt::Instant)>,
+        /// When each node stopped each attempt, and when nodes crashed.
+        pub(super) stopped: BTreeMap<(tokio::madsim::task::NodeId, u64), crate::rt::Instant>,
+        pub(super) crashes: Vec<(tokio::madsim::task::NodeId, crate::rt::Instant)>,
     }
 
     /// A kill armed for the `skip + 1`-th time `node` reaches `moment`.
@@ -165,6 +170,9 @@ mod state {
             held_deploy: None,
             held_deploy_overtaken: false,
             violations: Vec::new(),
+            link_failures: Vec::new(),
+            stopped: BTreeMap::new(),
+            crashes: Vec::new(),
         });
         STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -370,6 +378,57 @@ pub fn protocol_violation(message: &str) {
     {
         let _ = message;
     }
+}
+
+/// A data connection of `attempt` failed on this node (seen before it is reported, so that the
+/// simulator can check that every link failure ends its attempt — reported or not).
+#[inline(always)]
+pub fn link_failed(attempt: u64) {
+    #[cfg(madsim)]
+    {
+        let node = tokio::madsim::plugin::node();
+        state::injected().link_failures.push((attempt, node, crate::rt::true_now()));
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = attempt;
+    }
+}
+
+/// This node stopped its slots of `attempt`.
+#[inline(always)]
+pub fn attempt_stopped(attempt: u64) {
+    #[cfg(madsim)]
+    {
+        let node = tokio::madsim::plugin::node();
+        state::injected().stopped.entry((node, attempt)).or_insert_with(crate::rt::true_now);
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = attempt;
+    }
+}
+
+/// Link failures whose attempt did not stop on the node that saw them within `bound` (nor the
+/// node crash within it), judged at true instant `now`: the engine promises that every link
+/// failure ends its attempt.
+#[cfg(madsim)]
+pub fn unended_link_failures(bound: std::time::Duration, now: crate::rt::Instant) -> Vec<String> {
+    let injected = state::injected();
+    injected
+        .link_failures
+        .iter()
+        .filter(|(attempt, node, at)| {
+            let deadline = *at + bound;
+            let stopped = injected.stopped.get(&(*node, *attempt)).is_some_and(|when| *when <= deadline);
+            let crashed =
+                injected.crashes.iter().any(|(crashed, when)| crashed == node && *when >= *at && *when <= deadline);
+            !stopped && !crashed && deadline <= now
+        })
+        .map(|(attempt, node, _)| {
+            format!("attempt {attempt} went on on node {node} for {bound:?} after a data connection failed")
+        })
+        .collect()
 }
 
 /// The protocol violations recorded in this run.
@@ -582,43 +641,39 @@ pub fn reset_links(node: tokio::madsim::task::NodeId) -> usize {
     count
 }
 
-/// The oldest open connection between addresses `a` and `b`: its two ends (the one on `a`
-/// first; the other end is missing while not yet registered).
+/// The open connections, each once, as the addresses of its two ends, oldest first.
 #[cfg(madsim)]
-fn connection_between(
-    injected: &state::Injected,
-    a: std::net::IpAddr,
-    b: std::net::IpAddr,
-) -> Option<(u64, Option<u64>)> {
-    let (&id, link) = injected.links.iter().find(|(_, link)| {
-        !link.reset && matches!(link.addresses, (Some(local), Some(peer)) if local.ip() == a && peer.ip() == b)
-    })?;
-    let peer_end = injected
-        .links
-        .iter()
-        .find(|(_, other)| other.addresses == (link.addresses.1, link.addresses.0))
-        .map(|(&id, _)| id);
-    Some((id, peer_end))
+pub fn open_connections() -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+    let injected = state::injected();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut connections = Vec::new();
+    for link in injected.links.values().filter(|link| !link.reset) {
+        if let (Some(local), Some(peer)) = link.addresses {
+            let key = if local <= peer { (local, peer) } else { (peer, local) };
+            if seen.insert(key) {
+                connections.push((local, peer));
+            }
+        }
+    }
+    connections
 }
 
-/// Resets one connection between the nodes at `a` and `b` (the oldest open one), both ends, as
-/// a TCP RST on that connection alone would. Returns whether there was one.
+/// Resets the connection between addresses `a` and `b` (both ends), as a TCP RST on that one
+/// connection would. Returns whether it was open.
 #[cfg(madsim)]
-pub fn reset_link(a: std::net::IpAddr, b: std::net::IpAddr) -> bool {
+pub fn reset_connection(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
     let mut wakers = Vec::new();
     let found = {
         let mut injected = state::injected();
-        let Some((end, peer_end)) = connection_between(&injected, a, b).or_else(|| connection_between(&injected, b, a))
-        else {
-            return false;
-        };
-        for id in std::iter::once(end).chain(peer_end) {
-            if let Some(link) = injected.links.get_mut(&id) {
+        let mut found = false;
+        for link in injected.links.values_mut() {
+            if !link.reset && (link.addresses == (Some(a), Some(b)) || link.addresses == (Some(b), Some(a))) {
                 link.reset = true;
+                found = true;
                 wakers.extend(link.wakers.iter_mut().filter_map(Option::take));
             }
         }
-        true
+        found
     };
     for waker in wakers {
         waker.wake();
@@ -626,15 +681,19 @@ pub fn reset_link(a: std::net::IpAddr, b: std::net::IpAddr) -> bool {
     found
 }
 
-/// Stalls one direction of one connection: writes from `from` to `to` on the oldest open
-/// connection between them wait (everything else flows) until [`unstall_links`]. Returns
-/// whether there was such a connection.
+/// Stalls one direction of one connection: writes from the end at `from` to the end at `to`
+/// wait (the other direction flows) until [`unstall_links`]. Returns whether it was open.
 #[cfg(madsim)]
-pub fn stall_link(from: std::net::IpAddr, to: std::net::IpAddr) -> bool {
+pub fn stall_connection(from: std::net::SocketAddr, to: std::net::SocketAddr) -> bool {
     let mut injected = state::injected();
-    let Some((end, _)) = connection_between(&injected, from, to) else { return false };
-    injected.links.get_mut(&end).expect("found").stalled = true;
-    true
+    let end = injected.links.values_mut().find(|link| !link.reset && link.addresses == (Some(from), Some(to)));
+    match end {
+        Some(end) => {
+            end.stalled = true;
+            true
+        }
+        None => false,
+    }
 }
 
 /// Ends every stall.
@@ -756,6 +815,7 @@ pub fn release_held_deploy() {
 pub fn crash_node(node: tokio::madsim::task::NodeId) {
     tokio::madsim::runtime::Handle::current().kill(node);
     crate::fs::sim::crash(node);
+    state::injected().crashes.push((node, crate::rt::true_now()));
 }
 
 /// Restarts simulated node `node` after a [`crash_node`]: its file operations work again and

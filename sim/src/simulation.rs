@@ -42,6 +42,9 @@ use weir_core::rt;
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(120);
 /// The most workers a plan may have (certificates cover this many nodes).
 const MAX_WORKERS: usize = 4;
+/// A data-link failure must end its attempt (on the worker that saw it) within this much
+/// simulated time: the report reaches the coordinator, which cancels the attempt.
+const LINK_FAILURE_BOUND: Duration = Duration::from_secs(10);
 /// How often the commit monitor looks at the output.
 const MONITOR_EVERY: Duration = Duration::from_millis(5);
 
@@ -646,6 +649,10 @@ async fn simulate_in(
     if let Some(found) = violation.lock().expect("violation").take() {
         return Err(format!("committed output: {found}"));
     }
+    let unended = faultpoint::unended_link_failures(LINK_FAILURE_BOUND, rt::true_now());
+    if let Some(first) = unended.first() {
+        return Err(format!("{} link failure(s) did not end their attempt, the first: {first}", unended.len()));
+    }
     let violations = faultpoint::protocol_violations();
     if let Some(first) = violations.first() {
         return Err(format!(
@@ -758,6 +765,27 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Re
         Node::Coordinator => node_ip(1),
         Node::Worker(index) => node_ip(2 + index as u8),
     };
+    // The connection a link fault names, as (the opening end, the accepting end): the accepting
+    // end is the one at a listening port (7500 on workers, 7400 on the coordinator).
+    let connection = |link: weir_chaos::faults::Link| -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        let oriented = |(a, b): (std::net::SocketAddr, std::net::SocketAddr)| {
+            if a.port() == 7500 || a.port() == 7400 {
+                (b, a)
+            } else {
+                (a, b)
+            }
+        };
+        let open: Vec<_> = faultpoint::open_connections().into_iter().map(oriented).collect();
+        match link {
+            weir_chaos::faults::Link::Data(index) => {
+                let data: Vec<_> = open.into_iter().filter(|(_, acceptor)| acceptor.port() == 7500).collect();
+                (!data.is_empty()).then(|| data[index % data.len()])
+            }
+            weir_chaos::faults::Link::Control(worker) => open
+                .into_iter()
+                .find(|(opener, acceptor)| acceptor.port() == 7400 && opener.ip() == address(Node::Worker(worker))),
+        }
+    };
     let mut events: Vec<(u64, bool, &Fault)> = Vec::new();
     for fault in &plan.faults {
         events.push((fault.at_ms(), true, fault));
@@ -858,12 +886,20 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Re
                 let reset = faultpoint::reset_links(node(*n));
                 rt::trace(&format!("reset {reset} connections"));
             }
-            (Fault::LinkReset { a, b, .. }, _) => {
-                let reset = faultpoint::reset_link(address(*a), address(*b));
+            (Fault::LinkReset { link, .. }, _) => {
+                let found = connection(*link);
+                let reset = found.is_some_and(|(a, b)| faultpoint::reset_connection(a, b));
                 rt::trace(&format!("reset a connection: {reset}"));
             }
-            (Fault::LinkStall { from, to, .. }, true) => {
-                let stalled = faultpoint::stall_link(address(*from), address(*to));
+            (Fault::LinkStall { link, opener_writes, .. }, true) => {
+                let found = connection(*link);
+                let stalled = found.is_some_and(|(opener, acceptor)| {
+                    if *opener_writes {
+                        faultpoint::stall_connection(opener, acceptor)
+                    } else {
+                        faultpoint::stall_connection(acceptor, opener)
+                    }
+                });
                 rt::trace(&format!("stalled a connection: {stalled}"));
             }
             (Fault::LinkStall { .. }, false) => faultpoint::unstall_links(),
