@@ -39,6 +39,7 @@
 //! | `link-stall` | the writes of one direction of one such connection hang; the rest flows (the reader times out) | ≤ 4 s |
 //! | `link-slow` | every write between two nodes takes 5–100 ms longer | ≤ 4 s |
 //! | `deploy-late` | the next `Deploy` a worker receives is processed 0.5–9 s late: its peers' data connections arrive first | armed in the first 150 ms |
+//! | `kill-at-file-op` | a node crashes at its n-th file operation that changes something (1–60 after arming): inside a durable write, a commit, a recovery; that operation is not done, and what the node had not synced is lost | armed 5 s; down ≤ 2.1 s |
 //! | `rogue-peer` | a peer holding the client's certificate registers as a worker (offering `usize::MAX` slots), opens data connections to every worker and sends frames, and sends the coordinator a snapshot: every attempt is refused, the job unaffected | — |
 //! | `stale-deploy` | the next `Deploy` a worker receives is held back (its connections reset, so the attempt is given up), and delivered once a newer attempt has committed: the output fence must refuse it | armed in the first 150 ms; held ≤ 20 s |
 //!
@@ -118,6 +119,8 @@ pub enum FaultKind {
     StaleDeploy,
     /// A peer holding the client's certificate tries what only workers may do.
     RoguePeer,
+    /// Crash a node at its n-th file operation (inside a sequence of them).
+    KillAtFileOp,
 }
 
 /// A job-level record in the checkpoint store.
@@ -144,7 +147,7 @@ impl JobRecord {
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 24] = [
+    pub const ALL: [FaultKind; 25] = [
         FaultKind::KillWorker,
         FaultKind::KillCoordinator,
         FaultKind::Partition,
@@ -169,6 +172,7 @@ impl FaultKind {
         FaultKind::DeployLate,
         FaultKind::StaleDeploy,
         FaultKind::RoguePeer,
+        FaultKind::KillAtFileOp,
     ];
 
     /// The kind's name in plans and the atlas.
@@ -198,6 +202,7 @@ impl FaultKind {
             FaultKind::DeployLate => "deploy-late",
             FaultKind::StaleDeploy => "stale-deploy",
             FaultKind::RoguePeer => "rogue-peer",
+            FaultKind::KillAtFileOp => "kill-at-file-op",
         }
     }
 }
@@ -519,6 +524,21 @@ pub enum Fault {
         /// The delay.
         delay_ms: u64,
     },
+    /// From `at_ms` for `armed_ms`, crash `node` at its `nth` file operation that changes
+    /// something (that operation not done, what it had not synced lost), and restart it
+    /// `down_ms` later.
+    KillAtFileOp {
+        /// When the crash is armed.
+        at_ms: u64,
+        /// Which node.
+        node: Node,
+        /// Which operation, counted from the arming (1 = the next).
+        nth: u32,
+        /// How long the crash stays armed.
+        armed_ms: u64,
+        /// How long the node stays down.
+        down_ms: u64,
+    },
     /// A peer with the client's certificate registers as a worker offering `usize::MAX` slots,
     /// opens data connections to every worker and sends them frames, and sends the coordinator
     /// a slot's snapshot: every attempt must be refused.
@@ -601,7 +621,8 @@ impl Fault {
             | Fault::LinkSlow { at_ms, .. }
             | Fault::DeployLate { at_ms, .. }
             | Fault::StaleDeploy { at_ms, .. }
-            | Fault::RoguePeer { at_ms } => at_ms,
+            | Fault::RoguePeer { at_ms }
+            | Fault::KillAtFileOp { at_ms, .. } => at_ms,
         }
     }
 
@@ -627,7 +648,8 @@ impl Fault {
             | Fault::LinkSlow { at_ms, .. }
             | Fault::DeployLate { at_ms, .. }
             | Fault::StaleDeploy { at_ms, .. }
-            | Fault::RoguePeer { at_ms } => *at_ms = start_ms,
+            | Fault::RoguePeer { at_ms }
+            | Fault::KillAtFileOp { at_ms, .. } => *at_ms = start_ms,
         }
     }
 
@@ -647,7 +669,9 @@ impl Fault {
             | Fault::ClockDrift { duration_ms, .. }
             | Fault::LinkStall { duration_ms, .. }
             | Fault::LinkSlow { duration_ms, .. } => *duration_ms,
-            Fault::KillAtMoment { armed_ms, down_ms, .. } => armed_ms + down_ms,
+            Fault::KillAtMoment { armed_ms, down_ms, .. } | Fault::KillAtFileOp { armed_ms, down_ms, .. } => {
+                armed_ms + down_ms
+            }
             Fault::DeployLate { delay_ms, .. } => *delay_ms,
             Fault::StaleDeploy { held_ms, .. } => *held_ms,
             Fault::SinkCommitFails { .. }
@@ -677,7 +701,9 @@ impl Fault {
             | Fault::LinkSlow { duration_ms, .. } => *duration_ms = ms,
             // Shrinks the time down; the arming window stays (a kill that no longer fires is
             // what dropping the fault tests).
-            Fault::KillAtMoment { armed_ms, down_ms, .. } => *down_ms = ms.saturating_sub(*armed_ms).max(1),
+            Fault::KillAtMoment { armed_ms, down_ms, .. } | Fault::KillAtFileOp { armed_ms, down_ms, .. } => {
+                *down_ms = ms.saturating_sub(*armed_ms).max(1)
+            }
             Fault::DeployLate { delay_ms, .. } => *delay_ms = ms,
             Fault::StaleDeploy { held_ms, .. } => *held_ms = ms,
             Fault::SinkCommitFails { .. }
@@ -707,6 +733,7 @@ impl Fault {
             | Fault::ClockDrift { node, .. }
             | Fault::ConnectionReset { node, .. }
             | Fault::KillAtMoment { node, .. }
+            | Fault::KillAtFileOp { node, .. }
             | Fault::CorruptJobRecord { node, .. } => Target::Node(*node),
             Fault::Latency { .. } => Target::Network,
             Fault::Storage { .. } => Target::Storage,
@@ -745,6 +772,7 @@ impl Fault {
             Fault::DeployLate { .. } => FaultKind::DeployLate,
             Fault::StaleDeploy { .. } => FaultKind::StaleDeploy,
             Fault::RoguePeer { .. } => FaultKind::RoguePeer,
+            Fault::KillAtFileOp { .. } => FaultKind::KillAtFileOp,
         }
     }
 }
@@ -807,6 +835,10 @@ impl fmt::Display for Fault {
                 write!(f, "slow every write between {a} and {b} by {delay_ms} ms for {duration_ms} ms")
             }
             Fault::DeployLate { delay_ms, .. } => write!(f, "the next deployment on a worker waits {delay_ms} ms"),
+            Fault::KillAtFileOp { node, nth, armed_ms, down_ms, .. } => write!(
+                f,
+                "crash {node} at its file operation #{nth} within {armed_ms} ms, restart after {down_ms} ms"
+            ),
             Fault::RoguePeer { .. } => write!(
                 f,
                 "a peer with the client's certificate registers as a worker, sends frames to every worker and a snapshot to the coordinator"
@@ -1019,6 +1051,13 @@ impl FaultPlan {
             FaultKind::DeployLate => Fault::DeployLate { at_ms: at_ms % 150, delay_ms: draw.range(500, 9_000) },
             FaultKind::StaleDeploy => Fault::StaleDeploy { at_ms: at_ms % 150, held_ms: 20_000 },
             FaultKind::RoguePeer => Fault::RoguePeer { at_ms },
+            FaultKind::KillAtFileOp => Fault::KillAtFileOp {
+                at_ms,
+                node: draw_node(draw),
+                nth: draw.range(1, 60) as u32,
+                armed_ms: 5_000,
+                down_ms: draw.range(100, 2_100),
+            },
             FaultKind::KillAtMoment => {
                 let moment = draw.pick(&Moment::ALL);
                 Fault::KillAtMoment {

@@ -9,9 +9,10 @@
 //! [`Ended::wait`] and acts: the coordinator loses the worker, a worker registers again, a data
 //! connection ends its attempt. Nothing ends silently.
 //!
-//! Keepalives are sent whenever nothing was written for a quarter of the idle timeout, so a
-//! live peer is never silent for long; a peer silent for the whole timeout is gone (or the path
-//! to it is). The timekeeping is one ticker task per connection, not a timer per message.
+//! Keepalives are sent whenever nothing was written for an eighth of the idle timeout (so the
+//! longest gap between two writes is a quarter of it); a peer silent for the whole timeout is
+//! gone (or the path to it is), and so is one that takes nothing while a write waits for the
+//! whole timeout. The timekeeping is one ticker task per connection, not a timer per message.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,7 @@ use tokio::task::JoinHandle;
 use weir_core::rt;
 
 use crate::net::TlsStream;
-use crate::wire::{decode, encode, read_frame, write_frame, write_keepalive, ReadLimits};
+use crate::wire::{decode, encode, read_frame, write_keepalive, ReadLimits};
 
 /// Why a connection ended: the first reason its reader or writer recorded.
 #[derive(Clone, Default)]
@@ -37,12 +38,12 @@ pub struct Ended {
 }
 
 impl Ended {
-    /// Records `reason` unless one was recorded already, and wakes the waiter.
+    /// Records `reason` unless one was recorded already, and wakes every waiter.
     pub fn set(&self, reason: String) {
         let mut current = self.reason.lock().expect("ended lock");
         if current.is_none() {
             *current = Some(reason);
-            self.notify.notify_one();
+            self.notify.notify_waiters();
         }
     }
 
@@ -54,6 +55,7 @@ impl Ended {
     /// Waits until the connection has ended, and says why.
     pub async fn wait(&self) -> String {
         loop {
+            // Registered before the check: a `set` in between still wakes it.
             let notified = self.notify.notified();
             if let Some(reason) = self.reason() {
                 return reason;
@@ -85,17 +87,24 @@ impl<Out> Drop for Connection<Out> {
 struct Activity {
     read: AtomicBool,
     written: AtomicBool,
+    /// A write is under way (it may wait on a peer that does not read).
+    writing: AtomicBool,
 }
+
+/// Ticks per idle timeout: silence ends a connection after this many ticks, and a side that
+/// wrote nothing for a tick sends a keepalive, so that the longest gap between two writes is
+/// two ticks — a quarter of the timeout.
+const TICKS_PER_TIMEOUT: u32 = 8;
 
 impl<Out: Serialize + Send + 'static> Connection<Out> {
     /// Runs `stream`: frames of at most `frame_bytes_max` come in, each handed to the handler
     /// made by `handler` (which gets the connection's own outbox, to reply on it); a handler
     /// error ends the connection with that reason. The peer must send something (a keepalive
-    /// at least) every `idle_timeout`; this side sends keepalives every quarter of it.
+    /// at least) every `idle_timeout`; this side writes at least every quarter of it.
     ///
     /// One ticker per connection does the timekeeping — it asks for a keepalive when nothing
-    /// was written for a tick, and ends the connection when nothing was read for the timeout —
-    /// so that sending and receiving a message costs no timer.
+    /// was written for a tick, and ends the connection when nothing was read (or a write has
+    /// waited) for the timeout — so that sending and receiving a message costs no timer.
     pub fn spawn<In, H, F>(stream: TlsStream, frame_bytes_max: usize, idle_timeout: Duration, handler: H) -> Self
     where
         In: DeserializeOwned + Send + 'static,
@@ -154,7 +163,10 @@ async fn write_loop<Out: Serialize>(
             biased;
             message = queue.recv() => match message {
                 Some(message) => match encode(&message) {
-                    Ok(frame) => write_frame(&mut writer, &frame).await,
+                    Ok(frame) => {
+                        activity.writing.store(true, Ordering::Relaxed);
+                        write_progressively(&mut writer, &frame, &activity).await
+                    }
                     Err(error) => Err(error),
                 },
                 None => {
@@ -163,8 +175,12 @@ async fn write_loop<Out: Serialize>(
                     break "closed by this side".to_string();
                 }
             },
-            _ = keepalive.notified() => write_keepalive(&mut writer).await,
+            _ = keepalive.notified() => {
+                activity.writing.store(true, Ordering::Relaxed);
+                write_keepalive(&mut writer).await
+            }
         };
+        activity.writing.store(false, Ordering::Relaxed);
         match written {
             Ok(()) => activity.written.store(true, Ordering::Relaxed),
             Err(error) => break format!("write failed: {error}"),
@@ -173,24 +189,40 @@ async fn write_loop<Out: Serialize>(
     ended.set(reason);
 }
 
-/// Every quarter of `idle_timeout`: asks for a keepalive if nothing was written, and ends the
-/// connection once nothing has been read for `idle_timeout`.
+/// Writes a frame in chunks, each accepted chunk counting as written: a large frame that moves
+/// slowly is not a peer that takes nothing.
+async fn write_progressively(
+    writer: &mut WriteHalf<TlsStream>,
+    frame: &[u8],
+    activity: &Activity,
+) -> std::io::Result<()> {
+    const CHUNK_BYTES: usize = 64 << 10;
+    for chunk in frame.chunks(CHUNK_BYTES) {
+        writer.write_all(chunk).await?;
+        activity.written.store(true, Ordering::Relaxed);
+    }
+    writer.flush().await
+}
+
+/// Every tick: asks for a keepalive if nothing was written, and ends the connection once
+/// nothing has been read — or a write has waited — for `idle_timeout` (a peer that sends but
+/// never reads would otherwise hold a writer, and what queues behind it, forever).
 async fn tick(idle_timeout: Duration, activity: Arc<Activity>, keepalive: Arc<Notify>, ended: Ended) {
-    let every = idle_timeout / 4;
-    let mut silent = Duration::ZERO;
+    let every = idle_timeout / TICKS_PER_TIMEOUT;
+    let (mut silent, mut stuck) = (0, 0);
     loop {
         rt::sleep(every).await;
-        if !activity.written.swap(false, Ordering::Relaxed) {
+        let written = activity.written.swap(false, Ordering::Relaxed);
+        if !written {
             keepalive.notify_one();
         }
-        if activity.read.swap(false, Ordering::Relaxed) {
-            silent = Duration::ZERO;
-        } else {
-            silent += every;
-            if silent >= idle_timeout {
-                ended.set(format!("the peer sent nothing for {idle_timeout:?}"));
-                return;
-            }
+        stuck = if !written && activity.writing.load(Ordering::Relaxed) { stuck + 1 } else { 0 };
+        silent = if activity.read.swap(false, Ordering::Relaxed) { 0 } else { silent + 1 };
+        if silent >= TICKS_PER_TIMEOUT {
+            return ended.set(format!("the peer sent nothing for {idle_timeout:?}"));
+        }
+        if stuck >= TICKS_PER_TIMEOUT {
+            return ended.set(format!("the peer took nothing for {idle_timeout:?} (a write waited)"));
         }
     }
 }

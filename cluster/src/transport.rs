@@ -41,12 +41,19 @@ use crate::slot::SlotDoorbell;
 pub struct LinkFailures {
     sink: UnboundedSender<String>,
     attempt: u64,
+    /// A failure has been reported (a deployment still wiring the attempt gives up).
+    reported: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LinkFailures {
     /// Reports failures of `attempt`'s connections to `sink`.
     pub fn new(sink: UnboundedSender<String>, attempt: u64) -> Self {
-        LinkFailures { sink, attempt }
+        LinkFailures { sink, attempt, reported: Arc::default() }
+    }
+
+    /// Whether a failure has been reported.
+    pub fn any(&self) -> bool {
+        self.reported.load(Ordering::Acquire)
     }
 
     /// Reports a failure (`message` names both workers and why).
@@ -57,6 +64,7 @@ impl LinkFailures {
             return;
         }
         tracing::warn!(%message, "data connection failed; the attempt ends");
+        self.reported.store(true, Ordering::Release);
         let _ = self.sink.send(message);
     }
 }

@@ -497,6 +497,11 @@ async fn deploy(
             if !wiring.keep_link(connection, link.to_string()) {
                 return Err(fail(&tasks, format!("attempt {attempt} was cancelled while it deployed")));
             }
+            // A connection of the attempt failed while this one was being made: the attempt is
+            // over; no slot of it starts here.
+            if failures.any() {
+                return Err(fail(&tasks, format!("a data connection of attempt {attempt} failed while it deployed")));
+            }
         }
     }
 

@@ -130,6 +130,8 @@ mod state {
         /// When each node stopped each attempt, and when nodes crashed.
         pub(super) stopped: BTreeMap<(tokio::madsim::task::NodeId, u64), crate::rt::Instant>,
         pub(super) crashes: Vec<(tokio::madsim::task::NodeId, crate::rt::Instant)>,
+        /// Armed crashes at a node's n-th file operation: (node, operations left, fired).
+        pub(super) file_op_kills: Vec<(tokio::madsim::task::NodeId, u32, std::sync::Arc<tokio::sync::Notify>)>,
     }
 
     /// A kill armed for the `skip + 1`-th time `node` reaches `moment`.
@@ -173,6 +175,7 @@ mod state {
             link_failures: Vec::new(),
             stopped: BTreeMap::new(),
             crashes: Vec::new(),
+            file_op_kills: Vec::new(),
         });
         STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -816,6 +819,45 @@ pub fn crash_node(node: tokio::madsim::task::NodeId) {
     tokio::madsim::runtime::Handle::current().kill(node);
     crate::fs::sim::crash(node);
     state::injected().crashes.push((node, crate::rt::true_now()));
+}
+
+/// Arms a crash of `node` at its `nth` file operation (1 = the next) that changes something
+/// (a create, write, sync, rename, link or removal): the operation does not happen, and what the
+/// node had not synced is lost — a crash in the middle of whatever sequence of operations was
+/// under way. The returned notification fires when it did. Disarm with [`disarm_file_op_kill`].
+#[cfg(madsim)]
+pub fn arm_file_op_kill(node: tokio::madsim::task::NodeId, nth: u32) -> std::sync::Arc<tokio::sync::Notify> {
+    assert!(nth >= 1, "operations are counted from 1");
+    let fired = std::sync::Arc::new(tokio::sync::Notify::new());
+    state::injected().file_op_kills.push((node, nth, fired.clone()));
+    fired
+}
+
+/// Disarms the crash whose notification is `fired` (if it has not fired).
+#[cfg(madsim)]
+pub fn disarm_file_op_kill(fired: &std::sync::Arc<tokio::sync::Notify>) {
+    state::injected().file_op_kills.retain(|(_, _, kill)| !std::sync::Arc::ptr_eq(kill, fired));
+}
+
+/// Called by the simulated file system before every operation of `node` that changes something:
+/// `true` if an armed crash hits it (the node is crashed; the operation must not happen).
+#[cfg(madsim)]
+pub(crate) fn crash_at_file_op(node: tokio::madsim::task::NodeId) -> bool {
+    let fired = {
+        let mut injected = state::injected();
+        let Some(index) = injected.file_op_kills.iter().position(|(armed, _, _)| *armed == node) else {
+            return false;
+        };
+        let left = &mut injected.file_op_kills[index].1;
+        *left -= 1;
+        if *left > 0 {
+            return false;
+        }
+        injected.file_op_kills.remove(index).2
+    };
+    crash_node(node);
+    fired.notify_one();
+    true
 }
 
 /// Restarts simulated node `node` after a [`crash_node`]: its file operations work again and

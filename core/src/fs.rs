@@ -19,8 +19,13 @@
 //!   lost with everything below it when its node crashes (unless the draw keeps it).
 //! - A crashed node does nothing more: until it restarts, its file operations fail (a process
 //!   killed by a signal that lands a little after a moment may still be running for a while).
-//! - Readers see the current state, durable or not: a page cache shared by every process of
-//!   the (simulated) machine.
+//! - Each node is a machine; the directories are on storage every machine shares (as a network
+//!   file system), and readers see its current state, durable or not (the file server's cache).
+//!   A machine that crashes loses what it wrote and did not sync. What a reader can rely on
+//!   across crashes is the durable state ([`sim::durable_files`]).
+//! - A crash lands where the simulator aims it: at an `await` (a node killed), at a protocol
+//!   moment, or at a node's n-th file operation (then inside a sequence of file operations, the
+//!   operation itself not done).
 //!
 //! Durability helpers ([`write_durable`], [`create_dir_all_durable`]) are built on the
 //! primitives, so production and simulation take exactly the same steps.
@@ -577,6 +582,7 @@ mod model {
             if operations.is_empty() {
                 return Ok(());
             }
+            self.version += 1;
             for name in self.names.values_mut() {
                 if name.pending.is_some_and(|(operation, _)| operations.contains(&operation)) {
                     name.durable = name.current;
@@ -587,9 +593,24 @@ mod model {
             Ok(())
         }
 
+        /// The files directly in `dir` whose names are durable, with their durable inodes
+        /// (names starting with `.` or `_` left out).
+        pub(super) fn durable_children(&self, dir: &Path) -> Vec<(PathBuf, u64)> {
+            self.names
+                .range(dir.to_path_buf()..)
+                .take_while(|(name, _)| name.starts_with(dir))
+                .filter(|(name, _)| name.parent() == Some(dir))
+                .filter(|(name, _)| !name.file_name().is_some_and(|n| n.to_string_lossy().starts_with(['.', '_'])))
+                .filter_map(|(name, entry)| match entry.durable {
+                    Some(Object::File(inode)) => Some((name.clone(), inode)),
+                    _ => None,
+                })
+                .collect()
+        }
+
         /// `node` crashed: each of its unsynced operations is kept or undone (one draw each),
         /// and each file it wrote keeps its durable content and a drawn part of the rest.
-        /// A number that changes whenever a name is created, changed or removed.
+        /// A number that changes whenever a name is created, changed, removed or made durable.
         pub(super) fn version(&self) -> u64 {
             self.version
         }
@@ -695,8 +716,9 @@ pub mod sim {
         state().crash(node)
     }
 
-    /// A number that changes whenever a file or directory is created, renamed or removed (or a
-    /// crash undoes such a change): observers need to look again only when it has changed.
+    /// A number that changes whenever a file or directory is created, renamed or removed, a
+    /// directory is synced, or a crash undoes a change: observers need to look again only when it
+    /// has changed.
     pub fn namespace_version() -> u64 {
         state().version()
     }
@@ -712,6 +734,22 @@ pub mod sim {
         let fs = state();
         fs.alive(node)?;
         Ok((fs, node))
+    }
+
+    /// The file system, for an operation of the calling node that changes something — unless an
+    /// aimed crash hits the node right here ([`crate::faultpoint::arm_file_op_kill`]).
+    fn to_change() -> io::Result<(MutexGuard<'static, Model<NodeId>>, NodeId)> {
+        if crate::faultpoint::crash_at_file_op(this_node()) {
+            return Err(io::Error::other("the node crashed (simulated) at this file operation"));
+        }
+        for_this_node()
+    }
+
+    /// The committed-looking files of `dir` as they are on disk — names durable in the
+    /// directory, pointing at the file they point at — each with its identity: what a reader
+    /// could rely on after any crash. (Names starting with `.` or `_` are left out.)
+    pub fn durable_files(dir: &Path) -> Vec<(PathBuf, u64)> {
+        state().durable_children(&normal(dir))
     }
 
     /// An identity of the file at `path` that changes when the name is pointed at another
@@ -733,7 +771,7 @@ pub mod sim {
 
     impl OpenFile {
         pub(super) fn sync_all(&self) -> io::Result<()> {
-            for_this_node()?.0.sync_file(self.inode).then_some(()).ok_or_else(|| not_found(&self.path))
+            to_change()?.0.sync_file(self.inode).then_some(()).ok_or_else(|| not_found(&self.path))
         }
         pub(super) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             let (fs, _) = for_this_node()?;
@@ -745,7 +783,7 @@ pub mod sim {
             Ok(count)
         }
         pub(super) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let (mut fs, node) = for_this_node()?;
+            let (mut fs, node) = to_change()?;
             if !fs.write(self.inode, self.position as usize, buf, node) {
                 return Err(not_found(&self.path));
             }
@@ -768,7 +806,7 @@ pub mod sim {
     }
 
     pub(super) fn create_dir_all(path: &Path) -> io::Result<()> {
-        let (mut fs, node) = for_this_node()?;
+        let (mut fs, node) = to_change()?;
         fs.create_dir_all(&normal(path), node)
     }
     pub(super) fn read(path: &Path) -> io::Result<Vec<u8>> {
@@ -781,15 +819,15 @@ pub mod sim {
         std::io::Write::write_all(&mut file, contents)
     }
     pub(super) fn rename(from: &Path, to: &Path) -> io::Result<()> {
-        let (mut fs, node) = for_this_node()?;
+        let (mut fs, node) = to_change()?;
         fs.rename(&normal(from), &normal(to), node)
     }
     pub(super) fn hard_link(original: &Path, link: &Path) -> io::Result<()> {
-        let (mut fs, node) = for_this_node()?;
+        let (mut fs, node) = to_change()?;
         fs.hard_link(&normal(original), &normal(link), node)
     }
     pub(super) fn remove_file(path: &Path) -> io::Result<()> {
-        let (mut fs, node) = for_this_node()?;
+        let (mut fs, node) = to_change()?;
         fs.remove_file(&normal(path), node)
     }
     pub(super) fn read_dir(path: &Path) -> io::Result<Vec<DirEntry>> {
@@ -799,7 +837,7 @@ pub mod sim {
         for_this_node()?.0.metadata(&normal(path))
     }
     pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
-        for_this_node()?.0.sync_dir(&normal(path))
+        to_change()?.0.sync_dir(&normal(path))
     }
     pub(super) fn lock(path: &Path) -> io::Result<Lock> {
         // A simulated run is one thread and nothing awaits while holding a lock: mutual
@@ -812,13 +850,13 @@ pub mod sim {
     }
     pub(super) fn create(path: &Path) -> io::Result<File> {
         let path = normal(path);
-        let (mut fs, node) = for_this_node()?;
+        let (mut fs, node) = to_change()?;
         let inode = fs.create(&path, false, node)?;
         Ok(File { inner: OpenFile { inode, position: 0, path } })
     }
     pub(super) fn create_new(path: &Path) -> io::Result<File> {
         let path = normal(path);
-        let (mut fs, node) = for_this_node()?;
+        let (mut fs, node) = to_change()?;
         let inode = fs.create(&path, true, node)?;
         Ok(File { inner: OpenFile { inode, position: 0, path } })
     }

@@ -34,8 +34,9 @@ use crate::fs;
 
 const STORE: &str = "LocalDirStore";
 
-/// An object store in a local directory, every put durable before it returns.
-#[derive(Debug)]
+/// An object store in a local directory, every put durable before it returns. Its file I/O
+/// runs off the async runtime ([`crate::rt::blocking`]): an `fsync` may take a while.
+#[derive(Clone, Debug)]
 pub struct LocalDirStore {
     root: PathBuf,
 }
@@ -191,11 +192,20 @@ impl LocalDirStore {
     }
 }
 
+impl LocalDirStore {
+    /// Runs `work` on a copy of the store, off the async runtime.
+    async fn off_runtime<T: Send + 'static>(&self, work: impl FnOnce(&LocalDirStore) -> T + Send + 'static) -> T {
+        let store = self.clone();
+        crate::rt::blocking(move || work(&store)).await
+    }
+}
+
 #[async_trait]
 impl ObjectStore for LocalDirStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         let content: Vec<u8> = payload.iter().flat_map(|chunk| chunk.iter().copied()).collect();
-        self.put_now(location, &content, &opts.mode)
+        let location = location.clone();
+        self.off_runtime(move |store| store.put_now(&location, &content, &opts.mode)).await
     }
 
     async fn put_multipart_opts(
@@ -208,7 +218,10 @@ impl ObjectStore for LocalDirStore {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         let file = self.file(location);
-        let content = fs::read(&file).map_err(|e| generic(&file, e))?;
+        let content = {
+            let reading = file.clone();
+            crate::rt::blocking(move || fs::read(&reading)).await.map_err(|e| generic(&file, e))?
+        };
         let meta = self.meta(location, &content);
         options.check_preconditions(&meta)?;
         let range: Range<u64> = match &options.range {
@@ -232,22 +245,54 @@ impl ObjectStore for LocalDirStore {
 
     async fn delete(&self, location: &Path) -> Result<()> {
         let file = self.file(location);
-        fs::remove_file(&file).map_err(|e| generic(&file, e))?;
-        fs::sync_dir(fs::parent_of(&file)).map_err(|e| generic(&file, e))
+        crate::rt::blocking(move || {
+            fs::remove_file(&file).map_err(|e| generic(&file, e))?;
+            fs::sync_dir(fs::parent_of(&file)).map_err(|e| generic(&file, e))
+        })
+        .await
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         let dir = prefix.map_or_else(|| self.root.clone(), |prefix| self.file(prefix));
-        let mut objects = Vec::new();
-        let listed = self.walk(&dir, &mut objects).map_err(|e| generic(&dir, e));
-        let items: Vec<Result<ObjectMeta>> = match listed {
-            Ok(()) => objects.into_iter().map(Ok).collect(),
-            Err(error) => vec![Err(error)],
-        };
-        futures::stream::iter(items).boxed()
+        let store = self.clone();
+        let listing = crate::rt::blocking(move || {
+            let mut objects = Vec::new();
+            match store.walk(&dir, &mut objects) {
+                Ok(()) => objects.into_iter().map(Ok).collect(),
+                Err(error) => vec![Err(generic(&dir, error))],
+            }
+        });
+        futures::stream::once(listing).flat_map(futures::stream::iter).boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let prefix = prefix.cloned();
+        self.off_runtime(move |store| store.list_one_level(prefix.as_ref())).await
+    }
+
+    async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
+        let (from, to) = (from.clone(), to.clone());
+        self.off_runtime(move |store| {
+            let source = store.file(&from);
+            let content = fs::read(&source).map_err(|e| generic(&source, e))?;
+            store.put_now(&to, &content, &PutMode::Overwrite).map(|_| ())
+        })
+        .await
+    }
+
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Result<()> {
+        let (from, to) = (from.clone(), to.clone());
+        self.off_runtime(move |store| {
+            let source = store.file(&from);
+            let content = fs::read(&source).map_err(|e| generic(&source, e))?;
+            store.put_now(&to, &content, &PutMode::Create).map(|_| ())
+        })
+        .await
+    }
+}
+
+impl LocalDirStore {
+    fn list_one_level(&self, prefix: Option<&Path>) -> Result<ListResult> {
         let dir = prefix.map_or_else(|| self.root.clone(), |prefix| self.file(prefix));
         let mut result = ListResult { common_prefixes: Vec::new(), objects: Vec::new() };
         let entries = match fs::read_dir(&dir) {
@@ -271,18 +316,6 @@ impl ObjectStore for LocalDirStore {
         }
         Ok(result)
     }
-
-    async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
-        let source = self.file(from);
-        let content = fs::read(&source).map_err(|e| generic(&source, e))?;
-        self.put_now(to, &content, &PutMode::Overwrite).map(|_| ())
-    }
-
-    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Result<()> {
-        let source = self.file(from);
-        let content = fs::read(&source).map_err(|e| generic(&source, e))?;
-        self.put_now(to, &content, &PutMode::Create).map(|_| ())
-    }
 }
 
 #[cfg(test)]
@@ -292,7 +325,7 @@ mod tests {
 
     #[test]
     fn conditional_puts_and_listings() {
-        futures::executor::block_on(async {
+        crate::rt::block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let store = LocalDirStore::new(dir.path()).unwrap();
             let path = Path::from("job/_generation");

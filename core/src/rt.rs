@@ -314,6 +314,25 @@ where
     }
 }
 
+/// Runs blocking work — file I/O that may wait on a disk, an `fsync` — off the async runtime's
+/// threads, so that it delays no connection's keepalives or timeouts: on tokio's blocking pool
+/// in production; inline under the simulator, whose file system is memory (and where inline
+/// keeps the run deterministic). A panic in `work` resumes in the caller.
+#[allow(clippy::disallowed_methods)] // the seam itself
+pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    #[cfg(not(madsim))]
+    {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(value) => value,
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+    #[cfg(madsim)]
+    {
+        work()
+    }
+}
+
 /// Runs `future` to completion on a fresh current-thread runtime (production entry points).
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(future)

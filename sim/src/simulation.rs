@@ -712,8 +712,8 @@ struct Damaged {
     records: Vec<String>,
 }
 
-/// The committed files a reader of the sinks has seen, and what each was (its file system
-/// identity): the oracle that committed output only grows.
+/// The committed files on disk, and what each was (its file system identity): the oracle that
+/// durable committed output only grows.
 #[derive(Default)]
 struct CommittedFiles(std::collections::BTreeMap<PathBuf, u64>);
 
@@ -723,14 +723,11 @@ impl CommittedFiles {
     /// plan damaged on purpose: output of the epochs that checkpoint covered is retracted, to
     /// be recomputed.
     fn update(&mut self, dirs: &[PathBuf], damaged: &Damaged) -> Result<(), String> {
-        let mut now = std::collections::BTreeMap::new();
-        for dir in dirs {
-            for file in weir_chaos::oracle::committed_files(dir).unwrap_or_default() {
-                if let Some(identity) = weir_core::fs::sim::identity(&file) {
-                    now.insert(file, identity);
-                }
-            }
-        }
+        // What is on disk: a reader may see a commit before it is durable (between its rename
+        // and its directory's sync), and a crash then may undo it; what it can rely on is the
+        // durable state, which must only grow.
+        let now: std::collections::BTreeMap<PathBuf, u64> =
+            dirs.iter().flat_map(|dir| weir_core::fs::sim::durable_files(dir)).collect();
         let retractable = damaged.checkpoints.iter().copied().max().unwrap_or(0);
         for (file, identity) in &self.0 {
             if now.get(file) == Some(identity) {
@@ -869,6 +866,21 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Re
                 }));
             }
             (Fault::KillAtMoment { .. }, false) => {}
+            (Fault::KillAtFileOp { node: n, nth, armed_ms, down_ms, .. }, true) => {
+                let fired = faultpoint::arm_file_op_kill(node(*n), *nth);
+                let id = node(*n);
+                let (armed, down) = (Duration::from_millis(*armed_ms), Duration::from_millis(*down_ms));
+                aimed_kills.push(madsim::task::spawn(async move {
+                    if madsim::time::timeout(armed, fired.notified()).await.is_ok() {
+                        rt::trace("crashed at a file operation");
+                        madsim::time::sleep(down).await;
+                        faultpoint::restart_node(id);
+                    } else {
+                        faultpoint::disarm_file_op_kill(&fired);
+                    }
+                }));
+            }
+            (Fault::KillAtFileOp { .. }, false) => {}
             (Fault::CorruptJobRecord { record, damage, node: n, .. }, true) => {
                 let store = CheckpointStore::open(&format!("memory://{}", world.store_name), &world.job_id)
                     .map_err(|e| e.to_string())?;
