@@ -692,7 +692,7 @@ pub mod sim {
 
     use tokio::madsim::task::NodeId;
 
-    use super::model::{normal, not_found, Model, Object};
+    use super::model::{normal, not_found, Model};
     use super::{DirEntry, File, Lock, Metadata};
 
     fn state() -> MutexGuard<'static, Model<NodeId>> {
@@ -750,15 +750,6 @@ pub mod sim {
     /// could rely on after any crash. (Names starting with `.` or `_` are left out.)
     pub fn durable_files(dir: &Path) -> Vec<(PathBuf, u64)> {
         state().durable_children(&normal(dir))
-    }
-
-    /// An identity of the file at `path` that changes when the name is pointed at another
-    /// file (a rename over it), for oracles that watch files appear and disappear.
-    pub fn identity(path: &Path) -> Option<u64> {
-        match state().lookup(&normal(path)) {
-            Some(Object::File(inode)) => Some(inode),
-            _ => None,
-        }
     }
 
     /// An open simulated file: its inode and position.
