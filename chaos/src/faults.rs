@@ -600,33 +600,14 @@ pub enum Target {
 impl Fault {
     /// When the fault starts.
     pub fn at_ms(&self) -> u64 {
-        match *self {
-            Fault::KillWorker { at_ms, .. }
-            | Fault::KillCoordinator { at_ms, .. }
-            | Fault::Partition { at_ms, .. }
-            | Fault::OneWayPartition { at_ms, .. }
-            | Fault::Latency { at_ms, .. }
-            | Fault::Pause { at_ms, .. }
-            | Fault::Storage { at_ms, .. }
-            | Fault::CorruptCheckpoint { at_ms, .. }
-            | Fault::StallSplit { at_ms, .. }
-            | Fault::SinkCommitFails { at_ms, .. }
-            | Fault::ClockJump { at_ms, .. }
-            | Fault::ClockDrift { at_ms, .. }
-            | Fault::ConnectionReset { at_ms, .. }
-            | Fault::KillAtMoment { at_ms, .. }
-            | Fault::CorruptJobRecord { at_ms, .. }
-            | Fault::LinkReset { at_ms, .. }
-            | Fault::LinkStall { at_ms, .. }
-            | Fault::LinkSlow { at_ms, .. }
-            | Fault::DeployLate { at_ms, .. }
-            | Fault::StaleDeploy { at_ms, .. }
-            | Fault::RoguePeer { at_ms }
-            | Fault::KillAtFileOp { at_ms, .. } => at_ms,
-        }
+        *self.clone().at_ms_mut()
     }
 
     fn set_at(&mut self, start_ms: u64) {
+        *self.at_ms_mut() = start_ms;
+    }
+
+    fn at_ms_mut(&mut self) -> &mut u64 {
         match self {
             Fault::KillWorker { at_ms, .. }
             | Fault::KillCoordinator { at_ms, .. }
@@ -649,7 +630,7 @@ impl Fault {
             | Fault::DeployLate { at_ms, .. }
             | Fault::StaleDeploy { at_ms, .. }
             | Fault::RoguePeer { at_ms }
-            | Fault::KillAtFileOp { at_ms, .. } => *at_ms = start_ms,
+            | Fault::KillAtFileOp { at_ms, .. } => at_ms,
         }
     }
 

@@ -28,7 +28,7 @@ pub fn committed_output(dir: &Path) -> std::io::Result<Expected> {
 }
 
 /// The committed (visible) files of a sink directory, sorted.
-pub fn committed_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+fn committed_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -48,7 +48,7 @@ impl Ended {
     }
 
     /// The reason, if the connection has ended.
-    pub fn reason(&self) -> Option<String> {
+    fn reason(&self) -> Option<String> {
         self.reason.lock().expect("ended lock").clone()
     }
 

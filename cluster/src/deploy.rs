@@ -143,11 +143,14 @@ pub fn recover_sinks(
     attempt: u64,
     generation: u64,
 ) -> Result<(), RunError> {
-    let fence = OutputFence::new(&spec.output_dir, generation);
+    let held = OutputFence::new(&spec.output_dir, generation).hold().map_err(|e| RunError::Output {
+        path: spec.output_dir.join(sink::FENCE),
+        reason: format!("recovery refused: {e}"),
+    })?;
     for dir in sink_dirs(spec) {
         sink::prepare(&dir)
             .map_err(|e| RunError::Output { path: dir.clone(), reason: format!("cannot create: {e}") })?;
-        let report = sink::recover(&dir, slot, epoch, attempt, &fence).map_err(|e| RunError::Output {
+        let report = sink::recover(&dir, slot, epoch, attempt, &held).map_err(|e| RunError::Output {
             path: dir.clone(),
             reason: format!("recovery of staged output failed: {e}"),
         })?;

@@ -192,13 +192,17 @@ pub async fn drive_slot(
                     control.final_checkpoint.set(Some(checkpoint));
                 }
                 SlotCommand::Complete { checkpoint } => {
-                    for dir in &dirs {
-                        if let Err(error) = sink::commit_through(dir, slot, attempt, checkpoint, &fence) {
-                            let message =
-                                format!("output {}: commit of checkpoint {checkpoint} failed: {error}", dir.display());
-                            let _ = events.send(SlotEvent::CommitFailed { slot, message });
-                            return;
-                        }
+                    let committed = fence.hold().and_then(|held| {
+                        dirs.iter().try_for_each(|dir| {
+                            sink::commit_through(dir, slot, attempt, checkpoint, &held).map(drop).map_err(|error| {
+                                std::io::Error::new(error.kind(), format!("{}: {error}", dir.display()))
+                            })
+                        })
+                    });
+                    if let Err(error) = committed {
+                        let message = format!("output: commit of checkpoint {checkpoint} failed: {error}");
+                        let _ = events.send(SlotEvent::CommitFailed { slot, message });
+                        return;
                     }
                     faultpoint::reached(Moment::SinkCommitted).await;
                     let _ = events.send(SlotEvent::Committed { slot, checkpoint });
@@ -222,8 +226,10 @@ pub async fn drive_slot(
         while let Some((epoch, snapshot)) = control.snapshots.borrow_mut().take_ready() {
             tracing::debug!(slot, checkpoint = epoch, "slot snapshot ready");
             if faultpoint::planted(PlantedBug::SinkCommitsEarly) {
-                for dir in &dirs {
-                    let _ = sink::commit_through(dir, slot, attempt, epoch, &fence);
+                if let Ok(held) = fence.hold() {
+                    for dir in &dirs {
+                        let _ = sink::commit_through(dir, slot, attempt, epoch, &held);
+                    }
                 }
             }
             let records_read = SlotMetrics::get(&metrics.records_read);

@@ -343,18 +343,21 @@ impl CheckpointStore {
     /// it can never be restored later, after its output has been rolled back, and so that
     /// retention counts only good checkpoints. Records nothing: see [`Self::restore_for`].
     pub async fn restore_point(&self) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
-        self.restore_point_in(&self.lineage().await?).await
+        let latest = self.latest_hint().await?;
+        self.restore_point_in(&self.lineage().await?, latest).await
     }
 
+    /// [`Self::restore_point`] with the lineage and the newest-checkpoint record already read.
     async fn restore_point_in(
         &self,
         lineage: &[RestoreRecord],
+        latest: Option<u64>,
     ) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
         let (mut complete, _) = self.list_checkpoints().await?;
         // A listing may lag behind writes; the newest-checkpoint record does not (a get reads
         // what was put). Without it, a restore that cannot see the newest checkpoint yet
         // would roll back output that checkpoint let sinks commit.
-        let hinted = self.latest_hint().await?.filter(|latest| !complete.contains(latest));
+        let hinted = latest.filter(|latest| !complete.contains(latest));
         complete.extend(hinted);
         complete.sort_unstable();
         let mut skipped = Vec::new();
@@ -391,7 +394,8 @@ impl CheckpointStore {
         generation: u64,
     ) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
         let mut lineage = self.lineage().await?;
-        let (restored, skipped) = self.restore_point_in(&lineage).await?;
+        let latest = self.latest_hint().await?;
+        let (restored, skipped) = self.restore_point_in(&lineage, latest).await?;
         let checkpoint = restored.as_ref().map_or(0, |r| r.metadata.checkpoint_id);
         lineage.retain(|restore| restore.generation != generation);
         lineage.push(RestoreRecord { generation, checkpoint });
@@ -400,7 +404,7 @@ impl CheckpointStore {
         // A checkpoint whose completion was never recorded (its `_metadata` put stored the
         // object but reported failure) is found here by listing; once its output is committed,
         // a later restore must find it even if listings lag.
-        if checkpoint > 0 && self.latest_hint().await? != Some(checkpoint) {
+        if checkpoint > 0 && latest != Some(checkpoint) {
             self.record_latest(checkpoint).await?;
         }
         Ok((restored, skipped))

@@ -271,21 +271,22 @@ impl ObjectStore for LocalDirStore {
     }
 
     async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
-        let (from, to) = (from.clone(), to.clone());
-        self.off_runtime(move |store| {
-            let source = store.file(&from);
-            let content = fs::read(&source).map_err(|e| generic(&source, e))?;
-            store.put_now(&to, &content, &PutMode::Overwrite).map(|_| ())
-        })
-        .await
+        self.copy_as(from, to, PutMode::Overwrite).await
     }
 
     async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Result<()> {
+        self.copy_as(from, to, PutMode::Create).await
+    }
+}
+
+impl LocalDirStore {
+    /// Copies object `from` to `to`, putting it with `mode`.
+    async fn copy_as(&self, from: &Path, to: &Path, mode: PutMode) -> Result<()> {
         let (from, to) = (from.clone(), to.clone());
         self.off_runtime(move |store| {
             let source = store.file(&from);
             let content = fs::read(&source).map_err(|e| generic(&source, e))?;
-            store.put_now(&to, &content, &PutMode::Create).map(|_| ())
+            store.put_now(&to, &content, &mode).map(|_| ())
         })
         .await
     }

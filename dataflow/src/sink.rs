@@ -217,19 +217,13 @@ pub fn prepare(dir: &Path) -> io::Result<()> {
     fs::create_dir_all_durable(&dir.join(STAGING_DIR))
 }
 
-/// Commits every epoch `<= through` that `slot` staged in attempt `attempt`, if `fence` still
-/// lets this deployment write. Returns how many files were committed. Files of other attempts
-/// are never committed here: a slot of a lost attempt that still runs somewhere (a partitioned
-/// worker) stages under its own name, so it can neither overwrite nor commit the current
-/// attempt's output.
-pub fn commit_through(dir: &Path, slot: usize, attempt: u64, through: Epoch, fence: &OutputFence) -> io::Result<usize> {
+/// Commits every epoch `<= through` that `slot` staged in attempt `attempt`, while the caller
+/// holds the output fence (`_held`: one hold covers every sink directory of a commit). Returns
+/// how many files were committed. Files of other attempts are never committed here: a slot of
+/// a lost attempt that still runs somewhere (a partitioned worker) stages under its own name,
+/// so it can neither overwrite nor commit the current attempt's output.
+pub fn commit_through(dir: &Path, slot: usize, attempt: u64, through: Epoch, _held: &FenceHold) -> io::Result<usize> {
     weir_core::faultpoint::sink_commit_fault()?;
-    let _hold = fence.hold()?;
-    commit_held(dir, slot, attempt, through)
-}
-
-/// [`commit_through`] with the fence held.
-fn commit_held(dir: &Path, slot: usize, attempt: u64, through: Epoch) -> io::Result<usize> {
     let commits: Vec<(Epoch, PathBuf)> = staged_files(dir, slot)?
         .into_iter()
         .filter(|&(epoch, file_attempt, _)| file_attempt == attempt && epoch <= through)
@@ -262,7 +256,8 @@ pub struct Recovery {
 }
 
 /// Brings `slot`'s files in `dir` in line with restored checkpoint `restored` (0 for none),
-/// which attempt `restored_attempt` completed: its staged epochs `<= restored` are committed
+/// which attempt `restored_attempt` completed, while the caller holds the output fence: its
+/// staged epochs `<= restored` are committed
 /// (every earlier attempt's were committed when that attempt started), every other staged file
 /// is deleted, and committed epochs after `restored` are retracted.
 pub fn recover(
@@ -270,11 +265,10 @@ pub fn recover(
     slot: usize,
     restored: Epoch,
     restored_attempt: u64,
-    fence: &OutputFence,
+    held: &FenceHold,
 ) -> io::Result<Recovery> {
-    weir_core::faultpoint::sink_commit_fault()?;
-    let _hold = fence.hold()?;
-    let mut report = Recovery { committed: commit_held(dir, slot, restored_attempt, restored)?, ..Default::default() };
+    let mut report =
+        Recovery { committed: commit_through(dir, slot, restored_attempt, restored, held)?, ..Default::default() };
     for (_, _, staged) in staged_files(dir, slot)? {
         fs::remove_file(&staged)?;
         report.aborted += 1;
@@ -435,13 +429,14 @@ mod tests {
         stage(3, 0, 9, "zombie of another attempt\n");
         let fence = OutputFence::new(dir, 1);
         fence.claim().unwrap();
-        assert_eq!(commit_through(dir, 0, 7, 2, &fence).unwrap(), 2);
-        assert_eq!(commit_through(dir, 0, 7, 2, &fence).unwrap(), 0);
-        assert_eq!(commit_through(dir, 0, 8, 4, &fence).unwrap(), 0, "another attempt commits nothing of attempt 7");
-        let report = recover(dir, 0, 3, 7, &fence).unwrap();
+        let held = fence.hold().unwrap();
+        assert_eq!(commit_through(dir, 0, 7, 2, &held).unwrap(), 2);
+        assert_eq!(commit_through(dir, 0, 7, 2, &held).unwrap(), 0);
+        assert_eq!(commit_through(dir, 0, 8, 4, &held).unwrap(), 0, "another attempt commits nothing of attempt 7");
+        let report = recover(dir, 0, 3, 7, &held).unwrap();
         assert_eq!(report, Recovery { committed: 1, aborted: 2, retracted: 0 });
         assert_eq!(fs::read_to_string(&dir.join(committed_name(3, 0))).unwrap(), "x\n");
-        let report = recover(dir, 0, 1, 7, &fence).unwrap();
+        let report = recover(dir, 0, 1, 7, &held).unwrap();
         assert_eq!(report, Recovery { committed: 0, aborted: 0, retracted: 2 });
         assert!(fs::metadata(&dir.join(committed_name(1, 0))).is_ok());
         assert!(fs::metadata(&dir.join(STAGING_DIR).join(staged_name(1, 1, 7))).is_ok());
@@ -459,8 +454,8 @@ mod tests {
         assert!(old.hold().unwrap_err().to_string().contains("stale deployment: generation 3"));
         assert!(old.claim().is_err(), "an older generation cannot claim the output back");
         fs::write(&dir.join(STAGING_DIR).join(staged_name(1, 0, 5)), b"x\n").unwrap();
-        assert!(commit_through(dir, 0, 5, 1, &old).is_err(), "a fenced-out deployment commits nothing");
-        assert_eq!(commit_through(dir, 0, 5, 1, &new).unwrap(), 1);
+        assert!(old.hold().is_err(), "a fenced-out deployment cannot hold the fence, so commits nothing");
+        assert_eq!(commit_through(dir, 0, 5, 1, &new.hold().unwrap()).unwrap(), 1);
         new.claim().unwrap();
     }
 }
