@@ -11,12 +11,14 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use weir_core::bid::{parse_bid_line, write_bid_csv};
 use weir_core::generator::GeneratorConfig;
 use weir_core::keygroup::slot_of_key;
+use weir_cluster::jobs::bids::{BidStats, Stats, WindowResult};
 use weir_core::time::Time;
-use weir_core::window::TumblingWindows;
 use weir_core::Bid;
 use weir_dataflow::exchange::{Doorbell, ExchangeMessage, ExchangeRx, ExchangeTx, LocalChannel};
 use weir_dataflow::sink::CsvRow;
-use weir_dataflow::window::{WindowResult, WindowState};
+use weir_dataflow::stateful::StatefulLogic;
+use weir_dataflow::window::{TimeWindow, TumblingEventTimeWindows, WindowAggregate};
+use weir_dataflow::Record;
 
 const BATCH: usize = 8192;
 
@@ -56,20 +58,31 @@ fn generate(c: &mut Criterion) {
 }
 
 fn window(c: &mut Criterion) {
-    let windows = TumblingWindows::new(10_000);
-    let batches: Vec<Vec<Bid>> = bids(BATCH * 64).chunks(BATCH).map(|c| c.to_vec()).collect();
+    let batches: Vec<Vec<Record<Bid>>> = bids(BATCH * 64)
+        .chunks(BATCH)
+        .map(|c| c.iter().map(|bid| Record { value: *bid, time: bid.date_time, watermark: i64::MIN }).collect())
+        .collect();
     let mut group = c.benchmark_group("window");
     group.throughput(Throughput::Elements((BATCH * batches.len()) as u64));
-    group.bench_function("apply_and_fire", |b| {
-        b.iter(|| {
-            let mut state = WindowState::default();
-            let mut out = Vec::new();
-            for batch in &batches {
-                state.apply(&windows, black_box(batch));
-            }
-            state.fire_through(&windows, i64::MAX, &mut out);
-            out.len()
-        })
+    group.bench_function("tumbling_aggregate_apply_and_fire", |b| {
+        b.iter_batched(
+            || batches.clone(),
+            |mut batches| {
+                let mut logic = WindowAggregate::new(
+                    TumblingEventTimeWindows::of(10_000),
+                    BidStats,
+                    |bid: &Bid| bid.auction,
+                    |&auction: &i64, window: TimeWindow, stats: Stats| (auction, window.start, stats.bids),
+                );
+                let (mut out, mut late) = (Vec::new(), Vec::new());
+                for batch in &mut batches {
+                    logic.apply(black_box(batch), &mut out, &mut late);
+                }
+                logic.advance(i64::MAX, &mut out);
+                out.len()
+            },
+            BatchSize::LargeInput,
+        )
     });
     group.finish();
 }
@@ -93,7 +106,7 @@ fn exchange(c: &mut Criterion) {
         })
     });
     let bell: Arc<dyn Doorbell> = Arc::new(Quiet);
-    let channel = LocalChannel::<Bid>::new(16, bell.clone(), bell);
+    let channel = LocalChannel::<Vec<Bid>>::new(16, bell.clone(), bell);
     group.bench_function("local_channel_batch_round_trip", |b| {
         b.iter_batched(
             || batch.clone(),

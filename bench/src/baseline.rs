@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
 
 use std::time::Instant;
-use weir_dataflow::window::KeyHasher;
+use weir_dataflow::keyed::KeyHasher;
 
 use timely::communication::allocator::Thread;
 use timely::communication::Allocator;

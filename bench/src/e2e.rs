@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use weir_cluster::run::{run_bids_job, RunOptions, RunSummary};
-use weir_core::generator::GeneratorConfig;
-use weir_core::job::{BadRecordPolicy, BidsJobSpec, InputSpec};
+use weir_cluster::jobs::bids::BidsParams;
+use weir_cluster::run::{run_job, RunOptions, RunSummary};
+use weir_core::job::BadRecordPolicy;
 
 /// One end-to-end measurement.
 #[derive(Debug, Clone)]
@@ -38,22 +38,15 @@ pub fn run(
 ) -> anyhow::Result<E2eResult> {
     let output = scratch.join(format!("out-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&output);
-    let input = match input {
-        Some(path) => InputSpec::Files(weir_core::job::resolve_input_files(path)?),
-        None => InputSpec::Generator(GeneratorConfig::new(events, 1)),
+    let params = match input {
+        Some(path) => BidsParams::files(weir_core::job::resolve_input_files(path, "csv")?, &output, 10_000, 4_000),
+        None => BidsParams::generated(events, 1, &output),
     };
-    let spec = BidsJobSpec {
-        input,
-        output_dir: output.clone(),
-        parallelism,
-        window_ms: 10_000,
-        out_of_orderness_ms: 4_000,
-        on_bad_record: BadRecordPolicy::Skip,
-    };
-    let mut options = RunOptions::new(spec);
+    let mut options = RunOptions::new(params.spec(parallelism, BadRecordPolicy::Skip));
     options.checkpoint_interval = checkpoint_interval;
+    let registry = weir_cluster::jobs::builtin();
     let cpu_before = weir_core::rt::process_cpu_ms();
-    let summary = run_bids_job(options)?;
+    let summary = run_job(&registry, options)?;
     let cpu_after = weir_core::rt::process_cpu_ms();
     let cpu_seconds = cpu_before.zip(cpu_after).map(|(before, after)| (after - before) as f64 / 1000.0);
     std::fs::remove_dir_all(&output)?;

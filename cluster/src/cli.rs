@@ -1,14 +1,20 @@
-//! The `weir` command line: one parser for the binary, the tests and (later) the simulator.
+//! The `weir` command line: one parser for the binary, the tests and the simulator.
+//!
+//! The static commands (coordinator, worker, job list, certs) are declared with clap's derive;
+//! a job's own flags come from its declarations in the registry, so `weir run <job> --help`
+//! documents them and a value of the wrong type is a one-line error naming the flag.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Arg, Args, Parser, Subcommand};
 
-use weir_core::generator::GeneratorConfig;
-use weir_core::job::{resolve_input_files, BadRecordPolicy, BidsJobSpec, InputSpec, SpecError};
+use weir_core::job::{BadRecordPolicy, JobSpec};
+use weir_dataflow::{JobDef, JobRegistry};
 
-use crate::run::{absolute, RunOptions};
+use crate::run::RunOptions;
 
 /// Weir: exactly-once stream processing on timely dataflow.
 #[derive(Debug, Parser)]
@@ -22,9 +28,11 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a job on an embedded local cluster (coordinator and slots in this process).
-    #[command(subcommand)]
-    Run(RunJob),
+    /// Run a job on an embedded local cluster (coordinator and slots in this process):
+    /// `weir run JOB [FLAGS]`; `weir run JOB --help` shows the job's flags.
+    Run(JobInvocation),
+    /// List the jobs this binary can run, with their parameters.
+    Jobs,
     /// Run a coordinator: accepts workers and clients over mutual TLS.
     Coordinator(CoordinatorArgs),
     /// Run a worker: offers slots to a coordinator.
@@ -90,9 +98,8 @@ pub struct WorkerArgs {
 /// `weir job …`.
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
-    /// Submit a job.
-    #[command(subcommand)]
-    Submit(SubmitJob),
+    /// Submit a job: `weir job submit JOB [FLAGS] --certs DIR`; `--help` after JOB shows its flags.
+    Submit(JobInvocation),
     /// List jobs.
     List(ClientArgs),
     /// Show one job.
@@ -113,18 +120,17 @@ pub enum JobCommand {
     },
 }
 
-/// Jobs `weir job submit` knows.
-#[derive(Debug, Subcommand)]
-pub enum SubmitJob {
-    /// Windowed bid statistics (same flags as `weir run bids`).
-    Bids {
-        /// The job's flags.
-        #[command(flatten)]
-        job: BidsArgs,
-        /// Connection.
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+/// A job named on the command line with its flags (parsed against the job's declarations).
+/// `--help` after the job is the job's help, so clap's own help flag is off here.
+#[derive(Debug, Clone, Args)]
+#[command(disable_help_flag = true)]
+pub struct JobInvocation {
+    /// The job (see `weir jobs`).
+    #[arg(value_name = "JOB", allow_hyphen_values = true)]
+    pub job: String,
+    /// The job's flags and the engine's (`--parallelism`, `--checkpoint-interval`, …).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FLAGS")]
+    pub flags: Vec<String>,
 }
 
 /// How a client reaches the coordinator.
@@ -151,117 +157,22 @@ pub enum CertsCommand {
     },
 }
 
-/// Jobs `weir run` knows.
-#[derive(Debug, Subcommand)]
-pub enum RunJob {
-    /// Windowed bid statistics: per tumbling event-time window and auction, count, sum and max
-    /// of prices; late records to DIR/late/, malformed lines to DIR/errors/. Re-running the same
-    /// command resumes from the latest complete checkpoint.
-    Bids(RunBidsArgs),
-}
-
-/// Flags of `weir run bids`: the job's flags plus those of the embedded run.
-#[derive(Debug, Clone, Args)]
-pub struct RunBidsArgs {
-    /// The job.
-    #[command(flatten)]
-    pub job: BidsArgs,
-    /// Progress line interval on stderr; 0 or `off` for none.
-    #[arg(long, default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
-    pub progress: Interval,
-}
-
-/// What to do with a malformed input line.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OnBadRecord {
-    /// Write it to DIR/errors/ with file, line and reason, count it, go on.
-    Skip,
-    /// Stop the job with the line's error.
-    Fail,
-}
-
-/// Flags of the bids job, shared by `weir run bids` and `weir job submit bids`.
-#[derive(Debug, Clone, Args)]
-pub struct BidsArgs {
-    /// Input CSV file, or directory of *.csv files (one split each), with header
-    /// `auction,bidder,price,date_time` (signed 64-bit integers, date_time in epoch ms).
-    /// Without it, a deterministic Nexmark-style generator is used (see --events, --seed).
-    #[arg(long, value_name = "PATH")]
-    pub input: Option<PathBuf>,
-    /// Output directory: committed part files directly in it, late data in late/, malformed lines in errors/.
-    #[arg(long, value_name = "DIR")]
-    pub output: PathBuf,
-    /// Number of slots (parallel single-threaded workers), 1..=128.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub parallelism: usize,
-    /// Tumbling window size (units: ms, s, m, h).
-    #[arg(long, default_value = "10s", value_parser = parse_duration_ms, value_name = "DURATION")]
-    pub window: i64,
-    /// Bounded out-of-orderness: watermark = max event time seen in a split minus this.
-    #[arg(long, default_value = "4s", value_parser = parse_duration_ms, value_name = "DURATION")]
-    pub out_of_orderness: i64,
-    /// Checkpoint storage: a local directory, file:///path, or memory:// (lost at exit).
-    /// Default: DIR/_checkpoints.
-    #[arg(long, value_name = "URL")]
-    pub checkpoint_dir: Option<String>,
-    /// Time between checkpoints; 0 or `off` takes only the final checkpoint at end of input.
-    #[arg(long, default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
-    pub checkpoint_interval: Interval,
-    /// A checkpoint that has not completed this long after it was triggered is declined (the
-    /// next one covers its epochs; five declined in a row restart the job).
-    #[arg(long, default_value = "10m", value_parser = parse_positive_duration_ms, value_name = "DURATION")]
-    pub checkpoint_timeout: i64,
-    /// Complete checkpoints to keep (older ones are deleted).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
-    pub retained_checkpoints: u64,
-    /// What to do with a malformed input line.
-    #[arg(long, value_enum, default_value_t = OnBadRecord::Skip)]
-    pub on_bad_record: OnBadRecord,
-    /// Generator only: number of events.
-    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
-    pub events: u64,
-    /// Generator only: seed.
-    #[arg(long, default_value_t = 0, value_name = "S")]
-    pub seed: u64,
-    /// Generator only: number of distinct auctions (keys).
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
-    pub auctions: u64,
-    /// Throttle the sources to at most this many events per second in total (unlimited by default).
-    #[arg(long, value_name = "EVENTS_PER_SECOND", value_parser = clap::value_parser!(u64).range(1..))]
-    pub rate: Option<u64>,
-}
-
 /// An optional interval (`off` or `0` is none).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Interval(pub Option<Duration>);
 
-/// Parses `500ms`, `10s`, `2m`, `1h` into milliseconds.
-pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let value: i64 =
-        digits.parse().map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 10s, 2m or 1h"))?;
-    let scale = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        "" => return Err(format!("`{text}` has no unit; write e.g. {text}s or {text}ms")),
-        other => return Err(format!("unknown unit `{other}` in `{text}`; use ms, s, m or h")),
-    };
-    value.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
-}
+pub use weir_core::job::parse_duration_ms;
 
 /// Parses a duration that must be positive.
-fn parse_positive_duration_ms(text: &str) -> Result<i64, String> {
+pub fn parse_positive_duration_ms(text: &str) -> Result<i64, String> {
     match parse_duration_ms(text)? {
         0 => Err(format!("`{text}` must be more than zero")),
         ms => Ok(ms),
     }
 }
 
-fn parse_interval(text: &str) -> Result<Interval, String> {
+/// Parses an optional interval: `off` or `0` is none.
+pub fn parse_interval(text: &str) -> Result<Interval, String> {
     if text == "off" || text == "0" {
         return Ok(Interval(None));
     }
@@ -271,7 +182,10 @@ fn parse_interval(text: &str) -> Result<Interval, String> {
 
 impl CoordinatorArgs {
     /// The coordinator's options (loads its TLS material).
-    pub fn to_options(&self) -> Result<crate::server::CoordinatorOptions, crate::tls::TlsError> {
+    pub fn to_options(
+        &self,
+        registry: SharedRegistry,
+    ) -> Result<crate::server::CoordinatorOptions, crate::tls::TlsError> {
         Ok(crate::server::CoordinatorOptions {
             listen: self.listen.clone(),
             tls: crate::tls::TlsContext::load(&self.tls.certs, crate::tls::Role::Coordinator)?,
@@ -279,54 +193,224 @@ impl CoordinatorArgs {
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout as u64),
             restarts_max: self.restarts,
             restart_backoff: Duration::from_millis(self.restart_backoff as u64),
+            registry,
         })
     }
 }
 
 impl WorkerArgs {
     /// The worker's options (loads its TLS material).
-    pub fn to_options(&self) -> Result<crate::worker::WorkerOptions, crate::tls::TlsError> {
+    pub fn to_options(&self, registry: SharedRegistry) -> Result<crate::worker::WorkerOptions, crate::tls::TlsError> {
         Ok(crate::worker::WorkerOptions {
             coordinator: self.coordinator.clone(),
             slots: self.slots as usize,
             listen: self.listen.clone(),
             tls: crate::tls::TlsContext::load(&self.tls.certs, crate::tls::Role::Worker)?,
+            registry,
         })
     }
 }
 
-impl BidsArgs {
-    /// The validated job and run options these flags describe.
-    pub fn to_options(&self) -> Result<RunOptions, SpecError> {
-        let input = match &self.input {
-            Some(path) => InputSpec::Files(resolve_input_files(path)?.iter().map(|p| absolute(p)).collect()),
-            None => {
-                let mut config = GeneratorConfig::new(self.events, self.seed);
-                config.auctions = self.auctions;
-                InputSpec::Generator(config)
-            }
-        };
-        let spec = BidsJobSpec {
-            input,
-            output_dir: absolute(&self.output),
-            parallelism: self.parallelism,
-            window_ms: self.window,
-            out_of_orderness_ms: self.out_of_orderness,
-            on_bad_record: match self.on_bad_record {
-                OnBadRecord::Skip => BadRecordPolicy::Skip,
-                OnBadRecord::Fail => BadRecordPolicy::Fail,
-            },
-        };
-        spec.validate()?;
-        let mut options = RunOptions::new(spec);
-        options.checkpoint_location = self.checkpoint_dir.clone();
-        options.checkpoint_interval = self.checkpoint_interval.0;
-        options.checkpoint_timeout = Duration::from_millis(self.checkpoint_timeout as u64);
-        options.retained_checkpoints = self.retained_checkpoints as usize;
-        options.rate_limit = self.rate;
-        Ok(options)
+/// Where a parsed job invocation runs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum InvocationKind {
+    /// `weir run`: the embedded cluster (progress lines, local checkpoints).
+    Run,
+    /// `weir job submit`: a running cluster (connection flags).
+    Submit,
+}
+
+/// A job invocation, parsed: the spec, how to run it, and (for submissions) where to send it.
+#[derive(Debug)]
+pub struct ParsedJob {
+    /// The job spec and the run's engine options.
+    pub options: RunOptions,
+    /// Progress line interval (`weir run`).
+    pub progress: Interval,
+    /// The coordinator and TLS material (`weir job submit`).
+    pub client: Option<ClientArgs>,
+}
+
+/// What parsing an invocation produced: the job, or text to print (help) and leave.
+#[derive(Debug)]
+pub enum Invocation {
+    /// A job to run or submit.
+    Job(Box<ParsedJob>),
+    /// `--help` was asked for: print this and exit successfully.
+    Help(String),
+}
+
+/// The clap command of one job: its declared parameters and the engine's flags.
+pub fn job_command(def: &JobDef, kind: InvocationKind) -> clap::Command {
+    let name = match kind {
+        InvocationKind::Run => format!("weir run {}", def.name),
+        InvocationKind::Submit => format!("weir job submit {}", def.name),
+    };
+    let mut command = clap::Command::new(name).about(def.about.clone()).no_binary_name(true);
+    for param in &def.params {
+        let parse = param.clone();
+        let mut help = param.help.to_string();
+        if let Some(default) = param.default {
+            help.push_str(&format!(" [default: {default}]"));
+        }
+        let arg = Arg::new(param.name)
+            .long(param.name)
+            .value_name(param.type_name())
+            .help(help)
+            .required(param.required)
+            .value_parser(move |text: &str| parse.parse(text).map(|_| text.to_string()));
+        command = command.arg(arg);
+    }
+    let engine = |id: &'static str, value: &'static str, default: Option<&'static str>, help: &'static str| {
+        let arg = Arg::new(id).long(id).value_name(value).help(help).help_heading("Engine");
+        match default {
+            Some(default) => arg.default_value(default),
+            None => arg,
+        }
+    };
+    command = command
+        .arg(engine("parallelism", "N", Some("1"), "number of slots (parallel single-threaded workers), 1..=128"))
+        .arg(
+            engine("on-bad-record", "skip|fail", Some("skip"), "what sources do with a malformed record")
+                .value_parser(["skip", "fail"]),
+        )
+        .arg(engine(
+            "checkpoint-interval",
+            "DURATION",
+            Some("1s"),
+            "time between checkpoints; 0 or `off` takes only the final checkpoint at end of input",
+        ))
+        .arg(engine(
+            "checkpoint-timeout",
+            "DURATION",
+            Some("10m"),
+            "a checkpoint not complete this long after its trigger is declined (five in a row restart the job)",
+        ))
+        .arg(engine("retained-checkpoints", "N", Some("3"), "complete checkpoints to keep"))
+        .arg(engine("rate", "RECORDS_PER_SECOND", None, "throttle the sources to this many records per second in total"));
+    match kind {
+        InvocationKind::Run => command
+            .arg(engine(
+                "checkpoint-dir",
+                "URL",
+                None,
+                "checkpoint storage: a local directory, file:///path, or memory:// (lost at exit); \
+                 default: _checkpoints in the job's first output directory",
+            ))
+            .arg(engine("progress", "DURATION", Some("1s"), "progress line interval on stderr; 0 or `off` for none")),
+        InvocationKind::Submit => command
+            .arg(engine("coordinator", "ADDR", Some("127.0.0.1:7400"), "the coordinator's address"))
+            .arg(
+                engine("certs", "DIR", None, "directory with ca.pem and the client certificate (see `weir certs init`)")
+                    .required(true),
+            ),
     }
 }
+
+/// Parses `weir run JOB FLAGS…` or `weir job submit JOB FLAGS…` against the registry. Errors
+/// are clap's (one line naming the flag, with a usage hint) or the job's own validation.
+pub fn parse_invocation(
+    registry: &JobRegistry,
+    invocation: &JobInvocation,
+    kind: InvocationKind,
+) -> Result<Invocation, String> {
+    if matches!(invocation.job.as_str(), "--help" | "-h" | "help") {
+        let verb = if kind == InvocationKind::Run { "weir run" } else { "weir job submit" };
+        let names: Vec<&str> = registry.jobs().map(|job| job.name.as_str()).collect();
+        return Ok(Invocation::Help(format!(
+            "Usage: {verb} JOB [FLAGS]...\n\nJobs: {}\n`{verb} JOB --help` shows a job's flags; `weir jobs` lists every job with its parameters.\n",
+            names.join(", ")
+        )));
+    }
+    let def = registry.get(&invocation.job)?;
+    let matches = match job_command(def, kind).try_get_matches_from(&invocation.flags) {
+        Ok(matches) => matches,
+        Err(error) if matches!(error.kind(), clap::error::ErrorKind::DisplayHelp) => {
+            return Ok(Invocation::Help(error.render().to_string()))
+        }
+        // clap's lines up to the usage name the flag and the problem: one line of them.
+        Err(error) => {
+            let rendered = error.render().to_string();
+            let lines: Vec<&str> = rendered
+                .lines()
+                .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect();
+            return Err(lines.join(" ").trim_start_matches("error: ").to_string());
+        }
+    };
+    let mut given = BTreeMap::new();
+    for param in &def.params {
+        if let Some(value) = matches.get_one::<String>(param.name) {
+            given.insert(param.name.to_string(), value.clone());
+        }
+    }
+    let text = |id: &str| matches.get_one::<String>(id).cloned();
+    let number = |id: &str| -> Result<Option<u64>, String> {
+        text(id).map(|t| t.trim().parse::<u64>().map_err(|_| format!("--{id} {t:?}: expected a whole number"))).transpose()
+    };
+    let parallelism = number("parallelism")?.unwrap_or(1) as usize;
+    let on_bad_record = match text("on-bad-record").as_deref() {
+        Some("fail") => BadRecordPolicy::Fail,
+        _ => BadRecordPolicy::Skip,
+    };
+    let spec: JobSpec = def.spec(&given, parallelism, on_bad_record)?;
+    let mut options = RunOptions::new(spec);
+    let interval = |id: &str| parse_interval(&text(id).unwrap_or_default()).map_err(|e| format!("--{id}: {e}"));
+    options.checkpoint_interval = interval("checkpoint-interval")?.0;
+    options.checkpoint_timeout = Duration::from_millis(
+        parse_positive_duration_ms(&text("checkpoint-timeout").unwrap_or_default())
+            .map_err(|e| format!("--checkpoint-timeout: {e}"))? as u64,
+    );
+    options.retained_checkpoints = match number("retained-checkpoints")? {
+        Some(0) => return Err("--retained-checkpoints must be at least 1".into()),
+        other => other.unwrap_or(3) as usize,
+    };
+    options.rate_limit = match number("rate")? {
+        Some(0) => return Err("--rate must be more than zero".into()),
+        other => other,
+    };
+    let mut parsed = ParsedJob { options, progress: Interval(None), client: None };
+    match kind {
+        InvocationKind::Run => {
+            parsed.options.checkpoint_location = text("checkpoint-dir");
+            parsed.progress = interval("progress")?;
+        }
+        InvocationKind::Submit => {
+            parsed.client = Some(ClientArgs {
+                coordinator: text("coordinator").unwrap_or_default(),
+                tls: TlsArgs { certs: PathBuf::from(text("certs").unwrap_or_default()) },
+            });
+        }
+    }
+    Ok(Invocation::Job(Box::new(parsed)))
+}
+
+/// `weir jobs`: the registered jobs and their parameters.
+pub fn describe_jobs(registry: &JobRegistry) -> String {
+    let mut out = String::new();
+    for job in registry.jobs() {
+        out.push_str(&format!("{}\n    {}\n", job.name, job.about));
+        for param in &job.params {
+            let default = match (param.default, param.required) {
+                (Some(default), _) => format!(" (default {default})"),
+                (None, true) => " (required)".to_string(),
+                (None, false) => String::new(),
+            };
+            out.push_str(&format!("    --{} {}{default}\n        {}\n", param.name, param.type_name(), param.help));
+        }
+        out.push('\n');
+    }
+    out.push_str(
+        "Every job also takes the engine's flags: --parallelism, --on-bad-record, --checkpoint-interval, \
+         --checkpoint-timeout, --retained-checkpoints, --rate (and --checkpoint-dir, --progress with `weir run`).\n",
+    );
+    out
+}
+
+/// The shared registry of a process's entry points.
+pub type SharedRegistry = Arc<JobRegistry>;
 
 #[cfg(test)]
 mod tests {

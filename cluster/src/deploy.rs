@@ -5,19 +5,66 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use std::path::{Path, PathBuf};
+
 use weir_core::checkpoint::{CheckpointError, RestoredCheckpoint};
-use weir_core::job::{BidsJobSpec, SplitSpec};
+use weir_core::job::JobSpec;
 use weir_core::keygroup::slot_of_key_group;
 use weir_core::rt;
 use weir_core::time::{Epoch, FIRST_EPOCH};
-use weir_dataflow::job::{sink_dirs, ExchangeEndpoints, SlotSetup};
+use weir_dataflow::exchange::ExchangeChannels;
+use weir_dataflow::job::{RestoredSlot, SlotSetup};
 use weir_dataflow::metrics::SlotMetrics;
 use weir_dataflow::sink::{self, OutputFence};
 use weir_dataflow::snapshot::SlotSnapshot;
+use weir_dataflow::{plan_job, JobDef, JobPlan, JobRegistry};
 
 use crate::coordinator::JobError;
 use crate::run::RunError;
 use crate::slot::{drive_slot, SlotCommand, SlotDoorbell, SlotEvent};
+
+/// A job ready to deploy: its definition (from this binary's registry), its spec and its plan.
+#[derive(Clone, Debug)]
+pub struct PlannedJob {
+    /// The registered job.
+    pub def: JobDef,
+    /// Its spec.
+    pub spec: Arc<JobSpec>,
+    /// What planning learned: splits, sinks, exchanges, stateful operators.
+    pub plan: JobPlan,
+}
+
+impl PlannedJob {
+    /// Looks the job up in `registry`, checks its parameters and plans it (which validates its
+    /// sources and its graph). The error names the job and says what is wrong.
+    pub fn new(registry: &JobRegistry, spec: JobSpec) -> Result<Self, String> {
+        let def = registry.check(&spec)?.clone();
+        let plan = plan_job(&def, &spec).map_err(|e| format!("job {}: {e}", spec.job))?;
+        Ok(PlannedJob { def, spec: Arc::new(spec), plan })
+    }
+
+    /// The job's parallelism.
+    pub fn parallelism(&self) -> usize {
+        self.spec.parallelism
+    }
+
+    /// The sink directories, in build order.
+    pub fn sink_dirs(&self) -> Vec<PathBuf> {
+        self.plan.sink_dirs()
+    }
+
+    /// Where the job's output fence lives: its first sink's directory (one fence covers every
+    /// sink of the job, since every commit and recovery holds it). `None` for a job without
+    /// file sinks, which has no output to fence.
+    pub fn fence_dir(&self) -> Option<&Path> {
+        self.plan.sinks.first().map(|sink| sink.dir.as_path())
+    }
+
+    /// The output fence of deployment generation `generation`.
+    pub fn fence(&self, generation: u64) -> Option<OutputFence> {
+        self.fence_dir().map(|dir| OutputFence::new(dir, generation))
+    }
+}
 
 /// What a job restarts from: a checkpoint (or nothing), split into per-slot snapshots.
 #[derive(Clone, Debug, Default)]
@@ -28,7 +75,7 @@ pub struct RestorePlan {
     pub finished: bool,
     /// The attempt that took the restored checkpoint.
     pub attempt: u64,
-    /// Per slot: the split states of its splits and the window entries of its key groups.
+    /// Per slot: the split states of its splits and the keyed state of its key groups.
     pub slots: Vec<SlotSnapshot>,
 }
 
@@ -43,9 +90,10 @@ impl RestorePlan {
     }
 }
 
-/// Splits a verified checkpoint (or none) into per-slot snapshots for `spec`'s parallelism.
-pub fn plan_restore(restored: Option<&RestoredCheckpoint>, spec: &BidsJobSpec) -> Result<RestorePlan, RunError> {
-    let parallelism = spec.parallelism;
+/// Splits a verified checkpoint (or none) into per-slot snapshots for the job's parallelism:
+/// split `i` to slot `i % parallelism`, keyed state by key group to the slot that owns it.
+pub fn plan_restore(restored: Option<&RestoredCheckpoint>, job: &PlannedJob) -> Result<RestorePlan, RunError> {
+    let parallelism = job.parallelism();
     let mut plan = RestorePlan { slots: vec![SlotSnapshot::default(); parallelism], ..Default::default() };
     let Some(restored) = restored else { return Ok(plan) };
     let checkpoint = restored.metadata.checkpoint_id;
@@ -56,7 +104,7 @@ pub fn plan_restore(restored: Option<&RestoredCheckpoint>, spec: &BidsJobSpec) -
             restored.metadata.parallelism
         )));
     }
-    let split_count = spec.splits().len();
+    let split_count = job.plan.split_count();
     let mut seen = vec![false; split_count];
     for (entry, bytes) in restored.metadata.files.iter().zip(&restored.files) {
         let (_, snapshot) =
@@ -67,8 +115,14 @@ pub fn plan_restore(restored: Option<&RestoredCheckpoint>, spec: &BidsJobSpec) -
             }
             plan.slots[split.split % parallelism].splits.push(split);
         }
-        for entry in snapshot.window {
-            plan.slots[slot_of_key_group(entry.key_group, parallelism)].window.push(entry);
+        for entry in snapshot.state {
+            if !job.plan.operators.contains(&entry.operator) {
+                return Err(restore_error(format!(
+                    "holds state of operator {:?}, which job {} does not have",
+                    entry.operator, job.spec.job
+                )));
+            }
+            plan.slots[slot_of_key_group(entry.key_group, parallelism)].state.push(entry);
         }
     }
     if let Some(missing) = seen.iter().position(|seen| !seen) {
@@ -80,19 +134,25 @@ pub fn plan_restore(restored: Option<&RestoredCheckpoint>, spec: &BidsJobSpec) -
     Ok(plan)
 }
 
-/// The splits slot `slot` reads: split `i` runs on slot `i % parallelism`.
-pub fn slot_splits(spec: &BidsJobSpec, slot: usize) -> Vec<(usize, SplitSpec)> {
-    spec.splits().into_iter().enumerate().filter(|(index, _)| index % spec.parallelism == slot).collect()
+/// A slot's restored state in the form its dataflow takes.
+pub fn restored_slot(snapshot: SlotSnapshot) -> RestoredSlot {
+    let mut restored =
+        RestoredSlot { splits: snapshot.splits.into_iter().map(|s| (s.split, s)).collect(), ..Default::default() };
+    for entry in snapshot.state {
+        restored.state.entry(entry.operator).or_default().push((entry.key_group, entry.bytes));
+    }
+    restored
 }
 
-/// Claims the job's output directory for deployment generation `generation` before any sink is
+/// Claims the job's output for deployment generation `generation` before any sink is
 /// recovered: a deployment older than one already seen is refused, so a stale `Deploy` that
 /// reaches a worker late (after a partition heals) can neither roll back nor retract output a
 /// newer attempt has committed (see [`OutputFence`]).
-pub fn fence_output(spec: &BidsJobSpec, generation: u64) -> Result<(), RunError> {
-    OutputFence::new(&spec.output_dir, generation)
-        .claim()
-        .map_err(|e| RunError::Output { path: spec.output_dir.join(weir_dataflow::sink::FENCE), reason: e.to_string() })
+pub fn fence_output(job: &PlannedJob, generation: u64) -> Result<(), RunError> {
+    let Some(fence) = job.fence(generation) else { return Ok(()) };
+    let dir = job.fence_dir().expect("a fence has a directory");
+    sink::prepare(dir).map_err(|e| RunError::Output { path: dir.to_path_buf(), reason: format!("cannot create: {e}") })?;
+    fence.claim().map_err(|e| RunError::Output { path: dir.join(sink::FENCE), reason: e.to_string() })
 }
 
 /// The job record holding the latest deployment generation.
@@ -136,18 +196,13 @@ pub async fn next_generation(store: &weir_core::checkpoint::CheckpointStore) -> 
 
 /// Brings slot `slot`'s sink files in line with restored checkpoint `epoch` (0 for none), which
 /// attempt `attempt` took, for deployment generation `generation` (refused if fenced out).
-pub fn recover_sinks(
-    spec: &BidsJobSpec,
-    slot: usize,
-    epoch: Epoch,
-    attempt: u64,
-    generation: u64,
-) -> Result<(), RunError> {
-    let held = OutputFence::new(&spec.output_dir, generation).hold().map_err(|e| RunError::Output {
-        path: spec.output_dir.join(sink::FENCE),
+pub fn recover_sinks(job: &PlannedJob, slot: usize, epoch: Epoch, attempt: u64, generation: u64) -> Result<(), RunError> {
+    let Some(fence) = job.fence(generation) else { return Ok(()) };
+    let held = fence.hold().map_err(|e| RunError::Output {
+        path: job.fence_dir().expect("fenced").join(sink::FENCE),
         reason: format!("recovery refused: {e}"),
     })?;
-    for dir in sink_dirs(spec) {
+    for dir in job.sink_dirs() {
         sink::prepare(&dir)
             .map_err(|e| RunError::Output { path: dir.clone(), reason: format!("cannot create: {e}") })?;
         let report = sink::recover(&dir, slot, epoch, attempt, &held).map_err(|e| RunError::Output {
@@ -155,10 +210,11 @@ pub fn recover_sinks(
             reason: format!("recovery of staged output failed: {e}"),
         })?;
         if report.retracted > 0 {
-            eprintln!(
-                "warning: {}: retracted {} part file(s) of slot {slot} committed after checkpoint {epoch}; they will be recomputed",
-                dir.display(),
-                report.retracted
+            tracing::warn!(
+                dir = %dir.display(),
+                slot,
+                retracted = report.retracted,
+                "retracted part files committed after checkpoint {epoch}; they will be recomputed"
             );
         }
     }
@@ -168,7 +224,7 @@ pub fn recover_sinks(
 /// Everything needed to start one slot.
 pub struct SlotLaunch {
     /// The job.
-    pub spec: Arc<BidsJobSpec>,
+    pub job: Arc<PlannedJob>,
     /// The slot.
     pub slot: usize,
     /// The deployment attempt.
@@ -179,8 +235,8 @@ pub struct SlotLaunch {
     pub start_epoch: Epoch,
     /// The slot's restored state.
     pub snapshot: SlotSnapshot,
-    /// Its exchange channels (`None` at parallelism 1).
-    pub exchange: Option<ExchangeEndpoints>,
+    /// Its channels of every exchange of the job (empty at parallelism 1).
+    pub exchanges: Vec<ExchangeChannels>,
     /// Its counters.
     pub metrics: Arc<SlotMetrics>,
     /// Commands from the coordinator.
@@ -196,43 +252,43 @@ pub struct SlotLaunch {
 /// Starts a slot on its own thread. A panic in the slot becomes a `Failed` event.
 pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
     let SlotLaunch {
-        spec,
+        job,
         slot,
         attempt,
         generation,
         start_epoch,
         snapshot,
-        exchange,
+        exchanges,
         metrics,
         commands,
         events,
         doorbell,
         rate_limit,
     } = launch;
-    let splits = slot_splits(&spec, slot);
-    let restored_splits = snapshot.splits.into_iter().map(|s| (s.split, s)).collect();
+    let restored = restored_slot(snapshot);
     rt::spawn_slot(format!("weir-slot-{slot}"), move || async move {
         let setup = SlotSetup {
             slot,
             attempt,
             generation,
-            spec,
+            job: job.def.clone(),
+            spec: job.spec.clone(),
             start_epoch,
-            splits,
-            restored_splits,
-            restored_window: snapshot.window,
-            exchange,
+            restored,
+            exchanges,
             metrics,
             rate_limit: rate_limit.map(|records_per_second| {
                 let started = rt::now();
                 weir_dataflow::source::RateLimit {
                     records_per_second,
                     clock_ms: Box::new(move || rt::elapsed_ms(started)),
+                    emitted: Default::default(),
                 }
             }),
         };
         let slot_events = events.clone();
         let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(drive_slot(
+            job,
             setup,
             commands,
             slot_events,

@@ -8,11 +8,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod cli;
 pub mod client;
 pub mod connection;
 pub mod coordinator;
 pub mod deploy;
+pub mod jobs;
 pub mod net;
 pub mod protocol;
 pub mod run;

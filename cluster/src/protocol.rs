@@ -4,9 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use weir_core::job::BidsJobSpec;
+use weir_core::job::JobSpec;
 use weir_core::time::Epoch;
-use weir_core::Bid;
 use weir_dataflow::exchange::ExchangeMessage;
 use weir_dataflow::metrics::SlotMetrics;
 
@@ -53,7 +52,7 @@ pub struct Deployment {
     /// The job.
     pub job_id: String,
     /// Its spec.
-    pub spec: BidsJobSpec,
+    pub spec: JobSpec,
     /// The first epoch.
     pub start_epoch: Epoch,
     /// The restored checkpoint (0 for none).
@@ -231,7 +230,7 @@ pub enum ClientRequest {
     /// Run a job.
     Submit {
         /// The job.
-        spec: BidsJobSpec,
+        spec: JobSpec,
         /// How.
         options: JobOptions,
     },
@@ -311,17 +310,21 @@ pub enum ClientResponse {
 /// Worker → worker, on a data connection.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum DataFrame {
-    /// An exchange message from slot `from` to slot `to`.
+    /// An exchange message from slot `from` to slot `to` on exchange `exchange`.
     Batch {
+        /// The exchange (the job's `key_by`s, in build order).
+        exchange: usize,
         /// Sending slot.
         from: usize,
         /// Receiving slot.
         to: usize,
-        /// The message.
-        message: ExchangeMessage<Bid>,
+        /// The message (batches encoded).
+        message: ExchangeMessage<Vec<u8>>,
     },
     /// `to` consumed batches from `from`: return credit (travels back on the same connection).
     Credit {
+        /// The exchange.
+        exchange: usize,
         /// Sending slot of the channel.
         from: usize,
         /// Receiving slot of the channel.

@@ -13,23 +13,24 @@ use thiserror::Error;
 
 use weir_core::checkpoint::{CheckpointError, CheckpointStore};
 use weir_core::fs;
-use weir_core::job::{BidsJobSpec, SpecError};
+use weir_core::job::{JobSpec, SpecError};
 use weir_core::rt;
 use weir_core::time::Epoch;
-use weir_core::Bid;
-use weir_dataflow::exchange::{Doorbell, ExchangeRx, ExchangeTx, LocalChannel};
+use weir_dataflow::exchange::{Batch, BatchRx, BatchTx, Doorbell, ExchangeChannels, LocalChannel};
 use weir_dataflow::metrics::SlotMetrics;
+use weir_dataflow::JobRegistry;
 
 use crate::coordinator::{coordinate, CoordinatorConfig, CoordinatorOutcome, CrashPoint, JobError};
-use crate::deploy::{fence_output, launch_slot, next_generation, plan_restore, recover_sinks, SlotLaunch};
+use crate::deploy::{fence_output, launch_slot, next_generation, plan_restore, recover_sinks, PlannedJob, SlotLaunch};
 use crate::slot::{SlotDoorbell, SlotLink};
 
 /// How to run a job on the embedded cluster.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     /// The job.
-    pub spec: BidsJobSpec,
-    /// Checkpoint storage: a path, `file://` URL or `memory://`; `None` for `<output>/_checkpoints`.
+    pub spec: JobSpec,
+    /// Checkpoint storage: a path, `file://` URL or `memory://`; `None` for `_checkpoints` in
+    /// the job's first sink directory.
     pub checkpoint_location: Option<String>,
     /// Time between checkpoints; `None` for only the final one.
     pub checkpoint_interval: Option<Duration>,
@@ -49,7 +50,7 @@ pub struct RunOptions {
 
 impl RunOptions {
     /// Defaults for `spec`: checkpoints every second next to the output, 3 kept, no progress lines.
-    pub fn new(spec: BidsJobSpec) -> Self {
+    pub fn new(spec: JobSpec) -> Self {
         RunOptions {
             spec,
             checkpoint_location: None,
@@ -95,6 +96,9 @@ pub enum RunError {
     /// The job spec is invalid.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// The job is unknown, or its parameters or graph are wrong.
+    #[error("{0}")]
+    Build(String),
     /// The output directory cannot be used.
     #[error("output {path}: {reason}")]
     Output {
@@ -124,11 +128,19 @@ const JOB_MARKER: &str = "_weir_job.json";
 /// How long a checkpoint may take before it is declined (Flink's default, 10 minutes).
 pub const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Claims `spec.output_dir` for the job: creates it and its sink directories, and records the
-/// job's id in a hidden marker so that another job's run into the same directory is refused.
-pub(crate) fn claim_output(spec: &BidsJobSpec, job_id: &str) -> Result<(), RunError> {
-    let output = &spec.output_dir;
-    let output_error = |reason: String| RunError::Output { path: output.clone(), reason };
+/// Claims the job's sink directories: creates them, and records the job's id in a hidden
+/// marker in each, so that another job's run into the same directory is refused. A directory
+/// may hold the job's other sink directories (`late/` inside the main output) but nothing else.
+pub(crate) fn claim_output(job: &PlannedJob, job_id: &str) -> Result<(), RunError> {
+    let dirs = job.sink_dirs();
+    for output in &dirs {
+        claim_dir(output, &dirs, &job.spec, job_id)?;
+    }
+    Ok(())
+}
+
+fn claim_dir(output: &Path, sinks: &[PathBuf], spec: &JobSpec, job_id: &str) -> Result<(), RunError> {
+    let output_error = |reason: String| RunError::Output { path: output.to_path_buf(), reason };
     fs::create_dir_all_durable(output).map_err(|e| output_error(format!("cannot create directory: {e}")))?;
     let marker = output.join(JOB_MARKER);
     match fs::read_to_string(&marker) {
@@ -147,7 +159,7 @@ pub(crate) fn claim_output(spec: &BidsJobSpec, job_id: &str) -> Result<(), RunEr
             let has_visible = fs::read_dir(output)
                 .map_err(|e| output_error(format!("cannot list directory: {e}")))?
                 .iter()
-                .any(|entry| !entry.name.starts_with(['.', '_']));
+                .any(|entry| !entry.name.starts_with(['.', '_']) && !sinks.contains(&entry.path));
             if has_visible {
                 return Err(output_error("is not empty; use an empty or new output directory".into()));
             }
@@ -160,32 +172,39 @@ pub(crate) fn claim_output(spec: &BidsJobSpec, job_id: &str) -> Result<(), RunEr
     Ok(())
 }
 
-/// Runs the bids job on the embedded cluster, resuming from its newest valid checkpoint.
-pub fn run_bids_job(options: RunOptions) -> Result<RunSummary, RunError> {
-    rt::block_on(run_bids_job_async(options))
+/// Runs a job of `registry` on the embedded cluster, resuming from its newest valid checkpoint.
+pub fn run_job(registry: &JobRegistry, options: RunOptions) -> Result<RunSummary, RunError> {
+    rt::block_on(run_job_async(registry, options))
 }
 
-async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError> {
+async fn run_job_async(registry: &JobRegistry, options: RunOptions) -> Result<RunSummary, RunError> {
     let started = rt::now();
-    let spec = Arc::new(options.spec.clone());
-    spec.validate()?;
+    options.spec.validate()?;
+    let job = Arc::new(PlannedJob::new(registry, options.spec.clone()).map_err(RunError::Build)?);
+    let spec = job.spec.clone();
     let job_id = spec.fingerprint();
-    claim_output(&spec, &job_id)?;
-    let location = options
-        .checkpoint_location
-        .clone()
-        .unwrap_or_else(|| spec.output_dir.join("_checkpoints").display().to_string());
+    claim_output(&job, &job_id)?;
+    let location = match (&options.checkpoint_location, job.fence_dir()) {
+        (Some(location), _) => location.clone(),
+        (None, Some(dir)) => dir.join("_checkpoints").display().to_string(),
+        (None, None) => {
+            return Err(RunError::Build(format!(
+                "job {} writes no files, so it has no default checkpoint directory; pass --checkpoint-dir",
+                spec.job
+            )))
+        }
+    };
     let store = CheckpointStore::open(&location, &job_id)?;
     let generation = next_generation(&store).await?;
     let (restored, skipped) = store.restore_for(generation).await?;
     for error in &skipped {
         eprintln!("warning: {error}; falling back to an older checkpoint");
     }
-    let plan = plan_restore(restored.as_ref(), &spec)?;
+    let plan = plan_restore(restored.as_ref(), &job)?;
     let parallelism = spec.parallelism;
-    fence_output(&spec, generation)?;
+    fence_output(&job, generation)?;
     for slot in 0..parallelism {
-        recover_sinks(&spec, slot, plan.epoch, plan.attempt, generation)?;
+        recover_sinks(&job, slot, plan.epoch, plan.attempt, generation)?;
     }
     let attempt = rt::attempt_token();
     let mut summary = RunSummary {
@@ -203,18 +222,24 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
         tracing::info!(checkpoint = plan.epoch, "restored from checkpoint");
     }
 
-    // Exchange channels: channels[from][to].
+    // Exchange channels: for every exchange of the job, channels[from][to].
     let doorbells: Vec<Arc<SlotDoorbell>> = (0..parallelism).map(|_| Arc::new(SlotDoorbell::default())).collect();
-    let mut senders: Vec<Vec<Box<dyn ExchangeTx<Bid>>>> = (0..parallelism).map(|_| Vec::new()).collect();
-    let mut receivers: Vec<Vec<Box<dyn ExchangeRx<Bid>>>> = (0..parallelism).map(|_| Vec::new()).collect();
+    let mut slot_exchanges: Vec<Vec<ExchangeChannels>> = (0..parallelism).map(|_| Vec::new()).collect();
     if parallelism > 1 {
-        for from in 0..parallelism {
-            for (to, receiver_list) in receivers.iter_mut().enumerate() {
-                let to_bell: Arc<dyn Doorbell> = doorbells[to].clone();
-                let from_bell: Arc<dyn Doorbell> = doorbells[from].clone();
-                let channel = LocalChannel::<Bid>::new(options.exchange_credits, to_bell, from_bell);
-                senders[from].push(Box::new(channel.clone()));
-                receiver_list.push(Box::new(channel));
+        for _exchange in 0..job.plan.exchanges {
+            let mut senders: Vec<Vec<BatchTx>> = (0..parallelism).map(|_| Vec::new()).collect();
+            let mut receivers: Vec<Vec<BatchRx>> = (0..parallelism).map(|_| Vec::new()).collect();
+            for (from, sender_list) in senders.iter_mut().enumerate() {
+                for (to, receiver_list) in receivers.iter_mut().enumerate() {
+                    let to_bell: Arc<dyn Doorbell> = doorbells[to].clone();
+                    let from_bell: Arc<dyn Doorbell> = doorbells[from].clone();
+                    let channel = LocalChannel::<Batch>::new(options.exchange_credits, to_bell, from_bell);
+                    sender_list.push(Box::new(channel.clone()));
+                    receiver_list.push(Box::new(channel));
+                }
+            }
+            for (slot, (senders, receivers)) in senders.into_iter().zip(receivers).enumerate() {
+                slot_exchanges[slot].push(ExchangeChannels { senders, receivers });
             }
         }
     }
@@ -223,20 +248,19 @@ async fn run_bids_job_async(options: RunOptions) -> Result<RunSummary, RunError>
     let mut links = Vec::new();
     let mut handles = Vec::new();
     let mut metrics = Vec::new();
-    let slot_exchange = senders.into_iter().zip(receivers);
-    for ((slot, (slot_senders, slot_receivers)), snapshot) in slot_exchange.enumerate().zip(plan.slots) {
+    for ((slot, exchanges), snapshot) in slot_exchanges.into_iter().enumerate().zip(plan.slots) {
         let slot_metrics = Arc::new(SlotMetrics::default());
         metrics.push(slot_metrics.clone());
         let (commands_tx, commands_rx) = tokio::sync::mpsc::unbounded_channel();
         links.push(SlotLink::new(commands_tx, doorbells[slot].clone()));
         handles.push(launch_slot(SlotLaunch {
-            spec: spec.clone(),
+            job: job.clone(),
             slot,
             attempt,
             generation,
             start_epoch,
             snapshot,
-            exchange: (parallelism > 1).then_some((slot_senders, slot_receivers)),
+            exchanges,
             metrics: slot_metrics,
             commands: commands_rx,
             events: events_tx.clone(),

@@ -27,7 +27,7 @@ use weir_dataflow::metrics::SlotMetrics;
 
 use crate::connection::Connection;
 use crate::coordinator::{coordinate, CoordinatorConfig, JobError};
-use crate::deploy::plan_restore;
+use crate::deploy::{plan_restore, PlannedJob};
 use crate::net::{Accepted, TlsListener, TlsStream};
 use crate::protocol::{
     ClientRequest, ClientResponse, Deployment, Hello, JobOptions, JobState, JobStatus, Placement, ToCoordinator,
@@ -55,6 +55,8 @@ pub struct CoordinatorOptions {
     pub restarts_max: u32,
     /// First restart delay (doubles each time, at most 10 s).
     pub restart_backoff: Duration,
+    /// The jobs this binary can run (workers must run the same binary).
+    pub registry: Arc<weir_dataflow::JobRegistry>,
 }
 
 struct WorkerEntry {
@@ -295,7 +297,7 @@ fn lose_worker(state: &Shared, worker_id: u64, reason: &str) {
 /// What a coordinator stores about a job so that a restarted coordinator can resume it.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct JobRecord {
-    spec: weir_core::job::BidsJobSpec,
+    spec: weir_core::job::JobSpec,
     options: JobOptions,
 }
 
@@ -352,8 +354,16 @@ async fn try_resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) -> R
         let cancel = Arc::new(tokio::sync::Notify::new());
         state.lock().expect("state lock").jobs.insert(job_id.clone(), JobEntry { status, cancel: cancel.clone() });
         if let Some(record) = to_run {
-            eprintln!("coordinator: resuming job {job_id} from its checkpoints");
-            tokio::spawn(run_job(state.clone(), options.clone(), record.spec, record.options, job_id, cancel));
+            match PlannedJob::new(&options.registry, record.spec) {
+                Ok(job) => {
+                    eprintln!("coordinator: resuming job {job_id} from its checkpoints");
+                    tokio::spawn(run_job(state.clone(), options.clone(), Arc::new(job), record.options, job_id, cancel));
+                }
+                Err(error) => {
+                    eprintln!("coordinator: job {job_id} cannot resume: {error}");
+                    set_status(state, &job_id, |s| (s.state, s.message) = (JobState::Failed, Some(error)));
+                }
+            }
         }
     }
     Ok(())
@@ -456,12 +466,16 @@ async fn on_client_request(
 async fn submit(
     state: &Shared,
     options: &Arc<CoordinatorOptions>,
-    spec: weir_core::job::BidsJobSpec,
+    spec: weir_core::job::JobSpec,
     job_options: JobOptions,
 ) -> ClientResponse {
-    if let Err(error) = spec.validate() {
-        return ClientResponse::Error(error.to_string());
-    }
+    // Planning checks everything a job can be wrong in before it is recorded: the job exists
+    // in this binary, its parameters are well-formed, its sources and graph are valid.
+    let job = match PlannedJob::new(&options.registry, spec) {
+        Ok(job) => Arc::new(job),
+        Err(error) => return ClientResponse::Error(error),
+    };
+    let spec = job.spec.clone();
     if let Err(error) = job_options.validate() {
         return ClientResponse::Error(error);
     }
@@ -486,7 +500,7 @@ async fn submit(
         };
         state.jobs.insert(job_id.clone(), JobEntry { status, cancel: cancel.clone() })
     };
-    if let Err(message) = record_submission(options, &spec, &job_options, &job_id).await {
+    if let Err(message) = record_submission(options, &job, &job_options, &job_id).await {
         // Not submitted after all: the table shows what it showed before.
         let mut state = state.lock().expect("state lock");
         match previous {
@@ -496,7 +510,7 @@ async fn submit(
         return ClientResponse::Error(message);
     }
     rt::trace(&format!("job {job_id} submitted"));
-    tokio::spawn(run_job(state.clone(), options.clone(), spec, job_options, job_id.clone(), cancel));
+    tokio::spawn(run_job(state.clone(), options.clone(), job, job_options, job_id.clone(), cancel));
     ClientResponse::Submitted { job_id }
 }
 
@@ -504,12 +518,12 @@ async fn submit(
 /// coordinator resumes it — even if it was cancelled before: this submission clears that.
 async fn record_submission(
     options: &CoordinatorOptions,
-    spec: &weir_core::job::BidsJobSpec,
+    job: &PlannedJob,
     job_options: &JobOptions,
     job_id: &str,
 ) -> Result<(), String> {
-    claim_output(spec, job_id).map_err(|error| error.to_string())?;
-    let record = JobRecord { spec: spec.clone(), options: job_options.clone() };
+    claim_output(job, job_id).map_err(|error| error.to_string())?;
+    let record = JobRecord { spec: (*job.spec).clone(), options: job_options.clone() };
     let recorded = async {
         let store = CheckpointStore::open(&options.checkpoint_dir, job_id)?;
         store.put_job_record(JOB_RECORD, serde_json::to_vec_pretty(&record).expect("json")).await?;
@@ -541,7 +555,7 @@ fn set_status(state: &Shared, job_id: &str, update: impl FnOnce(&mut JobStatus))
 async fn run_job(
     state: Shared,
     options: Arc<CoordinatorOptions>,
-    spec: weir_core::job::BidsJobSpec,
+    job: Arc<PlannedJob>,
     job_options: JobOptions,
     job_id: String,
     cancel: Arc<tokio::sync::Notify>,
@@ -559,7 +573,7 @@ async fn run_job(
         let outcome = tokio::select! {
             biased;
             _ = cancel.notified() => Err(AttemptEnd::Cancelled),
-            outcome = run_attempt(&state, &spec, &job_options, &job_id, &store, &mut progressed) => outcome,
+            outcome = run_attempt(&state, &job, &job_options, &job_id, &store, &mut progressed) => outcome,
         };
         // Whatever happened, the attempt's slots must stop everywhere before anything else runs.
         cancel_attempts_of(&state, &job_id);
@@ -699,12 +713,13 @@ fn cancel_attempts_of(state: &Shared, job_id: &str) {
 /// finished.
 async fn run_attempt(
     state: &Shared,
-    spec: &weir_core::job::BidsJobSpec,
+    job: &PlannedJob,
     job_options: &JobOptions,
     job_id: &str,
     store: &CheckpointStore,
     progressed: &mut bool,
 ) -> Result<Option<u64>, AttemptEnd> {
+    let spec = &job.spec;
     let parallelism = spec.parallelism;
     // Corrupt newer checkpoints are deleted, so that one can never be restored after the output
     // it covered was rolled back.
@@ -714,7 +729,7 @@ async fn run_attempt(
     for error in skipped {
         eprintln!("coordinator: warning: {error}; falling back to an older checkpoint");
     }
-    let plan = plan_restore(restored.as_ref(), spec).map_err(|e| AttemptEnd::Fatal(e.to_string()))?;
+    let plan = plan_restore(restored.as_ref(), job).map_err(|e| AttemptEnd::Fatal(e.to_string()))?;
     if plan.finished {
         match store.get_job_record(FINISHED_MARKER).await {
             Ok(Some(_)) => return Ok(Some(plan.epoch)),
@@ -797,7 +812,7 @@ async fn run_attempt(
         let deployment = Deployment {
             attempt,
             job_id: job_id.to_string(),
-            spec: spec.clone(),
+            spec: (**spec).clone(),
             start_epoch,
             restored_epoch: plan.epoch,
             restored_attempt: plan.attempt,

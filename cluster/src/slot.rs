@@ -20,7 +20,7 @@ use weir_core::faultpoint::{self, Moment, PlantedBug};
 use weir_core::rt;
 use weir_core::time::Epoch;
 use weir_dataflow::exchange::Doorbell;
-use weir_dataflow::job::{build_bids_dataflow, sink_dirs, SlotSetup};
+use weir_dataflow::job::{build_slot, SlotSetup};
 use weir_dataflow::metrics::SlotMetrics;
 use weir_dataflow::sink;
 
@@ -159,6 +159,7 @@ const IDLE_STEPS_BEFORE_WAIT: u32 = 2;
 
 /// Runs one slot until it is told to stop or fails.
 pub async fn drive_slot(
+    job: Arc<crate::deploy::PlannedJob>,
     setup: SlotSetup,
     mut commands: UnboundedReceiver<SlotCommand>,
     events: UnboundedSender<SlotEvent>,
@@ -166,18 +167,23 @@ pub async fn drive_slot(
 ) {
     let slot = setup.slot;
     let attempt = setup.attempt;
-    let fence = sink::OutputFence::new(&setup.spec.output_dir, setup.generation);
-    let split_count = setup.splits.len() as u64;
+    let fence = job.fence(setup.generation);
     let metrics = setup.metrics.clone();
     let mut input_done_sent = false;
-    let dirs = sink_dirs(&setup.spec);
+    let dirs = job.sink_dirs();
     let mut worker = Worker::new(Config::default(), Allocator::Thread(Thread::default()), None);
-    let control = build_bids_dataflow(&mut worker, setup);
     let span = tracing::debug_span!("slot", slot);
     let _entered = span.enter();
     let fail = |message: String| {
         let _ = events.send(SlotEvent::Failed { slot, message });
     };
+    let control = match build_slot(&mut worker, setup) {
+        Ok(control) => control,
+        Err(error) => return fail(format!("job {}: {error}", job.spec.job)),
+    };
+    let split_count = control.split_count as u64;
+    // Commits (and the planted early commit) hold the job's output fence across every sink.
+    let hold = || fence.as_ref().map(|fence| fence.hold()).transpose();
     let mut idle_steps = 0u32;
     let mut dataflow_running = true;
     loop {
@@ -192,7 +198,8 @@ pub async fn drive_slot(
                     control.final_checkpoint.set(Some(checkpoint));
                 }
                 SlotCommand::Complete { checkpoint } => {
-                    let committed = fence.hold().and_then(|held| {
+                    let committed = hold().and_then(|held| {
+                        let Some(held) = held else { return Ok(()) };
                         dirs.iter().try_for_each(|dir| {
                             sink::commit_through(dir, slot, attempt, checkpoint, &held).map(drop).map_err(|error| {
                                 std::io::Error::new(error.kind(), format!("{}: {error}", dir.display()))
@@ -226,7 +233,7 @@ pub async fn drive_slot(
         while let Some((epoch, snapshot)) = control.snapshots.borrow_mut().take_ready() {
             tracing::debug!(slot, checkpoint = epoch, "slot snapshot ready");
             if faultpoint::planted(PlantedBug::SinkCommitsEarly) {
-                if let Ok(held) = fence.hold() {
+                if let Ok(Some(held)) = hold() {
                     for dir in &dirs {
                         let _ = sink::commit_through(dir, slot, attempt, epoch, &held);
                     }

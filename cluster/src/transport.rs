@@ -28,8 +28,7 @@ use tokio::task::JoinHandle;
 
 use weir_core::faultpoint::{self, PlantedBug};
 use weir_core::time::Time;
-use weir_core::Bid;
-use weir_dataflow::exchange::{Doorbell, ExchangeMessage, ExchangeRx, ExchangeTx};
+use weir_dataflow::exchange::{Batch, Doorbell, ExchangeMessage, ExchangeRx, ExchangeTx};
 
 use crate::connection::Connection;
 use crate::protocol::DataFrame;
@@ -69,8 +68,12 @@ impl LinkFailures {
     }
 }
 
+/// A channel of an attempt: `(exchange, from slot, to slot)`.
+pub type ChannelId = (usize, usize, usize);
+
 /// The sending end of a channel to a slot on another worker.
 pub struct RemoteSender {
+    exchange: usize,
     from: usize,
     to: usize,
     credits: Arc<AtomicUsize>,
@@ -83,29 +86,36 @@ pub struct RemoteSender {
 }
 
 impl RemoteSender {
-    /// A sender from slot `from` to slot `to` over `connection` (described by `link`), with the
-    /// shared credit counter; a send into a connection that is gone is reported to `failures`.
+    /// A sender of exchange `channel.0` from slot `channel.1` to slot `channel.2` over
+    /// `connection` (described by `link`), with the shared credit counter; a send into a
+    /// connection that is gone is reported to `failures`.
     pub fn new(
-        from: usize,
-        to: usize,
+        channel: ChannelId,
         credits: Arc<AtomicUsize>,
         connection: UnboundedSender<DataFrame>,
         failures: LinkFailures,
         link: Arc<str>,
     ) -> Self {
-        RemoteSender { from, to, credits, connection, failures, link, reported: Default::default() }
+        let (exchange, from, to) = channel;
+        RemoteSender { exchange, from, to, credits, connection, failures, link, reported: Default::default() }
     }
 }
 
-impl ExchangeTx<Bid> for RemoteSender {
-    fn try_send(&self, message: ExchangeMessage<Bid>) -> Result<(), ExchangeMessage<Bid>> {
+impl ExchangeTx<Batch> for RemoteSender {
+    fn try_send(&self, message: ExchangeMessage<Batch>) -> Result<(), ExchangeMessage<Batch>> {
         if let ExchangeMessage::Data(..) = message {
             let taken = self.credits.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_sub(1));
             if taken.is_err() {
                 return Err(message);
             }
         }
-        let sent = self.connection.send(DataFrame::Batch { from: self.from, to: self.to, message });
+        let message = match message {
+            ExchangeMessage::Data(time, Batch::Encoded(bytes)) => ExchangeMessage::Data(time, bytes),
+            ExchangeMessage::Data(_, Batch::Typed(_)) => panic!("a batch for another process must be encoded"),
+            ExchangeMessage::Progress(frontier) => ExchangeMessage::Progress(frontier),
+        };
+        let frame = DataFrame::Batch { exchange: self.exchange, from: self.from, to: self.to, message };
+        let sent = self.connection.send(frame);
         if sent.is_err() && !self.reported.swap(true, Ordering::AcqRel) {
             // The connection is gone, and with it this message: the attempt cannot be exact any
             // more. It ends (the failure is reported), and the job restarts from a checkpoint.
@@ -114,18 +124,27 @@ impl ExchangeTx<Bid> for RemoteSender {
         }
         Ok(())
     }
+
+    fn has_credit(&self) -> bool {
+        self.credits.load(Ordering::Acquire) > 0
+    }
+
+    fn encodes(&self) -> bool {
+        true
+    }
 }
 
 /// What has arrived on one channel: the messages waiting for the receiving slot, how many of
 /// them are data batches (each took one credit), and the sender's last reported frontier.
 struct Arrived {
-    queue: VecDeque<ExchangeMessage<Bid>>,
+    queue: VecDeque<ExchangeMessage<Vec<u8>>>,
     batches: usize,
     frontier: Antichain<Time>,
 }
 
-/// Messages that arrived for one (from, to) channel, waiting for the receiving slot.
+/// Messages that arrived for one channel, waiting for the receiving slot.
 pub struct Inbound {
+    exchange: usize,
     from: usize,
     to: usize,
     arrived: Mutex<Arrived>,
@@ -136,11 +155,20 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// An empty inbound queue for the channel `from → to` with `credits` credits, waking
-    /// `doorbell` on arrival.
-    pub fn new(from: usize, to: usize, credits: usize, doorbell: Arc<SlotDoorbell>) -> Arc<Self> {
+    /// An empty inbound queue for `channel` with `credits` credits, waking `doorbell` on
+    /// arrival.
+    pub fn new(channel: ChannelId, credits: usize, doorbell: Arc<SlotDoorbell>) -> Arc<Self> {
+        let (exchange, from, to) = channel;
         let arrived = Arrived { queue: VecDeque::new(), batches: 0, frontier: Antichain::from_elem(Time::minimum()) };
-        Arc::new(Inbound { from, to, arrived: Mutex::new(arrived), credits, doorbell, credit_back: Mutex::new(None) })
+        Arc::new(Inbound {
+            exchange,
+            from,
+            to,
+            arrived: Mutex::new(arrived),
+            credits,
+            doorbell,
+            credit_back: Mutex::new(None),
+        })
     }
 
     /// A message arrived on `connection` (whose write half returns credit). The receiving slot's
@@ -150,7 +178,7 @@ impl Inbound {
     /// frontier has passed, and a frontier that goes backwards.
     pub fn deliver(
         &self,
-        message: ExchangeMessage<Bid>,
+        message: ExchangeMessage<Vec<u8>>,
         connection: &UnboundedSender<DataFrame>,
     ) -> Result<(), String> {
         {
@@ -201,8 +229,8 @@ impl Inbound {
 /// The receiving end of a channel from a slot on another worker.
 pub struct RemoteReceiver(pub Arc<Inbound>);
 
-impl ExchangeRx<Bid> for RemoteReceiver {
-    fn try_recv(&self) -> Option<ExchangeMessage<Bid>> {
+impl ExchangeRx<Batch> for RemoteReceiver {
+    fn try_recv(&self) -> Option<ExchangeMessage<Batch>> {
         let message = {
             let mut arrived = self.0.arrived.lock().expect("inbound lock");
             let message = arrived.queue.pop_front()?;
@@ -215,9 +243,13 @@ impl ExchangeRx<Bid> for RemoteReceiver {
             let credit_back = self.0.credit_back.lock().expect("inbound lock");
             let connection = credit_back.as_ref().expect("data arrived over a connection");
             // A closed connection has ended, and reported it: the attempt is ending.
-            let _ = connection.send(DataFrame::Credit { from: self.0.from, to: self.0.to, credits: 1 });
+            let credit = DataFrame::Credit { exchange: self.0.exchange, from: self.0.from, to: self.0.to, credits: 1 };
+            let _ = connection.send(credit);
         }
-        Some(message)
+        Some(match message {
+            ExchangeMessage::Data(time, bytes) => ExchangeMessage::Data(time, Batch::Encoded(bytes)),
+            ExchangeMessage::Progress(frontier) => ExchangeMessage::Progress(frontier),
+        })
     }
 }
 
@@ -236,10 +268,10 @@ pub struct AttemptWiring {
     pub placement: Vec<u64>,
     /// Credit per channel, in batches.
     pub exchange_credits: usize,
-    /// Inbound queues by (from, to), for every remote `from` and local `to`.
-    pub inbound: HashMap<(usize, usize), Arc<Inbound>>,
-    /// Credit counters by (from, to), for every local `from` and remote `to`.
-    pub credits: HashMap<(usize, usize), Arc<AtomicUsize>>,
+    /// Inbound queues by channel, for every exchange, remote `from` and local `to`.
+    pub inbound: HashMap<ChannelId, Arc<Inbound>>,
+    /// Credit counters by channel, for every exchange, local `from` and remote `to`.
+    pub credits: HashMap<ChannelId, Arc<AtomicUsize>>,
     /// Doorbells of the local slots.
     pub doorbells: HashMap<usize, Arc<SlotDoorbell>>,
     /// Where failures of the attempt's connections go.
@@ -313,24 +345,24 @@ impl AttemptWiring {
             Err(message)
         };
         match frame {
-            DataFrame::Batch { from, to, message } => {
+            DataFrame::Batch { exchange, from, to, message } => {
                 if !runs(from, peer) {
                     return violation(format!("worker {peer} sent a batch as slot {from}, which it does not run"));
                 }
-                let Some(inbound) = self.inbound.get(&(from, to)) else {
+                let Some(inbound) = self.inbound.get(&(exchange, from, to)) else {
                     return violation(format!(
-                        "worker {peer} sent a batch for channel {from} -> {to}, not on this worker"
+                        "worker {peer} sent a batch for channel {from} -> {to} of exchange {exchange}, not on this worker"
                     ));
                 };
                 inbound.deliver(message, reply)
             }
-            DataFrame::Credit { from, to, credits } => {
+            DataFrame::Credit { exchange, from, to, credits } => {
                 if !runs(to, peer) {
                     return violation(format!("worker {peer} returned credit as slot {to}, which it does not run"));
                 }
-                let Some(counter) = self.credits.get(&(from, to)) else {
+                let Some(counter) = self.credits.get(&(exchange, from, to)) else {
                     return violation(format!(
-                        "worker {peer} returned credit for channel {from} -> {to}, not from here"
+                        "worker {peer} returned credit for channel {from} -> {to} of exchange {exchange}, not from here"
                     ));
                 };
                 let before = counter.fetch_add(credits as usize, Ordering::AcqRel);
@@ -358,14 +390,14 @@ mod tests {
         let (failures, _) = tokio::sync::mpsc::unbounded_channel();
         let mut wiring = AttemptWiring::new(1, vec![1, 2], 2, LinkFailures::new(failures, 9));
         let doorbell = Arc::new(SlotDoorbell::default());
-        wiring.inbound.insert((1, 0), Inbound::new(1, 0, 2, doorbell.clone()));
-        wiring.credits.insert((0, 1), Arc::new(AtomicUsize::new(2)));
+        wiring.inbound.insert((0, 1, 0), Inbound::new((0, 1, 0), 2, doorbell.clone()));
+        wiring.credits.insert((0, 0, 1), Arc::new(AtomicUsize::new(2)));
         wiring.doorbells.insert(0, doorbell);
         wiring
     }
 
     fn batch(from: usize, to: usize) -> DataFrame {
-        DataFrame::Batch { from, to, message: ExchangeMessage::Data(Time::new(1, 0), vec![]) }
+        DataFrame::Batch { exchange: 0, from, to, message: ExchangeMessage::Data(Time::new(1, 0), vec![]) }
     }
 
     #[test]
@@ -380,19 +412,29 @@ mod tests {
         assert!(impostor.contains("as slot 0, which it does not run"), "{impostor}");
         let unknown = wiring.on_frame(2, batch(7, 0), &reply).unwrap_err();
         assert!(unknown.contains("slot 7"), "{unknown}");
-        let credit = |credits| DataFrame::Credit { from: 0, to: 1, credits };
+        let credit = |credits| DataFrame::Credit { exchange: 0, from: 0, to: 1, credits };
         let over = wiring.on_frame(2, credit(1), &reply).unwrap_err();
         assert!(over.contains("more credit"), "credit never lent: {over}");
         let huge = wiring.on_frame(2, credit(u32::MAX), &reply).unwrap_err();
         assert!(huge.contains("more credit"), "{huge}");
-        let stranger = wiring.on_frame(3, DataFrame::Credit { from: 0, to: 1, credits: 1 }, &reply).unwrap_err();
+        let stranger =
+            wiring.on_frame(3, DataFrame::Credit { exchange: 0, from: 0, to: 1, credits: 1 }, &reply).unwrap_err();
+        assert!(stranger.contains("worker 3"), "{stranger}");
+        let other_exchange = DataFrame::Batch {
+            exchange: 1,
+            from: 1,
+            to: 0,
+            message: ExchangeMessage::Data(Time::new(1, 0), vec![]),
+        };
+        let unknown = wiring.on_frame(2, other_exchange, &reply).unwrap_err();
+        assert!(unknown.contains("exchange 1"), "{unknown}");
         assert!(stranger.contains("worker 3"), "{stranger}");
     }
 
     #[test]
     fn a_peer_cannot_break_the_frontier_it_reports() {
         let progress =
-            |times: Vec<Time>| DataFrame::Batch { from: 1, to: 0, message: ExchangeMessage::Progress(times) };
+            |times: Vec<Time>| DataFrame::Batch { exchange: 0, from: 1, to: 0, message: ExchangeMessage::Progress(times) };
         let (reply, _replies) = tokio::sync::mpsc::unbounded_channel();
         let forward = wiring();
         assert!(forward.on_frame(2, progress(vec![Time::new(2, 0)]), &reply).is_ok());
@@ -410,8 +452,13 @@ mod tests {
         let (connection, closed) = tokio::sync::mpsc::unbounded_channel();
         drop(closed);
         let link: Arc<str> = "data connection from worker 1 to worker 2".into();
-        let sender =
-            RemoteSender::new(0, 1, Arc::new(AtomicUsize::new(1)), connection, LinkFailures::new(failures, 9), link);
+        let sender = RemoteSender::new(
+            (0, 0, 1),
+            Arc::new(AtomicUsize::new(1)),
+            connection,
+            LinkFailures::new(failures, 9),
+            link,
+        );
         assert!(sender.try_send(ExchangeMessage::Progress(vec![])).is_ok());
         let report = reported.try_recv().expect("reported, not dropped");
         assert!(report.contains("from worker 1 to worker 2"), "{report}");

@@ -26,13 +26,13 @@ use tokio::sync::watch;
 
 use weir_core::faultpoint::{self, DeployDelivery};
 use weir_core::rt;
-use weir_core::Bid;
-use weir_dataflow::exchange::{Doorbell, ExchangeRx, ExchangeTx, LocalChannel};
+use weir_dataflow::exchange::{Batch, BatchRx, BatchTx, Doorbell, ExchangeChannels, LocalChannel};
+use weir_dataflow::JobRegistry;
 use weir_dataflow::metrics::SlotMetrics;
 use weir_dataflow::snapshot::SlotSnapshot;
 
 use crate::connection::Connection;
-use crate::deploy::{launch_slot, recover_sinks, SlotLaunch};
+use crate::deploy::{launch_slot, recover_sinks, PlannedJob, SlotLaunch};
 use crate::net::{connect, is_role_refusal, Accepted, TlsListener};
 use crate::protocol::{DataFrame, Deployment, Hello, MetricsSnapshot, ToCoordinator, ToWorker};
 use crate::slot::{SlotCommand, SlotDoorbell};
@@ -82,6 +82,8 @@ pub struct WorkerOptions {
     pub listen: String,
     /// TLS material.
     pub tls: TlsContext,
+    /// The jobs this binary can run (the same as the coordinator's and every worker's).
+    pub registry: Arc<JobRegistry>,
 }
 
 /// A worker could not run.
@@ -254,7 +256,14 @@ async fn serve_coordinator(options: &WorkerOptions, data_address: &str, plane: &
     let outbox = connection.outbox.clone();
     let attempts: Arc<Mutex<BTreeMap<u64, RunningAttempt>>> = Arc::default();
     let heartbeat = tokio::spawn(send_heartbeats(outbox.clone(), attempts.clone(), heartbeat_timeout / 4));
-    let session = Session { worker_id, tls: options.tls.clone(), plane: plane.clone(), outbox, attempts };
+    let session = Session {
+        worker_id,
+        tls: options.tls.clone(),
+        registry: options.registry.clone(),
+        plane: plane.clone(),
+        outbox,
+        attempts,
+    };
     let reason = loop {
         tokio::select! {
             message = inbox.recv() => match message {
@@ -303,6 +312,7 @@ async fn send_heartbeats(
 struct Session {
     worker_id: u64,
     tls: TlsContext,
+    registry: Arc<JobRegistry>,
     plane: Arc<DataPlane>,
     outbox: UnboundedSender<ToCoordinator>,
     attempts: Arc<Mutex<BTreeMap<u64, RunningAttempt>>>,
@@ -359,7 +369,7 @@ impl Session {
             let _ = self.outbox.send(ToCoordinator::DeployFailed { attempt, message });
             return;
         }
-        match deploy(self.worker_id, deployment, &self.tls, &self.plane, &self.outbox).await {
+        match deploy(self.worker_id, deployment, &self.registry, &self.tls, &self.plane, &self.outbox).await {
             Ok(running) => {
                 self.attempts.lock().expect("attempts lock").insert(attempt, running);
                 let _ = self.outbox.send(ToCoordinator::Deployed { attempt });
@@ -391,6 +401,7 @@ async fn stop(running: RunningAttempt) {
 async fn deploy(
     worker_id: u64,
     deployment: Deployment,
+    registry: &JobRegistry,
     tls: &TlsContext,
     plane: &Arc<DataPlane>,
     outbox: &UnboundedSender<ToCoordinator>,
@@ -409,8 +420,11 @@ async fn deploy(
         rate_limit,
         ..
     } = deployment;
-    let spec = Arc::new(spec);
-    let parallelism = spec.parallelism;
+    let job = Arc::new(
+        PlannedJob::new(registry, spec).map_err(|e| format!("worker {worker_id} cannot build the job: {e}"))?,
+    );
+    let parallelism = job.parallelism();
+    let exchanges = if parallelism > 1 { job.plan.exchanges } else { 0 };
     if placement.len() != parallelism
         || slots.iter().any(|(slot, _)| placement.get(*slot).map(|p| p.worker_id) != Some(worker_id))
     {
@@ -419,10 +433,10 @@ async fn deploy(
     // Refuse a stale deployment before touching anything, including the data plane; then bring
     // the slots' output in line with the restored checkpoint and decode their state, all before
     // any slot starts, so that a failure here leaves nothing running.
-    crate::deploy::fence_output(&spec, generation).map_err(|e| e.to_string())?;
+    crate::deploy::fence_output(&job, generation).map_err(|e| e.to_string())?;
     let mut prepared = Vec::with_capacity(slots.len());
     for (slot, snapshot) in slots {
-        recover_sinks(&spec, slot, restored_epoch, restored_attempt, generation).map_err(|e| e.to_string())?;
+        recover_sinks(&job, slot, restored_epoch, restored_attempt, generation).map_err(|e| e.to_string())?;
         faultpoint::reached(faultpoint::Moment::SinkRecovered).await;
         let snapshot = if snapshot.is_empty() {
             SlotSnapshot::default()
@@ -450,15 +464,16 @@ async fn deploy(
     let failures = LinkFailures::new(failure_sender, attempt);
     let mut wiring = AttemptWiring::new(worker_id, workers.clone(), exchange_credits, failures.clone());
     wiring.doorbells = doorbells.clone();
-    if parallelism > 1 {
+    for exchange in 0..exchanges {
         for &to in &local {
             for from in (0..parallelism).filter(|&from| !is_local(from)) {
-                wiring.inbound.insert((from, to), Inbound::new(from, to, exchange_credits, doorbells[&to].clone()));
+                let channel = (exchange, from, to);
+                wiring.inbound.insert(channel, Inbound::new(channel, exchange_credits, doorbells[&to].clone()));
             }
         }
         for &from in &local {
             for to in (0..parallelism).filter(|&to| !is_local(to)) {
-                wiring.credits.insert((from, to), Arc::new(AtomicUsize::new(exchange_credits)));
+                wiring.credits.insert((exchange, from, to), Arc::new(AtomicUsize::new(exchange_credits)));
             }
         }
     }
@@ -518,13 +533,13 @@ async fn deploy(
     }
 
     // Local channels between co-located slots.
-    let mut local_channels: HashMap<(usize, usize), Arc<LocalChannel<Bid>>> = HashMap::new();
-    if parallelism > 1 {
+    let mut local_channels: HashMap<(usize, usize, usize), Arc<LocalChannel<Batch>>> = HashMap::new();
+    for exchange in 0..exchanges {
         for &from in &local {
             for &to in &local {
                 let to_bell: Arc<dyn Doorbell> = doorbells[&to].clone();
                 let from_bell: Arc<dyn Doorbell> = doorbells[&from].clone();
-                local_channels.insert((from, to), LocalChannel::new(exchange_credits, to_bell, from_bell));
+                local_channels.insert((exchange, from, to), LocalChannel::new(exchange_credits, to_bell, from_bell));
             }
         }
     }
@@ -532,41 +547,45 @@ async fn deploy(
     let mut running =
         RunningAttempt { attempt, commands: BTreeMap::new(), metrics: BTreeMap::new(), handles: Vec::new(), tasks };
     for (slot, snapshot) in prepared {
-        let exchange = (parallelism > 1).then(|| {
-            let senders: Vec<Box<dyn ExchangeTx<Bid>>> = (0..parallelism)
-                .map(|to| -> Box<dyn ExchangeTx<Bid>> {
-                    if is_local(to) {
-                        Box::new(local_channels[&(slot, to)].clone())
-                    } else {
-                        let (connection, link) = connections[&workers[to]].clone();
-                        let credits = wiring.credits[&(slot, to)].clone();
-                        Box::new(RemoteSender::new(slot, to, credits, connection, failures.clone(), link))
-                    }
-                })
-                .collect();
-            let receivers: Vec<Box<dyn ExchangeRx<Bid>>> = (0..parallelism)
-                .map(|from| -> Box<dyn ExchangeRx<Bid>> {
-                    if is_local(from) {
-                        Box::new(local_channels[&(from, slot)].clone())
-                    } else {
-                        Box::new(RemoteReceiver(wiring.inbound[&(from, slot)].clone()))
-                    }
-                })
-                .collect();
-            (senders, receivers)
-        });
+        let slot_exchanges: Vec<ExchangeChannels> = (0..exchanges)
+            .map(|exchange| {
+                let senders: Vec<BatchTx> = (0..parallelism)
+                    .map(|to| -> BatchTx {
+                        let channel = (exchange, slot, to);
+                        if is_local(to) {
+                            Box::new(local_channels[&channel].clone())
+                        } else {
+                            let (connection, link) = connections[&workers[to]].clone();
+                            let credits = wiring.credits[&channel].clone();
+                            Box::new(RemoteSender::new(channel, credits, connection, failures.clone(), link))
+                        }
+                    })
+                    .collect();
+                let receivers: Vec<BatchRx> = (0..parallelism)
+                    .map(|from| -> BatchRx {
+                        let channel = (exchange, from, slot);
+                        if is_local(from) {
+                            Box::new(local_channels[&channel].clone())
+                        } else {
+                            Box::new(RemoteReceiver(wiring.inbound[&channel].clone()))
+                        }
+                    })
+                    .collect();
+                ExchangeChannels { senders, receivers }
+            })
+            .collect();
         let metrics = Arc::new(SlotMetrics::default());
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         running.commands.insert(slot, (commands_tx, doorbells[&slot].clone()));
         running.metrics.insert(slot, metrics.clone());
         let launched = launch_slot(SlotLaunch {
-            spec: spec.clone(),
+            job: job.clone(),
             slot,
             attempt: attempt_token,
             generation,
             start_epoch,
             snapshot,
-            exchange,
+            exchanges: slot_exchanges,
             metrics,
             commands: commands_rx,
             events: events_tx.clone(),

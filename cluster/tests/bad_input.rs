@@ -50,7 +50,7 @@ fn malformed_lines_go_to_errors_with_file_line_and_reason() {
     let result = weir(&["run", "bids", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
     assert!(result.status.success(), "{}", stderr(&result));
     let stdout = String::from_utf8_lossy(&result.stdout);
-    assert!(stdout.contains("malformed (errors/): 4"), "{stdout}");
+    assert!(stdout.contains("malformed (errors): 4"), "{stdout}");
     let options = file_job(&input, &output, 1, 10_000, 4_000);
     assert_exactly_once(&options);
     let errors: String = committed_files(&output.join("errors"))

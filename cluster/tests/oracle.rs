@@ -12,7 +12,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use weir_cluster::run::run_bids_job;
+use common::run as run_bids_job;
 
 fn line_strategy() -> impl Strategy<Value = (i64, i64, i64, u8)> {
     // (auction, price, time jitter, kind): kind 0..=2 ordinary, 3 long delay, 4 malformed.
@@ -87,7 +87,7 @@ fn file_output_is_independent_of_parallelism() {
         let options = file_job(&input, &root.path().join(format!("out-{parallelism}")), parallelism, 1_000, 500);
         run_bids_job(options.clone()).expect("job runs");
         assert_exactly_once(&options);
-        outputs.push(weir_chaos::oracle::committed_output(&options.spec.output_dir).unwrap());
+        outputs.push(weir_chaos::oracle::committed_output(&common::output_of(&options)).unwrap());
     }
     assert!(outputs.windows(2).all(|pair| pair[0] == pair[1]));
     assert!(!outputs[0].late.is_empty() && !outputs[0].rows.is_empty());

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use common::*;
 use weir_cluster::coordinator::{CrashPoint, JobError};
-use weir_cluster::run::{run_bids_job, RunError};
+use common::run as run_bids_job;
+use weir_cluster::run::RunError;
 use weir_core::checkpoint::{CheckpointStore, METADATA};
 
 fn crash_then_resume(parallelism: usize, crash: CrashPoint, expect_restored: u64) {

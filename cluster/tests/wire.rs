@@ -18,22 +18,15 @@ use weir_cluster::protocol::{
 use weir_cluster::slot::{SlotCommand, SlotEvent};
 use weir_cluster::wire::{decode, encode, read_message, ReadLimits};
 use weir_core::checkpoint::{decode_metadata, encode_metadata, CheckpointMetadata, FileEntry, FORMAT_VERSION};
-use weir_core::generator::GeneratorConfig;
-use weir_core::job::{BadRecordPolicy, BidsJobSpec, InputSpec};
+use weir_cluster::jobs::bids::BidsParams;
+use weir_core::job::{BadRecordPolicy, JobSpec};
 use weir_core::time::Time;
 use weir_core::Bid;
 use weir_dataflow::exchange::ExchangeMessage;
 use weir_dataflow::snapshot::SlotSnapshot;
 
-fn spec() -> BidsJobSpec {
-    BidsJobSpec {
-        input: InputSpec::Generator(GeneratorConfig::new(1000, 7)),
-        output_dir: "/tmp/out".into(),
-        parallelism: 2,
-        window_ms: 1000,
-        out_of_orderness_ms: 10,
-        on_bad_record: BadRecordPolicy::Skip,
-    }
+fn spec() -> JobSpec {
+    BidsParams::generated(1000, 7, std::path::Path::new("/tmp/out")).spec(2, BadRecordPolicy::Skip)
 }
 
 fn status() -> JobStatus {
@@ -122,9 +115,14 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         samples.push(("client-response", body(encode(&response).unwrap())));
     }
     for frame in [
-        DataFrame::Batch { from: 0, to: 1, message: ExchangeMessage::Data(Time::new(3, 4), vec![bid; 5]) },
-        DataFrame::Batch { from: 0, to: 1, message: ExchangeMessage::Progress(vec![Time::new(3, 4)]) },
-        DataFrame::Credit { from: 0, to: 1, credits: 1 },
+        DataFrame::Batch {
+            exchange: 0,
+            from: 0,
+            to: 1,
+            message: ExchangeMessage::Data(Time::new(3, 4), bincode::serialize(&vec![bid; 5]).unwrap()),
+        },
+        DataFrame::Batch { exchange: 1, from: 0, to: 1, message: ExchangeMessage::Progress(vec![Time::new(3, 4)]) },
+        DataFrame::Credit { exchange: 0, from: 0, to: 1, credits: 1 },
     ] {
         samples.push(("data", body(encode(&frame).unwrap())));
     }

@@ -1,31 +1,22 @@
-//! The main job's specification: what to read, how to window, where to write and checkpoint.
+//! A job as the engine sees it: a registered job's name, its typed parameters, and how it runs.
 //!
-//! A [`BidsJobSpec`] is fully validated before anything is written: a missing input, a file
-//! with the wrong header or an impossible parameter is reported with what, where and how to
-//! fix it. The spec's [`fingerprint`](BidsJobSpec::fingerprint) names the job, so running the
-//! same command again finds the same checkpoints and resumes.
+//! Rust closures cannot travel between processes, so a job is *a registered builder plus its
+//! parameters*: every process runs the same binary, looks the builder up by name and builds the
+//! same dataflow. A [`JobSpec`] is therefore all that is submitted, recorded with the job and
+//! sent to workers. Parameters are declared by the job ([`ParamDef`]), parsed and validated
+//! before anything starts — a wrong type is a one-line error naming the flag — and kept in a
+//! canonical form, so that the spec's [`fingerprint`](JobSpec::fingerprint) names the job:
+//! running the same command again finds the same checkpoints and resumes.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-use crate::bid::BID_HEADER;
 use crate::fs;
-use crate::generator::GeneratorConfig;
 use crate::keygroup::{mix64, MAX_PARALLELISM};
 
-/// Where the bids come from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum InputSpec {
-    /// CSV files, one split per file, in this order.
-    Files(Vec<PathBuf>),
-    /// The deterministic generator, one split per slot.
-    Generator(GeneratorConfig),
-}
-
-/// What to do with a malformed input line.
+/// What to do with a malformed input record.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BadRecordPolicy {
     /// Write it to the error output, count it, and go on.
@@ -34,47 +25,16 @@ pub enum BadRecordPolicy {
     Fail,
 }
 
-/// One source split: a file, or a strided share of the generated sequence.
+/// A job to run: which registered job, with which parameters, at which parallelism.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SplitSpec {
-    /// Read this CSV file from start to end.
-    File(PathBuf),
-    /// Generate split `split` of `splits`.
-    Generated {
-        /// The generator's parameters.
-        config: GeneratorConfig,
-        /// This split's index.
-        split: usize,
-        /// The number of generated splits.
-        splits: usize,
-    },
-}
-
-impl fmt::Display for SplitSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SplitSpec::File(path) => write!(f, "{}", path.display()),
-            SplitSpec::Generated { split, splits, .. } => {
-                write!(f, "generator split {split}/{splits}")
-            }
-        }
-    }
-}
-
-/// The main job: windowed bid statistics.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BidsJobSpec {
-    /// The input.
-    pub input: InputSpec,
-    /// The output directory (committed part files directly in it; `late/` and `errors/` below).
-    pub output_dir: PathBuf,
+pub struct JobSpec {
+    /// The registered job's name.
+    pub job: String,
+    /// Its parameters, parsed and in canonical form.
+    pub params: Params,
     /// Number of slots.
     pub parallelism: usize,
-    /// Tumbling window size.
-    pub window_ms: i64,
-    /// Bounded out-of-orderness subtracted from the max event time to form the watermark.
-    pub out_of_orderness_ms: i64,
-    /// What to do with malformed lines.
+    /// What sources do with malformed records.
     pub on_bad_record: BadRecordPolicy,
 }
 
@@ -89,13 +49,13 @@ pub enum SpecError {
         /// What is wrong and how to fix it.
         reason: String,
     },
-    /// A parameter is out of range.
+    /// A parameter is out of range or of the wrong type.
     #[error("{0}")]
     Parameter(String),
 }
 
-impl BidsJobSpec {
-    /// Checks parameters that need no I/O.
+impl JobSpec {
+    /// Checks what needs no I/O and no job definition.
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.parallelism == 0 || self.parallelism > MAX_PARALLELISM {
             return Err(SpecError::Parameter(format!(
@@ -103,30 +63,13 @@ impl BidsJobSpec {
                 self.parallelism
             )));
         }
-        if self.window_ms <= 0 {
-            return Err(SpecError::Parameter(format!("--window must be positive, got {} ms", self.window_ms)));
-        }
-        if self.out_of_orderness_ms < 0 {
-            return Err(SpecError::Parameter("--out-of-orderness must not be negative".into()));
-        }
-        if let InputSpec::Generator(config) = &self.input {
-            if config.auctions == 0 || config.events_per_second == 0 {
-                return Err(SpecError::Parameter(
-                    "generator needs at least one auction and one event per second".into(),
-                ));
-            }
+        if self.job.is_empty() || !self.job.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(SpecError::Parameter(format!(
+                "job name {:?} must be letters, digits, `-` and `_`",
+                self.job
+            )));
         }
         Ok(())
-    }
-
-    /// The source splits, in a fixed order. Split `i` runs on slot `i % parallelism`.
-    pub fn splits(&self) -> Vec<SplitSpec> {
-        match &self.input {
-            InputSpec::Files(files) => files.iter().cloned().map(SplitSpec::File).collect(),
-            InputSpec::Generator(config) => (0..self.parallelism)
-                .map(|split| SplitSpec::Generated { config: *config, split, splits: self.parallelism })
-                .collect(),
-        }
     }
 
     /// A stable name for this job, derived from everything that determines its output, so that
@@ -139,51 +82,331 @@ impl BidsJobSpec {
             word[..chunk.len()].copy_from_slice(chunk);
             hash = mix64(hash ^ u64::from_le_bytes(word));
         }
-        format!("bids-{hash:016x}")
+        format!("{}-{hash:016x}", self.job)
     }
 }
 
-/// Resolves `--input PATH` into its split files: the file itself, or the non-hidden `*.csv`
-/// files of a directory sorted by name. Each file's header is checked.
-pub fn resolve_input_files(path: &Path) -> Result<Vec<PathBuf>, SpecError> {
+/// The type of a job parameter, which decides how its flag is parsed and its value kept.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// A signed 64-bit integer.
+    Int,
+    /// An unsigned 64-bit integer.
+    UInt,
+    /// A duration (`500ms`, `10s`, `2m`, `1h`), kept in milliseconds.
+    Duration,
+    /// A file system path, kept absolute.
+    Path,
+    /// Input files: a file, or the non-hidden files of a directory with this extension, sorted
+    /// by name; kept as the resolved list, so that every process reads the same splits.
+    Files {
+        /// The extension of files taken from a directory (without the dot).
+        extension: &'static str,
+    },
+    /// Free text.
+    Text,
+    /// `true` or `false`.
+    Bool,
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+}
+
+/// A parameter a job declares.
+#[derive(Clone, Debug)]
+pub struct ParamDef {
+    /// The flag's name (`--name`), lowercase with dashes.
+    pub name: &'static str,
+    /// Its type.
+    pub kind: ParamKind,
+    /// Its default, in flag syntax; `None` with `required: false` means "may be absent".
+    pub default: Option<&'static str>,
+    /// Whether it must be given.
+    pub required: bool,
+    /// One line for `--help` and `weir jobs`.
+    pub help: &'static str,
+}
+
+impl ParamDef {
+    /// A parameter with a default.
+    pub fn new(name: &'static str, kind: ParamKind, default: &'static str, help: &'static str) -> Self {
+        ParamDef { name, kind, default: Some(default), required: false, help }
+    }
+    /// A parameter that must be given.
+    pub fn required(name: &'static str, kind: ParamKind, help: &'static str) -> Self {
+        ParamDef { name, kind, default: None, required: true, help }
+    }
+    /// A parameter that may be absent.
+    pub fn optional(name: &'static str, kind: ParamKind, help: &'static str) -> Self {
+        ParamDef { name, kind, default: None, required: false, help }
+    }
+
+    /// Parses a value given on the command line into its canonical form. The error is one
+    /// line that names the flag and says what is expected.
+    pub fn parse(&self, text: &str) -> Result<String, String> {
+        let flag = self.name;
+        let expected = |what: &str| format!("--{flag} {text:?}: expected {what}");
+        match self.kind {
+            ParamKind::Int => text.trim().parse::<i64>().map(|v| v.to_string()).map_err(|_| expected("an integer")),
+            ParamKind::UInt => {
+                text.trim().parse::<u64>().map(|v| v.to_string()).map_err(|_| expected("a non-negative integer"))
+            }
+            ParamKind::Duration => parse_duration_ms(text).map(|v| format!("{v}ms")).map_err(|e| format!("--{flag}: {e}")),
+            ParamKind::Path => Ok(absolute(Path::new(text)).display().to_string()),
+            ParamKind::Files { extension } => {
+                let files = resolve_input_files(Path::new(text), extension).map_err(|e| format!("--{flag}: {e}"))?;
+                let files: Vec<String> = files.iter().map(|f| absolute(f).display().to_string()).collect();
+                Ok(serde_json::to_string(&files).expect("strings serialize"))
+            }
+            ParamKind::Text => Ok(text.to_owned()),
+            ParamKind::Bool => match text.trim() {
+                "true" | "yes" | "on" | "1" => Ok("true".into()),
+                "false" | "no" | "off" | "0" => Ok("false".into()),
+                _ => Err(expected("true or false")),
+            },
+            ParamKind::Choice(choices) => {
+                if choices.contains(&text.trim()) {
+                    Ok(text.trim().to_owned())
+                } else {
+                    Err(expected(&format!("one of {}", choices.join(", "))))
+                }
+            }
+        }
+    }
+
+    /// The type, described for `weir jobs`.
+    pub fn type_name(&self) -> String {
+        match self.kind {
+            ParamKind::Int => "INT".into(),
+            ParamKind::UInt => "N".into(),
+            ParamKind::Duration => "DURATION".into(),
+            ParamKind::Path => "PATH".into(),
+            ParamKind::Files { extension } => format!("FILE|DIR(*.{extension})"),
+            ParamKind::Text => "TEXT".into(),
+            ParamKind::Bool => "BOOL".into(),
+            ParamKind::Choice(choices) => choices.join("|"),
+        }
+    }
+}
+
+/// A job's parameters in canonical form (what [`ParamDef::parse`] returns), by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params(BTreeMap<String, String>);
+
+/// A parameter a job asked for but does not have, or of another type than it asked: a bug
+/// in the job (its declarations and its builder disagree), reported when the job is built.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("parameter --{name}: {reason}")]
+pub struct ParamError {
+    /// The parameter.
+    pub name: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Params {
+    /// Parameters from canonical values.
+    pub fn from_canonical(values: BTreeMap<String, String>) -> Self {
+        Params(values)
+    }
+
+    /// Parses `given` (flag name → text) against `defs`: defaults filled in, required ones
+    /// checked, unknown ones refused.
+    pub fn parse(defs: &[ParamDef], given: &BTreeMap<String, String>) -> Result<Params, String> {
+        for name in given.keys() {
+            if !defs.iter().any(|d| d.name == name) {
+                let known: Vec<String> = defs.iter().map(|d| format!("--{}", d.name)).collect();
+                return Err(format!("unknown parameter --{name}; this job takes {}", known.join(", ")));
+            }
+        }
+        let mut values = BTreeMap::new();
+        for def in defs {
+            let text = match (given.get(def.name), def.default) {
+                (Some(text), _) => text.as_str(),
+                (None, Some(default)) => default,
+                (None, None) if def.required => {
+                    return Err(format!("--{} is required: {}", def.name, def.help));
+                }
+                (None, None) => continue,
+            };
+            values.insert(def.name.to_owned(), def.parse(text)?);
+        }
+        Ok(Params(values))
+    }
+
+    /// Checks canonical values received from elsewhere (a submitted job) against `defs`.
+    pub fn check(&self, defs: &[ParamDef]) -> Result<(), String> {
+        for (name, value) in &self.0 {
+            let Some(def) = defs.iter().find(|d| d.name == name) else {
+                return Err(format!("unknown parameter --{name}"));
+            };
+            let reparsed = match def.kind {
+                // Canonical file lists and paths are not re-resolved here (the coordinator may not
+                // see the client's files); they must be well-formed.
+                ParamKind::Files { .. } => serde_json::from_str::<Vec<String>>(value)
+                    .map(|_| value.clone())
+                    .map_err(|_| format!("--{name}: not a file list")),
+                ParamKind::Path => Ok(value.clone()),
+                _ => def.parse(value),
+            }?;
+            if &reparsed != value {
+                return Err(format!("--{name} {value:?} is not in canonical form"));
+            }
+        }
+        for def in defs.iter().filter(|d| d.required || d.default.is_some()) {
+            if !self.0.contains_key(def.name) {
+                return Err(format!("--{} is missing", def.name));
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> Result<&str, ParamError> {
+        self.0.get(name).map(String::as_str).ok_or_else(|| ParamError {
+            name: name.to_owned(),
+            reason: "not given and without a default (declare a default or use an optional getter)".into(),
+        })
+    }
+
+    fn typed<T: std::str::FromStr>(&self, name: &str, what: &str) -> Result<T, ParamError> {
+        self.get(name)?.parse().map_err(|_| ParamError { name: name.to_owned(), reason: format!("is not {what}") })
+    }
+
+    /// Whether the parameter has a value.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+    /// An integer parameter.
+    pub fn i64(&self, name: &str) -> Result<i64, ParamError> {
+        self.typed(name, "an integer")
+    }
+    /// A non-negative integer parameter.
+    pub fn u64(&self, name: &str) -> Result<u64, ParamError> {
+        self.typed(name, "a non-negative integer")
+    }
+    /// A duration parameter, in milliseconds.
+    pub fn duration_ms(&self, name: &str) -> Result<i64, ParamError> {
+        parse_duration_ms(self.get(name)?).map_err(|reason| ParamError { name: name.to_owned(), reason })
+    }
+    /// A boolean parameter.
+    pub fn bool(&self, name: &str) -> Result<bool, ParamError> {
+        self.typed(name, "true or false")
+    }
+    /// A text, choice or path parameter as given (paths absolute).
+    pub fn text(&self, name: &str) -> Result<&str, ParamError> {
+        self.get(name)
+    }
+    /// A path parameter.
+    pub fn path(&self, name: &str) -> Result<PathBuf, ParamError> {
+        self.get(name).map(PathBuf::from)
+    }
+    /// A files parameter: the resolved list.
+    pub fn files(&self, name: &str) -> Result<Vec<PathBuf>, ParamError> {
+        let list: Vec<String> = serde_json::from_str(self.get(name)?)
+            .map_err(|_| ParamError { name: name.to_owned(), reason: "is not a file list".into() })?;
+        Ok(list.into_iter().map(PathBuf::from).collect())
+    }
+    /// The canonical values, by name.
+    pub fn values(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let value: i64 =
+        digits.parse().map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 10s, 2m or 1h"))?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "" if value == 0 => 1,
+        "" => return Err(format!("`{text}` has no unit; write e.g. {text}s or {text}ms")),
+        other => return Err(format!("unknown unit `{other}` in `{text}`; use ms, s, m or h")),
+    };
+    value.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// `path` made absolute against the current directory (without touching the file system).
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Resolves an input path into its split files: the file itself, or the non-hidden
+/// `*.<extension>` files of a directory sorted by name.
+pub fn resolve_input_files(path: &Path, extension: &str) -> Result<Vec<PathBuf>, SpecError> {
     let input_error = |reason: String| SpecError::Input { path: path.to_path_buf(), reason };
     let metadata = fs::metadata(path).map_err(|e| {
-        input_error(format!("cannot read it ({e}); pass an existing CSV file or a directory of CSV files"))
+        input_error(format!("cannot read it ({e}); pass an existing file or a directory of *.{extension} files"))
     })?;
     let mut files = Vec::new();
     if metadata.is_dir {
         let entries = fs::read_dir(path).map_err(|e| input_error(format!("cannot list directory: {e}")))?;
+        let suffix = format!(".{extension}");
         for entry in entries {
             let name = &entry.name;
-            if !entry.is_dir && !name.starts_with('.') && !name.starts_with('_') && name.ends_with(".csv") {
+            if !entry.is_dir && !name.starts_with('.') && !name.starts_with('_') && name.ends_with(&suffix) {
                 files.push(entry.path);
             }
         }
         files.sort();
         if files.is_empty() {
-            return Err(input_error("directory has no *.csv files; put the input files there or pass a file".into()));
+            return Err(input_error(format!(
+                "directory has no *.{extension} files; put the input files there or pass a file"
+            )));
         }
     } else {
         files.push(path.to_path_buf());
     }
-    for file in &files {
-        check_header(file)?;
-    }
     Ok(files)
 }
 
-fn check_header(file: &Path) -> Result<(), SpecError> {
-    let input_error = |reason: String| SpecError::Input { path: file.to_path_buf(), reason };
-    let handle = fs::File::open(file).map_err(|e| input_error(format!("cannot open: {e}")))?;
-    let mut first = Vec::new();
-    BufReader::new(handle).read_until(b'\n', &mut first).map_err(|e| input_error(format!("cannot read: {e}")))?;
-    let header = String::from_utf8_lossy(&first);
-    let header = header.trim_end_matches(['\n', '\r']).trim_start_matches('\u{feff}');
-    if header.replace(' ', "") != BID_HEADER {
-        return Err(input_error(format!(
-            "line 1: expected the header `{BID_HEADER}`, found `{}`; add the header line",
-            header.chars().take(80).collect::<String>()
-        )));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defs() -> Vec<ParamDef> {
+        vec![
+            ParamDef::new("window", ParamKind::Duration, "10s", "window size"),
+            ParamDef::required("output", ParamKind::Path, "output directory"),
+            ParamDef::optional("seed", ParamKind::UInt, "seed"),
+            ParamDef::new("mode", ParamKind::Choice(&["a", "b"]), "a", "mode"),
+        ]
     }
-    Ok(())
+
+    #[test]
+    fn parameters_parse_to_canonical_values_and_wrong_types_are_one_line_errors() {
+        let given = BTreeMap::from([("output".to_string(), "/tmp/x".to_string()), ("window".into(), "2m".into())]);
+        let params = Params::parse(&defs(), &given).unwrap();
+        assert_eq!(params.duration_ms("window"), Ok(120_000));
+        assert_eq!(params.path("output").unwrap(), PathBuf::from("/tmp/x"));
+        assert!(!params.has("seed"));
+        assert_eq!(params.text("mode"), Ok("a"));
+        params.check(&defs()).unwrap();
+
+        let bad = BTreeMap::from([("output".to_string(), "/x".to_string()), ("seed".into(), "-3".into())]);
+        let error = Params::parse(&defs(), &bad).unwrap_err();
+        assert_eq!(error, "--seed \"-3\": expected a non-negative integer");
+        assert!(!error.contains('\n'));
+        let missing = Params::parse(&defs(), &BTreeMap::new()).unwrap_err();
+        assert!(missing.starts_with("--output is required"), "{missing}");
+        let unknown = BTreeMap::from([("output".to_string(), "/x".to_string()), ("colour".into(), "red".into())]);
+        assert!(Params::parse(&defs(), &unknown).unwrap_err().contains("unknown parameter --colour"));
+        let choice = BTreeMap::from([("output".to_string(), "/x".to_string()), ("mode".into(), "c".into())]);
+        assert!(Params::parse(&defs(), &choice).unwrap_err().contains("one of a, b"));
+    }
+
+    #[test]
+    fn the_fingerprint_names_the_job_and_changes_with_any_parameter() {
+        let params = Params::parse(&defs(), &BTreeMap::from([("output".to_string(), "/x".to_string())])).unwrap();
+        let spec = JobSpec { job: "bids".into(), params, parallelism: 2, on_bad_record: BadRecordPolicy::Skip };
+        let mut other = spec.clone();
+        other.parallelism = 3;
+        assert!(spec.fingerprint().starts_with("bids-"));
+        assert_ne!(spec.fingerprint(), other.fingerprint());
+        assert_eq!(spec.fingerprint(), spec.clone().fingerprint());
+    }
 }

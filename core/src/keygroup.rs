@@ -14,6 +14,13 @@ pub fn key_group_of(key: i64) -> usize {
     (mix64(key as u64) % MAX_PARALLELISM as u64) as usize
 }
 
+/// The key group of a key whose deterministic hash is `hash` (any key type: see
+/// `weir_dataflow::keyed::key_hash`).
+#[inline]
+pub fn key_group_of_hash(hash: u64) -> usize {
+    (mix64(hash) % MAX_PARALLELISM as u64) as usize
+}
+
 /// The slot (`0..parallelism`) that owns `key_group`.
 #[inline]
 pub fn slot_of_key_group(key_group: usize, parallelism: usize) -> usize {

@@ -41,6 +41,14 @@ pub async fn true_sleep(duration: Duration) {
     tokio::time::sleep(duration).await
 }
 
+/// Processing time: this node's wall clock in milliseconds since the Unix epoch (simulated
+/// under madsim). What processing-time timers follow; never used for event time.
+#[allow(clippy::disallowed_methods)] // the seam itself
+pub fn processing_time_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Milliseconds elapsed since `start`.
 pub fn elapsed_ms(start: Instant) -> u64 {
     u64::try_from(now().saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX)

@@ -64,6 +64,16 @@ impl SplitClock {
         verdict
     }
 
+    /// Advances the clock past a record at `event_time` read now; returns the watermark before
+    /// it (the record's lateness horizon, see `weir_dataflow::record`).
+    #[inline]
+    pub fn observe(&mut self, event_time: EventTime) -> EventTime {
+        assert!(!self.finished, "a finished split reads no more records");
+        let watermark = self.watermark();
+        self.max_event_time = Some(self.max_event_time.map_or(event_time, |max| max.max(event_time)));
+        watermark
+    }
+
     /// Marks the split as exhausted: its watermark becomes `+∞` so every window can fire.
     pub fn finish(&mut self) {
         self.finished = true;

@@ -32,11 +32,11 @@ use timely::scheduling::Activator;
 use weir_core::faultpoint::{self, PlantedBug};
 use weir_core::time::Time;
 
-/// What travels on an exchange channel.
+/// What travels on an exchange channel (`B`: a batch of records).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum ExchangeMessage<D> {
+pub enum ExchangeMessage<B> {
     /// A batch of records at a timestamp.
-    Data(Time, Vec<D>),
+    Data(Time, B),
     /// The sender's new input frontier: it will send no data at times not greater or equal to
     /// an element of it. Empty means the sender is done.
     Progress(Vec<Time>),
@@ -49,13 +49,20 @@ pub trait Doorbell: Send + Sync {
 }
 
 /// The sending half of an exchange channel.
-pub trait ExchangeTx<D>: Send {
+pub trait ExchangeTx<D> {
     /// Sends `message`, or gives it back when a data batch finds no credit.
     fn try_send(&self, message: ExchangeMessage<D>) -> Result<(), ExchangeMessage<D>>;
+    /// Whether a data batch would be accepted now. Only the sender takes credit, so a `true`
+    /// stays true until it sends.
+    fn has_credit(&self) -> bool;
+    /// Whether batches must travel encoded (the channel leaves the process).
+    fn encodes(&self) -> bool {
+        false
+    }
 }
 
 /// The receiving half of an exchange channel.
-pub trait ExchangeRx<D>: Send {
+pub trait ExchangeRx<D> {
     /// The next message, if one has arrived.
     fn try_recv(&self) -> Option<ExchangeMessage<D>>;
 }
@@ -108,6 +115,10 @@ impl<D: Send> ExchangeTx<D> for Arc<LocalChannel<D>> {
         self.receiver_bell.ring();
         Ok(())
     }
+
+    fn has_credit(&self) -> bool {
+        self.data_in_flight() < self.capacity
+    }
 }
 
 impl<D: Send> ExchangeRx<D> for Arc<LocalChannel<D>> {
@@ -135,7 +146,7 @@ pub trait ExchangeSend<'scope, D> {
     /// `pressure` is kept equal to the number of data batches waiting for credit.
     fn exchange_send(
         self,
-        senders: Vec<Box<dyn ExchangeTx<D>>>,
+        senders: Vec<Box<dyn ExchangeTx<Vec<D>>>>,
         route: impl Fn(&D) -> usize + 'static,
         pressure: Rc<Cell<usize>>,
         activity: crate::Activity,
@@ -145,7 +156,7 @@ pub trait ExchangeSend<'scope, D> {
 impl<'scope, D: Send + 'static> ExchangeSend<'scope, D> for Stream<'scope, Time, Vec<D>> {
     fn exchange_send(
         self,
-        senders: Vec<Box<dyn ExchangeTx<D>>>,
+        senders: Vec<Box<dyn ExchangeTx<Vec<D>>>>,
         route: impl Fn(&D) -> usize + 'static,
         pressure: Rc<Cell<usize>>,
         activity: crate::Activity,
@@ -156,7 +167,7 @@ impl<'scope, D: Send + 'static> ExchangeSend<'scope, D> for Stream<'scope, Time,
         let mut input = builder.new_input(self, Pipeline);
         let targets = senders.len();
         builder.build_reschedule(move |_capabilities| {
-            let mut outboxes: Vec<VecDeque<ExchangeMessage<D>>> = (0..targets).map(|_| VecDeque::new()).collect();
+            let mut outboxes: Vec<VecDeque<ExchangeMessage<Vec<D>>>> = (0..targets).map(|_| VecDeque::new()).collect();
             let mut parts: Vec<Vec<D>> = (0..targets).map(|_| Vec::new()).collect();
             let mut reported: Antichain<Time> = Antichain::from_elem(Time::minimum());
             move |frontiers| {
@@ -216,7 +227,7 @@ impl ExchangeReceive {
     /// operator's activator (to be woken when messages arrive).
     pub fn build<'scope, D: Send + 'static>(
         scope: Scope<'scope, Time>,
-        receivers: Vec<Box<dyn ExchangeRx<D>>>,
+        receivers: Vec<Box<dyn ExchangeRx<Vec<D>>>>,
         activity: crate::Activity,
     ) -> (Stream<'scope, Time, Vec<D>>, Activator) {
         let mut builder = OperatorBuilder::new("ExchangeReceive".to_owned(), scope);
@@ -275,4 +286,122 @@ impl ExchangeReceive {
         });
         (stream, scope.activator_for(address))
     }
+}
+
+/// A batch on a job's exchange channel, whatever its record type: within a process the typed
+/// vector itself travels (no copy, no encoding); between processes, its encoding.
+pub enum Batch {
+    /// A `Vec<D>` of the exchange's record type.
+    Typed(Box<dyn std::any::Any + Send>),
+    /// The bincode encoding of a `Vec<D>`.
+    Encoded(Vec<u8>),
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Batch::Typed(_) => f.write_str("Batch::Typed"),
+            Batch::Encoded(bytes) => write!(f, "Batch::Encoded({} bytes)", bytes.len()),
+        }
+    }
+}
+
+/// The sending half of a job's channel (any record type).
+pub type BatchTx = Box<dyn ExchangeTx<Batch> + Send>;
+/// The receiving half of a job's channel (any record type).
+pub type BatchRx = Box<dyn ExchangeRx<Batch> + Send>;
+
+/// The channels of one exchange (one `key_by`) in one slot: to every slot, from every slot.
+pub struct ExchangeChannels {
+    /// Senders, indexed by target slot.
+    pub senders: Vec<BatchTx>,
+    /// Receivers, indexed by source slot.
+    pub receivers: Vec<BatchRx>,
+}
+
+/// A typed view of an erased sending half.
+pub struct TypedTx<D> {
+    inner: BatchTx,
+    _records: std::marker::PhantomData<fn(D)>,
+}
+
+impl<D> TypedTx<D> {
+    /// Views `inner` as a channel of `D`.
+    pub fn new(inner: BatchTx) -> Self {
+        TypedTx { inner, _records: std::marker::PhantomData }
+    }
+}
+
+impl<D: Send + serde::Serialize + 'static> ExchangeTx<Vec<D>> for TypedTx<D> {
+    fn try_send(&self, message: ExchangeMessage<Vec<D>>) -> Result<(), ExchangeMessage<Vec<D>>> {
+        let erased = match message {
+            ExchangeMessage::Progress(frontier) => ExchangeMessage::Progress(frontier),
+            ExchangeMessage::Data(time, batch) => {
+                if !self.inner.has_credit() {
+                    return Err(ExchangeMessage::Data(time, batch));
+                }
+                let batch = if self.inner.encodes() {
+                    Batch::Encoded(bincode::serialize(&batch).expect("records serialize"))
+                } else {
+                    Batch::Typed(Box::new(batch))
+                };
+                ExchangeMessage::Data(time, batch)
+            }
+        };
+        let sent = self.inner.try_send(erased);
+        assert!(sent.is_ok(), "a channel with credit refused a batch");
+        Ok(())
+    }
+
+    fn has_credit(&self) -> bool {
+        self.inner.has_credit()
+    }
+}
+
+/// A typed view of an erased receiving half. An encoded batch that does not decode came from
+/// a peer that broke the protocol: it is reported as the slot's fatal error (the attempt ends).
+pub struct TypedRx<D> {
+    inner: BatchRx,
+    fatal: std::rc::Rc<std::cell::RefCell<Option<String>>>,
+    from: usize,
+    _records: std::marker::PhantomData<fn() -> D>,
+}
+
+impl<D> TypedRx<D> {
+    /// Views `inner` (from slot `from`) as a channel of `D`.
+    pub fn new(inner: BatchRx, from: usize, fatal: std::rc::Rc<std::cell::RefCell<Option<String>>>) -> Self {
+        TypedRx { inner, fatal, from, _records: std::marker::PhantomData }
+    }
+
+}
+
+impl<D: Send + serde::de::DeserializeOwned + 'static> ExchangeRx<Vec<D>> for TypedRx<D> {
+    fn try_recv(&self) -> Option<ExchangeMessage<Vec<D>>> {
+        match self.inner.try_recv()? {
+            ExchangeMessage::Progress(frontier) => Some(ExchangeMessage::Progress(frontier)),
+            ExchangeMessage::Data(time, Batch::Typed(batch)) => {
+                let batch = batch.downcast::<Vec<D>>().expect("an exchange carries one record type");
+                Some(ExchangeMessage::Data(time, *batch))
+            }
+            ExchangeMessage::Data(time, Batch::Encoded(bytes)) => match decode_batch::<D>(&bytes) {
+                Ok(batch) => Some(ExchangeMessage::Data(time, batch)),
+                Err(error) => {
+                    self.fatal.borrow_mut().get_or_insert_with(|| {
+                        format!("a batch from slot {} does not decode as this exchange's records: {error}", self.from)
+                    });
+                    None
+                }
+            },
+        }
+    }
+}
+
+/// Decodes a batch from a peer; decoding reads no more than the batch's bytes (no length
+/// prefix in it can make the decoder allocate beyond what the frame carried).
+fn decode_batch<D: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<Vec<D>, bincode::Error> {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(bytes.len() as u64)
+        .deserialize(bytes)
 }

@@ -1,32 +1,36 @@
-//! The main job's dataflow in one slot: source → (exchange by auction) → window → sinks.
-//!
-//! ```text
-//!  BidSource ──bids──► ExchangeSend ═══► other slots ═══► ExchangeReceive ──► WindowAggregate ──► sink DIR/
-//!      │                        (parallelism 1: the source feeds the window directly)
-//!      ├──late───► sink DIR/late/
-//!      └──errors─► sink DIR/errors/
-//! ```
+//! A job's dataflow in one slot: built from its registered builder, with the slot's
+//! epoch control, restored state and exchange channels; and the job's plan.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use timely::communication::allocator::Thread;
+use timely::communication::Allocator;
 use timely::scheduling::Activator;
-use timely::worker::Worker;
+use timely::worker::{Config, Worker};
 
-use weir_core::job::{BidsJobSpec, SplitSpec};
-use weir_core::keygroup::slot_of_key;
-use weir_core::time::{Epoch, Time};
-use weir_core::window::TumblingWindows;
-use weir_core::Bid;
+use weir_core::job::JobSpec;
+use weir_core::time::{Epoch, FIRST_EPOCH};
 
-use crate::exchange::{ExchangeReceive, ExchangeRx, ExchangeSend, ExchangeTx};
+use crate::api::{BuildError, JobBuilder, JobPlan, PlanState, Shared, SlotContext};
+use crate::exchange::ExchangeChannels;
 use crate::metrics::SlotMetrics;
-use crate::sink::{EpochFileSink, SinkSetup};
-use crate::snapshot::{SnapshotCollector, SplitState, WindowEntry};
-use crate::source::{bid_source, SourceSetup};
-use crate::window::{WindowAggregate, WindowSetup, WindowState};
+use crate::registry::JobDef;
+use crate::snapshot::{SnapshotCollector, SplitState};
+use crate::source::RateLimit;
+use crate::stateful::KeyGroupStates;
+
+/// What a slot restores: split positions by global split index, keyed state by operator id.
+#[derive(Clone, Debug, Default)]
+pub struct RestoredSlot {
+    /// Split states of the slot's splits.
+    pub splits: HashMap<usize, SplitState>,
+    /// Keyed state of the key groups the slot owns, by operator id.
+    pub state: HashMap<String, KeyGroupStates>,
+}
 
 /// Everything a slot needs to build its part of the job.
 pub struct SlotSetup {
@@ -36,26 +40,21 @@ pub struct SlotSetup {
     pub attempt: u64,
     /// The deployment generation (fences commits of stale deployments).
     pub generation: u64,
-    /// The job.
-    pub spec: Arc<BidsJobSpec>,
+    /// The job's definition.
+    pub job: JobDef,
+    /// The job's spec.
+    pub spec: Arc<JobSpec>,
     /// The first epoch (restored checkpoint + 1, or 1).
     pub start_epoch: Epoch,
-    /// The splits this slot reads.
-    pub splits: Vec<(usize, SplitSpec)>,
-    /// Restored split states.
-    pub restored_splits: HashMap<usize, SplitState>,
-    /// Restored window entries of the key groups this slot owns.
-    pub restored_window: Vec<WindowEntry>,
-    /// Channels to every slot (index = target) and from every slot; `None` at parallelism 1.
-    pub exchange: Option<ExchangeEndpoints>,
+    /// Restored state.
+    pub restored: RestoredSlot,
+    /// Channels of every exchange of the job, in `key_by` order (empty at parallelism 1).
+    pub exchanges: Vec<ExchangeChannels>,
     /// Counters shared with the coordinator.
     pub metrics: Arc<SlotMetrics>,
     /// Optional source throttle.
-    pub rate_limit: Option<crate::source::RateLimit>,
+    pub rate_limit: Option<RateLimit>,
 }
-
-/// A slot's exchange channels: senders to every slot (index = target), receivers from every slot.
-pub type ExchangeEndpoints = (Vec<Box<dyn ExchangeTx<Bid>>>, Vec<Box<dyn ExchangeRx<Bid>>>);
 
 /// The shared cells through which the slot driver steers a running dataflow.
 pub struct SlotControl {
@@ -71,6 +70,10 @@ pub struct SlotControl {
     pub activators: Vec<Activator>,
     /// Work done by the slot's operators.
     pub activity: crate::Activity,
+    /// The number of splits this slot reads.
+    pub split_count: usize,
+    /// The job's plan (sinks to commit, among others).
+    pub plan: JobPlan,
 }
 
 impl SlotControl {
@@ -82,98 +85,97 @@ impl SlotControl {
     }
 }
 
-/// Builds the main job's dataflow for one slot in `worker`.
-pub fn build_bids_dataflow(worker: &mut Worker, setup: SlotSetup) -> SlotControl {
-    let SlotSetup {
+/// Builds the job's dataflow for one slot in `worker`.
+pub fn build_slot(worker: &mut Worker, setup: SlotSetup) -> Result<SlotControl, BuildError> {
+    let SlotSetup { slot, attempt, generation: _, job, spec, start_epoch, restored, exchanges, metrics, rate_limit } =
+        setup;
+    assert!(slot < spec.parallelism, "slot {slot} of a job at parallelism {}", spec.parallelism);
+    let ctx = SlotContext {
         slot,
+        parallelism: spec.parallelism,
         attempt,
-        generation: _,
-        spec,
         start_epoch,
-        splits,
-        restored_splits,
-        restored_window,
-        exchange,
+        planning: false,
+        on_bad_record: spec.on_bad_record,
+        target_epoch: Rc::new(Cell::new(start_epoch)),
+        final_checkpoint: Rc::new(Cell::new(None)),
+        snapshots: Rc::new(RefCell::new(SnapshotCollector::new(start_epoch))),
+        fatal: Rc::new(RefCell::new(None)),
+        pressure: Rc::new(Cell::new(0)),
+        activity: crate::Activity::default(),
         metrics,
-        rate_limit,
-    } = setup;
-    let target_epoch = Rc::new(Cell::new(start_epoch));
-    let final_checkpoint = Rc::new(Cell::new(None));
-    let snapshots = Rc::new(RefCell::new(SnapshotCollector::new(start_epoch)));
-    let fatal = Rc::new(RefCell::new(None));
-    let pressure = Rc::new(Cell::new(0));
-    let activity = crate::Activity::default();
-    let windows = TumblingWindows::new(spec.window_ms);
-    let parallelism = spec.parallelism;
-
-    let activators = worker.dataflow::<Time, _, _>(|scope| {
-        let source = bid_source(
-            scope,
-            SourceSetup {
-                splits,
-                restored: restored_splits,
-                windows,
-                out_of_orderness_ms: spec.out_of_orderness_ms,
-                on_bad_record: spec.on_bad_record,
-                start_epoch,
-                target_epoch: target_epoch.clone(),
-                final_checkpoint: final_checkpoint.clone(),
-                pressure: pressure.clone(),
-                snapshots: snapshots.clone(),
-                fatal: fatal.clone(),
-                metrics: metrics.clone(),
-                activity: activity.clone(),
-                rate_limit,
-            },
-        );
-        let mut activators = vec![source.activator];
-        let keyed = match exchange {
-            None => {
-                assert_eq!(parallelism, 1, "slots of a parallel job need exchange channels");
-                source.bids
-            }
-            Some((senders, receivers)) => {
-                assert_eq!(senders.len(), parallelism);
-                assert_eq!(receivers.len(), parallelism);
-                let send = source.bids.exchange_send(
-                    senders,
-                    move |bid: &Bid| slot_of_key(bid.auction, parallelism),
-                    pressure.clone(),
-                    activity.clone(),
-                );
-                let (received, receive) = ExchangeReceive::build(scope, receivers, activity.clone());
-                activators.push(send);
-                activators.push(receive);
-                received
-            }
-        };
-        let results = keyed.window_aggregate(WindowSetup {
-            windows,
-            start_epoch,
-            restored: WindowState::from_entries(restored_window),
-            snapshots: snapshots.clone(),
-            metrics: metrics.clone(),
-            activity: activity.clone(),
+        rate_limit: Rc::new(rate_limit),
+        restored_splits: RefCell::new(restored.splits),
+        restored_state: RefCell::new(restored.state),
+        exchanges: RefCell::new(exchanges.into()),
+        activators: RefCell::new(Vec::new()),
+    };
+    let shared = Rc::new(Shared { ctx, plan: RefCell::new(PlanState::default()) });
+    let plan = build_in(worker, &job, &spec, shared.clone())?;
+    let ctx = &shared.ctx;
+    assert!(ctx.exchanges.borrow().is_empty(), "every exchange channel is used");
+    if let Some(uid) = ctx.restored_state.borrow().keys().next() {
+        return Err(BuildError::Operator {
+            operator: uid.clone(),
+            reason: "the checkpoint holds state of this operator, which the job no longer has; \
+                     restore the operator (same uid) or start the job afresh"
+                .into(),
         });
-        let sink = |dir: std::path::PathBuf, index: usize| SinkSetup {
-            dir,
-            slot,
-            attempt,
-            index,
-            snapshots: snapshots.clone(),
-            fatal: fatal.clone(),
-            activity: activity.clone(),
-        };
-        results.epoch_file_sink(sink(spec.output_dir.clone(), 0));
-        source.late.epoch_file_sink(sink(spec.output_dir.join("late"), 1));
-        source.errors.epoch_file_sink(sink(spec.output_dir.join("errors"), 2));
-        activators
-    });
-
-    SlotControl { target_epoch, final_checkpoint, snapshots, fatal, activators, activity }
+    }
+    let split_count = shared.plan.borrow().slot_splits;
+    let activators = ctx.activators.borrow().clone();
+    Ok(SlotControl {
+        target_epoch: ctx.target_epoch.clone(),
+        final_checkpoint: ctx.final_checkpoint.clone(),
+        snapshots: ctx.snapshots.clone(),
+        fatal: ctx.fatal.clone(),
+        activators,
+        activity: ctx.activity.clone(),
+        split_count,
+        plan,
+    })
 }
 
-/// The sink directories of a job: main output, late data, errors.
-pub fn sink_dirs(spec: &BidsJobSpec) -> [std::path::PathBuf; 3] {
-    [spec.output_dir.clone(), spec.output_dir.join("late"), spec.output_dir.join("errors")]
+/// Plans a job: builds it once without running it, to learn its splits, sinks, exchanges and
+/// stateful operators and to check it (sources validated, the graph wired right).
+pub fn plan_job(job: &JobDef, spec: &JobSpec) -> Result<JobPlan, BuildError> {
+    let ctx = SlotContext {
+        slot: 0,
+        parallelism: spec.parallelism,
+        attempt: 0,
+        start_epoch: FIRST_EPOCH,
+        planning: true,
+        on_bad_record: spec.on_bad_record,
+        target_epoch: Rc::new(Cell::new(FIRST_EPOCH)),
+        final_checkpoint: Rc::new(Cell::new(None)),
+        snapshots: Rc::new(RefCell::new(SnapshotCollector::new(FIRST_EPOCH))),
+        fatal: Rc::new(RefCell::new(None)),
+        pressure: Rc::new(Cell::new(0)),
+        activity: crate::Activity::default(),
+        metrics: Arc::new(SlotMetrics::default()),
+        rate_limit: Rc::new(None),
+        restored_splits: RefCell::new(HashMap::new()),
+        restored_state: RefCell::new(HashMap::new()),
+        exchanges: RefCell::new(Default::default()),
+        activators: RefCell::new(Vec::new()),
+    };
+    let shared = Rc::new(Shared { ctx, plan: RefCell::new(PlanState::default()) });
+    let mut worker = Worker::new(Config::default(), Allocator::Thread(Thread::default()), None);
+    build_in(&mut worker, job, spec, shared)
+}
+
+fn build_in(worker: &mut Worker, job: &JobDef, spec: &JobSpec, shared: Rc<Shared>) -> Result<JobPlan, BuildError> {
+    worker.dataflow::<weir_core::time::Time, _, _>(|scope| {
+        let mut builder = JobBuilder::new(scope, shared);
+        (job.build)(&mut builder, &spec.params)?;
+        if builder.shared().plan.borrow().plan.sources.is_empty() {
+            return Err(BuildError::Job(format!("job {} has no source", job.name)));
+        }
+        builder.finish()
+    })
+}
+
+/// The sink directories of a plan.
+pub fn sink_dirs(plan: &JobPlan) -> Vec<PathBuf> {
+    plan.sink_dirs()
 }

@@ -1,24 +1,43 @@
-//! Weir's dataflow: the operators of a job, built on timely, one slot at a time.
+//! Weir's dataflow: the public DataStream API and the operators under it, built on timely, one
+//! slot at a time.
 //!
-//! A slot is one single-threaded timely worker. This crate builds the main job's dataflow in a
-//! slot ([`job`]): sources that read splits and move between checkpoint epochs on command
-//! ([`source`]), Weir's own exchange layer that carries data and frontiers between slots with
-//! credits ([`exchange`]), event-time windows that fire from frontiers and snapshot per epoch
-//! ([`window`]), and exactly-once sinks that stage per epoch and commit after checkpoints
-//! ([`sink`]). Operators hand their snapshot parts to the slot's [`snapshot`] collector; the
-//! cluster's slot driver uploads them. Nothing here knows about processes or the network.
+//! Users write jobs against [`api`] (sources, `map`/`filter`/`key_by`, windows, sinks) and
+//! register them in a [`registry`]. A slot is one single-threaded timely worker, and [`job`]
+//! builds a registered job's dataflow in it: sources that read splits and move between
+//! checkpoint epochs on command ([`source`]), Weir's own exchange layer that carries data and
+//! frontiers between slots with credits ([`exchange`]), stateful operators on one scaffold that
+//! aligns epochs, follows event time and snapshots by operator id and key group
+//! ([`stateful`]; windows in [`window`]), and exactly-once sinks that stage per epoch and commit
+//! after checkpoints ([`sink`]). Operators hand their snapshot parts to the slot's [`snapshot`]
+//! collector; the cluster's slot driver uploads them. Nothing here knows about processes or
+//! the network.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod exchange;
 pub mod job;
+pub mod keyed;
 pub mod metrics;
+pub mod process;
+pub mod record;
+pub mod registry;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
+pub mod state;
+pub mod stateful;
 pub mod window;
 
-pub use job::{build_bids_dataflow, SlotControl, SlotSetup};
+pub use api::{BuildError, ConnectedStreams, DataStream, JobBuilder, JobPlan, KeyedStream, WindowOutput, WindowedStream};
+pub use process::{Context, Either, KeyedCoProcessFunction, KeyedProcessFunction, TimeDomain};
+pub use state::{AggregatingState, ListState, MapState, ReducingState, ValueState};
+pub use job::{build_slot, plan_job, SlotControl, SlotSetup};
+pub use record::{Data, Record};
+pub use registry::{JobDef, JobRegistry};
+pub use source::{CollectionSource, FileSource, GeneratorSource, LineFormat, WatermarkStrategy};
+pub use window::{AggregateFunction, SlidingEventTimeWindows, TimeWindow, TumblingEventTimeWindows};
+pub use weir_core::job::{ParamDef, ParamKind, Params};
 
 use std::cell::Cell;
 use std::rc::Rc;

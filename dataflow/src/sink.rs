@@ -32,8 +32,7 @@ use weir_core::fs::{self, File};
 use weir_core::time::{Epoch, Time};
 use weir_core::Bid;
 
-use crate::snapshot::SnapshotCollector;
-use crate::window::WindowResult;
+use crate::snapshot::{SinkPart, SnapshotCollector};
 
 /// A row type with a CSV form.
 pub trait CsvRow: 'static {
@@ -43,26 +42,11 @@ pub trait CsvRow: 'static {
     fn write_csv(&self, out: &mut Vec<u8>);
 }
 
-impl CsvRow for WindowResult {
-    const HEADER: &'static str = "window_start,window_end,auction,bids,sum_price,max_price";
+impl<T: CsvRow> CsvRow for crate::record::Record<T> {
+    const HEADER: &'static str = T::HEADER;
     #[inline]
     fn write_csv(&self, out: &mut Vec<u8>) {
-        write_integer(self.window_start, out);
-        out.push(b',');
-        write_integer(self.window_end, out);
-        out.push(b',');
-        write_integer(self.auction, out);
-        out.push(b',');
-        write_integer(self.bids, out);
-        out.push(b',');
-        // 128-bit formatting divides by a 128-bit constant; sums nearly always fit 64 bits.
-        match i64::try_from(self.sum_price) {
-            Ok(sum) => write_integer(sum, out),
-            Err(_) => write_integer(self.sum_price, out),
-        }
-        out.push(b',');
-        write_integer(self.max_price, out);
-        out.push(b'\n');
+        self.value.write_csv(out)
     }
 }
 
@@ -75,7 +59,7 @@ impl CsvRow for Bid {
 }
 
 /// A malformed input line, as written to the error output.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ErrorRow {
     /// The input file.
     pub file: Arc<str>,
@@ -318,8 +302,8 @@ pub struct SinkSetup {
     pub slot: usize,
     /// The deployment attempt, part of every staged file's name.
     pub attempt: u64,
-    /// The sink's index in the snapshot collector.
-    pub index: usize,
+    /// The sink's handle in the snapshot collector.
+    pub part: SinkPart,
     /// Where durability reports go.
     pub snapshots: Rc<RefCell<SnapshotCollector>>,
     /// Where an I/O failure is reported (it stops the job).
@@ -336,7 +320,7 @@ pub trait EpochFileSink {
 
 impl<'scope, R: CsvRow> EpochFileSink for Stream<'scope, Time, Vec<R>> {
     fn epoch_file_sink(self, setup: SinkSetup) {
-        let SinkSetup { dir, slot, attempt, index, snapshots, fatal, activity } = setup;
+        let SinkSetup { dir, slot, attempt, part, snapshots, fatal, activity } = setup;
         let mut writers: BTreeMap<Epoch, BufWriter<File>> = BTreeMap::new();
         let mut scratch: Vec<u8> = Vec::with_capacity(1 << 16);
         let mut durable_through: Option<Epoch> = None;
@@ -387,7 +371,7 @@ impl<'scope, R: CsvRow> EpochFileSink for Stream<'scope, Time, Vec<R>> {
                     }
                     durable_through = Some(through);
                     activity.note();
-                    snapshots.borrow_mut().sink_durable_through(index, through);
+                    snapshots.borrow_mut().sink_durable_through(part, through);
                 }
                 Ok(())
             };

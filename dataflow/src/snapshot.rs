@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::stateful::KeyGroupStates;
 use weir_core::codec::{DecodeError, Decoder, Encoder};
 use weir_core::time::Epoch;
 use weir_core::watermark::SplitClock;
@@ -26,43 +27,15 @@ pub struct SplitState {
     pub clock: SplitClock,
 }
 
-/// The running aggregate of one (window, auction).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Aggregate {
-    /// Number of bids.
-    pub bids: u64,
-    /// Sum of prices (128-bit: cannot overflow for any input this engine can read).
-    pub sum_price: i128,
-    /// Highest price.
-    pub max_price: i64,
-}
-
-impl Aggregate {
-    /// The aggregate of a single bid.
-    #[inline]
-    pub fn of(price: i64) -> Self {
-        Aggregate { bids: 1, sum_price: price as i128, max_price: price }
-    }
-    /// Adds one bid.
-    #[inline]
-    pub fn add(&mut self, price: i64) {
-        self.bids += 1;
-        self.sum_price += price as i128;
-        self.max_price = self.max_price.max(price);
-    }
-}
-
-/// One entry of window state: `(key group, window start, auction) -> aggregate`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct WindowEntry {
-    /// Key group of the auction.
+/// The state of one key group of one stateful operator, encoded by the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateEntry {
+    /// The operator's stable id (its `uid`).
+    pub operator: String,
+    /// The key group.
     pub key_group: usize,
-    /// Start of the window.
-    pub window_start: i64,
-    /// The auction.
-    pub auction: i64,
-    /// Its aggregate so far.
-    pub aggregate: Aggregate,
+    /// The operator's encoding of that key group's state.
+    pub bytes: Vec<u8>,
 }
 
 /// Everything one slot contributes to one checkpoint.
@@ -70,11 +43,11 @@ pub struct WindowEntry {
 pub struct SlotSnapshot {
     /// The slot's split states.
     pub splits: Vec<SplitState>,
-    /// The slot's window state, sorted.
-    pub window: Vec<WindowEntry>,
+    /// The keyed state of the slot's stateful operators, by operator and key group.
+    pub state: Vec<StateEntry>,
 }
 
-const MAGIC: u64 = u64::from_le_bytes(*b"WEIRSLT1");
+const MAGIC: u64 = u64::from_le_bytes(*b"WEIRSLT2");
 
 impl SlotSnapshot {
     /// Encodes the snapshot of `slot` at `epoch` as a state file.
@@ -86,15 +59,9 @@ impl SlotSnapshot {
             let clock = encode_clock(&split.clock);
             encoder.u64(split.split as u64).u64(split.position).u64(split.line).bytes(&clock);
         }
-        encoder.u64(self.window.len() as u64);
-        for entry in &self.window {
-            encoder
-                .u64(entry.key_group as u64)
-                .i64(entry.window_start)
-                .i64(entry.auction)
-                .u64(entry.aggregate.bids)
-                .i128(entry.aggregate.sum_price)
-                .i64(entry.aggregate.max_price);
+        encoder.u64(self.state.len() as u64);
+        for entry in &self.state {
+            encoder.bytes(entry.operator.as_bytes()).u64(entry.key_group as u64).bytes(&entry.bytes);
         }
         encoder.finish()
     }
@@ -118,22 +85,21 @@ impl SlotSnapshot {
             let clock = decode_clock(decoder.bytes("split clock")?)?;
             splits.push(SplitState { split, position, line, clock });
         }
-        let entry_count = decoder.count(56, "window entry count")?;
-        let mut window = Vec::with_capacity(entry_count);
+        let entry_count = decoder.count(24, "state entry count")?;
+        let mut state = Vec::with_capacity(entry_count);
         for _ in 0..entry_count {
-            window.push(WindowEntry {
-                key_group: decoder.u64("key group")? as usize,
-                window_start: decoder.i64("window start")?,
-                auction: decoder.i64("auction")?,
-                aggregate: Aggregate {
-                    bids: decoder.u64("bids")?,
-                    sum_price: decoder.i128("sum")?,
-                    max_price: decoder.i64("max")?,
-                },
-            });
+            let operator = std::str::from_utf8(decoder.bytes("operator id")?)
+                .map_err(|_| DecodeError { what: "operator id (not UTF-8)", offset: 0 })?
+                .to_owned();
+            let key_group = decoder.u64("key group")? as usize;
+            if key_group >= weir_core::keygroup::MAX_PARALLELISM {
+                return Err(DecodeError { what: "key group (out of range)", offset: 0 });
+            }
+            let bytes = decoder.bytes("state bytes")?.to_vec();
+            state.push(StateEntry { operator, key_group, bytes });
         }
         decoder.finish("end of slot state")?;
-        Ok((slot, SlotSnapshot { splits, window }))
+        Ok((slot, SlotSnapshot { splits, state }))
     }
 }
 
@@ -145,61 +111,112 @@ fn decode_clock(bytes: &[u8]) -> Result<SplitClock, DecodeError> {
     serde_json::from_slice(bytes).map_err(|_| DecodeError { what: "split clock", offset: 0 })
 }
 
-/// The sinks of the main job, each reporting its own flushes.
-pub const SINK_COUNT: usize = 3;
-
 /// Joins the parts operators report for each epoch into whole slot snapshots.
+///
+/// Every source, stateful operator and sink of the slot registers when the job is built, so
+/// the collector knows which parts make a whole snapshot.
 #[derive(Debug, Default)]
 pub struct SnapshotCollector {
-    sources: BTreeMap<Epoch, Vec<SplitState>>,
-    windows: BTreeMap<Epoch, Vec<WindowEntry>>,
-    /// The window's final state, valid for every epoch from the key on.
-    window_final: Option<(Epoch, Vec<WindowEntry>)>,
+    /// Per epoch, each source's split states (`None` until it reports).
+    sources: BTreeMap<Epoch, Vec<Option<Vec<SplitState>>>>,
+    source_count: usize,
+    operators: Vec<OperatorParts>,
     /// Per sink: every epoch `<=` this is durable.
-    sinks_through: [Epoch; SINK_COUNT],
+    sinks_through: Vec<Epoch>,
+    start_epoch: Epoch,
 }
+
+#[derive(Debug)]
+struct OperatorParts {
+    uid: String,
+    parts: BTreeMap<Epoch, KeyGroupStates>,
+    /// The operator's final state, valid for every epoch from the key on.
+    last: Option<(Epoch, KeyGroupStates)>,
+}
+
+/// A source's handle in the collector.
+#[derive(Copy, Clone, Debug)]
+pub struct SourcePart(usize);
+/// A stateful operator's handle in the collector.
+#[derive(Copy, Clone, Debug)]
+pub struct OperatorPart(usize);
+/// A sink's handle in the collector.
+#[derive(Copy, Clone, Debug)]
+pub struct SinkPart(usize);
 
 impl SnapshotCollector {
     /// A collector for a slot starting at `start_epoch`.
     pub fn new(start_epoch: Epoch) -> Self {
-        SnapshotCollector { sinks_through: [start_epoch - 1; SINK_COUNT], ..Default::default() }
+        SnapshotCollector { start_epoch, ..Default::default() }
     }
-    /// The source's split states at the end of `epoch`.
-    pub fn source_part(&mut self, epoch: Epoch, splits: Vec<SplitState>) {
-        let previous = self.sources.insert(epoch, splits);
-        assert!(previous.is_none(), "source reported epoch {epoch} twice");
+    /// Registers a source (before the first step).
+    pub fn register_source(&mut self) -> SourcePart {
+        assert!(self.sources.is_empty(), "sources register before any reports");
+        self.source_count += 1;
+        SourcePart(self.source_count - 1)
     }
-    /// The window operator's state at the end of `epoch`.
-    pub fn window_part(&mut self, epoch: Epoch, entries: Vec<WindowEntry>) {
-        let previous = self.windows.insert(epoch, entries);
-        assert!(previous.is_none(), "window reported epoch {epoch} twice");
+    /// Registers a stateful operator (before the first step).
+    pub fn register_operator(&mut self, uid: &str) -> OperatorPart {
+        assert!(self.operators.iter().all(|o| o.uid != uid), "operator {uid} registered twice");
+        self.operators.push(OperatorParts { uid: uid.to_owned(), parts: BTreeMap::new(), last: None });
+        OperatorPart(self.operators.len() - 1)
     }
-    /// The window operator's final state, valid for `epoch` and every later epoch.
-    pub fn window_final(&mut self, epoch: Epoch, entries: Vec<WindowEntry>) {
-        assert!(self.window_final.is_none(), "window finished twice");
-        self.window_final = Some((epoch, entries));
+    /// Registers a sink (before the first step).
+    pub fn register_sink(&mut self) -> SinkPart {
+        self.sinks_through.push(self.start_epoch - 1);
+        SinkPart(self.sinks_through.len() - 1)
     }
-    /// Sink `sink` has made every epoch `<= through` durable.
-    pub fn sink_durable_through(&mut self, sink: usize, through: Epoch) {
+    /// A source's split states at the end of `epoch`.
+    pub fn source_part(&mut self, source: SourcePart, epoch: Epoch, splits: Vec<SplitState>) {
+        let count = self.source_count;
+        let parts = self.sources.entry(epoch).or_insert_with(|| vec![None; count]);
+        let previous = parts[source.0].replace(splits);
+        assert!(previous.is_none(), "source {} reported epoch {epoch} twice", source.0);
+    }
+    /// A stateful operator's state at the end of `epoch`, by key group.
+    pub fn operator_part(&mut self, operator: OperatorPart, epoch: Epoch, entries: KeyGroupStates) {
+        let parts = &mut self.operators[operator.0];
+        assert!(parts.last.is_none(), "operator {} reported after its final state", parts.uid);
+        let previous = parts.parts.insert(epoch, entries);
+        assert!(previous.is_none(), "operator {} reported epoch {epoch} twice", parts.uid);
+    }
+    /// A stateful operator's final state, valid for `epoch` and every later epoch.
+    pub fn operator_final(&mut self, operator: OperatorPart, epoch: Epoch, entries: KeyGroupStates) {
+        let parts = &mut self.operators[operator.0];
+        assert!(parts.last.is_none(), "operator {} finished twice", parts.uid);
+        parts.last = Some((epoch, entries));
+    }
+    /// A sink has made every epoch `<= through` durable.
+    pub fn sink_durable_through(&mut self, sink: SinkPart, through: Epoch) {
         // Before the sources leave the minimum epoch a sink may report less than the start.
-        self.sinks_through[sink] = self.sinks_through[sink].max(through);
+        self.sinks_through[sink.0] = self.sinks_through[sink.0].max(through);
     }
 
     /// The oldest epoch whose parts have all arrived, with the joined snapshot.
     pub fn take_ready(&mut self) -> Option<(Epoch, SlotSnapshot)> {
-        let (&epoch, _) = self.sources.first_key_value()?;
-        if self.sinks_through.iter().any(|&through| through < epoch) {
+        let (&epoch, parts) = self.sources.first_key_value()?;
+        if parts.iter().any(Option::is_none) || self.sinks_through.iter().any(|&through| through < epoch) {
             return None;
         }
-        let window = if let Some(entries) = self.windows.remove(&epoch) {
-            entries
-        } else {
-            match &self.window_final {
-                Some((from, entries)) if *from <= epoch => entries.clone(),
-                _ => return None,
-            }
+        let ready = |operator: &OperatorParts| {
+            operator.parts.contains_key(&epoch) || operator.last.as_ref().is_some_and(|(from, _)| *from <= epoch)
         };
-        let splits = self.sources.remove(&epoch).expect("present");
-        Some((epoch, SlotSnapshot { splits, window }))
+        if !self.operators.iter().all(ready) {
+            return None;
+        }
+        let mut state = Vec::new();
+        for operator in &mut self.operators {
+            let entries = match operator.parts.remove(&epoch) {
+                Some(entries) => entries,
+                None => operator.last.as_ref().expect("checked above").1.clone(),
+            };
+            state.extend(entries.into_iter().map(|(key_group, bytes)| StateEntry {
+                operator: operator.uid.clone(),
+                key_group,
+                bytes,
+            }));
+        }
+        let splits = self.sources.remove(&epoch).expect("present").into_iter().flatten().flatten().collect();
+        Some((epoch, SlotSnapshot { splits, state }))
     }
 }

@@ -1,18 +1,22 @@
-//! The bid source: reads this slot's splits, applies the lateness rule, and moves between
-//! checkpoint epochs when told.
+//! Sources: read a job's splits, stamp each record with its event time and lateness horizon,
+//! and move between checkpoint epochs when told.
 //!
-//! The operator holds one capability per output at `(epoch, min watermark of its splits)`.
-//! Each activation reads a bounded batch, emits on-time bids to the main output, late bids to
-//! the late output and malformed lines to the error output, then downgrades its capabilities
-//! to the new minimum watermark. When the slot's target epoch moves past its epoch (a
-//! checkpoint was triggered), it records every split's position and clock as its part of that
-//! checkpoint and moves its capabilities to the new epoch: the boundary falls between two
-//! records, which is what makes the checkpoint consistent. A split at its end keeps a
-//! capability at `(epoch, +∞)` until the final checkpoint, so that epochs keep completing.
+//! A source is a list of *splits* (a file, a share of a generator, a collection), each read
+//! from a checkpointed position by a [`SplitReader`]. The operator holds one capability per
+//! output at `(epoch, min watermark of its splits)`. Each activation reads a bounded batch
+//! shared among the unfinished splits, stamps every record with its timestamp and the
+//! watermark of its split just before it ([`Record`]), sends malformed input to the error
+//! output with its position, then downgrades its capabilities to the new minimum watermark.
+//! When the slot's target epoch moves past its epoch (a checkpoint was triggered), it records
+//! every split's position and clock as its part of that checkpoint and moves its capabilities
+//! to the new epoch: the boundary falls between two records, which is what makes the
+//! checkpoint consistent. A split at its end keeps a capability at `(epoch, +∞)` until the
+//! final checkpoint, so that epochs keep completing.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -23,23 +27,84 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::{Scope, Stream};
 use timely::scheduling::Activator;
 
-use weir_core::bid::parse_bid_line;
 use weir_core::faultpoint::{self, PlantedBug};
-use weir_core::generator::{BidGenerator, GeneratorConfig};
-use weir_core::job::{BadRecordPolicy, SplitSpec};
+use weir_core::job::BadRecordPolicy;
 use weir_core::time::{Epoch, EventTime, Time};
-use weir_core::watermark::{Admission, SplitClock};
-use weir_core::window::TumblingWindows;
-use weir_core::Bid;
+use weir_core::watermark::SplitClock;
 
 use crate::metrics::SlotMetrics;
+use crate::record::{Record, RecordStream};
 use crate::sink::ErrorRow;
-use crate::snapshot::{SnapshotCollector, SplitState};
+use crate::snapshot::{SnapshotCollector, SourcePart, SplitState};
 
-/// Records read per activation (over all of the slot's splits).
+/// Records read per activation (over all of the slot's splits of one source).
 pub const BATCH_RECORDS: usize = 8192;
 /// The source pauses while this many exchange batches wait for credit.
 pub const PRESSURE_LIMIT: usize = 4;
+
+/// Where a split reader is: byte offset (or record index) and 1-based line number.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Byte offset of the next unread line (files), or index of the next record.
+    pub offset: u64,
+    /// 1-based number of the next unread line (files; 0 otherwise).
+    pub line: u64,
+}
+
+/// Reads one split from a position. Readers are generic (never boxed) so that the per-record
+/// path of a source compiles to one loop.
+pub trait SplitReader: 'static {
+    /// The records it yields.
+    type Record;
+    /// Reads up to `max` records (or malformed lines) from `position`, advancing it; calls
+    /// `each` per record and `bad` per malformed line. Returns `(records and lines read, at end)`.
+    fn read(
+        &mut self,
+        position: &mut Position,
+        max: usize,
+        each: impl FnMut(Self::Record),
+        bad: impl FnMut(ErrorRow),
+    ) -> io::Result<(usize, bool)>;
+}
+
+/// A source: what its splits are and how to read one.
+pub trait Source: 'static {
+    /// The records it yields.
+    type Record: crate::record::Data;
+    /// The reader of one split.
+    type Reader: SplitReader<Record = Self::Record>;
+    /// Its splits, described for people (the count matters: split `i` of the job runs on slot
+    /// `i % parallelism`).
+    fn splits(&self, parallelism: usize) -> Vec<String>;
+    /// Checks the source before anything runs (files exist, headers match). The error says
+    /// what is wrong and how to fix it.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Opens split `split` of `splits` at `position` (the start: `offset` 0, `line` 1).
+    fn open(&self, split: usize, splits: usize, position: &mut Position) -> io::Result<Self::Reader>;
+}
+
+/// Parses one line of a text file into a record.
+pub trait LineFormat: 'static {
+    /// The record type.
+    type Record: crate::record::Data;
+    /// The header line every file must start with, if any.
+    fn header(&self) -> Option<&str>;
+    /// Parses a line (without its newline). The error says what is wrong with it.
+    fn parse(&self, line: &[u8]) -> Result<Self::Record, String>;
+}
+
+/// Generates records from a seed: record `index` of split `split` of `splits` is a pure
+/// function of them, so a split resumes anywhere without replaying.
+pub trait Generator: 'static {
+    /// The record type.
+    type Record: crate::record::Data;
+    /// The number of records split `split` of `splits` generates.
+    fn split_len(&self, split: usize, splits: usize) -> u64;
+    /// Record `position` of split `split` of `splits`.
+    fn generate(&self, split: usize, splits: usize, position: u64) -> Self::Record;
+}
 
 /// Reads lines of a CSV file from a byte offset, tracking offset and line number.
 struct FileReader {
@@ -97,28 +162,288 @@ impl FileReader {
     }
 }
 
-enum Reader {
-    File { reader: FileReader, name: Arc<str> },
-    Generated { generator: BidGenerator, split: usize, splits: usize, length: u64 },
+
+/// Text files, one split per file, one record per line.
+pub struct FileSource<F> {
+    files: Vec<PathBuf>,
+    format: Rc<F>,
 }
 
-struct Split {
-    state: SplitState,
-    reader: Reader,
+impl<F: LineFormat> FileSource<F> {
+    /// Reads `files` (one split each, in this order) in `format`.
+    pub fn new(files: Vec<PathBuf>, format: F) -> Self {
+        FileSource { files, format: Rc::new(format) }
+    }
 }
 
-/// What the source needs to run in one slot.
-pub struct SourceSetup {
-    /// The splits this slot reads, with their indices in the job's split list.
-    pub splits: Vec<(usize, SplitSpec)>,
-    /// Restored split states by split index.
-    pub restored: HashMap<usize, SplitState>,
-    /// The window assigner (for the lateness rule).
-    pub windows: TumblingWindows,
-    /// Bounded out-of-orderness.
-    pub out_of_orderness_ms: i64,
-    /// What to do with malformed lines.
+/// A reader of one file split.
+pub struct FileSplit<F> {
+    reader: FileReader,
+    name: Arc<str>,
+    format: Rc<F>,
+}
+
+impl<F: LineFormat> Source for FileSource<F> {
+    type Record = F::Record;
+    type Reader = FileSplit<F>;
+    fn splits(&self, _parallelism: usize) -> Vec<String> {
+        self.files.iter().map(|f| f.display().to_string()).collect()
+    }
+    fn validate(&self) -> Result<(), String> {
+        if self.files.is_empty() {
+            return Err("the source has no input files; pass a file or a directory with files".into());
+        }
+        let Some(header) = self.format.header() else { return Ok(()) };
+        for file in &self.files {
+            check_header(file, header)?;
+        }
+        Ok(())
+    }
+    fn open(&self, split: usize, _splits: usize, position: &mut Position) -> io::Result<FileSplit<F>> {
+        let path = &self.files[split];
+        let mut reader = FileReader::open(path, position.offset)?;
+        if position.offset == 0 && self.format.header().is_some() {
+            // Skip the header (checked when the job was validated).
+            let (lines, bytes, _) = reader.read_lines(1, |_| {})?;
+            position.offset += bytes;
+            position.line += lines as u64;
+        }
+        let name: Arc<str> = Arc::from(path.display().to_string());
+        Ok(FileSplit { reader, name, format: self.format.clone() })
+    }
+}
+
+impl<F: LineFormat> SplitReader for FileSplit<F> {
+    type Record = F::Record;
+    #[inline]
+    fn read(
+        &mut self,
+        position: &mut Position,
+        max: usize,
+        mut each: impl FnMut(F::Record),
+        mut bad: impl FnMut(ErrorRow),
+    ) -> io::Result<(usize, bool)> {
+        let mut line = position.line;
+        let format = &self.format;
+        let name = &self.name;
+        let (lines, bytes, at_end) = self.reader.read_lines(max, |text| {
+            let number = line;
+            line += 1;
+            if text.trim_ascii().is_empty() {
+                return;
+            }
+            match format.parse(text) {
+                Ok(record) => each(record),
+                Err(reason) => {
+                    let record = String::from_utf8_lossy(&text[..text.len().min(4096)]).into_owned();
+                    bad(ErrorRow { file: name.clone(), line: number, reason, record });
+                }
+            }
+        })?;
+        position.line = line;
+        position.offset += bytes;
+        Ok((lines, at_end))
+    }
+}
+
+fn check_header(file: &std::path::Path, expected: &str) -> Result<(), String> {
+    use std::io::BufRead;
+    let handle = weir_core::fs::File::open(file).map_err(|e| format!("input {}: cannot open: {e}", file.display()))?;
+    let mut first = Vec::new();
+    std::io::BufReader::new(handle)
+        .read_until(b'\n', &mut first)
+        .map_err(|e| format!("input {}: cannot read: {e}", file.display()))?;
+    let header = String::from_utf8_lossy(&first);
+    let header = header.trim_end_matches(['\n', '\r']).trim_start_matches('\u{feff}');
+    if header.replace(' ', "") != expected {
+        return Err(format!(
+            "input {}: line 1: expected the header `{expected}`, found `{}`; add the header line",
+            file.display(),
+            header.chars().take(80).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+/// A generator, one split per slot.
+pub struct GeneratorSource<G> {
+    generator: Rc<G>,
+}
+
+impl<G: Generator> GeneratorSource<G> {
+    /// Generates with `generator`, one split per slot.
+    pub fn new(generator: G) -> Self {
+        GeneratorSource { generator: Rc::new(generator) }
+    }
+}
+
+/// A reader of one generated split.
+pub struct GeneratedSplit<G> {
+    generator: Rc<G>,
+    split: usize,
+    splits: usize,
+    length: u64,
+}
+
+impl<G: Generator> Source for GeneratorSource<G> {
+    type Record = G::Record;
+    type Reader = GeneratedSplit<G>;
+    fn splits(&self, parallelism: usize) -> Vec<String> {
+        (0..parallelism).map(|split| format!("generator split {split}/{parallelism}")).collect()
+    }
+    fn open(&self, split: usize, splits: usize, _position: &mut Position) -> io::Result<GeneratedSplit<G>> {
+        let length = self.generator.split_len(split, splits);
+        Ok(GeneratedSplit { generator: self.generator.clone(), split, splits, length })
+    }
+}
+
+impl<G: Generator> SplitReader for GeneratedSplit<G> {
+    type Record = G::Record;
+    #[inline]
+    fn read(
+        &mut self,
+        position: &mut Position,
+        max: usize,
+        mut each: impl FnMut(G::Record),
+        _bad: impl FnMut(ErrorRow),
+    ) -> io::Result<(usize, bool)> {
+        let end = (position.offset + max as u64).min(self.length);
+        for index in position.offset..end {
+            each(self.generator.generate(self.split, self.splits, index));
+        }
+        let read = (end - position.offset) as usize;
+        position.offset = end;
+        Ok((read, end == self.length))
+    }
+}
+
+/// A fixed collection, for tests and examples: one split.
+pub struct CollectionSource<T> {
+    records: Rc<Vec<T>>,
+}
+
+impl<T: crate::record::Data> CollectionSource<T> {
+    /// Yields `records` in order.
+    pub fn new(records: Vec<T>) -> Self {
+        CollectionSource { records: Rc::new(records) }
+    }
+}
+
+/// The reader of a collection.
+pub struct CollectionSplit<T> {
+    records: Rc<Vec<T>>,
+}
+
+impl<T: crate::record::Data> Source for CollectionSource<T> {
+    type Record = T;
+    type Reader = CollectionSplit<T>;
+    fn splits(&self, _parallelism: usize) -> Vec<String> {
+        vec!["collection".into()]
+    }
+    fn open(&self, _split: usize, _splits: usize, _position: &mut Position) -> io::Result<CollectionSplit<T>> {
+        Ok(CollectionSplit { records: self.records.clone() })
+    }
+}
+
+impl<T: crate::record::Data> SplitReader for CollectionSplit<T> {
+    type Record = T;
+    fn read(
+        &mut self,
+        position: &mut Position,
+        max: usize,
+        mut each: impl FnMut(T),
+        _bad: impl FnMut(ErrorRow),
+    ) -> io::Result<(usize, bool)> {
+        let start = position.offset as usize;
+        let end = (start + max).min(self.records.len());
+        self.records[start..end].iter().cloned().for_each(&mut each);
+        position.offset = end as u64;
+        Ok((end - start, end == self.records.len()))
+    }
+}
+
+/// A timestamp assigner: the event time of a record. Closures `Fn(&T) -> i64` are assigners.
+pub trait TimestampAssigner<T>: 'static {
+    /// Whether records get event times at all (windows and joins need them).
+    const ASSIGNS: bool = true;
+    /// The record's event time in milliseconds.
+    fn timestamp(&self, record: &T) -> EventTime;
+}
+
+impl<T, F: Fn(&T) -> EventTime + 'static> TimestampAssigner<T> for F {
+    #[inline]
+    fn timestamp(&self, record: &T) -> EventTime {
+        self(record)
+    }
+}
+
+/// No event time: every record is stamped `EventTime::MIN`, and the watermark stays there until
+/// the split ends. Streams from such a source cannot be windowed (a build error says so).
+#[derive(Copy, Clone, Debug, Default)]
+pub struct NoTimestamps;
+
+impl<T> TimestampAssigner<T> for NoTimestamps {
+    const ASSIGNS: bool = false;
+    #[inline]
+    fn timestamp(&self, _record: &T) -> EventTime {
+        EventTime::MIN
+    }
+}
+
+/// How a source assigns event time and watermarks: per split, the watermark is the largest
+/// event time read minus a bound on out-of-orderness (Flink's `forBoundedOutOfOrderness`).
+pub struct WatermarkStrategy<A> {
+    assigner: A,
+    out_of_orderness_ms: i64,
+}
+
+impl WatermarkStrategy<NoTimestamps> {
+    /// Records without event time.
+    pub fn none() -> Self {
+        WatermarkStrategy { assigner: NoTimestamps, out_of_orderness_ms: 0 }
+    }
+}
+
+impl<A> WatermarkStrategy<A> {
+    /// Event time from `assigner`; each split's watermark trails its largest event time by
+    /// `out_of_orderness_ms`.
+    pub fn bounded_out_of_orderness(out_of_orderness_ms: i64, assigner: A) -> Self {
+        WatermarkStrategy { assigner, out_of_orderness_ms }
+    }
+    /// The bound on out-of-orderness.
+    pub fn out_of_orderness_ms(&self) -> i64 {
+        self.out_of_orderness_ms
+    }
+}
+
+/// The split states a source restores, by global split index.
+pub type RestoredSplits = HashMap<usize, SplitState>;
+
+/// A source throttle: `records_per_second` against a millisecond clock injected by the slot
+/// driver (the runtime's clock, simulated under madsim), shared by the slot's sources.
+pub struct RateLimit {
+    /// Records per second for this slot.
+    pub records_per_second: u64,
+    /// Milliseconds since the slot started.
+    pub clock_ms: Box<dyn Fn() -> u64 + Send>,
+    /// Records emitted so far under this limit.
+    pub emitted: Cell<u64>,
+}
+
+/// What a source operator needs from its slot.
+pub(crate) struct SourceSetup {
+    /// The name of the source (errors and operator names).
+    pub name: String,
+    /// This slot's splits: `(global split index, index within the source)`.
+    pub splits: Vec<(usize, usize)>,
+    /// The source's total split count.
+    pub split_count: usize,
+    /// Restored split states, by global index.
+    pub restored: RestoredSplits,
+    /// What to do with malformed records.
     pub on_bad_record: BadRecordPolicy,
+    /// Planning only: build the operator, read nothing.
+    pub planning: bool,
     /// The first epoch.
     pub start_epoch: Epoch,
     /// The epoch the slot is told to be in (moved by checkpoint triggers).
@@ -129,107 +454,65 @@ pub struct SourceSetup {
     pub pressure: Rc<Cell<usize>>,
     /// Where the source reports its checkpoint parts.
     pub snapshots: Rc<RefCell<SnapshotCollector>>,
+    /// This source's handle in the collector.
+    pub part: SourcePart,
     /// Where a fatal error (I/O, or a bad record under `fail`) is reported.
     pub fatal: Rc<RefCell<Option<String>>>,
     /// Counters.
     pub metrics: Arc<SlotMetrics>,
     /// The slot's activity counter.
     pub activity: crate::Activity,
-    /// Optional throttle: at most this many records per second (of the slot's clock) in this slot.
-    pub rate_limit: Option<RateLimit>,
+    /// The slot's throttle, if any.
+    pub rate_limit: Rc<Option<RateLimit>>,
 }
 
-/// A source throttle: `records_per_second` against a millisecond clock injected by the slot
-/// driver (the runtime's clock, simulated under madsim).
-pub struct RateLimit {
-    /// Records per second for this slot.
-    pub records_per_second: u64,
-    /// Milliseconds since the slot started.
-    pub clock_ms: Box<dyn Fn() -> u64 + Send>,
-}
-
-/// The three outputs of the source.
-pub struct SourceStreams<'scope> {
-    /// On-time bids.
-    pub bids: Stream<'scope, Time, Vec<Bid>>,
-    /// Late bids.
-    pub late: Stream<'scope, Time, Vec<Bid>>,
-    /// Malformed lines.
-    pub errors: Stream<'scope, Time, Vec<ErrorRow>>,
-    /// The source's activator.
-    pub activator: Activator,
-}
-
-fn open_split(
+struct OpenSplit<R> {
+    state: SplitState,
     index: usize,
-    spec: &SplitSpec,
-    restored: Option<SplitState>,
-    out_of_orderness_ms: i64,
-) -> io::Result<Split> {
-    let state = restored.unwrap_or(SplitState {
-        split: index,
-        position: 0,
-        line: 1,
-        clock: SplitClock::new(out_of_orderness_ms),
-    });
-    let reader = match spec {
-        SplitSpec::File(path) => {
-            let mut reader = FileReader::open(path, state.position)?;
-            let mut state = state;
-            if state.position == 0 {
-                // Skip the header (checked when the job was validated).
-                let (lines, bytes, _) = reader.read_lines(1, |_| {})?;
-                state.position += bytes;
-                state.line += lines as u64;
-            }
-            let name: Arc<str> = Arc::from(path.display().to_string());
-            return Ok(Split { state, reader: Reader::File { reader, name } });
-        }
-        SplitSpec::Generated { config, split, splits } => Reader::Generated {
-            generator: config.generator(),
-            split: *split,
-            splits: *splits,
-            length: config.split_len(*split, *splits),
-        },
-    };
-    Ok(Split { state, reader })
+    reader: Option<R>,
 }
 
-/// Builds the bid source of one slot.
-pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> SourceStreams<'scope> {
-    let mut builder = OperatorBuilder::new("BidSource".to_owned(), scope);
+/// Builds a source operator: records (stamped) and malformed input (with positions).
+pub(crate) fn source_operator<'scope, S: Source, A: TimestampAssigner<S::Record>>(
+    scope: Scope<'scope, Time>,
+    source: S,
+    strategy: WatermarkStrategy<A>,
+    setup: SourceSetup,
+) -> (RecordStream<'scope, S::Record>, Stream<'scope, Time, Vec<ErrorRow>>, Activator) {
+    let mut builder = OperatorBuilder::new(format!("Source({})", setup.name), scope);
     let address = builder.operator_info().address;
     let activator = scope.activator_for(address.clone());
     let self_activator = scope.activator_for(address);
-    let (bids_output, bids) = builder.new_output::<Vec<Bid>>();
-    let (late_output, late) = builder.new_output::<Vec<Bid>>();
+    let (records_output, records) = builder.new_output::<Vec<Record<S::Record>>>();
     let (errors_output, errors) = builder.new_output::<Vec<ErrorRow>>();
-    let mut bids_output = OutputBuilder::<Time, CapacityContainerBuilder<Vec<Bid>>>::from(bids_output);
-    let mut late_output = OutputBuilder::<Time, CapacityContainerBuilder<Vec<Bid>>>::from(late_output);
+    let mut records_output =
+        OutputBuilder::<Time, CapacityContainerBuilder<Vec<Record<S::Record>>>>::from(records_output);
     let mut errors_output = OutputBuilder::<Time, CapacityContainerBuilder<Vec<ErrorRow>>>::from(errors_output);
 
     builder.build_reschedule(move |initial: Vec<Capability<Time>>| {
         let SourceSetup {
+            name,
             splits: specs,
+            split_count,
             mut restored,
-            windows,
-            out_of_orderness_ms,
             on_bad_record,
+            planning,
             start_epoch,
             target_epoch,
             final_checkpoint,
             pressure,
             snapshots,
+            part,
             fatal,
             metrics,
             activity,
             rate_limit,
         } = setup;
-        let mut emitted_total = 0u64;
-        let mut splits = Vec::with_capacity(specs.len());
+        let WatermarkStrategy { assigner, out_of_orderness_ms } = strategy;
+        let mut splits: Vec<OpenSplit<S::Reader>> = Vec::with_capacity(specs.len());
         let mut rewind_skipped = false;
-        for (index, spec) in &specs {
-            let mut state = restored.remove(index);
+        for &(global, index) in &specs {
+            let mut state = restored.remove(&global);
             if faultpoint::planted(PlantedBug::RestoreSkipsRewind)
                 && !rewind_skipped
                 && state.is_some_and(|s| s.position > 0)
@@ -238,31 +521,56 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
                 state = None;
                 rewind_skipped = true;
             }
-            match open_split(*index, spec, state, out_of_orderness_ms) {
-                Ok(split) => splits.push(split),
-                Err(error) => {
-                    fatal.borrow_mut().get_or_insert_with(|| format!("input {spec}: cannot read: {error}"));
+            let mut state = state.unwrap_or(SplitState {
+                split: global,
+                position: 0,
+                line: 1,
+                clock: SplitClock::new(out_of_orderness_ms),
+            });
+            let reader = if planning || state.clock.is_finished() {
+                None
+            } else {
+                let mut position = Position { offset: state.position, line: state.line };
+                match source.open(index, split_count, &mut position) {
+                    Ok(reader) => {
+                        state.position = position.offset;
+                        state.line = position.line;
+                        Some(reader)
+                    }
+                    Err(error) => {
+                        let described = source.splits(split_count).get(index).cloned().unwrap_or_default();
+                        fatal.borrow_mut().get_or_insert_with(|| {
+                            format!("source {name}: input {described}: cannot read: {error}")
+                        });
+                        None
+                    }
                 }
-            }
+            };
+            splits.push(OpenSplit { state, index, reader });
         }
         let finished_at_start = splits.iter().filter(|s| s.state.clock.is_finished()).count();
         SlotMetrics::add(&metrics.splits_finished, finished_at_start as u64);
         let mut epoch = start_epoch;
         let mut last_watermark = EventTime::MIN;
-        let min_watermark = |splits: &[Split]| splits.iter().map(|s| s.state.clock.watermark()).min().unwrap_or(EventTime::MAX);
+        let min_watermark = |splits: &[OpenSplit<S::Reader>]| {
+            splits.iter().map(|s| s.state.clock.watermark()).min().unwrap_or(EventTime::MAX)
+        };
         let start_time = Time::new(epoch, min_watermark(&splits));
         let mut capabilities: Option<Vec<Capability<Time>>> =
             Some(initial.iter().map(|cap| cap.delayed(&start_time)).collect());
         drop(initial);
-        let mut bids_batch: Vec<Bid> = Vec::with_capacity(BATCH_RECORDS);
-        let mut late_batch: Vec<Bid> = Vec::new();
+        let mut records_batch: Vec<Record<S::Record>> = Vec::with_capacity(BATCH_RECORDS);
         let mut error_batch: Vec<ErrorRow> = Vec::new();
 
         move |_frontiers| {
             let Some(caps) = capabilities.as_mut() else { return false };
+            if planning {
+                capabilities = None;
+                return false;
+            }
             // 1. Epoch boundaries: a checkpoint was triggered since the last activation.
             while epoch < target_epoch.get() {
-                snapshots.borrow_mut().source_part(epoch, splits.iter().map(|s| s.state).collect());
+                snapshots.borrow_mut().source_part(part, epoch, splits.iter().map(|s| s.state).collect());
                 epoch += 1;
                 activity.note();
                 let time = Time::new(epoch, min_watermark(&splits));
@@ -270,7 +578,7 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
             }
             if final_checkpoint.get() == Some(epoch) {
                 assert!(splits.iter().all(|s| s.state.clock.is_finished()), "final checkpoint before all input was read");
-                snapshots.borrow_mut().source_part(epoch, splits.iter().map(|s| s.state).collect());
+                snapshots.borrow_mut().source_part(part, epoch, splits.iter().map(|s| s.state).collect());
                 capabilities = None;
                 return false;
             }
@@ -279,9 +587,9 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
             }
             // 2. Read one batch.
             let mut budget = BATCH_RECORDS;
-            if let Some(limit) = &rate_limit {
+            if let Some(limit) = rate_limit.as_ref() {
                 let allowed = ((limit.records_per_second as u128 * (limit.clock_ms)() as u128) / 1000) as u64;
-                budget = budget.min(allowed.saturating_sub(emitted_total) as usize);
+                budget = budget.min(allowed.saturating_sub(limit.emitted.get()) as usize);
                 if budget == 0 {
                     return true; // the slot driver's idle timer wakes the source again
                 }
@@ -290,7 +598,9 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
             let mut newly_finished = 0u64;
             // Share the batch among the unfinished splits, so that all their watermarks advance
             // together: a split not yet read would hold the frontier (and every window) back.
-            let readable = |s: &Split| !s.state.clock.is_finished() && !faultpoint::split_stalled(s.state.split);
+            let readable = |s: &OpenSplit<S::Reader>| {
+                !s.state.clock.is_finished() && s.reader.is_some() && !faultpoint::split_stalled(s.state.split)
+            };
             let unfinished = splits.iter().filter(|s| readable(s)).count().max(1);
             let share = (budget / unfinished).max(1);
             for split in splits.iter_mut().filter(|s| readable(s)) {
@@ -299,58 +609,36 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
                 }
                 let quota = share.min(budget);
                 let state = &mut split.state;
-                let result = match &mut split.reader {
-                    Reader::Generated { generator, split, splits, length } => {
-                        let end = (state.position + quota as u64).min(*length);
-                        for position in state.position..end {
-                            let bid = generator.bid(GeneratorConfig::global_index(*split, *splits, position));
-                            match state.clock.admit(bid.date_time, &windows) {
-                                Admission::OnTime => bids_batch.push(bid),
-                                Admission::Late => late_batch.push(bid),
-                            }
-                        }
-                        let read = (end - state.position) as usize;
-                        state.position = end;
-                        Ok((read, end == *length))
-                    }
-                    Reader::File { reader, name } => {
-                        let mut line = state.line;
-                        let clock = &mut state.clock;
-                        let outcome = reader.read_lines(quota, |text| {
-                            let number = line;
-                            line += 1;
-                            if text.trim_ascii().is_empty() {
-                                return;
-                            }
-                            match parse_bid_line(text) {
-                                Ok(bid) => match clock.admit(bid.date_time, &windows) {
-                                    Admission::OnTime => bids_batch.push(bid),
-                                    Admission::Late => late_batch.push(bid),
-                                },
-                                Err(bad) => {
-                                    let record = String::from_utf8_lossy(&text[..text.len().min(4096)]).into_owned();
-                                    error_batch.push(ErrorRow { file: name.clone(), line: number, reason: bad.to_string(), record });
-                                }
-                            }
-                        });
-                        state.line = line;
-                        outcome.map(|(lines, bytes, at_end)| {
-                            state.position += bytes;
-                            (lines, at_end)
-                        })
-                    }
-                };
-                match result {
+                let mut position = Position { offset: state.position, line: state.line };
+                let clock = &mut state.clock;
+                let reader = split.reader.as_mut().expect("readable");
+                let outcome = reader.read(
+                    &mut position,
+                    quota,
+                    |value| {
+                        let time = assigner.timestamp(&value);
+                        let watermark = if A::ASSIGNS { clock.observe(time) } else { EventTime::MIN };
+                        records_batch.push(Record { value, time, watermark });
+                    },
+                    |row| error_batch.push(row),
+                );
+                state.position = position.offset;
+                state.line = position.line;
+                match outcome {
                     Ok((read, at_end)) => {
                         budget -= read.min(budget);
                         read_total += read as u64;
                         if at_end {
                             state.clock.finish();
+                            split.reader = None;
                             newly_finished += 1;
                         }
                     }
                     Err(error) => {
-                        fatal.borrow_mut().get_or_insert_with(|| format!("input split {}: read failed: {error}", state.split));
+                        let described = source.splits(split_count).get(split.index).cloned().unwrap_or_default();
+                        fatal.borrow_mut().get_or_insert_with(|| {
+                            format!("source {name}: input {described}: read failed: {error}")
+                        });
                         return true;
                     }
                 }
@@ -358,31 +646,27 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
             if on_bad_record == BadRecordPolicy::Fail {
                 if let Some(bad) = error_batch.first() {
                     fatal.borrow_mut().get_or_insert_with(|| {
-                        format!("input {} line {}: {} (record: {:?}); rerun with --on-bad-record skip to divert such lines to errors/", bad.file, bad.line, bad.reason, bad.record)
+                        format!("input {} line {}: {} (record: {:?}); rerun with --on-bad-record skip to divert such lines to the errors output", bad.file, bad.line, bad.reason, bad.record)
                     });
                     return true;
                 }
             }
-            // 3. Emit at the capabilities' time, which is <= every record's own time.
+            // 3. Emit at the capabilities' time, which is <= every record's own watermark.
             if read_total > 0 || newly_finished > 0 {
                 activity.note();
             }
-            emitted_total += read_total;
+            if let Some(limit) = rate_limit.as_ref() {
+                limit.emitted.set(limit.emitted.get() + read_total);
+            }
             SlotMetrics::add(&metrics.records_read, read_total);
-            SlotMetrics::add(&metrics.records_on_time, bids_batch.len() as u64);
-            SlotMetrics::add(&metrics.records_late, late_batch.len() as u64);
             SlotMetrics::add(&metrics.records_bad, error_batch.len() as u64);
             SlotMetrics::add(&metrics.splits_finished, newly_finished);
-            if !bids_batch.is_empty() {
-                bids_output.activate().session(&caps[0]).give_container(&mut bids_batch);
-                bids_batch.clear();
-            }
-            if !late_batch.is_empty() {
-                late_output.activate().session(&caps[1]).give_container(&mut late_batch);
-                late_batch.clear();
+            if !records_batch.is_empty() {
+                records_output.activate().session(&caps[0]).give_container(&mut records_batch);
+                records_batch.clear();
             }
             if !error_batch.is_empty() {
-                errors_output.activate().session(&caps[2]).give_container(&mut error_batch);
+                errors_output.activate().session(&caps[1]).give_container(&mut error_batch);
                 error_batch.clear();
             }
             let watermark = min_watermark(&splits);
@@ -394,11 +678,11 @@ pub fn bid_source<'scope>(scope: Scope<'scope, Time>, setup: SourceSetup) -> Sou
             metrics.watermark.store(watermark, std::sync::atomic::Ordering::Relaxed);
             let time = Time::new(epoch, watermark);
             caps.iter_mut().for_each(|cap| cap.downgrade(&time));
-            if splits.iter().any(|s| !s.state.clock.is_finished()) {
+            if splits.iter().any(readable) {
                 self_activator.activate();
             }
             true
         }
     });
-    SourceStreams { bids, late, errors, activator }
+    (records, errors, activator)
 }

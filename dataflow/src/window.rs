@@ -1,268 +1,263 @@
-//! Tumbling event-time windows with per-auction count, sum and max, fired from frontiers and
-//! snapshotted per epoch.
+//! Event-time windows: assigners (tumbling, sliding) and incremental aggregation on the
+//! stateful scaffold.
 //!
-//! **Firing.** A window `[start, end)` fires when no element of the input frontier has
-//! `event_time < end`: every on-time record of it has then arrived (a record is on time only
-//! if its split's watermark was below `end`, and sources emit at times `>=` that watermark).
+//! **Firing.** A window `[start, end)` fires when event time passes `end` (see
+//! [`crate::stateful`]): every on-time record of it has then arrived, because a source emits
+//! a record at an event time no later than its split's watermark, and a record is on time
+//! only if that watermark was below the window's end.
 //!
-//! **Epoch alignment.** The operator processes epochs in order. Records of the *processing
-//! epoch* `c` (the least epoch in the input frontier) are applied at once; records of later
-//! epochs, which arrive early from slots already past checkpoint `c`, are held apart. When the
-//! frontier passes epoch `c`, the state reflects exactly the records of epochs `<= c`: the
-//! operator snapshots it, emits its output for `c` and moves its output capability to `c + 1`.
-//! A held record still blocks the firing of its window (its timestamp counts like a frontier
-//! element), so a window's result always includes all of its records, whatever their epochs.
+//! **Lateness.** A record is late for a window iff the window's end is `<=` the watermark the
+//! record was read under ([`Record::watermark`]) — the rule of stage 1, now per window. A record
+//! whose every window is late goes to the operator's late output, never silently dropped; one
+//! that is late for only some of its (sliding) windows counts in the others, as in Flink.
+//!
+//! **State** is a map per open window from key to accumulator, fired in order of window end
+//! and snapshotted by key group.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::rc::Rc;
-use std::sync::Arc;
+use std::hash::{BuildHasherDefault, Hash};
 
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
-use timely::dataflow::Stream;
+use serde::{Deserialize, Serialize};
 
-use weir_core::faultpoint::{self, PlantedBug};
-use weir_core::keygroup::{key_group_of, mix64};
-use weir_core::time::{Epoch, EventTime, Time};
+use weir_core::time::EventTime;
 use weir_core::window::TumblingWindows;
-use weir_core::Bid;
 
-use crate::metrics::SlotMetrics;
-use crate::snapshot::{Aggregate, SnapshotCollector, WindowEntry};
+use crate::keyed::{key_group_of, KeyHasher};
+use crate::record::{Data, Record};
+use crate::stateful::{KeyGroupStates, StatefulLogic};
 
-/// One result row of the main job.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WindowResult {
-    /// Window start (inclusive), ms.
-    pub window_start: EventTime,
-    /// Window end (exclusive), ms.
-    pub window_end: EventTime,
-    /// The auction.
-    pub auction: i64,
-    /// Number of bids.
-    pub bids: u64,
-    /// Sum of prices.
-    pub sum_price: i128,
-    /// Highest price.
-    pub max_price: i64,
+/// A time window `[start, end)`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TimeWindow {
+    /// First millisecond in the window.
+    pub start: EventTime,
+    /// First millisecond after the window.
+    pub end: EventTime,
 }
 
-/// A deterministic, fast hasher for `i64` keys (no per-process random seed: iteration order,
-/// and so everything downstream, is the same in every run).
-#[derive(Default, Clone, Copy)]
-pub struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
+impl TimeWindow {
+    /// The window's last millisecond: the event time of its results (Flink's `maxTimestamp`).
+    pub fn max_timestamp(&self) -> EventTime {
+        self.end.saturating_sub(1)
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = mix64(self.0 ^ byte as u64);
-        }
+}
+
+/// Assigns records to windows by event time.
+pub trait WindowAssigner: 'static {
+    /// Calls `each` for every window containing `time`.
+    fn assign(&self, time: EventTime, each: impl FnMut(TimeWindow));
+    /// The one window containing `time`, for assigners that have exactly one (a fast path).
+    fn single(&self, time: EventTime) -> Option<TimeWindow>;
+    /// The assigner, described for people.
+    fn describe(&self) -> String;
+}
+
+/// Tumbling windows `[k·size, (k+1)·size)`.
+#[derive(Copy, Clone, Debug)]
+pub struct TumblingEventTimeWindows(TumblingWindows);
+
+impl TumblingEventTimeWindows {
+    /// Windows of `size_ms` milliseconds (positive).
+    pub fn of(size_ms: i64) -> Self {
+        TumblingEventTimeWindows(TumblingWindows::new(size_ms))
+    }
+}
+
+impl WindowAssigner for TumblingEventTimeWindows {
+    #[inline]
+    fn assign(&self, time: EventTime, mut each: impl FnMut(TimeWindow)) {
+        each(self.single(time).expect("one window"))
     }
     #[inline]
-    fn write_i64(&mut self, value: i64) {
-        // One multiply and a fold: keys are auction ids, not adversarial input.
-        let product = (self.0 ^ value as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = product ^ (product >> 29);
+    fn single(&self, time: EventTime) -> Option<TimeWindow> {
+        let start = self.0.start_of(time);
+        Some(TimeWindow { start, end: self.0.end_of(start) })
+    }
+    fn describe(&self) -> String {
+        format!("tumbling {} ms", self.0.size_ms())
     }
 }
 
-type AuctionMap = HashMap<i64, Aggregate, BuildHasherDefault<KeyHasher>>;
-
-/// The state of the window operator: open windows by start, each a map from auction to aggregate.
-#[derive(Debug, Default)]
-pub struct WindowState {
-    windows: BTreeMap<EventTime, AuctionMap>,
+/// Sliding (hopping) windows of `size` every `slide`: `[k·slide, k·slide + size)`.
+#[derive(Copy, Clone, Debug)]
+pub struct SlidingEventTimeWindows {
+    size_ms: i64,
+    slide_ms: i64,
 }
 
-impl WindowState {
-    /// State restored from snapshot entries.
-    pub fn from_entries(entries: impl IntoIterator<Item = WindowEntry>) -> Self {
-        let mut state = WindowState::default();
-        for entry in entries {
-            let previous = state.windows.entry(entry.window_start).or_default().insert(entry.auction, entry.aggregate);
-            assert!(previous.is_none(), "duplicate window entry in snapshot");
+impl SlidingEventTimeWindows {
+    /// Windows of `size_ms` starting every `slide_ms` (both positive).
+    pub fn of(size_ms: i64, slide_ms: i64) -> Self {
+        assert!(size_ms > 0 && slide_ms > 0, "sliding windows need a positive size and slide");
+        SlidingEventTimeWindows { size_ms, slide_ms }
+    }
+}
+
+impl WindowAssigner for SlidingEventTimeWindows {
+    fn assign(&self, time: EventTime, mut each: impl FnMut(TimeWindow)) {
+        let last_start = time as i128 - (time as i128).rem_euclid(self.slide_ms as i128);
+        let mut start = last_start;
+        while start > time as i128 - self.size_ms as i128 {
+            let clamp = |t: i128| t.clamp(EventTime::MIN as i128, EventTime::MAX as i128) as EventTime;
+            each(TimeWindow { start: clamp(start), end: clamp(start + self.size_ms as i128) });
+            start -= self.slide_ms as i128;
         }
-        state
     }
+    fn single(&self, _time: EventTime) -> Option<TimeWindow> {
+        None
+    }
+    fn describe(&self) -> String {
+        format!("sliding {} ms every {} ms", self.size_ms, self.slide_ms)
+    }
+}
 
-    /// Adds a batch of on-time bids.
+/// Incremental aggregation (Flink's `AggregateFunction`): an accumulator per key and window.
+pub trait AggregateFunction<T>: 'static {
+    /// The accumulator.
+    type Acc: Data;
+    /// A fresh accumulator.
+    fn create_accumulator(&self) -> Self::Acc;
+    /// Adds a value.
+    fn add(&self, accumulator: &mut Self::Acc, value: &T);
+}
+
+/// Window state entries `(start, end, key, accumulator)` by key group, for snapshots.
+type GroupEntries<'a, K, A> = BTreeMap<usize, Vec<(EventTime, EventTime, &'a K, &'a A)>>;
+
+type KeyMap<K, A> = HashMap<K, A, BuildHasherDefault<KeyHasher>>;
+
+/// Windowed incremental aggregation of a keyed stream: the logic behind
+/// [`crate::api::WindowedStream::aggregate`] (public for benchmarks).
+pub struct WindowAggregate<K, T, W, F: AggregateFunction<T>, R, KF, RF> {
+    assigner: W,
+    function: F,
+    key: KF,
+    result: RF,
+    /// Open windows by `(end, start)`, each a map from key to accumulator.
+    windows: BTreeMap<(EventTime, EventTime), KeyMap<K, F::Acc>>,
+    fired: Vec<(K, F::Acc)>,
+    _types: std::marker::PhantomData<fn(T) -> R>,
+}
+
+impl<K, T, W, F, R, KF, RF> WindowAggregate<K, T, W, F, R, KF, RF>
+where
+    F: AggregateFunction<T>,
+{
+    /// Windows by `assigner`, aggregated by `function` per key (`key`), emitted by `result`.
+    pub fn new(assigner: W, function: F, key: KF, result: RF) -> Self {
+        WindowAggregate {
+            assigner,
+            function,
+            key,
+            result,
+            windows: BTreeMap::new(),
+            fired: Vec::new(),
+            _types: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K, T, W, F, R, KF, RF> StatefulLogic for WindowAggregate<K, T, W, F, R, KF, RF>
+where
+    K: Data + Hash + Eq + Ord,
+    T: Data,
+    W: WindowAssigner,
+    F: AggregateFunction<T>,
+    R: Data,
+    KF: Fn(&T) -> K + 'static,
+    RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
+{
+    type In = T;
+    type Out = R;
+
     #[inline]
-    pub fn apply(&mut self, windows: &TumblingWindows, bids: &[Bid]) {
+    fn apply(&mut self, records: &mut Vec<Record<T>>, _out: &mut Vec<Record<R>>, late: &mut Vec<Record<T>>) {
         let mut index = 0;
-        while index < bids.len() {
-            // Runs of consecutive bids usually share a window: look it up (and divide) once per
-            // run, then test membership by comparison.
-            let start = windows.start_of(bids[index].date_time);
-            let end = windows.end_of(start);
-            let auctions = self.windows.entry(start).or_default();
-            while let Some(bid) = bids.get(index).filter(|bid| {
-                (start <= bid.date_time && bid.date_time < end) || windows.start_of(bid.date_time) == start
-            }) {
-                auctions
-                    .entry(bid.auction)
-                    .and_modify(|a| a.add(bid.price))
-                    .or_insert_with(|| Aggregate::of(bid.price));
+        while index < records.len() {
+            let record = &records[index];
+            let Some(window) = self.assigner.single(record.time) else {
+                // Several windows per record.
+                let mut counted = false;
+                let key = (self.key)(&record.value);
+                let (windows, function) = (&mut self.windows, &self.function);
+                self.assigner.assign(record.time, |window| {
+                    if window.end > record.watermark {
+                        counted = true;
+                        let accumulator = windows
+                            .entry((window.end, window.start))
+                            .or_default()
+                            .entry(key.clone())
+                            .or_insert_with(|| function.create_accumulator());
+                        function.add(accumulator, &record.value);
+                    }
+                });
+                if !counted {
+                    late.push(record.clone());
+                }
                 index += 1;
+                continue;
+            };
+            // Runs of consecutive records usually share a window: look it up once per run,
+            // then test membership by comparison.
+            let keys = self.windows.entry((window.end, window.start)).or_default();
+            while let Some(record) = records.get(index).filter(|r| window.start <= r.time && r.time < window.end) {
+                if window.end > record.watermark || record.time > record.watermark {
+                    let accumulator =
+                        keys.entry((self.key)(&record.value)).or_insert_with(|| self.function.create_accumulator());
+                    self.function.add(accumulator, &record.value);
+                } else {
+                    late.push(record.clone());
+                }
+                index += 1;
+            }
+            if keys.is_empty() {
+                self.windows.remove(&(window.end, window.start));
             }
         }
     }
 
-    /// Removes and returns, sorted, the results of every window whose end is `<= bound`.
-    pub fn fire_through(&mut self, windows: &TumblingWindows, bound: EventTime, out: &mut Vec<WindowResult>) {
+    fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<R>>) {
         while let Some(entry) = self.windows.first_entry() {
-            let start = *entry.key();
-            let end = windows.end_of(start);
+            let (end, start) = *entry.key();
             if end > bound {
                 break;
             }
-            let auctions = entry.remove();
-            let first = out.len();
-            out.extend(auctions.into_iter().map(|(auction, aggregate)| WindowResult {
-                window_start: start,
-                window_end: end,
-                auction,
-                bids: aggregate.bids,
-                sum_price: aggregate.sum_price,
-                max_price: aggregate.max_price,
-            }));
-            out[first..].sort_unstable();
+            let keys = entry.remove();
+            self.fired.extend(keys);
+            self.fired.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let window = TimeWindow { start, end };
+            let time = window.max_timestamp();
+            out.extend(self.fired.drain(..).map(|(key, accumulator)| Record::derived((self.result)(&key, window, accumulator), time)));
         }
     }
 
-    /// The state as sorted snapshot entries.
-    pub fn entries(&self) -> Vec<WindowEntry> {
-        let mut entries: Vec<WindowEntry> = self
-            .windows
-            .iter()
-            .flat_map(|(&window_start, auctions)| {
-                auctions.iter().map(move |(&auction, &aggregate)| WindowEntry {
-                    key_group: key_group_of(auction),
-                    window_start,
-                    auction,
-                    aggregate,
-                })
+    fn snapshot(&self) -> KeyGroupStates {
+        let mut groups: GroupEntries<'_, K, F::Acc> = BTreeMap::new();
+        for (&(end, start), keys) in &self.windows {
+            for (key, accumulator) in keys {
+                groups.entry(key_group_of(key)).or_default().push((start, end, key, accumulator));
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(group, mut entries)| {
+                entries.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
+                (group, bincode::serialize(&entries).expect("window state serializes"))
             })
-            .collect();
-        entries.sort_unstable_by_key(|e| (e.key_group, e.window_start, e.auction));
-        entries
+            .collect()
     }
 
-    /// Number of open (window, auction) pairs.
-    pub fn len(&self) -> usize {
-        self.windows.values().map(|m| m.len()).sum()
-    }
-
-    /// Whether no window is open.
-    pub fn is_empty(&self) -> bool {
-        self.windows.is_empty()
-    }
-}
-
-/// Configuration of the window operator in one slot.
-pub struct WindowSetup {
-    /// The window assigner.
-    pub windows: TumblingWindows,
-    /// The first epoch this slot runs (restored checkpoint + 1, or 1).
-    pub start_epoch: Epoch,
-    /// Restored state.
-    pub restored: WindowState,
-    /// Where snapshot parts go.
-    pub snapshots: Rc<RefCell<SnapshotCollector>>,
-    /// Counters.
-    pub metrics: Arc<SlotMetrics>,
-    /// The slot's activity counter.
-    pub activity: crate::Activity,
-}
-
-/// Aggregates bids per tumbling window and auction.
-pub trait WindowAggregate<'scope> {
-    /// Windows this (already key-partitioned) stream of on-time bids.
-    fn window_aggregate(self, setup: WindowSetup) -> Stream<'scope, Time, Vec<WindowResult>>;
-}
-
-impl<'scope> WindowAggregate<'scope> for Stream<'scope, Time, Vec<Bid>> {
-    fn window_aggregate(self, setup: WindowSetup) -> Stream<'scope, Time, Vec<WindowResult>> {
-        self.unary_frontier(Pipeline, "WindowAggregate", move |initial: Capability<Time>, _info| {
-            let WindowSetup { windows, start_epoch, restored: mut state, snapshots, metrics, activity } = setup;
-            let mut capability = Some(initial.delayed(&Time::new(start_epoch, EventTime::MIN)));
-            drop(initial);
-            let mut processing = start_epoch;
-            // Batches of epochs later than `processing`, with their timestamps' event times.
-            let mut held: BTreeMap<Epoch, Vec<(EventTime, Vec<Bid>)>> = BTreeMap::new();
-            let mut fired: Vec<WindowResult> = Vec::new();
-            move |(input, frontier), output| {
-                input.for_each(|stamp, data| {
-                    activity.note();
-                    let time = crate::message_time(&stamp);
-                    let early_snapshots = faultpoint::planted(PlantedBug::SnapshotBeforeEpochComplete);
-                    assert!(
-                        time.epoch >= processing || early_snapshots,
-                        "record of completed epoch {} arrived in epoch {processing}",
-                        time.epoch
-                    );
-                    if time.epoch <= processing {
-                        state.apply(&windows, data);
-                    } else {
-                        held.entry(time.epoch).or_default().push((time.event_time, std::mem::take(data)));
-                    }
-                });
-                let Some(cap) = capability.as_mut() else {
-                    assert!(frontier.is_empty() && held.is_empty(), "input after the window operator finished");
-                    return;
-                };
-                let frontier_epoch = frontier.frontier().iter().map(|t| t.epoch).min();
-                // Fire what the frontier allows, then complete every epoch it has passed, in
-                // order, firing again after each epoch's held batches are applied.
-                loop {
-                    let bound = firing_bound(frontier.frontier().iter().map(|t| t.event_time), &held);
-                    state.fire_through(&windows, bound, &mut fired);
-                    if !fired.is_empty() {
-                        SlotMetrics::add(&metrics.rows_emitted, fired.len() as u64);
-                        output.session(&*cap).give_container(&mut fired);
-                        fired.clear();
-                    }
-                    if frontier_epoch.is_some_and(|epoch| epoch <= processing) {
-                        // Planted bug: the first record of the next epoch passes for the end of
-                        // this one, although records of this epoch may still be in flight.
-                        let premature = faultpoint::planted(PlantedBug::SnapshotBeforeEpochComplete)
-                            && frontier_epoch == Some(processing)
-                            && held.contains_key(&(processing + 1));
-                        if !premature {
-                            break;
-                        }
-                    }
-                    if frontier_epoch.is_none() && held.is_empty() {
-                        snapshots.borrow_mut().window_final(processing, state.entries());
-                        capability = None;
-                        return;
-                    }
-                    snapshots.borrow_mut().window_part(processing, state.entries());
-                    activity.note();
-                    processing += 1;
-                    cap.downgrade(&Time::new(processing, EventTime::MIN));
-                    if let Some(batches) = held.remove(&processing) {
-                        for (_, batch) in batches {
-                            state.apply(&windows, &batch);
-                        }
-                    }
+    fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
+        for (group, bytes) in states {
+            let entries: Vec<(EventTime, EventTime, K, F::Acc)> =
+                crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
+            for (start, end, key, accumulator) in entries {
+                let previous = self.windows.entry((end, start)).or_default().insert(key, accumulator);
+                if previous.is_some() {
+                    return Err(format!("key group {group}: a window entry appears twice"));
                 }
             }
-        })
+        }
+        Ok(())
     }
-}
-
-/// Windows ending at or before the returned bound may fire: no frontier element and no held
-/// batch has an event time below it.
-fn firing_bound(
-    frontier: impl Iterator<Item = EventTime>,
-    held: &BTreeMap<Epoch, Vec<(EventTime, Vec<Bid>)>>,
-) -> EventTime {
-    let held_min = held.values().flatten().map(|(time, _)| *time).min();
-    frontier.chain(held_min).min().unwrap_or(EventTime::MAX)
 }

@@ -78,7 +78,7 @@ struct Harness {
     activators: Vec<Activator>,
     probes: Vec<ProbeHandle<Time>>,
     in_flight: InFlight,
-    channels: Vec<Arc<LocalChannel<u64>>>,
+    channels: Vec<Arc<LocalChannel<Vec<u64>>>>,
     capacity: usize,
     bells: Vec<Arc<FlagBell>>,
     exchange_activators: Vec<Vec<Activator>>,
@@ -88,7 +88,7 @@ impl Harness {
     fn new(count: usize, capacity: usize) -> Self {
         let bells: Vec<Arc<FlagBell>> = (0..count).map(|_| Arc::new(FlagBell::default())).collect();
         // channels[from * count + to]
-        let channels: Vec<Arc<LocalChannel<u64>>> = (0..count * count)
+        let channels: Vec<Arc<LocalChannel<Vec<u64>>>> = (0..count * count)
             .map(|i| {
                 let (from, to) = (i / count, i % count);
                 LocalChannel::new(
@@ -108,11 +108,11 @@ impl Harness {
             let mut worker = Worker::new(Config::default(), Allocator::Thread(Thread::default()), None);
             let input = Rc::new(RefCell::new(TestInput { time: Time::new(1, 0), ..Default::default() }));
             let probe = ProbeHandle::new();
-            let senders: Vec<Box<dyn ExchangeTx<u64>>> = (0..count)
-                .map(|to| Box::new(channels[index * count + to].clone()) as Box<dyn ExchangeTx<u64>>)
+            let senders: Vec<Box<dyn ExchangeTx<Vec<u64>>>> = (0..count)
+                .map(|to| Box::new(channels[index * count + to].clone()) as Box<dyn ExchangeTx<Vec<u64>>>)
                 .collect();
-            let receivers: Vec<Box<dyn ExchangeRx<u64>>> = (0..count)
-                .map(|from| Box::new(channels[from * count + index].clone()) as Box<dyn ExchangeRx<u64>>)
+            let receivers: Vec<Box<dyn ExchangeRx<Vec<u64>>>> = (0..count)
+                .map(|from| Box::new(channels[from * count + index].clone()) as Box<dyn ExchangeRx<Vec<u64>>>)
                 .collect();
             let arrived = in_flight.clone();
             worker.dataflow::<Time, _, _>(|scope| {
@@ -256,7 +256,7 @@ proptest! {
 #[test]
 fn credits_bound_the_channel_and_back_pressure_is_reported() {
     let bell: Arc<dyn Doorbell> = Arc::new(FlagBell::default());
-    let channel = LocalChannel::<u64>::new(1, bell.clone(), bell.clone());
+    let channel = LocalChannel::<Vec<u64>>::new(1, bell.clone(), bell.clone());
     assert!(channel.try_send(weir_dataflow::exchange::ExchangeMessage::Data(Time::new(1, 0), vec![1])).is_ok());
     let refused = channel.try_send(weir_dataflow::exchange::ExchangeMessage::Data(Time::new(1, 0), vec![2]));
     assert!(refused.is_err(), "a second batch must wait for credit");

@@ -29,12 +29,13 @@ use weir_chaos::oracle::{committed_output, difference, excess};
 use weir_chaos::reference::{expected_output, ReferenceSplit};
 use weir_chaos::shrink::shrink;
 use weir_chaos::storage::{FaultyStore, StorageFaults};
-use weir_cluster::cli::{Cli, Command, JobCommand, SubmitJob};
+use weir_cluster::cli::{parse_invocation, Cli, Command, Invocation, InvocationKind, JobCommand};
+use weir_cluster::deploy::PlannedJob;
+use weir_cluster::jobs::bids::BidsParams;
 use weir_cluster::protocol::{ClientRequest, ClientResponse, JobOptions, JobState};
 use weir_cluster::tls::{Role, TlsContext};
 use weir_core::checkpoint::{slot_state_file, CheckpointError, CheckpointStore, METADATA};
 use weir_core::faultpoint::{self, PlantedBug};
-use weir_core::job::{BidsJobSpec, InputSpec};
 use weir_core::local_store::LocalDirStore;
 use weir_core::rt;
 
@@ -286,6 +287,11 @@ fn node_ip(index: u8) -> IpAddr {
     IpAddr::from([10, 0, 0, index])
 }
 
+/// The jobs of the simulated binary: the `weir` binary's.
+fn registry() -> Arc<weir_dataflow::JobRegistry> {
+    Arc::new(weir_cluster::jobs::builtin())
+}
+
 fn parse(args: &[String]) -> Command {
     Cli::try_parse_from(std::iter::once("weir".to_string()).chain(args.iter().cloned()))
         .unwrap_or_else(|e| panic!("simulation built an invalid command line {args:?}: {e}"))
@@ -365,7 +371,7 @@ struct World {
     storage: StorageFaults,
     store_name: String,
     job_id: String,
-    spec: BidsJobSpec,
+    job: Arc<PlannedJob>,
 }
 
 async fn simulate(seed: u64, run: u64, certs: &Path, plan: &FaultPlan) -> Result<(), String> {
@@ -433,7 +439,7 @@ async fn simulate_in(
         .name("coordinator")
         .ip(node_ip(1))
         .init(move || {
-            let options = coordinator_args.to_options().expect("coordinator options");
+            let options = coordinator_args.to_options(registry()).expect("coordinator options");
             async move {
                 if let Err(error) = weir_cluster::server::run_coordinator(options).await {
                     panic!("coordinator stopped: {error}");
@@ -462,7 +468,7 @@ async fn simulate_in(
             .name(format!("worker-{index}"))
             .ip(ip)
             .init(move || {
-                let options = worker_args.to_options().expect("worker options");
+                let options = worker_args.to_options(registry()).expect("worker options");
                 async move {
                     let _ = weir_cluster::worker::run_worker(options).await;
                 }
@@ -508,9 +514,13 @@ async fn simulate_in(
         submit_args.extend(strings(&["--checkpoint-timeout", &format!("{timeout}ms")]));
     }
     let submit = parse(&submit_args);
-    let Command::Job(JobCommand::Submit(SubmitJob::Bids { job, .. })) = submit else { unreachable!() };
-    let run_options = job.to_options().map_err(|e| e.to_string())?;
+    let Command::Job(JobCommand::Submit(invocation)) = submit else { unreachable!() };
+    let Invocation::Job(parsed) = parse_invocation(&registry(), &invocation, InvocationKind::Submit)? else {
+        unreachable!("no --help")
+    };
+    let run_options = parsed.options;
     let spec = run_options.spec.clone();
+    let job = Arc::new(PlannedJob::new(&registry(), spec.clone())?);
     let job_id = spec.fingerprint();
     let client_tls = TlsContext::load(certs, Role::Client).map_err(|e| e.to_string())?;
     let rogue_tls = client_tls.clone();
@@ -564,7 +574,7 @@ async fn simulate_in(
         storage,
         store_name: store_name.to_string(),
         job_id,
-        spec,
+        job,
     };
 
     // The commit oracle: output an attempt staged for epoch n is committed only after a
@@ -590,7 +600,7 @@ async fn simulate_in(
     let damaged: Arc<Mutex<Damaged>> = Arc::default();
     let monitor = {
         let (dirs, storage, job_id, violation, damaged) = (
-            weir_dataflow::job::sink_dirs(&world.spec),
+            world.job.sink_dirs(),
             world.storage.clone(),
             world.job_id.clone(),
             violation.clone(),
@@ -661,22 +671,23 @@ async fn simulate_in(
         ));
     }
     if let Some(found) =
-        committed_beyond_completion(&weir_dataflow::job::sink_dirs(&world.spec), &world.storage, &world.job_id)
+        committed_beyond_completion(&world.job.sink_dirs(), &world.storage, &world.job_id)
     {
         return Err(format!("output committed for an epoch whose checkpoint never completed: {found}"));
     }
     every_checkpoint_restores(&world, &damaged.checkpoints).await?;
 
     // Safety: the committed output equals the sequential reference.
-    let spec = &world.spec;
-    let splits: Vec<ReferenceSplit> = match &spec.input {
-        InputSpec::Generator(config) => (0..spec.parallelism)
-            .map(|split| ReferenceSplit::Generated { config: *config, split, splits: spec.parallelism })
+    let parallelism = world.job.parallelism();
+    let bids = BidsParams::from_spec(&world.job.spec).map_err(|e| e.to_string())?;
+    let splits: Vec<ReferenceSplit> = match &bids.input {
+        None => (0..parallelism)
+            .map(|split| ReferenceSplit::Generated { config: bids.generator, split, splits: parallelism })
             .collect(),
-        InputSpec::Files(files) => files.iter().cloned().map(ReferenceSplit::File).collect(),
+        Some(files) => files.iter().cloned().map(ReferenceSplit::File).collect(),
     };
-    let expected = expected_output(&splits, spec.window_ms, spec.out_of_orderness_ms);
-    let actual = committed_output(&spec.output_dir).map_err(|e| format!("reading committed output: {e}"))?;
+    let expected = expected_output(&splits, bids.window_ms, bids.out_of_orderness_ms);
+    let actual = committed_output(&bids.output).map_err(|e| format!("reading committed output: {e}"))?;
     if failed_as_promised {
         let report = excess(&expected, &actual);
         if !report.is_empty() {
@@ -822,8 +833,8 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Re
             (Fault::Storage { .. }, false) => world.storage.heal(),
             (Fault::CorruptCheckpoint { damage, file, worker: w, .. }, true) => {
                 if let Some(checkpoint) = world.storage.newest_stored_checkpoint(&world.job_id).await {
-                    let files = world.spec.parallelism + 1;
-                    let name = if file % files == world.spec.parallelism {
+                    let files = world.job.parallelism() + 1;
+                    let name = if file % files == world.job.parallelism() {
                         METADATA.to_string()
                     } else {
                         slot_state_file(file % files)
@@ -1006,7 +1017,7 @@ async fn rogue_peer(tls: TlsContext, coordinator: String, workers: Vec<String>) 
         let Some((mut reader, mut writer)) = reach(address.clone(), Role::Worker).await else { continue };
         probes += 1;
         let _ = write_message(&mut writer, &Hello::Data { from_worker: 1, attempt: 1 }).await;
-        let _ = write_message(&mut writer, &DataFrame::Credit { from: 0, to: 1, credits: u32::MAX }).await;
+        let _ = write_message(&mut writer, &DataFrame::Credit { exchange: 0, from: 0, to: 1, credits: u32::MAX }).await;
         if let Ok(Some(frame)) = read_message::<_, DataFrame>(&mut reader, limits).await {
             return Err(format!("worker at {address} answered a client certificate's data connection: {frame:?}"));
         }
@@ -1046,7 +1057,7 @@ async fn every_checkpoint_restores(world: &World, damaged: &[u64]) -> Result<(),
         }
         match store.load(checkpoint).await {
             Ok(restored) => {
-                weir_cluster::deploy::plan_restore(Some(&restored), &world.spec)
+                weir_cluster::deploy::plan_restore(Some(&restored), &world.job)
                     .map_err(|e| format!("completed checkpoint {checkpoint} does not restore: {e}"))?;
             }
             // Deleted by retention (or as corrupt, metadata first): nothing left to restore.

@@ -1,0 +1,220 @@
+//! The `weir` command line as a library entry point: the `weir` binary and a user's own binary
+//! (which registers its jobs) both call [`main`], and so get the same CLI — run, jobs,
+//! coordinator, worker, job, certs.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use weir_dataflow::JobRegistry;
+
+use crate::cli::{
+    describe_jobs, parse_invocation, CertsCommand, Cli, ClientArgs, Command, Invocation, InvocationKind, JobCommand,
+};
+use crate::protocol::{ClientRequest, ClientResponse, JobOptions, JobStatus};
+use crate::run::{run_job, RunSummary};
+use crate::tls::{init_certs, Role, TlsContext};
+
+/// The whole `weir` command line over `registry`: what the `weir` binary runs, and what a
+/// user's own binary calls after registering its jobs.
+///
+/// ```ignore
+/// fn main() -> std::process::ExitCode {
+///     let mut jobs = weir_cluster::jobs::builtin();
+///     jobs.register(my_job());
+///     weir_cluster::app::main(jobs)
+/// }
+/// ```
+pub fn main(registry: JobRegistry) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let registry = Arc::new(registry);
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Jobs => {
+            print!("{}", describe_jobs(&registry));
+            ExitCode::SUCCESS
+        }
+        Command::Run(invocation) => {
+            let parsed = match parse_invocation(&registry, &invocation, InvocationKind::Run) {
+                Ok(Invocation::Job(parsed)) => parsed,
+                Ok(Invocation::Help(text)) => {
+                    print!("{text}");
+                    return ExitCode::SUCCESS;
+                }
+                Err(error) => return fail(&error),
+            };
+            let mut options = parsed.options;
+            options.progress_interval = parsed.progress.0;
+            let cpu_before = weir_core::rt::process_cpu_ms();
+            match run_job(&registry, options) {
+                Ok(summary) => {
+                    print_summary(&summary, cpu_before);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error.to_string()),
+            }
+        }
+        Command::Certs(CertsCommand::Init { dir, hosts }) => match init_certs(&dir, &hosts) {
+            Ok(files) => {
+                for file in files {
+                    println!("wrote {}", file.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error.to_string()),
+        },
+        Command::Coordinator(args) => {
+            let options = match args.to_options(registry.clone()) {
+                Ok(options) => options,
+                Err(error) => return fail(&error.to_string()),
+            };
+            match runtime().block_on(crate::server::run_coordinator(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&format!("coordinator: {error}")),
+            }
+        }
+        Command::Worker(args) => {
+            let options = match args.to_options(registry.clone()) {
+                Ok(options) => options,
+                Err(error) => return fail(&error.to_string()),
+            };
+            match runtime().block_on(crate::worker::run_worker(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error.to_string()),
+            }
+        }
+        Command::Job(command) => job_command(&registry, command),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+}
+
+fn job_command(registry: &JobRegistry, command: JobCommand) -> ExitCode {
+    let (client, request): (ClientArgs, ClientRequest) = match command {
+        JobCommand::Submit(invocation) => {
+            let parsed = match parse_invocation(registry, &invocation, InvocationKind::Submit) {
+                Ok(Invocation::Job(parsed)) => parsed,
+                Ok(Invocation::Help(text)) => {
+                    print!("{text}");
+                    return ExitCode::SUCCESS;
+                }
+                Err(error) => return fail(&error),
+            };
+            let client = parsed.client.expect("a submission has connection flags");
+            let options = parsed.options;
+            let job_options = JobOptions {
+                checkpoint_interval_ms: options.checkpoint_interval.map(|d| d.as_millis() as u64),
+                checkpoint_timeout_ms: options.checkpoint_timeout.as_millis() as u64,
+                retained_checkpoints: options.retained_checkpoints,
+                rate_limit: options.rate_limit,
+            };
+            (client, ClientRequest::Submit { spec: options.spec, options: job_options })
+        }
+        JobCommand::List(client) => (client, ClientRequest::List),
+        JobCommand::Status { job_id, client } => (client, ClientRequest::Status { job_id }),
+        JobCommand::Cancel { job_id, client } => (client, ClientRequest::Cancel { job_id }),
+    };
+    let tls = match TlsContext::load(&client.tls.certs, Role::Client) {
+        Ok(tls) => tls,
+        Err(error) => return fail(&error.to_string()),
+    };
+    let response = runtime().block_on(crate::client::request(&tls, &client.coordinator, &request));
+    match response {
+        Err(error) => fail(&format!("cannot reach the coordinator at {}: {error}", client.coordinator)),
+        Ok(ClientResponse::Error(message)) => fail(&message),
+        Ok(ClientResponse::Submitted { job_id }) => {
+            println!("{job_id}");
+            ExitCode::SUCCESS
+        }
+        Ok(ClientResponse::Cancelled { job_id }) => {
+            println!("cancelled {job_id}");
+            ExitCode::SUCCESS
+        }
+        Ok(ClientResponse::Status(status)) => {
+            print_status(&status);
+            ExitCode::SUCCESS
+        }
+        Ok(ClientResponse::Jobs(jobs)) => {
+            println!(
+                "{:<24} {:<11} {:>5} {:>11} {:>8} {:>14}",
+                "JOB", "STATE", "SLOTS", "CHECKPOINT", "RESTARTS", "EVENTS"
+            );
+            for job in jobs {
+                println!(
+                    "{:<24} {:<11} {:>5} {:>11} {:>8} {:>14}",
+                    job.job_id,
+                    format!("{:?}", job.state),
+                    job.parallelism,
+                    job.last_checkpoint.map_or("-".into(), |c| c.to_string()),
+                    job.restarts,
+                    job.records_read
+                );
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn print_status(status: &JobStatus) {
+    println!("job:             {}", status.job_id);
+    println!("state:           {:?}", status.state);
+    println!("parallelism:     {}", status.parallelism);
+    let watermark = match status.watermark {
+        None | Some(i64::MIN) => "-".to_string(),
+        Some(i64::MAX) => "end of input".to_string(),
+        Some(ms) => format!("{ms} ms"),
+    };
+    println!("watermark:       {watermark}");
+    println!("last checkpoint: {}", status.last_checkpoint.map_or("-".into(), |c| c.to_string()));
+    println!("restarts:        {}", status.restarts);
+    println!("events read:     {}", status.records_read);
+    if let Some(message) = &status.message {
+        println!("message:         {message}");
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+fn print_summary(summary: &RunSummary, cpu_before: Option<u64>) {
+    let restored = summary.restored_from.map_or("none".to_string(), |c| format!("checkpoint {c}"));
+    if summary.already_finished {
+        println!("job {}: already finished (final checkpoint {restored}); output is committed", summary.job_id);
+        return;
+    }
+    let seconds = summary.elapsed_ms.max(1) as f64 / 1000.0;
+    let cpu_seconds = match (cpu_before, weir_core::rt::process_cpu_ms()) {
+        (Some(before), Some(after)) => Some((after - before).max(1) as f64 / 1000.0),
+        _ => None,
+    };
+    println!("job {} finished", summary.job_id);
+    println!("  restored from:      {restored}");
+    println!("  events read:        {}", summary.records_read);
+    println!("  on time (stateful): {}", summary.records_on_time);
+    println!("  late:               {}", summary.records_late);
+    println!("  malformed (errors): {}", summary.records_bad);
+    println!("  result rows:        {}", summary.rows_emitted);
+    println!(
+        "  checkpoints:        {} completed (last {}), {} declined, {} state bytes",
+        summary.coordinator.checkpoints_completed,
+        summary.coordinator.last_checkpoint.map_or("-".into(), |c| c.to_string()),
+        summary.coordinator.checkpoints_declined,
+        summary.coordinator.state_bytes
+    );
+    println!("  wall time:          {seconds:.3} s ({:.0} events/s)", summary.records_read as f64 / seconds);
+    if let Some(cpu) = cpu_seconds {
+        println!("  cpu time:           {cpu:.3} s ({:.0} events per cpu-second)", summary.records_read as f64 / cpu);
+    }
+    if let Some(rss) = weir_core::rt::peak_rss_kib() {
+        println!("  peak memory:        {:.1} MiB", rss as f64 / 1024.0);
+    }
+}

@@ -1,0 +1,700 @@
+//! The DataStream API: a thin, typed layer over timely scopes for writing jobs.
+//!
+//! A job is a function that receives a [`JobBuilder`] and its parameters and wires sources,
+//! operators and sinks — the vocabulary of Flink's DataStream API (`key_by`, `window`,
+//! `aggregate`, side outputs), written the Rust way:
+//!
+//! ```ignore
+//! fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError> {
+//!     let bids = job.source("bids", FileSource::new(params.files("input")?, BidCsv),
+//!         WatermarkStrategy::bounded_out_of_orderness(4_000, |bid: &Bid| bid.date_time));
+//!     let windows = bids.records
+//!         .key_by(|bid: &Bid| bid.auction)
+//!         .window(TumblingEventTimeWindows::of(10_000))
+//!         .uid("per-auction")
+//!         .aggregate(BidStats, |auction, window, stats| (*auction, window.start, stats.bids));
+//!     windows.results.sink_csv("results", params.path("output")?);
+//!     windows.late.sink_csv("late", params.path("output")?.join("late"));
+//!     bids.errors.sink_csv("errors", params.path("output")?.join("errors"));
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Every process runs the same builder (timely's model: closures do not travel), once per
+//! slot, and once more to *plan* the job — to learn its splits, sinks, exchanges and stateful
+//! operators before anything runs, and to report a job built wrong (a duplicate operator id,
+//! a window over a stream without event time, a late output nobody reads) as an error that
+//! names the operator. Records are plain Rust values ([`Data`]); the stateless operators
+//! compile to batch loops with no per-record allocation or dynamic dispatch.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use thiserror::Error;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Concat;
+use timely::dataflow::{Scope, Stream};
+use timely::scheduling::Activator;
+
+use weir_core::job::{BadRecordPolicy, ParamError};
+use weir_core::time::{Epoch, Time};
+
+use crate::exchange::{ExchangeChannels, ExchangeReceive, ExchangeRx, ExchangeSend, ExchangeTx, TypedRx, TypedTx};
+use crate::keyed::slot_of;
+use crate::metrics::SlotMetrics;
+use crate::record::{Data, Record};
+use crate::sink::{CsvRow, EpochFileSink, ErrorRow, SinkSetup};
+use crate::snapshot::{SnapshotCollector, SplitState};
+use crate::source::{source_operator, RateLimit, Source, SourceSetup, TimestampAssigner, WatermarkStrategy};
+use crate::stateful::{stateful_operator, KeyGroupStates, StatefulSetup};
+use crate::process::{CoProcess, Either, KeyedCoProcessFunction, KeyedProcessFunction, ProcessOperator};
+use crate::window::{AggregateFunction, TimeWindow, WindowAggregate, WindowAssigner};
+
+/// A job built wrong, or a parameter it cannot use. Reported before anything runs.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    /// An operator is wired or configured wrongly.
+    #[error("operator {operator}: {reason}")]
+    Operator {
+        /// The operator's id or name.
+        operator: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A parameter the job asked for is missing or of another type.
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    /// Anything else the job's builder reports.
+    #[error("{0}")]
+    Job(String),
+}
+
+/// What planning learned about a job: enough to deploy, recover and check it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobPlan {
+    /// Sources in build order, with their splits.
+    pub sources: Vec<SourcePlan>,
+    /// Sinks in build order.
+    pub sinks: Vec<SinkPlan>,
+    /// The number of exchanges (`key_by`s at parallelism > 1 need channels for each).
+    pub exchanges: usize,
+    /// The ids of the stateful operators.
+    pub operators: Vec<String>,
+}
+
+impl JobPlan {
+    /// The number of splits over all sources (split `i` runs on slot `i % parallelism`).
+    pub fn split_count(&self) -> usize {
+        self.sources.iter().map(|s| s.splits.len()).sum()
+    }
+    /// The sink directories.
+    pub fn sink_dirs(&self) -> Vec<PathBuf> {
+        self.sinks.iter().map(|s| s.dir.clone()).collect()
+    }
+}
+
+/// A source of a planned job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourcePlan {
+    /// The source's name (its stable id).
+    pub name: String,
+    /// Its splits, described.
+    pub splits: Vec<String>,
+}
+
+/// A sink of a planned job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkPlan {
+    /// The sink's name.
+    pub name: String,
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+/// What one slot's operators share: identity, epoch control, snapshots, errors, channels.
+pub(crate) struct SlotContext {
+    pub slot: usize,
+    pub parallelism: usize,
+    pub attempt: u64,
+    pub start_epoch: Epoch,
+    pub planning: bool,
+    pub on_bad_record: BadRecordPolicy,
+    pub target_epoch: Rc<Cell<Epoch>>,
+    pub final_checkpoint: Rc<Cell<Option<Epoch>>>,
+    pub snapshots: Rc<RefCell<SnapshotCollector>>,
+    pub fatal: Rc<RefCell<Option<String>>>,
+    pub pressure: Rc<Cell<usize>>,
+    pub activity: crate::Activity,
+    pub metrics: Arc<SlotMetrics>,
+    pub rate_limit: Rc<Option<RateLimit>>,
+    pub restored_splits: RefCell<HashMap<usize, SplitState>>,
+    pub restored_state: RefCell<HashMap<String, KeyGroupStates>>,
+    /// Channels of the job's exchanges, in `key_by` order, taken as the job is built.
+    pub exchanges: RefCell<std::collections::VecDeque<ExchangeChannels>>,
+    pub activators: RefCell<Vec<Activator>>,
+}
+
+/// The plan as it is built, and the build errors found so far.
+#[derive(Default)]
+pub(crate) struct PlanState {
+    pub plan: JobPlan,
+    pub uids: BTreeSet<String>,
+    pub derived_uids: usize,
+    pub errors: Vec<BuildError>,
+    /// Side outputs that lose records unless read: `(what, read yet)`.
+    pub must_read: Vec<(String, Rc<Cell<bool>>)>,
+    /// This slot's splits over all sources.
+    pub slot_splits: usize,
+}
+
+pub(crate) struct Shared {
+    pub ctx: SlotContext,
+    pub plan: RefCell<PlanState>,
+}
+
+impl Shared {
+    fn error(&self, operator: &str, reason: impl Into<String>) {
+        self.plan.borrow_mut().errors.push(BuildError::Operator { operator: operator.to_owned(), reason: reason.into() });
+    }
+
+    /// Registers a stateful operator's id: the explicit one, or one derived from the graph.
+    fn register_uid(&self, kind: &str, explicit: Option<String>) -> String {
+        let mut plan = self.plan.borrow_mut();
+        let uid = match explicit {
+            Some(uid) => uid,
+            None => {
+                plan.derived_uids += 1;
+                let uid = format!("{kind}-{}", plan.derived_uids);
+                if self.ctx.planning && self.ctx.slot == 0 {
+                    tracing::warn!(
+                        operator = %uid,
+                        "operator has no uid; its state is keyed by a derived id that changes when the job's graph does \
+                         (set one with .uid(\"…\") to keep state across code changes)"
+                    );
+                }
+                uid
+            }
+        };
+        if !plan.uids.insert(uid.clone()) {
+            plan.errors.push(BuildError::Operator {
+                operator: uid.clone(),
+                reason: "this uid is used by another operator; give every stateful operator its own uid".into(),
+            });
+        }
+        plan.plan.operators.push(uid.clone());
+        uid
+    }
+}
+
+/// Builds a job's dataflow in one slot (or plans it). Passed to the job's builder function.
+pub struct JobBuilder<'s> {
+    scope: Scope<'s, Time>,
+    shared: Rc<Shared>,
+}
+
+/// A source's outputs: its records and its malformed input.
+pub struct SourceStreams<'s, T: Data> {
+    /// The records, stamped with event time.
+    pub records: DataStream<'s, T>,
+    /// Malformed input with its position (file and line), to be written somewhere: a job
+    /// that leaves it unread does not build.
+    pub errors: DataStream<'s, ErrorRow>,
+}
+
+impl<'s> JobBuilder<'s> {
+    pub(crate) fn new(scope: Scope<'s, Time>, shared: Rc<Shared>) -> Self {
+        JobBuilder { scope, shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Rc<Shared> {
+        &self.shared
+    }
+
+    /// The job's parallelism.
+    pub fn parallelism(&self) -> usize {
+        self.shared.ctx.parallelism
+    }
+
+    /// Adds a source. `name` is its stable id (checkpointed positions are keyed by it and by
+    /// split). `strategy` assigns event time and watermarks per split.
+    pub fn source<S: Source, A: TimestampAssigner<S::Record>>(
+        &mut self,
+        name: &str,
+        source: S,
+        strategy: WatermarkStrategy<A>,
+    ) -> SourceStreams<'s, S::Record> {
+        let shared = &self.shared;
+        let ctx = &shared.ctx;
+        let described = source.splits(ctx.parallelism);
+        let (offset, slot_splits) = {
+            let mut plan = shared.plan.borrow_mut();
+            if plan.plan.sources.iter().any(|s| s.name == name) {
+                plan.errors.push(BuildError::Operator {
+                    operator: name.to_owned(),
+                    reason: "another source has this name; give every source its own".into(),
+                });
+            }
+            let offset = plan.plan.split_count();
+            plan.plan.sources.push(crate::api::SourcePlan { name: name.to_owned(), splits: described.clone() });
+            let mine: Vec<(usize, usize)> = (0..described.len())
+                .map(|index| (offset + index, index))
+                .filter(|(global, _)| global % ctx.parallelism == ctx.slot)
+                .collect();
+            plan.slot_splits += mine.len();
+            (offset, mine)
+        };
+        if ctx.planning {
+            if let Err(reason) = source.validate() {
+                shared.error(name, reason);
+            }
+        }
+        let restored = {
+            let mut all = ctx.restored_splits.borrow_mut();
+            let range = offset..offset + described.len();
+            let keys: Vec<usize> = all.keys().copied().filter(|k| range.contains(k)).collect();
+            keys.into_iter().filter_map(|k| all.remove(&k).map(|state| (k, state))).collect()
+        };
+        let timestamps = A::ASSIGNS;
+        let part = ctx.snapshots.borrow_mut().register_source();
+        let (records, errors, activator) = source_operator(
+            self.scope,
+            source,
+            strategy,
+            SourceSetup {
+                name: name.to_owned(),
+                splits: slot_splits,
+                split_count: described.len(),
+                restored,
+                on_bad_record: ctx.on_bad_record,
+                planning: ctx.planning,
+                start_epoch: ctx.start_epoch,
+                target_epoch: ctx.target_epoch.clone(),
+                final_checkpoint: ctx.final_checkpoint.clone(),
+                pressure: ctx.pressure.clone(),
+                snapshots: ctx.snapshots.clone(),
+                part,
+                fatal: ctx.fatal.clone(),
+                metrics: ctx.metrics.clone(),
+                activity: ctx.activity.clone(),
+                rate_limit: ctx.rate_limit.clone(),
+            },
+        );
+        ctx.activators.borrow_mut().push(activator);
+        let errors_read = Rc::new(Cell::new(false));
+        shared.plan.borrow_mut().must_read.push((format!("source {name}: its errors output"), errors_read.clone()));
+        SourceStreams {
+            records: DataStream::new(records, shared.clone(), timestamps, name.to_owned(), None),
+            errors: DataStream::new(errors.map_records(), shared.clone(), false, name.to_owned(), Some(errors_read)),
+        }
+    }
+
+    /// Checks the finished graph: every error found while building, and side outputs nobody
+    /// reads (their records would be lost).
+    pub(crate) fn finish(self) -> Result<JobPlan, BuildError> {
+        let mut plan = self.shared.plan.borrow_mut();
+        if let Some(error) = plan.errors.drain(..).next() {
+            return Err(error);
+        }
+        if let Some((what, _)) = plan.must_read.iter().find(|(_, read)| !read.get()) {
+            return Err(BuildError::Job(format!(
+                "{what} is not read: records sent there would be lost; write it to a sink (or call .discard() to drop them knowingly)"
+            )));
+        }
+        Ok(plan.plan.clone())
+    }
+}
+
+trait MapRecords<'s, T> {
+    fn map_records(self) -> Stream<'s, Time, Vec<Record<T>>>;
+}
+
+impl<'s> MapRecords<'s, ErrorRow> for Stream<'s, Time, Vec<ErrorRow>> {
+    /// Error rows carry no event time.
+    fn map_records(self) -> Stream<'s, Time, Vec<Record<ErrorRow>>> {
+        self.unary::<CapacityContainerBuilder<Vec<Record<ErrorRow>>>, _, _, _>(Pipeline, "ErrorRows", |_, _| {
+            move |input, output| {
+                input.for_each(|time, data| {
+                    output.session(&time).give_iterator(data.drain(..).map(|row| Record::derived(row, i64::MIN)));
+                });
+            }
+        })
+    }
+}
+
+/// A stream of records of type `T`.
+pub struct DataStream<'s, T: Data> {
+    stream: Stream<'s, Time, Vec<Record<T>>>,
+    shared: Rc<Shared>,
+    /// Whether records carry event time from a timestamp assigner.
+    timestamps: bool,
+    /// The operator that produced it (for error messages).
+    origin: String,
+    /// Set when the stream is read, for outputs that must be.
+    read: Option<Rc<Cell<bool>>>,
+}
+
+impl<T: Data> Clone for DataStream<'_, T> {
+    fn clone(&self) -> Self {
+        DataStream {
+            stream: self.stream.clone(),
+            shared: self.shared.clone(),
+            timestamps: self.timestamps,
+            origin: self.origin.clone(),
+            read: self.read.clone(),
+        }
+    }
+}
+
+impl<'s, T: Data> DataStream<'s, T> {
+    fn new(
+        stream: Stream<'s, Time, Vec<Record<T>>>,
+        shared: Rc<Shared>,
+        timestamps: bool,
+        origin: String,
+        read: Option<Rc<Cell<bool>>>,
+    ) -> Self {
+        DataStream { stream, shared, timestamps, origin, read }
+    }
+
+    fn derive<U: Data>(&self, stream: Stream<'s, Time, Vec<Record<U>>>, origin: &str) -> DataStream<'s, U> {
+        DataStream::new(stream, self.shared.clone(), self.timestamps, origin.to_owned(), None)
+    }
+
+    /// The timely stream, marking this one read.
+    fn take(self) -> Stream<'s, Time, Vec<Record<T>>> {
+        if let Some(read) = &self.read {
+            read.set(true);
+        }
+        self.stream
+    }
+
+    /// Applies `f` to every record (event time is kept).
+    pub fn map<U: Data>(self, mut f: impl FnMut(T) -> U + 'static) -> DataStream<'s, U> {
+        let (shared, timestamps) = (self.shared.clone(), self.timestamps);
+        let stream = self.take().unary::<CapacityContainerBuilder<Vec<Record<U>>>, _, _, _>(Pipeline, "Map", |_, _| {
+            move |input, output| {
+                input.for_each(|time, data| {
+                    output.session(&time).give_iterator(data.drain(..).map(|record| Record {
+                        time: record.time,
+                        watermark: record.watermark,
+                        value: f(record.value),
+                    }));
+                });
+            }
+        });
+        DataStream::new(stream, shared, timestamps, "map".into(), None)
+    }
+
+    /// Keeps the records for which `predicate` holds.
+    pub fn filter(self, mut predicate: impl FnMut(&T) -> bool + 'static) -> DataStream<'s, T> {
+        let (shared, timestamps) = (self.shared.clone(), self.timestamps);
+        let stream = self.take().unary::<CapacityContainerBuilder<Vec<Record<T>>>, _, _, _>(Pipeline, "Filter", |_, _| {
+            move |input, output| {
+                input.for_each(|time, data| {
+                    data.retain(|record| predicate(&record.value));
+                    if !data.is_empty() {
+                        output.session(&time).give_container(data);
+                    }
+                });
+            }
+        });
+        DataStream::new(stream, shared, timestamps, "filter".into(), None)
+    }
+
+    /// Replaces every record by the records `f` returns (each with the input's event time).
+    pub fn flat_map<U: Data, I: IntoIterator<Item = U>>(self, mut f: impl FnMut(T) -> I + 'static) -> DataStream<'s, U> {
+        let (shared, timestamps) = (self.shared.clone(), self.timestamps);
+        let stream = self.take().unary::<CapacityContainerBuilder<Vec<Record<U>>>, _, _, _>(Pipeline, "FlatMap", |_, _| {
+            move |input, output| {
+                input.for_each(|time, data| {
+                    let mut session = output.session(&time);
+                    for record in data.drain(..) {
+                        let (stamp, watermark) = (record.time, record.watermark);
+                        session.give_iterator(f(record.value).into_iter().map(|value| Record { value, time: stamp, watermark }));
+                    }
+                });
+            }
+        });
+        DataStream::new(stream, shared, timestamps, "flat_map".into(), None)
+    }
+
+    /// Both streams' records in one stream.
+    pub fn union(self, other: DataStream<'s, T>) -> DataStream<'s, T> {
+        let (shared, timestamps) = (self.shared.clone(), self.timestamps && other.timestamps);
+        let stream = self.take().concat(other.take());
+        DataStream::new(stream, shared, timestamps, "union".into(), None)
+    }
+
+    /// Partitions the stream by key: records with equal keys meet in one slot (the owner of
+    /// the key's key group), where keyed state and windows live. `key` must be a pure function
+    /// of the record (it is evaluated again where the record arrives).
+    pub fn key_by<K, KF>(self, key: KF) -> KeyedStream<'s, K, T, KF>
+    where
+        K: Data + Hash + Eq + Ord,
+        KF: Fn(&T) -> K + Clone + 'static,
+    {
+        let shared = self.shared.clone();
+        let timestamps = self.timestamps;
+        let ctx = &shared.ctx;
+        let parallelism = ctx.parallelism;
+        shared.plan.borrow_mut().plan.exchanges += 1;
+        let stream = if parallelism == 1 || ctx.planning {
+            self.take()
+        } else {
+            let channels = ctx.exchanges.borrow_mut().pop_front().expect("one set of exchange channels per key_by");
+            assert_eq!(channels.senders.len(), parallelism, "exchange senders");
+            assert_eq!(channels.receivers.len(), parallelism, "exchange receivers");
+            let senders: Vec<Box<dyn ExchangeTx<Vec<Record<T>>>>> = channels
+                .senders
+                .into_iter()
+                .map(|tx| Box::new(TypedTx::<Record<T>>::new(tx)) as Box<dyn ExchangeTx<Vec<Record<T>>>>)
+                .collect();
+            let receivers: Vec<Box<dyn ExchangeRx<Vec<Record<T>>>>> = channels
+                .receivers
+                .into_iter()
+                .enumerate()
+                .map(|(from, rx)| {
+                    Box::new(TypedRx::<Record<T>>::new(rx, from, ctx.fatal.clone())) as Box<dyn ExchangeRx<Vec<Record<T>>>>
+                })
+                .collect();
+            let route_key = key.clone();
+            let scope = self.stream.scope();
+            let send = self.take().exchange_send(
+                senders,
+                move |record: &Record<T>| slot_of(&route_key(&record.value), parallelism),
+                ctx.pressure.clone(),
+                ctx.activity.clone(),
+            );
+            let (received, receive) = ExchangeReceive::build(scope, receivers, ctx.activity.clone());
+            ctx.activators.borrow_mut().extend([send, receive]);
+            received
+        };
+        KeyedStream {
+            stream: DataStream::new(stream, shared.clone(), timestamps, "key_by".into(), None),
+            key,
+            _key: std::marker::PhantomData,
+        }
+    }
+
+    /// Writes the stream to an exactly-once CSV file sink in `dir`: staged per checkpoint
+    /// epoch, committed when the checkpoint completes (see [`crate::sink`]).
+    pub fn sink_csv(self, name: &str, dir: impl Into<PathBuf>)
+    where
+        T: CsvRow,
+    {
+        let shared = self.shared.clone();
+        let ctx = &shared.ctx;
+        let dir = dir.into();
+        {
+            let mut plan = shared.plan.borrow_mut();
+            if plan.plan.sinks.iter().any(|s| s.dir == dir) {
+                plan.errors.push(BuildError::Operator {
+                    operator: name.to_owned(),
+                    reason: format!("another sink writes to {}; give every sink its own directory", dir.display()),
+                });
+            }
+            plan.plan.sinks.push(SinkPlan { name: name.to_owned(), dir: dir.clone() });
+        }
+        let part = ctx.snapshots.borrow_mut().register_sink();
+        self.take().epoch_file_sink(SinkSetup {
+            dir,
+            slot: ctx.slot,
+            attempt: ctx.attempt,
+            part,
+            snapshots: ctx.snapshots.clone(),
+            fatal: ctx.fatal.clone(),
+            activity: ctx.activity.clone(),
+        });
+    }
+
+    /// Drops the records knowingly (a "blackhole" sink; it also satisfies outputs that must be
+    /// read).
+    pub fn discard(self) {
+        drop(self.take());
+    }
+
+    /// Prints every record to standard output with its slot (for experiments: not exactly-once).
+    pub fn print(self, label: &str)
+    where
+        T: std::fmt::Debug,
+    {
+        let (slot, label) = (self.shared.ctx.slot, label.to_owned());
+        self.take().sink(Pipeline, "Print", move |(input, _frontier)| {
+            input.for_each(|_time, data| {
+                for record in data.iter() {
+                    println!("{label} [slot {slot}] {:?}", record.value);
+                }
+            });
+        });
+    }
+
+    /// Builds a stateful operator on the scaffold. Its late output must be read if
+    /// `late_output` (window kinds); `polled` operators are woken every few milliseconds
+    /// (processing-time timers).
+    pub(crate) fn stateful<L: crate::stateful::StatefulLogic<In = T>>(
+        self,
+        kind: &str,
+        uid: Option<String>,
+        logic: L,
+        late_output: bool,
+        polled: bool,
+    ) -> (DataStream<'s, L::Out>, DataStream<'s, T>) {
+        let shared = self.shared.clone();
+        let ctx = &shared.ctx;
+        let uid = shared.register_uid(kind, uid);
+        let part = ctx.snapshots.borrow_mut().register_operator(&uid);
+        let restored = ctx.restored_state.borrow_mut().remove(&uid).unwrap_or_default();
+        let setup = StatefulSetup {
+            uid: uid.clone(),
+            start_epoch: ctx.start_epoch,
+            restored,
+            snapshots: ctx.snapshots.clone(),
+            part,
+            fatal: ctx.fatal.clone(),
+            activity: ctx.activity.clone(),
+            metrics: ctx.metrics.clone(),
+        };
+        let this = self.clone();
+        let (out, late, activator) = stateful_operator(self.take(), &format!("{kind}({uid})"), logic, setup);
+        if polled {
+            ctx.activators.borrow_mut().push(activator);
+        }
+        let late_read = Rc::new(Cell::new(!late_output));
+        if late_output {
+            shared.plan.borrow_mut().must_read.push((format!("operator {uid}: its late output"), late_read.clone()));
+        }
+        (this.derive(out, &uid), DataStream::new(late, shared.clone(), this.timestamps, uid, Some(late_read)))
+    }
+}
+
+/// A stream partitioned by key (see [`DataStream::key_by`]).
+pub struct KeyedStream<'s, K, T: Data, KF> {
+    stream: DataStream<'s, T>,
+    key: KF,
+    _key: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<'s, K, T, KF> KeyedStream<'s, K, T, KF>
+where
+    K: Data + Hash + Eq + Ord,
+    T: Data,
+    KF: Fn(&T) -> K + Clone + 'static,
+{
+    /// Groups each key's records into event-time windows.
+    pub fn window<W: WindowAssigner>(self, assigner: W) -> WindowedStream<'s, K, T, KF, W> {
+        WindowedStream { keyed: self, assigner, uid: None }
+    }
+
+    /// Runs `function` on every record with its key's state and timers. `uid` is the
+    /// operator's stable id (its state and timers are checkpointed under it).
+    pub fn process<O: Data, F: KeyedProcessFunction<K, T, O>>(self, uid: &str, function: F) -> DataStream<'s, O> {
+        let logic = ProcessOperator::new(function, self.key, Box::new(weir_core::rt::processing_time_ms));
+        let (out, _never_late) = self.stream.stateful("process", Some(uid.to_owned()), logic, false, true);
+        out
+    }
+
+    /// Connects this stream with another keyed by the same key type, for a
+    /// [`KeyedCoProcessFunction`] that sees both with shared per-key state and timers (a
+    /// regular keyed join, enrichment, control streams).
+    pub fn connect<U, UF>(self, other: KeyedStream<'s, K, U, UF>) -> ConnectedStreams<'s, K, T, U, KF, UF>
+    where
+        U: Data,
+        UF: Fn(&U) -> K + Clone + 'static,
+    {
+        ConnectedStreams { left: self, right: other }
+    }
+}
+
+/// Two keyed streams connected for a co-process function (see [`KeyedStream::connect`]).
+pub struct ConnectedStreams<'s, K, A: Data, B: Data, KA, KB> {
+    left: KeyedStream<'s, K, A, KA>,
+    right: KeyedStream<'s, K, B, KB>,
+}
+
+impl<'s, K, A, B, KA, KB> ConnectedStreams<'s, K, A, B, KA, KB>
+where
+    K: Data + Hash + Eq + Ord,
+    A: Data,
+    B: Data,
+    KA: Fn(&A) -> K + Clone + 'static,
+    KB: Fn(&B) -> K + Clone + 'static,
+{
+    /// Runs `function` on both streams' records with their key's state and timers, under the
+    /// stable id `uid`.
+    pub fn process<O: Data, F: KeyedCoProcessFunction<K, A, B, O>>(self, uid: &str, function: F) -> DataStream<'s, O> {
+        let (ka, kb) = (self.left.key, self.right.key);
+        let left = self.left.stream.map(Either::<A, B>::Left);
+        let right = self.right.stream.map(Either::<A, B>::Right);
+        let both = left.union(right);
+        let key = move |record: &Either<A, B>| match record {
+            Either::Left(a) => ka(a),
+            Either::Right(b) => kb(b),
+        };
+        let logic = ProcessOperator::new(CoProcess(function), key, Box::new(weir_core::rt::processing_time_ms));
+        let (out, _never_late) = both.stateful("co-process", Some(uid.to_owned()), logic, false, true);
+        out
+    }
+}
+
+/// A keyed stream grouped into windows (see [`KeyedStream::window`]).
+pub struct WindowedStream<'s, K, T: Data, KF, W> {
+    keyed: KeyedStream<'s, K, T, KF>,
+    assigner: W,
+    uid: Option<String>,
+}
+
+/// A window operator's outputs.
+pub struct WindowOutput<'s, R: Data, T: Data> {
+    /// One result per key and window, when the window fires (event time: the window's last
+    /// millisecond).
+    pub results: DataStream<'s, R>,
+    /// Records that arrived after all their windows had fired: write them somewhere (or
+    /// `.discard()` them knowingly) — a job that leaves them unread does not build.
+    pub late: DataStream<'s, T>,
+}
+
+impl<'s, K, T, KF, W> WindowedStream<'s, K, T, KF, W>
+where
+    K: Data + Hash + Eq + Ord,
+    T: Data,
+    KF: Fn(&T) -> K + Clone + 'static,
+    W: WindowAssigner,
+{
+    /// The operator's stable id: its state is checkpointed under it.
+    pub fn uid(mut self, uid: &str) -> Self {
+        self.uid = Some(uid.to_owned());
+        self
+    }
+
+    /// Aggregates each key's records per window incrementally with `function`; `result` turns
+    /// the key, the window and the final accumulator into the output record.
+    pub fn aggregate<F, R, RF>(self, function: F, result: RF) -> WindowOutput<'s, R, T>
+    where
+        F: AggregateFunction<T>,
+        R: Data,
+        RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
+    {
+        let WindowedStream { keyed, assigner, uid } = self;
+        let input = keyed.stream;
+        if !input.timestamps {
+            let operator = uid.clone().unwrap_or_else(|| format!("window after {}", input.origin));
+            input.shared.error(
+                &operator,
+                format!(
+                    "windows {} need event time, but its input has no timestamp assigner; give the source a \
+                     WatermarkStrategy::bounded_out_of_orderness(…, |record| event_time)",
+                    assigner.describe()
+                ),
+            );
+        }
+        let logic = WindowAggregate::new(assigner, function, keyed.key, result);
+        let (results, late) = input.stateful("window", uid, logic, true, false);
+        WindowOutput { results, late }
+    }
+}

@@ -1,0 +1,282 @@
+//! Keyed process functions: per-key logic with keyed state and timers (Flink's
+//! `KeyedProcessFunction` and `KeyedCoProcessFunction`), on the stateful scaffold.
+//!
+//! A function sees one record (or one firing timer) at a time, for its key, with the key's
+//! state ([`crate::state`]) and a timer service. **Event-time timers** fire when event time
+//! passes them (no record still to come is earlier), in order of time and then key, so their
+//! effects are the same in every run; a timer set in the past fires at once. **Processing-time
+//! timers** fire when the node's clock — read through the runtime seam, so that the simulator
+//! drives it — reaches them; their results depend on timing, as in Flink. Timers are keyed
+//! state: they are checkpointed with the key's key group and restored with it.
+//!
+//! Outputs keep the event time and lateness horizon of the record being processed; an output
+//! of a timer carries the timer's time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use weir_core::time::EventTime;
+
+use crate::keyed::key_group_of;
+use crate::record::{Data, Record};
+use crate::state::{Key, KeyedState, MemoryBackend, StateBackend};
+use crate::stateful::{KeyGroupStates, StatefulLogic};
+
+/// Which clock a timer follows.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TimeDomain {
+    /// Event time: fires when event time passes the timer.
+    EventTime,
+    /// Processing time: fires when the node's clock reaches the timer.
+    ProcessingTime,
+}
+
+/// The keyed state store of an operator. (One backend today; RocksDB joins it here.)
+pub type Store<K> = MemoryBackend<K>;
+
+/// What a process function can do while it handles one record or timer.
+pub struct Context<'a, K: Key, O> {
+    state: KeyedState<'a, K, Store<K>>,
+    key: &'a K,
+    timestamp: EventTime,
+    watermark: EventTime,
+    timers: &'a mut Timers<K>,
+    out: &'a mut Vec<Record<O>>,
+    processing_time: EventTime,
+}
+
+impl<'a, K: Key, O> Context<'a, K, O> {
+    /// The current key.
+    pub fn key(&self) -> &K {
+        self.key
+    }
+    /// Event time of the record (or timer) being processed.
+    pub fn timestamp(&self) -> EventTime {
+        self.timestamp
+    }
+    /// The watermark the record was read under (its lateness horizon; `i64::MIN` in timers
+    /// and for records an operator derived): the record is late for anything that ended at or
+    /// before it.
+    pub fn watermark(&self) -> EventTime {
+        self.watermark
+    }
+    /// The key's state: pass it to a state handle (`self.count.get(ctx.state())`).
+    pub fn state(&mut self) -> &mut KeyedState<'a, K, Store<K>> {
+        &mut self.state
+    }
+    /// Emits a record at the current event time.
+    pub fn collect(&mut self, value: O) {
+        self.out.push(Record { value, time: self.timestamp, watermark: self.watermark });
+    }
+    /// Fires [`KeyedProcessFunction::on_timer`] for this key once event time passes `time`.
+    pub fn register_event_time_timer(&mut self, time: EventTime) {
+        self.timers.event.insert((time, self.key.clone()));
+    }
+    /// Cancels an event-time timer of this key.
+    pub fn delete_event_time_timer(&mut self, time: EventTime) {
+        self.timers.event.remove(&(time, self.key.clone()));
+    }
+    /// Fires [`KeyedProcessFunction::on_timer`] for this key once the node's clock reaches
+    /// `time` (milliseconds since the Unix epoch).
+    pub fn register_processing_time_timer(&mut self, time: EventTime) {
+        self.timers.processing.insert((time, self.key.clone()));
+    }
+    /// Cancels a processing-time timer of this key.
+    pub fn delete_processing_time_timer(&mut self, time: EventTime) {
+        self.timers.processing.remove(&(time, self.key.clone()));
+    }
+    /// The node's clock, in milliseconds since the Unix epoch (simulated under the simulator).
+    pub fn current_processing_time(&self) -> EventTime {
+        self.processing_time
+    }
+}
+
+/// Per-key logic over one keyed stream (Flink's `KeyedProcessFunction`).
+pub trait KeyedProcessFunction<K: Key, I, O>: 'static {
+    /// Handles one record of the current key.
+    fn process_element(&mut self, value: I, ctx: &mut Context<'_, K, O>);
+    /// A timer of the current key fired at `timestamp`.
+    fn on_timer(&mut self, timestamp: EventTime, domain: TimeDomain, ctx: &mut Context<'_, K, O>) {
+        let _ = (timestamp, domain, ctx);
+    }
+}
+
+/// Per-key logic over two keyed streams with the same key type (Flink's
+/// `KeyedCoProcessFunction`): both sides share the key's state and timers.
+pub trait KeyedCoProcessFunction<K: Key, A, B, O>: 'static {
+    /// Handles a record of the first stream.
+    fn process_element1(&mut self, value: A, ctx: &mut Context<'_, K, O>);
+    /// Handles a record of the second stream.
+    fn process_element2(&mut self, value: B, ctx: &mut Context<'_, K, O>);
+    /// A timer of the current key fired.
+    fn on_timer(&mut self, timestamp: EventTime, domain: TimeDomain, ctx: &mut Context<'_, K, O>) {
+        let _ = (timestamp, domain, ctx);
+    }
+}
+
+/// A record of either of two connected streams.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Either<A, B> {
+    /// From the first stream.
+    Left(A),
+    /// From the second stream.
+    Right(B),
+}
+
+/// A co-process function seen as a process function over [`Either`].
+pub(crate) struct CoProcess<F>(pub F);
+
+impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> KeyedProcessFunction<K, Either<A, B>, O> for CoProcess<F> {
+    fn process_element(&mut self, value: Either<A, B>, ctx: &mut Context<'_, K, O>) {
+        match value {
+            Either::Left(a) => self.0.process_element1(a, ctx),
+            Either::Right(b) => self.0.process_element2(b, ctx),
+        }
+    }
+    fn on_timer(&mut self, timestamp: EventTime, domain: TimeDomain, ctx: &mut Context<'_, K, O>) {
+        self.0.on_timer(timestamp, domain, ctx)
+    }
+}
+
+/// Registered timers, ordered by time and then key (the order they fire in).
+struct Timers<K> {
+    event: BTreeSet<(EventTime, K)>,
+    processing: BTreeSet<(EventTime, K)>,
+}
+
+/// What one key group of a process operator's snapshot holds.
+#[derive(Serialize, Deserialize)]
+struct GroupState<K> {
+    state: Option<Vec<u8>>,
+    event_timers: Vec<(EventTime, K)>,
+    processing_timers: Vec<(EventTime, K)>,
+}
+
+/// The logic behind [`crate::api::KeyedStream::process`].
+pub(crate) struct ProcessOperator<K: Key, I, O, F, KF> {
+    function: F,
+    key: KF,
+    store: Store<K>,
+    timers: Timers<K>,
+    /// The node's clock in epoch milliseconds.
+    clock: Box<dyn Fn() -> EventTime>,
+    _types: std::marker::PhantomData<fn(I) -> O>,
+}
+
+impl<K: Key, I, O, F, KF> ProcessOperator<K, I, O, F, KF> {
+    pub fn new(function: F, key: KF, clock: Box<dyn Fn() -> EventTime>) -> Self {
+        ProcessOperator {
+            function,
+            key,
+            store: Store::default(),
+            timers: Timers { event: BTreeSet::new(), processing: BTreeSet::new() },
+            clock,
+            _types: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K, I, O, F, KF> ProcessOperator<K, I, O, F, KF>
+where
+    K: Key,
+    I: Data,
+    O: Data,
+    F: KeyedProcessFunction<K, I, O>,
+{
+    fn fire(&mut self, time: EventTime, key: K, domain: TimeDomain, out: &mut Vec<Record<O>>) {
+        let processing_time = (self.clock)();
+        let mut ctx = Context {
+            state: KeyedState::new(&mut self.store, &key, time),
+            key: &key,
+            timestamp: time,
+            watermark: EventTime::MIN,
+            timers: &mut self.timers,
+            out,
+            processing_time,
+        };
+        self.function.on_timer(time, domain, &mut ctx);
+    }
+}
+
+impl<K, I, O, F, KF> StatefulLogic for ProcessOperator<K, I, O, F, KF>
+where
+    K: Key,
+    I: Data,
+    O: Data,
+    F: KeyedProcessFunction<K, I, O>,
+    KF: Fn(&I) -> K + 'static,
+{
+    type In = I;
+    type Out = O;
+
+    fn apply(&mut self, records: &mut Vec<Record<I>>, out: &mut Vec<Record<O>>, _late: &mut Vec<Record<I>>) {
+        let processing_time = (self.clock)();
+        for record in records.drain(..) {
+            let key = (self.key)(&record.value);
+            let mut ctx = Context {
+                state: KeyedState::new(&mut self.store, &key, record.time),
+                key: &key,
+                timestamp: record.time,
+                watermark: record.watermark,
+                timers: &mut self.timers,
+                out,
+                processing_time,
+            };
+            self.function.process_element(record.value, &mut ctx);
+        }
+    }
+
+    fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<O>>) {
+        // Timers set while firing (also in the past) fire in the same pass.
+        while let Some((time, _)) = self.timers.event.first() {
+            if *time >= bound {
+                break;
+            }
+            let (time, key) = self.timers.event.pop_first().expect("present");
+            self.fire(time, key, TimeDomain::EventTime, out);
+        }
+        self.store.expire(bound);
+    }
+
+    fn poll(&mut self, out: &mut Vec<Record<O>>) {
+        let now = (self.clock)();
+        while let Some((time, _)) = self.timers.processing.first() {
+            if *time > now {
+                break;
+            }
+            let (time, key) = self.timers.processing.pop_first().expect("present");
+            self.fire(time, key, TimeDomain::ProcessingTime, out);
+        }
+    }
+
+    fn snapshot(&self) -> KeyGroupStates {
+        let mut groups: BTreeMap<usize, GroupState<&K>> = BTreeMap::new();
+        let empty = || GroupState { state: None, event_timers: Vec::new(), processing_timers: Vec::new() };
+        let state = self.store.snapshot();
+        for (group, bytes) in &state {
+            groups.entry(*group).or_insert_with(empty).state = Some(bytes.clone());
+        }
+        for (time, key) in &self.timers.event {
+            groups.entry(key_group_of(key)).or_insert_with(empty).event_timers.push((*time, key));
+        }
+        for (time, key) in &self.timers.processing {
+            groups.entry(key_group_of(key)).or_insert_with(empty).processing_timers.push((*time, key));
+        }
+        groups.into_iter().map(|(group, part)| (group, bincode::serialize(&part).expect("state serializes"))).collect()
+    }
+
+    fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
+        let mut store_parts = Vec::new();
+        for (group, bytes) in states {
+            let part: GroupState<K> =
+                crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
+            if let Some(state) = part.state {
+                store_parts.push((group, state));
+            }
+            self.timers.event.extend(part.event_timers);
+            self.timers.processing.extend(part.processing_timers);
+        }
+        self.store.restore(store_parts)
+    }
+}

@@ -1,0 +1,207 @@
+//! The scaffold every stateful operator is written on: epoch alignment, event-time progress,
+//! snapshots by operator id and key group, and restore.
+//!
+//! **The invariant.** When the scaffold reports an operator's state for checkpoint `c`, that
+//! state reflects exactly the records of epochs `<= c`, and every output the operator derived
+//! from them has been emitted at epochs `<= c`. Restoring the state and replaying epochs `> c`
+//! therefore reproduces the operator's output exactly.
+//!
+//! **Alignment.** The scaffold hands the logic the records of its *processing epoch* `c` (the
+//! least epoch in the input frontier) at once and holds batches of later epochs apart — they
+//! arrive early from slots already past checkpoint `c`. When the frontier passes epoch `c` it
+//! snapshots, moves its output capabilities to `c + 1` and applies the held batches of `c + 1`.
+//!
+//! **Event time.** The logic is told when event time has passed a bound: no element of the
+//! input frontier *and no held batch* has an earlier event time (a held batch still counts, so
+//! a window always contains all of its records whatever their epochs). Outputs are emitted at
+//! the bound last passed, which is at most the event time of anything the logic derives after
+//! it, so downstream event-time operators stay exact too.
+//!
+//! Windows, joins and process functions differ only in their [`StatefulLogic`]; none of them
+//! touches capabilities, epochs or the snapshot collector.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+
+use weir_core::faultpoint::{self, PlantedBug};
+use weir_core::time::{Epoch, EventTime, Time};
+
+use crate::metrics::SlotMetrics;
+use crate::record::{Data, Record, RecordStream};
+use crate::snapshot::{OperatorPart, SnapshotCollector};
+
+/// Batches of epochs after the processing one, with their timestamps' event times.
+type Held<T> = BTreeMap<Epoch, Vec<(EventTime, Vec<Record<T>>)>>;
+
+/// State encoded per key group: `(key group, bytes)`.
+pub type KeyGroupStates = Vec<(usize, Vec<u8>)>;
+
+/// What a stateful operator does; the scaffold does the rest.
+pub trait StatefulLogic: 'static {
+    /// Input records.
+    type In: Data;
+    /// Main output records.
+    type Out: Data;
+    /// Applies records of the processing epoch. Outputs go to `out`, records the operator
+    /// judges late (its result for them can no longer change) to `late`.
+    fn apply(&mut self, records: &mut Vec<Record<Self::In>>, out: &mut Vec<Record<Self::Out>>, late: &mut Vec<Record<Self::In>>);
+    /// Event time has passed `bound`: no record still to come has an event time below it
+    /// (other than records the operator will judge late). Fire what that completes.
+    fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<Self::Out>>);
+    /// Called at every activation (at least every few milliseconds when the operator asked to
+    /// be polled): processing-time work.
+    fn poll(&mut self, out: &mut Vec<Record<Self::Out>>) {
+        let _ = out;
+    }
+    /// The state, by key group (called at every checkpoint; sorted, so equal states encode
+    /// equally).
+    fn snapshot(&self) -> KeyGroupStates;
+    /// Loads restored state (the key groups this slot owns), before any record.
+    fn restore(&mut self, states: KeyGroupStates) -> Result<(), String>;
+}
+
+/// Where the scaffold reports, and what it restores.
+pub(crate) struct StatefulSetup {
+    /// The operator's stable id.
+    pub uid: String,
+    /// The first epoch this slot runs (restored checkpoint + 1, or 1).
+    pub start_epoch: Epoch,
+    /// Restored state of the key groups this slot owns.
+    pub restored: KeyGroupStates,
+    /// Where snapshot parts go.
+    pub snapshots: Rc<RefCell<SnapshotCollector>>,
+    /// This operator's handle in the collector.
+    pub part: OperatorPart,
+    /// Where a restore failure is reported.
+    pub fatal: Rc<RefCell<Option<String>>>,
+    /// The slot's activity counter.
+    pub activity: crate::Activity,
+    /// The slot's counters (records on time and late, rows emitted).
+    pub metrics: std::sync::Arc<crate::metrics::SlotMetrics>,
+}
+
+/// Builds a stateful operator around `logic`: its main output and its late output.
+pub(crate) fn stateful_operator<'scope, L: StatefulLogic>(
+    input: Stream<'scope, Time, Vec<Record<L::In>>>,
+    name: &str,
+    mut logic: L,
+    setup: StatefulSetup,
+) -> (RecordStream<'scope, L::Out>, RecordStream<'scope, L::In>, timely::scheduling::Activator) {
+    let scope = input.scope();
+    let mut builder = OperatorBuilder::new(name.to_owned(), scope);
+    let activator = scope.activator_for(builder.operator_info().address);
+    let mut input = builder.new_input(input, Pipeline);
+    let (out_output, out_stream) = builder.new_output::<Vec<Record<L::Out>>>();
+    let (late_output, late_stream) = builder.new_output::<Vec<Record<L::In>>>();
+    let mut out_output = OutputBuilder::<Time, CapacityContainerBuilder<Vec<Record<L::Out>>>>::from(out_output);
+    let mut late_output = OutputBuilder::<Time, CapacityContainerBuilder<Vec<Record<L::In>>>>::from(late_output);
+
+    builder.build(move |initial: Vec<Capability<Time>>| {
+        let StatefulSetup { uid, start_epoch, restored, snapshots, part, fatal, activity, metrics } = setup;
+        if let Err(reason) = logic.restore(restored) {
+            fatal.borrow_mut().get_or_insert_with(|| format!("operator {uid}: cannot restore its state: {reason}"));
+        }
+        let mut passed = EventTime::MIN;
+        let start = Time::new(start_epoch, passed);
+        let mut capabilities: Option<Vec<Capability<Time>>> = Some(initial.iter().map(|c| c.delayed(&start)).collect());
+        drop(initial);
+        let mut processing = start_epoch;
+        // Batches of epochs later than `processing`, with their timestamps' event times.
+        let mut held: Held<L::In> = BTreeMap::new();
+        let mut out: Vec<Record<L::Out>> = Vec::new();
+        let mut late: Vec<Record<L::In>> = Vec::new();
+        move |frontiers| {
+            let frontier = frontiers[0].frontier();
+            let mut applied = 0usize;
+            input.for_each(|stamp, data| {
+                activity.note();
+                let time = crate::message_time(&stamp);
+                let early_snapshots = faultpoint::planted(PlantedBug::SnapshotBeforeEpochComplete);
+                assert!(
+                    time.epoch >= processing || early_snapshots,
+                    "operator {uid}: record of completed epoch {} arrived in epoch {processing}",
+                    time.epoch
+                );
+                if time.epoch <= processing {
+                    applied += data.len();
+                    logic.apply(data, &mut out, &mut late);
+                } else {
+                    held.entry(time.epoch).or_default().push((time.event_time, std::mem::take(data)));
+                }
+            });
+            let Some(caps) = capabilities.as_mut() else {
+                assert!(frontier.is_empty() && held.is_empty(), "operator {uid}: input after it finished");
+                return;
+            };
+            logic.poll(&mut out);
+            let frontier_epoch = frontier.iter().map(|t| t.epoch).min();
+            // Fire what the frontier allows, then complete every epoch it has passed, in
+            // order, firing again after each epoch's held batches are applied.
+            loop {
+                let bound = firing_bound(frontier.iter().map(|t| t.event_time), &held);
+                if bound > passed {
+                    logic.advance(bound, &mut out);
+                }
+                let mut out_handle = out_output.activate();
+                let mut late_handle = late_output.activate();
+                SlotMetrics::add(&metrics.records_on_time, (applied - late.len().min(applied)) as u64);
+                SlotMetrics::add(&metrics.records_late, late.len() as u64);
+                SlotMetrics::add(&metrics.rows_emitted, out.len() as u64);
+                applied = 0;
+                if !out.is_empty() {
+                    out_handle.session(&caps[0]).give_container(&mut out);
+                    out.clear();
+                }
+                if !late.is_empty() {
+                    late_handle.session(&caps[1]).give_container(&mut late);
+                    late.clear();
+                }
+                if bound > passed {
+                    passed = bound;
+                    caps.iter_mut().for_each(|cap| cap.downgrade(&Time::new(processing, passed)));
+                }
+                if frontier_epoch.is_some_and(|epoch| epoch <= processing) {
+                    // Planted bug: the first record of the next epoch passes for the end of
+                    // this one, although records of this epoch may still be in flight.
+                    let premature = faultpoint::planted(PlantedBug::SnapshotBeforeEpochComplete)
+                        && frontier_epoch == Some(processing)
+                        && held.contains_key(&(processing + 1));
+                    if !premature {
+                        break;
+                    }
+                }
+                if frontier_epoch.is_none() && held.is_empty() {
+                    snapshots.borrow_mut().operator_final(part, processing, logic.snapshot());
+                    capabilities = None;
+                    return;
+                }
+                snapshots.borrow_mut().operator_part(part, processing, logic.snapshot());
+                activity.note();
+                processing += 1;
+                caps.iter_mut().for_each(|cap| cap.downgrade(&Time::new(processing, passed)));
+                if let Some(batches) = held.remove(&processing) {
+                    for (_, mut batch) in batches {
+                        applied += batch.len();
+                        logic.apply(&mut batch, &mut out, &mut late);
+                    }
+                }
+            }
+        }
+    });
+    (out_stream, late_stream, activator)
+}
+
+/// Event time has passed the returned bound: no frontier element and no held batch has an
+/// event time below it.
+fn firing_bound<R>(frontier: impl Iterator<Item = EventTime>, held: &BTreeMap<Epoch, Vec<(EventTime, R)>>) -> EventTime {
+    let held_min = held.values().flatten().map(|(time, _)| *time).min();
+    frontier.chain(held_min).min().unwrap_or(EventTime::MAX)
+}

@@ -1,0 +1,147 @@
+//! The state backend conformance suite: every backend must behave like a plain model.
+//!
+//! Method: proptest draws a sequence of operations — writes and reads of value, list and map
+//! state (some with a time to live) for a handful of keys at advancing event times, expiry
+//! passes, and snapshot-then-restore into a fresh backend — and applies each to the backend
+//! and to a model made of `BTreeMap`s. Every read must agree with the model, and a restored
+//! backend must read exactly like the one it was taken from. New backends (RocksDB) join by
+//! adding a line to `backends_conform`.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use weir_dataflow::state::{KeyedState, ListState, MapState, MemoryBackend, StateBackend, ValueState};
+
+#[derive(Clone, Debug)]
+enum Op {
+    SetValue { key: u64, value: i64 },
+    GetValue { key: u64 },
+    ClearValue { key: u64 },
+    Append { key: u64, value: i64 },
+    GetList { key: u64 },
+    Put { key: u64, user_key: u8, value: i64 },
+    Remove { key: u64, user_key: u8 },
+    Entries { key: u64 },
+    SetTtlValue { key: u64, value: i64 },
+    GetTtlValue { key: u64 },
+    Tick { ms: i64 },
+    Expire,
+    SnapshotRestore,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = 0u64..6;
+    prop_oneof![
+        (key.clone(), any::<i64>()).prop_map(|(key, value)| Op::SetValue { key, value }),
+        key.clone().prop_map(|key| Op::GetValue { key }),
+        key.clone().prop_map(|key| Op::ClearValue { key }),
+        (key.clone(), any::<i64>()).prop_map(|(key, value)| Op::Append { key, value }),
+        key.clone().prop_map(|key| Op::GetList { key }),
+        (key.clone(), 0u8..4, any::<i64>()).prop_map(|(key, user_key, value)| Op::Put { key, user_key, value }),
+        (key.clone(), 0u8..4).prop_map(|(key, user_key)| Op::Remove { key, user_key }),
+        key.clone().prop_map(|key| Op::Entries { key }),
+        (key.clone(), any::<i64>()).prop_map(|(key, value)| Op::SetTtlValue { key, value }),
+        key.prop_map(|key| Op::GetTtlValue { key }),
+        (0i64..40).prop_map(|ms| Op::Tick { ms }),
+        Just(Op::Expire),
+        Just(Op::SnapshotRestore),
+    ]
+}
+
+const TTL_MS: i64 = 50;
+
+#[derive(Default)]
+struct Model {
+    values: BTreeMap<u64, i64>,
+    lists: BTreeMap<u64, Vec<i64>>,
+    maps: BTreeMap<u64, BTreeMap<u8, i64>>,
+    ttl_values: BTreeMap<u64, (i64, i64)>,
+}
+
+fn check<B: StateBackend<u64>>(fresh: impl Fn() -> B, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let value = ValueState::<i64>::new("value");
+    let list = ListState::<i64>::new("list");
+    let map = MapState::<u8, i64>::new("map");
+    let ttl_value = ValueState::<i64>::new("ttl-value").with_ttl(TTL_MS);
+    let mut backend = fresh();
+    let mut model = Model::default();
+    let mut now = 0i64;
+    for op in ops {
+        match op {
+            Op::SetValue { key, value: v } => {
+                value.set(&mut KeyedState::new(&mut backend, &key, now), v);
+                model.values.insert(key, v);
+            }
+            Op::GetValue { key } => {
+                prop_assert_eq!(value.get(&mut KeyedState::new(&mut backend, &key, now)), model.values.get(&key).copied())
+            }
+            Op::ClearValue { key } => {
+                value.clear(&mut KeyedState::new(&mut backend, &key, now));
+                model.values.remove(&key);
+            }
+            Op::Append { key, value: v } => {
+                list.add(&mut KeyedState::new(&mut backend, &key, now), v);
+                model.lists.entry(key).or_default().push(v);
+            }
+            Op::GetList { key } => prop_assert_eq!(
+                list.get(&mut KeyedState::new(&mut backend, &key, now)),
+                model.lists.get(&key).cloned().unwrap_or_default()
+            ),
+            Op::Put { key, user_key, value: v } => {
+                map.put(&mut KeyedState::new(&mut backend, &key, now), user_key, v);
+                model.maps.entry(key).or_default().insert(user_key, v);
+            }
+            Op::Remove { key, user_key } => {
+                map.remove(&mut KeyedState::new(&mut backend, &key, now), &user_key);
+                if let Some(entries) = model.maps.get_mut(&key) {
+                    entries.remove(&user_key);
+                }
+            }
+            Op::Entries { key } => {
+                let expected: Vec<(u8, i64)> =
+                    model.maps.get(&key).map(|m| m.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
+                prop_assert_eq!(map.entries(&mut KeyedState::new(&mut backend, &key, now)), expected);
+            }
+            Op::SetTtlValue { key, value: v } => {
+                ttl_value.set(&mut KeyedState::new(&mut backend, &key, now), v);
+                model.ttl_values.insert(key, (v, now));
+            }
+            Op::GetTtlValue { key } => {
+                let expected = model.ttl_values.get(&key).filter(|(_, written)| now < written + TTL_MS).map(|(v, _)| *v);
+                prop_assert_eq!(ttl_value.get(&mut KeyedState::new(&mut backend, &key, now)), expected);
+            }
+            Op::Tick { ms } => now += ms,
+            Op::Expire => {
+                backend.expire(now);
+                model.ttl_values.retain(|_, (_, written)| now < *written + TTL_MS);
+            }
+            Op::SnapshotRestore => {
+                let snapshot = backend.snapshot();
+                let mut restored = fresh();
+                restored.restore(snapshot.clone()).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(restored.snapshot(), snapshot, "a restored backend snapshots what it restored");
+                backend = restored;
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn backends_conform(ops in proptest::collection::vec(op(), 1..80)) {
+        check(MemoryBackend::<u64>::default, ops)?;
+    }
+}
+
+#[test]
+fn a_state_used_with_two_types_is_refused_loudly() {
+    let mut backend = MemoryBackend::<u64>::default();
+    ValueState::<i64>::new("x").set(&mut KeyedState::new(&mut backend, &1, 0), 5);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ValueState::<String>::new("x").get(&mut KeyedState::new(&mut backend, &1, 0))
+    }));
+    assert!(result.is_err());
+}
