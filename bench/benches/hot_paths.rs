@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
+use weir_cluster::jobs::bids::{BidStats, Stats, WindowResult};
 use weir_core::bid::{parse_bid_line, write_bid_csv};
 use weir_core::generator::GeneratorConfig;
 use weir_core::keygroup::slot_of_key;
-use weir_cluster::jobs::bids::{BidStats, Stats, WindowResult};
 use weir_core::time::Time;
 use weir_core::Bid;
 use weir_dataflow::exchange::{Doorbell, ExchangeMessage, ExchangeRx, ExchangeTx, LocalChannel};

@@ -287,7 +287,12 @@ pub fn job_command(def: &JobDef, kind: InvocationKind) -> clap::Command {
             "a checkpoint not complete this long after its trigger is declined (five in a row restart the job)",
         ))
         .arg(engine("retained-checkpoints", "N", Some("3"), "complete checkpoints to keep"))
-        .arg(engine("rate", "RECORDS_PER_SECOND", None, "throttle the sources to this many records per second in total"));
+        .arg(engine(
+            "rate",
+            "RECORDS_PER_SECOND",
+            None,
+            "throttle the sources to this many records per second in total",
+        ));
     match kind {
         InvocationKind::Run => command
             .arg(engine(
@@ -298,12 +303,17 @@ pub fn job_command(def: &JobDef, kind: InvocationKind) -> clap::Command {
                  default: _checkpoints in the job's first output directory",
             ))
             .arg(engine("progress", "DURATION", Some("1s"), "progress line interval on stderr; 0 or `off` for none")),
-        InvocationKind::Submit => command
-            .arg(engine("coordinator", "ADDR", Some("127.0.0.1:7400"), "the coordinator's address"))
-            .arg(
-                engine("certs", "DIR", None, "directory with ca.pem and the client certificate (see `weir certs init`)")
-                    .required(true),
-            ),
+        InvocationKind::Submit => {
+            command.arg(engine("coordinator", "ADDR", Some("127.0.0.1:7400"), "the coordinator's address")).arg(
+                engine(
+                    "certs",
+                    "DIR",
+                    None,
+                    "directory with ca.pem and the client certificate (see `weir certs init`)",
+                )
+                .required(true),
+            )
+        }
     }
 }
 
@@ -348,7 +358,9 @@ pub fn parse_invocation(
     }
     let text = |id: &str| matches.get_one::<String>(id).cloned();
     let number = |id: &str| -> Result<Option<u64>, String> {
-        text(id).map(|t| t.trim().parse::<u64>().map_err(|_| format!("--{id} {t:?}: expected a whole number"))).transpose()
+        text(id)
+            .map(|t| t.trim().parse::<u64>().map_err(|_| format!("--{id} {t:?}: expected a whole number")))
+            .transpose()
     };
     let parallelism = number("parallelism")?.unwrap_or(1) as usize;
     let on_bad_record = match text("on-bad-record").as_deref() {

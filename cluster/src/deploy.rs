@@ -151,7 +151,8 @@ pub fn restored_slot(snapshot: SlotSnapshot) -> RestoredSlot {
 pub fn fence_output(job: &PlannedJob, generation: u64) -> Result<(), RunError> {
     let Some(fence) = job.fence(generation) else { return Ok(()) };
     let dir = job.fence_dir().expect("a fence has a directory");
-    sink::prepare(dir).map_err(|e| RunError::Output { path: dir.to_path_buf(), reason: format!("cannot create: {e}") })?;
+    sink::prepare(dir)
+        .map_err(|e| RunError::Output { path: dir.to_path_buf(), reason: format!("cannot create: {e}") })?;
     fence.claim().map_err(|e| RunError::Output { path: dir.join(sink::FENCE), reason: e.to_string() })
 }
 
@@ -196,7 +197,13 @@ pub async fn next_generation(store: &weir_core::checkpoint::CheckpointStore) -> 
 
 /// Brings slot `slot`'s sink files in line with restored checkpoint `epoch` (0 for none), which
 /// attempt `attempt` took, for deployment generation `generation` (refused if fenced out).
-pub fn recover_sinks(job: &PlannedJob, slot: usize, epoch: Epoch, attempt: u64, generation: u64) -> Result<(), RunError> {
+pub fn recover_sinks(
+    job: &PlannedJob,
+    slot: usize,
+    epoch: Epoch,
+    attempt: u64,
+    generation: u64,
+) -> Result<(), RunError> {
     let Some(fence) = job.fence(generation) else { return Ok(()) };
     let held = fence.hold().map_err(|e| RunError::Output {
         path: job.fence_dir().expect("fenced").join(sink::FENCE),

@@ -357,7 +357,14 @@ async fn try_resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) -> R
             match PlannedJob::new(&options.registry, record.spec) {
                 Ok(job) => {
                     eprintln!("coordinator: resuming job {job_id} from its checkpoints");
-                    tokio::spawn(run_job(state.clone(), options.clone(), Arc::new(job), record.options, job_id, cancel));
+                    tokio::spawn(run_job(
+                        state.clone(),
+                        options.clone(),
+                        Arc::new(job),
+                        record.options,
+                        job_id,
+                        cancel,
+                    ));
                 }
                 Err(error) => {
                     eprintln!("coordinator: job {job_id} cannot resume: {error}");

@@ -420,12 +420,8 @@ mod tests {
         let stranger =
             wiring.on_frame(3, DataFrame::Credit { exchange: 0, from: 0, to: 1, credits: 1 }, &reply).unwrap_err();
         assert!(stranger.contains("worker 3"), "{stranger}");
-        let other_exchange = DataFrame::Batch {
-            exchange: 1,
-            from: 1,
-            to: 0,
-            message: ExchangeMessage::Data(Time::new(1, 0), vec![]),
-        };
+        let other_exchange =
+            DataFrame::Batch { exchange: 1, from: 1, to: 0, message: ExchangeMessage::Data(Time::new(1, 0), vec![]) };
         let unknown = wiring.on_frame(2, other_exchange, &reply).unwrap_err();
         assert!(unknown.contains("exchange 1"), "{unknown}");
         assert!(stranger.contains("worker 3"), "{stranger}");
@@ -433,8 +429,12 @@ mod tests {
 
     #[test]
     fn a_peer_cannot_break_the_frontier_it_reports() {
-        let progress =
-            |times: Vec<Time>| DataFrame::Batch { exchange: 0, from: 1, to: 0, message: ExchangeMessage::Progress(times) };
+        let progress = |times: Vec<Time>| DataFrame::Batch {
+            exchange: 0,
+            from: 1,
+            to: 0,
+            message: ExchangeMessage::Progress(times),
+        };
         let (reply, _replies) = tokio::sync::mpsc::unbounded_channel();
         let forward = wiring();
         assert!(forward.on_frame(2, progress(vec![Time::new(2, 0)]), &reply).is_ok());

@@ -27,9 +27,9 @@ use tokio::sync::watch;
 use weir_core::faultpoint::{self, DeployDelivery};
 use weir_core::rt;
 use weir_dataflow::exchange::{Batch, BatchRx, BatchTx, Doorbell, ExchangeChannels, LocalChannel};
-use weir_dataflow::JobRegistry;
 use weir_dataflow::metrics::SlotMetrics;
 use weir_dataflow::snapshot::SlotSnapshot;
+use weir_dataflow::JobRegistry;
 
 use crate::connection::Connection;
 use crate::deploy::{launch_slot, recover_sinks, PlannedJob, SlotLaunch};
@@ -420,9 +420,8 @@ async fn deploy(
         rate_limit,
         ..
     } = deployment;
-    let job = Arc::new(
-        PlannedJob::new(registry, spec).map_err(|e| format!("worker {worker_id} cannot build the job: {e}"))?,
-    );
+    let job =
+        Arc::new(PlannedJob::new(registry, spec).map_err(|e| format!("worker {worker_id} cannot build the job: {e}"))?);
     let parallelism = job.parallelism();
     let exchanges = if parallelism > 1 { job.plan.exchanges } else { 0 };
     if placement.len() != parallelism

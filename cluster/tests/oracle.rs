@@ -10,9 +10,9 @@
 
 mod common;
 
+use common::run as run_bids_job;
 use common::*;
 use proptest::prelude::*;
-use common::run as run_bids_job;
 
 fn line_strategy() -> impl Strategy<Value = (i64, i64, i64, u8)> {
     // (auction, price, time jitter, kind): kind 0..=2 ordinary, 3 long delay, 4 malformed.

@@ -15,9 +15,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::run as run_bids_job;
 use common::*;
 use weir_cluster::coordinator::{CrashPoint, JobError};
-use common::run as run_bids_job;
 use weir_cluster::run::RunError;
 use weir_core::checkpoint::{CheckpointStore, METADATA};
 

@@ -11,6 +11,7 @@
 
 use proptest::prelude::*;
 
+use weir_cluster::jobs::bids::BidsParams;
 use weir_cluster::protocol::{
     ClientRequest, ClientResponse, DataFrame, Deployment, Hello, JobOptions, JobState, JobStatus, MetricsSnapshot,
     Placement, ToCoordinator, ToWorker,
@@ -18,7 +19,6 @@ use weir_cluster::protocol::{
 use weir_cluster::slot::{SlotCommand, SlotEvent};
 use weir_cluster::wire::{decode, encode, read_message, ReadLimits};
 use weir_core::checkpoint::{decode_metadata, encode_metadata, CheckpointMetadata, FileEntry, FORMAT_VERSION};
-use weir_cluster::jobs::bids::BidsParams;
 use weir_core::job::{BadRecordPolicy, JobSpec};
 use weir_core::time::Time;
 use weir_core::Bid;

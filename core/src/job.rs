@@ -64,10 +64,7 @@ impl JobSpec {
             )));
         }
         if self.job.is_empty() || !self.job.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(SpecError::Parameter(format!(
-                "job name {:?} must be letters, digits, `-` and `_`",
-                self.job
-            )));
+            return Err(SpecError::Parameter(format!("job name {:?} must be letters, digits, `-` and `_`", self.job)));
         }
         Ok(())
     }
@@ -150,7 +147,9 @@ impl ParamDef {
             ParamKind::UInt => {
                 text.trim().parse::<u64>().map(|v| v.to_string()).map_err(|_| expected("a non-negative integer"))
             }
-            ParamKind::Duration => parse_duration_ms(text).map(|v| format!("{v}ms")).map_err(|e| format!("--{flag}: {e}")),
+            ParamKind::Duration => {
+                parse_duration_ms(text).map(|v| format!("{v}ms")).map_err(|e| format!("--{flag}: {e}"))
+            }
             ParamKind::Path => Ok(absolute(Path::new(text)).display().to_string()),
             ParamKind::Files { extension } => {
                 let files = resolve_input_files(Path::new(text), extension).map_err(|e| format!("--{flag}: {e}"))?;

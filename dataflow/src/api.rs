@@ -48,12 +48,12 @@ use weir_core::time::{Epoch, Time};
 use crate::exchange::{ExchangeChannels, ExchangeReceive, ExchangeRx, ExchangeSend, ExchangeTx, TypedRx, TypedTx};
 use crate::keyed::slot_of;
 use crate::metrics::SlotMetrics;
+use crate::process::{CoProcess, Either, KeyedCoProcessFunction, KeyedProcessFunction, ProcessOperator};
 use crate::record::{Data, Record};
-use crate::sink::{CsvRow, EpochFileSink, ErrorRow, SinkSetup};
+use crate::sink::{CsvRow, CsvRows, EpochFileSink, ErrorRow, JsonLines, RowFormat, SerdeCsv, SinkSetup};
 use crate::snapshot::{SnapshotCollector, SplitState};
 use crate::source::{source_operator, RateLimit, Source, SourceSetup, TimestampAssigner, WatermarkStrategy};
 use crate::stateful::{stateful_operator, KeyGroupStates, StatefulSetup};
-use crate::process::{CoProcess, Either, KeyedCoProcessFunction, KeyedProcessFunction, ProcessOperator};
 use crate::window::{AggregateFunction, TimeWindow, WindowAggregate, WindowAssigner};
 
 /// A job built wrong, or a parameter it cannot use. Reported before anything runs.
@@ -160,7 +160,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn error(&self, operator: &str, reason: impl Into<String>) {
-        self.plan.borrow_mut().errors.push(BuildError::Operator { operator: operator.to_owned(), reason: reason.into() });
+        self.plan
+            .borrow_mut()
+            .errors
+            .push(BuildError::Operator { operator: operator.to_owned(), reason: reason.into() });
     }
 
     /// Registers a stateful operator's id: the explicit one, or one derived from the graph.
@@ -394,33 +397,42 @@ impl<'s, T: Data> DataStream<'s, T> {
     /// Keeps the records for which `predicate` holds.
     pub fn filter(self, mut predicate: impl FnMut(&T) -> bool + 'static) -> DataStream<'s, T> {
         let (shared, timestamps) = (self.shared.clone(), self.timestamps);
-        let stream = self.take().unary::<CapacityContainerBuilder<Vec<Record<T>>>, _, _, _>(Pipeline, "Filter", |_, _| {
-            move |input, output| {
-                input.for_each(|time, data| {
-                    data.retain(|record| predicate(&record.value));
-                    if !data.is_empty() {
-                        output.session(&time).give_container(data);
-                    }
-                });
-            }
-        });
+        let stream =
+            self.take().unary::<CapacityContainerBuilder<Vec<Record<T>>>, _, _, _>(Pipeline, "Filter", |_, _| {
+                move |input, output| {
+                    input.for_each(|time, data| {
+                        data.retain(|record| predicate(&record.value));
+                        if !data.is_empty() {
+                            output.session(&time).give_container(data);
+                        }
+                    });
+                }
+            });
         DataStream::new(stream, shared, timestamps, "filter".into(), None)
     }
 
     /// Replaces every record by the records `f` returns (each with the input's event time).
-    pub fn flat_map<U: Data, I: IntoIterator<Item = U>>(self, mut f: impl FnMut(T) -> I + 'static) -> DataStream<'s, U> {
+    pub fn flat_map<U: Data, I: IntoIterator<Item = U>>(
+        self,
+        mut f: impl FnMut(T) -> I + 'static,
+    ) -> DataStream<'s, U> {
         let (shared, timestamps) = (self.shared.clone(), self.timestamps);
-        let stream = self.take().unary::<CapacityContainerBuilder<Vec<Record<U>>>, _, _, _>(Pipeline, "FlatMap", |_, _| {
-            move |input, output| {
-                input.for_each(|time, data| {
-                    let mut session = output.session(&time);
-                    for record in data.drain(..) {
-                        let (stamp, watermark) = (record.time, record.watermark);
-                        session.give_iterator(f(record.value).into_iter().map(|value| Record { value, time: stamp, watermark }));
-                    }
-                });
-            }
-        });
+        let stream =
+            self.take().unary::<CapacityContainerBuilder<Vec<Record<U>>>, _, _, _>(Pipeline, "FlatMap", |_, _| {
+                move |input, output| {
+                    input.for_each(|time, data| {
+                        let mut session = output.session(&time);
+                        for record in data.drain(..) {
+                            let (stamp, watermark) = (record.time, record.watermark);
+                            session.give_iterator(f(record.value).into_iter().map(|value| Record {
+                                value,
+                                time: stamp,
+                                watermark,
+                            }));
+                        }
+                    });
+                }
+            });
         DataStream::new(stream, shared, timestamps, "flat_map".into(), None)
     }
 
@@ -460,7 +472,8 @@ impl<'s, T: Data> DataStream<'s, T> {
                 .into_iter()
                 .enumerate()
                 .map(|(from, rx)| {
-                    Box::new(TypedRx::<Record<T>>::new(rx, from, ctx.fatal.clone())) as Box<dyn ExchangeRx<Vec<Record<T>>>>
+                    Box::new(TypedRx::<Record<T>>::new(rx, from, ctx.fatal.clone()))
+                        as Box<dyn ExchangeRx<Vec<Record<T>>>>
                 })
                 .collect();
             let route_key = key.clone();
@@ -488,6 +501,29 @@ impl<'s, T: Data> DataStream<'s, T> {
     where
         T: CsvRow,
     {
+        self.sink_files(name, dir, CsvRows)
+    }
+
+    /// Writes the stream as CSV through serde (struct fields in order) under `header`,
+    /// exactly once.
+    pub fn sink_serde_csv(self, name: &str, dir: impl Into<PathBuf>, header: &str)
+    where
+        T: serde::Serialize,
+    {
+        self.sink_files(name, dir, SerdeCsv::<T>::new(header))
+    }
+
+    /// Writes the stream as JSON lines through serde, exactly once.
+    pub fn sink_json(self, name: &str, dir: impl Into<PathBuf>)
+    where
+        T: serde::Serialize,
+    {
+        self.sink_files(name, dir, JsonLines)
+    }
+
+    /// Writes the stream to an exactly-once file sink in `dir`, one file per slot and
+    /// checkpoint epoch, in `format`.
+    pub fn sink_files<F: RowFormat<Record<T>>>(self, name: &str, dir: impl Into<PathBuf>, format: F) {
         let shared = self.shared.clone();
         let ctx = &shared.ctx;
         let dir = dir.into();
@@ -502,15 +538,18 @@ impl<'s, T: Data> DataStream<'s, T> {
             plan.plan.sinks.push(SinkPlan { name: name.to_owned(), dir: dir.clone() });
         }
         let part = ctx.snapshots.borrow_mut().register_sink();
-        self.take().epoch_file_sink(SinkSetup {
-            dir,
-            slot: ctx.slot,
-            attempt: ctx.attempt,
-            part,
-            snapshots: ctx.snapshots.clone(),
-            fatal: ctx.fatal.clone(),
-            activity: ctx.activity.clone(),
-        });
+        self.take().epoch_file_sink(
+            format,
+            SinkSetup {
+                dir,
+                slot: ctx.slot,
+                attempt: ctx.attempt,
+                part,
+                snapshots: ctx.snapshots.clone(),
+                fatal: ctx.fatal.clone(),
+                activity: ctx.activity.clone(),
+            },
+        );
     }
 
     /// Drops the records knowingly (a "blackhole" sink; it also satisfies outputs that must be
@@ -591,12 +630,13 @@ where
         WindowedStream { keyed: self, assigner, uid: None }
     }
 
-    /// Runs `function` on every record with its key's state and timers. `uid` is the
-    /// operator's stable id (its state and timers are checkpointed under it).
-    pub fn process<O: Data, F: KeyedProcessFunction<K, T, O>>(self, uid: &str, function: F) -> DataStream<'s, O> {
+    /// Runs `function` on every record, in event-time order, with its key's state and timers
+    /// (see [`crate::process`]). `uid` is the operator's stable id (its state and timers are
+    /// checkpointed under it).
+    pub fn process<O: Data, F: KeyedProcessFunction<K, T, O>>(self, uid: &str, function: F) -> ProcessOutput<'s, O, T> {
         let logic = ProcessOperator::new(function, self.key, Box::new(weir_core::rt::processing_time_ms));
-        let (out, _never_late) = self.stream.stateful("process", Some(uid.to_owned()), logic, false, true);
-        out
+        let (results, late) = self.stream.stateful("process", Some(uid.to_owned()), logic, true, true);
+        ProcessOutput { results, late }
     }
 
     /// Connects this stream with another keyed by the same key type, for a
@@ -627,7 +667,11 @@ where
 {
     /// Runs `function` on both streams' records with their key's state and timers, under the
     /// stable id `uid`.
-    pub fn process<O: Data, F: KeyedCoProcessFunction<K, A, B, O>>(self, uid: &str, function: F) -> DataStream<'s, O> {
+    pub fn process<O: Data, F: KeyedCoProcessFunction<K, A, B, O>>(
+        self,
+        uid: &str,
+        function: F,
+    ) -> ProcessOutput<'s, O, Either<A, B>> {
         let (ka, kb) = (self.left.key, self.right.key);
         let left = self.left.stream.map(Either::<A, B>::Left);
         let right = self.right.stream.map(Either::<A, B>::Right);
@@ -637,8 +681,8 @@ where
             Either::Right(b) => kb(b),
         };
         let logic = ProcessOperator::new(CoProcess(function), key, Box::new(weir_core::rt::processing_time_ms));
-        let (out, _never_late) = both.stateful("co-process", Some(uid.to_owned()), logic, false, true);
-        out
+        let (results, late) = both.stateful("co-process", Some(uid.to_owned()), logic, true, true);
+        ProcessOutput { results, late }
     }
 }
 
@@ -647,6 +691,15 @@ pub struct WindowedStream<'s, K, T: Data, KF, W> {
     keyed: KeyedStream<'s, K, T, KF>,
     assigner: W,
     uid: Option<String>,
+}
+
+/// A process function's outputs.
+pub struct ProcessOutput<'s, O: Data, T: Data> {
+    /// What the function emitted.
+    pub results: DataStream<'s, O>,
+    /// Records already behind the watermark they were read under, which cannot be handed over
+    /// in event-time order: write them somewhere (or `.discard()` them knowingly).
+    pub late: DataStream<'s, T>,
 }
 
 /// A window operator's outputs.

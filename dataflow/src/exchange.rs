@@ -372,7 +372,6 @@ impl<D> TypedRx<D> {
     pub fn new(inner: BatchRx, from: usize, fatal: std::rc::Rc<std::cell::RefCell<Option<String>>>) -> Self {
         TypedRx { inner, fatal, from, _records: std::marker::PhantomData }
     }
-
 }
 
 impl<D: Send + serde::de::DeserializeOwned + 'static> ExchangeRx<Vec<D>> for TypedRx<D> {
@@ -400,8 +399,5 @@ impl<D: Send + serde::de::DeserializeOwned + 'static> ExchangeRx<Vec<D>> for Typ
 /// prefix in it can make the decoder allocate beyond what the frame carried).
 fn decode_batch<D: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<Vec<D>, bincode::Error> {
     use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_limit(bytes.len() as u64)
-        .deserialize(bytes)
+    bincode::DefaultOptions::new().with_fixint_encoding().with_limit(bytes.len() as u64).deserialize(bytes)
 }

@@ -59,12 +59,66 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// The deterministic hash of a key.
+/// Folds a key's parts into one word for [`key_hash`]: a key of one integer is that integer
+/// (so an `i64` key lands in the key group stage 1 gave it); more parts are mixed in.
+#[derive(Default)]
+struct GroupHasher {
+    state: u64,
+    parts: u32,
+}
+
+impl Hasher for GroupHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.state
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.write_u64(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, value: u64) {
+        self.state = if self.parts == 0 { value } else { mix64(self.state ^ value) };
+        self.parts += 1;
+    }
+    #[inline]
+    fn write_i64(&mut self, value: i64) {
+        self.write_u64(value as u64)
+    }
+    #[inline]
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(value as u64)
+    }
+    #[inline]
+    fn write_i32(&mut self, value: i32) {
+        self.write_u64(value as u32 as u64)
+    }
+    #[inline]
+    fn write_usize(&mut self, value: usize) {
+        self.write_u64(value as u64)
+    }
+    #[inline]
+    fn write_u8(&mut self, value: u8) {
+        self.write_u64(value as u64)
+    }
+}
+
+/// The deterministic hash of a key, before the key group's mixing (see
+/// [`weir_core::keygroup::key_group_of_hash`]).
 #[inline]
 pub fn key_hash<K: Hash + ?Sized>(key: &K) -> u64 {
-    let mut hasher = KeyHasher::default();
+    let mut hasher = GroupHasher::default();
     key.hash(&mut hasher);
-    mix64(hasher.finish())
+    hasher.finish()
 }
 
 /// The key group of a key.

@@ -29,15 +29,17 @@ pub mod state;
 pub mod stateful;
 pub mod window;
 
-pub use api::{BuildError, ConnectedStreams, DataStream, JobBuilder, JobPlan, KeyedStream, WindowOutput, WindowedStream};
-pub use process::{Context, Either, KeyedCoProcessFunction, KeyedProcessFunction, TimeDomain};
-pub use state::{AggregatingState, ListState, MapState, ReducingState, ValueState};
+pub use api::{
+    BuildError, ConnectedStreams, DataStream, JobBuilder, JobPlan, KeyedStream, WindowOutput, WindowedStream,
+};
 pub use job::{build_slot, plan_job, SlotControl, SlotSetup};
+pub use process::{Context, Either, KeyedCoProcessFunction, KeyedProcessFunction, TimeDomain};
 pub use record::{Data, Record};
 pub use registry::{JobDef, JobRegistry};
 pub use source::{CollectionSource, FileSource, GeneratorSource, LineFormat, WatermarkStrategy};
-pub use window::{AggregateFunction, SlidingEventTimeWindows, TimeWindow, TumblingEventTimeWindows};
+pub use state::{AggregatingState, ListState, MapState, ReducingState, ValueState};
 pub use weir_core::job::{ParamDef, ParamKind, Params};
+pub use window::{AggregateFunction, SlidingEventTimeWindows, TimeWindow, TumblingEventTimeWindows};
 
 use std::cell::Cell;
 use std::rc::Rc;

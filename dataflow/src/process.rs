@@ -2,15 +2,25 @@
 //! `KeyedProcessFunction` and `KeyedCoProcessFunction`), on the stateful scaffold.
 //!
 //! A function sees one record (or one firing timer) at a time, for its key, with the key's
-//! state ([`crate::state`]) and a timer service. **Event-time timers** fire when event time
-//! passes them (no record still to come is earlier), in order of time and then key, so their
-//! effects are the same in every run; a timer set in the past fires at once. **Processing-time
-//! timers** fire when the node's clock — read through the runtime seam, so that the simulator
-//! drives it — reaches them; their results depend on timing, as in Flink. Timers are keyed
-//! state: they are checkpointed with the key's key group and restored with it.
+//! state ([`crate::state`]) and a timer service.
 //!
-//! Outputs keep the event time and lateness horizon of the record being processed; an output
-//! of a timer carries the timer's time.
+//! **Records arrive in event-time order.** Flink hands a process function its records in
+//! arrival order, which depends on how the inputs' splits interleave — so its results change
+//! with parallelism and with failures. Weir holds each record until event time passes it and
+//! then hands it over in order of event time (ties: by key, then by the record's encoding),
+//! interleaved with the timers due at the same moment (records first). Results are therefore
+//! the same in every run, at any parallelism, with or without failures; the price is latency
+//! up to the watermark's delay, as for a window. A record already behind the watermark it was
+//! read under (`time < watermark`: later than the source's out-of-orderness bound) cannot be
+//! put in order: it goes to the operator's late output, never silently dropped.
+//!
+//! **Event-time timers** fire when event time passes them; a timer set at or before the
+//! current time fires right after the current record. **Processing-time timers** fire when the
+//! node's clock — read through the runtime seam, so that the simulator drives it — reaches
+//! them; their results depend on timing, as in Flink. Timers and records waiting for their
+//! turn are keyed state: checkpointed with their key group and restored with it.
+//!
+//! Outputs carry the event time of the record or event-time timer being processed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -69,9 +79,10 @@ impl<'a, K: Key, O> Context<'a, K, O> {
     pub fn collect(&mut self, value: O) {
         self.out.push(Record { value, time: self.timestamp, watermark: self.watermark });
     }
-    /// Fires [`KeyedProcessFunction::on_timer`] for this key once event time passes `time`.
+    /// Fires [`KeyedProcessFunction::on_timer`] for this key once event time passes `time`
+    /// (right after the current record or timer if `time` is not after it).
     pub fn register_event_time_timer(&mut self, time: EventTime) {
-        self.timers.event.insert((time, self.key.clone()));
+        self.timers.event.insert((time.max(self.timestamp), self.key.clone()));
     }
     /// Cancels an event-time timer of this key.
     pub fn delete_event_time_timer(&mut self, time: EventTime) {
@@ -147,10 +158,12 @@ struct Timers<K> {
 
 /// What one key group of a process operator's snapshot holds.
 #[derive(Serialize, Deserialize)]
-struct GroupState<K> {
+struct GroupState<K, R> {
     state: Option<Vec<u8>>,
     event_timers: Vec<(EventTime, K)>,
     processing_timers: Vec<(EventTime, K)>,
+    /// Records waiting for event time to pass them.
+    waiting: Vec<R>,
 }
 
 /// The logic behind [`crate::api::KeyedStream::process`].
@@ -159,6 +172,10 @@ pub(crate) struct ProcessOperator<K: Key, I, O, F, KF> {
     key: KF,
     store: Store<K>,
     timers: Timers<K>,
+    /// Records waiting for event time to pass them, with their keys.
+    waiting: Vec<(K, Record<I>)>,
+    /// Event time has passed this bound.
+    passed: EventTime,
     /// The node's clock in epoch milliseconds.
     clock: Box<dyn Fn() -> EventTime>,
     _types: std::marker::PhantomData<fn(I) -> O>,
@@ -171,6 +188,8 @@ impl<K: Key, I, O, F, KF> ProcessOperator<K, I, O, F, KF> {
             key,
             store: Store::default(),
             timers: Timers { event: BTreeSet::new(), processing: BTreeSet::new() },
+            waiting: Vec::new(),
+            passed: EventTime::MIN,
             clock,
             _types: std::marker::PhantomData,
         }
@@ -186,10 +205,12 @@ where
 {
     fn fire(&mut self, time: EventTime, key: K, domain: TimeDomain, out: &mut Vec<Record<O>>) {
         let processing_time = (self.clock)();
+        // A processing-time timer's outputs are stamped at the event time already passed.
+        let timestamp = if domain == TimeDomain::EventTime { time } else { self.passed };
         let mut ctx = Context {
-            state: KeyedState::new(&mut self.store, &key, time),
+            state: KeyedState::new(&mut self.store, &key, timestamp),
             key: &key,
-            timestamp: time,
+            timestamp,
             watermark: EventTime::MIN,
             timers: &mut self.timers,
             out,
@@ -197,6 +218,28 @@ where
         };
         self.function.on_timer(time, domain, &mut ctx);
     }
+
+    fn process(&mut self, key: K, record: Record<I>, processing_time: EventTime, out: &mut Vec<Record<O>>) {
+        let mut ctx = Context {
+            state: KeyedState::new(&mut self.store, &key, record.time),
+            key: &key,
+            timestamp: record.time,
+            watermark: record.watermark,
+            timers: &mut self.timers,
+            out,
+            processing_time,
+        };
+        self.function.process_element(record.value, &mut ctx);
+    }
+}
+
+/// The order records are handed over in: event time, key, then the record's encoding (equal
+/// encodings are equal records, whose order cannot matter).
+fn record_order<K: Ord, I: Serialize>(a: &(K, Record<I>), b: &(K, Record<I>)) -> std::cmp::Ordering {
+    (a.1.time, &a.0).cmp(&(b.1.time, &b.0)).then_with(|| {
+        let encode = |record: &Record<I>| bincode::serialize(&record.value).expect("records serialize");
+        encode(&a.1).cmp(&encode(&b.1))
+    })
 }
 
 impl<K, I, O, F, KF> StatefulLogic for ProcessOperator<K, I, O, F, KF>
@@ -210,32 +253,45 @@ where
     type In = I;
     type Out = O;
 
-    fn apply(&mut self, records: &mut Vec<Record<I>>, out: &mut Vec<Record<O>>, _late: &mut Vec<Record<I>>) {
-        let processing_time = (self.clock)();
+    fn apply(&mut self, records: &mut Vec<Record<I>>, _out: &mut Vec<Record<O>>, late: &mut Vec<Record<I>>) {
         for record in records.drain(..) {
-            let key = (self.key)(&record.value);
-            let mut ctx = Context {
-                state: KeyedState::new(&mut self.store, &key, record.time),
-                key: &key,
-                timestamp: record.time,
-                watermark: record.watermark,
-                timers: &mut self.timers,
-                out,
-                processing_time,
-            };
-            self.function.process_element(record.value, &mut ctx);
+            if record.time < record.watermark {
+                late.push(record);
+            } else {
+                debug_assert!(record.time >= self.passed, "an in-order record arrived after event time passed it");
+                self.waiting.push(((self.key)(&record.value), record));
+            }
         }
     }
 
     fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<O>>) {
-        // Timers set while firing (also in the past) fire in the same pass.
-        while let Some((time, _)) = self.timers.event.first() {
-            if *time >= bound {
-                break;
+        let processing_time = (self.clock)();
+        let (mut ready, waiting): (Vec<_>, Vec<_>) = self.waiting.drain(..).partition(|(_, r)| r.time < bound);
+        self.waiting = waiting;
+        ready.sort_by(record_order);
+        let mut ready = ready.into_iter().peekable();
+        // Records and timers due before `bound`, in event-time order (records first on ties);
+        // timers set meanwhile (also at the current time) join in.
+        loop {
+            let timer = self.timers.event.first().map(|(time, _)| *time).filter(|time| *time < bound);
+            let record = ready.peek().map(|(_, r)| r.time);
+            match (record, timer) {
+                (Some(record_time), Some(timer_time)) if timer_time < record_time => {
+                    let (time, key) = self.timers.event.pop_first().expect("present");
+                    self.fire(time, key, TimeDomain::EventTime, out);
+                }
+                (Some(_), _) => {
+                    let (key, record) = ready.next().expect("present");
+                    self.process(key, record, processing_time, out);
+                }
+                (None, Some(_)) => {
+                    let (time, key) = self.timers.event.pop_first().expect("present");
+                    self.fire(time, key, TimeDomain::EventTime, out);
+                }
+                (None, None) => break,
             }
-            let (time, key) = self.timers.event.pop_first().expect("present");
-            self.fire(time, key, TimeDomain::EventTime, out);
         }
+        self.passed = bound;
         self.store.expire(bound);
     }
 
@@ -251,8 +307,9 @@ where
     }
 
     fn snapshot(&self) -> KeyGroupStates {
-        let mut groups: BTreeMap<usize, GroupState<&K>> = BTreeMap::new();
-        let empty = || GroupState { state: None, event_timers: Vec::new(), processing_timers: Vec::new() };
+        let mut groups: BTreeMap<usize, GroupState<&K, &Record<I>>> = BTreeMap::new();
+        let empty =
+            || GroupState { state: None, event_timers: Vec::new(), processing_timers: Vec::new(), waiting: Vec::new() };
         let state = self.store.snapshot();
         for (group, bytes) in &state {
             groups.entry(*group).or_insert_with(empty).state = Some(bytes.clone());
@@ -263,14 +320,20 @@ where
         for (time, key) in &self.timers.processing {
             groups.entry(key_group_of(key)).or_insert_with(empty).processing_timers.push((*time, key));
         }
+        let mut waiting: Vec<&(K, Record<I>)> = self.waiting.iter().collect();
+        waiting.sort_by(|a, b| record_order(a, b));
+        for (key, record) in waiting {
+            groups.entry(key_group_of(key)).or_insert_with(empty).waiting.push(record);
+        }
         groups.into_iter().map(|(group, part)| (group, bincode::serialize(&part).expect("state serializes"))).collect()
     }
 
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
         let mut store_parts = Vec::new();
         for (group, bytes) in states {
-            let part: GroupState<K> =
+            let part: GroupState<K, Record<I>> =
                 crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
+            self.waiting.extend(part.waiting.into_iter().map(|record| ((self.key)(&record.value), record)));
             if let Some(state) = part.state {
                 store_parts.push((group, state));
             }

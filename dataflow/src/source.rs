@@ -95,6 +95,55 @@ pub trait LineFormat: 'static {
     fn parse(&self, line: &[u8]) -> Result<Self::Record, String>;
 }
 
+/// CSV lines parsed through serde into `T` (fields in order), under a header.
+pub struct CsvLines<T> {
+    header: String,
+    _records: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> CsvLines<T> {
+    /// Lines of files that start with `header` (checked when the job is planned).
+    pub fn new(header: &str) -> Self {
+        CsvLines { header: header.replace(' ', ""), _records: std::marker::PhantomData }
+    }
+}
+
+impl<T: crate::record::Data> LineFormat for CsvLines<T> {
+    type Record = T;
+    fn header(&self) -> Option<&str> {
+        Some(&self.header)
+    }
+    fn parse(&self, line: &[u8]) -> Result<T, String> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(line);
+        let mut record = csv::ByteRecord::new();
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => record.deserialize(None).map_err(|e| e.to_string()),
+            Ok(false) => Err("empty line".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// JSON lines parsed through serde into `T`.
+pub struct JsonLines<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Default for JsonLines<T> {
+    fn default() -> Self {
+        JsonLines(std::marker::PhantomData)
+    }
+}
+
+impl<T: crate::record::Data> LineFormat for JsonLines<T> {
+    type Record = T;
+    fn header(&self) -> Option<&str> {
+        None
+    }
+    fn parse(&self, line: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(line).map_err(|e| e.to_string())
+    }
+}
+
 /// Generates records from a seed: record `index` of split `split` of `splits` is a pure
 /// function of them, so a split resumes anywhere without replaying.
 pub trait Generator: 'static {
@@ -161,7 +210,6 @@ impl FileReader {
         Ok((lines, consumed, false))
     }
 }
-
 
 /// Text files, one split per file, one record per line.
 pub struct FileSource<F> {

@@ -296,7 +296,8 @@ struct TypedTable<K, S> {
 impl<K: Key, S: Data> TypedTable<K, S> {
     fn live(&mut self, key: &K, now: EventTime) -> Option<&mut Stamped<S>> {
         let ttl = self.ttl_ms;
-        let expired = matches!((ttl, self.entries.get(key)), (Some(ttl), Some(e)) if now >= e.written.saturating_add(ttl));
+        let expired =
+            matches!((ttl, self.entries.get(key)), (Some(ttl), Some(e)) if now >= e.written.saturating_add(ttl));
         if expired {
             self.entries.remove(key);
             return None;
@@ -358,7 +359,9 @@ impl<K: Key> MemoryBackend<K> {
             for (_, bytes) in self.pending.remove(state.name).unwrap_or_default() {
                 // Checked when it was restored (see `restore`): a state that no longer decodes
                 // as its declared type is a changed job, reported there.
-                table.restore(&bytes).unwrap_or_else(|e| panic!("state {}: restored entries do not decode: {e}", state.name));
+                table
+                    .restore(&bytes)
+                    .unwrap_or_else(|e| panic!("state {}: restored entries do not decode: {e}", state.name));
             }
             self.tables.insert(state.name, Box::new(table));
         }
@@ -426,7 +429,10 @@ impl<K: Key> StateBackend<K> for MemoryBackend<K> {
     }
     fn map_entries<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>) -> Vec<(UK, UV)> {
         let table = self.table::<BTreeMap<UK, UV>>(state);
-        table.live(at.key, at.now).map(|e| e.value.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+        table
+            .live(at.key, at.now)
+            .map(|e| e.value.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
     }
     fn clear<S: Data>(&mut self, state: &StateName, at: &Access<'_, K>) {
         self.table::<S>(state).entries.remove(at.key);

@@ -52,7 +52,12 @@ pub trait StatefulLogic: 'static {
     type Out: Data;
     /// Applies records of the processing epoch. Outputs go to `out`, records the operator
     /// judges late (its result for them can no longer change) to `late`.
-    fn apply(&mut self, records: &mut Vec<Record<Self::In>>, out: &mut Vec<Record<Self::Out>>, late: &mut Vec<Record<Self::In>>);
+    fn apply(
+        &mut self,
+        records: &mut Vec<Record<Self::In>>,
+        out: &mut Vec<Record<Self::Out>>,
+        late: &mut Vec<Record<Self::In>>,
+    );
     /// Event time has passed `bound`: no record still to come has an event time below it
     /// (other than records the operator will judge late). Fire what that completes.
     fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<Self::Out>>);
@@ -201,7 +206,10 @@ pub(crate) fn stateful_operator<'scope, L: StatefulLogic>(
 
 /// Event time has passed the returned bound: no frontier element and no held batch has an
 /// event time below it.
-fn firing_bound<R>(frontier: impl Iterator<Item = EventTime>, held: &BTreeMap<Epoch, Vec<(EventTime, R)>>) -> EventTime {
+fn firing_bound<R>(
+    frontier: impl Iterator<Item = EventTime>,
+    held: &BTreeMap<Epoch, Vec<(EventTime, R)>>,
+) -> EventTime {
     let held_min = held.values().flatten().map(|(time, _)| *time).min();
     frontier.chain(held_min).min().unwrap_or(EventTime::MAX)
 }

@@ -227,7 +227,11 @@ where
             self.fired.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let window = TimeWindow { start, end };
             let time = window.max_timestamp();
-            out.extend(self.fired.drain(..).map(|(key, accumulator)| Record::derived((self.result)(&key, window, accumulator), time)));
+            out.extend(
+                self.fired
+                    .drain(..)
+                    .map(|(key, accumulator)| Record::derived((self.result)(&key, window, accumulator), time)),
+            );
         }
     }
 

@@ -74,7 +74,10 @@ fn check<B: StateBackend<u64>>(fresh: impl Fn() -> B, ops: Vec<Op>) -> Result<()
                 model.values.insert(key, v);
             }
             Op::GetValue { key } => {
-                prop_assert_eq!(value.get(&mut KeyedState::new(&mut backend, &key, now)), model.values.get(&key).copied())
+                prop_assert_eq!(
+                    value.get(&mut KeyedState::new(&mut backend, &key, now)),
+                    model.values.get(&key).copied()
+                )
             }
             Op::ClearValue { key } => {
                 value.clear(&mut KeyedState::new(&mut backend, &key, now));
@@ -108,7 +111,8 @@ fn check<B: StateBackend<u64>>(fresh: impl Fn() -> B, ops: Vec<Op>) -> Result<()
                 model.ttl_values.insert(key, (v, now));
             }
             Op::GetTtlValue { key } => {
-                let expected = model.ttl_values.get(&key).filter(|(_, written)| now < written + TTL_MS).map(|(v, _)| *v);
+                let expected =
+                    model.ttl_values.get(&key).filter(|(_, written)| now < written + TTL_MS).map(|(v, _)| *v);
                 prop_assert_eq!(ttl_value.get(&mut KeyedState::new(&mut backend, &key, now)), expected);
             }
             Op::Tick { ms } => now += ms,

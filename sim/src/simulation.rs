@@ -599,13 +599,8 @@ async fn simulate_in(
     // reason committed output may shrink).
     let damaged: Arc<Mutex<Damaged>> = Arc::default();
     let monitor = {
-        let (dirs, storage, job_id, violation, damaged) = (
-            world.job.sink_dirs(),
-            world.storage.clone(),
-            world.job_id.clone(),
-            violation.clone(),
-            damaged.clone(),
-        );
+        let (dirs, storage, job_id, violation, damaged) =
+            (world.job.sink_dirs(), world.storage.clone(), world.job_id.clone(), violation.clone(), damaged.clone());
         madsim::task::spawn(async move {
             let mut seen = CommittedFiles::default();
             let mut looked_at = None;
@@ -670,9 +665,7 @@ async fn simulate_in(
             violations.len()
         ));
     }
-    if let Some(found) =
-        committed_beyond_completion(&world.job.sink_dirs(), &world.storage, &world.job_id)
-    {
+    if let Some(found) = committed_beyond_completion(&world.job.sink_dirs(), &world.storage, &world.job_id) {
         return Err(format!("output committed for an epoch whose checkpoint never completed: {found}"));
     }
     every_checkpoint_restores(&world, &damaged.checkpoints).await?;

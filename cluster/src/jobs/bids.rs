@@ -5,12 +5,12 @@
 //! it. Its output is unchanged: the same rows, the same late records (a bid is late iff its
 //! window's end is `<=` its split's watermark when it is read), the same error rows.
 
+use weir_core::bid::write_integer;
 use weir_core::bid::{parse_bid_line, BID_HEADER};
 use weir_core::generator::{BidGenerator, GeneratorConfig};
 use weir_core::time::EventTime;
 use weir_core::Bid;
 use weir_dataflow::api::BuildError;
-use weir_core::bid::write_integer;
 use weir_dataflow::sink::CsvRow;
 use weir_dataflow::source::{Generator, GeneratorSource};
 use weir_dataflow::{
@@ -225,7 +225,12 @@ impl BidsParams {
     }
 
     /// A job over `files` writing to `output`.
-    pub fn files(files: Vec<std::path::PathBuf>, output: &std::path::Path, window_ms: i64, out_of_orderness_ms: i64) -> Self {
+    pub fn files(
+        files: Vec<std::path::PathBuf>,
+        output: &std::path::Path,
+        window_ms: i64,
+        out_of_orderness_ms: i64,
+    ) -> Self {
         BidsParams {
             input: Some(files.iter().map(|f| weir_core::job::absolute(f)).collect()),
             generator: GeneratorConfig::new(0, 0),

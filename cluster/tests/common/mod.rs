@@ -21,7 +21,8 @@ pub fn file_job(
     out_of_orderness_ms: i64,
 ) -> RunOptions {
     let files = resolve_input_files(input, "csv").expect("valid input");
-    let spec = BidsParams::files(files, output, window_ms, out_of_orderness_ms).spec(parallelism, BadRecordPolicy::Skip);
+    let spec =
+        BidsParams::files(files, output, window_ms, out_of_orderness_ms).spec(parallelism, BadRecordPolicy::Skip);
     let mut options = RunOptions::new(spec);
     options.checkpoint_interval = Some(Duration::from_millis(2));
     options

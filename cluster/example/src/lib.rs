@@ -1,0 +1,17 @@
+//! Example jobs written on Weir's DataStream API, each with an independent sequential
+//! reference ([`reference`]) that the tests and the simulator judge the engine by.
+//!
+//! - [`fraud`]: keyed state and event-time timers — a small transaction followed by a large
+//!   one within a minute on the same account raises an alert.
+//! - [`enrichment`]: two connected streams — clicks joined with each user's latest profile,
+//!   kept in keyed state with a time to live.
+
+pub mod enrichment;
+pub mod fraud;
+pub mod reference;
+
+/// Registers this crate's jobs.
+pub fn register(registry: &mut weir_dataflow::JobRegistry) {
+    registry.register(fraud::job());
+    registry.register(enrichment::job());
+}

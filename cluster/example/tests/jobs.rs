@@ -1,0 +1,185 @@
+//! The example jobs against their sequential references, at parallelism 1, 2 and 4.
+//!
+//! Method: each job runs on the embedded cluster (the user's registry, as the binary has it)
+//! over generated input with frequent checkpoints; its committed output is read back and
+//! compared, as a sorted multiset of typed records, with what the independent reference in
+//! `weir_example::reference` computes from the same input splits. The binary itself is run
+//! once, to show that a user's crate gets the whole CLI.
+#![allow(clippy::disallowed_methods)] // tests inspect real directories with std::fs
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use weir_cluster::run::{run_job, RunOptions};
+use weir_core::job::BadRecordPolicy;
+use weir_dataflow::source::Generator;
+use weir_example::enrichment::{ClickGenerator, EnrichedClick, ProfileGenerator, Streams};
+use weir_example::fraud::{Alert, Transaction, Transactions};
+use weir_example::reference::{self, Input};
+
+fn registry() -> weir_dataflow::JobRegistry {
+    let mut registry = weir_cluster::jobs::builtin();
+    weir_example::register(&mut registry);
+    registry
+}
+
+fn options(job: &str, params: &[(&str, String)], parallelism: usize) -> RunOptions {
+    let registry = registry();
+    let given = params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let spec = registry.get(job).unwrap().spec(&given, parallelism, BadRecordPolicy::Skip).unwrap();
+    let mut options = RunOptions::new(spec);
+    options.checkpoint_interval = Some(Duration::from_millis(5));
+    // Slow enough for dozens of checkpoints in every run, whose restores must be exact.
+    options.rate_limit = Some(400_000);
+    options
+}
+
+/// The committed rows of a sink directory (files not hidden), parsed.
+fn committed_csv<T: DeserializeOwned + Ord>(dir: &Path) -> Vec<T> {
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with(['.', '_']) || path.is_dir() {
+            continue;
+        }
+        let mut reader = csv::Reader::from_path(&path).unwrap();
+        rows.extend(reader.deserialize::<T>().map(Result::unwrap));
+    }
+    rows.sort();
+    rows
+}
+
+fn committed_json<T: DeserializeOwned + Ord>(dir: &Path) -> Vec<T> {
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with(['.', '_']) || path.is_dir() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        rows.extend(text.lines().map(|line| serde_json::from_str::<T>(line).unwrap()));
+    }
+    rows.sort();
+    rows
+}
+
+fn generated<G: Generator>(generator: &G, splits: usize) -> Vec<Vec<G::Record>> {
+    (0..splits)
+        .map(|split| (0..generator.split_len(split, splits)).map(|i| generator.generate(split, splits, i)).collect())
+        .collect()
+}
+
+#[test]
+fn fraud_alerts_equal_the_reference_at_every_parallelism() {
+    let mut previous: Option<Vec<Alert>> = None;
+    for parallelism in [1, 2, 4] {
+        let root = tempfile::tempdir().unwrap();
+        let output = root.path().join("out");
+        let params = [
+            ("output", output.display().to_string()),
+            ("events", "60000".to_string()),
+            ("accounts", "40".to_string()),
+            ("seed", "7".to_string()),
+        ];
+        let summary = run_job(&registry(), options("fraud", &params, parallelism)).expect("runs");
+        assert!(summary.coordinator.checkpoints_completed > 1, "checkpoints were taken");
+        let generator = Transactions::new(60_000, 40, 7).unwrap();
+        let (alerts, late) = reference::fraud(&generated(&generator, parallelism), 2_000);
+        assert!(alerts.len() > 10 && !late.is_empty(), "the input exercises alerts and lateness");
+        assert_eq!(committed_csv::<Alert>(&output.join("alerts")), alerts, "alerts at parallelism {parallelism}");
+        assert_eq!(committed_csv::<Transaction>(&output.join("late")), late, "late at parallelism {parallelism}");
+        // Generated input has one split per slot, so each parallelism reads other splits:
+        // the reference is computed per run. Over files, one reference serves all (below).
+        previous = Some(alerts);
+    }
+    assert!(previous.is_some());
+}
+
+#[test]
+fn fraud_over_files_is_the_same_at_every_parallelism() {
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let generator = Transactions::new(20_000, 15, 3).unwrap();
+    let splits = generated(&generator, 3);
+    for (index, split) in splits.iter().enumerate() {
+        let mut text = String::from("account,amount_cents,time\n");
+        for t in split {
+            text.push_str(&format!("{},{},{}\n", t.account, t.amount_cents, t.time));
+        }
+        if index == 1 {
+            text.push_str("7,not-a-number,1\n");
+        }
+        std::fs::write(input.join(format!("part-{index}.csv")), text).unwrap();
+    }
+    let (alerts, late) = reference::fraud(&splits, 2_000);
+    for parallelism in [1, 2, 4] {
+        let output = root.path().join(format!("out-{parallelism}"));
+        let params = [("output", output.display().to_string()), ("input", input.display().to_string())];
+        run_job(&registry(), options("fraud", &params, parallelism)).expect("runs");
+        assert_eq!(committed_csv::<Alert>(&output.join("alerts")), alerts, "parallelism {parallelism}");
+        assert_eq!(committed_csv::<Transaction>(&output.join("late")), late, "parallelism {parallelism}");
+        let errors = std::fs::read_dir(output.join("errors")).unwrap().count();
+        assert!(errors > 1, "the malformed line is committed to errors/");
+    }
+}
+
+#[test]
+fn enrichment_equals_the_reference_at_every_parallelism() {
+    for parallelism in [1, 2, 4] {
+        let root = tempfile::tempdir().unwrap();
+        let output = root.path().join("out");
+        let params = [
+            ("output", output.display().to_string()),
+            ("events", "30000".to_string()),
+            ("users", "60".to_string()),
+            ("seed", "11".to_string()),
+            ("profile-ttl", "20s".to_string()),
+        ];
+        run_job(&registry(), options("enrichment", &params, parallelism)).expect("runs");
+        let streams = Streams::new(30_000, 60, 11).unwrap();
+        let profiles = generated(&ProfileGenerator(streams.clone()), parallelism);
+        let clicks = generated(&ClickGenerator(streams), parallelism);
+        let (enriched, late) = reference::enrichment(&profiles, &clicks, 1_000, 20_000);
+        assert!(enriched.iter().any(|c| c.country == "unknown") && enriched.iter().any(|c| c.country != "unknown"));
+        assert_eq!(committed_csv::<EnrichedClick>(&output.join("clicks")), enriched, "parallelism {parallelism}");
+        assert_eq!(committed_json::<Input>(&output.join("late")), late, "parallelism {parallelism}");
+    }
+}
+
+#[test]
+fn a_users_binary_has_the_whole_cli() {
+    let binary = env!("CARGO_BIN_EXE_weir-example");
+    let jobs = std::process::Command::new(binary).arg("jobs").output().unwrap();
+    let listing = String::from_utf8_lossy(&jobs.stdout);
+    for job in ["bids", "fraud", "enrichment"] {
+        assert!(listing.lines().any(|line| line == job), "`weir-example jobs` lists {job}:\n{listing}");
+    }
+    let help = std::process::Command::new(binary).args(["run", "fraud", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--accounts"));
+    let root = tempfile::tempdir().unwrap();
+    let output = root.path().join("out");
+    let run = std::process::Command::new(binary)
+        .args(["run", "fraud", "--events", "5000", "--progress", "off", "--parallelism", "2", "--output"])
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let wrong = std::process::Command::new(binary)
+        .args(["run", "fraud", "--output", "/tmp/x", "--events", "many"])
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && message.contains("--events") && message.trim().lines().count() == 1,
+        "{message}"
+    );
+    for sub in ["coordinator", "worker", "job", "certs"] {
+        let help = std::process::Command::new(binary).args([sub, "--help"]).output().unwrap();
+        assert!(help.status.success(), "`weir-example {sub} --help`");
+    }
+}
