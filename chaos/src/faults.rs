@@ -207,9 +207,46 @@ impl FaultKind {
     }
 }
 
+/// Which job a simulated run submits: the swarm picks one per seed, so that every operator
+/// family is exercised under faults and judged by its own sequential reference.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SimJob {
+    /// `bids`: tumbling windows with late and error outputs (generated or CSV input).
+    #[default]
+    Bids,
+    /// `fraud`: a keyed process function with state and event-time timers.
+    Fraud,
+    /// `enrichment`: two connected streams, keyed state with a time to live.
+    Enrichment,
+}
+
+impl SimJob {
+    /// The job's registered name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SimJob::Bids => "bids",
+            SimJob::Fraud => "fraud",
+            SimJob::Enrichment => "enrichment",
+        }
+    }
+
+    /// The job of `seed`: half the seeds run `bids`, a quarter each the others. Drawn from a
+    /// stream of its own, so that adding jobs leaves every seed's cluster and faults as they were.
+    pub fn of_seed(seed: u64) -> Self {
+        match mix64(seed ^ 0x70B5_70B5) % 4 {
+            0 => SimJob::Fraud,
+            1 => SimJob::Enrichment,
+            _ => SimJob::Bids,
+        }
+    }
+}
+
 /// The cluster and job of one run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shape {
+    /// The job (plans printed before job mixes had none: `bids`).
+    #[serde(default)]
+    pub job: SimJob,
     /// Worker nodes.
     pub workers: usize,
     /// Slots per worker.
@@ -264,9 +301,11 @@ pub enum CheckpointBackend {
 impl Shape {
     /// The job's source splits.
     pub fn splits(&self) -> usize {
-        match self.input {
-            Input::Generated => self.parallelism,
-            Input::CsvFiles { files } => files,
+        match (self.input, self.job) {
+            // Profiles and clicks: two generated sources.
+            (Input::Generated, SimJob::Enrichment) => 2 * self.parallelism,
+            (Input::Generated, _) => self.parallelism,
+            (Input::CsvFiles { files }, _) => files,
         }
     }
 
@@ -280,7 +319,8 @@ impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} workers × {} slots, parallelism {}, checkpoints every {} ms, {} ms windows, {} ms out-of-orderness, {} events at {}/s",
+            "job {}, {} workers × {} slots, parallelism {}, checkpoints every {} ms, {} ms windows, {} ms out-of-orderness, {} events at {}/s",
+            self.job.name(),
             self.workers,
             self.slots_per_worker,
             self.parallelism,
@@ -903,6 +943,7 @@ impl FaultPlan {
         // Mostly parallel jobs, where the exchange and alignment matter.
         let parallelism = if draw.below(8) == 0 { 1 } else { draw.range(2.min(total as u64), total as u64) as usize };
         let shape = Shape {
+            job: SimJob::Bids,
             workers,
             slots_per_worker,
             parallelism,
@@ -930,6 +971,11 @@ impl FaultPlan {
         }
         if draw.below(4) == 0 {
             shape.checkpoint_timeout_ms = Some(draw.range(400, 3_000));
+        }
+        shape.job = SimJob::of_seed(seed);
+        if shape.job != SimJob::Bids {
+            // The example jobs read generated streams (their references read the same).
+            shape.input = Input::Generated;
         }
         let swarm: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|_| draw.coin()).collect();
         let kinds = if all_kinds { FaultKind::ALL.to_vec() } else { swarm };
