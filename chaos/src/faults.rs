@@ -218,6 +218,8 @@ pub enum SimJob {
     Fraud,
     /// `enrichment`: two connected streams, keyed state with a time to live.
     Enrichment,
+    /// `sessions`: merging session windows.
+    Sessions,
 }
 
 impl SimJob {
@@ -227,15 +229,18 @@ impl SimJob {
             SimJob::Bids => "bids",
             SimJob::Fraud => "fraud",
             SimJob::Enrichment => "enrichment",
+            SimJob::Sessions => "sessions",
         }
     }
 
-    /// The job of `seed`: half the seeds run `bids`, a quarter each the others. Drawn from a
-    /// stream of its own, so that adding jobs leaves every seed's cluster and faults as they were.
+    /// The job of `seed`: two seeds in five run `bids`, one in five each of the others. Drawn
+    /// from a stream of its own, so that adding jobs leaves every seed's cluster and faults as
+    /// they were.
     pub fn of_seed(seed: u64) -> Self {
-        match mix64(seed ^ 0x70B5_70B5) % 4 {
+        match mix64(seed ^ 0x70B5_70B5) % 5 {
             0 => SimJob::Fraud,
             1 => SimJob::Enrichment,
+            2 => SimJob::Sessions,
             _ => SimJob::Bids,
         }
     }

@@ -54,7 +54,7 @@ use crate::sink::{CsvRow, CsvRows, EpochFileSink, ErrorRow, JsonLines, RowFormat
 use crate::snapshot::{SnapshotCollector, SplitState};
 use crate::source::{source_operator, RateLimit, Source, SourceSetup, TimestampAssigner, WatermarkStrategy};
 use crate::stateful::{stateful_operator, KeyGroupStates, StatefulSetup};
-use crate::window::{AggregateFunction, TimeWindow, WindowAggregate, WindowAssigner};
+use crate::window::{AggregateFunction, BoxedResult, CollectAll, Reduce, TimeWindow, WindowKind};
 
 /// A job built wrong, or a parameter it cannot use. Reported before anything runs.
 #[derive(Debug, Error)]
@@ -625,8 +625,9 @@ where
     T: Data,
     KF: Fn(&T) -> K + Clone + 'static,
 {
-    /// Groups each key's records into event-time windows.
-    pub fn window<W: WindowAssigner>(self, assigner: W) -> WindowedStream<'s, K, T, KF, W> {
+    /// Groups each key's records into event-time windows: tumbling, sliding, cumulating or
+    /// session windows.
+    pub fn window<W: 'static>(self, assigner: W) -> WindowedStream<'s, K, T, KF, W> {
         WindowedStream { keyed: self, assigner, uid: None }
     }
 
@@ -717,7 +718,7 @@ where
     K: Data + Hash + Eq + Ord,
     T: Data,
     KF: Fn(&T) -> K + Clone + 'static,
-    W: WindowAssigner,
+    W: 'static,
 {
     /// The operator's stable id: its state is checkpointed under it.
     pub fn uid(mut self, uid: &str) -> Self {
@@ -732,6 +733,7 @@ where
         F: AggregateFunction<T>,
         R: Data,
         RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
+        W: WindowKind<K, T, F, R, KF, RF>,
     {
         let WindowedStream { keyed, assigner, uid } = self;
         let input = keyed.stream;
@@ -742,12 +744,43 @@ where
                 format!(
                     "windows {} need event time, but its input has no timestamp assigner; give the source a \
                      WatermarkStrategy::bounded_out_of_orderness(…, |record| event_time)",
-                    assigner.describe()
+                    assigner.description()
                 ),
             );
         }
-        let logic = WindowAggregate::new(assigner, function, keyed.key, result);
+        let logic = assigner.logic(function, keyed.key, result);
         let (results, late) = input.stateful("window", uid, logic, true, false);
         WindowOutput { results, late }
+    }
+
+    /// Folds each key's records per window with `reduce`; `result` turns the key, the window
+    /// and the folded record into the output record.
+    pub fn reduce<R, RF>(self, reduce: impl Fn(T, T) -> T + 'static, result: RF) -> WindowOutput<'s, R, T>
+    where
+        R: Data,
+        RF: Fn(&K, TimeWindow, T) -> R + 'static,
+        W: WindowKind<K, T, Reduce<Box<dyn Fn(T, T) -> T>>, R, KF, BoxedResult<K, Option<T>, R>>,
+    {
+        let reduce: Box<dyn Fn(T, T) -> T> = Box::new(reduce);
+        let result: BoxedResult<K, Option<T>, R> =
+            Box::new(move |key, window, folded| result(key, window, folded.expect("a fired window has records")));
+        self.aggregate(Reduce(reduce), result)
+    }
+
+    /// Calls `function` once per key and window with all of the window's records (Flink's
+    /// `ProcessWindowFunction`), in a fixed order: by encoding, so that the call is the same in
+    /// every run. Keeps every record until its window fires; prefer `aggregate` where it fits.
+    pub fn process<R, PF>(self, function: PF) -> WindowOutput<'s, R, T>
+    where
+        R: Data,
+        PF: Fn(&K, TimeWindow, Vec<T>) -> Vec<R> + 'static,
+        W: WindowKind<K, T, CollectAll, Vec<R>, KF, BoxedResult<K, Vec<T>, Vec<R>>>,
+    {
+        let sorted: BoxedResult<K, Vec<T>, Vec<R>> = Box::new(move |key, window, mut records| {
+            records.sort_by_cached_key(|record| bincode::serialize(record).expect("records serialize"));
+            function(key, window, records)
+        });
+        let WindowOutput { results, late } = self.aggregate(CollectAll, sorted);
+        WindowOutput { results: results.flat_map(|rows| rows), late }
     }
 }

@@ -39,7 +39,10 @@ pub use registry::{JobDef, JobRegistry};
 pub use source::{CollectionSource, FileSource, GeneratorSource, LineFormat, WatermarkStrategy};
 pub use state::{AggregatingState, ListState, MapState, ReducingState, ValueState};
 pub use weir_core::job::{ParamDef, ParamKind, Params};
-pub use window::{AggregateFunction, SlidingEventTimeWindows, TimeWindow, TumblingEventTimeWindows};
+pub use window::{
+    AggregateFunction, CumulativeEventTimeWindows, EventTimeSessionWindows, SlidingEventTimeWindows, TimeWindow,
+    TumblingEventTimeWindows,
+};
 
 use std::cell::Cell;
 use std::rc::Rc;

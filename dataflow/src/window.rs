@@ -14,7 +14,7 @@
 //! **State** is a map per open window from key to accumulator, fired in order of window end
 //! and snapshotted by key group.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hash};
 
 use serde::{Deserialize, Serialize};
@@ -111,6 +111,43 @@ impl WindowAssigner for SlidingEventTimeWindows {
     }
 }
 
+/// Cumulating windows (Flink SQL's `CUMULATE`): within each window of `max_size`, windows
+/// `[start, start + step)`, `[start, start + 2·step)`, … `[start, start + max_size)`.
+#[derive(Copy, Clone, Debug)]
+pub struct CumulativeEventTimeWindows {
+    step_ms: i64,
+    max_size_ms: i64,
+}
+
+impl CumulativeEventTimeWindows {
+    /// Windows growing by `step_ms` up to `max_size_ms` (a multiple of the step).
+    pub fn of(step_ms: i64, max_size_ms: i64) -> Self {
+        assert!(step_ms > 0 && max_size_ms > 0, "cumulating windows need a positive step and size");
+        assert!(max_size_ms % step_ms == 0, "the size of cumulating windows must be a multiple of their step");
+        CumulativeEventTimeWindows { step_ms, max_size_ms }
+    }
+}
+
+impl WindowAssigner for CumulativeEventTimeWindows {
+    fn assign(&self, time: EventTime, mut each: impl FnMut(TimeWindow)) {
+        let (t, step, size) = (time as i128, self.step_ms as i128, self.max_size_ms as i128);
+        let start = t - t.rem_euclid(size);
+        let first_end = start + (t - start) / step * step + step;
+        let clamp = |t: i128| t.clamp(EventTime::MIN as i128, EventTime::MAX as i128) as EventTime;
+        let mut end = first_end;
+        while end <= start + size {
+            each(TimeWindow { start: clamp(start), end: clamp(end) });
+            end += step;
+        }
+    }
+    fn single(&self, _time: EventTime) -> Option<TimeWindow> {
+        None
+    }
+    fn describe(&self) -> String {
+        format!("cumulating by {} ms up to {} ms", self.step_ms, self.max_size_ms)
+    }
+}
+
 /// Incremental aggregation (Flink's `AggregateFunction`): an accumulator per key and window.
 pub trait AggregateFunction<T>: 'static {
     /// The accumulator.
@@ -119,10 +156,241 @@ pub trait AggregateFunction<T>: 'static {
     fn create_accumulator(&self) -> Self::Acc;
     /// Adds a value.
     fn add(&self, accumulator: &mut Self::Acc, value: &T);
+    /// Merges `other` into `accumulator` (session windows merge). Functions used with merging
+    /// windows must implement it.
+    fn merge(&self, accumulator: &mut Self::Acc, other: Self::Acc) {
+        let _ = (accumulator, other);
+        panic!("this AggregateFunction does not implement merge, which session windows need");
+    }
+}
+
+/// A boxed window result function: key, window and accumulator to the output record.
+pub type BoxedResult<K, A, R> = Box<dyn Fn(&K, TimeWindow, A) -> R>;
+
+/// Folds a window's records with a reduce function (Flink's `reduce` on windows).
+pub struct Reduce<F>(pub F);
+
+impl<T: Data, F: Fn(T, T) -> T + 'static> AggregateFunction<T> for Reduce<F> {
+    type Acc = Option<T>;
+    fn create_accumulator(&self) -> Option<T> {
+        None
+    }
+    fn add(&self, accumulator: &mut Option<T>, value: &T) {
+        *accumulator = Some(match accumulator.take() {
+            Some(current) => (self.0)(current, value.clone()),
+            None => value.clone(),
+        });
+    }
+    fn merge(&self, accumulator: &mut Option<T>, other: Option<T>) {
+        if let Some(other) = other {
+            *accumulator = Some(match accumulator.take() {
+                Some(current) => (self.0)(current, other),
+                None => other,
+            });
+        }
+    }
+}
+
+/// Keeps a window's records for a function over the whole window (Flink's
+/// `ProcessWindowFunction`; the records are put in a fixed order when the window fires).
+pub struct CollectAll;
+
+impl<T: Data> AggregateFunction<T> for CollectAll {
+    type Acc = Vec<T>;
+    fn create_accumulator(&self) -> Self::Acc {
+        Vec::new()
+    }
+    fn add(&self, accumulator: &mut Self::Acc, value: &T) {
+        accumulator.push(value.clone());
+    }
+    fn merge(&self, accumulator: &mut Self::Acc, other: Self::Acc) {
+        accumulator.extend(other);
+    }
+}
+
+/// Session windows: a key's records closer than `gap` in event time form one window
+/// `[first, last + gap)` (merging windows).
+#[derive(Copy, Clone, Debug)]
+pub struct EventTimeSessionWindows {
+    gap_ms: i64,
+}
+
+impl EventTimeSessionWindows {
+    /// Sessions that close after `gap_ms` without records.
+    pub fn with_gap(gap_ms: i64) -> Self {
+        assert!(gap_ms > 0, "a session gap must be positive");
+        EventTimeSessionWindows { gap_ms }
+    }
+}
+
+/// How an assigner becomes window logic: fixed windows ([`WindowAssigner`]s) aggregate in
+/// place; sessions merge.
+pub trait WindowKind<K, T, F: AggregateFunction<T>, R, KF, RF>: 'static {
+    /// The logic.
+    type Logic: StatefulLogic<In = T, Out = R>;
+    /// The logic of this kind with `function`, `key` and `result`.
+    fn logic(self, function: F, key: KF, result: RF) -> Self::Logic;
+    /// The windows, described for people.
+    fn description(&self) -> String;
+}
+
+impl<K, T, W, F, R, KF, RF> WindowKind<K, T, F, R, KF, RF> for W
+where
+    K: Data + Hash + Eq + Ord,
+    T: Data,
+    W: WindowAssigner,
+    F: AggregateFunction<T>,
+    R: Data,
+    KF: Fn(&T) -> K + 'static,
+    RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
+{
+    type Logic = WindowAggregate<K, T, W, F, R, KF, RF>;
+    fn logic(self, function: F, key: KF, result: RF) -> Self::Logic {
+        WindowAggregate::new(self, function, key, result)
+    }
+    fn description(&self) -> String {
+        self.describe()
+    }
+}
+
+impl<K, T, F, R, KF, RF> WindowKind<K, T, F, R, KF, RF> for EventTimeSessionWindows
+where
+    K: Data + Hash + Eq + Ord,
+    T: Data,
+    F: AggregateFunction<T>,
+    R: Data,
+    KF: Fn(&T) -> K + 'static,
+    RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
+{
+    type Logic = SessionAggregate<K, T, F, R, KF, RF>;
+    fn logic(self, function: F, key: KF, result: RF) -> Self::Logic {
+        SessionAggregate {
+            gap_ms: self.gap_ms,
+            function,
+            key,
+            result,
+            sessions: KeyMap::default(),
+            ends: BTreeSet::new(),
+            _types: std::marker::PhantomData,
+        }
+    }
+    fn description(&self) -> String {
+        format!("sessions with a gap of {} ms", self.gap_ms)
+    }
+}
+
+/// Session windows of a keyed stream, merged incrementally.
+///
+/// **Lateness.** A session can still grow when a record arrives, so a record is on time only
+/// if it is not behind the watermark it was read under (`time >= watermark`); then no session
+/// it could touch has fired (sessions fire once event time is *past* their end, and the
+/// record's time is at least the firing bound). Records behind it go to the late output.
+/// Sessions merge when they touch, as in Flink: `[a, b)` and `[c, d)` with `c <= b`.
+pub struct SessionAggregate<K, T, F: AggregateFunction<T>, R, KF, RF> {
+    gap_ms: i64,
+    function: F,
+    key: KF,
+    result: RF,
+    /// Per key, open sessions by start: `(end, accumulator)`.
+    sessions: KeyMap<K, BTreeMap<EventTime, (EventTime, F::Acc)>>,
+    /// Every open session by `(end, key, start)`: the order they fire in.
+    ends: BTreeSet<(EventTime, K, EventTime)>,
+    _types: std::marker::PhantomData<fn(T) -> R>,
+}
+
+impl<K, T, F, R, KF, RF> StatefulLogic for SessionAggregate<K, T, F, R, KF, RF>
+where
+    K: Data + Hash + Eq + Ord,
+    T: Data,
+    F: AggregateFunction<T>,
+    R: Data,
+    KF: Fn(&T) -> K + 'static,
+    RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
+{
+    type In = T;
+    type Out = R;
+
+    fn apply(&mut self, records: &mut Vec<Record<T>>, _out: &mut Vec<Record<R>>, late: &mut Vec<Record<T>>) {
+        for record in records.drain(..) {
+            if record.time < record.watermark {
+                late.push(record);
+                continue;
+            }
+            let key = (self.key)(&record.value);
+            let mut start = record.time;
+            let mut end = record.time.saturating_add(self.gap_ms);
+            let mut accumulator = self.function.create_accumulator();
+            self.function.add(&mut accumulator, &record.value);
+            let sessions = self.sessions.entry(key.clone()).or_default();
+            // Sessions are disjoint and sorted by start: the ones touching [start, end] start
+            // at or before `end` and end at or after `start`.
+            let touching: Vec<EventTime> = sessions
+                .range(..=end)
+                .rev()
+                .take_while(|(_, (session_end, _))| *session_end >= start)
+                .map(|(session_start, _)| *session_start)
+                .collect();
+            for session_start in touching {
+                let (session_end, other) = sessions.remove(&session_start).expect("present");
+                self.ends.remove(&(session_end, key.clone(), session_start));
+                self.function.merge(&mut accumulator, other);
+                start = start.min(session_start);
+                end = end.max(session_end);
+            }
+            sessions.insert(start, (end, accumulator));
+            self.ends.insert((end, key, start));
+        }
+    }
+
+    fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<R>>) {
+        while let Some((end, _, _)) = self.ends.first() {
+            // Strictly past the end: a record at exactly `end` would still touch the session.
+            if *end >= bound {
+                break;
+            }
+            let (end, key, start) = self.ends.pop_first().expect("present");
+            let sessions = self.sessions.get_mut(&key).expect("an open session has its key");
+            let (_, accumulator) = sessions.remove(&start).expect("an open session is in its key's map");
+            if sessions.is_empty() {
+                self.sessions.remove(&key);
+            }
+            let window = TimeWindow { start, end };
+            out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
+        }
+    }
+
+    fn snapshot(&self) -> KeyGroupStates {
+        let mut groups: SessionEntries<'_, K, F::Acc> = BTreeMap::new();
+        for (end, key, start) in &self.ends {
+            let (_, accumulator) = &self.sessions[key][start];
+            groups.entry(key_group_of(key)).or_default().push((key, *start, *end, accumulator));
+        }
+        groups
+            .into_iter()
+            .map(|(group, entries)| (group, bincode::serialize(&entries).expect("session state serializes")))
+            .collect()
+    }
+
+    fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
+        for (group, bytes) in states {
+            let entries: Vec<(K, EventTime, EventTime, F::Acc)> =
+                crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
+            for (key, start, end, accumulator) in entries {
+                if self.sessions.entry(key.clone()).or_default().insert(start, (end, accumulator)).is_some() {
+                    return Err(format!("key group {group}: a session appears twice"));
+                }
+                self.ends.insert((end, key, start));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Window state entries `(start, end, key, accumulator)` by key group, for snapshots.
 type GroupEntries<'a, K, A> = BTreeMap<usize, Vec<(EventTime, EventTime, &'a K, &'a A)>>;
+
+/// Session state entries `(key, start, end, accumulator)` by key group, for snapshots.
+type SessionEntries<'a, K, A> = BTreeMap<usize, Vec<(&'a K, EventTime, EventTime, &'a A)>>;
 
 type KeyMap<K, A> = HashMap<K, A, BuildHasherDefault<KeyHasher>>;
 

@@ -492,9 +492,9 @@ async fn simulate_in(
         Input::CsvFiles { files } => Some(write_input(root, seed, shape, files)?.display().to_string()),
     };
     let mut submit_args = strings(&["job", "submit", shape.job.name(), "--output", &output.display().to_string()]);
-    match (&input, shape.job) {
-        (Some(dir), _) => submit_args.extend(strings(&["--input", dir])),
-        (None, _) => submit_args.extend(strings(&["--events", &shape.events.to_string(), "--seed", &seed.to_string()])),
+    match &input {
+        Some(dir) => submit_args.extend(strings(&["--input", dir])),
+        None => submit_args.extend(strings(&["--events", &shape.events.to_string(), "--seed", &seed.to_string()])),
     }
     match shape.job {
         SimJob::Bids => submit_args.extend(strings(&["--window", &format!("{}ms", shape.window_ms)])),
@@ -503,6 +503,7 @@ async fn simulate_in(
         SimJob::Enrichment => {
             submit_args.extend(strings(&["--users", "41", "--profile-ttl", &format!("{}ms", shape.window_ms * 3)]))
         }
+        SimJob::Sessions => submit_args.extend(strings(&["--users", "97", "--gap", &format!("{}ms", shape.window_ms)])),
     }
     submit_args.extend(strings(&[
         "--parallelism",
@@ -710,6 +711,7 @@ fn judge(job: &PlannedJob) -> Judgement {
         "bids" => judge_bids(job),
         "fraud" => judge_fraud(job),
         "enrichment" => judge_enrichment(job),
+        "sessions" => judge_sessions(job),
         other => Judgement::Unreadable(format!("the simulator has no reference for job {other}")),
     }
 }
@@ -832,6 +834,35 @@ fn judge_fraud(job: &PlannedJob) -> Judgement {
     match read() {
         Ok(((expected_alerts, expected_late), alerts, late)) => {
             both(compare("alerts", expected_alerts, alerts), compare("late", expected_late, late))
+        }
+        Err(e) => Judgement::Unreadable(e),
+    }
+}
+
+fn judge_sessions(job: &PlannedJob) -> Judgement {
+    use weir_example::enrichment::{Click, ClickGenerator, Streams};
+    use weir_example::sessions::Session;
+    let params = &job.spec.params;
+    let read = || -> Result<_, String> {
+        let output = params.path("output").map_err(|e| e.to_string())?;
+        let streams = Streams::new(
+            params.u64("events").map_err(|e| e.to_string())?,
+            params.u64("users").map_err(|e| e.to_string())?,
+            params.u64("seed").map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        let reference = weir_example::reference::sessions(
+            &generated(&ClickGenerator(streams), job.parallelism()),
+            params.duration_ms("out-of-orderness").map_err(|e| e.to_string())?,
+            params.duration_ms("gap").map_err(|e| e.to_string())?,
+        );
+        let sessions: Vec<Session> = committed_records(&output.join("sessions"), false)?;
+        let late: Vec<Click> = committed_records(&output.join("late"), false)?;
+        Ok((reference, sessions, late))
+    };
+    match read() {
+        Ok(((expected_sessions, expected_late), sessions, late)) => {
+            both(compare("sessions", expected_sessions, sessions), compare("late", expected_late, late))
         }
         Err(e) => Judgement::Unreadable(e),
     }

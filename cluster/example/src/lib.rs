@@ -5,13 +5,16 @@
 //!   one within a minute on the same account raises an alert.
 //! - [`enrichment`]: two connected streams — clicks joined with each user's latest profile,
 //!   kept in keyed state with a time to live.
+//! - [`sessions`]: sessionized clicks — merging session windows per user.
 
 pub mod enrichment;
 pub mod fraud;
 pub mod reference;
+pub mod sessions;
 
 /// Registers this crate's jobs.
 pub fn register(registry: &mut weir_dataflow::JobRegistry) {
     registry.register(fraud::job());
     registry.register(enrichment::job());
+    registry.register(sessions::job());
 }

@@ -14,6 +14,7 @@ use weir_core::time::EventTime;
 
 use crate::enrichment::{Click, EnrichedClick, Profile};
 use crate::fraud::{Alert, Transaction, LARGE_CENTS, SMALL_CENTS, WINDOW_MS};
+use crate::sessions::Session;
 
 /// Splits each record into on-time and late by its split's watermark. `time` is the record's
 /// event time.
@@ -130,4 +131,42 @@ pub fn enrichment(
         late_profiles.into_iter().map(Input::Left).chain(late_clicks.into_iter().map(Input::Right)).collect();
     late.sort();
     (enriched, late)
+}
+
+/// What `sessions` must commit: the sessions and the late clicks. A click is late when it is
+/// behind its split's watermark; sessions are the connected runs of a user's on-time clicks
+/// whose windows `[time, time + gap]` touch.
+pub fn sessions(splits: &[Vec<Click>], out_of_orderness_ms: i64, gap_ms: i64) -> (Vec<Session>, Vec<Click>) {
+    let (on_time, late) = split_lateness(splits, out_of_orderness_ms, |c| c.time);
+    let mut users: BTreeMap<i64, Vec<Click>> = BTreeMap::new();
+    for click in on_time {
+        users.entry(click.user).or_default().push(click);
+    }
+    let mut sessions = Vec::new();
+    for (user, mut clicks) in users {
+        clicks.sort_by_key(|c| c.time);
+        let mut current: Option<(EventTime, EventTime, u64, std::collections::BTreeSet<String>)> = None;
+        for click in clicks {
+            match &mut current {
+                Some((_, end, count, pages)) if click.time <= *end => {
+                    *end = (*end).max(click.time + gap_ms);
+                    *count += 1;
+                    pages.insert(click.url);
+                }
+                _ => {
+                    if let Some((start, end, count, pages)) = current.take() {
+                        sessions.push(Session { user, start, end, clicks: count, pages: pages.len() as u64 });
+                    }
+                    current = Some((click.time, click.time + gap_ms, 1, std::collections::BTreeSet::from([click.url])));
+                }
+            }
+        }
+        if let Some((start, end, count, pages)) = current {
+            sessions.push(Session { user, start, end, clicks: count, pages: pages.len() as u64 });
+        }
+    }
+    sessions.sort();
+    let mut late = late;
+    late.sort();
+    (sessions, late)
 }

@@ -15,9 +15,10 @@ use serde::de::DeserializeOwned;
 use weir_cluster::run::{run_job, RunOptions};
 use weir_core::job::BadRecordPolicy;
 use weir_dataflow::source::Generator;
-use weir_example::enrichment::{ClickGenerator, EnrichedClick, ProfileGenerator, Streams};
+use weir_example::enrichment::{Click, ClickGenerator, EnrichedClick, ProfileGenerator, Streams};
 use weir_example::fraud::{Alert, Transaction, Transactions};
 use weir_example::reference::{self, Input};
+use weir_example::sessions::Session;
 
 fn registry() -> weir_dataflow::JobRegistry {
     let mut registry = weir_cluster::jobs::builtin();
@@ -152,11 +153,32 @@ fn enrichment_equals_the_reference_at_every_parallelism() {
 }
 
 #[test]
+fn sessions_equal_the_reference_at_every_parallelism() {
+    for parallelism in [1, 2, 4] {
+        let root = tempfile::tempdir().unwrap();
+        let output = root.path().join("out");
+        let params = [
+            ("output", output.display().to_string()),
+            ("events", "30000".to_string()),
+            ("users", "300".to_string()),
+            ("seed", "5".to_string()),
+            ("gap", "900ms".to_string()),
+        ];
+        run_job(&registry(), options("sessions", &params, parallelism)).expect("runs");
+        let clicks = generated(&ClickGenerator(Streams::new(30_000, 300, 5).unwrap()), parallelism);
+        let (sessions, late) = reference::sessions(&clicks, 1_000, 900);
+        assert!(sessions.iter().any(|s| s.clicks > 1) && sessions.iter().any(|s| s.clicks == 1), "sessions merge");
+        assert_eq!(committed_csv::<Session>(&output.join("sessions")), sessions, "parallelism {parallelism}");
+        assert_eq!(committed_csv::<Click>(&output.join("late")), late, "parallelism {parallelism}");
+    }
+}
+
+#[test]
 fn a_users_binary_has_the_whole_cli() {
     let binary = env!("CARGO_BIN_EXE_weir-example");
     let jobs = std::process::Command::new(binary).arg("jobs").output().unwrap();
     let listing = String::from_utf8_lossy(&jobs.stdout);
-    for job in ["bids", "fraud", "enrichment"] {
+    for job in ["bids", "fraud", "enrichment", "sessions"] {
         assert!(listing.lines().any(|line| line == job), "`weir-example jobs` lists {job}:\n{listing}");
     }
     let help = std::process::Command::new(binary).args(["run", "fraud", "--help"]).output().unwrap();
