@@ -220,6 +220,8 @@ pub enum SimJob {
     Enrichment,
     /// `sessions`: merging session windows.
     Sessions,
+    /// `mix`: sliding and cumulating windows, an interval join and a window join.
+    Mix,
 }
 
 impl SimJob {
@@ -230,17 +232,19 @@ impl SimJob {
             SimJob::Fraud => "fraud",
             SimJob::Enrichment => "enrichment",
             SimJob::Sessions => "sessions",
+            SimJob::Mix => "mix",
         }
     }
 
-    /// The job of `seed`: two seeds in five run `bids`, one in five each of the others. Drawn
+    /// The job of `seed`: one seed in three runs `bids`, one in six each of the others. Drawn
     /// from a stream of its own, so that adding jobs leaves every seed's cluster and faults as
     /// they were.
     pub fn of_seed(seed: u64) -> Self {
-        match mix64(seed ^ 0x70B5_70B5) % 5 {
+        match mix64(seed ^ 0x70B5_70B5) % 6 {
             0 => SimJob::Fraud,
             1 => SimJob::Enrichment,
             2 => SimJob::Sessions,
+            3 => SimJob::Mix,
             _ => SimJob::Bids,
         }
     }
@@ -308,7 +312,7 @@ impl Shape {
     pub fn splits(&self) -> usize {
         match (self.input, self.job) {
             // Profiles and clicks: two generated sources.
-            (Input::Generated, SimJob::Enrichment) => 2 * self.parallelism,
+            (Input::Generated, SimJob::Enrichment | SimJob::Mix) => 2 * self.parallelism,
             (Input::Generated, _) => self.parallelism,
             (Input::CsvFiles { files }, _) => files,
         }

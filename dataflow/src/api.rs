@@ -46,7 +46,8 @@ use weir_core::job::{BadRecordPolicy, ParamError};
 use weir_core::time::{Epoch, Time};
 
 use crate::exchange::{ExchangeChannels, ExchangeReceive, ExchangeRx, ExchangeSend, ExchangeTx, TypedRx, TypedTx};
-use crate::keyed::slot_of;
+use crate::keyed::KeySelector;
+use crate::keyed::{slot_of, EitherKey};
 use crate::metrics::SlotMetrics;
 use crate::process::{CoProcess, Either, KeyedCoProcessFunction, KeyedProcessFunction, ProcessOperator};
 use crate::record::{Data, Record};
@@ -449,7 +450,7 @@ impl<'s, T: Data> DataStream<'s, T> {
     pub fn key_by<K, KF>(self, key: KF) -> KeyedStream<'s, K, T, KF>
     where
         K: Data + Hash + Eq + Ord,
-        KF: Fn(&T) -> K + Clone + 'static,
+        KF: KeySelector<T, K> + Clone,
     {
         let shared = self.shared.clone();
         let timestamps = self.timestamps;
@@ -480,7 +481,7 @@ impl<'s, T: Data> DataStream<'s, T> {
             let scope = self.stream.scope();
             let send = self.take().exchange_send(
                 senders,
-                move |record: &Record<T>| slot_of(&route_key(&record.value), parallelism),
+                move |record: &Record<T>| slot_of(&route_key.key(&record.value), parallelism),
                 ctx.pressure.clone(),
                 ctx.activity.clone(),
             );
@@ -623,7 +624,7 @@ impl<'s, K, T, KF> KeyedStream<'s, K, T, KF>
 where
     K: Data + Hash + Eq + Ord,
     T: Data,
-    KF: Fn(&T) -> K + Clone + 'static,
+    KF: KeySelector<T, K> + Clone,
 {
     /// Groups each key's records into event-time windows: tumbling, sliding, cumulating or
     /// session windows.
@@ -640,13 +641,38 @@ where
         ProcessOutput { results, late }
     }
 
+    /// Joins this stream with `other` (same key type) on intervals of event time: see
+    /// [`crate::join`]; continue with `.between(lower_ms, upper_ms)`.
+    pub fn interval_join<U, UF>(self, other: KeyedStream<'s, K, U, UF>) -> IntervalJoin<'s, K, T, U, KF, UF>
+    where
+        U: Data,
+        UF: KeySelector<U, K> + Clone,
+    {
+        IntervalJoin { streams: ConnectedStreams { left: self, right: other }, lower_ms: 0, upper_ms: 0 }
+    }
+
+    /// Joins this stream with `other` (same key type) per window of `assigner`: the records of
+    /// both sides in a key's window join pairwise when it fires.
+    pub fn window_join<U, UF, W>(
+        self,
+        other: KeyedStream<'s, K, U, UF>,
+        assigner: W,
+    ) -> WindowJoin<'s, K, T, U, KF, UF, W>
+    where
+        U: Data,
+        UF: KeySelector<U, K> + Clone,
+        W: 'static,
+    {
+        WindowJoin { streams: ConnectedStreams { left: self, right: other }, assigner }
+    }
+
     /// Connects this stream with another keyed by the same key type, for a
     /// [`KeyedCoProcessFunction`] that sees both with shared per-key state and timers (a
     /// regular keyed join, enrichment, control streams).
     pub fn connect<U, UF>(self, other: KeyedStream<'s, K, U, UF>) -> ConnectedStreams<'s, K, T, U, KF, UF>
     where
         U: Data,
-        UF: Fn(&U) -> K + Clone + 'static,
+        UF: KeySelector<U, K> + Clone,
     {
         ConnectedStreams { left: self, right: other }
     }
@@ -663,8 +689,8 @@ where
     K: Data + Hash + Eq + Ord,
     A: Data,
     B: Data,
-    KA: Fn(&A) -> K + Clone + 'static,
-    KB: Fn(&B) -> K + Clone + 'static,
+    KA: KeySelector<A, K> + Clone,
+    KB: KeySelector<B, K> + Clone,
 {
     /// Runs `function` on both streams' records with their key's state and timers, under the
     /// stable id `uid`.
@@ -673,17 +699,84 @@ where
         uid: &str,
         function: F,
     ) -> ProcessOutput<'s, O, Either<A, B>> {
-        let (ka, kb) = (self.left.key, self.right.key);
+        let key = EitherKey(self.left.key, self.right.key);
         let left = self.left.stream.map(Either::<A, B>::Left);
         let right = self.right.stream.map(Either::<A, B>::Right);
         let both = left.union(right);
-        let key = move |record: &Either<A, B>| match record {
-            Either::Left(a) => ka(a),
-            Either::Right(b) => kb(b),
-        };
         let logic = ProcessOperator::new(CoProcess(function), key, Box::new(weir_core::rt::processing_time_ms));
         let (results, late) = both.stateful("co-process", Some(uid.to_owned()), logic, true, true);
         ProcessOutput { results, late }
+    }
+}
+
+/// An interval join being set up (see [`KeyedStream::interval_join`]).
+pub struct IntervalJoin<'s, K, A: Data, B: Data, KA, KB> {
+    streams: ConnectedStreams<'s, K, A, B, KA, KB>,
+    lower_ms: i64,
+    upper_ms: i64,
+}
+
+impl<'s, K, A, B, KA, KB> IntervalJoin<'s, K, A, B, KA, KB>
+where
+    K: Data + Hash + Eq + Ord,
+    A: Data,
+    B: Data,
+    KA: KeySelector<A, K> + Clone,
+    KB: KeySelector<B, K> + Clone,
+{
+    /// `b` joins `a` iff `a.time + lower_ms <= b.time <= a.time + upper_ms`.
+    pub fn between(mut self, lower_ms: i64, upper_ms: i64) -> Self {
+        assert!(lower_ms <= upper_ms, "an interval join needs lower <= upper, got {lower_ms} > {upper_ms}");
+        (self.lower_ms, self.upper_ms) = (lower_ms, upper_ms);
+        self
+    }
+
+    /// Emits `join(a, b)` for every joined pair, under the stable id `uid`.
+    pub fn process<O: Data>(
+        self,
+        uid: &str,
+        join: impl Fn(&A, &B) -> O + 'static,
+    ) -> ProcessOutput<'s, O, Either<A, B>> {
+        let function = crate::join::IntervalJoinFunction::new(self.lower_ms, self.upper_ms, join);
+        self.streams.process(uid, function)
+    }
+}
+
+/// A window join being set up (see [`KeyedStream::window_join`]).
+pub struct WindowJoin<'s, K, A: Data, B: Data, KA, KB, W> {
+    streams: ConnectedStreams<'s, K, A, B, KA, KB>,
+    assigner: W,
+}
+
+impl<'s, K, A, B, KA, KB, W> WindowJoin<'s, K, A, B, KA, KB, W>
+where
+    K: Data + Hash + Eq + Ord,
+    A: Data,
+    B: Data,
+    KA: KeySelector<A, K> + Clone,
+    KB: KeySelector<B, K> + Clone,
+    W: 'static,
+{
+    /// Emits `join(a, b)` for every pair in a window, under the stable id `uid`.
+    pub fn apply<O: Data>(self, uid: &str, join: impl Fn(&A, &B) -> O + 'static) -> WindowOutput<'s, O, Either<A, B>>
+    where
+        W: WindowKind<
+            K,
+            Either<A, B>,
+            CollectAll,
+            Vec<O>,
+            EitherKey<KA, KB>,
+            BoxedResult<K, Vec<Either<A, B>>, Vec<O>>,
+        >,
+    {
+        let ConnectedStreams { left, right } = self.streams;
+        let key = EitherKey(left.key, right.key);
+        let both = left.stream.map(Either::<A, B>::Left).union(right.stream.map(Either::<A, B>::Right));
+        let keyed = KeyedStream { stream: both, key, _key: std::marker::PhantomData };
+        keyed
+            .window(self.assigner)
+            .uid(uid)
+            .process(move |_key: &K, _window: TimeWindow, records| crate::join::join_window(records, &join))
     }
 }
 
@@ -717,7 +810,7 @@ impl<'s, K, T, KF, W> WindowedStream<'s, K, T, KF, W>
 where
     K: Data + Hash + Eq + Ord,
     T: Data,
-    KF: Fn(&T) -> K + Clone + 'static,
+    KF: KeySelector<T, K> + Clone,
     W: 'static,
 {
     /// The operator's stable id: its state is checkpointed under it.

@@ -9,6 +9,36 @@ use std::hash::{Hash, Hasher};
 
 use weir_core::keygroup::{key_group_of_hash, mix64, slot_of_key_group};
 
+/// Selects a record's key (Flink's `KeySelector`). Closures `Fn(&T) -> K` are selectors; the
+/// selector is evaluated again wherever the record goes, so it must be a pure function.
+pub trait KeySelector<T, K>: 'static {
+    /// The key of `record`.
+    fn key(&self, record: &T) -> K;
+}
+
+impl<T, K, F: Fn(&T) -> K + 'static> KeySelector<T, K> for F {
+    #[inline]
+    fn key(&self, record: &T) -> K {
+        self(record)
+    }
+}
+
+/// The key of either side of two connected streams.
+#[derive(Clone)]
+pub struct EitherKey<KA, KB>(pub KA, pub KB);
+
+impl<A, B, K, KA: KeySelector<A, K>, KB: KeySelector<B, K>> KeySelector<crate::process::Either<A, B>, K>
+    for EitherKey<KA, KB>
+{
+    #[inline]
+    fn key(&self, record: &crate::process::Either<A, B>) -> K {
+        match record {
+            crate::process::Either::Left(a) => self.0.key(a),
+            crate::process::Either::Right(b) => self.1.key(b),
+        }
+    }
+}
+
 /// A deterministic, fast hasher for keys (no per-process seed).
 #[derive(Default, Clone, Copy)]
 pub struct KeyHasher(u64);

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod exchange;
 pub mod job;
+pub mod join;
 pub mod keyed;
 pub mod metrics;
 pub mod process;

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use weir_core::time::EventTime;
 
 use crate::keyed::key_group_of;
+use crate::keyed::KeySelector;
 use crate::record::{Data, Record};
 use crate::state::{Key, KeyedState, MemoryBackend, StateBackend};
 use crate::stateful::{KeyGroupStates, StatefulLogic};
@@ -248,7 +249,7 @@ where
     I: Data,
     O: Data,
     F: KeyedProcessFunction<K, I, O>,
-    KF: Fn(&I) -> K + 'static,
+    KF: KeySelector<I, K>,
 {
     type In = I;
     type Out = O;
@@ -259,7 +260,7 @@ where
                 late.push(record);
             } else {
                 debug_assert!(record.time >= self.passed, "an in-order record arrived after event time passed it");
-                self.waiting.push(((self.key)(&record.value), record));
+                self.waiting.push((self.key.key(&record.value), record));
             }
         }
     }
@@ -333,7 +334,7 @@ where
         for (group, bytes) in states {
             let part: GroupState<K, Record<I>> =
                 crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
-            self.waiting.extend(part.waiting.into_iter().map(|record| ((self.key)(&record.value), record)));
+            self.waiting.extend(part.waiting.into_iter().map(|record| (self.key.key(&record.value), record)));
             if let Some(state) = part.state {
                 store_parts.push((group, state));
             }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use weir_core::time::EventTime;
 use weir_core::window::TumblingWindows;
 
+use crate::keyed::KeySelector;
 use crate::keyed::{key_group_of, KeyHasher};
 use crate::record::{Data, Record};
 use crate::stateful::{KeyGroupStates, StatefulLogic};
@@ -241,7 +242,7 @@ where
     W: WindowAssigner,
     F: AggregateFunction<T>,
     R: Data,
-    KF: Fn(&T) -> K + 'static,
+    KF: KeySelector<T, K>,
     RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
 {
     type Logic = WindowAggregate<K, T, W, F, R, KF, RF>;
@@ -259,7 +260,7 @@ where
     T: Data,
     F: AggregateFunction<T>,
     R: Data,
-    KF: Fn(&T) -> K + 'static,
+    KF: KeySelector<T, K>,
     RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
 {
     type Logic = SessionAggregate<K, T, F, R, KF, RF>;
@@ -304,7 +305,7 @@ where
     T: Data,
     F: AggregateFunction<T>,
     R: Data,
-    KF: Fn(&T) -> K + 'static,
+    KF: KeySelector<T, K>,
     RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
 {
     type In = T;
@@ -316,7 +317,7 @@ where
                 late.push(record);
                 continue;
             }
-            let key = (self.key)(&record.value);
+            let key = self.key.key(&record.value);
             let mut start = record.time;
             let mut end = record.time.saturating_add(self.gap_ms);
             let mut accumulator = self.function.create_accumulator();
@@ -432,7 +433,7 @@ where
     W: WindowAssigner,
     F: AggregateFunction<T>,
     R: Data,
-    KF: Fn(&T) -> K + 'static,
+    KF: KeySelector<T, K>,
     RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
 {
     type In = T;
@@ -446,7 +447,7 @@ where
             let Some(window) = self.assigner.single(record.time) else {
                 // Several windows per record.
                 let mut counted = false;
-                let key = (self.key)(&record.value);
+                let key = self.key.key(&record.value);
                 let (windows, function) = (&mut self.windows, &self.function);
                 self.assigner.assign(record.time, |window| {
                     if window.end > record.watermark {
@@ -471,7 +472,7 @@ where
             while let Some(record) = records.get(index).filter(|r| window.start <= r.time && r.time < window.end) {
                 if window.end > record.watermark || record.time > record.watermark {
                     let accumulator =
-                        keys.entry((self.key)(&record.value)).or_insert_with(|| self.function.create_accumulator());
+                        keys.entry(self.key.key(&record.value)).or_insert_with(|| self.function.create_accumulator());
                     self.function.add(accumulator, &record.value);
                 } else {
                     late.push(record.clone());

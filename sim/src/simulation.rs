@@ -504,6 +504,7 @@ async fn simulate_in(
             submit_args.extend(strings(&["--users", "41", "--profile-ttl", &format!("{}ms", shape.window_ms * 3)]))
         }
         SimJob::Sessions => submit_args.extend(strings(&["--users", "97", "--gap", &format!("{}ms", shape.window_ms)])),
+        SimJob::Mix => submit_args.extend(strings(&["--sensors", "23"])),
     }
     submit_args.extend(strings(&[
         "--parallelism",
@@ -712,6 +713,7 @@ fn judge(job: &PlannedJob) -> Judgement {
         "fraud" => judge_fraud(job),
         "enrichment" => judge_enrichment(job),
         "sessions" => judge_sessions(job),
+        "mix" => judge_mix(job),
         other => Judgement::Unreadable(format!("the simulator has no reference for job {other}")),
     }
 }
@@ -866,6 +868,42 @@ fn judge_sessions(job: &PlannedJob) -> Judgement {
         }
         Err(e) => Judgement::Unreadable(e),
     }
+}
+
+fn judge_mix(job: &PlannedJob) -> Judgement {
+    use weir_example::mix::{AlarmGenerator, Pair, Reading, ReadingGenerator, Sensors, WindowFigure};
+    use weir_example::reference::Side;
+    let params = &job.spec.params;
+    let judge = || -> Result<Judgement, String> {
+        let output = params.path("output").map_err(|e| e.to_string())?;
+        let sensors = Sensors::new(
+            params.u64("events").map_err(|e| e.to_string())?,
+            params.u64("sensors").map_err(|e| e.to_string())?,
+            params.u64("seed").map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        let expected = weir_example::reference::mix(
+            &generated(&ReadingGenerator(sensors.clone()), job.parallelism()),
+            &generated(&AlarmGenerator(sensors), job.parallelism()),
+            params.duration_ms("out-of-orderness").map_err(|e| e.to_string())?,
+        );
+        let figures = |dir: &str| committed_records::<WindowFigure>(&output.join(dir), false);
+        let pairs = |dir: &str| committed_records::<Pair>(&output.join(dir), false);
+        let readings = |dir: &str| committed_records::<Reading>(&output.join(dir), true);
+        let sides = |dir: &str| committed_records::<Side>(&output.join(dir), true);
+        let judgements = [
+            compare("sliding", expected.sliding, figures("sliding")?),
+            compare("sliding late", expected.sliding_late, readings("late-sliding")?),
+            compare("cumulate", expected.cumulate, figures("cumulate")?),
+            compare("cumulate late", expected.cumulate_late, readings("late-cumulate")?),
+            compare("interval join", expected.interval, pairs("interval-join")?),
+            compare("interval join late", expected.interval_late, sides("late-interval")?),
+            compare("window join", expected.window_join, pairs("window-join")?),
+            compare("window join late", expected.window_join_late, sides("late-window-join")?),
+        ];
+        Ok(judgements.into_iter().fold(Judgement::Equal, both))
+    };
+    judge().unwrap_or_else(Judgement::Unreadable)
 }
 
 fn judge_enrichment(job: &PlannedJob) -> Judgement {

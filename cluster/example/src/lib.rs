@@ -6,9 +6,11 @@
 //! - [`enrichment`]: two connected streams — clicks joined with each user's latest profile,
 //!   kept in keyed state with a time to live.
 //! - [`sessions`]: sessionized clicks — merging session windows per user.
+//! - [`mix`]: sliding and cumulating windows, an interval join and a window join.
 
 pub mod enrichment;
 pub mod fraud;
+pub mod mix;
 pub mod reference;
 pub mod sessions;
 
@@ -17,4 +19,5 @@ pub fn register(registry: &mut weir_dataflow::JobRegistry) {
     registry.register(fraud::job());
     registry.register(enrichment::job());
     registry.register(sessions::job());
+    registry.register(mix::job());
 }

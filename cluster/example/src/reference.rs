@@ -170,3 +170,165 @@ pub fn sessions(splits: &[Vec<Click>], out_of_orderness_ms: i64, gap_ms: i64) ->
     late.sort();
     (sessions, late)
 }
+
+/// A record of the mix job's joins' two inputs, alarms first at equal times.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum Side {
+    /// An alarm.
+    Left(crate::mix::Alarm),
+    /// A reading.
+    Right(crate::mix::Reading),
+}
+
+/// What `mix` must commit, output by output.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MixOutput {
+    /// Sliding maxima.
+    pub sliding: Vec<crate::mix::WindowFigure>,
+    /// Readings late for every sliding window they belong to.
+    pub sliding_late: Vec<crate::mix::Reading>,
+    /// Cumulating counts.
+    pub cumulate: Vec<crate::mix::WindowFigure>,
+    /// Readings late for every cumulating window they belong to.
+    pub cumulate_late: Vec<crate::mix::Reading>,
+    /// Interval-join pairs.
+    pub interval: Vec<crate::mix::Pair>,
+    /// Records behind their watermark, for the interval join.
+    pub interval_late: Vec<Side>,
+    /// Window-join pairs.
+    pub window_join: Vec<crate::mix::Pair>,
+    /// Records late for their join window.
+    pub window_join_late: Vec<Side>,
+}
+
+/// The windows `[start, end)` containing `time`, for windows of `size` starting every `slide`.
+fn sliding_windows(time: EventTime, size: i64, slide: i64) -> Vec<(EventTime, EventTime)> {
+    let mut windows = Vec::new();
+    let mut start = time - time.rem_euclid(slide);
+    while start > time - size {
+        windows.push((start, start + size));
+        start -= slide;
+    }
+    windows
+}
+
+/// The cumulating windows containing `time`.
+fn cumulating_windows(time: EventTime, step: i64, size: i64) -> Vec<(EventTime, EventTime)> {
+    let start = time - time.rem_euclid(size);
+    (1..=size / step).map(|i| (start, start + i * step)).filter(|(_, end)| *end > time).collect()
+}
+
+/// Each record with the watermark of its split before it.
+fn with_watermarks<T: Clone>(
+    splits: &[Vec<T>],
+    out_of_orderness_ms: i64,
+    time: impl Fn(&T) -> EventTime,
+) -> Vec<(T, EventTime)> {
+    let mut records = Vec::new();
+    for split in splits {
+        let mut max_seen: Option<EventTime> = None;
+        for record in split {
+            let watermark = max_seen.map_or(EventTime::MIN, |max| max - out_of_orderness_ms);
+            records.push((record.clone(), watermark));
+            max_seen = Some(max_seen.map_or(time(record), |max| max.max(time(record))));
+        }
+    }
+    records
+}
+
+/// What `mix` must commit.
+pub fn mix(
+    readings: &[Vec<crate::mix::Reading>],
+    alarms: &[Vec<crate::mix::Alarm>],
+    out_of_orderness_ms: i64,
+) -> MixOutput {
+    use crate::mix::{Pair, WindowFigure, CUMULATE, INTERVAL, JOIN_WINDOW, SLIDING};
+    let readings = with_watermarks(readings, out_of_orderness_ms, |r| r.time);
+    let alarms = with_watermarks(alarms, out_of_orderness_ms, |a| a.time);
+    let mut output = MixOutput::default();
+
+    // Windows over readings: a reading counts in each window ending after its watermark, and is
+    // late if there is none.
+    let windowed = |windows: &dyn Fn(EventTime) -> Vec<(EventTime, EventTime)>,
+                    fold: &dyn Fn(i64, i64) -> i64,
+                    figure: &dyn Fn(&crate::mix::Reading) -> i64| {
+        let mut figures: BTreeMap<(i64, EventTime, EventTime), i64> = BTreeMap::new();
+        let mut late = Vec::new();
+        for (reading, watermark) in &readings {
+            let on_time: Vec<_> = windows(reading.time).into_iter().filter(|(_, end)| *end > *watermark).collect();
+            if on_time.is_empty() {
+                late.push(reading.clone());
+            }
+            for (start, end) in on_time {
+                let value = figure(reading);
+                figures.entry((reading.sensor, start, end)).and_modify(|f| *f = fold(*f, value)).or_insert(value);
+            }
+        }
+        let mut figures: Vec<WindowFigure> = figures
+            .into_iter()
+            .map(|((sensor, start, end), figure)| WindowFigure { sensor, start, end, figure })
+            .collect();
+        figures.sort();
+        late.sort();
+        (figures, late)
+    };
+    (output.sliding, output.sliding_late) =
+        windowed(&|t| sliding_windows(t, SLIDING.0, SLIDING.1), &|a, b| a.max(b), &|r| r.value);
+    (output.cumulate, output.cumulate_late) =
+        windowed(&|t| cumulating_windows(t, CUMULATE.0, CUMULATE.1), &|a, b| a + b, &|_| 1);
+
+    let pair = |a: &crate::mix::Alarm, r: &crate::mix::Reading| Pair {
+        sensor: a.sensor,
+        alarm_time: a.time,
+        level: a.level,
+        reading_time: r.time,
+        value: r.value,
+    };
+    // Interval join: records behind their watermark are late; the rest pair up by the bounds.
+    let on_time_alarms: Vec<_> = alarms.iter().filter(|(a, w)| a.time >= *w).map(|(a, _)| a).collect();
+    let on_time_readings: Vec<_> = readings.iter().filter(|(r, w)| r.time >= *w).map(|(r, _)| r).collect();
+    for a in &on_time_alarms {
+        for r in &on_time_readings {
+            if a.sensor == r.sensor && a.time + INTERVAL.0 <= r.time && r.time <= a.time + INTERVAL.1 {
+                output.interval.push(pair(a, r));
+            }
+        }
+    }
+    output.interval.sort();
+    output.interval_late = alarms
+        .iter()
+        .filter(|(a, w)| a.time < *w)
+        .map(|(a, _)| Side::Left(a.clone()))
+        .chain(readings.iter().filter(|(r, w)| r.time < *w).map(|(r, _)| Side::Right(r.clone())))
+        .collect();
+    output.interval_late.sort();
+
+    // Window join: tumbling windows; a record is late if its window ended at its watermark.
+    let end_of = |t: EventTime| t - t.rem_euclid(JOIN_WINDOW) + JOIN_WINDOW;
+    type WindowSides<'a> = (Vec<&'a crate::mix::Alarm>, Vec<&'a crate::mix::Reading>);
+    let mut by_window: BTreeMap<(i64, EventTime), WindowSides<'_>> = BTreeMap::new();
+    for (a, w) in &alarms {
+        if end_of(a.time) > *w {
+            by_window.entry((a.sensor, end_of(a.time))).or_default().0.push(a);
+        } else {
+            output.window_join_late.push(Side::Left(a.clone()));
+        }
+    }
+    for (r, w) in &readings {
+        if end_of(r.time) > *w {
+            by_window.entry((r.sensor, end_of(r.time))).or_default().1.push(r);
+        } else {
+            output.window_join_late.push(Side::Right(r.clone()));
+        }
+    }
+    for (alarms, readings) in by_window.values() {
+        for a in alarms {
+            for r in readings {
+                output.window_join.push(pair(a, r));
+            }
+        }
+    }
+    output.window_join.sort();
+    output.window_join_late.sort();
+    output
+}

@@ -174,11 +174,44 @@ fn sessions_equal_the_reference_at_every_parallelism() {
 }
 
 #[test]
+fn the_mix_of_windows_and_joins_equals_the_reference_at_every_parallelism() {
+    use weir_example::mix::{AlarmGenerator, Pair, Reading, ReadingGenerator, Sensors, WindowFigure};
+    use weir_example::reference::Side;
+    for parallelism in [1, 2, 4] {
+        let root = tempfile::tempdir().unwrap();
+        let output = root.path().join("out");
+        let params = [
+            ("output", output.display().to_string()),
+            ("events", "20000".to_string()),
+            ("sensors", "30".to_string()),
+            ("seed", "3".to_string()),
+        ];
+        run_job(&registry(), options("mix", &params, parallelism)).expect("runs");
+        let sensors = Sensors::new(20_000, 30, 3).unwrap();
+        let expected = reference::mix(
+            &generated(&ReadingGenerator(sensors.clone()), parallelism),
+            &generated(&AlarmGenerator(sensors), parallelism),
+            1_000,
+        );
+        let context = format!("parallelism {parallelism}");
+        assert!(!expected.interval.is_empty() && !expected.window_join.is_empty() && !expected.sliding_late.is_empty());
+        assert_eq!(committed_csv::<WindowFigure>(&output.join("sliding")), expected.sliding, "sliding, {context}");
+        assert_eq!(committed_json::<Reading>(&output.join("late-sliding")), expected.sliding_late, "{context}");
+        assert_eq!(committed_csv::<WindowFigure>(&output.join("cumulate")), expected.cumulate, "cumulate, {context}");
+        assert_eq!(committed_json::<Reading>(&output.join("late-cumulate")), expected.cumulate_late, "{context}");
+        assert_eq!(committed_csv::<Pair>(&output.join("interval-join")), expected.interval, "interval, {context}");
+        assert_eq!(committed_json::<Side>(&output.join("late-interval")), expected.interval_late, "{context}");
+        assert_eq!(committed_csv::<Pair>(&output.join("window-join")), expected.window_join, "window join, {context}");
+        assert_eq!(committed_json::<Side>(&output.join("late-window-join")), expected.window_join_late, "{context}");
+    }
+}
+
+#[test]
 fn a_users_binary_has_the_whole_cli() {
     let binary = env!("CARGO_BIN_EXE_weir-example");
     let jobs = std::process::Command::new(binary).arg("jobs").output().unwrap();
     let listing = String::from_utf8_lossy(&jobs.stdout);
-    for job in ["bids", "fraud", "enrichment", "sessions"] {
+    for job in ["bids", "fraud", "enrichment", "sessions", "mix"] {
         assert!(listing.lines().any(|line| line == job), "`weir-example jobs` lists {job}:\n{listing}");
     }
     let help = std::process::Command::new(binary).args(["run", "fraud", "--help"]).output().unwrap();
