@@ -116,6 +116,8 @@ pub struct SinkPlan {
     pub name: String,
     /// Its directory.
     pub dir: PathBuf,
+    /// The first line of each of its files, if its format has one.
+    pub header: Option<String>,
 }
 
 /// What one slot's operators share: identity, epoch control, snapshots, errors, channels.
@@ -536,7 +538,8 @@ impl<'s, T: Data> DataStream<'s, T> {
                     reason: format!("another sink writes to {}; give every sink its own directory", dir.display()),
                 });
             }
-            plan.plan.sinks.push(SinkPlan { name: name.to_owned(), dir: dir.clone() });
+            let header = format.header().map(str::to_owned);
+            plan.plan.sinks.push(SinkPlan { name: name.to_owned(), dir: dir.clone(), header });
         }
         let part = ctx.snapshots.borrow_mut().register_sink();
         self.take().epoch_file_sink(

@@ -15,6 +15,7 @@
 //!   queues never exceed their credits (assertions in the operators and the transport; a
 //!   violation fails the job, or panics the run, which counts as a failure).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,6 +37,7 @@ use weir_cluster::protocol::{ClientRequest, ClientResponse, JobOptions, JobState
 use weir_cluster::tls::{Role, TlsContext};
 use weir_core::checkpoint::{slot_state_file, CheckpointError, CheckpointStore, METADATA};
 use weir_core::faultpoint::{self, PlantedBug};
+use weir_core::job::ParamKind;
 use weir_core::local_store::LocalDirStore;
 use weir_core::rt;
 
@@ -85,6 +87,14 @@ pub struct SimArgs {
     /// checkpoints, faults, aimed kills) to standard error.
     #[arg(long)]
     pub trace: bool,
+    /// Simulate this registered job instead of the swarm's job mix: each seed runs it once
+    /// without faults and once with the seed's faults, and the committed output of every sink
+    /// must be the same (any job of the binary; jobs reading files get copies of them).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["prove_planted", "plan"])]
+    pub job: Option<String>,
+    /// A parameter of `--job`, `name=value` (repeat for each).
+    #[arg(long = "param", value_name = "NAME=VALUE", requires = "job")]
+    pub params: Vec<String>,
     /// What a killed node's unsynced file writes come to: `crash` (lost or torn, the default)
     /// or `lossless` (kept, as if only the process died; to show what the crash model catches).
     #[arg(long, value_name = "MODEL", default_value = "crash", value_parser = ["crash", "lossless"])]
@@ -119,7 +129,39 @@ pub struct SeedOutcome {
     pub trace_hash: u64,
     /// `None` for PASS, else why it failed.
     pub failure: Option<String>,
+    /// A user job's committed output, by sink (captured from its fault-free run).
+    pub output: Option<CommittedOutput>,
 }
+
+/// A job's committed output: per sink directory, its data lines, sorted.
+pub type CommittedOutput = BTreeMap<String, Vec<String>>;
+
+/// A user's job under the simulator (`--job`): its name and parameters as given.
+#[derive(Clone, Debug)]
+pub struct UserJob {
+    /// The registered job.
+    pub name: String,
+    /// Its parameters, `name → value` as on the command line.
+    pub params: BTreeMap<String, String>,
+    /// The input files it reads (read from the real file system once), copied into every
+    /// run's simulated file system at the same paths.
+    pub files: Vec<(PathBuf, Vec<u8>)>,
+}
+
+/// What a run of a user job does with its committed output: capture it (the fault-free run)
+/// or compare it with what was captured.
+#[derive(Clone, Debug)]
+enum UserJobMode {
+    Capture,
+    Compare(CommittedOutput),
+}
+
+/// The user job of this process's runs, if any (set once by `main` from `--job`).
+static USER_JOB: OnceLock<UserJob> = OnceLock::new();
+/// The mode of the next run of the user job.
+static USER_JOB_MODE: std::sync::Mutex<Option<UserJobMode>> = std::sync::Mutex::new(None);
+/// What the last capturing run committed.
+static CAPTURED: std::sync::Mutex<Option<CommittedOutput>> = std::sync::Mutex::new(None);
 
 /// Entry point of the `weir-sim` binary.
 pub fn main() -> ExitCode {
@@ -136,6 +178,18 @@ pub fn main() -> ExitCode {
     KEEP_UNSYNCED.store(args.storage_model == "lossless", std::sync::atomic::Ordering::Relaxed);
     if args.prove_planted {
         return prove_planted(args.within);
+    }
+    if let Some(name) = &args.job {
+        match user_job(name, &args.params) {
+            Ok(job) => {
+                println!("simulating job {name} against its own fault-free run");
+                USER_JOB.set(job).expect("set once");
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        }
     }
     let seeds: Vec<u64> = match (args.seed, args.seeds) {
         (Some(seed), _) => vec![seed],
@@ -162,16 +216,33 @@ pub fn main() -> ExitCode {
                 FaultPlan::from_seed(seed)
             }
         });
-        let outcome = run_seed(seed, &plan, args.planted);
+        let outcome = match USER_JOB.get() {
+            Some(_) => run_user_job_seed(seed, &plan, args.planted),
+            None => run_seed(seed, &plan, args.planted),
+        };
         println!("seed {seed}");
-        println!("  {}", outcome.plan);
+        match USER_JOB.get() {
+            // The plan's own job is replaced: say so.
+            Some(job) => println!(
+                "  {}",
+                outcome.plan.to_string().replacen(
+                    &format!("job {}", plan.shape.job.name()),
+                    &format!("job {} (--job)", job.name),
+                    1
+                )
+            ),
+            None => println!("  {}", outcome.plan),
+        }
         println!("  trace:  {:016x}", outcome.trace_hash);
         let mut failure = outcome.failure.clone();
         if args.check_determinism && failure.is_none() {
             failure = madsim_determinism_check(seed, &plan).err();
         }
         if args.check_determinism && failure.is_none() {
-            let again = run_seed(seed, &plan, args.planted);
+            let again = match USER_JOB.get() {
+                Some(_) => run_user_job_seed(seed, &plan, args.planted),
+                None => run_seed(seed, &plan, args.planted),
+            };
             if again.trace_hash != outcome.trace_hash {
                 failure = Some(format!(
                     "non-deterministic: second run traced {:016x} instead of {:016x}",
@@ -358,7 +429,142 @@ pub fn run_seed(seed: u64, plan: &FaultPlan, planted: Option<PlantedBug>) -> See
         Ok(result) => result,
         Err(panic) => (Some(format!("panicked: {}", rt::panic_message(&*panic))), 0),
     };
-    SeedOutcome { seed, plan: plan.clone(), trace_hash, failure }
+    let output = CAPTURED.lock().expect("captured").take();
+    SeedOutcome { seed, plan: plan.clone(), trace_hash, failure, output }
+}
+
+/// Checks `--job` and `--param`s against the registry: an unknown job or parameter, or a value
+/// of the wrong type, is a one-line error.
+fn user_job(name: &str, params: &[String]) -> Result<UserJob, String> {
+    let registry = registry();
+    let def = registry.get(name)?;
+    let mut given = BTreeMap::new();
+    for param in params {
+        let (key, value) = param.split_once('=').ok_or_else(|| format!("--param {param:?}: write it as name=value"))?;
+        given.insert(key.trim_start_matches("--").to_string(), value.to_string());
+    }
+    if def.params.iter().any(|p| p.name == "output") {
+        given.entry("output".to_string()).or_insert_with(|| "/weir-sim/user-job/out".to_string());
+    }
+    let mut files = Vec::new();
+    for (key, value) in &given {
+        let Some(param) = def.params.iter().find(|p| p.name == key) else {
+            return Err(format!("job {name} has no parameter --{key}"));
+        };
+        match param.kind {
+            // Read here, from the real file system; written into each run's simulated one.
+            ParamKind::Files { extension } => {
+                for file in harness_files(Path::new(value), extension)? {
+                    #[allow(clippy::disallowed_methods)] // the harness reads the user's real files
+                    let bytes = std::fs::read(&file).map_err(|e| format!("--param {key}: {}: {e}", file.display()))?;
+                    files.push((file, bytes));
+                }
+            }
+            _ => drop(param.parse(value)?),
+        }
+    }
+    if let Some(missing) = def.params.iter().find(|p| p.required && !given.contains_key(p.name)) {
+        return Err(format!("--param {}=… is required: {}", missing.name, missing.help));
+    }
+    Ok(UserJob { name: name.to_string(), params: given, files })
+}
+
+/// The files an input path names on the real file system: the file, or a directory's files
+/// with `extension` (as the job will resolve them in the simulated file system).
+#[allow(clippy::disallowed_methods)] // the harness reads the user's real files
+fn harness_files(path: &Path, extension: &str) -> Result<Vec<PathBuf>, String> {
+    let path = std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|p| p.extension().is_some_and(|e| e == extension))
+            .collect();
+        files.sort();
+        Ok(files)
+    } else {
+        Ok(vec![path])
+    }
+}
+
+/// Writes the user job's input files into this run's simulated file system.
+fn copy_user_inputs(job: &UserJob) -> Result<(), String> {
+    for (path, bytes) in &job.files {
+        if let Some(parent) = path.parent() {
+            weir_core::fs::create_dir_all_durable(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        weir_core::fs::write_durable(path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A user job's seed: its fault-free run first (captured), then the seed's plan, whose
+/// committed output must equal it.
+fn run_user_job_seed(seed: u64, plan: &FaultPlan, planted: Option<PlantedBug>) -> SeedOutcome {
+    let quiet = FaultPlan::new(plan.shape.clone(), Vec::new(), Vec::new());
+    *USER_JOB_MODE.lock().expect("mode") = Some(UserJobMode::Capture);
+    let reference = run_seed(seed, &quiet, None);
+    let captured = match (reference.failure, reference.output) {
+        (None, Some(output)) => output,
+        (failure, _) => {
+            let reason = failure.unwrap_or_else(|| "nothing was captured".into());
+            let mut outcome = run_seed(seed, plan, planted);
+            outcome.failure = Some(format!("the fault-free run of the job failed: {reason}"));
+            return outcome;
+        }
+    };
+    *USER_JOB_MODE.lock().expect("mode") = Some(UserJobMode::Compare(captured));
+    let outcome = run_seed(seed, plan, planted);
+    *USER_JOB_MODE.lock().expect("mode") = None;
+    outcome
+}
+
+/// Reads the committed data lines of every sink of `job`.
+fn committed_lines(job: &PlannedJob) -> Result<CommittedOutput, String> {
+    let mut output = CommittedOutput::new();
+    for sink in &job.plan.sinks {
+        let mut lines = Vec::new();
+        let entries = match weir_core::fs::read_dir(&sink.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("{}: {e}", sink.dir.display())),
+        };
+        for entry in entries.into_iter().filter(|e| !e.is_dir && !e.name.starts_with(['.', '_'])) {
+            let text =
+                weir_core::fs::read_to_string(&entry.path).map_err(|e| format!("{}: {e}", entry.path.display()))?;
+            let skip = usize::from(sink.header.is_some());
+            lines.extend(text.lines().skip(skip).map(str::to_string));
+        }
+        lines.sort();
+        output.insert(format!("{} ({})", sink.name, sink.dir.display()), lines);
+    }
+    Ok(output)
+}
+
+/// Judges a user job's run: captures its output (fault-free run) or compares it.
+fn judge_user_job(job: &PlannedJob) -> Judgement {
+    let actual = match committed_lines(job) {
+        Ok(actual) => actual,
+        Err(e) => return Judgement::Unreadable(e),
+    };
+    let mode = USER_JOB_MODE.lock().expect("mode").clone();
+    match mode {
+        Some(UserJobMode::Compare(expected)) => {
+            let judgements: Vec<Judgement> = expected
+                .into_iter()
+                .map(|(sink, lines)| {
+                    let committed = actual.get(&sink).cloned().unwrap_or_default();
+                    compare(&format!("sink {sink}"), lines, committed)
+                })
+                .collect();
+            judgements.into_iter().fold(Judgement::Equal, both)
+        }
+        Some(UserJobMode::Capture) | None => {
+            *CAPTURED.lock().expect("captured") = Some(actual);
+            Judgement::Equal
+        }
+    }
 }
 
 /// The simulated world of one run: nodes, storage and the client.
@@ -491,12 +697,26 @@ async fn simulate_in(
         Input::Generated => None,
         Input::CsvFiles { files } => Some(write_input(root, seed, shape, files)?.display().to_string()),
     };
-    let mut submit_args = strings(&["job", "submit", shape.job.name(), "--output", &output.display().to_string()]);
-    match &input {
-        Some(dir) => submit_args.extend(strings(&["--input", dir])),
-        None => submit_args.extend(strings(&["--events", &shape.events.to_string(), "--seed", &seed.to_string()])),
+    let mut submit_args = match USER_JOB.get() {
+        Some(job) => {
+            copy_user_inputs(job)?;
+            let mut args = strings(&["job", "submit", &job.name]);
+            for (name, value) in &job.params {
+                args.extend([format!("--{name}"), value.clone()]);
+            }
+            args
+        }
+        None => strings(&["job", "submit", shape.job.name(), "--output", &output.display().to_string()]),
+    };
+    match (&input, USER_JOB.get()) {
+        (_, Some(_)) => {}
+        (Some(dir), None) => submit_args.extend(strings(&["--input", dir])),
+        (None, None) => {
+            submit_args.extend(strings(&["--events", &shape.events.to_string(), "--seed", &seed.to_string()]))
+        }
     }
     match shape.job {
+        _ if USER_JOB.get().is_some() => {}
         SimJob::Bids => submit_args.extend(strings(&["--window", &format!("{}ms", shape.window_ms)])),
         // Few keys, so that state and timers are busy; the window size sets the state's reach.
         SimJob::Fraud => submit_args.extend(strings(&["--accounts", "37"])),
@@ -506,13 +726,14 @@ async fn simulate_in(
         SimJob::Sessions => submit_args.extend(strings(&["--users", "97", "--gap", &format!("{}ms", shape.window_ms)])),
         SimJob::Mix => submit_args.extend(strings(&["--sensors", "23"])),
     }
+    if USER_JOB.get().is_none() {
+        submit_args.extend(strings(&["--out-of-orderness", &format!("{}ms", shape.out_of_orderness_ms)]));
+    }
     submit_args.extend(strings(&[
         "--parallelism",
         &shape.parallelism.to_string(),
         "--checkpoint-interval",
         &format!("{}ms", shape.checkpoint_interval_ms),
-        "--out-of-orderness",
-        &format!("{}ms", shape.out_of_orderness_ms),
         "--rate",
         &shape.rate.to_string(),
         "--coordinator",
@@ -708,6 +929,9 @@ enum Judgement {
 
 /// Judges the committed output of `job` against its sequential reference.
 fn judge(job: &PlannedJob) -> Judgement {
+    if USER_JOB.get().is_some() {
+        return judge_user_job(job);
+    }
     match job.spec.job.as_str() {
         "bids" => judge_bids(job),
         "fraud" => judge_fraud(job),
