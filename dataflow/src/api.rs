@@ -192,6 +192,10 @@ impl Shared {
                 operator: uid.clone(),
                 reason: "this uid is used by another operator; give every stateful operator its own uid".into(),
             });
+            // The build fails; until it returns, the duplicate needs a name of its own.
+            let duplicate = format!("{uid} (duplicate {})", plan.errors.len());
+            plan.uids.insert(duplicate.clone());
+            return duplicate;
         }
         plan.plan.operators.push(uid.clone());
         uid

@@ -534,3 +534,50 @@ where
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn windows_of(assigner: &impl WindowAssigner, time: EventTime) -> Vec<TimeWindow> {
+        let mut windows = Vec::new();
+        assigner.assign(time, |w| windows.push(w));
+        windows
+    }
+
+    proptest! {
+        /// Every window an assigner gives contains the time; sliding windows are exactly the
+        /// `size / slide` windows of their grid that contain it.
+        #[test]
+        fn sliding_windows_contain_the_time_and_are_all_there(time in -1_000_000i64..1_000_000, slide in 1i64..500, factor in 1i64..6) {
+            let size = slide * factor;
+            let windows = windows_of(&SlidingEventTimeWindows::of(size, slide), time);
+            prop_assert_eq!(windows.len() as i64, factor);
+            for w in &windows {
+                prop_assert!(w.start <= time && time < w.end && w.end - w.start == size && w.start.rem_euclid(slide) == 0);
+            }
+        }
+
+        /// Cumulating windows share their start (a multiple of the size), grow by the step, and
+        /// are exactly those of that start that contain the time.
+        #[test]
+        fn cumulating_windows_grow_from_one_start(time in -1_000_000i64..1_000_000, step in 1i64..300, steps in 1i64..8) {
+            let size = step * steps;
+            let windows = windows_of(&CumulativeEventTimeWindows::of(step, size), time);
+            let start = time - time.rem_euclid(size);
+            let expected: Vec<TimeWindow> = (1..=steps)
+                .map(|i| TimeWindow { start, end: start + i * step })
+                .filter(|w| w.end > time)
+                .collect();
+            prop_assert_eq!(windows, expected);
+        }
+
+        /// A tumbling assigner's one window contains the time.
+        #[test]
+        fn a_tumbling_window_contains_the_time(time in any::<i64>(), size in 1i64..100_000) {
+            let window = TumblingEventTimeWindows::of(size).single(time).unwrap();
+            prop_assert!(window.start <= time && (time < window.end || window.end == EventTime::MAX));
+        }
+    }
+}
