@@ -238,13 +238,23 @@ impl Params {
             let Some(def) = defs.iter().find(|d| d.name == name) else {
                 return Err(format!("unknown parameter --{name}"));
             };
+            let absolute = |path: &str| {
+                if Path::new(path).is_absolute() {
+                    Ok(())
+                } else {
+                    Err(format!("--{name}: {path:?} is not an absolute path (every process must find the same file)"))
+                }
+            };
             let reparsed = match def.kind {
                 // Canonical file lists and paths are not re-resolved here (the coordinator may not
-                // see the client's files); they must be well-formed.
-                ParamKind::Files { .. } => serde_json::from_str::<Vec<String>>(value)
-                    .map(|_| value.clone())
-                    .map_err(|_| format!("--{name}: not a file list")),
-                ParamKind::Path => Ok(value.clone()),
+                // see the client's files); they must be well-formed and absolute.
+                ParamKind::Files { .. } => {
+                    let files =
+                        serde_json::from_str::<Vec<String>>(value).map_err(|_| format!("--{name}: not a file list"))?;
+                    files.iter().try_for_each(|file| absolute(file))?;
+                    Ok(value.clone())
+                }
+                ParamKind::Path => absolute(value).map(|()| value.clone()),
                 _ => def.parse(value),
             }?;
             if &reparsed != value {

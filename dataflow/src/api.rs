@@ -581,6 +581,20 @@ impl<'s, T: Data> DataStream<'s, T> {
         });
     }
 
+    /// Records a build error naming `operator` unless this stream has event time.
+    fn require_event_time(&self, operator: &str, what: &str) {
+        if !self.timestamps {
+            self.shared.error(
+                operator,
+                format!(
+                    "{what} needs event time, but its input (after {}) has no timestamp assigner; give the source a \
+                     WatermarkStrategy::bounded_out_of_orderness(…, |record| event_time)",
+                    self.origin
+                ),
+            );
+        }
+    }
+
     /// Builds a stateful operator on the scaffold. Its late output must be read if
     /// `late_output` (window kinds); `polled` operators are woken every few milliseconds
     /// (processing-time timers).
@@ -643,6 +657,7 @@ where
     /// (see [`crate::process`]). `uid` is the operator's stable id (its state and timers are
     /// checkpointed under it).
     pub fn process<O: Data, F: KeyedProcessFunction<K, T, O>>(self, uid: &str, function: F) -> ProcessOutput<'s, O, T> {
+        self.stream.require_event_time(uid, "a process function hands records over in event-time order, so it");
         let logic = ProcessOperator::new(function, self.key, Box::new(weir_core::rt::processing_time_ms));
         let (results, late) = self.stream.stateful("process", Some(uid.to_owned()), logic, true, true);
         ProcessOutput { results, late }
@@ -706,6 +721,15 @@ where
         uid: &str,
         function: F,
     ) -> ProcessOutput<'s, O, Either<A, B>> {
+        for side in [&self.left.stream.timestamps, &self.right.stream.timestamps] {
+            if !side {
+                self.left.stream.shared.error(
+                    uid,
+                    "a co-process function hands records over in event-time order, so both inputs need event time, \
+                     but one has no timestamp assigner; give its source a WatermarkStrategy::bounded_out_of_orderness(…)",
+                );
+            }
+        }
         let key = EitherKey(self.left.key, self.right.key);
         let left = self.left.stream.map(Either::<A, B>::Left);
         let right = self.right.stream.map(Either::<A, B>::Right);

@@ -143,7 +143,8 @@ impl<D: Send> ExchangeRx<D> for Arc<LocalChannel<D>> {
 pub trait ExchangeSend<'scope, D> {
     /// Routes each record to `senders[route(&record)]` and forwards the input frontier after
     /// the data. Returns the operator's activator (to be woken when credit returns).
-    /// `pressure` is kept equal to the number of data batches waiting for credit.
+    /// This sender's data batches waiting for credit are counted into `pressure` (a slot's
+    /// senders share one cell: it holds their sum).
     fn exchange_send(
         self,
         senders: Vec<Box<dyn ExchangeTx<Vec<D>>>>,
@@ -170,6 +171,8 @@ impl<'scope, D: Send + 'static> ExchangeSend<'scope, D> for Stream<'scope, Time,
             let mut outboxes: Vec<VecDeque<ExchangeMessage<Vec<D>>>> = (0..targets).map(|_| VecDeque::new()).collect();
             let mut parts: Vec<Vec<D>> = (0..targets).map(|_| Vec::new()).collect();
             let mut reported: Antichain<Time> = Antichain::from_elem(Time::minimum());
+            // This sender's share of the slot's pressure (several exchanges add theirs up).
+            let mut waiting_reported = 0usize;
             move |frontiers| {
                 input.for_each(|capability, data| {
                     let time = crate::message_time(&capability);
@@ -210,7 +213,8 @@ impl<'scope, D: Send + 'static> ExchangeSend<'scope, D> for Stream<'scope, Time,
                     }
                     waiting += outbox.len();
                 }
-                pressure.set(waiting);
+                pressure.set(pressure.get() - waiting_reported + waiting);
+                waiting_reported = waiting;
                 !(reported.is_empty() && waiting == 0)
             }
         });
@@ -364,18 +368,23 @@ pub struct TypedRx<D> {
     inner: BatchRx,
     fatal: std::rc::Rc<std::cell::RefCell<Option<String>>>,
     from: usize,
+    /// A batch did not decode: nothing more is delivered from this channel.
+    poisoned: std::cell::Cell<bool>,
     _records: std::marker::PhantomData<fn() -> D>,
 }
 
 impl<D> TypedRx<D> {
     /// Views `inner` (from slot `from`) as a channel of `D`.
     pub fn new(inner: BatchRx, from: usize, fatal: std::rc::Rc<std::cell::RefCell<Option<String>>>) -> Self {
-        TypedRx { inner, fatal, from, _records: std::marker::PhantomData }
+        TypedRx { inner, fatal, from, poisoned: std::cell::Cell::new(false), _records: std::marker::PhantomData }
     }
 }
 
 impl<D: Send + serde::de::DeserializeOwned + 'static> ExchangeRx<Vec<D>> for TypedRx<D> {
     fn try_recv(&self) -> Option<ExchangeMessage<Vec<D>>> {
+        if self.poisoned.get() {
+            return None;
+        }
         match self.inner.try_recv()? {
             ExchangeMessage::Progress(frontier) => Some(ExchangeMessage::Progress(frontier)),
             ExchangeMessage::Data(time, Batch::Typed(batch)) => {
@@ -385,6 +394,7 @@ impl<D: Send + serde::de::DeserializeOwned + 'static> ExchangeRx<Vec<D>> for Typ
             ExchangeMessage::Data(time, Batch::Encoded(bytes)) => match decode_batch::<D>(&bytes) {
                 Ok(batch) => Some(ExchangeMessage::Data(time, batch)),
                 Err(error) => {
+                    self.poisoned.set(true);
                     self.fatal.borrow_mut().get_or_insert_with(|| {
                         format!("a batch from slot {} does not decode as this exchange's records: {error}", self.from)
                     });

@@ -167,7 +167,16 @@ pub fn plan_job(job: &JobDef, spec: &JobSpec) -> Result<JobPlan, BuildError> {
 fn build_in(worker: &mut Worker, job: &JobDef, spec: &JobSpec, shared: Rc<Shared>) -> Result<JobPlan, BuildError> {
     worker.dataflow::<weir_core::time::Time, _, _>(|scope| {
         let mut builder = JobBuilder::new(scope, shared);
-        (job.build)(&mut builder, &spec.params)?;
+        // A builder that panics (an API constructor refusing an argument, say) is a job built
+        // wrong: an error for whoever submitted it, not the end of the coordinator or worker.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.build)(&mut builder, &spec.params)));
+        match built {
+            Ok(result) => result?,
+            Err(panic) => {
+                let message = weir_core::rt::panic_message(&*panic);
+                return Err(BuildError::Job(format!("job {} could not be built: {message}", job.name)));
+            }
+        }
         if builder.shared().plan.borrow().plan.sources.is_empty() {
             return Err(BuildError::Job(format!("job {} has no source", job.name)));
         }

@@ -55,9 +55,18 @@ pub struct Context<'a, K: Key, O> {
     timers: &'a mut Timers<K>,
     out: &'a mut Vec<Record<O>>,
     processing_time: EventTime,
+    /// Handling a timer: a timer set now for the current time or earlier fires a millisecond
+    /// later (never again in the same moment, which would not end).
+    in_timer: bool,
 }
 
 impl<'a, K: Key, O> Context<'a, K, O> {
+    /// The time a timer set for `time` now fires at.
+    fn timer_time(&self, time: EventTime) -> EventTime {
+        let earliest = if self.in_timer { self.timestamp.saturating_add(1) } else { self.timestamp };
+        time.max(earliest)
+    }
+
     /// The current key.
     pub fn key(&self) -> &K {
         self.key
@@ -76,17 +85,22 @@ impl<'a, K: Key, O> Context<'a, K, O> {
     pub fn state(&mut self) -> &mut KeyedState<'a, K, Store<K>> {
         &mut self.state
     }
-    /// Emits a record at the current event time.
+    /// Emits a record at the current event time, with the current record's lateness horizon
+    /// (a timer's outputs: none).
     pub fn collect(&mut self, value: O) {
         self.out.push(Record { value, time: self.timestamp, watermark: self.watermark });
     }
     /// Fires [`KeyedProcessFunction::on_timer`] for this key once event time passes `time`
-    /// (right after the current record or timer if `time` is not after it).
+    /// (right after the current record if `time` is not after it; in a timer, a millisecond
+    /// after the current one).
     pub fn register_event_time_timer(&mut self, time: EventTime) {
-        self.timers.event.insert((time.max(self.timestamp), self.key.clone()));
+        let time = self.timer_time(time);
+        self.timers.event.insert((time, self.key.clone()));
     }
-    /// Cancels an event-time timer of this key.
+    /// Cancels an event-time timer of this key (registered for `time` now, or earlier with the
+    /// same effective time).
     pub fn delete_event_time_timer(&mut self, time: EventTime) {
+        let time = self.timer_time(time);
         self.timers.event.remove(&(time, self.key.clone()));
     }
     /// Fires [`KeyedProcessFunction::on_timer`] for this key once the node's clock reaches
@@ -216,6 +230,7 @@ where
             timers: &mut self.timers,
             out,
             processing_time,
+            in_timer: true,
         };
         self.function.on_timer(time, domain, &mut ctx);
     }
@@ -229,18 +244,27 @@ where
             timers: &mut self.timers,
             out,
             processing_time,
+            in_timer: false,
         };
         self.function.process_element(record.value, &mut ctx);
     }
 }
 
 /// The order records are handed over in: event time, key, then the record's encoding (equal
-/// encodings are equal records, whose order cannot matter).
+/// encodings are equal records, whose order cannot matter; `Either::Left` encodes first, so a
+/// connected stream's first input goes first at equal times).
 fn record_order<K: Ord, I: Serialize>(a: &(K, Record<I>), b: &(K, Record<I>)) -> std::cmp::Ordering {
     (a.1.time, &a.0).cmp(&(b.1.time, &b.0)).then_with(|| {
         let encode = |record: &Record<I>| bincode::serialize(&record.value).expect("records serialize");
         encode(&a.1).cmp(&encode(&b.1))
     })
+}
+
+/// Sorts records into [`record_order`], encoding each record once.
+fn sort_records<K: Ord + Clone, I: Serialize>(records: &mut [(K, Record<I>)]) {
+    records.sort_by_cached_key(|(key, record)| {
+        (record.time, key.clone(), bincode::serialize(&record.value).expect("records serialize"))
+    });
 }
 
 impl<K, I, O, F, KF> StatefulLogic for ProcessOperator<K, I, O, F, KF>
@@ -269,7 +293,7 @@ where
         let processing_time = (self.clock)();
         let (mut ready, waiting): (Vec<_>, Vec<_>) = self.waiting.drain(..).partition(|(_, r)| r.time < bound);
         self.waiting = waiting;
-        ready.sort_by(record_order);
+        sort_records(&mut ready);
         let mut ready = ready.into_iter().peekable();
         // Records and timers due before `bound`, in event-time order (records first on ties);
         // timers set meanwhile (also at the current time) join in.

@@ -19,9 +19,10 @@ pub struct Record<T> {
     /// Event time (milliseconds), from the source's timestamp assigner or the operator that
     /// produced the record (a window result's time is the window's last millisecond).
     pub time: EventTime,
-    /// The watermark of the record's split just before it was read; `EventTime::MIN` for
-    /// records an operator derived (they are never late for an operator downstream, because an
-    /// operator emits them before its frontier passes their time).
+    /// The watermark of the record's split just before it was read. Stateless operators and
+    /// process functions pass it on with what they derive from the record; results of windows
+    /// and timers carry `EventTime::MIN` (never late downstream: an operator emits them before
+    /// its output frontier passes their time).
     pub watermark: EventTime,
 }
 

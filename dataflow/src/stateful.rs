@@ -14,8 +14,9 @@
 //! **Event time.** The logic is told when event time has passed a bound: no element of the
 //! input frontier *and no held batch* has an earlier event time (a held batch still counts, so
 //! a window always contains all of its records whatever their epochs). Outputs are emitted at
-//! the bound last passed, which is at most the event time of anything the logic derives after
-//! it, so downstream event-time operators stay exact too.
+//! the bound last passed — held back to the logic's [`StatefulLogic::output_hold`] — which is
+//! at most the event time of anything the logic derives after it, so downstream event-time
+//! operators stay exact too.
 //!
 //! Windows, joins and process functions differ only in their [`StatefulLogic`]; none of them
 //! touches capabilities, epochs or the snapshot collector.
@@ -66,6 +67,13 @@ pub trait StatefulLogic: 'static {
     fn poll(&mut self, out: &mut Vec<Record<Self::Out>>) {
         let _ = out;
     }
+    /// The least event time of any output the logic may still produce from what it holds
+    /// (outputs of records still to come are at or after the bound passed). The scaffold
+    /// never lets its output frontier pass it. A session that may still grow at its end holds
+    /// its result's time back this way.
+    fn output_hold(&self) -> EventTime {
+        EventTime::MAX
+    }
     /// The state, by key group (called at every checkpoint; sorted, so equal states encode
     /// equally).
     fn snapshot(&self) -> KeyGroupStates;
@@ -115,6 +123,8 @@ pub(crate) fn stateful_operator<'scope, L: StatefulLogic>(
             fatal.borrow_mut().get_or_insert_with(|| format!("operator {uid}: cannot restore its state: {reason}"));
         }
         let mut passed = EventTime::MIN;
+        // The event time of the output capabilities: the bound passed, held back by the logic.
+        let mut output_time = EventTime::MIN;
         let start = Time::new(start_epoch, passed);
         let mut capabilities: Option<Vec<Capability<Time>>> = Some(initial.iter().map(|c| c.delayed(&start)).collect());
         drop(initial);
@@ -169,9 +179,12 @@ pub(crate) fn stateful_operator<'scope, L: StatefulLogic>(
                     late_handle.session(&caps[1]).give_container(&mut late);
                     late.clear();
                 }
-                if bound > passed {
-                    passed = bound;
-                    caps.iter_mut().for_each(|cap| cap.downgrade(&Time::new(processing, passed)));
+                passed = passed.max(bound);
+                let hold = passed.min(logic.output_hold());
+                assert!(hold >= output_time, "operator {uid}: its output hold went back from {output_time} to {hold}");
+                if hold > output_time {
+                    output_time = hold;
+                    caps.iter_mut().for_each(|cap| cap.downgrade(&Time::new(processing, output_time)));
                 }
                 if frontier_epoch.is_some_and(|epoch| epoch <= processing) {
                     // Planted bug: the first record of the next epoch passes for the end of
@@ -191,7 +204,7 @@ pub(crate) fn stateful_operator<'scope, L: StatefulLogic>(
                 snapshots.borrow_mut().operator_part(part, processing, logic.snapshot());
                 activity.note();
                 processing += 1;
-                caps.iter_mut().for_each(|cap| cap.downgrade(&Time::new(processing, passed)));
+                caps.iter_mut().for_each(|cap| cap.downgrade(&Time::new(processing, output_time)));
                 if let Some(batches) = held.remove(&processing) {
                     for (_, mut batch) in batches {
                         applied += batch.len();

@@ -150,6 +150,11 @@ impl WindowAssigner for CumulativeEventTimeWindows {
 }
 
 /// Incremental aggregation (Flink's `AggregateFunction`): an accumulator per key and window.
+///
+/// Records reach `add` in arrival order, which varies with parallelism and failures: for
+/// results that do not, `add` (and `merge`) must not depend on the order — counts, sums of
+/// integers, minima and maxima, sets — as for a combiner in any parallel engine. Where order
+/// matters, use a window's `process` (records in a fixed order) or a process function.
 pub trait AggregateFunction<T>: 'static {
     /// The accumulator.
     type Acc: Data;
@@ -168,7 +173,8 @@ pub trait AggregateFunction<T>: 'static {
 /// A boxed window result function: key, window and accumulator to the output record.
 pub type BoxedResult<K, A, R> = Box<dyn Fn(&K, TimeWindow, A) -> R>;
 
-/// Folds a window's records with a reduce function (Flink's `reduce` on windows).
+/// Folds a window's records with a reduce function (Flink's `reduce` on windows); the function
+/// must be commutative and associative (see [`AggregateFunction`]).
 pub struct Reduce<F>(pub F);
 
 impl<T: Data, F: Fn(T, T) -> T + 'static> AggregateFunction<T> for Reduce<F> {
@@ -358,6 +364,11 @@ where
             let window = TimeWindow { start, end };
             out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
         }
+    }
+
+    fn output_hold(&self) -> EventTime {
+        // A session ending at the bound may still grow; its result will be stamped `end - 1`.
+        self.ends.first().map_or(EventTime::MAX, |(end, _, _)| end.saturating_sub(1))
     }
 
     fn snapshot(&self) -> KeyGroupStates {
