@@ -1,5 +1,6 @@
-//! Criterion suites for the main job's hot paths: CSV parsing, the generator, window
-//! aggregation, key routing and the exchange channel, and result formatting.
+//! Criterion suites for the hot paths: CSV parsing, the generator, every window kind (tumbling,
+//! sliding, cumulating, sessions), a keyed process function with value state, the interval
+//! join, key routing and the exchange channel, and result formatting.
 //!
 //! Run: `cargo bench -p weir-bench --bench hot_paths`. Throughput is reported per record.
 #![allow(missing_docs)]
@@ -15,10 +16,15 @@ use weir_core::keygroup::slot_of_key;
 use weir_core::time::Time;
 use weir_core::Bid;
 use weir_dataflow::exchange::{Doorbell, ExchangeMessage, ExchangeRx, ExchangeTx, LocalChannel};
+use weir_dataflow::join::IntervalJoinFunction;
+use weir_dataflow::process::{CoProcess, ProcessOperator};
 use weir_dataflow::sink::CsvRow;
 use weir_dataflow::stateful::StatefulLogic;
-use weir_dataflow::window::{TimeWindow, TumblingEventTimeWindows, WindowAggregate};
-use weir_dataflow::Record;
+use weir_dataflow::window::{
+    AggregateFunction, CumulativeEventTimeWindows, EventTimeSessionWindows, SlidingEventTimeWindows, TimeWindow,
+    TumblingEventTimeWindows, WindowAggregate, WindowKind,
+};
+use weir_dataflow::{Context, Either, KeyedProcessFunction, Record, ValueState};
 
 const BATCH: usize = 8192;
 
@@ -149,5 +155,137 @@ fn format(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, generate, window, exchange, format);
+/// Bids as records with event time and a lagging watermark (the source's stamps).
+fn records(count: usize) -> Vec<Vec<Record<Bid>>> {
+    bids(count)
+        .chunks(BATCH)
+        .map(|c| {
+            c.iter().map(|bid| Record { value: *bid, time: bid.date_time, watermark: bid.date_time - 4_000 }).collect()
+        })
+        .collect()
+}
+
+struct CountBids;
+
+impl AggregateFunction<Bid> for CountBids {
+    type Acc = u64;
+    fn create_accumulator(&self) -> u64 {
+        0
+    }
+    fn add(&self, count: &mut u64, _bid: &Bid) {
+        *count += 1;
+    }
+    fn merge(&self, count: &mut u64, other: u64) {
+        *count += other;
+    }
+}
+
+/// Applies every batch to `logic`, then fires everything; returns the outputs.
+fn drive<L: StatefulLogic>(mut logic: L, batches: &mut [Vec<Record<L::In>>]) -> usize {
+    let (mut out, mut late) = (Vec::new(), Vec::new());
+    for batch in batches.iter_mut() {
+        logic.apply(batch, &mut out, &mut late);
+    }
+    logic.advance(i64::MAX, &mut out);
+    out.len() + late.len()
+}
+
+fn window_kinds(c: &mut Criterion) {
+    let batches = records(BATCH * 16);
+    let mut group = c.benchmark_group("window_kinds");
+    group.throughput(Throughput::Elements((BATCH * batches.len()) as u64));
+    let key = |bid: &Bid| bid.auction;
+    let result = |&auction: &i64, window: TimeWindow, count: u64| (auction, window.start, count);
+    group.bench_function("sliding_10s_every_5s", |b| {
+        b.iter_batched(
+            || batches.clone(),
+            |mut batches| {
+                drive(
+                    WindowKind::logic(SlidingEventTimeWindows::of(10_000, 5_000), CountBids, key, result),
+                    &mut batches,
+                )
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("cumulate_2s_to_10s", |b| {
+        b.iter_batched(
+            || batches.clone(),
+            |mut batches| {
+                drive(
+                    WindowKind::logic(CumulativeEventTimeWindows::of(2_000, 10_000), CountBids, key, result),
+                    &mut batches,
+                )
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("session_gap_1s", |b| {
+        b.iter_batched(
+            || batches.clone(),
+            |mut batches| {
+                drive(WindowKind::logic(EventTimeSessionWindows::with_gap(1_000), CountBids, key, result), &mut batches)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+/// Counts each auction's bids in keyed state.
+struct CountPerKey(ValueState<u64>);
+
+impl KeyedProcessFunction<i64, Bid, u64> for CountPerKey {
+    fn process_element(&mut self, _bid: Bid, ctx: &mut Context<'_, i64, u64>) {
+        let count = self.0.get(ctx.state()).unwrap_or(0) + 1;
+        self.0.set(ctx.state(), count);
+        ctx.collect(count);
+    }
+}
+
+fn process_and_joins(c: &mut Criterion) {
+    let batches = records(BATCH * 16);
+    let mut group = c.benchmark_group("process_and_joins");
+    group.throughput(Throughput::Elements((BATCH * batches.len()) as u64));
+    group.bench_function("process_function_value_state", |b| {
+        b.iter_batched(
+            || batches.clone(),
+            |mut batches| {
+                let logic = ProcessOperator::new(
+                    CountPerKey(ValueState::new("count")),
+                    |bid: &Bid| bid.auction,
+                    Box::new(|| 0),
+                );
+                drive(logic, &mut batches)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    // Two sides: even bids as the left side, odd as the right, joined within ±100 ms.
+    let sides: Vec<Vec<Record<Either<Bid, Bid>>>> = batches
+        .iter()
+        .map(|batch| {
+            batch
+                .iter()
+                .map(|r| r.with(if r.value.bidder % 2 == 0 { Either::Left(r.value) } else { Either::Right(r.value) }))
+                .collect()
+        })
+        .collect();
+    group.bench_function("interval_join_100ms", |b| {
+        b.iter_batched(
+            || sides.clone(),
+            |mut sides| {
+                let join = IntervalJoinFunction::new(-100, 100, |a: &Bid, b: &Bid| (a.auction, a.price, b.price));
+                let key = |side: &Either<Bid, Bid>| match side {
+                    Either::Left(bid) | Either::Right(bid) => bid.auction,
+                };
+                drive(ProcessOperator::new(CoProcess(join), key, Box::new(|| 0)), &mut sides)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, generate, window, window_kinds, process_and_joins, exchange, format);
 criterion_main!(benches);

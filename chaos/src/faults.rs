@@ -985,6 +985,11 @@ impl FaultPlan {
         if shape.job != SimJob::Bids {
             // The example jobs read generated streams (their references read the same).
             shape.input = Input::Generated;
+            // Their checkpoints carry far more state (join buffers, whole windows) and take
+            // up to seconds of simulated time at high parallelism: a timeout drawn for `bids`
+            // would decline every one of them, which is the promised behaviour of a timeout
+            // set too short (the job restarts until it gives up), not a fault Weir survives.
+            shape.checkpoint_timeout_ms = None;
         }
         let swarm: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|_| draw.coin()).collect();
         let kinds = if all_kinds { FaultKind::ALL.to_vec() } else { swarm };

@@ -19,8 +19,8 @@ use crate::process::{Context, Either, KeyedCoProcessFunction, TimeDomain};
 use crate::record::Data;
 use crate::state::{Key, ListState};
 
-/// The co-process function of an interval join.
-pub(crate) struct IntervalJoinFunction<A, B, F> {
+/// The co-process function of an interval join (public for benchmarks).
+pub struct IntervalJoinFunction<A, B, F> {
     lower_ms: i64,
     upper_ms: i64,
     join: F,
@@ -30,12 +30,13 @@ pub(crate) struct IntervalJoinFunction<A, B, F> {
 
 /// A record kept with its event time.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct Timed<T> {
+pub struct Timed<T> {
     time: EventTime,
     value: T,
 }
 
 impl<A, B, F> IntervalJoinFunction<A, B, F> {
+    /// Joins `b` to `a` iff `a.time + lower_ms <= b.time <= a.time + upper_ms`, emitting `join(a, b)`.
     pub fn new(lower_ms: i64, upper_ms: i64, join: F) -> Self {
         IntervalJoinFunction {
             lower_ms,

@@ -151,7 +151,7 @@ pub enum Either<A, B> {
 }
 
 /// A co-process function seen as a process function over [`Either`].
-pub(crate) struct CoProcess<F>(pub F);
+pub struct CoProcess<F>(pub F);
 
 impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> KeyedProcessFunction<K, Either<A, B>, O> for CoProcess<F> {
     fn process_element(&mut self, value: Either<A, B>, ctx: &mut Context<'_, K, O>) {
@@ -181,8 +181,8 @@ struct GroupState<K, R> {
     waiting: Vec<R>,
 }
 
-/// The logic behind [`crate::api::KeyedStream::process`].
-pub(crate) struct ProcessOperator<K: Key, I, O, F, KF> {
+/// The logic behind [`crate::api::KeyedStream::process`] (public for benchmarks).
+pub struct ProcessOperator<K: Key, I, O, F, KF> {
     function: F,
     key: KF,
     store: Store<K>,
@@ -197,6 +197,7 @@ pub(crate) struct ProcessOperator<K: Key, I, O, F, KF> {
 }
 
 impl<K: Key, I, O, F, KF> ProcessOperator<K, I, O, F, KF> {
+    /// `function` per key (`key`), processing time from `clock`.
     pub fn new(function: F, key: KF, clock: Box<dyn Fn() -> EventTime>) -> Self {
         ProcessOperator {
             function,
