@@ -18,6 +18,7 @@
 
 pub mod faults;
 pub mod input;
+pub mod nexmark;
 pub mod oracle;
 pub mod reference;
 pub mod shrink;

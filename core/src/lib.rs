@@ -2,7 +2,7 @@
 //!
 //! This crate holds what is shared by the dataflow operators, the cluster and the simulator:
 //! the time model ([`time`]: epochs × event time as one timely timestamp), records and their
-//! codecs ([`bid`], [`codec`]), the rules of event time ([`watermark`], [`window`]), key groups
+//! codecs ([`bid`], [`codec`], the Nexmark events and generator in [`nexmark`]), the rules of event time ([`watermark`], [`window`]), key groups
 //! ([`keygroup`]), the job specification ([`job`]), checkpoint storage over `object_store`
 //! ([`checkpoint`], [`local_store`]), the runtime seam ([`rt`]), the storage seam for files
 //! ([`fs`]) and the simulator's fault points ([`faultpoint`]). It never touches sockets or spawns threads:
@@ -20,6 +20,7 @@ pub mod generator;
 pub mod job;
 pub mod keygroup;
 pub mod local_store;
+pub mod nexmark;
 pub mod rt;
 pub mod time;
 pub mod watermark;

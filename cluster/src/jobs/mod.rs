@@ -1,6 +1,8 @@
-//! The jobs the `weir` binary ships, registered like any user's jobs.
+//! The jobs the `weir` binary ships, registered like any user's jobs: `bids` and the Nexmark
+//! queries.
 
 pub mod bids;
+pub mod nexmark;
 
 use weir_dataflow::JobRegistry;
 
@@ -8,5 +10,8 @@ use weir_dataflow::JobRegistry;
 pub fn builtin() -> JobRegistry {
     let mut registry = JobRegistry::new();
     registry.register(bids::job());
+    for job in nexmark::jobs() {
+        registry.register(job);
+    }
     registry
 }

@@ -1,0 +1,173 @@
+//! Sequential references of the Nexmark queries Weir runs as jobs (`weir_cluster::jobs::nexmark`),
+//! computed from the generated events with plain collections, from the queries' definitions.
+//!
+//! The generator emits each split's events in event-time order and the jobs run with no
+//! out-of-orderness, so no event is late: every window sees all of its events.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use weir_core::nexmark::{Bid, Event, NexmarkConfig, Person};
+
+/// Every event of a generated run (all splits).
+pub fn events(config: &NexmarkConfig) -> Vec<Event> {
+    (0..config.events).map(|index| config.event(index)).collect()
+}
+
+fn bids(events: &[Event]) -> impl Iterator<Item = &Bid> {
+    events.iter().filter_map(|e| match e {
+        Event::Bid(bid) => Some(bid),
+        _ => None,
+    })
+}
+
+/// q0: every bid.
+pub fn q0(events: &[Event]) -> Vec<Bid> {
+    let mut rows: Vec<Bid> = bids(events).cloned().collect();
+    rows.sort();
+    rows
+}
+
+/// q1: every bid, its price × 0.908 (integer cents, rounded down).
+pub fn q1(events: &[Event]) -> Vec<Bid> {
+    let mut rows: Vec<Bid> = bids(events).map(|b| Bid { price: b.price * 908 / 1000, ..b.clone() }).collect();
+    rows.sort();
+    rows
+}
+
+/// q2: `(auction, price)` of bids on auctions whose id is a multiple of 123.
+pub fn q2(events: &[Event]) -> Vec<(i64, i64)> {
+    let mut rows: Vec<(i64, i64)> =
+        bids(events).filter(|b| b.auction % 123 == 0).map(|b| (b.auction, b.price)).collect();
+    rows.sort();
+    rows
+}
+
+/// q3: `(name, city, state, auction)` for every auction in category 10 whose seller lives in
+/// OR, ID or CA.
+pub fn q3(events: &[Event]) -> Vec<(String, String, String, i64)> {
+    let people: BTreeMap<i64, &Person> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Person(p) if ["OR", "ID", "CA"].contains(&p.state.as_str()) => Some((p.id, p)),
+            _ => None,
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for event in events {
+        if let Event::Auction(a) = event {
+            if let Some(p) = people.get(&a.seller).filter(|_| a.category == 10) {
+                rows.push((p.name.clone(), p.city.clone(), p.state.clone(), a.id));
+            }
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// q4: after each auction closes (in order of expiry, ties by the encoding of
+/// `(category, price)`), `(category, average closing price so far, auctions closed)`. An
+/// auction's closing price is its highest bid between its opening and its expiry, both
+/// included; auctions without such a bid do not count.
+pub fn q4(events: &[Event]) -> Vec<(i64, i64, i64)> {
+    let mut highest: BTreeMap<i64, i64> = BTreeMap::new();
+    let auctions: BTreeMap<i64, &weir_core::nexmark::Auction> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Auction(a) => Some((a.id, a)),
+            _ => None,
+        })
+        .collect();
+    for bid in bids(events) {
+        if let Some(a) = auctions.get(&bid.auction) {
+            if a.date_time <= bid.date_time && bid.date_time <= a.expires {
+                let h = highest.entry(a.id).or_insert(bid.price);
+                *h = (*h).max(bid.price);
+            }
+        }
+    }
+    let mut closed: Vec<(i64, Vec<u8>, (i64, i64))> = highest
+        .into_iter()
+        .map(|(id, price)| {
+            let a = auctions[&id];
+            let row = (a.category, price);
+            (a.expires, bincode::serialize(&row).expect("encodes"), row)
+        })
+        .collect();
+    closed.sort_by(|x, y| (x.0, x.2 .0, &x.1).cmp(&(y.0, y.2 .0, &y.1)));
+    let mut totals: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for (_, _, (category, price)) in closed {
+        let (sum, count) = totals.entry(category).or_default();
+        *sum += price;
+        *count += 1;
+        rows.push((category, *sum / *count, *count));
+    }
+    rows.sort();
+    rows
+}
+
+/// q5: `(auction, bids, window end)` of the auctions with the most bids in each window of
+/// `size` ms sliding by `slide` ms.
+pub fn q5(events: &[Event], size: i64, slide: i64) -> Vec<(i64, u64, i64)> {
+    let mut counts: BTreeMap<i64, BTreeMap<i64, u64>> = BTreeMap::new(); // end -> auction -> count
+    for bid in bids(events) {
+        let t = bid.date_time;
+        let mut start = t - t.rem_euclid(slide);
+        while start > t - size {
+            *counts.entry(start + size).or_default().entry(bid.auction).or_default() += 1;
+            start -= slide;
+        }
+    }
+    let mut rows = Vec::new();
+    for (end, auctions) in counts {
+        let most = auctions.values().copied().max().unwrap_or(0);
+        rows.extend(
+            auctions.into_iter().filter(|(_, count)| *count == most).map(|(auction, count)| (auction, count, end)),
+        );
+    }
+    rows.sort();
+    rows
+}
+
+/// q7: `(auction, price, bidder, time, window end)` of the highest bids of each tumbling
+/// window of `size` ms.
+pub fn q7(events: &[Event], size: i64) -> Vec<(i64, i64, i64, i64, i64)> {
+    let mut windows: BTreeMap<i64, Vec<&Bid>> = BTreeMap::new();
+    for bid in bids(events) {
+        windows.entry(bid.date_time.div_euclid(size)).or_default().push(bid);
+    }
+    let mut rows = Vec::new();
+    for (index, bids) in windows {
+        let highest = bids.iter().map(|b| b.price).max().unwrap_or(0);
+        let end = (index + 1) * size;
+        rows.extend(
+            bids.into_iter().filter(|b| b.price == highest).map(|b| (b.auction, b.price, b.bidder, b.date_time, end)),
+        );
+    }
+    rows.sort();
+    rows
+}
+
+/// q8: `(id, name, window start)` of the people who registered in a tumbling window of `size`
+/// ms and opened an auction in the same window.
+pub fn q8(events: &[Event], size: i64) -> Vec<(i64, String, i64)> {
+    let window = |t: i64| t - t.rem_euclid(size);
+    let sellers: BTreeSet<(i64, i64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Auction(a) => Some((a.seller, window(a.date_time))),
+            _ => None,
+        })
+        .collect();
+    let mut rows: Vec<(i64, String, i64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Person(p) if sellers.contains(&(p.id, window(p.date_time))) => {
+                Some((p.id, p.name.clone(), window(p.date_time)))
+            }
+            _ => None,
+        })
+        .collect();
+    rows.sort();
+    rows
+}
