@@ -49,7 +49,9 @@ use crate::exchange::{ExchangeChannels, ExchangeReceive, ExchangeRx, ExchangeSen
 use crate::keyed::KeySelector;
 use crate::keyed::{slot_of, EitherKey};
 use crate::metrics::SlotMetrics;
-use crate::process::{CoProcess, Either, KeyedCoProcessFunction, KeyedProcessFunction, ProcessOperator};
+use crate::process::{
+    CoProcess, Either, Emitted, KeyedCoProcessFunction, KeyedProcessFunction, OutputTag, ProcessOperator,
+};
 use crate::record::{Data, Record};
 use crate::sink::{CsvRow, CsvRows, EpochFileSink, ErrorRow, JsonLines, RowFormat, SerdeCsv, SinkSetup};
 use crate::snapshot::{SnapshotCollector, SplitState};
@@ -659,8 +661,8 @@ where
     pub fn process<O: Data, F: KeyedProcessFunction<K, T, O>>(self, uid: &str, function: F) -> ProcessOutput<'s, O, T> {
         self.stream.require_event_time(uid, "a process function hands records over in event-time order, so it");
         let logic = ProcessOperator::new(function, self.key, Box::new(weir_core::rt::processing_time_ms));
-        let (results, late) = self.stream.stateful("process", Some(uid.to_owned()), logic, true, true);
-        ProcessOutput { results, late }
+        let (emitted, late) = self.stream.stateful("process", Some(uid.to_owned()), logic, true, true);
+        ProcessOutput::split(emitted, late)
     }
 
     /// Joins this stream with `other` (same key type) on intervals of event time: see
@@ -735,8 +737,8 @@ where
         let right = self.right.stream.map(Either::<A, B>::Right);
         let both = left.union(right);
         let logic = ProcessOperator::new(CoProcess(function), key, Box::new(weir_core::rt::processing_time_ms));
-        let (results, late) = both.stateful("co-process", Some(uid.to_owned()), logic, true, true);
-        ProcessOutput { results, late }
+        let (emitted, late) = both.stateful("co-process", Some(uid.to_owned()), logic, true, true);
+        ProcessOutput::split(emitted, late)
     }
 }
 
@@ -825,6 +827,31 @@ pub struct ProcessOutput<'s, O: Data, T: Data> {
     /// Records already behind the watermark they were read under, which cannot be handed over
     /// in event-time order: write them somewhere (or `.discard()` them knowingly).
     pub late: DataStream<'s, T>,
+    /// Side-output records of every tag, encoded.
+    side: DataStream<'s, Emitted<O>>,
+}
+
+impl<'s, O: Data, T: Data> ProcessOutput<'s, O, T> {
+    fn split(emitted: DataStream<'s, Emitted<O>>, late: DataStream<'s, T>) -> Self {
+        let results = emitted.clone().flat_map(|emitted| match emitted {
+            Emitted::Main(value) => Some(value),
+            Emitted::Side { .. } => None,
+        });
+        ProcessOutput { results, late, side: emitted }
+    }
+
+    /// The records the function emitted to `tag` (`ctx.output(&tag, value)`), with the event
+    /// time and lateness horizon of the record or timer that emitted them. A side output
+    /// nobody asks for is dropped, as in Flink.
+    pub fn side_output<S: Data>(&self, tag: &OutputTag<S>) -> DataStream<'s, S> {
+        let name = tag.name();
+        self.side.clone().flat_map(move |emitted| match emitted {
+            Emitted::Side { tag, bytes } if tag == name => {
+                Some(crate::keyed::decode_state::<S>(&bytes).expect("a side output decodes as its tag's type"))
+            }
+            _ => None,
+        })
+    }
 }
 
 /// A window operator's outputs.

@@ -34,7 +34,7 @@ pub use api::{
     BuildError, ConnectedStreams, DataStream, JobBuilder, JobPlan, KeyedStream, WindowOutput, WindowedStream,
 };
 pub use job::{build_slot, plan_job, SlotControl, SlotSetup};
-pub use process::{Context, Either, KeyedCoProcessFunction, KeyedProcessFunction, TimeDomain};
+pub use process::{Context, Either, KeyedCoProcessFunction, KeyedProcessFunction, OutputTag, TimeDomain};
 pub use record::{Data, Record};
 pub use registry::{JobDef, JobRegistry};
 pub use source::{CollectionSource, FileSource, GeneratorSource, LineFormat, WatermarkStrategy};

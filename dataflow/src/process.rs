@@ -46,6 +46,39 @@ pub enum TimeDomain {
 /// The keyed state store of an operator. (One backend today; RocksDB joins it here.)
 pub type Store<K> = MemoryBackend<K>;
 
+/// Names a side output of a process function and the type of its records (Flink's
+/// `OutputTag`): `ctx.output(&TAG, value)` emits to it, `outputs.side_output(&TAG)` reads it.
+pub struct OutputTag<S> {
+    name: &'static str,
+    _records: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S> OutputTag<S> {
+    /// A side output called `name` (unique per operator).
+    pub const fn new(name: &'static str) -> Self {
+        OutputTag { name, _records: std::marker::PhantomData }
+    }
+    /// The side output's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// What a process function emits: a main-output record, or a side-output record (encoded: side
+/// outputs of any types share one stream until they are split by tag).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Emitted<O> {
+    /// To the main output.
+    Main(O),
+    /// To the side output `tag`, encoded.
+    Side {
+        /// The tag's name.
+        tag: String,
+        /// The record, encoded.
+        bytes: Vec<u8>,
+    },
+}
+
 /// What a process function can do while it handles one record or timer.
 pub struct Context<'a, K: Key, O> {
     state: KeyedState<'a, K, Store<K>>,
@@ -53,7 +86,7 @@ pub struct Context<'a, K: Key, O> {
     timestamp: EventTime,
     watermark: EventTime,
     timers: &'a mut Timers<K>,
-    out: &'a mut Vec<Record<O>>,
+    out: &'a mut Vec<Record<Emitted<O>>>,
     processing_time: EventTime,
     /// Handling a timer: a timer set now for the current time or earlier fires a millisecond
     /// later (never again in the same moment, which would not end).
@@ -88,6 +121,12 @@ impl<'a, K: Key, O> Context<'a, K, O> {
     /// Emits a record at the current event time, with the current record's lateness horizon
     /// (a timer's outputs: none).
     pub fn collect(&mut self, value: O) {
+        self.out.push(Record { value: Emitted::Main(value), time: self.timestamp, watermark: self.watermark });
+    }
+    /// Emits a record to the side output `tag`, at the current event time.
+    pub fn output<S: Serialize>(&mut self, tag: &OutputTag<S>, value: S) {
+        let bytes = bincode::serialize(&value).expect("side-output records serialize");
+        let value = Emitted::Side { tag: tag.name.to_owned(), bytes };
         self.out.push(Record { value, time: self.timestamp, watermark: self.watermark });
     }
     /// Fires [`KeyedProcessFunction::on_timer`] for this key once event time passes `time`
@@ -219,7 +258,7 @@ where
     O: Data,
     F: KeyedProcessFunction<K, I, O>,
 {
-    fn fire(&mut self, time: EventTime, key: K, domain: TimeDomain, out: &mut Vec<Record<O>>) {
+    fn fire(&mut self, time: EventTime, key: K, domain: TimeDomain, out: &mut Vec<Record<Emitted<O>>>) {
         let processing_time = (self.clock)();
         // A processing-time timer's outputs are stamped at the event time already passed.
         let timestamp = if domain == TimeDomain::EventTime { time } else { self.passed };
@@ -236,7 +275,7 @@ where
         self.function.on_timer(time, domain, &mut ctx);
     }
 
-    fn process(&mut self, key: K, record: Record<I>, processing_time: EventTime, out: &mut Vec<Record<O>>) {
+    fn process(&mut self, key: K, record: Record<I>, processing_time: EventTime, out: &mut Vec<Record<Emitted<O>>>) {
         let mut ctx = Context {
             state: KeyedState::new(&mut self.store, &key, record.time),
             key: &key,
@@ -277,9 +316,9 @@ where
     KF: KeySelector<I, K>,
 {
     type In = I;
-    type Out = O;
+    type Out = Emitted<O>;
 
-    fn apply(&mut self, records: &mut Vec<Record<I>>, _out: &mut Vec<Record<O>>, late: &mut Vec<Record<I>>) {
+    fn apply(&mut self, records: &mut Vec<Record<I>>, _out: &mut Vec<Record<Emitted<O>>>, late: &mut Vec<Record<I>>) {
         for record in records.drain(..) {
             if record.time < record.watermark {
                 late.push(record);
@@ -290,7 +329,7 @@ where
         }
     }
 
-    fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<O>>) {
+    fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<Emitted<O>>>) {
         let processing_time = (self.clock)();
         let (mut ready, waiting): (Vec<_>, Vec<_>) = self.waiting.drain(..).partition(|(_, r)| r.time < bound);
         self.waiting = waiting;
@@ -321,7 +360,7 @@ where
         self.store.expire(bound);
     }
 
-    fn poll(&mut self, out: &mut Vec<Record<O>>) {
+    fn poll(&mut self, out: &mut Vec<Record<Emitted<O>>>) {
         let now = (self.clock)();
         while let Some((time, _)) = self.timers.processing.first() {
             if *time > now {

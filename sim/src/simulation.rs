@@ -1053,14 +1053,20 @@ fn judge_fraud(job: &PlannedJob) -> Judgement {
             &generated(&generator, job.parallelism()),
             params.duration_ms("out-of-orderness").map_err(|e| e.to_string())?,
         );
+        let small_reference = weir_example::reference::fraud_small(
+            &generated(&generator, job.parallelism()),
+            params.duration_ms("out-of-orderness").map_err(|e| e.to_string())?,
+        );
         let alerts: Vec<Alert> = committed_records(&output.join("alerts"), false)?;
         let late: Vec<Transaction> = committed_records(&output.join("late"), false)?;
-        Ok((reference, alerts, late))
+        let small: Vec<Transaction> = committed_records(&output.join("small"), false)?;
+        Ok((reference, alerts, late, small_reference, small))
     };
     match read() {
-        Ok(((expected_alerts, expected_late), alerts, late)) => {
-            both(compare("alerts", expected_alerts, alerts), compare("late", expected_late, late))
-        }
+        Ok(((expected_alerts, expected_late), alerts, late, expected_small, small)) => both(
+            both(compare("alerts", expected_alerts, alerts), compare("late", expected_late, late)),
+            compare("small transactions (side output)", expected_small, small),
+        ),
         Err(e) => Judgement::Unreadable(e),
     }
 }

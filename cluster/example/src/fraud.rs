@@ -13,8 +13,8 @@ use weir_core::time::EventTime;
 use weir_dataflow::api::BuildError;
 use weir_dataflow::source::{CsvLines, Generator, GeneratorSource};
 use weir_dataflow::{
-    Context, FileSource, JobBuilder, JobDef, KeyedProcessFunction, ParamDef, ParamKind, Params, TimeDomain, ValueState,
-    WatermarkStrategy,
+    Context, FileSource, JobBuilder, JobDef, KeyedProcessFunction, OutputTag, ParamDef, ParamKind, Params, TimeDomain,
+    ValueState, WatermarkStrategy,
 };
 
 /// Below this (in cents) a transaction is small.
@@ -61,7 +61,8 @@ pub fn job() -> JobDef {
     JobDef::new(
         "fraud",
         "fraud detection: a transaction under 1.00 followed by one over 500.00 within a minute on the same account \
-         raises an alert (OUTPUT/alerts/); late transactions to OUTPUT/late/, malformed lines to OUTPUT/errors/",
+         raises an alert (OUTPUT/alerts/; every small transaction to OUTPUT/small/, a side output); late \
+         transactions to OUTPUT/late/, malformed lines to OUTPUT/errors/",
         vec![
             ParamDef::optional(
                 "input",
@@ -94,11 +95,15 @@ fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError> {
     };
     let alerts =
         transactions.records.key_by(|t: &Transaction| t.account).process("fraud-detector", FraudDetector::default());
+    alerts.side_output(&SMALL).sink_serde_csv("small", output.join("small"), TRANSACTION_HEADER);
     alerts.results.sink_serde_csv("alerts", output.join("alerts"), ALERT_HEADER);
     alerts.late.sink_serde_csv("late", output.join("late"), TRANSACTION_HEADER);
     transactions.errors.sink_csv("errors", output.join("errors"));
     Ok(())
 }
+
+/// The side output of every small transaction (the first half of the pattern).
+pub const SMALL: OutputTag<Transaction> = OutputTag::new("small-transactions");
 
 /// Remembers a small transaction for a minute; a large one right after it is an alert.
 pub struct FraudDetector {
@@ -129,6 +134,7 @@ impl KeyedProcessFunction<i64, Transaction, Alert> for FraudDetector {
             ctx.delete_event_time_timer(small_time + WINDOW_MS);
         }
         if transaction.amount_cents < SMALL_CENTS {
+            ctx.output(&SMALL, transaction.clone());
             self.small.set(ctx.state(), (transaction.amount_cents, transaction.time));
             ctx.register_event_time_timer(transaction.time + WINDOW_MS);
         }

@@ -43,6 +43,14 @@ fn encoding<T: serde::Serialize>(value: &T) -> Vec<u8> {
     bincode::serialize(value).expect("records serialize")
 }
 
+/// The small transactions `fraud` must commit to its side output (the on-time ones).
+pub fn fraud_small(splits: &[Vec<Transaction>], out_of_orderness_ms: i64) -> Vec<Transaction> {
+    let (on_time, _) = split_lateness(splits, out_of_orderness_ms, |t| t.time);
+    let mut small: Vec<Transaction> = on_time.into_iter().filter(|t| t.amount_cents < SMALL_CENTS).collect();
+    small.sort();
+    small
+}
+
 /// What `fraud` must commit: its alerts and its late transactions.
 pub fn fraud(splits: &[Vec<Transaction>], out_of_orderness_ms: i64) -> (Vec<Alert>, Vec<Transaction>) {
     let (on_time, late) = split_lateness(splits, out_of_orderness_ms, |t| t.time);

@@ -92,6 +92,13 @@ fn fraud_alerts_equal_the_reference_at_every_parallelism() {
         let (alerts, late) = reference::fraud(&generated(&generator, parallelism), 2_000);
         assert!(alerts.len() > 10 && !late.is_empty(), "the input exercises alerts and lateness");
         assert_eq!(committed_csv::<Alert>(&output.join("alerts")), alerts, "alerts at parallelism {parallelism}");
+        let small = reference::fraud_small(&generated(&generator, parallelism), 2_000);
+        assert!(!small.is_empty());
+        assert_eq!(
+            committed_csv::<Transaction>(&output.join("small")),
+            small,
+            "side output at parallelism {parallelism}"
+        );
         assert_eq!(committed_csv::<Transaction>(&output.join("late")), late, "late at parallelism {parallelism}");
         // Generated input has one split per slot, so each parallelism reads other splits:
         // the reference is computed per run. Over files, one reference serves all (below).
