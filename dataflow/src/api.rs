@@ -652,7 +652,7 @@ where
     /// Groups each key's records into event-time windows: tumbling, sliding, cumulating or
     /// session windows.
     pub fn window<W: 'static>(self, assigner: W) -> WindowedStream<'s, K, T, KF, W> {
-        WindowedStream { keyed: self, assigner, uid: None }
+        WindowedStream { keyed: self, assigner, uid: None, allowed_lateness_ms: 0 }
     }
 
     /// Runs `function` on every record, in event-time order, with its key's state and timers
@@ -818,6 +818,7 @@ pub struct WindowedStream<'s, K, T: Data, KF, W> {
     keyed: KeyedStream<'s, K, T, KF>,
     assigner: W,
     uid: Option<String>,
+    allowed_lateness_ms: i64,
 }
 
 /// A process function's outputs.
@@ -877,6 +878,19 @@ where
         self
     }
 
+    /// Windows keep taking late records for `ms` after their end. A record late for a window
+    /// (its end at or before the watermark the record was read under) but within this is not
+    /// sent to the late output: once the lateness has passed, the window fires again — one
+    /// *update event*, the full result with every late record folded in, after its on-time
+    /// result. (Flink fires again at every late record; firing once, when no late record can
+    /// still come, keeps the output the same in every run.) Tumbling, sliding and cumulating
+    /// windows only.
+    pub fn allowed_lateness(mut self, ms: i64) -> Self {
+        assert!(ms >= 0, "allowed lateness must not be negative");
+        self.allowed_lateness_ms = ms;
+        self
+    }
+
     /// Aggregates each key's records per window incrementally with `function`; `result` turns
     /// the key, the window and the final accumulator into the output record.
     pub fn aggregate<F, R, RF>(self, function: F, result: RF) -> WindowOutput<'s, R, T>
@@ -886,7 +900,7 @@ where
         RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
         W: WindowKind<K, T, F, R, KF, RF>,
     {
-        let WindowedStream { keyed, assigner, uid } = self;
+        let WindowedStream { keyed, assigner, uid, allowed_lateness_ms } = self;
         let input = keyed.stream;
         if !input.timestamps {
             let operator = uid.clone().unwrap_or_else(|| format!("window after {}", input.origin));
@@ -899,7 +913,15 @@ where
                 ),
             );
         }
-        let logic = assigner.logic(function, keyed.key, result);
+        let description = assigner.description();
+        let logic = match assigner.logic_with_lateness(function, keyed.key, result, allowed_lateness_ms) {
+            Ok(logic) => logic,
+            Err(reason) => {
+                let operator = uid.clone().unwrap_or_else(|| format!("window after {}", input.origin));
+                input.shared.error(&operator, format!("{reason}; remove .allowed_lateness(…) ({description})"));
+                return WindowOutput { results: input.clone().flat_map(|_| None), late: input.clone() };
+            }
+        };
         let (results, late) = input.stateful("window", uid, logic, true, false);
         WindowOutput { results, late }
     }

@@ -237,6 +237,22 @@ pub trait WindowKind<K, T, F: AggregateFunction<T>, R, KF, RF>: 'static {
     type Logic: StatefulLogic<In = T, Out = R>;
     /// The logic of this kind with `function`, `key` and `result`.
     fn logic(self, function: F, key: KF, result: RF) -> Self::Logic;
+    /// The logic with an allowed lateness, or why this kind has none.
+    fn logic_with_lateness(
+        self,
+        function: F,
+        key: KF,
+        result: RF,
+        allowed_lateness_ms: i64,
+    ) -> Result<Self::Logic, String>
+    where
+        Self: Sized,
+    {
+        if allowed_lateness_ms > 0 {
+            return Err(format!("{} take no allowed lateness", self.description()));
+        }
+        Ok(self.logic(function, key, result))
+    }
     /// The windows, described for people.
     fn description(&self) -> String;
 }
@@ -254,6 +270,15 @@ where
     type Logic = WindowAggregate<K, T, W, F, R, KF, RF>;
     fn logic(self, function: F, key: KF, result: RF) -> Self::Logic {
         WindowAggregate::new(self, function, key, result)
+    }
+    fn logic_with_lateness(
+        self,
+        function: F,
+        key: KF,
+        result: RF,
+        allowed_lateness_ms: i64,
+    ) -> Result<Self::Logic, String> {
+        Ok(WindowAggregate::new(self, function, key, result).with_allowed_lateness(allowed_lateness_ms))
     }
     fn description(&self) -> String {
         self.describe()
@@ -398,6 +423,12 @@ where
     }
 }
 
+/// Windows within their allowed lateness, by `(end, start)`, per key.
+type Retained<K, A, T> = BTreeMap<(EventTime, EventTime), KeyMap<K, Lateness<A, T>>>;
+
+/// Windows within their allowed lateness `(start, end, key, lateness)` of one key group.
+type RetainedEntries<'a, K, A, T> = Vec<(EventTime, EventTime, &'a K, &'a Lateness<A, T>)>;
+
 /// Window state entries `(start, end, key, accumulator)` by key group, for snapshots.
 type GroupEntries<'a, K, A> = BTreeMap<usize, Vec<(EventTime, EventTime, &'a K, &'a A)>>;
 
@@ -416,7 +447,27 @@ pub struct WindowAggregate<K, T, W, F: AggregateFunction<T>, R, KF, RF> {
     /// Open windows by `(end, start)`, each a map from key to accumulator.
     windows: BTreeMap<(EventTime, EventTime), KeyMap<K, F::Acc>>,
     fired: Vec<(K, F::Acc)>,
+    /// How long after its end a window still takes late records (0: none).
+    allowed_lateness_ms: i64,
+    /// Windows within their allowed lateness, by `(end, start)`: per key the on-time
+    /// accumulator (once fired) and the late records to fold into the final result.
+    retained: Retained<K, F::Acc, T>,
     _types: std::marker::PhantomData<fn(T) -> R>,
+}
+
+/// A key's window within its allowed lateness.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Lateness<A, T> {
+    /// The accumulator of the on-time records, once the window fired with it.
+    on_time: Option<A>,
+    /// Records that came after the window fired but within its allowed lateness.
+    late: Vec<T>,
+}
+
+impl<A, T> Default for Lateness<A, T> {
+    fn default() -> Self {
+        Lateness { on_time: None, late: Vec::new() }
+    }
 }
 
 impl<K, T, W, F, R, KF, RF> WindowAggregate<K, T, W, F, R, KF, RF>
@@ -432,8 +483,36 @@ where
             result,
             windows: BTreeMap::new(),
             fired: Vec::new(),
+            allowed_lateness_ms: 0,
+            retained: BTreeMap::new(),
             _types: std::marker::PhantomData,
         }
+    }
+
+    /// Windows take late records for `ms` after their end (see [`crate::api::WindowedStream::allowed_lateness`]).
+    pub fn with_allowed_lateness(mut self, ms: i64) -> Self {
+        assert!(ms >= 0, "allowed lateness must not be negative");
+        self.allowed_lateness_ms = ms;
+        self
+    }
+}
+
+/// What the lateness rule says about a record for one window.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Verdict {
+    OnTime,
+    /// After the window fired, within its allowed lateness.
+    LateAllowed,
+    TooLate,
+}
+
+fn verdict(window: TimeWindow, watermark: EventTime, allowed_lateness_ms: i64) -> Verdict {
+    if window.end > watermark {
+        Verdict::OnTime
+    } else if window.end.saturating_add(allowed_lateness_ms) > watermark {
+        Verdict::LateAllowed
+    } else {
+        Verdict::TooLate
     }
 }
 
@@ -459,9 +538,10 @@ where
                 // Several windows per record.
                 let mut counted = false;
                 let key = self.key.key(&record.value);
-                let (windows, function) = (&mut self.windows, &self.function);
-                self.assigner.assign(record.time, |window| {
-                    if window.end > record.watermark {
+                let (windows, retained, function) = (&mut self.windows, &mut self.retained, &self.function);
+                let allowed = self.allowed_lateness_ms;
+                self.assigner.assign(record.time, |window| match verdict(window, record.watermark, allowed) {
+                    Verdict::OnTime => {
                         counted = true;
                         let accumulator = windows
                             .entry((window.end, window.start))
@@ -470,6 +550,12 @@ where
                             .or_insert_with(|| function.create_accumulator());
                         function.add(accumulator, &record.value);
                     }
+                    Verdict::LateAllowed => {
+                        counted = true;
+                        let keys = retained.entry((window.end, window.start)).or_default();
+                        keys.entry(key.clone()).or_default().late.push(record.value.clone());
+                    }
+                    Verdict::TooLate => {}
                 });
                 if !counted {
                     late.push(record.clone());
@@ -485,6 +571,9 @@ where
                     let accumulator =
                         keys.entry(self.key.key(&record.value)).or_insert_with(|| self.function.create_accumulator());
                     self.function.add(accumulator, &record.value);
+                } else if verdict(window, record.watermark, self.allowed_lateness_ms) == Verdict::LateAllowed {
+                    let retained = self.retained.entry((window.end, window.start)).or_default();
+                    retained.entry(self.key.key(&record.value)).or_default().late.push(record.value.clone());
                 } else {
                     late.push(record.clone());
                 }
@@ -507,12 +596,25 @@ where
             self.fired.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let window = TimeWindow { start, end };
             let time = window.max_timestamp();
+            if self.allowed_lateness_ms > 0 {
+                let retained = self.retained.entry((end, start)).or_default();
+                for (key, accumulator) in &self.fired {
+                    retained.entry(key.clone()).or_default().on_time = Some(accumulator.clone());
+                }
+            }
             out.extend(
                 self.fired
                     .drain(..)
                     .map(|(key, accumulator)| Record::derived((self.result)(&key, window, accumulator), time)),
             );
         }
+        self.fire_late(bound, out);
+    }
+
+    fn output_hold(&self) -> EventTime {
+        // A window within its allowed lateness may still emit its final result, stamped
+        // with its last millisecond.
+        self.retained.keys().next().map_or(EventTime::MAX, |(end, _)| end.saturating_sub(1))
     }
 
     fn snapshot(&self) -> KeyGroupStates {
@@ -522,18 +624,30 @@ where
                 groups.entry(key_group_of(key)).or_default().push((start, end, key, accumulator));
             }
         }
-        groups
+        let mut retained: BTreeMap<usize, RetainedEntries<'_, K, F::Acc, T>> = BTreeMap::new();
+        for (&(end, start), keys) in &self.retained {
+            for (key, lateness) in keys {
+                retained.entry(key_group_of(key)).or_default().push((start, end, key, lateness));
+            }
+        }
+        let groups_with_state: std::collections::BTreeSet<usize> =
+            groups.keys().chain(retained.keys()).copied().collect();
+        groups_with_state
             .into_iter()
-            .map(|(group, mut entries)| {
-                entries.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
-                (group, bincode::serialize(&entries).expect("window state serializes"))
+            .map(|group| {
+                let mut open = groups.remove(&group).unwrap_or_default();
+                open.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
+                let mut late = retained.remove(&group).unwrap_or_default();
+                late.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
+                (group, bincode::serialize(&(open, late)).expect("window state serializes"))
             })
             .collect()
     }
 
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
+        type Decoded<K, A, T> = (Vec<(EventTime, EventTime, K, A)>, Vec<(EventTime, EventTime, K, Lateness<A, T>)>);
         for (group, bytes) in states {
-            let entries: Vec<(EventTime, EventTime, K, F::Acc)> =
+            let (entries, retained): Decoded<K, F::Acc, T> =
                 crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
             for (start, end, key, accumulator) in entries {
                 let previous = self.windows.entry((end, start)).or_default().insert(key, accumulator);
@@ -541,8 +655,46 @@ where
                     return Err(format!("key group {group}: a window entry appears twice"));
                 }
             }
+            for (start, end, key, lateness) in retained {
+                if self.retained.entry((end, start)).or_default().insert(key, lateness).is_some() {
+                    return Err(format!("key group {group}: a late window entry appears twice"));
+                }
+            }
         }
         Ok(())
+    }
+}
+
+impl<K, T, W, F, R, KF, RF> WindowAggregate<K, T, W, F, R, KF, RF>
+where
+    K: Data + Hash + Eq + Ord,
+    T: Data,
+    F: AggregateFunction<T>,
+    R: Data,
+    RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
+{
+    /// Emits the final result of every window whose allowed lateness has passed and that
+    /// received late records: the on-time accumulator with every late record folded in.
+    fn fire_late(&mut self, bound: EventTime, out: &mut Vec<Record<R>>) {
+        while let Some(entry) = self.retained.first_entry() {
+            let (end, start) = *entry.key();
+            if end.saturating_add(self.allowed_lateness_ms) > bound {
+                break;
+            }
+            let mut keys: Vec<(K, Lateness<F::Acc, T>)> = entry.remove().into_iter().collect();
+            keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let window = TimeWindow { start, end };
+            for (key, lateness) in keys {
+                if lateness.late.is_empty() {
+                    continue;
+                }
+                let mut accumulator = lateness.on_time.unwrap_or_else(|| self.function.create_accumulator());
+                for record in &lateness.late {
+                    self.function.add(&mut accumulator, record);
+                }
+                out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
+            }
+        }
     }
 }
 

@@ -25,6 +25,9 @@ impl AggregateFunction<(i64, i64)> for Count {
     fn add(&self, count: &mut u64, _value: &(i64, i64)) {
         *count += 1;
     }
+    fn merge(&self, count: &mut u64, other: u64) {
+        *count += other;
+    }
 }
 
 fn records() -> CollectionSource<(i64, i64)> {
@@ -167,4 +170,24 @@ fn the_registry_names_what_it_has() {
     let stray = Params::from_canonical(BTreeMap::from([("colour".to_string(), "red".to_string())]));
     let stray = JobSpec { job: "counts".into(), params: stray, parallelism: 1, on_bad_record: BadRecordPolicy::Skip };
     assert!(registry.check(&stray).unwrap_err().contains("unknown parameter --colour"));
+}
+
+#[test]
+fn sessions_take_no_allowed_lateness() {
+    fn build(job: &mut JobBuilder<'_>, _params: &Params) -> Result<(), BuildError> {
+        let source = job.source("s", records(), timed());
+        source.errors.discard();
+        let out = source
+            .records
+            .key_by(|r: &(i64, i64)| r.0)
+            .window(weir_dataflow::EventTimeSessionWindows::with_gap(10))
+            .allowed_lateness(100)
+            .uid("sessions")
+            .aggregate(Count, |k: &i64, _w, n| (*k, n));
+        out.results.discard();
+        out.late.discard();
+        Ok(())
+    }
+    let error = plan(build, vec![], 1).unwrap_err().to_string();
+    assert!(error.contains("operator sessions") && error.contains("take no allowed lateness"), "{error}");
 }

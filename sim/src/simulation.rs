@@ -1126,6 +1126,8 @@ fn judge_mix(job: &PlannedJob) -> Judgement {
             compare("sliding late", expected.sliding_late, readings("late-sliding")?),
             compare("cumulate", expected.cumulate, figures("cumulate")?),
             compare("cumulate late", expected.cumulate_late, readings("late-cumulate")?),
+            compare("allowed lateness", expected.lenient, figures("lenient")?),
+            compare("allowed lateness late", expected.lenient_late, readings("late-lenient")?),
             compare("interval join", expected.interval, pairs("interval-join")?),
             compare("interval join late", expected.interval_late, sides("late-interval")?),
             compare("window join", expected.window_join, pairs("window-join")?),

@@ -27,6 +27,8 @@ pub const CUMULATE: (i64, i64) = (1_000, 4_000);
 pub const INTERVAL: (i64, i64) = (-500, 500);
 /// The window join's tumbling window.
 pub const JOIN_WINDOW: i64 = 2_000;
+/// Tumbling windows with allowed lateness: size and lateness.
+pub const LATE_WINDOW: (i64, i64) = (2_000, 8_000);
 
 /// A sensor reading.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -133,6 +135,13 @@ fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError> {
         .aggregate(Count, move |s, w, count| figure(s, w, count));
     cumulate.results.sink_serde_csv("cumulate", output.join("cumulate"), FIGURE_HEADER);
     cumulate.late.sink_json("cumulate-late", output.join("late-cumulate"));
+    let lenient = by_sensor()
+        .window(TumblingEventTimeWindows::of(LATE_WINDOW.0))
+        .allowed_lateness(LATE_WINDOW.1)
+        .uid("lenient-count")
+        .aggregate(Count, move |s, w, count| figure(s, w, count));
+    lenient.results.sink_serde_csv("lenient", output.join("lenient"), FIGURE_HEADER);
+    lenient.late.sink_json("lenient-late", output.join("late-lenient"));
     let pair = |a: &Alarm, r: &Reading| Pair {
         sensor: a.sensor,
         alarm_time: a.time,

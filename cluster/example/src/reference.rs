@@ -199,6 +199,12 @@ pub struct MixOutput {
     pub cumulate: Vec<crate::mix::WindowFigure>,
     /// Readings late for every cumulating window they belong to.
     pub cumulate_late: Vec<crate::mix::Reading>,
+    /// Counts in tumbling windows with allowed lateness: the on-time count of every window
+    /// with on-time readings, and the full count of every window with late readings within
+    /// the lateness.
+    pub lenient: Vec<crate::mix::WindowFigure>,
+    /// Readings later than their window's allowed lateness.
+    pub lenient_late: Vec<crate::mix::Reading>,
     /// Interval-join pairs.
     pub interval: Vec<crate::mix::Pair>,
     /// Records behind their watermark, for the interval join.
@@ -284,6 +290,31 @@ pub fn mix(
         windowed(&|t| sliding_windows(t, SLIDING.0, SLIDING.1), &|a, b| a.max(b), &|r| r.value);
     (output.cumulate, output.cumulate_late) =
         windowed(&|t| cumulating_windows(t, CUMULATE.0, CUMULATE.1), &|a, b| a + b, &|_| 1);
+
+    // Allowed lateness: on-time counts, then full counts where late readings came.
+    let (size, lateness) = crate::mix::LATE_WINDOW;
+    let mut on_time: BTreeMap<(i64, EventTime), i64> = BTreeMap::new();
+    let mut late: BTreeMap<(i64, EventTime), i64> = BTreeMap::new();
+    for (reading, watermark) in &readings {
+        let start = reading.time - reading.time.rem_euclid(size);
+        let end = start + size;
+        if end > *watermark {
+            *on_time.entry((reading.sensor, start)).or_default() += 1;
+        } else if end + lateness > *watermark {
+            *late.entry((reading.sensor, start)).or_default() += 1;
+        } else {
+            output.lenient_late.push(reading.clone());
+        }
+    }
+    for (&(sensor, start), &count) in &on_time {
+        output.lenient.push(WindowFigure { sensor, start, end: start + size, figure: count });
+    }
+    for (&(sensor, start), &count) in &late {
+        let total = count + on_time.get(&(sensor, start)).copied().unwrap_or(0);
+        output.lenient.push(WindowFigure { sensor, start, end: start + size, figure: total });
+    }
+    output.lenient.sort();
+    output.lenient_late.sort();
 
     let pair = |a: &crate::mix::Alarm, r: &crate::mix::Reading| Pair {
         sensor: a.sensor,

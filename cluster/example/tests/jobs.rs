@@ -281,6 +281,17 @@ fn the_mix_of_windows_and_joins_equals_the_reference_at_every_parallelism() {
         assert_eq!(committed_csv::<WindowFigure>(&output.join("sliding")), expected.sliding, "sliding, {context}");
         assert_eq!(committed_json::<Reading>(&output.join("late-sliding")), expected.sliding_late, "{context}");
         assert_eq!(committed_csv::<WindowFigure>(&output.join("cumulate")), expected.cumulate, "cumulate, {context}");
+        assert!(
+            expected.lenient.len()
+                > expected.lenient.iter().map(|f| (f.sensor, f.start)).collect::<std::collections::BTreeSet<_>>().len(),
+            "late updates happen"
+        );
+        assert_eq!(
+            committed_csv::<WindowFigure>(&output.join("lenient")),
+            expected.lenient,
+            "allowed lateness, {context}"
+        );
+        assert_eq!(committed_json::<Reading>(&output.join("late-lenient")), expected.lenient_late, "{context}");
         assert_eq!(committed_json::<Reading>(&output.join("late-cumulate")), expected.cumulate_late, "{context}");
         assert_eq!(committed_csv::<Pair>(&output.join("interval-join")), expected.interval, "interval, {context}");
         assert_eq!(committed_json::<Side>(&output.join("late-interval")), expected.interval_late, "{context}");
