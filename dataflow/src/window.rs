@@ -452,6 +452,8 @@ pub struct WindowAggregate<K, T, W, F: AggregateFunction<T>, R, KF, RF> {
     /// Windows within their allowed lateness, by `(end, start)`: per key the on-time
     /// accumulator (once fired) and the late records to fold into the final result.
     retained: Retained<K, F::Acc, T>,
+    /// The bound event time last passed (for the output hold under allowed lateness).
+    passed: EventTime,
     _types: std::marker::PhantomData<fn(T) -> R>,
 }
 
@@ -485,6 +487,7 @@ where
             fired: Vec::new(),
             allowed_lateness_ms: 0,
             retained: BTreeMap::new(),
+            passed: EventTime::MIN,
             _types: std::marker::PhantomData,
         }
     }
@@ -586,6 +589,7 @@ where
     }
 
     fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<R>>) {
+        self.passed = self.passed.max(bound);
         while let Some(entry) = self.windows.first_entry() {
             let (end, start) = *entry.key();
             if end > bound {
@@ -612,9 +616,14 @@ where
     }
 
     fn output_hold(&self) -> EventTime {
-        // A window within its allowed lateness may still emit its final result, stamped
-        // with its last millisecond.
-        self.retained.keys().next().map_or(EventTime::MAX, |(end, _)| end.saturating_sub(1))
+        if self.allowed_lateness_ms == 0 {
+            return EventTime::MAX;
+        }
+        // A window within its allowed lateness may still emit its final result, stamped with
+        // its last millisecond — also one that has no state yet: a late record can still come
+        // for any window ending after `passed − lateness`.
+        let retained = self.retained.keys().next().map_or(EventTime::MAX, |(end, _)| end.saturating_sub(1));
+        retained.min(self.passed.saturating_sub(self.allowed_lateness_ms))
     }
 
     fn snapshot(&self) -> KeyGroupStates {
