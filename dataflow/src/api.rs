@@ -655,6 +655,14 @@ where
         WindowedStream { keyed: self, assigner, uid: None, allowed_lateness_ms: 0 }
     }
 
+    /// One window per key for all of its records, fired by `trigger` (`CountTrigger(n)` is
+    /// Flink's `countWindow(n)`; any `Fn(&record, time, count, &accumulator) -> TriggerResult`
+    /// is a custom trigger). Records reach the trigger in event-time order; continue with
+    /// `.aggregate(uid, function, result)`.
+    pub fn global_window<Tr>(self, trigger: Tr) -> GlobalWindowedStream<'s, K, T, KF, Tr> {
+        GlobalWindowedStream { keyed: self, trigger }
+    }
+
     /// Runs `function` on every record, in event-time order, with its key's state and timers
     /// (see [`crate::process`]). `uid` is the operator's stable id (its state and timers are
     /// checkpointed under it).
@@ -739,6 +747,32 @@ where
         let logic = ProcessOperator::new(CoProcess(function), key, Box::new(weir_core::rt::processing_time_ms));
         let (emitted, late) = both.stateful("co-process", Some(uid.to_owned()), logic, true, true);
         ProcessOutput::split(emitted, late)
+    }
+}
+
+/// A keyed stream in global windows (see [`KeyedStream::global_window`]).
+pub struct GlobalWindowedStream<'s, K, T: Data, KF, Tr> {
+    keyed: KeyedStream<'s, K, T, KF>,
+    trigger: Tr,
+}
+
+impl<'s, K, T, KF, Tr> GlobalWindowedStream<'s, K, T, KF, Tr>
+where
+    K: Data + Hash + Eq + Ord,
+    T: Data,
+    KF: KeySelector<T, K> + Clone,
+{
+    /// Aggregates each key's records with `function`; whenever the trigger fires, emits
+    /// `result(key, accumulator)` at the firing record's event time. `uid` is the operator's
+    /// stable id. Records behind their watermark cannot be put in order: they go to `late`.
+    pub fn aggregate<F, R, RF>(self, uid: &str, function: F, result: RF) -> ProcessOutput<'s, R, T>
+    where
+        F: AggregateFunction<T>,
+        Tr: crate::window::Trigger<T, F::Acc>,
+        R: Data,
+        RF: Fn(&K, F::Acc) -> R + 'static,
+    {
+        self.keyed.process(uid, crate::window::GlobalAggregate::new(function, self.trigger, result))
     }
 }
 

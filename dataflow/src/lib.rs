@@ -41,8 +41,8 @@ pub use source::{CollectionSource, FileSource, GeneratorSource, LineFormat, Wate
 pub use state::{AggregatingState, ListState, MapState, ReducingState, ValueState};
 pub use weir_core::job::{ParamDef, ParamKind, Params};
 pub use window::{
-    AggregateFunction, CumulativeEventTimeWindows, EventTimeSessionWindows, SlidingEventTimeWindows, TimeWindow,
-    TumblingEventTimeWindows,
+    AggregateFunction, CountTrigger, CumulativeEventTimeWindows, EventTimeSessionWindows, SlidingEventTimeWindows,
+    TimeWindow, Trigger, TriggerResult, TumblingEventTimeWindows,
 };
 
 use std::cell::Cell;

@@ -753,3 +753,89 @@ mod tests {
         }
     }
 }
+
+/// What a trigger decides after a record joined a global window.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TriggerResult {
+    /// Keep collecting.
+    Continue,
+    /// Emit the window's result and keep its contents.
+    Fire,
+    /// Emit the window's result and start afresh.
+    FireAndPurge,
+}
+
+/// Decides when a key's global window fires (Flink's `Trigger`, for global windows). Records
+/// reach it in event-time order (see [`crate::process`]), so its decisions are the same in
+/// every run.
+pub trait Trigger<T, A>: 'static {
+    /// `record` has just been added; the window now holds `count` records and `accumulator`.
+    fn on_element(&self, record: &T, time: EventTime, count: u64, accumulator: &A) -> TriggerResult;
+}
+
+/// Fires and purges every `n` records (Flink's `countWindow(n)`).
+#[derive(Copy, Clone, Debug)]
+pub struct CountTrigger(pub u64);
+
+impl<T, A> Trigger<T, A> for CountTrigger {
+    fn on_element(&self, _record: &T, _time: EventTime, count: u64, _accumulator: &A) -> TriggerResult {
+        if count >= self.0 {
+            TriggerResult::FireAndPurge
+        } else {
+            TriggerResult::Continue
+        }
+    }
+}
+
+/// Any closure `Fn(&T, time, count, &A) -> TriggerResult` is a trigger.
+impl<T, A, F: Fn(&T, EventTime, u64, &A) -> TriggerResult + 'static> Trigger<T, A> for F {
+    fn on_element(&self, record: &T, time: EventTime, count: u64, accumulator: &A) -> TriggerResult {
+        self(record, time, count, accumulator)
+    }
+}
+
+/// A key's global window: one window for all of the key's records, fired by a trigger — a
+/// process function over the key's state.
+pub struct GlobalAggregate<F: AggregateFunction<T>, T, Tr, RF> {
+    function: F,
+    trigger: Tr,
+    result: RF,
+    window: crate::state::ValueState<(u64, F::Acc)>,
+}
+
+impl<F: AggregateFunction<T>, T, Tr, RF> GlobalAggregate<F, T, Tr, RF> {
+    /// Aggregates with `function`, fires when `trigger` says, emits `result(key, accumulator)`.
+    pub fn new(function: F, trigger: Tr, result: RF) -> Self {
+        GlobalAggregate { function, trigger, result, window: crate::state::ValueState::new("global-window") }
+    }
+}
+
+impl<K, T, R, F, Tr, RF> crate::process::KeyedProcessFunction<K, T, R> for GlobalAggregate<F, T, Tr, RF>
+where
+    K: crate::state::Key,
+    T: Data,
+    R: Data,
+    F: AggregateFunction<T>,
+    Tr: Trigger<T, F::Acc>,
+    RF: Fn(&K, F::Acc) -> R + 'static,
+{
+    fn process_element(&mut self, value: T, ctx: &mut crate::process::Context<'_, K, R>) {
+        let (count, mut accumulator) =
+            self.window.get(ctx.state()).unwrap_or_else(|| (0, self.function.create_accumulator()));
+        self.function.add(&mut accumulator, &value);
+        let count = count + 1;
+        match self.trigger.on_element(&value, ctx.timestamp(), count, &accumulator) {
+            TriggerResult::Continue => self.window.set(ctx.state(), (count, accumulator)),
+            TriggerResult::Fire => {
+                let result = (self.result)(ctx.key(), accumulator.clone());
+                ctx.collect(result);
+                self.window.set(ctx.state(), (count, accumulator));
+            }
+            TriggerResult::FireAndPurge => {
+                let result = (self.result)(ctx.key(), accumulator);
+                ctx.collect(result);
+                self.window.clear(ctx.state());
+            }
+        }
+    }
+}

@@ -15,8 +15,8 @@ use weir_core::time::EventTime;
 use weir_dataflow::api::BuildError;
 use weir_dataflow::source::{Generator, GeneratorSource};
 use weir_dataflow::{
-    AggregateFunction, CumulativeEventTimeWindows, JobBuilder, JobDef, ParamDef, ParamKind, Params,
-    SlidingEventTimeWindows, TimeWindow, TumblingEventTimeWindows, WatermarkStrategy,
+    AggregateFunction, CountTrigger, CumulativeEventTimeWindows, JobBuilder, JobDef, ParamDef, ParamKind, Params,
+    SlidingEventTimeWindows, TimeWindow, TriggerResult, TumblingEventTimeWindows, WatermarkStrategy,
 };
 
 /// Sliding windows: size and slide.
@@ -29,6 +29,10 @@ pub const INTERVAL: (i64, i64) = (-500, 500);
 pub const JOIN_WINDOW: i64 = 2_000;
 /// Tumbling windows with allowed lateness: size and lateness.
 pub const LATE_WINDOW: (i64, i64) = (2_000, 8_000);
+/// Readings per count window.
+pub const COUNT_WINDOW: u64 = 5;
+/// A reading at least this high closes a sensor's spike window.
+pub const SPIKE: i64 = 990;
 
 /// A sensor reading.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -142,6 +146,24 @@ fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError> {
         .aggregate(Count, move |s, w, count| figure(s, w, count));
     lenient.results.sink_serde_csv("lenient", output.join("lenient"), FIGURE_HEADER);
     lenient.late.sink_json("lenient-late", output.join("late-lenient"));
+    // Global windows: the sum of every COUNT_WINDOW readings of a sensor (a count trigger),
+    // and the readings between spikes (a custom trigger).
+    let counted =
+        by_sensor()
+            .global_window(CountTrigger(COUNT_WINDOW))
+            .aggregate("count-window", Sum, |&s: &i64, sum: i64| (s, sum));
+    counted.results.sink_serde_csv("count-window", output.join("count-window"), "sensor,sum");
+    counted.late.sink_json("count-window-late", output.join("late-count-window"));
+    let spike = |reading: &Reading, _time: i64, _count: u64, _sum: &i64| {
+        if reading.value >= SPIKE {
+            TriggerResult::FireAndPurge
+        } else {
+            TriggerResult::Continue
+        }
+    };
+    let spikes = by_sensor().global_window(spike).aggregate("spikes", Sum, |&s: &i64, sum: i64| (s, sum));
+    spikes.results.sink_serde_csv("spikes", output.join("spikes"), "sensor,sum");
+    spikes.late.sink_json("spikes-late", output.join("late-spikes"));
     let pair = |a: &Alarm, r: &Reading| Pair {
         sensor: a.sensor,
         alarm_time: a.time,
@@ -166,6 +188,19 @@ fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError> {
     windowed.results.sink_serde_csv("window-join", output.join("window-join"), PAIR_HEADER);
     windowed.late.sink_json("window-join-late", output.join("late-window-join"));
     Ok(())
+}
+
+/// Sums reading values.
+pub struct Sum;
+
+impl AggregateFunction<Reading> for Sum {
+    type Acc = i64;
+    fn create_accumulator(&self) -> i64 {
+        0
+    }
+    fn add(&self, sum: &mut i64, reading: &Reading) {
+        *sum += reading.value;
+    }
 }
 
 /// Counts records.

@@ -205,6 +205,12 @@ pub struct MixOutput {
     pub lenient: Vec<crate::mix::WindowFigure>,
     /// Readings later than their window's allowed lateness.
     pub lenient_late: Vec<crate::mix::Reading>,
+    /// `(sensor, sum)` of every `COUNT_WINDOW` on-time readings of a sensor, in event-time order.
+    pub count_window: Vec<(i64, i64)>,
+    /// `(sensor, sum)` of a sensor's on-time readings up to and including each spike.
+    pub spikes: Vec<(i64, i64)>,
+    /// Readings behind their watermark (late for both global windows).
+    pub global_late: Vec<crate::mix::Reading>,
     /// Interval-join pairs.
     pub interval: Vec<crate::mix::Pair>,
     /// Records behind their watermark, for the interval join.
@@ -290,6 +296,35 @@ pub fn mix(
         windowed(&|t| sliding_windows(t, SLIDING.0, SLIDING.1), &|a, b| a.max(b), &|r| r.value);
     (output.cumulate, output.cumulate_late) =
         windowed(&|t| cumulating_windows(t, CUMULATE.0, CUMULATE.1), &|a, b| a + b, &|_| 1);
+
+    // Global windows: each sensor's on-time readings in event-time order (ties by encoding).
+    let mut per_sensor: BTreeMap<i64, Vec<&crate::mix::Reading>> = BTreeMap::new();
+    for (reading, watermark) in &readings {
+        if reading.time < *watermark {
+            output.global_late.push(reading.clone());
+        } else {
+            per_sensor.entry(reading.sensor).or_default().push(reading);
+        }
+    }
+    for (sensor, sorted) in &mut per_sensor {
+        sorted.sort_by_key(|r| (r.time, encoding(*r)));
+        for chunk in sorted.chunks(crate::mix::COUNT_WINDOW as usize) {
+            if chunk.len() == crate::mix::COUNT_WINDOW as usize {
+                output.count_window.push((*sensor, chunk.iter().map(|r| r.value).sum()));
+            }
+        }
+        let mut sum = 0;
+        for reading in sorted.iter() {
+            sum += reading.value;
+            if reading.value >= crate::mix::SPIKE {
+                output.spikes.push((*sensor, sum));
+                sum = 0;
+            }
+        }
+    }
+    output.count_window.sort();
+    output.spikes.sort();
+    output.global_late.sort();
 
     // Allowed lateness: on-time counts, then full counts where late readings came.
     let (size, lateness) = crate::mix::LATE_WINDOW;

@@ -292,6 +292,15 @@ fn the_mix_of_windows_and_joins_equals_the_reference_at_every_parallelism() {
             "allowed lateness, {context}"
         );
         assert_eq!(committed_json::<Reading>(&output.join("late-lenient")), expected.lenient_late, "{context}");
+        assert!(!expected.count_window.is_empty() && !expected.spikes.is_empty() && !expected.global_late.is_empty());
+        assert_eq!(
+            committed_csv::<(i64, i64)>(&output.join("count-window")),
+            expected.count_window,
+            "count window, {context}"
+        );
+        assert_eq!(committed_csv::<(i64, i64)>(&output.join("spikes")), expected.spikes, "custom trigger, {context}");
+        assert_eq!(committed_json::<Reading>(&output.join("late-count-window")), expected.global_late, "{context}");
+        assert_eq!(committed_json::<Reading>(&output.join("late-spikes")), expected.global_late, "{context}");
         assert_eq!(committed_json::<Reading>(&output.join("late-cumulate")), expected.cumulate_late, "{context}");
         assert_eq!(committed_csv::<Pair>(&output.join("interval-join")), expected.interval, "interval, {context}");
         assert_eq!(committed_json::<Side>(&output.join("late-interval")), expected.interval_late, "{context}");
