@@ -74,6 +74,15 @@ impl SplitClock {
         watermark
     }
 
+    /// Raises the watermark to at least `watermark` (a split coming back from idleness: event
+    /// time moved on without it, so what it reads behind that is late).
+    pub fn raise_to(&mut self, watermark: EventTime) {
+        if self.finished || watermark == EventTime::MIN || self.watermark() >= watermark {
+            return;
+        }
+        self.max_event_time = Some(watermark.saturating_add(self.out_of_orderness_ms));
+    }
+
     /// Marks the split as exhausted: its watermark becomes `+∞` so every window can fire.
     pub fn finish(&mut self) {
         self.finished = true;

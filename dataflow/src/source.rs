@@ -443,12 +443,13 @@ impl<T> TimestampAssigner<T> for NoTimestamps {
 pub struct WatermarkStrategy<A> {
     assigner: A,
     out_of_orderness_ms: i64,
+    idleness_ms: Option<u64>,
 }
 
 impl WatermarkStrategy<NoTimestamps> {
     /// Records without event time.
     pub fn none() -> Self {
-        WatermarkStrategy { assigner: NoTimestamps, out_of_orderness_ms: 0 }
+        WatermarkStrategy { assigner: NoTimestamps, out_of_orderness_ms: 0, idleness_ms: None }
     }
 }
 
@@ -456,7 +457,17 @@ impl<A> WatermarkStrategy<A> {
     /// Event time from `assigner`; each split's watermark trails its largest event time by
     /// `out_of_orderness_ms`.
     pub fn bounded_out_of_orderness(out_of_orderness_ms: i64, assigner: A) -> Self {
-        WatermarkStrategy { assigner, out_of_orderness_ms }
+        WatermarkStrategy { assigner, out_of_orderness_ms, idleness_ms: None }
+    }
+    /// A split that yields nothing for `ms` of processing time stops holding the source's
+    /// watermark back (Flink's `withIdleness`), so that a silent split does not stall every
+    /// window. When it yields again, its watermark is raised to the source's: what it reads
+    /// behind that is late. Idleness follows processing time, so results then depend on timing
+    /// (as in Flink); the simulator's fault-free comparison does not apply to such jobs.
+    pub fn with_idleness(mut self, ms: u64) -> Self {
+        assert!(ms > 0, "an idleness timeout must be positive");
+        self.idleness_ms = Some(ms);
+        self
     }
     /// The bound on out-of-orderness.
     pub fn out_of_orderness_ms(&self) -> i64 {
@@ -518,6 +529,10 @@ struct OpenSplit<R> {
     state: SplitState,
     index: usize,
     reader: Option<R>,
+    /// When the split last yielded a record (the runtime's clock).
+    last_active: weir_core::rt::Instant,
+    /// Silent for the idleness timeout: it does not hold the watermark back.
+    idle: bool,
 }
 
 /// Builds a source operator: records (stamped) and malformed input (with positions).
@@ -556,7 +571,8 @@ pub(crate) fn source_operator<'scope, S: Source, A: TimestampAssigner<S::Record>
             activity,
             rate_limit,
         } = setup;
-        let WatermarkStrategy { assigner, out_of_orderness_ms } = strategy;
+        let WatermarkStrategy { assigner, out_of_orderness_ms, idleness_ms } = strategy;
+        let idleness = idleness_ms.map(std::time::Duration::from_millis);
         let mut splits: Vec<OpenSplit<S::Reader>> = Vec::with_capacity(specs.len());
         let mut rewind_skipped = false;
         for &(global, index) in &specs {
@@ -594,16 +610,23 @@ pub(crate) fn source_operator<'scope, S: Source, A: TimestampAssigner<S::Record>
                     }
                 }
             };
-            splits.push(OpenSplit { state, index, reader });
+            splits.push(OpenSplit { state, index, reader, last_active: weir_core::rt::now(), idle: false });
         }
         let finished_at_start = splits.iter().filter(|s| s.state.clock.is_finished()).count();
         SlotMetrics::add(&metrics.splits_finished, finished_at_start as u64);
         let mut epoch = start_epoch;
         let mut last_watermark = EventTime::MIN;
-        let min_watermark = |splits: &[OpenSplit<S::Reader>]| {
-            splits.iter().map(|s| s.state.clock.watermark()).min().unwrap_or(EventTime::MAX)
+        // The source's watermark: the least of its splits' that are not idle. If every
+        // unfinished split is idle, it stays where it was (nothing moves it on).
+        let min_watermark = |splits: &[OpenSplit<S::Reader>], last: EventTime| {
+            let active = splits.iter().filter(|s| !s.idle || s.state.clock.is_finished());
+            match active.map(|s| s.state.clock.watermark()).min() {
+                Some(watermark) => watermark,
+                None if splits.is_empty() => EventTime::MAX,
+                None => last,
+            }
         };
-        let start_time = Time::new(epoch, min_watermark(&splits));
+        let start_time = Time::new(epoch, min_watermark(&splits, EventTime::MIN));
         let mut capabilities: Option<Vec<Capability<Time>>> =
             Some(initial.iter().map(|cap| cap.delayed(&start_time)).collect());
         drop(initial);
@@ -621,7 +644,7 @@ pub(crate) fn source_operator<'scope, S: Source, A: TimestampAssigner<S::Record>
                 snapshots.borrow_mut().source_part(part, epoch, splits.iter().map(|s| s.state).collect());
                 epoch += 1;
                 activity.note();
-                let time = Time::new(epoch, min_watermark(&splits));
+                let time = Time::new(epoch, min_watermark(&splits, last_watermark));
                 caps.iter_mut().for_each(|cap| cap.downgrade(&time));
             }
             if final_checkpoint.get() == Some(epoch) {
@@ -656,6 +679,11 @@ pub(crate) fn source_operator<'scope, S: Source, A: TimestampAssigner<S::Record>
                     break;
                 }
                 let quota = share.min(budget);
+                if split.idle {
+                    // Event time moved on without this split: what it reads behind the source's
+                    // watermark is late, and no record may be stamped behind what was emitted.
+                    split.state.clock.raise_to(last_watermark);
+                }
                 let state = &mut split.state;
                 let mut position = Position { offset: state.position, line: state.line };
                 let clock = &mut state.clock;
@@ -674,6 +702,10 @@ pub(crate) fn source_operator<'scope, S: Source, A: TimestampAssigner<S::Record>
                 state.line = position.line;
                 match outcome {
                     Ok((read, at_end)) => {
+                        if read > 0 {
+                            split.last_active = weir_core::rt::now();
+                            split.idle = false;
+                        }
                         budget -= read.min(budget);
                         read_total += read as u64;
                         if at_end {
@@ -717,7 +749,15 @@ pub(crate) fn source_operator<'scope, S: Source, A: TimestampAssigner<S::Record>
                 errors_output.activate().session(&caps[1]).give_container(&mut error_batch);
                 error_batch.clear();
             }
-            let watermark = min_watermark(&splits);
+            if let Some(idleness) = idleness {
+                let now = weir_core::rt::now();
+                for split in splits.iter_mut().filter(|s| !s.idle && !s.state.clock.is_finished()) {
+                    if now.saturating_duration_since(split.last_active) >= idleness {
+                        split.idle = true;
+                    }
+                }
+            }
+            let watermark = min_watermark(&splits, last_watermark);
             assert!(
                 watermark >= last_watermark,
                 "source watermark went backwards: {last_watermark} -> {watermark}"
