@@ -15,7 +15,7 @@ use weir_core::time::{Epoch, FIRST_EPOCH};
 use weir_dataflow::exchange::ExchangeChannels;
 use weir_dataflow::job::{RestoredSlot, SlotSetup};
 use weir_dataflow::metrics::SlotMetrics;
-use weir_dataflow::sink::{self, OutputFence};
+use weir_dataflow::sink::{self, EpochCommitter, OutputFence};
 use weir_dataflow::snapshot::SlotSnapshot;
 use weir_dataflow::{plan_job, JobDef, JobPlan, JobRegistry};
 
@@ -51,6 +51,11 @@ impl PlannedJob {
     /// The sink directories, in build order.
     pub fn sink_dirs(&self) -> Vec<PathBuf> {
         self.plan.sink_dirs()
+    }
+
+    /// The sinks' second phases (commit and recovery), in build order.
+    pub fn committers(&self) -> Vec<Arc<dyn EpochCommitter>> {
+        self.plan.sinks.iter().map(|sink| sink.committer.clone()).collect()
     }
 
     /// Where the job's output fence lives: its first sink's directory (one fence covers every
@@ -209,10 +214,11 @@ pub fn recover_sinks(
         path: job.fence_dir().expect("fenced").join(sink::FENCE),
         reason: format!("recovery refused: {e}"),
     })?;
-    for dir in job.sink_dirs() {
-        sink::prepare(&dir)
+    for (committer, dir) in job.committers().into_iter().zip(job.sink_dirs()) {
+        committer
+            .prepare_destination()
             .map_err(|e| RunError::Output { path: dir.clone(), reason: format!("cannot create: {e}") })?;
-        let report = sink::recover(&dir, slot, epoch, attempt, &held).map_err(|e| RunError::Output {
+        let report = committer.recover(slot, epoch, attempt, &held).map_err(|e| RunError::Output {
             path: dir.clone(),
             reason: format!("recovery of staged output failed: {e}"),
         })?;

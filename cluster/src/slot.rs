@@ -22,7 +22,6 @@ use weir_core::time::Epoch;
 use weir_dataflow::exchange::Doorbell;
 use weir_dataflow::job::{build_slot, SlotSetup};
 use weir_dataflow::metrics::SlotMetrics;
-use weir_dataflow::sink;
 
 /// Wakes a slot's driver: a flag the busy loop polls without blocking, and a notification an
 /// idle driver awaits.
@@ -170,6 +169,7 @@ pub async fn drive_slot(
     let fence = job.fence(setup.generation);
     let metrics = setup.metrics.clone();
     let mut input_done_sent = false;
+    let committers = job.committers();
     let dirs = job.sink_dirs();
     let mut worker = Worker::new(Config::default(), Allocator::Thread(Thread::default()), None);
     let span = tracing::debug_span!("slot", slot);
@@ -200,8 +200,8 @@ pub async fn drive_slot(
                 SlotCommand::Complete { checkpoint } => {
                     let committed = hold().and_then(|held| {
                         let Some(held) = held else { return Ok(()) };
-                        dirs.iter().try_for_each(|dir| {
-                            sink::commit_through(dir, slot, attempt, checkpoint, &held).map(drop).map_err(|error| {
+                        committers.iter().zip(&dirs).try_for_each(|(committer, dir)| {
+                            committer.commit(slot, attempt, checkpoint, &held).map(drop).map_err(|error| {
                                 std::io::Error::new(error.kind(), format!("{}: {error}", dir.display()))
                             })
                         })
@@ -234,8 +234,8 @@ pub async fn drive_slot(
             tracing::debug!(slot, checkpoint = epoch, "slot snapshot ready");
             if faultpoint::planted(PlantedBug::SinkCommitsEarly) {
                 if let Ok(Some(held)) = hold() {
-                    for dir in &dirs {
-                        let _ = sink::commit_through(dir, slot, attempt, epoch, &held);
+                    for committer in &committers {
+                        let _ = committer.commit(slot, attempt, epoch, &held);
                     }
                 }
             }

@@ -53,7 +53,7 @@ use crate::process::{
     CoProcess, Either, Emitted, KeyedCoProcessFunction, KeyedProcessFunction, OutputTag, ProcessOperator,
 };
 use crate::record::{Data, Record};
-use crate::sink::{CsvRow, CsvRows, EpochFileSink, ErrorRow, JsonLines, RowFormat, SerdeCsv, SinkSetup};
+use crate::sink::{CsvRow, CsvRows, EpochSink, ErrorRow, JsonLines, RowFormat, SerdeCsv, SinkSetup};
 use crate::snapshot::{SnapshotCollector, SplitState};
 use crate::source::{source_operator, RateLimit, Source, SourceSetup, TimestampAssigner, WatermarkStrategy};
 use crate::stateful::{stateful_operator, KeyGroupStates, StatefulSetup};
@@ -79,7 +79,7 @@ pub enum BuildError {
 }
 
 /// What planning learned about a job: enough to deploy, recover and check it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct JobPlan {
     /// Sources in build order, with their splits.
     pub sources: Vec<SourcePlan>,
@@ -112,14 +112,16 @@ pub struct SourcePlan {
 }
 
 /// A sink of a planned job.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct SinkPlan {
     /// The sink's name.
     pub name: String,
-    /// Its directory.
+    /// Its directory (file sinks).
     pub dir: PathBuf,
     /// The first line of each of its files, if its format has one.
     pub header: Option<String>,
+    /// Its second phase: commits and recovery outside the dataflow.
+    pub committer: std::sync::Arc<dyn crate::sink::EpochCommitter>,
 }
 
 /// What one slot's operators share: identity, epoch control, snapshots, errors, channels.
@@ -545,15 +547,14 @@ impl<'s, T: Data> DataStream<'s, T> {
                 });
             }
             let header = format.header().map(str::to_owned);
-            plan.plan.sinks.push(SinkPlan { name: name.to_owned(), dir: dir.clone(), header });
+            let committer = std::sync::Arc::new(crate::sink::FileCommitter::new(dir.clone()));
+            plan.plan.sinks.push(SinkPlan { name: name.to_owned(), dir: dir.clone(), header, committer });
         }
+        let sink = crate::sink::FileSink::new(dir.clone(), ctx.slot, ctx.attempt, format);
         let part = ctx.snapshots.borrow_mut().register_sink();
-        self.take().epoch_file_sink(
-            format,
+        self.take().epoch_sink(
+            sink,
             SinkSetup {
-                dir,
-                slot: ctx.slot,
-                attempt: ctx.attempt,
                 part,
                 snapshots: ctx.snapshots.clone(),
                 fatal: ctx.fatal.clone(),

@@ -286,14 +286,8 @@ fn staged_files(dir: &Path, slot: usize) -> io::Result<Vec<(Epoch, u64, PathBuf)
     Ok(files)
 }
 
-/// Configuration of one sink in one slot.
+/// What a sink operator reports to, in one slot.
 pub struct SinkSetup {
-    /// The sink directory.
-    pub dir: PathBuf,
-    /// This slot.
-    pub slot: usize,
-    /// The deployment attempt, part of every staged file's name.
-    pub attempt: u64,
     /// The sink's handle in the snapshot collector.
     pub part: SinkPart,
     /// Where durability reports go.
@@ -364,67 +358,155 @@ impl<R: serde::Serialize + 'static> RowFormat<crate::record::Record<R>> for Json
     }
 }
 
-/// Writes a stream to an exactly-once file sink.
-pub trait EpochFileSink<R> {
-    /// Stages rows per epoch in `format` and reports each epoch durable once the input
-    /// frontier passes it.
-    fn epoch_file_sink<F: RowFormat<R>>(self, format: F, setup: SinkSetup);
+/// An exactly-once sink, epoch by epoch (two-phase commit): the records of each checkpoint
+/// epoch are staged ([`TransactionalSink::write`]), made durable before the checkpoint that
+/// covers them can complete ([`TransactionalSink::prepare`]), and made visible only after it
+/// completed ([`EpochCommitter::commit`]); on a restore, staged epochs the checkpoint covers are
+/// committed and later ones aborted ([`EpochCommitter::recover`]). File sinks are the first
+/// implementation; Kafka transactions and Postgres tables plug in the same way.
+pub trait TransactionalSink<R>: 'static {
+    /// Stages `rows` of `epoch` (epochs arrive in any order; several batches per epoch).
+    fn write(&mut self, epoch: Epoch, rows: &[R]) -> io::Result<()>;
+    /// Every row of every epoch `<= through` has been written: make them durable. The slot's
+    /// part of checkpoint `through` waits for this.
+    fn prepare(&mut self, through: Epoch) -> io::Result<()>;
+    /// What the sink is, for error messages.
+    fn describe(&self) -> String;
 }
 
-impl<'scope, R: 'static> EpochFileSink<R> for Stream<'scope, Time, Vec<R>> {
-    fn epoch_file_sink<F: RowFormat<R>>(self, format: F, setup: SinkSetup) {
-        let SinkSetup { dir, slot, attempt, part, snapshots, fatal, activity } = setup;
-        let mut writers: BTreeMap<Epoch, BufWriter<File>> = BTreeMap::new();
-        let mut scratch: Vec<u8> = Vec::with_capacity(1 << 16);
-        let mut durable_through: Option<Epoch> = None;
+/// The second phase of a [`TransactionalSink`], run outside the dataflow: by the slot driver
+/// when a checkpoint completes, and by a deployment before its slots start. Every method is
+/// idempotent (a recovery may repeat it) and runs while the caller holds the job's output
+/// fence, so a stale deployment cannot commit.
+pub trait EpochCommitter: Send + Sync + std::fmt::Debug {
+    /// Creates whatever the sink writes into.
+    fn prepare_destination(&self) -> io::Result<()>;
+    /// Checkpoint `through` completed: makes visible what attempt `attempt` of slot `slot`
+    /// staged for epochs `<= through`. Returns how many epochs were committed.
+    fn commit(&self, slot: usize, attempt: u64, through: Epoch, fence: &FenceHold) -> io::Result<usize>;
+    /// Brings slot `slot`'s output in line with restored checkpoint `epoch` (0 for none), which
+    /// attempt `attempt` took: commits what it covers, aborts staged epochs after it, retracts
+    /// visible epochs after it (to be recomputed).
+    fn recover(&self, slot: usize, epoch: Epoch, attempt: u64, fence: &FenceHold) -> io::Result<Recovery>;
+    /// The directory the sink's output lives in, if it is a file sink (claimed and fenced).
+    fn directory(&self) -> Option<&Path>;
+}
+
+/// Commits and recovers a file sink's directory.
+#[derive(Clone, Debug)]
+pub struct FileCommitter {
+    dir: PathBuf,
+}
+
+impl FileCommitter {
+    /// The committer of the file sink in `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        FileCommitter { dir }
+    }
+}
+
+impl EpochCommitter for FileCommitter {
+    fn prepare_destination(&self) -> io::Result<()> {
+        prepare(&self.dir)
+    }
+    fn commit(&self, slot: usize, attempt: u64, through: Epoch, fence: &FenceHold) -> io::Result<usize> {
+        commit_through(&self.dir, slot, attempt, through, fence)
+    }
+    fn recover(&self, slot: usize, epoch: Epoch, attempt: u64, fence: &FenceHold) -> io::Result<Recovery> {
+        recover(&self.dir, slot, epoch, attempt, fence)
+    }
+    fn directory(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
+}
+
+/// A file sink in one slot: one staged file per epoch, named by slot and attempt.
+pub struct FileSink<F> {
+    dir: PathBuf,
+    slot: usize,
+    attempt: u64,
+    format: F,
+    writers: BTreeMap<Epoch, BufWriter<File>>,
+    scratch: Vec<u8>,
+}
+
+impl<F> FileSink<F> {
+    /// The sink of slot `slot`, attempt `attempt`, writing `format` into `dir`.
+    pub fn new(dir: PathBuf, slot: usize, attempt: u64, format: F) -> Self {
+        FileSink { dir, slot, attempt, format, writers: BTreeMap::new(), scratch: Vec::with_capacity(1 << 16) }
+    }
+}
+
+impl<R: 'static, F: RowFormat<R>> TransactionalSink<R> for FileSink<F> {
+    fn write(&mut self, epoch: Epoch, rows: &[R]) -> io::Result<()> {
+        let writer = match self.writers.entry(epoch) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let path = self.dir.join(STAGING_DIR).join(staged_name(epoch, self.slot, self.attempt));
+                let mut writer = BufWriter::with_capacity(1 << 20, File::create(&path)?);
+                if let Some(header) = self.format.header() {
+                    writer.write_all(header.as_bytes())?;
+                    writer.write_all(b"\n")?;
+                }
+                weir_core::faultpoint::passed(weir_core::faultpoint::Moment::SinkStaged);
+                entry.insert(writer)
+            }
+        };
+        self.scratch.clear();
+        for row in rows {
+            self.format.write(row, &mut self.scratch);
+        }
+        writer.write_all(&self.scratch)
+    }
+
+    fn prepare(&mut self, through: Epoch) -> io::Result<()> {
+        while let Some(entry) = self.writers.first_entry() {
+            if *entry.key() > through {
+                break;
+            }
+            let writer = entry.remove();
+            let file = writer.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            // The staged file's directory entry must be durable too.
+            fs::sync_dir(&self.dir.join(STAGING_DIR))?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("output {}", self.dir.display())
+    }
+}
+
+/// Writes a stream through a transactional sink.
+pub trait EpochSink<R> {
+    /// Stages rows per epoch and prepares each epoch once the input frontier passes it,
+    /// reporting it to the slot's snapshot collector.
+    fn epoch_sink<S: TransactionalSink<R>>(self, sink: S, setup: SinkSetup);
+}
+
+impl<'scope, R: 'static> EpochSink<R> for Stream<'scope, Time, Vec<R>> {
+    fn epoch_sink<S: TransactionalSink<R>>(self, mut sink: S, setup: SinkSetup) {
+        let SinkSetup { part, snapshots, fatal, activity } = setup;
+        let mut prepared_through: Option<Epoch> = None;
         let mut failed = false;
-        self.sink(Pipeline, "EpochFileSink", move |(input, frontier)| {
+        self.sink(Pipeline, "EpochSink", move |(input, frontier)| {
             let mut stage = || -> io::Result<()> {
                 let mut result = Ok(());
                 input.for_each(|stamp, rows| {
-                    if result.is_err() {
-                        return;
+                    if result.is_ok() {
+                        activity.note();
+                        result = sink.write(crate::message_time(&stamp).epoch, rows);
                     }
-                    let epoch = crate::message_time(&stamp).epoch;
-                    activity.note();
-                    result = (|| {
-                        let writer = match writers.entry(epoch) {
-                            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-                            std::collections::btree_map::Entry::Vacant(entry) => {
-                                let path = dir.join(STAGING_DIR).join(staged_name(epoch, slot, attempt));
-                                let mut writer = BufWriter::with_capacity(1 << 20, File::create(&path)?);
-                                if let Some(header) = format.header() {
-                                    writer.write_all(header.as_bytes())?;
-                                    writer.write_all(b"\n")?;
-                                }
-                                weir_core::faultpoint::passed(weir_core::faultpoint::Moment::SinkStaged);
-                                entry.insert(writer)
-                            }
-                        };
-                        scratch.clear();
-                        for row in rows.iter() {
-                            format.write(row, &mut scratch);
-                        }
-                        writer.write_all(&scratch)
-                    })();
                 });
                 result?;
                 let through = match frontier.frontier().iter().map(|t| t.epoch).min() {
                     None => Epoch::MAX,
                     Some(epoch) => epoch.saturating_sub(1),
                 };
-                if durable_through.is_none_or(|previous| through > previous) {
-                    while let Some(entry) = writers.first_entry() {
-                        if *entry.key() > through {
-                            break;
-                        }
-                        let writer = entry.remove();
-                        let file = writer.into_inner().map_err(|e| e.into_error())?;
-                        file.sync_all()?;
-                        // The staged file's directory entry must be durable too.
-                        fs::sync_dir(&dir.join(STAGING_DIR))?;
-                    }
-                    durable_through = Some(through);
+                if prepared_through.is_none_or(|previous| through > previous) {
+                    sink.prepare(through)?;
+                    prepared_through = Some(through);
                     activity.note();
                     snapshots.borrow_mut().sink_durable_through(part, through);
                 }
@@ -435,7 +517,7 @@ impl<'scope, R: 'static> EpochFileSink<R> for Stream<'scope, Time, Vec<R>> {
             }
             if let Err(error) = stage() {
                 failed = true;
-                fatal.borrow_mut().get_or_insert_with(|| format!("output {}: cannot write: {error}", dir.display()));
+                fatal.borrow_mut().get_or_insert_with(|| format!("{}: cannot write: {error}", sink.describe()));
             }
         });
     }
