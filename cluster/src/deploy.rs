@@ -111,6 +111,8 @@ pub fn plan_restore(restored: Option<&RestoredCheckpoint>, job: &PlannedJob) -> 
     }
     let split_count = job.plan.split_count();
     let mut seen = vec![false; split_count];
+    // Replicated (broadcast) state, as the first slot's file holds it: every slot gets a copy.
+    let mut replicated: std::collections::BTreeMap<String, Vec<u8>> = std::collections::BTreeMap::new();
     for (entry, bytes) in restored.metadata.files.iter().zip(&restored.files) {
         let (_, snapshot) =
             SlotSnapshot::decode(bytes, checkpoint).map_err(|e| restore_error(format!("{}: {e}", entry.name)))?;
@@ -127,7 +129,20 @@ pub fn plan_restore(restored: Option<&RestoredCheckpoint>, job: &PlannedJob) -> 
                     entry.operator, job.spec.job
                 )));
             }
+            if entry.key_group == weir_dataflow::process::REPLICATED_GROUP {
+                replicated.entry(entry.operator.clone()).or_insert(entry.bytes);
+                continue;
+            }
             plan.slots[slot_of_key_group(entry.key_group, parallelism)].state.push(entry);
+        }
+    }
+    for (operator, bytes) in replicated {
+        for slot in &mut plan.slots {
+            slot.state.push(weir_dataflow::snapshot::StateEntry {
+                operator: operator.clone(),
+                key_group: weir_dataflow::process::REPLICATED_GROUP,
+                bytes: bytes.clone(),
+            });
         }
     }
     if let Some(missing) = seen.iter().position(|seen| !seen) {

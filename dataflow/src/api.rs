@@ -50,7 +50,8 @@ use crate::keyed::KeySelector;
 use crate::keyed::{slot_of, EitherKey};
 use crate::metrics::SlotMetrics;
 use crate::process::{
-    CoProcess, Either, Emitted, KeyedCoProcessFunction, KeyedProcessFunction, OutputTag, ProcessOperator,
+    BroadcastKey, Broadcasting, CoProcess, Either, Emitted, KeyedBroadcastProcessFunction, KeyedCoProcessFunction,
+    KeyedProcessFunction, OutputTag, ProcessOperator,
 };
 use crate::record::{Data, Record};
 use crate::sink::{CsvRow, CsvRows, EpochSink, ErrorRow, JsonLines, RowFormat, SerdeCsv, SinkSetup};
@@ -454,6 +455,42 @@ impl<'s, T: Data> DataStream<'s, T> {
         DataStream::new(stream, shared, timestamps, "union".into(), None)
     }
 
+    /// Sends every record to every slot, to be connected with a keyed stream
+    /// ([`KeyedStream::connect_broadcast`]): rules, thresholds or reference data that every
+    /// key's processing reads.
+    pub fn broadcast(self) -> BroadcastStream<'s, T> {
+        let shared = self.shared.clone();
+        let timestamps = self.timestamps;
+        let ctx = &shared.ctx;
+        let parallelism = ctx.parallelism;
+        shared.plan.borrow_mut().plan.exchanges += 1;
+        let stream = if parallelism == 1 || ctx.planning {
+            self.take()
+        } else {
+            let channels = ctx.exchanges.borrow_mut().pop_front().expect("one set of exchange channels per exchange");
+            let senders: Vec<Box<dyn ExchangeTx<Vec<Record<T>>>>> = channels
+                .senders
+                .into_iter()
+                .map(|tx| Box::new(TypedTx::<Record<T>>::new(tx)) as Box<dyn ExchangeTx<Vec<Record<T>>>>)
+                .collect();
+            let receivers: Vec<Box<dyn ExchangeRx<Vec<Record<T>>>>> = channels
+                .receivers
+                .into_iter()
+                .enumerate()
+                .map(|(from, rx)| {
+                    Box::new(TypedRx::<Record<T>>::new(rx, from, ctx.fatal.clone()))
+                        as Box<dyn ExchangeRx<Vec<Record<T>>>>
+                })
+                .collect();
+            let scope = self.stream.scope();
+            let send = self.take().exchange_broadcast(senders, ctx.pressure.clone(), ctx.activity.clone());
+            let (received, receive) = ExchangeReceive::build(scope, receivers, ctx.activity.clone());
+            ctx.activators.borrow_mut().extend([send, receive]);
+            received
+        };
+        BroadcastStream { stream: DataStream::new(stream, shared.clone(), timestamps, "broadcast".into(), None) }
+    }
+
     /// Partitions the stream by key: records with equal keys meet in one slot (the owner of
     /// the key's key group), where keyed state and windows live. `key` must be a pure function
     /// of the record (it is evaluated again where the record arrives).
@@ -699,6 +736,14 @@ where
         WindowJoin { streams: ConnectedStreams { left: self, right: other }, assigner }
     }
 
+    /// Connects this stream with a broadcast stream, for a [`KeyedBroadcastProcessFunction`].
+    pub fn connect_broadcast<B: Data>(
+        self,
+        broadcast: BroadcastStream<'s, B>,
+    ) -> BroadcastConnectedStreams<'s, K, T, B, KF> {
+        BroadcastConnectedStreams { keyed: self, broadcast }
+    }
+
     /// Connects this stream with another keyed by the same key type, for a
     /// [`KeyedCoProcessFunction`] that sees both with shared per-key state and timers (a
     /// regular keyed join, enrichment, control streams).
@@ -708,6 +753,58 @@ where
         UF: KeySelector<U, K> + Clone,
     {
         ConnectedStreams { left: self, right: other }
+    }
+}
+
+/// A stream every slot receives whole (see [`DataStream::broadcast`]).
+pub struct BroadcastStream<'s, T: Data> {
+    stream: DataStream<'s, T>,
+}
+
+/// A keyed stream connected with a broadcast stream (see [`KeyedStream::connect_broadcast`]).
+pub struct BroadcastConnectedStreams<'s, K, T: Data, B: Data, KF> {
+    keyed: KeyedStream<'s, K, T, KF>,
+    broadcast: BroadcastStream<'s, B>,
+}
+
+impl<'s, K, T, B, KF> BroadcastConnectedStreams<'s, K, T, B, KF>
+where
+    K: Data + Hash + Eq + Ord,
+    T: Data,
+    B: Data,
+    KF: KeySelector<T, K> + Clone,
+{
+    /// Runs `function` with its broadcast state (replicated in every slot, checkpointed once
+    /// per slot and restored to every slot) and the keyed side's state and timers, under the
+    /// stable id `uid`.
+    pub fn process<O: Data, F: KeyedBroadcastProcessFunction<K, T, B, O>>(
+        self,
+        uid: &str,
+        function: F,
+    ) -> ProcessOutput<'s, O, Either<T, B>> {
+        let BroadcastConnectedStreams { keyed, broadcast } = self;
+        for timed in [keyed.stream.timestamps, broadcast.stream.timestamps] {
+            if !timed {
+                keyed.stream.shared.error(
+                    uid,
+                    "a broadcast process function hands records over in event-time order, so both inputs need event \
+                     time; give each source a WatermarkStrategy::bounded_out_of_orderness(…)",
+                );
+            }
+        }
+        let key_of = keyed.key;
+        let key = move |record: &Either<T, B>| match record {
+            Either::Left(value) => BroadcastKey::Key(key_of.key(value)),
+            Either::Right(_) => BroadcastKey::Broadcast,
+        };
+        let both = keyed.stream.map(Either::<T, B>::Left).union(broadcast.stream.map(Either::<T, B>::Right));
+        let logic = ProcessOperator::new(
+            Broadcasting::<F, F::State>::new(function),
+            key,
+            Box::new(weir_core::rt::processing_time_ms),
+        );
+        let (emitted, late) = both.stateful("broadcast-process", Some(uid.to_owned()), logic, true, true);
+        ProcessOutput::split(emitted, late)
     }
 }
 

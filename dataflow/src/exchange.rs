@@ -151,14 +151,62 @@ pub trait ExchangeSend<'scope, D> {
         route: impl Fn(&D) -> usize + 'static,
         pressure: Rc<Cell<usize>>,
         activity: crate::Activity,
+    ) -> Activator
+    where
+        Self: Sized,
+    {
+        self.exchange_partitioned(
+            senders,
+            move |data: &mut Vec<D>, parts: &mut [Vec<D>]| {
+                for record in data.drain(..) {
+                    parts[route(&record)].push(record);
+                }
+            },
+            pressure,
+            activity,
+        )
+    }
+
+    /// Sends every record to every slot (a broadcast).
+    fn exchange_broadcast(
+        self,
+        senders: Vec<Box<dyn ExchangeTx<Vec<D>>>>,
+        pressure: Rc<Cell<usize>>,
+        activity: crate::Activity,
+    ) -> Activator
+    where
+        Self: Sized,
+        D: Clone,
+    {
+        self.exchange_partitioned(
+            senders,
+            |data: &mut Vec<D>, parts: &mut [Vec<D>]| {
+                for part in parts.iter_mut() {
+                    part.extend(data.iter().cloned());
+                }
+                data.clear();
+            },
+            pressure,
+            activity,
+        )
+    }
+
+    /// The exchange operator: `partition` moves each input batch's records into the parts
+    /// for each target slot.
+    fn exchange_partitioned(
+        self,
+        senders: Vec<Box<dyn ExchangeTx<Vec<D>>>>,
+        partition: impl FnMut(&mut Vec<D>, &mut [Vec<D>]) + 'static,
+        pressure: Rc<Cell<usize>>,
+        activity: crate::Activity,
     ) -> Activator;
 }
 
 impl<'scope, D: Send + 'static> ExchangeSend<'scope, D> for Stream<'scope, Time, Vec<D>> {
-    fn exchange_send(
+    fn exchange_partitioned(
         self,
         senders: Vec<Box<dyn ExchangeTx<Vec<D>>>>,
-        route: impl Fn(&D) -> usize + 'static,
+        mut partition: impl FnMut(&mut Vec<D>, &mut [Vec<D>]) + 'static,
         pressure: Rc<Cell<usize>>,
         activity: crate::Activity,
     ) -> Activator {
@@ -176,10 +224,7 @@ impl<'scope, D: Send + 'static> ExchangeSend<'scope, D> for Stream<'scope, Time,
             move |frontiers| {
                 input.for_each(|capability, data| {
                     let time = crate::message_time(&capability);
-                    for record in data.drain(..) {
-                        let target = route(&record);
-                        parts[target].push(record);
-                    }
+                    partition(data, &mut parts);
                     for (target, part) in parts.iter_mut().enumerate() {
                         if !part.is_empty() {
                             let batch = std::mem::replace(part, Vec::with_capacity(part.capacity()));

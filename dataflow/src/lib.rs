@@ -31,10 +31,14 @@ pub mod stateful;
 pub mod window;
 
 pub use api::{
-    BuildError, ConnectedStreams, DataStream, JobBuilder, JobPlan, KeyedStream, WindowOutput, WindowedStream,
+    BroadcastConnectedStreams, BroadcastStream, BuildError, ConnectedStreams, DataStream, JobBuilder, JobPlan,
+    KeyedStream, WindowOutput, WindowedStream,
 };
 pub use job::{build_slot, plan_job, SlotControl, SlotSetup};
-pub use process::{Context, Either, KeyedCoProcessFunction, KeyedProcessFunction, OutputTag, TimeDomain};
+pub use process::{
+    BroadcastKey, Context, Either, KeyedBroadcastProcessFunction, KeyedCoProcessFunction, KeyedProcessFunction,
+    OutputTag, TimeDomain,
+};
 pub use record::{Data, Record};
 pub use registry::{JobDef, JobRegistry};
 pub use source::{CollectionSource, FileSource, GeneratorSource, LineFormat, WatermarkStrategy};

@@ -165,6 +165,85 @@ pub trait KeyedProcessFunction<K: Key, I, O>: 'static {
     fn on_timer(&mut self, timestamp: EventTime, domain: TimeDomain, ctx: &mut Context<'_, K, O>) {
         let _ = (timestamp, domain, ctx);
     }
+    /// State the function keeps for every key at once and replicates in every slot (broadcast
+    /// state), encoded for a checkpoint; `None` if it keeps none.
+    fn snapshot_replicated(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Loads replicated state from a checkpoint.
+    fn restore_replicated(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let _ = bytes;
+        Err("this function keeps no replicated state".into())
+    }
+}
+
+/// The key of a record of a keyed stream connected with a broadcast stream: a key, or the
+/// broadcast side (which comes first at equal event times).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum BroadcastKey<K> {
+    /// A broadcast record: applies to every key.
+    Broadcast,
+    /// A keyed record.
+    Key(K),
+}
+
+/// Logic over a keyed stream and a broadcast stream (Flink's `KeyedBroadcastProcessFunction`):
+/// broadcast records update state that every slot holds alike (`State`: rules, thresholds,
+/// reference data), keyed records read it. Both sides arrive in event-time order, broadcast
+/// first at equal times, so every slot applies the same updates before the same records.
+pub trait KeyedBroadcastProcessFunction<K: Key, T, B, O>: 'static {
+    /// The broadcast state.
+    type State: crate::record::Data + Default;
+    /// Handles a keyed record, reading the broadcast state.
+    fn process_element(&mut self, value: T, broadcast: &Self::State, ctx: &mut Context<'_, BroadcastKey<K>, O>);
+    /// Handles a broadcast record (in every slot), updating the broadcast state.
+    fn process_broadcast_element(
+        &mut self,
+        value: B,
+        broadcast: &mut Self::State,
+        ctx: &mut Context<'_, BroadcastKey<K>, O>,
+    );
+    /// A timer of the current key fired.
+    fn on_timer(&mut self, timestamp: EventTime, domain: TimeDomain, ctx: &mut Context<'_, BroadcastKey<K>, O>) {
+        let _ = (timestamp, domain, ctx);
+    }
+}
+
+/// A broadcast process function seen as a process function over [`Either`], holding the
+/// replicated state.
+pub struct Broadcasting<F, S> {
+    function: F,
+    state: S,
+}
+
+impl<F, S: Default> Broadcasting<F, S> {
+    /// `function` with empty broadcast state.
+    pub fn new(function: F) -> Self {
+        Broadcasting { function, state: S::default() }
+    }
+}
+
+impl<K, T, B, O, F> KeyedProcessFunction<BroadcastKey<K>, Either<T, B>, O> for Broadcasting<F, F::State>
+where
+    K: Key,
+    F: KeyedBroadcastProcessFunction<K, T, B, O>,
+{
+    fn process_element(&mut self, value: Either<T, B>, ctx: &mut Context<'_, BroadcastKey<K>, O>) {
+        match value {
+            Either::Left(record) => self.function.process_element(record, &self.state, ctx),
+            Either::Right(update) => self.function.process_broadcast_element(update, &mut self.state, ctx),
+        }
+    }
+    fn on_timer(&mut self, timestamp: EventTime, domain: TimeDomain, ctx: &mut Context<'_, BroadcastKey<K>, O>) {
+        self.function.on_timer(timestamp, domain, ctx)
+    }
+    fn snapshot_replicated(&self) -> Option<Vec<u8>> {
+        Some(bincode::serialize(&self.state).expect("broadcast state serializes"))
+    }
+    fn restore_replicated(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.state = crate::keyed::decode_state(bytes)?;
+        Ok(())
+    }
 }
 
 /// Per-key logic over two keyed streams with the same key type (Flink's
@@ -372,6 +451,36 @@ where
     }
 
     fn snapshot(&self) -> KeyGroupStates {
+        let mut states = self.snapshot_keyed();
+        if let Some(replicated) = self.function.snapshot_replicated() {
+            states.push((REPLICATED_GROUP, replicated));
+        }
+        states
+    }
+
+    fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
+        let (replicated, keyed): (KeyGroupStates, KeyGroupStates) =
+            states.into_iter().partition(|(group, _)| *group == REPLICATED_GROUP);
+        if let Some((_, bytes)) = replicated.first() {
+            self.function.restore_replicated(bytes)?;
+        }
+        self.restore_keyed(keyed)
+    }
+}
+
+/// The "key group" of state every slot holds alike (broadcast state): a restore gives every
+/// slot one copy of it, whatever the parallelism.
+pub const REPLICATED_GROUP: usize = weir_core::keygroup::MAX_PARALLELISM;
+
+impl<K, I, O, F, KF> ProcessOperator<K, I, O, F, KF>
+where
+    K: Key,
+    I: Data,
+    O: Data,
+    F: KeyedProcessFunction<K, I, O>,
+    KF: KeySelector<I, K>,
+{
+    fn snapshot_keyed(&self) -> KeyGroupStates {
         let mut groups: BTreeMap<usize, GroupState<&K, &Record<I>>> = BTreeMap::new();
         let empty =
             || GroupState { state: None, event_timers: Vec::new(), processing_timers: Vec::new(), waiting: Vec::new() };
@@ -393,7 +502,7 @@ where
         groups.into_iter().map(|(group, part)| (group, bincode::serialize(&part).expect("state serializes"))).collect()
     }
 
-    fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
+    fn restore_keyed(&mut self, states: KeyGroupStates) -> Result<(), String> {
         let mut store_parts = Vec::new();
         for (group, bytes) in states {
             let part: GroupState<K, Record<I>> =

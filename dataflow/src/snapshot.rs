@@ -92,7 +92,8 @@ impl SlotSnapshot {
                 .map_err(|_| DecodeError { what: "operator id (not UTF-8)", offset: 0 })?
                 .to_owned();
             let key_group = decoder.u64("key group")? as usize;
-            if key_group >= weir_core::keygroup::MAX_PARALLELISM {
+            // MAX_PARALLELISM itself: state every slot holds alike (`process::REPLICATED_GROUP`).
+            if key_group > weir_core::keygroup::MAX_PARALLELISM {
                 return Err(DecodeError { what: "key group (out of range)", offset: 0 });
             }
             let bytes = decoder.bytes("state bytes")?.to_vec();

@@ -1136,6 +1136,12 @@ fn judge_mix(job: &PlannedJob) -> Judgement {
             compare("custom trigger", expected.spikes, committed_records::<(i64, i64)>(&output.join("spikes"), false)?),
             compare("count window late", expected.global_late.clone(), readings("late-count-window")?),
             compare("custom trigger late", expected.global_late, readings("late-spikes")?),
+            compare("broadcast state", expected.flagged, pairs("flagged")?),
+            compare(
+                "broadcast state late",
+                expected.flagged_late,
+                committed_records::<weir_example::reference::Either2>(&output.join("late-flagged"), true)?,
+            ),
             compare("interval join", expected.interval, pairs("interval-join")?),
             compare("interval join late", expected.interval_late, sides("late-interval")?),
             compare("window join", expected.window_join, pairs("window-join")?),

@@ -15,8 +15,9 @@ use weir_core::time::EventTime;
 use weir_dataflow::api::BuildError;
 use weir_dataflow::source::{Generator, GeneratorSource};
 use weir_dataflow::{
-    AggregateFunction, CountTrigger, CumulativeEventTimeWindows, JobBuilder, JobDef, ParamDef, ParamKind, Params,
-    SlidingEventTimeWindows, TimeWindow, TriggerResult, TumblingEventTimeWindows, WatermarkStrategy,
+    AggregateFunction, BroadcastKey, Context, CountTrigger, CumulativeEventTimeWindows, JobBuilder, JobDef,
+    KeyedBroadcastProcessFunction, ParamDef, ParamKind, Params, SlidingEventTimeWindows, TimeWindow, TriggerResult,
+    TumblingEventTimeWindows, WatermarkStrategy,
 };
 
 /// Sliding windows: size and slide.
@@ -180,6 +181,7 @@ fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError> {
         .process("interval-join", pair);
     interval.results.sink_serde_csv("interval-join", output.join("interval-join"), PAIR_HEADER);
     interval.late.sink_json("interval-late", output.join("late-interval"));
+    let alarms_for_rules = alarms.records.clone();
     let windowed = alarms
         .records
         .key_by(|a: &Alarm| a.sensor)
@@ -187,7 +189,52 @@ fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError> {
         .apply("window-join", pair);
     windowed.results.sink_serde_csv("window-join", output.join("window-join"), PAIR_HEADER);
     windowed.late.sink_json("window-join-late", output.join("late-window-join"));
+    // Broadcast state: every slot keeps each sensor's latest alarm level; a reading above its
+    // sensor's threshold (500 + 100 × level) is flagged.
+    let flagged = by_sensor().connect_broadcast(alarms_for_rules.broadcast()).process("thresholds", Thresholds);
+    flagged.results.sink_serde_csv("flagged", output.join("flagged"), PAIR_HEADER);
+    flagged.late.sink_json("flagged-late", output.join("late-flagged"));
     Ok(())
+}
+
+/// Flags readings above their sensor's threshold, which broadcast alarms set.
+pub struct Thresholds;
+
+impl KeyedBroadcastProcessFunction<i64, Reading, Alarm, Pair> for Thresholds {
+    type State = std::collections::BTreeMap<i64, (i64, EventTime)>;
+
+    fn process_element(
+        &mut self,
+        reading: Reading,
+        levels: &Self::State,
+        ctx: &mut Context<'_, BroadcastKey<i64>, Pair>,
+    ) {
+        if let Some(&(level, alarm_time)) = levels.get(&reading.sensor) {
+            if reading.value > threshold(level) {
+                ctx.collect(Pair {
+                    sensor: reading.sensor,
+                    alarm_time,
+                    level,
+                    reading_time: reading.time,
+                    value: reading.value,
+                });
+            }
+        }
+    }
+
+    fn process_broadcast_element(
+        &mut self,
+        alarm: Alarm,
+        levels: &mut Self::State,
+        _ctx: &mut Context<'_, BroadcastKey<i64>, Pair>,
+    ) {
+        levels.insert(alarm.sensor, (alarm.level, alarm.time));
+    }
+}
+
+/// The value above which a reading is flagged, for an alarm level.
+pub fn threshold(level: i64) -> i64 {
+    500 + 100 * level
 }
 
 /// Sums reading values.

@@ -188,6 +188,15 @@ pub enum Side {
     Right(crate::mix::Reading),
 }
 
+/// A record of the broadcast operator's inputs: a reading (keyed) or an alarm (broadcast).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum Either2 {
+    /// A reading.
+    Left(crate::mix::Reading),
+    /// An alarm.
+    Right(crate::mix::Alarm),
+}
+
 /// What `mix` must commit, output by output.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct MixOutput {
@@ -211,6 +220,10 @@ pub struct MixOutput {
     pub spikes: Vec<(i64, i64)>,
     /// Readings behind their watermark (late for both global windows).
     pub global_late: Vec<crate::mix::Reading>,
+    /// Readings above the threshold of their sensor's latest alarm (broadcast state).
+    pub flagged: Vec<crate::mix::Pair>,
+    /// Records behind their watermark, for the broadcast operator.
+    pub flagged_late: Vec<Either2>,
     /// Interval-join pairs.
     pub interval: Vec<crate::mix::Pair>,
     /// Records behind their watermark, for the interval join.
@@ -325,6 +338,50 @@ pub fn mix(
     output.count_window.sort();
     output.spikes.sort();
     output.global_late.sort();
+
+    // Broadcast state: alarms (broadcast, first at equal times) set each sensor's level;
+    // readings, in event-time order, are flagged above their sensor's threshold.
+    let mut inputs: Vec<(EventTime, u8, Vec<u8>, Either2)> = Vec::new();
+    for (alarm, watermark) in &alarms {
+        let input = Either2::Right(alarm.clone());
+        if alarm.time < *watermark {
+            output.flagged_late.push(input);
+        } else {
+            inputs.push((alarm.time, 0, encoding(&input), input));
+        }
+    }
+    for (reading, watermark) in &readings {
+        let input = Either2::Left(reading.clone());
+        if reading.time < *watermark {
+            output.flagged_late.push(input);
+        } else {
+            inputs.push((reading.time, 1, encoding(&input), input));
+        }
+    }
+    inputs.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+    let mut levels: BTreeMap<i64, (i64, EventTime)> = BTreeMap::new();
+    for (_, _, _, input) in inputs {
+        match input {
+            Either2::Right(alarm) => {
+                levels.insert(alarm.sensor, (alarm.level, alarm.time));
+            }
+            Either2::Left(reading) => {
+                if let Some(&(level, alarm_time)) = levels.get(&reading.sensor) {
+                    if reading.value > crate::mix::threshold(level) {
+                        output.flagged.push(Pair {
+                            sensor: reading.sensor,
+                            alarm_time,
+                            level,
+                            reading_time: reading.time,
+                            value: reading.value,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    output.flagged.sort();
+    output.flagged_late.sort();
 
     // Allowed lateness: on-time counts, then full counts where late readings came.
     let (size, lateness) = crate::mix::LATE_WINDOW;

@@ -181,6 +181,12 @@ fn every_example_job_restores_its_state_exactly_after_a_crash() {
     );
     assert_eq!(committed_csv::<Pair>(&out("mix").join("interval-join")), expected.interval);
     assert_eq!(committed_csv::<Pair>(&out("mix").join("window-join")), expected.window_join);
+    assert_eq!(
+        committed_csv::<Pair>(&out("mix").join("flagged")),
+        expected.flagged,
+        "broadcast state restored to every slot"
+    );
+    assert_eq!(committed_csv::<(i64, i64)>(&out("mix").join("count-window")), expected.count_window);
 }
 
 #[test]
@@ -301,6 +307,13 @@ fn the_mix_of_windows_and_joins_equals_the_reference_at_every_parallelism() {
         assert_eq!(committed_csv::<(i64, i64)>(&output.join("spikes")), expected.spikes, "custom trigger, {context}");
         assert_eq!(committed_json::<Reading>(&output.join("late-count-window")), expected.global_late, "{context}");
         assert_eq!(committed_json::<Reading>(&output.join("late-spikes")), expected.global_late, "{context}");
+        assert!(!expected.flagged.is_empty());
+        assert_eq!(committed_csv::<Pair>(&output.join("flagged")), expected.flagged, "broadcast state, {context}");
+        assert_eq!(
+            committed_json::<weir_example::reference::Either2>(&output.join("late-flagged")),
+            expected.flagged_late,
+            "{context}"
+        );
         assert_eq!(committed_json::<Reading>(&output.join("late-cumulate")), expected.cumulate_late, "{context}");
         assert_eq!(committed_csv::<Pair>(&output.join("interval-join")), expected.interval, "interval, {context}");
         assert_eq!(committed_json::<Side>(&output.join("late-interval")), expected.interval_late, "{context}");
