@@ -111,10 +111,8 @@ pub fn plan_restore(restored: Option<&RestoredCheckpoint>, job: &PlannedJob) -> 
     }
     let split_count = job.plan.split_count();
     let mut seen = vec![false; split_count];
-    // Replicated (broadcast) state, as the first slot's file holds it: every slot gets a copy.
-    let mut replicated: std::collections::BTreeMap<String, Vec<u8>> = std::collections::BTreeMap::new();
     for (entry, bytes) in restored.metadata.files.iter().zip(&restored.files) {
-        let (_, snapshot) =
+        let (file_slot, snapshot) =
             SlotSnapshot::decode(bytes, checkpoint).map_err(|e| restore_error(format!("{}: {e}", entry.name)))?;
         for split in snapshot.splits {
             if split.split >= split_count || std::mem::replace(&mut seen[split.split], true) {
@@ -130,19 +128,17 @@ pub fn plan_restore(restored: Option<&RestoredCheckpoint>, job: &PlannedJob) -> 
                 )));
             }
             if entry.key_group == weir_dataflow::process::REPLICATED_GROUP {
-                replicated.entry(entry.operator.clone()).or_insert(entry.bytes);
+                // Replicated (broadcast) state is per slot: each slot holds its own copy, at
+                // its own progress; it goes back to the slot that took it (same parallelism).
+                if file_slot >= parallelism {
+                    return Err(restore_error(format!(
+                        "replicated state of slot {file_slot} at parallelism {parallelism}"
+                    )));
+                }
+                plan.slots[file_slot].state.push(entry);
                 continue;
             }
             plan.slots[slot_of_key_group(entry.key_group, parallelism)].state.push(entry);
-        }
-    }
-    for (operator, bytes) in replicated {
-        for slot in &mut plan.slots {
-            slot.state.push(weir_dataflow::snapshot::StateEntry {
-                operator: operator.clone(),
-                key_group: weir_dataflow::process::REPLICATED_GROUP,
-                bytes: bytes.clone(),
-            });
         }
     }
     if let Some(missing) = seen.iter().position(|seen| !seen) {

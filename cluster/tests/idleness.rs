@@ -3,8 +3,9 @@
 //! Method: a job whose source has two splits: one reads its records at once, the other stays
 //! silent for a second of processing time (as a quiet Kafka partition would) and then yields
 //! records from early event time. Without idleness the windows wait for the silent split and
-//! count its records; with a 100 ms idleness timeout the windows fire without it, and its
-//! records, now behind the source's watermark, go to the late output — none is lost.
+//! count its records; with a 100 ms idleness timeout the busy split's end lets the windows fire
+//! without it, and its records, now behind the source's watermark, go to the late output —
+//! none is lost.
 #![allow(clippy::disallowed_methods)] // tests inspect real directories with std::fs
 
 use std::io;
@@ -75,7 +76,7 @@ impl AggregateFunction<(i64, i64)> for Count {
 
 fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError> {
     let output = params.path("output")?;
-    let mut strategy = WatermarkStrategy::bounded_out_of_orderness(0, |r: &(i64, i64)| r.1);
+    let mut strategy = WatermarkStrategy::bounded_out_of_orderness(5, |r: &(i64, i64)| r.1);
     if params.bool("idleness")? {
         strategy = strategy.with_idleness(100);
     }
@@ -84,7 +85,7 @@ fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError> {
     let counts = records
         .records
         .key_by(|_: &(i64, i64)| 0i64)
-        .window(TumblingEventTimeWindows::of(1_000_000))
+        .window(TumblingEventTimeWindows::of(10_000))
         .uid("count")
         .aggregate(Count, |_: &i64, _w, count: u64| count);
     counts.results.sink_serde_csv("counts", output.join("counts"), "count");

@@ -3,8 +3,9 @@
 //! Nexmark models an online auction: people register, open auctions, and bid. The generator
 //! follows the benchmark's shape (github nexmark/nexmark, `NexmarkGenerator`): of every 50
 //! events, 1 is a new person, 3 are new auctions and 46 are bids; person and auction ids start
-//! at 1000 and grow with the event number; sellers and bidders are mostly recent people
-//! ("hot": one in `HOT_RATIO` picks from all active ones), bids mostly go to recent auctions,
+//! at 1000 and grow with the event number; sellers and bidders are mostly recent people and
+//! bids mostly go to recent auctions (Nexmark's hot ratios: 3 in 4 sellers and bidders, 1 in 2
+//! auctions are "hot", the rest drawn from all active ones),
 //! there are 5 categories from id 10, prices are log-uniform from 1.00 to 10 000.00, and event
 //! `i` happens `i × inter-event delay` after the base time. Each event is a pure function of
 //! `(seed, i)` — SplitMix64 instead of Java's `Random` — so any split can generate any event,
@@ -104,8 +105,13 @@ pub const FIRST_AUCTION_ID: i64 = 1000;
 pub const FIRST_CATEGORY_ID: i64 = 10;
 /// Number of categories.
 pub const CATEGORIES: i64 = 5;
-/// One choice in this many is "cold" (any active one); the others "hot" (a recent one).
-const HOT_RATIO: u64 = 100;
+/// Hot choices pick the first of the most recent `HOT_GROUP` people or auctions.
+const HOT_GROUP: u64 = 100;
+/// Nexmark's `hotSellersRatio`, `hotAuctionRatio`, `hotBiddersRatio`: one choice in this many
+/// is "cold" (any active one), the others "hot".
+const HOT_SELLERS_RATIO: u64 = 4;
+const HOT_AUCTIONS_RATIO: u64 = 2;
+const HOT_BIDDERS_RATIO: u64 = 4;
 /// Active people and auctions in flight that cold choices draw from.
 const ACTIVE_PEOPLE: u64 = 1000;
 const IN_FLIGHT_AUCTIONS: u64 = 100;
@@ -173,9 +179,9 @@ impl NexmarkConfig {
     fn auction(&self, index: u64, time: EventTime, random: &mut Random) -> Auction {
         let id = last_base0_auction_id(index) as i64 + FIRST_AUCTION_ID;
         let people = last_base0_person_id(index);
-        let seller = if random.below(HOT_RATIO) > 0 {
+        let seller = if random.below(HOT_SELLERS_RATIO) > 0 {
             // A hot seller: one of the most recent people.
-            people / HOT_RATIO * HOT_RATIO
+            people / HOT_GROUP * HOT_GROUP
         } else {
             people.saturating_sub(random.below(ACTIVE_PEOPLE.min(people + 1)))
         };
@@ -195,14 +201,14 @@ impl NexmarkConfig {
 
     fn bid(&self, index: u64, time: EventTime, random: &mut Random) -> Bid {
         let auctions = last_base0_auction_id(index);
-        let auction = if random.below(HOT_RATIO) > 0 {
-            auctions / HOT_RATIO * HOT_RATIO
+        let auction = if random.below(HOT_AUCTIONS_RATIO) > 0 {
+            auctions / HOT_GROUP * HOT_GROUP
         } else {
             auctions.saturating_sub(random.below(IN_FLIGHT_AUCTIONS.min(auctions + 1)))
         };
         let people = last_base0_person_id(index);
-        let bidder = if random.below(HOT_RATIO) > 0 {
-            people / HOT_RATIO * HOT_RATIO + 1
+        let bidder = if random.below(HOT_BIDDERS_RATIO) > 0 {
+            people / HOT_GROUP * HOT_GROUP + 1
         } else {
             people.saturating_sub(random.below(ACTIVE_PEOPLE.min(people + 1)))
         };

@@ -19,6 +19,13 @@ pub struct SplitClock {
     out_of_orderness_ms: i64,
     /// Set when the split reached its end: the watermark is then `+∞`.
     finished: bool,
+    /// The watermark is at least this (raised when the split comes back from idleness).
+    #[serde(default = "no_floor")]
+    floor: EventTime,
+}
+
+fn no_floor() -> EventTime {
+    EventTime::MIN
 }
 
 /// What the lateness rule decided about one record.
@@ -34,7 +41,7 @@ impl SplitClock {
     /// A clock for a split that has read nothing yet.
     pub fn new(out_of_orderness_ms: i64) -> Self {
         assert!(out_of_orderness_ms >= 0, "out-of-orderness must not be negative");
-        SplitClock { max_event_time: None, out_of_orderness_ms, finished: false }
+        SplitClock { max_event_time: None, out_of_orderness_ms, finished: false, floor: EventTime::MIN }
     }
 
     /// The current watermark (`i64::MIN` before the first record, `i64::MAX` after the end).
@@ -43,10 +50,11 @@ impl SplitClock {
         if self.finished {
             return EventTime::MAX;
         }
-        match self.max_event_time {
+        let read = match self.max_event_time {
             None => EventTime::MIN,
             Some(max) => max.saturating_sub(self.out_of_orderness_ms),
-        }
+        };
+        read.max(self.floor)
     }
 
     /// Applies the lateness rule to a record read now, then advances the clock past it.
@@ -77,10 +85,7 @@ impl SplitClock {
     /// Raises the watermark to at least `watermark` (a split coming back from idleness: event
     /// time moved on without it, so what it reads behind that is late).
     pub fn raise_to(&mut self, watermark: EventTime) {
-        if self.finished || watermark == EventTime::MIN || self.watermark() >= watermark {
-            return;
-        }
-        self.max_event_time = Some(watermark.saturating_add(self.out_of_orderness_ms));
+        self.floor = self.floor.max(watermark);
     }
 
     /// Marks the split as exhausted: its watermark becomes `+∞` so every window can fire.

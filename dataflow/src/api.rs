@@ -797,13 +797,14 @@ where
             Either::Left(value) => BroadcastKey::Key(key_of.key(value)),
             Either::Right(_) => BroadcastKey::Broadcast,
         };
+        let slot = keyed.stream.shared.ctx.slot;
         let both = keyed.stream.map(Either::<T, B>::Left).union(broadcast.stream.map(Either::<T, B>::Right));
-        let logic = ProcessOperator::new(
-            Broadcasting::<F, F::State>::new(function),
-            key,
-            Box::new(weir_core::rt::processing_time_ms),
-        );
+        let function = Broadcasting::<F, F::State>::new(function, slot);
+        let logic = ProcessOperator::new(function, key, Box::new(weir_core::rt::processing_time_ms))
+            .with_replicated_key(BroadcastKey::Broadcast);
         let (emitted, late) = both.stateful("broadcast-process", Some(uid.to_owned()), logic, true, true);
+        // Every slot receives every broadcast record: a late one is reported by slot 0 alone.
+        let late = late.filter(move |record| matches!(record, Either::Left(_)) || slot == 0);
         ProcessOutput::split(emitted, late)
     }
 }

@@ -179,12 +179,23 @@ pub trait KeyedProcessFunction<K: Key, I, O>: 'static {
 
 /// The key of a record of a keyed stream connected with a broadcast stream: a key, or the
 /// broadcast side (which comes first at equal event times).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum BroadcastKey<K> {
     /// A broadcast record: applies to every key.
     Broadcast,
     /// A keyed record.
     Key(K),
+}
+
+/// `Key(k)` hashes exactly as `k`, so that a key's state lands in the key group — and the
+/// slot — its records are routed to.
+impl<K: std::hash::Hash> std::hash::Hash for BroadcastKey<K> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            BroadcastKey::Key(key) => key.hash(state),
+            BroadcastKey::Broadcast => state.write_u64(0xB40A_DCA5_7B40_ADCA),
+        }
+    }
 }
 
 /// Logic over a keyed stream and a broadcast stream (Flink's `KeyedBroadcastProcessFunction`):
@@ -210,16 +221,20 @@ pub trait KeyedBroadcastProcessFunction<K: Key, T, B, O>: 'static {
 }
 
 /// A broadcast process function seen as a process function over [`Either`], holding the
-/// replicated state.
+/// replicated state. (Keyed state is for the keyed side: while handling a broadcast record,
+/// use the broadcast state.) Every slot handles every broadcast record; what that emits (directly or
+/// from a timer of the broadcast side) is kept in slot 0 only, so it appears once.
 pub struct Broadcasting<F, S> {
     function: F,
     state: S,
+    /// Whether this slot keeps the broadcast side's outputs (slot 0).
+    emits_broadcast_outputs: bool,
 }
 
 impl<F, S: Default> Broadcasting<F, S> {
-    /// `function` with empty broadcast state.
-    pub fn new(function: F) -> Self {
-        Broadcasting { function, state: S::default() }
+    /// `function` with empty broadcast state, in slot `slot`.
+    pub fn new(function: F, slot: usize) -> Self {
+        Broadcasting { function, state: S::default(), emits_broadcast_outputs: slot == 0 }
     }
 }
 
@@ -231,11 +246,21 @@ where
     fn process_element(&mut self, value: Either<T, B>, ctx: &mut Context<'_, BroadcastKey<K>, O>) {
         match value {
             Either::Left(record) => self.function.process_element(record, &self.state, ctx),
-            Either::Right(update) => self.function.process_broadcast_element(update, &mut self.state, ctx),
+            Either::Right(update) => {
+                let before = ctx.out.len();
+                self.function.process_broadcast_element(update, &mut self.state, ctx);
+                if !self.emits_broadcast_outputs {
+                    ctx.out.truncate(before);
+                }
+            }
         }
     }
     fn on_timer(&mut self, timestamp: EventTime, domain: TimeDomain, ctx: &mut Context<'_, BroadcastKey<K>, O>) {
-        self.function.on_timer(timestamp, domain, ctx)
+        let before = ctx.out.len();
+        self.function.on_timer(timestamp, domain, ctx);
+        if *ctx.key() == BroadcastKey::Broadcast && !self.emits_broadcast_outputs {
+            ctx.out.truncate(before);
+        }
     }
     fn snapshot_replicated(&self) -> Option<Vec<u8>> {
         Some(bincode::serialize(&self.state).expect("broadcast state serializes"))
@@ -309,12 +334,21 @@ pub struct ProcessOperator<K: Key, I, O, F, KF> {
     waiting: Vec<(K, Record<I>)>,
     /// Event time has passed this bound.
     passed: EventTime,
+    /// A key whose records and timers every slot holds alike (the broadcast side): snapshotted
+    /// with the replicated state, restored to the same slot.
+    replicated_key: Option<K>,
     /// The node's clock in epoch milliseconds.
     clock: Box<dyn Fn() -> EventTime>,
     _types: std::marker::PhantomData<fn(I) -> O>,
 }
 
 impl<K: Key, I, O, F, KF> ProcessOperator<K, I, O, F, KF> {
+    /// Records and timers of `key` are replicated (see [`ProcessOperator::replicated_key`]).
+    pub fn with_replicated_key(mut self, key: K) -> Self {
+        self.replicated_key = Some(key);
+        self
+    }
+
     /// `function` per key (`key`), processing time from `clock`.
     pub fn new(function: F, key: KF, clock: Box<dyn Fn() -> EventTime>) -> Self {
         ProcessOperator {
@@ -324,6 +358,7 @@ impl<K: Key, I, O, F, KF> ProcessOperator<K, I, O, F, KF> {
             timers: Timers { event: BTreeSet::new(), processing: BTreeSet::new() },
             waiting: Vec::new(),
             passed: EventTime::MIN,
+            replicated_key: None,
             clock,
             _types: std::marker::PhantomData,
         }
@@ -369,21 +404,28 @@ where
     }
 }
 
-/// The order records are handed over in: event time, key, then the record's encoding (equal
-/// encodings are equal records, whose order cannot matter; `Either::Left` encodes first, so a
-/// connected stream's first input goes first at equal times).
-fn record_order<K: Ord, I: Serialize>(a: &(K, Record<I>), b: &(K, Record<I>)) -> std::cmp::Ordering {
-    (a.1.time, &a.0).cmp(&(b.1.time, &b.0)).then_with(|| {
-        let encode = |record: &Record<I>| bincode::serialize(&record.value).expect("records serialize");
-        encode(&a.1).cmp(&encode(&b.1))
-    })
-}
-
-/// Sorts records into [`record_order`], encoding each record once.
-fn sort_records<K: Ord + Clone, I: Serialize>(records: &mut [(K, Record<I>)]) {
-    records.sort_by_cached_key(|(key, record)| {
-        (record.time, key.clone(), bincode::serialize(&record.value).expect("records serialize"))
-    });
+/// Sorts records into the order they are handed over in: event time, key, then — only within
+/// the rare runs of equal time and key — the record's encoding (equal encodings are equal
+/// records, whose order cannot matter; `Either::Left` encodes first, so a connected stream's
+/// first input goes first at equal times).
+fn sort_records<K: Ord, I: Serialize, E: std::borrow::Borrow<(K, Record<I>)>>(records: &mut [E]) {
+    fn parts<'a, K, I: 'a, E: std::borrow::Borrow<(K, Record<I>)>>(e: &'a E) -> (EventTime, &'a K) {
+        let (key, record) = e.borrow();
+        (record.time, key)
+    }
+    records.sort_unstable_by(|a, b| parts(a).cmp(&parts(b)));
+    let mut start = 0;
+    while start < records.len() {
+        let mut end = start + 1;
+        while end < records.len() && parts(&records[end]) == parts(&records[start]) {
+            end += 1;
+        }
+        if end - start > 1 {
+            records[start..end]
+                .sort_by_cached_key(|e| bincode::serialize(&e.borrow().1.value).expect("records serialize"));
+        }
+        start = end;
+    }
 }
 
 impl<K, I, O, F, KF> StatefulLogic for ProcessOperator<K, I, O, F, KF>
@@ -452,8 +494,19 @@ where
 
     fn snapshot(&self) -> KeyGroupStates {
         let mut states = self.snapshot_keyed();
-        if let Some(replicated) = self.function.snapshot_replicated() {
-            states.push((REPLICATED_GROUP, replicated));
+        if let Some(function_state) = self.function.snapshot_replicated() {
+            // The function's replicated state, with the replicated key's waiting records and
+            // timers: what this slot alone holds of the broadcast side, restored to it alone.
+            let replicated = self.replicated_key.as_ref();
+            let mut waiting: Vec<&(K, Record<I>)> =
+                self.waiting.iter().filter(|(key, _)| Some(key) == replicated).collect();
+            sort_records(&mut waiting);
+            let waiting: Vec<&Record<I>> = waiting.into_iter().map(|(_, record)| record).collect();
+            let timers = |set: &BTreeSet<(EventTime, K)>| -> Vec<EventTime> {
+                set.iter().filter(|(_, key)| Some(key) == replicated).map(|(time, _)| *time).collect()
+            };
+            let blob = (function_state, waiting, timers(&self.timers.event), timers(&self.timers.processing));
+            states.push((REPLICATED_GROUP, bincode::serialize(&blob).expect("replicated state serializes")));
         }
         states
     }
@@ -462,7 +515,13 @@ where
         let (replicated, keyed): (KeyGroupStates, KeyGroupStates) =
             states.into_iter().partition(|(group, _)| *group == REPLICATED_GROUP);
         if let Some((_, bytes)) = replicated.first() {
-            self.function.restore_replicated(bytes)?;
+            type Blob<I> = (Vec<u8>, Vec<Record<I>>, Vec<EventTime>, Vec<EventTime>);
+            let (function_state, waiting, event, processing): Blob<I> = crate::keyed::decode_state(bytes)?;
+            self.function.restore_replicated(&function_state)?;
+            let key = self.replicated_key.clone().ok_or("replicated state for an operator without a replicated key")?;
+            self.waiting.extend(waiting.into_iter().map(|record| (key.clone(), record)));
+            self.timers.event.extend(event.into_iter().map(|time| (time, key.clone())));
+            self.timers.processing.extend(processing.into_iter().map(|time| (time, key.clone())));
         }
         self.restore_keyed(keyed)
     }
@@ -488,14 +547,16 @@ where
         for (group, bytes) in &state {
             groups.entry(*group).or_insert_with(empty).state = Some(bytes.clone());
         }
-        for (time, key) in &self.timers.event {
+        let replicated = self.replicated_key.as_ref();
+        for (time, key) in self.timers.event.iter().filter(|(_, key)| Some(key) != replicated) {
             groups.entry(key_group_of(key)).or_insert_with(empty).event_timers.push((*time, key));
         }
-        for (time, key) in &self.timers.processing {
+        for (time, key) in self.timers.processing.iter().filter(|(_, key)| Some(key) != replicated) {
             groups.entry(key_group_of(key)).or_insert_with(empty).processing_timers.push((*time, key));
         }
-        let mut waiting: Vec<&(K, Record<I>)> = self.waiting.iter().collect();
-        waiting.sort_by(|a, b| record_order(a, b));
+        let mut waiting: Vec<&(K, Record<I>)> =
+            self.waiting.iter().filter(|(key, _)| Some(key) != replicated).collect();
+        sort_records(&mut waiting);
         for (key, record) in waiting {
             groups.entry(key_group_of(key)).or_insert_with(empty).waiting.push(record);
         }

@@ -463,7 +463,9 @@ impl<A> WatermarkStrategy<A> {
     /// watermark back (Flink's `withIdleness`), so that a silent split does not stall every
     /// window. When it yields again, its watermark is raised to the source's: what it reads
     /// behind that is late. Idleness follows processing time, so results then depend on timing
-    /// (as in Flink); the simulator's fault-free comparison does not apply to such jobs.
+    /// (as in Flink); the simulator's fault-free comparison does not apply to such jobs. It
+    /// works among the splits of one slot: a slot whose every unfinished split is idle still
+    /// holds event time where it was (it cannot know the other slots' watermarks).
     pub fn with_idleness(mut self, ms: u64) -> Self {
         assert!(ms > 0, "an idleness timeout must be positive");
         self.idleness_ms = Some(ms);

@@ -648,6 +648,15 @@ where
                 open.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
                 let mut late = retained.remove(&group).unwrap_or_default();
                 late.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
+                // Late records in arrival order would make equal states encode differently.
+                let late: Vec<_> = late
+                    .into_iter()
+                    .map(|(start, end, key, lateness)| {
+                        let mut records: Vec<&T> = lateness.late.iter().collect();
+                        records.sort_by_cached_key(|r| bincode::serialize(r).expect("records serialize"));
+                        (start, end, key, lateness.on_time.as_ref(), records)
+                    })
+                    .collect();
                 (group, bincode::serialize(&(open, late)).expect("window state serializes"))
             })
             .collect()

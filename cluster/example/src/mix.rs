@@ -17,7 +17,7 @@ use weir_dataflow::source::{Generator, GeneratorSource};
 use weir_dataflow::{
     AggregateFunction, BroadcastKey, Context, CountTrigger, CumulativeEventTimeWindows, JobBuilder, JobDef,
     KeyedBroadcastProcessFunction, ParamDef, ParamKind, Params, SlidingEventTimeWindows, TimeWindow, TriggerResult,
-    TumblingEventTimeWindows, WatermarkStrategy,
+    TumblingEventTimeWindows, ValueState, WatermarkStrategy,
 };
 
 /// Sliding windows: size and slide.
@@ -191,14 +191,27 @@ fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError> {
     windowed.late.sink_json("window-join-late", output.join("late-window-join"));
     // Broadcast state: every slot keeps each sensor's latest alarm level; a reading above its
     // sensor's threshold (500 + 100 × level) is flagged.
-    let flagged = by_sensor().connect_broadcast(alarms_for_rules.broadcast()).process("thresholds", Thresholds);
+    let flagged =
+        by_sensor().connect_broadcast(alarms_for_rules.broadcast()).process("thresholds", Thresholds::default());
     flagged.results.sink_serde_csv("flagged", output.join("flagged"), PAIR_HEADER);
     flagged.late.sink_json("flagged-late", output.join("late-flagged"));
     Ok(())
 }
 
 /// Flags readings above their sensor's threshold, which broadcast alarms set.
-pub struct Thresholds;
+pub struct Thresholds {
+    last_flagged: ValueState<EventTime>,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds { last_flagged: ValueState::new("last-flagged") }
+    }
+}
+
+/// Readings of one sensor are flagged at least this far apart (keyed state beside the
+/// broadcast state).
+pub const DEBOUNCE_MS: i64 = 50;
 
 impl KeyedBroadcastProcessFunction<i64, Reading, Alarm, Pair> for Thresholds {
     type State = std::collections::BTreeMap<i64, (i64, EventTime)>;
@@ -210,7 +223,9 @@ impl KeyedBroadcastProcessFunction<i64, Reading, Alarm, Pair> for Thresholds {
         ctx: &mut Context<'_, BroadcastKey<i64>, Pair>,
     ) {
         if let Some(&(level, alarm_time)) = levels.get(&reading.sensor) {
-            if reading.value > threshold(level) {
+            let recent = self.last_flagged.get(ctx.state()).is_some_and(|last| reading.time - last < DEBOUNCE_MS);
+            if reading.value > threshold(level) && !recent {
+                self.last_flagged.set(ctx.state(), reading.time);
                 ctx.collect(Pair {
                     sensor: reading.sensor,
                     alarm_time,

@@ -360,6 +360,7 @@ pub fn mix(
     }
     inputs.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
     let mut levels: BTreeMap<i64, (i64, EventTime)> = BTreeMap::new();
+    let mut last_flagged: BTreeMap<i64, EventTime> = BTreeMap::new();
     for (_, _, _, input) in inputs {
         match input {
             Either2::Right(alarm) => {
@@ -367,7 +368,11 @@ pub fn mix(
             }
             Either2::Left(reading) => {
                 if let Some(&(level, alarm_time)) = levels.get(&reading.sensor) {
-                    if reading.value > crate::mix::threshold(level) {
+                    let recent = last_flagged
+                        .get(&reading.sensor)
+                        .is_some_and(|last| reading.time - last < crate::mix::DEBOUNCE_MS);
+                    if reading.value > crate::mix::threshold(level) && !recent {
+                        last_flagged.insert(reading.sensor, reading.time);
                         output.flagged.push(Pair {
                             sensor: reading.sensor,
                             alarm_time,
