@@ -48,9 +48,27 @@ impl PlannedJob {
         self.spec.parallelism
     }
 
-    /// The sink directories, in build order.
+    /// The file sinks' directories, in build order.
     pub fn sink_dirs(&self) -> Vec<PathBuf> {
         self.plan.sink_dirs()
+    }
+
+    /// Each sink's name and (file sinks) directory, for messages.
+    pub fn sink_names(&self) -> Vec<String> {
+        self.plan
+            .sinks
+            .iter()
+            .map(|s| s.dir.as_ref().map_or_else(|| s.name.clone(), |dir| dir.display().to_string()))
+            .collect()
+    }
+
+    /// Holds the job's output fence for a commit or recovery: refused (an error) if a newer
+    /// deployment claimed the output; unfenced for a job without file sinks.
+    pub fn hold_fence(&self, generation: u64) -> std::io::Result<sink::FenceHold> {
+        match self.fence(generation) {
+            Some(fence) => fence.hold(),
+            None => Ok(sink::FenceHold::unfenced()),
+        }
     }
 
     /// The sinks' second phases (commit and recovery), in build order.
@@ -62,7 +80,7 @@ impl PlannedJob {
     /// sink of the job, since every commit and recovery holds it). `None` for a job without
     /// file sinks, which has no output to fence.
     pub fn fence_dir(&self) -> Option<&Path> {
-        self.plan.sinks.first().map(|sink| sink.dir.as_path())
+        self.plan.sinks.iter().find_map(|sink| sink.dir.as_deref())
     }
 
     /// The output fence of deployment generation `generation`.
@@ -220,12 +238,11 @@ pub fn recover_sinks(
     attempt: u64,
     generation: u64,
 ) -> Result<(), RunError> {
-    let Some(fence) = job.fence(generation) else { return Ok(()) };
-    let held = fence.hold().map_err(|e| RunError::Output {
-        path: job.fence_dir().expect("fenced").join(sink::FENCE),
+    let held = job.hold_fence(generation).map_err(|e| RunError::Output {
+        path: job.fence_dir().map_or_else(PathBuf::new, |dir| dir.join(sink::FENCE)),
         reason: format!("recovery refused: {e}"),
     })?;
-    for (committer, dir) in job.committers().into_iter().zip(job.sink_dirs()) {
+    for (committer, dir) in job.committers().into_iter().zip(job.sink_names().into_iter().map(PathBuf::from)) {
         committer
             .prepare_destination()
             .map_err(|e| RunError::Output { path: dir.clone(), reason: format!("cannot create: {e}") })?;

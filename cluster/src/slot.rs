@@ -166,11 +166,11 @@ pub async fn drive_slot(
 ) {
     let slot = setup.slot;
     let attempt = setup.attempt;
-    let fence = job.fence(setup.generation);
+    let generation = setup.generation;
     let metrics = setup.metrics.clone();
     let mut input_done_sent = false;
     let committers = job.committers();
-    let dirs = job.sink_dirs();
+    let dirs = job.sink_names();
     let mut worker = Worker::new(Config::default(), Allocator::Thread(Thread::default()), None);
     let span = tracing::debug_span!("slot", slot);
     let _entered = span.enter();
@@ -183,7 +183,7 @@ pub async fn drive_slot(
     };
     let split_count = control.split_count as u64;
     // Commits (and the planted early commit) hold the job's output fence across every sink.
-    let hold = || fence.as_ref().map(|fence| fence.hold()).transpose();
+    let hold = || job.hold_fence(generation);
     let mut idle_steps = 0u32;
     let mut dataflow_running = true;
     loop {
@@ -199,11 +199,11 @@ pub async fn drive_slot(
                 }
                 SlotCommand::Complete { checkpoint } => {
                     let committed = hold().and_then(|held| {
-                        let Some(held) = held else { return Ok(()) };
-                        committers.iter().zip(&dirs).try_for_each(|(committer, dir)| {
-                            committer.commit(slot, attempt, checkpoint, &held).map(drop).map_err(|error| {
-                                std::io::Error::new(error.kind(), format!("{}: {error}", dir.display()))
-                            })
+                        committers.iter().zip(&dirs).try_for_each(|(committer, sink)| {
+                            committer
+                                .commit(slot, attempt, checkpoint, &held)
+                                .map(drop)
+                                .map_err(|error| std::io::Error::new(error.kind(), format!("{sink}: {error}")))
                         })
                     });
                     if let Err(error) = committed {
@@ -233,7 +233,7 @@ pub async fn drive_slot(
         while let Some((epoch, snapshot)) = control.snapshots.borrow_mut().take_ready() {
             tracing::debug!(slot, checkpoint = epoch, "slot snapshot ready");
             if faultpoint::planted(PlantedBug::SinkCommitsEarly) {
-                if let Ok(Some(held)) = hold() {
+                if let Ok(held) = hold() {
                     for committer in &committers {
                         let _ = committer.commit(slot, attempt, epoch, &held);
                     }

@@ -30,7 +30,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -97,9 +97,9 @@ impl JobPlan {
     pub fn split_count(&self) -> usize {
         self.sources.iter().map(|s| s.splits.len()).sum()
     }
-    /// The sink directories.
+    /// The file sinks' directories.
     pub fn sink_dirs(&self) -> Vec<PathBuf> {
-        self.sinks.iter().map(|s| s.dir.clone()).collect()
+        self.sinks.iter().filter_map(|s| s.dir.clone()).collect()
     }
 }
 
@@ -117,8 +117,8 @@ pub struct SourcePlan {
 pub struct SinkPlan {
     /// The sink's name.
     pub name: String,
-    /// Its directory (file sinks).
-    pub dir: PathBuf,
+    /// Its directory (file sinks; `None` for other sinks).
+    pub dir: Option<PathBuf>,
     /// The first line of each of its files, if its format has one.
     pub header: Option<String>,
     /// Its second phase: commits and recovery outside the dataflow.
@@ -577,7 +577,7 @@ impl<'s, T: Data> DataStream<'s, T> {
         let dir = dir.into();
         {
             let mut plan = shared.plan.borrow_mut();
-            if plan.plan.sinks.iter().any(|s| s.dir == dir) {
+            if plan.plan.sinks.iter().any(|s| s.dir.as_ref() == Some(&dir)) {
                 plan.errors.push(BuildError::Operator {
                     operator: name.to_owned(),
                     reason: format!("another sink writes to {}; give every sink its own directory", dir.display()),
@@ -585,9 +585,36 @@ impl<'s, T: Data> DataStream<'s, T> {
             }
             let header = format.header().map(str::to_owned);
             let committer = std::sync::Arc::new(crate::sink::FileCommitter::new(dir.clone()));
-            plan.plan.sinks.push(SinkPlan { name: name.to_owned(), dir: dir.clone(), header, committer });
+            plan.plan.sinks.push(SinkPlan { name: name.to_owned(), dir: Some(dir.clone()), header, committer });
         }
         let sink = crate::sink::FileSink::new(dir.clone(), ctx.slot, ctx.attempt, format);
+        let part = ctx.snapshots.borrow_mut().register_sink();
+        self.take().epoch_sink(
+            sink,
+            SinkSetup {
+                part,
+                snapshots: ctx.snapshots.clone(),
+                fatal: ctx.fatal.clone(),
+                activity: ctx.activity.clone(),
+            },
+        );
+    }
+
+    /// Writes the stream to any exactly-once sink: `open(slot, attempt)` makes the slot's
+    /// [`TransactionalSink`](crate::sink::TransactionalSink) (stage per epoch, prepare before the
+    /// checkpoint), and `committer` is its second phase (commit after the checkpoint, recover on
+    /// a restore), shared by the job. Sinks other than files fence stale attempts themselves
+    /// (the attempt is part of what `open` gets).
+    pub fn sink<S, O>(self, name: &str, open: O, committer: std::sync::Arc<dyn crate::sink::EpochCommitter>)
+    where
+        S: crate::sink::TransactionalSink<Record<T>>,
+        O: FnOnce(usize, u64) -> S,
+    {
+        let shared = self.shared.clone();
+        let ctx = &shared.ctx;
+        let dir = committer.directory().map(Path::to_path_buf);
+        shared.plan.borrow_mut().plan.sinks.push(SinkPlan { name: name.to_owned(), dir, header: None, committer });
+        let sink = open(ctx.slot, ctx.attempt);
         let part = ctx.snapshots.borrow_mut().register_sink();
         self.take().epoch_sink(
             sink,

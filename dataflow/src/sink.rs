@@ -188,6 +188,14 @@ pub struct FenceHold {
     _lock: Option<fs::Lock>,
 }
 
+impl FenceHold {
+    /// No file fence: a job without file sinks, whose sinks fence stale writers themselves
+    /// (Kafka's producer epochs, a database's generation column).
+    pub fn unfenced() -> Self {
+        FenceHold { _lock: None }
+    }
+}
+
 /// Creates a sink directory and its staging directory, durably.
 pub fn prepare(dir: &Path) -> io::Result<()> {
     fs::create_dir_all_durable(&dir.join(STAGING_DIR))
