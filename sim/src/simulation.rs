@@ -165,7 +165,10 @@ static CAPTURED: std::sync::Mutex<Option<CommittedOutput>> = std::sync::Mutex::n
 
 /// Entry point of the `weir-sim` binary.
 pub fn main() -> ExitCode {
-    let args = SimArgs::parse();
+    run(SimArgs::parse())
+}
+
+fn run(args: SimArgs) -> ExitCode {
     if args.trace {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new("weir::trace=debug"))
@@ -358,11 +361,24 @@ fn node_ip(index: u8) -> IpAddr {
     IpAddr::from([10, 0, 0, index])
 }
 
-/// The jobs of the simulated binary: the `weir` binary's and the example crate's.
+/// The jobs of a user's binary that runs the simulator (`weir_sim::app`), if it is one.
+static USER_REGISTRY: OnceLock<Arc<weir_dataflow::JobRegistry>> = OnceLock::new();
+
+/// The jobs of the simulated binary: a user's, or the `weir` binary's and the example crate's.
 fn registry() -> Arc<weir_dataflow::JobRegistry> {
+    if let Some(registry) = USER_REGISTRY.get() {
+        return registry.clone();
+    }
     let mut registry = weir_cluster::jobs::builtin();
     weir_example::register(&mut registry);
     Arc::new(registry)
+}
+
+/// `sim` as a subcommand of a user's own binary, over the user's jobs: the same simulator as
+/// `cargo sim`, with `--job NAME --param k=v …` to put one of them under faults.
+pub fn main_with(registry: weir_dataflow::JobRegistry, args: Vec<String>) -> ExitCode {
+    let _ = USER_REGISTRY.set(Arc::new(registry));
+    run(SimArgs::parse_from(args))
 }
 
 fn parse(args: &[String]) -> Command {
