@@ -157,6 +157,8 @@ pub(crate) struct PlanState {
     pub errors: Vec<BuildError>,
     /// Side outputs that lose records unless read: `(what, read yet)`.
     pub must_read: Vec<(String, Rc<Cell<bool>>)>,
+    /// The type each side output is read as, by (operator, tag name).
+    pub side_output_types: std::collections::BTreeMap<(String, String), &'static str>,
     /// This slot's splits over all sources.
     pub slot_splits: usize,
 }
@@ -1006,10 +1008,40 @@ impl<'s, O: Data, T: Data> ProcessOutput<'s, O, T> {
     /// nobody asks for is dropped, as in Flink.
     pub fn side_output<S: Data>(&self, tag: &OutputTag<S>) -> DataStream<'s, S> {
         let name = tag.name();
-        self.side.clone().flat_map(move |emitted| match emitted {
-            Emitted::Side { tag, bytes } if tag == name => {
-                Some(crate::keyed::decode_state::<S>(&bytes).expect("a side output decodes as its tag's type"))
+        let operator = self.side.origin.clone();
+        {
+            // One type per tag name and operator: asking for a tag's records as two types is a
+            // job built wrong.
+            let mut plan = self.side.shared.plan.borrow_mut();
+            let key = (operator.clone(), name.to_owned());
+            let type_name = std::any::type_name::<S>();
+            match plan.side_output_types.get(&key).copied() {
+                Some(seen) if seen != type_name => plan.errors.push(BuildError::Operator {
+                    operator: operator.clone(),
+                    reason: format!(
+                        "side output {name:?} is read as {seen} and as {type_name}; give each type its own tag"
+                    ),
+                }),
+                _ => drop(plan.side_output_types.insert(key, type_name)),
             }
+        }
+        // A record emitted to the tag as another type than read here cannot be decoded: the
+        // job stops with an error naming the tag (never a silent drop, never a panic).
+        let fatal = self.side.shared.ctx.fatal.clone();
+        self.side.clone().flat_map(move |emitted| match emitted {
+            Emitted::Side { tag, bytes } if tag == name => match crate::keyed::decode_state::<S>(&bytes) {
+                Ok(value) => Some(value),
+                Err(error) => {
+                    fatal.borrow_mut().get_or_insert_with(|| {
+                        format!(
+                            "operator {operator}: side output {name:?} received a record that is not a {}: {error}; \
+                             emit and read each tag with one type",
+                            std::any::type_name::<S>()
+                        )
+                    });
+                    None
+                }
+            },
             _ => None,
         })
     }

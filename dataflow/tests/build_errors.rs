@@ -191,3 +191,26 @@ fn sessions_take_no_allowed_lateness() {
     let error = plan(build, vec![], 1).unwrap_err().to_string();
     assert!(error.contains("operator sessions") && error.contains("take no allowed lateness"), "{error}");
 }
+
+#[test]
+fn a_side_output_read_as_two_types_is_refused() {
+    use weir_dataflow::{Context, KeyedProcessFunction, OutputTag};
+    struct Echo;
+    impl KeyedProcessFunction<i64, (i64, i64), (i64, i64)> for Echo {
+        fn process_element(&mut self, value: (i64, i64), ctx: &mut Context<'_, i64, (i64, i64)>) {
+            ctx.collect(value);
+        }
+    }
+    fn build(job: &mut JobBuilder<'_>, _params: &Params) -> Result<(), BuildError> {
+        let source = job.source("s", records(), timed());
+        source.errors.discard();
+        let out = source.records.key_by(|r: &(i64, i64)| r.0).process("echo", Echo);
+        out.side_output(&OutputTag::<i64>::new("extra")).discard();
+        out.side_output(&OutputTag::<String>::new("extra")).discard();
+        out.results.discard();
+        out.late.discard();
+        Ok(())
+    }
+    let error = plan(build, vec![], 1).unwrap_err().to_string();
+    assert!(error.contains("side output \"extra\" is read as i64 and as alloc::string::String"), "{error}");
+}
