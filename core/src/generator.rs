@@ -113,12 +113,7 @@ impl GeneratorConfig {
 
     /// Number of events split `split` of `splits` generates.
     pub fn split_len(&self, split: usize, splits: usize) -> u64 {
-        let (split, splits) = (split as u64, splits as u64);
-        if split >= self.events {
-            0
-        } else {
-            (self.events - split).div_ceil(splits)
-        }
+        strided_split_len(self.events, split, splits)
     }
 
     /// The global index of the `position`-th event of split `split` of `splits`.
@@ -126,6 +121,16 @@ impl GeneratorConfig {
     pub fn global_index(split: usize, splits: usize, position: u64) -> u64 {
         split as u64 + position * splits as u64
     }
+}
+
+/// The number of a sequence's `total` records that split `split` of `splits` generates when
+/// the splits take the sequence in strides (split `s` takes global indices `s, s + splits, …`;
+/// see [`GeneratorConfig::global_index`]).
+#[inline]
+pub fn strided_split_len(total: u64, split: usize, splits: usize) -> u64 {
+    assert!(split < splits, "split {split} of {splits}");
+    let (split, splits) = (split as u64, splits as u64);
+    total / splits + u64::from(split < total % splits)
 }
 
 #[cfg(test)]

@@ -145,8 +145,7 @@ impl NexmarkConfig {
 
     /// Events split `split` of `splits` generates (global indices `split, split + splits, …`).
     pub fn split_len(&self, split: usize, splits: usize) -> u64 {
-        let (split, splits) = (split as u64, splits as u64);
-        self.events / splits + u64::from(split < self.events % splits)
+        crate::generator::strided_split_len(self.events, split, splits)
     }
 
     /// Event `index` of the global sequence.

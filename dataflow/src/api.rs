@@ -143,9 +143,36 @@ pub(crate) struct SlotContext {
     pub rate_limit: Rc<Option<RateLimit>>,
     pub restored_splits: RefCell<HashMap<usize, SplitState>>,
     pub restored_state: RefCell<HashMap<String, KeyGroupStates>>,
-    /// Channels of the job's exchanges, in `key_by` order, taken as the job is built.
+    /// Channels of the job's exchanges, in build order (`key_by` and `broadcast`), taken as the job is built.
     pub exchanges: RefCell<std::collections::VecDeque<ExchangeChannels>>,
     pub activators: RefCell<Vec<Activator>>,
+}
+
+/// The typed ends of one exchange: a sender to every slot, a receiver from every slot.
+type ExchangeEnds<T> = (Vec<Box<dyn ExchangeTx<Vec<Record<T>>>>>, Vec<Box<dyn ExchangeRx<Vec<Record<T>>>>>);
+
+impl SlotContext {
+    /// Takes the channels of the job's next exchange (`key_by` and `broadcast` take them in
+    /// build order) and types them for records of `T`.
+    fn take_exchange<T: Data>(&self) -> ExchangeEnds<T> {
+        let channels = self.exchanges.borrow_mut().pop_front().expect("one set of exchange channels per exchange");
+        assert_eq!(channels.senders.len(), self.parallelism, "exchange senders");
+        assert_eq!(channels.receivers.len(), self.parallelism, "exchange receivers");
+        let senders = channels
+            .senders
+            .into_iter()
+            .map(|tx| Box::new(TypedTx::<Record<T>>::new(tx)) as Box<dyn ExchangeTx<Vec<Record<T>>>>)
+            .collect();
+        let receivers = channels
+            .receivers
+            .into_iter()
+            .enumerate()
+            .map(|(from, rx)| {
+                Box::new(TypedRx::<Record<T>>::new(rx, from, self.fatal.clone())) as Box<dyn ExchangeRx<Vec<Record<T>>>>
+            })
+            .collect();
+        (senders, receivers)
+    }
 }
 
 /// The plan as it is built, and the build errors found so far.
@@ -307,7 +334,7 @@ impl<'s> JobBuilder<'s> {
         shared.plan.borrow_mut().must_read.push((format!("source {name}: its errors output"), errors_read.clone()));
         SourceStreams {
             records: DataStream::new(records, shared.clone(), timestamps, name.to_owned(), None),
-            errors: DataStream::new(errors.map_records(), shared.clone(), false, name.to_owned(), Some(errors_read)),
+            errors: DataStream::new(error_records(errors), shared.clone(), false, name.to_owned(), Some(errors_read)),
         }
     }
 
@@ -327,21 +354,15 @@ impl<'s> JobBuilder<'s> {
     }
 }
 
-trait MapRecords<'s, T> {
-    fn map_records(self) -> Stream<'s, Time, Vec<Record<T>>>;
-}
-
-impl<'s> MapRecords<'s, ErrorRow> for Stream<'s, Time, Vec<ErrorRow>> {
-    /// Error rows carry no event time.
-    fn map_records(self) -> Stream<'s, Time, Vec<Record<ErrorRow>>> {
-        self.unary::<CapacityContainerBuilder<Vec<Record<ErrorRow>>>, _, _, _>(Pipeline, "ErrorRows", |_, _| {
-            move |input, output| {
-                input.for_each(|time, data| {
-                    output.session(&time).give_iterator(data.drain(..).map(|row| Record::derived(row, i64::MIN)));
-                });
-            }
-        })
-    }
+/// Wraps a source's error rows as records; error rows carry no event time.
+fn error_records<'s>(errors: Stream<'s, Time, Vec<ErrorRow>>) -> Stream<'s, Time, Vec<Record<ErrorRow>>> {
+    errors.unary::<CapacityContainerBuilder<Vec<Record<ErrorRow>>>, _, _, _>(Pipeline, "ErrorRows", |_, _| {
+        move |input, output| {
+            input.for_each(|time, data| {
+                output.session(&time).give_iterator(data.drain(..).map(|row| Record::derived(row, i64::MIN)));
+            });
+        }
+    })
 }
 
 /// A stream of records of type `T`.
@@ -469,21 +490,7 @@ impl<'s, T: Data> DataStream<'s, T> {
         let stream = if parallelism == 1 || ctx.planning {
             self.take()
         } else {
-            let channels = ctx.exchanges.borrow_mut().pop_front().expect("one set of exchange channels per exchange");
-            let senders: Vec<Box<dyn ExchangeTx<Vec<Record<T>>>>> = channels
-                .senders
-                .into_iter()
-                .map(|tx| Box::new(TypedTx::<Record<T>>::new(tx)) as Box<dyn ExchangeTx<Vec<Record<T>>>>)
-                .collect();
-            let receivers: Vec<Box<dyn ExchangeRx<Vec<Record<T>>>>> = channels
-                .receivers
-                .into_iter()
-                .enumerate()
-                .map(|(from, rx)| {
-                    Box::new(TypedRx::<Record<T>>::new(rx, from, ctx.fatal.clone()))
-                        as Box<dyn ExchangeRx<Vec<Record<T>>>>
-                })
-                .collect();
+            let (senders, receivers) = ctx.take_exchange::<T>();
             let scope = self.stream.scope();
             let send = self.take().exchange_broadcast(senders, ctx.pressure.clone(), ctx.activity.clone());
             let (received, receive) = ExchangeReceive::build(scope, receivers, ctx.activity.clone());
@@ -509,23 +516,7 @@ impl<'s, T: Data> DataStream<'s, T> {
         let stream = if parallelism == 1 || ctx.planning {
             self.take()
         } else {
-            let channels = ctx.exchanges.borrow_mut().pop_front().expect("one set of exchange channels per key_by");
-            assert_eq!(channels.senders.len(), parallelism, "exchange senders");
-            assert_eq!(channels.receivers.len(), parallelism, "exchange receivers");
-            let senders: Vec<Box<dyn ExchangeTx<Vec<Record<T>>>>> = channels
-                .senders
-                .into_iter()
-                .map(|tx| Box::new(TypedTx::<Record<T>>::new(tx)) as Box<dyn ExchangeTx<Vec<Record<T>>>>)
-                .collect();
-            let receivers: Vec<Box<dyn ExchangeRx<Vec<Record<T>>>>> = channels
-                .receivers
-                .into_iter()
-                .enumerate()
-                .map(|(from, rx)| {
-                    Box::new(TypedRx::<Record<T>>::new(rx, from, ctx.fatal.clone()))
-                        as Box<dyn ExchangeRx<Vec<Record<T>>>>
-                })
-                .collect();
+            let (senders, receivers) = ctx.take_exchange::<T>();
             let route_key = key.clone();
             let scope = self.stream.scope();
             let send = self.take().exchange_send(

@@ -3,7 +3,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -182,9 +181,4 @@ fn build_in(worker: &mut Worker, job: &JobDef, spec: &JobSpec, shared: Rc<Shared
         }
         builder.finish()
     })
-}
-
-/// The sink directories of a plan.
-pub fn sink_dirs(plan: &JobPlan) -> Vec<PathBuf> {
-    plan.sink_dirs()
 }

@@ -39,6 +39,47 @@ impl<A, B, K, KA: KeySelector<A, K>, KB: KeySelector<B, K>> KeySelector<crate::p
     }
 }
 
+/// The `Hasher` methods both key hashers share: every write becomes whole 64-bit words
+/// through the hasher's own `write_u64` (bytes in little-endian words, the last one tagged
+/// with its length; integers widened), so only `write_u64` and `finish` differ.
+macro_rules! word_folding_writes {
+    () => {
+        #[inline]
+        fn write(&mut self, bytes: &[u8]) {
+            let mut chunks = bytes.chunks_exact(8);
+            for chunk in &mut chunks {
+                self.write_u64(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+            }
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                let mut word = [0u8; 8];
+                word[..rest.len()].copy_from_slice(rest);
+                self.write_u64(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+            }
+        }
+        #[inline]
+        fn write_i64(&mut self, value: i64) {
+            self.write_u64(value as u64)
+        }
+        #[inline]
+        fn write_u32(&mut self, value: u32) {
+            self.write_u64(value as u64)
+        }
+        #[inline]
+        fn write_i32(&mut self, value: i32) {
+            self.write_u64(value as u32 as u64)
+        }
+        #[inline]
+        fn write_usize(&mut self, value: usize) {
+            self.write_u64(value as u64)
+        }
+        #[inline]
+        fn write_u8(&mut self, value: u8) {
+            self.write_u64(value as u64)
+        }
+    };
+}
+
 /// A deterministic, fast hasher for keys (no per-process seed).
 #[derive(Default, Clone, Copy)]
 pub struct KeyHasher(u64);
@@ -49,44 +90,12 @@ impl Hasher for KeyHasher {
         self.0
     }
     #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.write_u64(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.write_u64(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
-        }
-    }
-    #[inline]
     fn write_u64(&mut self, value: u64) {
         // One multiply and a fold: good enough for hash tables; key groups mix again.
         let product = (self.0 ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         self.0 = product ^ (product >> 29);
     }
-    #[inline]
-    fn write_i64(&mut self, value: i64) {
-        self.write_u64(value as u64)
-    }
-    #[inline]
-    fn write_u32(&mut self, value: u32) {
-        self.write_u64(value as u64)
-    }
-    #[inline]
-    fn write_i32(&mut self, value: i32) {
-        self.write_u64(value as u32 as u64)
-    }
-    #[inline]
-    fn write_usize(&mut self, value: usize) {
-        self.write_u64(value as u64)
-    }
-    #[inline]
-    fn write_u8(&mut self, value: u8) {
-        self.write_u64(value as u64)
-    }
+    word_folding_writes!();
 }
 
 /// Folds a key's parts into one word for [`key_hash`]: a key of one integer is that integer
@@ -103,43 +112,11 @@ impl Hasher for GroupHasher {
         self.state
     }
     #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.write_u64(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.write_u64(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
-        }
-    }
-    #[inline]
     fn write_u64(&mut self, value: u64) {
         self.state = if self.parts == 0 { value } else { mix64(self.state ^ value) };
         self.parts += 1;
     }
-    #[inline]
-    fn write_i64(&mut self, value: i64) {
-        self.write_u64(value as u64)
-    }
-    #[inline]
-    fn write_u32(&mut self, value: u32) {
-        self.write_u64(value as u64)
-    }
-    #[inline]
-    fn write_i32(&mut self, value: i32) {
-        self.write_u64(value as u32 as u64)
-    }
-    #[inline]
-    fn write_usize(&mut self, value: usize) {
-        self.write_u64(value as u64)
-    }
-    #[inline]
-    fn write_u8(&mut self, value: u8) {
-        self.write_u64(value as u64)
-    }
+    word_folding_writes!();
 }
 
 /// The deterministic hash of a key, before the key group's mixing (see

@@ -5,7 +5,7 @@
 //! runs jobs from it. A user's own binary registers its jobs and hands the registry to the
 //! one entry point that provides the whole CLI.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use weir_core::job::{BadRecordPolicy, JobSpec, ParamDef, Params};
 
@@ -117,9 +117,4 @@ impl JobRegistry {
     pub fn jobs(&self) -> impl Iterator<Item = &JobDef> {
         self.jobs.values()
     }
-}
-
-/// Parameters given as `name=value` pairs (the simulator's and tests' form).
-pub fn given_from_pairs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>().into_iter().collect()
 }

@@ -1059,21 +1059,16 @@ fn committed_records<T: serde::de::DeserializeOwned + Ord>(dir: &Path, json: boo
 fn judge_fraud(job: &PlannedJob) -> Judgement {
     use weir_example::fraud::{Alert, Transaction, Transactions};
     let params = &job.spec.params;
-    let read = || -> Result<_, String> {
-        let output = params.path("output").map_err(|e| e.to_string())?;
-        let generator = Transactions::new(
-            params.u64("events").map_err(|e| e.to_string())?,
-            params.u64("accounts").map_err(|e| e.to_string())?,
-            params.u64("seed").map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
+    let read = || -> Result<_, Box<dyn std::error::Error>> {
+        let output = params.path("output")?;
+        let generator = Transactions::new(params.u64("events")?, params.u64("accounts")?, params.u64("seed")?)?;
         let reference = weir_example::reference::fraud(
             &generated(&generator, job.parallelism()),
-            params.duration_ms("out-of-orderness").map_err(|e| e.to_string())?,
+            params.duration_ms("out-of-orderness")?,
         );
         let small_reference = weir_example::reference::fraud_small(
             &generated(&generator, job.parallelism()),
-            params.duration_ms("out-of-orderness").map_err(|e| e.to_string())?,
+            params.duration_ms("out-of-orderness")?,
         );
         let alerts: Vec<Alert> = committed_records(&output.join("alerts"), false)?;
         let late: Vec<Transaction> = committed_records(&output.join("late"), false)?;
@@ -1085,7 +1080,7 @@ fn judge_fraud(job: &PlannedJob) -> Judgement {
             both(compare("alerts", expected_alerts, alerts), compare("late", expected_late, late)),
             compare("small transactions (side output)", expected_small, small),
         ),
-        Err(e) => Judgement::Unreadable(e),
+        Err(e) => Judgement::Unreadable(e.to_string()),
     }
 }
 
@@ -1093,18 +1088,13 @@ fn judge_sessions(job: &PlannedJob) -> Judgement {
     use weir_example::enrichment::{Click, ClickGenerator, Streams};
     use weir_example::sessions::Session;
     let params = &job.spec.params;
-    let read = || -> Result<_, String> {
-        let output = params.path("output").map_err(|e| e.to_string())?;
-        let streams = Streams::new(
-            params.u64("events").map_err(|e| e.to_string())?,
-            params.u64("users").map_err(|e| e.to_string())?,
-            params.u64("seed").map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
+    let read = || -> Result<_, Box<dyn std::error::Error>> {
+        let output = params.path("output")?;
+        let streams = Streams::new(params.u64("events")?, params.u64("users")?, params.u64("seed")?)?;
         let reference = weir_example::reference::sessions(
             &generated(&ClickGenerator(streams), job.parallelism()),
-            params.duration_ms("out-of-orderness").map_err(|e| e.to_string())?,
-            params.duration_ms("gap").map_err(|e| e.to_string())?,
+            params.duration_ms("out-of-orderness")?,
+            params.duration_ms("gap")?,
         );
         let sessions: Vec<Session> = committed_records(&output.join("sessions"), false)?;
         let late: Vec<Click> = committed_records(&output.join("late"), false)?;
@@ -1114,7 +1104,7 @@ fn judge_sessions(job: &PlannedJob) -> Judgement {
         Ok(((expected_sessions, expected_late), sessions, late)) => {
             both(compare("sessions", expected_sessions, sessions), compare("late", expected_late, late))
         }
-        Err(e) => Judgement::Unreadable(e),
+        Err(e) => Judgement::Unreadable(e.to_string()),
     }
 }
 
@@ -1122,18 +1112,13 @@ fn judge_mix(job: &PlannedJob) -> Judgement {
     use weir_example::mix::{AlarmGenerator, Pair, Reading, ReadingGenerator, Sensors, WindowFigure};
     use weir_example::reference::Side;
     let params = &job.spec.params;
-    let judge = || -> Result<Judgement, String> {
-        let output = params.path("output").map_err(|e| e.to_string())?;
-        let sensors = Sensors::new(
-            params.u64("events").map_err(|e| e.to_string())?,
-            params.u64("sensors").map_err(|e| e.to_string())?,
-            params.u64("seed").map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
+    let judge = || -> Result<Judgement, Box<dyn std::error::Error>> {
+        let output = params.path("output")?;
+        let sensors = Sensors::new(params.u64("events")?, params.u64("sensors")?, params.u64("seed")?)?;
         let expected = weir_example::reference::mix(
             &generated(&ReadingGenerator(sensors.clone()), job.parallelism()),
             &generated(&AlarmGenerator(sensors), job.parallelism()),
-            params.duration_ms("out-of-orderness").map_err(|e| e.to_string())?,
+            params.duration_ms("out-of-orderness")?,
         );
         let figures = |dir: &str| committed_records::<WindowFigure>(&output.join(dir), false);
         let pairs = |dir: &str| committed_records::<Pair>(&output.join(dir), false);
@@ -1167,26 +1152,21 @@ fn judge_mix(job: &PlannedJob) -> Judgement {
         ];
         Ok(judgements.into_iter().fold(Judgement::Equal, both))
     };
-    judge().unwrap_or_else(Judgement::Unreadable)
+    judge().unwrap_or_else(|e| Judgement::Unreadable(e.to_string()))
 }
 
 fn judge_enrichment(job: &PlannedJob) -> Judgement {
     use weir_example::enrichment::{ClickGenerator, EnrichedClick, ProfileGenerator, Streams};
     use weir_example::reference::Input as Either;
     let params = &job.spec.params;
-    let read = || -> Result<_, String> {
-        let output = params.path("output").map_err(|e| e.to_string())?;
-        let streams = Streams::new(
-            params.u64("events").map_err(|e| e.to_string())?,
-            params.u64("users").map_err(|e| e.to_string())?,
-            params.u64("seed").map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
+    let read = || -> Result<_, Box<dyn std::error::Error>> {
+        let output = params.path("output")?;
+        let streams = Streams::new(params.u64("events")?, params.u64("users")?, params.u64("seed")?)?;
         let reference = weir_example::reference::enrichment(
             &generated(&ProfileGenerator(streams.clone()), job.parallelism()),
             &generated(&ClickGenerator(streams), job.parallelism()),
-            params.duration_ms("out-of-orderness").map_err(|e| e.to_string())?,
-            params.duration_ms("profile-ttl").map_err(|e| e.to_string())?,
+            params.duration_ms("out-of-orderness")?,
+            params.duration_ms("profile-ttl")?,
         );
         let clicks: Vec<EnrichedClick> = committed_records(&output.join("clicks"), false)?;
         let late: Vec<Either> = committed_records(&output.join("late"), true)?;
@@ -1196,7 +1176,7 @@ fn judge_enrichment(job: &PlannedJob) -> Judgement {
         Ok(((expected_clicks, expected_late), clicks, late)) => {
             both(compare("enriched clicks", expected_clicks, clicks), compare("late", expected_late, late))
         }
-        Err(e) => Judgement::Unreadable(e),
+        Err(e) => Judgement::Unreadable(e.to_string()),
     }
 }
 

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use weir_core::generator::{strided_split_len, GeneratorConfig};
 use weir_core::keygroup::mix64;
 use weir_core::time::EventTime;
 use weir_dataflow::api::BuildError;
@@ -197,11 +198,6 @@ impl Streams {
     }
 }
 
-fn strided_len(total: u64, split: usize, splits: usize) -> u64 {
-    let (split, splits) = (split as u64, splits as u64);
-    total / splits + u64::from(split < total % splits)
-}
-
 /// Generated clicks.
 pub struct ClickGenerator(pub Streams);
 /// Generated profile updates.
@@ -210,19 +206,19 @@ pub struct ProfileGenerator(pub Streams);
 impl Generator for ClickGenerator {
     type Record = Click;
     fn split_len(&self, split: usize, splits: usize) -> u64 {
-        strided_len(self.0.events, split, splits)
+        strided_split_len(self.0.events, split, splits)
     }
     fn generate(&self, split: usize, splits: usize, position: u64) -> Click {
-        self.0.click(split as u64 + position * splits as u64)
+        self.0.click(GeneratorConfig::global_index(split, splits, position))
     }
 }
 
 impl Generator for ProfileGenerator {
     type Record = Profile;
     fn split_len(&self, split: usize, splits: usize) -> u64 {
-        strided_len(self.0.events / 10, split, splits)
+        strided_split_len(self.0.events / 10, split, splits)
     }
     fn generate(&self, split: usize, splits: usize, position: u64) -> Profile {
-        self.0.profile(split as u64 + position * splits as u64)
+        self.0.profile(GeneratorConfig::global_index(split, splits, position))
     }
 }

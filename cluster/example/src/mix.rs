@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use weir_core::generator::{strided_split_len, GeneratorConfig};
 use weir_core::keygroup::mix64;
 use weir_core::time::EventTime;
 use weir_dataflow::api::BuildError;
@@ -318,11 +319,6 @@ impl Sensors {
     }
 }
 
-fn strided_len(total: u64, split: usize, splits: usize) -> u64 {
-    let (split, splits) = (split as u64, splits as u64);
-    total / splits + u64::from(split < total % splits)
-}
-
 /// Generated readings.
 pub struct ReadingGenerator(pub Sensors);
 /// Generated alarms.
@@ -331,19 +327,19 @@ pub struct AlarmGenerator(pub Sensors);
 impl Generator for ReadingGenerator {
     type Record = Reading;
     fn split_len(&self, split: usize, splits: usize) -> u64 {
-        strided_len(self.0.events, split, splits)
+        strided_split_len(self.0.events, split, splits)
     }
     fn generate(&self, split: usize, splits: usize, position: u64) -> Reading {
-        self.0.reading(split as u64 + position * splits as u64)
+        self.0.reading(GeneratorConfig::global_index(split, splits, position))
     }
 }
 
 impl Generator for AlarmGenerator {
     type Record = Alarm;
     fn split_len(&self, split: usize, splits: usize) -> u64 {
-        strided_len(self.0.events / 10, split, splits)
+        strided_split_len(self.0.events / 10, split, splits)
     }
     fn generate(&self, split: usize, splits: usize, position: u64) -> Alarm {
-        self.0.alarm(split as u64 + position * splits as u64)
+        self.0.alarm(GeneratorConfig::global_index(split, splits, position))
     }
 }

@@ -89,7 +89,7 @@ impl Generator for Events {
     }
     #[inline]
     fn generate(&self, split: usize, splits: usize, position: u64) -> Event {
-        self.0.event(split as u64 + position * splits as u64)
+        self.0.event(weir_core::generator::GeneratorConfig::global_index(split, splits, position))
     }
 }
 
