@@ -22,6 +22,7 @@ use weir_core::time::Epoch;
 use weir_dataflow::exchange::Doorbell;
 use weir_dataflow::job::{build_slot, SlotSetup};
 use weir_dataflow::metrics::SlotMetrics;
+use weir_dataflow::snapshot::PendingSnapshot;
 
 /// Wakes a slot's driver: a flag the busy loop polls without blocking, and a notification an
 /// idle driver awaits.
@@ -151,6 +152,59 @@ impl SlotLink {
     }
 }
 
+/// Finishes a slot's snapshots off the slot's thread, in checkpoint order: makes the sinks'
+/// staged output durable, encodes the state copies, and reports each checkpoint
+/// ([`SlotEvent::Snapshot`]). If a sink cannot make its output durable the writer stops and
+/// the slot fails with its error. Stopped with the slot: a snapshot it had not reported
+/// belongs to no checkpoint.
+struct SnapshotWriter {
+    queue: UnboundedSender<(PendingSnapshot, u64)>,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SnapshotWriter {
+    fn start(slot: usize, events: UnboundedSender<SlotEvent>) -> Self {
+        let (queue, mut pending) = tokio::sync::mpsc::unbounded_channel::<(PendingSnapshot, u64)>();
+        let failure = Arc::new(std::sync::Mutex::new(None));
+        let failed = failure.clone();
+        let task = tokio::spawn(async move {
+            while let Some((snapshot, records_read)) = pending.recv().await {
+                let checkpoint = snapshot.epoch;
+                // A blocking-pool thread in production (fsync may wait); inline in simulation.
+                let finished = rt::blocking(move || snapshot.finish().map(|state| state.encode(slot, checkpoint))).await;
+                match finished {
+                    Ok(state) => {
+                        tracing::debug!(slot, checkpoint, bytes = state.len(), "slot snapshot written");
+                        let _ = events.send(SlotEvent::Snapshot { slot, checkpoint, state, records_read });
+                    }
+                    Err(message) => {
+                        *failed.lock().expect("not poisoned") = Some(message);
+                        return;
+                    }
+                }
+            }
+        });
+        SnapshotWriter { queue, failure, task }
+    }
+
+    /// Why the writer stopped, if it failed.
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("not poisoned").clone()
+    }
+
+    /// Queues a snapshot the slot took, with the input records it had read by then.
+    fn write(&self, snapshot: PendingSnapshot, records_read: u64) {
+        let _ = self.queue.send((snapshot, records_read));
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// How long an idle slot waits for its doorbell before stepping anyway.
 const IDLE_WAIT: Duration = Duration::from_millis(2);
 /// Steps without work before the driver waits.
@@ -182,6 +236,7 @@ pub async fn drive_slot(
         Err(error) => return fail(format!("job {}: {error}", job.spec.job)),
     };
     let split_count = control.split_count as u64;
+    let snapshot_writer = SnapshotWriter::start(slot, events.clone());
     // Commits (and the planted early commit) hold the job's output fence across every sink.
     let hold = || job.hold_fence(generation);
     let mut idle_steps = 0u32;
@@ -227,21 +282,20 @@ pub async fn drive_slot(
         if dataflow_running {
             dataflow_running = worker.step();
         }
-        if let Some(message) = control.fatal.borrow().clone() {
+        if let Some(message) = control.fatal.borrow().clone().or_else(|| snapshot_writer.failure()) {
             return fail(message);
         }
-        while let Some((epoch, snapshot)) = control.snapshots.borrow_mut().take_ready() {
-            tracing::debug!(slot, checkpoint = epoch, "slot snapshot ready");
+        while let Some(snapshot) = control.snapshots.borrow_mut().take_ready() {
+            tracing::debug!(slot, checkpoint = snapshot.epoch, "slot snapshot taken");
             if faultpoint::planted(PlantedBug::SinkCommitsEarly) {
                 if let Ok(held) = hold() {
                     for committer in &committers {
-                        let _ = committer.commit(slot, attempt, epoch, &held);
+                        let _ = committer.commit(slot, attempt, snapshot.epoch, &held);
                     }
                 }
             }
             let records_read = SlotMetrics::get(&metrics.records_read);
-            let state = snapshot.encode(slot, epoch);
-            let _ = events.send(SlotEvent::Snapshot { slot, checkpoint: epoch, state, records_read });
+            snapshot_writer.write(snapshot, records_read);
         }
         if !input_done_sent && SlotMetrics::get(&metrics.splits_finished) == split_count {
             input_done_sent = true;

@@ -18,7 +18,7 @@ use weir_cluster::run::{run_job, RunError, RunOptions};
 use weir_core::job::{BadRecordPolicy, ParamDef, ParamKind, Params};
 use weir_core::time::Epoch;
 use weir_dataflow::api::BuildError;
-use weir_dataflow::sink::{EpochCommitter, FenceHold, Recovery, TransactionalSink};
+use weir_dataflow::sink::{Durability, EpochCommitter, FenceHold, Recovery, TransactionalSink};
 use weir_dataflow::{CollectionSource, JobBuilder, JobDef, JobRegistry, Record, WatermarkStrategy};
 
 /// Staged rows by (slot, attempt, epoch); committed rows by (slot, epoch).
@@ -44,7 +44,7 @@ impl TransactionalSink<Record<i64>> for MemorySink {
         self.pending.entry(epoch).or_default().extend(rows.iter().map(|r| r.value));
         Ok(())
     }
-    fn prepare(&mut self, through: Epoch) -> io::Result<()> {
+    fn prepare(&mut self, through: Epoch) -> io::Result<Durability> {
         let mut table = table().lock().unwrap();
         while let Some(entry) = self.pending.first_entry() {
             if *entry.key() > through {
@@ -53,7 +53,7 @@ impl TransactionalSink<Record<i64>> for MemorySink {
             let (epoch, rows) = entry.remove_entry();
             table.staged.entry((self.slot, self.attempt, epoch)).or_default().extend(rows);
         }
-        Ok(())
+        Ok(Durability::done())
     }
     fn describe(&self) -> String {
         "memory table".into()

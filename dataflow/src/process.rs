@@ -32,7 +32,7 @@ use crate::keyed::key_group_of;
 use crate::keyed::KeySelector;
 use crate::record::{Data, Record};
 use crate::state::{Key, KeyedState, MemoryBackend, StateBackend};
-use crate::stateful::{KeyGroupStates, StatefulLogic};
+use crate::stateful::{KeyGroupStates, StateImage, StatefulLogic};
 
 /// Which clock a timer follows.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -309,6 +309,7 @@ impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> KeyedProcessFunctio
 }
 
 /// Registered timers, ordered by time and then key (the order they fire in).
+#[derive(Clone)]
 struct Timers<K> {
     event: BTreeSet<(EventTime, K)>,
     processing: BTreeSet<(EventTime, K)>,
@@ -322,6 +323,57 @@ struct GroupState<K, R> {
     processing_timers: Vec<(EventTime, K)>,
     /// Records waiting for event time to pass them.
     waiting: Vec<R>,
+}
+
+/// A process operator's state copied for a snapshot, to encode off the slot's thread.
+struct OperatorCopy<K, I> {
+    store: StateImage,
+    timers: Timers<K>,
+    waiting: Vec<(K, Record<I>)>,
+    replicated_key: Option<K>,
+    function_state: Option<Vec<u8>>,
+}
+
+impl<K: Key, I: Data> OperatorCopy<K, I> {
+    fn encode(self) -> KeyGroupStates {
+        let mut groups: BTreeMap<usize, GroupState<&K, &Record<I>>> = BTreeMap::new();
+        let empty =
+            || GroupState { state: None, event_timers: Vec::new(), processing_timers: Vec::new(), waiting: Vec::new() };
+        for (group, bytes) in self.store.encode() {
+            groups.entry(group).or_insert_with(empty).state = Some(bytes);
+        }
+        let replicated = self.replicated_key.as_ref();
+        for (time, key) in self.timers.event.iter().filter(|(_, key)| Some(key) != replicated) {
+            groups.entry(key_group_of(key)).or_insert_with(empty).event_timers.push((*time, key));
+        }
+        for (time, key) in self.timers.processing.iter().filter(|(_, key)| Some(key) != replicated) {
+            groups.entry(key_group_of(key)).or_insert_with(empty).processing_timers.push((*time, key));
+        }
+        let mut waiting: Vec<&(K, Record<I>)> =
+            self.waiting.iter().filter(|(key, _)| Some(key) != replicated).collect();
+        sort_records(&mut waiting);
+        for (key, record) in waiting {
+            groups.entry(key_group_of(key)).or_insert_with(empty).waiting.push(record);
+        }
+        let mut states: KeyGroupStates = groups
+            .into_iter()
+            .map(|(group, part)| (group, bincode::serialize(&part).expect("state serializes")))
+            .collect();
+        if let Some(function_state) = self.function_state {
+            // The function's replicated state, with the replicated key's waiting records and
+            // timers: what this slot alone holds of the broadcast side, restored to it alone.
+            let mut waiting: Vec<&(K, Record<I>)> =
+                self.waiting.iter().filter(|(key, _)| Some(key) == replicated).collect();
+            sort_records(&mut waiting);
+            let waiting: Vec<&Record<I>> = waiting.into_iter().map(|(_, record)| record).collect();
+            let timers = |set: &BTreeSet<(EventTime, K)>| -> Vec<EventTime> {
+                set.iter().filter(|(_, key)| Some(key) == replicated).map(|(time, _)| *time).collect()
+            };
+            let blob = (function_state, waiting, timers(&self.timers.event), timers(&self.timers.processing));
+            states.push((REPLICATED_GROUP, bincode::serialize(&blob).expect("replicated state serializes")));
+        }
+        states
+    }
 }
 
 /// The logic behind [`crate::api::KeyedStream::process`] (public for benchmarks).
@@ -492,23 +544,16 @@ where
         }
     }
 
-    fn snapshot(&self) -> KeyGroupStates {
-        let mut states = self.snapshot_keyed();
-        if let Some(function_state) = self.function.snapshot_replicated() {
-            // The function's replicated state, with the replicated key's waiting records and
-            // timers: what this slot alone holds of the broadcast side, restored to it alone.
-            let replicated = self.replicated_key.as_ref();
-            let mut waiting: Vec<&(K, Record<I>)> =
-                self.waiting.iter().filter(|(key, _)| Some(key) == replicated).collect();
-            sort_records(&mut waiting);
-            let waiting: Vec<&Record<I>> = waiting.into_iter().map(|(_, record)| record).collect();
-            let timers = |set: &BTreeSet<(EventTime, K)>| -> Vec<EventTime> {
-                set.iter().filter(|(_, key)| Some(key) == replicated).map(|(time, _)| *time).collect()
-            };
-            let blob = (function_state, waiting, timers(&self.timers.event), timers(&self.timers.processing));
-            states.push((REPLICATED_GROUP, bincode::serialize(&blob).expect("replicated state serializes")));
-        }
-        states
+    fn snapshot(&self) -> StateImage {
+        let copy = OperatorCopy {
+            store: self.store.snapshot(),
+            timers: self.timers.clone(),
+            waiting: self.waiting.clone(),
+            replicated_key: self.replicated_key.clone(),
+            // Broadcast state is small and the function's own: encoded here.
+            function_state: self.function.snapshot_replicated(),
+        };
+        StateImage::deferred(move || copy.encode())
     }
 
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
@@ -539,30 +584,6 @@ where
     F: KeyedProcessFunction<K, I, O>,
     KF: KeySelector<I, K>,
 {
-    fn snapshot_keyed(&self) -> KeyGroupStates {
-        let mut groups: BTreeMap<usize, GroupState<&K, &Record<I>>> = BTreeMap::new();
-        let empty =
-            || GroupState { state: None, event_timers: Vec::new(), processing_timers: Vec::new(), waiting: Vec::new() };
-        let state = self.store.snapshot();
-        for (group, bytes) in &state {
-            groups.entry(*group).or_insert_with(empty).state = Some(bytes.clone());
-        }
-        let replicated = self.replicated_key.as_ref();
-        for (time, key) in self.timers.event.iter().filter(|(_, key)| Some(key) != replicated) {
-            groups.entry(key_group_of(key)).or_insert_with(empty).event_timers.push((*time, key));
-        }
-        for (time, key) in self.timers.processing.iter().filter(|(_, key)| Some(key) != replicated) {
-            groups.entry(key_group_of(key)).or_insert_with(empty).processing_timers.push((*time, key));
-        }
-        let mut waiting: Vec<&(K, Record<I>)> =
-            self.waiting.iter().filter(|(key, _)| Some(key) != replicated).collect();
-        sort_records(&mut waiting);
-        for (key, record) in waiting {
-            groups.entry(key_group_of(key)).or_insert_with(empty).waiting.push(record);
-        }
-        groups.into_iter().map(|(group, part)| (group, bincode::serialize(&part).expect("state serializes"))).collect()
-    }
-
     fn restore_keyed(&mut self, states: KeyGroupStates) -> Result<(), String> {
         let mut store_parts = Vec::new();
         for (group, bytes) in states {

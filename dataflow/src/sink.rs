@@ -1,9 +1,9 @@
 //! Exactly-once file sinks: stage per epoch, commit after the checkpoint completes.
 //!
 //! A sink writes the rows of epoch `n` to a hidden staging file
-//! `<dir>/_staging/e<n>-s<slot>.csv`. When its input frontier passes epoch `n` it flushes and
-//! `fsync`s that file and reports it durable; the slot's part of checkpoint `n` includes that
-//! report. Only after checkpoint `n` is complete (its `_metadata` written) does [`commit_through`]
+//! `<dir>/_staging/e<n>-s<slot>.csv`. When its input frontier passes epoch `n` it flushes that
+//! file and hands its `fsync` to the slot's snapshot writer ([`Durability`]), which runs it off
+//! the slot's thread before the slot reports its part of checkpoint `n`. Only after checkpoint `n` is complete (its `_metadata` written) does [`commit_through`]
 //! rename the staged file to `<dir>/part-e<n>-s<slot>.csv`, the committed, visible name.
 //! Renames are atomic and idempotent (a missing staged file whose part exists is already
 //! committed), so a recovery may re-commit freely. On recovery from checkpoint `n`,
@@ -375,11 +375,49 @@ impl<R: serde::Serialize + 'static> RowFormat<crate::record::Record<R>> for Json
 pub trait TransactionalSink<R>: 'static {
     /// Stages `rows` of `epoch` (epochs arrive in any order; several batches per epoch).
     fn write(&mut self, epoch: Epoch, rows: &[R]) -> io::Result<()>;
-    /// Every row of every epoch `<= through` has been written: make them durable. The slot's
-    /// part of checkpoint `through` waits for this.
-    fn prepare(&mut self, through: Epoch) -> io::Result<()>;
+    /// Every row of every epoch `<= through` has been written: make them durable. What may
+    /// wait (an `fsync`, a producer flush) goes into the returned [`Durability`], which the
+    /// slot's snapshot writer runs off the slot's thread; the slot reports checkpoint
+    /// `through` only after it succeeded.
+    fn prepare(&mut self, through: Epoch) -> io::Result<Durability>;
     /// What the sink is, for error messages.
     fn describe(&self) -> String;
+}
+
+/// What a sink still has to do to make the epochs it prepared durable: work that may wait on a
+/// disk or a server, run by the slot's snapshot writer off the slot's thread, before the slot
+/// reports the checkpoint that covers those epochs.
+pub struct Durability(Option<Box<dyn FnOnce() -> io::Result<()> + Send>>);
+
+impl Durability {
+    /// Nothing left to do: the epochs are durable already.
+    pub fn done() -> Self {
+        Durability(None)
+    }
+    /// The epochs are durable once `work` succeeded.
+    pub fn after(work: impl FnOnce() -> io::Result<()> + Send + 'static) -> Self {
+        Durability(Some(Box::new(work)))
+    }
+    /// Does the work (on the snapshot writer).
+    pub fn wait(self) -> io::Result<()> {
+        self.0.map_or(Ok(()), |work| work())
+    }
+    /// Names the sink in an error (`what` is only called for sinks with work left).
+    fn context(self, what: impl FnOnce() -> String) -> Self {
+        match self.0 {
+            None => self,
+            Some(work) => {
+                let what = what();
+                Durability::after(move || work().map_err(|error| io::Error::new(error.kind(), format!("{what}: {error}"))))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Durability(pending)" } else { "Durability(done)" })
+    }
 }
 
 /// The second phase of a [`TransactionalSink`], run outside the dataflow: by the slot driver
@@ -467,18 +505,26 @@ impl<R: 'static, F: RowFormat<R>> TransactionalSink<R> for FileSink<F> {
         writer.write_all(&self.scratch)
     }
 
-    fn prepare(&mut self, through: Epoch) -> io::Result<()> {
+    fn prepare(&mut self, through: Epoch) -> io::Result<Durability> {
+        let mut files = Vec::new();
         while let Some(entry) = self.writers.first_entry() {
             if *entry.key() > through {
                 break;
             }
-            let writer = entry.remove();
-            let file = writer.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            // The staged file's directory entry must be durable too.
-            fs::sync_dir(&self.dir.join(STAGING_DIR))?;
+            // Written out to the file system here; made durable by the snapshot writer.
+            files.push(entry.remove().into_inner().map_err(|e| e.into_error())?);
         }
-        Ok(())
+        if files.is_empty() {
+            return Ok(Durability::done());
+        }
+        let staging = self.dir.join(STAGING_DIR);
+        Ok(Durability::after(move || {
+            for file in &files {
+                file.sync_all()?;
+            }
+            // The staged files' directory entries must be durable too.
+            fs::sync_dir(&staging)
+        }))
     }
 
     fn describe(&self) -> String {
@@ -513,10 +559,10 @@ impl<'scope, R: 'static> EpochSink<R> for Stream<'scope, Time, Vec<R>> {
                     Some(epoch) => epoch.saturating_sub(1),
                 };
                 if prepared_through.is_none_or(|previous| through > previous) {
-                    sink.prepare(through)?;
+                    let durability = sink.prepare(through)?.context(|| format!("{}: cannot write", sink.describe()));
                     prepared_through = Some(through);
                     activity.note();
-                    snapshots.borrow_mut().sink_durable_through(part, through);
+                    snapshots.borrow_mut().sink_prepared(part, through, durability);
                 }
                 Ok(())
             };

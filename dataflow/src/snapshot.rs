@@ -2,14 +2,21 @@
 //!
 //! Operators of a slot report their part of checkpoint `n` independently, when *they* see
 //! epoch `n` complete: each source records its split positions when it moves past epoch `n`,
-//! the window operator its state once its input frontier has passed epoch `n`, and each sink
-//! when its staged output for epoch `n` is durable. The [`SnapshotCollector`] joins the parts;
-//! the slot's state for checkpoint `n` exists only when all have arrived. Window state is keyed
-//! by key group so that a restore can reassign whole groups to other slots.
+//! each stateful operator a copy of its state once its input frontier has passed epoch `n`, and
+//! each sink when its staged output for epoch `n` is written, with what remains to make it
+//! durable. The [`SnapshotCollector`] joins the parts; the slot's snapshot for checkpoint `n`
+//! exists only when all have arrived. State is keyed by key group so that a restore can
+//! reassign whole groups to other slots.
+//!
+//! **Asynchronous snapshots.** Nothing here waits on a disk or encodes state on the slot's
+//! thread: the joined parts are a [`PendingSnapshot`], which the slot's snapshot writer
+//! finishes elsewhere — it makes the sinks' staged output durable, encodes every operator's
+//! state copy, and only then reports the checkpoint. Records keep flowing meanwhile.
 
 use std::collections::BTreeMap;
 
-use crate::stateful::KeyGroupStates;
+use crate::sink::Durability;
+use crate::stateful::{KeyGroupStates, StateImage};
 use weir_core::codec::{DecodeError, Decoder, Encoder};
 use weir_core::time::Epoch;
 use weir_core::watermark::SplitClock;
@@ -122,17 +129,50 @@ pub struct SnapshotCollector {
     sources: BTreeMap<Epoch, Vec<Option<Vec<SplitState>>>>,
     source_count: usize,
     operators: Vec<OperatorParts>,
-    /// Per sink: every epoch `<=` this is durable.
+    /// Per sink: every epoch `<=` this is prepared (durable once `durability` has run).
     sinks_through: Vec<Epoch>,
+    /// What the sinks have left to do to make their prepared epochs durable, in the order they
+    /// prepared them: run with the next snapshot taken.
+    durability: Vec<Durability>,
     start_epoch: Epoch,
 }
 
 #[derive(Debug)]
 struct OperatorParts {
     uid: String,
-    parts: BTreeMap<Epoch, KeyGroupStates>,
+    parts: BTreeMap<Epoch, StateImage>,
     /// The operator's final state, valid for every epoch from the key on.
     last: Option<(Epoch, KeyGroupStates)>,
+}
+
+/// A slot's snapshot for one checkpoint as the slot's thread took it: split positions, a copy
+/// of each operator's state, and the sinks' work left to make their output durable.
+#[derive(Debug)]
+pub struct PendingSnapshot {
+    /// The checkpoint.
+    pub epoch: Epoch,
+    splits: Vec<SplitState>,
+    operators: Vec<(String, StateImage)>,
+    durability: Vec<Durability>,
+}
+
+impl PendingSnapshot {
+    /// Makes the sinks' staged output durable, then encodes the state (off the slot's thread:
+    /// this may wait on a disk). An error names the sink that could not write.
+    pub fn finish(self) -> Result<SlotSnapshot, String> {
+        for durability in self.durability {
+            durability.wait().map_err(|error| error.to_string())?;
+        }
+        let mut state = Vec::new();
+        for (operator, image) in self.operators {
+            state.extend(image.encode().into_iter().map(|(key_group, bytes)| StateEntry {
+                operator: operator.clone(),
+                key_group,
+                bytes,
+            }));
+        }
+        Ok(SlotSnapshot { splits: self.splits, state })
+    }
 }
 
 /// A source's handle in the collector.
@@ -175,26 +215,28 @@ impl SnapshotCollector {
         assert!(previous.is_none(), "source {} reported epoch {epoch} twice", source.0);
     }
     /// A stateful operator's state at the end of `epoch`, by key group.
-    pub fn operator_part(&mut self, operator: OperatorPart, epoch: Epoch, entries: KeyGroupStates) {
+    pub fn operator_part(&mut self, operator: OperatorPart, epoch: Epoch, image: StateImage) {
         let parts = &mut self.operators[operator.0];
         assert!(parts.last.is_none(), "operator {} reported after its final state", parts.uid);
-        let previous = parts.parts.insert(epoch, entries);
+        let previous = parts.parts.insert(epoch, image);
         assert!(previous.is_none(), "operator {} reported epoch {epoch} twice", parts.uid);
     }
-    /// A stateful operator's final state, valid for `epoch` and every later epoch.
-    pub fn operator_final(&mut self, operator: OperatorPart, epoch: Epoch, entries: KeyGroupStates) {
+    /// A stateful operator's final state, valid for `epoch` and every later epoch (encoded
+    /// now: it is copied into every later snapshot).
+    pub fn operator_final(&mut self, operator: OperatorPart, epoch: Epoch, image: StateImage) {
         let parts = &mut self.operators[operator.0];
         assert!(parts.last.is_none(), "operator {} finished twice", parts.uid);
-        parts.last = Some((epoch, entries));
+        parts.last = Some((epoch, image.encode()));
     }
-    /// A sink has made every epoch `<= through` durable.
-    pub fn sink_durable_through(&mut self, sink: SinkPart, through: Epoch) {
+    /// A sink has written every epoch `<= through`; they are durable once `durability` ran.
+    pub fn sink_prepared(&mut self, sink: SinkPart, through: Epoch, durability: Durability) {
         // Before the sources leave the minimum epoch a sink may report less than the start.
         self.sinks_through[sink.0] = self.sinks_through[sink.0].max(through);
+        self.durability.push(durability);
     }
 
     /// The oldest epoch whose parts have all arrived, with the joined snapshot.
-    pub fn take_ready(&mut self) -> Option<(Epoch, SlotSnapshot)> {
+    pub fn take_ready(&mut self) -> Option<PendingSnapshot> {
         let (&epoch, parts) = self.sources.first_key_value()?;
         if parts.iter().any(Option::is_none) || self.sinks_through.iter().any(|&through| through < epoch) {
             return None;
@@ -205,19 +247,78 @@ impl SnapshotCollector {
         if !self.operators.iter().all(ready) {
             return None;
         }
-        let mut state = Vec::new();
-        for operator in &mut self.operators {
-            let entries = match operator.parts.remove(&epoch) {
-                Some(entries) => entries,
-                None => operator.last.as_ref().expect("checked above").1.clone(),
-            };
-            state.extend(entries.into_iter().map(|(key_group, bytes)| StateEntry {
-                operator: operator.uid.clone(),
-                key_group,
-                bytes,
-            }));
-        }
+        let operators = self
+            .operators
+            .iter_mut()
+            .map(|operator| {
+                let image = match operator.parts.remove(&epoch) {
+                    Some(image) => image,
+                    None => StateImage::encoded(operator.last.as_ref().expect("checked above").1.clone()),
+                };
+                (operator.uid.clone(), image)
+            })
+            .collect();
         let splits = self.sources.remove(&epoch).expect("present").into_iter().flatten().flatten().collect();
-        Some((epoch, SlotSnapshot { splits, state }))
+        // Every sink has prepared through `epoch`: the work that makes that durable was
+        // handed over by now, and runs before this snapshot is reported.
+        let durability = std::mem::take(&mut self.durability);
+        Some(PendingSnapshot { epoch, splits, operators, durability })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn split(position: u64) -> Vec<SplitState> {
+        vec![SplitState { split: 0, position, line: 0, clock: SplitClock::new(0) }]
+    }
+
+    #[test]
+    fn a_snapshot_is_ready_when_every_part_arrived_and_finishes_durability_before_encoding() {
+        let mut collector = SnapshotCollector::new(1);
+        let source = collector.register_source();
+        let operator = collector.register_operator("counts");
+        let sink = collector.register_sink();
+        let steps = Arc::new(AtomicUsize::new(0));
+        collector.source_part(source, 1, split(10));
+        let encoded_at = steps.clone();
+        collector.operator_part(
+            operator,
+            1,
+            StateImage::deferred(move || vec![(3, vec![encoded_at.fetch_add(1, Ordering::SeqCst) as u8])]),
+        );
+        assert!(collector.take_ready().is_none(), "the sink has not prepared epoch 1");
+        let synced_at = steps.clone();
+        collector.sink_prepared(
+            sink,
+            1,
+            Durability::after(move || {
+                synced_at.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }),
+        );
+        let pending = collector.take_ready().expect("every part arrived");
+        assert_eq!(pending.epoch, 1);
+        assert_eq!(steps.load(Ordering::SeqCst), 0, "nothing runs on the slot's thread");
+        let snapshot = pending.finish().unwrap();
+        assert_eq!(snapshot.splits, split(10));
+        // The sync ran first (step 0), the encoding second (step 1).
+        assert_eq!(snapshot.state, vec![StateEntry { operator: "counts".into(), key_group: 3, bytes: vec![1] }]);
+    }
+
+    #[test]
+    fn a_sink_that_cannot_make_its_output_durable_fails_the_snapshot_with_its_error() {
+        let mut collector = SnapshotCollector::new(1);
+        let source = collector.register_source();
+        let sink = collector.register_sink();
+        collector.source_part(source, 1, split(0));
+        let refused = || std::io::Error::other("output /out: cannot write: disk full");
+        collector.sink_prepared(sink, 1, Durability::after(move || Err(refused())));
+        let error = collector.take_ready().expect("ready").finish().unwrap_err();
+        assert_eq!(error, "output /out: cannot write: disk full");
     }
 }

@@ -22,7 +22,7 @@ use weir_core::time::EventTime;
 
 use crate::keyed::{key_group_of, KeyHasher};
 use crate::record::Data;
-use crate::stateful::KeyGroupStates;
+use crate::stateful::{KeyGroupStates, StateImage};
 
 /// What a key must be: data that hashes deterministically and orders totally.
 pub trait Key: Data + Hash + Eq + Ord {}
@@ -64,8 +64,9 @@ pub trait StateBackend<K: Key>: 'static {
     fn clear<S: Data>(&mut self, state: &StateName, at: &Access<'_, K>);
     /// Drops every value whose time to live ended at or before `now`.
     fn expire(&mut self, now: EventTime);
-    /// The state, by key group (sorted: equal states encode equally).
-    fn snapshot(&self) -> KeyGroupStates;
+    /// The state, by key group (sorted: equal states encode equally): a copy, encoded off the
+    /// slot's thread.
+    fn snapshot(&self) -> StateImage;
     /// Loads snapshotted key groups.
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String>;
 }
@@ -282,12 +283,19 @@ struct Stamped<V> {
 /// One state's table in the memory backend.
 trait Table<K>: Any {
     fn expire(&mut self, now: EventTime);
-    /// Appends each key group's entries (encoded) to `groups`.
-    fn snapshot(&self, name: &'static str, groups: &mut BTreeMap<usize, Vec<(String, Vec<u8>)>>);
+    /// A copy of the table, for a snapshot to encode off the slot's thread.
+    fn copy(&self) -> Box<dyn EncodeTable>;
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
     fn as_any(&mut self) -> &mut dyn Any;
 }
 
+/// A copy of a table taken for a snapshot.
+trait EncodeTable: Send {
+    /// Appends each key group's entries (encoded) to `groups`.
+    fn encode(&self, name: &'static str, groups: &mut BTreeMap<usize, Vec<(String, Vec<u8>)>>);
+}
+
+#[derive(Clone)]
 struct TypedTable<K, S> {
     ttl_ms: Option<i64>,
     entries: KeyMap<K, Stamped<S>>,
@@ -312,16 +320,8 @@ impl<K: Key, S: Data> Table<K> for TypedTable<K, S> {
             self.entries.retain(|_, e| now < e.written.saturating_add(ttl));
         }
     }
-    fn snapshot(&self, name: &'static str, groups: &mut BTreeMap<usize, Vec<(String, Vec<u8>)>>) {
-        let mut by_group: BTreeMap<usize, Vec<(&K, &Stamped<S>)>> = BTreeMap::new();
-        for (key, value) in &self.entries {
-            by_group.entry(key_group_of(key)).or_default().push((key, value));
-        }
-        for (group, mut entries) in by_group {
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            let bytes = bincode::serialize(&entries).expect("state serializes");
-            groups.entry(group).or_default().push((name.to_owned(), bytes));
-        }
+    fn copy(&self) -> Box<dyn EncodeTable> {
+        Box::new(self.clone())
     }
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
         let entries: Vec<(K, Stamped<S>)> = crate::keyed::decode_state(bytes)?;
@@ -334,6 +334,20 @@ impl<K: Key, S: Data> Table<K> for TypedTable<K, S> {
     }
     fn as_any(&mut self) -> &mut dyn Any {
         self
+    }
+}
+
+impl<K: Key, S: Data> EncodeTable for TypedTable<K, S> {
+    fn encode(&self, name: &'static str, groups: &mut BTreeMap<usize, Vec<(String, Vec<u8>)>>) {
+        let mut by_group: BTreeMap<usize, Vec<(&K, &Stamped<S>)>> = BTreeMap::new();
+        for (key, value) in &self.entries {
+            by_group.entry(key_group_of(key)).or_default().push((key, value));
+        }
+        for (group, mut entries) in by_group {
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let bytes = bincode::serialize(&entries).expect("state serializes");
+            groups.entry(group).or_default().push((name.to_owned(), bytes));
+        }
     }
 }
 
@@ -442,24 +456,29 @@ impl<K: Key> StateBackend<K> for MemoryBackend<K> {
             table.expire(now);
         }
     }
-    fn snapshot(&self) -> KeyGroupStates {
-        let mut groups: BTreeMap<usize, Vec<(String, Vec<u8>)>> = BTreeMap::new();
-        for (name, table) in &self.tables {
-            table.snapshot(name, &mut groups);
-        }
+    fn snapshot(&self) -> StateImage {
+        let tables: Vec<(&'static str, Box<dyn EncodeTable>)> =
+            self.tables.iter().map(|(name, table)| (*name, table.copy())).collect();
         // Restored state not accessed since is kept as it came.
-        for (name, parts) in &self.pending {
-            for (group, bytes) in parts {
-                groups.entry(*group).or_default().push((name.clone(), bytes.clone()));
+        let pending = self.pending.clone();
+        StateImage::deferred(move || {
+            let mut groups: BTreeMap<usize, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+            for (name, table) in &tables {
+                table.encode(name, &mut groups);
             }
-        }
-        groups
-            .into_iter()
-            .map(|(group, mut tables)| {
-                tables.sort();
-                (group, bincode::serialize(&tables).expect("state serializes"))
-            })
-            .collect()
+            for (name, parts) in pending {
+                for (group, bytes) in parts {
+                    groups.entry(group).or_default().push((name.clone(), bytes));
+                }
+            }
+            groups
+                .into_iter()
+                .map(|(group, mut tables)| {
+                    tables.sort();
+                    (group, bincode::serialize(&tables).expect("state serializes"))
+                })
+                .collect()
+        })
     }
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
         for (group, bytes) in states {

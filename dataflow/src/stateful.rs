@@ -45,6 +45,47 @@ type Held<T> = BTreeMap<Epoch, Vec<(EventTime, Vec<Record<T>>)>>;
 /// State encoded per key group: `(key group, bytes)`.
 pub type KeyGroupStates = Vec<(usize, Vec<u8>)>;
 
+/// An operator's state at a checkpoint, taken on the slot's thread and encoded elsewhere.
+///
+/// Encoding a snapshot (grouping by key group, sorting, serializing) costs far more than
+/// copying the maps that hold it — a hash map of plain values copies as one `memcpy`. So an
+/// operator takes a copy on the slot's thread, where its state is consistent, and hands the
+/// encoding to the slot's snapshot writer, which runs it off the slot's thread while records
+/// flow on ([`crate::snapshot::PendingSnapshot::finish`]).
+pub struct StateImage(Image);
+
+enum Image {
+    Encoded(KeyGroupStates),
+    Deferred(Box<dyn FnOnce() -> KeyGroupStates + Send>),
+}
+
+impl StateImage {
+    /// State already encoded.
+    pub fn encoded(states: KeyGroupStates) -> Self {
+        StateImage(Image::Encoded(states))
+    }
+    /// State to be encoded by `encode`, which owns a copy of it.
+    pub fn deferred(encode: impl FnOnce() -> KeyGroupStates + Send + 'static) -> Self {
+        StateImage(Image::Deferred(Box::new(encode)))
+    }
+    /// The encoded state.
+    pub fn encode(self) -> KeyGroupStates {
+        match self.0 {
+            Image::Encoded(states) => states,
+            Image::Deferred(encode) => encode(),
+        }
+    }
+}
+
+impl std::fmt::Debug for StateImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Image::Encoded(_) => "StateImage(encoded)",
+            Image::Deferred(_) => "StateImage(deferred)",
+        })
+    }
+}
+
 /// What a stateful operator does; the scaffold does the rest.
 pub trait StatefulLogic: 'static {
     /// Input records.
@@ -75,8 +116,8 @@ pub trait StatefulLogic: 'static {
         EventTime::MAX
     }
     /// The state, by key group (called at every checkpoint; sorted, so equal states encode
-    /// equally).
-    fn snapshot(&self) -> KeyGroupStates;
+    /// equally): a copy, encoded later off the slot's thread — see [`StateImage`].
+    fn snapshot(&self) -> StateImage;
     /// Loads restored state (the key groups this slot owns), before any record.
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String>;
 }

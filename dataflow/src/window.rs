@@ -25,7 +25,7 @@ use weir_core::window::TumblingWindows;
 use crate::keyed::KeySelector;
 use crate::keyed::{key_group_of, KeyHasher};
 use crate::record::{Data, Record};
-use crate::stateful::{KeyGroupStates, StatefulLogic};
+use crate::stateful::{KeyGroupStates, StateImage, StatefulLogic};
 
 /// A time window `[start, end)`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -396,16 +396,9 @@ where
         self.ends.first().map_or(EventTime::MAX, |(end, _, _)| end.saturating_sub(1))
     }
 
-    fn snapshot(&self) -> KeyGroupStates {
-        let mut groups: SessionEntries<'_, K, F::Acc> = BTreeMap::new();
-        for (end, key, start) in &self.ends {
-            let (_, accumulator) = &self.sessions[key][start];
-            groups.entry(key_group_of(key)).or_default().push((key, *start, *end, accumulator));
-        }
-        groups
-            .into_iter()
-            .map(|(group, entries)| (group, bincode::serialize(&entries).expect("session state serializes")))
-            .collect()
+    fn snapshot(&self) -> StateImage {
+        let sessions = self.sessions.clone();
+        StateImage::deferred(move || encode_sessions(&sessions))
     }
 
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
@@ -455,6 +448,67 @@ pub struct WindowAggregate<K, T, W, F: AggregateFunction<T>, R, KF, RF> {
     /// The bound event time last passed (for the output hold under allowed lateness).
     passed: EventTime,
     _types: std::marker::PhantomData<fn(T) -> R>,
+}
+
+/// Encodes a window operator's state by key group: open windows and windows within their
+/// allowed lateness, each sorted, so that equal states encode equally.
+fn encode_windows<K: Data + Hash + Eq + Ord, T: Data, A: Data>(
+    windows: &BTreeMap<(EventTime, EventTime), KeyMap<K, A>>,
+    retained_windows: &Retained<K, A, T>,
+) -> KeyGroupStates {
+    let mut groups: GroupEntries<'_, K, A> = BTreeMap::new();
+    for (&(end, start), keys) in windows {
+        for (key, accumulator) in keys {
+            groups.entry(key_group_of(key)).or_default().push((start, end, key, accumulator));
+        }
+    }
+    let mut retained: BTreeMap<usize, RetainedEntries<'_, K, A, T>> = BTreeMap::new();
+    for (&(end, start), keys) in retained_windows {
+        for (key, lateness) in keys {
+            retained.entry(key_group_of(key)).or_default().push((start, end, key, lateness));
+        }
+    }
+    let groups_with_state: std::collections::BTreeSet<usize> =
+        groups.keys().chain(retained.keys()).copied().collect();
+    groups_with_state
+        .into_iter()
+        .map(|group| {
+            let mut open = groups.remove(&group).unwrap_or_default();
+            open.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
+            let mut late = retained.remove(&group).unwrap_or_default();
+            late.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
+            // Late records in arrival order would make equal states encode differently.
+            let late: Vec<_> = late
+                .into_iter()
+                .map(|(start, end, key, lateness)| {
+                    let mut records: Vec<&T> = lateness.late.iter().collect();
+                    records.sort_by_cached_key(|r| bincode::serialize(r).expect("records serialize"));
+                    (start, end, key, lateness.on_time.as_ref(), records)
+                })
+                .collect();
+            (group, bincode::serialize(&(open, late)).expect("window state serializes"))
+        })
+        .collect()
+}
+
+/// Encodes open sessions by key group, each group's sessions in the order they fire
+/// (`(end, key, start)`), so that equal states encode equally.
+fn encode_sessions<K: Data + Hash + Eq + Ord, A: Data>(
+    sessions: &KeyMap<K, BTreeMap<EventTime, (EventTime, A)>>,
+) -> KeyGroupStates {
+    let mut groups: SessionEntries<'_, K, A> = BTreeMap::new();
+    for (key, by_start) in sessions {
+        for (start, (end, accumulator)) in by_start {
+            groups.entry(key_group_of(key)).or_default().push((key, *start, *end, accumulator));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(group, mut entries)| {
+            entries.sort_unstable_by(|a, b| (a.2, a.0, a.1).cmp(&(b.2, b.0, b.1)));
+            (group, bincode::serialize(&entries).expect("session state serializes"))
+        })
+        .collect()
 }
 
 /// A key's window within its allowed lateness.
@@ -626,40 +680,9 @@ where
         retained.min(self.passed.saturating_sub(self.allowed_lateness_ms))
     }
 
-    fn snapshot(&self) -> KeyGroupStates {
-        let mut groups: GroupEntries<'_, K, F::Acc> = BTreeMap::new();
-        for (&(end, start), keys) in &self.windows {
-            for (key, accumulator) in keys {
-                groups.entry(key_group_of(key)).or_default().push((start, end, key, accumulator));
-            }
-        }
-        let mut retained: BTreeMap<usize, RetainedEntries<'_, K, F::Acc, T>> = BTreeMap::new();
-        for (&(end, start), keys) in &self.retained {
-            for (key, lateness) in keys {
-                retained.entry(key_group_of(key)).or_default().push((start, end, key, lateness));
-            }
-        }
-        let groups_with_state: std::collections::BTreeSet<usize> =
-            groups.keys().chain(retained.keys()).copied().collect();
-        groups_with_state
-            .into_iter()
-            .map(|group| {
-                let mut open = groups.remove(&group).unwrap_or_default();
-                open.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
-                let mut late = retained.remove(&group).unwrap_or_default();
-                late.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
-                // Late records in arrival order would make equal states encode differently.
-                let late: Vec<_> = late
-                    .into_iter()
-                    .map(|(start, end, key, lateness)| {
-                        let mut records: Vec<&T> = lateness.late.iter().collect();
-                        records.sort_by_cached_key(|r| bincode::serialize(r).expect("records serialize"));
-                        (start, end, key, lateness.on_time.as_ref(), records)
-                    })
-                    .collect();
-                (group, bincode::serialize(&(open, late)).expect("window state serializes"))
-            })
-            .collect()
+    fn snapshot(&self) -> StateImage {
+        let (windows, retained) = (self.windows.clone(), self.retained.clone());
+        StateImage::deferred(move || encode_windows::<K, T, F::Acc>(&windows, &retained))
     }
 
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
