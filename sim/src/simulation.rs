@@ -1138,7 +1138,13 @@ fn judge_mix(job: &PlannedJob) -> Judgement {
             ),
             compare("custom trigger", expected.spikes, committed_records::<(i64, i64)>(&output.join("spikes"), false)?),
             compare("count window late", expected.global_late.clone(), readings("late-count-window")?),
-            compare("custom trigger late", expected.global_late, readings("late-spikes")?),
+            compare("custom trigger late", expected.global_late.clone(), readings("late-spikes")?),
+            compare(
+                "processing-time batches",
+                expected.batched,
+                committed_records::<Reading>(&output.join("batched"), false)?,
+            ),
+            compare("processing-time batches late", expected.global_late, readings("late-batched")?),
             compare("broadcast state", expected.flagged, pairs("flagged")?),
             compare(
                 "broadcast state late",

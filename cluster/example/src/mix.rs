@@ -6,7 +6,9 @@
 //! 4 s windows sliding by 2 s (`OUTPUT/sliding/`), reading counts in windows cumulating by 1 s
 //! up to 4 s (`OUTPUT/cumulate/`), each alarm with the readings from 500 ms before it to 500 ms
 //! after it (`OUTPUT/interval-join/`), and alarms paired with readings in the same 2 s window
-//! (`OUTPUT/window-join/`). Every operator's late records go to a directory of their own.
+//! (`OUTPUT/window-join/`), and every on-time reading once more, passed through a buffer that
+//! processing-time timers flush (`OUTPUT/batched/`). Every operator's late records go to a
+//! directory of their own.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,8 +19,9 @@ use weir_dataflow::api::BuildError;
 use weir_dataflow::source::{Generator, GeneratorSource};
 use weir_dataflow::{
     AggregateFunction, BroadcastKey, Context, CountTrigger, CumulativeEventTimeWindows, JobBuilder, JobDef,
-    KeyedBroadcastProcessFunction, ParamDef, ParamKind, Params, SlidingEventTimeWindows, TimeWindow, TriggerResult,
-    TumblingEventTimeWindows, ValueState, WatermarkStrategy,
+    KeyedBroadcastProcessFunction, KeyedProcessFunction, ListState, ParamDef, ParamKind, Params,
+    SlidingEventTimeWindows, TimeDomain, TimeWindow, TriggerResult, TumblingEventTimeWindows, ValueState,
+    WatermarkStrategy,
 };
 
 /// Sliding windows: size and slide.
@@ -196,7 +199,67 @@ fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError> {
         by_sensor().connect_broadcast(alarms_for_rules.broadcast()).process("thresholds", Thresholds::default());
     flagged.results.sink_serde_csv("flagged", output.join("flagged"), PAIR_HEADER);
     flagged.late.sink_json("flagged-late", output.join("late-flagged"));
+    let batched = by_sensor().process("batcher", Batcher::default());
+    batched.results.sink_serde_csv("batched", output.join("batched"), "sensor,value,time");
+    batched.late.sink_json("batched-late", output.join("late-batched"));
     Ok(())
+}
+
+/// How long a sensor's batch waits, in processing time, after its first reading.
+pub const BATCH_DELAY_MS: i64 = 5;
+/// Event time after its first reading at which a batch is flushed whatever the clock says
+/// (processing-time timers do not fire once the input has ended; event-time timers do).
+pub const BATCH_HORIZON_MS: i64 = 30_000;
+
+/// Batches flushed by a processing-time timer so far, in this process (the output is the same
+/// whichever timer flushes: tests read this to know the processing-time path ran).
+pub static PROCESSING_TIME_FLUSHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Buffers each sensor's readings and emits them in a batch when a processing-time timer
+/// fires ([`BATCH_DELAY_MS`] after the batch's first reading, on the node's clock — simulated
+/// under the simulator) or, failing that, an event-time timer. Which timer flushes depends on
+/// timing; what is emitted does not: every on-time reading exactly once — through crashes,
+/// as long as buffers and both kinds of timers are checkpointed and restored exactly.
+pub struct Batcher {
+    buffer: ListState<Reading>,
+    /// The open batch's timers: `(processing time, event time)`.
+    deadlines: ValueState<(EventTime, EventTime)>,
+}
+
+impl Default for Batcher {
+    fn default() -> Self {
+        Batcher { buffer: ListState::new("buffer"), deadlines: ValueState::new("deadlines") }
+    }
+}
+
+impl KeyedProcessFunction<i64, Reading, Reading> for Batcher {
+    fn process_element(&mut self, reading: Reading, ctx: &mut Context<'_, i64, Reading>) {
+        if self.deadlines.get(ctx.state()).is_none() {
+            let deadlines = (ctx.current_processing_time() + BATCH_DELAY_MS, reading.time + BATCH_HORIZON_MS);
+            ctx.register_processing_time_timer(deadlines.0);
+            ctx.register_event_time_timer(deadlines.1);
+            self.deadlines.set(ctx.state(), deadlines);
+        }
+        self.buffer.add(ctx.state(), reading);
+    }
+
+    fn on_timer(&mut self, _timestamp: EventTime, domain: TimeDomain, ctx: &mut Context<'_, i64, Reading>) {
+        // A timer of a batch flushed already (its other timer could not be deleted) flushes
+        // the next one early: harmless, every reading still goes out once.
+        let Some((processing, event)) = self.deadlines.get(ctx.state()) else { return };
+        match domain {
+            TimeDomain::ProcessingTime => {
+                PROCESSING_TIME_FLUSHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ctx.delete_event_time_timer(event);
+            }
+            TimeDomain::EventTime => ctx.delete_processing_time_timer(processing),
+        }
+        for reading in self.buffer.get(ctx.state()) {
+            ctx.collect(reading);
+        }
+        self.buffer.clear(ctx.state());
+        self.deadlines.clear(ctx.state());
+    }
 }
 
 /// Flags readings above their sensor's threshold, which broadcast alarms set.

@@ -218,8 +218,10 @@ pub struct MixOutput {
     pub count_window: Vec<(i64, i64)>,
     /// `(sensor, sum)` of a sensor's on-time readings up to and including each spike.
     pub spikes: Vec<(i64, i64)>,
-    /// Readings behind their watermark (late for both global windows).
+    /// Readings behind their watermark (late for both global windows and the batcher).
     pub global_late: Vec<crate::mix::Reading>,
+    /// Every on-time reading, once (the batcher's output).
+    pub batched: Vec<crate::mix::Reading>,
     /// Readings above the threshold of their sensor's latest alarm (broadcast state).
     pub flagged: Vec<crate::mix::Pair>,
     /// Records behind their watermark, for the broadcast operator.
@@ -317,6 +319,7 @@ pub fn mix(
             output.global_late.push(reading.clone());
         } else {
             per_sensor.entry(reading.sensor).or_default().push(reading);
+            output.batched.push(reading.clone());
         }
     }
     for (sensor, sorted) in &mut per_sensor {
@@ -338,6 +341,7 @@ pub fn mix(
     output.count_window.sort();
     output.spikes.sort();
     output.global_late.sort();
+    output.batched.sort();
 
     // Broadcast state: alarms (broadcast, first at equal times) set each sensor's level;
     // readings, in event-time order, are flagged above their sensor's threshold.

@@ -187,6 +187,11 @@ fn every_example_job_restores_its_state_exactly_after_a_crash() {
         "broadcast state restored to every slot"
     );
     assert_eq!(committed_csv::<(i64, i64)>(&out("mix").join("count-window")), expected.count_window);
+    assert_eq!(
+        committed_csv::<weir_example::mix::Reading>(&out("mix").join("batched")),
+        expected.batched,
+        "buffers and processing-time timers restored"
+    );
 }
 
 #[test]
@@ -307,6 +312,8 @@ fn the_mix_of_windows_and_joins_equals_the_reference_at_every_parallelism() {
         assert_eq!(committed_csv::<(i64, i64)>(&output.join("spikes")), expected.spikes, "custom trigger, {context}");
         assert_eq!(committed_json::<Reading>(&output.join("late-count-window")), expected.global_late, "{context}");
         assert_eq!(committed_json::<Reading>(&output.join("late-spikes")), expected.global_late, "{context}");
+        assert_eq!(committed_csv::<Reading>(&output.join("batched")), expected.batched, "batched, {context}");
+        assert_eq!(committed_json::<Reading>(&output.join("late-batched")), expected.global_late, "{context}");
         assert!(!expected.flagged.is_empty());
         assert_eq!(committed_csv::<Pair>(&output.join("flagged")), expected.flagged, "broadcast state, {context}");
         assert_eq!(
@@ -320,6 +327,10 @@ fn the_mix_of_windows_and_joins_equals_the_reference_at_every_parallelism() {
         assert_eq!(committed_csv::<Pair>(&output.join("window-join")), expected.window_join, "window join, {context}");
         assert_eq!(committed_json::<Side>(&output.join("late-window-join")), expected.window_join_late, "{context}");
     }
+    // The batches above went out on processing-time timers too, not only on the event-time
+    // timers that flush what is left when the input ends.
+    let flushes = weir_example::mix::PROCESSING_TIME_FLUSHES.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(flushes > 0, "no batch was flushed by a processing-time timer");
 }
 
 #[test]
