@@ -271,19 +271,24 @@ fn process_and_joins(c: &mut Criterion) {
                 .collect()
         })
         .collect();
-    group.bench_function("interval_join_100ms", |b| {
-        b.iter_batched(
-            || sides.clone(),
-            |mut sides| {
-                let join = IntervalJoinFunction::new(-100, 100, |a: &Bid, b: &Bid| (a.auction, a.price, b.price));
-                let key = |side: &Either<Bid, Bid>| match side {
-                    Either::Left(bid) | Either::Right(bid) => bid.auction,
-                };
-                drive(ProcessOperator::new(CoProcess(join), key, Box::new(|| 0)), &mut sides)
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    // A narrow interval (few partners waiting per key) and a wide one (twenty times as many
+    // waiting, and as many pairs out).
+    for (name, bound_ms) in [("interval_join_100ms", 100), ("interval_join_2s", 2_000)] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || sides.clone(),
+                |mut sides| {
+                    let pair = |a: &Bid, b: &Bid| (a.auction, a.price, b.price);
+                    let join = IntervalJoinFunction::new(-bound_ms, bound_ms, pair);
+                    let key = |side: &Either<Bid, Bid>| match side {
+                        Either::Left(bid) | Either::Right(bid) => bid.auction,
+                    };
+                    drive(ProcessOperator::new(CoProcess(join), key, Box::new(|| 0)), &mut sides)
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     group.finish();
 }
 

@@ -172,7 +172,8 @@ impl SnapshotWriter {
             while let Some((snapshot, records_read)) = pending.recv().await {
                 let checkpoint = snapshot.epoch;
                 // A blocking-pool thread in production (fsync may wait); inline in simulation.
-                let finished = rt::blocking(move || snapshot.finish().map(|state| state.encode(slot, checkpoint))).await;
+                let finished =
+                    rt::blocking(move || snapshot.finish().map(|state| state.encode(slot, checkpoint))).await;
                 match finished {
                     Ok(state) => {
                         tracing::debug!(slot, checkpoint, bytes = state.len(), "slot snapshot written");

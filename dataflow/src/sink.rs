@@ -408,7 +408,9 @@ impl Durability {
             None => self,
             Some(work) => {
                 let what = what();
-                Durability::after(move || work().map_err(|error| io::Error::new(error.kind(), format!("{what}: {error}"))))
+                Durability::after(move || {
+                    work().map_err(|error| io::Error::new(error.kind(), format!("{what}: {error}")))
+                })
             }
         }
     }

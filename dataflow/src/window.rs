@@ -468,8 +468,7 @@ fn encode_windows<K: Data + Hash + Eq + Ord, T: Data, A: Data>(
             retained.entry(key_group_of(key)).or_default().push((start, end, key, lateness));
         }
     }
-    let groups_with_state: std::collections::BTreeSet<usize> =
-        groups.keys().chain(retained.keys()).copied().collect();
+    let groups_with_state: std::collections::BTreeSet<usize> = groups.keys().chain(retained.keys()).copied().collect();
     groups_with_state
         .into_iter()
         .map(|group| {
