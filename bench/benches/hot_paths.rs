@@ -1,6 +1,7 @@
 //! Criterion suites for the hot paths: CSV parsing, the generator, every window kind (tumbling,
-//! sliding, cumulating, sessions), a keyed process function with value state, the interval
-//! join, key routing and the exchange channel, and result formatting.
+//! sliding, cumulating, sessions, global with a count trigger), a keyed process function with
+//! value state, the interval join and the window join, key routing and the exchange channel,
+//! and result formatting.
 //!
 //! Run: `cargo bench -p weir-bench --bench hot_paths`. Throughput is reported per record.
 #![allow(missing_docs)]
@@ -16,13 +17,13 @@ use weir_core::keygroup::slot_of_key;
 use weir_core::time::Time;
 use weir_core::Bid;
 use weir_dataflow::exchange::{Doorbell, ExchangeMessage, ExchangeRx, ExchangeTx, LocalChannel};
-use weir_dataflow::join::IntervalJoinFunction;
+use weir_dataflow::join::{join_window, IntervalJoinFunction};
 use weir_dataflow::process::{CoProcess, ProcessOperator};
 use weir_dataflow::sink::CsvRow;
 use weir_dataflow::stateful::StatefulLogic;
 use weir_dataflow::window::{
-    AggregateFunction, CumulativeEventTimeWindows, EventTimeSessionWindows, SlidingEventTimeWindows, TimeWindow,
-    TumblingEventTimeWindows, WindowAggregate, WindowKind,
+    AggregateFunction, CollectAll, CountTrigger, CumulativeEventTimeWindows, EventTimeSessionWindows,
+    GlobalAggregate, SlidingEventTimeWindows, TimeWindow, TumblingEventTimeWindows, WindowAggregate, WindowKind,
 };
 use weir_dataflow::{Context, Either, KeyedProcessFunction, Record, ValueState};
 
@@ -229,6 +230,20 @@ fn window_kinds(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // Global windows: a key's window fires every 5 records (`countWindow(5)`), a process
+    // function over the key's state.
+    group.bench_function("global_count_5", |b| {
+        b.iter_batched(
+            || batches.clone(),
+            |mut batches| {
+                let count_window = GlobalAggregate::new(CountBids, CountTrigger(5), |&auction: &i64, count: u64| {
+                    (auction, count)
+                });
+                drive(ProcessOperator::new(count_window, key, Box::new(|| 0)), &mut batches)
+            },
+            BatchSize::LargeInput,
+        )
+    });
     group.finish();
 }
 
@@ -289,6 +304,23 @@ fn process_and_joins(c: &mut Criterion) {
             )
         });
     }
+    // Window join: even bids with odd bids of the same auction in the same 2 s window, every
+    // pair when the window fires (the window operator keeping all records, as `apply` does).
+    group.bench_function("window_join_2s", |b| {
+        b.iter_batched(
+            || sides.clone(),
+            |mut sides| {
+                let key = |side: &Either<Bid, Bid>| match side {
+                    Either::Left(bid) | Either::Right(bid) => bid.auction,
+                };
+                let pairs = |_: &i64, _: TimeWindow, records: Vec<Either<Bid, Bid>>| {
+                    join_window(records, |a: &Bid, b: &Bid| (a.auction, a.price, b.price))
+                };
+                drive(WindowKind::logic(TumblingEventTimeWindows::of(2_000), CollectAll, key, pairs), &mut sides)
+            },
+            BatchSize::LargeInput,
+        )
+    });
     group.finish();
 }
 

@@ -98,8 +98,9 @@ where
     }
 }
 
-/// Joins the records of one window pairwise: every left with every right, in a fixed order.
-pub(crate) fn join_window<A: Clone, B: Clone, O>(records: Vec<Either<A, B>>, join: impl Fn(&A, &B) -> O) -> Vec<O> {
+/// Joins the records of one window pairwise: every left with every right, in a fixed order
+/// (public for benchmarks).
+pub fn join_window<A: Clone, B: Clone, O>(records: Vec<Either<A, B>>, join: impl Fn(&A, &B) -> O) -> Vec<O> {
     let (mut lefts, mut rights) = (Vec::new(), Vec::new());
     for record in records {
         match record {
