@@ -22,8 +22,8 @@ use weir_dataflow::process::{CoProcess, ProcessOperator};
 use weir_dataflow::sink::CsvRow;
 use weir_dataflow::stateful::StatefulLogic;
 use weir_dataflow::window::{
-    AggregateFunction, CollectAll, CountTrigger, CumulativeEventTimeWindows, EventTimeSessionWindows,
-    GlobalAggregate, SlidingEventTimeWindows, TimeWindow, TumblingEventTimeWindows, WindowAggregate, WindowKind,
+    AggregateFunction, CollectAll, CountTrigger, CumulativeEventTimeWindows, EventTimeSessionWindows, GlobalAggregate,
+    SlidingEventTimeWindows, TimeWindow, TumblingEventTimeWindows, WindowAggregate, WindowKind,
 };
 use weir_dataflow::{Context, Either, KeyedProcessFunction, Record, ValueState};
 
@@ -236,9 +236,8 @@ fn window_kinds(c: &mut Criterion) {
         b.iter_batched(
             || batches.clone(),
             |mut batches| {
-                let count_window = GlobalAggregate::new(CountBids, CountTrigger(5), |&auction: &i64, count: u64| {
-                    (auction, count)
-                });
+                let count_window =
+                    GlobalAggregate::new(CountBids, CountTrigger(5), |&auction: &i64, count: u64| (auction, count));
                 drive(ProcessOperator::new(count_window, key, Box::new(|| 0)), &mut batches)
             },
             BatchSize::LargeInput,

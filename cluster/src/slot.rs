@@ -171,9 +171,15 @@ impl SnapshotWriter {
         let task = tokio::spawn(async move {
             while let Some((snapshot, records_read)) = pending.recv().await {
                 let checkpoint = snapshot.epoch;
-                // A blocking-pool thread in production (fsync may wait); inline in simulation.
-                let finished =
-                    rt::blocking(move || snapshot.finish().map(|state| state.encode(slot, checkpoint))).await;
+                // A blocking-pool thread in production (fsync may wait); inline in simulation. A
+                // panic (a bug, or a user type that does not serialize) fails the slot as it
+                // would have on the slot's own thread.
+                let finished = rt::blocking(move || {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| snapshot.finish()))
+                        .unwrap_or_else(|panic| Err(format!("internal error (bug): {}", rt::panic_message(&*panic))))
+                        .map(|state| state.encode(slot, checkpoint))
+                })
+                .await;
                 match finished {
                     Ok(state) => {
                         tracing::debug!(slot, checkpoint, bytes = state.len(), "slot snapshot written");
@@ -191,10 +197,13 @@ impl SnapshotWriter {
 
     /// Why the writer stopped, if it failed.
     fn failure(&self) -> Option<String> {
-        self.failure.lock().expect("not poisoned").clone()
+        let failure = self.failure.lock().expect("not poisoned").clone();
+        // Stopped without saying why: it can only have panicked outside the guarded work.
+        failure.or_else(|| self.task.is_finished().then(|| "internal error (bug): the snapshot writer stopped".into()))
     }
 
-    /// Queues a snapshot the slot took, with the input records it had read by then.
+    /// Queues a snapshot the slot took, with the input records it had read by then (a writer
+    /// that stopped has failed, which [`SnapshotWriter::failure`] reports).
     fn write(&self, snapshot: PendingSnapshot, records_read: u64) {
         let _ = self.queue.send((snapshot, records_read));
     }

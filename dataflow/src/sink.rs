@@ -2,8 +2,8 @@
 //!
 //! A sink writes the rows of epoch `n` to a hidden staging file
 //! `<dir>/_staging/e<n>-s<slot>.csv`. When its input frontier passes epoch `n` it flushes that
-//! file and hands its `fsync` to the slot's snapshot writer ([`Durability`]), which runs it off
-//! the slot's thread before the slot reports its part of checkpoint `n`. Only after checkpoint `n` is complete (its `_metadata` written) does [`commit_through`]
+//! file and hands its `fsync` to the slot's snapshot writer ([`Durability`]), which runs it
+//! off the slot's thread before the slot reports its part of checkpoint `n`. Only after checkpoint `n` is complete (its `_metadata` written) does [`commit_through`]
 //! rename the staged file to `<dir>/part-e<n>-s<slot>.csv`, the committed, visible name.
 //! Renames are atomic and idempotent (a missing staged file whose part exists is already
 //! committed), so a recovery may re-commit freely. On recovery from checkpoint `n`,
@@ -387,6 +387,7 @@ pub trait TransactionalSink<R>: 'static {
 /// What a sink still has to do to make the epochs it prepared durable: work that may wait on a
 /// disk or a server, run by the slot's snapshot writer off the slot's thread, before the slot
 /// reports the checkpoint that covers those epochs.
+#[must_use = "dropping a Durability gives up the fsync the checkpoint relies on"]
 pub struct Durability(Option<Box<dyn FnOnce() -> io::Result<()> + Send>>);
 
 impl Durability {

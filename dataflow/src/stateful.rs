@@ -48,10 +48,12 @@ pub type KeyGroupStates = Vec<(usize, Vec<u8>)>;
 /// An operator's state at a checkpoint, taken on the slot's thread and encoded elsewhere.
 ///
 /// Encoding a snapshot (grouping by key group, sorting, serializing) costs far more than
-/// copying the maps that hold it — a hash map of plain values copies as one `memcpy`. So an
-/// operator takes a copy on the slot's thread, where its state is consistent, and hands the
-/// encoding to the slot's snapshot writer, which runs it off the slot's thread while records
-/// flow on ([`crate::snapshot::PendingSnapshot::finish`]).
+/// copying the maps that hold it: a clone walks the entries once, without hashing. So an
+/// operator takes a deep copy on the slot's thread, where its state is consistent, and hands
+/// the encoding to the slot's snapshot writer, which runs it off the slot's thread while
+/// records flow on ([`crate::snapshot::PendingSnapshot::finish`]). The copy must share nothing
+/// mutable with the operator (records are plain values: `Data` is `Clone + Send`).
+#[must_use = "a state image is the operator's part of a checkpoint"]
 pub struct StateImage(Image);
 
 enum Image {

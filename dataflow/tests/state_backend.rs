@@ -125,14 +125,22 @@ fn check<B: StateBackend<u64>>(fresh: impl Fn() -> B, ops: Vec<Op>) -> Result<()
                 // the operator does to its state in between must not show in it.
                 let image = backend.snapshot();
                 let scribble = ValueState::<i64>::new("scribble");
-                for key in 0..4u64 {
-                    scribble.set(&mut KeyedState::new(&mut backend, &key, now), -1);
+                for key in 0..6u64 {
+                    let mut state = KeyedState::new(&mut backend, &key, now);
+                    scribble.set(&mut state, -1);
+                    value.set(&mut state, -1);
+                    list.add(&mut state, -1);
+                    map.put(&mut state, 0, -1);
                 }
                 backend.expire(now + 100 * TTL_MS);
                 let snapshot = image.encode();
                 let mut restored = fresh();
                 restored.restore(snapshot.clone()).map_err(TestCaseError::fail)?;
-                prop_assert_eq!(restored.snapshot().encode(), snapshot, "a restored backend snapshots what it restored");
+                prop_assert_eq!(
+                    restored.snapshot().encode(),
+                    snapshot,
+                    "a restored backend snapshots what it restored"
+                );
                 backend = restored;
             }
         }
