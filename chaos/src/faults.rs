@@ -222,6 +222,8 @@ pub enum SimJob {
     Sessions,
     /// `mix`: sliding and cumulating windows, an interval join and a window join.
     Mix,
+    /// `sql`: a Flink SQL script, Nexmark q0–q2 over the Nexmark generator table.
+    Sql,
 }
 
 impl SimJob {
@@ -233,18 +235,20 @@ impl SimJob {
             SimJob::Enrichment => "enrichment",
             SimJob::Sessions => "sessions",
             SimJob::Mix => "mix",
+            SimJob::Sql => "sql",
         }
     }
 
-    /// The job of `seed`: one seed in three runs `bids`, one in six each of the others. Drawn
-    /// from a stream of its own, so that adding jobs leaves every seed's cluster and faults as
-    /// they were.
+    /// The job of `seed`: two seeds in seven run `bids`, one in seven each of the others.
+    /// Drawn from a stream of its own, so that adding jobs leaves every seed's cluster and
+    /// faults as they were.
     pub fn of_seed(seed: u64) -> Self {
-        match mix64(seed ^ 0x70B5_70B5) % 6 {
+        match mix64(seed ^ 0x70B5_70B5) % 7 {
             0 => SimJob::Fraud,
             1 => SimJob::Enrichment,
             2 => SimJob::Sessions,
             3 => SimJob::Mix,
+            4 => SimJob::Sql,
             _ => SimJob::Bids,
         }
     }

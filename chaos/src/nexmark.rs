@@ -171,3 +171,102 @@ pub fn q8(events: &[Event], size: i64) -> Vec<(i64, String, i64)> {
     rows.sort();
     rows
 }
+
+/// A Flink SQL script running Nexmark q0, q1 and q2 over `events` generated events (`seed`),
+/// writing CSV into `out/q0`, `out/q1` and `out/q2`: Nexmark's generator table (with its
+/// computed event time and watermark), a view of its bids, and the three queries as Nexmark
+/// writes them.
+pub fn sql_q0_to_q2(out: &std::path::Path, events: u64, seed: u64) -> String {
+    let out = out.display();
+    format!(
+        "-- Nexmark's generator, as a table (physical columns, a computed event time, a watermark)
+CREATE TABLE datagen (
+  event_type INT,
+  person ROW<id BIGINT, name VARCHAR, emailAddress VARCHAR, creditCard VARCHAR, city VARCHAR, state VARCHAR,
+             `dateTime` TIMESTAMP(3), extra VARCHAR>,
+  auction ROW<id BIGINT, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT,
+              `dateTime` TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra VARCHAR>,
+  bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3),
+          extra VARCHAR>,
+  `dateTime` AS CASE WHEN event_type = 0 THEN person.`dateTime`
+                     WHEN event_type = 1 THEN auction.`dateTime`
+                     ELSE bid.`dateTime` END,
+  WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '4' SECOND
+) WITH ('connector' = 'nexmark', 'events.num' = '{events}', 'seed' = '{seed}', 'first-event.rate' = '10000');
+
+CREATE VIEW bid AS
+  SELECT bid.auction, bid.bidder, bid.price, bid.channel, bid.url, `dateTime`, bid.extra
+  FROM datagen WHERE event_type = 2;
+
+CREATE TABLE q0 (auction BIGINT, bidder BIGINT, price BIGINT, `dateTime` TIMESTAMP(3), extra VARCHAR)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q0', 'format' = 'csv');
+CREATE TABLE q1 (auction BIGINT, bidder BIGINT, price DECIMAL(23, 3), `dateTime` TIMESTAMP(3), extra VARCHAR)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q1', 'format' = 'csv');
+CREATE TABLE q2 (auction BIGINT, price BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q2', 'format' = 'csv');
+
+INSERT INTO q0 SELECT auction, bidder, price, `dateTime`, extra FROM bid;
+INSERT INTO q1 SELECT auction, bidder, 0.908 * price AS price, `dateTime`, extra FROM bid;
+INSERT INTO q2 SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0;
+"
+    )
+}
+
+/// What [`sql_q0_to_q2`] must commit, as sorted CSV lines per query: q0's bids, q1's with the
+/// price in exact thousandths of euros, q2's selection. Timestamps as Flink's CSV writes
+/// `TIMESTAMP(3)` (`2023-11-14 22:13:20.000`).
+pub fn sql_q0_to_q2_expected(events: u64, seed: u64) -> [Vec<String>; 3] {
+    let events = self::events(&NexmarkConfig::new(events, seed));
+    let sorted = |mut lines: Vec<String>| {
+        lines.sort();
+        lines
+    };
+    let bids = q0(&events);
+    let q0 =
+        bids.iter().map(|b| format!("{},{},{},{},", b.auction, b.bidder, b.price, timestamp(b.date_time))).collect();
+    let q1 = bids
+        .iter()
+        .map(|b| {
+            let thousandths = b.price * 908;
+            format!(
+                "{},{},{}.{:03},{},",
+                b.auction,
+                b.bidder,
+                thousandths / 1000,
+                thousandths % 1000,
+                timestamp(b.date_time)
+            )
+        })
+        .collect();
+    let q2 = q2(&events).iter().map(|(auction, price)| format!("{auction},{price}")).collect();
+    [sorted(q0), sorted(q1), sorted(q2)]
+}
+
+/// `YYYY-MM-DD hh:mm:ss.mmm` of milliseconds since 1970 (non-negative), counted out year by
+/// year and month by month: slow and plain, as a reference should be.
+fn timestamp(ms: i64) -> String {
+    assert!(ms >= 0, "the generator's times are after 1970");
+    let mut days = ms / 86_400_000;
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let mut year = 1970;
+    while days >= if leap(year) { 366 } else { 365 } {
+        days -= if leap(year) { 366 } else { 365 };
+        year += 1;
+    }
+    let lengths = [31, if leap(year) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let mut month = 0;
+    while days >= lengths[month] {
+        days -= lengths[month];
+        month += 1;
+    }
+    let in_day = ms % 86_400_000;
+    format!(
+        "{year:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+        month + 1,
+        days + 1,
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1_000 % 60,
+        in_day % 1_000
+    )
+}

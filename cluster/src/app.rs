@@ -12,6 +12,7 @@ use weir_dataflow::JobRegistry;
 
 use crate::cli::{
     describe_jobs, parse_invocation, CertsCommand, Cli, ClientArgs, Command, Invocation, InvocationKind, JobCommand,
+    JobInvocation,
 };
 use crate::protocol::{ClientRequest, ClientResponse, JobOptions, JobStatus};
 use crate::run::{run_job, RunSummary};
@@ -39,26 +40,8 @@ pub fn main(registry: JobRegistry) -> ExitCode {
             print!("{}", describe_jobs(&registry));
             ExitCode::SUCCESS
         }
-        Command::Run(invocation) => {
-            let parsed = match parse_invocation(&registry, &invocation, InvocationKind::Run) {
-                Ok(Invocation::Job(parsed)) => parsed,
-                Ok(Invocation::Help(text)) => {
-                    print!("{text}");
-                    return ExitCode::SUCCESS;
-                }
-                Err(error) => return fail(&error),
-            };
-            let mut options = parsed.options;
-            options.progress_interval = parsed.progress.0;
-            let cpu_before = weir_core::rt::process_cpu_ms();
-            match run_job(&registry, options) {
-                Ok(summary) => {
-                    print_summary(&summary, cpu_before);
-                    ExitCode::SUCCESS
-                }
-                Err(error) => fail(&error.to_string()),
-            }
-        }
+        Command::Run(invocation) => run_command(&registry, &invocation),
+        Command::Sql(invocation) => run_command(&registry, &invocation.job()),
         Command::Certs(CertsCommand::Init { dir, hosts }) => match init_certs(&dir, &hosts) {
             Ok(files) => {
                 for file in files {
@@ -89,6 +72,28 @@ pub fn main(registry: JobRegistry) -> ExitCode {
             }
         }
         Command::Job(command) => job_command(&registry, command),
+    }
+}
+
+/// `weir run JOB …` (and `weir sql -f FILE …`): the job on an embedded local cluster.
+fn run_command(registry: &JobRegistry, invocation: &JobInvocation) -> ExitCode {
+    let parsed = match parse_invocation(registry, invocation, InvocationKind::Run) {
+        Ok(Invocation::Job(parsed)) => parsed,
+        Ok(Invocation::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => return fail(&error),
+    };
+    let mut options = parsed.options;
+    options.progress_interval = parsed.progress.0;
+    let cpu_before = weir_core::rt::process_cpu_ms();
+    match run_job(registry, options) {
+        Ok(summary) => {
+            print_summary(&summary, cpu_before);
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&error.to_string()),
     }
 }
 

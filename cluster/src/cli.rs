@@ -31,6 +31,9 @@ pub enum Command {
     /// Run a job on an embedded local cluster (coordinator and slots in this process):
     /// `weir run JOB [FLAGS]`; `weir run JOB --help` shows the job's flags.
     Run(JobInvocation),
+    /// Run a Flink SQL script on an embedded local cluster: `weir sql -f job.sql [FLAGS]` is
+    /// `weir run sql --script "$(cat job.sql)" [FLAGS]` (docs/sql.md).
+    Sql(SqlInvocation),
     /// List the jobs this binary can run, with their parameters.
     Jobs,
     /// Run a coordinator: accepts workers and clients over mutual TLS.
@@ -131,6 +134,49 @@ pub struct JobInvocation {
     /// The job's flags and the engine's (`--parallelism`, `--checkpoint-interval`, …).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FLAGS")]
     pub flags: Vec<String>,
+}
+
+/// `weir sql -f FILE [FLAGS]`.
+#[derive(Debug, Args)]
+pub struct SqlInvocation {
+    /// `-f FILE` and the engine's flags (`--parallelism`, `--checkpoint-interval`, …).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FLAGS")]
+    pub flags: Vec<String>,
+}
+
+impl SqlInvocation {
+    /// The `sql` job's invocation.
+    pub fn job(self) -> JobInvocation {
+        JobInvocation { job: "sql".into(), flags: self.flags }
+    }
+}
+
+/// Reads `-f FILE` / `--file FILE` of the `sql` job into its `--script` flag.
+fn expand_script_file(flags: &[String]) -> Result<Vec<String>, String> {
+    let mut expanded = Vec::with_capacity(flags.len());
+    let mut rest = flags.iter();
+    while let Some(flag) = rest.next() {
+        let path = match flag.as_str() {
+            "-f" | "--file" => rest.next().ok_or("-f needs a file: -f job.sql")?.clone(),
+            other => match other.strip_prefix("--file=") {
+                Some(path) => path.to_owned(),
+                None => {
+                    expanded.push(flag.clone());
+                    continue;
+                }
+            },
+        };
+        let text = weir_core::fs::read_to_string(std::path::Path::new(&path))
+            .map_err(|error| format!("cannot read the SQL script {path}: {error}"))?;
+        expanded.extend(["--script".to_owned(), text]);
+    }
+    if !expanded
+        .iter()
+        .any(|flag| flag == "--script" || flag.starts_with("--script=") || flag == "--help" || flag == "-h")
+    {
+        return Err("the sql job needs a script: -f job.sql (or --script 'SQL TEXT')".into());
+    }
+    Ok(expanded)
 }
 
 /// How a client reaches the coordinator.
@@ -258,6 +304,8 @@ pub fn job_command(def: &JobDef, kind: InvocationKind) -> clap::Command {
             .value_name(param.type_name())
             .help(help)
             .required(param.required)
+            // Text may start with a dash (a SQL script's `-- comment`).
+            .allow_hyphen_values(matches!(param.kind, weir_core::job::ParamKind::Text))
             .value_parser(move |text: &str| parse.parse(text).map(|_| text.to_string()));
         command = command.arg(arg);
     }
@@ -333,7 +381,8 @@ pub fn parse_invocation(
         )));
     }
     let def = registry.get(&invocation.job)?;
-    let matches = match job_command(def, kind).try_get_matches_from(&invocation.flags) {
+    let flags = if invocation.job == "sql" { expand_script_file(&invocation.flags)? } else { invocation.flags.clone() };
+    let matches = match job_command(def, kind).try_get_matches_from(&flags) {
         Ok(matches) => matches,
         Err(error) if matches!(error.kind(), clap::error::ErrorKind::DisplayHelp) => {
             return Ok(Invocation::Help(error.render().to_string()))
@@ -437,5 +486,25 @@ mod tests {
         assert!(parse_duration_ms("ten").is_err());
         assert!(parse_duration_ms("5d").unwrap_err().contains("unknown unit"));
         assert_eq!(parse_interval("off"), Ok(Interval(None)));
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test writes its script with std::fs
+    fn sql_reads_its_script_from_a_file_that_may_start_with_a_comment() {
+        let registry = crate::jobs::builtin();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("job.sql");
+        let script = "-- a comment first\nCREATE TABLE t (a BIGINT) WITH ('connector' = 'blackhole');";
+        std::fs::write(&file, script).unwrap();
+        let sql = |flags: &[&str]| SqlInvocation { flags: flags.iter().map(|f| f.to_string()).collect() }.job();
+        let parsed = match parse_invocation(&registry, &sql(&["-f", &file.display().to_string()]), InvocationKind::Run) {
+            Ok(Invocation::Job(parsed)) => parsed,
+            other => panic!("expected a job, got {other:?}"),
+        };
+        assert_eq!(parsed.options.spec.params.text("script").unwrap(), script);
+        let missing = parse_invocation(&registry, &sql(&["-f", "/no/such/job.sql"]), InvocationKind::Run).unwrap_err();
+        assert!(missing.starts_with("cannot read the SQL script /no/such/job.sql"), "{missing}");
+        let none = parse_invocation(&registry, &sql(&["--parallelism", "2"]), InvocationKind::Run).unwrap_err();
+        assert!(none.contains("needs a script: -f job.sql"), "{none}");
     }
 }

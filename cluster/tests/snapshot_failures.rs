@@ -19,7 +19,7 @@ use weir_dataflow::{
 
 /// A state value whose serialization fails (a user type with a broken `Serialize`).
 #[derive(Clone, Deserialize)]
-struct Unserializable(i64);
+struct Unserializable;
 
 impl Serialize for Unserializable {
     fn serialize<S: Serializer>(&self, _serializer: S) -> Result<S::Ok, S::Error> {
@@ -31,7 +31,7 @@ struct Remember(ValueState<Unserializable>);
 
 impl KeyedProcessFunction<i64, i64, i64> for Remember {
     fn process_element(&mut self, n: i64, ctx: &mut Context<'_, i64, i64>) {
-        self.0.set(ctx.state(), Unserializable(n));
+        self.0.set(ctx.state(), Unserializable);
         ctx.collect(n);
     }
 }

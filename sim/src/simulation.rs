@@ -724,10 +724,16 @@ async fn simulate_in(
             }
             args
         }
+        None if shape.job == SimJob::Sql => {
+            let script = weir_chaos::nexmark::sql_q0_to_q2(&output, shape.events, seed);
+            strings(&["job", "submit", "sql", "--script", &script])
+        }
         None => strings(&["job", "submit", shape.job.name(), "--output", &output.display().to_string()]),
     };
     match (&input, USER_JOB.get()) {
         (_, Some(_)) => {}
+        // The script holds its input's size and seed.
+        (_, None) if shape.job == SimJob::Sql => {}
         (Some(dir), None) => submit_args.extend(strings(&["--input", dir])),
         (None, None) => {
             submit_args.extend(strings(&["--events", &shape.events.to_string(), "--seed", &seed.to_string()]))
@@ -743,8 +749,9 @@ async fn simulate_in(
         }
         SimJob::Sessions => submit_args.extend(strings(&["--users", "97", "--gap", &format!("{}ms", shape.window_ms)])),
         SimJob::Mix => submit_args.extend(strings(&["--sensors", "23"])),
+        SimJob::Sql => {}
     }
-    if USER_JOB.get().is_none() {
+    if USER_JOB.get().is_none() && shape.job != SimJob::Sql {
         submit_args.extend(strings(&["--out-of-orderness", &format!("{}ms", shape.out_of_orderness_ms)]));
     }
     submit_args.extend(strings(&[
@@ -956,6 +963,7 @@ fn judge(job: &PlannedJob) -> Judgement {
         "enrichment" => judge_enrichment(job),
         "sessions" => judge_sessions(job),
         "mix" => judge_mix(job),
+        "sql" => judge_sql(job),
         other => Judgement::Unreadable(format!("the simulator has no reference for job {other}")),
     }
 }
@@ -1106,6 +1114,44 @@ fn judge_sessions(job: &PlannedJob) -> Judgement {
         }
         Err(e) => Judgement::Unreadable(e.to_string()),
     }
+}
+
+/// The SQL job of the swarm: `weir_chaos::nexmark::sql_q0_to_q2`, whose tables' options say
+/// where it wrote and what it read.
+fn judge_sql(job: &PlannedJob) -> Judgement {
+    let judge = || -> Result<Judgement, Box<dyn std::error::Error>> {
+        let mut options = std::collections::BTreeMap::new();
+        for statement in weir_sql::parser::parse_script(job.spec.params.text("script")?)? {
+            if let weir_sql::parser::SqlStatement::CreateTable(table) = statement {
+                options.insert(table.name.clone(), table.options.clone());
+            }
+        }
+        let option = |table: &str, key: &str| -> Result<String, String> {
+            options.get(table).and_then(|o| o.get(key)).cloned().ok_or_else(|| format!("table {table} has no '{key}'"))
+        };
+        let events: u64 = option("datagen", "events.num")?.parse()?;
+        let seed: u64 = option("datagen", "seed")?.parse()?;
+        let [q0, q1, q2] = weir_chaos::nexmark::sql_q0_to_q2_expected(events, seed);
+        let lines = |table: &str| -> Result<Vec<String>, Box<dyn std::error::Error>> {
+            let dir = PathBuf::from(option(table, "path")?);
+            let mut lines = Vec::new();
+            let entries = match weir_core::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(format!("{}: {e}", dir.display()).into()),
+            };
+            for entry in entries.into_iter().filter(|e| !e.is_dir && !e.name.starts_with(['.', '_'])) {
+                lines.extend(weir_core::fs::read_to_string(&entry.path)?.lines().map(str::to_owned));
+            }
+            lines.sort();
+            Ok(lines)
+        };
+        Ok(both(
+            both(compare("q0", q0, lines("q0")?), compare("q1", q1, lines("q1")?)),
+            compare("q2", q2, lines("q2")?),
+        ))
+    };
+    judge().unwrap_or_else(|e| Judgement::Unreadable(e.to_string()))
 }
 
 fn judge_mix(job: &PlannedJob) -> Judgement {

@@ -1,5 +1,5 @@
-//! The jobs the `weir` binary ships, registered like any user's jobs: `bids` and the Nexmark
-//! queries.
+//! The jobs the `weir` binary ships, registered like any user's jobs: `bids`, the Nexmark
+//! queries on the DataStream API, and `sql` (a Flink SQL script as its parameter).
 
 pub mod bids;
 pub mod nexmark;
@@ -13,5 +13,6 @@ pub fn builtin() -> JobRegistry {
     for job in nexmark::jobs() {
         registry.register(job);
     }
+    registry.register(weir_sql::job());
     registry
 }

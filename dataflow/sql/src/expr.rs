@@ -1,0 +1,701 @@
+//! Scalar expressions: `sqlparser` expressions resolved against a row's columns, typed as Flink
+//! types them, and evaluated per row.
+//!
+//! Resolution happens once, when the job is planned: names become column indexes and nested
+//! field paths, operand types decide the arithmetic (integer, exact decimal, double, timestamp
+//! plus interval), and implicit casts are inserted where Flink inserts them. Evaluation is then
+//! a walk over a small tree with no name lookups. Nulls follow SQL's three-valued logic; a filter
+//! keeps a row only when its predicate is `TRUE`.
+
+use std::sync::Arc;
+
+use sqlparser::ast::{
+    BinaryOperator, CaseWhen, DateTimeField, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Spanned,
+    UnaryOperator, Value as Literal,
+};
+use sqlparser::tokenizer::Location;
+
+use crate::parser::SqlError;
+use crate::types::{IntegerWidth, Row, SqlType, Value};
+
+/// A column a scalar can refer to: its table's name or alias, its name, its type.
+#[derive(Clone, Debug)]
+pub struct Column {
+    /// The table (or alias) it belongs to, if any.
+    pub qualifier: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    pub ty: SqlType,
+}
+
+/// The columns in scope, in row order.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// The columns.
+    pub columns: Vec<Column>,
+}
+
+/// A resolved, typed expression.
+#[derive(Clone, Debug)]
+pub struct Scalar {
+    kind: Kind,
+    /// The expression's type.
+    pub ty: SqlType,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Column(usize),
+    Field(Box<Scalar>, usize),
+    Literal(Value),
+    Arithmetic(Arithmetic, Box<Scalar>, Box<Scalar>),
+    Compare(Comparison, Box<Scalar>, Box<Scalar>),
+    And(Box<Scalar>, Box<Scalar>),
+    Or(Box<Scalar>, Box<Scalar>),
+    Not(Box<Scalar>),
+    Negate(Box<Scalar>),
+    IsNull(Box<Scalar>, bool),
+    Case(Vec<(Scalar, Scalar)>, Option<Box<Scalar>>),
+    /// Integer or decimal to a decimal of `scale`; decimal rescaled (half up, as Flink casts).
+    ToDecimal(Box<Scalar>, u8),
+    /// Any number to a double.
+    ToDouble(Box<Scalar>),
+}
+
+#[derive(Copy, Clone, Debug)]
+enum Arithmetic {
+    Add,
+    Subtract,
+    Multiply,
+    Divide,
+    Modulo,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq)]
+enum Comparison {
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+}
+
+impl Scalar {
+    fn new(kind: Kind, ty: SqlType) -> Self {
+        Scalar { kind, ty }
+    }
+
+    /// Column `index` of the row, of type `ty`.
+    pub fn column(index: usize, ty: SqlType) -> Self {
+        Scalar::new(Kind::Column(index), ty)
+    }
+
+    /// The column this scalar reads as it is, if it is one.
+    pub fn as_column(&self) -> Option<usize> {
+        match self.kind {
+            Kind::Column(index) => Some(index),
+            _ => None,
+        }
+    }
+
+    /// Evaluates the expression on `row`.
+    pub fn eval(&self, row: &Row) -> Value {
+        match &self.kind {
+            Kind::Column(index) => row[*index].clone(),
+            Kind::Field(base, index) => match base.eval(row) {
+                Value::Row(fields) => fields[*index].clone(),
+                _ => Value::Null,
+            },
+            Kind::Literal(value) => value.clone(),
+            Kind::Arithmetic(op, left, right) => arithmetic(*op, left.eval(row), right.eval(row)),
+            Kind::Compare(op, left, right) => compare(*op, &left.eval(row), &right.eval(row)),
+            Kind::And(left, right) => match (left.eval(row), right.eval(row)) {
+                (Value::Bool(false), _) | (_, Value::Bool(false)) => Value::Bool(false),
+                (Value::Bool(true), Value::Bool(true)) => Value::Bool(true),
+                _ => Value::Null,
+            },
+            Kind::Or(left, right) => match (left.eval(row), right.eval(row)) {
+                (Value::Bool(true), _) | (_, Value::Bool(true)) => Value::Bool(true),
+                (Value::Bool(false), Value::Bool(false)) => Value::Bool(false),
+                _ => Value::Null,
+            },
+            Kind::Not(inner) => match inner.eval(row) {
+                Value::Bool(v) => Value::Bool(!v),
+                _ => Value::Null,
+            },
+            Kind::Negate(inner) => match inner.eval(row) {
+                Value::Int(v) => Value::Int(v.wrapping_neg()),
+                Value::Double(v) => Value::Double(-v),
+                Value::Decimal { unscaled, scale } => Value::Decimal { unscaled: -unscaled, scale },
+                _ => Value::Null,
+            },
+            Kind::IsNull(inner, negated) => Value::Bool((inner.eval(row) == Value::Null) != *negated),
+            Kind::Case(branches, otherwise) => {
+                for (condition, result) in branches {
+                    if condition.eval(row) == Value::Bool(true) {
+                        return result.eval(row);
+                    }
+                }
+                otherwise.as_ref().map_or(Value::Null, |e| e.eval(row))
+            }
+            Kind::ToDecimal(inner, scale) => to_decimal(inner.eval(row), *scale),
+            Kind::ToDouble(inner) => match inner.eval(row) {
+                Value::Int(v) => Value::Double(v as f64),
+                Value::Decimal { unscaled, scale } => Value::Double(unscaled as f64 / 10f64.powi(scale as i32)),
+                other => other,
+            },
+        }
+    }
+
+    /// Whether the predicate holds for `row` (`NULL` does not).
+    pub fn holds(&self, row: &Row) -> bool {
+        self.eval(row) == Value::Bool(true)
+    }
+
+    /// This scalar converted to `target` as an `INSERT` converts it (Flink's implicit casts:
+    /// integers widen, integers and decimals become decimals or doubles); other pairs are an
+    /// error naming both types.
+    pub fn coerce_to(self, target: &SqlType, at: Location, what: &str) -> Result<Scalar, SqlError> {
+        let ty = self.ty.clone();
+        let coerced = match (&ty, target) {
+            (a, b) if a == b => self,
+            (SqlType::Null, _) => Scalar::new(self.kind, target.clone()),
+            (SqlType::Integer(_), SqlType::Integer(IntegerWidth::Big)) => Scalar::new(self.kind, target.clone()),
+            (SqlType::Integer(from), SqlType::Integer(to)) if width_rank(*from) <= width_rank(*to) => {
+                Scalar::new(self.kind, target.clone())
+            }
+            (SqlType::Integer(_) | SqlType::Decimal { .. }, SqlType::Decimal { scale, .. }) => {
+                Scalar::new(Kind::ToDecimal(Box::new(self), *scale), target.clone())
+            }
+            (SqlType::Integer(_) | SqlType::Decimal { .. }, SqlType::Double) => {
+                Scalar::new(Kind::ToDouble(Box::new(self)), SqlType::Double)
+            }
+            (SqlType::Row(a), SqlType::Row(b))
+                if a.len() == b.len() && a.iter().zip(b).all(|((_, x), (_, y))| x == y) =>
+            {
+                Scalar::new(self.kind, target.clone())
+            }
+            _ => {
+                return Err(SqlError::at(
+                    at,
+                    format!("{what}: cannot write a value of type {ty} into a column of type {target}"),
+                ))
+            }
+        };
+        Ok(coerced)
+    }
+}
+
+fn width_rank(width: IntegerWidth) -> u8 {
+    match width {
+        IntegerWidth::Tiny => 0,
+        IntegerWidth::Small => 1,
+        IntegerWidth::Int => 2,
+        IntegerWidth::Big => 3,
+    }
+}
+
+fn pow10(exponent: u8) -> i128 {
+    10i128.pow(exponent as u32)
+}
+
+fn to_decimal(value: Value, scale: u8) -> Value {
+    match value {
+        Value::Int(v) => Value::Decimal { unscaled: v as i128 * pow10(scale), scale },
+        Value::Decimal { unscaled, scale: from } if from <= scale => {
+            Value::Decimal { unscaled: unscaled * pow10(scale - from), scale }
+        }
+        Value::Decimal { unscaled, scale: from } => {
+            let divisor = pow10(from - scale);
+            // Half up, away from zero: Java's RoundingMode.HALF_UP, as Flink's casts round.
+            let half = divisor / 2;
+            let rounded = if unscaled >= 0 { (unscaled + half) / divisor } else { (unscaled - half) / divisor };
+            Value::Decimal { unscaled: rounded, scale }
+        }
+        other => other,
+    }
+}
+
+fn arithmetic(op: Arithmetic, left: Value, right: Value) -> Value {
+    match (left, right) {
+        (Value::Int(a), Value::Int(b)) => match op {
+            Arithmetic::Add => Value::Int(a.wrapping_add(b)),
+            Arithmetic::Subtract => Value::Int(a.wrapping_sub(b)),
+            Arithmetic::Multiply => Value::Int(a.wrapping_mul(b)),
+            // Division by zero is an error in Flink; a NULL here, documented.
+            Arithmetic::Divide => a.checked_div(b).map_or(Value::Null, Value::Int),
+            Arithmetic::Modulo => a.checked_rem(b).map_or(Value::Null, Value::Int),
+        },
+        (Value::Double(a), Value::Double(b)) => Value::Double(match op {
+            Arithmetic::Add => a + b,
+            Arithmetic::Subtract => a - b,
+            Arithmetic::Multiply => a * b,
+            Arithmetic::Divide => a / b,
+            Arithmetic::Modulo => a % b,
+        }),
+        // Operands were brought to one scale for + and -; a product's scale is the sum.
+        (Value::Decimal { unscaled: a, scale: sa }, Value::Decimal { unscaled: b, scale: sb }) => match op {
+            Arithmetic::Add => Value::Decimal { unscaled: a + b, scale: sa },
+            Arithmetic::Subtract => Value::Decimal { unscaled: a - b, scale: sa },
+            Arithmetic::Multiply => Value::Decimal { unscaled: a * b, scale: sa + sb },
+            Arithmetic::Divide | Arithmetic::Modulo => Value::Null,
+        },
+        (Value::Millis(a), Value::Millis(b)) => match op {
+            Arithmetic::Add => Value::Millis(a + b),
+            Arithmetic::Subtract => Value::Millis(a - b),
+            _ => Value::Null,
+        },
+        _ => Value::Null,
+    }
+}
+
+fn compare(op: Comparison, left: &Value, right: &Value) -> Value {
+    let ordering = match (left, right) {
+        (Value::Int(a), Value::Int(b)) | (Value::Millis(a), Value::Millis(b)) => a.cmp(b),
+        (Value::Double(a), Value::Double(b)) => match a.partial_cmp(b) {
+            Some(ordering) => ordering,
+            None => return Value::Bool(op == Comparison::NotEq),
+        },
+        (Value::Decimal { unscaled: a, .. }, Value::Decimal { unscaled: b, .. }) => a.cmp(b),
+        (Value::Str(a), Value::Str(b)) => a.cmp(b),
+        (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+        _ => return Value::Null,
+    };
+    Value::Bool(match op {
+        Comparison::Eq => ordering.is_eq(),
+        Comparison::NotEq => ordering.is_ne(),
+        Comparison::Lt => ordering.is_lt(),
+        Comparison::LtEq => ordering.is_le(),
+        Comparison::Gt => ordering.is_gt(),
+        Comparison::GtEq => ordering.is_ge(),
+    })
+}
+
+/// The type two numbers meet in: integer, decimal of the larger scale, or double.
+fn numeric_join(a: &SqlType, b: &SqlType) -> Option<SqlType> {
+    Some(match (a, b) {
+        (SqlType::Integer(x), SqlType::Integer(y)) => {
+            SqlType::Integer(if width_rank(*x) >= width_rank(*y) { *x } else { *y })
+        }
+        (SqlType::Double, t) | (t, SqlType::Double) if t.is_numeric() => SqlType::Double,
+        (SqlType::Decimal { precision: p1, scale: s1 }, SqlType::Decimal { precision: p2, scale: s2 }) => {
+            let scale = *s1.max(s2);
+            let whole = (p1 - s1).max(p2 - s2);
+            SqlType::Decimal { precision: (whole + scale).min(38), scale }
+        }
+        (SqlType::Decimal { .. }, SqlType::Integer(w)) => numeric_join(a, &integer_as_decimal(*w))?,
+        (SqlType::Integer(w), SqlType::Decimal { .. }) => numeric_join(&integer_as_decimal(*w), b)?,
+        _ => return None,
+    })
+}
+
+/// The decimal an integer type converts to (Flink: `BIGINT` is `DECIMAL(19, 0)`).
+fn integer_as_decimal(width: IntegerWidth) -> SqlType {
+    let precision = match width {
+        IntegerWidth::Tiny => 3,
+        IntegerWidth::Small => 5,
+        IntegerWidth::Int => 10,
+        IntegerWidth::Big => 19,
+    };
+    SqlType::Decimal { precision, scale: 0 }
+}
+
+/// `scalar` converted to `ty` (one of `numeric_join`'s results).
+fn widen(scalar: Scalar, ty: &SqlType) -> Scalar {
+    match ty {
+        _ if scalar.ty == *ty => scalar,
+        SqlType::Integer(_) => Scalar::new(scalar.kind, ty.clone()),
+        SqlType::Double => Scalar::new(Kind::ToDouble(Box::new(scalar)), SqlType::Double),
+        SqlType::Decimal { scale, .. } => Scalar::new(Kind::ToDecimal(Box::new(scalar), *scale), ty.clone()),
+        _ => scalar,
+    }
+}
+
+fn location(expr: &Expr) -> Location {
+    expr.span().start
+}
+
+impl Scope {
+    /// Resolves and types `expr` against the scope.
+    pub fn compile(&self, expr: &Expr) -> Result<Scalar, SqlError> {
+        let at = location(expr);
+        match expr {
+            Expr::Identifier(ident) => self.path(std::slice::from_ref(ident), at),
+            Expr::CompoundIdentifier(parts) => self.path(parts, at),
+            Expr::Nested(inner) => self.compile(inner),
+            Expr::Value(value) => literal(&value.value, at),
+            Expr::Interval(interval) => {
+                let Expr::Value(value) = interval.value.as_ref() else {
+                    return Err(SqlError::at(at, "an INTERVAL needs a quoted number: INTERVAL '10' SECOND"));
+                };
+                let text = match &value.value {
+                    Literal::SingleQuotedString(text) | Literal::Number(text, _) => text.trim().to_owned(),
+                    _ => return Err(SqlError::at(at, "an INTERVAL needs a quoted number: INTERVAL '10' SECOND")),
+                };
+                let amount: i64 = text
+                    .parse()
+                    .map_err(|_| SqlError::at(at, format!("INTERVAL '{text}': only whole numbers are supported")))?;
+                let unit_ms = match (&interval.leading_field, &interval.last_field) {
+                    (Some(DateTimeField::Second | DateTimeField::Seconds), None) => 1_000,
+                    (Some(DateTimeField::Minute | DateTimeField::Minutes), None) => 60_000,
+                    (Some(DateTimeField::Hour | DateTimeField::Hours), None) => 3_600_000,
+                    (Some(DateTimeField::Day | DateTimeField::Days), None) => 86_400_000,
+                    (Some(DateTimeField::Millisecond | DateTimeField::Milliseconds), None) => 1,
+                    _ => {
+                        return Err(SqlError::at(
+                            at,
+                            "this INTERVAL form is not supported: use INTERVAL 'n' DAY, HOUR, MINUTE, SECOND or \
+                             MILLISECOND",
+                        ))
+                    }
+                };
+                Ok(Scalar::new(Kind::Literal(Value::Millis(amount * unit_ms)), SqlType::Interval))
+            }
+            Expr::UnaryOp { op: UnaryOperator::Not, expr } => {
+                let inner = self.boolean(expr)?;
+                Ok(Scalar::new(Kind::Not(Box::new(inner)), SqlType::Boolean))
+            }
+            Expr::UnaryOp { op: UnaryOperator::Minus, expr } => {
+                let inner = self.compile(expr)?;
+                if !inner.ty.is_numeric() {
+                    return Err(SqlError::at(at, format!("cannot negate a value of type {}", inner.ty)));
+                }
+                let ty = inner.ty.clone();
+                Ok(Scalar::new(Kind::Negate(Box::new(inner)), ty))
+            }
+            Expr::UnaryOp { op: UnaryOperator::Plus, expr } => self.compile(expr),
+            Expr::IsNull(inner) => {
+                Ok(Scalar::new(Kind::IsNull(Box::new(self.compile(inner)?), false), SqlType::Boolean))
+            }
+            Expr::IsNotNull(inner) => {
+                Ok(Scalar::new(Kind::IsNull(Box::new(self.compile(inner)?), true), SqlType::Boolean))
+            }
+            Expr::BinaryOp { left, op, right } => self.binary(left, op, right, at),
+            Expr::Case { operand, conditions, else_result, .. } => {
+                self.case(operand.as_deref(), conditions, else_result.as_deref(), at)
+            }
+            Expr::Function(function) => {
+                let name = function.name.to_string().to_ascii_uppercase();
+                let args = match &function.args {
+                    FunctionArguments::List(list) if list.duplicate_treatment.is_none() && list.clauses.is_empty() => {
+                        &list.args
+                    }
+                    _ => return Err(SqlError::at(at, format!("{name}(…): this form of call is not supported"))),
+                };
+                if function.over.is_some() {
+                    return Err(SqlError::at(
+                        at,
+                        format!("{name}(…) OVER (…) is not supported yet (Top-N, deduplication, OVER aggregates)"),
+                    ));
+                }
+                if function.filter.is_some() {
+                    return Err(SqlError::at(at, format!("{name}(…) FILTER (WHERE …) is not supported yet")));
+                }
+                let args: Vec<&Expr> = args
+                    .iter()
+                    .map(|arg| match arg {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) => Ok(expr),
+                        _ => Err(SqlError::at(at, format!("{name}: only plain arguments are supported"))),
+                    })
+                    .collect::<Result<_, _>>()?;
+                match (name.as_str(), args.as_slice()) {
+                    ("MOD", [a, b]) => self.binary(a, &BinaryOperator::Modulo, b, at),
+                    ("MOD", _) => Err(SqlError::at(at, "MOD takes two arguments: MOD(a, b)")),
+                    _ => Err(SqlError::at(
+                        at,
+                        format!("function {name} is not supported yet (docs/sql.md lists the supported functions)"),
+                    )),
+                }
+            }
+            other => Err(SqlError::at(at, format!("expression `{other}` is not supported yet"))),
+        }
+    }
+
+    /// Compiles a predicate: it must be boolean.
+    pub fn boolean(&self, expr: &Expr) -> Result<Scalar, SqlError> {
+        let scalar = self.compile(expr)?;
+        match scalar.ty {
+            SqlType::Boolean | SqlType::Null => Ok(scalar),
+            ref other => Err(SqlError::at(location(expr), format!("expected a condition (BOOLEAN), found {other}"))),
+        }
+    }
+
+    /// A column (`name`, `table.name`) followed by `ROW` field names.
+    fn path(&self, parts: &[Ident], at: Location) -> Result<Scalar, SqlError> {
+        let (index, rest) = self.resolve_column(parts, at)?;
+        let column = &self.columns[index];
+        let mut scalar = Scalar::new(Kind::Column(index), column.ty.clone());
+        for field in rest {
+            let SqlType::Row(fields) = &scalar.ty else {
+                return Err(SqlError::at(
+                    at,
+                    format!("{} has no field {}: it is of type {}", column.name, field.value, scalar.ty),
+                ));
+            };
+            let Some(position) = fields.iter().position(|(name, _)| *name == field.value) else {
+                let known: Vec<&str> = fields.iter().map(|(name, _)| name.as_str()).collect();
+                return Err(SqlError::at(
+                    at,
+                    format!(
+                        "field {} not found; the row has {} (names are case-sensitive)",
+                        field.value,
+                        known.join(", ")
+                    ),
+                ));
+            };
+            let ty = fields[position].1.clone();
+            scalar = Scalar::new(Kind::Field(Box::new(scalar), position), ty);
+        }
+        Ok(scalar)
+    }
+
+    fn resolve_column<'p>(&self, parts: &'p [Ident], at: Location) -> Result<(usize, &'p [Ident]), SqlError> {
+        // `qualifier.column…` when the first part names a table in scope.
+        if parts.len() >= 2 && self.columns.iter().any(|c| c.qualifier.as_deref() == Some(parts[0].value.as_str())) {
+            let found: Vec<usize> = (0..self.columns.len())
+                .filter(|&i| {
+                    self.columns[i].qualifier.as_deref() == Some(parts[0].value.as_str())
+                        && self.columns[i].name == parts[1].value
+                })
+                .collect();
+            return match found.as_slice() {
+                [index] => Ok((*index, &parts[2..])),
+                _ => Err(self.not_found(&format!("{}.{}", parts[0].value, parts[1].value), &parts[1].value, at)),
+            };
+        }
+        let found: Vec<usize> = (0..self.columns.len()).filter(|&i| self.columns[i].name == parts[0].value).collect();
+        match found.as_slice() {
+            [index] => Ok((*index, &parts[1..])),
+            [] => Err(self.not_found(&parts[0].value, &parts[0].value, at)),
+            _ => Err(SqlError::at(at, format!("column {} is ambiguous: qualify it with its table", parts[0].value))),
+        }
+    }
+
+    fn not_found(&self, written: &str, name: &str, at: Location) -> SqlError {
+        let near = self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name) && c.name != name);
+        let hint = match near {
+            Some(column) => format!("; did you mean {}? (names are case-sensitive, as in Flink)", column.name),
+            None => {
+                let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+                format!("; the columns are {}", names.join(", "))
+            }
+        };
+        SqlError::at(at, format!("column {written} not found{hint}"))
+    }
+
+    fn binary(&self, left: &Expr, op: &BinaryOperator, right: &Expr, at: Location) -> Result<Scalar, SqlError> {
+        match op {
+            BinaryOperator::And | BinaryOperator::Or => {
+                let (l, r) = (Box::new(self.boolean(left)?), Box::new(self.boolean(right)?));
+                let kind = if *op == BinaryOperator::And { Kind::And(l, r) } else { Kind::Or(l, r) };
+                return Ok(Scalar::new(kind, SqlType::Boolean));
+            }
+            _ => {}
+        }
+        let (l, r) = (self.compile(left)?, self.compile(right)?);
+        let comparison = match op {
+            BinaryOperator::Eq => Some(Comparison::Eq),
+            BinaryOperator::NotEq => Some(Comparison::NotEq),
+            BinaryOperator::Lt => Some(Comparison::Lt),
+            BinaryOperator::LtEq => Some(Comparison::LtEq),
+            BinaryOperator::Gt => Some(Comparison::Gt),
+            BinaryOperator::GtEq => Some(Comparison::GtEq),
+            _ => None,
+        };
+        if let Some(comparison) = comparison {
+            let (l, r) = match numeric_join(&l.ty, &r.ty) {
+                Some(ty) => (widen(l, &ty), widen(r, &ty)),
+                None if l.ty == r.ty || l.ty == SqlType::Null || r.ty == SqlType::Null => (l, r),
+                None => {
+                    return Err(SqlError::at(at, format!("cannot compare {} with {}", l.ty, r.ty)));
+                }
+            };
+            return Ok(Scalar::new(Kind::Compare(comparison, Box::new(l), Box::new(r)), SqlType::Boolean));
+        }
+        let arithmetic = match op {
+            BinaryOperator::Plus => Arithmetic::Add,
+            BinaryOperator::Minus => Arithmetic::Subtract,
+            BinaryOperator::Multiply => Arithmetic::Multiply,
+            BinaryOperator::Divide => Arithmetic::Divide,
+            BinaryOperator::Modulo => Arithmetic::Modulo,
+            other => return Err(SqlError::at(at, format!("operator {other} is not supported yet"))),
+        };
+        // Timestamps move by intervals.
+        match (&l.ty, &r.ty, arithmetic) {
+            (SqlType::Timestamp, SqlType::Interval, Arithmetic::Add | Arithmetic::Subtract)
+            | (SqlType::Interval, SqlType::Timestamp, Arithmetic::Add) => {
+                return Ok(Scalar::new(Kind::Arithmetic(arithmetic, Box::new(l), Box::new(r)), SqlType::Timestamp));
+            }
+            _ => {}
+        }
+        let Some(joined) = numeric_join(&l.ty, &r.ty) else {
+            return Err(SqlError::at(at, format!("cannot apply {op} to {} and {}", l.ty, r.ty)));
+        };
+        let ty = match (&joined, arithmetic) {
+            (SqlType::Decimal { .. }, Arithmetic::Divide | Arithmetic::Modulo) => {
+                return Err(SqlError::at(at, format!("{op} on DECIMAL is not supported yet: CAST to DOUBLE first")));
+            }
+            (SqlType::Decimal { .. }, Arithmetic::Multiply) => {
+                // Flink: DECIMAL(p1 + p2, s1 + s2); each operand keeps its own scale.
+                let as_decimal = |t: &SqlType| match t {
+                    SqlType::Integer(w) => integer_as_decimal(*w),
+                    other => other.clone(),
+                };
+                let (SqlType::Decimal { precision: p1, scale: s1 }, SqlType::Decimal { precision: p2, scale: s2 }) =
+                    (as_decimal(&l.ty), as_decimal(&r.ty))
+                else {
+                    unreachable!("a decimal join has decimal or integer operands")
+                };
+                let l_scale = s1;
+                let r_scale = s2;
+                let l = widen(l, &SqlType::Decimal { precision: p1, scale: l_scale });
+                let r = widen(r, &SqlType::Decimal { precision: p2, scale: r_scale });
+                let ty = SqlType::Decimal { precision: (p1 + p2).min(38), scale: (s1 + s2).min(38) };
+                return Ok(Scalar::new(Kind::Arithmetic(arithmetic, Box::new(l), Box::new(r)), ty));
+            }
+            (SqlType::Decimal { precision, scale }, _) => {
+                SqlType::Decimal { precision: (precision + 1).min(38), scale: *scale }
+            }
+            (other, _) => other.clone(),
+        };
+        let (l, r) = (widen(l, &joined), widen(r, &joined));
+        Ok(Scalar::new(Kind::Arithmetic(arithmetic, Box::new(l), Box::new(r)), ty))
+    }
+
+    fn case(
+        &self,
+        operand: Option<&Expr>,
+        conditions: &[CaseWhen],
+        otherwise: Option<&Expr>,
+        at: Location,
+    ) -> Result<Scalar, SqlError> {
+        let mut branches = Vec::new();
+        let mut result_ty: Option<SqlType> = None;
+        let mut results = Vec::new();
+        for when in conditions {
+            let condition = match operand {
+                Some(operand) => {
+                    self.binary(operand, &BinaryOperator::Eq, &when.condition, location(&when.condition))?
+                }
+                None => self.boolean(&when.condition)?,
+            };
+            let result = self.compile(&when.result)?;
+            result_ty = Some(join_result(result_ty, &result.ty, at)?);
+            branches.push(condition);
+            results.push(result);
+        }
+        let otherwise = otherwise.map(|e| self.compile(e)).transpose()?;
+        if let Some(otherwise) = &otherwise {
+            result_ty = Some(join_result(result_ty, &otherwise.ty, at)?);
+        }
+        let ty = result_ty.unwrap_or(SqlType::Null);
+        let branches = branches.into_iter().zip(results.into_iter().map(|r| widen(r, &ty))).collect();
+        let otherwise = otherwise.map(|o| Box::new(widen(o, &ty)));
+        Ok(Scalar::new(Kind::Case(branches, otherwise), ty))
+    }
+}
+
+fn join_result(current: Option<SqlType>, next: &SqlType, at: Location) -> Result<SqlType, SqlError> {
+    match current {
+        None => Ok(next.clone()),
+        Some(current) if current == *next || *next == SqlType::Null => Ok(current),
+        Some(SqlType::Null) => Ok(next.clone()),
+        Some(current) => numeric_join(&current, next)
+            .ok_or_else(|| SqlError::at(at, format!("CASE branches have types {current} and {next}: they must agree"))),
+    }
+}
+
+fn literal(value: &Literal, at: Location) -> Result<Scalar, SqlError> {
+    Ok(match value {
+        Literal::Number(text, _) => {
+            if let Some((whole, fraction)) = text.split_once('.') {
+                let digits = format!("{whole}{fraction}");
+                let unscaled: i128 =
+                    digits.parse().map_err(|_| SqlError::at(at, format!("number {text} is out of range")))?;
+                let scale = fraction.len() as u8;
+                let precision = (digits.trim_start_matches('0').len() as u8).max(scale).max(1);
+                Scalar::new(Kind::Literal(Value::Decimal { unscaled, scale }), SqlType::Decimal { precision, scale })
+            } else if text.contains(['e', 'E']) {
+                let v: f64 = text.parse().map_err(|_| SqlError::at(at, format!("number {text} is not valid")))?;
+                Scalar::new(Kind::Literal(Value::Double(v)), SqlType::Double)
+            } else {
+                let v: i64 = text.parse().map_err(|_| SqlError::at(at, format!("number {text} is out of range")))?;
+                let width = if i32::try_from(v).is_ok() { IntegerWidth::Int } else { IntegerWidth::Big };
+                Scalar::new(Kind::Literal(Value::Int(v)), SqlType::Integer(width))
+            }
+        }
+        Literal::SingleQuotedString(text) => {
+            Scalar::new(Kind::Literal(Value::Str(Arc::from(text.as_str()))), SqlType::Varchar)
+        }
+        Literal::Boolean(v) => Scalar::new(Kind::Literal(Value::Bool(*v)), SqlType::Boolean),
+        Literal::Null => Scalar::new(Kind::Literal(Value::Null), SqlType::Null),
+        other => return Err(SqlError::at(at, format!("literal {other} is not supported"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::parser::Parser;
+
+    fn scope() -> Scope {
+        let column = |name: &str, ty| Column { qualifier: Some("t".into()), name: name.into(), ty };
+        Scope {
+            columns: vec![
+                column("price", SqlType::BIGINT),
+                column("kind", SqlType::Integer(IntegerWidth::Int)),
+                column(
+                    "bid",
+                    SqlType::Row(vec![("auction".into(), SqlType::BIGINT), ("dateTime".into(), SqlType::Timestamp)]),
+                ),
+                column("name", SqlType::Varchar),
+            ],
+        }
+    }
+
+    fn eval(sql: &str, row: &Row) -> (Value, SqlType) {
+        let expr = Parser::new(&crate::parser::FlinkDialect).try_with_sql(sql).unwrap().parse_expr().unwrap();
+        let scalar = scope().compile(&expr).unwrap();
+        (scalar.eval(row), scalar.ty)
+    }
+
+    fn row() -> Row {
+        vec![
+            Value::Int(1_000),
+            Value::Int(2),
+            Value::Row(Arc::from(vec![Value::Int(7_503), Value::Millis(5_000)])),
+            Value::Str(Arc::from("Kate")),
+        ]
+    }
+
+    #[test]
+    fn decimal_arithmetic_is_exact_and_typed_as_flink() {
+        let (value, ty) = eval("0.908 * price", &row());
+        assert_eq!(ty, SqlType::Decimal { precision: 22, scale: 3 });
+        assert_eq!(value.to_string(), "908.000");
+        assert_eq!(eval("price + 0.5", &row()).0.to_string(), "1000.5");
+    }
+
+    #[test]
+    fn fields_case_mod_and_intervals() {
+        assert_eq!(eval("MOD(bid.auction, 123) = 0", &row()).0, Value::Bool(true)); // 7503 = 61 × 123
+        assert_eq!(eval("t.bid.`dateTime` - INTERVAL '4' SECOND", &row()).0, Value::Millis(1_000));
+        let case = "CASE WHEN kind = 0 THEN 'person' WHEN kind = 2 THEN name ELSE NULL END";
+        assert_eq!(eval(case, &row()).0, Value::Str(Arc::from("Kate")));
+        assert_eq!(eval("NOT (kind = 2) OR name IS NULL", &row()).0, Value::Bool(false));
+    }
+
+    #[test]
+    fn wrong_names_and_types_are_errors_that_help() {
+        let compile = |sql: &str| {
+            let expr = Parser::new(&crate::parser::FlinkDialect).try_with_sql(sql).unwrap().parse_expr().unwrap();
+            scope().compile(&expr).unwrap_err().to_string()
+        };
+        assert!(compile("PRICE").contains("did you mean price?"), "{}", compile("PRICE"));
+        assert!(compile("bid.datetime").contains("field datetime not found"));
+        assert!(compile("name + 1").contains("cannot apply + to VARCHAR and INT"));
+        assert!(compile("UPPER(name)").contains("function UPPER is not supported yet"));
+    }
+}

@@ -1,0 +1,246 @@
+//! SQL types and values: what a column declares and what a row holds.
+//!
+//! Rows are plain Rust values (`Vec<Value>`), so they travel through Weir's exchanges,
+//! snapshots and sinks like any other record type. Types follow Flink SQL's: integers of four
+//! widths (held as `i64`), `DOUBLE`, exact `DECIMAL(p, s)` (an `i128` scaled by `10^s`),
+//! strings, booleans, `TIMESTAMP(p)` (milliseconds since the epoch, no time zone) and nested
+//! `ROW<…>`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A column's declared type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SqlType {
+    /// `BOOLEAN`.
+    Boolean,
+    /// `TINYINT`, `SMALLINT`, `INT`, `BIGINT` (all held as `i64`; the name is kept for display).
+    Integer(IntegerWidth),
+    /// `DOUBLE` / `FLOAT`.
+    Double,
+    /// `DECIMAL(precision, scale)`.
+    Decimal {
+        /// Total digits.
+        precision: u8,
+        /// Digits after the point.
+        scale: u8,
+    },
+    /// `VARCHAR` / `STRING` / `CHAR`.
+    Varchar,
+    /// `TIMESTAMP(p)`: milliseconds since the epoch.
+    Timestamp,
+    /// `INTERVAL …`: milliseconds (only as an operand of timestamp arithmetic).
+    Interval,
+    /// `ROW<name type, …>`.
+    Row(Vec<(String, SqlType)>),
+    /// The type of `NULL` before it meets another.
+    Null,
+}
+
+/// The declared width of an integer type.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum IntegerWidth {
+    /// `TINYINT`.
+    Tiny,
+    /// `SMALLINT`.
+    Small,
+    /// `INT`.
+    Int,
+    /// `BIGINT`.
+    Big,
+}
+
+impl SqlType {
+    /// `BIGINT`.
+    pub const BIGINT: SqlType = SqlType::Integer(IntegerWidth::Big);
+
+    /// Whether values of this type are numbers.
+    pub fn is_numeric(&self) -> bool {
+        matches!(self, SqlType::Integer(_) | SqlType::Double | SqlType::Decimal { .. })
+    }
+}
+
+impl fmt::Display for SqlType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SqlType::Boolean => f.write_str("BOOLEAN"),
+            SqlType::Integer(IntegerWidth::Tiny) => f.write_str("TINYINT"),
+            SqlType::Integer(IntegerWidth::Small) => f.write_str("SMALLINT"),
+            SqlType::Integer(IntegerWidth::Int) => f.write_str("INT"),
+            SqlType::Integer(IntegerWidth::Big) => f.write_str("BIGINT"),
+            SqlType::Double => f.write_str("DOUBLE"),
+            SqlType::Decimal { precision, scale } => write!(f, "DECIMAL({precision}, {scale})"),
+            SqlType::Varchar => f.write_str("VARCHAR"),
+            SqlType::Timestamp => f.write_str("TIMESTAMP(3)"),
+            SqlType::Interval => f.write_str("INTERVAL"),
+            SqlType::Null => f.write_str("NULL"),
+            SqlType::Row(fields) => {
+                f.write_str("ROW<")?;
+                for (index, (name, ty)) in fields.iter().enumerate() {
+                    if index > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{name} {ty}")?;
+                }
+                f.write_str(">")
+            }
+        }
+    }
+}
+
+/// One SQL value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// `NULL`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// Any integer type.
+    Int(i64),
+    /// A double.
+    Double(f64),
+    /// An exact decimal: `unscaled / 10^scale`.
+    Decimal {
+        /// The digits.
+        unscaled: i128,
+        /// Digits after the point.
+        scale: u8,
+    },
+    /// A string (shared: projections copy rows often, strings rarely change).
+    Str(Arc<str>),
+    /// A timestamp or an interval, in milliseconds.
+    Millis(i64),
+    /// A nested row.
+    Row(Arc<[Value]>),
+}
+
+/// A row: one value per column.
+pub type Row = Vec<Value>;
+
+impl Value {
+    /// The value as an integer, if it is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(v) | Value::Millis(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// Writes the value as a CSV field, as Flink's CSV format does (`NULL` as an empty field).
+    pub fn write_csv(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        match self {
+            Value::Null => {}
+            Value::Bool(v) => out.extend_from_slice(if *v { b"true" } else { b"false" }),
+            Value::Int(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Value::Double(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Value::Decimal { unscaled, scale } => out.extend_from_slice(format_decimal(*unscaled, *scale).as_bytes()),
+            Value::Str(s) => write_csv_text(s, out),
+            Value::Millis(ms) => out.extend_from_slice(format_timestamp(*ms).as_bytes()),
+            Value::Row(fields) => {
+                let text: Vec<String> = fields.iter().map(|v| v.to_string()).collect();
+                write_csv_text(&format!("({})", text.join(",")), out)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("NULL"),
+            Value::Bool(v) => write!(f, "{v}"),
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Double(v) => write!(f, "{v}"),
+            Value::Decimal { unscaled, scale } => f.write_str(&format_decimal(*unscaled, *scale)),
+            Value::Str(s) => f.write_str(s),
+            Value::Millis(ms) => f.write_str(&format_timestamp(*ms)),
+            Value::Row(fields) => {
+                f.write_str("(")?;
+                for (index, value) in fields.iter().enumerate() {
+                    if index > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{value}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+fn write_csv_text(text: &str, out: &mut Vec<u8>) {
+    if text.contains([',', '"', '\n', '\r']) {
+        out.push(b'"');
+        out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// `unscaled / 10^scale` with exactly `scale` digits after the point.
+pub fn format_decimal(unscaled: i128, scale: u8) -> String {
+    if scale == 0 {
+        return unscaled.to_string();
+    }
+    let digits = unscaled.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let padded =
+        if digits.len() <= scale { format!("{}{digits}", "0".repeat(scale + 1 - digits.len())) } else { digits };
+    let (whole, fraction) = padded.split_at(padded.len() - scale);
+    let sign = if unscaled < 0 { "-" } else { "" };
+    format!("{sign}{whole}.{fraction}")
+}
+
+/// A timestamp as Flink prints `TIMESTAMP(3)`: `2015-07-15 00:00:01.234`.
+pub fn format_timestamp(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let (hours, minutes, seconds, millis) =
+        (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1_000 % 60, in_day % 1_000);
+    format!("{year:04}-{month:02}-{day:02} {hours:02}:{minutes:02}:{seconds:02}.{millis:03}")
+}
+
+/// Year, month and day of a day number counted from 1970-01-01 (the proleptic Gregorian
+/// calendar; Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_print_with_their_scale() {
+        assert_eq!(format_decimal(1_234_567, 3), "1234.567");
+        assert_eq!(format_decimal(-5, 3), "-0.005");
+        assert_eq!(format_decimal(42, 0), "42");
+        assert_eq!(format_decimal(908, 3), "0.908");
+    }
+
+    #[test]
+    fn timestamps_print_as_flink_does() {
+        assert_eq!(format_timestamp(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_timestamp(1_436_918_401_234), "2015-07-15 00:00:01.234");
+        assert_eq!(format_timestamp(-1), "1969-12-31 23:59:59.999");
+        assert_eq!(format_timestamp(951_782_400_000), "2000-02-29 00:00:00.000");
+    }
+}
