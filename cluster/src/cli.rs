@@ -497,7 +497,8 @@ mod tests {
         let script = "-- a comment first\nCREATE TABLE t (a BIGINT) WITH ('connector' = 'blackhole');";
         std::fs::write(&file, script).unwrap();
         let sql = |flags: &[&str]| SqlInvocation { flags: flags.iter().map(|f| f.to_string()).collect() }.job();
-        let parsed = match parse_invocation(&registry, &sql(&["-f", &file.display().to_string()]), InvocationKind::Run) {
+        let parsed = match parse_invocation(&registry, &sql(&["-f", &file.display().to_string()]), InvocationKind::Run)
+        {
             Ok(Invocation::Job(parsed)) => parsed,
             other => panic!("expected a job, got {other:?}"),
         };

@@ -1131,7 +1131,8 @@ fn judge_sql(job: &PlannedJob) -> Judgement {
         };
         let events: u64 = option("datagen", "events.num")?.parse()?;
         let seed: u64 = option("datagen", "seed")?.parse()?;
-        let [q0, q1, q2] = weir_chaos::nexmark::sql_q0_to_q2_expected(events, seed);
+        let rate: u64 = option("datagen", "first-event.rate")?.parse()?;
+        let [q0, q1, q2] = weir_chaos::nexmark::sql_q0_to_q2_expected(events, seed, rate);
         let lines = |table: &str| -> Result<Vec<String>, Box<dyn std::error::Error>> {
             let dir = PathBuf::from(option(table, "path")?);
             let mut lines = Vec::new();

@@ -11,7 +11,7 @@ use sqlparser::tokenizer::Location;
 use weir_core::nexmark::{Event, NexmarkConfig};
 use weir_dataflow::source::Generator;
 
-use crate::parser::{SqlError, TableDef};
+use crate::parser::{ColumnKind, SqlError, TableDef};
 use crate::types::{IntegerWidth, Row, SqlType, Value};
 
 /// Where a table's rows come from.
@@ -71,6 +71,9 @@ fn check_options(table: &TableDef, known: &[&str]) -> Result<(), SqlError> {
 
 /// The source connector of `table`, checked against its declared physical columns.
 pub fn source(table: &TableDef, physical: &[(String, SqlType, Location)]) -> Result<SourceConnector, SqlError> {
+    if !table.partitioned_by.is_empty() {
+        return Err(SqlError::at(table.at, format!("table {}: PARTITIONED BY is not supported yet", table.name)));
+    }
     match connector_name(table)? {
         "nexmark" => nexmark_source(table, physical),
         "blackhole" | "print" => Err(SqlError::at(
@@ -114,6 +117,13 @@ pub fn sink(table: &TableDef) -> Result<SinkConnector, SqlError> {
                         format!("table {}: the filesystem connector needs 'format' = 'csv'", table.name),
                     ))
                 }
+            }
+            let row_column = table.columns.iter().find(|c| matches!(c.kind, ColumnKind::Physical(SqlType::Row(_))));
+            if let Some(column) = row_column {
+                return Err(SqlError::at(
+                    column.at,
+                    format!("table {}: a ROW column ({}) cannot be written as CSV yet", table.name, column.name),
+                ));
             }
             if !path.starts_with('/') {
                 return Err(SqlError::at(

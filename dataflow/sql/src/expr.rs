@@ -57,8 +57,9 @@ enum Kind {
     Negate(Box<Scalar>),
     IsNull(Box<Scalar>, bool),
     Case(Vec<(Scalar, Scalar)>, Option<Box<Scalar>>),
-    /// Integer or decimal to a decimal of `scale`; decimal rescaled (half up, as Flink casts).
-    ToDecimal(Box<Scalar>, u8),
+    /// Integer or decimal to the scalar's decimal type: rescaled half up, `NULL` when it does
+    /// not fit the precision (as Flink casts).
+    ToDecimal(Box<Scalar>),
     /// Any number to a double.
     ToDouble(Box<Scalar>),
 }
@@ -92,14 +93,6 @@ impl Scalar {
         Scalar::new(Kind::Column(index), ty)
     }
 
-    /// The column this scalar reads as it is, if it is one.
-    pub fn as_column(&self) -> Option<usize> {
-        match self.kind {
-            Kind::Column(index) => Some(index),
-            _ => None,
-        }
-    }
-
     /// Evaluates the expression on `row`.
     pub fn eval(&self, row: &Row) -> Value {
         match &self.kind {
@@ -109,7 +102,7 @@ impl Scalar {
                 _ => Value::Null,
             },
             Kind::Literal(value) => value.clone(),
-            Kind::Arithmetic(op, left, right) => arithmetic(*op, left.eval(row), right.eval(row)),
+            Kind::Arithmetic(op, left, right) => arithmetic(*op, &self.ty, left.eval(row), right.eval(row)),
             Kind::Compare(op, left, right) => compare(*op, &left.eval(row), &right.eval(row)),
             Kind::And(left, right) => match (left.eval(row), right.eval(row)) {
                 (Value::Bool(false), _) | (_, Value::Bool(false)) => Value::Bool(false),
@@ -126,7 +119,7 @@ impl Scalar {
                 _ => Value::Null,
             },
             Kind::Negate(inner) => match inner.eval(row) {
-                Value::Int(v) => Value::Int(v.wrapping_neg()),
+                Value::Int(v) => Value::Int(wrap(v.wrapping_neg(), &self.ty)),
                 Value::Double(v) => Value::Double(-v),
                 Value::Decimal { unscaled, scale } => Value::Decimal { unscaled: -unscaled, scale },
                 _ => Value::Null,
@@ -140,10 +133,16 @@ impl Scalar {
                 }
                 otherwise.as_ref().map_or(Value::Null, |e| e.eval(row))
             }
-            Kind::ToDecimal(inner, scale) => to_decimal(inner.eval(row), *scale),
+            Kind::ToDecimal(inner) => match self.ty {
+                SqlType::Decimal { precision, scale } => fit(to_decimal(inner.eval(row), scale), precision),
+                _ => unreachable!("a decimal conversion has a decimal type"),
+            },
             Kind::ToDouble(inner) => match inner.eval(row) {
                 Value::Int(v) => Value::Double(v as f64),
-                Value::Decimal { unscaled, scale } => Value::Double(unscaled as f64 / 10f64.powi(scale as i32)),
+                Value::Decimal { unscaled, scale } => {
+                    // Through the decimal text: one correctly rounded conversion, as Java's.
+                    Value::Double(crate::types::format_decimal(unscaled, scale).parse().unwrap_or(f64::NAN))
+                }
                 other => other,
             },
         }
@@ -166,8 +165,8 @@ impl Scalar {
             (SqlType::Integer(from), SqlType::Integer(to)) if width_rank(*from) <= width_rank(*to) => {
                 Scalar::new(self.kind, target.clone())
             }
-            (SqlType::Integer(_) | SqlType::Decimal { .. }, SqlType::Decimal { scale, .. }) => {
-                Scalar::new(Kind::ToDecimal(Box::new(self), *scale), target.clone())
+            (SqlType::Integer(_) | SqlType::Decimal { .. }, SqlType::Decimal { .. }) => {
+                Scalar::new(Kind::ToDecimal(Box::new(self)), target.clone())
             }
             (SqlType::Integer(_) | SqlType::Decimal { .. }, SqlType::Double) => {
                 Scalar::new(Kind::ToDouble(Box::new(self)), SqlType::Double)
@@ -203,31 +202,56 @@ fn pow10(exponent: u8) -> i128 {
 
 fn to_decimal(value: Value, scale: u8) -> Value {
     match value {
-        Value::Int(v) => Value::Decimal { unscaled: v as i128 * pow10(scale), scale },
+        Value::Int(v) => {
+            (v as i128).checked_mul(pow10(scale)).map_or(Value::Null, |unscaled| Value::Decimal { unscaled, scale })
+        }
         Value::Decimal { unscaled, scale: from } if from <= scale => {
-            Value::Decimal { unscaled: unscaled * pow10(scale - from), scale }
+            unscaled.checked_mul(pow10(scale - from)).map_or(Value::Null, |unscaled| Value::Decimal { unscaled, scale })
         }
         Value::Decimal { unscaled, scale: from } => {
             let divisor = pow10(from - scale);
-            // Half up, away from zero: Java's RoundingMode.HALF_UP, as Flink's casts round.
-            let half = divisor / 2;
-            let rounded = if unscaled >= 0 { (unscaled + half) / divisor } else { (unscaled - half) / divisor };
+            // Half up, away from zero: Java's RoundingMode.HALF_UP, as Flink rounds.
+            let (quotient, remainder) = (unscaled / divisor, unscaled % divisor);
+            let rounded = if remainder.abs() * 2 >= divisor { quotient + unscaled.signum() } else { quotient };
             Value::Decimal { unscaled: rounded, scale }
         }
         other => other,
     }
 }
 
-fn arithmetic(op: Arithmetic, left: Value, right: Value) -> Value {
+/// `NULL` for a decimal with more digits than `precision` (Flink's overflow), else the value.
+fn fit(value: Value, precision: u8) -> Value {
+    match value {
+        Value::Decimal { unscaled, .. } if unscaled.unsigned_abs() >= pow10(precision) as u128 => Value::Null,
+        other => other,
+    }
+}
+
+/// An integer wrapped to the width of its type, as Java's `int`, `short` and `byte` wrap.
+fn wrap(value: i64, ty: &SqlType) -> i64 {
+    match ty {
+        SqlType::Integer(IntegerWidth::Int) => value as i32 as i64,
+        SqlType::Integer(IntegerWidth::Small) => value as i16 as i64,
+        SqlType::Integer(IntegerWidth::Tiny) => value as i8 as i64,
+        _ => value,
+    }
+}
+
+/// `op` on two values already brought to the operation's domain (see `Scope::binary`); `ty` is
+/// the result's type.
+fn arithmetic(op: Arithmetic, ty: &SqlType, left: Value, right: Value) -> Value {
     match (left, right) {
-        (Value::Int(a), Value::Int(b)) => match op {
-            Arithmetic::Add => Value::Int(a.wrapping_add(b)),
-            Arithmetic::Subtract => Value::Int(a.wrapping_sub(b)),
-            Arithmetic::Multiply => Value::Int(a.wrapping_mul(b)),
-            // Division by zero is an error in Flink; a NULL here, documented.
-            Arithmetic::Divide => a.checked_div(b).map_or(Value::Null, Value::Int),
-            Arithmetic::Modulo => a.checked_rem(b).map_or(Value::Null, Value::Int),
-        },
+        // Divisors are non-zero literals (checked when compiled).
+        (Value::Int(a), Value::Int(b)) => Value::Int(wrap(
+            match op {
+                Arithmetic::Add => a.wrapping_add(b),
+                Arithmetic::Subtract => a.wrapping_sub(b),
+                Arithmetic::Multiply => a.wrapping_mul(b),
+                Arithmetic::Divide => a.wrapping_div(b),
+                Arithmetic::Modulo => a.wrapping_rem(b),
+            },
+            ty,
+        )),
         (Value::Double(a), Value::Double(b)) => Value::Double(match op {
             Arithmetic::Add => a + b,
             Arithmetic::Subtract => a - b,
@@ -235,16 +259,31 @@ fn arithmetic(op: Arithmetic, left: Value, right: Value) -> Value {
             Arithmetic::Divide => a / b,
             Arithmetic::Modulo => a % b,
         }),
-        // Operands were brought to one scale for + and -; a product's scale is the sum.
-        (Value::Decimal { unscaled: a, scale: sa }, Value::Decimal { unscaled: b, scale: sb }) => match op {
-            Arithmetic::Add => Value::Decimal { unscaled: a + b, scale: sa },
-            Arithmetic::Subtract => Value::Decimal { unscaled: a - b, scale: sa },
-            Arithmetic::Multiply => Value::Decimal { unscaled: a * b, scale: sa + sb },
-            Arithmetic::Divide | Arithmetic::Modulo => Value::Null,
-        },
+        (Value::Decimal { unscaled: a, scale: sa }, Value::Decimal { unscaled: b, scale: sb }) => {
+            let SqlType::Decimal { precision, scale } = *ty else {
+                unreachable!("decimal arithmetic has a decimal type")
+            };
+            // Exact at the operands' scales, then rounded to the result's (Flink: BigDecimal).
+            let exact = match op {
+                Arithmetic::Add | Arithmetic::Subtract => {
+                    let common = sa.max(sb);
+                    let a = a.checked_mul(pow10(common - sa));
+                    let b = b.checked_mul(pow10(common - sb));
+                    let sum = match (a, b, op) {
+                        (Some(a), Some(b), Arithmetic::Add) => a.checked_add(b),
+                        (Some(a), Some(b), _) => a.checked_sub(b),
+                        _ => None,
+                    };
+                    sum.map(|unscaled| Value::Decimal { unscaled, scale: common })
+                }
+                Arithmetic::Multiply => a.checked_mul(b).map(|unscaled| Value::Decimal { unscaled, scale: sa + sb }),
+                Arithmetic::Divide | Arithmetic::Modulo => unreachable!("refused when compiled"),
+            };
+            exact.map_or(Value::Null, |value| fit(to_decimal(value, scale), precision))
+        }
         (Value::Millis(a), Value::Millis(b)) => match op {
-            Arithmetic::Add => Value::Millis(a + b),
-            Arithmetic::Subtract => Value::Millis(a - b),
+            Arithmetic::Add => Value::Millis(a.wrapping_add(b)),
+            Arithmetic::Subtract => Value::Millis(a.wrapping_sub(b)),
             _ => Value::Null,
         },
         _ => Value::Null,
@@ -273,7 +312,7 @@ fn compare(op: Comparison, left: &Value, right: &Value) -> Value {
     })
 }
 
-/// The type two numbers meet in: integer, decimal of the larger scale, or double.
+/// The type two numbers meet in: the wider integer, a decimal holding both, or double.
 fn numeric_join(a: &SqlType, b: &SqlType) -> Option<SqlType> {
     Some(match (a, b) {
         (SqlType::Integer(x), SqlType::Integer(y)) => {
@@ -289,6 +328,32 @@ fn numeric_join(a: &SqlType, b: &SqlType) -> Option<SqlType> {
         (SqlType::Integer(w), SqlType::Decimal { .. }) => numeric_join(&integer_as_decimal(*w), b)?,
         _ => return None,
     })
+}
+
+/// Flink's `LogicalTypeMerging.adjustPrecisionScale`: a result wider than 38 digits keeps 38,
+/// giving up scale first (but keeping at least `min(scale, 6)` digits after the point).
+fn adjust_precision_scale(precision: u32, scale: u32) -> SqlType {
+    if precision <= 38 {
+        return SqlType::Decimal { precision: precision as u8, scale: scale as u8 };
+    }
+    let whole = precision - scale;
+    let scale = 38u32.saturating_sub(whole).max(scale.min(6));
+    SqlType::Decimal { precision: 38, scale: scale as u8 }
+}
+
+/// The decimal type of `a op b` for decimals (Flink's `findAdditionDecimalType` and
+/// `findMultiplicationDecimalType`), or `None` when the exact result may need more than 38
+/// digits: Flink then computes in `BigDecimal` and rounds, which `i128` cannot do.
+fn decimal_result(op: Arithmetic, (p1, s1): (u32, u32), (p2, s2): (u32, u32)) -> Option<SqlType> {
+    let (exact_digits, ty) = match op {
+        Arithmetic::Multiply => (p1 + p2, adjust_precision_scale(p1 + p2 + 1, s1 + s2)),
+        _ => {
+            let scale = s1.max(s2);
+            let whole = (p1 - s1).max(p2 - s2);
+            (whole + scale + 1, adjust_precision_scale(whole + scale + 1, scale))
+        }
+    };
+    (exact_digits <= 38).then_some(ty)
 }
 
 /// The decimal an integer type converts to (Flink: `BIGINT` is `DECIMAL(19, 0)`).
@@ -308,7 +373,7 @@ fn widen(scalar: Scalar, ty: &SqlType) -> Scalar {
         _ if scalar.ty == *ty => scalar,
         SqlType::Integer(_) => Scalar::new(scalar.kind, ty.clone()),
         SqlType::Double => Scalar::new(Kind::ToDouble(Box::new(scalar)), SqlType::Double),
-        SqlType::Decimal { scale, .. } => Scalar::new(Kind::ToDecimal(Box::new(scalar), *scale), ty.clone()),
+        SqlType::Decimal { .. } => Scalar::new(Kind::ToDecimal(Box::new(scalar)), ty.clone()),
         _ => scalar,
     }
 }
@@ -507,7 +572,12 @@ impl Scope {
         if let Some(comparison) = comparison {
             let (l, r) = match numeric_join(&l.ty, &r.ty) {
                 Some(ty) => (widen(l, &ty), widen(r, &ty)),
-                None if l.ty == r.ty || l.ty == SqlType::Null || r.ty == SqlType::Null => (l, r),
+                None if orderable(&l.ty)
+                    && orderable(&r.ty)
+                    && (l.ty == r.ty || l.ty == SqlType::Null || r.ty == SqlType::Null) =>
+                {
+                    (l, r)
+                }
                 None => {
                     return Err(SqlError::at(at, format!("cannot compare {} with {}", l.ty, r.ty)));
                 }
@@ -533,34 +603,59 @@ impl Scope {
         let Some(joined) = numeric_join(&l.ty, &r.ty) else {
             return Err(SqlError::at(at, format!("cannot apply {op} to {} and {}", l.ty, r.ty)));
         };
-        let ty = match (&joined, arithmetic) {
-            (SqlType::Decimal { .. }, Arithmetic::Divide | Arithmetic::Modulo) => {
-                return Err(SqlError::at(at, format!("{op} on DECIMAL is not supported yet: CAST to DOUBLE first")));
+        if matches!(arithmetic, Arithmetic::Divide | Arithmetic::Modulo) {
+            // Flink fails the job on a division by zero; Weir cannot fail a job from inside an
+            // expression yet, so only a non-zero constant divisor is taken.
+            let constant = matches!(right, Expr::Value(_))
+                || matches!(right, Expr::Nested(inner) if matches!(**inner, Expr::Value(_)));
+            let zero = || {
+                matches!(
+                    r.eval(&Vec::new()),
+                    Value::Int(0) | Value::Double(0.0) | Value::Null | Value::Decimal { unscaled: 0, .. }
+                )
+            };
+            if !constant || zero() {
+                return Err(SqlError::at(
+                    at,
+                    format!("{op} by a column or an expression is not supported yet (only by a non-zero constant)"),
+                ));
             }
-            (SqlType::Decimal { .. }, Arithmetic::Multiply) => {
-                // Flink: DECIMAL(p1 + p2, s1 + s2); each operand keeps its own scale.
-                let as_decimal = |t: &SqlType| match t {
-                    SqlType::Integer(w) => integer_as_decimal(*w),
-                    other => other.clone(),
-                };
+            if matches!(joined, SqlType::Decimal { .. }) {
+                return Err(SqlError::at(at, format!("{op} on DECIMAL is not supported yet")));
+            }
+        }
+        let as_decimal = |t: &SqlType| match t {
+            SqlType::Integer(w) => integer_as_decimal(*w),
+            other => other.clone(),
+        };
+        let (l, r, ty) = match (&joined, arithmetic) {
+            (SqlType::Decimal { .. }, _) => {
+                // Each operand keeps its own scale; the result's type is Flink's.
                 let (SqlType::Decimal { precision: p1, scale: s1 }, SqlType::Decimal { precision: p2, scale: s2 }) =
                     (as_decimal(&l.ty), as_decimal(&r.ty))
                 else {
                     unreachable!("a decimal join has decimal or integer operands")
                 };
-                let l_scale = s1;
-                let r_scale = s2;
-                let l = widen(l, &SqlType::Decimal { precision: p1, scale: l_scale });
-                let r = widen(r, &SqlType::Decimal { precision: p2, scale: r_scale });
-                let ty = SqlType::Decimal { precision: (p1 + p2).min(38), scale: (s1 + s2).min(38) };
-                return Ok(Scalar::new(Kind::Arithmetic(arithmetic, Box::new(l), Box::new(r)), ty));
+                let Some(ty) = decimal_result(arithmetic, (p1 as u32, s1 as u32), (p2 as u32, s2 as u32)) else {
+                    return Err(SqlError::at(
+                        at,
+                        format!("{op} of DECIMALs whose exact result has more than 38 digits is not supported yet"),
+                    ));
+                };
+                let l = widen(l, &SqlType::Decimal { precision: p1, scale: s1 });
+                let r = widen(r, &SqlType::Decimal { precision: p2, scale: s2 });
+                (l, r, ty)
             }
-            (SqlType::Decimal { precision, scale }, _) => {
-                SqlType::Decimal { precision: (precision + 1).min(38), scale: *scale }
+            // Flink: MOD of integers has the divisor's type.
+            (SqlType::Integer(_), Arithmetic::Modulo) => {
+                let ty = r.ty.clone();
+                (widen(l, &joined), widen(r, &joined), ty)
             }
-            (other, _) => other.clone(),
+            (other, _) => {
+                let ty = other.clone();
+                (widen(l, &joined), widen(r, &joined), ty)
+            }
         };
-        let (l, r) = (widen(l, &joined), widen(r, &joined));
         Ok(Scalar::new(Kind::Arithmetic(arithmetic, Box::new(l), Box::new(r)), ty))
     }
 
@@ -597,6 +692,11 @@ impl Scope {
     }
 }
 
+/// Types comparisons are defined on (numbers meet in `numeric_join` first).
+fn orderable(ty: &SqlType) -> bool {
+    matches!(ty, SqlType::Varchar | SqlType::Timestamp | SqlType::Boolean | SqlType::Null)
+}
+
 fn join_result(current: Option<SqlType>, next: &SqlType, at: Location) -> Result<SqlType, SqlError> {
     match current {
         None => Ok(next.clone()),
@@ -610,16 +710,16 @@ fn join_result(current: Option<SqlType>, next: &SqlType, at: Location) -> Result
 fn literal(value: &Literal, at: Location) -> Result<Scalar, SqlError> {
     Ok(match value {
         Literal::Number(text, _) => {
-            if let Some((whole, fraction)) = text.split_once('.') {
+            if text.contains(['e', 'E']) {
+                let v: f64 = text.parse().map_err(|_| SqlError::at(at, format!("number {text} is not valid")))?;
+                Scalar::new(Kind::Literal(Value::Double(v)), SqlType::Double)
+            } else if let Some((whole, fraction)) = text.split_once('.') {
                 let digits = format!("{whole}{fraction}");
                 let unscaled: i128 =
                     digits.parse().map_err(|_| SqlError::at(at, format!("number {text} is out of range")))?;
                 let scale = fraction.len() as u8;
                 let precision = (digits.trim_start_matches('0').len() as u8).max(scale).max(1);
                 Scalar::new(Kind::Literal(Value::Decimal { unscaled, scale }), SqlType::Decimal { precision, scale })
-            } else if text.contains(['e', 'E']) {
-                let v: f64 = text.parse().map_err(|_| SqlError::at(at, format!("number {text} is not valid")))?;
-                Scalar::new(Kind::Literal(Value::Double(v)), SqlType::Double)
             } else {
                 let v: i64 = text.parse().map_err(|_| SqlError::at(at, format!("number {text} is out of range")))?;
                 let width = if i32::try_from(v).is_ok() { IntegerWidth::Int } else { IntegerWidth::Big };
@@ -672,10 +772,47 @@ mod tests {
 
     #[test]
     fn decimal_arithmetic_is_exact_and_typed_as_flink() {
+        // Flink: DECIMAL(3, 3) × DECIMAL(19, 0) is DECIMAL(23, 3) — Nexmark q1's sink type.
         let (value, ty) = eval("0.908 * price", &row());
-        assert_eq!(ty, SqlType::Decimal { precision: 22, scale: 3 });
+        assert_eq!(ty, SqlType::Decimal { precision: 23, scale: 3 });
         assert_eq!(value.to_string(), "908.000");
-        assert_eq!(eval("price + 0.5", &row()).0.to_string(), "1000.5");
+        let (value, ty) = eval("price + 0.5", &row());
+        assert_eq!((value.to_string(), ty), ("1000.5".into(), SqlType::Decimal { precision: 21, scale: 1 }));
+        // Flink's result type gives up scale past 38 digits (`adjustPrecisionScale`):
+        // DECIMAL(19, 0) × DECIMAL(19, 18) is DECIMAL(38, 17) (39 digits asked for); the exact
+        // product has 38 digits and is rounded to 17 places.
+        let (value, ty) = eval("price * 1.000000000000000005", &row());
+        assert_eq!(ty, SqlType::Decimal { precision: 38, scale: 17 });
+        assert_eq!(value.to_string(), "1000.00000000000000500");
+        assert_eq!(
+            eval("(price + 3) * 1.000000000000000005", &row()).0.to_string(),
+            "1003.00000000000000502",
+            "half up"
+        );
+        // A cast that does not fit the precision is NULL, as in Flink (1000.00 in DECIMAL(4, 2)).
+        let price = Scalar::column(0, SqlType::BIGINT);
+        let narrow =
+            price.coerce_to(&SqlType::Decimal { precision: 4, scale: 2 }, Location::new(1, 1), "test").unwrap();
+        assert_eq!(narrow.eval(&row()), Value::Null);
+        // Exact results past 38 digits are refused rather than rounded differently from Flink.
+        let expr = Parser::new(&crate::parser::FlinkDialect)
+            .try_with_sql("12345678901234.123456789 * 1.000000000000000000005")
+            .unwrap()
+            .parse_expr()
+            .unwrap();
+        assert!(scope().compile(&expr).unwrap_err().message.contains("more than 38 digits"));
+    }
+
+    #[test]
+    fn integers_wrap_at_their_declared_width() {
+        assert_eq!(eval("kind * 2000000000", &row()).0, Value::Int(4_000_000_000i64 as i32 as i64), "as Java's int");
+        let (value, ty) = eval("MOD(price, 7)", &row());
+        assert_eq!(
+            (value, ty),
+            (Value::Int(1_000 % 7), SqlType::Integer(IntegerWidth::Int)),
+            "MOD has the divisor's type"
+        );
+        assert_eq!(eval("price / 3", &row()).0, Value::Int(333));
     }
 
     #[test]
@@ -697,5 +834,8 @@ mod tests {
         assert!(compile("bid.datetime").contains("field datetime not found"));
         assert!(compile("name + 1").contains("cannot apply + to VARCHAR and INT"));
         assert!(compile("UPPER(name)").contains("function UPPER is not supported yet"));
+        assert!(compile("price / kind").contains("by a column or an expression is not supported yet"));
+        assert!(compile("MOD(price, 0)").contains("not supported yet"));
+        assert!(compile("bid = bid").contains("cannot compare"));
     }
 }

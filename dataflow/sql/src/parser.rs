@@ -13,11 +13,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use sqlparser::ast::{Expr, Ident, ObjectName, Query, SetExpr, Statement, TableObject};
+use sqlparser::ast::{CreateTableOptions, Expr, Ident, Insert, ObjectName, Query, SetExpr, Statement, TableObject};
 use sqlparser::dialect::Dialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Location, Token, TokenWithSpan};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
 
 use crate::types::{IntegerWidth, SqlType};
 
@@ -171,6 +171,8 @@ pub struct ColumnDef {
     pub name: String,
     /// Physical (read from the connector) or computed.
     pub kind: ColumnKind,
+    /// Declared `NOT NULL`.
+    pub not_null: bool,
     /// Where it is declared.
     pub at: Location,
 }
@@ -210,7 +212,18 @@ pub fn parse_script(sql: &str) -> Result<Vec<SqlStatement>, SqlError> {
 
 fn parse_statements(sql: &str) -> Result<Vec<SqlStatement>, SqlError> {
     let dialect = FlinkDialect;
-    let mut parser = Parser::new(&dialect).try_with_sql(sql)?;
+    let tokens =
+        Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| SqlError::from(ParserError::from(e)))?;
+    // Flink's hints (`/*+ OPTIONS(…) */`) change what a statement does; the tokenizer keeps them
+    // as comments, which the parser skips. Refuse them rather than run without them.
+    for token in &tokens {
+        if let Token::Whitespace(Whitespace::MultiLineComment(text)) = &token.token {
+            if text.starts_with('+') {
+                return Err(SqlError::at(token.span.start, "hints (/*+ … */) are not supported yet: remove the hint"));
+            }
+        }
+    }
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut statements = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
@@ -249,23 +262,90 @@ fn parse_statements(sql: &str) -> Result<Vec<SqlStatement>, SqlError> {
     }
 }
 
-/// The statements `sqlparser` parses that a script may hold.
+/// Refuses `what` at `at` when `present`.
+pub fn refuse(present: bool, at: Location, what: &str) -> Result<(), SqlError> {
+    if present {
+        return Err(SqlError::at(at, format!("{what} is not supported yet")));
+    }
+    Ok(())
+}
+
+/// The statements `sqlparser` parses that a script may hold. Every field of what it parsed is
+/// looked at (no `..`): a clause Weir does not implement is refused, never dropped.
 fn convert(statement: Statement, at: Location) -> Result<SqlStatement, SqlError> {
     match statement {
-        Statement::CreateView { name, query, columns, materialized: false, .. } if columns.is_empty() => {
+        Statement::CreateView {
+            or_alter,
+            or_replace,
+            materialized,
+            secure,
+            name,
+            name_before_not_exists: _,
+            columns,
+            query,
+            options,
+            cluster_by,
+            comment: _,
+            with_no_schema_binding,
+            if_not_exists,
+            temporary: _,
+            to,
+            params,
+        } => {
+            refuse(or_alter || or_replace, at, "CREATE OR REPLACE / OR ALTER VIEW")?;
+            refuse(materialized, at, "CREATE MATERIALIZED VIEW")?;
+            refuse(!columns.is_empty(), at, "a view with a column list (alias the columns in its SELECT)")?;
+            refuse(!matches!(options, CreateTableOptions::None), at, "a view with options")?;
+            refuse(if_not_exists, at, "CREATE VIEW IF NOT EXISTS")?;
+            refuse(
+                secure || !cluster_by.is_empty() || with_no_schema_binding || to.is_some() || params.is_some(),
+                at,
+                "this form of CREATE VIEW",
+            )?;
             Ok(SqlStatement::CreateView { name: object_name(&name, at)?, query, at })
         }
-        Statement::Insert(insert) => {
-            let TableObject::TableName(name) = &insert.table else {
+        Statement::Insert(Insert {
+            or,
+            ignore,
+            into: _,
+            table,
+            table_alias,
+            columns,
+            overwrite,
+            source,
+            assignments,
+            partitioned,
+            after_columns,
+            has_table_keyword,
+            on,
+            returning,
+            replace_into,
+            priority,
+            insert_alias,
+            settings,
+            format_clause,
+        }) => {
+            let TableObject::TableName(name) = &table else {
                 return Err(SqlError::at(at, "INSERT INTO a table function is not supported: insert into a table"));
             };
-            if !insert.columns.is_empty() {
-                return Err(SqlError::at(
-                    at,
-                    "INSERT with a column list is not supported yet: select the table's columns in order",
-                ));
-            }
-            let Some(query) = insert.source else {
+            refuse(overwrite, at, "INSERT OVERWRITE")?;
+            refuse(partitioned.is_some(), at, "INSERT … PARTITION (…)")?;
+            refuse(!columns.is_empty(), at, "INSERT with a column list (select the table's columns in order)")?;
+            refuse(on.is_some() || or.is_some() || ignore || replace_into, at, "INSERT with a conflict clause")?;
+            refuse(returning.is_some(), at, "INSERT … RETURNING")?;
+            refuse(
+                table_alias.is_some()
+                    || !assignments.is_empty()
+                    || !after_columns.is_empty()
+                    || has_table_keyword
+                    || priority.is_some()
+                    || insert_alias.is_some()
+                    || settings.is_some()
+                    || format_clause.is_some(),
+                at,
+                "this form of INSERT",
+            )?;
+            let Some(query) = source else {
                 return Err(SqlError::at(at, "INSERT needs a SELECT (INSERT … VALUES is not supported yet)"));
             };
             Ok(SqlStatement::Insert { table: object_name(name, at)?, query, at })
@@ -279,8 +359,7 @@ fn convert(statement: Statement, at: Location) -> Result<SqlStatement, SqlError>
             Err(SqlError::at(
                 at,
                 format!(
-                    "{first} … is not supported: a script holds CREATE TABLE, CREATE [TEMPORARY] VIEW, SET and \
-                     INSERT INTO statements"
+                    "{first} … is not supported: a script holds CREATE TABLE, CREATE VIEW and INSERT INTO statements"
                 ),
             ))
         }
@@ -322,6 +401,9 @@ fn parse_create_table(parser: &mut Parser<'_>, at: Location) -> Result<TableDef,
                 return Err(SqlError::at(item_at, "a table has at most one WATERMARK"));
             }
         } else if parser.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
+            if !table.primary_key.is_empty() {
+                return Err(SqlError::at(item_at, "a table has at most one PRIMARY KEY"));
+            }
             parser.expect_token(&Token::LParen)?;
             table.primary_key =
                 parser.parse_comma_separated(|p| p.parse_identifier())?.into_iter().map(|i| i.value).collect();
@@ -331,23 +413,27 @@ fn parse_create_table(parser: &mut Parser<'_>, at: Location) -> Result<TableDef,
             }
         } else {
             let name: Ident = parser.parse_identifier()?;
+            let mut not_null = false;
             let kind = if parser.parse_keyword(Keyword::AS) {
                 ColumnKind::Computed(Box::new(parser.parse_expr()?))
             } else {
                 let ty = parse_type(parser)?;
-                // Nullability is accepted and not enforced (Flink enforces it on sinks only).
-                let _ = parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]) || parser.parse_keyword(Keyword::NULL);
+                not_null = parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]);
+                let _ = not_null || parser.parse_keyword(Keyword::NULL);
                 ColumnKind::Physical(ty)
             };
             if table.columns.iter().any(|c| c.name == name.value) {
                 return Err(SqlError::at(item_at, format!("column {} is declared twice", name.value)));
             }
-            table.columns.push(ColumnDef { name: name.value, kind, at: item_at });
+            table.columns.push(ColumnDef { name: name.value, kind, not_null, at: item_at });
         }
         if parser.consume_token(&Token::RParen) {
             break;
         }
         parser.expect_token(&Token::Comma)?;
+    }
+    if let Some(missing) = table.primary_key.iter().find(|key| table.columns.iter().all(|c| c.name != **key)) {
+        return Err(SqlError::at(at, format!("PRIMARY KEY column {missing} is not a column of {}", table.name)));
     }
     if parser.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
         parser.expect_token(&Token::LParen)?;
@@ -406,7 +492,9 @@ fn parse_type_nested(parser: &mut Parser<'_>, pending_closes: &mut u32) -> Resul
             let _ = parser.parse_keyword(Keyword::PRECISION);
             SqlType::Double
         }
-        "FLOAT" | "REAL" => SqlType::Double,
+        "FLOAT" | "REAL" => {
+            return Err(SqlError::at(at, "FLOAT (single precision) is not supported yet: use DOUBLE"));
+        }
         "DECIMAL" | "DEC" | "NUMERIC" => {
             let (mut precision, mut scale) = (10, 0);
             if parser.consume_token(&Token::LParen) {
@@ -435,10 +523,10 @@ fn parse_type_nested(parser: &mut Parser<'_>, pending_closes: &mut u32) -> Resul
             if parser.consume_token(&Token::LParen) {
                 let precision = parser.parse_literal_uint()?;
                 parser.expect_token(&Token::RParen)?;
-                if precision > 3 {
+                if precision != 3 {
                     return Err(SqlError::at(
                         at,
-                        format!("TIMESTAMP({precision}): Weir keeps milliseconds, up to TIMESTAMP(3)"),
+                        format!("TIMESTAMP({precision}) is not supported yet: Weir keeps milliseconds, TIMESTAMP(3)"),
                     ));
                 }
             }

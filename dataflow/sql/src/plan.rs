@@ -11,14 +11,14 @@
 use std::collections::BTreeMap;
 
 use sqlparser::ast::{
-    Expr, GroupByExpr, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Spanned, TableFactor,
-    TableWithJoins,
+    Expr, GroupByExpr, Query, Select, SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Spanned,
+    TableFactor, TableWithJoins,
 };
 use sqlparser::tokenizer::Location;
 
 use crate::connector::{self, SinkConnector, SourceConnector};
 use crate::expr::{Column, Scalar, Scope};
-use crate::parser::{ColumnKind, SqlError, SqlStatement, TableDef};
+use crate::parser::{refuse, ColumnKind, SqlError, SqlStatement, TableDef};
 use crate::types::{Row, SqlType};
 
 /// What a script declared, and what it inserts.
@@ -26,8 +26,6 @@ use crate::types::{Row, SqlType};
 pub struct Catalog {
     tables: BTreeMap<String, TableDef>,
     views: BTreeMap<String, Box<Query>>,
-    /// `SET` options.
-    pub settings: BTreeMap<String, String>,
 }
 
 /// One `INSERT`, planned.
@@ -95,6 +93,13 @@ impl Catalog {
                     if catalog.tables.contains_key(&name) || catalog.views.contains_key(&name) {
                         return Err(SqlError::at(at, format!("{name} is declared twice")));
                     }
+                    // Computed columns are checked where they are declared.
+                    let physical = Scope { columns: physical_columns(&table) };
+                    for column in &table.columns {
+                        if let ColumnKind::Computed(expr) = &column.kind {
+                            physical.compile(expr)?;
+                        }
+                    }
                     catalog.tables.insert(name, *table);
                 }
                 SqlStatement::CreateView { name, query, at } => {
@@ -105,8 +110,14 @@ impl Catalog {
                     catalog.query(&query)?;
                     catalog.views.insert(name, query);
                 }
-                SqlStatement::Set { key, value, .. } => {
-                    catalog.settings.insert(key, value);
+                SqlStatement::Set { key, at, .. } => {
+                    return Err(SqlError::at(
+                        at,
+                        format!(
+                            "SET '{key}' is not supported yet: give the parallelism and checkpoint interval on the \
+                             command line"
+                        ),
+                    ));
                 }
                 SqlStatement::Insert { table, query, at } => inserts.push(catalog.insert(&table, &query, at)?),
             }
@@ -128,6 +139,16 @@ impl Catalog {
         };
         let relation = self.query(query)?;
         let sink = connector::sink(sink_table)?;
+        if let Some(column) = sink_table.columns.iter().find(|c| c.not_null) {
+            return Err(SqlError::at(
+                column.at,
+                format!(
+                    "NOT NULL on the sink column {} is not enforced yet (Flink fails the job on a NULL there): \
+                     remove NOT NULL",
+                    column.name
+                ),
+            ));
+        }
         let targets: Vec<(&str, &SqlType)> = sink_table
             .columns
             .iter()
@@ -185,12 +206,7 @@ impl Catalog {
             .collect();
         let source = connector::source(table, &physical)?;
         // Computed columns see the physical ones (Flink: not each other).
-        let scope = Scope {
-            columns: physical
-                .iter()
-                .map(|(name, ty, _)| Column { qualifier: None, name: name.clone(), ty: ty.clone() })
-                .collect(),
-        };
+        let scope = Scope { columns: physical_columns(table) };
         let mut computed = Vec::new();
         for column in &table.columns {
             if let ColumnKind::Computed(expr) = &column.kind {
@@ -225,58 +241,108 @@ impl Catalog {
 
     /// A table's columns as a query sees them: physical, then computed.
     fn table_columns(&self, table: &TableDef) -> Vec<Column> {
-        let physical = table.columns.iter().filter_map(|c| match &c.kind {
-            ColumnKind::Physical(ty) => Some(Column { qualifier: None, name: c.name.clone(), ty: ty.clone() }),
-            ColumnKind::Computed(_) => None,
-        });
-        let scope = Scope { columns: physical.clone().collect() };
+        let physical = physical_columns(table);
+        let scope = Scope { columns: physical.clone() };
         let computed = table.columns.iter().filter_map(|c| match &c.kind {
             ColumnKind::Computed(expr) => {
-                // Typed by compiling (errors surface in `source_of`).
-                let ty = scope.compile(expr).map(|s| s.ty).unwrap_or(SqlType::Null);
+                let ty = scope.compile(expr).expect("checked when the table was declared").ty;
                 Some(Column { qualifier: None, name: c.name.clone(), ty })
             }
             ColumnKind::Physical(_) => None,
         });
-        physical.chain(computed).collect()
+        physical.into_iter().chain(computed).collect()
     }
 
-    /// Plans a query into a relation.
+    /// Plans a query into a relation. Every clause `sqlparser` parsed is looked at (no `..`):
+    /// one Weir does not implement is refused, never dropped.
     fn query(&self, query: &Query) -> Result<Relation, SqlError> {
         let at = query.span().start;
-        if query.with.is_some() {
-            return Err(SqlError::at(at, "WITH is not supported yet: declare a view with CREATE VIEW"));
+        let Query {
+            with,
+            body,
+            order_by,
+            limit_clause,
+            fetch,
+            locks,
+            for_clause,
+            settings,
+            format_clause,
+            pipe_operators,
+        } = query;
+        refuse(with.is_some(), at, "WITH (declare a view with CREATE VIEW)")?;
+        if let Some(order_by) = order_by {
+            refuse(true, order_by.span().start, "ORDER BY")?;
         }
-        if query.order_by.is_some() || query.limit_clause.is_some() || query.fetch.is_some() {
-            return Err(SqlError::at(at, "ORDER BY, LIMIT and FETCH are not supported yet"));
+        if let Some(limit) = limit_clause {
+            refuse(true, limit.span().start, "LIMIT / OFFSET")?;
         }
-        let select = match query.body.as_ref() {
-            SetExpr::Select(select) => select,
-            SetExpr::Query(inner) => return self.query(inner),
-            SetExpr::SetOperation { .. } => {
-                return Err(SqlError::at(at, "UNION, INTERSECT and EXCEPT are not supported yet"))
-            }
-            other => return Err(SqlError::at(at, format!("`{other}` is not supported yet"))),
-        };
-        self.select(select)
+        refuse(fetch.is_some(), at, "FETCH")?;
+        refuse(
+            !locks.is_empty()
+                || for_clause.is_some()
+                || settings.is_some()
+                || format_clause.is_some()
+                || !pipe_operators.is_empty(),
+            at,
+            "this clause of a query",
+        )?;
+        match body.as_ref() {
+            SetExpr::Select(select) => self.select(select),
+            SetExpr::Query(inner) => self.query(inner),
+            SetExpr::SetOperation { .. } => Err(SqlError::at(at, "UNION, INTERSECT and EXCEPT are not supported yet")),
+            other => Err(SqlError::at(at, format!("`{other}` is not supported yet"))),
+        }
     }
 
     fn select(&self, select: &Select) -> Result<Relation, SqlError> {
         let at = select.span().start;
-        if select.distinct.is_some() {
-            return Err(SqlError::at(at, "SELECT DISTINCT is not supported yet"));
-        }
-        let grouped = match &select.group_by {
+        let Select {
+            select_token: _,
+            distinct,
+            top,
+            top_before_distinct: _,
+            projection,
+            exclude,
+            into,
+            from,
+            lateral_views,
+            prewhere,
+            selection,
+            group_by,
+            cluster_by,
+            distribute_by,
+            sort_by,
+            having,
+            named_window,
+            qualify,
+            window_before_qualify: _,
+            value_table_mode,
+            connect_by,
+            flavor,
+        } = select;
+        refuse(distinct.is_some(), at, "SELECT DISTINCT")?;
+        refuse(top.is_some(), at, "SELECT TOP")?;
+        refuse(exclude.is_some(), at, "SELECT * EXCLUDE")?;
+        refuse(into.is_some(), at, "SELECT … INTO")?;
+        let grouped = match group_by {
             GroupByExpr::Expressions(exprs, modifiers) => !exprs.is_empty() || !modifiers.is_empty(),
             GroupByExpr::All(_) => true,
         };
-        if grouped || select.having.is_some() {
-            return Err(SqlError::at(at, "GROUP BY (aggregation) is not supported yet"));
-        }
-        if !select.named_window.is_empty() || select.qualify.is_some() || !select.lateral_views.is_empty() {
-            return Err(SqlError::at(at, "WINDOW, QUALIFY and LATERAL VIEW are not supported"));
-        }
-        let mut relation = match select.from.as_slice() {
+        refuse(grouped || having.is_some(), at, "GROUP BY (aggregation)")?;
+        refuse(!named_window.is_empty() || qualify.is_some(), at, "WINDOW and QUALIFY")?;
+        refuse(
+            !lateral_views.is_empty()
+                || prewhere.is_some()
+                || !cluster_by.is_empty()
+                || !distribute_by.is_empty()
+                || !sort_by.is_empty()
+                || value_table_mode.is_some()
+                || connect_by.is_some()
+                || *flavor != SelectFlavor::Standard,
+            at,
+            "this clause of SELECT",
+        )?;
+        let mut relation = match from.as_slice() {
             [TableWithJoins { relation, joins }] if joins.is_empty() => self.relation(relation)?,
             [TableWithJoins { joins, .. }] => {
                 return Err(SqlError::at(joins[0].span().start, "JOIN is not supported yet"));
@@ -285,12 +351,12 @@ impl Catalog {
             _ => return Err(SqlError::at(at, "several tables in FROM (a cross join) are not supported yet")),
         };
         let scope = Scope { columns: relation.columns.clone() };
-        if let Some(predicate) = &select.selection {
+        if let Some(predicate) = selection {
             relation.steps.push(Step::Filter(scope.boolean(predicate)?));
         }
         let mut exprs = Vec::new();
         let mut columns = Vec::new();
-        for (position, item) in select.projection.iter().enumerate() {
+        for (position, item) in projection.iter().enumerate() {
             match item {
                 SelectItem::UnnamedExpr(expr) => {
                     let scalar = scope.compile(expr)?;
@@ -302,17 +368,22 @@ impl Catalog {
                     columns.push(Column { qualifier: None, name: alias.value.clone(), ty: scalar.ty.clone() });
                     exprs.push(scalar);
                 }
-                SelectItem::Wildcard(_) => {
+                SelectItem::Wildcard(options) => {
+                    refuse(*options != Default::default(), item.span().start, "wildcard options (EXCEPT, REPLACE, …)")?;
                     for index in 0..scope.columns.len() {
                         exprs.push(scope_column(&scope, index));
                         columns.push(Column { qualifier: None, ..scope.columns[index].clone() });
                     }
                 }
-                SelectItem::QualifiedWildcard(kind, _) => {
+                SelectItem::QualifiedWildcard(kind, options) => {
+                    refuse(*options != Default::default(), item.span().start, "wildcard options (EXCEPT, REPLACE, …)")?;
                     let SelectItemQualifiedWildcardKind::ObjectName(name) = kind else {
                         return Err(SqlError::at(item.span().start, "this wildcard form is not supported"));
                     };
-                    let qualifier = name.to_string();
+                    let qualifier = match name.0.as_slice() {
+                        [part] => part.as_ident().map(|i| i.value.clone()).unwrap_or_else(|| part.to_string()),
+                        _ => return Err(SqlError::at(item.span().start, format!("{name}.*: use a table's own name"))),
+                    };
                     let mut any = false;
                     for index in 0..scope.columns.len() {
                         if scope.columns[index].qualifier.as_deref() == Some(qualifier.as_str()) {
@@ -338,10 +409,35 @@ impl Catalog {
     fn relation(&self, factor: &TableFactor) -> Result<Relation, SqlError> {
         let at = factor.span().start;
         match factor {
-            TableFactor::Table { version: Some(_), .. } => {
-                Err(SqlError::at(at, "temporal joins (FOR SYSTEM_TIME AS OF) are not supported yet"))
-            }
-            TableFactor::Table { name, alias, args: None, with_hints, .. } if with_hints.is_empty() => {
+            TableFactor::Table {
+                name,
+                alias,
+                args,
+                with_hints,
+                version,
+                with_ordinality,
+                partitions,
+                json_path,
+                sample,
+                index_hints,
+            } => {
+                refuse(version.is_some(), at, "FOR SYSTEM_TIME AS OF (temporal joins)")?;
+                refuse(args.is_some(), at, "table functions (TUMBLE, HOP, CUMULATE, SESSION)")?;
+                refuse(sample.is_some(), at, "TABLESAMPLE")?;
+                refuse(
+                    !with_hints.is_empty()
+                        || *with_ordinality
+                        || !partitions.is_empty()
+                        || json_path.is_some()
+                        || !index_hints.is_empty(),
+                    at,
+                    "this form of table reference",
+                )?;
+                refuse(
+                    alias.as_ref().is_some_and(|a| !a.columns.is_empty()),
+                    at,
+                    "column aliases on a table (t AS a(x, y))",
+                )?;
                 let name = match name.0.as_slice() {
                     [part] => part.as_ident().map(|i| i.value.clone()).unwrap_or_else(|| part.to_string()),
                     _ => return Err(SqlError::at(at, format!("qualified name {name} is not supported"))),
@@ -358,19 +454,34 @@ impl Catalog {
                 Ok(relation)
             }
             TableFactor::Derived { lateral: false, subquery, alias } => {
+                refuse(
+                    alias.as_ref().is_some_and(|a| !a.columns.is_empty()),
+                    at,
+                    "column aliases on a subquery (AS s(x, y): alias the columns in its SELECT)",
+                )?;
                 let mut relation = self.query(subquery)?;
                 let qualifier = alias.as_ref().map(|a| a.name.value.clone());
                 relation.columns.iter_mut().for_each(|c| c.qualifier = qualifier.clone());
                 Ok(relation)
             }
-            TableFactor::Table { args: Some(_), .. }
-            | TableFactor::TableFunction { .. }
-            | TableFactor::Function { .. } => {
+            TableFactor::TableFunction { .. } | TableFactor::Function { .. } => {
                 Err(SqlError::at(at, "table functions (TUMBLE, HOP, CUMULATE, SESSION) are not supported yet"))
             }
             other => Err(SqlError::at(at, format!("`{other}` in FROM is not supported yet"))),
         }
     }
+}
+
+/// A table's physical columns.
+fn physical_columns(table: &TableDef) -> Vec<Column> {
+    table
+        .columns
+        .iter()
+        .filter_map(|c| match &c.kind {
+            ColumnKind::Physical(ty) => Some(Column { qualifier: None, name: c.name.clone(), ty: ty.clone() }),
+            ColumnKind::Computed(_) => None,
+        })
+        .collect()
 }
 
 /// A column of `scope`, read as it is.

@@ -128,7 +128,9 @@ impl Value {
         }
     }
 
-    /// Writes the value as a CSV field, as Flink's CSV format does (`NULL` as an empty field).
+    /// Writes the value as a CSV field, as Flink's CSV format does (`NULL` as an empty field,
+    /// timestamps as `2023-11-14 22:13:20.1`, numbers as Java prints them). Rows are refused
+    /// for CSV sinks when the job is planned.
     pub fn write_csv(&self, out: &mut Vec<u8>) {
         use std::io::Write;
         match self {
@@ -137,39 +139,48 @@ impl Value {
             Value::Int(v) => {
                 let _ = write!(out, "{v}");
             }
-            Value::Double(v) => {
-                let _ = write!(out, "{v}");
-            }
-            Value::Decimal { unscaled, scale } => out.extend_from_slice(format_decimal(*unscaled, *scale).as_bytes()),
+            Value::Double(v) => out.extend_from_slice(java_double(*v).as_bytes()),
+            Value::Decimal { unscaled, scale } => out.extend_from_slice(java_decimal(*unscaled, *scale).as_bytes()),
             Value::Str(s) => write_csv_text(s, out),
-            Value::Millis(ms) => out.extend_from_slice(format_timestamp(*ms).as_bytes()),
-            Value::Row(fields) => {
-                let text: Vec<String> = fields.iter().map(|v| v.to_string()).collect();
-                write_csv_text(&format!("({})", text.join(",")), out)
+            Value::Millis(ms) => {
+                let (date, time) = date_and_time(*ms);
+                let _ = write!(out, "{date} {time}");
             }
+            Value::Row(_) => unreachable!("ROW columns are refused for CSV sinks"),
         }
     }
 }
 
+/// As Flink's print connector shows a value: Java's `toString` of its external type.
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Value::Null => f.write_str("NULL"),
+            Value::Null => f.write_str("null"),
             Value::Bool(v) => write!(f, "{v}"),
             Value::Int(v) => write!(f, "{v}"),
-            Value::Double(v) => write!(f, "{v}"),
-            Value::Decimal { unscaled, scale } => f.write_str(&format_decimal(*unscaled, *scale)),
+            Value::Double(v) => f.write_str(&java_double(*v)),
+            Value::Decimal { unscaled, scale } => f.write_str(&java_decimal(*unscaled, *scale)),
             Value::Str(s) => f.write_str(s),
-            Value::Millis(ms) => f.write_str(&format_timestamp(*ms)),
+            // `LocalDateTime.toString`: seconds only when not zero, the fraction in milliseconds.
+            Value::Millis(ms) => {
+                let (date, _) = date_and_time(*ms);
+                let in_day = ms.rem_euclid(86_400_000);
+                let (h, m, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1_000 % 60, in_day % 1_000);
+                match (s, milli) {
+                    (0, 0) => write!(f, "{date}T{h:02}:{m:02}"),
+                    (_, 0) => write!(f, "{date}T{h:02}:{m:02}:{s:02}"),
+                    _ => write!(f, "{date}T{h:02}:{m:02}:{s:02}.{milli:03}"),
+                }
+            }
             Value::Row(fields) => {
-                f.write_str("(")?;
+                f.write_str("+I[")?;
                 for (index, value) in fields.iter().enumerate() {
                     if index > 0 {
                         f.write_str(", ")?;
                     }
                     write!(f, "{value}")?;
                 }
-                f.write_str(")")
+                f.write_str("]")
             }
         }
     }
@@ -199,14 +210,63 @@ pub fn format_decimal(unscaled: i128, scale: u8) -> String {
     format!("{sign}{whole}.{fraction}")
 }
 
-/// A timestamp as Flink prints `TIMESTAMP(3)`: `2015-07-15 00:00:01.234`.
-pub fn format_timestamp(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
+/// The date (`2015-07-15`) and the time as Java's `ISO_LOCAL_TIME` prints it (`00:00:01.23`: the
+/// fraction without trailing zeros, none when zero) — Flink's CSV format for `TIMESTAMP(3)`.
+pub fn date_and_time(ms: i64) -> (String, String) {
+    let (year, month, day) = civil_from_days(ms.div_euclid(86_400_000));
     let in_day = ms.rem_euclid(86_400_000);
-    let (year, month, day) = civil_from_days(days);
     let (hours, minutes, seconds, millis) =
         (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1_000 % 60, in_day % 1_000);
-    format!("{year:04}-{month:02}-{day:02} {hours:02}:{minutes:02}:{seconds:02}.{millis:03}")
+    let mut time = format!("{hours:02}:{minutes:02}:{seconds:02}");
+    if millis != 0 {
+        time.push_str(format!(".{millis:03}").trim_end_matches('0'));
+    }
+    (format!("{year:04}-{month:02}-{day:02}"), time)
+}
+
+/// A timestamp as Flink's CSV format writes `TIMESTAMP(3)`: `2015-07-15 00:00:01.234`,
+/// `2015-07-15 00:00:01.2`, `2015-07-15 00:00:01`.
+pub fn format_timestamp(ms: i64) -> String {
+    let (date, time) = date_and_time(ms);
+    format!("{date} {time}")
+}
+
+/// A double as Java's `Double.toString` prints it: `1.0`, `0.001`, `1.0E7`, `1.0E-4` (the
+/// shortest digits that read back as the same double).
+pub fn java_double(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+    }
+    let magnitude = v.abs();
+    if (1e-3..1e7).contains(&magnitude) {
+        let text = format!("{v:?}");
+        return if text.contains('.') { text } else { format!("{text}.0") };
+    }
+    // Scientific: Rust's `{:e}` gives the shortest digits as `d.ddde±x`.
+    let text = format!("{v:e}");
+    let (mantissa, exponent) = text.split_once('e').expect("scientific notation");
+    let mantissa = if mantissa.contains('.') { mantissa.to_owned() } else { format!("{mantissa}.0") };
+    format!("{mantissa}E{exponent}")
+}
+
+/// A decimal as Java's `BigDecimal.toString` prints it: plain, except scientific when the
+/// exponent is below −6 (`1E-7`, `1.5E-8`).
+pub fn java_decimal(unscaled: i128, scale: u8) -> String {
+    let digits = unscaled.unsigned_abs().to_string();
+    let adjusted = digits.len() as i64 - 1 - scale as i64;
+    if adjusted >= -6 {
+        return format_decimal(unscaled, scale);
+    }
+    let sign = if unscaled < 0 { "-" } else { "" };
+    let (first, rest) = digits.split_at(1);
+    let fraction = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+    format!("{sign}{first}{fraction}E{adjusted}")
 }
 
 /// Year, month and day of a day number counted from 1970-01-01 (the proleptic Gregorian
@@ -238,9 +298,27 @@ mod tests {
 
     #[test]
     fn timestamps_print_as_flink_does() {
-        assert_eq!(format_timestamp(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_timestamp(0), "1970-01-01 00:00:00");
         assert_eq!(format_timestamp(1_436_918_401_234), "2015-07-15 00:00:01.234");
+        assert_eq!(format_timestamp(1_436_918_401_230), "2015-07-15 00:00:01.23");
+        assert_eq!(format_timestamp(1_436_918_401_100), "2015-07-15 00:00:01.1");
         assert_eq!(format_timestamp(-1), "1969-12-31 23:59:59.999");
-        assert_eq!(format_timestamp(951_782_400_000), "2000-02-29 00:00:00.000");
+        assert_eq!(format_timestamp(951_782_400_000), "2000-02-29 00:00:00");
+        // The print connector: `LocalDateTime.toString`.
+        assert_eq!(Value::Millis(951_782_400_000).to_string(), "2000-02-29T00:00");
+        assert_eq!(Value::Millis(1_436_918_401_100).to_string(), "2015-07-15T00:00:01.100");
+    }
+
+    #[test]
+    fn numbers_print_as_java_does() {
+        assert_eq!(java_double(1.0), "1.0");
+        assert_eq!(java_double(0.001), "0.001");
+        assert_eq!(java_double(1e7), "1.0E7");
+        assert_eq!(java_double(-1.5e-4), "-1.5E-4");
+        assert_eq!(java_double(123.456), "123.456");
+        assert_eq!(java_decimal(1, 7), "1E-7");
+        assert_eq!(java_decimal(15, 9), "1.5E-8");
+        assert_eq!(java_decimal(1, 6), "0.000001");
+        assert_eq!(java_decimal(-1_234_567, 3), "-1234.567");
     }
 }
