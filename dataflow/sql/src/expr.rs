@@ -718,7 +718,8 @@ fn literal(value: &Literal, at: Location) -> Result<Scalar, SqlError> {
                 let unscaled: i128 =
                     digits.parse().map_err(|_| SqlError::at(at, format!("number {text} is out of range")))?;
                 let scale = fraction.len() as u8;
-                let precision = (digits.trim_start_matches('0').len() as u8).max(scale).max(1);
+                // Calcite's rule: at least one digit before the point (`0.908` is DECIMAL(4, 3)).
+                let precision = (digits.trim_start_matches('0').len() as u8).max(scale + 1);
                 Scalar::new(Kind::Literal(Value::Decimal { unscaled, scale }), SqlType::Decimal { precision, scale })
             } else {
                 let v: i64 = text.parse().map_err(|_| SqlError::at(at, format!("number {text} is out of range")))?;
@@ -772,9 +773,11 @@ mod tests {
 
     #[test]
     fn decimal_arithmetic_is_exact_and_typed_as_flink() {
-        // Flink: DECIMAL(3, 3) × DECIMAL(19, 0) is DECIMAL(23, 3) — Nexmark q1's sink type.
+        // As Flink 2.3 types it (checked with PyFlink): `0.908` is DECIMAL(4, 3), so
+        // `0.908 * price` is DECIMAL(24, 3); `0.0000001 * price` DECIMAL(28, 7).
         let (value, ty) = eval("0.908 * price", &row());
-        assert_eq!(ty, SqlType::Decimal { precision: 23, scale: 3 });
+        assert_eq!(ty, SqlType::Decimal { precision: 24, scale: 3 });
+        assert_eq!(eval("0.0000001 * price", &row()).1, SqlType::Decimal { precision: 28, scale: 7 });
         assert_eq!(value.to_string(), "908.000");
         let (value, ty) = eval("price + 0.5", &row());
         assert_eq!((value.to_string(), ty), ("1000.5".into(), SqlType::Decimal { precision: 21, scale: 1 }));

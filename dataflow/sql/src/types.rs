@@ -142,10 +142,8 @@ impl Value {
             Value::Double(v) => out.extend_from_slice(java_double(*v).as_bytes()),
             Value::Decimal { unscaled, scale } => out.extend_from_slice(java_decimal(*unscaled, *scale).as_bytes()),
             Value::Str(s) => write_csv_text(s, out),
-            Value::Millis(ms) => {
-                let (date, time) = date_and_time(*ms);
-                let _ = write!(out, "{date} {time}");
-            }
+            // Written as text, so quoted (it holds a space), as Flink writes it.
+            Value::Millis(ms) => write_csv_text(&format_timestamp(*ms), out),
             Value::Row(_) => unreachable!("ROW columns are refused for CSV sinks"),
         }
     }
@@ -186,8 +184,11 @@ impl fmt::Display for Value {
     }
 }
 
+/// Text as Flink's CSV format (Jackson's CSV writer) writes it: quoted when it holds any
+/// character below `-` (controls, space, `!"#$%&'()*+,`), quotes doubled; the empty string
+/// unquoted (so it reads back as `NULL`, as in Flink).
 fn write_csv_text(text: &str, out: &mut Vec<u8>) {
-    if text.contains([',', '"', '\n', '\r']) {
+    if text.chars().any(|c| c < '-') {
         out.push(b'"');
         out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
         out.push(b'"');
@@ -307,6 +308,30 @@ mod tests {
         // The print connector: `LocalDateTime.toString`.
         assert_eq!(Value::Millis(951_782_400_000).to_string(), "2000-02-29T00:00");
         assert_eq!(Value::Millis(1_436_918_401_100).to_string(), "2015-07-15T00:00:01.100");
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_as_flink_writes_them() {
+        // What Flink 2.3's CSV format wrote for the same values (checked with PyFlink).
+        let csv = |value: Value| {
+            let mut out = Vec::new();
+            value.write_csv(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let text = |s: &str| Value::Str(Arc::from(s));
+        assert_eq!(csv(text("plain")), "plain");
+        assert_eq!(csv(text("with space")), "\"with space\"");
+        assert_eq!(csv(text("")), "");
+        assert_eq!(csv(text("a,b")), "\"a,b\"");
+        assert_eq!(csv(text("quote\"d")), "\"quote\"\"d\"");
+        assert_eq!(csv(text("a!b")), "\"a!b\"");
+        assert_eq!(csv(text("a-b")), "a-b");
+        assert_eq!(csv(text("a;b")), "a;b");
+        assert_eq!(csv(Value::Null), "");
+        assert_eq!(csv(Value::Bool(true)), "true");
+        assert_eq!(csv(Value::Millis(1_699_999_999_100)), "\"2023-11-14 22:13:19.1\"");
+        assert_eq!(csv(Value::Double(16_900_000.0)), "1.69E7");
+        assert_eq!(csv(Value::Decimal { unscaled: 1, scale: 7 }), "1E-7");
     }
 
     #[test]
