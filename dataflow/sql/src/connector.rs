@@ -281,7 +281,7 @@ fn nexmark_source(table: &TableDef, physical: &[(String, SqlType, Location)]) ->
 /// not yet, so they are empty strings, and a bid's `url` is derived from its channel.
 pub fn nexmark_row(event: &Event) -> Row {
     let text = |s: &str| Value::Str(Arc::from(s));
-    let empty = || Value::Str(Arc::from(""));
+    let empty = || Value::Str(EMPTY.with(Arc::clone));
     let nested = |values: Vec<Value>| Value::Row(Arc::from(values));
     match event {
         Event::Person(p) => vec![
@@ -324,13 +324,39 @@ pub fn nexmark_row(event: &Event) -> Row {
                 Value::Int(b.auction),
                 Value::Int(b.bidder),
                 Value::Int(b.price),
-                text(&b.channel),
-                text(&format!("https://www.nexmark.com/{}/item.htm?query=1", b.channel.to_ascii_lowercase())),
+                Value::Str(channel_text(&b.channel, false)),
+                Value::Str(channel_text(&b.channel, true)),
                 Value::Millis(b.date_time),
                 empty(),
             ]),
         ],
     }
+}
+
+/// A channel's name, its shared text and its shared URL.
+type ChannelTexts = Vec<(String, Arc<str>, Arc<str>)>;
+
+thread_local! {
+    static EMPTY: Arc<str> = Arc::from("");
+    /// Each channel's name and URL, shared by every bid of the channel (a handful of them).
+    static CHANNELS: std::cell::RefCell<ChannelTexts> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A bid channel's name (`url: false`) or URL, shared rather than allocated per bid.
+fn channel_text(channel: &str, url: bool) -> Arc<str> {
+    CHANNELS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let index = match cache.iter().position(|(name, _, _)| name == channel) {
+            Some(index) => index,
+            None => {
+                let address = format!("https://www.nexmark.com/{}/item.htm?query=1", channel.to_ascii_lowercase());
+                cache.push((channel.to_owned(), Arc::from(channel), Arc::from(address.as_str())));
+                cache.len() - 1
+            }
+        };
+        let (_, name, address) = &cache[index];
+        Arc::clone(if url { address } else { name })
+    })
 }
 
 /// Generates a source table's rows: the connector's row, its declared physical columns in

@@ -93,6 +93,38 @@ impl Scalar {
         Scalar::new(Kind::Column(index), ty)
     }
 
+    /// This expression over the output of a projection: each column `i` it reads becomes
+    /// `inputs[i]`. Two projections in a row become one (no intermediate row is built).
+    pub fn substitute(&self, inputs: &[Scalar]) -> Scalar {
+        let kind = match &self.kind {
+            Kind::Column(index) => {
+                let input = &inputs[*index];
+                assert_eq!(input.ty, self.ty, "column {index} keeps its type through a projection");
+                return input.clone();
+            }
+            Kind::Field(base, index) => Kind::Field(Box::new(base.substitute(inputs)), *index),
+            Kind::Literal(value) => Kind::Literal(value.clone()),
+            Kind::Arithmetic(op, l, r) => {
+                Kind::Arithmetic(*op, Box::new(l.substitute(inputs)), Box::new(r.substitute(inputs)))
+            }
+            Kind::Compare(op, l, r) => {
+                Kind::Compare(*op, Box::new(l.substitute(inputs)), Box::new(r.substitute(inputs)))
+            }
+            Kind::And(l, r) => Kind::And(Box::new(l.substitute(inputs)), Box::new(r.substitute(inputs))),
+            Kind::Or(l, r) => Kind::Or(Box::new(l.substitute(inputs)), Box::new(r.substitute(inputs))),
+            Kind::Not(inner) => Kind::Not(Box::new(inner.substitute(inputs))),
+            Kind::Negate(inner) => Kind::Negate(Box::new(inner.substitute(inputs))),
+            Kind::IsNull(inner, negated) => Kind::IsNull(Box::new(inner.substitute(inputs)), *negated),
+            Kind::Case(branches, otherwise) => Kind::Case(
+                branches.iter().map(|(c, r)| (c.substitute(inputs), r.substitute(inputs))).collect(),
+                otherwise.as_ref().map(|o| Box::new(o.substitute(inputs))),
+            ),
+            Kind::ToDecimal(inner) => Kind::ToDecimal(Box::new(inner.substitute(inputs))),
+            Kind::ToDouble(inner) => Kind::ToDouble(Box::new(inner.substitute(inputs))),
+        };
+        Scalar::new(kind, self.ty.clone())
+    }
+
     /// Evaluates the expression on `row`.
     pub fn eval(&self, row: &Row) -> Value {
         match &self.kind {

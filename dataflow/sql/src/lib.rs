@@ -224,6 +224,11 @@ mod tests {
             let bid = [Int(auction), Int(7), Int(price), Null, Null, Millis(5), Null];
             vec![Int(2), types::Value::Row(std::sync::Arc::from(bid.to_vec())), Millis(5)]
         };
+        assert_eq!(
+            insert.steps.iter().filter(|s| matches!(s, Step::Project(_))).count(),
+            1,
+            "views fused into one row build"
+        );
         assert_eq!(Step::run(&insert.steps, row(4, 30)), Some(vec![types::Value::Int(4), types::Value::Int(60)]));
         assert_eq!(Step::run(&insert.steps, row(3, 30)), None, "odd auction");
         assert_eq!(Step::run(&insert.steps, row(4, 300)), None, "not cheap");

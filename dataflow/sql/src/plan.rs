@@ -180,6 +180,7 @@ impl Catalog {
         if changes {
             steps.push(Step::Project(exprs));
         }
+        let steps = fuse(steps);
         let source_table = &self.tables[&relation.table];
         let (source, computed, event_time) = self.source_of(source_table)?;
         Ok(Insert {
@@ -470,6 +471,34 @@ impl Catalog {
             other => Err(SqlError::at(at, format!("`{other}` in FROM is not supported yet"))),
         }
     }
+}
+
+/// The steps as filters over the source row followed by at most one projection: a filter
+/// after a projection is rewritten over the projection's input, and projections in a row are
+/// composed — so views and subqueries cost one row build, not one each. Expressions are pure,
+/// so the answer is the same.
+fn fuse(steps: Vec<Step>) -> Vec<Step> {
+    let mut filters: Vec<Step> = Vec::new();
+    let mut projection: Option<Vec<Scalar>> = None;
+    for step in steps {
+        match step {
+            Step::Filter(predicate) => {
+                let predicate = match &projection {
+                    Some(inner) => predicate.substitute(inner),
+                    None => predicate,
+                };
+                filters.push(Step::Filter(predicate));
+            }
+            Step::Project(outer) => {
+                projection = Some(match projection {
+                    Some(inner) => outer.iter().map(|e| e.substitute(&inner)).collect(),
+                    None => outer,
+                });
+            }
+        }
+    }
+    filters.extend(projection.map(Step::Project));
+    filters
 }
 
 /// A table's physical columns.

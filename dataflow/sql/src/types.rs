@@ -132,18 +132,19 @@ impl Value {
     /// timestamps as `2023-11-14 22:13:20.1`, numbers as Java prints them). Rows are refused
     /// for CSV sinks when the job is planned.
     pub fn write_csv(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
         match self {
             Value::Null => {}
             Value::Bool(v) => out.extend_from_slice(if *v { b"true" } else { b"false" }),
-            Value::Int(v) => {
-                let _ = write!(out, "{v}");
-            }
+            Value::Int(v) => weir_core::bid::write_integer(*v, out),
             Value::Double(v) => out.extend_from_slice(java_double(*v).as_bytes()),
             Value::Decimal { unscaled, scale } => out.extend_from_slice(java_decimal(*unscaled, *scale).as_bytes()),
             Value::Str(s) => write_csv_text(s, out),
             // Written as text, so quoted (it holds a space), as Flink writes it.
-            Value::Millis(ms) => write_csv_text(&format_timestamp(*ms), out),
+            Value::Millis(ms) => {
+                out.push(b'"');
+                write_timestamp(*ms, out);
+                out.push(b'"');
+            }
             Value::Row(_) => unreachable!("ROW columns are refused for CSV sinks"),
         }
     }
@@ -223,6 +224,39 @@ pub fn date_and_time(ms: i64) -> (String, String) {
         time.push_str(format!(".{millis:03}").trim_end_matches('0'));
     }
     (format!("{year:04}-{month:02}-{day:02}"), time)
+}
+
+/// Appends [`format_timestamp`]'s text without building strings (CSV sinks write one per row).
+fn write_timestamp(ms: i64, out: &mut Vec<u8>) {
+    fn padded(out: &mut Vec<u8>, value: i64, width: usize) {
+        let mut digits = itoa::Buffer::new();
+        let text = digits.format(value);
+        out.extend(std::iter::repeat_n(b'0', width.saturating_sub(text.len())));
+        out.extend_from_slice(text.as_bytes());
+    }
+    let (year, month, day) = civil_from_days(ms.div_euclid(86_400_000));
+    let in_day = ms.rem_euclid(86_400_000);
+    padded(out, year, 4);
+    out.push(b'-');
+    padded(out, month as i64, 2);
+    out.push(b'-');
+    padded(out, day as i64, 2);
+    out.push(b' ');
+    padded(out, in_day / 3_600_000, 2);
+    out.push(b':');
+    padded(out, in_day / 60_000 % 60, 2);
+    out.push(b':');
+    padded(out, in_day / 1_000 % 60, 2);
+    let mut millis = in_day % 1_000;
+    if millis != 0 {
+        out.push(b'.');
+        let mut width = 3;
+        while millis % 10 == 0 {
+            millis /= 10;
+            width -= 1;
+        }
+        padded(out, millis, width);
+    }
 }
 
 /// A timestamp as Flink's CSV format writes `TIMESTAMP(3)`: `2015-07-15 00:00:01.234`,
@@ -330,6 +364,9 @@ mod tests {
         assert_eq!(csv(Value::Null), "");
         assert_eq!(csv(Value::Bool(true)), "true");
         assert_eq!(csv(Value::Millis(1_699_999_999_100)), "\"2023-11-14 22:13:19.1\"");
+        for ms in [0, 1, 10, 100, 230, 999, 1_000, 1_699_999_999_234, -1, 951_782_400_000, 253_402_300_799_999] {
+            assert_eq!(csv(Value::Millis(ms)), format!("\"{}\"", format_timestamp(ms)), "{ms}");
+        }
         assert_eq!(csv(Value::Double(16_900_000.0)), "1.69E7");
         assert_eq!(csv(Value::Decimal { unscaled: 1, scale: 7 }), "1E-7");
     }
