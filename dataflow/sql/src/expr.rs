@@ -62,9 +62,11 @@ enum Kind {
     ToDecimal(Box<Scalar>),
     /// Any number to a double.
     ToDouble(Box<Scalar>),
+    /// The same value, seen as the scalar's type (see `retype`).
+    Retype(Box<Scalar>),
 }
 
-#[derive(Copy, Clone, Debug)]
+#[derive(Copy, Clone, Debug, PartialEq)]
 enum Arithmetic {
     Add,
     Subtract,
@@ -121,6 +123,7 @@ impl Scalar {
             ),
             Kind::ToDecimal(inner) => Kind::ToDecimal(Box::new(inner.substitute(inputs))),
             Kind::ToDouble(inner) => Kind::ToDouble(Box::new(inner.substitute(inputs))),
+            Kind::Retype(inner) => Kind::Retype(Box::new(inner.substitute(inputs))),
         };
         Scalar::new(kind, self.ty.clone())
     }
@@ -169,6 +172,7 @@ impl Scalar {
                 SqlType::Decimal { precision, scale } => fit(to_decimal(inner.eval(row), scale), precision),
                 _ => unreachable!("a decimal conversion has a decimal type"),
             },
+            Kind::Retype(inner) => inner.eval(row),
             Kind::ToDouble(inner) => match inner.eval(row) {
                 Value::Int(v) => Value::Double(v as f64),
                 Value::Decimal { unscaled, scale } => {
@@ -192,10 +196,9 @@ impl Scalar {
         let ty = self.ty.clone();
         let coerced = match (&ty, target) {
             (a, b) if a == b => self,
-            (SqlType::Null, _) => Scalar::new(self.kind, target.clone()),
-            (SqlType::Integer(_), SqlType::Integer(IntegerWidth::Big)) => Scalar::new(self.kind, target.clone()),
+            (SqlType::Null, _) => retype(self, target),
             (SqlType::Integer(from), SqlType::Integer(to)) if width_rank(*from) <= width_rank(*to) => {
-                Scalar::new(self.kind, target.clone())
+                retype(self, target)
             }
             (SqlType::Integer(_) | SqlType::Decimal { .. }, SqlType::Decimal { .. }) => {
                 Scalar::new(Kind::ToDecimal(Box::new(self)), target.clone())
@@ -206,7 +209,7 @@ impl Scalar {
             (SqlType::Row(a), SqlType::Row(b))
                 if a.len() == b.len() && a.iter().zip(b).all(|((_, x), (_, y))| x == y) =>
             {
-                Scalar::new(self.kind, target.clone())
+                retype(self, target)
             }
             _ => {
                 return Err(SqlError::at(
@@ -244,7 +247,8 @@ fn to_decimal(value: Value, scale: u8) -> Value {
             let divisor = pow10(from - scale);
             // Half up, away from zero: Java's RoundingMode.HALF_UP, as Flink rounds.
             let (quotient, remainder) = (unscaled / divisor, unscaled % divisor);
-            let rounded = if remainder.abs() * 2 >= divisor { quotient + unscaled.signum() } else { quotient };
+            let half_or_more = remainder.unsigned_abs() >= divisor.unsigned_abs() - remainder.unsigned_abs();
+            let rounded = if half_or_more { quotient + unscaled.signum() } else { quotient };
             Value::Decimal { unscaled: rounded, scale }
         }
         other => other,
@@ -354,7 +358,11 @@ fn numeric_join(a: &SqlType, b: &SqlType) -> Option<SqlType> {
         (SqlType::Decimal { precision: p1, scale: s1 }, SqlType::Decimal { precision: p2, scale: s2 }) => {
             let scale = *s1.max(s2);
             let whole = (p1 - s1).max(p2 - s2);
-            SqlType::Decimal { precision: (whole + scale).min(38), scale }
+            // Holding both exactly would need more digits: the callers refuse the pair.
+            if whole + scale > 38 {
+                return None;
+            }
+            SqlType::Decimal { precision: whole + scale, scale }
         }
         (SqlType::Decimal { .. }, SqlType::Integer(w)) => numeric_join(a, &integer_as_decimal(*w))?,
         (SqlType::Integer(w), SqlType::Decimal { .. }) => numeric_join(&integer_as_decimal(*w), b)?,
@@ -403,11 +411,18 @@ fn integer_as_decimal(width: IntegerWidth) -> SqlType {
 fn widen(scalar: Scalar, ty: &SqlType) -> Scalar {
     match ty {
         _ if scalar.ty == *ty => scalar,
-        SqlType::Integer(_) => Scalar::new(scalar.kind, ty.clone()),
+        SqlType::Integer(_) => retype(scalar, ty),
         SqlType::Double => Scalar::new(Kind::ToDouble(Box::new(scalar)), SqlType::Double),
         SqlType::Decimal { .. } => Scalar::new(Kind::ToDecimal(Box::new(scalar)), ty.clone()),
         _ => scalar,
     }
+}
+
+/// `scalar` seen as `ty` without changing its value (a wider integer, a typed `NULL`, a row
+/// with other field names). A node of its own: the inner expression keeps its type, so an
+/// `INT` product still wraps at 32 bits before it is widened, as in Flink.
+fn retype(scalar: Scalar, ty: &SqlType) -> Scalar {
+    Scalar::new(Kind::Retype(Box::new(scalar)), ty.clone())
 }
 
 fn location(expr: &Expr) -> Location {
@@ -481,6 +496,13 @@ impl Scope {
                     }
                     _ => return Err(SqlError::at(at, format!("{name}(…): this form of call is not supported"))),
                 };
+                if !matches!(function.parameters, FunctionArguments::None)
+                    || function.null_treatment.is_some()
+                    || !function.within_group.is_empty()
+                    || function.uses_odbc_syntax
+                {
+                    return Err(SqlError::at(at, format!("{name}: this form of call is not supported")));
+                }
                 if function.over.is_some() {
                     return Err(SqlError::at(
                         at,
@@ -655,6 +677,9 @@ impl Scope {
             if matches!(joined, SqlType::Decimal { .. }) {
                 return Err(SqlError::at(at, format!("{op} on DECIMAL is not supported yet")));
             }
+            if arithmetic == Arithmetic::Modulo && joined == SqlType::Double {
+                return Err(SqlError::at(at, "MOD / % takes exact numbers (integers), as in Flink"));
+            }
         }
         let as_decimal = |t: &SqlType| match t {
             SqlType::Integer(w) => integer_as_decimal(*w),
@@ -752,6 +777,9 @@ fn literal(value: &Literal, at: Location) -> Result<Scalar, SqlError> {
                 let scale = fraction.len() as u8;
                 // Calcite's rule: at least one digit before the point (`0.908` is DECIMAL(4, 3)).
                 let precision = (digits.trim_start_matches('0').len() as u8).max(scale + 1);
+                if precision > 38 {
+                    return Err(SqlError::at(at, format!("number {text} has more than 38 digits")));
+                }
                 Scalar::new(Kind::Literal(Value::Decimal { unscaled, scale }), SqlType::Decimal { precision, scale })
             } else {
                 let v: i64 = text.parse().map_err(|_| SqlError::at(at, format!("number {text} is out of range")))?;
@@ -836,6 +864,13 @@ mod tests {
             .parse_expr()
             .unwrap();
         assert!(scope().compile(&expr).unwrap_err().message.contains("more than 38 digits"));
+    }
+
+    #[test]
+    fn a_widened_expression_keeps_its_own_width() {
+        // Flink wraps `kind * 2000000000` as an INT, then widens it for `+ price` (BIGINT).
+        let (value, ty) = eval("kind * 2000000000 + price", &row());
+        assert_eq!((value, ty), (Value::Int((4_000_000_000i64 as i32 as i64) + 1_000), SqlType::BIGINT));
     }
 
     #[test]

@@ -209,6 +209,22 @@ mod tests {
     }
 
     #[test]
+    fn widening_casts_survive_fusing_views_and_subqueries() {
+        // An INT into a BIGINT column, a NULL into a VARCHAR one, and an INT widened inside a
+        // subquery's sum: the fused projection keeps each expression's own type.
+        let script = format!(
+            "{SOURCE}\nCREATE TABLE wide (a BIGINT, b BIGINT, c VARCHAR) WITH ('connector' = 'blackhole');\n\
+             INSERT INTO wide SELECT k, k + p, NULL FROM \
+             (SELECT event_type AS k, bid.price AS p FROM datagen WHERE event_type = 2);"
+        );
+        let inserts = plan_script(&script).unwrap();
+        use types::Value::{Int, Millis, Null};
+        let bid = [Int(1), Int(7), Int(40), Null, Null, Millis(5), Null];
+        let row = vec![Int(2), types::Value::Row(std::sync::Arc::from(bid.to_vec())), Millis(5)];
+        assert_eq!(Step::run(&inserts[0].steps, row), Some(vec![Int(2), Int(42), Null]));
+    }
+
+    #[test]
     fn projections_filters_and_views_plan_into_one_pipeline() {
         let script = format!(
             "{SOURCE}\nCREATE VIEW cheap AS SELECT auction, price FROM bids WHERE price < 100;\n\

@@ -520,6 +520,12 @@ fn parse_type_nested(parser: &mut Parser<'_>, pending_closes: &mut u32) -> Resul
             SqlType::Varchar
         }
         "TIMESTAMP" => {
+            if !matches!(parser.peek_token().token, Token::LParen) {
+                return Err(SqlError::at(
+                    at,
+                    "TIMESTAMP without a precision is TIMESTAMP(6) in Flink, which Weir does not keep: write TIMESTAMP(3)",
+                ));
+            }
             if parser.consume_token(&Token::LParen) {
                 let precision = parser.parse_literal_uint()?;
                 parser.expect_token(&Token::RParen)?;

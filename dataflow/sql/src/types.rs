@@ -186,10 +186,11 @@ impl fmt::Display for Value {
 }
 
 /// Text as Flink's CSV format (Jackson's CSV writer) writes it: quoted when it holds any
-/// character below `-` (controls, space, `!"#$%&'()*+,`), quotes doubled; the empty string
-/// unquoted (so it reads back as `NULL`, as in Flink).
+/// character below `-` (controls, space, `!"#$%&'()*+,`) or is longer than 24 UTF-16 units
+/// (Jackson quotes those without looking), quotes doubled; the empty string unquoted (so it
+/// reads back as `NULL`, as in Flink).
 fn write_csv_text(text: &str, out: &mut Vec<u8>) {
-    if text.chars().any(|c| c < '-') {
+    if text.chars().any(|c| c < '-') || text.encode_utf16().nth(24).is_some() {
         out.push(b'"');
         out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
         out.push(b'"');
@@ -223,7 +224,7 @@ pub fn date_and_time(ms: i64) -> (String, String) {
     if millis != 0 {
         time.push_str(format!(".{millis:03}").trim_end_matches('0'));
     }
-    (format!("{year:04}-{month:02}-{day:02}"), time)
+    (format!("{}-{month:02}-{day:02}", java_year(year)), time)
 }
 
 /// Appends [`format_timestamp`]'s text without building strings (CSV sinks write one per row).
@@ -236,7 +237,11 @@ fn write_timestamp(ms: i64, out: &mut Vec<u8>) {
     }
     let (year, month, day) = civil_from_days(ms.div_euclid(86_400_000));
     let in_day = ms.rem_euclid(86_400_000);
-    padded(out, year, 4);
+    if (0..=9999).contains(&year) {
+        padded(out, year, 4);
+    } else {
+        out.extend_from_slice(java_year(year).as_bytes());
+    }
     out.push(b'-');
     padded(out, month as i64, 2);
     out.push(b'-');
@@ -304,6 +309,15 @@ pub fn java_decimal(unscaled: i128, scale: u8) -> String {
     format!("{sign}{first}{fraction}E{adjusted}")
 }
 
+/// A year as `java.time` prints it: four digits, a sign outside 0000–9999 (`-0001`, `+10000`).
+fn java_year(year: i64) -> String {
+    match year {
+        0..=9999 => format!("{year:04}"),
+        _ if year < 0 => format!("-{:04}", -year),
+        _ => format!("+{year}"),
+    }
+}
+
 /// Year, month and day of a day number counted from 1970-01-01 (the proleptic Gregorian
 /// calendar; Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -342,6 +356,8 @@ mod tests {
         // The print connector: `LocalDateTime.toString`.
         assert_eq!(Value::Millis(951_782_400_000).to_string(), "2000-02-29T00:00");
         assert_eq!(Value::Millis(1_436_918_401_100).to_string(), "2015-07-15T00:00:01.100");
+        assert_eq!(format_timestamp(253_402_300_800_000), "+10000-01-01 00:00:00", "java.time's sign past 9999");
+        assert_eq!(format_timestamp(-62_198_755_200_000), "-0001-01-01 00:00:00");
     }
 
     #[test]
@@ -361,10 +377,26 @@ mod tests {
         assert_eq!(csv(text("a!b")), "\"a!b\"");
         assert_eq!(csv(text("a-b")), "a-b");
         assert_eq!(csv(text("a;b")), "a;b");
+        assert_eq!(csv(text("exactly-twenty-four-char")), "exactly-twenty-four-char");
+        assert_eq!(csv(text("twenty-five-characters-xx")), "\"twenty-five-characters-xx\"", "Jackson quotes long text");
         assert_eq!(csv(Value::Null), "");
         assert_eq!(csv(Value::Bool(true)), "true");
         assert_eq!(csv(Value::Millis(1_699_999_999_100)), "\"2023-11-14 22:13:19.1\"");
-        for ms in [0, 1, 10, 100, 230, 999, 1_000, 1_699_999_999_234, -1, 951_782_400_000, 253_402_300_799_999] {
+        for ms in [
+            0,
+            1,
+            10,
+            100,
+            230,
+            999,
+            1_000,
+            1_699_999_999_234,
+            -1,
+            951_782_400_000,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            -62_198_755_200_000,
+        ] {
             assert_eq!(csv(Value::Millis(ms)), format!("\"{}\"", format_timestamp(ms)), "{ms}");
         }
         assert_eq!(csv(Value::Double(16_900_000.0)), "1.69E7");
