@@ -6,12 +6,10 @@
 
 use std::sync::Arc;
 
-use sqlparser::tokenizer::Location;
-
 use weir_core::nexmark::{Event, NexmarkConfig};
 use weir_dataflow::source::Generator;
 
-use crate::parser::{ColumnKind, SqlError, TableDef};
+use crate::parser::{SqlError, TableDef};
 use crate::types::{IntegerWidth, Row, SqlType, Value};
 
 /// Where a table's rows come from.
@@ -70,12 +68,12 @@ fn check_options(table: &TableDef, known: &[&str]) -> Result<(), SqlError> {
 }
 
 /// The source connector of `table`, checked against its declared physical columns.
-pub fn source(table: &TableDef, physical: &[(String, SqlType, Location)]) -> Result<SourceConnector, SqlError> {
+pub fn source(table: &TableDef) -> Result<SourceConnector, SqlError> {
     if !table.partitioned_by.is_empty() {
         return Err(SqlError::at(table.at, format!("table {}: PARTITIONED BY is not supported yet", table.name)));
     }
     match connector_name(table)? {
-        "nexmark" => nexmark_source(table, physical),
+        "nexmark" => nexmark_source(table),
         "blackhole" | "print" => Err(SqlError::at(
             table.at,
             format!("table {} is read, but its connector '{}' only writes", table.name, table.options["connector"]),
@@ -118,8 +116,7 @@ pub fn sink(table: &TableDef) -> Result<SinkConnector, SqlError> {
                     ))
                 }
             }
-            let row_column = table.columns.iter().find(|c| matches!(c.kind, ColumnKind::Physical(SqlType::Row(_))));
-            if let Some(column) = row_column {
+            if let Some((column, _)) = table.physical().find(|(_, ty)| matches!(ty, SqlType::Row(_))) {
                 return Err(SqlError::at(
                     column.at,
                     format!("table {}: a ROW column ({}) cannot be written as CSV yet", table.name, column.name),
@@ -199,7 +196,7 @@ pub fn nexmark_schema() -> Vec<(String, SqlType)> {
     ]
 }
 
-fn nexmark_source(table: &TableDef, physical: &[(String, SqlType, Location)]) -> Result<SourceConnector, SqlError> {
+fn nexmark_source(table: &TableDef) -> Result<SourceConnector, SqlError> {
     check_options(
         table,
         &[
@@ -257,17 +254,18 @@ fn nexmark_source(table: &TableDef, physical: &[(String, SqlType, Location)]) ->
     }
     let schema = nexmark_schema();
     let mut columns = Vec::new();
-    for (name, ty, at) in physical {
+    for (column, ty) in table.physical() {
+        let (name, at) = (&column.name, column.at);
         let Some(position) = schema.iter().position(|(provided, _)| provided == name) else {
             let names: Vec<&str> = schema.iter().map(|(n, _)| n.as_str()).collect();
             return Err(SqlError::at(
-                *at,
+                at,
                 format!("the nexmark connector has no column {name}; it provides {}", names.join(", ")),
             ));
         };
         if schema[position].1 != *ty {
             return Err(SqlError::at(
-                *at,
+                at,
                 format!("column {name} is {}, but the nexmark connector provides it as {}", ty, schema[position].1),
             ));
         }

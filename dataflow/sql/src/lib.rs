@@ -50,8 +50,7 @@ pub fn job() -> JobDef {
 /// Parses and plans `script`: the `INSERT`s it runs, or the first error with its position.
 pub fn plan_script(script: &str) -> Result<Vec<Insert>, parser::SqlError> {
     let statements = parser::parse_script(script)?;
-    let (_catalog, inserts) = Catalog::plan(statements)?;
-    Ok(inserts)
+    Catalog::plan(statements)
 }
 
 /// Builds a SQL job's dataflow.

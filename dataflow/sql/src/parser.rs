@@ -164,6 +164,16 @@ pub struct TableDef {
     pub at: Location,
 }
 
+impl TableDef {
+    /// The physical columns (read from the connector), in declaration order, with their types.
+    pub fn physical(&self) -> impl Iterator<Item = (&ColumnDef, &SqlType)> {
+        self.columns.iter().filter_map(|c| match &c.kind {
+            ColumnKind::Physical(ty) => Some((c, ty)),
+            ColumnKind::Computed(_) => None,
+        })
+    }
+}
+
 /// A column of a `CREATE TABLE`.
 #[derive(Clone, Debug)]
 pub struct ColumnDef {

@@ -18,14 +18,42 @@ use sqlparser::tokenizer::Location;
 
 use crate::connector::{self, SinkConnector, SourceConnector};
 use crate::expr::{Column, Scalar, Scope};
-use crate::parser::{refuse, ColumnKind, SqlError, SqlStatement, TableDef};
+use crate::parser::{refuse, ColumnDef, ColumnKind, SqlError, SqlStatement, TableDef};
 use crate::types::{Row, SqlType};
 
 /// What a script declared, and what it inserts.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    tables: BTreeMap<String, TableDef>,
+    tables: BTreeMap<String, Table>,
     views: BTreeMap<String, Box<Query>>,
+}
+
+/// A declared table with what its declaration determines, compiled once where it is declared.
+#[derive(Debug)]
+struct Table {
+    def: TableDef,
+    /// Its columns as a query sees them: physical, then computed.
+    columns: Vec<Column>,
+    /// The computed columns, over the physical ones (Flink: not over each other).
+    computed: Vec<Scalar>,
+}
+
+impl Table {
+    fn new(def: TableDef) -> Result<Table, SqlError> {
+        let physical: Vec<Column> =
+            def.physical().map(|(c, ty)| Column { qualifier: None, name: c.name.clone(), ty: ty.clone() }).collect();
+        let scope = Scope { columns: physical.clone() };
+        let mut columns = physical;
+        let mut computed = Vec::new();
+        for column in &def.columns {
+            if let ColumnKind::Computed(expr) = &column.kind {
+                let scalar = scope.compile(expr)?;
+                columns.push(Column { qualifier: None, name: column.name.clone(), ty: scalar.ty.clone() });
+                computed.push(scalar);
+            }
+        }
+        Ok(Table { def, columns, computed })
+    }
 }
 
 /// One `INSERT`, planned.
@@ -82,7 +110,7 @@ struct Relation {
 
 impl Catalog {
     /// Builds the catalog from a script and plans its `INSERT`s, in order.
-    pub fn plan(statements: Vec<SqlStatement>) -> Result<(Catalog, Vec<Insert>), SqlError> {
+    pub fn plan(statements: Vec<SqlStatement>) -> Result<Vec<Insert>, SqlError> {
         let mut catalog = Catalog::default();
         let mut inserts = Vec::new();
         for statement in statements {
@@ -94,13 +122,7 @@ impl Catalog {
                         return Err(SqlError::at(at, format!("{name} is declared twice")));
                     }
                     // Computed columns are checked where they are declared.
-                    let physical = Scope { columns: physical_columns(&table) };
-                    for column in &table.columns {
-                        if let ColumnKind::Computed(expr) = &column.kind {
-                            physical.compile(expr)?;
-                        }
-                    }
-                    catalog.tables.insert(name, *table);
+                    catalog.tables.insert(name, Table::new(*table)?);
                 }
                 SqlStatement::CreateView { name, query, at } => {
                     if catalog.tables.contains_key(&name) || catalog.views.contains_key(&name) {
@@ -129,11 +151,11 @@ impl Catalog {
                 column: 0,
             });
         }
-        Ok((catalog, inserts))
+        Ok(inserts)
     }
 
     fn insert(&self, target: &str, query: &Query, at: Location) -> Result<Insert, SqlError> {
-        let Some(sink_table) = self.tables.get(target) else {
+        let Some(Table { def: sink_table, .. }) = self.tables.get(target) else {
             let hint = if self.views.contains_key(target) { ": it is a view; insert into a table" } else { "" };
             return Err(SqlError::at(at, format!("table {target} is not declared{hint}")));
         };
@@ -149,14 +171,7 @@ impl Catalog {
                 ),
             ));
         }
-        let targets: Vec<(&str, &SqlType)> = sink_table
-            .columns
-            .iter()
-            .filter_map(|c| match &c.kind {
-                ColumnKind::Physical(ty) => Some((c.name.as_str(), ty)),
-                ColumnKind::Computed(_) => None,
-            })
-            .collect();
+        let targets: Vec<(&ColumnDef, &SqlType)> = sink_table.physical().collect();
         if targets.len() != relation.columns.len() {
             return Err(SqlError::at(
                 at,
@@ -168,90 +183,27 @@ impl Catalog {
             ));
         }
         // Convert each column to the table's type, as Flink's implicit casts do.
-        let scope = Scope { columns: relation.columns.clone() };
         let mut exprs = Vec::new();
         let mut changes = false;
-        for (index, ((name, ty), column)) in targets.iter().zip(&relation.columns).enumerate() {
-            let scalar = scope_column(&scope, index);
-            changes |= column.ty != **ty;
-            exprs.push(scalar.coerce_to(ty, at, &format!("INSERT INTO {target}, column {name}"))?);
+        for (index, ((column, ty), read)) in targets.iter().zip(&relation.columns).enumerate() {
+            changes |= read.ty != **ty;
+            let scalar = Scalar::column(index, read.ty.clone());
+            exprs.push(scalar.coerce_to(ty, at, &format!("INSERT INTO {target}, column {}", column.name))?);
         }
         let mut steps = relation.steps;
         if changes {
             steps.push(Step::Project(exprs));
         }
-        let steps = fuse(steps);
         let source_table = &self.tables[&relation.table];
-        let (source, computed, event_time) = self.source_of(source_table)?;
         Ok(Insert {
+            source: connector::source(&source_table.def)?,
+            computed: source_table.computed.clone(),
+            event_time: event_time(source_table)?,
             source_table: relation.table,
-            source,
-            computed,
-            event_time,
-            steps,
+            steps: fuse(steps),
             sink_table: target.to_owned(),
             sink,
         })
-    }
-
-    /// The connector, computed columns and event time of a source table.
-    #[allow(clippy::type_complexity)]
-    fn source_of(&self, table: &TableDef) -> Result<(SourceConnector, Vec<Scalar>, Option<(usize, i64)>), SqlError> {
-        let physical: Vec<(String, SqlType, Location)> = table
-            .columns
-            .iter()
-            .filter_map(|c| match &c.kind {
-                ColumnKind::Physical(ty) => Some((c.name.clone(), ty.clone(), c.at)),
-                ColumnKind::Computed(_) => None,
-            })
-            .collect();
-        let source = connector::source(table, &physical)?;
-        // Computed columns see the physical ones (Flink: not each other).
-        let scope = Scope { columns: physical_columns(table) };
-        let mut computed = Vec::new();
-        for column in &table.columns {
-            if let ColumnKind::Computed(expr) = &column.kind {
-                computed.push(scope.compile(expr)?);
-            }
-        }
-        let columns = self.table_columns(table);
-        let event_time = match &table.watermark {
-            None => None,
-            Some(watermark) => {
-                let Some(index) = columns.iter().position(|c| c.name == watermark.column) else {
-                    return Err(SqlError::at(
-                        watermark.at,
-                        format!("WATERMARK FOR {}: no such column", watermark.column),
-                    ));
-                };
-                if columns[index].ty != SqlType::Timestamp {
-                    return Err(SqlError::at(
-                        watermark.at,
-                        format!(
-                            "WATERMARK FOR {}: the column must be TIMESTAMP(3), not {}",
-                            watermark.column, columns[index].ty
-                        ),
-                    ));
-                }
-                let delay = watermark_delay(&watermark.expr, &watermark.column, &Scope { columns: columns.clone() })?;
-                Some((index, delay))
-            }
-        };
-        Ok((source, computed, event_time))
-    }
-
-    /// A table's columns as a query sees them: physical, then computed.
-    fn table_columns(&self, table: &TableDef) -> Vec<Column> {
-        let physical = physical_columns(table);
-        let scope = Scope { columns: physical.clone() };
-        let computed = table.columns.iter().filter_map(|c| match &c.kind {
-            ColumnKind::Computed(expr) => {
-                let ty = scope.compile(expr).expect("checked when the table was declared").ty;
-                Some(Column { qualifier: None, name: c.name.clone(), ty })
-            }
-            ColumnKind::Physical(_) => None,
-        });
-        physical.into_iter().chain(computed).collect()
     }
 
     /// Plans a query into a relation. Every clause `sqlparser` parsed is looked at (no `..`):
@@ -447,7 +399,7 @@ impl Catalog {
                 let mut relation = if let Some(view) = self.views.get(&name) {
                     self.query(view)?
                 } else if let Some(table) = self.tables.get(&name) {
-                    Relation { table: name.clone(), steps: Vec::new(), columns: self.table_columns(table) }
+                    Relation { table: name.clone(), steps: Vec::new(), columns: table.columns.clone() }
                 } else {
                     return Err(SqlError::at(at, format!("table or view {name} is not declared")));
                 };
@@ -501,16 +453,21 @@ fn fuse(steps: Vec<Step>) -> Vec<Step> {
     filters
 }
 
-/// A table's physical columns.
-fn physical_columns(table: &TableDef) -> Vec<Column> {
-    table
-        .columns
-        .iter()
-        .filter_map(|c| match &c.kind {
-            ColumnKind::Physical(ty) => Some(Column { qualifier: None, name: c.name.clone(), ty: ty.clone() }),
-            ColumnKind::Computed(_) => None,
-        })
-        .collect()
+/// The event-time column of a source table and its watermark's delay, if it declares one.
+fn event_time(table: &Table) -> Result<Option<(usize, i64)>, SqlError> {
+    let Some(watermark) = &table.def.watermark else { return Ok(None) };
+    let columns = &table.columns;
+    let Some(index) = columns.iter().position(|c| c.name == watermark.column) else {
+        return Err(SqlError::at(watermark.at, format!("WATERMARK FOR {}: no such column", watermark.column)));
+    };
+    if columns[index].ty != SqlType::Timestamp {
+        return Err(SqlError::at(
+            watermark.at,
+            format!("WATERMARK FOR {}: the column must be TIMESTAMP(3), not {}", watermark.column, columns[index].ty),
+        ));
+    }
+    let delay = watermark_delay(&watermark.expr, &watermark.column, &Scope { columns: columns.clone() })?;
+    Ok(Some((index, delay)))
 }
 
 /// A column of `scope`, read as it is.

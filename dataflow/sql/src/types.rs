@@ -162,7 +162,9 @@ impl fmt::Display for Value {
             Value::Str(s) => f.write_str(s),
             // `LocalDateTime.toString`: seconds only when not zero, the fraction in milliseconds.
             Value::Millis(ms) => {
-                let (date, _) = date_and_time(*ms);
+                let mut date = Vec::with_capacity(10);
+                write_date(*ms, &mut date);
+                let date = String::from_utf8(date).expect("digits and dashes");
                 let in_day = ms.rem_euclid(86_400_000);
                 let (h, m, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1_000 % 60, in_day % 1_000);
                 match (s, milli) {
@@ -213,45 +215,47 @@ pub fn format_decimal(unscaled: i128, scale: u8) -> String {
     format!("{sign}{whole}.{fraction}")
 }
 
-/// The date (`2015-07-15`) and the time as Java's `ISO_LOCAL_TIME` prints it (`00:00:01.23`: the
-/// fraction without trailing zeros, none when zero) — Flink's CSV format for `TIMESTAMP(3)`.
-pub fn date_and_time(ms: i64) -> (String, String) {
-    let (year, month, day) = civil_from_days(ms.div_euclid(86_400_000));
-    let in_day = ms.rem_euclid(86_400_000);
-    let (hours, minutes, seconds, millis) =
-        (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1_000 % 60, in_day % 1_000);
-    let mut time = format!("{hours:02}:{minutes:02}:{seconds:02}");
-    if millis != 0 {
-        time.push_str(format!(".{millis:03}").trim_end_matches('0'));
-    }
-    (format!("{}-{month:02}-{day:02}", java_year(year)), time)
+/// Appends `n` with at least `width` digits (zero-padded).
+fn write_padded(out: &mut Vec<u8>, n: i64, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(n);
+    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(text.len())));
+    out.extend_from_slice(text.as_bytes());
 }
 
-/// Appends [`format_timestamp`]'s text without building strings (CSV sinks write one per row).
-fn write_timestamp(ms: i64, out: &mut Vec<u8>) {
-    fn padded(out: &mut Vec<u8>, value: i64, width: usize) {
-        let mut digits = itoa::Buffer::new();
-        let text = digits.format(value);
-        out.extend(std::iter::repeat_n(b'0', width.saturating_sub(text.len())));
-        out.extend_from_slice(text.as_bytes());
-    }
+/// Appends the date of `ms` as `java.time` prints it: `2015-07-15` (`-0001-…`, `+10000-…`
+/// outside years 0000–9999).
+fn write_date(ms: i64, out: &mut Vec<u8>) {
     let (year, month, day) = civil_from_days(ms.div_euclid(86_400_000));
-    let in_day = ms.rem_euclid(86_400_000);
-    if (0..=9999).contains(&year) {
-        padded(out, year, 4);
-    } else {
-        out.extend_from_slice(java_year(year).as_bytes());
+    match year {
+        0..=9999 => write_padded(out, year, 4),
+        _ if year < 0 => {
+            out.push(b'-');
+            write_padded(out, -year, 4);
+        }
+        _ => {
+            out.push(b'+');
+            write_padded(out, year, 0);
+        }
     }
     out.push(b'-');
-    padded(out, month as i64, 2);
+    write_padded(out, month as i64, 2);
     out.push(b'-');
-    padded(out, day as i64, 2);
+    write_padded(out, day as i64, 2);
+}
+
+/// Appends `ms` as Flink's CSV format writes `TIMESTAMP(3)`: the date, a space, and the time as
+/// Java's `ISO_LOCAL_TIME` prints it — the fraction without trailing zeros, none when zero.
+/// Builds no strings: CSV sinks write one per row.
+fn write_timestamp(ms: i64, out: &mut Vec<u8>) {
+    write_date(ms, out);
+    let in_day = ms.rem_euclid(86_400_000);
     out.push(b' ');
-    padded(out, in_day / 3_600_000, 2);
+    write_padded(out, in_day / 3_600_000, 2);
     out.push(b':');
-    padded(out, in_day / 60_000 % 60, 2);
+    write_padded(out, in_day / 60_000 % 60, 2);
     out.push(b':');
-    padded(out, in_day / 1_000 % 60, 2);
+    write_padded(out, in_day / 1_000 % 60, 2);
     let mut millis = in_day % 1_000;
     if millis != 0 {
         out.push(b'.');
@@ -260,15 +264,16 @@ fn write_timestamp(ms: i64, out: &mut Vec<u8>) {
             millis /= 10;
             width -= 1;
         }
-        padded(out, millis, width);
+        write_padded(out, millis, width);
     }
 }
 
 /// A timestamp as Flink's CSV format writes `TIMESTAMP(3)`: `2015-07-15 00:00:01.234`,
 /// `2015-07-15 00:00:01.2`, `2015-07-15 00:00:01`.
 pub fn format_timestamp(ms: i64) -> String {
-    let (date, time) = date_and_time(ms);
-    format!("{date} {time}")
+    let mut out = Vec::with_capacity(23);
+    write_timestamp(ms, &mut out);
+    String::from_utf8(out).expect("digits and separators")
 }
 
 /// A double as Java's `Double.toString` prints it: `1.0`, `0.001`, `1.0E7`, `1.0E-4` (the
@@ -307,15 +312,6 @@ pub fn java_decimal(unscaled: i128, scale: u8) -> String {
     let (first, rest) = digits.split_at(1);
     let fraction = if rest.is_empty() { String::new() } else { format!(".{rest}") };
     format!("{sign}{first}{fraction}E{adjusted}")
-}
-
-/// A year as `java.time` prints it: four digits, a sign outside 0000–9999 (`-0001`, `+10000`).
-fn java_year(year: i64) -> String {
-    match year {
-        0..=9999 => format!("{year:04}"),
-        _ if year < 0 => format!("-{:04}", -year),
-        _ => format!("+{year}"),
-    }
 }
 
 /// Year, month and day of a day number counted from 1970-01-01 (the proleptic Gregorian
