@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::mpsc::{self, UnboundedSender};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use weir_core::faultpoint::{self, DeployDelivery};
 use weir_core::rt;
@@ -122,7 +122,10 @@ enum AttemptSlot {
 /// data connections, which outlives sessions.
 struct DataPlane {
     attempts: Mutex<(BTreeMap<u64, AttemptSlot>, VecDeque<u64>)>,
-    changed: watch::Sender<u64>,
+    /// Rung whenever an attempt is wired or unwired. (A `Notify`, not a `watch`: tokio's watch
+    /// registers each waiter on one of several queues drawn from a generator the simulator does
+    /// not seed, which made the order of wake-ups, and so a simulated run, vary.)
+    changed: Notify,
     link_timeout: Mutex<Duration>,
     /// Data connections waiting for their attempt.
     pending: AtomicUsize,
@@ -132,7 +135,7 @@ impl DataPlane {
     fn new() -> Self {
         DataPlane {
             attempts: Mutex::new((BTreeMap::new(), VecDeque::new())),
-            changed: watch::channel(0).0,
+            changed: Notify::new(),
             link_timeout: Mutex::new(DEFAULT_LINK_TIMEOUT),
             pending: AtomicUsize::new(0),
         }
@@ -144,7 +147,7 @@ impl DataPlane {
 
     fn wire(&self, attempt: u64, wiring: Arc<AttemptWiring>) {
         self.attempts.lock().expect("data plane lock").0.insert(attempt, AttemptSlot::Wired(wiring));
-        self.changed.send_modify(|version| *version += 1);
+        self.changed.notify_waiters();
     }
 
     /// Forgets `attempt`: its wiring is closed, and later connections for it are refused.
@@ -166,24 +169,26 @@ impl DataPlane {
         if let Some(AttemptSlot::Wired(wiring)) = previous {
             wiring.close();
         }
-        self.changed.send_modify(|version| *version += 1);
+        self.changed.notify_waiters();
     }
 
     /// The wiring of `attempt` once it exists, waiting at most `bound`: `Ok(None)` if it is not
     /// there yet, `Err(())` if it was cancelled here.
     async fn wait_for(&self, attempt: u64, bound: Duration) -> Result<Option<Arc<AttemptWiring>>, ()> {
-        let mut changes = self.changed.subscribe();
         let deadline = rt::now() + bound;
         loop {
+            // Registered before looking, so that a change between the look and the wait is seen.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             match self.attempts.lock().expect("data plane lock").0.get(&attempt) {
                 Some(AttemptSlot::Wired(wiring)) => return Ok(Some(wiring.clone())),
                 Some(AttemptSlot::Gone) => return Err(()),
                 None => {}
             }
             let left = deadline.saturating_duration_since(rt::now());
-            match rt::timeout(left, changes.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return Ok(None),
+            if rt::timeout(left, changed).await.is_err() {
+                return Ok(None);
             }
         }
     }
@@ -266,6 +271,7 @@ async fn serve_coordinator(options: &WorkerOptions, data_address: &str, plane: &
     };
     let reason = loop {
         tokio::select! {
+            biased;
             message = inbox.recv() => match message {
                 Some(message) => session.on_message(message).await,
                 None => break connection.ended.wait().await,

@@ -415,6 +415,8 @@ fn checked_world() -> impl std::future::Future<Output = Result<(), String>> {
 /// the two runs (stricter than comparing trace hashes).
 pub fn madsim_determinism_check(seed: u64, plan: &FaultPlan) -> Result<(), String> {
     *CHECKED.lock().expect("checked seed") = Some((seed, plan.clone()));
+    // Made before either run, so that both start from the same state (see `run_seed`).
+    let _ = certs_dir();
     let outcome = std::panic::catch_unwind(|| {
         madsim::runtime::Runtime::check_determinism(seed, madsim::Config::default(), checked_world)
     });
@@ -432,14 +434,20 @@ pub fn run_seed(seed: u64, plan: &FaultPlan, planted: Option<PlantedBug>) -> See
     let run_plan = plan.clone();
     faultpoint::reset(planted);
     weir_core::fs::sim::reset(seed, KEEP_UNSYNCED.load(std::sync::atomic::Ordering::Relaxed));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    // A fresh thread per run, as madsim's own runners do: the runtime seeds the thread's std
+    // `RandomState` from the seed, which only works before the thread has built any hash map.
+    // On a reused thread every `HashMap` of the run (timely's, rustls's, ours) would iterate in an
+    // order that differs from process to process, and the seed would not replay.
+    #[allow(clippy::disallowed_methods)] // the simulator's own thread, not engine code
+    let outcome = std::thread::spawn(move || {
         let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
         runtime.block_on(async move {
             rt::trace_reset();
             let failure = simulate(seed, run, &certs, &run_plan).await.err();
             (failure, rt::trace_hash())
         })
-    }));
+    })
+    .join();
     faultpoint::reset(None);
     let (failure, trace_hash) = match outcome {
         Ok(result) => result,
