@@ -285,3 +285,165 @@ fn timestamp(ms: i64) -> String {
     }
     text
 }
+
+/// Window aggregations in SQL over Nexmark's bids, committed to CSV files under `out`: a
+/// tumbling window with every aggregate function and `HAVING`, q5's hopping count, q11's
+/// sessions as published, and a cumulating window. Bids come at `events_per_second`; pick it
+/// so that the input spans many windows.
+pub fn sql_windows(out: &std::path::Path, events: u64, seed: u64, events_per_second: u64) -> String {
+    let out = out.display();
+    format!(
+        "CREATE TABLE datagen (
+  event_type INT,
+  person ROW<id BIGINT, name VARCHAR, emailAddress VARCHAR, creditCard VARCHAR, city VARCHAR, state VARCHAR,
+             `dateTime` TIMESTAMP(3), extra VARCHAR>,
+  auction ROW<id BIGINT, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT,
+              `dateTime` TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra VARCHAR>,
+  bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3),
+          extra VARCHAR>,
+  `dateTime` AS CASE WHEN event_type = 0 THEN person.`dateTime`
+                     WHEN event_type = 1 THEN auction.`dateTime`
+                     ELSE bid.`dateTime` END,
+  WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '4' SECOND
+) WITH ('connector' = 'nexmark', 'events.num' = '{events}', 'seed' = '{seed}',
+        'first-event.rate' = '{events_per_second}', 'next-event.rate' = '{events_per_second}');
+
+CREATE VIEW bid AS
+  SELECT bid.auction, bid.bidder, bid.price, bid.channel, bid.url, `dateTime`, bid.extra
+  FROM datagen WHERE event_type = 2;
+
+CREATE TABLE tumbling (auction BIGINT, bids BIGINT, low BIGINT, high BIGINT, total BIGINT, mean BIGINT,
+                       bidders BIGINT, dear BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3))
+  WITH ('connector' = 'filesystem', 'path' = '{out}/tumbling', 'format' = 'csv');
+CREATE TABLE hopping (auction BIGINT, num BIGINT, starttime TIMESTAMP(3), endtime TIMESTAMP(3))
+  WITH ('connector' = 'filesystem', 'path' = '{out}/hopping', 'format' = 'csv');
+CREATE TABLE sessions (bidder BIGINT, bid_count BIGINT, starttime TIMESTAMP(3), endtime TIMESTAMP(3))
+  WITH ('connector' = 'filesystem', 'path' = '{out}/sessions', 'format' = 'csv');
+CREATE TABLE cumulating (bucket BIGINT, bids BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3))
+  WITH ('connector' = 'filesystem', 'path' = '{out}/cumulating', 'format' = 'csv');
+
+INSERT INTO tumbling
+SELECT auction, COUNT(*) AS bids, MIN(price), MAX(price), SUM(price), AVG(price), COUNT(DISTINCT bidder),
+       COUNT(*) FILTER (WHERE price > 10000), window_start, window_end
+FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND))
+GROUP BY auction, window_start, window_end
+HAVING COUNT(*) >= 2;
+
+INSERT INTO hopping
+SELECT auction, count(*) AS num, window_start AS starttime, window_end AS endtime
+FROM TABLE(HOP(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+GROUP BY auction, window_start, window_end;
+
+INSERT INTO sessions
+SELECT
+    B.bidder,
+    count(*) as bid_count,
+    SESSION_START(B.`dateTime`, INTERVAL '10' SECOND) as starttime,
+    SESSION_END(B.`dateTime`, INTERVAL '10' SECOND) as endtime
+FROM bid B
+GROUP BY B.bidder, SESSION(B.`dateTime`, INTERVAL '10' SECOND);
+
+INSERT INTO cumulating
+SELECT MOD(bidder, 10) AS bucket, COUNT(*), window_start, window_end
+FROM TABLE(CUMULATE(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '5' SECOND, INTERVAL '20' SECOND))
+GROUP BY MOD(bidder, 10), window_start, window_end;
+"
+    )
+}
+
+/// What [`sql_windows`] must commit, as sorted CSV lines per table (tumbling, hopping,
+/// sessions, cumulating), computed window by window from the bids. Windows are aligned to the
+/// epoch; a session is its bids' span plus the gap (bids a gap apart or less share one);
+/// `AVG` of integers truncates.
+pub fn sql_windows_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 4] {
+    let mut config = NexmarkConfig::new(events, seed);
+    config.events_per_second = events_per_second;
+    let events = self::events(&config);
+    let all: Vec<&Bid> = bids(&events).collect();
+    let quoted = |ms: i64| format!("\"{}\"", timestamp(ms));
+    let sorted = |mut lines: Vec<String>| {
+        lines.sort();
+        lines
+    };
+
+    // Tumbling windows of 10 s, per auction.
+    let mut tumbling: BTreeMap<(i64, i64), Vec<&Bid>> = BTreeMap::new();
+    for bid in &all {
+        let start = bid.date_time - bid.date_time.rem_euclid(10_000);
+        tumbling.entry((bid.auction, start)).or_default().push(bid);
+    }
+    let tumbling = tumbling
+        .into_iter()
+        .filter(|(_, bids)| bids.len() >= 2)
+        .map(|((auction, start), bids)| {
+            let prices: Vec<i64> = bids.iter().map(|b| b.price).collect();
+            let total: i64 = prices.iter().sum();
+            let bidders: BTreeSet<i64> = bids.iter().map(|b| b.bidder).collect();
+            format!(
+                "{auction},{},{},{},{total},{},{},{},{},{}",
+                bids.len(),
+                prices.iter().min().expect("a window has bids"),
+                prices.iter().max().expect("a window has bids"),
+                total / bids.len() as i64,
+                bidders.len(),
+                prices.iter().filter(|&&p| p > 10_000).count(),
+                quoted(start),
+                quoted(start + 10_000)
+            )
+        })
+        .collect();
+
+    // Hopping windows of 10 s every 2 s, per auction: every window that holds the bid.
+    let mut hopping: BTreeMap<(i64, i64), u64> = BTreeMap::new();
+    for bid in &all {
+        let last_start = bid.date_time - bid.date_time.rem_euclid(2_000);
+        let mut start = last_start;
+        while start > bid.date_time - 10_000 {
+            *hopping.entry((bid.auction, start)).or_default() += 1;
+            start -= 2_000;
+        }
+    }
+    let hopping = hopping
+        .into_iter()
+        .map(|((auction, start), n)| format!("{auction},{n},{},{}", quoted(start), quoted(start + 10_000)));
+
+    // Sessions with a 10 s gap, per bidder.
+    let mut times: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for bid in &all {
+        times.entry(bid.bidder).or_default().push(bid.date_time);
+    }
+    let mut sessions = Vec::new();
+    for (bidder, mut times) in times {
+        times.sort_unstable();
+        let (mut first, mut last, mut count) = (times[0], times[0], 0u64);
+        for &time in &times {
+            // Flink merges sessions that touch: a bid exactly one gap after the last extends it.
+            if time > last + 10_000 {
+                sessions.push(format!("{bidder},{count},{},{}", quoted(first), quoted(last + 10_000)));
+                (first, count) = (time, 0);
+            }
+            last = time;
+            count += 1;
+        }
+        sessions.push(format!("{bidder},{count},{},{}", quoted(first), quoted(last + 10_000)));
+    }
+
+    // Cumulating windows, 5 s steps up to 20 s, per bidder modulo 10: a bid counts in every
+    // window of its 20 s period that ends after it.
+    let mut cumulating: BTreeMap<(i64, i64, i64), u64> = BTreeMap::new();
+    for bid in &all {
+        let start = bid.date_time - bid.date_time.rem_euclid(20_000);
+        let mut end = start + 5_000;
+        while end <= start + 20_000 {
+            if bid.date_time < end {
+                *cumulating.entry((bid.bidder % 10, start, end)).or_default() += 1;
+            }
+            end += 5_000;
+        }
+    }
+    let cumulating = cumulating
+        .into_iter()
+        .map(|((bucket, start, end), n)| format!("{bucket},{n},{},{}", quoted(start), quoted(end)));
+
+    [sorted(tumbling), sorted(hopping.collect()), sorted(sessions), sorted(cumulating.collect())]
+}

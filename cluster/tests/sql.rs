@@ -82,6 +82,48 @@ fn a_sql_job_is_exactly_once_through_a_crash() {
     check(&out, "after a crash before checkpoint 3 committed");
 }
 
+/// Window aggregations: 20 000 events at 200 a second span 100 s of event time.
+const WINDOW_EVENTS: u64 = 20_000;
+const WINDOW_RATE: u64 = 200;
+
+fn check_windows(out: &Path, context: &str) {
+    let expected = nexmark::sql_windows_expected(WINDOW_EVENTS, SEED, WINDOW_RATE);
+    for (table, lines) in ["tumbling", "hopping", "sessions", "cumulating"].iter().zip(expected) {
+        assert!(lines.len() > 20, "{table}: the reference has results ({})", lines.len());
+        assert_eq!(committed(&out.join(table)), lines, "{table}, {context}");
+    }
+}
+
+#[test]
+fn window_aggregations_in_sql_equal_their_references_at_every_parallelism() {
+    let registry = weir_cluster::jobs::builtin();
+    for parallelism in [1, 2, 4] {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("out");
+        let script = nexmark::sql_windows(&out, WINDOW_EVENTS, SEED, WINDOW_RATE);
+        run_job(&registry, options(script, parallelism)).expect("the script runs");
+        check_windows(&out, &format!("parallelism {parallelism}"));
+    }
+}
+
+#[test]
+fn window_aggregations_in_sql_are_exactly_once_through_a_crash() {
+    let registry = weir_cluster::jobs::builtin();
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let mut options = options(nexmark::sql_windows(&out, WINDOW_EVENTS, SEED, WINDOW_RATE), 2);
+    options.checkpoint_location = Some(root.path().join("checkpoints").display().to_string());
+    let mut crashing = options.clone();
+    crashing.crash_at = Some(CrashPoint::BeforeCommit { checkpoint: 3 });
+    match run_job(&registry, crashing) {
+        Err(RunError::Job(JobError::Crashed(_))) => {}
+        other => panic!("expected the crash, got {other:?}"),
+    }
+    let summary = run_job(&registry, options).expect("resumes");
+    assert_eq!(summary.restored_from, Some(3));
+    check_windows(&out, "after a crash before checkpoint 3 committed");
+}
+
 #[test]
 fn a_bad_script_is_refused_with_its_line_and_column() {
     let registry = weir_cluster::jobs::builtin();

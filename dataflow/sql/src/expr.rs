@@ -7,14 +7,17 @@
 //! a walk over a small tree with no name lookups. Nulls follow SQL's three-valued logic; a filter
 //! keeps a row only when its predicate is `TRUE`.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use sqlparser::ast::{
-    BinaryOperator, CaseWhen, DateTimeField, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Spanned,
-    UnaryOperator, Value as Literal,
+    BinaryOperator, CaseWhen, DateTimeField, DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, Ident, Spanned, UnaryOperator, Value as Literal,
 };
 use sqlparser::tokenizer::Location;
 
+use crate::aggregate::AggregateKind;
 use crate::parser::SqlError;
 use crate::types::{IntegerWidth, Row, SqlType, Value};
 
@@ -34,17 +37,175 @@ pub struct Column {
 pub struct Scope {
     /// The columns.
     pub columns: Vec<Column>,
+    /// In the `SELECT` and `HAVING` of a grouped query: the grouping, which resolves group keys,
+    /// window properties and aggregate calls before the columns are looked at.
+    pub grouping: Option<Rc<Grouping>>,
+}
+
+/// What a grouped query's `SELECT` and `HAVING` see: the group keys, the window's
+/// `window_start`, `window_end` and `window_time`, and aggregates, in that order — the result
+/// row of a window aggregation (see [`crate::aggregate`]). Aggregate calls are collected as
+/// they are met.
+#[derive(Debug)]
+pub struct Grouping {
+    /// The rows being grouped.
+    pub input: Scope,
+    /// The `GROUP BY` expressions over `input`, the window excepted.
+    pub keys: Vec<Scalar>,
+    /// `SESSION`, `TUMBLE` or `HOP` for a group window of `GROUP BY` (whose bounds are read as
+    /// `SESSION_START(…)` and so on).
+    pub group_window: Option<&'static str>,
+    /// The aggregate calls met so far.
+    pub calls: RefCell<Vec<FoundAggregate>>,
+}
+
+/// An aggregate call of a grouped query, over the rows being grouped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FoundAggregate {
+    /// The function.
+    pub kind: AggregateKind,
+    /// Its argument (`None` for `COUNT(*)`).
+    pub argument: Option<Scalar>,
+    /// Its `FILTER (WHERE …)` condition.
+    pub filter: Option<Scalar>,
+    /// Its result's type.
+    pub ty: SqlType,
+}
+
+/// Names of the aggregate functions.
+const AGGREGATES: [&str; 5] = ["COUNT", "SUM", "MIN", "MAX", "AVG"];
+
+impl Grouping {
+    /// The column of the result row holding window property `offset` (0: start, 1: end, 2:
+    /// time).
+    fn window_column(&self, offset: usize) -> Scalar {
+        Scalar::column(self.keys.len() + offset, SqlType::Timestamp)
+    }
+
+    /// `expr` as a column of the result row, if it is a group key, an aggregate call or a group
+    /// window's property; `None` if it is none of these (it is then compiled from its parts).
+    fn resolve(&self, expr: &Expr, at: Location) -> Result<Option<Scalar>, SqlError> {
+        if let Expr::Function(function) = expr {
+            let name = function.name.to_string().to_ascii_uppercase();
+            if AGGREGATES.contains(&name.as_str()) {
+                return self.aggregate(function, &name, at).map(Some);
+            }
+            if let Some((family, property)) = name.split_once('_') {
+                if matches!(family, "SESSION" | "TUMBLE" | "HOP") {
+                    let offset = match property {
+                        "START" => 0,
+                        "END" => 1,
+                        "ROWTIME" => 2,
+                        _ => {
+                            return Err(SqlError::at(
+                                at,
+                                format!("{name} is not supported (only _START, _END, _ROWTIME)"),
+                            ))
+                        }
+                    };
+                    return match self.group_window {
+                        Some(window) if window == family => Ok(Some(self.window_column(offset))),
+                        _ => Err(SqlError::at(at, format!("{name} needs GROUP BY {family}(…) in the same query"))),
+                    };
+                }
+            }
+        }
+        if let Ok(scalar) = self.input.compile(expr) {
+            if let Some(index) = self.keys.iter().position(|key| *key == scalar) {
+                return Ok(Some(Scalar::column(index, scalar.ty)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn aggregate(&self, function: &Function, name: &str, at: Location) -> Result<Scalar, SqlError> {
+        if function.over.is_some() {
+            return Err(SqlError::at(at, format!("{name}(…) OVER (…) is not supported yet (OVER aggregates)")));
+        }
+        let FunctionArguments::List(list) = &function.args else {
+            return Err(SqlError::at(at, format!("{name} needs an argument: {name}(x)")));
+        };
+        if !list.clauses.is_empty()
+            || !matches!(function.parameters, FunctionArguments::None)
+            || function.null_treatment.is_some()
+            || !function.within_group.is_empty()
+        {
+            return Err(SqlError::at(at, format!("{name}: this form of call is not supported")));
+        }
+        let distinct = match list.duplicate_treatment {
+            Some(DuplicateTreatment::Distinct) => true,
+            Some(DuplicateTreatment::All) | None => false,
+        };
+        let argument = match list.args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if name == "COUNT" && !distinct => None,
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(argument))] => Some(self.input.compile(argument)?),
+            _ => return Err(SqlError::at(at, format!("{name} takes one argument: {name}(x)"))),
+        };
+        let filter = function.filter.as_deref().map(|condition| self.input.boolean(condition)).transpose()?;
+        let order_dependent = |ty: &SqlType| {
+            SqlError::at(
+                at,
+                format!(
+                    "{name} over {ty} is not supported: a floating-point sum depends on the order rows arrive in,                      which varies with parallelism (cast the argument to DECIMAL)"
+                ),
+            )
+        };
+        let (kind, ty) = match (name, &argument, distinct) {
+            ("COUNT", None, _) => (AggregateKind::CountRows, SqlType::BIGINT),
+            ("COUNT", Some(_), false) => (AggregateKind::Count, SqlType::BIGINT),
+            ("COUNT", Some(_), true) => (AggregateKind::CountDistinct, SqlType::BIGINT),
+            (_, None, _) => unreachable!("only COUNT takes *"),
+            ("SUM" | "AVG", Some(_), true) => {
+                return Err(SqlError::at(at, format!("{name}(DISTINCT …) is not supported yet")));
+            }
+            ("SUM", Some(argument), false) => match &argument.ty {
+                SqlType::Integer(width) => (AggregateKind::SumInteger(*width), argument.ty.clone()),
+                SqlType::Decimal { scale, .. } => {
+                    (AggregateKind::SumDecimal, SqlType::Decimal { precision: 38, scale: *scale })
+                }
+                SqlType::Double => return Err(order_dependent(&argument.ty)),
+                other => return Err(SqlError::at(at, format!("SUM takes a number, not {other}"))),
+            },
+            ("AVG", Some(argument), false) => match &argument.ty {
+                SqlType::Integer(width) => (AggregateKind::AvgInteger(*width), argument.ty.clone()),
+                SqlType::Double => return Err(order_dependent(&argument.ty)),
+                other => return Err(SqlError::at(at, format!("AVG over {other} is not supported yet"))),
+            },
+            (_, Some(argument), _) => {
+                let kind = if name == "MIN" { AggregateKind::Min } else { AggregateKind::Max };
+                match &argument.ty {
+                    SqlType::Integer(_)
+                    | SqlType::Double
+                    | SqlType::Decimal { .. }
+                    | SqlType::Varchar
+                    | SqlType::Timestamp
+                    | SqlType::Boolean => (kind, argument.ty.clone()),
+                    other => return Err(SqlError::at(at, format!("{name} over {other} is not supported"))),
+                }
+            }
+        };
+        let found = FoundAggregate { kind, argument, filter, ty: ty.clone() };
+        let mut calls = self.calls.borrow_mut();
+        let index = match calls.iter().position(|call| *call == found) {
+            Some(index) => index,
+            None => {
+                calls.push(found);
+                calls.len() - 1
+            }
+        };
+        Ok(Scalar::column(self.keys.len() + 3 + index, ty))
+    }
 }
 
 /// A resolved, typed expression.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Scalar {
     kind: Kind,
     /// The expression's type.
     pub ty: SqlType,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 enum Kind {
     Column(usize),
     Field(Box<Scalar>, usize),
@@ -93,6 +254,36 @@ impl Scalar {
     /// Column `index` of the row, of type `ty`.
     pub fn column(index: usize, ty: SqlType) -> Self {
         Scalar::new(Kind::Column(index), ty)
+    }
+
+    /// The column it reads, if it is a column as it is.
+    pub fn as_column(&self) -> Option<usize> {
+        match self.kind {
+            Kind::Column(index) => Some(index),
+            _ => None,
+        }
+    }
+
+    /// Whether it reads a column for which `column` holds.
+    pub fn reads_any(&self, column: &impl Fn(usize) -> bool) -> bool {
+        match &self.kind {
+            Kind::Column(index) => column(*index),
+            Kind::Literal(_) => false,
+            Kind::Field(inner, _)
+            | Kind::Not(inner)
+            | Kind::Negate(inner)
+            | Kind::IsNull(inner, _)
+            | Kind::ToDecimal(inner)
+            | Kind::ToDouble(inner)
+            | Kind::Retype(inner) => inner.reads_any(column),
+            Kind::Arithmetic(_, l, r) | Kind::Compare(_, l, r) | Kind::And(l, r) | Kind::Or(l, r) => {
+                l.reads_any(column) || r.reads_any(column)
+            }
+            Kind::Case(branches, otherwise) => {
+                branches.iter().any(|(c, r)| c.reads_any(column) || r.reads_any(column))
+                    || otherwise.as_ref().is_some_and(|o| o.reads_any(column))
+            }
+        }
     }
 
     /// This expression over the output of a projection: each column `i` it reads becomes
@@ -430,9 +621,19 @@ fn location(expr: &Expr) -> Location {
 }
 
 impl Scope {
+    /// A scope of `columns`.
+    pub fn new(columns: Vec<Column>) -> Scope {
+        Scope { columns, grouping: None }
+    }
+
     /// Resolves and types `expr` against the scope.
     pub fn compile(&self, expr: &Expr) -> Result<Scalar, SqlError> {
         let at = location(expr);
+        if let Some(grouping) = &self.grouping {
+            if let Some(found) = grouping.resolve(expr, at)? {
+                return Ok(found);
+            }
+        }
         match expr {
             Expr::Identifier(ident) => self.path(std::slice::from_ref(ident), at),
             Expr::CompoundIdentifier(parts) => self.path(parts, at),
@@ -490,6 +691,12 @@ impl Scope {
             }
             Expr::Function(function) => {
                 let name = function.name.to_string().to_ascii_uppercase();
+                if AGGREGATES.contains(&name.as_str()) {
+                    return Err(SqlError::at(
+                        at,
+                        format!("{name} is an aggregate: it belongs in the SELECT or HAVING of a grouped query"),
+                    ));
+                }
                 let args = match &function.args {
                     FunctionArguments::List(list) if list.duplicate_treatment.is_none() && list.clauses.is_empty() => {
                         &list.args
@@ -593,6 +800,12 @@ impl Scope {
     }
 
     fn not_found(&self, written: &str, name: &str, at: Location) -> SqlError {
+        if self.grouping.is_some() {
+            return SqlError::at(
+                at,
+                format!("column {written} is neither grouped nor aggregated: add it to GROUP BY or aggregate it"),
+            );
+        }
         let near = self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name) && c.name != name);
         let hint = match near {
             Some(column) => format!("; did you mean {}? (names are case-sensitive, as in Flink)", column.name),
@@ -804,6 +1017,7 @@ mod tests {
     fn scope() -> Scope {
         let column = |name: &str, ty| Column { qualifier: Some("t".into()), name: name.into(), ty };
         Scope {
+            grouping: None,
             columns: vec![
                 column("price", SqlType::BIGINT),
                 column("kind", SqlType::Integer(IntegerWidth::Int)),

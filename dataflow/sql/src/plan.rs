@@ -1,23 +1,28 @@
 //! Planning: a script's catalog (tables, views, settings) and its `INSERT`s as pipelines of
 //! Weir operators.
 //!
-//! This first planner covers append-only queries over one table: projections, filters, `CASE`,
-//! arithmetic, nested field access, views and subqueries in `FROM`. A query is flattened into
-//! a source table and a list of steps (filter, project) that run in one `flat_map` per record,
-//! with no per-step allocation beyond the projected row. What it cannot plan yet — joins,
-//! `GROUP BY`, window table functions, `ORDER BY`, `UNION` — is an error naming the construct
-//! and its position, never a wrong answer.
+//! This planner covers append-only queries over one table: projections, filters, `CASE`,
+//! arithmetic, nested field access, views and subqueries in `FROM`, and window aggregation —
+//! the window table functions `TUMBLE`, `HOP` and `CUMULATE`, and the group windows of `GROUP
+//! BY SESSION(…)` (and `TUMBLE(…)`, `HOP(…)`). A query is flattened into a source table and a
+//! list of stages: runs of steps (filter, project) that execute in one `flat_map` per record,
+//! with no per-step allocation beyond the projected row, and window aggregations between them.
+//! What it cannot plan yet — joins, aggregation without a window, `ORDER BY`, `UNION` — is an
+//! error naming the construct and its position, never a wrong answer.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use sqlparser::ast::{
-    Expr, GroupByExpr, Query, Select, SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Spanned,
-    TableFactor, TableWithJoins,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Query, Select, SelectFlavor, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Spanned, TableFactor, TableWithJoins,
 };
 use sqlparser::tokenizer::Location;
 
+use crate::aggregate::{AggregateCall, SqlAggregates, WindowSpec};
 use crate::connector::{self, SinkConnector, SourceConnector};
-use crate::expr::{Column, Scalar, Scope};
+use crate::expr::{Column, Grouping, Scalar, Scope};
 use crate::parser::{refuse, ColumnDef, ColumnKind, SqlError, SqlStatement, TableDef};
 use crate::types::{Row, SqlType};
 
@@ -42,7 +47,7 @@ impl Table {
     fn new(def: TableDef) -> Result<Table, SqlError> {
         let physical: Vec<Column> =
             def.physical().map(|(c, ty)| Column { qualifier: None, name: c.name.clone(), ty: ty.clone() }).collect();
-        let scope = Scope { columns: physical.clone() };
+        let scope = Scope::new(physical.clone());
         let mut columns = physical;
         let mut computed = Vec::new();
         for column in &def.columns {
@@ -67,12 +72,30 @@ pub struct Insert {
     pub computed: Vec<Scalar>,
     /// The event-time column and the watermark's delay, if the table declares a watermark.
     pub event_time: Option<(usize, i64)>,
-    /// Filters and projections, in order.
-    pub steps: Vec<Step>,
+    /// What happens to the rows, in order.
+    pub stages: Vec<Stage>,
     /// The target table's name.
     pub sink_table: String,
     /// Where the rows go.
     pub sink: SinkConnector,
+}
+
+/// One stage of a pipeline.
+#[derive(Clone, Debug)]
+pub enum Stage {
+    /// Filters and projections, run together per row.
+    Map(Vec<Step>),
+    /// A window aggregation: rows are grouped by their first `keys` columns and windowed by
+    /// event time; each group's window yields one row, `[keys…, window_start, window_end,
+    /// window_time, aggregates…]`, when the watermark passes its end.
+    WindowAggregate {
+        /// The windows.
+        window: WindowSpec,
+        /// How many leading columns are the group key.
+        keys: usize,
+        /// The aggregates, over the remaining columns.
+        aggregates: SqlAggregates,
+    },
 }
 
 /// One step of a pipeline.
@@ -101,11 +124,35 @@ impl Step {
     }
 }
 
-/// A relation while planning: where its rows come from, the steps so far, its columns.
+/// A relation while planning: where its rows come from, the stages so far, its columns.
 struct Relation {
     table: String,
-    steps: Vec<Step>,
+    stages: Vec<Stage>,
     columns: Vec<Column>,
+    /// Its time attribute: the column the rows' event time was read from (Flink's rowtime),
+    /// as long as it is passed on unchanged.
+    time: Option<usize>,
+    /// A window table function's windows, not assigned yet: its `window_start`, `window_end`
+    /// and `window_time` are the last three columns, which only a `GROUP BY` may read.
+    window: Option<WindowSpec>,
+}
+
+impl Relation {
+    /// Adds a step (to the current run of steps).
+    fn push(&mut self, step: Step) {
+        if let Step::Project(exprs) = &step {
+            self.time = self.time.and_then(|time| exprs.iter().position(|e| e.as_column() == Some(time)));
+        }
+        match self.stages.last_mut() {
+            Some(Stage::Map(steps)) => steps.push(step),
+            _ => self.stages.push(Stage::Map(vec![step])),
+        }
+    }
+
+    /// The first column of a window table function's window properties, if it has them.
+    fn window_columns(&self) -> Option<usize> {
+        self.window.as_ref().map(|_| self.columns.len() - 3)
+    }
 }
 
 impl Catalog {
@@ -190,17 +237,28 @@ impl Catalog {
             let scalar = Scalar::column(index, read.ty.clone());
             exprs.push(scalar.coerce_to(ty, at, &format!("INSERT INTO {target}, column {}", column.name))?);
         }
-        let mut steps = relation.steps;
+        let mut relation = relation;
+        if relation.window.is_some() {
+            return Err(SqlError::at(at, WINDOW_UNAGGREGATED));
+        }
         if changes {
-            steps.push(Step::Project(exprs));
+            relation.push(Step::Project(exprs));
         }
         let source_table = &self.tables[&relation.table];
+        let stages = relation
+            .stages
+            .into_iter()
+            .map(|stage| match stage {
+                Stage::Map(steps) => Stage::Map(fuse(steps)),
+                other => other,
+            })
+            .collect();
         Ok(Insert {
             source: connector::source(&source_table.def)?,
             computed: source_table.computed.clone(),
             event_time: event_time(source_table)?,
             source_table: relation.table,
-            steps: fuse(steps),
+            stages,
             sink_table: target.to_owned(),
             sink,
         })
@@ -277,11 +335,14 @@ impl Catalog {
         refuse(top.is_some(), at, "SELECT TOP")?;
         refuse(exclude.is_some(), at, "SELECT * EXCLUDE")?;
         refuse(into.is_some(), at, "SELECT … INTO")?;
-        let grouped = match group_by {
-            GroupByExpr::Expressions(exprs, modifiers) => !exprs.is_empty() || !modifiers.is_empty(),
-            GroupByExpr::All(_) => true,
+        let group_keys = match group_by {
+            GroupByExpr::Expressions(exprs, modifiers) => {
+                refuse(!modifiers.is_empty(), at, "GROUP BY modifiers (ROLLUP, CUBE, GROUPING SETS)")?;
+                exprs.as_slice()
+            }
+            GroupByExpr::All(_) => return Err(SqlError::at(at, "GROUP BY ALL is not supported")),
         };
-        refuse(grouped || having.is_some(), at, "GROUP BY (aggregation)")?;
+        refuse(group_keys.is_empty() && having.is_some(), at, "HAVING without GROUP BY")?;
         refuse(!named_window.is_empty() || qualify.is_some(), at, "WINDOW and QUALIFY")?;
         refuse(
             !lateral_views.is_empty()
@@ -303,9 +364,25 @@ impl Catalog {
             [] => return Err(SqlError::at(at, "a SELECT without FROM is not supported")),
             _ => return Err(SqlError::at(at, "several tables in FROM (a cross join) are not supported yet")),
         };
-        let scope = Scope { columns: relation.columns.clone() };
+        let scope = Scope::new(relation.columns.clone());
         if let Some(predicate) = selection {
-            relation.steps.push(Step::Filter(scope.boolean(predicate)?));
+            let predicate_at = predicate.span().start;
+            let predicate = scope.boolean(predicate)?;
+            if let Some(first) = relation.window_columns() {
+                refuse(
+                    predicate.reads_any(&|column| column >= first),
+                    predicate_at,
+                    "a WHERE on window_start, window_end or window_time of a window table function (filter the \
+                     aggregated result instead)",
+                )?;
+            }
+            relation.push(Step::Filter(predicate));
+        }
+        if !group_keys.is_empty() {
+            return self.aggregate(relation, group_keys, having.as_ref(), projection, at);
+        }
+        if relation.window.is_some() {
+            return Err(SqlError::at(at, WINDOW_UNAGGREGATED));
         }
         let mut exprs = Vec::new();
         let mut columns = Vec::new();
@@ -354,8 +431,263 @@ impl Catalog {
                 }
             }
         }
-        relation.steps.push(Step::Project(exprs));
+        relation.push(Step::Project(exprs));
         relation.columns = columns;
+        Ok(relation)
+    }
+
+    /// Plans a grouped `SELECT`: keys and a window, then `HAVING` and the select list over the
+    /// aggregated rows.
+    fn aggregate(
+        &self,
+        mut relation: Relation,
+        group_keys: &[Expr],
+        having: Option<&Expr>,
+        projection: &[SelectItem],
+        at: Location,
+    ) -> Result<Relation, SqlError> {
+        let input = Scope::new(relation.columns.clone());
+        let window_columns = relation.window_columns();
+        let is_window_column = |column: usize| window_columns.is_some_and(|first| column >= first);
+        let mut keys: Vec<Scalar> = Vec::new();
+        let mut key_columns: Vec<Column> = Vec::new();
+        let mut bounds = [false; 2];
+        let mut group_window: Option<WindowSpec> = None;
+        for expr in group_keys {
+            let key_at = expr.span().start;
+            if let Some((family, spec)) = self.group_window(expr, &input, relation.time)? {
+                refuse(window_columns.is_some(), key_at, "a group window over a window table function")?;
+                refuse(group_window.is_some(), key_at, "two group windows in one GROUP BY")?;
+                group_window = Some(spec);
+                let _ = family;
+                continue;
+            }
+            let key = input.compile(expr)?;
+            match (key.as_column(), window_columns) {
+                (Some(column), Some(first)) if column == first || column == first + 1 => {
+                    bounds[column - first] = true;
+                    continue;
+                }
+                _ => {}
+            }
+            refuse(
+                key.reads_any(&is_window_column),
+                key_at,
+                "GROUP BY window_time or an expression of the window's bounds (group by window_start, window_end)",
+            )?;
+            if !keys.contains(&key) {
+                key_columns.push(match key.as_column() {
+                    Some(column) => relation.columns[column].clone(),
+                    None => Column { qualifier: None, name: format!("$key{}", keys.len()), ty: key.ty.clone() },
+                });
+                keys.push(key);
+            }
+        }
+        let (window, group_window_family) = match (relation.window.take(), group_window) {
+            (Some(window), None) if bounds == [true, true] => (window, None),
+            (Some(window), None) => {
+                return Err(SqlError::at(
+                    at,
+                    format!(
+                        "GROUP BY over {}(…) must include both window_start and window_end (without them the \
+                         aggregate is not windowed, and updating aggregates are not supported yet)",
+                        window.function()
+                    ),
+                ));
+            }
+            (None, Some(window)) => {
+                let family = window.function();
+                (window, Some(family))
+            }
+            (None, None) => {
+                return Err(SqlError::at(
+                    at,
+                    "GROUP BY without a window produces an updating result, which is not supported yet: aggregate \
+                     over a window table function (TUMBLE, HOP, CUMULATE) or GROUP BY SESSION(…)",
+                ));
+            }
+            (Some(_), Some(_)) => unreachable!("refused above"),
+        };
+        // The aggregated row: keys, the window's start, end and time, then the aggregates.
+        let window_qualifier = window_columns.and_then(|first| relation.columns[first].qualifier.clone());
+        let property = |name: &str| Column {
+            qualifier: window_qualifier.clone(),
+            // A group window's bounds are read through SESSION_START(…) and the like only.
+            name: if group_window_family.is_some() { format!("${name}") } else { name.to_owned() },
+            ty: SqlType::Timestamp,
+        };
+        let mut columns = key_columns;
+        columns.extend(["window_start", "window_end", "window_time"].map(property));
+        let grouping = Rc::new(Grouping {
+            input,
+            keys: keys.clone(),
+            group_window: group_window_family,
+            calls: RefCell::new(Vec::new()),
+        });
+        let scope = Scope { columns, grouping: Some(grouping.clone()) };
+        let having = having.map(|predicate| scope.boolean(predicate)).transpose()?;
+        let mut exprs = Vec::new();
+        let mut names = Vec::new();
+        for (position, item) in projection.iter().enumerate() {
+            let (expr, name) = match item {
+                SelectItem::UnnamedExpr(expr) => (expr, output_name(expr, position)),
+                SelectItem::ExprWithAlias { expr, alias } => (expr, alias.value.clone()),
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                    return Err(SqlError::at(item.span().start, "SELECT * in a grouped query: name the columns"));
+                }
+            };
+            let scalar = scope.compile(expr)?;
+            names.push(Column { qualifier: None, name, ty: scalar.ty.clone() });
+            exprs.push(scalar);
+        }
+        // Each row, before grouping: its keys, then each aggregate's argument and condition.
+        let found = grouping.calls.take();
+        let mut before = keys;
+        let mut calls = Vec::new();
+        for call in found {
+            let mut column_of = |scalar: Option<Scalar>| -> Result<Option<usize>, SqlError> {
+                let Some(scalar) = scalar else { return Ok(None) };
+                refuse(
+                    scalar.reads_any(&is_window_column),
+                    at,
+                    "an aggregate of window_start, window_end or window_time",
+                )?;
+                before.push(scalar);
+                Ok(Some(before.len() - 1))
+            };
+            let argument = column_of(call.argument)?;
+            let filter = column_of(call.filter)?;
+            calls.push(AggregateCall { kind: call.kind, argument, filter, ty: call.ty });
+        }
+        let key_count = grouping.keys.len();
+        relation.push(Step::Project(before));
+        relation.stages.push(Stage::WindowAggregate { window, keys: key_count, aggregates: SqlAggregates { calls } });
+        // The aggregated rows carry the window's time (its last millisecond) as event time.
+        relation.time = Some(key_count + 2);
+        if let Some(having) = having {
+            relation.push(Step::Filter(having));
+        }
+        relation.push(Step::Project(exprs));
+        relation.columns = names;
+        Ok(relation)
+    }
+
+    /// `GROUP BY SESSION(time, gap)`, `TUMBLE(time, size)` or `HOP(time, slide, size)`: the
+    /// family and its windows, or `None` if `expr` is not a group window.
+    fn group_window(
+        &self,
+        expr: &Expr,
+        input: &Scope,
+        time: Option<usize>,
+    ) -> Result<Option<(&'static str, WindowSpec)>, SqlError> {
+        let Expr::Function(function) = expr else { return Ok(None) };
+        let at = expr.span().start;
+        let name = function.name.to_string().to_ascii_uppercase();
+        let family = match name.as_str() {
+            "SESSION" => "SESSION",
+            "TUMBLE" => "TUMBLE",
+            "HOP" => "HOP",
+            _ => return Ok(None),
+        };
+        let args = plain_arguments(&function.args, &name, at)?;
+        let Some((time_arg, durations)) = args.split_first() else {
+            return Err(SqlError::at(at, format!("{name}(time, …) needs the time attribute first")));
+        };
+        let column = input.compile(time_arg)?;
+        check_time_attribute(column.as_column(), time, &time_arg.to_string(), time_arg.span().start)?;
+        let durations: Vec<i64> = durations.iter().map(duration).collect::<Result<_, _>>()?;
+        let spec = match (family, durations.as_slice()) {
+            ("SESSION", [gap]) => WindowSpec::Session { gap: *gap },
+            ("TUMBLE", [size]) => WindowSpec::Tumble { size: *size },
+            ("HOP", [slide, size]) => hop(*slide, *size, at)?,
+            _ => return Err(SqlError::at(at, format!("{name}: wrong arguments (see docs/sql.md)"))),
+        };
+        Ok(Some((family, spec)))
+    }
+
+    /// `TABLE(TUMBLE(TABLE t, DESCRIPTOR(time), size))`, `HOP(…, slide, size)`, `CUMULATE(…,
+    /// step, max_size)`: the table with the window's three columns added.
+    fn window_table(&self, expr: &Expr, alias: Option<&sqlparser::ast::TableAlias>) -> Result<Relation, SqlError> {
+        let at = expr.span().start;
+        let Expr::Function(function) = expr else {
+            return Err(SqlError::at(at, "TABLE(…) takes a window function: TUMBLE, HOP or CUMULATE"));
+        };
+        let name = function.name.to_string().to_ascii_uppercase();
+        if !matches!(name.as_str(), "TUMBLE" | "HOP" | "CUMULATE") {
+            let hint = if name == "SESSION" { " (write GROUP BY key, SESSION(time, gap) instead)" } else { "" };
+            return Err(SqlError::at(at, format!("table function {name} is not supported yet{hint}")));
+        }
+        let args = plain_arguments(&function.args, &name, at)?;
+        let [table, descriptor, durations @ ..] = args.as_slice() else {
+            return Err(SqlError::at(at, format!("{name}(TABLE t, DESCRIPTOR(time), …): too few arguments")));
+        };
+        let table_name = match table {
+            Expr::Prefixed { prefix, value } if prefix.value == "TABLE" => match value.as_ref() {
+                Expr::Identifier(ident) => ident.value.clone(),
+                other => return Err(SqlError::at(at, format!("TABLE {other}: name a table or view"))),
+            },
+            other => return Err(SqlError::at(other.span().start, format!("{name}'s first argument is TABLE name"))),
+        };
+        let mut relation = self.named(&table_name, None, at)?;
+        let time_column = match descriptor {
+            Expr::Function(d) if d.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") => {
+                match plain_arguments(&d.args, "DESCRIPTOR", at)?.as_slice() {
+                    [Expr::Identifier(ident)] => ident.value.clone(),
+                    _ => return Err(SqlError::at(at, "DESCRIPTOR takes one column: DESCRIPTOR(`dateTime`)")),
+                }
+            }
+            other => {
+                return Err(SqlError::at(other.span().start, format!("{name}'s second argument is DESCRIPTOR(time)")))
+            }
+        };
+        let position = relation.columns.iter().position(|c| c.name == time_column);
+        check_time_attribute(position, relation.time, &time_column, descriptor.span().start)?;
+        let durations: Vec<i64> = durations.iter().map(duration).collect::<Result<_, _>>()?;
+        let spec = match (name.as_str(), durations.as_slice()) {
+            ("TUMBLE", [size]) => WindowSpec::Tumble { size: *size },
+            ("HOP", [slide, size]) => hop(*slide, *size, at)?,
+            ("CUMULATE", [step, max_size]) => {
+                if max_size % step != 0 {
+                    return Err(SqlError::at(at, "CUMULATE: the max size must be a multiple of the step"));
+                }
+                WindowSpec::Cumulate { step: *step, max_size: *max_size }
+            }
+            (_, [_, _, _]) | ("TUMBLE", [_, _]) => {
+                return Err(SqlError::at(at, format!("{name} with an offset is not supported yet")));
+            }
+            _ => return Err(SqlError::at(at, format!("{name}: wrong number of arguments (see docs/sql.md)"))),
+        };
+        let qualifier = alias.map(|a| a.name.value.clone());
+        relation.columns.iter_mut().for_each(|c| c.qualifier = qualifier.clone());
+        relation.columns.extend(["window_start", "window_end", "window_time"].map(|name| Column {
+            qualifier: qualifier.clone(),
+            name: name.to_owned(),
+            ty: SqlType::Timestamp,
+        }));
+        relation.window = Some(spec);
+        Ok(relation)
+    }
+
+    /// A declared table or view, by name.
+    fn named(&self, name: &str, qualifier: Option<String>, at: Location) -> Result<Relation, SqlError> {
+        let mut relation = if let Some(view) = self.views.get(name) {
+            self.query(view)?
+        } else if let Some(table) = self.tables.get(name) {
+            Relation {
+                table: name.to_owned(),
+                stages: Vec::new(),
+                columns: table.columns.clone(),
+                time: event_time(table)?.map(|(column, _)| column),
+                window: None,
+            }
+        } else {
+            return Err(SqlError::at(at, format!("table or view {name} is not declared")));
+        };
+        if relation.window.is_some() {
+            return Err(SqlError::at(at, format!("view {name}: {WINDOW_UNAGGREGATED}")));
+        }
+        let qualifier = qualifier.unwrap_or_else(|| name.to_owned());
+        relation.columns.iter_mut().for_each(|c| c.qualifier = Some(qualifier.clone()));
         Ok(relation)
     }
 
@@ -395,16 +727,7 @@ impl Catalog {
                     [part] => part.as_ident().map(|i| i.value.clone()).unwrap_or_else(|| part.to_string()),
                     _ => return Err(SqlError::at(at, format!("qualified name {name} is not supported"))),
                 };
-                let qualifier = alias.as_ref().map_or(name.clone(), |a| a.name.value.clone());
-                let mut relation = if let Some(view) = self.views.get(&name) {
-                    self.query(view)?
-                } else if let Some(table) = self.tables.get(&name) {
-                    Relation { table: name.clone(), steps: Vec::new(), columns: table.columns.clone() }
-                } else {
-                    return Err(SqlError::at(at, format!("table or view {name} is not declared")));
-                };
-                relation.columns.iter_mut().for_each(|c| c.qualifier = Some(qualifier.clone()));
-                Ok(relation)
+                self.named(&name, alias.as_ref().map(|a| a.name.value.clone()), at)
             }
             TableFactor::Derived { lateral: false, subquery, alias } => {
                 refuse(
@@ -417,9 +740,15 @@ impl Catalog {
                 relation.columns.iter_mut().for_each(|c| c.qualifier = qualifier.clone());
                 Ok(relation)
             }
-            TableFactor::TableFunction { .. } | TableFactor::Function { .. } => {
-                Err(SqlError::at(at, "table functions (TUMBLE, HOP, CUMULATE, SESSION) are not supported yet"))
+            TableFactor::TableFunction { expr, alias } => {
+                refuse(
+                    alias.as_ref().is_some_and(|a| !a.columns.is_empty()),
+                    at,
+                    "column aliases on a table function",
+                )?;
+                self.window_table(expr, alias.as_ref())
             }
+            TableFactor::Function { .. } => Err(SqlError::at(at, "this table function form is not supported")),
             other => Err(SqlError::at(at, format!("`{other}` in FROM is not supported yet"))),
         }
     }
@@ -466,8 +795,62 @@ fn event_time(table: &Table) -> Result<Option<(usize, i64)>, SqlError> {
             format!("WATERMARK FOR {}: the column must be TIMESTAMP(3), not {}", watermark.column, columns[index].ty),
         ));
     }
-    let delay = watermark_delay(&watermark.expr, &watermark.column, &Scope { columns: columns.clone() })?;
+    let delay = watermark_delay(&watermark.expr, &watermark.column, &Scope::new(columns.clone()))?;
     Ok(Some((index, delay)))
+}
+
+/// Why a window table function's rows must be aggregated.
+const WINDOW_UNAGGREGATED: &str = "a window table function's rows must be aggregated (GROUP BY window_start, \
+                                   window_end, …); window joins, Top-N and deduplication over windows are not supported \
+                                   yet";
+
+/// The plain (unnamed) arguments of a call.
+fn plain_arguments<'a>(args: &'a FunctionArguments, name: &str, at: Location) -> Result<Vec<&'a Expr>, SqlError> {
+    let FunctionArguments::List(list) = args else {
+        return Err(SqlError::at(at, format!("{name} needs arguments")));
+    };
+    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+        return Err(SqlError::at(at, format!("{name}: this form of call is not supported")));
+    }
+    list.args
+        .iter()
+        .map(|arg| match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) => Ok(expr),
+            _ => Err(SqlError::at(at, format!("{name}: only plain arguments are supported (no named arguments)"))),
+        })
+        .collect()
+}
+
+/// A window's size, slide, step or gap: a positive constant `INTERVAL`.
+fn duration(expr: &&Expr) -> Result<i64, SqlError> {
+    let at = expr.span().start;
+    let scalar = Scope::default().compile(expr)?;
+    match (&scalar.ty, scalar.eval(&Vec::new())) {
+        (SqlType::Interval, crate::types::Value::Millis(ms)) if ms > 0 => Ok(ms),
+        _ => Err(SqlError::at(at, "a window's size, slide, step or gap must be a positive INTERVAL")),
+    }
+}
+
+/// `HOP`'s windows (Flink requires the size to be a multiple of the slide).
+fn hop(slide: i64, size: i64, at: Location) -> Result<WindowSpec, SqlError> {
+    if size % slide != 0 {
+        return Err(SqlError::at(at, "HOP: the size must be a multiple of the slide"));
+    }
+    Ok(WindowSpec::Hop { slide, size })
+}
+
+/// Checks that a window's time column is the relation's time attribute.
+fn check_time_attribute(column: Option<usize>, time: Option<usize>, name: &str, at: Location) -> Result<(), SqlError> {
+    match (column, time) {
+        (Some(column), Some(time)) if column == time => Ok(()),
+        _ => Err(SqlError::at(
+            at,
+            format!(
+                "{name} is not a time attribute: windows need the column of the table's WATERMARK, selected \
+                 unchanged (and processing time, PROCTIME(), is not supported yet)"
+            ),
+        )),
+    }
 }
 
 /// A column of `scope`, read as it is.

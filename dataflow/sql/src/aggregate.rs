@@ -1,0 +1,407 @@
+//! Window aggregation: `GROUP BY` keys and a window, and the aggregate functions over it.
+//!
+//! A grouped query becomes three steps: a projection that reduces each input row to its group
+//! keys and the arguments (and `FILTER` conditions) of its aggregate calls; one of the
+//! DataStream API's window operators, keyed by the group keys, with [`SqlAggregates`] as its
+//! incremental aggregate function; and the query's `HAVING` and `SELECT` over the result row —
+//! `[keys…, window_start, window_end, window_time, aggregates…]`.
+//!
+//! Accumulators must not depend on the order rows arrive in (which varies with parallelism and
+//! failures, see `weir_dataflow::window::AggregateFunction`). Counts, integer and decimal sums,
+//! minima, maxima and distinct sets do not; a sum of `DOUBLE`s does (floating-point addition is
+//! not associative), so it is refused at planning rather than answered differently per run.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use weir_dataflow::window::{AggregateFunction, TimeWindow};
+
+use crate::types::{IntegerWidth, Row, SqlType, Value};
+
+/// The window a grouped query aggregates over (sizes in milliseconds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WindowSpec {
+    /// `TUMBLE(…, size)`.
+    Tumble {
+        /// Window size.
+        size: i64,
+    },
+    /// `HOP(…, slide, size)`.
+    Hop {
+        /// How far apart windows start.
+        slide: i64,
+        /// Window size.
+        size: i64,
+    },
+    /// `CUMULATE(…, step, max_size)`.
+    Cumulate {
+        /// How much each window grows.
+        step: i64,
+        /// The largest window.
+        max_size: i64,
+    },
+    /// `SESSION(…, gap)`.
+    Session {
+        /// The inactivity that closes a session.
+        gap: i64,
+    },
+}
+
+impl WindowSpec {
+    /// The SQL function that declares it.
+    pub fn function(&self) -> &'static str {
+        match self {
+            WindowSpec::Tumble { .. } => "TUMBLE",
+            WindowSpec::Hop { .. } => "HOP",
+            WindowSpec::Cumulate { .. } => "CUMULATE",
+            WindowSpec::Session { .. } => "SESSION",
+        }
+    }
+}
+
+/// An aggregate function.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AggregateKind {
+    /// `COUNT(*)`: rows.
+    CountRows,
+    /// `COUNT(x)`: rows where `x` is not `NULL`.
+    Count,
+    /// `COUNT(DISTINCT x)`.
+    CountDistinct,
+    /// `SUM(x)` of integers (wrapping at the type's width, as Flink's Java arithmetic does).
+    SumInteger(IntegerWidth),
+    /// `SUM(x)` of decimals (all of one scale).
+    SumDecimal,
+    /// `MIN(x)`.
+    Min,
+    /// `MAX(x)`.
+    Max,
+    /// `AVG(x)` of integers: the sum divided by the count, truncated, in the argument's type
+    /// (Flink's integer `AVG`).
+    AvgInteger(IntegerWidth),
+}
+
+/// One aggregate call of a query: what it computes over which column of the pre-aggregation
+/// row, counting only rows where its `FILTER` column is `TRUE`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggregateCall {
+    /// The function.
+    pub kind: AggregateKind,
+    /// The argument's column (`None` for `COUNT(*)`).
+    pub argument: Option<usize>,
+    /// The `FILTER (WHERE …)` condition's column.
+    pub filter: Option<usize>,
+    /// The result's type.
+    pub ty: SqlType,
+}
+
+/// A group's key: the values of its `GROUP BY` expressions. Equal, ordered and hashed by value,
+/// the same in every process (it routes rows to slots): doubles by their bits, with `-0.0`
+/// grouped with `0.0` and every `NaN` with every other.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupKey(pub Vec<Value>);
+
+impl PartialEq for GroupKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for GroupKey {}
+
+impl PartialOrd for GroupKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for GroupKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.len().cmp(&other.0.len()).then_with(|| {
+            self.0.iter().zip(&other.0).map(|(a, b)| total_order(a, b)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+        })
+    }
+}
+
+impl Hash for GroupKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for value in &self.0 {
+            hash_value(value, state);
+        }
+    }
+}
+
+fn canonical_double(x: f64) -> u64 {
+    if x.is_nan() {
+        f64::NAN.to_bits()
+    } else if x == 0.0 {
+        0
+    } else {
+        x.to_bits()
+    }
+}
+
+fn hash_value<H: Hasher>(value: &Value, state: &mut H) {
+    match value {
+        Value::Null => state.write_u8(0),
+        Value::Bool(b) => {
+            state.write_u8(1);
+            b.hash(state)
+        }
+        Value::Int(i) => {
+            state.write_u8(2);
+            i.hash(state)
+        }
+        Value::Double(x) => {
+            state.write_u8(3);
+            canonical_double(*x).hash(state)
+        }
+        Value::Decimal { unscaled, scale } => {
+            state.write_u8(4);
+            unscaled.hash(state);
+            scale.hash(state)
+        }
+        Value::Str(s) => {
+            state.write_u8(5);
+            s.hash(state)
+        }
+        Value::Millis(ms) => {
+            state.write_u8(6);
+            ms.hash(state)
+        }
+        Value::Row(fields) => {
+            state.write_u8(7);
+            fields.iter().for_each(|f| hash_value(f, state))
+        }
+    }
+}
+
+/// A total order on values: `NULL` first, then by variant, then by value (values of one
+/// column share a variant, and decimals of one column a scale).
+pub fn total_order(a: &Value, b: &Value) -> Ordering {
+    fn rank(value: &Value) -> u8 {
+        match value {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Int(_) => 2,
+            Value::Double(_) => 3,
+            Value::Decimal { .. } => 4,
+            Value::Str(_) => 5,
+            Value::Millis(_) => 6,
+            Value::Row(_) => 7,
+        }
+    }
+    match (a, b) {
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Int(x), Value::Int(y)) => x.cmp(y),
+        (Value::Double(x), Value::Double(y)) => {
+            let (x, y) = (f64::from_bits(canonical_double(*x)), f64::from_bits(canonical_double(*y)));
+            x.total_cmp(&y)
+        }
+        (Value::Decimal { unscaled: x, scale: s }, Value::Decimal { unscaled: y, scale: t }) => {
+            debug_assert_eq!(s, t, "decimals of one column share a scale");
+            s.cmp(t).then(x.cmp(y))
+        }
+        (Value::Str(x), Value::Str(y)) => x.cmp(y),
+        (Value::Millis(x), Value::Millis(y)) => x.cmp(y),
+        (Value::Row(x), Value::Row(y)) => x
+            .iter()
+            .zip(y.iter())
+            .map(|(a, b)| total_order(a, b))
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| x.len().cmp(&y.len())),
+        _ => rank(a).cmp(&rank(b)),
+    }
+}
+
+/// The state of one aggregate call for one group and window.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Accumulator {
+    /// A count.
+    Count(i64),
+    /// The distinct non-null values seen.
+    Distinct(BTreeSet<GroupKey>),
+    /// An integer sum (`None`: no non-null value yet).
+    SumInteger(Option<i64>),
+    /// A decimal sum, unscaled.
+    SumDecimal(Option<i128>),
+    /// The least or greatest value so far.
+    Extreme(Option<Value>),
+    /// Sum and count of the non-null values.
+    Average(i128, i64),
+}
+
+/// The aggregate calls of one query, as the window operator's incremental function.
+#[derive(Clone, Debug)]
+pub struct SqlAggregates {
+    /// The calls, in result order.
+    pub calls: Vec<AggregateCall>,
+}
+
+impl SqlAggregates {
+    fn counted(call: &AggregateCall, row: &Row) -> bool {
+        call.filter.is_none_or(|column| matches!(row[column], Value::Bool(true)))
+    }
+
+    /// The final values of `accumulators`, in call order.
+    pub fn results(&self, accumulators: Vec<Accumulator>) -> impl Iterator<Item = Value> + '_ {
+        self.calls.iter().zip(accumulators).map(|(call, accumulator)| match accumulator {
+            Accumulator::Count(n) => Value::Int(n),
+            Accumulator::Distinct(set) => Value::Int(set.len() as i64),
+            Accumulator::SumInteger(sum) => sum.map_or(Value::Null, Value::Int),
+            Accumulator::SumDecimal(sum) => match (sum, &call.ty) {
+                // Past DECIMAL(38)'s range the sum is NULL, as Flink's decimal overflow.
+                (Some(unscaled), SqlType::Decimal { scale, .. }) if unscaled.unsigned_abs() < 10u128.pow(38) => {
+                    Value::Decimal { unscaled, scale: *scale }
+                }
+                _ => Value::Null,
+            },
+            Accumulator::Extreme(value) => value.unwrap_or(Value::Null),
+            Accumulator::Average(_, 0) => Value::Null,
+            Accumulator::Average(sum, count) => {
+                let AggregateKind::AvgInteger(width) = call.kind else { unreachable!("only integer averages") };
+                Value::Int(wrap(i64::try_from(sum / i128::from(count)).unwrap_or_default(), width))
+            }
+        })
+    }
+}
+
+/// `value` wrapped to an integer type's width (two's complement, as Java's arithmetic).
+fn wrap(value: i64, width: IntegerWidth) -> i64 {
+    match width {
+        IntegerWidth::Tiny => value as i8 as i64,
+        IntegerWidth::Small => value as i16 as i64,
+        IntegerWidth::Int => value as i32 as i64,
+        IntegerWidth::Big => value,
+    }
+}
+
+fn unscaled(value: &Value) -> i128 {
+    match value {
+        Value::Decimal { unscaled, .. } => *unscaled,
+        other => unreachable!("a decimal sum over {other:?}"),
+    }
+}
+
+impl AggregateFunction<Row> for SqlAggregates {
+    type Acc = Vec<Accumulator>;
+
+    fn create_accumulator(&self) -> Vec<Accumulator> {
+        self.calls
+            .iter()
+            .map(|call| match call.kind {
+                AggregateKind::CountRows | AggregateKind::Count => Accumulator::Count(0),
+                AggregateKind::CountDistinct => Accumulator::Distinct(BTreeSet::new()),
+                AggregateKind::SumInteger(_) => Accumulator::SumInteger(None),
+                AggregateKind::SumDecimal => Accumulator::SumDecimal(None),
+                AggregateKind::Min | AggregateKind::Max => Accumulator::Extreme(None),
+                AggregateKind::AvgInteger(_) => Accumulator::Average(0, 0),
+            })
+            .collect()
+    }
+
+    fn add(&self, accumulators: &mut Vec<Accumulator>, row: &Row) {
+        for (call, accumulator) in self.calls.iter().zip(accumulators.iter_mut()) {
+            if !Self::counted(call, row) {
+                continue;
+            }
+            let argument = call.argument.map(|column| &row[column]);
+            if matches!(argument, Some(Value::Null)) {
+                continue;
+            }
+            match (accumulator, argument) {
+                (Accumulator::Count(n), _) => *n += 1,
+                (Accumulator::Distinct(set), Some(value)) => {
+                    set.insert(GroupKey(vec![value.clone()]));
+                }
+                (Accumulator::SumInteger(sum), Some(Value::Int(x))) => {
+                    let AggregateKind::SumInteger(width) = call.kind else { unreachable!("integer sum") };
+                    *sum = Some(wrap(sum.unwrap_or(0).wrapping_add(*x), width));
+                }
+                (Accumulator::SumDecimal(sum), Some(value)) => {
+                    *sum = Some(sum.unwrap_or(0).saturating_add(unscaled(value)));
+                }
+                (Accumulator::Extreme(current), Some(value)) => {
+                    let replace = match current {
+                        None => true,
+                        Some(current) => {
+                            let order = total_order(value, current);
+                            if call.kind == AggregateKind::Min {
+                                order.is_lt()
+                            } else {
+                                order.is_gt()
+                            }
+                        }
+                    };
+                    if replace {
+                        *current = Some(value.clone());
+                    }
+                }
+                (Accumulator::Average(sum, count), Some(Value::Int(x))) => {
+                    *sum += i128::from(*x);
+                    *count += 1;
+                }
+                (accumulator, argument) => {
+                    unreachable!("{:?} cannot take {argument:?} into {accumulator:?}", call.kind)
+                }
+            }
+        }
+    }
+
+    fn merge(&self, accumulators: &mut Vec<Accumulator>, others: Vec<Accumulator>) {
+        for ((call, accumulator), other) in self.calls.iter().zip(accumulators.iter_mut()).zip(others) {
+            match (accumulator, other) {
+                (Accumulator::Count(n), Accumulator::Count(m)) => *n += m,
+                (Accumulator::Distinct(set), Accumulator::Distinct(more)) => set.extend(more),
+                (Accumulator::SumInteger(sum), Accumulator::SumInteger(more)) => {
+                    let AggregateKind::SumInteger(width) = call.kind else { unreachable!("integer sum") };
+                    if let Some(more) = more {
+                        *sum = Some(wrap(sum.unwrap_or(0).wrapping_add(more), width));
+                    }
+                }
+                (Accumulator::SumDecimal(sum), Accumulator::SumDecimal(more)) => {
+                    if let Some(more) = more {
+                        *sum = Some(sum.unwrap_or(0).saturating_add(more));
+                    }
+                }
+                (Accumulator::Extreme(current), Accumulator::Extreme(Some(value))) => {
+                    let replace = current.as_ref().is_none_or(|current| {
+                        let order = total_order(&value, current);
+                        if call.kind == AggregateKind::Min {
+                            order.is_lt()
+                        } else {
+                            order.is_gt()
+                        }
+                    });
+                    if replace {
+                        *current = Some(value);
+                    }
+                }
+                (Accumulator::Extreme(_), Accumulator::Extreme(None)) => {}
+                (Accumulator::Average(sum, count), Accumulator::Average(more, n)) => {
+                    *sum += more;
+                    *count += n;
+                }
+                (mine, theirs) => unreachable!("merging {theirs:?} into {mine:?}"),
+            }
+        }
+    }
+}
+
+/// The result row of a group's window: its keys, the window's bounds and time, then the
+/// aggregates' values.
+pub fn result_row(
+    aggregates: &SqlAggregates,
+    key: &GroupKey,
+    window: TimeWindow,
+    accumulators: Vec<Accumulator>,
+) -> Row {
+    let mut row = Vec::with_capacity(key.0.len() + 3 + aggregates.calls.len());
+    row.extend(key.0.iter().cloned());
+    row.extend([Value::Millis(window.start), Value::Millis(window.end), Value::Millis(window.max_timestamp())]);
+    row.extend(aggregates.results(accumulators));
+    row
+}
