@@ -88,8 +88,8 @@ const WINDOW_RATE: u64 = 200;
 
 fn check_windows(out: &Path, context: &str) {
     let expected = nexmark::sql_windows_expected(WINDOW_EVENTS, SEED, WINDOW_RATE);
-    for (table, lines) in ["tumbling", "hopping", "sessions", "cumulating"].iter().zip(expected) {
-        assert!(lines.len() > 20, "{table}: the reference has results ({})", lines.len());
+    for (table, lines) in ["tumbling", "hopping", "sessions", "cumulating", "q8"].iter().zip(expected) {
+        assert!(lines.len() > 10, "{table}: the reference has results ({})", lines.len());
         assert_eq!(committed(&out.join(table)), lines, "{table}, {context}");
     }
 }
@@ -146,7 +146,7 @@ fn a_bad_script_is_refused_with_its_line_and_column() {
         // Something not supported yet: refused, not answered wrongly.
         (
             script(&out).replace("FROM bid WHERE MOD", "FROM bid GROUP BY auction, price HAVING MOD"),
-            "GROUP BY (aggregation) is not supported yet",
+            "GROUP BY without a window produces an updating result, which is not supported yet",
         ),
         (
             script(&out).replace("'format' = 'csv');\n\nINSERT", "'format' = 'parquet');\n\nINSERT"),

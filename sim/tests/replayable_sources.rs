@@ -1,8 +1,9 @@
 //! Tokio draws a few decisions from a generator of its own that the simulator does not seed:
 //! which branch an unbiased `select!` polls first, and which of its queues a `watch` receiver
 //! waits on (and so the order in which a change wakes them). Either makes the order of
-//! wake-ups, and with it a simulated run, differ between two runs of one seed. Clippy cannot
-//! tell a biased `select!` from an unbiased one, so this test reads the engine's sources.
+//! wake-ups, and with it a simulated run, differ between two runs of one seed. Clippy forbids
+//! `watch`'s types (`clippy.toml`) but cannot tell a biased `select!` from an unbiased one, so
+//! this test reads the engine's sources for both.
 //!
 //! (The simulator's `--check-determinism` sweep catches the consequence, but only on seeds
 //! where two branches happen to be ready at once; this catches the cause on every line.)

@@ -51,6 +51,16 @@ pub enum WindowSpec {
 }
 
 impl WindowSpec {
+    /// Its durations, as its SQL function takes them (`HOP`: slide, then size).
+    pub fn durations(&self) -> Vec<i64> {
+        match *self {
+            WindowSpec::Tumble { size } => vec![size],
+            WindowSpec::Hop { slide, size } => vec![slide, size],
+            WindowSpec::Cumulate { step, max_size } => vec![step, max_size],
+            WindowSpec::Session { gap } => vec![gap],
+        }
+    }
+
     /// The SQL function that declares it.
     pub fn function(&self) -> &'static str {
         match self {
@@ -98,11 +108,32 @@ pub struct AggregateCall {
     pub ty: SqlType,
 }
 
-/// A group's key: the values of its `GROUP BY` expressions. Equal, ordered and hashed by value,
-/// the same in every process (it routes rows to slots): doubles by their bits, with `-0.0`
-/// grouped with `0.0` and every `NaN` with every other.
+/// A group's key: the values of its `GROUP BY` expressions (or a join's keys). Equal, ordered
+/// and hashed by value, the same in every process (it routes rows to slots). Doubles are made
+/// canonical when the key is built — `-0.0` becomes `0.0`, every `NaN` one `NaN` — so that they
+/// group as SQL compares them and the key written out does not depend on which row came first.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct GroupKey(pub Vec<Value>);
+pub struct GroupKey(Vec<Value>);
+
+impl GroupKey {
+    /// The key of `values`.
+    pub fn new(values: impl IntoIterator<Item = Value>) -> GroupKey {
+        GroupKey(values.into_iter().map(canonical).collect())
+    }
+
+    /// Its values.
+    pub fn values(&self) -> &[Value] {
+        &self.0
+    }
+}
+
+fn canonical(value: Value) -> Value {
+    match value {
+        Value::Double(x) => Value::Double(f64::from_bits(canonical_double(x))),
+        Value::Row(fields) => Value::Row(fields.iter().cloned().map(canonical).collect()),
+        other => other,
+    }
+}
 
 impl PartialEq for GroupKey {
     fn eq(&self, other: &Self) -> bool {
@@ -180,7 +211,8 @@ fn hash_value<H: Hasher>(value: &Value, state: &mut H) {
 }
 
 /// A total order on values: `NULL` first, then by variant, then by value (values of one
-/// column share a variant, and decimals of one column a scale).
+/// column share a variant, and decimals of one column a scale; doubles by IEEE 754's total
+/// order, as Java's `Double.compare`: `-0.0` before `0.0`).
 pub fn total_order(a: &Value, b: &Value) -> Ordering {
     fn rank(value: &Value) -> u8 {
         match value {
@@ -197,10 +229,7 @@ pub fn total_order(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         (Value::Int(x), Value::Int(y)) => x.cmp(y),
-        (Value::Double(x), Value::Double(y)) => {
-            let (x, y) = (f64::from_bits(canonical_double(*x)), f64::from_bits(canonical_double(*y)));
-            x.total_cmp(&y)
-        }
+        (Value::Double(x), Value::Double(y)) => x.total_cmp(y),
         (Value::Decimal { unscaled: x, scale: s }, Value::Decimal { unscaled: y, scale: t }) => {
             debug_assert_eq!(s, t, "decimals of one column share a scale");
             s.cmp(t).then(x.cmp(y))
@@ -230,8 +259,8 @@ pub enum Accumulator {
     SumDecimal(Option<i128>),
     /// The least or greatest value so far.
     Extreme(Option<Value>),
-    /// Sum and count of the non-null values.
-    Average(i128, i64),
+    /// Sum (wrapping, as Flink's `long` sum) and count of the non-null values.
+    Average(i64, i64),
 }
 
 /// The aggregate calls of one query, as the window operator's incremental function.
@@ -263,7 +292,7 @@ impl SqlAggregates {
             Accumulator::Average(_, 0) => Value::Null,
             Accumulator::Average(sum, count) => {
                 let AggregateKind::AvgInteger(width) = call.kind else { unreachable!("only integer averages") };
-                Value::Int(wrap(i64::try_from(sum / i128::from(count)).unwrap_or_default(), width))
+                Value::Int(wrap(sum.wrapping_div(count), width))
             }
         })
     }
@@ -277,6 +306,23 @@ fn wrap(value: i64, width: IntegerWidth) -> i64 {
         IntegerWidth::Int => value as i32 as i64,
         IntegerWidth::Big => value,
     }
+}
+
+/// `sum + x` in an integer type of `width`.
+fn add_integer(sum: Option<i64>, x: i64, width: IntegerWidth) -> Option<i64> {
+    Some(wrap(sum.unwrap_or(0).wrapping_add(x), width))
+}
+
+/// Whether `candidate` replaces `current` as the `MIN` (or `MAX`).
+fn improves(kind: AggregateKind, candidate: &Value, current: Option<&Value>) -> bool {
+    current.is_none_or(|current| {
+        let order = total_order(candidate, current);
+        if kind == AggregateKind::Min {
+            order.is_lt()
+        } else {
+            order.is_gt()
+        }
+    })
 }
 
 fn unscaled(value: &Value) -> i128 {
@@ -315,33 +361,22 @@ impl AggregateFunction<Row> for SqlAggregates {
             match (accumulator, argument) {
                 (Accumulator::Count(n), _) => *n += 1,
                 (Accumulator::Distinct(set), Some(value)) => {
-                    set.insert(GroupKey(vec![value.clone()]));
+                    set.insert(GroupKey::new([value.clone()]));
                 }
                 (Accumulator::SumInteger(sum), Some(Value::Int(x))) => {
                     let AggregateKind::SumInteger(width) = call.kind else { unreachable!("integer sum") };
-                    *sum = Some(wrap(sum.unwrap_or(0).wrapping_add(*x), width));
+                    *sum = add_integer(*sum, *x, width);
                 }
                 (Accumulator::SumDecimal(sum), Some(value)) => {
                     *sum = Some(sum.unwrap_or(0).saturating_add(unscaled(value)));
                 }
                 (Accumulator::Extreme(current), Some(value)) => {
-                    let replace = match current {
-                        None => true,
-                        Some(current) => {
-                            let order = total_order(value, current);
-                            if call.kind == AggregateKind::Min {
-                                order.is_lt()
-                            } else {
-                                order.is_gt()
-                            }
-                        }
-                    };
-                    if replace {
+                    if improves(call.kind, value, current.as_ref()) {
                         *current = Some(value.clone());
                     }
                 }
                 (Accumulator::Average(sum, count), Some(Value::Int(x))) => {
-                    *sum += i128::from(*x);
+                    *sum = sum.wrapping_add(*x);
                     *count += 1;
                 }
                 (accumulator, argument) => {
@@ -359,7 +394,7 @@ impl AggregateFunction<Row> for SqlAggregates {
                 (Accumulator::SumInteger(sum), Accumulator::SumInteger(more)) => {
                     let AggregateKind::SumInteger(width) = call.kind else { unreachable!("integer sum") };
                     if let Some(more) = more {
-                        *sum = Some(wrap(sum.unwrap_or(0).wrapping_add(more), width));
+                        *sum = add_integer(*sum, more, width);
                     }
                 }
                 (Accumulator::SumDecimal(sum), Accumulator::SumDecimal(more)) => {
@@ -368,21 +403,13 @@ impl AggregateFunction<Row> for SqlAggregates {
                     }
                 }
                 (Accumulator::Extreme(current), Accumulator::Extreme(Some(value))) => {
-                    let replace = current.as_ref().is_none_or(|current| {
-                        let order = total_order(&value, current);
-                        if call.kind == AggregateKind::Min {
-                            order.is_lt()
-                        } else {
-                            order.is_gt()
-                        }
-                    });
-                    if replace {
+                    if improves(call.kind, &value, current.as_ref()) {
                         *current = Some(value);
                     }
                 }
                 (Accumulator::Extreme(_), Accumulator::Extreme(None)) => {}
                 (Accumulator::Average(sum, count), Accumulator::Average(more, n)) => {
-                    *sum += more;
+                    *sum = sum.wrapping_add(more);
                     *count += n;
                 }
                 (mine, theirs) => unreachable!("merging {theirs:?} into {mine:?}"),
@@ -404,4 +431,104 @@ pub fn result_row(
     row.extend([Value::Millis(window.start), Value::Millis(window.end), Value::Millis(window.max_timestamp())]);
     row.extend(aggregates.results(accumulators));
     row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BIG: SqlType = SqlType::BIGINT;
+
+    fn call(kind: AggregateKind, argument: Option<usize>, filter: Option<usize>, ty: SqlType) -> AggregateCall {
+        AggregateCall { kind, argument, filter, ty }
+    }
+
+    /// The aggregates over `rows`, fed one by one into one accumulator, and split in two halves
+    /// merged (as sessions merge): both must give the same values.
+    fn run(calls: Vec<AggregateCall>, rows: &[Row]) -> Vec<Value> {
+        let aggregates = SqlAggregates { calls };
+        let mut whole = aggregates.create_accumulator();
+        rows.iter().for_each(|row| aggregates.add(&mut whole, row));
+        let (first, second) = rows.split_at(rows.len() / 2);
+        let mut merged = aggregates.create_accumulator();
+        first.iter().for_each(|row| aggregates.add(&mut merged, row));
+        let mut rest = aggregates.create_accumulator();
+        second.iter().for_each(|row| aggregates.add(&mut rest, row));
+        aggregates.merge(&mut merged, rest);
+        let values: Vec<Value> = aggregates.results(whole).collect();
+        assert_eq!(values, aggregates.results(merged).collect::<Vec<_>>(), "merging halves changes nothing");
+        values
+    }
+
+    #[test]
+    fn nulls_are_skipped_and_an_all_null_group_aggregates_to_null() {
+        use AggregateKind::*;
+        let rows = vec![
+            vec![Value::Int(5), Value::Bool(true)],
+            vec![Value::Null, Value::Bool(true)],
+            vec![Value::Int(-2), Value::Null],
+            vec![Value::Int(7), Value::Bool(false)],
+        ];
+        let calls = vec![
+            call(CountRows, None, None, BIG),
+            call(Count, Some(0), None, BIG),
+            call(SumInteger(IntegerWidth::Big), Some(0), None, BIG),
+            call(Min, Some(0), None, BIG),
+            call(Max, Some(0), None, BIG),
+            call(AvgInteger(IntegerWidth::Big), Some(0), None, BIG),
+            // FILTER keeps rows whose condition is TRUE: not FALSE, not NULL.
+            call(CountRows, None, Some(1), BIG),
+            call(SumInteger(IntegerWidth::Big), Some(0), Some(1), BIG),
+            call(CountDistinct, Some(0), None, BIG),
+        ];
+        let values = run(calls.clone(), &rows);
+        let int = Value::Int;
+        assert_eq!(values, vec![int(4), int(3), int(10), int(-2), int(7), int(3), int(2), int(5), int(3)]);
+        let nulls = vec![vec![Value::Null, Value::Bool(false)], vec![Value::Null, Value::Null]];
+        let values = run(calls, &nulls);
+        let null = Value::Null;
+        assert_eq!(
+            values,
+            vec![int(2), int(0), null.clone(), null.clone(), null.clone(), null.clone(), int(0), null, int(0)]
+        );
+    }
+
+    #[test]
+    fn integer_sums_wrap_at_their_width_and_averages_truncate_toward_zero() {
+        use AggregateKind::*;
+        let int = SqlType::Integer(IntegerWidth::Int);
+        let rows: Vec<Row> = [i64::from(i32::MAX), 1, -4].into_iter().map(|x| vec![Value::Int(x)]).collect();
+        let values = run(vec![call(SumInteger(IntegerWidth::Int), Some(0), None, int.clone())], &rows[..2]);
+        assert_eq!(values, vec![Value::Int(i64::from(i32::MIN))], "INT overflows as Java's int");
+        let values = run(
+            vec![call(AvgInteger(IntegerWidth::Big), Some(0), None, BIG)],
+            &[vec![Value::Int(-7)], vec![Value::Int(0)]],
+        );
+        assert_eq!(values, vec![Value::Int(-3)], "-7 / 2 truncates to -3");
+    }
+
+    #[test]
+    fn a_decimal_sum_past_38_digits_is_null() {
+        let ty = SqlType::Decimal { precision: 38, scale: 0 };
+        let nines = 10i128.pow(38) - 1;
+        let decimal = |unscaled| vec![Value::Decimal { unscaled, scale: 0 }];
+        let sum = |rows: &[Row]| run(vec![call(AggregateKind::SumDecimal, Some(0), None, ty.clone())], rows);
+        assert_eq!(sum(&[decimal(nines)]), vec![Value::Decimal { unscaled: nines, scale: 0 }]);
+        assert_eq!(sum(&[decimal(nines), decimal(1)]), vec![Value::Null]);
+    }
+
+    #[test]
+    fn negative_zero_groups_with_zero_and_the_key_does_not_depend_on_arrival() {
+        let (zero, negative) = (GroupKey::new([Value::Double(0.0)]), GroupKey::new([Value::Double(-0.0)]));
+        assert_eq!(zero, negative);
+        assert_eq!(format!("{:?}", negative.values()), format!("{:?}", zero.values()), "stored as 0.0");
+        let nan = GroupKey::new([Value::Double(f64::NAN)]);
+        assert_eq!(nan, GroupKey::new([Value::Double(-f64::NAN)]));
+        // MIN and MAX order them as Java's Double.compare: -0.0 first, whatever comes first.
+        let rows = [vec![Value::Double(0.0)], vec![Value::Double(-0.0)]];
+        for rows in [rows.to_vec(), rows.iter().rev().cloned().collect()] {
+            let values = run(vec![call(AggregateKind::Min, Some(0), None, SqlType::Double)], &rows);
+            assert!(matches!(values[0], Value::Double(x) if x == 0.0 && x.is_sign_negative()));
+        }
+    }
 }

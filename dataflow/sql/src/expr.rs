@@ -17,7 +17,7 @@ use sqlparser::ast::{
 };
 use sqlparser::tokenizer::Location;
 
-use crate::aggregate::AggregateKind;
+use crate::aggregate::{AggregateKind, WindowSpec};
 use crate::parser::SqlError;
 use crate::types::{IntegerWidth, Row, SqlType, Value};
 
@@ -50,13 +50,24 @@ pub struct Scope {
 pub struct Grouping {
     /// The rows being grouped.
     pub input: Scope,
+    /// The first of a window table function's three columns in `input`, if it has them (no
+    /// aggregate may read them).
+    pub window_columns: Option<usize>,
     /// The `GROUP BY` expressions over `input`, the window excepted.
     pub keys: Vec<Scalar>,
-    /// `SESSION`, `TUMBLE` or `HOP` for a group window of `GROUP BY` (whose bounds are read as
-    /// `SESSION_START(…)` and so on).
-    pub group_window: Option<&'static str>,
+    /// A group window of `GROUP BY` (whose bounds are read as `SESSION_START(…)` and so on).
+    pub group_window: Option<GroupWindow>,
     /// The aggregate calls met so far.
     pub calls: RefCell<Vec<FoundAggregate>>,
+}
+
+/// `GROUP BY SESSION(time, gap)` (or `TUMBLE`, `HOP`): its windows and time column.
+#[derive(Debug)]
+pub struct GroupWindow {
+    /// The windows.
+    pub spec: WindowSpec,
+    /// The time attribute, over the rows being grouped.
+    pub time: Scalar,
 }
 
 /// An aggregate call of a grouped query, over the rows being grouped.
@@ -70,6 +81,32 @@ pub struct FoundAggregate {
     pub filter: Option<Scalar>,
     /// Its result's type.
     pub ty: SqlType,
+}
+
+/// The arguments of a plain call `name(a, b, …)`: anything more — `OVER`, `FILTER`,
+/// `DISTINCT`, named arguments, `WITHIN GROUP`, … — is refused, never dropped.
+pub fn plain_call<'f>(function: &'f Function, name: &str, at: Location) -> Result<Vec<&'f Expr>, SqlError> {
+    let FunctionArguments::List(list) = &function.args else {
+        return Err(SqlError::at(at, format!("{name} needs arguments: {name}(…)")));
+    };
+    if function.over.is_some()
+        || function.filter.is_some()
+        || function.null_treatment.is_some()
+        || !function.within_group.is_empty()
+        || !matches!(function.parameters, FunctionArguments::None)
+        || function.uses_odbc_syntax
+        || list.duplicate_treatment.is_some()
+        || !list.clauses.is_empty()
+    {
+        return Err(SqlError::at(at, format!("{name}: this form of call is not supported (a plain {name}(…) is)")));
+    }
+    list.args
+        .iter()
+        .map(|arg| match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) => Ok(expr),
+            _ => Err(SqlError::at(at, format!("{name}: only plain arguments are supported (no named arguments)"))),
+        })
+        .collect()
 }
 
 /// Names of the aggregate functions.
@@ -92,21 +129,7 @@ impl Grouping {
             }
             if let Some((family, property)) = name.split_once('_') {
                 if matches!(family, "SESSION" | "TUMBLE" | "HOP") {
-                    let offset = match property {
-                        "START" => 0,
-                        "END" => 1,
-                        "ROWTIME" => 2,
-                        _ => {
-                            return Err(SqlError::at(
-                                at,
-                                format!("{name} is not supported (only _START, _END, _ROWTIME)"),
-                            ))
-                        }
-                    };
-                    return match self.group_window {
-                        Some(window) if window == family => Ok(Some(self.window_column(offset))),
-                        _ => Err(SqlError::at(at, format!("{name} needs GROUP BY {family}(…) in the same query"))),
-                    };
+                    return self.window_property(function, &name, family, property, at).map(Some);
                 }
             }
         }
@@ -116,6 +139,47 @@ impl Grouping {
             }
         }
         Ok(None)
+    }
+
+    /// `SESSION_START(time, gap)` and the like: a window column, if the call names the group
+    /// window of the `GROUP BY` exactly (its time column and durations), as Flink requires.
+    fn window_property(
+        &self,
+        function: &Function,
+        name: &str,
+        family: &str,
+        property: &str,
+        at: Location,
+    ) -> Result<Scalar, SqlError> {
+        let offset = match property {
+            "START" => 0,
+            "END" => 1,
+            "ROWTIME" => 2,
+            _ => return Err(SqlError::at(at, format!("{name} is not supported (only _START, _END and _ROWTIME)"))),
+        };
+        let window = match &self.group_window {
+            Some(window) if window.spec.function() == family => window,
+            _ => return Err(SqlError::at(at, format!("{name} needs GROUP BY {family}(…) in the same query"))),
+        };
+        let args = plain_call(function, name, at)?;
+        let matches = match args.split_first() {
+            Some((time, durations)) => {
+                let durations: Vec<Value> = durations
+                    .iter()
+                    .map(|d| Scope::default().compile(d).map(|d| d.eval(&Vec::new())))
+                    .collect::<Result<_, _>>()?;
+                self.input.compile(time)? == window.time
+                    && durations == window.spec.durations().into_iter().map(Value::Millis).collect::<Vec<_>>()
+            }
+            None => false,
+        };
+        if !matches {
+            return Err(SqlError::at(
+                at,
+                format!("{name}(…) must repeat the GROUP BY's {family}(…) arguments exactly"),
+            ));
+        }
+        Ok(self.window_column(offset))
     }
 
     fn aggregate(&self, function: &Function, name: &str, at: Location) -> Result<Scalar, SqlError> {
@@ -129,6 +193,7 @@ impl Grouping {
             || !matches!(function.parameters, FunctionArguments::None)
             || function.null_treatment.is_some()
             || !function.within_group.is_empty()
+            || function.uses_odbc_syntax
         {
             return Err(SqlError::at(at, format!("{name}: this form of call is not supported")));
         }
@@ -142,11 +207,21 @@ impl Grouping {
             _ => return Err(SqlError::at(at, format!("{name} takes one argument: {name}(x)"))),
         };
         let filter = function.filter.as_deref().map(|condition| self.input.boolean(condition)).transpose()?;
+        if let Some(first) = self.window_columns {
+            let reads_window = |s: &Option<Scalar>| s.as_ref().is_some_and(|s| s.reads_any(&|c| c >= first));
+            if reads_window(&argument) || reads_window(&filter) {
+                return Err(SqlError::at(
+                    at,
+                    format!("{name} of window_start, window_end or window_time is not supported"),
+                ));
+            }
+        }
         let order_dependent = |ty: &SqlType| {
             SqlError::at(
                 at,
                 format!(
-                    "{name} over {ty} is not supported: a floating-point sum depends on the order rows arrive in,                      which varies with parallelism (cast the argument to DECIMAL)"
+                    "{name} over {ty} is not supported: a floating-point sum depends on the order rows arrive in, \
+                     which varies with parallelism (cast the argument to DECIMAL)"
                 ),
             )
         };
@@ -260,6 +335,14 @@ impl Scalar {
     pub fn as_column(&self) -> Option<usize> {
         match self.kind {
             Kind::Column(index) => Some(index),
+            _ => None,
+        }
+    }
+
+    /// Its two sides, if it is an equality `a = b`.
+    pub fn equality(&self) -> Option<(&Scalar, &Scalar)> {
+        match &self.kind {
+            Kind::Compare(Comparison::Eq, left, right) => Some((left, right)),
             _ => None,
         }
     }
@@ -800,7 +883,9 @@ impl Scope {
     }
 
     fn not_found(&self, written: &str, name: &str, at: Location) -> SqlError {
-        if self.grouping.is_some() {
+        // In a grouped query, a column of the grouped rows that is no key is not "not found".
+        let grouped_column = self.grouping.as_ref().is_some_and(|g| g.input.columns.iter().any(|c| c.name == name));
+        if grouped_column {
             return SqlError::at(
                 at,
                 format!("column {written} is neither grouped nor aggregated: add it to GROUP BY or aggregate it"),

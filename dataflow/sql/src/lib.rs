@@ -34,7 +34,10 @@ use weir_dataflow::{
     DataStream, GeneratorSource, JobBuilder, JobDef, ParamDef, ParamKind, Params, Record, WatermarkStrategy,
 };
 
+use std::sync::Arc;
+
 use weir_dataflow::api::WindowedStream;
+use weir_dataflow::keyed::KeySelector;
 use weir_dataflow::window::{
     BoxedResult, CumulativeEventTimeWindows, EventTimeSessionWindows, SlidingEventTimeWindows,
     TumblingEventTimeWindows, WindowKind,
@@ -42,7 +45,8 @@ use weir_dataflow::window::{
 
 use crate::aggregate::{result_row, Accumulator, GroupKey, SqlAggregates, WindowSpec};
 use crate::connector::{RowGenerator, SinkConnector, SourceConnector};
-use crate::plan::{Catalog, Insert, Stage, Step};
+use crate::expr::Scalar;
+use crate::plan::{Catalog, Input, Insert, Pipeline, Scan, Stage, Step};
 use crate::types::Row;
 
 /// The built-in `sql` job: runs the script given as its `script` parameter.
@@ -66,16 +70,9 @@ pub fn plan_script(script: &str) -> Result<Vec<Insert>, parser::SqlError> {
 pub fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError> {
     let inserts = plan_script(params.text("script")?).map_err(|error| BuildError::Job(format!("SQL: {error}")))?;
     for (index, insert) in inserts.into_iter().enumerate() {
-        let mut rows = source(job, &insert, index);
         let name = format!("{}-{index}", insert.sink_table);
-        for (position, stage) in insert.stages.into_iter().enumerate() {
-            rows = match stage {
-                Stage::Map(steps) => rows.flat_map(move |row| Step::run(&steps, row)),
-                Stage::WindowAggregate { window, keys, aggregates } => {
-                    window_aggregate(rows, window, keys, aggregates, &format!("{name}-window-{position}"))
-                }
-            };
-        }
+        let mut ids = OperatorIds { insert: index, sink: name.clone(), scans: 0, operators: 0 };
+        let rows = pipeline(job, insert.pipeline, &mut ids);
         match insert.sink {
             SinkConnector::Blackhole => rows.discard(),
             SinkConnector::Print => rows.map(|row| Printed(print_row(&row))).print(&insert.sink_table),
@@ -86,11 +83,94 @@ pub fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError
 }
 
 /// The rows an `INSERT` reads, with event time when its table declares a watermark.
-fn source<'s>(job: &mut JobBuilder<'s>, insert: &Insert, index: usize) -> DataStream<'s, Row> {
-    let SourceConnector::Nexmark { config, columns } = &insert.source;
-    let generator = RowGenerator { config: *config, columns: columns.clone(), computed: insert.computed.clone() };
-    let name = format!("{}-{index}", insert.source_table);
-    let streams = match insert.event_time {
+/// Stable ids for the operators of one `INSERT` (their state is checkpointed under them).
+struct OperatorIds {
+    insert: usize,
+    sink: String,
+    scans: usize,
+    operators: usize,
+}
+
+impl OperatorIds {
+    /// A source of `table`: `table-i` for the first scan of insert `i`, `table-i-n` after.
+    fn scan(&mut self, table: &str) -> String {
+        self.scans += 1;
+        match self.scans {
+            1 => format!("{table}-{}", self.insert),
+            n => format!("{table}-{}-{n}", self.insert),
+        }
+    }
+
+    /// A stateful operator of kind `kind`.
+    fn operator(&mut self, kind: &str) -> String {
+        self.operators += 1;
+        format!("{}-{kind}-{}", self.sink, self.operators)
+    }
+}
+
+/// Builds a pipeline: its input, then its stages.
+fn pipeline<'s>(job: &mut JobBuilder<'s>, pipeline: Pipeline, ids: &mut OperatorIds) -> DataStream<'s, Row> {
+    let mut rows = match pipeline.input {
+        Input::Table(scan) => source(job, &scan, ids),
+        Input::WindowJoin { left, right, left_keys, right_keys } => {
+            let left = self::pipeline(job, *left, ids);
+            let right = self::pipeline(job, *right, ids);
+            window_join(left, right, left_keys, right_keys, &ids.operator("window-join"))
+        }
+    };
+    for stage in pipeline.stages {
+        rows = match stage {
+            Stage::Map(steps) => rows.flat_map(move |row| Step::run(&steps, row)),
+            Stage::WindowAggregate { window, keys, aggregates } => {
+                window_aggregate(rows, window, keys, aggregates, &ids.operator("window"))
+            }
+        };
+    }
+    rows
+}
+
+/// The key of a join's side: its key expressions' values.
+#[derive(Clone, Debug)]
+struct JoinKey(Arc<Vec<Scalar>>);
+
+impl KeySelector<Row, GroupKey> for JoinKey {
+    fn key(&self, row: &Row) -> GroupKey {
+        GroupKey::new(self.0.iter().map(|key| key.eval(row)))
+    }
+}
+
+/// Joins two windowed pipelines' rows whose keys, window bounds included, are equal. Every row
+/// of a window's result carries that window's last millisecond as its event time, so rows that
+/// join share their time: a one-millisecond window of the DataStream API's window join holds
+/// exactly them, and its pairs come out when the watermark passes it. (A key with a `NULL` never
+/// joins, as in SQL.)
+fn window_join<'s>(
+    left: DataStream<'s, Row>,
+    right: DataStream<'s, Row>,
+    left_keys: Vec<Scalar>,
+    right_keys: Vec<Scalar>,
+    uid: &str,
+) -> DataStream<'s, Row> {
+    let not_null = |keys: Arc<Vec<Scalar>>| move |row: &Row| keys.iter().all(|key| key.eval(row) != types::Value::Null);
+    let (left_keys, right_keys) = (Arc::new(left_keys), Arc::new(right_keys));
+    let left = left.filter(not_null(left_keys.clone())).key_by(JoinKey(left_keys));
+    let right = right.filter(not_null(right_keys.clone())).key_by(JoinKey(right_keys));
+    let output = left.window_join(right, TumblingEventTimeWindows::of(1)).apply(uid, |l: &Row, r: &Row| {
+        let mut row = Vec::with_capacity(l.len() + r.len());
+        row.extend(l.iter().cloned());
+        row.extend(r.iter().cloned());
+        row
+    });
+    // Window results are on time by construction: nothing reaches the late output.
+    output.late.discard();
+    output.results
+}
+
+fn source<'s>(job: &mut JobBuilder<'s>, scan: &Scan, ids: &mut OperatorIds) -> DataStream<'s, Row> {
+    let SourceConnector::Nexmark { config, columns } = &scan.source;
+    let generator = RowGenerator { config: *config, columns: columns.clone(), computed: scan.computed.clone() };
+    let name = ids.scan(&scan.table);
+    let streams = match scan.event_time {
         Some((column, delay_ms)) => {
             let time = move |row: &Row| row[column].as_i64().unwrap_or(EventTime::MIN);
             job.source(
@@ -110,9 +190,9 @@ fn source<'s>(job: &mut JobBuilder<'s>, insert: &Insert, index: usize) -> DataSt
 #[derive(Clone, Copy, Debug)]
 struct KeyColumns(usize);
 
-impl weir_dataflow::keyed::KeySelector<Row, GroupKey> for KeyColumns {
+impl KeySelector<Row, GroupKey> for KeyColumns {
     fn key(&self, row: &Row) -> GroupKey {
-        GroupKey(row[..self.0].to_vec())
+        GroupKey::new(row[..self.0].iter().cloned())
     }
 }
 
@@ -202,7 +282,7 @@ mod tests {
 
     /// The steps of an insert that is one run of steps.
     fn map_steps(insert: &Insert) -> &[Step] {
-        match insert.stages.as_slice() {
+        match insert.pipeline.stages.as_slice() {
             [Stage::Map(steps)] => steps,
             other => panic!("one run of steps expected, found {other:?}"),
         }
@@ -275,6 +355,28 @@ mod tests {
                 "SESSION_END needs GROUP BY SESSION(…)",
             ),
             (
+                "INSERT INTO out SELECT auction, TUMBLE_END(ts, INTERVAL '1' HOUR) FROM bids \
+                 GROUP BY auction, TUMBLE(ts, INTERVAL '10' SECOND);",
+                "TUMBLE_END(…) must repeat the GROUP BY's TUMBLE(…) arguments exactly",
+            ),
+            (
+                "INSERT INTO out SELECT auction, COUNT(*) FROM bids \
+                 GROUP BY auction, SESSION(ts, INTERVAL '10' SECOND) FILTER (WHERE price > 0);",
+                "SESSION: this form of call is not supported",
+            ),
+            (
+                "CREATE VIEW w AS SELECT auction, COUNT(*) AS n, window_time FROM TABLE(TUMBLE(TABLE bids, \
+                 DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;
+                 INSERT INTO out SELECT auction, SUM(n) FROM TABLE(TUMBLE(TABLE w, DESCRIPTOR(window_time), \
+                 INTERVAL '1' MINUTE)) GROUP BY auction, window_start, window_end;",
+                "windows over a window aggregation's result",
+            ),
+            (
+                "INSERT INTO out SELECT auction, MAX(window_start) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), \
+                 INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;",
+                "MAX of window_start, window_end or window_time is not supported",
+            ),
+            (
                 "INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), \
                  INTERVAL '3' SECOND, INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;",
                 "HOP: the size must be a multiple of the slide",
@@ -284,7 +386,22 @@ mod tests {
                  INTERVAL '10' SECOND, INTERVAL '1' SECOND)) GROUP BY auction, window_start, window_end;",
                 "TUMBLE with an offset is not supported yet",
             ),
-            ("INSERT INTO out SELECT a.auction, b.price FROM bids a JOIN bids b ON a.auction = b.auction;", "JOIN"),
+            (
+                "INSERT INTO out SELECT a.auction, b.price FROM bids a JOIN bids b ON a.auction = b.auction;",
+                "only window joins are supported yet",
+            ),
+            (
+                "INSERT INTO out SELECT a.auction, b.price FROM bids a LEFT JOIN bids b ON a.auction = b.auction;",
+                "outer joins are not supported yet",
+            ),
+            (
+                "CREATE VIEW w AS SELECT auction, MAX(price) AS price, window_start, window_end FROM \
+                 TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY auction, window_start, \
+                 window_end;
+                 INSERT INTO out SELECT a.auction, b.price FROM w a JOIN w b ON a.auction = b.auction \
+                 AND a.window_start = b.window_start;",
+                "must equate both sides' window_start and window_end",
+            ),
             (
                 "INSERT INTO out SELECT auction, price FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction \
                  ORDER BY price DESC) AS r FROM bids) WHERE r <= 1;",
@@ -357,8 +474,9 @@ mod tests {
         let inserts = plan_script(&script).unwrap();
         assert_eq!(inserts.len(), 1);
         let insert = &inserts[0];
-        assert_eq!((insert.source_table.as_str(), insert.sink_table.as_str()), ("datagen", "out"));
-        assert_eq!(insert.event_time, Some((2, 1_000)), "the computed column after the two physical ones");
+        let Input::Table(scan) = &insert.pipeline.input else { panic!("one table read") };
+        assert_eq!((scan.table.as_str(), insert.sink_table.as_str()), ("datagen", "out"));
+        assert_eq!(scan.event_time, Some((2, 1_000)), "the computed column after the two physical ones");
         let row = |auction: i64, price: i64| {
             use types::Value::{Int, Millis, Null};
             let bid = [Int(auction), Int(7), Int(price), Null, Null, Millis(5), Null];

@@ -15,14 +15,14 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Query, Select, SelectFlavor, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, Spanned, TableFactor, TableWithJoins,
+    Expr, GroupByExpr, Query, Select, SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Spanned,
+    TableFactor, TableWithJoins,
 };
 use sqlparser::tokenizer::Location;
 
 use crate::aggregate::{AggregateCall, SqlAggregates, WindowSpec};
 use crate::connector::{self, SinkConnector, SourceConnector};
-use crate::expr::{Column, Grouping, Scalar, Scope};
+use crate::expr::{plain_call, Column, GroupWindow, Grouping, Scalar, Scope};
 use crate::parser::{refuse, ColumnDef, ColumnKind, SqlError, SqlStatement, TableDef};
 use crate::types::{Row, SqlType};
 
@@ -64,20 +64,53 @@ impl Table {
 /// One `INSERT`, planned.
 #[derive(Debug)]
 pub struct Insert {
-    /// The source table's name.
-    pub source_table: String,
+    /// Where its rows come from and what happens to them.
+    pub pipeline: Pipeline,
+    /// The target table's name.
+    pub sink_table: String,
+    /// Where the rows go.
+    pub sink: SinkConnector,
+}
+
+/// Rows from an input, through stages.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// Where the rows come from.
+    pub input: Input,
+    /// What happens to them, in order.
+    pub stages: Vec<Stage>,
+}
+
+/// Where a pipeline's rows come from.
+#[derive(Debug)]
+pub enum Input {
+    /// A declared table, read by its connector.
+    Table(Scan),
+    /// A window join: the rows of two windowed pipelines whose keys (window bounds included)
+    /// are equal, each pair as one row, left's columns then right's.
+    WindowJoin {
+        /// The left side.
+        left: Box<Pipeline>,
+        /// The right side.
+        right: Box<Pipeline>,
+        /// The left side's join keys, over its rows.
+        left_keys: Vec<Scalar>,
+        /// The right side's join keys, over its rows (pairwise equal to the left's).
+        right_keys: Vec<Scalar>,
+    },
+}
+
+/// A table's rows as its connector reads them.
+#[derive(Debug)]
+pub struct Scan {
+    /// The table's name.
+    pub table: String,
     /// How its rows are read.
     pub source: SourceConnector,
     /// Computed columns, appended to the physical ones.
     pub computed: Vec<Scalar>,
     /// The event-time column and the watermark's delay, if the table declares a watermark.
     pub event_time: Option<(usize, i64)>,
-    /// What happens to the rows, in order.
-    pub stages: Vec<Stage>,
-    /// The target table's name.
-    pub sink_table: String,
-    /// Where the rows go.
-    pub sink: SinkConnector,
 }
 
 /// One stage of a pipeline.
@@ -126,7 +159,7 @@ impl Step {
 
 /// A relation while planning: where its rows come from, the stages so far, its columns.
 struct Relation {
-    table: String,
+    input: From,
     stages: Vec<Stage>,
     columns: Vec<Column>,
     /// Its time attribute: the column the rows' event time was read from (Flink's rowtime),
@@ -135,13 +168,24 @@ struct Relation {
     /// A window table function's windows, not assigned yet: its `window_start`, `window_end`
     /// and `window_time` are the last three columns, which only a `GROUP BY` may read.
     window: Option<WindowSpec>,
+    /// The columns holding a window aggregation's `window_start` and `window_end`, as long as
+    /// they are passed on unchanged (a window join matches windows on them).
+    bounds: Option<(usize, usize)>,
+}
+
+/// Where a relation's rows come from while planning.
+enum From {
+    Table(String),
+    WindowJoin { left: Box<Relation>, right: Box<Relation>, left_keys: Vec<Scalar>, right_keys: Vec<Scalar> },
 }
 
 impl Relation {
     /// Adds a step (to the current run of steps).
     fn push(&mut self, step: Step) {
         if let Step::Project(exprs) = &step {
-            self.time = self.time.and_then(|time| exprs.iter().position(|e| e.as_column() == Some(time)));
+            let moved = |column: usize| exprs.iter().position(|e| e.as_column() == Some(column));
+            self.time = self.time.and_then(moved);
+            self.bounds = self.bounds.and_then(|(start, end)| Some((moved(start)?, moved(end)?)));
         }
         match self.stages.last_mut() {
             Some(Stage::Map(steps)) => steps.push(step),
@@ -238,13 +282,32 @@ impl Catalog {
             exprs.push(scalar.coerce_to(ty, at, &format!("INSERT INTO {target}, column {}", column.name))?);
         }
         let mut relation = relation;
-        if relation.window.is_some() {
-            return Err(SqlError::at(at, WINDOW_UNAGGREGATED));
-        }
+        debug_assert!(relation.window.is_none(), "a select refuses unaggregated window table functions");
         if changes {
             relation.push(Step::Project(exprs));
         }
-        let source_table = &self.tables[&relation.table];
+        Ok(Insert { pipeline: self.pipeline(relation)?, sink_table: target.to_owned(), sink })
+    }
+
+    /// A planned relation as a pipeline: tables resolved to their connectors, steps fused.
+    fn pipeline(&self, relation: Relation) -> Result<Pipeline, SqlError> {
+        let input = match relation.input {
+            From::Table(name) => {
+                let table = &self.tables[&name];
+                Input::Table(Scan {
+                    source: connector::source(&table.def)?,
+                    computed: table.computed.clone(),
+                    event_time: event_time(table)?,
+                    table: name,
+                })
+            }
+            From::WindowJoin { left, right, left_keys, right_keys } => Input::WindowJoin {
+                left: Box::new(self.pipeline(*left)?),
+                right: Box::new(self.pipeline(*right)?),
+                left_keys,
+                right_keys,
+            },
+        };
         let stages = relation
             .stages
             .into_iter()
@@ -253,15 +316,7 @@ impl Catalog {
                 other => other,
             })
             .collect();
-        Ok(Insert {
-            source: connector::source(&source_table.def)?,
-            computed: source_table.computed.clone(),
-            event_time: event_time(source_table)?,
-            source_table: relation.table,
-            stages,
-            sink_table: target.to_owned(),
-            sink,
-        })
+        Ok(Pipeline { input, stages })
     }
 
     /// Plans a query into a relation. Every clause `sqlparser` parsed is looked at (no `..`):
@@ -358,9 +413,15 @@ impl Catalog {
         )?;
         let mut relation = match from.as_slice() {
             [TableWithJoins { relation, joins }] if joins.is_empty() => self.relation(relation)?,
-            [TableWithJoins { joins, .. }] => {
-                return Err(SqlError::at(joins[0].span().start, "JOIN is not supported yet"));
-            }
+            [TableWithJoins { relation, joins }] => match joins.as_slice() {
+                [join] => self.join(self.relation(relation)?, join)?,
+                _ => {
+                    return Err(SqlError::at(
+                        joins[1].span().start,
+                        "a JOIN of more than two tables is not supported yet",
+                    ))
+                }
+            },
             [] => return Err(SqlError::at(at, "a SELECT without FROM is not supported")),
             _ => return Err(SqlError::at(at, "several tables in FROM (a cross join) are not supported yet")),
         };
@@ -379,7 +440,7 @@ impl Catalog {
             relation.push(Step::Filter(predicate));
         }
         if !group_keys.is_empty() {
-            return self.aggregate(relation, group_keys, having.as_ref(), projection, at);
+            return self.aggregate(relation, group_keys, having.as_ref(), projection);
         }
         if relation.window.is_some() {
             return Err(SqlError::at(at, WINDOW_UNAGGREGATED));
@@ -444,7 +505,6 @@ impl Catalog {
         group_keys: &[Expr],
         having: Option<&Expr>,
         projection: &[SelectItem],
-        at: Location,
     ) -> Result<Relation, SqlError> {
         let input = Scope::new(relation.columns.clone());
         let window_columns = relation.window_columns();
@@ -452,14 +512,13 @@ impl Catalog {
         let mut keys: Vec<Scalar> = Vec::new();
         let mut key_columns: Vec<Column> = Vec::new();
         let mut bounds = [false; 2];
-        let mut group_window: Option<WindowSpec> = None;
+        let mut group_window: Option<GroupWindow> = None;
         for expr in group_keys {
             let key_at = expr.span().start;
-            if let Some((family, spec)) = self.group_window(expr, &input, relation.time)? {
+            if let Some(window) = self.group_window(expr, &input, relation.time)? {
                 refuse(window_columns.is_some(), key_at, "a group window over a window table function")?;
                 refuse(group_window.is_some(), key_at, "two group windows in one GROUP BY")?;
-                group_window = Some(spec);
-                let _ = family;
+                group_window = Some(window);
                 continue;
             }
             let key = input.compile(expr)?;
@@ -483,11 +542,11 @@ impl Catalog {
                 keys.push(key);
             }
         }
-        let (window, group_window_family) = match (relation.window.take(), group_window) {
+        let (window, group_window) = match (relation.window.take(), group_window) {
             (Some(window), None) if bounds == [true, true] => (window, None),
             (Some(window), None) => {
                 return Err(SqlError::at(
-                    at,
+                    group_keys[0].span().start,
                     format!(
                         "GROUP BY over {}(…) must include both window_start and window_end (without them the \
                          aggregate is not windowed, and updating aggregates are not supported yet)",
@@ -495,13 +554,10 @@ impl Catalog {
                     ),
                 ));
             }
-            (None, Some(window)) => {
-                let family = window.function();
-                (window, Some(family))
-            }
+            (None, Some(window)) => (window.spec.clone(), Some(window)),
             (None, None) => {
                 return Err(SqlError::at(
-                    at,
+                    group_keys[0].span().start,
                     "GROUP BY without a window produces an updating result, which is not supported yet: aggregate \
                      over a window table function (TUMBLE, HOP, CUMULATE) or GROUP BY SESSION(…)",
                 ));
@@ -513,15 +569,16 @@ impl Catalog {
         let property = |name: &str| Column {
             qualifier: window_qualifier.clone(),
             // A group window's bounds are read through SESSION_START(…) and the like only.
-            name: if group_window_family.is_some() { format!("${name}") } else { name.to_owned() },
+            name: if group_window.is_some() { format!("${name}") } else { name.to_owned() },
             ty: SqlType::Timestamp,
         };
         let mut columns = key_columns;
         columns.extend(["window_start", "window_end", "window_time"].map(property));
         let grouping = Rc::new(Grouping {
             input,
+            window_columns,
             keys: keys.clone(),
-            group_window: group_window_family,
+            group_window,
             calls: RefCell::new(Vec::new()),
         });
         let scope = Scope { columns, grouping: Some(grouping.clone()) };
@@ -547,11 +604,7 @@ impl Catalog {
         for call in found {
             let mut column_of = |scalar: Option<Scalar>| -> Result<Option<usize>, SqlError> {
                 let Some(scalar) = scalar else { return Ok(None) };
-                refuse(
-                    scalar.reads_any(&is_window_column),
-                    at,
-                    "an aggregate of window_start, window_end or window_time",
-                )?;
+                debug_assert!(!scalar.reads_any(&is_window_column), "refused where the aggregate is compiled");
                 before.push(scalar);
                 Ok(Some(before.len() - 1))
             };
@@ -562,8 +615,11 @@ impl Catalog {
         let key_count = grouping.keys.len();
         relation.push(Step::Project(before));
         relation.stages.push(Stage::WindowAggregate { window, keys: key_count, aggregates: SqlAggregates { calls } });
-        // The aggregated rows carry the window's time (its last millisecond) as event time.
-        relation.time = Some(key_count + 2);
+        // The aggregated rows carry the window's time (its last millisecond) as event time. In
+        // Flink `window_time` is a time attribute again; windows over windows are not supported
+        // yet, so here it is not.
+        relation.time = None;
+        relation.bounds = Some((key_count, key_count + 1));
         if let Some(having) = having {
             relation.push(Step::Filter(having));
         }
@@ -572,37 +628,29 @@ impl Catalog {
         Ok(relation)
     }
 
-    /// `GROUP BY SESSION(time, gap)`, `TUMBLE(time, size)` or `HOP(time, slide, size)`: the
-    /// family and its windows, or `None` if `expr` is not a group window.
-    fn group_window(
-        &self,
-        expr: &Expr,
-        input: &Scope,
-        time: Option<usize>,
-    ) -> Result<Option<(&'static str, WindowSpec)>, SqlError> {
+    /// `GROUP BY SESSION(time, gap)`, `TUMBLE(time, size)` or `HOP(time, slide, size)`: its
+    /// windows and time column, or `None` if `expr` is not a group window.
+    fn group_window(&self, expr: &Expr, input: &Scope, time: Option<usize>) -> Result<Option<GroupWindow>, SqlError> {
         let Expr::Function(function) = expr else { return Ok(None) };
         let at = expr.span().start;
         let name = function.name.to_string().to_ascii_uppercase();
-        let family = match name.as_str() {
-            "SESSION" => "SESSION",
-            "TUMBLE" => "TUMBLE",
-            "HOP" => "HOP",
-            _ => return Ok(None),
-        };
-        let args = plain_arguments(&function.args, &name, at)?;
+        if !matches!(name.as_str(), "SESSION" | "TUMBLE" | "HOP") {
+            return Ok(None);
+        }
+        let args = plain_call(function, &name, at)?;
         let Some((time_arg, durations)) = args.split_first() else {
             return Err(SqlError::at(at, format!("{name}(time, …) needs the time attribute first")));
         };
         let column = input.compile(time_arg)?;
         check_time_attribute(column.as_column(), time, &time_arg.to_string(), time_arg.span().start)?;
         let durations: Vec<i64> = durations.iter().map(duration).collect::<Result<_, _>>()?;
-        let spec = match (family, durations.as_slice()) {
+        let spec = match (name.as_str(), durations.as_slice()) {
             ("SESSION", [gap]) => WindowSpec::Session { gap: *gap },
             ("TUMBLE", [size]) => WindowSpec::Tumble { size: *size },
             ("HOP", [slide, size]) => hop(*slide, *size, at)?,
             _ => return Err(SqlError::at(at, format!("{name}: wrong arguments (see docs/sql.md)"))),
         };
-        Ok(Some((family, spec)))
+        Ok(Some(GroupWindow { spec, time: column }))
     }
 
     /// `TABLE(TUMBLE(TABLE t, DESCRIPTOR(time), size))`, `HOP(…, slide, size)`, `CUMULATE(…,
@@ -617,7 +665,7 @@ impl Catalog {
             let hint = if name == "SESSION" { " (write GROUP BY key, SESSION(time, gap) instead)" } else { "" };
             return Err(SqlError::at(at, format!("table function {name} is not supported yet{hint}")));
         }
-        let args = plain_arguments(&function.args, &name, at)?;
+        let args = plain_call(function, &name, at)?;
         let [table, descriptor, durations @ ..] = args.as_slice() else {
             return Err(SqlError::at(at, format!("{name}(TABLE t, DESCRIPTOR(time), …): too few arguments")));
         };
@@ -631,7 +679,7 @@ impl Catalog {
         let mut relation = self.named(&table_name, None, at)?;
         let time_column = match descriptor {
             Expr::Function(d) if d.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") => {
-                match plain_arguments(&d.args, "DESCRIPTOR", at)?.as_slice() {
+                match plain_call(d, "DESCRIPTOR", at)?.as_slice() {
                     [Expr::Identifier(ident)] => ident.value.clone(),
                     _ => return Err(SqlError::at(at, "DESCRIPTOR takes one column: DESCRIPTOR(`dateTime`)")),
                 }
@@ -668,24 +716,120 @@ impl Catalog {
         Ok(relation)
     }
 
+    /// `left JOIN right ON …`. Only window joins so far: both sides aggregated over windows
+    /// (their `window_start` and `window_end` passed on unchanged) and the condition equating
+    /// both bounds, with any further equalities of the two sides as join keys and anything else
+    /// as a filter of the joined rows. A window's rows of both sides meet when it closes, as in
+    /// Flink's window join (whose rows, too, are the windows' results).
+    fn join(&self, left: Relation, join: &sqlparser::ast::Join) -> Result<Relation, SqlError> {
+        use sqlparser::ast::{JoinConstraint, JoinOperator};
+        let at = join.span().start;
+        refuse(join.global, at, "GLOBAL JOIN")?;
+        let condition = match &join.join_operator {
+            JoinOperator::Join(JoinConstraint::On(condition)) | JoinOperator::Inner(JoinConstraint::On(condition)) => {
+                condition
+            }
+            JoinOperator::Join(_) | JoinOperator::Inner(_) => {
+                return Err(SqlError::at(at, "a JOIN needs an ON condition (USING and NATURAL are not supported yet)"));
+            }
+            JoinOperator::Left(_)
+            | JoinOperator::LeftOuter(_)
+            | JoinOperator::Right(_)
+            | JoinOperator::RightOuter(_)
+            | JoinOperator::FullOuter(_) => {
+                return Err(SqlError::at(at, "outer joins are not supported yet"));
+            }
+            JoinOperator::CrossJoin(_) => return Err(SqlError::at(at, "CROSS JOIN is not supported yet")),
+            _ => {
+                return Err(SqlError::at(
+                    at,
+                    "this kind of join (SEMI, ANTI, APPLY, ASOF, STRAIGHT_JOIN) is not supported",
+                ))
+            }
+        };
+        let right = self.relation(&join.relation)?;
+        for side in [&left, &right] {
+            if side.window.is_some() {
+                return Err(SqlError::at(at, WINDOW_UNAGGREGATED));
+            }
+        }
+        let (Some(left_bounds), Some(right_bounds)) = (left.bounds, right.bounds) else {
+            return Err(SqlError::at(
+                at,
+                "only window joins are supported yet: both sides aggregated over windows, joined on their \
+                 window_start and window_end (regular and interval joins are not supported yet)",
+            ));
+        };
+        let width = left.columns.len();
+        let mut columns = left.columns.clone();
+        columns.extend(right.columns.iter().cloned());
+        let scope = Scope::new(columns.clone());
+        let mut conjuncts = Vec::new();
+        split_conjuncts(condition, &mut conjuncts);
+        let (mut left_keys, mut right_keys, mut residual) = (Vec::new(), Vec::new(), Vec::new());
+        // Over the right side's own row: column `width + i` of the joined row is its column `i`.
+        let to_right: Vec<Scalar> =
+            (0..columns.len()).map(|i| Scalar::column(i.saturating_sub(width), columns[i].ty.clone())).collect();
+        for conjunct in conjuncts {
+            let predicate = scope.boolean(conjunct)?;
+            let sides = predicate.equality().and_then(|(a, b)| {
+                let on_left = |s: &Scalar| !s.reads_any(&|c| c >= width);
+                let on_right = |s: &Scalar| !s.reads_any(&|c| c < width);
+                match (on_left(a) && on_right(b), on_left(b) && on_right(a)) {
+                    (true, _) => Some((a.clone(), b.clone())),
+                    (_, true) => Some((b.clone(), a.clone())),
+                    _ => None,
+                }
+            });
+            match sides {
+                Some((l, r)) => {
+                    left_keys.push(l);
+                    right_keys.push(r.substitute(&to_right));
+                }
+                None => residual.push(predicate),
+            }
+        }
+        let equated = |l: usize, r: usize| {
+            left_keys.iter().zip(&right_keys).any(|(a, b)| a.as_column() == Some(l) && b.as_column() == Some(r))
+        };
+        if !equated(left_bounds.0, right_bounds.0) || !equated(left_bounds.1, right_bounds.1) {
+            return Err(SqlError::at(
+                at,
+                "a window join's condition must equate both sides' window_start and window_end (windows of other \
+                 bounds never meet)",
+            ));
+        }
+        let mut relation = Relation {
+            input: From::WindowJoin { left: Box::new(left), right: Box::new(right), left_keys, right_keys },
+            stages: Vec::new(),
+            columns,
+            time: None,
+            window: None,
+            bounds: None,
+        };
+        for predicate in residual {
+            relation.push(Step::Filter(predicate));
+        }
+        Ok(relation)
+    }
+
     /// A declared table or view, by name.
     fn named(&self, name: &str, qualifier: Option<String>, at: Location) -> Result<Relation, SqlError> {
         let mut relation = if let Some(view) = self.views.get(name) {
             self.query(view)?
         } else if let Some(table) = self.tables.get(name) {
             Relation {
-                table: name.to_owned(),
+                input: From::Table(name.to_owned()),
                 stages: Vec::new(),
                 columns: table.columns.clone(),
                 time: event_time(table)?.map(|(column, _)| column),
                 window: None,
+                bounds: None,
             }
         } else {
             return Err(SqlError::at(at, format!("table or view {name} is not declared")));
         };
-        if relation.window.is_some() {
-            return Err(SqlError::at(at, format!("view {name}: {WINDOW_UNAGGREGATED}")));
-        }
+        debug_assert!(relation.window.is_none(), "a view's select refuses unaggregated window table functions");
         let qualifier = qualifier.unwrap_or_else(|| name.to_owned());
         relation.columns.iter_mut().for_each(|c| c.qualifier = Some(qualifier.clone()));
         Ok(relation)
@@ -804,21 +948,16 @@ const WINDOW_UNAGGREGATED: &str = "a window table function's rows must be aggreg
                                    window_end, …); window joins, Top-N and deduplication over windows are not supported \
                                    yet";
 
-/// The plain (unnamed) arguments of a call.
-fn plain_arguments<'a>(args: &'a FunctionArguments, name: &str, at: Location) -> Result<Vec<&'a Expr>, SqlError> {
-    let FunctionArguments::List(list) = args else {
-        return Err(SqlError::at(at, format!("{name} needs arguments")));
-    };
-    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
-        return Err(SqlError::at(at, format!("{name}: this form of call is not supported")));
+/// The conjuncts of `a AND b AND …`.
+fn split_conjuncts<'e>(expr: &'e Expr, into: &mut Vec<&'e Expr>) {
+    match expr {
+        Expr::BinaryOp { left, op: sqlparser::ast::BinaryOperator::And, right } => {
+            split_conjuncts(left, into);
+            split_conjuncts(right, into);
+        }
+        Expr::Nested(inner) => split_conjuncts(inner, into),
+        other => into.push(other),
     }
-    list.args
-        .iter()
-        .map(|arg| match arg {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) => Ok(expr),
-            _ => Err(SqlError::at(at, format!("{name}: only plain arguments are supported (no named arguments)"))),
-        })
-        .collect()
 }
 
 /// A window's size, slide, step or gap: a positive constant `INTERVAL`.
@@ -847,7 +986,8 @@ fn check_time_attribute(column: Option<usize>, time: Option<usize>, name: &str, 
             at,
             format!(
                 "{name} is not a time attribute: windows need the column of the table's WATERMARK, selected \
-                 unchanged (and processing time, PROCTIME(), is not supported yet)"
+                 unchanged (windows over a window aggregation's result, and processing time, PROCTIME(), are not \
+                 supported yet)"
             ),
         )),
     }
