@@ -286,11 +286,11 @@ fn timestamp(ms: i64) -> String {
     text
 }
 
-/// Window aggregations in SQL over Nexmark's events, committed to CSV files under `out`: a
-/// tumbling window with every aggregate function and `HAVING`, q5's hopping count, q11's
-/// sessions as published, a cumulating window, and q8's window join as published. Bids come at `events_per_second`; pick it
-/// so that the input spans many windows.
-pub fn sql_windows(out: &std::path::Path, events: u64, seed: u64, events_per_second: u64) -> String {
+/// Stateful SQL over Nexmark's events, committed to CSV files under `out`: a tumbling window
+/// with every aggregate function and `HAVING`, q5's hopping count, q11's sessions as published,
+/// a cumulating window, q8's window join, and q3's and q7's regular joins as published. Events come at
+/// `events_per_second`; pick it so that the input spans many windows.
+pub fn sql_stateful(out: &std::path::Path, events: u64, seed: u64, events_per_second: u64) -> String {
     let out = out.display();
     format!(
         "CREATE TABLE datagen (
@@ -331,6 +331,10 @@ CREATE TABLE cumulating (bucket BIGINT, bids BIGINT, window_start TIMESTAMP(3), 
   WITH ('connector' = 'filesystem', 'path' = '{out}/cumulating', 'format' = 'csv');
 CREATE TABLE q8 (id BIGINT, name VARCHAR, stime TIMESTAMP(3))
   WITH ('connector' = 'filesystem', 'path' = '{out}/q8', 'format' = 'csv');
+CREATE TABLE q3 (name VARCHAR, city VARCHAR, state VARCHAR, id BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q3', 'format' = 'csv');
+CREATE TABLE q7 (auction BIGINT, bidder BIGINT, price BIGINT, `dateTime` TIMESTAMP(3), extra VARCHAR)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q7', 'format' = 'csv');
 
 INSERT INTO tumbling
 SELECT auction, COUNT(*) AS bids, MIN(price), MAX(price), SUM(price), AVG(price), COUNT(DISTINCT bidder),
@@ -377,6 +381,26 @@ JOIN (
   GROUP BY seller, window_start, window_end
 ) A
 ON P.id = A.seller AND P.starttime = A.starttime AND P.endtime = A.endtime;
+
+INSERT INTO q3
+SELECT
+    P.name, P.city, P.state, A.id
+FROM
+    auction AS A INNER JOIN person AS P on A.seller = P.id
+WHERE
+    A.category = 10 and (P.state = 'OR' OR P.state = 'ID' OR P.state = 'CA');
+
+INSERT INTO q7
+SELECT B.auction, B.price, B.bidder, B.`dateTime`, B.extra
+from bid B
+JOIN (
+  SELECT MAX(price) AS maxprice, window_end as `dateTime`
+  FROM TABLE(
+          TUMBLE(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND))
+  GROUP BY window_start, window_end
+) B1
+ON B.price = B1.maxprice
+WHERE B.`dateTime` BETWEEN B1.`dateTime`  - INTERVAL '10' SECOND AND B1.`dateTime`;
 "
     )
 }
@@ -391,11 +415,12 @@ fn csv_text(text: &str) -> String {
     }
 }
 
-/// What [`sql_windows`] must commit, as sorted CSV lines per table (tumbling, hopping,
-/// sessions, cumulating, q8), computed window by window from the events. Windows are aligned to the
+/// What [`sql_stateful`] must commit, as sorted CSV lines per table (tumbling, hopping,
+/// sessions, cumulating, q8, q3, q7), computed window by window and person by person from the
+/// events. Windows are aligned to the
 /// epoch; a session is its bids' span plus the gap (bids a gap apart or less share one);
 /// `AVG` of integers truncates.
-pub fn sql_windows_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 5] {
+pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 7] {
     let mut config = NexmarkConfig::new(events, seed);
     config.events_per_second = events_per_second;
     let events = self::events(&config);
@@ -507,5 +532,47 @@ pub fn sql_windows_expected(events: u64, seed: u64, events_per_second: u64) -> [
         .map(|(id, name, start)| format!("{id},{},{}", csv_text(name), quoted(start)))
         .collect();
 
-    [sorted(tumbling), sorted(hopping.collect()), sorted(sessions), sorted(cumulating.collect()), sorted(q8)]
+    // q3: auctions of category 10 by sellers in Oregon, Idaho or California.
+    let persons: BTreeMap<i64, &Person> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Person(p) => Some((p.id, p)),
+            _ => None,
+        })
+        .collect();
+    let q3 = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Auction(a) if a.category == 10 => persons.get(&a.seller).map(|p| (p, a.id)),
+            _ => None,
+        })
+        .filter(|(p, _)| ["OR", "ID", "CA"].contains(&p.state.as_str()))
+        .map(|(p, id)| format!("{},{},{},{id}", csv_text(&p.name), csv_text(&p.city), csv_text(&p.state)))
+        .collect();
+
+    // q7: the bids at the highest price of a 10 s window, from its start to its end (both
+    // included), once per window they qualify for; the sink takes `price` as its second column
+    // and `bidder` as its third, by position, as published.
+    let mut highest: BTreeMap<i64, i64> = BTreeMap::new();
+    for bid in &all {
+        let end = bid.date_time - bid.date_time.rem_euclid(10_000) + 10_000;
+        let max = highest.entry(end).or_insert(bid.price);
+        *max = (*max).max(bid.price);
+    }
+    let mut q7 = Vec::new();
+    for (end, max) in highest {
+        for bid in all.iter().filter(|b| b.price == max && end - 10_000 <= b.date_time && b.date_time <= end) {
+            q7.push(format!("{},{},{},{},", bid.auction, bid.price, bid.bidder, quoted(bid.date_time)));
+        }
+    }
+
+    [
+        sorted(tumbling),
+        sorted(hopping.collect()),
+        sorted(sessions),
+        sorted(cumulating.collect()),
+        sorted(q8),
+        sorted(q3),
+        sorted(q7),
+    ]
 }

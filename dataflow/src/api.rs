@@ -620,6 +620,19 @@ impl<'s, T: Data> DataStream<'s, T> {
         );
     }
 
+    /// Stops the job with the error `reason(record)` if any record arrives: for a stream that
+    /// must stay empty — the late output of an operator whose answer a late record would make
+    /// wrong — an error instead of a silent drop. (The job fails the way a slot's failure fails
+    /// it: restarted from its last checkpoint, up to its restart limit.)
+    pub fn fail_if_any(self, reason: impl Fn(&T) -> String + 'static) {
+        let fatal = self.shared.ctx.fatal.clone();
+        self.flat_map(move |record| {
+            fatal.borrow_mut().get_or_insert_with(|| reason(&record));
+            None::<T>
+        })
+        .discard();
+    }
+
     /// Drops the records knowingly (a "blackhole" sink; it also satisfies outputs that must be
     /// read).
     pub fn discard(self) {

@@ -769,6 +769,13 @@ impl Scope {
                 Ok(Scalar::new(Kind::IsNull(Box::new(self.compile(inner)?), true), SqlType::Boolean))
             }
             Expr::BinaryOp { left, op, right } => self.binary(left, op, right, at),
+            // `a BETWEEN low AND high` is `a >= low AND a <= high` (ASYMMETRIC, the default).
+            Expr::Between { expr, negated, low, high } => {
+                let from = Box::new(self.binary(expr, &BinaryOperator::GtEq, low, at)?);
+                let to = Box::new(self.binary(expr, &BinaryOperator::LtEq, high, at)?);
+                let between = Scalar::new(Kind::And(from, to), SqlType::Boolean);
+                Ok(if *negated { Scalar::new(Kind::Not(Box::new(between)), SqlType::Boolean) } else { between })
+            }
             Expr::Case { operand, conditions, else_result, .. } => {
                 self.case(operand.as_deref(), conditions, else_result.as_deref(), at)
             }

@@ -86,9 +86,11 @@ pub struct Pipeline {
 pub enum Input {
     /// A declared table, read by its connector.
     Table(Scan),
-    /// A window join: the rows of two windowed pipelines whose keys (window bounds included)
-    /// are equal, each pair as one row, left's columns then right's.
-    WindowJoin {
+    /// A join: the pairs of rows of two pipelines whose keys are equal, each pair as one row,
+    /// left's columns then right's (see [`crate::join`]).
+    Join {
+        /// How rows meet.
+        kind: JoinKind,
         /// The left side.
         left: Box<Pipeline>,
         /// The right side.
@@ -98,6 +100,15 @@ pub enum Input {
         /// The right side's join keys, over its rows (pairwise equal to the left's).
         right_keys: Vec<Scalar>,
     },
+}
+
+/// How a join's rows meet.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Window by window, when the window closes (the keys include both window bounds).
+    Window,
+    /// Each row with every row of the other side so far.
+    Regular,
 }
 
 /// A table's rows as its connector reads them.
@@ -171,12 +182,15 @@ struct Relation {
     /// The columns holding a window aggregation's `window_start` and `window_end`, as long as
     /// they are passed on unchanged (a window join matches windows on them).
     bounds: Option<(usize, usize)>,
+    /// Whether its rows carry event time: read from a table with a `WATERMARK`, or made by an
+    /// operator from such rows. (Joins hand rows over in event-time order, so they need it.)
+    timestamped: bool,
 }
 
 /// Where a relation's rows come from while planning.
 enum From {
     Table(String),
-    WindowJoin { left: Box<Relation>, right: Box<Relation>, left_keys: Vec<Scalar>, right_keys: Vec<Scalar> },
+    Join { kind: JoinKind, left: Box<Relation>, right: Box<Relation>, left_keys: Vec<Scalar>, right_keys: Vec<Scalar> },
 }
 
 impl Relation {
@@ -301,7 +315,8 @@ impl Catalog {
                     table: name,
                 })
             }
-            From::WindowJoin { left, right, left_keys, right_keys } => Input::WindowJoin {
+            From::Join { kind, left, right, left_keys, right_keys } => Input::Join {
+                kind,
                 left: Box::new(self.pipeline(*left)?),
                 right: Box::new(self.pipeline(*right)?),
                 left_keys,
@@ -716,11 +731,11 @@ impl Catalog {
         Ok(relation)
     }
 
-    /// `left JOIN right ON …`. Only window joins so far: both sides aggregated over windows
-    /// (their `window_start` and `window_end` passed on unchanged) and the condition equating
-    /// both bounds, with any further equalities of the two sides as join keys and anything else
-    /// as a filter of the joined rows. A window's rows of both sides meet when it closes, as in
-    /// Flink's window join (whose rows, too, are the windows' results).
+    /// `left [INNER] JOIN right ON …`: equalities of one side's expression with the other's are
+    /// the join keys, anything else filters the joined rows. When both sides are window
+    /// aggregations (their `window_start` and `window_end` passed on unchanged) and the keys
+    /// equate both bounds, it is a window join: a window's rows of both sides meet when it
+    /// closes, as in Flink. Otherwise it is a regular join (see [`crate::join`]).
     fn join(&self, left: Relation, join: &sqlparser::ast::Join) -> Result<Relation, SqlError> {
         use sqlparser::ast::{JoinConstraint, JoinOperator};
         let at = join.span().start;
@@ -753,13 +768,13 @@ impl Catalog {
                 return Err(SqlError::at(at, WINDOW_UNAGGREGATED));
             }
         }
-        let (Some(left_bounds), Some(right_bounds)) = (left.bounds, right.bounds) else {
+        if !left.timestamped || !right.timestamped {
             return Err(SqlError::at(
                 at,
-                "only window joins are supported yet: both sides aggregated over windows, joined on their \
-                 window_start and window_end (regular and interval joins are not supported yet)",
+                "a JOIN pairs rows in event-time order, so both sides need event time: declare a WATERMARK on \
+                 the table each side reads",
             ));
-        };
+        }
         let width = left.columns.len();
         let mut columns = left.columns.clone();
         columns.extend(right.columns.iter().cloned());
@@ -789,23 +804,32 @@ impl Catalog {
                 None => residual.push(predicate),
             }
         }
+        if left_keys.is_empty() {
+            return Err(SqlError::at(
+                at,
+                "a JOIN needs an equality of the two sides (a cross join, or a join on inequalities only, is \
+                 not supported)",
+            ));
+        }
         let equated = |l: usize, r: usize| {
             left_keys.iter().zip(&right_keys).any(|(a, b)| a.as_column() == Some(l) && b.as_column() == Some(r))
         };
-        if !equated(left_bounds.0, right_bounds.0) || !equated(left_bounds.1, right_bounds.1) {
-            return Err(SqlError::at(
-                at,
-                "a window join's condition must equate both sides' window_start and window_end (windows of other \
-                 bounds never meet)",
-            ));
-        }
+        let kind = match (left.bounds, right.bounds) {
+            (Some((left_start, left_end)), Some((right_start, right_end)))
+                if equated(left_start, right_start) && equated(left_end, right_end) =>
+            {
+                JoinKind::Window
+            }
+            _ => JoinKind::Regular,
+        };
         let mut relation = Relation {
-            input: From::WindowJoin { left: Box::new(left), right: Box::new(right), left_keys, right_keys },
+            input: From::Join { kind, left: Box::new(left), right: Box::new(right), left_keys, right_keys },
             stages: Vec::new(),
             columns,
             time: None,
             window: None,
             bounds: None,
+            timestamped: true,
         };
         for predicate in residual {
             relation.push(Step::Filter(predicate));
@@ -825,6 +849,7 @@ impl Catalog {
                 time: event_time(table)?.map(|(column, _)| column),
                 window: None,
                 bounds: None,
+                timestamped: table.def.watermark.is_some(),
             }
         } else {
             return Err(SqlError::at(at, format!("table or view {name} is not declared")));
