@@ -2,7 +2,7 @@
 //! as the built-in `sql` job, at parallelism 1, 2 and 4 and through a crash, and their committed
 //! CSV output equals what `weir_chaos::nexmark`'s sequential references compute from the same
 //! events. `weir_chaos::nexmark::sql_q0_to_q2` holds Nexmark q0, q1 and q2;
-//! `weir_chaos::nexmark::sql_stateful` window aggregations (q11 among them) and joins (q8, q3).
+//! `weir_chaos::nexmark::sql_stateful` window aggregations (q11 among them) and joins (q3, q7, q8).
 //! The simulator runs both. Bad scripts fail before anything runs, with the line and column of
 //! the problem.
 #![allow(clippy::disallowed_methods)] // tests inspect real directories with std::fs

@@ -624,13 +624,19 @@ impl<'s, T: Data> DataStream<'s, T> {
     /// must stay empty — the late output of an operator whose answer a late record would make
     /// wrong — an error instead of a silent drop. (The job fails the way a slot's failure fails
     /// it: restarted from its last checkpoint, up to its restart limit.)
+    ///
+    /// It is a sink, not a filter: a checkpoint waits for every sink to pass its epoch, so none
+    /// can complete past such a record (and be restored without it) before the job has stopped.
     pub fn fail_if_any(self, reason: impl Fn(&T) -> String + 'static) {
-        let fatal = self.shared.ctx.fatal.clone();
-        self.flat_map(move |record| {
-            fatal.borrow_mut().get_or_insert_with(|| reason(&record));
-            None::<T>
-        })
-        .discard();
+        let shared = self.shared.clone();
+        let ctx = &shared.ctx;
+        let part = ctx.snapshots.borrow_mut().register_sink();
+        let fatal = ctx.fatal.clone();
+        let sink = MustStayEmpty { reason, fatal: fatal.clone() };
+        self.take().epoch_sink(
+            sink,
+            SinkSetup { part, snapshots: ctx.snapshots.clone(), fatal, activity: ctx.activity.clone() },
+        );
     }
 
     /// Drops the records knowingly (a "blackhole" sink; it also satisfies outputs that must be
@@ -976,6 +982,27 @@ where
             .window(self.assigner)
             .uid(uid)
             .process(move |_key: &K, _window: TimeWindow, records| crate::join::join_window(records, &join))
+    }
+}
+
+/// The sink of [`DataStream::fail_if_any`]: any record stops the job with its reason.
+struct MustStayEmpty<F> {
+    reason: F,
+    fatal: Rc<RefCell<Option<String>>>,
+}
+
+impl<T, F: Fn(&T) -> String + 'static> crate::sink::TransactionalSink<Record<T>> for MustStayEmpty<F> {
+    fn write(&mut self, _epoch: Epoch, rows: &[Record<T>]) -> std::io::Result<()> {
+        if let Some(record) = rows.first() {
+            self.fatal.borrow_mut().get_or_insert_with(|| (self.reason)(&record.value));
+        }
+        Ok(())
+    }
+    fn prepare(&mut self, _through: Epoch) -> std::io::Result<crate::sink::Durability> {
+        Ok(crate::sink::Durability::done())
+    }
+    fn describe(&self) -> String {
+        "a stream that must stay empty".into()
     }
 }
 

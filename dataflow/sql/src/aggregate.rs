@@ -120,11 +120,6 @@ impl GroupKey {
     pub fn new(values: impl IntoIterator<Item = Value>) -> GroupKey {
         GroupKey(values.into_iter().map(canonical).collect())
     }
-
-    /// Its values.
-    pub fn values(&self) -> &[Value] {
-        &self.0
-    }
 }
 
 fn canonical(value: Value) -> Value {
@@ -521,7 +516,7 @@ mod tests {
     fn negative_zero_groups_with_zero_and_the_key_does_not_depend_on_arrival() {
         let (zero, negative) = (GroupKey::new([Value::Double(0.0)]), GroupKey::new([Value::Double(-0.0)]));
         assert_eq!(zero, negative);
-        assert_eq!(format!("{:?}", negative.values()), format!("{:?}", zero.values()), "stored as 0.0");
+        assert_eq!(format!("{negative:?}"), format!("{zero:?}"), "stored as 0.0");
         let nan = GroupKey::new([Value::Double(f64::NAN)]);
         assert_eq!(nan, GroupKey::new([Value::Double(-f64::NAN)]));
         // MIN and MAX order them as Java's Double.compare: -0.0 first, whatever comes first.

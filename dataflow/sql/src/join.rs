@@ -36,14 +36,17 @@ impl KeySelector<Row, GroupKey> for JoinKey {
     }
 }
 
-/// Both sides keyed by their join keys, rows with a `NULL` key dropped.
+/// Both sides keyed by their join keys, rows with a `NULL` or `NaN` key dropped: SQL's `=` is
+/// never true for them. (`-0.0` does equal `0.0`, and joins it, as `=` says — where Flink,
+/// comparing the keys' bytes, keeps them apart.)
 fn keyed<'s>(
     rows: DataStream<'s, Row>,
     keys: Vec<Scalar>,
 ) -> weir_dataflow::api::KeyedStream<'s, GroupKey, Row, JoinKey> {
     let keys = Arc::new(keys);
-    let not_null = keys.clone();
-    rows.filter(move |row| not_null.iter().all(|key| key.eval(row) != Value::Null)).key_by(JoinKey(keys))
+    let joinable = keys.clone();
+    let never_equal = |value: &Value| matches!(value, Value::Null) || matches!(value, Value::Double(x) if x.is_nan());
+    rows.filter(move |row| !joinable.iter().any(|key| never_equal(&key.eval(row)))).key_by(JoinKey(keys))
 }
 
 /// A joined row: the left row's columns, then the right row's.

@@ -80,7 +80,6 @@ pub fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError
     Ok(())
 }
 
-/// The rows an `INSERT` reads, with event time when its table declares a watermark.
 /// Stable ids for the operators of one `INSERT` (their state is checkpointed under them).
 struct OperatorIds {
     insert: usize,
@@ -130,6 +129,7 @@ fn pipeline<'s>(job: &mut JobBuilder<'s>, pipeline: Pipeline, ids: &mut Operator
     rows
 }
 
+/// The rows a table scan reads, with event time when its table declares a watermark.
 fn source<'s>(job: &mut JobBuilder<'s>, scan: &Scan, ids: &mut OperatorIds) -> DataStream<'s, Row> {
     let SourceConnector::Nexmark { config, columns } = &scan.source;
     let generator = RowGenerator { config: *config, columns: columns.clone(), computed: scan.computed.clone() };
@@ -252,6 +252,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_join_condition_on_one_side_filters_that_side_before_the_join() {
+        let script = format!(
+            "{SOURCE}\nINSERT INTO out SELECT a.auction, b.price FROM bids a JOIN bids b \
+             ON a.auction = b.auction AND a.price > 10 AND b.price < 5 AND a.price <> b.price;"
+        );
+        let inserts = plan_script(&script).unwrap();
+        let Input::Join { kind, left, right, left_keys, .. } = &inserts[0].pipeline.input else { panic!("a join") };
+        assert_eq!((*kind, left_keys.len()), (JoinKind::Regular, 1));
+        let filters = |p: &Pipeline| match p.stages.as_slice() {
+            [Stage::Map(steps)] => steps.iter().filter(|s| matches!(s, Step::Filter(_))).count(),
+            other => panic!("{other:?}"),
+        };
+        // Each side: the view's event-type filter and its own condition.
+        assert_eq!((filters(left), filters(right)), (2, 2));
+        // After the join: the condition on both sides, then the projection.
+        match inserts[0].pipeline.stages.as_slice() {
+            [Stage::Map(steps)] => assert!(matches!(steps.as_slice(), [Step::Filter(_), Step::Project(_)])),
+            other => panic!("{other:?}"),
+        }
+    }
+
     const SOURCE: &str = "CREATE TABLE datagen (event_type INT,
             bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR,
                 `dateTime` TIMESTAMP(3), extra VARCHAR>,
@@ -353,6 +375,14 @@ mod tests {
             (
                 "INSERT INTO out SELECT a.auction, b.price FROM bids a JOIN bids b ON a.auction > b.auction;",
                 "a JOIN needs an equality of the two sides",
+            ),
+            (
+                "INSERT INTO out SELECT a.auction, b.price FROM bids a JOIN bids b ON 1 = 1 AND a.price = 5;",
+                "a JOIN needs an equality of the two sides",
+            ),
+            (
+                "INSERT INTO out SELECT auction, price FROM bids JOIN bids ON auction = auction;",
+                "both sides of the JOIN are called bids: give one an alias",
             ),
             (
                 "CREATE TABLE plain (event_type INT) WITH ('connector' = 'nexmark', 'events.num' = '10');

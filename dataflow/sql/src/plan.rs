@@ -170,7 +170,7 @@ impl Step {
 
 /// A relation while planning: where its rows come from, the stages so far, its columns.
 struct Relation {
-    input: From,
+    input: RelationInput,
     stages: Vec<Stage>,
     columns: Vec<Column>,
     /// Its time attribute: the column the rows' event time was read from (Flink's rowtime),
@@ -188,7 +188,7 @@ struct Relation {
 }
 
 /// Where a relation's rows come from while planning.
-enum From {
+enum RelationInput {
     Table(String),
     Join { kind: JoinKind, left: Box<Relation>, right: Box<Relation>, left_keys: Vec<Scalar>, right_keys: Vec<Scalar> },
 }
@@ -306,7 +306,7 @@ impl Catalog {
     /// A planned relation as a pipeline: tables resolved to their connectors, steps fused.
     fn pipeline(&self, relation: Relation) -> Result<Pipeline, SqlError> {
         let input = match relation.input {
-            From::Table(name) => {
+            RelationInput::Table(name) => {
                 let table = &self.tables[&name];
                 Input::Table(Scan {
                     source: connector::source(&table.def)?,
@@ -315,7 +315,7 @@ impl Catalog {
                     table: name,
                 })
             }
-            From::Join { kind, left, right, left_keys, right_keys } => Input::Join {
+            RelationInput::Join { kind, left, right, left_keys, right_keys } => Input::Join {
                 kind,
                 left: Box::new(self.pipeline(*left)?),
                 right: Box::new(self.pipeline(*right)?),
@@ -736,7 +736,7 @@ impl Catalog {
     /// aggregations (their `window_start` and `window_end` passed on unchanged) and the keys
     /// equate both bounds, it is a window join: a window's rows of both sides meet when it
     /// closes, as in Flink. Otherwise it is a regular join (see [`crate::join`]).
-    fn join(&self, left: Relation, join: &sqlparser::ast::Join) -> Result<Relation, SqlError> {
+    fn join(&self, mut left: Relation, join: &sqlparser::ast::Join) -> Result<Relation, SqlError> {
         use sqlparser::ast::{JoinConstraint, JoinOperator};
         let at = join.span().start;
         refuse(join.global, at, "GLOBAL JOIN")?;
@@ -762,7 +762,18 @@ impl Catalog {
                 ))
             }
         };
-        let right = self.relation(&join.relation)?;
+        let mut right = self.relation(&join.relation)?;
+        let qualifiers = |r: &Relation| -> std::collections::BTreeSet<String> {
+            r.columns.iter().filter_map(|c| c.qualifier.clone()).collect()
+        };
+        if let Some(both) = qualifiers(&left).intersection(&qualifiers(&right)).next() {
+            return Err(SqlError::at(
+                at,
+                format!(
+                    "both sides of the JOIN are called {both}: give one an alias (… {both} AS a JOIN {both} AS b …)"
+                ),
+            ));
+        }
         for side in [&left, &right] {
             if side.window.is_some() {
                 return Err(SqlError::at(at, WINDOW_UNAGGREGATED));
@@ -782,26 +793,39 @@ impl Catalog {
         let mut conjuncts = Vec::new();
         split_conjuncts(condition, &mut conjuncts);
         let (mut left_keys, mut right_keys, mut residual) = (Vec::new(), Vec::new(), Vec::new());
-        // Over the right side's own row: column `width + i` of the joined row is its column `i`.
-        let to_right: Vec<Scalar> =
-            (0..columns.len()).map(|i| Scalar::column(i.saturating_sub(width), columns[i].ty.clone())).collect();
+        // Over the right side's own row: column `width + i` of the joined row is its column `i`
+        // (a left column has no place there: a poisoned column, whose type no column has).
+        let to_right: Vec<Scalar> = (0..columns.len())
+            .map(|i| match i.checked_sub(width) {
+                Some(j) => Scalar::column(j, columns[i].ty.clone()),
+                None => Scalar::column(usize::MAX, SqlType::Interval),
+            })
+            .collect();
+        let reads_left = |s: &Scalar| s.reads_any(&|c| c < width);
+        let reads_right = |s: &Scalar| s.reads_any(&|c| c >= width);
         for conjunct in conjuncts {
             let predicate = scope.boolean(conjunct)?;
+            // A key: an expression of left columns (at least one) equal to one of right columns.
+            let left_only = |s: &Scalar| reads_left(s) && !reads_right(s);
+            let right_only = |s: &Scalar| reads_right(s) && !reads_left(s);
             let sides = predicate.equality().and_then(|(a, b)| {
-                let on_left = |s: &Scalar| !s.reads_any(&|c| c >= width);
-                let on_right = |s: &Scalar| !s.reads_any(&|c| c < width);
-                match (on_left(a) && on_right(b), on_left(b) && on_right(a)) {
+                match (left_only(a) && right_only(b), left_only(b) && right_only(a)) {
                     (true, _) => Some((a.clone(), b.clone())),
                     (_, true) => Some((b.clone(), a.clone())),
                     _ => None,
                 }
             });
-            match sides {
-                Some((l, r)) => {
-                    left_keys.push(l);
-                    right_keys.push(r.substitute(&to_right));
-                }
-                None => residual.push(predicate),
+            if let Some((l, r)) = sides {
+                left_keys.push(l);
+                right_keys.push(r.substitute(&to_right));
+                continue;
+            }
+            // A condition on one side filters that side before the join (an inner join's answer
+            // is the same, and the join keeps less); one on both, or on neither, the pairs.
+            match (reads_left(&predicate), reads_right(&predicate)) {
+                (true, false) => left.push(Step::Filter(predicate)),
+                (false, true) => right.push(Step::Filter(predicate.substitute(&to_right))),
+                _ => residual.push(predicate),
             }
         }
         if left_keys.is_empty() {
@@ -823,7 +847,7 @@ impl Catalog {
             _ => JoinKind::Regular,
         };
         let mut relation = Relation {
-            input: From::Join { kind, left: Box::new(left), right: Box::new(right), left_keys, right_keys },
+            input: RelationInput::Join { kind, left: Box::new(left), right: Box::new(right), left_keys, right_keys },
             stages: Vec::new(),
             columns,
             time: None,
@@ -843,7 +867,7 @@ impl Catalog {
             self.query(view)?
         } else if let Some(table) = self.tables.get(name) {
             Relation {
-                input: From::Table(name.to_owned()),
+                input: RelationInput::Table(name.to_owned()),
                 stages: Vec::new(),
                 columns: table.columns.clone(),
                 time: event_time(table)?.map(|(column, _)| column),
@@ -970,8 +994,8 @@ fn event_time(table: &Table) -> Result<Option<(usize, i64)>, SqlError> {
 
 /// Why a window table function's rows must be aggregated.
 const WINDOW_UNAGGREGATED: &str = "a window table function's rows must be aggregated (GROUP BY window_start, \
-                                   window_end, …); window joins, Top-N and deduplication over windows are not supported \
-                                   yet";
+                                   window_end, …); joins of its rows (join its aggregated results instead), Top-N and \
+                                   deduplication over windows are not supported yet";
 
 /// The conjuncts of `a AND b AND …`.
 fn split_conjuncts<'e>(expr: &'e Expr, into: &mut Vec<&'e Expr>) {
