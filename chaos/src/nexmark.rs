@@ -405,6 +405,16 @@ WHERE B.`dateTime` BETWEEN B1.`dateTime`  - INTERVAL '10' SECOND AND B1.`dateTim
     )
 }
 
+/// The bids of the first `events` Nexmark events (seed `seed`, `events_per_second`), in event
+/// order, as Flink's CSV format writes a table `(auction BIGINT, bidder BIGINT, price BIGINT,
+/// dateTime TIMESTAMP(3), extra VARCHAR)`: input for SQL's `filesystem` source.
+pub fn bids_as_csv(events: u64, seed: u64, events_per_second: u64) -> Vec<String> {
+    let mut config = NexmarkConfig::new(events, seed);
+    config.events_per_second = events_per_second;
+    let events = self::events(&config);
+    bids(&events).map(|b| format!("{},{},{},\"{}\",", b.auction, b.bidder, b.price, timestamp(b.date_time))).collect()
+}
+
 /// Text as Flink's CSV format writes it: quoted (quotes doubled) when it holds a character
 /// below `-` or is longer than 24 characters — Jackson's rule, seen in Flink 2.3's output.
 fn csv_text(text: &str) -> String {

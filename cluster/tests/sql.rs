@@ -114,6 +114,8 @@ fn windows_and_joins_in_sql_are_exactly_once_through_a_crash() {
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("out");
     let mut options = options(nexmark::sql_stateful(&out, STATEFUL_EVENTS, SEED, STATEFUL_RATE), 2);
+    // Slow enough for several checkpoints (each table is read once).
+    options.rate_limit = Some(100_000);
     options.checkpoint_location = Some(root.path().join("checkpoints").display().to_string());
     let mut crashing = options.clone();
     crashing.crash_at = Some(CrashPoint::BeforeCommit { checkpoint: 3 });
@@ -124,6 +126,90 @@ fn windows_and_joins_in_sql_are_exactly_once_through_a_crash() {
     let summary = run_job(&registry, options).expect("resumes");
     assert_eq!(summary.restored_from, Some(3));
     check_stateful(&out, "after a crash before checkpoint 3 committed");
+}
+
+/// A script reading bids from CSV files (three, each in time order) into the tumbling window
+/// and q7 of `nexmark::sql_stateful`, and `errors_path` for malformed lines, if given.
+fn files_script(input: &Path, out: &Path, errors_path: Option<&Path>) -> String {
+    let (input, out) = (input.display(), out.display());
+    let errors = errors_path.map(|p| format!(", 'errors.path' = '{}'", p.display())).unwrap_or_default();
+    format!(
+        "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, `dateTime` TIMESTAMP(3), extra VARCHAR,
+           WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '4' SECOND)
+         WITH ('connector' = 'filesystem', 'path' = '{input}', 'format' = 'csv'{errors});
+         CREATE TABLE tumbling (auction BIGINT, bids BIGINT, low BIGINT, high BIGINT, total BIGINT, mean BIGINT,
+           bidders BIGINT, dear BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3))
+         WITH ('connector' = 'filesystem', 'path' = '{out}/tumbling', 'format' = 'csv');
+         CREATE TABLE q7 (auction BIGINT, bidder BIGINT, price BIGINT, `dateTime` TIMESTAMP(3), extra VARCHAR)
+         WITH ('connector' = 'filesystem', 'path' = '{out}/q7', 'format' = 'csv');
+         INSERT INTO tumbling
+         SELECT auction, COUNT(*) AS bids, MIN(price), MAX(price), SUM(price), AVG(price), COUNT(DISTINCT bidder),
+                COUNT(*) FILTER (WHERE price > 10000), window_start, window_end
+         FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND))
+         GROUP BY auction, window_start, window_end HAVING COUNT(*) >= 2;
+         INSERT INTO q7
+         SELECT B.auction, B.price, B.bidder, B.`dateTime`, B.extra FROM bid B
+         JOIN (SELECT MAX(price) AS maxprice, window_end as `dateTime`
+               FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND))
+               GROUP BY window_start, window_end) B1
+         ON B.price = B1.maxprice
+         WHERE B.`dateTime` BETWEEN B1.`dateTime` - INTERVAL '10' SECOND AND B1.`dateTime`;"
+    )
+}
+
+/// Writes the bids of the stateful script's input as three CSV files under `dir`, with `bad`
+/// lines inserted after the first line of the second file.
+fn write_bids(dir: &Path, bad: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let lines = nexmark::bids_as_csv(STATEFUL_EVENTS, SEED, STATEFUL_RATE);
+    let third = lines.len().div_ceil(3);
+    for (index, chunk) in lines.chunks(third).enumerate() {
+        let mut chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        if index == 1 {
+            chunk.splice(1..1, bad.iter().copied());
+        }
+        std::fs::write(dir.join(format!("bids-{index}.csv")), chunk.join("\n") + "\n").unwrap();
+    }
+}
+
+#[test]
+fn sql_reads_csv_files_and_their_windows_and_joins_equal_the_references() {
+    let registry = weir_cluster::jobs::builtin();
+    let expected = nexmark::sql_stateful_expected(STATEFUL_EVENTS, SEED, STATEFUL_RATE);
+    for parallelism in [1, 2] {
+        let root = tempfile::tempdir().unwrap();
+        let (input, out) = (root.path().join("bids"), root.path().join("out"));
+        write_bids(&input, &[]);
+        run_job(&registry, options(files_script(&input, &out, None), parallelism)).expect("the script runs");
+        assert_eq!(committed(&out.join("tumbling")), expected[0], "tumbling, parallelism {parallelism}");
+        assert_eq!(committed(&out.join("q7")), expected[6], "q7, parallelism {parallelism}");
+    }
+}
+
+#[test]
+fn a_malformed_csv_line_stops_the_job_with_its_place_or_goes_to_the_errors_directory() {
+    let registry = weir_cluster::jobs::builtin();
+    let bad = ["1000,1001,lots,\"2023-11-14 22:13:21\",", "1000,1001,5"];
+    let root = tempfile::tempdir().unwrap();
+    let (input, out) = (root.path().join("bids"), root.path().join("out"));
+    write_bids(&input, &bad);
+    let error = run_job(&registry, options(files_script(&input, &out, None), 1)).expect_err("stops").to_string();
+    assert!(
+        error.contains("bids-1.csv, line 2: column price: `lots` is not a BIGINT; the job stops on a malformed line"),
+        "{error}"
+    );
+    // With an errors directory: the bad lines are there, with file, line and reason, and the
+    // results are those of the good lines.
+    let out = root.path().join("out-2");
+    let errors = root.path().join("errors");
+    run_job(&registry, options(files_script(&input, &out, Some(&errors)), 1)).expect("runs");
+    let rejected: Vec<String> = committed(&errors).into_iter().filter(|l| !l.starts_with("file,")).collect();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(rejected
+        .iter()
+        .any(|l| l.contains("bids-1.csv,3,") && l.contains("3 fields, but the table has 5 columns")));
+    let expected = nexmark::sql_stateful_expected(STATEFUL_EVENTS, SEED, STATEFUL_RATE);
+    assert_eq!(committed(&out.join("tumbling")), expected[0]);
 }
 
 #[test]

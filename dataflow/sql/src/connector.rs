@@ -22,6 +22,15 @@ pub enum SourceConnector {
         /// For each declared physical column, its position in the connector's row.
         columns: Vec<usize>,
     },
+    /// CSV files (Flink's format, as the filesystem sink writes it).
+    Files {
+        /// The file, or the directory whose files (not starting with `.` or `_`) are read.
+        path: String,
+        /// Each physical column's name and type, in order.
+        columns: Vec<(String, SqlType)>,
+        /// Where malformed lines go (`'errors.path'`); without it a malformed line stops the job.
+        errors: Option<String>,
+    },
 }
 
 /// Where a table's rows go.
@@ -74,13 +83,64 @@ pub fn source(table: &TableDef) -> Result<SourceConnector, SqlError> {
     }
     match connector_name(table)? {
         "nexmark" => nexmark_source(table),
+        "filesystem" => files_source(table),
         "blackhole" | "print" => Err(SqlError::at(
             table.at,
             format!("table {} is read, but its connector '{}' only writes", table.name, table.options["connector"]),
         )),
         other => Err(SqlError::at(
             table.at,
-            format!("connector '{other}' is not supported as a source yet; supported: 'nexmark'"),
+            format!("connector '{other}' is not supported as a source yet; supported: 'nexmark', 'filesystem'"),
+        )),
+    }
+}
+
+/// The filesystem connector as a source: CSV files of the table's physical columns.
+fn files_source(table: &TableDef) -> Result<SourceConnector, SqlError> {
+    check_options(table, &["path", "format", "errors.path"])?;
+    let path = absolute_path(table, "path")?;
+    check_csv_format(table)?;
+    let errors = table.options.contains_key("errors.path").then(|| absolute_path(table, "errors.path")).transpose()?;
+    let mut columns = Vec::new();
+    for (column, ty) in table.physical() {
+        match ty {
+            SqlType::Row(_) | SqlType::Interval | SqlType::Null => {
+                return Err(SqlError::at(
+                    column.at,
+                    format!("table {}: a {ty} column ({}) cannot be read from CSV yet", table.name, column.name),
+                ));
+            }
+            _ => columns.push((column.name.clone(), ty.clone())),
+        }
+    }
+    Ok(SourceConnector::Files { path, columns, errors })
+}
+
+/// An absolute path option (workers may run elsewhere, with another working directory).
+fn absolute_path(table: &TableDef, option: &str) -> Result<String, SqlError> {
+    let path = table.options.get(option).cloned().ok_or_else(|| {
+        SqlError::at(table.at, format!("table {}: the filesystem connector needs '{option}' = '/a/path'", table.name))
+    })?;
+    if !path.starts_with('/') {
+        return Err(SqlError::at(
+            table.at,
+            format!("table {}: '{option}' must be absolute (workers may run elsewhere): '{path}'", table.name),
+        ));
+    }
+    Ok(path)
+}
+
+/// `'format' = 'csv'`, the one format so far.
+fn check_csv_format(table: &TableDef) -> Result<(), SqlError> {
+    match table.options.get("format").map(String::as_str) {
+        Some("csv") => Ok(()),
+        Some(other) => Err(SqlError::at(
+            table.at,
+            format!("table {}: format '{other}' is not supported yet; use 'format' = 'csv'", table.name),
+        )),
+        None => Err(SqlError::at(
+            table.at,
+            format!("table {}: the filesystem connector needs 'format' = 'csv'", table.name),
         )),
     }
 }
@@ -95,37 +155,12 @@ pub fn sink(table: &TableDef) -> Result<SinkConnector, SqlError> {
         "print" => check_options(table, &[]).map(|()| SinkConnector::Print),
         "filesystem" => {
             check_options(table, &["path", "format"])?;
-            let path = table.options.get("path").cloned().ok_or_else(|| {
-                SqlError::at(
-                    table.at,
-                    format!("table {}: the filesystem connector needs 'path' = '/a/directory'", table.name),
-                )
-            })?;
-            match table.options.get("format").map(String::as_str) {
-                Some("csv") => {}
-                Some(other) => {
-                    return Err(SqlError::at(
-                        table.at,
-                        format!("table {}: format '{other}' is not supported yet; use 'format' = 'csv'", table.name),
-                    ))
-                }
-                None => {
-                    return Err(SqlError::at(
-                        table.at,
-                        format!("table {}: the filesystem connector needs 'format' = 'csv'", table.name),
-                    ))
-                }
-            }
+            let path = absolute_path(table, "path")?;
+            check_csv_format(table)?;
             if let Some((column, _)) = table.physical().find(|(_, ty)| matches!(ty, SqlType::Row(_))) {
                 return Err(SqlError::at(
                     column.at,
                     format!("table {}: a ROW column ({}) cannot be written as CSV yet", table.name, column.name),
-                ));
-            }
-            if !path.starts_with('/') {
-                return Err(SqlError::at(
-                    table.at,
-                    format!("table {}: 'path' must be absolute (workers may run elsewhere): '{path}'", table.name),
                 ));
             }
             Ok(SinkConnector::Filesystem { path })
@@ -140,6 +175,43 @@ pub fn sink(table: &TableDef) -> Result<SinkConnector, SqlError> {
                 "connector '{other}' is not supported as a sink yet; supported: 'blackhole', 'print', 'filesystem'"
             ),
         )),
+    }
+}
+
+/// Lines of a filesystem table's CSV files as rows: its physical columns read as Flink's CSV
+/// format writes them, then its computed columns.
+pub struct CsvRows {
+    /// Each physical column's name and type.
+    pub columns: Vec<(String, SqlType)>,
+    /// The computed columns, over the physical ones.
+    pub computed: Vec<crate::expr::Scalar>,
+}
+
+impl weir_dataflow::LineFormat for CsvRows {
+    type Record = Row;
+    fn header(&self) -> Option<&str> {
+        None
+    }
+    fn parse(&self, line: &[u8]) -> Result<Row, String> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(line);
+        let mut fields = csv::ByteRecord::new();
+        match reader.read_byte_record(&mut fields) {
+            Ok(true) => {}
+            Ok(false) => return Err("an empty line".into()),
+            Err(error) => return Err(format!("not CSV: {error}")),
+        }
+        if fields.len() != self.columns.len() {
+            return Err(format!("{} fields, but the table has {} columns", fields.len(), self.columns.len()));
+        }
+        let mut row = Vec::with_capacity(self.columns.len() + self.computed.len());
+        for (field, (name, ty)) in fields.iter().zip(&self.columns) {
+            let text = std::str::from_utf8(field).map_err(|_| format!("column {name}: not UTF-8"))?;
+            row.push(crate::types::read_csv_field(text, ty).map_err(|reason| format!("column {name}: {reason}"))?);
+        }
+        let computed: Vec<Value> = self.computed.iter().map(|c| c.eval(&row)).collect();
+        row.extend(computed);
+        Ok(row)
     }
 }
 

@@ -32,8 +32,10 @@ use weir_core::time::EventTime;
 use weir_dataflow::api::BuildError;
 use weir_dataflow::sink::RowFormat;
 use weir_dataflow::{
-    DataStream, GeneratorSource, JobBuilder, JobDef, ParamDef, ParamKind, Params, Record, WatermarkStrategy,
+    DataStream, FileSource, GeneratorSource, JobBuilder, JobDef, ParamDef, ParamKind, Params, Record, WatermarkStrategy,
 };
+
+use std::collections::BTreeMap;
 
 use weir_dataflow::api::WindowedStream;
 use weir_dataflow::keyed::KeySelector;
@@ -43,7 +45,7 @@ use weir_dataflow::window::{
 };
 
 use crate::aggregate::{result_row, Accumulator, GroupKey, SqlAggregates, WindowSpec};
-use crate::connector::{RowGenerator, SinkConnector, SourceConnector};
+use crate::connector::{CsvRows, RowGenerator, SinkConnector, SourceConnector};
 use crate::plan::{Catalog, Input, Insert, JoinKind, Pipeline, Scan, Stage, Step};
 use crate::types::Row;
 
@@ -67,10 +69,12 @@ pub fn plan_script(script: &str) -> Result<Vec<Insert>, parser::SqlError> {
 /// Builds a SQL job's dataflow.
 pub fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError> {
     let inserts = plan_script(params.text("script")?).map_err(|error| BuildError::Job(format!("SQL: {error}")))?;
+    // Each table is read once, however many queries read it (Flink's source reuse).
+    let mut tables = BTreeMap::new();
     for (index, insert) in inserts.into_iter().enumerate() {
         let name = format!("{}-{index}", insert.sink_table);
-        let mut ids = OperatorIds { insert: index, sink: name.clone(), scans: 0, operators: 0 };
-        let rows = pipeline(job, insert.pipeline, &mut ids);
+        let mut ids = OperatorIds { sink: name.clone(), operators: 0 };
+        let rows = pipeline(job, insert.pipeline, &mut ids, &mut tables)?;
         match insert.sink {
             SinkConnector::Blackhole => rows.discard(),
             SinkConnector::Print => rows.map(|row| Printed(print_row(&row))).print(&insert.sink_table),
@@ -82,22 +86,14 @@ pub fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError
 
 /// Stable ids for the operators of one `INSERT` (their state is checkpointed under them).
 struct OperatorIds {
-    insert: usize,
     sink: String,
-    scans: usize,
     operators: usize,
 }
 
-impl OperatorIds {
-    /// A source of `table`: `table-i` for the first scan of insert `i`, `table-i-n` after.
-    fn scan(&mut self, table: &str) -> String {
-        self.scans += 1;
-        match self.scans {
-            1 => format!("{table}-{}", self.insert),
-            n => format!("{table}-{}-{n}", self.insert),
-        }
-    }
+/// The rows of each table read so far, by name.
+type Tables<'s> = BTreeMap<String, DataStream<'s, Row>>;
 
+impl OperatorIds {
     /// A stateful operator of kind `kind`.
     fn operator(&mut self, kind: &str) -> String {
         self.operators += 1;
@@ -106,12 +102,24 @@ impl OperatorIds {
 }
 
 /// Builds a pipeline: its input, then its stages.
-fn pipeline<'s>(job: &mut JobBuilder<'s>, pipeline: Pipeline, ids: &mut OperatorIds) -> DataStream<'s, Row> {
+fn pipeline<'s>(
+    job: &mut JobBuilder<'s>,
+    pipeline: Pipeline,
+    ids: &mut OperatorIds,
+    tables: &mut Tables<'s>,
+) -> Result<DataStream<'s, Row>, BuildError> {
     let mut rows = match pipeline.input {
-        Input::Table(scan) => source(job, &scan, ids),
+        Input::Table(scan) => match tables.get(&scan.table) {
+            Some(rows) => rows.clone(),
+            None => {
+                let rows = source(job, &scan)?;
+                tables.insert(scan.table.clone(), rows.clone());
+                rows
+            }
+        },
         Input::Join { kind, left, right, left_keys, right_keys } => {
-            let left = self::pipeline(job, *left, ids);
-            let right = self::pipeline(job, *right, ids);
+            let left = self::pipeline(job, *left, ids, tables)?;
+            let right = self::pipeline(job, *right, ids, tables)?;
             match kind {
                 JoinKind::Window => join::window_join(left, right, left_keys, right_keys, &ids.operator("window-join")),
                 JoinKind::Regular => join::regular_join(left, right, left_keys, right_keys, &ids.operator("join")),
@@ -126,28 +134,75 @@ fn pipeline<'s>(job: &mut JobBuilder<'s>, pipeline: Pipeline, ids: &mut Operator
             }
         };
     }
-    rows
+    Ok(rows)
 }
 
 /// The rows a table scan reads, with event time when its table declares a watermark.
-fn source<'s>(job: &mut JobBuilder<'s>, scan: &Scan, ids: &mut OperatorIds) -> DataStream<'s, Row> {
-    let SourceConnector::Nexmark { config, columns } = &scan.source;
-    let generator = RowGenerator { config: *config, columns: columns.clone(), computed: scan.computed.clone() };
-    let name = ids.scan(&scan.table);
-    let streams = match scan.event_time {
+fn source<'s>(job: &mut JobBuilder<'s>, scan: &Scan) -> Result<DataStream<'s, Row>, BuildError> {
+    let name = scan.table.clone();
+    match &scan.source {
+        SourceConnector::Nexmark { config, columns } => {
+            let generator = RowGenerator { config: *config, columns: columns.clone(), computed: scan.computed.clone() };
+            let streams = read(job, &name, GeneratorSource::new(generator), scan.event_time);
+            // Generated rows are never malformed.
+            streams.errors.discard();
+            Ok(streams.records)
+        }
+        SourceConnector::Files { path, columns, errors } => {
+            let files = input_files(&scan.table, path)?;
+            let format = CsvRows { columns: columns.clone(), computed: scan.computed.clone() };
+            let streams = read(job, &name, FileSource::new(files, format), scan.event_time);
+            match errors {
+                Some(dir) => streams.errors.sink_csv(&format!("{name}-errors"), dir),
+                None => {
+                    let table = scan.table.clone();
+                    streams.errors.fail_if_any(move |error| {
+                        format!(
+                            "table {table}: {}, line {}: {}; the job stops on a malformed line (set \
+                             'errors.path' = '/a/directory' on the table to collect them instead)",
+                            error.file, error.line, error.reason
+                        )
+                    })
+                }
+            }
+            Ok(streams.records)
+        }
+    }
+}
+
+/// A source's rows, stamped with the event time of column `event_time.0` and a watermark
+/// `event_time.1` behind it, if the table declares one.
+fn read<'s, S: weir_dataflow::source::Source<Record = Row>>(
+    job: &mut JobBuilder<'s>,
+    name: &str,
+    source: S,
+    event_time: Option<(usize, i64)>,
+) -> weir_dataflow::api::SourceStreams<'s, Row> {
+    match event_time {
         Some((column, delay_ms)) => {
             let time = move |row: &Row| row[column].as_i64().unwrap_or(EventTime::MIN);
-            job.source(
-                &name,
-                GeneratorSource::new(generator),
-                WatermarkStrategy::bounded_out_of_orderness(delay_ms, time),
-            )
+            job.source(name, source, WatermarkStrategy::bounded_out_of_orderness(delay_ms, time))
         }
-        None => job.source(&name, GeneratorSource::new(generator), WatermarkStrategy::none()),
-    };
-    // Generated rows are never malformed.
-    streams.errors.discard();
-    streams.records
+        None => job.source(name, source, WatermarkStrategy::none()),
+    }
+}
+
+/// The files of a filesystem table's `path`: the file itself, or the directory's files whose
+/// names do not start with `.` or `_` (staging and metadata), by name.
+fn input_files(table: &str, path: &str) -> Result<Vec<std::path::PathBuf>, BuildError> {
+    let path = std::path::Path::new(path);
+    let error = |e: std::io::Error| BuildError::Job(format!("SQL: table {table}: cannot read {}: {e}", path.display()));
+    if !weir_core::fs::metadata(path).map_err(error)?.is_dir {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<_> = weir_core::fs::read_dir(path)
+        .map_err(error)?
+        .into_iter()
+        .filter(|entry| !entry.is_dir && !entry.name.starts_with(['.', '_']))
+        .map(|entry| entry.path)
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// The first `n` columns of a row: its group key.

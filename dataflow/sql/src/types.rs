@@ -329,9 +329,185 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// The day number, counted from 1970-01-01, of a proleptic Gregorian date (the inverse of
+/// [`civil_from_days`], Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let month = i64::from(month);
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Reads one CSV field as a value of `ty`, as Flink's CSV format reads it: an empty field is
+/// `NULL` (the empty string for text); integers must fit their type; decimals are rounded half
+/// up to the type's scale and are `NULL` past its precision; timestamps are `yyyy-MM-dd
+/// HH:mm:ss[.fraction]` (fractions past milliseconds are cut). The error says what was expected.
+pub fn read_csv_field(text: &str, ty: &SqlType) -> Result<Value, String> {
+    if text.is_empty() {
+        return Ok(if *ty == SqlType::Varchar { Value::Str(Arc::from("")) } else { Value::Null });
+    }
+    let expected = || format!("`{}` is not a {ty}", text.chars().take(40).collect::<String>());
+    match ty {
+        SqlType::Varchar => Ok(Value::Str(Arc::from(text))),
+        SqlType::Boolean => match text.to_ascii_lowercase().as_str() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(expected()),
+        },
+        SqlType::Integer(width) => {
+            let value: i64 = text.parse().map_err(|_| expected())?;
+            let fits = match width {
+                IntegerWidth::Tiny => i8::try_from(value).is_ok(),
+                IntegerWidth::Small => i16::try_from(value).is_ok(),
+                IntegerWidth::Int => i32::try_from(value).is_ok(),
+                IntegerWidth::Big => true,
+            };
+            if fits {
+                Ok(Value::Int(value))
+            } else {
+                Err(format!("{value} does not fit {ty}"))
+            }
+        }
+        SqlType::Double => text.parse::<f64>().map(Value::Double).map_err(|_| expected()),
+        SqlType::Decimal { precision, scale } => read_decimal(text, *precision, *scale).ok_or_else(expected),
+        SqlType::Timestamp => read_timestamp(text).map(Value::Millis).ok_or_else(expected),
+        SqlType::Row(_) | SqlType::Interval | SqlType::Null => Err(format!("a {ty} cannot be read from CSV")),
+    }
+}
+
+/// `[-+]digits[.digits][E[-+]digits]` as `DECIMAL(precision, scale)`: rounded half up (away
+/// from zero) to the scale, `NULL` if it then has more than `precision` digits; `None` if it is
+/// not a number.
+fn read_decimal(text: &str, precision: u8, scale: u8) -> Option<Value> {
+    let (negative, unsigned) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], unsigned[at + 1..].parse::<i32>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && fraction.is_empty() || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // The digits, and how many of them are after the point once the exponent is applied.
+    let digits: String = format!("{whole}{fraction}").trim_start_matches('0').to_owned();
+    let after_point = fraction.len() as i64 - i64::from(exponent);
+    // Scaled to `scale`: drop `after_point - scale` digits (rounding half up), or append zeros.
+    let drop = after_point - i64::from(scale);
+    let (kept, round_up) = if drop > 0 {
+        let drop = drop as usize;
+        if drop > digits.len() {
+            (String::new(), false)
+        } else {
+            let (kept, dropped) = digits.split_at(digits.len() - drop);
+            (kept.to_owned(), dropped.as_bytes().first().is_some_and(|d| *d >= b'5'))
+        }
+    } else {
+        (format!("{digits}{}", "0".repeat((-drop) as usize)), false)
+    };
+    let kept = kept.trim_start_matches('0');
+    if kept.len() > usize::from(precision) + 1 {
+        return Some(Value::Null);
+    }
+    let mut unscaled: i128 = if kept.is_empty() { 0 } else { kept.parse().ok()? };
+    if round_up {
+        unscaled += 1;
+    }
+    if unscaled >= 10i128.pow(u32::from(precision)) {
+        return Some(Value::Null);
+    }
+    Some(Value::Decimal { unscaled: if negative { -unscaled } else { unscaled }, scale })
+}
+
+/// `yyyy-MM-dd HH:mm:ss[.fraction]` (or with `T`) as milliseconds since the epoch.
+fn read_timestamp(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 19 || !matches!(bytes[10], b' ' | b'T') {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = text.get(range)?;
+        part.bytes().all(|b| b.is_ascii_digit()).then(|| part.parse().ok())?
+    };
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    if separators.iter().any(|&(at, c)| bytes[at] != c) {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month as usize - 1];
+    if day == 0 || day > days_in_month {
+        return None;
+    }
+    let millis = match &text[19..] {
+        "" => 0,
+        fraction
+            if fraction.len() >= 2
+                && fraction.starts_with('.')
+                && fraction[1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            let digits = format!("{:0<3}", &fraction[1..fraction.len().min(4)]);
+            digits.parse::<i64>().ok()?
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(i64::from(year), month, day);
+    Some(days * 86_400_000 + i64::from(hour * 3_600 + minute * 60 + second) * 1_000 + millis)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_fields_read_back_what_the_csv_writer_writes() {
+        let values = [
+            (Value::Int(-42), SqlType::BIGINT),
+            (Value::Double(1.69e7), SqlType::Double),
+            (Value::Double(1e-7), SqlType::Double),
+            (Value::Decimal { unscaled: 153_452, scale: 3 }, SqlType::Decimal { precision: 24, scale: 3 }),
+            (Value::Decimal { unscaled: -1, scale: 7 }, SqlType::Decimal { precision: 28, scale: 7 }),
+            (Value::Str(Arc::from("with space")), SqlType::Varchar),
+            (Value::Bool(true), SqlType::Boolean),
+            (Value::Millis(1_700_000_000_000), SqlType::Timestamp),
+            (Value::Millis(1_700_000_000_100), SqlType::Timestamp),
+            (Value::Millis(-86_400_000 + 5), SqlType::Timestamp),
+            (Value::Millis(951_782_400_000), SqlType::Timestamp), // 2000-02-29
+            (Value::Null, SqlType::BIGINT),
+        ];
+        for (value, ty) in values {
+            let mut written = Vec::new();
+            value.write_csv(&mut written);
+            let field = csv::ReaderBuilder::new().has_headers(false).from_reader(written.as_slice()).records().next();
+            let text = field.map(|r| r.unwrap()[0].to_owned()).unwrap_or_default();
+            assert_eq!(read_csv_field(&text, &ty), Ok(value.clone()), "{text}");
+        }
+    }
+
+    #[test]
+    fn csv_fields_are_checked_against_their_type() {
+        let int = SqlType::Integer(IntegerWidth::Int);
+        assert!(read_csv_field("3000000000", &int).unwrap_err().contains("does not fit INT"));
+        assert!(read_csv_field("12a", &SqlType::BIGINT).unwrap_err().contains("is not a BIGINT"));
+        assert!(read_csv_field("2023-02-30 00:00:00", &SqlType::Timestamp).is_err());
+        assert!(read_csv_field("2023-11-14 25:00:00", &SqlType::Timestamp).is_err());
+        let decimal = SqlType::Decimal { precision: 4, scale: 2 };
+        assert_eq!(read_csv_field("1.005", &decimal), Ok(Value::Decimal { unscaled: 101, scale: 2 }), "half up");
+        assert_eq!(read_csv_field("-1.005", &decimal), Ok(Value::Decimal { unscaled: -101, scale: 2 }));
+        assert_eq!(read_csv_field("1.5E1", &decimal), Ok(Value::Decimal { unscaled: 1_500, scale: 2 }));
+        assert_eq!(read_csv_field("100.00", &decimal), Ok(Value::Null), "past DECIMAL(4, 2)");
+        assert_eq!(read_csv_field("", &SqlType::Varchar), Ok(Value::Str(Arc::from(""))));
+    }
 
     #[test]
     fn decimals_print_with_their_scale() {
