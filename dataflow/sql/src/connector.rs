@@ -185,6 +185,8 @@ pub struct CsvRows {
     pub columns: Vec<(String, SqlType)>,
     /// The computed columns, over the physical ones.
     pub computed: Vec<crate::expr::Scalar>,
+    /// The line splitter, with its buffers.
+    pub reader: std::cell::RefCell<weir_dataflow::source::CsvLineReader>,
 }
 
 impl weir_dataflow::LineFormat for CsvRows {
@@ -193,14 +195,8 @@ impl weir_dataflow::LineFormat for CsvRows {
         None
     }
     fn parse(&self, line: &[u8]) -> Result<Row, String> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(line);
-        let mut fields = csv::ByteRecord::new();
-        match reader.read_byte_record(&mut fields) {
-            Ok(true) => {}
-            Ok(false) => return Err("an empty line".into()),
-            Err(error) => return Err(format!("not CSV: {error}")),
-        }
+        let mut reader = self.reader.borrow_mut();
+        let fields = reader.read(line).map_err(|error| format!("not CSV: {error}"))?;
         if fields.len() != self.columns.len() {
             return Err(format!("{} fields, but the table has {} columns", fields.len(), self.columns.len()));
         }
@@ -351,7 +347,7 @@ fn nexmark_source(table: &TableDef) -> Result<SourceConnector, SqlError> {
 /// not yet, so they are empty strings, and a bid's `url` is derived from its channel.
 pub fn nexmark_row(event: &Event) -> Row {
     let text = |s: &str| Value::Str(Arc::from(s));
-    let empty = || Value::Str(EMPTY.with(Arc::clone));
+    let empty = || Value::Str(crate::types::empty_str());
     let nested = |values: Vec<Value>| Value::Row(Arc::from(values));
     match event {
         Event::Person(p) => vec![
@@ -407,7 +403,6 @@ pub fn nexmark_row(event: &Event) -> Row {
 type ChannelTexts = Vec<(String, Arc<str>, Arc<str>)>;
 
 thread_local! {
-    static EMPTY: Arc<str> = Arc::from("");
     /// Each channel's name and URL, shared by every bid of the channel (a handful of them).
     static CHANNELS: std::cell::RefCell<ChannelTexts> = const { std::cell::RefCell::new(Vec::new()) };
 }

@@ -150,7 +150,7 @@ fn source<'s>(job: &mut JobBuilder<'s>, scan: &Scan) -> Result<DataStream<'s, Ro
         }
         SourceConnector::Files { path, columns, errors } => {
             let files = input_files(&scan.table, path)?;
-            let format = CsvRows { columns: columns.clone(), computed: scan.computed.clone() };
+            let format = CsvRows { columns: columns.clone(), computed: scan.computed.clone(), reader: Default::default() };
             let streams = read(job, &name, FileSource::new(files, format), scan.event_time);
             match errors {
                 Some(dir) => streams.errors.sink_csv(&format!("{name}-errors"), dir),
