@@ -20,7 +20,7 @@ queries=("$@")
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 sed "s#\${OUT}#$work#; s#\${EVENTS}#$events#" "$here/export_bids.sql" > "$work/export.sql"
-"$weir" sql -f "$work/export.sql" --parallelism 1 > /dev/null 2>&1
+"$weir" sql -f "$work/export.sql" --parallelism 1 > "$work/export.log" 2>&1 || { cat "$work/export.log"; exit 1; }
 cat $(ls -d "$work"/bids/part-* | sort) > "$work/bids.csv"
 echo "input: $(wc -l < "$work/bids.csv") bids"
 for q in "${queries[@]}"; do

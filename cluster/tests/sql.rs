@@ -189,7 +189,7 @@ fn sql_reads_csv_files_and_their_windows_and_joins_equal_the_references() {
 #[test]
 fn a_malformed_csv_line_stops_the_job_with_its_place_or_goes_to_the_errors_directory() {
     let registry = weir_cluster::jobs::builtin();
-    let bad = ["1000,1001,lots,\"2023-11-14 22:13:21\",", "1000,1001,5"];
+    let bad = ["1000,1001,lots,\"2023-11-14 22:13:21\",", "1000,1001,5", "1000,1001,5,,"];
     let root = tempfile::tempdir().unwrap();
     let (input, out) = (root.path().join("bids"), root.path().join("out"));
     write_bids(&input, &bad);
@@ -204,12 +204,32 @@ fn a_malformed_csv_line_stops_the_job_with_its_place_or_goes_to_the_errors_direc
     let errors = root.path().join("errors");
     run_job(&registry, options(files_script(&input, &out, Some(&errors)), 1)).expect("runs");
     let rejected: Vec<String> = committed(&errors).into_iter().filter(|l| !l.starts_with("file,")).collect();
-    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected.len(), 3, "{rejected:?}");
     assert!(rejected
         .iter()
         .any(|l| l.contains("bids-1.csv,3,") && l.contains("3 fields, but the table has 5 columns")));
+    assert!(rejected
+        .iter()
+        .any(|l| l.contains("bids-1.csv,4,") && l.contains("time attribute (its WATERMARK column) is NULL")));
     let expected = nexmark::sql_stateful_expected(STATEFUL_EVENTS, SEED, STATEFUL_RATE);
     assert_eq!(committed(&out.join("tumbling")), expected[0]);
+
+    // Text with a line break splits its record over lines, whose rest could pass for a row:
+    // the job stops even with an errors directory.
+    let broken = root.path().join("broken");
+    write_bids(&broken, &["1000,1001,5,\"2023-11-14 22:13:21\",\"two", "lines\""]);
+    let out = root.path().join("out-3");
+    let error = run_job(&registry, options(files_script(&broken, &out, Some(&root.path().join("errors-3"))), 1))
+        .expect_err("stops")
+        .to_string();
+    assert!(
+        error.contains("bids-1.csv, line 2: not CSV: a quoted field is not closed; a text field holding a line break"),
+        "{error}"
+    );
+    // A directory among the files is refused, not skipped.
+    std::fs::create_dir(broken.join("more")).unwrap();
+    let error = run_job(&registry, options(files_script(&broken, &out, None), 1)).expect_err("refused").to_string();
+    assert!(error.contains("is a directory; subdirectories are not read yet"), "{error}");
 }
 
 #[test]

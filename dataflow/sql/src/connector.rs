@@ -187,6 +187,8 @@ pub struct CsvRows {
     pub computed: Vec<crate::expr::Scalar>,
     /// The line splitter, with its buffers.
     pub reader: std::cell::RefCell<weir_dataflow::source::CsvLineReader>,
+    /// The time attribute's column (physical or computed), which must not be `NULL`.
+    pub time: Option<usize>,
 }
 
 impl weir_dataflow::LineFormat for CsvRows {
@@ -207,6 +209,12 @@ impl weir_dataflow::LineFormat for CsvRows {
         }
         let computed: Vec<Value> = self.computed.iter().map(|c| c.eval(&row)).collect();
         row.extend(computed);
+        if let Some(time) = self.time {
+            if row[time] == Value::Null {
+                // Flink fails the job on a NULL rowtime; Weir would take it as late, and drop it.
+                return Err("the table's time attribute (its WATERMARK column) is NULL".into());
+            }
+        }
         Ok(row)
     }
 }

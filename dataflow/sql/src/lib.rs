@@ -39,6 +39,7 @@ use std::collections::BTreeMap;
 
 use weir_dataflow::api::WindowedStream;
 use weir_dataflow::keyed::KeySelector;
+use weir_dataflow::sink::ErrorRow;
 use weir_dataflow::window::{
     BoxedResult, CumulativeEventTimeWindows, EventTimeSessionWindows, SlidingEventTimeWindows,
     TumblingEventTimeWindows, WindowKind,
@@ -150,20 +151,36 @@ fn source<'s>(job: &mut JobBuilder<'s>, scan: &Scan) -> Result<DataStream<'s, Ro
         }
         SourceConnector::Files { path, columns, errors } => {
             let files = input_files(&scan.table, path)?;
-            let format = CsvRows { columns: columns.clone(), computed: scan.computed.clone(), reader: Default::default() };
+            let format = CsvRows {
+                columns: columns.clone(),
+                computed: scan.computed.clone(),
+                reader: Default::default(),
+                time: scan.event_time.map(|(column, _)| column),
+            };
             let streams = read(job, &name, FileSource::new(files, format), scan.event_time);
+            let table = scan.table.clone();
+            let stop = move |error: &ErrorRow, hint: &str| {
+                format!("table {table}: {}, line {}: {}; {hint}", error.file, error.line, error.reason)
+            };
             match errors {
-                Some(dir) => streams.errors.sink_csv(&format!("{name}-errors"), dir),
-                None => {
-                    let table = scan.table.clone();
-                    streams.errors.fail_if_any(move |error| {
-                        format!(
-                            "table {table}: {}, line {}: {}; the job stops on a malformed line (set \
-                             'errors.path' = '/a/directory' on the table to collect them instead)",
-                            error.file, error.line, error.reason
-                        )
-                    })
+                Some(dir) => {
+                    // A quoted field that does not close on its line holds a line break: its
+                    // record spans lines, which Weir cannot read yet — and its next lines, read
+                    // as records of their own, could pass for rows. That always stops the job.
+                    let broken = |error: &ErrorRow| error.reason.contains("a quoted field is not closed");
+                    let stop_broken = stop.clone();
+                    streams.errors.clone().filter(move |e| broken(e)).fail_if_any(move |error| {
+                        stop_broken(error, "a text field holding a line break cannot be read yet")
+                    });
+                    streams.errors.filter(move |e| !broken(e)).sink_csv(&format!("{name}-errors"), dir);
                 }
+                None => streams.errors.fail_if_any(move |error| {
+                    stop(
+                        error,
+                        "the job stops on a malformed line (set 'errors.path' = '/a/directory' on the table to \
+                         collect them instead)",
+                    )
+                }),
             }
             Ok(streams.records)
         }
@@ -195,12 +212,16 @@ fn input_files(table: &str, path: &str) -> Result<Vec<std::path::PathBuf>, Build
     if !weir_core::fs::metadata(path).map_err(error)?.is_dir {
         return Ok(vec![path.to_path_buf()]);
     }
-    let mut files: Vec<_> = weir_core::fs::read_dir(path)
-        .map_err(error)?
-        .into_iter()
-        .filter(|entry| !entry.is_dir && !entry.name.starts_with(['.', '_']))
-        .map(|entry| entry.path)
-        .collect();
+    let entries: Vec<_> =
+        weir_core::fs::read_dir(path).map_err(error)?.into_iter().filter(|e| !e.name.starts_with(['.', '_'])).collect();
+    if let Some(directory) = entries.iter().find(|e| e.is_dir) {
+        return Err(BuildError::Job(format!(
+            "SQL: table {table}: {} is a directory; subdirectories are not read yet: give 'path' the directory of \
+             the files",
+            directory.path.display()
+        )));
+    }
+    let mut files: Vec<_> = entries.into_iter().map(|entry| entry.path).collect();
     files.sort();
     Ok(files)
 }

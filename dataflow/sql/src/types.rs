@@ -358,6 +358,8 @@ pub fn read_csv_field(text: &str, ty: &SqlType) -> Result<Value, String> {
         return Ok(if *ty == SqlType::Varchar { Value::Str(empty_str()) } else { Value::Null });
     }
     let expected = || format!("`{}` is not a {ty}", text.chars().take(40).collect::<String>());
+    // Jackson, under Flink's CSV format, reads numbers and booleans with spaces around them.
+    let text = if *ty == SqlType::Varchar { text } else { text.trim_matches(' ') };
     match ty {
         SqlType::Varchar => Ok(Value::Str(Arc::from(text))),
         SqlType::Boolean => match text.to_ascii_lowercase().as_str() {
@@ -408,6 +410,14 @@ fn read_decimal(text: &str, precision: u8, scale: u8) -> Option<Value> {
     let after_point = fraction.len() as i64 - i64::from(exponent);
     // Scaled to `scale`: drop `after_point - scale` digits (rounding half up), or append zeros.
     let drop = after_point - i64::from(scale);
+    if digits.is_empty() {
+        return Some(Value::Decimal { unscaled: 0, scale });
+    }
+    // Digits before the point past the precision: NULL, decided before any zeros are appended
+    // (`1e999999999` must not build a billion-digit string).
+    if drop < 0 && digits.len() as i64 - drop > i64::from(precision) {
+        return Some(Value::Null);
+    }
     let (kept, round_up) = if drop > 0 {
         let drop = drop as usize;
         if drop > digits.len() {
@@ -420,7 +430,7 @@ fn read_decimal(text: &str, precision: u8, scale: u8) -> Option<Value> {
         (format!("{digits}{}", "0".repeat((-drop) as usize)), false)
     };
     let kept = kept.trim_start_matches('0');
-    if kept.len() > usize::from(precision) + 1 {
+    if kept.len() > usize::from(precision) {
         return Some(Value::Null);
     }
     let mut unscaled: i128 = if kept.is_empty() { 0 } else { kept.parse().ok()? };
@@ -515,6 +525,12 @@ mod tests {
         assert_eq!(read_csv_field("-1.005", &decimal), Ok(Value::Decimal { unscaled: -101, scale: 2 }));
         assert_eq!(read_csv_field("1.5E1", &decimal), Ok(Value::Decimal { unscaled: 1_500, scale: 2 }));
         assert_eq!(read_csv_field("100.00", &decimal), Ok(Value::Null), "past DECIMAL(4, 2)");
+        assert_eq!(read_csv_field("1e999999999", &decimal), Ok(Value::Null), "no billion zeros are built");
+        assert_eq!(read_csv_field("1e-999999999", &decimal), Ok(Value::Decimal { unscaled: 0, scale: 2 }));
+        assert_eq!(read_csv_field(" 7 ", &SqlType::BIGINT), Ok(Value::Int(7)), "spaces around a number");
+        let widest = SqlType::Decimal { precision: 38, scale: 0 };
+        assert_eq!(read_csv_field(&"9".repeat(39), &widest), Ok(Value::Null), "39 digits");
+        assert_eq!(read_csv_field(&format!("{}.9", "9".repeat(38)), &widest), Ok(Value::Null), "rounds past 38");
         assert_eq!(read_csv_field("", &SqlType::Varchar), Ok(Value::Str(Arc::from(""))));
     }
 
