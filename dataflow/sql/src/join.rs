@@ -1,8 +1,8 @@
 //! Joins of two pipelines' rows, keyed by the values of their join keys.
 //!
-//! Both run on the DataStream API with [`GroupKey`]s as keys, and a key holding `NULL` joins
-//! nothing (SQL's `=` is never true for `NULL`). Their inputs are append-only, and so are their
-//! results: an inner join of rows that are never retracted only ever adds pairs.
+//! Both run on the DataStream API with [`GroupKey`]s as keys, and a key holding `NULL` or `NaN`
+//! joins nothing (SQL's `=` is never true for them). Their inputs are append-only, and so are
+//! their results: an inner join of rows that are never retracted only ever adds pairs.
 //!
 //! - A **window join** meets the rows of two window aggregations window by window: every result
 //!   row of a window carries the window's last millisecond as its event time, so the rows that
