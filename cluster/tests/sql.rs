@@ -71,6 +71,8 @@ fn a_sql_job_is_exactly_once_through_a_crash() {
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("out");
     let mut options = options(script(&out), 2);
+    // Slow enough that checkpoint 3 comes before the end even when checkpoints are slow.
+    options.rate_limit = Some(100_000);
     options.checkpoint_location = Some(root.path().join("checkpoints").display().to_string());
     let mut crashing = options.clone();
     crashing.crash_at = Some(CrashPoint::BeforeCommit { checkpoint: 3 });
@@ -114,8 +116,8 @@ fn windows_and_joins_in_sql_are_exactly_once_through_a_crash() {
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("out");
     let mut options = options(nexmark::sql_stateful(&out, STATEFUL_EVENTS, SEED, STATEFUL_RATE), 2);
-    // Slow enough for several checkpoints (each table is read once).
-    options.rate_limit = Some(100_000);
+    // Slow enough for several checkpoints, even slow ones (each table is read once).
+    options.rate_limit = Some(50_000);
     options.checkpoint_location = Some(root.path().join("checkpoints").display().to_string());
     let mut crashing = options.clone();
     crashing.crash_at = Some(CrashPoint::BeforeCommit { checkpoint: 3 });
