@@ -288,7 +288,7 @@ fn timestamp(ms: i64) -> String {
 
 /// Stateful SQL over Nexmark's events, committed to CSV files under `out`: a tumbling window
 /// with every aggregate function and `HAVING`, q5's hopping count, q11's sessions as published,
-/// a cumulating window, q8's window join, and q3's and q7's regular joins as published. Events come at
+/// a cumulating window, q8's window join, and q3's, q7's and q20's regular joins as published. Events come at
 /// `events_per_second`; pick it so that the input spans many windows.
 pub fn sql_stateful(out: &std::path::Path, events: u64, seed: u64, events_per_second: u64) -> String {
     let out = out.display();
@@ -335,6 +335,11 @@ CREATE TABLE q3 (name VARCHAR, city VARCHAR, state VARCHAR, id BIGINT)
   WITH ('connector' = 'filesystem', 'path' = '{out}/q3', 'format' = 'csv');
 CREATE TABLE q7 (auction BIGINT, bidder BIGINT, price BIGINT, `dateTime` TIMESTAMP(3), extra VARCHAR)
   WITH ('connector' = 'filesystem', 'path' = '{out}/q7', 'format' = 'csv');
+CREATE TABLE q20 (
+    auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, bid_dateTime TIMESTAMP(3),
+    bid_extra VARCHAR, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT,
+    auction_dateTime TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, auction_extra VARCHAR
+) WITH ('connector' = 'filesystem', 'path' = '{out}/q20', 'format' = 'csv');
 
 INSERT INTO tumbling
 SELECT auction, COUNT(*) AS bids, MIN(price), MAX(price), SUM(price), AVG(price), COUNT(DISTINCT bidder),
@@ -401,6 +406,14 @@ JOIN (
 ) B1
 ON B.price = B1.maxprice
 WHERE B.`dateTime` BETWEEN B1.`dateTime`  - INTERVAL '10' SECOND AND B1.`dateTime`;
+
+INSERT INTO q20
+SELECT
+    auction, bidder, price, channel, url, B.`dateTime`, B.extra,
+    itemName, description, initialBid, reserve, A.`dateTime`, expires, seller, category, A.extra
+FROM
+    bid AS B INNER JOIN auction AS A on B.auction = A.id
+WHERE A.category = 10;
 "
     )
 }
@@ -426,11 +439,11 @@ fn csv_text(text: &str) -> String {
 }
 
 /// What [`sql_stateful`] must commit, as sorted CSV lines per table (tumbling, hopping,
-/// sessions, cumulating, q8, q3, q7), computed window by window and person by person from the
+/// sessions, cumulating, q8, q3, q7, q20), computed window by window and person by person from the
 /// events. Windows are aligned to the
 /// epoch; a session is its bids' span plus the gap (bids a gap apart or less share one);
 /// `AVG` of integers truncates.
-pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 7] {
+pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 8] {
     let mut config = NexmarkConfig::new(events, seed);
     config.events_per_second = events_per_second;
     let events = self::events(&config);
@@ -576,6 +589,39 @@ pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> 
         }
     }
 
+    // q20: every bid on an auction of category 10, with the auction's columns. Weir's generator
+    // leaves `extra` and `description` empty and derives a bid's URL from its channel.
+    let auctions: BTreeMap<i64, &weir_core::nexmark::Auction> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Auction(a) if a.category == 10 => Some((a.id, a)),
+            _ => None,
+        })
+        .collect();
+    let q20 = all
+        .iter()
+        .filter_map(|b| auctions.get(&b.auction).map(|a| (b, a)))
+        .map(|(b, a)| {
+            let url = format!("https://www.nexmark.com/{}/item.htm?query=1", b.channel.to_ascii_lowercase());
+            format!(
+                "{},{},{},{},{},{},,{},,{},{},{},{},{},{},",
+                b.auction,
+                b.bidder,
+                b.price,
+                csv_text(&b.channel),
+                csv_text(&url),
+                quoted(b.date_time),
+                csv_text(&a.item_name),
+                a.initial_bid,
+                a.reserve,
+                quoted(a.date_time),
+                quoted(a.expires),
+                a.seller,
+                a.category
+            )
+        })
+        .collect();
+
     [
         sorted(tumbling),
         sorted(hopping.collect()),
@@ -584,5 +630,6 @@ pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> 
         sorted(q8),
         sorted(q3),
         sorted(q7),
+        sorted(q20),
     ]
 }

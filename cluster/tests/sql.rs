@@ -2,7 +2,7 @@
 //! as the built-in `sql` job, at parallelism 1, 2 and 4 and through a crash, and their committed
 //! CSV output equals what `weir_chaos::nexmark`'s sequential references compute from the same
 //! events. `weir_chaos::nexmark::sql_q0_to_q2` holds Nexmark q0, q1 and q2;
-//! `weir_chaos::nexmark::sql_stateful` window aggregations (q11 among them) and joins (q3, q7, q8).
+//! `weir_chaos::nexmark::sql_stateful` window aggregations (q11 among them) and joins (q3, q7, q8, q20).
 //! The simulator runs both. Bad scripts fail before anything runs, with the line and column of
 //! the problem.
 #![allow(clippy::disallowed_methods)] // tests inspect real directories with std::fs
@@ -92,7 +92,9 @@ const STATEFUL_RATE: u64 = 200;
 
 fn check_stateful(out: &Path, context: &str) {
     let expected = nexmark::sql_stateful_expected(STATEFUL_EVENTS, SEED, STATEFUL_RATE);
-    for (table, lines) in ["tumbling", "hopping", "sessions", "cumulating", "q8", "q3", "q7"].iter().zip(expected) {
+    for (table, lines) in
+        ["tumbling", "hopping", "sessions", "cumulating", "q8", "q3", "q7", "q20"].iter().zip(expected)
+    {
         assert!(lines.len() >= 10, "{table}: the reference has results ({})", lines.len());
         assert_eq!(committed(&out.join(table)), lines, "{table}, {context}");
     }
