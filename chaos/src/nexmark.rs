@@ -172,15 +172,11 @@ pub fn q8(events: &[Event], size: i64) -> Vec<(i64, String, i64)> {
     rows
 }
 
-/// A Flink SQL script running Nexmark q0, q1 and q2 over `events` generated events (`seed`),
-/// writing CSV into `out/q0`, `out/q1` and `out/q2`: Nexmark's generator table (with its
-/// computed event time and watermark), a view of its bids, and the three queries as Nexmark
-/// writes them.
-pub fn sql_q0_to_q2(out: &std::path::Path, events: u64, seed: u64) -> String {
-    let out = out.display();
+/// Nexmark's generator as a table, as Nexmark's `ddl_gen.sql` declares it (physical columns, a
+/// computed event time, a 4 s watermark), and its `bid` view.
+fn nexmark_table(events: u64, seed: u64, events_per_second: u64) -> String {
     format!(
-        "-- Nexmark's generator, as a table (physical columns, a computed event time, a watermark)
-CREATE TABLE datagen (
+        "CREATE TABLE datagen (
   event_type INT,
   person ROW<id BIGINT, name VARCHAR, emailAddress VARCHAR, creditCard VARCHAR, city VARCHAR, state VARCHAR,
              `dateTime` TIMESTAMP(3), extra VARCHAR>,
@@ -192,11 +188,24 @@ CREATE TABLE datagen (
                      WHEN event_type = 1 THEN auction.`dateTime`
                      ELSE bid.`dateTime` END,
   WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '4' SECOND
-) WITH ('connector' = 'nexmark', 'events.num' = '{events}', 'seed' = '{seed}', 'first-event.rate' = '10000');
+) WITH ('connector' = 'nexmark', 'events.num' = '{events}', 'seed' = '{seed}',
+        'first-event.rate' = '{events_per_second}', 'next-event.rate' = '{events_per_second}');
 
 CREATE VIEW bid AS
   SELECT bid.auction, bid.bidder, bid.price, bid.channel, bid.url, `dateTime`, bid.extra
-  FROM datagen WHERE event_type = 2;
+  FROM datagen WHERE event_type = 2;"
+    )
+}
+
+/// A Flink SQL script running Nexmark q0, q1 and q2 over `events` generated events (`seed`),
+/// writing CSV into `out/q0`, `out/q1` and `out/q2`: Nexmark's generator table (with its
+/// computed event time and watermark), a view of its bids, and the three queries as Nexmark
+/// writes them.
+pub fn sql_q0_to_q2(out: &std::path::Path, events: u64, seed: u64) -> String {
+    let out = out.display();
+    let generator = nexmark_table(events, seed, 10_000);
+    format!(
+        "{generator}
 
 CREATE TABLE q0 (auction BIGINT, bidder BIGINT, price BIGINT, `dateTime` TIMESTAMP(3), extra VARCHAR)
   WITH ('connector' = 'filesystem', 'path' = '{out}/q0', 'format' = 'csv');
@@ -292,25 +301,9 @@ fn timestamp(ms: i64) -> String {
 /// `events_per_second`; pick it so that the input spans many windows.
 pub fn sql_stateful(out: &std::path::Path, events: u64, seed: u64, events_per_second: u64) -> String {
     let out = out.display();
+    let generator = nexmark_table(events, seed, events_per_second);
     format!(
-        "CREATE TABLE datagen (
-  event_type INT,
-  person ROW<id BIGINT, name VARCHAR, emailAddress VARCHAR, creditCard VARCHAR, city VARCHAR, state VARCHAR,
-             `dateTime` TIMESTAMP(3), extra VARCHAR>,
-  auction ROW<id BIGINT, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT,
-              `dateTime` TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra VARCHAR>,
-  bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3),
-          extra VARCHAR>,
-  `dateTime` AS CASE WHEN event_type = 0 THEN person.`dateTime`
-                     WHEN event_type = 1 THEN auction.`dateTime`
-                     ELSE bid.`dateTime` END,
-  WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '4' SECOND
-) WITH ('connector' = 'nexmark', 'events.num' = '{events}', 'seed' = '{seed}',
-        'first-event.rate' = '{events_per_second}', 'next-event.rate' = '{events_per_second}');
-
-CREATE VIEW bid AS
-  SELECT bid.auction, bid.bidder, bid.price, bid.channel, bid.url, `dateTime`, bid.extra
-  FROM datagen WHERE event_type = 2;
+        "{generator}
 CREATE VIEW person AS
   SELECT person.id, person.name, person.emailAddress, person.creditCard, person.city, person.state, `dateTime`,
          person.extra

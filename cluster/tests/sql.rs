@@ -65,15 +65,12 @@ fn nexmark_q0_to_q2_in_sql_equal_their_references_at_every_parallelism() {
     }
 }
 
-#[test]
-fn a_sql_job_is_exactly_once_through_a_crash() {
+/// Runs a job at `rate_limit` events a second, with checkpoints under `root`, until it crashes
+/// before checkpoint 3 commits; then again, resuming from checkpoint 3, to the end.
+fn crash_before_checkpoint_3_and_resume(mut options: RunOptions, rate_limit: u64, root: &Path) {
     let registry = weir_cluster::jobs::builtin();
-    let root = tempfile::tempdir().unwrap();
-    let out = root.path().join("out");
-    let mut options = options(script(&out), 2);
-    // Slow enough that checkpoint 3 comes before the end even when checkpoints are slow.
-    options.rate_limit = Some(100_000);
-    options.checkpoint_location = Some(root.path().join("checkpoints").display().to_string());
+    options.rate_limit = Some(rate_limit);
+    options.checkpoint_location = Some(root.join("checkpoints").display().to_string());
     let mut crashing = options.clone();
     crashing.crash_at = Some(CrashPoint::BeforeCommit { checkpoint: 3 });
     match run_job(&registry, crashing) {
@@ -82,6 +79,14 @@ fn a_sql_job_is_exactly_once_through_a_crash() {
     }
     let summary = run_job(&registry, options).expect("resumes");
     assert_eq!(summary.restored_from, Some(3));
+}
+
+#[test]
+fn a_sql_job_is_exactly_once_through_a_crash() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    // Slow enough that checkpoint 3 comes before the end even when checkpoints are slow.
+    crash_before_checkpoint_3_and_resume(options(script(&out), 2), 100_000, root.path());
     check(&out, "after a crash before checkpoint 3 committed");
 }
 
@@ -114,21 +119,11 @@ fn windows_and_joins_in_sql_equal_their_references_at_every_parallelism() {
 
 #[test]
 fn windows_and_joins_in_sql_are_exactly_once_through_a_crash() {
-    let registry = weir_cluster::jobs::builtin();
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("out");
-    let mut options = options(nexmark::sql_stateful(&out, STATEFUL_EVENTS, SEED, STATEFUL_RATE), 2);
     // Slow enough for several checkpoints, even slow ones (each table is read once).
-    options.rate_limit = Some(50_000);
-    options.checkpoint_location = Some(root.path().join("checkpoints").display().to_string());
-    let mut crashing = options.clone();
-    crashing.crash_at = Some(CrashPoint::BeforeCommit { checkpoint: 3 });
-    match run_job(&registry, crashing) {
-        Err(RunError::Job(JobError::Crashed(_))) => {}
-        other => panic!("expected the crash, got {other:?}"),
-    }
-    let summary = run_job(&registry, options).expect("resumes");
-    assert_eq!(summary.restored_from, Some(3));
+    let script = nexmark::sql_stateful(&out, STATEFUL_EVENTS, SEED, STATEFUL_RATE);
+    crash_before_checkpoint_3_and_resume(options(script, 2), 50_000, root.path());
     check_stateful(&out, "after a crash before checkpoint 3 committed");
 }
 
