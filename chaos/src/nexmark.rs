@@ -333,6 +333,8 @@ CREATE TABLE q20 (
     bid_extra VARCHAR, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT,
     auction_dateTime TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, auction_extra VARCHAR
 ) WITH ('connector' = 'filesystem', 'path' = '{out}/q20', 'format' = 'csv');
+CREATE TABLE q4 (id BIGINT, final BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q4', 'format' = 'changelog-csv');
 
 INSERT INTO tumbling
 SELECT auction, COUNT(*) AS bids, MIN(price), MAX(price), SUM(price), AVG(price), COUNT(DISTINCT bidder),
@@ -407,6 +409,18 @@ SELECT
 FROM
     bid AS B INNER JOIN auction AS A on B.auction = A.id
 WHERE A.category = 10;
+
+INSERT INTO q4
+SELECT
+    Q.category,
+    AVG(Q.final)
+FROM (
+    SELECT MAX(B.price) AS final, A.category
+    FROM auction A, bid B
+    WHERE A.id = B.auction AND B.`dateTime` BETWEEN A.`dateTime` AND A.expires
+    GROUP BY A.id, A.category
+) Q
+GROUP BY Q.category;
 "
     )
 }
@@ -432,11 +446,11 @@ fn csv_text(text: &str) -> String {
 }
 
 /// What [`sql_stateful`] must commit, as sorted CSV lines per table (tumbling, hopping,
-/// sessions, cumulating, q8, q3, q7, q20), computed window by window and person by person from the
-/// events. Windows are aligned to the
+/// sessions, cumulating, q8, q3, q7, q20, q4), computed window by window and person by person from the
+/// events; for q4, an updating result, its changelog (see [`sql_q4_changelog`]). Windows are aligned to the
 /// epoch; a session is its bids' span plus the gap (bids a gap apart or less share one);
 /// `AVG` of integers truncates.
-pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 8] {
+pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 9] {
     let mut config = NexmarkConfig::new(events, seed);
     config.events_per_second = events_per_second;
     let events = self::events(&config);
@@ -624,5 +638,61 @@ pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> 
         sorted(q3),
         sorted(q7),
         sorted(q20),
+        sorted(sql_q4_changelog(&events)),
     ]
+}
+
+/// Nexmark q4 in SQL (the average closing price per category, an updating result) as Weir's
+/// changelog: a bid joins its auction when it falls between the auction's opening and expiry
+/// (both included), at the bid's event time (the later of the two). Event time by event time,
+/// each category whose average — over its auctions' highest joined bids, truncated as `AVG` of
+/// `BIGINT` — changed gives `-U` of the old row and `+U` of the new, or `+I` if it had none.
+pub fn sql_q4_changelog(events: &[Event]) -> Vec<String> {
+    let auctions: BTreeMap<i64, &weir_core::nexmark::Auction> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Auction(a) => Some((a.id, a)),
+            _ => None,
+        })
+        .collect();
+    // The joined bids by event time: (auction, category, price).
+    let mut joined: BTreeMap<i64, Vec<(i64, i64, i64)>> = BTreeMap::new();
+    for bid in bids(events) {
+        if let Some(a) = auctions.get(&bid.auction) {
+            if a.date_time <= bid.date_time && bid.date_time <= a.expires {
+                joined.entry(bid.date_time).or_default().push((a.id, a.category, bid.price));
+            }
+        }
+    }
+    let mut highest: BTreeMap<i64, i64> = BTreeMap::new();
+    // Per category: the sum of its auctions' highest bids, and how many auctions.
+    let mut totals: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    let mut lines = Vec::new();
+    for (_, bids) in joined {
+        let before: BTreeMap<i64, Option<i64>> =
+            bids.iter().map(|&(_, category, _)| (category, totals.get(&category).map(|(sum, n)| sum / n))).collect();
+        for (auction, category, price) in bids {
+            let total = totals.entry(category).or_default();
+            match highest.get(&auction) {
+                Some(&old) if old >= price => {}
+                Some(&old) => {
+                    total.0 += price - old;
+                    highest.insert(auction, price);
+                }
+                None => {
+                    *total = (total.0 + price, total.1 + 1);
+                    highest.insert(auction, price);
+                }
+            }
+        }
+        for (category, old) in before {
+            let (sum, n) = totals[&category];
+            match old {
+                Some(old) if old == sum / n => {}
+                Some(old) => lines.extend([format!("-U,{category},{old}"), format!("+U,{category},{}", sum / n)]),
+                None => lines.push(format!("+I,{category},{}", sum / n)),
+            }
+        }
+    }
+    lines
 }

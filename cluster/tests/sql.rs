@@ -2,7 +2,8 @@
 //! as the built-in `sql` job, at parallelism 1, 2 and 4 and through a crash, and their committed
 //! CSV output equals what `weir_chaos::nexmark`'s sequential references compute from the same
 //! events. `weir_chaos::nexmark::sql_q0_to_q2` holds Nexmark q0, q1 and q2;
-//! `weir_chaos::nexmark::sql_stateful` window aggregations (q11 among them) and joins (q3, q7, q8, q20).
+//! `weir_chaos::nexmark::sql_stateful` window aggregations (q11 among them), joins (q3, q7, q8, q20)
+//! and an updating result (q4, whose changelog is compared line by line).
 //! The simulator runs both. Bad scripts fail before anything runs, with the line and column of
 //! the problem.
 #![allow(clippy::disallowed_methods)] // tests inspect real directories with std::fs
@@ -98,7 +99,7 @@ const STATEFUL_RATE: u64 = 200;
 fn check_stateful(out: &Path, context: &str) {
     let expected = nexmark::sql_stateful_expected(STATEFUL_EVENTS, SEED, STATEFUL_RATE);
     for (table, lines) in
-        ["tumbling", "hopping", "sessions", "cumulating", "q8", "q3", "q7", "q20"].iter().zip(expected)
+        ["tumbling", "hopping", "sessions", "cumulating", "q8", "q3", "q7", "q20", "q4"].iter().zip(expected)
     {
         assert!(lines.len() >= 10, "{table}: the reference has results ({})", lines.len());
         assert_eq!(committed(&out.join(table)), lines, "{table}, {context}");
@@ -125,6 +126,27 @@ fn windows_and_joins_in_sql_are_exactly_once_through_a_crash() {
     let script = nexmark::sql_stateful(&out, STATEFUL_EVENTS, SEED, STATEFUL_RATE);
     crash_before_checkpoint_3_and_resume(options(script, 2), 50_000, root.path());
     check_stateful(&out, "after a crash before checkpoint 3 committed");
+}
+
+#[test]
+fn an_updating_result_is_exactly_once_through_a_crash() {
+    let registry = weir_cluster::jobs::builtin();
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    // 20 events a second of event time: q4 has committed changes by checkpoint 3.
+    let script = nexmark::sql_stateful(&out, STATEFUL_EVENTS, SEED, 20);
+    let mut options = options(script, 2);
+    options.rate_limit = Some(50_000);
+    options.checkpoint_location = Some(root.path().join("checkpoints").display().to_string());
+    let mut crashing = options.clone();
+    crashing.crash_at = Some(CrashPoint::BeforeCommit { checkpoint: 3 });
+    assert!(matches!(run_job(&registry, crashing), Err(RunError::Job(JobError::Crashed(_)))), "the crash");
+    let before = committed(&out.join("q4"));
+    assert!(!before.is_empty(), "q4 committed changes before the crash");
+    assert_eq!(run_job(&registry, options).expect("resumes").restored_from, Some(3));
+    let expected = nexmark::sql_stateful_expected(STATEFUL_EVENTS, SEED, 20);
+    assert!(expected[8].len() > before.len(), "q4 changes after the crash too");
+    assert_eq!(committed(&out.join("q4")), expected[8], "q4's changelog after a crash");
 }
 
 /// A script reading bids from CSV files (three, each in time order) into the tumbling window

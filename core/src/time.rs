@@ -51,6 +51,20 @@ impl Timestamp for Time {
     }
 }
 
+/// The product order is a lattice: the least upper bound of two times takes each coordinate's
+/// maximum, the greatest lower bound each coordinate's minimum. Differential dataflow needs it to
+/// compact updates (see `weir_dataflow::updating`).
+impl differential_dataflow::lattice::Lattice for Time {
+    #[inline]
+    fn join(&self, other: &Self) -> Self {
+        Time { epoch: self.epoch.max(other.epoch), event_time: self.event_time.max(other.event_time) }
+    }
+    #[inline]
+    fn meet(&self, other: &Self) -> Self {
+        Time { epoch: self.epoch.min(other.epoch), event_time: self.event_time.min(other.event_time) }
+    }
+}
+
 impl Refines<()> for Time {
     fn to_inner(_: ()) -> Self {
         Self::minimum()

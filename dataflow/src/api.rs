@@ -404,6 +404,31 @@ impl<'s, T: Data> DataStream<'s, T> {
         DataStream::new(stream, self.shared.clone(), self.timestamps, origin.to_owned(), None)
     }
 
+    /// A stream of the job `shared` belongs to (see [`crate::updating`]).
+    pub(crate) fn from_parts(
+        stream: Stream<'s, Time, Vec<Record<T>>>,
+        shared: Rc<Shared>,
+        timestamps: bool,
+        origin: &str,
+    ) -> Self {
+        DataStream::new(stream, shared, timestamps, origin.to_owned(), None)
+    }
+
+    /// The job this stream belongs to.
+    pub(crate) fn shared(&self) -> Rc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Whether records carry event time from a timestamp assigner.
+    pub(crate) fn has_timestamps(&self) -> bool {
+        self.timestamps
+    }
+
+    /// The timely stream, marking this one read.
+    pub(crate) fn into_stream(self) -> Stream<'s, Time, Vec<Record<T>>> {
+        self.take()
+    }
+
     /// The timely stream, marking this one read.
     fn take(self) -> Stream<'s, Time, Vec<Record<T>>> {
         if let Some(read) = &self.read {
@@ -726,6 +751,11 @@ where
     T: Data,
     KF: KeySelector<T, K> + Clone,
 {
+    /// The partitioned stream and its key selector.
+    pub(crate) fn into_parts(self) -> (DataStream<'s, T>, KF) {
+        (self.stream, self.key)
+    }
+
     /// Groups each key's records into event-time windows: tumbling, sliding, cumulating or
     /// session windows.
     pub fn window<W: 'static>(self, assigner: W) -> WindowedStream<'s, K, T, KF, W> {

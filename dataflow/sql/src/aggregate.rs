@@ -428,6 +428,53 @@ pub fn result_row(
     row
 }
 
+/// A row as differential dataflow holds it: ordered value by value (doubles by their total
+/// order, so `-0.0` and `0.0` stay apart, as they print apart), equal when that order says so.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SortedRow(pub Row);
+
+impl PartialEq for SortedRow {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for SortedRow {}
+
+impl PartialOrd for SortedRow {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SortedRow {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.len().cmp(&other.0.len()).then_with(|| {
+            self.0.iter().zip(&other.0).map(|(a, b)| total_order(a, b)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+        })
+    }
+}
+
+/// An aggregate without a window (an updating one): a group's row from all of its input rows,
+/// `[keys…, NULL, NULL, NULL, aggregates…]` — the layout of a window aggregation's row, whose
+/// window columns a query cannot name here — recomputed whenever the group's rows change.
+/// `rows` are the group's rows, each with its multiplicity (positive: differential's reduce
+/// hands over the current multiset).
+pub fn group_row(aggregates: &SqlAggregates, key: &GroupKey, rows: &[(&SortedRow, isize)]) -> SortedRow {
+    let mut accumulators = aggregates.create_accumulator();
+    for (row, count) in rows {
+        assert!(*count > 0, "a group holds a row a negative number of times: {:?}", row.0);
+        for _ in 0..*count {
+            aggregates.add(&mut accumulators, &row.0);
+        }
+    }
+    let mut row = Vec::with_capacity(key.0.len() + 3 + aggregates.calls.len());
+    row.extend(key.0.iter().cloned());
+    row.extend([Value::Null, Value::Null, Value::Null]);
+    row.extend(aggregates.results(accumulators));
+    SortedRow(row)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,9 @@ pub enum SinkConnector {
     Filesystem {
         /// The directory.
         path: String,
+        /// `'format' = 'changelog-csv'`: each row led by its change (`+I`, `-U`, `+U`, `-D`), so
+        /// that the files hold an updating result's changelog. (`'csv'` takes append-only rows.)
+        changelog: bool,
     },
 }
 
@@ -156,14 +159,20 @@ pub fn sink(table: &TableDef) -> Result<SinkConnector, SqlError> {
         "filesystem" => {
             check_options(table, &["path", "format"])?;
             let path = absolute_path(table, "path")?;
-            check_csv_format(table)?;
+            let changelog = table.options.get("format").map(String::as_str) == Some("changelog-csv");
+            if !changelog {
+                check_csv_format(table).map_err(|mut error| {
+                    error.message.push_str(" (or 'changelog-csv', for an updating result)");
+                    error
+                })?;
+            }
             if let Some((column, _)) = table.physical().find(|(_, ty)| matches!(ty, SqlType::Row(_))) {
                 return Err(SqlError::at(
                     column.at,
                     format!("table {}: a ROW column ({}) cannot be written as CSV yet", table.name, column.name),
                 ));
             }
-            Ok(SinkConnector::Filesystem { path })
+            Ok(SinkConnector::Filesystem { path, changelog })
         }
         "nexmark" => Err(SqlError::at(
             table.at,

@@ -45,10 +45,11 @@ use weir_dataflow::window::{
     TumblingEventTimeWindows, WindowKind,
 };
 
-use crate::aggregate::{result_row, Accumulator, GroupKey, SqlAggregates, WindowSpec};
+use crate::aggregate::{group_row, result_row, Accumulator, GroupKey, SortedRow, SqlAggregates, WindowSpec};
 use crate::connector::{CsvRows, RowGenerator, SinkConnector, SourceConnector};
 use crate::plan::{Catalog, Input, Insert, JoinKind, Pipeline, Scan, Stage, Step};
 use crate::types::Row;
+use weir_dataflow::{ChangeKind, UpdatingStream};
 
 /// The built-in `sql` job: runs the script given as its `script` parameter.
 pub fn job() -> JobDef {
@@ -75,14 +76,48 @@ pub fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError
     for (index, insert) in inserts.into_iter().enumerate() {
         let name = format!("{}-{index}", insert.sink_table);
         let mut ids = OperatorIds { sink: name.clone(), operators: 0 };
-        let rows = pipeline(job, insert.pipeline, &mut ids, &mut tables)?;
+        let rows = match pipeline(job, insert.pipeline, &mut ids, &mut tables)? {
+            Rows::Append(rows) => rows,
+            Rows::Updating(rows) => {
+                let changes = rows.changelog(&ids.operator("changelog"));
+                let changes = changes.map(|change| ChangedRow { kind: change.kind, row: change.row.0 });
+                match insert.sink {
+                    SinkConnector::Blackhole => changes.discard(),
+                    SinkConnector::Print => {
+                        changes.map(|c| Printed(print_row(c.kind, &c.row))).print(&insert.sink_table)
+                    }
+                    SinkConnector::Filesystem { path, changelog: true } => {
+                        changes.sink_files(&name, path, ChangelogCsv)
+                    }
+                    SinkConnector::Filesystem { changelog: false, .. } => {
+                        return Err(BuildError::Job(format!(
+                            "SQL: table {} is append-only but its query's result updates (the planner refuses this)",
+                            insert.sink_table
+                        )))
+                    }
+                }
+                continue;
+            }
+        };
         match insert.sink {
             SinkConnector::Blackhole => rows.discard(),
-            SinkConnector::Print => rows.map(|row| Printed(print_row(&row))).print(&insert.sink_table),
-            SinkConnector::Filesystem { path } => rows.sink_files(&name, path, CsvFormat),
+            SinkConnector::Print => {
+                rows.map(|row| Printed(print_row(ChangeKind::Insert, &row))).print(&insert.sink_table)
+            }
+            SinkConnector::Filesystem { path, changelog: false } => rows.sink_files(&name, path, CsvFormat),
+            SinkConnector::Filesystem { path, changelog: true } => {
+                rows.map(|row| ChangedRow { kind: ChangeKind::Insert, row }).sink_files(&name, path, ChangelogCsv)
+            }
         }
     }
     Ok(())
+}
+
+/// A pipeline's rows: append-only, or an updating result keyed by the group of the
+/// aggregation that made it.
+enum Rows<'s> {
+    Append(DataStream<'s, Row>),
+    Updating(UpdatingStream<'s, GroupKey, SortedRow>),
 }
 
 /// Stable ids for the operators of one `INSERT` (their state is checkpointed under them).
@@ -108,8 +143,12 @@ fn pipeline<'s>(
     pipeline: Pipeline,
     ids: &mut OperatorIds,
     tables: &mut Tables<'s>,
-) -> Result<DataStream<'s, Row>, BuildError> {
-    let mut rows = match pipeline.input {
+) -> Result<Rows<'s>, BuildError> {
+    let append_only = |rows: Rows<'s>| match rows {
+        Rows::Append(rows) => Ok(rows),
+        Rows::Updating(_) => Err(BuildError::Job("SQL: a join of an updating result (the planner refuses it)".into())),
+    };
+    let rows = match pipeline.input {
         Input::Table(scan) => match tables.get(&scan.table) {
             Some(rows) => rows.clone(),
             None => {
@@ -119,19 +158,40 @@ fn pipeline<'s>(
             }
         },
         Input::Join { kind, left, right, left_keys, right_keys } => {
-            let left = self::pipeline(job, *left, ids, tables)?;
-            let right = self::pipeline(job, *right, ids, tables)?;
+            let left = append_only(self::pipeline(job, *left, ids, tables)?)?;
+            let right = append_only(self::pipeline(job, *right, ids, tables)?)?;
             match kind {
                 JoinKind::Window => join::window_join(left, right, left_keys, right_keys, &ids.operator("window-join")),
                 JoinKind::Regular => join::regular_join(left, right, left_keys, right_keys, &ids.operator("join")),
             }
         }
     };
+    let mut rows = Rows::Append(rows);
     for stage in pipeline.stages {
-        rows = match stage {
-            Stage::Map(steps) => rows.flat_map(move |row| Step::run(&steps, row)),
-            Stage::WindowAggregate { window, keys, aggregates } => {
-                window_aggregate(rows, window, keys, aggregates, &ids.operator("window"))
+        rows = match (stage, rows) {
+            (Stage::Map(steps), Rows::Append(rows)) => Rows::Append(rows.flat_map(move |row| Step::run(&steps, row))),
+            (Stage::Map(steps), Rows::Updating(rows)) => {
+                Rows::Updating(rows.map_rows(move |row| Step::run(&steps, row.0).map(SortedRow)))
+            }
+            (Stage::WindowAggregate { window, keys, aggregates }, Rows::Append(rows)) => {
+                Rows::Append(window_aggregate(rows, window, keys, aggregates, &ids.operator("window")))
+            }
+            (Stage::WindowAggregate { .. }, Rows::Updating(_)) => {
+                return Err(BuildError::Job("SQL: a window over an updating result (the planner refuses it)".into()))
+            }
+            (Stage::Aggregate { keys, aggregates }, rows) => {
+                let grouped = match rows {
+                    Rows::Append(rows) => rows
+                        .map(SortedRow)
+                        .key_by(move |row: &SortedRow| GroupKey::new(row.0[..keys].iter().cloned()))
+                        .updating(&ids.operator("aggregate-input")),
+                    Rows::Updating(rows) => rows.key_by(move |_, row| GroupKey::new(row.0[..keys].iter().cloned())),
+                };
+                Rows::Updating(
+                    grouped.reduce("GroupAggregate", move |key, rows, out| {
+                        out.push((group_row(&aggregates, key, rows), 1))
+                    }),
+                )
             }
         };
     }
@@ -281,10 +341,36 @@ where
     output.results
 }
 
-/// A row as Flink's print connector shows an insertion: `+I[v1, v2, …]`.
-fn print_row(row: &Row) -> String {
+/// A row as Flink's print connector shows a change of it: `+I[v1, v2, …]`, `-U[…]`, ….
+fn print_row(kind: ChangeKind, row: &Row) -> String {
     let values: Vec<String> = row.iter().map(|v| v.to_string()).collect();
-    format!("+I[{}]", values.join(", "))
+    format!("{}[{}]", kind.short(), values.join(", "))
+}
+
+/// A row of a changelog sink.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ChangedRow {
+    kind: ChangeKind,
+    row: Row,
+}
+
+/// Weir's `changelog-csv` format: Flink's CSV with the row's change first (`+I`, `-U`, `+U`,
+/// `-D`), as Flink's own changelog collectors write it.
+#[derive(Clone, Copy, Debug)]
+struct ChangelogCsv;
+
+impl RowFormat<Record<ChangedRow>> for ChangelogCsv {
+    fn header(&self) -> Option<&str> {
+        None
+    }
+    fn write(&self, record: &Record<ChangedRow>, out: &mut Vec<u8>) {
+        out.extend_from_slice(record.value.kind.short().as_bytes());
+        for value in &record.value.row {
+            out.push(b',');
+            value.write_csv(out);
+        }
+        out.push(b'\n');
+    }
 }
 
 /// A printed row (its `Debug` is the text itself).
@@ -375,9 +461,24 @@ mod tests {
                 "a window table function's rows must be aggregated",
             ),
             (
-                "INSERT INTO out SELECT auction, COUNT(*) FROM bids GROUP BY auction;",
-                "GROUP BY without a window produces an updating result, which is not supported yet",
+                "CREATE TABLE files (auction BIGINT, n BIGINT) WITH ('connector' = 'filesystem', 'path' = '/tmp/x', \
+                 'format' = 'csv');
+                 INSERT INTO files SELECT auction, COUNT(*) FROM bids GROUP BY auction;",
+                "table files is append-only ('connector' = 'filesystem', 'format' = 'csv'), but the query's result \
+                 updates: the GROUP BY at line 10, column 80 (an aggregate without a window) produces updates",
             ),
+            (
+                "CREATE VIEW counts AS SELECT auction, COUNT(*) AS n, MAX(ts) AS ts FROM bids GROUP BY auction;
+                 INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE counts, DESCRIPTOR(ts), \
+                 INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;",
+                "ts is not a time attribute",
+            ),
+            (
+                "CREATE VIEW counts AS SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction;
+                 INSERT INTO out SELECT c.auction, b.price FROM counts c JOIN bids b ON c.auction = b.auction;",
+                "a JOIN of an updating result (the GROUP BY at line 9, column 72",
+            ),
+            ("INSERT INTO out SELECT a.auction, b.price FROM bids a, bids b;", "two tables in FROM without a WHERE"),
             ("INSERT INTO out SELECT auction, COUNT(*) FROM bids;", "COUNT is an aggregate"),
             (
                 "INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), \

@@ -140,6 +140,16 @@ pub enum Stage {
         /// The aggregates, over the remaining columns.
         aggregates: SqlAggregates,
     },
+    /// An aggregation without a window: rows are grouped by their first `keys` columns, and
+    /// each group's row, `[keys…, NULL, NULL, NULL, aggregates…]`, is updated whenever the
+    /// group's rows change. From here on the pipeline's rows are an updating result (on
+    /// differential dataflow: see `weir_dataflow::updating`), and its stages run on it.
+    Aggregate {
+        /// How many leading columns are the group key.
+        keys: usize,
+        /// The aggregates, over the remaining columns.
+        aggregates: SqlAggregates,
+    },
 }
 
 /// One step of a pipeline.
@@ -185,6 +195,9 @@ struct Relation {
     /// Whether its rows carry event time: read from a table with a `WATERMARK`, or made by an
     /// operator from such rows. (Joins hand rows over in event-time order, so they need it.)
     timestamped: bool,
+    /// The operator whose result updates, if the relation's rows are an updating result rather
+    /// than append-only (named as Flink names it when a sink cannot take updates).
+    updating: Option<String>,
 }
 
 /// Where a relation's rows come from while planning.
@@ -266,6 +279,16 @@ impl Catalog {
         };
         let relation = self.query(query)?;
         let sink = connector::sink(sink_table)?;
+        if let (Some(producer), SinkConnector::Filesystem { changelog: false, .. }) = (&relation.updating, &sink) {
+            return Err(SqlError::at(
+                at,
+                format!(
+                    "table {target} is append-only ('connector' = 'filesystem', 'format' = 'csv'), but the query's \
+                     result updates: {producer} produces updates. Write it to a table with 'format' = \
+                     'changelog-csv' (each row led by its change: +I, -U, +U, -D), or to 'print' or 'blackhole'"
+                ),
+            ));
+        }
         if let Some(column) = sink_table.columns.iter().find(|c| c.not_null) {
             return Err(SqlError::at(
                 column.at,
@@ -426,6 +449,7 @@ impl Catalog {
             at,
             "this clause of SELECT",
         )?;
+        let mut where_joined = false;
         let mut relation = match from.as_slice() {
             [TableWithJoins { relation, joins }] if joins.is_empty() => self.relation(relation)?,
             [TableWithJoins { relation, joins }] => match joins.as_slice() {
@@ -437,11 +461,28 @@ impl Catalog {
                     ))
                 }
             },
+            // `FROM a, b WHERE …`: an inner join on the WHERE's conditions, as Flink plans it.
+            [first, second] if first.joins.is_empty() && second.joins.is_empty() => {
+                let Some(condition) = selection else {
+                    return Err(SqlError::at(
+                        at,
+                        "two tables in FROM without a WHERE is a cross join, which is not supported",
+                    ));
+                };
+                let (left, right) = (self.relation(&first.relation)?, self.relation(&second.relation)?);
+                where_joined = true;
+                self.join_on(left, right, condition, at)?
+            }
             [] => return Err(SqlError::at(at, "a SELECT without FROM is not supported")),
-            _ => return Err(SqlError::at(at, "several tables in FROM (a cross join) are not supported yet")),
+            _ => {
+                return Err(SqlError::at(
+                    at,
+                    "more than two tables in FROM (or a comma join with JOIN) is not supported yet",
+                ))
+            }
         };
         let scope = Scope::new(relation.columns.clone());
-        if let Some(predicate) = selection {
+        if let Some(predicate) = selection.as_ref().filter(|_| !where_joined) {
             let predicate_at = predicate.span().start;
             let predicate = scope.boolean(predicate)?;
             if let Some(first) = relation.window_columns() {
@@ -558,7 +599,7 @@ impl Catalog {
             }
         }
         let (window, group_window) = match (relation.window.take(), group_window) {
-            (Some(window), None) if bounds == [true, true] => (window, None),
+            (Some(window), None) if bounds == [true, true] => (Some(window), None),
             (Some(window), None) => {
                 return Err(SqlError::at(
                     group_keys[0].span().start,
@@ -569,22 +610,27 @@ impl Catalog {
                     ),
                 ));
             }
-            (None, Some(window)) => (window.spec.clone(), Some(window)),
-            (None, None) => {
-                return Err(SqlError::at(
-                    group_keys[0].span().start,
-                    "GROUP BY without a window produces an updating result, which is not supported yet: aggregate \
-                     over a window table function (TUMBLE, HOP, CUMULATE) or GROUP BY SESSION(…)",
-                ));
-            }
+            (None, Some(window)) => (Some(window.spec.clone()), Some(window)),
+            (None, None) => (None, None),
             (Some(_), Some(_)) => unreachable!("refused above"),
         };
+        if let (Some(window), Some(producer)) = (&window, &relation.updating) {
+            return Err(SqlError::at(
+                group_keys[0].span().start,
+                format!(
+                    "a {} window aggregation over an updating result ({producer}) is not supported: windows \
+                     take append-only rows, as in Flink",
+                    window.function()
+                ),
+            ));
+        }
         // The aggregated row: keys, the window's start, end and time, then the aggregates.
         let window_qualifier = window_columns.and_then(|first| relation.columns[first].qualifier.clone());
         let property = |name: &str| Column {
             qualifier: window_qualifier.clone(),
-            // A group window's bounds are read through SESSION_START(…) and the like only.
-            name: if group_window.is_some() { format!("${name}") } else { name.to_owned() },
+            // A group window's bounds are read through SESSION_START(…) and the like only;
+            // without a window, the columns are there (NULL) but have no name a query can use.
+            name: if group_window.is_some() || window.is_none() { format!("${name}") } else { name.to_owned() },
             ty: SqlType::Timestamp,
         };
         let mut columns = key_columns;
@@ -629,12 +675,26 @@ impl Catalog {
         }
         let key_count = grouping.keys.len();
         relation.push(Step::Project(before));
-        relation.stages.push(Stage::WindowAggregate { window, keys: key_count, aggregates: SqlAggregates { calls } });
+        let aggregates = SqlAggregates { calls };
+        match window {
+            Some(window) => {
+                relation.stages.push(Stage::WindowAggregate { window, keys: key_count, aggregates });
+                relation.bounds = Some((key_count, key_count + 1));
+            }
+            None => {
+                relation.updating = Some(format!(
+                    "the GROUP BY at line {}, column {} (an aggregate without a window)",
+                    group_keys[0].span().start.line,
+                    group_keys[0].span().start.column
+                ));
+                relation.stages.push(Stage::Aggregate { keys: key_count, aggregates });
+                relation.bounds = None;
+            }
+        }
         // The aggregated rows carry the window's time (its last millisecond) as event time. In
         // Flink `window_time` is a time attribute again; windows over windows are not supported
         // yet, so here it is not.
         relation.time = None;
-        relation.bounds = Some((key_count, key_count + 1));
         if let Some(having) = having {
             relation.push(Step::Filter(having));
         }
@@ -736,7 +796,7 @@ impl Catalog {
     /// aggregations (their `window_start` and `window_end` passed on unchanged) and the keys
     /// equate both bounds, it is a window join: a window's rows of both sides meet when it
     /// closes, as in Flink. Otherwise it is a regular join (see [`crate::join`]).
-    fn join(&self, mut left: Relation, join: &sqlparser::ast::Join) -> Result<Relation, SqlError> {
+    fn join(&self, left: Relation, join: &sqlparser::ast::Join) -> Result<Relation, SqlError> {
         use sqlparser::ast::{JoinConstraint, JoinOperator};
         let at = join.span().start;
         refuse(join.global, at, "GLOBAL JOIN")?;
@@ -762,7 +822,19 @@ impl Catalog {
                 ))
             }
         };
-        let mut right = self.relation(&join.relation)?;
+        let right = self.relation(&join.relation)?;
+        self.join_on(left, right, condition, at)
+    }
+
+    /// An inner join of `left` and `right` on `condition` (a `JOIN … ON`, or the `WHERE` of
+    /// `FROM a, b`): see [`Catalog::join`].
+    fn join_on(
+        &self,
+        mut left: Relation,
+        mut right: Relation,
+        condition: &Expr,
+        at: Location,
+    ) -> Result<Relation, SqlError> {
         let qualifiers = |r: &Relation| -> std::collections::BTreeSet<String> {
             r.columns.iter().filter_map(|c| c.qualifier.clone()).collect()
         };
@@ -777,6 +849,12 @@ impl Catalog {
         for side in [&left, &right] {
             if side.window.is_some() {
                 return Err(SqlError::at(at, WINDOW_UNAGGREGATED));
+            }
+            if let Some(producer) = &side.updating {
+                return Err(SqlError::at(
+                    at,
+                    format!("a JOIN of an updating result ({producer}) is not supported yet"),
+                ));
             }
         }
         if !left.timestamped || !right.timestamped {
@@ -854,6 +932,7 @@ impl Catalog {
             window: None,
             bounds: None,
             timestamped: true,
+            updating: None,
         };
         for predicate in residual {
             relation.push(Step::Filter(predicate));
@@ -874,6 +953,7 @@ impl Catalog {
                 window: None,
                 bounds: None,
                 timestamped: table.def.watermark.is_some(),
+                updating: None,
             }
         } else {
             return Err(SqlError::at(at, format!("table or view {name} is not declared")));

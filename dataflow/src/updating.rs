@@ -1,0 +1,436 @@
+//! Updating streams: results that change as records arrive — an aggregate without a window, a
+//! Top-N — computed on differential dataflow and written out as a changelog.
+//!
+//! **Why differential.** An updating result must retract exactly what it said before: a group's
+//! `MAX` falls back when the row that held it is retracted upstream, an average over groups
+//! moves when one group's value changes. Differential dataflow maintains each operator's input
+//! as a multiset of `(data, time, diff)` updates and recomputes a key from that multiset
+//! whenever it changes, so retractions are exact by construction and nothing is hand-written
+//! per operator.
+//!
+//! **Time.** An update's time is the dataflow's own `(epoch, event time)`, product-ordered (a
+//! lattice: [`weir_core::time::Time`]). A record enters at its event time, lifted to the
+//! watermark it was read under when it is behind it (so that it is never behind the message
+//! carrying it). The accumulated result at event time `t` is then the query over the records
+//! with event time `<= t`, whatever epochs they arrived in: the changelog below is a function of
+//! the input alone, the same at any parallelism and through failures.
+//!
+//! **Three parts.**
+//! - *Entry* ([`KeyedStream::updating`]): a scaffold operator that passes each record on as an
+//!   insertion and keeps a copy of it, by key group, as its state.
+//! - *Inside* ([`UpdatingStream`]): differential operators over arrangements local to the slot.
+//!   Timely workers here have one peer each (a slot is one worker), so differential's own
+//!   exchange never leaves the slot; changing the key ([`UpdatingStream::key_by`]) routes the
+//!   updates through Weir's exchange, which carries frontiers and credits like any other.
+//! - *Exit* ([`UpdatingStream::changelog`]): a scaffold operator that holds the updates of each
+//!   event time until event time passes it, then turns their sum into Flink's changelog — per key,
+//!   `-U`/`+U` for a changed row, `+I` for a new one, `-D` for a deleted one — in event-time order,
+//!   then key order. It keeps the table those changes built.
+//!
+//! **Checkpoints.** Differential's arrangements are not snapshotted: they are a function of the
+//! entries' inputs. A checkpoint holds the entries' records (every record of epochs `<= c`) and
+//! the exit's table with the event time it had passed. A restore feeds the records in again;
+//! the region recomputes, and the exit drops what it recomputes below the event time it had
+//! passed (already in its table and in committed output) and holds the rest, exactly as the
+//! first run held it. The cost: an entry keeps its input twice (its copy and differential's
+//! arrangement), as a regular join or an unwindowed aggregate must keep its input anyway.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::rc::Rc;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+
+use weir_core::time::{EventTime, Time};
+
+use crate::api::{DataStream, KeyedStream, Shared};
+use crate::keyed::{key_group_of, KeySelector};
+use crate::record::{Data, Record};
+use crate::stateful::{KeyGroupStates, StateImage, StatefulLogic};
+
+/// What may flow through differential operators: a Weir record that is also totally ordered
+/// (arrangements sort by it) and printable (differential's errors show it).
+pub trait UpdateData: Data + Ord + Debug {}
+impl<T: Data + Ord + Debug> UpdateData for T {}
+
+/// A key of an updating stream.
+pub trait UpdateKey: UpdateData + Hash {}
+impl<T: UpdateData + Hash> UpdateKey for T {}
+
+/// A changing collection of `(key, value)` rows, partitioned by key across slots: differential
+/// dataflow's collection, with the job it belongs to.
+pub struct UpdatingStream<'s, K: UpdateKey, V: UpdateData> {
+    updates: VecCollection<'s, Time, (K, V), isize>,
+    shared: Rc<Shared>,
+    timestamps: bool,
+}
+
+/// One row of a changelog, as Flink names them.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// `+I`: a row that was not there.
+    Insert,
+    /// `-U`: the old row of a key whose row changed (followed by its `+U`).
+    UpdateBefore,
+    /// `+U`: the new row of a key whose row changed.
+    UpdateAfter,
+    /// `-D`: a row that is no longer there.
+    Delete,
+}
+
+impl ChangeKind {
+    /// As Flink prints it: `+I`, `-U`, `+U`, `-D`.
+    pub fn short(self) -> &'static str {
+        match self {
+            ChangeKind::Insert => "+I",
+            ChangeKind::UpdateBefore => "-U",
+            ChangeKind::UpdateAfter => "+U",
+            ChangeKind::Delete => "-D",
+        }
+    }
+}
+
+/// A change of an updating result: what happened to which row of which key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Change<K, V> {
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The key whose rows changed.
+    pub key: K,
+    /// The row.
+    pub row: V,
+}
+
+impl<'s, K, T, KF> KeyedStream<'s, K, T, KF>
+where
+    K: UpdateKey,
+    T: UpdateData,
+    KF: KeySelector<T, K> + Clone,
+{
+    /// Enters differential dataflow: the stream's records, each inserted once at its event
+    /// time, as a changing collection of `(key, record)`. `uid` names the entry's state (the
+    /// records, which a restore feeds in again).
+    pub fn updating(self, uid: &str) -> UpdatingStream<'s, K, T> {
+        let (stream, key) = self.into_parts();
+        let (shared, timestamps) = (stream.shared(), stream.has_timestamps());
+        let logic = Entry { key, records: BTreeMap::new(), replay: Vec::new() };
+        let (entered, _) = stream.stateful("updating", Some(uid.to_owned()), logic, false, false);
+        let updates = entered
+            .into_stream()
+            .unary::<CapacityContainerBuilder<Vec<((K, T), Time, isize)>>, _, _, _>(Pipeline, "ToUpdates", |_, _| {
+                |input, output| {
+                    input.for_each(|stamp, data| {
+                        let at = crate::message_time(&stamp);
+                        let mut session = output.session(&stamp);
+                        for record in data.drain(..) {
+                            session.give((record.value, Time::new(at.epoch, record.time.max(at.event_time)), 1));
+                        }
+                    });
+                }
+            })
+            .as_collection();
+        UpdatingStream { updates, shared, timestamps }
+    }
+}
+
+impl<'s, K: UpdateKey, V: UpdateData> UpdatingStream<'s, K, V> {
+    /// Replaces each row by `f` of it, or drops it where `f` gives `None` (filters and
+    /// projections; the key stays).
+    pub fn map_rows<V2: UpdateData>(self, mut f: impl FnMut(V) -> Option<V2> + 'static) -> UpdatingStream<'s, K, V2> {
+        let UpdatingStream { updates, shared, timestamps } = self;
+        let updates = updates.flat_map(move |(key, row)| f(row).map(|row| (key, row)));
+        UpdatingStream { updates, shared, timestamps }
+    }
+
+    /// Recomputes a key's rows whenever its input rows change: `logic` gets the key's rows
+    /// (sorted, each with its multiplicity, all positive) and pushes the output rows with
+    /// theirs. Differential retracts the key's previous output and inserts the new one.
+    pub fn reduce<V2: UpdateData>(
+        self,
+        name: &str,
+        logic: impl FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static,
+    ) -> UpdatingStream<'s, K, V2> {
+        let UpdatingStream { updates, shared, timestamps } = self;
+        let updates = updates.reduce_named(name, logic);
+        UpdatingStream { updates, shared, timestamps }
+    }
+
+    /// Re-keys the rows by `key`: each update goes to the slot of its new key through Weir's
+    /// exchange.
+    pub fn key_by<K2: UpdateKey>(self, key: impl Fn(&K, &V) -> K2 + Clone + 'static) -> UpdatingStream<'s, K2, V> {
+        let UpdatingStream { updates, shared, timestamps } = self;
+        // As records (an update, stamped with its event time) for the exchange, and back.
+        let records = updates.inner.unary::<CapacityContainerBuilder<Vec<Record<Rekeyed<K2, V>>>>, _, _, _>(
+            Pipeline,
+            "Rekey",
+            move |_, _| {
+                move |input, output| {
+                    input.for_each(|stamp, data| {
+                        let mut session = output.session(&stamp);
+                        for ((old, row), time, diff) in data.drain(..) {
+                            let new = key(&old, &row);
+                            session.give(Record::derived(Rekeyed { key: new, row, time, diff }, time.event_time));
+                        }
+                    });
+                }
+            },
+        );
+        let routed = DataStream::from_parts(records, shared.clone(), timestamps, "updating key_by")
+            .key_by(|update: &Rekeyed<K2, V>| update.key.clone())
+            .into_parts()
+            .0
+            .into_stream();
+        let updates = routed
+            .unary::<CapacityContainerBuilder<Vec<((K2, V), Time, isize)>>, _, _, _>(Pipeline, "Rekeyed", |_, _| {
+                |input, output| {
+                    input.for_each(|stamp, data| {
+                        output.session(&stamp).give_iterator(
+                            data.drain(..).map(|r| ((r.value.key, r.value.row), r.value.time, r.value.diff)),
+                        );
+                    });
+                }
+            })
+            .as_collection();
+        UpdatingStream { updates, shared, timestamps }
+    }
+
+    /// Leaves differential dataflow: the changelog of the collection, per key, in event-time
+    /// order (see the module's documentation). `uid` names the exit's state (the table).
+    pub fn changelog(self, uid: &str) -> DataStream<'s, Change<K, V>> {
+        let UpdatingStream { updates, shared, timestamps } = self;
+        let records = updates.inner.unary::<CapacityContainerBuilder<Vec<Record<((K, V), isize)>>>, _, _, _>(
+            Pipeline,
+            "Updates",
+            |_, _| {
+                |input, output| {
+                    input.for_each(|stamp, data| {
+                        output.session(&stamp).give_iterator(
+                            data.drain(..).map(|(row, time, diff)| Record::derived((row, diff), time.event_time)),
+                        );
+                    });
+                }
+            },
+        );
+        let logic = Exit {
+            table: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            skip_below: BTreeMap::new(),
+            groups: BTreeSet::new(),
+            passed: EventTime::MIN,
+        };
+        let stream = DataStream::from_parts(records, shared, timestamps, "updating");
+        stream.stateful("changelog", Some(uid.to_owned()), logic, false, false).0
+    }
+}
+
+/// An update on its way to its new key's slot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Rekeyed<K, V> {
+    key: K,
+    row: V,
+    time: Time,
+    diff: isize,
+}
+
+/// The entry: passes records on as `(key, record)` at their event time, and keeps them.
+struct Entry<K, T, KF> {
+    key: KF,
+    /// Every record so far, by key group, at its (lifted) event time.
+    records: BTreeMap<usize, Vec<(EventTime, T)>>,
+    /// Restored records, to feed in again at the first activation.
+    replay: Vec<Record<(K, T)>>,
+}
+
+impl<K, T, KF> StatefulLogic for Entry<K, T, KF>
+where
+    K: UpdateKey,
+    T: UpdateData,
+    KF: KeySelector<T, K>,
+{
+    type In = T;
+    type Out = (K, T);
+
+    fn apply(&mut self, records: &mut Vec<Record<T>>, out: &mut Vec<Record<(K, T)>>, _late: &mut Vec<Record<T>>) {
+        for record in records.drain(..) {
+            let time = record.time.max(record.watermark);
+            let key = self.key.key(&record.value);
+            self.records.entry(key_group_of(&key)).or_default().push((time, record.value.clone()));
+            out.push(Record::derived((key, record.value), time));
+        }
+    }
+
+    fn advance(&mut self, _bound: EventTime, _out: &mut Vec<Record<(K, T)>>) {}
+
+    fn poll(&mut self, out: &mut Vec<Record<(K, T)>>) {
+        out.append(&mut self.replay);
+    }
+
+    fn output_hold(&self) -> EventTime {
+        // Replayed records carry event times from before the restore.
+        if self.replay.is_empty() {
+            EventTime::MAX
+        } else {
+            EventTime::MIN
+        }
+    }
+
+    fn snapshot(&self) -> StateImage {
+        let copy = self.records.clone();
+        StateImage::deferred(move || {
+            copy.into_iter()
+                .map(|(group, records)| (group, bincode::serialize(&records).expect("records serialize")))
+                .collect()
+        })
+    }
+
+    fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
+        for (group, bytes) in states {
+            let records: Vec<(EventTime, T)> =
+                crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
+            for (time, value) in &records {
+                let key = self.key.key(value);
+                if key_group_of(&key) != group {
+                    return Err(format!("key group {group} holds a record of key group {}", key_group_of(&key)));
+                }
+                self.replay.push(Record::derived((key, value.clone()), *time));
+            }
+            self.records.insert(group, records);
+        }
+        Ok(())
+    }
+}
+
+/// The exit: the changelog of the updates it receives, per event time once event time passes.
+struct Exit<K, V> {
+    /// Each key's rows, as the changes emitted so far built them.
+    table: BTreeMap<K, Vec<V>>,
+    /// Updates of event times not passed yet.
+    pending: BTreeMap<EventTime, Vec<Update<K, V>>>,
+    /// After a restore: per key group, the event time it had passed. Updates below it are
+    /// recomputed ones, already in the table.
+    skip_below: BTreeMap<usize, EventTime>,
+    /// The key groups it has seen updates of (each snapshots the event time passed).
+    groups: BTreeSet<usize>,
+    /// The event time passed.
+    passed: EventTime,
+}
+
+/// A row of a key, with how many times it was added (or, negative, removed).
+type Update<K, V> = ((K, V), isize);
+
+/// One key group of the exit's state: the event time passed, and the key group's table.
+type ExitGroup<K, V> = (EventTime, Vec<(K, Vec<V>)>);
+
+impl<K: UpdateKey, V: UpdateData> StatefulLogic for Exit<K, V> {
+    type In = ((K, V), isize);
+    type Out = Change<K, V>;
+
+    fn apply(
+        &mut self,
+        records: &mut Vec<Record<Self::In>>,
+        _out: &mut Vec<Record<Change<K, V>>>,
+        _late: &mut Vec<Record<Self::In>>,
+    ) {
+        for record in records.drain(..) {
+            let group = key_group_of(&record.value.0 .0);
+            self.groups.insert(group);
+            if record.time < self.skip_below.get(&group).copied().unwrap_or(EventTime::MIN) {
+                continue;
+            }
+            debug_assert!(record.time >= self.passed, "an update arrived after event time passed it");
+            self.pending.entry(record.time).or_default().push(record.value);
+        }
+    }
+
+    fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<Change<K, V>>>) {
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() >= bound {
+                break;
+            }
+            let (time, mut updates) = entry.remove_entry();
+            differential_dataflow::consolidation::consolidate(&mut updates);
+            // Per key (updates are sorted by key, then row): its removed and added rows.
+            let mut updates = updates.into_iter().peekable();
+            while let Some(((key, _), _)) = updates.peek() {
+                let key = key.clone();
+                let (mut removed, mut added) = (Vec::new(), Vec::new());
+                while let Some(((_, row), diff)) = updates.next_if(|((k, _), _)| *k == key) {
+                    let into = if diff < 0 { &mut removed } else { &mut added };
+                    into.extend(std::iter::repeat_n(row, diff.unsigned_abs()));
+                }
+                self.change(key, removed, added, time, out);
+            }
+        }
+        self.passed = self.passed.max(bound);
+    }
+
+    fn snapshot(&self) -> StateImage {
+        let mut parts: BTreeMap<usize, ExitGroup<K, V>> = self
+            .groups
+            .iter()
+            .map(|&group| {
+                (group, (self.passed.max(self.skip_below.get(&group).copied().unwrap_or(EventTime::MIN)), Vec::new()))
+            })
+            .collect();
+        for (key, rows) in &self.table {
+            let group = parts.get_mut(&key_group_of(key)).expect("a key's group is seen before its rows");
+            group.1.push((key.clone(), rows.clone()));
+        }
+        StateImage::deferred(move || {
+            parts
+                .into_iter()
+                .map(|(group, part)| (group, bincode::serialize(&part).expect("table serializes")))
+                .collect()
+        })
+    }
+
+    fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
+        for (group, bytes) in states {
+            let (passed, rows): ExitGroup<K, V> =
+                crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
+            self.groups.insert(group);
+            self.skip_below.insert(group, passed);
+            for (key, rows) in rows {
+                if key_group_of(&key) != group {
+                    return Err(format!("key group {group} holds a row of key group {}", key_group_of(&key)));
+                }
+                self.table.insert(key, rows);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<K: UpdateKey, V: UpdateData> Exit<K, V> {
+    /// Applies one key's change at `time` to the table and emits it: removed rows paired with
+    /// added ones as `-U`/`+U`, the rest as `-D` or `+I`.
+    fn change(&mut self, key: K, removed: Vec<V>, added: Vec<V>, time: EventTime, out: &mut Vec<Record<Change<K, V>>>) {
+        let rows = self.table.entry(key.clone()).or_default();
+        for row in &removed {
+            let position = rows.iter().position(|r| r == row);
+            let position = position.unwrap_or_else(|| panic!("the changelog retracts a row it never emitted: {row:?}"));
+            rows.remove(position);
+        }
+        rows.extend(added.iter().cloned());
+        rows.sort();
+        if rows.is_empty() {
+            self.table.remove(&key);
+        }
+        let emit = |kind, row: V, out: &mut Vec<Record<Change<K, V>>>| {
+            out.push(Record::derived(Change { kind, key: key.clone(), row }, time));
+        };
+        let paired = removed.len().min(added.len());
+        let (mut removed, mut added) = (removed.into_iter(), added.into_iter());
+        for _ in 0..paired {
+            emit(ChangeKind::UpdateBefore, removed.next().expect("paired"), out);
+            emit(ChangeKind::UpdateAfter, added.next().expect("paired"), out);
+        }
+        removed.for_each(|row| emit(ChangeKind::Delete, row, out));
+        added.for_each(|row| emit(ChangeKind::Insert, row, out));
+    }
+}
