@@ -335,6 +335,17 @@ CREATE TABLE q20 (
 ) WITH ('connector' = 'filesystem', 'path' = '{out}/q20', 'format' = 'csv');
 CREATE TABLE q4 (id BIGINT, final BIGINT)
   WITH ('connector' = 'filesystem', 'path' = '{out}/q4', 'format' = 'changelog-csv');
+CREATE TABLE q9 (
+  id BIGINT, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT, `dateTime` TIMESTAMP(3),
+  expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra VARCHAR, auction BIGINT, bidder BIGINT, price BIGINT,
+  bid_dateTime TIMESTAMP(3), bid_extra VARCHAR
+) WITH ('connector' = 'filesystem', 'path' = '{out}/q9', 'format' = 'changelog-csv');
+CREATE TABLE q18 (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3),
+                  extra VARCHAR)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q18', 'format' = 'changelog-csv');
+CREATE TABLE q19 (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3),
+                  extra VARCHAR, rank_number BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q19', 'format' = 'changelog-csv');
 
 INSERT INTO tumbling
 SELECT auction, COUNT(*) AS bids, MIN(price), MAX(price), SUM(price), AVG(price), COUNT(DISTINCT bidder),
@@ -421,6 +432,29 @@ FROM (
     GROUP BY A.id, A.category
 ) Q
 GROUP BY Q.category;
+
+INSERT INTO q9
+SELECT
+    id, itemName, description, initialBid, reserve, `dateTime`, expires, seller, category, extra,
+    auction, bidder, price, bid_dateTime, bid_extra
+FROM (
+   SELECT A.*, B.auction, B.bidder, B.price, B.`dateTime` AS bid_dateTime, B.extra AS bid_extra,
+     ROW_NUMBER() OVER (PARTITION BY A.id ORDER BY B.price DESC, B.`dateTime` ASC) AS rownum
+   FROM auction A, bid B
+   WHERE A.id = B.auction AND B.`dateTime` BETWEEN A.`dateTime` AND A.expires
+)
+WHERE rownum <= 1;
+
+INSERT INTO q18
+SELECT auction, bidder, price, channel, url, `dateTime`, extra
+ FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY `dateTime` DESC) AS rank_number
+       FROM bid)
+ WHERE rank_number <= 1;
+
+INSERT INTO q19
+SELECT * FROM
+(SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rank_number FROM bid)
+WHERE rank_number <= 10;
 "
     )
 }
@@ -447,10 +481,11 @@ fn csv_text(text: &str) -> String {
 
 /// What [`sql_stateful`] must commit, as sorted CSV lines per table (tumbling, hopping,
 /// sessions, cumulating, q8, q3, q7, q20, q4), computed window by window and person by person from the
-/// events; for q4, an updating result, its changelog (see [`sql_q4_changelog`]). Windows are aligned to the
+/// events; for the updating results (q4, q9, q18, q19) their changelogs (see [`sql_q4_changelog`]
+/// and [`top_n_changelog`]). Windows are aligned to the
 /// epoch; a session is its bids' span plus the gap (bids a gap apart or less share one);
 /// `AVG` of integers truncates.
-pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 9] {
+pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 12] {
     let mut config = NexmarkConfig::new(events, seed);
     config.events_per_second = events_per_second;
     let events = self::events(&config);
@@ -639,7 +674,144 @@ pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> 
         sorted(q7),
         sorted(q20),
         sorted(sql_q4_changelog(&events)),
+        sorted(sql_q9_changelog(&events)),
+        sorted(sql_q18_changelog(&events)),
+        sorted(sql_q19_changelog(&events)),
     ]
+}
+
+/// A bid as a row of `bid` (`auction, bidder, price, channel, url, dateTime`; `extra` is
+/// empty), ordered as Weir orders rows: column by column.
+type BidRow = (i64, i64, i64, String, String, i64);
+
+fn bid_row(bid: &Bid) -> BidRow {
+    let url = format!("https://www.nexmark.com/{}/item.htm?query=1", bid.channel.to_ascii_lowercase());
+    (bid.auction, bid.bidder, bid.price, bid.channel.clone(), url, bid.date_time)
+}
+
+fn bid_line(row: &BidRow) -> String {
+    let (auction, bidder, price, channel, url, time) = row;
+    format!("{auction},{bidder},{price},{},{},\"{}\",", csv_text(channel), csv_text(url), timestamp(*time))
+}
+
+/// Weir's changelog of a Top-N: `rows` (each with its event time and partition) enter in
+/// event-time order; at each event time, every partition whose first `limit` rows — by `order`,
+/// ties by the row — changed gives its result rows (`result` of a row and its rank, from 1) that
+/// left, paired in row order with those that came (`-U`/`+U`), then the rest (`-D`, `+I`).
+fn top_n_changelog<K: Ord + Clone, R: Ord + Clone, O: Ord + Clone>(
+    rows: impl IntoIterator<Item = (i64, K, R)>,
+    order: impl Fn(&R, &R) -> std::cmp::Ordering,
+    limit: usize,
+    result: impl Fn(&R, usize) -> O,
+    line: impl Fn(&O) -> String,
+) -> Vec<String> {
+    let mut by_time: BTreeMap<i64, Vec<(K, R)>> = BTreeMap::new();
+    for (time, key, row) in rows {
+        by_time.entry(time).or_default().push((key, row));
+    }
+    let mut partitions: BTreeMap<K, Vec<R>> = BTreeMap::new();
+    let top = |rows: &Vec<R>| -> Vec<O> {
+        let mut sorted = rows.clone();
+        sorted.sort_by(|a, b| order(a, b).then_with(|| a.cmp(b)));
+        sorted.iter().take(limit).enumerate().map(|(index, row)| result(row, index + 1)).collect()
+    };
+    let mut lines = Vec::new();
+    for (_, arriving) in by_time {
+        let touched: BTreeSet<K> = arriving.iter().map(|(key, _)| key.clone()).collect();
+        let before: BTreeMap<K, Vec<O>> =
+            touched.iter().map(|key| (key.clone(), partitions.get(key).map(&top).unwrap_or_default())).collect();
+        for (key, row) in arriving {
+            partitions.entry(key).or_default().push(row);
+        }
+        for (key, before) in before {
+            let after = top(&partitions[&key]);
+            let (mut removed, mut added) = (before.clone(), Vec::new());
+            for row in after {
+                match removed.iter().position(|r| *r == row) {
+                    Some(index) => {
+                        removed.remove(index);
+                    }
+                    None => added.push(row),
+                }
+            }
+            removed.sort();
+            added.sort();
+            let paired = removed.len().min(added.len());
+            for (old, new) in removed.iter().zip(&added) {
+                lines.extend([format!("-U,{}", line(old)), format!("+U,{}", line(new))]);
+            }
+            lines.extend(removed[paired..].iter().map(|row| format!("-D,{}", line(row))));
+            lines.extend(added[paired..].iter().map(|row| format!("+I,{}", line(row))));
+        }
+    }
+    lines
+}
+
+/// q9 (each auction's winning bid: the highest of those between its opening and expiry, the
+/// earliest of equal ones) as Weir's changelog.
+pub fn sql_q9_changelog(events: &[Event]) -> Vec<String> {
+    let auctions: BTreeMap<i64, &weir_core::nexmark::Auction> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Auction(a) => Some((a.id, a)),
+            _ => None,
+        })
+        .collect();
+    let joined = bids(events).filter_map(|bid| {
+        let a = auctions.get(&bid.auction)?;
+        (a.date_time <= bid.date_time && bid.date_time <= a.expires).then_some((bid.date_time, a.id, bid))
+    });
+    // Rows ordered as Weir orders them: the auction's columns (one auction per partition), then
+    // the bid's auction, bidder, price and time.
+    top_n_changelog(
+        joined.map(|(time, id, bid)| (time, id, (bid.auction, bid.bidder, bid.price, bid.date_time))),
+        |a, b| b.2.cmp(&a.2).then(a.3.cmp(&b.3)),
+        1,
+        |row, _| *row,
+        |(auction, bidder, price, time)| {
+            let a = auctions[auction];
+            format!(
+                "{},{},,{},{},{},{},{},{},,{auction},{bidder},{price},{},",
+                a.id,
+                csv_text(&a.item_name),
+                a.initial_bid,
+                a.reserve,
+                quoted_timestamp(a.date_time),
+                quoted_timestamp(a.expires),
+                a.seller,
+                a.category,
+                quoted_timestamp(*time)
+            )
+        },
+    )
+}
+
+/// q18 (each bidder's last bid on each auction; of bids at the same time, the least row) as
+/// Weir's changelog.
+pub fn sql_q18_changelog(events: &[Event]) -> Vec<String> {
+    top_n_changelog(
+        bids(events).map(|bid| (bid.date_time, (bid.bidder, bid.auction), bid_row(bid))),
+        |a, b| b.5.cmp(&a.5),
+        1,
+        |row, _| row.clone(),
+        bid_line,
+    )
+}
+
+/// q19 (each auction's ten highest bids, ranked; of bids at the same price, the least rows
+/// first) as Weir's changelog.
+pub fn sql_q19_changelog(events: &[Event]) -> Vec<String> {
+    top_n_changelog(
+        bids(events).map(|bid| (bid.date_time, bid.auction, bid_row(bid))),
+        |a, b| b.2.cmp(&a.2),
+        10,
+        |row, rank| (row.clone(), rank),
+        |(row, rank)| format!("{},{rank}", bid_line(row)),
+    )
+}
+
+fn quoted_timestamp(ms: i64) -> String {
+    format!("\"{}\"", timestamp(ms))
 }
 
 /// Nexmark q4 in SQL (the average closing price per category, an updating result) as Weir's

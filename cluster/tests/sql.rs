@@ -3,7 +3,8 @@
 //! CSV output equals what `weir_chaos::nexmark`'s sequential references compute from the same
 //! events. `weir_chaos::nexmark::sql_q0_to_q2` holds Nexmark q0, q1 and q2;
 //! `weir_chaos::nexmark::sql_stateful` window aggregations (q11 among them), joins (q3, q7, q8, q20)
-//! and an updating result (q4, whose changelog is compared line by line).
+//! and updating results (q4's aggregates, q9's, q18's and q19's Top-N), whose changelogs are
+//! compared line by line.
 //! The simulator runs both. Bad scripts fail before anything runs, with the line and column of
 //! the problem.
 #![allow(clippy::disallowed_methods)] // tests inspect real directories with std::fs
@@ -99,7 +100,9 @@ const STATEFUL_RATE: u64 = 200;
 fn check_stateful(out: &Path, context: &str) {
     let expected = nexmark::sql_stateful_expected(STATEFUL_EVENTS, SEED, STATEFUL_RATE);
     for (table, lines) in
-        ["tumbling", "hopping", "sessions", "cumulating", "q8", "q3", "q7", "q20", "q4"].iter().zip(expected)
+        ["tumbling", "hopping", "sessions", "cumulating", "q8", "q3", "q7", "q20", "q4", "q9", "q18", "q19"]
+            .iter()
+            .zip(expected)
     {
         assert!(lines.len() >= 10, "{table}: the reference has results ({})", lines.len());
         assert_eq!(committed(&out.join(table)), lines, "{table}, {context}");
@@ -133,20 +136,24 @@ fn an_updating_result_is_exactly_once_through_a_crash() {
     let registry = weir_cluster::jobs::builtin();
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("out");
-    // 20 events a second of event time: q4 has committed changes by checkpoint 3.
+    // 20 events a second of event time, read over 2 s: every updating result has committed
+    // changes by checkpoint 3, and more come after it.
     let script = nexmark::sql_stateful(&out, STATEFUL_EVENTS, SEED, 20);
     let mut options = options(script, 2);
-    options.rate_limit = Some(50_000);
+    options.rate_limit = Some(10_000);
     options.checkpoint_location = Some(root.path().join("checkpoints").display().to_string());
     let mut crashing = options.clone();
     crashing.crash_at = Some(CrashPoint::BeforeCommit { checkpoint: 3 });
     assert!(matches!(run_job(&registry, crashing), Err(RunError::Job(JobError::Crashed(_)))), "the crash");
-    let before = committed(&out.join("q4"));
-    assert!(!before.is_empty(), "q4 committed changes before the crash");
+    let updating = ["q4", "q9", "q18", "q19"];
+    let before: Vec<usize> = updating.iter().map(|table| committed(&out.join(table)).len()).collect();
+    assert!(before.iter().all(|&lines| lines > 0), "each committed changes before the crash: {before:?}");
     assert_eq!(run_job(&registry, options).expect("resumes").restored_from, Some(3));
     let expected = nexmark::sql_stateful_expected(STATEFUL_EVENTS, SEED, 20);
-    assert!(expected[8].len() > before.len(), "q4 changes after the crash too");
-    assert_eq!(committed(&out.join("q4")), expected[8], "q4's changelog after a crash");
+    for ((table, expected), before) in updating.iter().zip(&expected[8..]).zip(before) {
+        assert!(expected.len() > before, "{table} changes after the crash too ({before} of {})", expected.len());
+        assert_eq!(&committed(&out.join(table)), expected, "{table}'s changelog after a crash");
+    }
 }
 
 /// A script reading bids from CSV files (three, each in time order) into the tumbling window
@@ -272,10 +279,12 @@ fn a_bad_script_is_refused_with_its_line_and_column() {
             ),
             "cannot write a value of type BIGINT into a column of type VARCHAR",
         ),
-        // Something not supported yet: refused, not answered wrongly.
+        // An updating result into an append-only sink: refused, naming what updates.
         (
             script(&out).replace("FROM bid WHERE MOD", "FROM bid GROUP BY auction, price HAVING MOD"),
-            "GROUP BY without a window produces an updating result, which is not supported yet",
+            "line 29, column 1: table q2 is append-only ('connector' = 'filesystem', 'format' = 'csv'), but the \
+             query's result updates: the GROUP BY at line 29, column 56 (an aggregate without a window) produces \
+             updates",
         ),
         (
             script(&out).replace("'format' = 'csv');\n\nINSERT", "'format' = 'parquet');\n\nINSERT"),

@@ -45,6 +45,8 @@ use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Capability, InputCapability};
+use timely::order::PartialOrder;
 
 use weir_core::time::{EventTime, Time};
 
@@ -171,11 +173,19 @@ impl<'s, K: UpdateKey, V: UpdateData> UpdatingStream<'s, K, V> {
             move |_, _| {
                 move |input, output| {
                     input.for_each(|stamp, data| {
-                        let mut session = output.session(&stamp);
-                        for ((old, row), time, diff) in data.drain(..) {
-                            let new = key(&old, &row);
-                            session.give(Record::derived(Rekeyed { key: new, row, time, diff }, time.event_time));
-                        }
+                        by_element(
+                            &stamp,
+                            data,
+                            |update| update.1,
+                            |capability, updates| {
+                                let mut session = output.session(capability);
+                                for ((old, row), time, diff) in updates {
+                                    let new = key(&old, &row);
+                                    session
+                                        .give(Record::derived(Rekeyed { key: new, row, time, diff }, time.event_time));
+                                }
+                            },
+                        );
                     });
                 }
             },
@@ -209,8 +219,15 @@ impl<'s, K: UpdateKey, V: UpdateData> UpdatingStream<'s, K, V> {
             |_, _| {
                 |input, output| {
                     input.for_each(|stamp, data| {
-                        output.session(&stamp).give_iterator(
-                            data.drain(..).map(|(row, time, diff)| Record::derived((row, diff), time.event_time)),
+                        by_element(
+                            &stamp,
+                            data,
+                            |update| update.1,
+                            |capability, updates| {
+                                output.session(capability).give_iterator(
+                                    updates.map(|(row, time, diff)| Record::derived((row, diff), time.event_time)),
+                                );
+                            },
                         );
                     });
                 }
@@ -225,6 +242,36 @@ impl<'s, K: UpdateKey, V: UpdateData> UpdatingStream<'s, K, V> {
         };
         let stream = DataStream::from_parts(records, shared, timestamps, "updating");
         stream.stateful("changelog", Some(uid.to_owned()), logic, false, false).0
+    }
+}
+
+/// Splits a message from a differential operator into messages of one time each. Differential
+/// sends under capability *sets* — a message's stamp may hold several incomparable times —
+/// while Weir's operators send, and expect, one time per message (its epoch and event time
+/// are what the scaffold aligns on). Each update goes under the first element of the stamp at
+/// or before its own time (one exists: that is what the stamp promises).
+fn by_element<D>(
+    stamp: &InputCapability<Time>,
+    data: &mut Vec<D>,
+    time: impl Fn(&D) -> Time,
+    mut give: impl FnMut(&Capability<Time>, std::vec::Drain<'_, D>),
+) {
+    let elements = stamp.stamp().elements();
+    if let [element] = elements {
+        give(&stamp.delayed(element, 0), data.drain(..));
+        return;
+    }
+    let mut parts: Vec<Vec<D>> = elements.iter().map(|_| Vec::new()).collect();
+    for update in data.drain(..) {
+        let at = time(&update);
+        let element = elements.iter().position(|e| e.less_equal(&at));
+        let element = element.unwrap_or_else(|| panic!("an update at {at:?} under the stamp {elements:?}"));
+        parts[element].push(update);
+    }
+    for (element, mut part) in elements.iter().zip(parts) {
+        if !part.is_empty() {
+            give(&stamp.delayed(element, 0), part.drain(..));
+        }
     }
 }
 

@@ -1164,7 +1164,23 @@ fn judge_sql(job: &PlannedJob) -> Judgement {
         };
         let (tables, expected): (Vec<&str>, Vec<Vec<String>>) = if options.contains_key("tumbling") {
             let expected = weir_chaos::nexmark::sql_stateful_expected(events, seed, rate);
-            (vec!["tumbling", "hopping", "sessions", "cumulating", "q8", "q3", "q7", "q20", "q4"], expected.into())
+            (
+                vec![
+                    "tumbling",
+                    "hopping",
+                    "sessions",
+                    "cumulating",
+                    "q8",
+                    "q3",
+                    "q7",
+                    "q20",
+                    "q4",
+                    "q9",
+                    "q18",
+                    "q19",
+                ],
+                expected.into(),
+            )
         } else {
             (vec!["q0", "q1", "q2"], weir_chaos::nexmark::sql_q0_to_q2_expected(events, seed, rate).into())
         };

@@ -331,6 +331,11 @@ impl Scalar {
         Scalar::new(Kind::Column(index), ty)
     }
 
+    /// The constant `value`, of type `ty`.
+    pub fn literal(value: Value, ty: SqlType) -> Self {
+        Scalar::new(Kind::Literal(value), ty)
+    }
+
     /// The column it reads, if it is a column as it is.
     pub fn as_column(&self) -> Option<usize> {
         match self.kind {
@@ -781,6 +786,14 @@ impl Scope {
             }
             Expr::Function(function) => {
                 let name = function.name.to_string().to_ascii_uppercase();
+                if function.over.is_some() {
+                    let hint = if name == "ROW_NUMBER" {
+                        " here: select it in a subquery and filter it in the query over it (a Top-N)"
+                    } else {
+                        " (OVER aggregates)"
+                    };
+                    return Err(SqlError::at(at, format!("{name}(…) OVER (…) is not supported{hint}")));
+                }
                 if AGGREGATES.contains(&name.as_str()) {
                     return Err(SqlError::at(
                         at,

@@ -24,6 +24,7 @@ pub mod expr;
 pub mod join;
 pub mod parser;
 pub mod plan;
+pub mod rank;
 pub mod types;
 
 use serde::{Deserialize, Serialize};
@@ -178,6 +179,19 @@ fn pipeline<'s>(
             }
             (Stage::WindowAggregate { .. }, Rows::Updating(_)) => {
                 return Err(BuildError::Job("SQL: a window over an updating result (the planner refuses it)".into()))
+            }
+            (Stage::TopN(top), rows) => {
+                let first = top.width;
+                let partition =
+                    move |row: &SortedRow| GroupKey::new(row.0[first..first + top.partition].iter().cloned());
+                let partitioned = match rows {
+                    Rows::Append(rows) => rows.map(SortedRow).key_by(partition).updating(&ids.operator("top-n-input")),
+                    Rows::Updating(rows) => rows.key_by(move |_, row| partition(row)),
+                };
+                Rows::Updating(
+                    partitioned
+                        .reduce("TopN", move |_, rows, out| out.extend(top.top(rows).into_iter().map(|row| (row, 1)))),
+                )
             }
             (Stage::Aggregate { keys, aggregates }, rows) => {
                 let grouped = match rows {
@@ -573,9 +587,36 @@ mod tests {
             ),
             (
                 "INSERT INTO out SELECT auction, price FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction \
-                 ORDER BY price DESC) AS r FROM bids) WHERE r <= 1;",
-                "OVER (…) is not supported yet",
+                 ORDER BY price DESC) AS r FROM bids) WHERE price > 1;",
+                "ROW_NUMBER() OVER (…) needs a filter on it in the query over it",
             ),
+            (
+                "INSERT INTO out SELECT auction, price FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction \
+                 ORDER BY price DESC) AS r FROM bids) WHERE r > 1;",
+                "a Top-N's filter must be rownum <= n, rownum < n or rownum = 1",
+            ),
+            (
+                "INSERT INTO out SELECT auction, price FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction \
+                 ORDER BY price DESC) AS r FROM bids) WHERE r < 1;",
+                "a Top-N must keep at least one row",
+            ),
+            (
+                "INSERT INTO out SELECT auction, price FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction) \
+                 AS r FROM bids) WHERE r <= 1;",
+                "needs an ORDER BY",
+            ),
+            (
+                "INSERT INTO out SELECT auction, ROW_NUMBER() OVER (ORDER BY price) AS r FROM bids;",
+                "ROW_NUMBER() OVER (…) must be filtered in the query that selects from it",
+            ),
+            (
+                "CREATE TABLE files (auction BIGINT, price BIGINT) WITH ('connector' = 'filesystem', 'path' = \
+                 '/tmp/x', 'format' = 'csv');
+                 INSERT INTO files SELECT auction, price FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction \
+                 ORDER BY price DESC) AS r FROM bids) WHERE r <= 3;",
+                "(a Top-N) produces updates",
+            ),
+            ("INSERT INTO out SELECT auction, SUM(price) OVER (PARTITION BY auction) FROM bids;", "SUM(…) OVER (…) is not supported (OVER aggregates)"),
             ("INSERT INTO out SELECT auction, price FROM bids FOR SYSTEM_TIME AS OF ts;", "temporal joins"),
             ("INSERT INTO out SELECT auction, UPPER(price) FROM bids;", "function UPPER is not supported yet"),
             (

@@ -24,6 +24,7 @@ use crate::aggregate::{AggregateCall, SqlAggregates, WindowSpec};
 use crate::connector::{self, SinkConnector, SourceConnector};
 use crate::expr::{plain_call, Column, GroupWindow, Grouping, Scalar, Scope};
 use crate::parser::{refuse, ColumnDef, ColumnKind, SqlError, SqlStatement, TableDef};
+use crate::rank::{OrderKey, TopN};
 use crate::types::{Row, SqlType};
 
 /// What a script declared, and what it inserts.
@@ -150,6 +151,10 @@ pub enum Stage {
         /// The aggregates, over the remaining columns.
         aggregates: SqlAggregates,
     },
+    /// Top-N (`ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)` and `rownum <= n`): rows are
+    /// `[columns…, partition keys…, order keys…]`, and each partition's first rows are kept as
+    /// `[columns…]` (see [`crate::rank`]). Updating, as [`Stage::Aggregate`].
+    TopN(TopN),
 }
 
 /// One step of a pipeline.
@@ -198,6 +203,23 @@ struct Relation {
     /// The operator whose result updates, if the relation's rows are an updating result rather
     /// than append-only (named as Flink names it when a sink cannot take updates).
     updating: Option<String>,
+    /// A `ROW_NUMBER()` column whose `rownum <= n` is still to come, from the query over it.
+    rank: Option<PendingRank>,
+}
+
+/// A `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)` column of a select, waiting for the filter
+/// on it that makes it a Top-N: the rows are `[columns…, partition keys…, order keys…]`.
+struct PendingRank {
+    /// The rank's column.
+    column: usize,
+    /// How many columns the select has.
+    width: usize,
+    /// How many partition keys follow them.
+    partition: usize,
+    /// The order keys, after the partition keys.
+    order: Vec<OrderKey>,
+    /// Where `ROW_NUMBER()` is.
+    at: Location,
 }
 
 /// Where a relation's rows come from while planning.
@@ -278,6 +300,9 @@ impl Catalog {
             return Err(SqlError::at(at, format!("table {target} is not declared{hint}")));
         };
         let relation = self.query(query)?;
+        if let Some(rank) = &relation.rank {
+            return Err(SqlError::at(rank.at, RANK_UNFILTERED));
+        }
         let sink = connector::sink(sink_table)?;
         if let (Some(producer), SinkConnector::Filesystem { changelog: false, .. }) = (&relation.updating, &sink) {
             return Err(SqlError::at(
@@ -482,7 +507,14 @@ impl Catalog {
             }
         };
         let scope = Scope::new(relation.columns.clone());
+        let mut conditions = Vec::new();
         if let Some(predicate) = selection.as_ref().filter(|_| !where_joined) {
+            split_conjuncts(predicate, &mut conditions);
+        }
+        if let Some(rank) = relation.rank.take() {
+            self.top_n(&mut relation, rank, &scope, &mut conditions)?;
+        }
+        for predicate in conditions {
             let predicate_at = predicate.span().start;
             let predicate = scope.boolean(predicate)?;
             if let Some(first) = relation.window_columns() {
@@ -503,7 +535,17 @@ impl Catalog {
         }
         let mut exprs = Vec::new();
         let mut columns = Vec::new();
+        let mut rank: Option<(usize, Vec<Scalar>, Vec<(Scalar, OrderKey)>, Location)> = None;
         for (position, item) in projection.iter().enumerate() {
+            if let Some((function, name)) = row_number(item, position) {
+                let item_at = item.span().start;
+                refuse(rank.is_some(), item_at, "two ROW_NUMBER() columns in one SELECT")?;
+                let (partition, order) = rank_over(function, &scope, item_at)?;
+                rank = Some((exprs.len(), partition, order, item_at));
+                columns.push(Column { qualifier: None, name, ty: SqlType::BIGINT });
+                exprs.push(Scalar::literal(crate::types::Value::Null, SqlType::BIGINT));
+                continue;
+            }
             match item {
                 SelectItem::UnnamedExpr(expr) => {
                     let scalar = scope.compile(expr)?;
@@ -548,9 +590,96 @@ impl Catalog {
                 }
             }
         }
+        if let Some((column, partition, order, at)) = rank {
+            let width = exprs.len();
+            let partition_count = partition.len();
+            exprs.extend(partition);
+            let order = order
+                .into_iter()
+                .map(|(scalar, key)| {
+                    exprs.push(scalar);
+                    key
+                })
+                .collect();
+            relation.rank = Some(PendingRank { column, width, partition: partition_count, order, at });
+        }
         relation.push(Step::Project(exprs));
         relation.columns = columns;
         Ok(relation)
+    }
+
+    /// Makes a pending `ROW_NUMBER()` a Top-N with the condition among `conditions` that bounds
+    /// it (`rownum <= n`, `rownum < n`, `rownum = 1`), which it takes out.
+    fn top_n(
+        &self,
+        relation: &mut Relation,
+        rank: PendingRank,
+        scope: &Scope,
+        conditions: &mut Vec<&Expr>,
+    ) -> Result<(), SqlError> {
+        use sqlparser::ast::BinaryOperator::{Eq, Gt, GtEq, Lt, LtEq};
+        let constant = |expr: &Expr| match Scope::default().compile(expr).map(|s| s.eval(&Vec::new())) {
+            Ok(crate::types::Value::Int(n)) => Some(n),
+            _ => None,
+        };
+        let is_rank = |expr: &Expr| scope.compile(expr).ok().and_then(|s| s.as_column()) == Some(rank.column);
+        let mut limit = None;
+        for (index, condition) in conditions.iter().enumerate() {
+            let Expr::BinaryOp { left, op, right } = condition else { continue };
+            // `rownum <op> n`, or `n <op> rownum` turned around.
+            let bound = match (is_rank(left), is_rank(right)) {
+                (true, false) => constant(right).map(|n| (op.clone(), n)),
+                (false, true) => constant(left).map(|n| {
+                    let flipped = match op {
+                        Lt => Gt,
+                        LtEq => GtEq,
+                        Gt => Lt,
+                        GtEq => LtEq,
+                        other => other.clone(),
+                    };
+                    (flipped, n)
+                }),
+                _ => None,
+            };
+            let n = match bound {
+                Some((LtEq, n)) => n,
+                Some((Lt, n)) => n - 1,
+                Some((Eq, 1)) => 1,
+                Some(_) => {
+                    return Err(SqlError::at(
+                        condition.span().start,
+                        "a Top-N's filter must be rownum <= n, rownum < n or rownum = 1 (other rank ranges are \
+                         not supported yet)",
+                    ))
+                }
+                None => continue,
+            };
+            if n < 1 {
+                return Err(SqlError::at(condition.span().start, "a Top-N must keep at least one row"));
+            }
+            limit = Some((index, n));
+            break;
+        }
+        let Some((index, limit)) = limit else {
+            return Err(SqlError::at(
+                rank.at,
+                "ROW_NUMBER() OVER (…) needs a filter on it in the query over it (… WHERE rownum <= n): a Top-N. \
+                 Numbering every row is not supported",
+            ));
+        };
+        conditions.remove(index);
+        relation.stages.push(Stage::TopN(TopN {
+            width: rank.width,
+            partition: rank.partition,
+            order: rank.order,
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            rank: rank.column,
+        }));
+        relation.updating =
+            Some(format!("the ROW_NUMBER() at line {}, column {} (a Top-N)", rank.at.line, rank.at.column));
+        relation.time = None;
+        relation.bounds = None;
+        Ok(())
     }
 
     /// Plans a grouped `SELECT`: keys and a window, then `HAVING` and the select list over the
@@ -562,6 +691,9 @@ impl Catalog {
         having: Option<&Expr>,
         projection: &[SelectItem],
     ) -> Result<Relation, SqlError> {
+        if let Some(rank) = &relation.rank {
+            return Err(SqlError::at(rank.at, RANK_UNFILTERED));
+        }
         let input = Scope::new(relation.columns.clone());
         let window_columns = relation.window_columns();
         let is_window_column = |column: usize| window_columns.is_some_and(|first| column >= first);
@@ -850,6 +982,9 @@ impl Catalog {
             if side.window.is_some() {
                 return Err(SqlError::at(at, WINDOW_UNAGGREGATED));
             }
+            if let Some(rank) = &side.rank {
+                return Err(SqlError::at(rank.at, RANK_UNFILTERED));
+            }
             if let Some(producer) = &side.updating {
                 return Err(SqlError::at(
                     at,
@@ -933,6 +1068,7 @@ impl Catalog {
             bounds: None,
             timestamped: true,
             updating: None,
+            rank: None,
         };
         for predicate in residual {
             relation.push(Step::Filter(predicate));
@@ -954,6 +1090,7 @@ impl Catalog {
                 bounds: None,
                 timestamped: table.def.watermark.is_some(),
                 updating: None,
+                rank: None,
             }
         } else {
             return Err(SqlError::at(at, format!("table or view {name} is not declared")));
@@ -1076,6 +1213,62 @@ fn event_time(table: &Table) -> Result<Option<(usize, i64)>, SqlError> {
 const WINDOW_UNAGGREGATED: &str = "a window table function's rows must be aggregated (GROUP BY window_start, \
                                    window_end, …); joins of its rows (join its aggregated results instead), Top-N and \
                                    deduplication over windows are not supported yet";
+
+/// Why a `ROW_NUMBER()` must be filtered where it is selected from.
+const RANK_UNFILTERED: &str = "ROW_NUMBER() OVER (…) must be filtered in the query that selects from it (SELECT … \
+                               FROM (SELECT …, ROW_NUMBER() OVER (…) AS rownum FROM t) WHERE rownum <= n): a Top-N. \
+                               Numbering every row is not supported";
+
+/// The `ROW_NUMBER() OVER (…)` call of a select item, and the column's name.
+fn row_number(item: &SelectItem, position: usize) -> Option<(&sqlparser::ast::Function, String)> {
+    let (expr, name) = match item {
+        SelectItem::UnnamedExpr(expr) => (expr, output_name(expr, position)),
+        SelectItem::ExprWithAlias { expr, alias } => (expr, alias.value.clone()),
+        _ => return None,
+    };
+    match expr {
+        Expr::Function(function)
+            if function.over.is_some() && function.name.to_string().eq_ignore_ascii_case("ROW_NUMBER") =>
+        {
+            Some((function, name))
+        }
+        _ => None,
+    }
+}
+
+/// `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)`: its partition keys and order keys, over
+/// `scope`.
+#[allow(clippy::type_complexity)]
+fn rank_over(
+    function: &sqlparser::ast::Function,
+    scope: &Scope,
+    at: Location,
+) -> Result<(Vec<Scalar>, Vec<(Scalar, OrderKey)>), SqlError> {
+    use sqlparser::ast::{FunctionArguments, WindowType};
+    let no_arguments = match &function.args {
+        FunctionArguments::None => true,
+        FunctionArguments::List(list) => list.args.is_empty() && list.clauses.is_empty(),
+        FunctionArguments::Subquery(_) => false,
+    };
+    refuse(!no_arguments || function.filter.is_some(), at, "ROW_NUMBER takes no arguments: ROW_NUMBER() OVER (…)")?;
+    let Some(WindowType::WindowSpec(spec)) = &function.over else {
+        return Err(SqlError::at(at, "ROW_NUMBER() OVER a named window is not supported"));
+    };
+    refuse(spec.window_frame.is_some() || spec.window_name.is_some(), at, "a window frame for ROW_NUMBER()")?;
+    if spec.order_by.is_empty() {
+        return Err(SqlError::at(at, "ROW_NUMBER() OVER (…) needs an ORDER BY (Flink requires one for a Top-N)"));
+    }
+    let partition = spec.partition_by.iter().map(|expr| scope.compile(expr)).collect::<Result<Vec<_>, _>>()?;
+    let mut order = Vec::new();
+    for key in &spec.order_by {
+        refuse(key.with_fill.is_some(), at, "ORDER BY … WITH FILL")?;
+        let descending = key.options.asc == Some(false);
+        // Flink's default: NULLs first when ascending, last when descending.
+        let nulls_first = key.options.nulls_first.unwrap_or(!descending);
+        order.push((scope.compile(&key.expr)?, OrderKey { descending, nulls_first }));
+    }
+    Ok((partition, order))
+}
 
 /// The conjuncts of `a AND b AND …`.
 fn split_conjuncts<'e>(expr: &'e Expr, into: &mut Vec<&'e Expr>) {
