@@ -535,13 +535,13 @@ impl Catalog {
         }
         let mut exprs = Vec::new();
         let mut columns = Vec::new();
-        let mut rank: Option<(usize, Vec<Scalar>, Vec<(Scalar, OrderKey)>, Location)> = None;
+        // The ROW_NUMBER() column, its window, and where it is.
+        let mut rank: Option<(usize, RankOver, Location)> = None;
         for (position, item) in projection.iter().enumerate() {
             if let Some((function, name)) = row_number(item, position) {
                 let item_at = item.span().start;
                 refuse(rank.is_some(), item_at, "two ROW_NUMBER() columns in one SELECT")?;
-                let (partition, order) = rank_over(function, &scope, item_at)?;
-                rank = Some((exprs.len(), partition, order, item_at));
+                rank = Some((exprs.len(), rank_over(function, &scope, item_at)?, item_at));
                 columns.push(Column { qualifier: None, name, ty: SqlType::BIGINT });
                 exprs.push(Scalar::literal(crate::types::Value::Null, SqlType::BIGINT));
                 continue;
@@ -590,7 +590,7 @@ impl Catalog {
                 }
             }
         }
-        if let Some((column, partition, order, at)) = rank {
+        if let Some((column, RankOver { partition, order }, at)) = rank {
             let width = exprs.len();
             let partition_count = partition.len();
             exprs.extend(partition);
@@ -1236,14 +1236,15 @@ fn row_number(item: &SelectItem, position: usize) -> Option<(&sqlparser::ast::Fu
     }
 }
 
+/// The window of a `ROW_NUMBER()`: `OVER (PARTITION BY … ORDER BY …)`.
+struct RankOver {
+    partition: Vec<Scalar>,
+    order: Vec<(Scalar, OrderKey)>,
+}
+
 /// `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)`: its partition keys and order keys, over
 /// `scope`.
-#[allow(clippy::type_complexity)]
-fn rank_over(
-    function: &sqlparser::ast::Function,
-    scope: &Scope,
-    at: Location,
-) -> Result<(Vec<Scalar>, Vec<(Scalar, OrderKey)>), SqlError> {
+fn rank_over(function: &sqlparser::ast::Function, scope: &Scope, at: Location) -> Result<RankOver, SqlError> {
     use sqlparser::ast::{FunctionArguments, WindowType};
     let no_arguments = match &function.args {
         FunctionArguments::None => true,
@@ -1267,7 +1268,7 @@ fn rank_over(
         let nulls_first = key.options.nulls_first.unwrap_or(!descending);
         order.push((scope.compile(&key.expr)?, OrderKey { descending, nulls_first }));
     }
-    Ok((partition, order))
+    Ok(RankOver { partition, order })
 }
 
 /// The conjuncts of `a AND b AND …`.
