@@ -333,19 +333,6 @@ CREATE TABLE q20 (
     bid_extra VARCHAR, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT,
     auction_dateTime TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, auction_extra VARCHAR
 ) WITH ('connector' = 'filesystem', 'path' = '{out}/q20', 'format' = 'csv');
-CREATE TABLE q4 (id BIGINT, final BIGINT)
-  WITH ('connector' = 'filesystem', 'path' = '{out}/q4', 'format' = 'changelog-csv');
-CREATE TABLE q9 (
-  id BIGINT, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT, `dateTime` TIMESTAMP(3),
-  expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra VARCHAR, auction BIGINT, bidder BIGINT, price BIGINT,
-  bid_dateTime TIMESTAMP(3), bid_extra VARCHAR
-) WITH ('connector' = 'filesystem', 'path' = '{out}/q9', 'format' = 'changelog-csv');
-CREATE TABLE q18 (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3),
-                  extra VARCHAR)
-  WITH ('connector' = 'filesystem', 'path' = '{out}/q18', 'format' = 'changelog-csv');
-CREATE TABLE q19 (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3),
-                  extra VARCHAR, rank_number BIGINT)
-  WITH ('connector' = 'filesystem', 'path' = '{out}/q19', 'format' = 'changelog-csv');
 
 INSERT INTO tumbling
 SELECT auction, COUNT(*) AS bids, MIN(price), MAX(price), SUM(price), AVG(price), COUNT(DISTINCT bidder),
@@ -420,6 +407,66 @@ SELECT
 FROM
     bid AS B INNER JOIN auction AS A on B.auction = A.id
 WHERE A.category = 10;
+"
+    )
+}
+
+/// The bids of the first `events` Nexmark events (seed `seed`, `events_per_second`), in event
+/// order, as Flink's CSV format writes a table `(auction BIGINT, bidder BIGINT, price BIGINT,
+/// dateTime TIMESTAMP(3), extra VARCHAR)`: input for SQL's `filesystem` source.
+pub fn bids_as_csv(events: u64, seed: u64, events_per_second: u64) -> Vec<String> {
+    let mut config = NexmarkConfig::new(events, seed);
+    config.events_per_second = events_per_second;
+    let events = self::events(&config);
+    bids(&events).map(|b| format!("{},{},{},\"{}\",", b.auction, b.bidder, b.price, timestamp(b.date_time))).collect()
+}
+
+/// Text as Flink's CSV format writes it: quoted (quotes doubled) when it holds a character
+/// below `-` or is longer than 24 characters — Jackson's rule, seen in Flink 2.3's output.
+fn csv_text(text: &str) -> String {
+    if text.chars().any(|c| c < '-') || text.chars().count() > 24 {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// A Flink SQL script of Nexmark's queries whose results update, as published: q4 (aggregates
+/// over a join), q9 (a Top-1 over a join), q18 (deduplication), q19 (a Top-10), q15 and q17
+/// (aggregates without a window, with `DATE_FORMAT`, `COUNT(DISTINCT …)` and `FILTER`). Each
+/// writes its changelog to `out/<query>` (`'format' = 'changelog-csv'`).
+pub fn sql_updating(out: &std::path::Path, events: u64, seed: u64, events_per_second: u64) -> String {
+    let out = out.display();
+    let generator = nexmark_table(events, seed, events_per_second);
+    format!(
+        "{generator}
+CREATE VIEW auction AS
+  SELECT auction.id, auction.itemName, auction.description, auction.initialBid, auction.reserve, `dateTime`,
+         auction.expires, auction.seller, auction.category, auction.extra
+  FROM datagen WHERE event_type = 1;
+
+CREATE TABLE q4 (id BIGINT, final BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q4', 'format' = 'changelog-csv');
+CREATE TABLE q9 (
+  id BIGINT, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT, `dateTime` TIMESTAMP(3),
+  expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra VARCHAR, auction BIGINT, bidder BIGINT, price BIGINT,
+  bid_dateTime TIMESTAMP(3), bid_extra VARCHAR
+) WITH ('connector' = 'filesystem', 'path' = '{out}/q9', 'format' = 'changelog-csv');
+CREATE TABLE q18 (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3),
+                  extra VARCHAR)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q18', 'format' = 'changelog-csv');
+CREATE TABLE q19 (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3),
+                  extra VARCHAR, rank_number BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q19', 'format' = 'changelog-csv');
+CREATE TABLE q15 (
+  `day` VARCHAR, total_bids BIGINT, rank1_bids BIGINT, rank2_bids BIGINT, rank3_bids BIGINT, total_bidders BIGINT,
+  rank1_bidders BIGINT, rank2_bidders BIGINT, rank3_bidders BIGINT, total_auctions BIGINT, rank1_auctions BIGINT,
+  rank2_auctions BIGINT, rank3_auctions BIGINT
+) WITH ('connector' = 'filesystem', 'path' = '{out}/q15', 'format' = 'changelog-csv');
+CREATE TABLE q17 (
+  auction BIGINT, `day` VARCHAR, total_bids BIGINT, rank1_bids BIGINT, rank2_bids BIGINT, rank3_bids BIGINT,
+  min_price BIGINT, max_price BIGINT, avg_price BIGINT, sum_price BIGINT
+) WITH ('connector' = 'filesystem', 'path' = '{out}/q17', 'format' = 'changelog-csv');
 
 INSERT INTO q4
 SELECT
@@ -455,37 +502,69 @@ INSERT INTO q19
 SELECT * FROM
 (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rank_number FROM bid)
 WHERE rank_number <= 10;
+
+INSERT INTO q15
+SELECT
+     DATE_FORMAT(`dateTime`, 'yyyy-MM-dd') as `day`,
+     count(*) AS total_bids,
+     count(*) filter (where price < 10000) AS rank1_bids,
+     count(*) filter (where price >= 10000 and price < 1000000) AS rank2_bids,
+     count(*) filter (where price >= 1000000) AS rank3_bids,
+     count(distinct bidder) AS total_bidders,
+     count(distinct bidder) filter (where price < 10000) AS rank1_bidders,
+     count(distinct bidder) filter (where price >= 10000 and price < 1000000) AS rank2_bidders,
+     count(distinct bidder) filter (where price >= 1000000) AS rank3_bidders,
+     count(distinct auction) AS total_auctions,
+     count(distinct auction) filter (where price < 10000) AS rank1_auctions,
+     count(distinct auction) filter (where price >= 10000 and price < 1000000) AS rank2_auctions,
+     count(distinct auction) filter (where price >= 1000000) AS rank3_auctions
+FROM bid
+GROUP BY DATE_FORMAT(`dateTime`, 'yyyy-MM-dd');
+
+INSERT INTO q17
+SELECT
+     auction,
+     DATE_FORMAT(`dateTime`, 'yyyy-MM-dd') as `day`,
+     count(*) AS total_bids,
+     count(*) filter (where price < 10000) AS rank1_bids,
+     count(*) filter (where price >= 10000 and price < 1000000) AS rank2_bids,
+     count(*) filter (where price >= 1000000) AS rank3_bids,
+     min(price) AS min_price,
+     max(price) AS max_price,
+     avg(price) AS avg_price,
+     sum(price) AS sum_price
+FROM bid
+GROUP BY auction, DATE_FORMAT(`dateTime`, 'yyyy-MM-dd');
 "
     )
 }
 
-/// The bids of the first `events` Nexmark events (seed `seed`, `events_per_second`), in event
-/// order, as Flink's CSV format writes a table `(auction BIGINT, bidder BIGINT, price BIGINT,
-/// dateTime TIMESTAMP(3), extra VARCHAR)`: input for SQL's `filesystem` source.
-pub fn bids_as_csv(events: u64, seed: u64, events_per_second: u64) -> Vec<String> {
+/// What [`sql_updating`] must commit: the changelogs of q4, q9, q18, q19, q15 and q17, as
+/// sorted lines (see [`sql_q4_changelog`], [`top_n_changelog`] and [`group_changelog`]).
+pub fn sql_updating_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 6] {
     let mut config = NexmarkConfig::new(events, seed);
     config.events_per_second = events_per_second;
     let events = self::events(&config);
-    bids(&events).map(|b| format!("{},{},{},\"{}\",", b.auction, b.bidder, b.price, timestamp(b.date_time))).collect()
-}
-
-/// Text as Flink's CSV format writes it: quoted (quotes doubled) when it holds a character
-/// below `-` or is longer than 24 characters — Jackson's rule, seen in Flink 2.3's output.
-fn csv_text(text: &str) -> String {
-    if text.chars().any(|c| c < '-') || text.chars().count() > 24 {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
-    }
+    [
+        sql_q4_changelog(&events),
+        sql_q9_changelog(&events),
+        sql_q18_changelog(&events),
+        sql_q19_changelog(&events),
+        sql_q15_changelog(&events),
+        sql_q17_changelog(&events),
+    ]
+    .map(|mut lines| {
+        lines.sort();
+        lines
+    })
 }
 
 /// What [`sql_stateful`] must commit, as sorted CSV lines per table (tumbling, hopping,
-/// sessions, cumulating, q8, q3, q7, q20, q4), computed window by window and person by person from the
-/// events; for the updating results (q4, q9, q18, q19) their changelogs (see [`sql_q4_changelog`]
-/// and [`top_n_changelog`]). Windows are aligned to the
+/// sessions, cumulating, q8, q3, q7, q20), computed window by window and person by person from the
+/// events. Windows are aligned to the
 /// epoch; a session is its bids' span plus the gap (bids a gap apart or less share one);
 /// `AVG` of integers truncates.
-pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 12] {
+pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 8] {
     let mut config = NexmarkConfig::new(events, seed);
     config.events_per_second = events_per_second;
     let events = self::events(&config);
@@ -673,11 +752,102 @@ pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> 
         sorted(q3),
         sorted(q7),
         sorted(q20),
-        sorted(sql_q4_changelog(&events)),
-        sorted(sql_q9_changelog(&events)),
-        sorted(sql_q18_changelog(&events)),
-        sorted(sql_q19_changelog(&events)),
     ]
+}
+
+/// Weir's changelog of an aggregate without a window: the bids enter in event-time order, each
+/// into its group's state (`add`); at each event time, every group whose row (`line`) changed
+/// gives `-U` of the old row and `+U` of the new, or `+I` if it had none.
+fn group_changelog<'e, K: Ord + Clone, S: Default>(
+    rows: impl IntoIterator<Item = (K, &'e Bid)>,
+    add: impl Fn(&mut S, &Bid),
+    line: impl Fn(&K, &S) -> String,
+) -> Vec<String> {
+    let mut by_time: BTreeMap<i64, Vec<(K, &Bid)>> = BTreeMap::new();
+    for (key, bid) in rows {
+        by_time.entry(bid.date_time).or_default().push((key, bid));
+    }
+    let mut groups: BTreeMap<K, S> = BTreeMap::new();
+    let mut lines = Vec::new();
+    for (_, arriving) in by_time {
+        let before: BTreeMap<K, Option<String>> =
+            arriving.iter().map(|(key, _)| (key.clone(), groups.get(key).map(|state| line(key, state)))).collect();
+        for (key, bid) in arriving {
+            add(groups.entry(key).or_default(), bid);
+        }
+        for (key, before) in before {
+            let after = line(&key, &groups[&key]);
+            match before {
+                Some(before) if before == after => {}
+                Some(before) => lines.extend([format!("-U,{before}"), format!("+U,{after}")]),
+                None => lines.push(format!("+I,{after}")),
+            }
+        }
+    }
+    lines
+}
+
+/// Which of q15's and q17's price ranks a price is in: 1 below 10 000, 2 below 1 000 000, 3
+/// from there.
+fn price_rank(price: i64) -> usize {
+    match price {
+        ..10_000 => 1,
+        10_000..1_000_000 => 2,
+        _ => 3,
+    }
+}
+
+/// q15 (bids, bidders and auctions per day, in all and per price rank) as Weir's changelog.
+pub fn sql_q15_changelog(events: &[Event]) -> Vec<String> {
+    #[derive(Default)]
+    struct Day {
+        bids: [u64; 4],
+        bidders: [BTreeSet<i64>; 4],
+        auctions: [BTreeSet<i64>; 4],
+    }
+    group_changelog(
+        bids(events).map(|bid| (timestamp(bid.date_time)[..10].to_owned(), bid)),
+        |day: &mut Day, bid| {
+            for rank in [0, price_rank(bid.price)] {
+                day.bids[rank] += 1;
+                day.bidders[rank].insert(bid.bidder);
+                day.auctions[rank].insert(bid.auction);
+            }
+        },
+        |key, day| {
+            let bidders = day.bidders.iter().map(|set| set.len().to_string());
+            let auctions = day.auctions.iter().map(|set| set.len().to_string());
+            let counts: Vec<String> = day.bids.iter().map(u64::to_string).chain(bidders).chain(auctions).collect();
+            format!("{key},{}", counts.join(","))
+        },
+    )
+}
+
+/// q17 (per auction and day: bids in all and per price rank, least, greatest, average and total
+/// price) as Weir's changelog.
+pub fn sql_q17_changelog(events: &[Event]) -> Vec<String> {
+    #[derive(Default)]
+    struct AuctionDay {
+        bids: [i64; 4],
+        min: Option<i64>,
+        max: Option<i64>,
+        sum: i64,
+    }
+    group_changelog(
+        bids(events).map(|bid| ((bid.auction, timestamp(bid.date_time)[..10].to_owned()), bid)),
+        |group: &mut AuctionDay, bid| {
+            group.bids[0] += 1;
+            group.bids[price_rank(bid.price)] += 1;
+            group.min = Some(group.min.map_or(bid.price, |m| m.min(bid.price)));
+            group.max = Some(group.max.map_or(bid.price, |m| m.max(bid.price)));
+            group.sum += bid.price;
+        },
+        |(auction, day), group| {
+            let [all, rank1, rank2, rank3] = group.bids;
+            let (min, max) = (group.min.expect("a bid"), group.max.expect("a bid"));
+            format!("{auction},{day},{all},{rank1},{rank2},{rank3},{min},{max},{},{}", group.sum / all, group.sum)
+        },
+    )
 }
 
 /// A bid as a row of `bid` (`auction, bidder, price, channel, url, dateTime`; `extra` is

@@ -44,7 +44,7 @@ pub use record::{Data, Record};
 pub use registry::{JobDef, JobRegistry};
 pub use source::{CollectionSource, FileSource, GeneratorSource, LineFormat, WatermarkStrategy};
 pub use state::{AggregatingState, ListState, MapState, ReducingState, ValueState};
-pub use updating::{Change, ChangeKind, UpdatingStream};
+pub use updating::{Change, ChangeKind, Sums, UpdatingStream};
 pub use weir_core::job::{ParamDef, ParamKind, Params};
 pub use window::{
     AggregateFunction, CountTrigger, CumulativeEventTimeWindows, EventTimeSessionWindows, SlidingEventTimeWindows,

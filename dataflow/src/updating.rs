@@ -140,7 +140,103 @@ where
     }
 }
 
+impl<K: UpdateKey, V: UpdateData> Clone for UpdatingStream<'_, K, V> {
+    fn clone(&self) -> Self {
+        UpdatingStream { updates: self.updates.clone(), shared: self.shared.clone(), timestamps: self.timestamps }
+    }
+}
+
+/// Sums of integers, added slot by slot: a difference type for differential dataflow, so that
+/// counts and sums of a key's rows are kept as one accumulated value per key — updated in
+/// constant time per change, where recomputing them would read every row of the key. Trailing
+/// zeros are dropped, so equal sums are equal values and zero is the empty vector.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Sums(Vec<i128>);
+
+impl Sums {
+    /// The sums `values`.
+    pub fn new(values: Vec<i128>) -> Self {
+        let mut sums = Sums(values);
+        sums.trim();
+        sums
+    }
+
+    /// Slot `index` (zero past the end).
+    pub fn get(&self, index: usize) -> i128 {
+        self.0.get(index).copied().unwrap_or(0)
+    }
+
+    fn trim(&mut self) {
+        while self.0.last() == Some(&0) {
+            self.0.pop();
+        }
+    }
+}
+
+impl differential_dataflow::difference::IsZero for Sums {
+    fn is_zero(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl differential_dataflow::difference::Semigroup for Sums {
+    fn plus_equals(&mut self, other: &Self) {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            *mine = mine.wrapping_add(*theirs);
+        }
+        self.trim();
+    }
+}
+
+impl differential_dataflow::difference::Monoid for Sums {
+    fn zero() -> Self {
+        Sums(Vec::new())
+    }
+}
+
+impl differential_dataflow::difference::Abelian for Sums {
+    fn negate(&mut self) {
+        self.0.iter_mut().for_each(|value| *value = value.wrapping_neg());
+    }
+}
+
+impl differential_dataflow::difference::Multiply<isize> for Sums {
+    type Output = Sums;
+    fn multiply(mut self, times: &isize) -> Sums {
+        self.0.iter_mut().for_each(|value| *value = value.wrapping_mul(*times as i128));
+        self.trim();
+        self
+    }
+}
+
 impl<'s, K: UpdateKey, V: UpdateData> UpdatingStream<'s, K, V> {
+    /// Per key, the sum of `f` over its rows (each times its multiplicity): one row per key
+    /// with rows, updated in constant time per change.
+    pub fn sums(self, f: impl Fn(&V) -> Sums + 'static) -> UpdatingStream<'s, K, Sums> {
+        let UpdatingStream { updates, shared, timestamps } = self;
+        let updates = updates.explode(move |(key, row)| Some((key, f(&row)))).count_core::<isize>();
+        UpdatingStream { updates, shared, timestamps }
+    }
+
+    /// Each row of a key once, however many times it is there (SQL's `DISTINCT`).
+    pub fn distinct(self) -> UpdatingStream<'s, K, V>
+    where
+        V: Hash,
+    {
+        let UpdatingStream { updates, shared, timestamps } = self;
+        let updates = updates.distinct();
+        UpdatingStream { updates, shared, timestamps }
+    }
+
+    /// The rows of both (keyed alike: the same key lands in the same slot in both).
+    pub fn concat(self, other: UpdatingStream<'s, K, V>) -> UpdatingStream<'s, K, V> {
+        let UpdatingStream { updates, shared, timestamps } = self;
+        UpdatingStream { updates: updates.concat(other.updates), shared, timestamps: timestamps && other.timestamps }
+    }
+
     /// Replaces each row by `f` of it, or drops it where `f` gives `None` (filters and
     /// projections; the key stays).
     pub fn map_rows<V2: UpdateData>(self, mut f: impl FnMut(V) -> Option<V2> + 'static) -> UpdatingStream<'s, K, V2> {

@@ -18,6 +18,7 @@ use std::hash::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 
 use weir_dataflow::window::{AggregateFunction, TimeWindow};
+use weir_dataflow::Sums;
 
 use crate::types::{IntegerWidth, Row, SqlType, Value};
 
@@ -455,24 +456,138 @@ impl Ord for SortedRow {
     }
 }
 
-/// An aggregate without a window (an updating one): a group's row from all of its input rows,
-/// `[keys…, NULL, NULL, NULL, aggregates…]` — the layout of a window aggregation's row, whose
-/// window columns a query cannot name here — recomputed whenever the group's rows change.
-/// `rows` are the group's rows, each with its multiplicity (positive: differential's reduce
-/// hands over the current multiset).
-pub fn group_row(aggregates: &SqlAggregates, key: &GroupKey, rows: &[(&SortedRow, isize)]) -> SortedRow {
-    let mut accumulators = aggregates.create_accumulator();
-    for (row, count) in rows {
-        assert!(*count > 0, "a group holds a row a negative number of times: {:?}", row.0);
-        for _ in 0..*count {
-            aggregates.add(&mut accumulators, &row.0);
-        }
+/// A part of a group's row in an aggregate without a window (an updating one). The parts are
+/// kept incrementally on differential dataflow, each updated in constant or logarithmic time
+/// per change of the group's rows (recomputing a group from its rows would read all of them at
+/// every change: quadratic for a group that grows with the input):
+/// - the group's counts and sums, as one [`Sums`] per group (slot 0 counts its rows);
+/// - each `COUNT(DISTINCT …)`: how many distinct values the group has;
+/// - each `MIN` / `MAX`: the least or greatest of the group's values.
+///
+/// [`SqlAggregates::group_row`] puts a group's row together from them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Part {
+    /// The counts and sums.
+    Sums(Sums),
+    /// Call `.0`'s count of distinct values.
+    Distinct(usize, i64),
+    /// Call `.0`'s least or greatest value.
+    Extreme(usize, SortedRow),
+}
+
+impl SqlAggregates {
+    /// Where each call's sums start in a group's [`Sums`] (after slot 0, the row count), for the
+    /// calls kept as sums: counts take one slot, sums and averages two (the sum, and how many
+    /// values it has — a sum of none is `NULL`).
+    fn sum_slots(&self) -> Vec<Option<usize>> {
+        let mut next = 1;
+        self.calls
+            .iter()
+            .map(|call| {
+                let width = match call.kind {
+                    AggregateKind::CountRows | AggregateKind::Count => 1,
+                    AggregateKind::SumInteger(_) | AggregateKind::SumDecimal | AggregateKind::AvgInteger(_) => 2,
+                    AggregateKind::CountDistinct | AggregateKind::Min | AggregateKind::Max => return None,
+                };
+                next += width;
+                Some(next - width)
+            })
+            .collect()
     }
-    let mut row = Vec::with_capacity(key.0.len() + 3 + aggregates.calls.len());
-    row.extend(key.0.iter().cloned());
-    row.extend([Value::Null, Value::Null, Value::Null]);
-    row.extend(aggregates.results(accumulators));
-    SortedRow(row)
+
+    /// One row's contribution to its group's sums.
+    pub fn row_sums(&self, row: &Row) -> Sums {
+        let slots = self.sum_slots();
+        let mut sums = vec![0i128; slots.iter().flatten().max().map_or(1, |last| last + 2)];
+        sums[0] = 1;
+        for (call, slot) in self.calls.iter().zip(slots) {
+            let Some(slot) = slot else { continue };
+            if !Self::counted(call, row) {
+                continue;
+            }
+            let argument = call.argument.map(|column| &row[column]);
+            match (call.kind, argument) {
+                (AggregateKind::CountRows, _) => sums[slot] = 1,
+                (_, Some(Value::Null)) => {}
+                (AggregateKind::Count, _) => sums[slot] = 1,
+                (_, Some(Value::Int(x))) => (sums[slot], sums[slot + 1]) = (*x as i128, 1),
+                (_, Some(Value::Decimal { unscaled, .. })) => (sums[slot], sums[slot + 1]) = (*unscaled, 1),
+                (kind, other) => unreachable!("{kind:?} over {other:?}"),
+            }
+        }
+        Sums::new(sums)
+    }
+
+    /// The `COUNT(DISTINCT …)` calls, by index.
+    pub fn distinct_calls(&self) -> impl Iterator<Item = usize> + '_ {
+        self.calls.iter().enumerate().filter(|(_, c)| c.kind == AggregateKind::CountDistinct).map(|(i, _)| i)
+    }
+
+    /// The `MIN` and `MAX` calls, by index.
+    pub fn extreme_calls(&self) -> impl Iterator<Item = usize> + '_ {
+        self.calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.kind, AggregateKind::Min | AggregateKind::Max))
+            .map(|(i, _)| i)
+    }
+
+    /// The value call `index` takes from `row`: `None` when its filter drops the row or the
+    /// value is `NULL` (aggregates skip `NULL`s).
+    pub fn argument(&self, index: usize, row: &Row) -> Option<Value> {
+        let call = &self.calls[index];
+        let value = &row[call.argument.expect("a distinct count, MIN or MAX has an argument")];
+        (Self::counted(call, row) && *value != Value::Null).then(|| value.clone())
+    }
+
+    /// Whether call `index` is `MIN` (its part is the least value, not the greatest).
+    pub fn is_min(&self, index: usize) -> bool {
+        self.calls[index].kind == AggregateKind::Min
+    }
+
+    /// A group's row from its parts, `[keys…, NULL, NULL, NULL, aggregates…]` — the layout of a
+    /// window aggregation's row, whose window columns a query cannot name here — or `None` if
+    /// the group has no rows.
+    pub fn group_row(&self, key: &GroupKey, parts: &[(&Part, isize)]) -> Option<SortedRow> {
+        let mut sums = None;
+        let mut found: Vec<Option<Value>> = vec![None; self.calls.len()];
+        for (part, count) in parts {
+            assert_eq!(*count, 1, "a group's part is there once: {part:?}");
+            match part {
+                Part::Sums(part) => sums = Some(part),
+                Part::Distinct(index, n) => found[*index] = Some(Value::Int(*n)),
+                Part::Extreme(index, value) => found[*index] = Some(value.0[0].clone()),
+            }
+        }
+        // No rows (the distinct values and extremes of none are gone too).
+        let sums = sums?;
+        let mut row = Vec::with_capacity(key.0.len() + 3 + self.calls.len());
+        row.extend(key.0.iter().cloned());
+        row.extend([Value::Null, Value::Null, Value::Null]);
+        for ((call, slot), found) in self.calls.iter().zip(self.sum_slots()).zip(found) {
+            let value = match (call.kind, slot) {
+                (AggregateKind::CountDistinct, _) => found.unwrap_or(Value::Int(0)),
+                (AggregateKind::Min | AggregateKind::Max, _) => found.unwrap_or(Value::Null),
+                (_, None) => unreachable!("a call kept as sums has slots"),
+                (AggregateKind::CountRows | AggregateKind::Count, Some(slot)) => Value::Int(sums.get(slot) as i64),
+                (_, Some(slot)) if sums.get(slot + 1) == 0 => Value::Null,
+                (AggregateKind::SumInteger(width), Some(slot)) => Value::Int(wrap(sums.get(slot) as i64, width)),
+                (AggregateKind::AvgInteger(width), Some(slot)) => {
+                    // Java's `long` sum (wrapping), divided and truncated, in the argument's type.
+                    Value::Int(wrap((sums.get(slot) as i64).wrapping_div(sums.get(slot + 1) as i64), width))
+                }
+                (AggregateKind::SumDecimal, Some(slot)) => match &call.ty {
+                    // Past DECIMAL(38)'s range the sum is NULL, as Flink's decimal overflow.
+                    SqlType::Decimal { scale, .. } if sums.get(slot).unsigned_abs() < 10u128.pow(38) => {
+                        Value::Decimal { unscaled: sums.get(slot), scale: *scale }
+                    }
+                    _ => Value::Null,
+                },
+            };
+            row.push(value);
+        }
+        Some(SortedRow(row))
+    }
 }
 
 #[cfg(test)]

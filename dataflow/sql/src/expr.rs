@@ -18,6 +18,7 @@ use sqlparser::ast::{
 use sqlparser::tokenizer::Location;
 
 use crate::aggregate::{AggregateKind, WindowSpec};
+use crate::functions::Builtin;
 use crate::parser::SqlError;
 use crate::types::{IntegerWidth, Row, SqlType, Value};
 
@@ -300,6 +301,8 @@ enum Kind {
     ToDouble(Box<Scalar>),
     /// The same value, seen as the scalar's type (see `retype`).
     Retype(Box<Scalar>),
+    /// A built-in function of these arguments (its constant ones compiled into it).
+    Call(Builtin, Vec<Scalar>),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq)]
@@ -371,6 +374,7 @@ impl Scalar {
                 branches.iter().any(|(c, r)| c.reads_any(column) || r.reads_any(column))
                     || otherwise.as_ref().is_some_and(|o| o.reads_any(column))
             }
+            Kind::Call(_, args) => args.iter().any(|a| a.reads_any(column)),
         }
     }
 
@@ -403,6 +407,9 @@ impl Scalar {
             Kind::ToDecimal(inner) => Kind::ToDecimal(Box::new(inner.substitute(inputs))),
             Kind::ToDouble(inner) => Kind::ToDouble(Box::new(inner.substitute(inputs))),
             Kind::Retype(inner) => Kind::Retype(Box::new(inner.substitute(inputs))),
+            Kind::Call(builtin, args) => {
+                Kind::Call(builtin.clone(), args.iter().map(|a| a.substitute(inputs)).collect())
+            }
         };
         Scalar::new(kind, self.ty.clone())
     }
@@ -452,6 +459,10 @@ impl Scalar {
                 _ => unreachable!("a decimal conversion has a decimal type"),
             },
             Kind::Retype(inner) => inner.eval(row),
+            Kind::Call(builtin, args) => match args.as_slice() {
+                [one] => builtin.eval(&[one.eval(row)]),
+                args => builtin.eval(&args.iter().map(|a| a.eval(row)).collect::<Vec<_>>()),
+            },
             Kind::ToDouble(inner) => match inner.eval(row) {
                 Value::Int(v) => Value::Double(v as f64),
                 Value::Decimal { unscaled, scale } => {
@@ -781,6 +792,19 @@ impl Scope {
                 let between = Scalar::new(Kind::And(from, to), SqlType::Boolean);
                 Ok(if *negated { Scalar::new(Kind::Not(Box::new(between)), SqlType::Boolean) } else { between })
             }
+            // `a IN (x, y)` is `a = x OR a = y` (so `NULL` where SQL says so); NOT IN its negation.
+            Expr::InList { expr, list, negated } => {
+                let mut any: Option<Scalar> = None;
+                for item in list {
+                    let equal = self.binary(expr, &BinaryOperator::Eq, item, at)?;
+                    any = Some(match any {
+                        Some(before) => Scalar::new(Kind::Or(Box::new(before), Box::new(equal)), SqlType::Boolean),
+                        None => equal,
+                    });
+                }
+                let any = any.ok_or_else(|| SqlError::at(at, "IN () needs at least one value"))?;
+                Ok(if *negated { Scalar::new(Kind::Not(Box::new(any)), SqlType::Boolean) } else { any })
+            }
             Expr::Case { operand, conditions, else_result, .. } => {
                 self.case(operand.as_deref(), conditions, else_result.as_deref(), at)
             }
@@ -832,6 +856,7 @@ impl Scope {
                 match (name.as_str(), args.as_slice()) {
                     ("MOD", [a, b]) => self.binary(a, &BinaryOperator::Modulo, b, at),
                     ("MOD", _) => Err(SqlError::at(at, "MOD takes two arguments: MOD(a, b)")),
+                    (name, args) if crate::functions::NAMES.contains(&name) => self.builtin(name, args, at),
                     _ => Err(SqlError::at(
                         at,
                         format!("function {name} is not supported yet (docs/sql.md lists the supported functions)"),
@@ -840,6 +865,22 @@ impl Scope {
             }
             other => Err(SqlError::at(at, format!("expression `{other}` is not supported yet"))),
         }
+    }
+
+    /// A built-in function call (see [`crate::functions`]).
+    fn builtin(&self, name: &str, args: &[&Expr], at: Location) -> Result<Scalar, SqlError> {
+        let compiled: Vec<Scalar> = args.iter().map(|a| self.compile(a)).collect::<Result<_, _>>()?;
+        let arguments: Vec<crate::functions::Argument> = compiled
+            .iter()
+            .map(|s| crate::functions::Argument {
+                ty: s.ty.clone(),
+                constant: (!s.reads_any(&|_| true)).then(|| s.eval(&Vec::new())),
+            })
+            .collect();
+        let resolved = crate::functions::resolve(name, &arguments).expect("a known built-in");
+        let (builtin, per_row, ty) = resolved.map_err(|message| SqlError::at(at, message))?;
+        let per_row = per_row.into_iter().map(|index| compiled[index].clone()).collect();
+        Ok(Scalar::new(Kind::Call(builtin, per_row), ty))
     }
 
     /// Compiles a predicate: it must be boolean.
@@ -1211,6 +1252,9 @@ mod tests {
         let case = "CASE WHEN kind = 0 THEN 'person' WHEN kind = 2 THEN name ELSE NULL END";
         assert_eq!(eval(case, &row()).0, Value::Str(Arc::from("Kate")));
         assert_eq!(eval("NOT (kind = 2) OR name IS NULL", &row()).0, Value::Bool(false));
+        assert_eq!(eval("kind IN (1, 2, 3)", &row()).0, Value::Bool(true));
+        assert_eq!(eval("kind NOT IN (1, 3)", &row()).0, Value::Bool(true));
+        assert_eq!(eval("LOWER(name) IN ('kate', 'x')", &row()).0, Value::Bool(true));
     }
 
     #[test]
@@ -1222,7 +1266,8 @@ mod tests {
         assert!(compile("PRICE").contains("did you mean price?"), "{}", compile("PRICE"));
         assert!(compile("bid.datetime").contains("field datetime not found"));
         assert!(compile("name + 1").contains("cannot apply + to VARCHAR and INT"));
-        assert!(compile("UPPER(name)").contains("function UPPER is not supported yet"));
+        assert!(compile("INITCAP(name)").contains("function INITCAP is not supported yet"));
+        assert!(compile("UPPER(price)").contains("UPPER takes a string, not BIGINT"));
         assert!(compile("price / kind").contains("by a column or an expression is not supported yet"));
         assert!(compile("MOD(price, 0)").contains("not supported yet"));
         assert!(compile("bid = bid").contains("cannot compare"));

@@ -55,6 +55,8 @@ pub enum IntegerWidth {
 impl SqlType {
     /// `BIGINT`.
     pub const BIGINT: SqlType = SqlType::Integer(IntegerWidth::Big);
+    /// `INT`.
+    pub const INT: SqlType = SqlType::Integer(IntegerWidth::Int);
 
     /// Whether values of this type are numbers.
     pub fn is_numeric(&self) -> bool {
@@ -316,7 +318,7 @@ pub fn java_decimal(unscaled: i128, scale: u8) -> String {
 
 /// Year, month and day of a day number counted from 1970-01-01 (the proleptic Gregorian
 /// calendar; Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
