@@ -878,9 +878,9 @@ impl Scope {
             })
             .collect();
         let resolved = crate::functions::resolve(name, &arguments).expect("a known built-in");
-        let (builtin, per_row, ty) = resolved.map_err(|message| SqlError::at(at, message))?;
-        let per_row = per_row.into_iter().map(|index| compiled[index].clone()).collect();
-        Ok(Scalar::new(Kind::Call(builtin, per_row), ty))
+        let resolved = resolved.map_err(|message| SqlError::at(at, message))?;
+        let per_row = resolved.per_row.iter().map(|&index| compiled[index].clone()).collect();
+        Ok(Scalar::new(Kind::Call(resolved.builtin, per_row), resolved.ty))
     }
 
     /// Compiles a predicate: it must be boolean.

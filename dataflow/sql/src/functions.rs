@@ -64,9 +64,18 @@ pub struct Argument {
     pub constant: Option<Value>,
 }
 
-/// What `NAME(args…)` is: the function, which of its arguments are evaluated per row (the
-/// others are compiled into it), and its result type. `None`: no such built-in function.
-pub fn resolve(name: &str, args: &[Argument]) -> Option<Result<(Builtin, Vec<usize>, SqlType), String>> {
+/// A resolved call.
+pub struct Resolved {
+    /// The function, its constant arguments compiled in.
+    pub builtin: Builtin,
+    /// Which arguments are evaluated per row.
+    pub per_row: Vec<usize>,
+    /// The result's type.
+    pub ty: SqlType,
+}
+
+/// What `NAME(args…)` is (see [`Resolved`]). `None`: no such built-in function.
+pub fn resolve(name: &str, args: &[Argument]) -> Option<Result<Resolved, String>> {
     let text = |index: usize, what: &str| -> Result<String, String> {
         match args.get(index).and_then(|a| a.constant.as_ref()) {
             Some(Value::Str(s)) => Ok(s.to_string()),
@@ -143,7 +152,7 @@ pub fn resolve(name: &str, args: &[Argument]) -> Option<Result<(Builtin, Vec<usi
         })(),
         _ => return None,
     };
-    Some(resolved)
+    Some(resolved.map(|(builtin, per_row, ty)| Resolved { builtin, per_row, ty }))
 }
 
 impl Builtin {
@@ -302,8 +311,8 @@ mod tests {
     fn call(name: &str, args: &[(SqlType, Option<Value>)], values: &[Value]) -> Result<Value, String> {
         let args: Vec<Argument> =
             args.iter().map(|(ty, constant)| Argument { ty: ty.clone(), constant: constant.clone() }).collect();
-        let (builtin, _, _) = resolve(name, &args).expect("a built-in")?;
-        Ok(builtin.eval(values))
+        let resolved = resolve(name, &args).expect("a built-in")?;
+        Ok(resolved.builtin.eval(values))
     }
 
     fn text(s: &str) -> Value {
@@ -319,12 +328,15 @@ mod tests {
         let ts = Value::Millis(1_700_000_000_045);
         let stamp = (SqlType::Timestamp, None);
         assert_eq!(
-            call("DATE_FORMAT", &[stamp.clone(), constant("yyyy-MM-dd")], &[ts.clone()]),
+            call("DATE_FORMAT", &[stamp.clone(), constant("yyyy-MM-dd")], std::slice::from_ref(&ts)),
             Ok(text("2023-11-14"))
         );
-        assert_eq!(call("DATE_FORMAT", &[stamp.clone(), constant("HH:mm")], &[ts.clone()]), Ok(text("22:13")));
         assert_eq!(
-            call("DATE_FORMAT", &[stamp.clone(), constant("yy/M/d H:m:s.SSS 'at' ''")], &[ts.clone()]),
+            call("DATE_FORMAT", &[stamp.clone(), constant("HH:mm")], std::slice::from_ref(&ts)),
+            Ok(text("22:13"))
+        );
+        assert_eq!(
+            call("DATE_FORMAT", &[stamp.clone(), constant("yy/M/d H:m:s.SSS 'at' ''")], std::slice::from_ref(&ts)),
             Ok(text("23/11/14 22:13:20.045 at '"))
         );
         assert_eq!(call("DATE_FORMAT", &[stamp.clone(), constant("yyyy")], &[Value::Null]), Ok(Value::Null));
