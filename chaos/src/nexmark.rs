@@ -197,11 +197,11 @@ CREATE VIEW bid AS
     )
 }
 
-/// A Flink SQL script running Nexmark q0, q1 and q2 over `events` generated events (`seed`),
-/// writing CSV into `out/q0`, `out/q1` and `out/q2`: Nexmark's generator table (with its
-/// computed event time and watermark), a view of its bids, and the three queries as Nexmark
+/// A Flink SQL script running Nexmark's stateless queries — q0, q1, q2, q21 and q22 — over
+/// `events` generated events (`seed`), writing CSV into `out/<query>`: Nexmark's generator table
+/// (with its computed event time and watermark), a view of its bids, and the queries as Nexmark
 /// writes them.
-pub fn sql_q0_to_q2(out: &std::path::Path, events: u64, seed: u64) -> String {
+pub fn sql_stateless(out: &std::path::Path, events: u64, seed: u64) -> String {
     let out = out.display();
     let generator = nexmark_table(events, seed, 10_000);
     format!(
@@ -213,20 +213,45 @@ CREATE TABLE q1 (auction BIGINT, bidder BIGINT, price DECIMAL(23, 3), `dateTime`
   WITH ('connector' = 'filesystem', 'path' = '{out}/q1', 'format' = 'csv');
 CREATE TABLE q2 (auction BIGINT, price BIGINT)
   WITH ('connector' = 'filesystem', 'path' = '{out}/q2', 'format' = 'csv');
+CREATE TABLE q21 (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, channel_id VARCHAR)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q21', 'format' = 'csv');
+CREATE TABLE q22 (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, dir1 VARCHAR, dir2 VARCHAR,
+                  dir3 VARCHAR)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q22', 'format' = 'csv');
 
 INSERT INTO q0 SELECT auction, bidder, price, `dateTime`, extra FROM bid;
 INSERT INTO q1 SELECT auction, bidder, 0.908 * price AS price, `dateTime`, extra FROM bid;
 INSERT INTO q2 SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0;
+INSERT INTO q21
+SELECT
+    auction, bidder, price, channel,
+    CASE
+        WHEN lower(channel) = 'apple' THEN '0'
+        WHEN lower(channel) = 'google' THEN '1'
+        WHEN lower(channel) = 'facebook' THEN '2'
+        WHEN lower(channel) = 'baidu' THEN '3'
+        ELSE REGEXP_EXTRACT(url, '(&|^)channel_id=([^&]*)', 2)
+        END
+    AS channel_id FROM bid
+    where REGEXP_EXTRACT(url, '(&|^)channel_id=([^&]*)', 2) is not null or
+          lower(channel) in ('apple', 'google', 'facebook', 'baidu');
+INSERT INTO q22
+SELECT
+    auction, bidder, price, channel,
+    SPLIT_INDEX(url, '/', 3) as dir1,
+    SPLIT_INDEX(url, '/', 4) as dir2,
+    SPLIT_INDEX(url, '/', 5) as dir3 FROM bid;
 "
     )
 }
 
-/// What [`sql_q0_to_q2`] must commit, as sorted CSV lines per query: q0's bids, q1's with the
-/// price in exact thousandths of euros, q2's selection. Timestamps as Flink's CSV format writes
+/// What [`sql_stateless`] must commit, as sorted CSV lines per query: q0's bids, q1's with the
+/// price in exact thousandths of euros, q2's selection, q21's channel ids (Weir's generator's
+/// channels are the four named ones, its URLs carry no `channel_id`), q22's URL directories. Timestamps as Flink's CSV format writes
 /// `TIMESTAMP(3)`: quoted text, the time as Java's `ISO_LOCAL_TIME`, whose fraction has no
 /// trailing zeros (`"2023-11-14 22:13:20"`, `"2023-11-14 22:13:20.1"`) — as Flink 2.3 wrote the
 /// same values when checked with PyFlink.
-pub fn sql_q0_to_q2_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 3] {
+pub fn sql_stateless_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 5] {
     let mut config = NexmarkConfig::new(events, seed);
     config.events_per_second = events_per_second;
     let events = self::events(&config);
@@ -255,7 +280,27 @@ pub fn sql_q0_to_q2_expected(events: u64, seed: u64, events_per_second: u64) -> 
         })
         .collect();
     let q2 = q2(&events).iter().map(|(auction, price)| format!("{auction},{price}")).collect();
-    [sorted(q0), sorted(q1), sorted(q2)]
+    let channel_id = |channel: &str| match channel {
+        "Apple" => "0",
+        "Google" => "1",
+        "Facebook" => "2",
+        "Baidu" => "3",
+        other => unreachable!("the generator's channels are the named four, not {other}"),
+    };
+    let q21 = bids
+        .iter()
+        .map(|b| format!("{},{},{},{},{}", b.auction, b.bidder, b.price, b.channel, channel_id(&b.channel)))
+        .collect();
+    // The URL `https://www.nexmark.com/<channel>/item.htm?query=1` split at `/`: the channel,
+    // the page, and nothing (NULL, an empty field).
+    let q22 = bids
+        .iter()
+        .map(|b| {
+            let channel = b.channel.to_ascii_lowercase();
+            format!("{},{},{},{},{channel},item.htm?query=1,", b.auction, b.bidder, b.price, b.channel)
+        })
+        .collect();
+    [sorted(q0), sorted(q1), sorted(q2), sorted(q21), sorted(q22)]
 }
 
 /// `YYYY-MM-DD hh:mm:ss.mmm` of milliseconds since 1970 (non-negative), counted out year by

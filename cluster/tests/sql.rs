@@ -1,7 +1,7 @@
 //! SQL jobs end to end: Flink SQL scripts declaring Nexmark's generator table and its views run
 //! as the built-in `sql` job, at parallelism 1, 2 and 4 and through a crash, and their committed
 //! CSV output equals what `weir_chaos::nexmark`'s sequential references compute from the same
-//! events. `weir_chaos::nexmark::sql_q0_to_q2` holds Nexmark q0, q1 and q2;
+//! events. `weir_chaos::nexmark::sql_stateless` holds Nexmark q0, q1, q2, q21 and q22;
 //! `weir_chaos::nexmark::sql_stateful` window aggregations (q11 among them) and joins (q3, q7, q8,
 //! q20); `weir_chaos::nexmark::sql_updating` updating results (q4, q9, q15, q17, q18, q19), whose
 //! changelogs are compared line by line.
@@ -21,7 +21,7 @@ const EVENTS: u64 = 50_000;
 const SEED: u64 = 3;
 
 fn script(out: &Path) -> String {
-    nexmark::sql_q0_to_q2(out, EVENTS, SEED)
+    nexmark::sql_stateless(out, EVENTS, SEED)
 }
 
 fn options(script: String, parallelism: usize) -> RunOptions {
@@ -49,15 +49,17 @@ fn committed(dir: &Path) -> Vec<String> {
 }
 
 fn check(out: &Path, context: &str) {
-    let [q0, q1, q2] = nexmark::sql_q0_to_q2_expected(EVENTS, SEED, 10_000);
+    let [q0, q1, q2, q21, q22] = nexmark::sql_stateless_expected(EVENTS, SEED, 10_000);
     assert!(q2.len() > 10, "q2 selects some bids");
     assert_eq!(committed(&out.join("q0")), q0, "q0, {context}");
     assert_eq!(committed(&out.join("q1")), q1, "q1, {context}");
     assert_eq!(committed(&out.join("q2")), q2, "q2, {context}");
+    assert_eq!(committed(&out.join("q21")), q21, "q21, {context}");
+    assert_eq!(committed(&out.join("q22")), q22, "q22, {context}");
 }
 
 #[test]
-fn nexmark_q0_to_q2_in_sql_equal_their_references_at_every_parallelism() {
+fn nexmark_stateless_queries_in_sql_equal_their_references_at_every_parallelism() {
     let registry = weir_cluster::jobs::builtin();
     for parallelism in [1, 2, 4] {
         let root = tempfile::tempdir().unwrap();
@@ -289,7 +291,7 @@ fn a_bad_script_is_refused_with_its_line_and_column() {
         // An unknown column: named, placed, with the near miss.
         (
             script(&out).replace("SELECT auction, price FROM bid", "SELECT auction, Price FROM bid"),
-            "line 29, column 32: column Price not found; did you mean price?",
+            "line 34, column 32: column Price not found; did you mean price?",
         ),
         // A type the sink cannot take.
         (
@@ -302,8 +304,8 @@ fn a_bad_script_is_refused_with_its_line_and_column() {
         // An updating result into an append-only sink: refused, naming what updates.
         (
             script(&out).replace("FROM bid WHERE MOD", "FROM bid GROUP BY auction, price HAVING MOD"),
-            "line 29, column 1: table q2 is append-only ('connector' = 'filesystem', 'format' = 'csv'), but the \
-             query's result updates: the GROUP BY at line 29, column 56 (an aggregate without a window) produces \
+            "line 34, column 1: table q2 is append-only ('connector' = 'filesystem', 'format' = 'csv'), but the \
+             query's result updates: the GROUP BY at line 34, column 56 (an aggregate without a window) produces \
              updates",
         ),
         (

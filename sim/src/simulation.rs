@@ -741,7 +741,7 @@ async fn simulate_in(
             let script = match weir_core::keygroup::mix64(seed ^ 0x3A1D_0CA7) % 3 {
                 0 => weir_chaos::nexmark::sql_stateful(&output, shape.events / 4, seed, 500),
                 1 => weir_chaos::nexmark::sql_updating(&output, shape.events / 4, seed, 500),
-                _ => weir_chaos::nexmark::sql_q0_to_q2(&output, shape.events, seed),
+                _ => weir_chaos::nexmark::sql_stateless(&output, shape.events, seed),
             };
             strings(&["job", "submit", "sql", "--script", &script])
         }
@@ -1133,7 +1133,7 @@ fn judge_sessions(job: &PlannedJob) -> Judgement {
     }
 }
 
-/// The SQL jobs of the swarm: `weir_chaos::nexmark::sql_q0_to_q2`, `sql_stateful` or `sql_updating`, whose
+/// The SQL jobs of the swarm: `weir_chaos::nexmark::sql_stateless`, `sql_stateful` or `sql_updating`, whose
 /// tables' options say where they wrote and what they read.
 fn judge_sql(job: &PlannedJob) -> Judgement {
     let judge = || -> Result<Judgement, Box<dyn std::error::Error>> {
@@ -1170,7 +1170,10 @@ fn judge_sql(job: &PlannedJob) -> Judgement {
             let expected = weir_chaos::nexmark::sql_updating_expected(events, seed, rate);
             (vec!["q4", "q9", "q18", "q19", "q15", "q17"], expected.into())
         } else {
-            (vec!["q0", "q1", "q2"], weir_chaos::nexmark::sql_q0_to_q2_expected(events, seed, rate).into())
+            (
+                vec!["q0", "q1", "q2", "q21", "q22"],
+                weir_chaos::nexmark::sql_stateless_expected(events, seed, rate).into(),
+            )
         };
         let mut judgement = Judgement::Equal;
         for (table, expected) in tables.into_iter().zip(expected) {
