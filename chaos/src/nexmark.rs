@@ -378,6 +378,8 @@ CREATE TABLE q20 (
     bid_extra VARCHAR, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT,
     auction_dateTime TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, auction_extra VARCHAR
 ) WITH ('connector' = 'filesystem', 'path' = '{out}/q20', 'format' = 'csv');
+CREATE TABLE q5 (auction BIGINT, num BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/q5', 'format' = 'csv');
 
 INSERT INTO tumbling
 SELECT auction, COUNT(*) AS bids, MIN(price), MAX(price), SUM(price), AVG(price), COUNT(DISTINCT bidder),
@@ -452,6 +454,38 @@ SELECT
 FROM
     bid AS B INNER JOIN auction AS A on B.auction = A.id
 WHERE A.category = 10;
+
+INSERT INTO q5
+SELECT AuctionBids.auction, AuctionBids.num
+ FROM (
+   SELECT
+     auction,
+     count(*) AS num,
+     window_start AS starttime,
+     window_end AS endtime
+     FROM TABLE(
+             HOP(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+     GROUP BY auction, window_start, window_end
+ ) AS AuctionBids
+ JOIN (
+   SELECT
+     max(CountBids.num) AS maxn,
+     CountBids.starttime,
+     CountBids.endtime
+   FROM (
+     SELECT
+       count(*) AS num,
+       window_start AS starttime,
+       window_end AS endtime
+     FROM TABLE(
+                HOP(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+     GROUP BY auction, window_start, window_end
+     ) AS CountBids
+   GROUP BY CountBids.starttime, CountBids.endtime
+ ) AS MaxBids
+ ON AuctionBids.starttime = MaxBids.starttime AND
+    AuctionBids.endtime = MaxBids.endtime AND
+    AuctionBids.num >= MaxBids.maxn;
 "
     )
 }
@@ -605,11 +639,11 @@ pub fn sql_updating_expected(events: u64, seed: u64, events_per_second: u64) -> 
 }
 
 /// What [`sql_stateful`] must commit, as sorted CSV lines per table (tumbling, hopping,
-/// sessions, cumulating, q8, q3, q7, q20), computed window by window and person by person from the
+/// sessions, cumulating, q8, q3, q7, q20, q5), computed window by window and person by person from the
 /// events. Windows are aligned to the
 /// epoch; a session is its bids' span plus the gap (bids a gap apart or less share one);
 /// `AVG` of integers truncates.
-pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 8] {
+pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 9] {
     let mut config = NexmarkConfig::new(events, seed);
     config.events_per_second = events_per_second;
     let events = self::events(&config);
@@ -797,6 +831,8 @@ pub fn sql_stateful_expected(events: u64, seed: u64, events_per_second: u64) -> 
         sorted(q3),
         sorted(q7),
         sorted(q20),
+        // q5: the auctions with the most bids of each 10 s window sliding by 2 s.
+        sorted(q5(&events, 10_000, 2_000).into_iter().map(|(auction, num, _)| format!("{auction},{num}")).collect()),
     ]
 }
 

@@ -1165,7 +1165,7 @@ fn judge_sql(job: &PlannedJob) -> Judgement {
         };
         let (tables, expected): (Vec<&str>, Vec<Vec<String>>) = if options.contains_key("tumbling") {
             let expected = weir_chaos::nexmark::sql_stateful_expected(events, seed, rate);
-            (vec!["tumbling", "hopping", "sessions", "cumulating", "q8", "q3", "q7", "q20"], expected.into())
+            (vec!["tumbling", "hopping", "sessions", "cumulating", "q8", "q3", "q7", "q20", "q5"], expected.into())
         } else if options.contains_key("q15") {
             let expected = weir_chaos::nexmark::sql_updating_expected(events, seed, rate);
             (vec!["q4", "q9", "q18", "q19", "q15", "q17"], expected.into())

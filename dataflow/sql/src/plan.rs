@@ -736,8 +736,8 @@ impl Catalog {
                 return Err(SqlError::at(
                     group_keys[0].span().start,
                     format!(
-                        "GROUP BY over {}(…) must include both window_start and window_end (without them the \
-                         aggregate is not windowed, and updating aggregates are not supported yet)",
+                        "GROUP BY over {}(…) must include both window_start and window_end (an aggregate of a \
+                         window table function's rows without them is not supported)",
                         window.function()
                     ),
                 ));
@@ -746,6 +746,16 @@ impl Catalog {
             (None, None) => (None, None),
             (Some(_), Some(_)) => unreachable!("refused above"),
         };
+        // Grouped by both bounds of a window aggregation's result (passed on unchanged): an
+        // aggregate of each of its windows, as Flink plans it (Nexmark q5's maximum per window).
+        // Those rows carry their window's last millisecond as event time, so a 1 ms tumbling
+        // window holds exactly one window's rows and closes when the watermark passes it.
+        let key_of = |column: usize| keys.iter().position(|k| k.as_column() == Some(column));
+        let on_bounds = match (&window, relation.bounds) {
+            (None, Some((start, end))) => key_of(start).zip(key_of(end)),
+            _ => None,
+        };
+        let window = window.or(on_bounds.map(|_| WindowSpec::Tumble { size: 1 }));
         if let (Some(window), Some(producer)) = (&window, &relation.updating) {
             return Err(SqlError::at(
                 group_keys[0].span().start,
@@ -762,7 +772,11 @@ impl Catalog {
             qualifier: window_qualifier.clone(),
             // A group window's bounds are read through SESSION_START(…) and the like only;
             // without a window, the columns are there (NULL) but have no name a query can use.
-            name: if group_window.is_some() || window.is_none() { format!("${name}") } else { name.to_owned() },
+            name: if group_window.is_some() || window.is_none() || on_bounds.is_some() {
+                format!("${name}")
+            } else {
+                name.to_owned()
+            },
             ty: SqlType::Timestamp,
         };
         let mut columns = key_columns;
@@ -811,7 +825,7 @@ impl Catalog {
         match window {
             Some(window) => {
                 relation.stages.push(Stage::WindowAggregate { window, keys: key_count, aggregates });
-                relation.bounds = Some((key_count, key_count + 1));
+                relation.bounds = Some(on_bounds.unwrap_or((key_count, key_count + 1)));
             }
             None => {
                 relation.updating = Some(format!(
