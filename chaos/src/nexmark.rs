@@ -245,6 +245,48 @@ SELECT
     )
 }
 
+/// Nexmark q12 as published (bids per bidder in tumbling windows of 10 s of processing time,
+/// over a view with a `PROCTIME()` column), writing CSV into `out/q12`.
+pub fn sql_q12(out: &std::path::Path, events: u64, seed: u64, events_per_second: u64) -> String {
+    let out = out.display();
+    let generator = nexmark_table(events, seed, events_per_second);
+    format!(
+        "{generator}
+
+CREATE TABLE discard_sink (
+  bidder BIGINT,
+  bid_count BIGINT,
+  starttime TIMESTAMP(3),
+  endtime TIMESTAMP(3)
+) WITH ('connector' = 'filesystem', 'path' = '{out}/q12', 'format' = 'csv');
+
+CREATE VIEW B AS SELECT *, PROCTIME() as p_time FROM bid;
+
+INSERT INTO discard_sink
+SELECT
+    bidder,
+    count(*) as bid_count,
+    window_start AS starttime,
+    window_end AS endtime
+FROM TABLE(
+        TUMBLE(TABLE B, DESCRIPTOR(p_time), INTERVAL '10' SECOND))
+GROUP BY bidder, window_start, window_end;
+"
+    )
+}
+
+/// What q12's windows must add up to, whatever processing time put each bid in: the bids per
+/// bidder.
+pub fn bids_per_bidder(events: u64, seed: u64, events_per_second: u64) -> BTreeMap<i64, u64> {
+    let mut config = NexmarkConfig::new(events, seed);
+    config.events_per_second = events_per_second;
+    let mut counts = BTreeMap::new();
+    for bid in bids(&self::events(&config)) {
+        *counts.entry(bid.bidder).or_default() += 1;
+    }
+    counts
+}
+
 /// What [`sql_stateless`] must commit, as sorted CSV lines per query: q0's bids, q1's with the
 /// price in exact thousandths of euros, q2's selection, q21's channel ids (Weir's generator's
 /// channels are the four named ones, its URLs carry no `channel_id`), q22's URL directories. Timestamps as Flink's CSV format writes

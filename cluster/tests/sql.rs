@@ -178,6 +178,44 @@ fn updating_results_are_exactly_once_through_a_crash() {
     }
 }
 
+/// q12's committed windows: each bidder's bids add up to the bids it made (every bid in
+/// exactly one window), and each window is 10 s of processing time, aligned.
+fn check_q12(out: &Path, events_per_second: u64, context: &str) {
+    let mut counted: std::collections::BTreeMap<i64, u64> = Default::default();
+    for line in committed(&out.join("q12")) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let [bidder, count, start, end] = fields.as_slice() else { panic!("q12 line {line}") };
+        *counted.entry(bidder.parse().unwrap()).or_default() += count.parse::<u64>().unwrap();
+        let seconds = |ts: &str| -> u64 {
+            let time = ts.trim_matches('"').split(' ').nth(1).unwrap();
+            let parts: Vec<u64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+            parts[0] * 3600 + parts[1] * 60 + parts[2]
+        };
+        assert_eq!(seconds(start) % 10, 0, "q12 window aligned to 10 s: {line}");
+        assert_eq!((seconds(end) + 86_400 - seconds(start)) % 86_400, 10, "q12 window of 10 s: {line}");
+    }
+    assert_eq!(counted, nexmark::bids_per_bidder(STATEFUL_EVENTS, SEED, events_per_second), "q12, {context}");
+}
+
+#[test]
+fn processing_time_windows_count_every_bid_once_through_a_crash() {
+    let registry = weir_cluster::jobs::builtin();
+    for parallelism in [1, 2] {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("out");
+        run_job(&registry, options(nexmark::sql_q12(&out, STATEFUL_EVENTS, SEED, 200), parallelism)).expect("runs");
+        check_q12(&out, 200, &format!("parallelism {parallelism}"));
+    }
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    crash_before_checkpoint_3_and_resume(
+        options(nexmark::sql_q12(&out, STATEFUL_EVENTS, SEED, 200), 2),
+        20_000,
+        root.path(),
+    );
+    check_q12(&out, 200, "after a crash before checkpoint 3 committed");
+}
+
 /// A script reading bids from CSV files (three, each in time order) into the tumbling window
 /// and q7 of `nexmark::sql_stateful`, and `errors_path` for malformed lines, if given.
 fn files_script(input: &Path, out: &Path, errors_path: Option<&Path>) -> String {

@@ -355,6 +355,29 @@ impl Scalar {
         }
     }
 
+    /// Whether it reads the processing time (`PROCTIME()`): then it is no constant.
+    pub fn reads_processing_time(&self) -> bool {
+        match &self.kind {
+            Kind::Call(Builtin::Proctime, _) => true,
+            Kind::Call(_, args) => args.iter().any(Scalar::reads_processing_time),
+            Kind::Column(_) | Kind::Literal(_) => false,
+            Kind::Field(inner, _)
+            | Kind::Not(inner)
+            | Kind::Negate(inner)
+            | Kind::IsNull(inner, _)
+            | Kind::ToDecimal(inner)
+            | Kind::ToDouble(inner)
+            | Kind::Retype(inner) => inner.reads_processing_time(),
+            Kind::Arithmetic(_, l, r) | Kind::Compare(_, l, r) | Kind::And(l, r) | Kind::Or(l, r) => {
+                l.reads_processing_time() || r.reads_processing_time()
+            }
+            Kind::Case(branches, otherwise) => {
+                branches.iter().any(|(c, r)| c.reads_processing_time() || r.reads_processing_time())
+                    || otherwise.as_ref().is_some_and(|o| o.reads_processing_time())
+            }
+        }
+    }
+
     /// Whether it reads a column for which `column` holds.
     pub fn reads_any(&self, column: &impl Fn(usize) -> bool) -> bool {
         match &self.kind {
@@ -874,7 +897,7 @@ impl Scope {
             .iter()
             .map(|s| crate::functions::Argument {
                 ty: s.ty.clone(),
-                constant: (!s.reads_any(&|_| true)).then(|| s.eval(&Vec::new())),
+                constant: (!s.reads_any(&|_| true) && !s.reads_processing_time()).then(|| s.eval(&Vec::new())),
             })
             .collect();
         let resolved = crate::functions::resolve(name, &arguments).expect("a known built-in");

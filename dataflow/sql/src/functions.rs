@@ -1,5 +1,5 @@
 //! Built-in scalar functions, as Flink defines them: `LOWER`, `UPPER`, `CHAR_LENGTH`,
-//! `DATE_FORMAT`, `REGEXP_EXTRACT` and `SPLIT_INDEX` (what the Nexmark suite calls).
+//! `DATE_FORMAT`, `REGEXP_EXTRACT`, `SPLIT_INDEX` and `PROCTIME` (what the Nexmark suite calls).
 //!
 //! Arguments that configure a function — a date pattern, a regular expression, a separator, an
 //! index — must be constants. They are checked and compiled once, when the query is planned, so
@@ -11,7 +11,8 @@ use std::sync::Arc;
 use crate::types::{civil_from_days, SqlType, Value};
 
 /// The names of the built-in functions.
-pub const NAMES: [&str; 6] = ["LOWER", "UPPER", "CHAR_LENGTH", "DATE_FORMAT", "REGEXP_EXTRACT", "SPLIT_INDEX"];
+pub const NAMES: [&str; 7] =
+    ["LOWER", "UPPER", "CHAR_LENGTH", "DATE_FORMAT", "REGEXP_EXTRACT", "SPLIT_INDEX", "PROCTIME"];
 
 /// A built-in function, with its constant arguments compiled.
 #[derive(Clone, Debug)]
@@ -31,6 +32,10 @@ pub enum Builtin {
         /// The group (0: the whole match).
         group: usize,
     },
+    /// `PROCTIME()`: the processing time, read through the runtime seam (`weir_core::rt`, which
+    /// the simulator drives), as a timestamp. A column holding it is a processing-time attribute
+    /// (see `crate::proctime`).
+    Proctime,
     /// `SPLIT_INDEX(s, 'separator', index)`: the `index`-th piece (from 0), `NULL` past the end.
     SplitIndex {
         /// What separates the pieces (a string, not a pattern).
@@ -44,7 +49,7 @@ impl PartialEq for Builtin {
     fn eq(&self, other: &Self) -> bool {
         use Builtin::*;
         match (self, other) {
-            (Lower, Lower) | (Upper, Upper) | (CharLength, CharLength) => true,
+            (Lower, Lower) | (Upper, Upper) | (CharLength, CharLength) | (Proctime, Proctime) => true,
             (DateFormat(a), DateFormat(b)) => a == b,
             (RegexpExtract { regex: a, group: g }, RegexpExtract { regex: b, group: h }) => {
                 a.as_str() == b.as_str() && g == h
@@ -116,6 +121,10 @@ pub fn resolve(name: &str, args: &[Argument]) -> Option<Result<Resolved, String>
                 _ => (Builtin::CharLength, vec![0], SqlType::INT),
             })
         })(),
+        "PROCTIME" => (|| {
+            arity(&[0])?;
+            Ok((Builtin::Proctime, vec![], SqlType::Timestamp))
+        })(),
         "DATE_FORMAT" => (|| {
             arity(&[2])?;
             if !is(0, &SqlType::Timestamp) {
@@ -158,6 +167,9 @@ pub fn resolve(name: &str, args: &[Argument]) -> Option<Result<Resolved, String>
 impl Builtin {
     /// The function of the row-evaluated arguments' values (`NULL` in, `NULL` out).
     pub fn eval(&self, values: &[Value]) -> Value {
+        if let Builtin::Proctime = self {
+            return Value::Millis(weir_core::rt::processing_time_ms());
+        }
         let text = match values.first() {
             Some(Value::Str(s)) => s,
             Some(Value::Millis(ms)) => {
@@ -171,6 +183,7 @@ impl Builtin {
             Builtin::Upper => Value::Str(Arc::from(text.to_uppercase())),
             Builtin::CharLength => Value::Int(text.encode_utf16().count() as i64),
             Builtin::DateFormat(_) => unreachable!("DATE_FORMAT takes a timestamp"),
+            Builtin::Proctime => unreachable!("handled above"),
             Builtin::RegexpExtract { regex, group } => regex
                 .captures(text)
                 .and_then(|captures| captures.get(*group))

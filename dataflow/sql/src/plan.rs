@@ -151,6 +151,18 @@ pub enum Stage {
         /// The aggregates, over the remaining columns.
         aggregates: SqlAggregates,
     },
+    /// A tumbling window of processing time (`TUMBLE` over a `PROCTIME()` column): rows are
+    /// grouped by their first `keys` columns and by the processing time they are aggregated
+    /// at; each group's window yields one row, laid out as [`Stage::WindowAggregate`]'s, when
+    /// the processing time passes its end (see [`crate::proctime`]).
+    ProcessingTimeAggregate {
+        /// The windows' size.
+        size: i64,
+        /// How many leading columns are the group key.
+        keys: usize,
+        /// The aggregates, over the remaining columns.
+        aggregates: SqlAggregates,
+    },
     /// Top-N (`ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)` and `rownum <= n`): rows are
     /// `[columns…, partition keys…, order keys…]`, and each partition's first rows are kept as
     /// `[columns…]` (see [`crate::rank`]). Updating, as [`Stage::Aggregate`].
@@ -191,6 +203,11 @@ struct Relation {
     /// Its time attribute: the column the rows' event time was read from (Flink's rowtime),
     /// as long as it is passed on unchanged.
     time: Option<usize>,
+    /// Its processing-time attribute: a `PROCTIME()` column, as long as it is passed on
+    /// unchanged.
+    proctime: Option<usize>,
+    /// Whether its window table function's windows are of processing time.
+    processing_windows: bool,
     /// A window table function's windows, not assigned yet: its `window_start`, `window_end`
     /// and `window_time` are the last three columns, which only a `GROUP BY` may read.
     window: Option<WindowSpec>,
@@ -234,6 +251,7 @@ impl Relation {
         if let Step::Project(exprs) = &step {
             let moved = |column: usize| exprs.iter().position(|e| e.as_column() == Some(column));
             self.time = self.time.and_then(moved);
+            self.proctime = self.proctime.and_then(moved);
             self.bounds = self.bounds.and_then(|(start, end)| Some((moved(start)?, moved(end)?)));
         }
         match self.stages.last_mut() {
@@ -537,6 +555,8 @@ impl Catalog {
         let mut columns = Vec::new();
         // The ROW_NUMBER() column, its window, and where it is.
         let mut rank: Option<(usize, RankOver, Location)> = None;
+        // A PROCTIME() column.
+        let mut proctime = None;
         for (position, item) in projection.iter().enumerate() {
             if let Some((function, name)) = row_number(item, position) {
                 let item_at = item.span().start;
@@ -545,6 +565,9 @@ impl Catalog {
                 columns.push(Column { qualifier: None, name, ty: SqlType::BIGINT });
                 exprs.push(Scalar::literal(crate::types::Value::Null, SqlType::BIGINT));
                 continue;
+            }
+            if is_proctime(item) {
+                proctime = Some(exprs.len());
             }
             match item {
                 SelectItem::UnnamedExpr(expr) => {
@@ -605,6 +628,8 @@ impl Catalog {
         }
         relation.push(Step::Project(exprs));
         relation.columns = columns;
+        // A processing-time attribute selected anew, or passed on (moved by the projection).
+        relation.proctime = proctime.or(relation.proctime);
         Ok(relation)
     }
 
@@ -823,6 +848,12 @@ impl Catalog {
         relation.push(Step::Project(before));
         let aggregates = SqlAggregates { calls };
         match window {
+            Some(WindowSpec::Tumble { size }) if relation.processing_windows => {
+                relation.stages.push(Stage::ProcessingTimeAggregate { size, keys: key_count, aggregates });
+                // Windows of processing time are not windows of event time: nothing joins or
+                // aggregates them by their bounds.
+                relation.bounds = None;
+            }
             Some(window) => {
                 relation.stages.push(Stage::WindowAggregate { window, keys: key_count, aggregates });
                 relation.bounds = Some(on_bounds.unwrap_or((key_count, key_count + 1)));
@@ -841,6 +872,8 @@ impl Catalog {
         // Flink `window_time` is a time attribute again; windows over windows are not supported
         // yet, so here it is not.
         relation.time = None;
+        relation.proctime = None;
+        relation.processing_windows = false;
         if let Some(having) = having {
             relation.push(Step::Filter(having));
         }
@@ -910,7 +943,14 @@ impl Catalog {
             }
         };
         let position = relation.columns.iter().position(|c| c.name == time_column);
-        check_time_attribute(position, relation.time, &time_column, descriptor.span().start)?;
+        let processing = position.is_some() && position == relation.proctime;
+        if processing && name != "TUMBLE" {
+            return Err(SqlError::at(at, format!("{name} over processing time is not supported yet (TUMBLE is)")));
+        }
+        if !processing {
+            check_time_attribute(position, relation.time, &time_column, descriptor.span().start)?;
+        }
+        relation.processing_windows = processing;
         let durations: Vec<i64> = durations.iter().map(duration).collect::<Result<_, _>>()?;
         let spec = match (name.as_str(), durations.as_slice()) {
             ("TUMBLE", [size]) => WindowSpec::Tumble { size: *size },
@@ -1078,6 +1118,8 @@ impl Catalog {
             stages: Vec::new(),
             columns,
             time: None,
+            proctime: None,
+            processing_windows: false,
             window: None,
             bounds: None,
             timestamped: true,
@@ -1100,6 +1142,8 @@ impl Catalog {
                 stages: Vec::new(),
                 columns: table.columns.clone(),
                 time: event_time(table)?.map(|(column, _)| column),
+                proctime: None,
+                processing_windows: false,
                 window: None,
                 bounds: None,
                 timestamped: table.def.watermark.is_some(),
@@ -1233,6 +1277,15 @@ const RANK_UNFILTERED: &str = "ROW_NUMBER() OVER (…) must be filtered in the q
                                FROM (SELECT …, ROW_NUMBER() OVER (…) AS rownum FROM t) WHERE rownum <= n): a Top-N. \
                                Numbering every row is not supported";
 
+/// Whether a select item is `PROCTIME()` (aliased or not): a processing-time attribute.
+fn is_proctime(item: &SelectItem) -> bool {
+    let expr = match item {
+        SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => expr,
+        _ => return false,
+    };
+    matches!(expr, Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("PROCTIME"))
+}
+
 /// The `ROW_NUMBER() OVER (…)` call of a select item, and the column's name.
 fn row_number(item: &SelectItem, position: usize) -> Option<(&sqlparser::ast::Function, String)> {
     let (expr, name) = match item {
@@ -1322,8 +1375,8 @@ fn check_time_attribute(column: Option<usize>, time: Option<usize>, name: &str, 
         _ => Err(SqlError::at(
             at,
             format!(
-                "{name} is not a time attribute: windows need the column of the table's WATERMARK, selected \
-                 unchanged (windows over a window aggregation's result, and processing time, PROCTIME(), are not \
+                "{name} is not a time attribute: windows need the column of the table's WATERMARK, or a \
+                 PROCTIME() column, selected unchanged (windows over a window aggregation's result are not \
                  supported yet)"
             ),
         )),
