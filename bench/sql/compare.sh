@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Weir SQL against Flink 2.3 (PyFlink), side by side, over the same CSV file of Nexmark bids.
+# Weir SQL against Flink 2.3 (PyFlink), side by side, over the same CSV files of Nexmark bids
+# (and auctions, for q4 and q9).
 #
 #   bench/sql/compare.sh [EVENTS] [QUERY ...]       (default: 4000000 events; every query here)
 #
@@ -16,15 +17,18 @@ run_sql="${FLINK_RUN_SQL:-$here/../../../shared/peers/flink/run_sql.py}"
 events="${1:-4000000}"
 shift || true
 queries=("$@")
-[ ${#queries[@]} -eq 0 ] && queries=(q0 q1 q2 tumble q5hop q7 q11)
+[ ${#queries[@]} -eq 0 ] && queries=(q0 q1 q2 tumble q5hop q7 q11 q4 q9 q15 q17 q18 q19)
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 sed "s#\${OUT}#$work#; s#\${EVENTS}#$events#" "$here/export_bids.sql" > "$work/export.sql"
 "$weir" sql -f "$work/export.sql" --parallelism 1 > "$work/export.log" 2>&1 || { cat "$work/export.log"; exit 1; }
 cat $(ls -d "$work"/bids/part-* | sort) > "$work/bids.csv"
-echo "input: $(wc -l < "$work/bids.csv") bids"
+cat $(ls -d "$work"/bids_full/part-* | sort) > "$work/bids_full.csv"
+cat $(ls -d "$work"/auctions/part-* | sort) > "$work/auctions.csv"
+echo "input: $(wc -l < "$work/bids.csv") bids, $(wc -l < "$work/auctions.csv") auctions"
 for q in "${queries[@]}"; do
-    sed "s#\${BIDS}#$work/bids.csv#" "$here/$q.sql" > "$work/$q.sql"
+    sed "s#\${BIDS}#$work/bids.csv#; s#\${BIDS_FULL}#$work/bids_full.csv#; s#\${AUCTIONS}#$work/auctions.csv#" \
+        "$here/$q.sql" > "$work/$q.sql"
     for _ in 1 2 3; do
         rm -rf "$work/checkpoints"
         "$weir" sql -f "$work/$q.sql" --parallelism 1 --checkpoint-dir "$work/checkpoints" 2>&1 \

@@ -5,8 +5,8 @@
 //! `weir_chaos::nexmark::sql_stateful` window aggregations (q11 among them) and joins (q3, q7, q8,
 //! q20); `weir_chaos::nexmark::sql_updating` updating results (q4, q9, q15, q17, q18, q19), whose
 //! changelogs are compared line by line.
-//! The simulator runs both. Bad scripts fail before anything runs, with the line and column of
-//! the problem.
+//! The simulator runs all three. q12's windows of processing time are checked by what they
+//! must add up to. Bad scripts fail before anything runs, with the line and column of the problem.
 #![allow(clippy::disallowed_methods)] // tests inspect real directories with std::fs
 
 use std::path::Path;
@@ -160,17 +160,18 @@ fn updating_results_are_exactly_once_through_a_crash() {
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("out");
     // 20 events a second of event time, read over 4 s: every updating result has committed
-    // changes by checkpoint 3, and more come after it.
+    // changes by checkpoint 8 (some 400 events in, past the watermark's delay), and more come
+    // after it.
     let script = nexmark::sql_updating(&out, STATEFUL_EVENTS, SEED, 20);
     let mut options = options(script, 2);
     options.rate_limit = Some(5_000);
     options.checkpoint_location = Some(root.path().join("checkpoints").display().to_string());
     let mut crashing = options.clone();
-    crashing.crash_at = Some(CrashPoint::BeforeCommit { checkpoint: 3 });
+    crashing.crash_at = Some(CrashPoint::BeforeCommit { checkpoint: 8 });
     assert!(matches!(run_job(&registry, crashing), Err(RunError::Job(JobError::Crashed(_)))), "the crash");
     let before: Vec<usize> = UPDATING.iter().map(|table| committed(&out.join(table)).len()).collect();
     assert!(before.iter().all(|&lines| lines > 0), "each committed changes before the crash: {before:?}");
-    assert_eq!(run_job(&registry, options).expect("resumes").restored_from, Some(3));
+    assert_eq!(run_job(&registry, options).expect("resumes").restored_from, Some(8));
     let expected = nexmark::sql_updating_expected(STATEFUL_EVENTS, SEED, 20);
     for ((table, expected), before) in UPDATING.iter().zip(&expected).zip(before) {
         assert!(expected.len() > before, "{table} changes after the crash too ({before} of {})", expected.len());
@@ -179,12 +180,15 @@ fn updating_results_are_exactly_once_through_a_crash() {
 }
 
 /// q12's committed windows: each bidder's bids add up to the bids it made (every bid in
-/// exactly one window), and each window is 10 s of processing time, aligned.
+/// exactly one window), each bidder's window comes once, and each window is 10 s of processing
+/// time, aligned.
 fn check_q12(out: &Path, events_per_second: u64, context: &str) {
     let mut counted: std::collections::BTreeMap<i64, u64> = Default::default();
+    let mut windows = std::collections::BTreeSet::new();
     for line in committed(&out.join("q12")) {
         let fields: Vec<&str> = line.split(',').collect();
         let [bidder, count, start, end] = fields.as_slice() else { panic!("q12 line {line}") };
+        assert!(windows.insert((bidder.to_string(), start.to_string())), "q12: a bidder's window twice: {line}");
         *counted.entry(bidder.parse().unwrap()).or_default() += count.parse::<u64>().unwrap();
         let seconds = |ts: &str| -> u64 {
             let time = ts.trim_matches('"').split(' ').nth(1).unwrap();

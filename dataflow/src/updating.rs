@@ -130,6 +130,9 @@ where
                         let at = crate::message_time(&stamp);
                         let mut session = output.session(&stamp);
                         for record in data.drain(..) {
+                            // The entry stamps each record at or after its message (see the
+                            // module's docs); a restore replays it at the same event time.
+                            debug_assert!(record.time >= at.event_time, "a record before its message's time");
                             session.give((record.value, Time::new(at.epoch, record.time.max(at.event_time)), 1));
                         }
                     });
@@ -151,7 +154,20 @@ impl<K: UpdateKey, V: UpdateData> Clone for UpdatingStream<'_, K, V> {
 /// constant time per change, where recomputing them would read every row of the key. Trailing
 /// zeros are dropped, so equal sums are equal values and zero is the empty vector.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(from = "Vec<i128>", into = "Vec<i128>")]
 pub struct Sums(Vec<i128>);
+
+impl From<Vec<i128>> for Sums {
+    fn from(values: Vec<i128>) -> Self {
+        Sums::new(values)
+    }
+}
+
+impl From<Sums> for Vec<i128> {
+    fn from(sums: Sums) -> Self {
+        sums.0
+    }
+}
 
 impl Sums {
     /// The sums `values`.
@@ -409,17 +425,10 @@ where
 
     fn advance(&mut self, _bound: EventTime, _out: &mut Vec<Record<(K, T)>>) {}
 
+    /// Restored records go out at the first activation, before the output capability moves
+    /// past the restored epoch's start (replayed records carry event times from before it).
     fn poll(&mut self, out: &mut Vec<Record<(K, T)>>) {
         out.append(&mut self.replay);
-    }
-
-    fn output_hold(&self) -> EventTime {
-        // Replayed records carry event times from before the restore.
-        if self.replay.is_empty() {
-            EventTime::MAX
-        } else {
-            EventTime::MIN
-        }
     }
 
     fn snapshot(&self) -> StateImage {
@@ -575,5 +584,75 @@ impl<K: UpdateKey, V: UpdateData> Exit<K, V> {
         }
         removed.for_each(|row| emit(ChangeKind::Delete, row, out));
         added.for_each(|row| emit(ChangeKind::Insert, row, out));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+
+    #[test]
+    fn sums_add_slot_by_slot_and_equal_sums_are_equal_values() {
+        let mut sums = Sums::zero();
+        assert!(sums.is_zero());
+        sums.plus_equals(&Sums::new(vec![1, 5, 0]));
+        sums.plus_equals(&Sums::new(vec![1, -2, 7]));
+        assert_eq!(sums, Sums::new(vec![2, 3, 7]));
+        // Retracting both leaves zero, however the slots were written.
+        let mut retraction = Sums::new(vec![2, 3, 7]);
+        retraction.negate();
+        sums.plus_equals(&retraction);
+        assert!(sums.is_zero(), "{sums:?}");
+        assert_eq!(sums, Sums::new(vec![0, 0]), "trailing zeros are dropped");
+        assert_eq!(Sums::new(vec![1, 2]).multiply(&-3), Sums::new(vec![-3, -6]));
+        assert_eq!(Sums::new(vec![1, 2]).get(5), 0, "slots past the end are zero");
+        // Decoding keeps the invariant too.
+        let decoded: Sums = bincode::deserialize(&bincode::serialize(&vec![4i128, 0, 0]).unwrap()).unwrap();
+        assert_eq!(decoded, Sums::new(vec![4]));
+    }
+
+    #[test]
+    fn the_exit_pairs_a_keys_changes_and_skips_what_a_restore_recomputes() {
+        let mut exit: Exit<u64, u64> = Exit {
+            table: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            skip_below: BTreeMap::new(),
+            groups: BTreeSet::new(),
+            passed: EventTime::MIN,
+        };
+        let update = |key, row, diff, time| Record::derived(((key, row), diff), time);
+        let (mut out, mut late) = (Vec::new(), Vec::new());
+        let mut apply = |exit: &mut Exit<u64, u64>, updates: Vec<Record<((u64, u64), isize)>>| {
+            let mut updates = updates;
+            exit.apply(&mut updates, &mut out, &mut late);
+        };
+        apply(&mut exit, vec![update(1, 10, 1, 5), update(2, 20, 1, 5), update(1, 10, -1, 7), update(1, 11, 1, 7)]);
+        apply(&mut exit, vec![update(2, 20, -1, 9)]);
+        let mut changes = Vec::new();
+        exit.advance(8, &mut changes);
+        let shown = |changes: &[Record<Change<u64, u64>>]| -> Vec<String> {
+            changes
+                .iter()
+                .map(|c| format!("{}{}:{}@{}", c.value.kind.short(), c.value.key, c.value.row, c.time))
+                .collect()
+        };
+        assert_eq!(shown(&changes), ["+I1:10@5", "+I2:20@5", "-U1:10@7", "+U1:11@7"]);
+        let image = exit.snapshot().encode();
+        // A restore: recomputed updates below the event time passed (8) are skipped, the rest
+        // are emitted as before.
+        let mut restored: Exit<u64, u64> = Exit {
+            table: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            skip_below: BTreeMap::new(),
+            groups: BTreeSet::new(),
+            passed: EventTime::MIN,
+        };
+        restored.restore(image).unwrap();
+        apply(&mut restored, vec![update(1, 11, 1, 7), update(2, 20, 1, 5), update(2, 20, -1, 9)]);
+        let mut changes = Vec::new();
+        restored.advance(EventTime::MAX, &mut changes);
+        assert_eq!(shown(&changes), ["-D2:20@9"]);
+        assert_eq!(restored.table.keys().copied().collect::<Vec<_>>(), [1]);
     }
 }

@@ -734,7 +734,7 @@ async fn simulate_in(
             args
         }
         None if shape.job == SimJob::Sql => {
-            // A third of the SQL seeds run Nexmark q0-q2, a third the windows and joins, a third
+            // A third of the SQL seeds run Nexmark's stateless queries, a third the windows and joins, a third
             // the updating results (at 500 events a second of event time, so that the input spans
             // many windows and sessions; a quarter of the events, as regular joins and updating
             // results keep every row they read and checkpoint it).

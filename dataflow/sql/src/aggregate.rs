@@ -1,5 +1,6 @@
-//! Window aggregation: `GROUP BY` keys and a window, and the aggregate functions over it.
+//! Aggregation: `GROUP BY` keys, with a window or without one, and the aggregate functions.
 //!
+//! With a window:
 //! A grouped query becomes three steps: a projection that reduces each input row to its group
 //! keys and the arguments (and `FILTER` conditions) of its aggregate calls; one of the
 //! DataStream API's window operators, keyed by the group keys, with [`SqlAggregates`] as its
@@ -10,6 +11,11 @@
 //! failures, see `weir_dataflow::window::AggregateFunction`). Counts, integer and decimal sums,
 //! minima, maxima and distinct sets do not; a sum of `DOUBLE`s does (floating-point addition is
 //! not associative), so it is refused at planning rather than answered differently per run.
+//!
+//! Without a window the result updates, on differential dataflow: a group's row is put together
+//! from [`Part`]s kept incrementally — counts and sums in one accumulated [`Sums`] per group,
+//! distinct counts over distinct values — and `MIN`/`MAX` from the group's values (a
+//! differential reduce, which reads the key's distinct values at each change).
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -456,13 +462,17 @@ impl Ord for SortedRow {
     }
 }
 
+/// The low 64 bits of an `i128`.
+const LOW_64: i128 = (1 << 64) - 1;
+
 /// A part of a group's row in an aggregate without a window (an updating one). The parts are
 /// kept incrementally on differential dataflow, each updated in constant or logarithmic time
-/// per change of the group's rows (recomputing a group from its rows would read all of them at
-/// every change: quadratic for a group that grows with the input):
+/// per change of the group's rows where it can be (recomputing a group from its rows would read
+/// all of them at every change: quadratic for a group that grows with the input):
 /// - the group's counts and sums, as one [`Sums`] per group (slot 0 counts its rows);
 /// - each `COUNT(DISTINCT …)`: how many distinct values the group has;
-/// - each `MIN` / `MAX`: the least or greatest of the group's values.
+/// - each `MIN` / `MAX`: the least or greatest of the group's values — a reduce that reads the
+///   group's distinct values at each change (linear in them).
 ///
 /// [`SqlAggregates::group_row`] puts a group's row together from them.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -486,7 +496,9 @@ impl SqlAggregates {
             .map(|call| {
                 let width = match call.kind {
                     AggregateKind::CountRows | AggregateKind::Count => 1,
-                    AggregateKind::SumInteger(_) | AggregateKind::SumDecimal | AggregateKind::AvgInteger(_) => 2,
+                    AggregateKind::SumInteger(_) | AggregateKind::AvgInteger(_) => 2,
+                    // The decimal's high and low 64 bits apart, so that the slots never wrap.
+                    AggregateKind::SumDecimal => 3,
                     AggregateKind::CountDistinct | AggregateKind::Min | AggregateKind::Max => return None,
                 };
                 next += width;
@@ -498,7 +510,7 @@ impl SqlAggregates {
     /// One row's contribution to its group's sums.
     pub fn row_sums(&self, row: &Row) -> Sums {
         let slots = self.sum_slots();
-        let mut sums = vec![0i128; slots.iter().flatten().max().map_or(1, |last| last + 2)];
+        let mut sums = vec![0i128; slots.iter().flatten().max().map_or(1, |last| last + 3)];
         sums[0] = 1;
         for (call, slot) in self.calls.iter().zip(slots) {
             let Some(slot) = slot else { continue };
@@ -511,7 +523,9 @@ impl SqlAggregates {
                 (_, Some(Value::Null)) => {}
                 (AggregateKind::Count, _) => sums[slot] = 1,
                 (_, Some(Value::Int(x))) => (sums[slot], sums[slot + 1]) = (*x as i128, 1),
-                (_, Some(Value::Decimal { unscaled, .. })) => (sums[slot], sums[slot + 1]) = (*unscaled, 1),
+                (_, Some(Value::Decimal { unscaled, .. })) => {
+                    (sums[slot], sums[slot + 1], sums[slot + 2]) = (unscaled >> 64, unscaled & LOW_64, 1)
+                }
                 (kind, other) => unreachable!("{kind:?} over {other:?}"),
             }
         }
@@ -560,7 +574,7 @@ impl SqlAggregates {
             }
         }
         // No rows (the distinct values and extremes of none are gone too).
-        let sums = sums?;
+        let sums = sums.filter(|sums| sums.get(0) > 0)?;
         let mut row = Vec::with_capacity(key.0.len() + 3 + self.calls.len());
         row.extend(key.0.iter().cloned());
         row.extend([Value::Null, Value::Null, Value::Null]);
@@ -570,19 +584,29 @@ impl SqlAggregates {
                 (AggregateKind::Min | AggregateKind::Max, _) => found.unwrap_or(Value::Null),
                 (_, None) => unreachable!("a call kept as sums has slots"),
                 (AggregateKind::CountRows | AggregateKind::Count, Some(slot)) => Value::Int(sums.get(slot) as i64),
-                (_, Some(slot)) if sums.get(slot + 1) == 0 => Value::Null,
+                (AggregateKind::SumDecimal, Some(slot)) if sums.get(slot + 2) == 0 => Value::Null,
+                (AggregateKind::SumInteger(_) | AggregateKind::AvgInteger(_), Some(slot))
+                    if sums.get(slot + 1) == 0 =>
+                {
+                    Value::Null
+                }
                 (AggregateKind::SumInteger(width), Some(slot)) => Value::Int(wrap(sums.get(slot) as i64, width)),
                 (AggregateKind::AvgInteger(width), Some(slot)) => {
                     // Java's `long` sum (wrapping), divided and truncated, in the argument's type.
                     Value::Int(wrap((sums.get(slot) as i64).wrapping_div(sums.get(slot + 1) as i64), width))
                 }
-                (AggregateKind::SumDecimal, Some(slot)) => match &call.ty {
-                    // Past DECIMAL(38)'s range the sum is NULL, as Flink's decimal overflow.
-                    SqlType::Decimal { scale, .. } if sums.get(slot).unsigned_abs() < 10u128.pow(38) => {
-                        Value::Decimal { unscaled: sums.get(slot), scale: *scale }
+                (AggregateKind::SumDecimal, Some(slot)) => {
+                    let sum = sums.get(slot).checked_mul(1 << 64).and_then(|high| high.checked_add(sums.get(slot + 1)));
+                    match (sum, &call.ty) {
+                        // Past DECIMAL(38)'s range the sum is NULL, as Flink's decimal overflow.
+                        (Some(unscaled), SqlType::Decimal { scale, .. })
+                            if unscaled.unsigned_abs() < 10u128.pow(38) =>
+                        {
+                            Value::Decimal { unscaled, scale: *scale }
+                        }
+                        _ => Value::Null,
                     }
-                    _ => Value::Null,
-                },
+                }
             };
             row.push(value);
         }
@@ -593,6 +617,51 @@ impl SqlAggregates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_updating_groups_sums_retract_exactly_and_a_decimal_sum_past_38_digits_is_null() {
+        let decimal = SqlType::Decimal { precision: 38, scale: 0 };
+        let aggregates = SqlAggregates {
+            calls: vec![
+                AggregateCall { kind: AggregateKind::CountRows, argument: None, filter: None, ty: BIG },
+                AggregateCall { kind: AggregateKind::SumDecimal, argument: Some(1), filter: None, ty: decimal },
+                AggregateCall {
+                    kind: AggregateKind::AvgInteger(IntegerWidth::Big),
+                    argument: Some(2),
+                    filter: None,
+                    ty: BIG,
+                },
+            ],
+        };
+        let big = 9 * 10i128.pow(37);
+        let row = |unscaled: i128, n: Value| vec![Value::Int(1), Value::Decimal { unscaled, scale: 0 }, n];
+        let rows = [row(big, Value::Int(4)), row(big, Value::Null), row(big, Value::Int(-7)), row(-big, Value::Int(1))];
+        // The group's sums as differential accumulates them: each row's contribution, added (or
+        // subtracted, for a retraction) slot by slot.
+        let total = |rows: &[(&Row, i128)]| {
+            let mut slots = vec![0i128; 16];
+            for (row, times) in rows {
+                let sums = aggregates.row_sums(row);
+                slots.iter_mut().enumerate().for_each(|(i, slot)| *slot += times * sums.get(i));
+            }
+            Sums::new(slots)
+        };
+        let result = |sums: Sums| {
+            let part = Part::Sums(sums);
+            aggregates.group_row(&GroupKey::new([Value::Int(1)]), &[(&part, 1)]).map(|row| row.0[4..].to_vec())
+        };
+        let d = |unscaled: i128| Value::Decimal { unscaled, scale: 0 };
+        assert_eq!(result(total(&[(&rows[0], 1)])), Some(vec![Value::Int(1), d(big), Value::Int(4)]));
+        // 1.8e38: past DECIMAL(38), NULL — with no wrapping, however large the sum grows.
+        assert_eq!(result(total(&[(&rows[0], 1), (&rows[1], 1)])).unwrap()[1], Value::Null);
+        assert_eq!(result(total(&[(&rows[0], 1), (&rows[1], 1), (&rows[2], 1)])).unwrap()[1], Value::Null);
+        // Retractions bring it back, exactly; AVG skips NULLs and truncates toward zero.
+        let back = total(&[(&rows[0], 1), (&rows[1], 1), (&rows[2], 1), (&rows[1], -1), (&rows[3], 1)]);
+        assert_eq!(result(back), Some(vec![Value::Int(3), d(big), Value::Int(-0)]));
+        let all_null = total(&[(&rows[1], 1)]);
+        assert_eq!(result(all_null), Some(vec![Value::Int(1), d(big), Value::Null]));
+        assert_eq!(result(total(&[(&rows[0], 1), (&rows[0], -1)])), None, "no rows: no group");
+    }
 
     const BIG: SqlType = SqlType::BIGINT;
 

@@ -1,14 +1,16 @@
 //! Planning: a script's catalog (tables, views, settings) and its `INSERT`s as pipelines of
 //! Weir operators.
 //!
-//! This planner covers append-only queries over one table: projections, filters, `CASE`,
-//! arithmetic, nested field access, views and subqueries in `FROM`, and window aggregation —
-//! the window table functions `TUMBLE`, `HOP` and `CUMULATE`, and the group windows of `GROUP
-//! BY SESSION(…)` (and `TUMBLE(…)`, `HOP(…)`). A query is flattened into a source table and a
-//! list of stages: runs of steps (filter, project) that execute in one `flat_map` per record,
-//! with no per-step allocation beyond the projected row, and window aggregations between them.
-//! What it cannot plan yet — joins, aggregation without a window, `ORDER BY`, `UNION` — is an
-//! error naming the construct and its position, never a wrong answer.
+//! A query is flattened into an input — a table, or a join of two pipelines — and a list of
+//! stages: runs of steps (filter, project) that execute in one `flat_map` per record, with no
+//! per-step allocation beyond the projected row, and between them window aggregations
+//! (`TUMBLE`, `HOP`, `CUMULATE`, `GROUP BY SESSION(…)`, windows of processing time) and the
+//! stages of updating results (aggregates without a window, Top-N), after which every stage
+//! runs on the updating result. The planner tracks what each relation is — its event-time and
+//! processing-time attributes, a window table function's pending windows, the bounds of a window
+//! result, whether it updates and which operator makes it — and refuses what it cannot plan
+//! (`ORDER BY`, `UNION`, outer joins, joins of updating results, …) with the construct and its
+//! position named, never a wrong answer.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -543,6 +545,7 @@ impl Catalog {
                      aggregated result instead)",
                 )?;
             }
+            refuse_processing_time(&relation, [&predicate], predicate_at)?;
             relation.push(Step::Filter(predicate));
         }
         if !group_keys.is_empty() {
@@ -626,6 +629,7 @@ impl Catalog {
                 .collect();
             relation.rank = Some(PendingRank { column, width, partition: partition_count, order, at });
         }
+        refuse_processing_time(&relation, &exprs, at)?;
         relation.push(Step::Project(exprs));
         relation.columns = columns;
         // A processing-time attribute selected anew, or passed on (moved by the projection).
@@ -648,8 +652,15 @@ impl Catalog {
             _ => None,
         };
         let is_rank = |expr: &Expr| scope.compile(expr).ok().and_then(|s| s.as_column()) == Some(rank.column);
+        if !relation.timestamped {
+            return Err(SqlError::at(rank.at, UPDATING_UNTIMED));
+        }
         let mut limit = None;
         for (index, condition) in conditions.iter().enumerate() {
+            let mut condition = *condition;
+            while let Expr::Nested(inner) = condition {
+                condition = inner;
+            }
             let Expr::BinaryOp { left, op, right } = condition else { continue };
             // `rownum <op> n`, or `n <op> rownum` turned around.
             let bound = match (is_rank(left), is_rank(right)) {
@@ -666,18 +677,13 @@ impl Catalog {
                 }),
                 _ => None,
             };
+            // The upper bound makes the Top-N; any other condition on the rank (a lower bound)
+            // stays a filter of its rows, as Flink's rank ranges.
             let n = match bound {
                 Some((LtEq, n)) => n,
-                Some((Lt, n)) => n - 1,
+                Some((Lt, n)) => n.saturating_sub(1),
                 Some((Eq, 1)) => 1,
-                Some(_) => {
-                    return Err(SqlError::at(
-                        condition.span().start,
-                        "a Top-N's filter must be rownum <= n, rownum < n or rownum = 1 (other rank ranges are \
-                         not supported yet)",
-                    ))
-                }
-                None => continue,
+                _ => continue,
             };
             if n < 1 {
                 return Err(SqlError::at(condition.span().start, "a Top-N must keep at least one row"));
@@ -688,8 +694,8 @@ impl Catalog {
         let Some((index, limit)) = limit else {
             return Err(SqlError::at(
                 rank.at,
-                "ROW_NUMBER() OVER (…) needs a filter on it in the query over it (… WHERE rownum <= n): a Top-N. \
-                 Numbering every row is not supported",
+                "ROW_NUMBER() OVER (…) needs an upper bound in the query over it (… WHERE rownum <= n, rownum < \
+                 n or rownum = 1): a Top-N. Numbering every row is not supported",
             ));
         };
         conditions.remove(index);
@@ -703,6 +709,7 @@ impl Catalog {
         relation.updating =
             Some(format!("the ROW_NUMBER() at line {}, column {} (a Top-N)", rank.at.line, rank.at.column));
         relation.time = None;
+        relation.proctime = None;
         relation.bounds = None;
         Ok(())
     }
@@ -845,6 +852,7 @@ impl Catalog {
             calls.push(AggregateCall { kind: call.kind, argument, filter, ty: call.ty });
         }
         let key_count = grouping.keys.len();
+        refuse_processing_time(&relation, &before, group_keys[0].span().start)?;
         relation.push(Step::Project(before));
         let aggregates = SqlAggregates { calls };
         match window {
@@ -859,6 +867,9 @@ impl Catalog {
                 relation.bounds = Some(on_bounds.unwrap_or((key_count, key_count + 1)));
             }
             None => {
+                if !relation.timestamped {
+                    return Err(SqlError::at(group_keys[0].span().start, UPDATING_UNTIMED));
+                }
                 relation.updating = Some(format!(
                     "the GROUP BY at line {}, column {} (an aggregate without a window)",
                     group_keys[0].span().start.line,
@@ -874,6 +885,7 @@ impl Catalog {
         relation.time = None;
         relation.proctime = None;
         relation.processing_windows = false;
+        refuse_processing_time(&relation, having.iter().chain(&exprs), group_keys[0].span().start)?;
         if let Some(having) = having {
             relation.push(Step::Filter(having));
         }
@@ -946,6 +958,13 @@ impl Catalog {
         let processing = position.is_some() && position == relation.proctime;
         if processing && name != "TUMBLE" {
             return Err(SqlError::at(at, format!("{name} over processing time is not supported yet (TUMBLE is)")));
+        }
+        if processing && !relation.timestamped {
+            return Err(SqlError::at(
+                at,
+                "a window of processing time needs the table to declare a WATERMARK in Weir (rows are handed to \
+                 it in event-time order)",
+            ));
         }
         if !processing {
             check_time_attribute(position, relation.time, &time_column, descriptor.span().start)?;
@@ -1225,8 +1244,16 @@ impl Catalog {
 /// The steps as filters over the source row followed by at most one projection: a filter
 /// after a projection is rewritten over the projection's input, and projections in a row are
 /// composed — so views and subqueries cost one row build, not one each. Expressions are pure,
-/// so the answer is the same.
+/// so the answer is the same — but for `PROCTIME()`, which composing would read several times
+/// per row: steps that read it are kept as they are.
 fn fuse(steps: Vec<Step>) -> Vec<Step> {
+    let impure = |step: &Step| match step {
+        Step::Filter(predicate) => predicate.reads_processing_time(),
+        Step::Project(exprs) => exprs.iter().any(Scalar::reads_processing_time),
+    };
+    if steps.iter().any(impure) {
+        return steps;
+    }
     let mut filters: Vec<Step> = Vec::new();
     let mut projection: Option<Vec<Scalar>> = None;
     for step in steps {
@@ -1271,6 +1298,31 @@ fn event_time(table: &Table) -> Result<Option<(usize, i64)>, SqlError> {
 const WINDOW_UNAGGREGATED: &str = "a window table function's rows must be aggregated (GROUP BY window_start, \
                                    window_end, …); joins of its rows (join its aggregated results instead), Top-N and \
                                    deduplication over windows are not supported yet";
+
+/// Refuses `PROCTIME()` in expressions over an updating result: each update is evaluated on its
+/// own, so a row's retraction would read another processing time than its insertion did, and
+/// would not cancel it.
+fn refuse_processing_time<'a>(
+    relation: &Relation,
+    scalars: impl IntoIterator<Item = &'a Scalar>,
+    at: Location,
+) -> Result<(), SqlError> {
+    match &relation.updating {
+        Some(producer) if scalars.into_iter().any(Scalar::reads_processing_time) => Err(SqlError::at(
+            at,
+            format!(
+                "PROCTIME() over an updating result ({producer}) is not supported: a row's retraction would read \
+                 another time than its insertion"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Why an updating result needs event time.
+const UPDATING_UNTIMED: &str = "an updating result (an aggregate without a window, a Top-N) needs event time: its \
+                                changes come out as the watermark passes them, so declare a WATERMARK on the table \
+                                it reads";
 
 /// Why a `ROW_NUMBER()` must be filtered where it is selected from.
 const RANK_UNFILTERED: &str = "ROW_NUMBER() OVER (…) must be filtered in the query that selects from it (SELECT … \
