@@ -20,6 +20,17 @@ fn bids(events: &[Event]) -> impl Iterator<Item = &Bid> {
     })
 }
 
+/// Every auction, by id.
+fn auctions_by_id(events: &[Event]) -> BTreeMap<i64, &weir_core::nexmark::Auction> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Auction(a) => Some((a.id, a)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// q0: every bid.
 pub fn q0(events: &[Event]) -> Vec<Bid> {
     let mut rows: Vec<Bid> = bids(events).cloned().collect();
@@ -70,13 +81,7 @@ pub fn q3(events: &[Event]) -> Vec<(String, String, String, i64)> {
 /// included; auctions without such a bid do not count.
 pub fn q4(events: &[Event]) -> Vec<(i64, i64, i64)> {
     let mut highest: BTreeMap<i64, i64> = BTreeMap::new();
-    let auctions: BTreeMap<i64, &weir_core::nexmark::Auction> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Auction(a) => Some((a.id, a)),
-            _ => None,
-        })
-        .collect();
+    let auctions = auctions_by_id(events);
     for bid in bids(events) {
         if let Some(a) = auctions.get(&bid.auction) {
             if a.date_time <= bid.date_time && bid.date_time <= a.expires {
@@ -1043,13 +1048,7 @@ fn top_n_changelog<K: Ord + Clone, R: Ord + Clone, O: Ord + Clone>(
 /// q9 (each auction's winning bid: the highest of those between its opening and expiry, the
 /// earliest of equal ones) as Weir's changelog.
 pub fn sql_q9_changelog(events: &[Event]) -> Vec<String> {
-    let auctions: BTreeMap<i64, &weir_core::nexmark::Auction> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Auction(a) => Some((a.id, a)),
-            _ => None,
-        })
-        .collect();
+    let auctions = auctions_by_id(events);
     let joined = bids(events).filter_map(|bid| {
         let a = auctions.get(&bid.auction)?;
         (a.date_time <= bid.date_time && bid.date_time <= a.expires).then_some((bid.date_time, a.id, bid))
@@ -1113,13 +1112,7 @@ fn quoted_timestamp(ms: i64) -> String {
 /// each category whose average — over its auctions' highest joined bids, truncated as `AVG` of
 /// `BIGINT` — changed gives `-U` of the old row and `+U` of the new, or `+I` if it had none.
 pub fn sql_q4_changelog(events: &[Event]) -> Vec<String> {
-    let auctions: BTreeMap<i64, &weir_core::nexmark::Auction> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Auction(a) => Some((a.id, a)),
-            _ => None,
-        })
-        .collect();
+    let auctions = auctions_by_id(events);
     // The joined bids by event time: (auction, category, price).
     let mut joined: BTreeMap<i64, Vec<(i64, i64, i64)>> = BTreeMap::new();
     for bid in bids(events) {
