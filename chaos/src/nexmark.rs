@@ -559,8 +559,10 @@ fn csv_text(text: &str) -> String {
 
 /// A Flink SQL script of Nexmark's queries whose results update, as published: q4 (aggregates
 /// over a join), q9 (a Top-1 over a join), q18 (deduplication), q19 (a Top-10), q15 and q17
-/// (aggregates without a window, with `DATE_FORMAT`, `COUNT(DISTINCT …)` and `FILTER`). Each
-/// writes its changelog to `out/<query>` (`'format' = 'changelog-csv'`).
+/// (aggregates without a window, with `DATE_FORMAT`, `COUNT(DISTINCT …)` and `FILTER`) — and
+/// `top3`, aggregates over a Top-3, whose rows leave as higher bids come: a `MIN` that falls
+/// back, a `COUNT(DISTINCT …)` that decreases. Each writes its changelog to `out/<table>`
+/// (`'format' = 'changelog-csv'`).
 pub fn sql_updating(out: &std::path::Path, events: u64, seed: u64, events_per_second: u64) -> String {
     let out = out.display();
     let generator = nexmark_table(events, seed, events_per_second);
@@ -593,6 +595,8 @@ CREATE TABLE q17 (
   auction BIGINT, `day` VARCHAR, total_bids BIGINT, rank1_bids BIGINT, rank2_bids BIGINT, rank3_bids BIGINT,
   min_price BIGINT, max_price BIGINT, avg_price BIGINT, sum_price BIGINT
 ) WITH ('connector' = 'filesystem', 'path' = '{out}/q17', 'format' = 'changelog-csv');
+CREATE TABLE top3 (auction BIGINT, low BIGINT, bidders BIGINT, bids BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/top3', 'format' = 'changelog-csv');
 
 INSERT INTO q4
 SELECT
@@ -661,13 +665,19 @@ SELECT
      sum(price) AS sum_price
 FROM bid
 GROUP BY auction, DATE_FORMAT(`dateTime`, 'yyyy-MM-dd');
+
+INSERT INTO top3
+SELECT auction, MIN(price), COUNT(DISTINCT bidder), COUNT(*)
+FROM (SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS r FROM bid)
+      WHERE r <= 3)
+GROUP BY auction;
 "
     )
 }
 
-/// What [`sql_updating`] must commit: the changelogs of q4, q9, q18, q19, q15 and q17, as
+/// What [`sql_updating`] must commit: the changelogs of q4, q9, q18, q19, q15, q17 and top3, as
 /// sorted lines (see [`sql_q4_changelog`], [`top_n_changelog`] and [`group_changelog`]).
-pub fn sql_updating_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 6] {
+pub fn sql_updating_expected(events: u64, seed: u64, events_per_second: u64) -> [Vec<String>; 7] {
     let mut config = NexmarkConfig::new(events, seed);
     config.events_per_second = events_per_second;
     let events = self::events(&config);
@@ -678,6 +688,7 @@ pub fn sql_updating_expected(events: u64, seed: u64, events_per_second: u64) -> 
         sql_q19_changelog(&events),
         sql_q15_changelog(&events),
         sql_q17_changelog(&events),
+        sql_top3_changelog(&events),
     ]
     .map(|mut lines| {
         lines.sort();
@@ -913,6 +924,24 @@ fn group_changelog<'e, K: Ord + Clone, S: Default>(
         }
     }
     lines
+}
+
+/// `top3` of [`sql_updating`] as Weir's changelog: per auction, the least price, the distinct
+/// bidders and the number of its three highest bids (of bids at the same price, the least rows
+/// first, as Weir's Top-N orders ties).
+pub fn sql_top3_changelog(events: &[Event]) -> Vec<String> {
+    group_changelog(
+        bids(events).map(|bid| (bid.auction, bid)),
+        |rows: &mut Vec<BidRow>, bid| rows.push(bid_row(bid)),
+        |auction, rows| {
+            let mut top = rows.clone();
+            top.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.cmp(b)));
+            top.truncate(3);
+            let low = top.iter().map(|row| row.2).min().expect("an auction with rows has bids");
+            let bidders: BTreeSet<i64> = top.iter().map(|row| row.1).collect();
+            format!("{auction},{low},{},{}", bidders.len(), top.len())
+        },
+    )
 }
 
 /// Which of q15's and q17's price ranks a price is in: 1 below 10 000, 2 below 1 000 000, 3

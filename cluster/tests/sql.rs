@@ -131,8 +131,8 @@ fn windows_and_joins_in_sql_are_exactly_once_through_a_crash() {
     check_stateful(&out, "after a crash before checkpoint 3 committed");
 }
 
-/// The updating results (`nexmark::sql_updating`): q4, q9, q18, q19, q15 and q17.
-const UPDATING: [&str; 6] = ["q4", "q9", "q18", "q19", "q15", "q17"];
+/// The updating results (`nexmark::sql_updating`): q4, q9, q18, q19, q15, q17 and top3.
+const UPDATING: [&str; 7] = ["q4", "q9", "q18", "q19", "q15", "q17", "top3"];
 
 fn check_updating(out: &Path, events_per_second: u64, context: &str) {
     let expected = nexmark::sql_updating_expected(STATEFUL_EVENTS, SEED, events_per_second);
