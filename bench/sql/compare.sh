@@ -27,8 +27,11 @@ cat $(ls -d "$work"/bids_full/part-* | sort) > "$work/bids_full.csv"
 cat $(ls -d "$work"/auctions/part-* | sort) > "$work/auctions.csv"
 echo "input: $(wc -l < "$work/bids.csv") bids, $(wc -l < "$work/auctions.csv") auctions"
 for q in "${queries[@]}"; do
-    sed "s#\${BIDS}#$work/bids.csv#; s#\${BIDS_FULL}#$work/bids_full.csv#; s#\${AUCTIONS}#$work/auctions.csv#" \
-        "$here/$q.sql" > "$work/$q.sql"
+    # A first line `-- over: FILE` puts FILE's tables first (the tables several queries share).
+    over="$(sed -n '1s/^-- over: //p' "$here/$q.sql")"
+    cat ${over:+"$here/$over"} "$here/$q.sql" \
+        | sed "s#\${BIDS}#$work/bids.csv#; s#\${BIDS_FULL}#$work/bids_full.csv#; s#\${AUCTIONS}#$work/auctions.csv#" \
+        > "$work/$q.sql"
     for _ in 1 2 3; do
         rm -rf "$work/checkpoints"
         "$weir" sql -f "$work/$q.sql" --parallelism 1 --checkpoint-dir "$work/checkpoints" 2>&1 \

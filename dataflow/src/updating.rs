@@ -45,14 +45,13 @@ use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Capability, InputCapability};
 use timely::order::PartialOrder;
 
 use weir_core::time::{EventTime, Time};
 
 use crate::api::{DataStream, KeyedStream, Shared};
 use crate::keyed::{key_group_of, KeySelector};
-use crate::record::{Data, Record};
+use crate::record::{Data, Record, RecordStream};
 use crate::stateful::{KeyGroupStates, StateImage, StatefulLogic};
 
 /// What may flow through differential operators: a Weir record that is also totally ordered
@@ -279,29 +278,9 @@ impl<'s, K: UpdateKey, V: UpdateData> UpdatingStream<'s, K, V> {
     pub fn key_by<K2: UpdateKey>(self, key: impl Fn(&K, &V) -> K2 + Clone + 'static) -> UpdatingStream<'s, K2, V> {
         let UpdatingStream { updates, shared, timestamps } = self;
         // As records (an update, stamped with its event time) for the exchange, and back.
-        let records = updates.inner.unary::<CapacityContainerBuilder<Vec<Record<Rekeyed<K2, V>>>>, _, _, _>(
-            Pipeline,
-            "Rekey",
-            move |_, _| {
-                move |input, output| {
-                    input.for_each(|stamp, data| {
-                        by_element(
-                            &stamp,
-                            data,
-                            |update| update.1,
-                            |capability, updates| {
-                                let mut session = output.session(capability);
-                                for ((old, row), time, diff) in updates {
-                                    let new = key(&old, &row);
-                                    session
-                                        .give(Record::derived(Rekeyed { key: new, row, time, diff }, time.event_time));
-                                }
-                            },
-                        );
-                    });
-                }
-            },
-        );
+        let records = leave(updates, "Rekey", move |(old, row), time, diff| {
+            Record::derived(Rekeyed { key: key(&old, &row), row, time, diff }, time.event_time)
+        });
         let routed = DataStream::from_parts(records, shared.clone(), timestamps, "updating key_by")
             .key_by(|update: &Rekeyed<K2, V>| update.key.clone())
             .into_parts()
@@ -325,66 +304,43 @@ impl<'s, K: UpdateKey, V: UpdateData> UpdatingStream<'s, K, V> {
     /// order (see the module's documentation). `uid` names the exit's state (the table).
     pub fn changelog(self, uid: &str) -> DataStream<'s, Change<K, V>> {
         let UpdatingStream { updates, shared, timestamps } = self;
-        let records = updates.inner.unary::<CapacityContainerBuilder<Vec<Record<((K, V), isize)>>>, _, _, _>(
-            Pipeline,
-            "Updates",
-            |_, _| {
-                |input, output| {
-                    input.for_each(|stamp, data| {
-                        by_element(
-                            &stamp,
-                            data,
-                            |update| update.1,
-                            |capability, updates| {
-                                output.session(capability).give_iterator(
-                                    updates.map(|(row, time, diff)| Record::derived((row, diff), time.event_time)),
-                                );
-                            },
-                        );
-                    });
-                }
-            },
-        );
-        let logic = Exit {
-            table: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            skip_below: BTreeMap::new(),
-            groups: BTreeSet::new(),
-            passed: EventTime::MIN,
-        };
+        let records = leave(updates, "Updates", |row, time, diff| Record::derived((row, diff), time.event_time));
         let stream = DataStream::from_parts(records, shared, timestamps, "updating");
-        stream.stateful("changelog", Some(uid.to_owned()), logic, false, false).0
+        stream.stateful("changelog", Some(uid.to_owned()), Exit::new(), false, false).0
     }
 }
 
-/// Splits a message from a differential operator into messages of one time each. Differential
-/// sends under capability *sets* — a message's stamp may hold several incomparable times —
-/// while Weir's operators send, and expect, one time per message (its epoch and event time
-/// are what the scaffold aligns on). Each update goes under the first element of the stamp at
-/// or before its own time (one exists: that is what the stamp promises).
-fn by_element<D>(
-    stamp: &InputCapability<Time>,
-    data: &mut Vec<D>,
-    time: impl Fn(&D) -> Time,
-    mut give: impl FnMut(&Capability<Time>, std::vec::Drain<'_, D>),
-) {
-    let elements = stamp.stamp().elements();
-    if let [element] = elements {
-        give(&stamp.delayed(element, 0), data.drain(..));
-        return;
-    }
-    let mut parts: Vec<Vec<D>> = elements.iter().map(|_| Vec::new()).collect();
-    for update in data.drain(..) {
-        let at = time(&update);
-        let element = elements.iter().position(|e| e.less_equal(&at));
-        let element = element.unwrap_or_else(|| panic!("an update at {at:?} under the stamp {elements:?}"));
-        parts[element].push(update);
-    }
-    for (element, mut part) in elements.iter().zip(parts) {
-        if !part.is_empty() {
-            give(&stamp.delayed(element, 0), part.drain(..));
+/// Leaves differential dataflow: each update of `updates` as a Weir record (`to_record`).
+///
+/// Differential sends under capability *sets* — a message's stamp may hold several
+/// incomparable times — while Weir's operators send, and expect, one time per message (its
+/// epoch and event time are what the scaffold aligns on). So each message is split: each update
+/// goes under the first element of the stamp at or before its own time (one exists: that is
+/// what the stamp promises).
+fn leave<'s, D: Data, R: Data>(
+    updates: VecCollection<'s, Time, D, isize>,
+    name: &str,
+    mut to_record: impl FnMut(D, Time, isize) -> Record<R> + 'static,
+) -> RecordStream<'s, R> {
+    updates.inner.unary::<CapacityContainerBuilder<Vec<Record<R>>>, _, _, _>(Pipeline, name, move |_, _| {
+        move |input, output| {
+            input.for_each(|stamp, data| {
+                let elements = stamp.stamp().elements();
+                let mut parts: Vec<Vec<Record<R>>> = elements.iter().map(|_| Vec::new()).collect();
+                for (update, time, diff) in data.drain(..) {
+                    let element = elements.iter().position(|e| e.less_equal(&time));
+                    let element =
+                        element.unwrap_or_else(|| panic!("an update at {time:?} under the stamp {elements:?}"));
+                    parts[element].push(to_record(update, time, diff));
+                }
+                for (element, mut part) in elements.iter().zip(parts) {
+                    if !part.is_empty() {
+                        output.session(&stamp.delayed(element, 0)).give_container(&mut part);
+                    }
+                }
+            });
         }
-    }
+    })
 }
 
 /// An update on its way to its new key's slot.
@@ -559,6 +515,16 @@ impl<K: UpdateKey, V: UpdateData> StatefulLogic for Exit<K, V> {
 }
 
 impl<K: UpdateKey, V: UpdateData> Exit<K, V> {
+    fn new() -> Self {
+        Exit {
+            table: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            skip_below: BTreeMap::new(),
+            groups: BTreeSet::new(),
+            passed: EventTime::MIN,
+        }
+    }
+
     /// Applies one key's change at `time` to the table and emits it: removed rows paired with
     /// added ones as `-U`/`+U`, the rest as `-D` or `+I`.
     fn change(&mut self, key: K, removed: Vec<V>, added: Vec<V>, time: EventTime, out: &mut Vec<Record<Change<K, V>>>) {
@@ -614,13 +580,7 @@ mod tests {
 
     #[test]
     fn the_exit_pairs_a_keys_changes_and_skips_what_a_restore_recomputes() {
-        let mut exit: Exit<u64, u64> = Exit {
-            table: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            skip_below: BTreeMap::new(),
-            groups: BTreeSet::new(),
-            passed: EventTime::MIN,
-        };
+        let mut exit: Exit<u64, u64> = Exit::new();
         let update = |key, row, diff, time| Record::derived(((key, row), diff), time);
         let (mut out, mut late) = (Vec::new(), Vec::new());
         let mut apply = |exit: &mut Exit<u64, u64>, updates: Vec<Record<((u64, u64), isize)>>| {
@@ -641,13 +601,7 @@ mod tests {
         let image = exit.snapshot().encode();
         // A restore: recomputed updates below the event time passed (8) are skipped, the rest
         // are emitted as before.
-        let mut restored: Exit<u64, u64> = Exit {
-            table: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            skip_below: BTreeMap::new(),
-            groups: BTreeSet::new(),
-            passed: EventTime::MIN,
-        };
+        let mut restored: Exit<u64, u64> = Exit::new();
         restored.restore(image).unwrap();
         apply(&mut restored, vec![update(1, 11, 1, 7), update(2, 20, 1, 5), update(2, 20, -1, 9)]);
         let mut changes = Vec::new();

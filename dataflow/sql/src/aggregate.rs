@@ -153,10 +153,15 @@ impl PartialOrd for GroupKey {
 
 impl Ord for GroupKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0.len().cmp(&other.0.len()).then_with(|| {
-            self.0.iter().zip(&other.0).map(|(a, b)| total_order(a, b)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
-        })
+        rows_order(&self.0, &other.0)
     }
+}
+
+/// Rows ordered by length, then value by value ([`total_order`]).
+fn rows_order(a: &[Value], b: &[Value]) -> Ordering {
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.iter().zip(b).map(|(a, b)| total_order(a, b)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal))
 }
 
 impl Hash for GroupKey {
@@ -456,9 +461,7 @@ impl PartialOrd for SortedRow {
 
 impl Ord for SortedRow {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.0.len().cmp(&other.0.len()).then_with(|| {
-            self.0.iter().zip(&other.0).map(|(a, b)| total_order(a, b)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
-        })
+        rows_order(&self.0, &other.0)
     }
 }
 

@@ -357,9 +357,20 @@ impl Scalar {
 
     /// Whether it reads the processing time (`PROCTIME()`): then it is no constant.
     pub fn reads_processing_time(&self) -> bool {
+        self.any(&|scalar| matches!(scalar.kind, Kind::Call(Builtin::Proctime, _)))
+    }
+
+    /// Whether it reads a column for which `column` holds.
+    pub fn reads_any(&self, column: &impl Fn(usize) -> bool) -> bool {
+        self.any(&|scalar| matches!(scalar.kind, Kind::Column(index) if column(index)))
+    }
+
+    /// Whether `test` holds for it or any expression within it.
+    fn any(&self, test: &impl Fn(&Scalar) -> bool) -> bool {
+        if test(self) {
+            return true;
+        }
         match &self.kind {
-            Kind::Call(Builtin::Proctime, _) => true,
-            Kind::Call(_, args) => args.iter().any(Scalar::reads_processing_time),
             Kind::Column(_) | Kind::Literal(_) => false,
             Kind::Field(inner, _)
             | Kind::Not(inner)
@@ -367,37 +378,15 @@ impl Scalar {
             | Kind::IsNull(inner, _)
             | Kind::ToDecimal(inner)
             | Kind::ToDouble(inner)
-            | Kind::Retype(inner) => inner.reads_processing_time(),
+            | Kind::Retype(inner) => inner.any(test),
             Kind::Arithmetic(_, l, r) | Kind::Compare(_, l, r) | Kind::And(l, r) | Kind::Or(l, r) => {
-                l.reads_processing_time() || r.reads_processing_time()
+                l.any(test) || r.any(test)
             }
             Kind::Case(branches, otherwise) => {
-                branches.iter().any(|(c, r)| c.reads_processing_time() || r.reads_processing_time())
-                    || otherwise.as_ref().is_some_and(|o| o.reads_processing_time())
+                branches.iter().any(|(c, r)| c.any(test) || r.any(test))
+                    || otherwise.as_ref().is_some_and(|o| o.any(test))
             }
-        }
-    }
-
-    /// Whether it reads a column for which `column` holds.
-    pub fn reads_any(&self, column: &impl Fn(usize) -> bool) -> bool {
-        match &self.kind {
-            Kind::Column(index) => column(*index),
-            Kind::Literal(_) => false,
-            Kind::Field(inner, _)
-            | Kind::Not(inner)
-            | Kind::Negate(inner)
-            | Kind::IsNull(inner, _)
-            | Kind::ToDecimal(inner)
-            | Kind::ToDouble(inner)
-            | Kind::Retype(inner) => inner.reads_any(column),
-            Kind::Arithmetic(_, l, r) | Kind::Compare(_, l, r) | Kind::And(l, r) | Kind::Or(l, r) => {
-                l.reads_any(column) || r.reads_any(column)
-            }
-            Kind::Case(branches, otherwise) => {
-                branches.iter().any(|(c, r)| c.reads_any(column) || r.reads_any(column))
-                    || otherwise.as_ref().is_some_and(|o| o.reads_any(column))
-            }
-            Kind::Call(_, args) => args.iter().any(|a| a.reads_any(column)),
+            Kind::Call(_, args) => args.iter().any(|a| a.any(test)),
         }
     }
 

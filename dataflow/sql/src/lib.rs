@@ -430,11 +430,8 @@ impl RowFormat<Record<ChangedRow>> for ChangelogCsv {
     }
     fn write(&self, record: &Record<ChangedRow>, out: &mut Vec<u8>) {
         out.extend_from_slice(record.value.kind.short().as_bytes());
-        for value in &record.value.row {
-            out.push(b',');
-            value.write_csv(out);
-        }
-        out.push(b'\n');
+        out.push(b',');
+        CsvFormat.write_fields(&record.value.row, out);
     }
 }
 
@@ -452,18 +449,25 @@ impl std::fmt::Debug for Printed {
 #[derive(Clone, Copy, Debug)]
 struct CsvFormat;
 
-impl RowFormat<Record<Row>> for CsvFormat {
-    fn header(&self) -> Option<&str> {
-        None
-    }
-    fn write(&self, record: &Record<Row>, out: &mut Vec<u8>) {
-        for (index, value) in record.value.iter().enumerate() {
+impl CsvFormat {
+    /// The row's fields, comma-separated, and the line's end.
+    fn write_fields(self, row: &Row, out: &mut Vec<u8>) {
+        for (index, value) in row.iter().enumerate() {
             if index > 0 {
                 out.push(b',');
             }
             value.write_csv(out);
         }
         out.push(b'\n');
+    }
+}
+
+impl RowFormat<Record<Row>> for CsvFormat {
+    fn header(&self) -> Option<&str> {
+        None
+    }
+    fn write(&self, record: &Record<Row>, out: &mut Vec<u8>) {
+        self.write_fields(&record.value, out);
     }
 }
 
