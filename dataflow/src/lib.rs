@@ -22,6 +22,7 @@ pub mod keyed;
 pub mod metrics;
 pub mod process;
 pub mod record;
+mod record_log;
 pub mod registry;
 pub mod sink;
 pub mod snapshot;
@@ -44,7 +45,7 @@ pub use record::{Data, Record};
 pub use registry::{JobDef, JobRegistry};
 pub use source::{CollectionSource, FileSource, GeneratorSource, LineFormat, WatermarkStrategy};
 pub use state::{AggregatingState, ListState, MapState, ReducingState, ValueState};
-pub use updating::{Change, ChangeKind, Sums, UpdatingStream};
+pub use updating::{Change, ChangeKind, GroupFold, Sums, UpdatingStream};
 pub use weir_core::job::{ParamDef, ParamKind, Params};
 pub use window::{
     AggregateFunction, CountTrigger, CumulativeEventTimeWindows, EventTimeSessionWindows, SlidingEventTimeWindows,

@@ -12,10 +12,13 @@
 //! minima, maxima and distinct sets do not; a sum of `DOUBLE`s does (floating-point addition is
 //! not associative), so it is refused at planning rather than answered differently per run.
 //!
-//! Without a window the result updates, on differential dataflow: a group's row is put together
-//! from [`Part`]s kept incrementally — counts and sums in one accumulated [`Sums`] per group,
-//! distinct counts over distinct values — and `MIN`/`MAX` from the group's values (a
-//! differential reduce, which reads the key's distinct values at each change).
+//! Without a window the result updates. Over an append-only stream, each group keeps the
+//! accumulators a window would, and its row changes as rows come in (a fold:
+//! [`weir_dataflow::GroupFold`]). Over an updating result, whose rows may be retracted, it runs on
+//! differential dataflow: a group's row is put together from [`Part`]s kept incrementally —
+//! counts and sums in one accumulated [`Sums`] per group, distinct counts over distinct values —
+//! and `MIN`/`MAX` from the group's values (a differential reduce, which reads the key's
+//! distinct values at each change).
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -24,7 +27,7 @@ use std::hash::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 
 use weir_dataflow::window::{AggregateFunction, TimeWindow};
-use weir_dataflow::Sums;
+use weir_dataflow::{GroupFold, Sums};
 
 use crate::types::{IntegerWidth, Row, SqlType, Value};
 
@@ -283,10 +286,10 @@ impl SqlAggregates {
     }
 
     /// The final values of `accumulators`, in call order.
-    pub fn results(&self, accumulators: Vec<Accumulator>) -> impl Iterator<Item = Value> + '_ {
-        self.calls.iter().zip(accumulators).map(|(call, accumulator)| match accumulator {
+    pub fn results<'a>(&'a self, accumulators: &'a [Accumulator]) -> impl Iterator<Item = Value> + 'a {
+        self.calls.iter().zip(accumulators).map(|(call, accumulator)| match *accumulator {
             Accumulator::Count(n) => Value::Int(n),
-            Accumulator::Distinct(set) => Value::Int(set.len() as i64),
+            Accumulator::Distinct(ref set) => Value::Int(set.len() as i64),
             Accumulator::SumInteger(sum) => sum.map_or(Value::Null, Value::Int),
             Accumulator::SumDecimal(sum) => match (sum, &call.ty) {
                 // Past DECIMAL(38)'s range the sum is NULL, as Flink's decimal overflow.
@@ -295,7 +298,7 @@ impl SqlAggregates {
                 }
                 _ => Value::Null,
             },
-            Accumulator::Extreme(value) => value.unwrap_or(Value::Null),
+            Accumulator::Extreme(ref value) => value.clone().unwrap_or(Value::Null),
             Accumulator::Average(_, 0) => Value::Null,
             Accumulator::Average(sum, count) => {
                 let AggregateKind::AvgInteger(width) = call.kind else { unreachable!("only integer averages") };
@@ -436,8 +439,34 @@ pub fn result_row(
     let mut row = Vec::with_capacity(key.0.len() + 3 + aggregates.calls.len());
     row.extend(key.0.iter().cloned());
     row.extend([Value::Millis(window.start), Value::Millis(window.end), Value::Millis(window.max_timestamp())]);
-    row.extend(aggregates.results(accumulators));
+    row.extend(aggregates.results(&accumulators));
     row
+}
+
+/// An aggregate without a window over an append-only stream: each group's accumulators, as a
+/// window keeps them, and the group's row from them — `[keys…, NULL, NULL, NULL, aggregates…]`,
+/// as [`SqlAggregates::group_row`] lays it out.
+pub struct GroupAggregates(pub SqlAggregates);
+
+impl GroupFold<GroupKey, SortedRow> for GroupAggregates {
+    type Acc = Vec<Accumulator>;
+    type Row = SortedRow;
+
+    fn create(&self) -> Vec<Accumulator> {
+        self.0.create_accumulator()
+    }
+
+    fn add(&self, accumulators: &mut Vec<Accumulator>, row: &SortedRow) {
+        self.0.add(accumulators, &row.0)
+    }
+
+    fn rows(&self, key: &GroupKey, accumulators: &Vec<Accumulator>, rows: &mut Vec<SortedRow>) {
+        let mut row = Vec::with_capacity(key.0.len() + 3 + self.0.calls.len());
+        row.extend(key.0.iter().cloned());
+        row.extend([Value::Null, Value::Null, Value::Null]);
+        row.extend(self.0.results(accumulators));
+        rows.push(SortedRow(row));
+    }
 }
 
 /// A row as differential dataflow holds it: ordered value by value (doubles by their total
@@ -684,8 +713,8 @@ mod tests {
         let mut rest = aggregates.create_accumulator();
         second.iter().for_each(|row| aggregates.add(&mut rest, row));
         aggregates.merge(&mut merged, rest);
-        let values: Vec<Value> = aggregates.results(whole).collect();
-        assert_eq!(values, aggregates.results(merged).collect::<Vec<_>>(), "merging halves changes nothing");
+        let values: Vec<Value> = aggregates.results(&whole).collect();
+        assert_eq!(values, aggregates.results(&merged).collect::<Vec<_>>(), "merging halves changes nothing");
         values
     }
 

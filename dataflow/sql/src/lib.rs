@@ -51,7 +51,9 @@ use weir_dataflow::window::{
     TumblingEventTimeWindows, WindowKind,
 };
 
-use crate::aggregate::{result_row, Accumulator, GroupKey, Part, SortedRow, SqlAggregates, WindowSpec};
+use crate::aggregate::{
+    result_row, Accumulator, GroupAggregates, GroupKey, Part, SortedRow, SqlAggregates, WindowSpec,
+};
 use crate::connector::{CsvRows, RowGenerator, SinkConnector, SourceConnector};
 use crate::plan::{Catalog, Input, Insert, JoinKind, Pipeline, Scan, Stage, Step};
 use crate::types::Row;
@@ -203,24 +205,24 @@ fn pipeline<'s>(
                 let first = top.width;
                 let partition =
                     move |row: &SortedRow| GroupKey::new(row.0[first..first + top.partition].iter().cloned());
-                let partitioned = match rows {
-                    Rows::Append(rows) => rows.map(SortedRow).key_by(partition).updating(&ids.operator("top-n-input")),
-                    Rows::Updating(rows) => rows.key_by(move |_, row| partition(row)),
-                };
-                Rows::Updating(
-                    partitioned
+                Rows::Updating(match rows {
+                    Rows::Append(rows) => {
+                        rows.map(SortedRow).key_by(partition).fold_updating(&ids.operator("top-n-input"), top)
+                    }
+                    Rows::Updating(rows) => rows
+                        .key_by(move |_, row| partition(row))
                         .reduce("TopN", move |_, rows, out| out.extend(top.top(rows).into_iter().map(|row| (row, 1)))),
-                )
+                })
             }
             (Stage::Aggregate { keys, aggregates }, rows) => {
-                let grouped = match rows {
+                let group = move |row: &SortedRow| GroupKey::new(row.0[..keys].iter().cloned());
+                Rows::Updating(match rows {
                     Rows::Append(rows) => rows
                         .map(SortedRow)
-                        .key_by(move |row: &SortedRow| GroupKey::new(row.0[..keys].iter().cloned()))
-                        .updating(&ids.operator("aggregate-input")),
-                    Rows::Updating(rows) => rows.key_by(move |_, row| GroupKey::new(row.0[..keys].iter().cloned())),
-                };
-                Rows::Updating(group_aggregate(grouped, aggregates))
+                        .key_by(group)
+                        .fold_updating(&ids.operator("aggregate-input"), GroupAggregates(aggregates)),
+                    Rows::Updating(rows) => group_aggregate(rows.key_by(move |_, row| group(row)), aggregates),
+                })
             }
         };
     }
@@ -503,6 +505,20 @@ mod tests {
             [Stage::Map(steps)] => assert!(matches!(steps.as_slice(), [Step::Filter(_), Step::Project(_)])),
             other => panic!("{other:?}"),
         }
+        // Column pruning: no one reads `ts` after the join, so neither side passes it on (the
+        // join would keep it for every row); the joined row is [a.auction, a.price, b.auction,
+        // b.price], and the steps after the join read it so.
+        let width = |p: &Pipeline| match p.stages.as_slice() {
+            [Stage::Map(steps)] => match steps.last() {
+                Some(Step::Project(exprs)) => exprs.len(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((width(left), width(right)), (2, 2));
+        let [Step::Filter(different), Step::Project(out)] = map_steps(&inserts[0]) else { panic!("filter, project") };
+        assert!(different.reads_any(&|c| c == 1) && different.reads_any(&|c| c == 3));
+        assert_eq!(out.iter().map(|e| e.as_column()).collect::<Vec<_>>(), [Some(0), Some(3)]);
     }
 
     const SOURCE: &str = "CREATE TABLE datagen (event_type INT,

@@ -27,7 +27,7 @@ use crate::connector::{self, SinkConnector, SourceConnector};
 use crate::expr::{plain_call, Column, GroupWindow, Grouping, Scalar, Scope};
 use crate::parser::{refuse, ColumnDef, ColumnKind, SqlError, SqlStatement, TableDef};
 use crate::rank::{OrderKey, TopN};
-use crate::types::{Row, SqlType};
+use crate::types::{Row, SqlType, Value};
 
 /// What a script declared, and what it inserts.
 #[derive(Debug, Default)]
@@ -181,6 +181,22 @@ pub enum Step {
 }
 
 impl Step {
+    /// Whether it reads column `column` of its input.
+    fn reads(&self, column: usize) -> bool {
+        match self {
+            Step::Filter(predicate) => predicate.reads_any(&|c| c == column),
+            Step::Project(exprs) => exprs.iter().any(|e| e.reads_any(&|c| c == column)),
+        }
+    }
+
+    /// Whether it reads the processing time.
+    fn reads_processing_time(&self) -> bool {
+        match self {
+            Step::Filter(predicate) => predicate.reads_processing_time(),
+            Step::Project(exprs) => exprs.iter().any(Scalar::reads_processing_time),
+        }
+    }
+
     /// Applies the steps to `row`: the resulting row, or `None` if a filter dropped it.
     pub fn run(steps: &[Step], mut row: Row) -> Option<Row> {
         for step in steps {
@@ -383,23 +399,22 @@ impl Catalog {
                     table: name,
                 })
             }
-            RelationInput::Join { kind, left, right, left_keys, right_keys } => Input::Join {
-                kind,
-                left: Box::new(self.pipeline(*left)?),
-                right: Box::new(self.pipeline(*right)?),
-                left_keys,
-                right_keys,
-            },
+            RelationInput::Join { kind, left, right, left_keys, right_keys } => {
+                let types = |relation: &Relation| relation.columns.iter().map(|c| c.ty.clone()).collect();
+                let (left_types, right_types): (Vec<SqlType>, Vec<SqlType>) = (types(&left), types(&right));
+                let mut input = Input::Join {
+                    kind,
+                    left: Box::new(self.pipeline(*left)?),
+                    right: Box::new(self.pipeline(*right)?),
+                    left_keys,
+                    right_keys,
+                };
+                let mut stages = fused(relation.stages);
+                prune_join(&mut input, &mut stages, &left_types, &right_types);
+                return Ok(Pipeline { input, stages });
+            }
         };
-        let stages = relation
-            .stages
-            .into_iter()
-            .map(|stage| match stage {
-                Stage::Map(steps) => Stage::Map(fuse(steps)),
-                other => other,
-            })
-            .collect();
-        Ok(Pipeline { input, stages })
+        Ok(Pipeline { input, stages: fused(relation.stages) })
     }
 
     /// Plans a query into a relation. Every clause `sqlparser` parsed is looked at (no `..`):
@@ -1246,12 +1261,81 @@ impl Catalog {
 /// composed — so views and subqueries cost one row build, not one each. Expressions are pure,
 /// so the answer is the same — but for `PROCTIME()`, which composing would read several times
 /// per row: steps that read it are kept as they are.
-fn fuse(steps: Vec<Step>) -> Vec<Step> {
-    let impure = |step: &Step| match step {
-        Step::Filter(predicate) => predicate.reads_processing_time(),
-        Step::Project(exprs) => exprs.iter().any(Scalar::reads_processing_time),
+/// A relation's stages, each one's filters and projections fused.
+fn fused(stages: Vec<Stage>) -> Vec<Stage> {
+    stages
+        .into_iter()
+        .map(|stage| match stage {
+            Stage::Map(steps) => Stage::Map(fuse(steps)),
+            other => other,
+        })
+        .collect()
+}
+
+/// Column pruning under a regular join: each side passes on only the columns the join's keys
+/// and the projection after it read. A regular join keeps every row of both sides as its state,
+/// so a column nobody reads would be kept (and checkpointed) for the job's lifetime. Nothing
+/// changes unless the join's first stage ends in a projection (then no later stage sees the
+/// joined row as it is).
+fn prune_join(input: &mut Input, stages: &mut [Stage], left_types: &[SqlType], right_types: &[SqlType]) {
+    let Input::Join { kind: JoinKind::Regular, left, right, left_keys, right_keys } = input else { return };
+    let Some(Stage::Map(steps)) = stages.first_mut() else { return };
+    if !matches!(steps.last(), Some(Step::Project(_))) || steps.iter().any(Step::reads_processing_time) {
+        return;
+    }
+    let width = left_types.len();
+    let read_after = |column: usize| steps.iter().any(|step| step.reads(column));
+    let used = |types: &[SqlType], keys: &[Scalar], offset: usize| -> Vec<usize> {
+        (0..types.len())
+            .filter(|&c| read_after(offset + c) || keys.iter().any(|key| key.reads_any(&|read| read == c)))
+            .collect()
     };
-    if steps.iter().any(impure) {
+    let (left_used, right_used) = (used(left_types, left_keys, 0), used(right_types, right_keys, width));
+    if left_used.len() == left_types.len() && right_used.len() == right_types.len() {
+        return;
+    }
+    // Each side's old columns as the pruned row has them (a column dropped is never read: a
+    // NULL of its type stands in for it).
+    let renamed = |types: &[SqlType], used: &[usize], first: usize| -> Vec<Scalar> {
+        (0..types.len())
+            .map(|c| match used.iter().position(|&u| u == c) {
+                Some(at) => Scalar::column(first + at, types[c].clone()),
+                None => Scalar::literal(Value::Null, types[c].clone()),
+            })
+            .collect()
+    };
+    let side = |types: &[SqlType], used: &[usize]| -> Step {
+        Step::Project(used.iter().map(|&c| Scalar::column(c, types[c].clone())).collect())
+    };
+    for (pipeline, keys, types, used) in
+        [(left, left_keys, left_types, &left_used), (right, right_keys, right_types, &right_used)]
+    {
+        if used.len() == types.len() {
+            continue;
+        }
+        let inputs = renamed(types, used, 0);
+        keys.iter_mut().for_each(|key| *key = key.substitute(&inputs));
+        let projection = side(types, used);
+        match pipeline.stages.last_mut() {
+            Some(Stage::Map(steps)) => {
+                steps.push(projection);
+                *steps = fuse(std::mem::take(steps));
+            }
+            _ => pipeline.stages.push(Stage::Map(vec![projection])),
+        }
+    }
+    let mut joined = renamed(left_types, &left_used, 0);
+    joined.extend(renamed(right_types, &right_used, left_used.len()));
+    for step in steps.iter_mut() {
+        *step = match step {
+            Step::Filter(predicate) => Step::Filter(predicate.substitute(&joined)),
+            Step::Project(exprs) => Step::Project(exprs.iter().map(|e| e.substitute(&joined)).collect()),
+        };
+    }
+}
+
+fn fuse(steps: Vec<Step>) -> Vec<Step> {
+    if steps.iter().any(Step::reads_processing_time) {
         return steps;
     }
     let mut filters: Vec<Step> = Vec::new();
