@@ -411,7 +411,13 @@ pub fn parse_invocation(
             .map(|t| t.trim().parse::<u64>().map_err(|_| format!("--{id} {t:?}: expected a whole number")))
             .transpose()
     };
-    let parallelism = number("parallelism")?.unwrap_or(1) as usize;
+    // The job's own settings (a SQL script's SETs) stand in for flags not given on the command line.
+    let defaults = def.engine_defaults(&given)?;
+    let on_command_line = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let parallelism = match defaults.parallelism {
+        Some(set) if !on_command_line("parallelism") => set,
+        _ => number("parallelism")?.unwrap_or(1) as usize,
+    };
     let on_bad_record = match text("on-bad-record").as_deref() {
         Some("fail") => BadRecordPolicy::Fail,
         _ => BadRecordPolicy::Skip,
@@ -419,7 +425,10 @@ pub fn parse_invocation(
     let spec: JobSpec = def.spec(&given, parallelism, on_bad_record)?;
     let mut options = RunOptions::new(spec);
     let interval = |id: &str| parse_interval(&text(id).unwrap_or_default()).map_err(|e| format!("--{id}: {e}"));
-    options.checkpoint_interval = interval("checkpoint-interval")?.0;
+    options.checkpoint_interval = match defaults.checkpoint_interval {
+        Some(set) if !on_command_line("checkpoint-interval") => Some(set),
+        _ => interval("checkpoint-interval")?.0,
+    };
     options.checkpoint_timeout = Duration::from_millis(
         parse_positive_duration_ms(&text("checkpoint-timeout").unwrap_or_default())
             .map_err(|e| format!("--checkpoint-timeout: {e}"))? as u64,
@@ -507,5 +516,29 @@ mod tests {
         assert!(missing.starts_with("cannot read the SQL script /no/such/job.sql"), "{missing}");
         let none = parse_invocation(&registry, &sql(&["--parallelism", "2"]), InvocationKind::Run).unwrap_err();
         assert!(none.contains("needs a script: -f job.sql"), "{none}");
+    }
+
+    #[test]
+    fn a_scripts_set_statements_are_defaults_that_command_line_flags_override() {
+        let registry = crate::jobs::builtin();
+        let script = "SET 'parallelism.default' = '3';
+SET 'execution.checkpointing.interval' = '10 s';
+                      CREATE TABLE t (a BIGINT) WITH ('connector' = 'blackhole');";
+        let run = |flags: &[&str], kind| {
+            let mut all = vec!["--script".to_string(), script.to_string()];
+            all.extend(flags.iter().map(|f| f.to_string()));
+            match parse_invocation(&registry, &SqlInvocation { flags: all }.job(), kind) {
+                Ok(Invocation::Job(parsed)) => (parsed.options.spec.parallelism, parsed.options.checkpoint_interval),
+                other => panic!("expected a job, got {other:?}"),
+            }
+        };
+        let ten = Some(Duration::from_secs(10));
+        assert_eq!(run(&[], InvocationKind::Run), (3, ten));
+        assert_eq!(run(&["--coordinator", "x:1", "--certs", "c"], InvocationKind::Submit), (3, ten), "submit too");
+        assert_eq!(run(&["--parallelism", "2"], InvocationKind::Run), (2, ten), "the flag wins");
+        assert_eq!(run(&["--checkpoint-interval", "off"], InvocationKind::Run), (3, None), "the flag wins");
+        let bad = SqlInvocation { flags: vec!["--script".into(), "SET 'table.exec.state.ttl' = '1 h';".into()] };
+        let error = parse_invocation(&registry, &bad.job(), InvocationKind::Run).unwrap_err();
+        assert!(error.contains("line 1, column 1") && error.contains("not supported yet"), "{error}");
     }
 }

@@ -42,7 +42,7 @@ pub use process::{
     OutputTag, TimeDomain,
 };
 pub use record::{Data, Record};
-pub use registry::{JobDef, JobRegistry};
+pub use registry::{EngineDefaults, JobDef, JobRegistry};
 pub use source::{CollectionSource, FileSource, GeneratorSource, LineFormat, WatermarkStrategy};
 pub use state::{AggregatingState, ListState, MapState, ReducingState, ValueState};
 pub use updating::{Change, ChangeKind, GroupFold, Sums, UpdatingStream};

@@ -85,11 +85,13 @@ impl<T: Serialize + DeserializeOwned> RecordLog<T> {
     }
 
     /// Restores key group `group` from its snapshot bytes, and gives its records.
-    pub(crate) fn restore(&mut self, group: usize, bytes: Vec<u8>) -> Result<Vec<(EventTime, T)>, String> {
+    pub(crate) fn restore(&mut self, group: usize, mut bytes: Vec<u8>) -> Result<Vec<(EventTime, T)>, String> {
         let records: Vec<(EventTime, T)> = crate::keyed::decode_state(&bytes)?;
         let mut log = GroupLog { count: records.len() as u64, ..GroupLog::default() };
-        if bytes.len() > 8 {
-            log.sealed.push(Arc::new(bytes[8..].to_vec()));
+        // The records without their count: a chunk as `push` writes them.
+        bytes.drain(..8);
+        if !bytes.is_empty() {
+            log.sealed.push(Arc::new(bytes));
         }
         if self.groups.insert(group, log).is_some() {
             return Err(format!("key group {group} restored twice"));

@@ -14,6 +14,19 @@ use crate::api::{BuildError, JobBuilder};
 /// A job's builder: wires the job's dataflow from its parameters.
 pub type BuildFn = fn(&mut JobBuilder<'_>, &Params) -> Result<(), BuildError>;
 
+/// Engine settings a job's own parameters ask for (a SQL script's `SET` statements): defaults for
+/// the engine's flags, which flags given on the command line override.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineDefaults {
+    /// `--parallelism`.
+    pub parallelism: Option<usize>,
+    /// `--checkpoint-interval`.
+    pub checkpoint_interval: Option<std::time::Duration>,
+}
+
+/// Reads a job's [`EngineDefaults`] from its parameters; the error says what is wrong where.
+pub type EngineDefaultsFn = fn(&Params) -> Result<EngineDefaults, String>;
+
 /// A registered job.
 #[derive(Clone)]
 pub struct JobDef {
@@ -25,6 +38,8 @@ pub struct JobDef {
     pub params: Vec<ParamDef>,
     /// Its builder.
     pub build: BuildFn,
+    /// Engine settings its parameters ask for, if it has any.
+    pub engine_defaults: Option<EngineDefaultsFn>,
 }
 
 impl std::fmt::Debug for JobDef {
@@ -45,7 +60,21 @@ impl JobDef {
                 param.name
             );
         }
-        JobDef { name: name.to_owned(), about: about.to_owned(), params, build }
+        JobDef { name: name.to_owned(), about: about.to_owned(), params, build, engine_defaults: None }
+    }
+
+    /// The same job, whose parameters may ask for engine settings (read by `defaults`).
+    pub fn with_engine_defaults(mut self, defaults: EngineDefaultsFn) -> Self {
+        self.engine_defaults = Some(defaults);
+        self
+    }
+
+    /// The engine settings the parameters `given` ask for (none for most jobs).
+    pub fn engine_defaults(&self, given: &BTreeMap<String, String>) -> Result<EngineDefaults, String> {
+        match self.engine_defaults {
+            Some(read) => read(&Params::parse(&self.params, given)?),
+            None => Ok(EngineDefaults::default()),
+        }
     }
 
     /// A spec of this job from flag values given as text.

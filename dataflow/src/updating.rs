@@ -143,7 +143,14 @@ where
     pub fn fold_updating<F: GroupFold<K, T>>(self, uid: &str, fold: F) -> UpdatingStream<'s, K, F::Row> {
         let (stream, key) = self.into_parts();
         let (shared, timestamps) = (stream.shared(), stream.has_timestamps());
-        let logic = Fold { key, fold, records: RecordLog::new(), pending: BTreeMap::new(), groups: HashMap::new() };
+        let logic = Fold {
+            key,
+            fold,
+            records: RecordLog::new(),
+            pending: BTreeMap::new(),
+            groups: HashMap::new(),
+            passed: EventTime::MIN,
+        };
         let (changes, _) = stream.stateful("fold", Some(uid.to_owned()), logic, false, false);
         let updates = enter(changes.into_stream(), |change| change);
         UpdatingStream { updates, shared, timestamps }
@@ -351,7 +358,8 @@ impl<'s, K: UpdateKey, V: UpdateData> UpdatingStream<'s, K, V> {
     }
 
     /// Leaves differential dataflow: the changelog of the collection, per key, in event-time
-    /// order (see the module's documentation). `uid` names the exit's state (the table).
+    /// order (see the module's documentation). `uid` names the exit's state (the event time it
+    /// has passed, per key group).
     pub fn changelog(self, uid: &str) -> DataStream<'s, Change<K, V>> {
         let UpdatingStream { updates, shared, timestamps } = self;
         let records = leave(updates, "Updates", |row, time, diff| Record::derived((row, diff), time.event_time));
@@ -467,6 +475,8 @@ struct Fold<K, T, KF, F: GroupFold<K, T>> {
     pending: BTreeMap<EventTime, Vec<(K, T)>>,
     /// Each key's accumulator and its rows as last passed on.
     groups: HashMap<K, (F::Acc, Vec<F::Row>)>,
+    /// The event time passed: every record before it is folded in.
+    passed: EventTime,
 }
 
 impl<K, T, KF, F> StatefulLogic for Fold<K, T, KF, F>
@@ -484,6 +494,9 @@ where
             // Lifted to the watermark it was read under, as at the entry; never behind the
             // bound passed, which is at most the message's event time.
             let time = record.time.max(record.watermark);
+            // A record behind it would be folded in after later ones: its change would come at
+            // another time than a restore, which folds it in at its own, recomputes.
+            assert!(time >= self.passed, "fold: a record at {time} arrived after event time passed {}", self.passed);
             let key = self.key.key(&record.value);
             self.records.push(key_group_of(&key), time, &record.value);
             self.pending.entry(time).or_default().push((key, record.value));
@@ -519,6 +532,7 @@ where
                 out.extend(changes.drain(..).map(|(row, diff)| Record::derived(((key.clone(), row), diff), time)));
             }
         }
+        self.passed = self.passed.max(bound);
     }
 
     fn snapshot(&self) -> StateImage {
@@ -547,11 +561,9 @@ where
 struct Exit<K, V> {
     /// With debug assertions: each key's rows, as the changes emitted so far built them, to
     /// check every retraction against. It is not checkpointed (it would make every checkpoint
-    /// hold the whole result); after a restore, rows emitted before it are not known.
+    /// hold the whole result); in a restored key group, rows emitted before the restore are not
+    /// known.
     checked: Option<BTreeMap<K, Vec<V>>>,
-    /// Whether it was restored (a retraction of a row it does not know may be of one emitted
-    /// before).
-    restored: bool,
     /// Updates of event times not passed yet.
     pending: BTreeMap<EventTime, Vec<Update<K, V>>>,
     /// After a restore: per key group, the event time it had passed. Updates below it are
@@ -623,7 +635,6 @@ impl<K: UpdateKey, V: UpdateData> StatefulLogic for Exit<K, V> {
     }
 
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
-        self.restored = true;
         for (group, bytes) in states {
             let passed: EventTime =
                 crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
@@ -638,7 +649,6 @@ impl<K: UpdateKey, V: UpdateData> Exit<K, V> {
     fn new() -> Self {
         Exit {
             checked: cfg!(debug_assertions).then(BTreeMap::new),
-            restored: false,
             pending: BTreeMap::new(),
             skip_below: BTreeMap::new(),
             groups: BTreeSet::new(),
@@ -650,11 +660,12 @@ impl<K: UpdateKey, V: UpdateData> Exit<K, V> {
     /// rest as `-D` or `+I`.
     fn change(&mut self, key: K, removed: Vec<V>, added: Vec<V>, time: EventTime, out: &mut Vec<Record<Change<K, V>>>) {
         if let Some(table) = self.checked.as_mut() {
+            let restored = self.skip_below.contains_key(&key_group_of(&key));
             let rows = table.entry(key.clone()).or_default();
             for row in &removed {
                 match rows.iter().position(|r| r == row) {
                     Some(position) => drop(rows.remove(position)),
-                    None => assert!(self.restored, "the changelog retracts a row it never emitted: {row:?}"),
+                    None => assert!(restored, "the changelog retracts a row it never emitted: {row:?}"),
                 }
             }
             rows.extend(added.iter().cloned());
@@ -730,6 +741,17 @@ mod tests {
         let mut changes = Vec::new();
         restored.advance(EventTime::MAX, &mut changes);
         assert_eq!(shown(&changes), ["-D2:20@9"]);
+        // A fresh start is a restore of nothing: the check stays on, for every key group.
+        if cfg!(debug_assertions) {
+            let mut fresh: Exit<u64, u64> = Exit::new();
+            fresh.restore(Vec::new()).unwrap();
+            let mut updates = vec![update(3, 30, -1, 5)];
+            fresh.apply(&mut updates, &mut Vec::new(), &mut Vec::new());
+            let unknown = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                fresh.advance(EventTime::MAX, &mut Vec::new());
+            }));
+            assert!(unknown.is_err(), "a retraction of a row never emitted is caught");
+        }
         // The table checked against holds what was emitted since the restore.
         assert_eq!(restored.checked.as_ref().map(|table| table.len()), cfg!(debug_assertions).then_some(0));
     }

@@ -265,8 +265,10 @@ pub enum Accumulator {
     Distinct(BTreeSet<GroupKey>),
     /// An integer sum (`None`: no non-null value yet).
     SumInteger(Option<i64>),
-    /// A decimal sum, unscaled.
-    SumDecimal(Option<i128>),
+    /// A decimal sum, unscaled, as the sums of its values' high and low 64 bits apart: exact
+    /// and the same in any order, however far past `DECIMAL(38)` it goes on the way (see
+    /// [`decimal_sum`]).
+    SumDecimal(Option<(i128, i128)>),
     /// The least or greatest value so far.
     Extreme(Option<Value>),
     /// Sum (wrapping, as Flink's `long` sum) and count of the non-null values.
@@ -291,13 +293,7 @@ impl SqlAggregates {
             Accumulator::Count(n) => Value::Int(n),
             Accumulator::Distinct(ref set) => Value::Int(set.len() as i64),
             Accumulator::SumInteger(sum) => sum.map_or(Value::Null, Value::Int),
-            Accumulator::SumDecimal(sum) => match (sum, &call.ty) {
-                // Past DECIMAL(38)'s range the sum is NULL, as Flink's decimal overflow.
-                (Some(unscaled), SqlType::Decimal { scale, .. }) if unscaled.unsigned_abs() < 10u128.pow(38) => {
-                    Value::Decimal { unscaled, scale: *scale }
-                }
-                _ => Value::Null,
-            },
+            Accumulator::SumDecimal(sum) => sum.map_or(Value::Null, |(high, low)| decimal_sum(high, low, &call.ty)),
             Accumulator::Extreme(ref value) => value.clone().unwrap_or(Value::Null),
             Accumulator::Average(_, 0) => Value::Null,
             Accumulator::Average(sum, count) => {
@@ -305,6 +301,20 @@ impl SqlAggregates {
                 Value::Int(wrap(sum.wrapping_div(count), width))
             }
         })
+    }
+}
+
+/// A decimal sum kept as the sums of its values' high (`>> 64`) and low (`& (2^64 - 1)`) halves:
+/// `high * 2^64 + low`, or `NULL` past `DECIMAL(38)`'s range, as Flink's decimal overflow. Each
+/// half only wraps after 2^63 values, so the sum is exact whatever order its values came in
+/// and however far out of range it went before coming back.
+fn decimal_sum(high: i128, low: i128, ty: &SqlType) -> Value {
+    let sum = high.checked_mul(1 << 64).and_then(|high| high.checked_add(low));
+    match (sum, ty) {
+        (Some(unscaled), SqlType::Decimal { scale, .. }) if unscaled.unsigned_abs() < 10u128.pow(38) => {
+            Value::Decimal { unscaled, scale: *scale }
+        }
+        _ => Value::Null,
     }
 }
 
@@ -378,7 +388,9 @@ impl AggregateFunction<Row> for SqlAggregates {
                     *sum = add_integer(*sum, *x, width);
                 }
                 (Accumulator::SumDecimal(sum), Some(value)) => {
-                    *sum = Some(sum.unwrap_or(0).saturating_add(unscaled(value)));
+                    let (high, low) = sum.get_or_insert((0, 0));
+                    let x = unscaled(value);
+                    (*high, *low) = (high.wrapping_add(x >> 64), low.wrapping_add(x & LOW_64));
                 }
                 (Accumulator::Extreme(current), Some(value)) => {
                     if improves(call.kind, value, current.as_ref()) {
@@ -408,8 +420,9 @@ impl AggregateFunction<Row> for SqlAggregates {
                     }
                 }
                 (Accumulator::SumDecimal(sum), Accumulator::SumDecimal(more)) => {
-                    if let Some(more) = more {
-                        *sum = Some(sum.unwrap_or(0).saturating_add(more));
+                    if let Some((more_high, more_low)) = more {
+                        let (high, low) = sum.get_or_insert((0, 0));
+                        (*high, *low) = (high.wrapping_add(more_high), low.wrapping_add(more_low));
                     }
                 }
                 (Accumulator::Extreme(current), Accumulator::Extreme(Some(value))) => {
@@ -627,18 +640,7 @@ impl SqlAggregates {
                     // Java's `long` sum (wrapping), divided and truncated, in the argument's type.
                     Value::Int(wrap((sums.get(slot) as i64).wrapping_div(sums.get(slot + 1) as i64), width))
                 }
-                (AggregateKind::SumDecimal, Some(slot)) => {
-                    let sum = sums.get(slot).checked_mul(1 << 64).and_then(|high| high.checked_add(sums.get(slot + 1)));
-                    match (sum, &call.ty) {
-                        // Past DECIMAL(38)'s range the sum is NULL, as Flink's decimal overflow.
-                        (Some(unscaled), SqlType::Decimal { scale, .. })
-                            if unscaled.unsigned_abs() < 10u128.pow(38) =>
-                        {
-                            Value::Decimal { unscaled, scale: *scale }
-                        }
-                        _ => Value::Null,
-                    }
-                }
+                (AggregateKind::SumDecimal, Some(slot)) => decimal_sum(sums.get(slot), sums.get(slot + 1), &call.ty),
             };
             row.push(value);
         }
@@ -773,6 +775,14 @@ mod tests {
         let sum = |rows: &[Row]| run(vec![call(AggregateKind::SumDecimal, Some(0), None, ty.clone())], rows);
         assert_eq!(sum(&[decimal(nines)]), vec![Value::Decimal { unscaled: nines, scale: 0 }]);
         assert_eq!(sum(&[decimal(nines), decimal(1)]), vec![Value::Null]);
+        // Past i128's range on the way and back: exact in every order (a saturating sum would
+        // give 9e37 in one order and 1.7e38 - 9e37 in another).
+        let big = 9 * 10i128.pow(37);
+        let rows = [decimal(big), decimal(big), decimal(-big)];
+        for order in [[0, 1, 2], [0, 2, 1], [2, 0, 1]] {
+            let rows: Vec<Row> = order.iter().map(|&i| rows[i].clone()).collect();
+            assert_eq!(sum(&rows), vec![Value::Decimal { unscaled: big, scale: 0 }], "{order:?}");
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod parser;
 pub mod plan;
 pub mod proctime;
 pub mod rank;
+pub mod settings;
 pub mod types;
 
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,14 @@ pub fn job() -> JobDef {
         vec![ParamDef::required("script", ParamKind::Text, "the SQL script's text")],
         build,
     )
+    .with_engine_defaults(engine_defaults)
+}
+
+/// The engine settings the script's `SET` statements ask for (see [`settings`]).
+fn engine_defaults(params: &Params) -> Result<weir_dataflow::EngineDefaults, String> {
+    let statements = parser::parse_script(params.text("script").map_err(|e| e.to_string())?)
+        .map_err(|error| format!("SQL: {error}"))?;
+    settings::settings(&statements).map_err(|error| format!("SQL: {error}"))
 }
 
 /// Parses and plans `script`: the `INSERT`s it runs, or the first error with its position.
@@ -713,8 +722,8 @@ mod tests {
             ("INSERT INTO out SELECT auction, price FROM bids FOR SYSTEM_TIME AS OF ts;", "temporal joins"),
             ("INSERT INTO out SELECT auction, INITCAP(price) FROM bids;", "function INITCAP is not supported yet"),
             (
-                "SET 'parallelism.default' = '2'; INSERT INTO out SELECT auction, price FROM bids;",
-                "SET 'parallelism.default'",
+                "SET 'table.exec.state.ttl' = '1 h'; INSERT INTO out SELECT auction, price FROM bids;",
+                "SET 'table.exec.state.ttl' is not supported yet",
             ),
             ("CREATE FUNCTION f AS 'com.example.F';", "CREATE FUNCTION"),
             // Clauses sqlparser parses that would change the answer: refused, never dropped.

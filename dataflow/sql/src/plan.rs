@@ -308,14 +308,10 @@ impl Catalog {
                     catalog.query(&query)?;
                     catalog.views.insert(name, query);
                 }
-                SqlStatement::Set { key, at, .. } => {
-                    return Err(SqlError::at(
-                        at,
-                        format!(
-                            "SET '{key}' is not supported yet: give the parallelism and checkpoint interval on the \
-                             command line"
-                        ),
-                    ));
+                // Engine settings, read before the job is planned (`crate::settings`); checked
+                // here too, so that a script with a wrong one never runs.
+                SqlStatement::Set { key, value, at } => {
+                    crate::settings::apply(&mut Default::default(), &key, &value, at)?;
                 }
                 SqlStatement::Insert { table, query, at } => inserts.push(catalog.insert(&table, &query, at)?),
             }
@@ -1256,11 +1252,6 @@ impl Catalog {
     }
 }
 
-/// The steps as filters over the source row followed by at most one projection: a filter
-/// after a projection is rewritten over the projection's input, and projections in a row are
-/// composed — so views and subqueries cost one row build, not one each. Expressions are pure,
-/// so the answer is the same — but for `PROCTIME()`, which composing would read several times
-/// per row: steps that read it are kept as they are.
 /// A relation's stages, each one's filters and projections fused.
 fn fused(stages: Vec<Stage>) -> Vec<Stage> {
     stages
@@ -1283,6 +1274,9 @@ fn prune_join(input: &mut Input, stages: &mut [Stage], left_types: &[SqlType], r
     if !matches!(steps.last(), Some(Step::Project(_))) || steps.iter().any(Step::reads_processing_time) {
         return;
     }
+    // Fused steps without PROCTIME() are filters then one projection, so every one of them reads
+    // the joined row as it is: what they read is what the row must hold.
+    debug_assert!(steps[..steps.len() - 1].iter().all(|step| matches!(step, Step::Filter(_))), "fused steps");
     let width = left_types.len();
     let read_after = |column: usize| steps.iter().any(|step| step.reads(column));
     let used = |types: &[SqlType], keys: &[Scalar], offset: usize| -> Vec<usize> {
@@ -1334,6 +1328,11 @@ fn prune_join(input: &mut Input, stages: &mut [Stage], left_types: &[SqlType], r
     }
 }
 
+/// The steps as filters over the source row followed by at most one projection: a filter
+/// after a projection is rewritten over the projection's input, and projections in a row are
+/// composed — so views and subqueries cost one row build, not one each. Expressions are pure,
+/// so the answer is the same — but for `PROCTIME()`, which composing would read several times
+/// per row: steps that read it are kept as they are.
 fn fuse(steps: Vec<Step>) -> Vec<Step> {
     if steps.iter().any(Step::reads_processing_time) {
         return steps;

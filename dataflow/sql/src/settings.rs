@@ -1,0 +1,135 @@
+//! `SET 'key' = 'value'`: the engine settings a script asks for, with Flink's keys.
+//!
+//! A script's settings are defaults for the engine's flags — `weir sql -f job.sql` and
+//! `weir job submit sql -f job.sql` read them before the job is planned, and a flag given on the
+//! command line overrides them (the operator has the last word). A key Weir does not know, or
+//! one whose meaning it does not implement yet, is refused with its place: ignoring it would
+//! run a different job than the one written (state TTL, above all, changes answers).
+
+use std::time::Duration;
+
+use weir_dataflow::EngineDefaults;
+
+use sqlparser::tokenizer::Location;
+
+use crate::parser::{SqlError, SqlStatement};
+
+/// The keys `SET` takes.
+const KEYS: &[&str] = &["parallelism.default", "execution.checkpointing.interval", "execution.runtime-mode"];
+
+/// The engine settings of `statements`' `SET`s, the last of each key winning (as in Flink).
+pub fn settings(statements: &[SqlStatement]) -> Result<EngineDefaults, SqlError> {
+    let mut settings = EngineDefaults::default();
+    for statement in statements {
+        if let SqlStatement::Set { key, value, at } = statement {
+            apply(&mut settings, key, value, *at)?;
+        }
+    }
+    Ok(settings)
+}
+
+/// Checks one `SET` and applies it to `settings`.
+pub fn apply(settings: &mut EngineDefaults, key: &str, value: &str, at: Location) -> Result<(), SqlError> {
+    let trimmed = value.trim();
+    match key {
+        "parallelism.default" => match trimmed.parse::<usize>() {
+            Ok(parallelism) if (1..=weir_core::keygroup::MAX_PARALLELISM).contains(&parallelism) => {
+                settings.parallelism = Some(parallelism)
+            }
+            _ => {
+                return Err(SqlError::at(
+                    at,
+                    format!(
+                        "SET '{key}' = '{value}': expected a whole number from 1 to {}",
+                        weir_core::keygroup::MAX_PARALLELISM
+                    ),
+                ))
+            }
+        },
+        "execution.checkpointing.interval" => {
+            let interval = duration(trimmed).ok_or_else(|| {
+                SqlError::at(
+                    at,
+                    format!(
+                        "SET '{key}' = '{value}': expected a duration such as '10 s', '500 ms' or '1 min' (a number \
+                         alone is milliseconds); to take only the final checkpoint, pass --checkpoint-interval off"
+                    ),
+                )
+            })?;
+            settings.checkpoint_interval = Some(interval);
+        }
+        "execution.runtime-mode" if trimmed.eq_ignore_ascii_case("streaming") => {}
+        "execution.runtime-mode" => {
+            return Err(SqlError::at(
+                at,
+                format!("SET '{key}' = '{value}': Weir runs streaming only; remove the SET or make it 'streaming'"),
+            ))
+        }
+        "table.exec.state.ttl" => {
+            return Err(SqlError::at(
+                at,
+                format!(
+                    "SET '{key}' is not supported yet: state is kept for the job's lifetime, and ignoring the TTL \
+                     would change the answer; remove the SET"
+                ),
+            ))
+        }
+        _ => {
+            return Err(SqlError::at(
+                at,
+                format!("SET '{key}' is not supported; the keys SET takes: {}", KEYS.join(", ")),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// A positive duration as Flink writes one: a whole number and a unit (`ms`, `s`, `min`, `h`,
+/// `d`, or their long names), with or without a space; a number alone is milliseconds.
+fn duration(text: &str) -> Option<Duration> {
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let amount: u64 = text[..digits].parse().ok()?;
+    let millis = match text[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        _ => return None,
+    };
+    let millis = amount.checked_mul(millis)?;
+    (millis > 0).then(|| Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(key: &str, value: &str) -> Result<EngineDefaults, String> {
+        let mut settings = EngineDefaults::default();
+        apply(&mut settings, key, value, Location { line: 3, column: 1 }).map_err(|e| e.to_string())?;
+        Ok(settings)
+    }
+
+    #[test]
+    fn flinks_keys_set_the_engine_and_the_rest_is_refused_with_its_place() {
+        assert_eq!(set("parallelism.default", "4").unwrap().parallelism, Some(4));
+        for (text, millis) in [("10 s", 10_000), ("10s", 10_000), ("500", 500), ("1 min", 60_000), ("2h", 7_200_000)] {
+            let interval = set("execution.checkpointing.interval", text).unwrap().checkpoint_interval;
+            assert_eq!(interval, Some(Duration::from_millis(millis)), "{text}");
+        }
+        assert!(set("execution.runtime-mode", "streaming").is_ok());
+        for (key, value, expected) in [
+            ("parallelism.default", "0", "expected a whole number from 1 to 128"),
+            ("parallelism.default", "many", "expected a whole number"),
+            ("execution.checkpointing.interval", "0 s", "pass --checkpoint-interval off"),
+            ("execution.checkpointing.interval", "10 fortnights", "expected a duration"),
+            ("execution.runtime-mode", "batch", "streaming only"),
+            ("table.exec.state.ttl", "1 h", "not supported yet"),
+            ("pipeline.name", "x", "the keys SET takes: parallelism.default"),
+        ] {
+            let error = set(key, value).unwrap_err();
+            assert!(error.contains(expected) && error.contains("line 3"), "{key} = {value}: {error}");
+        }
+    }
+}
