@@ -85,6 +85,11 @@ fn run_command(registry: &JobRegistry, invocation: &JobInvocation) -> ExitCode {
         }
         Err(error) => return fail(&error),
     };
+    match explain_sql(&parsed.options.spec) {
+        Ok(true) => {}
+        Ok(false) => return ExitCode::SUCCESS,
+        Err(error) => return fail(&error),
+    }
     let mut options = parsed.options;
     options.progress_interval = parsed.progress.0;
     let cpu_before = weir_core::rt::process_cpu_ms();
@@ -95,6 +100,20 @@ fn run_command(registry: &JobRegistry, invocation: &JobInvocation) -> ExitCode {
         }
         Err(error) => fail(&error.to_string()),
     }
+}
+
+/// A SQL script's `EXPLAIN`s: prints the plans, and says whether there is a job left to run
+/// (an `INSERT`). Other jobs always run.
+fn explain_sql(spec: &weir_core::job::JobSpec) -> Result<bool, String> {
+    if spec.job != "sql" {
+        return Ok(true);
+    }
+    let script = spec.params.text("script").map_err(|e| e.to_string())?;
+    let (explained, runs) = weir_sql::explain_script(script).map_err(|error| format!("SQL: {error}"))?;
+    for plan in explained {
+        println!("{plan}");
+    }
+    Ok(runs)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -112,6 +131,11 @@ fn job_command(registry: &JobRegistry, command: JobCommand) -> ExitCode {
                 }
                 Err(error) => return fail(&error),
             };
+            match explain_sql(&parsed.options.spec) {
+                Ok(true) => {}
+                Ok(false) => return ExitCode::SUCCESS,
+                Err(error) => return fail(&error),
+            }
             let client = parsed.client.expect("a submission has connection flags");
             let options = parsed.options;
             let job_options = JobOptions {

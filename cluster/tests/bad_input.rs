@@ -250,3 +250,46 @@ fn a_damaged_job_record_stops_the_resume_with_a_clear_error() {
     assert!(message.contains("_generation") && message.contains("damaged") && message.contains("backup"), "{message}");
     assert_eq!(committed_files(&output), before, "the refused resume must not touch the output");
 }
+
+/// `weir sql -f` prints the plans of a script's `EXPLAIN`s; a script of `EXPLAIN`s only runs
+/// nothing, and a `SET` Weir cannot honour stops the script before anything runs.
+#[test]
+fn weir_sql_prints_explained_plans_and_refuses_a_set_it_cannot_honour() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = "CREATE TABLE datagen (event_type INT,\n\
+                 bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3), extra VARCHAR>,\n\
+                 ts AS bid.`dateTime`, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)\n\
+                 WITH ('connector' = 'nexmark', 'events.num' = '200');\n\
+                 CREATE TABLE out (auction BIGINT, n BIGINT) WITH ('connector' = 'blackhole');\n";
+    let query =
+        "INSERT INTO out SELECT bid.auction, COUNT(*) FROM datagen WHERE event_type = 2 GROUP BY bid.auction;\n";
+    let script = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let stdout = |output: &Output| String::from_utf8_lossy(&output.stdout).into_owned();
+
+    let only = script("explain.sql", format!("{table}EXPLAIN {query}"));
+    let output = weir(&["sql", "-f", &only]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with("== EXPLAIN INSERT INTO out (line 6) =="), "{}", stdout(&output));
+    assert!(stdout(&output).contains("GroupAggregate (a fold over append-only input"), "{}", stdout(&output));
+    assert!(!stdout(&output).contains("wall time"), "an EXPLAIN alone runs nothing: {}", stdout(&output));
+
+    let both = script("both.sql", format!("{table}EXPLAIN {query}{query}"));
+    let checkpoints = dir.path().join("checkpoints");
+    let output =
+        weir(&["sql", "-f", &both, "--checkpoint-dir", &checkpoints.display().to_string(), "--progress", "off"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("== EXPLAIN INSERT INTO out") && stdout(&output).contains("wall time"));
+
+    let ttl = script("ttl.sql", format!("SET 'table.exec.state.ttl' = '1 h';\n{table}{query}"));
+    let output = weir(&["sql", "-f", &ttl]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains("line 1, column 1") && error.contains("'table.exec.state.ttl' is not supported yet"),
+        "{error}"
+    );
+}

@@ -8,6 +8,7 @@
 //! keeps a row only when its predicate is `TRUE`.
 
 use std::cell::RefCell;
+use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -303,6 +304,62 @@ enum Kind {
     Retype(Box<Scalar>),
     /// A built-in function of these arguments (its constant ones compiled into it).
     Call(Builtin, Vec<Scalar>),
+}
+
+/// The expression as SQL writes it, columns as `$n` (for `EXPLAIN`).
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Column(index) => write!(f, "${index}"),
+            Kind::Field(base, index) => write!(f, "{base}.${index}"),
+            Kind::Literal(Value::Null) => f.write_str("NULL"),
+            Kind::Literal(Value::Str(text)) => write!(f, "'{}'", text.replace('\'', "''")),
+            Kind::Literal(Value::Millis(_)) | Kind::Literal(Value::Row(_)) => {
+                let Kind::Literal(value) = &self.kind else { unreachable!() };
+                write!(f, "{} '{value}'", self.ty)
+            }
+            Kind::Literal(value) => write!(f, "{value}"),
+            Kind::Arithmetic(op, l, r) => {
+                let op = match op {
+                    Arithmetic::Add => "+",
+                    Arithmetic::Subtract => "-",
+                    Arithmetic::Multiply => "*",
+                    Arithmetic::Divide => "/",
+                    Arithmetic::Modulo => "%",
+                };
+                write!(f, "({l} {op} {r})")
+            }
+            Kind::Compare(op, l, r) => {
+                let op = match op {
+                    Comparison::Eq => "=",
+                    Comparison::NotEq => "<>",
+                    Comparison::Lt => "<",
+                    Comparison::LtEq => "<=",
+                    Comparison::Gt => ">",
+                    Comparison::GtEq => ">=",
+                };
+                write!(f, "({l} {op} {r})")
+            }
+            Kind::And(l, r) => write!(f, "({l} AND {r})"),
+            Kind::Or(l, r) => write!(f, "({l} OR {r})"),
+            Kind::Not(inner) => write!(f, "NOT {inner}"),
+            Kind::Negate(inner) => write!(f, "-{inner}"),
+            Kind::IsNull(inner, negated) => write!(f, "{inner} IS {}NULL", if *negated { "NOT " } else { "" }),
+            Kind::Case(branches, otherwise) => {
+                f.write_str("CASE")?;
+                for (condition, result) in branches {
+                    write!(f, " WHEN {condition} THEN {result}")?;
+                }
+                if let Some(otherwise) = otherwise {
+                    write!(f, " ELSE {otherwise}")?;
+                }
+                f.write_str(" END")
+            }
+            Kind::ToDecimal(inner) | Kind::ToDouble(inner) => write!(f, "CAST({inner} AS {})", self.ty),
+            Kind::Retype(inner) => write!(f, "{inner}"),
+            Kind::Call(builtin, arguments) => builtin.write_call(f, arguments),
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq)]

@@ -6,6 +6,7 @@
 //! a bad pattern is an error with its position instead of a `NULL` on every row (Flink logs an
 //! error per row and returns `NULL`).
 
+use std::fmt;
 use std::sync::Arc;
 
 use crate::types::{civil_from_days, SqlType, Value};
@@ -56,6 +57,32 @@ impl PartialEq for Builtin {
             }
             (SplitIndex { separator: a, index: i }, SplitIndex { separator: b, index: j }) => a == b && i == j,
             _ => false,
+        }
+    }
+}
+
+impl Builtin {
+    /// The call as SQL writes it (for `EXPLAIN`): its name, `arguments`, then the constant
+    /// arguments compiled into it.
+    pub fn write_call(&self, f: &mut fmt::Formatter<'_>, arguments: &[impl fmt::Display]) -> fmt::Result {
+        let name = match self {
+            Builtin::Lower => "LOWER",
+            Builtin::Upper => "UPPER",
+            Builtin::CharLength => "CHAR_LENGTH",
+            Builtin::DateFormat(_) => "DATE_FORMAT",
+            Builtin::RegexpExtract { .. } => "REGEXP_EXTRACT",
+            Builtin::Proctime => "PROCTIME",
+            Builtin::SplitIndex { .. } => "SPLIT_INDEX",
+        };
+        write!(f, "{name}(")?;
+        for (index, argument) in arguments.iter().enumerate() {
+            write!(f, "{}{argument}", if index > 0 { ", " } else { "" })?;
+        }
+        match self {
+            Builtin::DateFormat(pattern) => write!(f, ", '{pattern}')"),
+            Builtin::RegexpExtract { regex, group } => write!(f, ", '{}', {group})", regex.as_str()),
+            Builtin::SplitIndex { separator, index } => write!(f, ", '{separator}', {index})"),
+            _ => f.write_str(")"),
         }
     }
 }
@@ -223,6 +250,34 @@ enum Field {
     Hour,
     Minute,
     Second,
+}
+
+/// The pattern as Java writes it (quoted text, letters repeated to their width).
+impl fmt::Display for DatePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for part in &self.0 {
+            match part {
+                DatePart::Text(text) if text.chars().any(|c| c.is_ascii_alphabetic() || c == '\'') => {
+                    write!(f, "''{}''", text.replace('\'', "''''"))?
+                }
+                DatePart::Text(text) => f.write_str(text)?,
+                DatePart::ShortYear => f.write_str("yy")?,
+                DatePart::Fraction(width) => f.write_str(&"S".repeat(*width))?,
+                DatePart::Field(field, width) => {
+                    let letter = match field {
+                        Field::Year => "y",
+                        Field::Month => "M",
+                        Field::Day => "d",
+                        Field::Hour => "H",
+                        Field::Minute => "m",
+                        Field::Second => "s",
+                    };
+                    f.write_str(&letter.repeat(*width))?
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl DatePattern {

@@ -23,6 +23,7 @@
 
 pub mod aggregate;
 pub mod connector;
+pub mod explain;
 pub mod expr;
 pub mod functions;
 pub mod join;
@@ -77,6 +78,14 @@ fn engine_defaults(params: &Params) -> Result<weir_dataflow::EngineDefaults, Str
     let statements = parser::parse_script(params.text("script").map_err(|e| e.to_string())?)
         .map_err(|error| format!("SQL: {error}"))?;
     settings::settings(&statements).map_err(|error| format!("SQL: {error}"))
+}
+
+/// The plans `script`'s `EXPLAIN` statements print, and whether it inserts anything (runs a
+/// job); or the first error with its position.
+pub fn explain_script(script: &str) -> Result<(Vec<String>, bool), parser::SqlError> {
+    let statements = parser::parse_script(script)?;
+    let (inserts, explained) = Catalog::plan_all(statements)?;
+    Ok((explained, !inserts.is_empty()))
 }
 
 /// Parses and plans `script`: the `INSERT`s it runs, or the first error with its position.
@@ -759,6 +768,40 @@ mod tests {
             let error = refused(query);
             assert!(error.contains(expected), "{query}\n  expected {expected:?} in: {error}");
         }
+    }
+
+    #[test]
+    fn explain_shows_every_operator_and_whether_its_output_updates() {
+        let script = format!(
+            "{SOURCE}\nCREATE TABLE counts (auction BIGINT, n BIGINT) WITH ('connector' = 'print');\n\
+             EXPLAIN PLAN FOR INSERT INTO counts SELECT auction, COUNT(*) FROM bids WHERE price > 10 GROUP BY auction;\n\
+             EXPLAIN SELECT n, COUNT(*) FROM (SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction) GROUP BY n;"
+        );
+        let (plans, runs) = explain_script(&script).unwrap();
+        assert!(!runs, "only EXPLAINs: nothing to run");
+        let lines: Vec<&str> = plans[0].lines().collect();
+        assert_eq!(lines[0], "== EXPLAIN INSERT INTO counts (line 10) ==");
+        assert!(lines[1].starts_with("Sink: table counts (print)") && lines[1].ends_with("[updating]"), "{lines:?}");
+        assert!(lines[2].trim_start().starts_with("Changelog:"), "{lines:?}");
+        let aggregate = lines.iter().position(|l| l.contains("GroupAggregate (a fold over append-only input")).unwrap();
+        assert!(lines[aggregate].ends_with("GROUP BY $0: COUNT(*)  [updating]"), "{lines:?}");
+        assert!(
+            lines[aggregate + 1].trim_start().starts_with("Exchange: hash by $0")
+                && lines[aggregate + 1].ends_with("[append-only]")
+        );
+        assert!(lines.iter().any(|l| l.contains("WHERE ($0 = 2) AND ($1.$2 > 10); SELECT $1.$0")), "{lines:?}");
+        assert!(
+            lines.last().unwrap().trim_start().starts_with("TableSourceScan: table datagen (nexmark)"),
+            "{lines:?}"
+        );
+        // Over an updating result, the second aggregate runs on differential dataflow.
+        assert!(plans[1].contains("GroupAggregate (on differential dataflow"), "{}", plans[1]);
+        // A script of EXPLAINs only is no job.
+        let error = plan_script(&script).unwrap_err().to_string();
+        assert!(error.contains("inserts nothing (EXPLAIN only prints a plan)"), "{error}");
+        // What a statement cannot run, EXPLAIN refuses too.
+        let bad = format!("{SOURCE}\nEXPLAIN INSERT INTO nowhere SELECT auction FROM bids;");
+        assert!(explain_script(&bad).unwrap_err().to_string().contains("table nowhere is not declared"));
     }
 
     #[test]

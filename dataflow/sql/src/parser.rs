@@ -143,6 +143,16 @@ pub enum SqlStatement {
         /// Where the statement starts.
         at: Location,
     },
+    /// `EXPLAIN [PLAN FOR] INSERT INTO table query` or `EXPLAIN [PLAN FOR] query`: prints the
+    /// plan, runs nothing.
+    Explain {
+        /// The target table of an `INSERT`.
+        table: Option<String>,
+        /// The rows.
+        query: Box<Query>,
+        /// Where the statement starts.
+        at: Location,
+    },
 }
 
 /// A table declared with `CREATE TABLE`.
@@ -253,6 +263,19 @@ fn parse_statements(sql: &str) -> Result<Vec<SqlStatement>, SqlError> {
         }
         let statement = if parser.parse_keywords(&[Keyword::CREATE, Keyword::TABLE]) {
             SqlStatement::CreateTable(Box::new(parse_create_table(&mut parser, at)?))
+        } else if parser.parse_keyword(Keyword::EXPLAIN) {
+            // Flink's `EXPLAIN PLAN FOR …` and `EXPLAIN …` alike.
+            let _ = parser.parse_keywords(&[Keyword::PLAN, Keyword::FOR]);
+            let explained_at = parser.peek_token().span.start;
+            match parser.parse_statement()? {
+                Statement::Query(query) => SqlStatement::Explain { table: None, query, at },
+                other => match convert(other, explained_at)? {
+                    SqlStatement::Insert { table, query, .. } => {
+                        SqlStatement::Explain { table: Some(table), query, at }
+                    }
+                    _ => return Err(SqlError::at(explained_at, "EXPLAIN takes an INSERT INTO … SELECT or a SELECT")),
+                },
+            }
         } else if parser.parse_keyword(Keyword::SET) {
             let key = parser.parse_literal_string()?;
             parser.expect_token(&Token::Eq)?;

@@ -287,8 +287,24 @@ impl Relation {
 impl Catalog {
     /// Builds the catalog from a script and plans its `INSERT`s, in order.
     pub fn plan(statements: Vec<SqlStatement>) -> Result<Vec<Insert>, SqlError> {
+        let (inserts, explained) = Catalog::plan_all(statements)?;
+        if inserts.is_empty() {
+            let hint = if explained.is_empty() { "" } else { " (EXPLAIN only prints a plan)" };
+            return Err(SqlError {
+                message: format!("the script inserts nothing{hint}: add INSERT INTO <table> SELECT …"),
+                line: 0,
+                column: 0,
+            });
+        }
+        Ok(inserts)
+    }
+
+    /// Builds the catalog from a script: its `INSERT`s, planned in order, and the plans its
+    /// `EXPLAIN`s print (see [`crate::explain`]).
+    pub fn plan_all(statements: Vec<SqlStatement>) -> Result<(Vec<Insert>, Vec<String>), SqlError> {
         let mut catalog = Catalog::default();
         let mut inserts = Vec::new();
+        let mut explained = Vec::new();
         for statement in statements {
             match statement {
                 SqlStatement::CreateTable(table) => {
@@ -314,16 +330,19 @@ impl Catalog {
                     crate::settings::apply(&mut Default::default(), &key, &value, at)?;
                 }
                 SqlStatement::Insert { table, query, at } => inserts.push(catalog.insert(&table, &query, at)?),
+                SqlStatement::Explain { table: Some(table), query, at } => {
+                    explained.push(crate::explain::explain_insert(&catalog.insert(&table, &query, at)?, at));
+                }
+                SqlStatement::Explain { table: None, query, at } => {
+                    let relation = catalog.query(&query)?;
+                    if let Some(rank) = &relation.rank {
+                        return Err(SqlError::at(rank.at, RANK_UNFILTERED));
+                    }
+                    explained.push(crate::explain::explain_query(&catalog.pipeline(relation)?, at));
+                }
             }
         }
-        if inserts.is_empty() {
-            return Err(SqlError {
-                message: "the script inserts nothing: add INSERT INTO <table> SELECT …".into(),
-                line: 0,
-                column: 0,
-            });
-        }
-        Ok(inserts)
+        Ok((inserts, explained))
     }
 
     fn insert(&self, target: &str, query: &Query, at: Location) -> Result<Insert, SqlError> {
