@@ -223,12 +223,17 @@ fn processing_time_windows_count_every_bid_once_through_a_crash() {
 /// A script reading bids from CSV files (three, each in time order) into the tumbling window
 /// and q7 of `nexmark::sql_stateful`, and `errors_path` for malformed lines, if given.
 fn files_script(input: &Path, out: &Path, errors_path: Option<&Path>) -> String {
+    files_script_in(input, "csv", out, errors_path)
+}
+
+/// [`files_script`] over input files of `format`.
+fn files_script_in(input: &Path, format: &str, out: &Path, errors_path: Option<&Path>) -> String {
     let (input, out) = (input.display(), out.display());
     let errors = errors_path.map(|p| format!(", 'errors.path' = '{}'", p.display())).unwrap_or_default();
     format!(
         "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, `dateTime` TIMESTAMP(3), extra VARCHAR,
            WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '4' SECOND)
-         WITH ('connector' = 'filesystem', 'path' = '{input}', 'format' = 'csv'{errors});
+         WITH ('connector' = 'filesystem', 'path' = '{input}', 'format' = '{format}'{errors});
          CREATE TABLE tumbling (auction BIGINT, bids BIGINT, low BIGINT, high BIGINT, total BIGINT, mean BIGINT,
            bidders BIGINT, dear BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3))
          WITH ('connector' = 'filesystem', 'path' = '{out}/tumbling', 'format' = 'csv');
@@ -276,6 +281,48 @@ fn sql_reads_csv_files_and_their_windows_and_joins_equal_the_references() {
         assert_eq!(committed(&out.join("tumbling")), expected[0], "tumbling, parallelism {parallelism}");
         assert_eq!(committed(&out.join("q7")), expected[6], "q7, parallelism {parallelism}");
     }
+}
+
+/// JSON both ways: the bids written by a JSON sink (one slot, one file in time order), read
+/// back by a JSON source at parallelism 2, give the references' windows and joins; a line that
+/// is not JSON stops the job with its place.
+#[test]
+fn sql_writes_and_reads_json_files_and_their_windows_and_joins_equal_the_references() {
+    let registry = weir_cluster::jobs::builtin();
+    let expected = nexmark::sql_stateful_expected(STATEFUL_EVENTS, SEED, STATEFUL_RATE);
+    let root = tempfile::tempdir().unwrap();
+    // One CSV file in time order, read by one slot: the JSON file it writes is in time order too.
+    let (csv, json) = (root.path().join("bids.csv"), root.path().join("bids-json"));
+    std::fs::write(&csv, nexmark::bids_as_csv(STATEFUL_EVENTS, SEED, STATEFUL_RATE).join("\n") + "\n").unwrap();
+    let export = format!(
+        "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, `dateTime` TIMESTAMP(3), extra VARCHAR)
+         WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+         CREATE TABLE bid_json (auction BIGINT, bidder BIGINT, price BIGINT, `dateTime` TIMESTAMP(3), extra VARCHAR)
+         WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         INSERT INTO bid_json SELECT * FROM bid;",
+        csv.display(),
+        json.display()
+    );
+    run_job(&registry, options(export, 1)).expect("the export runs");
+    let lines = committed(&json);
+    assert_eq!(lines.len(), nexmark::bids_as_csv(STATEFUL_EVENTS, SEED, STATEFUL_RATE).len());
+    assert!(
+        lines.iter().all(|l| l.starts_with("{\"auction\":") && l.contains(",\"dateTime\":\"20")),
+        "{:?}",
+        &lines[..2]
+    );
+    let out = root.path().join("out");
+    run_job(&registry, options(files_script_in(&json, "json", &out, None), 2)).expect("the script runs");
+    assert_eq!(committed(&out.join("tumbling")), expected[0], "tumbling over JSON");
+    assert_eq!(committed(&out.join("q7")), expected[6], "q7 over JSON");
+
+    let broken = root.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("bids.json"), format!("{}\n{{\"auction\": 1, \"price\": \n", lines[0])).unwrap();
+    let error = run_job(&registry, options(files_script_in(&broken, "json", &root.path().join("out-2"), None), 1))
+        .expect_err("stops")
+        .to_string();
+    assert!(error.contains("bids.json, line 2: not a JSON object"), "{error}");
 }
 
 #[test]

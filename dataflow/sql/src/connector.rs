@@ -22,15 +22,43 @@ pub enum SourceConnector {
         /// For each declared physical column, its position in the connector's row.
         columns: Vec<usize>,
     },
-    /// CSV files (Flink's format, as the filesystem sink writes it).
+    /// Files of CSV or JSON lines (Flink's formats, as the filesystem sink writes them).
     Files {
         /// The file, or the directory whose files (not starting with `.` or `_`) are read.
         path: String,
+        /// Their format.
+        format: FileFormat,
         /// Each physical column's name and type, in order.
         columns: Vec<(String, SqlType)>,
         /// Where malformed lines go (`'errors.path'`); without it a malformed line stops the job.
         errors: Option<String>,
     },
+}
+
+/// How a filesystem table's files hold its rows (`'format'`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    /// `'csv'`: Flink's CSV format.
+    Csv,
+    /// `'changelog-csv'` (sinks): Flink's CSV, each row led by its change (`+I`, `-U`, `+U`,
+    /// `-D`), so that the files hold an updating result's changelog.
+    ChangelogCsv,
+    /// `'json'`: Flink's JSON format, one object per line ([`crate::json`]).
+    Json {
+        /// `'json.fail-on-missing-field'` (sources).
+        fail_on_missing_field: bool,
+    },
+}
+
+impl FileFormat {
+    /// As the `'format'` option names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "csv",
+            FileFormat::ChangelogCsv => "changelog-csv",
+            FileFormat::Json { .. } => "json",
+        }
+    }
 }
 
 /// Where a table's rows go.
@@ -40,13 +68,14 @@ pub enum SinkConnector {
     Blackhole,
     /// Prints them as Flink does (`+I[…]`).
     Print,
-    /// CSV files in a directory, exactly-once.
+    /// Files in a directory, exactly-once.
     Filesystem {
         /// The directory.
         path: String,
-        /// `'format' = 'changelog-csv'`: each row led by its change (`+I`, `-U`, `+U`, `-D`), so
-        /// that the files hold an updating result's changelog. (`'csv'` takes append-only rows.)
-        changelog: bool,
+        /// Their format (only `'changelog-csv'` takes an updating result).
+        format: FileFormat,
+        /// The table's columns, names and types (JSON names its fields).
+        columns: Vec<(String, SqlType)>,
     },
 }
 
@@ -98,25 +127,31 @@ pub fn source(table: &TableDef) -> Result<SourceConnector, SqlError> {
     }
 }
 
-/// The filesystem connector as a source: CSV files of the table's physical columns.
+/// The filesystem connector as a source: CSV or JSON files of the table's physical columns.
 fn files_source(table: &TableDef) -> Result<SourceConnector, SqlError> {
-    check_options(table, &["path", "format", "errors.path"])?;
+    check_options(table, &["path", "format", "errors.path", "json.fail-on-missing-field"])?;
     let path = absolute_path(table, "path")?;
-    check_csv_format(table)?;
+    let format = file_format(table, false)?;
     let errors = table.options.contains_key("errors.path").then(|| absolute_path(table, "errors.path")).transpose()?;
     let mut columns = Vec::new();
     for (column, ty) in table.physical() {
         match ty {
+            SqlType::Row(_) if format != FileFormat::Csv => columns.push((column.name.clone(), ty.clone())),
             SqlType::Row(_) | SqlType::Interval | SqlType::Null => {
                 return Err(SqlError::at(
                     column.at,
-                    format!("table {}: a {ty} column ({}) cannot be read from CSV yet", table.name, column.name),
+                    format!(
+                        "table {}: a {ty} column ({}) cannot be read from {} yet",
+                        table.name,
+                        column.name,
+                        format.name()
+                    ),
                 ));
             }
             _ => columns.push((column.name.clone(), ty.clone())),
         }
     }
-    Ok(SourceConnector::Files { path, columns, errors })
+    Ok(SourceConnector::Files { path, format, columns, errors })
 }
 
 /// An absolute path option (workers may run elsewhere, with another working directory).
@@ -133,19 +168,49 @@ fn absolute_path(table: &TableDef, option: &str) -> Result<String, SqlError> {
     Ok(path)
 }
 
-/// `'format' = 'csv'`, the one format so far.
-fn check_csv_format(table: &TableDef) -> Result<(), SqlError> {
-    match table.options.get("format").map(String::as_str) {
-        Some("csv") => Ok(()),
-        Some(other) => Err(SqlError::at(
+/// A filesystem table's `'format'` (`'changelog-csv'` only where it is written: `sink`).
+fn file_format(table: &TableDef, sink: bool) -> Result<FileFormat, SqlError> {
+    let supported = if sink { "'csv', 'json' or 'changelog-csv'" } else { "'csv' or 'json'" };
+    let format = match table.options.get("format").map(String::as_str) {
+        Some("csv") => FileFormat::Csv,
+        Some("changelog-csv") if sink => FileFormat::ChangelogCsv,
+        Some("json") => {
+            let fail_on_missing_field = match table.options.get("json.fail-on-missing-field").map(String::as_str) {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(SqlError::at(
+                        table.at,
+                        format!(
+                            "table {}: 'json.fail-on-missing-field' is 'true' or 'false', not '{other}'",
+                            table.name
+                        ),
+                    ))
+                }
+            };
+            FileFormat::Json { fail_on_missing_field }
+        }
+        Some(other) => {
+            return Err(SqlError::at(
+                table.at,
+                format!("table {}: format '{other}' is not supported yet; use 'format' = {supported}", table.name),
+            ))
+        }
+        None => {
+            return Err(SqlError::at(
+                table.at,
+                format!("table {}: the filesystem connector needs 'format' = {supported}", table.name),
+            ))
+        }
+    };
+    if table.options.contains_key("json.fail-on-missing-field") && (sink || !matches!(format, FileFormat::Json { .. }))
+    {
+        return Err(SqlError::at(
             table.at,
-            format!("table {}: format '{other}' is not supported yet; use 'format' = 'csv'", table.name),
-        )),
-        None => Err(SqlError::at(
-            table.at,
-            format!("table {}: the filesystem connector needs 'format' = 'csv'", table.name),
-        )),
+            format!("table {}: 'json.fail-on-missing-field' is an option of a JSON source", table.name),
+        ));
     }
+    Ok(format)
 }
 
 /// The sink connector of `table`.
@@ -157,22 +222,23 @@ pub fn sink(table: &TableDef) -> Result<SinkConnector, SqlError> {
         "blackhole" => check_options(table, &[]).map(|()| SinkConnector::Blackhole),
         "print" => check_options(table, &[]).map(|()| SinkConnector::Print),
         "filesystem" => {
-            check_options(table, &["path", "format"])?;
+            check_options(table, &["path", "format", "json.fail-on-missing-field"])?;
             let path = absolute_path(table, "path")?;
-            let changelog = table.options.get("format").map(String::as_str) == Some("changelog-csv");
-            if !changelog {
-                check_csv_format(table).map_err(|mut error| {
-                    error.message.push_str(" (or 'changelog-csv', for an updating result)");
-                    error
-                })?;
-            }
+            let format = file_format(table, true)?;
+            let columns: Vec<(String, SqlType)> =
+                table.physical().map(|(column, ty)| (column.name.clone(), ty.clone())).collect();
             if let Some((column, _)) = table.physical().find(|(_, ty)| matches!(ty, SqlType::Row(_))) {
-                return Err(SqlError::at(
-                    column.at,
-                    format!("table {}: a ROW column ({}) cannot be written as CSV yet", table.name, column.name),
-                ));
+                if !matches!(format, FileFormat::Json { .. }) {
+                    return Err(SqlError::at(
+                        column.at,
+                        format!(
+                            "table {}: a ROW column ({}) cannot be written as CSV yet; 'format' = 'json' writes it",
+                            table.name, column.name
+                        ),
+                    ));
+                }
             }
-            Ok(SinkConnector::Filesystem { path, changelog })
+            Ok(SinkConnector::Filesystem { path, format, columns })
         }
         "nexmark" => Err(SqlError::at(
             table.at,

@@ -27,9 +27,7 @@ pub fn explain_insert(insert: &Insert, at: Location) -> String {
     let sink = match &insert.sink {
         SinkConnector::Blackhole => "blackhole".to_owned(),
         SinkConnector::Print => "print".to_owned(),
-        SinkConnector::Filesystem { path, changelog } => {
-            format!("filesystem '{path}', {}", if *changelog { "changelog-csv" } else { "csv" })
-        }
+        SinkConnector::Filesystem { path, format, .. } => format!("filesystem '{path}', {}", format.name()),
     };
     let root = Node::new(format!("Sink: table {} ({sink})", insert.sink_table), root.updating, vec![root]);
     render(&format!("EXPLAIN INSERT INTO {} (line {})", insert.sink_table, at.line), &root)
@@ -70,7 +68,7 @@ fn pipeline(planned: &Pipeline) -> Node {
         Input::Table(scan) => {
             let source = match &scan.source {
                 SourceConnector::Nexmark { .. } => "nexmark".to_owned(),
-                SourceConnector::Files { path, .. } => format!("filesystem '{path}', csv"),
+                SourceConnector::Files { path, format, .. } => format!("filesystem '{path}', {}", format.name()),
             };
             let watermark = match scan.event_time {
                 Some((column, delay)) => format!(", event time ${column}, watermark {} behind", duration(delay)),

@@ -27,6 +27,7 @@ pub mod explain;
 pub mod expr;
 pub mod functions;
 pub mod join;
+pub mod json;
 pub mod parser;
 pub mod plan;
 pub mod proctime;
@@ -56,7 +57,8 @@ use weir_dataflow::window::{
 use crate::aggregate::{
     result_row, Accumulator, GroupAggregates, GroupKey, Part, SortedRow, SqlAggregates, WindowSpec,
 };
-use crate::connector::{CsvRows, RowGenerator, SinkConnector, SourceConnector};
+use crate::connector::{CsvRows, FileFormat, RowGenerator, SinkConnector, SourceConnector};
+use crate::json::{JsonFormat, JsonRows};
 use crate::plan::{Catalog, Input, Insert, JoinKind, Pipeline, Scan, Stage, Step};
 use crate::types::Row;
 use weir_dataflow::{ChangeKind, Sums, UpdatingStream};
@@ -112,10 +114,10 @@ pub fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError
                     SinkConnector::Print => {
                         changes.map(|c| Printed(print_row(c.kind, &c.row))).print(&insert.sink_table)
                     }
-                    SinkConnector::Filesystem { path, changelog: true } => {
+                    SinkConnector::Filesystem { path, format: FileFormat::ChangelogCsv, .. } => {
                         changes.sink_files(&name, path, ChangelogCsv)
                     }
-                    SinkConnector::Filesystem { changelog: false, .. } => {
+                    SinkConnector::Filesystem { .. } => {
                         return Err(BuildError::Job(format!(
                             "SQL: table {} is append-only but its query's result updates (the planner refuses this)",
                             insert.sink_table
@@ -130,8 +132,11 @@ pub fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError
             SinkConnector::Print => {
                 rows.map(|row| Printed(print_row(ChangeKind::Insert, &row))).print(&insert.sink_table)
             }
-            SinkConnector::Filesystem { path, changelog: false } => rows.sink_files(&name, path, CsvFormat),
-            SinkConnector::Filesystem { path, changelog: true } => {
+            SinkConnector::Filesystem { path, format: FileFormat::Csv, .. } => rows.sink_files(&name, path, CsvFormat),
+            SinkConnector::Filesystem { path, format: FileFormat::Json { .. }, columns } => {
+                rows.sink_files(&name, path, JsonFormat { columns: std::sync::Arc::new(columns) })
+            }
+            SinkConnector::Filesystem { path, format: FileFormat::ChangelogCsv, .. } => {
                 rows.map(|row| ChangedRow { kind: ChangeKind::Insert, row }).sink_files(&name, path, ChangelogCsv)
             }
         }
@@ -294,15 +299,19 @@ fn source<'s>(job: &mut JobBuilder<'s>, scan: &Scan) -> Result<DataStream<'s, Ro
             streams.errors.discard();
             Ok(streams.records)
         }
-        SourceConnector::Files { path, columns, errors } => {
+        SourceConnector::Files { path, format, columns, errors } => {
             let files = input_files(&scan.table, path)?;
-            let format = CsvRows {
-                columns: columns.clone(),
-                computed: scan.computed.clone(),
-                reader: Default::default(),
-                time: scan.event_time.map(|(column, _)| column),
+            let (columns, computed, time) = (columns.clone(), scan.computed.clone(), scan.event_time.map(|(c, _)| c));
+            let streams = match *format {
+                FileFormat::Json { fail_on_missing_field } => {
+                    let format = JsonRows { columns, computed, fail_on_missing_field, time };
+                    read(job, &name, FileSource::new(files, format), scan.event_time)
+                }
+                FileFormat::Csv | FileFormat::ChangelogCsv => {
+                    let format = CsvRows { columns, computed, reader: Default::default(), time };
+                    read(job, &name, FileSource::new(files, format), scan.event_time)
+                }
             };
-            let streams = read(job, &name, FileSource::new(files, format), scan.event_time);
             let table = scan.table.clone();
             let stop = move |error: &ErrorRow, hint: &str| {
                 format!("table {table}: {}, line {}: {}; {hint}", error.file, error.line, error.reason)
@@ -479,6 +488,15 @@ impl CsvFormat {
             value.write_csv(out);
         }
         out.push(b'\n');
+    }
+}
+
+impl RowFormat<Record<Row>> for JsonFormat {
+    fn header(&self) -> Option<&str> {
+        None
+    }
+    fn write(&self, record: &Record<Row>, out: &mut Vec<u8>) {
+        self.write_row(&record.value, out);
     }
 }
 

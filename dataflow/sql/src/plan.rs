@@ -355,15 +355,18 @@ impl Catalog {
             return Err(SqlError::at(rank.at, RANK_UNFILTERED));
         }
         let sink = connector::sink(sink_table)?;
-        if let (Some(producer), SinkConnector::Filesystem { changelog: false, .. }) = (&relation.updating, &sink) {
-            return Err(SqlError::at(
-                at,
-                format!(
-                    "table {target} is append-only ('connector' = 'filesystem', 'format' = 'csv'), but the query's \
-                     result updates: {producer} produces updates. Write it to a table with 'format' = \
-                     'changelog-csv' (each row led by its change: +I, -U, +U, -D), or to 'print' or 'blackhole'"
-                ),
-            ));
+        if let (Some(producer), SinkConnector::Filesystem { format, .. }) = (&relation.updating, &sink) {
+            if *format != crate::connector::FileFormat::ChangelogCsv {
+                return Err(SqlError::at(
+                    at,
+                    format!(
+                        "table {target} is append-only ('connector' = 'filesystem', 'format' = '{}'), but the \
+                         query's result updates: {producer} produces updates. Write it to a table with 'format' = \
+                         'changelog-csv' (each row led by its change: +I, -U, +U, -D), or to 'print' or 'blackhole'",
+                        format.name()
+                    ),
+                ));
+            }
         }
         if let Some(column) = sink_table.columns.iter().find(|c| c.not_null) {
             return Err(SqlError::at(
