@@ -325,6 +325,46 @@ fn sql_writes_and_reads_json_files_and_their_windows_and_joins_equal_the_referen
     assert!(error.contains("bids.json, line 2: not a JSON object"), "{error}");
 }
 
+/// A `datagen` table is reproducible: the same rows at parallelism 1 and 3, each sequence value
+/// once, and a window over its event time counts each row once.
+#[test]
+fn datagen_rows_are_the_same_at_every_parallelism_and_windows_over_them_count_each_once() {
+    let registry = weir_cluster::jobs::builtin();
+    let script = |out: &Path| {
+        format!(
+            "CREATE TABLE orders (id BIGINT, customer INT, amount DECIMAL(10, 2), note VARCHAR, ts TIMESTAMP(3),
+               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+             WITH ('connector' = 'datagen', 'number-of-rows' = '3000', 'rows-per-second' = '200',
+                   'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000000',
+                   'fields.customer.min' = '1', 'fields.customer.max' = '20', 'fields.amount.min' = '1',
+                   'fields.amount.max' = '500', 'fields.note.length' = '8', 'fields.note.null-rate' = '0.1',
+                   'fields.ts.max-past' = '500 ms');
+             CREATE TABLE everything (id BIGINT, customer INT, amount DECIMAL(10, 2), note VARCHAR, ts TIMESTAMP(3))
+             WITH ('connector' = 'filesystem', 'path' = '{out}/everything', 'format' = 'csv');
+             CREATE TABLE per_second (n BIGINT, window_end TIMESTAMP(3))
+             WITH ('connector' = 'filesystem', 'path' = '{out}/per_second', 'format' = 'csv');
+             INSERT INTO everything SELECT * FROM orders;
+             INSERT INTO per_second SELECT COUNT(*), window_end
+             FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;",
+            out = out.display()
+        )
+    };
+    let root = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for parallelism in [1, 3] {
+        let out = root.path().join(format!("p{parallelism}"));
+        run_job(&registry, options(script(&out), parallelism)).expect("the script runs");
+        runs.push((committed(&out.join("everything")), committed(&out.join("per_second"))));
+    }
+    assert_eq!(runs[0], runs[1], "the same rows and windows at parallelism 1 and 3");
+    let (rows, windows) = &runs[0];
+    let mut ids: Vec<i64> = rows.iter().map(|row| row.split(',').next().unwrap().parse().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, (1..=3000).collect::<Vec<i64>>(), "each sequence value once");
+    let counted: i64 = windows.iter().map(|w| w.split(',').next().unwrap().parse::<i64>().unwrap()).sum();
+    assert_eq!(counted, 3000, "each row in one window: {windows:?}");
+}
+
 #[test]
 fn a_malformed_csv_line_stops_the_job_with_its_place_or_goes_to_the_errors_directory() {
     let registry = weir_cluster::jobs::builtin();

@@ -22,6 +22,8 @@ pub enum SourceConnector {
         /// For each declared physical column, its position in the connector's row.
         columns: Vec<usize>,
     },
+    /// Flink's `datagen`, reproducible (see [`crate::datagen`]).
+    Datagen(crate::datagen::Datagen),
     /// Files of CSV or JSON lines (Flink's formats, as the filesystem sink writes them).
     Files {
         /// The file, or the directory whose files (not starting with `.` or `_`) are read.
@@ -83,7 +85,7 @@ fn connector_name(table: &TableDef) -> Result<&str, SqlError> {
     table.options.get("connector").map(String::as_str).ok_or_else(|| {
         SqlError::at(
             table.at,
-            format!("table {} has no 'connector' option: add WITH ('connector' = 'nexmark' | 'blackhole' | 'print' | 'filesystem', …)", table.name),
+            format!("table {} has no 'connector' option: add WITH ('connector' = 'nexmark' | 'datagen' | 'blackhole' | 'print' | 'filesystem', …)", table.name),
         )
     })
 }
@@ -115,6 +117,7 @@ pub fn source(table: &TableDef) -> Result<SourceConnector, SqlError> {
     }
     match connector_name(table)? {
         "nexmark" => nexmark_source(table),
+        "datagen" => crate::datagen::source(table).map(SourceConnector::Datagen),
         "filesystem" => files_source(table),
         "blackhole" | "print" => Err(SqlError::at(
             table.at,
@@ -122,7 +125,9 @@ pub fn source(table: &TableDef) -> Result<SourceConnector, SqlError> {
         )),
         other => Err(SqlError::at(
             table.at,
-            format!("connector '{other}' is not supported as a source yet; supported: 'nexmark', 'filesystem'"),
+            format!(
+                "connector '{other}' is not supported as a source yet; supported: 'nexmark', 'datagen', 'filesystem'"
+            ),
         )),
     }
 }
@@ -240,9 +245,9 @@ pub fn sink(table: &TableDef) -> Result<SinkConnector, SqlError> {
             }
             Ok(SinkConnector::Filesystem { path, format, columns })
         }
-        "nexmark" => Err(SqlError::at(
+        "nexmark" | "datagen" => Err(SqlError::at(
             table.at,
-            format!("table {} is written, but the nexmark connector only reads", table.name),
+            format!("table {} is written, but the {} connector only reads", table.name, table.options["connector"]),
         )),
         other => Err(SqlError::at(
             table.at,

@@ -68,6 +68,7 @@ fn pipeline(planned: &Pipeline) -> Node {
         Input::Table(scan) => {
             let source = match &scan.source {
                 SourceConnector::Nexmark { .. } => "nexmark".to_owned(),
+                SourceConnector::Datagen(config) => format!("datagen, {} rows", config.rows),
                 SourceConnector::Files { path, format, .. } => format!("filesystem '{path}', {}", format.name()),
             };
             let watermark = match scan.event_time {

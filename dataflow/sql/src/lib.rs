@@ -23,6 +23,7 @@
 
 pub mod aggregate;
 pub mod connector;
+pub mod datagen;
 pub mod explain;
 pub mod expr;
 pub mod functions;
@@ -299,6 +300,13 @@ fn source<'s>(job: &mut JobBuilder<'s>, scan: &Scan) -> Result<DataStream<'s, Ro
             streams.errors.discard();
             Ok(streams.records)
         }
+        SourceConnector::Datagen(config) => {
+            let generator = DatagenRows { config: config.clone(), computed: scan.computed.clone() };
+            let streams = read(job, &name, GeneratorSource::new(generator), scan.event_time);
+            // Generated rows are never malformed.
+            streams.errors.discard();
+            Ok(streams.records)
+        }
         SourceConnector::Files { path, format, columns, errors } => {
             let files = input_files(&scan.table, path)?;
             let (columns, computed, time) = (columns.clone(), scan.computed.clone(), scan.event_time.map(|(c, _)| c));
@@ -446,6 +454,27 @@ fn print_row(kind: ChangeKind, row: &Row) -> String {
 struct ChangedRow {
     kind: ChangeKind,
     row: Row,
+}
+
+/// A `datagen` table's rows: the generated physical columns, then the computed ones.
+struct DatagenRows {
+    config: datagen::Datagen,
+    computed: Vec<crate::expr::Scalar>,
+}
+
+impl weir_dataflow::source::Generator for DatagenRows {
+    type Record = Row;
+    fn split_len(&self, split: usize, splits: usize) -> u64 {
+        weir_core::generator::strided_split_len(self.config.rows, split, splits)
+    }
+    fn generate(&self, split: usize, splits: usize, position: u64) -> Row {
+        let mut row = self.config.row(weir_core::generator::GeneratorConfig::global_index(split, splits, position));
+        for computed in &self.computed {
+            let value = computed.eval(&row);
+            row.push(value);
+        }
+        row
+    }
 }
 
 /// Weir's `changelog-csv` format: Flink's CSV with the row's change first (`+I`, `-U`, `+U`,

@@ -84,9 +84,15 @@ pub fn apply(settings: &mut EngineDefaults, key: &str, value: &str, at: Location
     Ok(())
 }
 
-/// A positive duration as Flink writes one: a whole number and a unit (`ms`, `s`, `min`, `h`,
-/// `d`, or their long names), with or without a space; a number alone is milliseconds.
+/// A positive duration as Flink writes one (see [`duration_ms`]).
 fn duration(text: &str) -> Option<Duration> {
+    duration_ms(text).filter(|&millis| millis > 0).map(Duration::from_millis)
+}
+
+/// A duration as Flink writes one, in milliseconds: a whole number and a unit (`ms`, `s`, `min`,
+/// `h`, `d`, or their long names), with or without a space; a number alone is milliseconds.
+pub(crate) fn duration_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
     let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let amount: u64 = text[..digits].parse().ok()?;
     let millis = match text[digits..].trim().to_ascii_lowercase().as_str() {
@@ -97,8 +103,7 @@ fn duration(text: &str) -> Option<Duration> {
         "d" | "day" | "days" => 86_400_000,
         _ => return None,
     };
-    let millis = amount.checked_mul(millis)?;
-    (millis > 0).then(|| Duration::from_millis(millis))
+    amount.checked_mul(millis)
 }
 
 #[cfg(test)]
