@@ -448,3 +448,92 @@ fn a_bad_script_is_refused_with_its_line_and_column() {
         assert!(error.contains(expected), "expected {expected:?} in: {error}");
     }
 }
+
+/// Outer joins update: an order waits with `NULL`s for its customer, and the pair replaces it
+/// when the customer arrives; a customer's rows go when the `ON` condition no longer holds for
+/// it. The changelog is the same at parallelism 1 and 2, and what it builds equals a reference
+/// computed from the inputs directly.
+#[test]
+fn outer_joins_keep_partnerless_rows_until_a_partner_arrives_and_equal_the_reference() {
+    let registry = weir_cluster::jobs::builtin();
+    let root = tempfile::tempdir().unwrap();
+    let at = |ms: i64| weir_sql::types::format_timestamp(1_700_000_000_000 + ms);
+    // Customers 0..25 arrive over the run (some after their orders); every seventh is blocked.
+    let customers: Vec<(i64, String, i64)> =
+        (0..25).map(|id| (id, if id % 7 == 3 { "blocked".to_owned() } else { format!("c{id}") }, id * 400)).collect();
+    // Orders of customers 0..30 (25..30 never arrive), one every 50 ms.
+    let orders: Vec<(i64, i64, i64, i64)> =
+        (0..200).map(|oid| (oid, (oid * 7) % 30, 10 + oid % 13, oid * 50)).collect();
+    let write = |name: &str, lines: Vec<String>| {
+        let path = root.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path.display().to_string()
+    };
+    let customers_csv =
+        write("customers.csv", customers.iter().map(|(id, name, t)| format!("{id},{name},\"{}\"", at(*t))).collect());
+    let orders_csv = write(
+        "orders.csv",
+        orders.iter().map(|(oid, c, amount, t)| format!("{oid},{c},{amount},\"{}\"", at(*t))).collect(),
+    );
+    let script = |out: &Path| {
+        let out = out.display();
+        format!(
+            "CREATE TABLE customers (id BIGINT, name VARCHAR, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+             WITH ('connector' = 'filesystem', 'path' = '{customers_csv}', 'format' = 'csv');
+             CREATE TABLE orders (oid BIGINT, customer BIGINT, amount BIGINT, ts TIMESTAMP(3),
+               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+             WITH ('connector' = 'filesystem', 'path' = '{orders_csv}', 'format' = 'csv');
+             CREATE TABLE enriched (oid BIGINT, amount BIGINT, name VARCHAR)
+             WITH ('connector' = 'filesystem', 'path' = '{out}/enriched', 'format' = 'changelog-csv');
+             CREATE TABLE everyone (oid BIGINT, id BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '{out}/everyone', 'format' = 'changelog-csv');
+             INSERT INTO enriched SELECT o.oid, o.amount, c.name
+             FROM orders o LEFT JOIN customers c ON o.customer = c.id AND c.name <> 'blocked';
+             INSERT INTO everyone SELECT o.oid, c.id FROM orders o FULL OUTER JOIN customers c ON o.customer = c.id;"
+        )
+    };
+    let mut changelogs = Vec::new();
+    for parallelism in [1, 2] {
+        let out = root.path().join(format!("out-{parallelism}"));
+        run_job(&registry, options(script(&out), parallelism)).expect("the script runs");
+        changelogs.push((committed(&out.join("enriched")), committed(&out.join("everyone"))));
+    }
+    assert_eq!(changelogs[0], changelogs[1], "the same changelogs at parallelism 1 and 2");
+    // What a changelog builds: +I/+U add a row, -U/-D take one away.
+    let table = |changelog: &[String]| -> Vec<String> {
+        let mut rows: Vec<String> = Vec::new();
+        for line in changelog {
+            let (kind, row) = line.split_once(',').unwrap();
+            match kind {
+                "+I" | "+U" => rows.push(row.to_owned()),
+                _ => {
+                    let at = rows.iter().position(|r| r == row).unwrap_or_else(|| panic!("retracts {row} never added"));
+                    rows.remove(at);
+                }
+            }
+        }
+        rows.sort();
+        rows
+    };
+    let name = |id: i64| customers.iter().find(|c| c.0 == id).map(|c| c.1.clone());
+    let mut enriched: Vec<String> = orders
+        .iter()
+        .map(|(oid, c, amount, _)| match name(*c).filter(|n| n != "blocked") {
+            Some(n) => format!("{oid},{amount},{n}"),
+            None => format!("{oid},{amount},"),
+        })
+        .collect();
+    enriched.sort();
+    assert_eq!(table(&changelogs[0].0), enriched, "LEFT JOIN");
+    let mut everyone: Vec<String> = orders
+        .iter()
+        .map(|(oid, c, _, _)| if *c < 25 { format!("{oid},{c}") } else { format!("{oid},") })
+        .chain(
+            customers.iter().filter(|(id, _, _)| !orders.iter().any(|o| o.1 == *id)).map(|(id, _, _)| format!(",{id}")),
+        )
+        .collect();
+    everyone.sort();
+    assert_eq!(table(&changelogs[0].1), everyone, "FULL OUTER JOIN");
+    // Orders placed before their customer arrived waited with NULLs, then were replaced.
+    assert!(changelogs[0].0.iter().any(|line| line.starts_with("-D,") || line.starts_with("-U,")), "retractions");
+}

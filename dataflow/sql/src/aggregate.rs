@@ -130,6 +130,11 @@ impl GroupKey {
     pub fn new(values: impl IntoIterator<Item = Value>) -> GroupKey {
         GroupKey(values.into_iter().map(canonical).collect())
     }
+
+    /// Whether it holds a `NULL` or a `NaN`: as a join key, SQL's `=` is never true for it.
+    pub fn has_never_equal(&self) -> bool {
+        self.0.iter().any(|value| matches!(value, Value::Null) || matches!(value, Value::Double(x) if x.is_nan()))
+    }
 }
 
 fn canonical(value: Value) -> Value {

@@ -77,18 +77,30 @@ fn pipeline(planned: &Pipeline) -> Node {
             };
             Node::new(format!("TableSourceScan: table {} ({source}){watermark}", scan.table), false, Vec::new())
         }
-        Input::Join { kind, left, right, left_keys, right_keys } => {
-            let keys: Vec<String> =
+        Input::Join { kind, left, right, left_keys, right_keys, condition } => {
+            let mut keys: Vec<String> =
                 left_keys.iter().zip(right_keys).map(|(l, r)| format!("left {l} = right {r}")).collect();
-            let what = match kind {
-                JoinKind::Regular => "Join: every row of both sides kept, each arrival paired in event-time order",
-                JoinKind::Window => "WindowJoin: window by window, when the window closes",
+            keys.extend(condition.iter().map(|c| format!("{c} (over the joined row)")));
+            let (what, updating) = match kind {
+                JoinKind::Regular => {
+                    ("Join: every row of both sides kept, each arrival paired in event-time order".to_owned(), false)
+                }
+                JoinKind::Window => ("WindowJoin: window by window, when the window closes".to_owned(), false),
+                JoinKind::Updating { left_outer, right_outer, .. } => {
+                    let kind = match (left_outer, right_outer) {
+                        (true, true) => "FULL OUTER",
+                        (true, false) => "LEFT",
+                        (false, true) => "RIGHT",
+                        (false, false) => "INNER",
+                    };
+                    (format!("Join ({kind}, on differential dataflow: its pairs and partnerless rows update)"), true)
+                }
             };
             let sides = vec![
                 exchange(&list(left_keys.iter()), pipeline(left)),
                 exchange(&list(right_keys.iter()), pipeline(right)),
             ];
-            Node::new(format!("{what}, on {}", keys.join(" AND ")), false, sides)
+            Node::new(format!("{what}, on {}", keys.join(" AND ")), updating, sides)
         }
     };
     for stage in &planned.stages {

@@ -8,6 +8,12 @@
 //!   row of a window carries the window's last millisecond as its event time, so the rows that
 //!   join share their time, and a one-millisecond window of the DataStream API's window join
 //!   holds exactly them. Its pairs come out when the watermark passes the window, as Flink's.
+//! - An **outer join**, or a join of an updating result, updates: a row kept with `NULL`s for
+//!   want of a partner is retracted when one arrives, and a pair goes when either row does. It
+//!   runs on differential dataflow ([`updating_join`]): both sides, tagged, keyed by their join
+//!   keys, and one reduce per key that pairs them (with the rest of the `ON` condition) and keeps
+//!   the partnerless rows of an outer side. A change of a key costs a pass over the key's rows
+//!   of both sides — right for joins where a key has few rows on one side (enrichment).
 //! - A **regular join** keeps every row of both sides, per key, and pairs each arriving row
 //!   with the other side's rows so far (Flink's regular join, without state TTL yet). A keyed
 //!   co-process function hands rows over in event-time order, so the pairs — and the event time
@@ -20,9 +26,9 @@ use std::sync::Arc;
 use weir_dataflow::keyed::KeySelector;
 use weir_dataflow::process::Context;
 use weir_dataflow::window::TumblingEventTimeWindows;
-use weir_dataflow::{DataStream, Either, KeyedCoProcessFunction, ListState};
+use weir_dataflow::{DataStream, Either, KeyedCoProcessFunction, ListState, UpdatingStream};
 
-use crate::aggregate::GroupKey;
+use crate::aggregate::{GroupKey, SortedRow};
 use crate::expr::Scalar;
 use crate::types::{Row, Value};
 
@@ -122,4 +128,94 @@ impl KeyedCoProcessFunction<GroupKey, Row, Row, Row> for RegularJoin {
         }
         self.right.add(ctx.state(), row);
     }
+}
+
+/// One side of an updating join.
+pub struct JoinSide<'s> {
+    /// Its rows.
+    pub rows: Side<'s>,
+    /// Its join keys, over its rows.
+    pub keys: Vec<Scalar>,
+    /// Whether its rows are kept without a partner (`LEFT` for the left side, …).
+    pub outer: bool,
+    /// How many columns its rows have.
+    pub width: usize,
+}
+
+/// A side's rows: append-only, or an updating result.
+pub enum Side<'s> {
+    /// Append-only rows.
+    Append(DataStream<'s, Row>),
+    /// An updating result.
+    Updating(UpdatingStream<'s, GroupKey, SortedRow>),
+}
+
+/// A tagged row without its tag.
+fn untagged(row: &SortedRow) -> &[Value] {
+    &row.0[..row.0.len() - 1]
+}
+
+/// Which side a row of the tagged union is from: its last column.
+const LEFT: i64 = 0;
+const RIGHT: i64 = 1;
+
+/// An outer join, or a join of an updating result (see the module's docs): the joined rows,
+/// keyed by the join key. `condition` is the rest of an outer join's `ON`, over the joined row;
+/// `left_uid` and `right_uid` name the state of the sides that enter differential here.
+pub fn updating_join<'s>(
+    left: JoinSide<'s>,
+    right: JoinSide<'s>,
+    condition: Vec<Scalar>,
+    left_uid: &str,
+    right_uid: &str,
+) -> UpdatingStream<'s, GroupKey, SortedRow> {
+    let (left_outer, right_outer, left_width, right_width) = (left.outer, right.outer, left.width, right.width);
+    let tagged = |side: JoinSide<'s>, tag: i64, uid: &str| -> UpdatingStream<'s, GroupKey, SortedRow> {
+        let keys = Arc::new(side.keys);
+        let key = move |row: &SortedRow| GroupKey::new(keys.iter().map(|key| key.eval(&row.0)));
+        let tag = move |mut row: Row| {
+            row.push(Value::Int(tag));
+            SortedRow(row)
+        };
+        match side.rows {
+            Side::Append(rows) => rows.map(tag).key_by(key).updating(uid),
+            Side::Updating(rows) => rows.map_rows(move |row| Some(tag(row.0))).key_by(move |_, row| key(row)),
+        }
+    };
+    let (left, right) = (tagged(left, LEFT, left_uid), tagged(right, RIGHT, right_uid));
+    left.concat(right).reduce("Join", move |key, rows, out| {
+        // SQL's `=` is never true for a NULL or NaN key: such rows have no partner.
+        let joinable = !key.has_never_equal();
+        let side = |tag: i64| rows.iter().filter(move |(row, _)| row.0.last() == Some(&Value::Int(tag)));
+        let mut right_matched = vec![false; rows.len()];
+        for (l, l_times) in side(LEFT) {
+            let mut matched = false;
+            for (index, (r, r_times)) in rows.iter().enumerate() {
+                if r.0.last() != Some(&Value::Int(RIGHT)) || !joinable {
+                    continue;
+                }
+                let mut joined = untagged(l).to_vec();
+                joined.extend_from_slice(untagged(r));
+                if condition.iter().all(|c| c.holds(&joined)) {
+                    out.push((SortedRow(joined), l_times * r_times));
+                    matched = true;
+                    right_matched[index] = true;
+                }
+            }
+            if !matched && left_outer {
+                let mut joined = untagged(l).to_vec();
+                joined.extend(std::iter::repeat_n(Value::Null, right_width));
+                out.push((SortedRow(joined), *l_times));
+            }
+        }
+        if right_outer {
+            for (index, (r, r_times)) in rows.iter().enumerate() {
+                if r.0.last() == Some(&Value::Int(RIGHT)) && !right_matched[index] {
+                    let mut joined = vec![Value::Null; left_width];
+                    joined.extend_from_slice(untagged(r));
+                    out.push((SortedRow(joined), *r_times));
+                }
+            }
+        }
+    })
 }

@@ -180,25 +180,54 @@ fn pipeline<'s>(
         Rows::Append(rows) => Ok(rows),
         Rows::Updating(_) => Err(BuildError::Job("SQL: a join of an updating result (the planner refuses it)".into())),
     };
-    let rows = match pipeline.input {
-        Input::Table(scan) => match tables.get(&scan.table) {
+    let mut rows = match pipeline.input {
+        Input::Table(scan) => Rows::Append(match tables.get(&scan.table) {
             Some(rows) => rows.clone(),
             None => {
                 let rows = source(job, &scan)?;
                 tables.insert(scan.table.clone(), rows.clone());
                 rows
             }
-        },
-        Input::Join { kind, left, right, left_keys, right_keys } => {
+        }),
+        Input::Join {
+            kind: JoinKind::Updating { left_outer, right_outer, left_width, right_width },
+            left,
+            right,
+            left_keys,
+            right_keys,
+            condition,
+        } => {
+            let left = self::pipeline(job, *left, ids, tables)?;
+            let right = self::pipeline(job, *right, ids, tables)?;
+            let sides = [(left, left_keys, left_outer, left_width), (right, right_keys, right_outer, right_width)];
+            let [left, right] = sides.map(|(rows, keys, outer, width)| join::JoinSide {
+                rows: match rows {
+                    Rows::Append(rows) => join::Side::Append(rows),
+                    Rows::Updating(rows) => join::Side::Updating(rows),
+                },
+                keys,
+                outer,
+                width,
+            });
+            Rows::Updating(join::updating_join(
+                left,
+                right,
+                condition,
+                &ids.operator("join-left"),
+                &ids.operator("join-right"),
+            ))
+        }
+        Input::Join { kind, left, right, left_keys, right_keys, condition } => {
+            debug_assert!(condition.is_empty(), "only an outer join has a condition of its own");
             let left = append_only(self::pipeline(job, *left, ids, tables)?)?;
             let right = append_only(self::pipeline(job, *right, ids, tables)?)?;
-            match kind {
+            Rows::Append(match kind {
                 JoinKind::Window => join::window_join(left, right, left_keys, right_keys, &ids.operator("window-join")),
                 JoinKind::Regular => join::regular_join(left, right, left_keys, right_keys, &ids.operator("join")),
-            }
+                JoinKind::Updating { .. } => unreachable!("matched above"),
+            })
         }
     };
-    let mut rows = Rows::Append(rows);
     for stage in pipeline.stages {
         rows = match (stage, rows) {
             (Stage::Map(steps), Rows::Append(rows)) => Rows::Append(rows.flat_map(move |row| Step::run(&steps, row))),
@@ -625,8 +654,10 @@ mod tests {
             ),
             (
                 "CREATE VIEW counts AS SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction;
-                 INSERT INTO out SELECT c.auction, b.price FROM counts c JOIN bids b ON c.auction = b.auction;",
-                "a JOIN of an updating result (the GROUP BY at line 9, column 72",
+                 CREATE TABLE files (auction BIGINT, n BIGINT) WITH ('connector' = 'filesystem', 'path' = '/tmp/x', \
+                 'format' = 'csv');
+                 INSERT INTO files SELECT c.auction, b.price FROM counts c JOIN bids b ON c.auction = b.auction;",
+                "but the query's result updates: the GROUP BY at line 9, column 72",
             ),
             ("INSERT INTO out SELECT a.auction, b.price FROM bids a, bids b;", "two tables in FROM without a WHERE"),
             (
@@ -724,8 +755,14 @@ mod tests {
                 "both sides need event time: declare a WATERMARK",
             ),
             (
-                "INSERT INTO out SELECT a.auction, b.price FROM bids a LEFT JOIN bids b ON a.auction = b.auction;",
-                "outer joins are not supported yet",
+                "CREATE TABLE files (auction BIGINT, n BIGINT) WITH ('connector' = 'filesystem', 'path' = '/tmp/x', \
+                 'format' = 'json');
+                 INSERT INTO files SELECT a.auction, b.price FROM bids a LEFT JOIN bids b ON a.auction = b.auction;",
+                "'format' = 'json'), but the query's result updates: the LEFT JOIN at line 10, column 84",
+            ),
+            (
+                "INSERT INTO out SELECT a.auction, b.price FROM bids a LEFT JOIN bids b USING (auction);",
+                "a JOIN needs an ON condition",
             ),
             (
                 "INSERT INTO out SELECT auction, price FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction \

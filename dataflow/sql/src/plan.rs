@@ -102,6 +102,10 @@ pub enum Input {
         left_keys: Vec<Scalar>,
         /// The right side's join keys, over its rows (pairwise equal to the left's).
         right_keys: Vec<Scalar>,
+        /// Of an outer join: the rest of its `ON` condition, over the joined row (a pair that
+        /// fails it is no pair, so it decides which rows are kept with `NULL`s — it cannot be a
+        /// filter after the join).
+        condition: Vec<Scalar>,
     },
 }
 
@@ -112,6 +116,18 @@ pub enum JoinKind {
     Window,
     /// Each row with every row of the other side so far.
     Regular,
+    /// An outer join, or a join of an updating result: its result updates, on differential
+    /// dataflow (see [`crate::join::updating_join`]).
+    Updating {
+        /// `LEFT` or `FULL`: a left row without a partner is kept, with `NULL`s for the right.
+        left_outer: bool,
+        /// `RIGHT` or `FULL`: the same for a right row.
+        right_outer: bool,
+        /// How many columns the left side's rows have.
+        left_width: usize,
+        /// How many columns the right side's rows have.
+        right_width: usize,
+    },
 }
 
 /// A table's rows as its connector reads them.
@@ -213,6 +229,33 @@ impl Step {
     }
 }
 
+/// Which side of a join keeps its rows without a partner.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Outer {
+    None,
+    Left,
+    Right,
+    Full,
+}
+
+impl Outer {
+    fn keeps_left(self) -> bool {
+        matches!(self, Outer::Left | Outer::Full)
+    }
+    fn keeps_right(self) -> bool {
+        matches!(self, Outer::Right | Outer::Full)
+    }
+    /// As SQL names it.
+    fn name(self) -> &'static str {
+        match self {
+            Outer::None => "INNER",
+            Outer::Left => "LEFT",
+            Outer::Right => "RIGHT",
+            Outer::Full => "FULL OUTER",
+        }
+    }
+}
+
 /// A relation while planning: where its rows come from, the stages so far, its columns.
 struct Relation {
     input: RelationInput,
@@ -260,7 +303,14 @@ struct PendingRank {
 /// Where a relation's rows come from while planning.
 enum RelationInput {
     Table(String),
-    Join { kind: JoinKind, left: Box<Relation>, right: Box<Relation>, left_keys: Vec<Scalar>, right_keys: Vec<Scalar> },
+    Join {
+        kind: JoinKind,
+        left: Box<Relation>,
+        right: Box<Relation>,
+        left_keys: Vec<Scalar>,
+        right_keys: Vec<Scalar>,
+        condition: Vec<Scalar>,
+    },
 }
 
 impl Relation {
@@ -417,7 +467,7 @@ impl Catalog {
                     table: name,
                 })
             }
-            RelationInput::Join { kind, left, right, left_keys, right_keys } => {
+            RelationInput::Join { kind, left, right, left_keys, right_keys, condition } => {
                 let types = |relation: &Relation| relation.columns.iter().map(|c| c.ty.clone()).collect();
                 let (left_types, right_types): (Vec<SqlType>, Vec<SqlType>) = (types(&left), types(&right));
                 let mut input = Input::Join {
@@ -426,6 +476,7 @@ impl Catalog {
                     right: Box::new(self.pipeline(*right)?),
                     left_keys,
                     right_keys,
+                    condition,
                 };
                 let mut stages = fused(relation.stages);
                 prune_join(&mut input, &mut stages, &left_types, &right_types);
@@ -549,7 +600,7 @@ impl Catalog {
                 };
                 let (left, right) = (self.relation(&first.relation)?, self.relation(&second.relation)?);
                 where_joined = true;
-                self.join_on(left, right, condition, at)?
+                self.join_on(left, right, condition, Outer::None, at)?
             }
             [] => return Err(SqlError::at(at, "a SELECT without FROM is not supported")),
             _ => {
@@ -1038,19 +1089,23 @@ impl Catalog {
         use sqlparser::ast::{JoinConstraint, JoinOperator};
         let at = join.span().start;
         refuse(join.global, at, "GLOBAL JOIN")?;
-        let condition = match &join.join_operator {
+        let (condition, outer) = match &join.join_operator {
             JoinOperator::Join(JoinConstraint::On(condition)) | JoinOperator::Inner(JoinConstraint::On(condition)) => {
-                condition
+                (condition, Outer::None)
             }
-            JoinOperator::Join(_) | JoinOperator::Inner(_) => {
-                return Err(SqlError::at(at, "a JOIN needs an ON condition (USING and NATURAL are not supported yet)"));
-            }
-            JoinOperator::Left(_)
+            JoinOperator::Left(JoinConstraint::On(condition))
+            | JoinOperator::LeftOuter(JoinConstraint::On(condition)) => (condition, Outer::Left),
+            JoinOperator::Right(JoinConstraint::On(condition))
+            | JoinOperator::RightOuter(JoinConstraint::On(condition)) => (condition, Outer::Right),
+            JoinOperator::FullOuter(JoinConstraint::On(condition)) => (condition, Outer::Full),
+            JoinOperator::Join(_)
+            | JoinOperator::Inner(_)
+            | JoinOperator::Left(_)
             | JoinOperator::LeftOuter(_)
             | JoinOperator::Right(_)
             | JoinOperator::RightOuter(_)
             | JoinOperator::FullOuter(_) => {
-                return Err(SqlError::at(at, "outer joins are not supported yet"));
+                return Err(SqlError::at(at, "a JOIN needs an ON condition (USING and NATURAL are not supported yet)"));
             }
             JoinOperator::CrossJoin(_) => return Err(SqlError::at(at, "CROSS JOIN is not supported yet")),
             _ => {
@@ -1061,16 +1116,18 @@ impl Catalog {
             }
         };
         let right = self.relation(&join.relation)?;
-        self.join_on(left, right, condition, at)
+        self.join_on(left, right, condition, outer, at)
     }
 
-    /// An inner join of `left` and `right` on `condition` (a `JOIN … ON`, or the `WHERE` of
-    /// `FROM a, b`): see [`Catalog::join`].
+    /// A join of `left` and `right` on `condition` (a `JOIN … ON`, or the `WHERE` of `FROM a,
+    /// b`): see [`Catalog::join`]. An outer join, or one of an updating result, updates: it runs
+    /// on differential dataflow ([`JoinKind::Updating`]).
     fn join_on(
         &self,
         mut left: Relation,
         mut right: Relation,
         condition: &Expr,
+        outer: Outer,
         at: Location,
     ) -> Result<Relation, SqlError> {
         let qualifiers = |r: &Relation| -> std::collections::BTreeSet<String> {
@@ -1091,13 +1148,12 @@ impl Catalog {
             if let Some(rank) = &side.rank {
                 return Err(SqlError::at(rank.at, RANK_UNFILTERED));
             }
-            if let Some(producer) = &side.updating {
-                return Err(SqlError::at(
-                    at,
-                    format!("a JOIN of an updating result ({producer}) is not supported yet"),
-                ));
-            }
         }
+        // What makes the result update, if anything: the outer join itself, or an input.
+        let updating = match outer {
+            Outer::None => left.updating.clone().or_else(|| right.updating.clone()),
+            _ => Some(format!("the {} JOIN at line {}, column {}", outer.name(), at.line, at.column)),
+        };
         if !left.timestamped || !right.timestamped {
             return Err(SqlError::at(
                 at,
@@ -1139,11 +1195,12 @@ impl Catalog {
                 right_keys.push(r.substitute(&to_right));
                 continue;
             }
-            // A condition on one side filters that side before the join (an inner join's answer
-            // is the same, and the join keeps less); one on both, or on neither, the pairs.
+            // A condition on one side filters that side before the join (the answer is the same,
+            // and the join keeps less) — unless that side is kept whole by an outer join, where
+            // it decides which rows get a partner; one on both, or on neither, the pairs.
             match (reads_left(&predicate), reads_right(&predicate)) {
-                (true, false) => left.push(Step::Filter(predicate)),
-                (false, true) => right.push(Step::Filter(predicate.substitute(&to_right))),
+                (true, false) if !outer.keeps_left() => left.push(Step::Filter(predicate)),
+                (false, true) if !outer.keeps_right() => right.push(Step::Filter(predicate.substitute(&to_right))),
                 _ => residual.push(predicate),
             }
         }
@@ -1158,6 +1215,12 @@ impl Catalog {
             left_keys.iter().zip(&right_keys).any(|(a, b)| a.as_column() == Some(l) && b.as_column() == Some(r))
         };
         let kind = match (left.bounds, right.bounds) {
+            _ if updating.is_some() => JoinKind::Updating {
+                left_outer: outer.keeps_left(),
+                right_outer: outer.keeps_right(),
+                left_width: width,
+                right_width: right.columns.len(),
+            },
             (Some((left_start, left_end)), Some((right_start, right_end)))
                 if equated(left_start, right_start) && equated(left_end, right_end) =>
             {
@@ -1165,8 +1228,17 @@ impl Catalog {
             }
             _ => JoinKind::Regular,
         };
+        // An outer join's residual decides pairs; an inner join's filters them.
+        let condition = if outer == Outer::None { Vec::new() } else { std::mem::take(&mut residual) };
         let mut relation = Relation {
-            input: RelationInput::Join { kind, left: Box::new(left), right: Box::new(right), left_keys, right_keys },
+            input: RelationInput::Join {
+                kind,
+                left: Box::new(left),
+                right: Box::new(right),
+                left_keys,
+                right_keys,
+                condition,
+            },
             stages: Vec::new(),
             columns,
             time: None,
@@ -1175,7 +1247,7 @@ impl Catalog {
             window: None,
             bounds: None,
             timestamped: true,
-            updating: None,
+            updating,
             rank: None,
         };
         for predicate in residual {
@@ -1291,7 +1363,7 @@ fn fused(stages: Vec<Stage>) -> Vec<Stage> {
 /// changes unless the join's first stage ends in a projection (then no later stage sees the
 /// joined row as it is).
 fn prune_join(input: &mut Input, stages: &mut [Stage], left_types: &[SqlType], right_types: &[SqlType]) {
-    let Input::Join { kind: JoinKind::Regular, left, right, left_keys, right_keys } = input else { return };
+    let Input::Join { kind: JoinKind::Regular, left, right, left_keys, right_keys, .. } = input else { return };
     let Some(Stage::Map(steps)) = stages.first_mut() else { return };
     if !matches!(steps.last(), Some(Step::Project(_))) || steps.iter().any(Step::reads_processing_time) {
         return;
