@@ -493,7 +493,9 @@ mod tests {
         assert_eq!(parse_duration_ms("2m"), Ok(120_000));
         assert!(parse_duration_ms("10").unwrap_err().contains("no unit"));
         assert!(parse_duration_ms("ten").is_err());
-        assert!(parse_duration_ms("5d").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_duration_ms("5d"), Ok(432_000_000));
+        assert_eq!(parse_duration_ms("10 s"), Ok(10_000), "as Flink writes it");
+        assert!(parse_duration_ms("5 fortnights").unwrap_err().contains("unknown unit"));
         assert_eq!(parse_interval("off"), Ok(Interval(None)));
     }
 

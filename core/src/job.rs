@@ -323,18 +323,30 @@ impl Params {
 /// Parses `500ms`, `10s`, `2m`, `1h` into milliseconds.
 pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
     let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    if text[digits..].trim().is_empty() && text[..digits].parse::<i64>().is_ok_and(|value| value != 0) {
+        return Err(format!("`{text}` has no unit; write e.g. {text}s or {text}ms"));
+    }
+    parse_flink_duration_ms(text)
+}
+
+/// A duration as Flink writes one (`'10 s'`, `'500ms'`, `'1 min'`, `'2 hours'`), in
+/// milliseconds: a whole number, then a unit — `ms`, `s`, `m`/`min`, `h`, `d` or their long
+/// names, with or without a space; a number alone is milliseconds (Flink's `TimeUtils`). The
+/// engine's flags and SQL's `SET` and options all read durations with it.
+pub fn parse_flink_duration_ms(text: &str) -> Result<i64, String> {
+    let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let value: i64 =
         digits.parse().map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 10s, 2m or 1h"))?;
-    let scale = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        "" if value == 0 => 1,
-        "" => return Err(format!("`{text}` has no unit; write e.g. {text}s or {text}ms")),
-        other => return Err(format!("unknown unit `{other}` in `{text}`; use ms, s, m or h")),
+    let scale = match unit.trim() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        other => return Err(format!("unknown unit `{other}` in `{text}`; use ms, s, min, h or d")),
     };
     value.checked_mul(scale).ok_or_else(|| format!("`{text}` is too large"))
 }

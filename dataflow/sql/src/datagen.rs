@@ -117,22 +117,19 @@ fn number(n: i128, ty: &SqlType) -> Value {
     }
 }
 
-/// SplitMix64 over the seed, row and column: independent streams, each a function of its place.
+/// SplitMix64 from a hash of the seed, row and column: each value's stream a function of its
+/// place, and unrelated to its neighbours' (a linear combination of the three would make row
+/// `i + 1`'s stream row `i`'s, one step on).
 struct Random(u64);
 
 impl Random {
     fn new(seed: u64, index: u64, column: usize) -> Random {
-        let mut state = Random(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (column as u64).rotate_left(32));
-        state.next();
-        state
+        Random(mix(seed ^ mix(index ^ mix(column as u64 + 1))))
     }
 
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        mix(self.0)
     }
 
     /// Uniform in `[0, 1)`.
@@ -140,12 +137,20 @@ impl Random {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Uniform in `[min, max]` (`min <= max`).
+    /// Uniform in `[min, max]` (`min <= max`), in two's complement so that no span overflows.
     fn between(&mut self, min: i128, max: i128) -> i128 {
-        let span = (max - min) as u128 + 1;
+        let span = (max as u128).wrapping_sub(min as u128).wrapping_add(1);
         let draw = (u128::from(self.next()) << 64) | u128::from(self.next());
-        min + (draw % span) as i128
+        let offset = if span == 0 { draw } else { draw % span };
+        (min as u128).wrapping_add(offset) as i128
     }
+}
+
+/// SplitMix64's finalizer: a bijective hash of 64 bits.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// The `datagen` connector of `table`, checked against its physical columns.
@@ -205,7 +210,7 @@ pub fn source(table: &TableDef) -> Result<Datagen, SqlError> {
                 if !allowed.contains(option) && table.options.contains_key(&key(option)) {
                     return Err(SqlError::at(
                         column.at,
-                        format!("table {}: '{}' does not apply to a {ty} column of this kind", table.name, key(option)),
+                        format!("table {}: '{}' does not apply to this {ty} column", table.name, key(option)),
                     ));
                 }
             }
@@ -226,7 +231,14 @@ pub fn source(table: &TableDef) -> Result<Datagen, SqlError> {
                         format!("table {}: a sequence needs '{}' and '{}'", table.name, key("start"), key("end")),
                     ));
                 };
-                if end < start || fits(end, ty).is_none() || fits(start, ty).is_none() {
+                // Within BIGINT for every type, so that `start + i` never overflows.
+                let within_bigint = |n: i128| i64::try_from(n).is_ok();
+                if end < start
+                    || !within_bigint(start)
+                    || !within_bigint(end)
+                    || fits(end, ty).is_none()
+                    || fits(start, ty).is_none()
+                {
                     return Err(SqlError::at(
                         column.at,
                         format!("table {}: the sequence {start}..{end} does not fit {ty}", table.name),
@@ -249,15 +261,25 @@ pub fn source(table: &TableDef) -> Result<Datagen, SqlError> {
                     }
                     Kind::Integers { min, max }
                 }
-                SqlType::Decimal { precision, scale } => {
+                SqlType::Decimal { precision, .. } => {
                     refuse_unless(&["kind", "min", "max", "null-rate"])?;
                     let limit = 10i128.pow(u32::from(*precision)) - 1;
-                    let factor = 10f64.powi(i32::from(*scale));
-                    let bound = |key: String, default: i128| -> Result<i128, SqlError> {
-                        Ok(real(&key)?.map_or(default, |x| (x * factor).round() as i128))
+                    // Read exactly, as a value of the column's type (NULL: past its precision).
+                    let bound = |key: String, default: i128| -> Result<Option<i128>, SqlError> {
+                        match option(&key) {
+                            None => Ok(Some(default)),
+                            Some(text) => match crate::types::read_csv_field(text.trim(), ty) {
+                                Ok(Value::Decimal { unscaled, .. }) => Ok(Some(unscaled)),
+                                Ok(_) => Ok(None),
+                                Err(_) => Err(error(format!("option '{key}' must be a number, not '{text}'"))),
+                            },
+                        }
                     };
-                    let (min, max) = (bound(key("min"), -limit)?, bound(key("max"), limit)?);
-                    if min > max || min < -limit || max > limit {
+                    let (min, max) = match (bound(key("min"), -limit)?, bound(key("max"), limit)?) {
+                        (Some(min), Some(max)) => (min, max),
+                        _ => (1, 0),
+                    };
+                    if min > max {
                         return Err(SqlError::at(
                             column.at,
                             format!("table {}: {name}'s min and max do not fit {ty}", table.name),
@@ -268,12 +290,14 @@ pub fn source(table: &TableDef) -> Result<Datagen, SqlError> {
                 SqlType::Double => {
                     refuse_unless(&["kind", "min", "max", "null-rate"])?;
                     let (min, max) =
-                        (real(&key("min"))?.unwrap_or(f64::MIN_POSITIVE), real(&key("max"))?.unwrap_or(f64::MAX));
-                    if !min.is_finite() || !max.is_finite() || min > max {
+                        // Java's `Double.MIN_VALUE` (the least subnormal) and `MAX_VALUE`, as Flink's.
+                        (real(&key("min"))?.unwrap_or(f64::from_bits(1)), real(&key("max"))?.unwrap_or(f64::MAX));
+                    if !(max - min).is_finite() || min > max {
                         return Err(SqlError::at(
                             column.at,
                             format!(
-                                "table {}: {name}'s min and max must be finite, the min not above the max",
+                                "table {}: {name}'s min must not be above its max, nor the two farther apart than a \
+                                 DOUBLE holds",
                                 table.name
                             ),
                         ));
@@ -297,14 +321,19 @@ pub fn source(table: &TableDef) -> Result<Datagen, SqlError> {
                 }
                 SqlType::Timestamp => {
                     refuse_unless(&["kind", "max-past", "null-rate"])?;
+                    /// A century: a timestamp that far back is still a valid date.
+                    const LONGEST_PAST: i64 = 100 * 366 * 86_400_000;
                     let past = match option(&key("max-past")) {
                         None => 0,
-                        Some(text) => crate::settings::duration_ms(text).ok_or_else(|| {
-                            error(format!(
-                                "'{}' must be a duration such as '5 s' or '1 min', not '{text}'",
-                                key("max-past")
-                            ))
-                        })?,
+                        Some(text) => weir_core::job::parse_flink_duration_ms(text)
+                            .ok()
+                            .filter(|past| (0..=LONGEST_PAST).contains(past))
+                            .ok_or_else(|| {
+                                error(format!(
+                                    "'{}' must be a duration such as '5 s' or '1 min', up to a century, not '{text}'",
+                                    key("max-past")
+                                ))
+                            })?,
                     };
                     Kind::Integers { min: 0, max: i128::from(past) }
                 }
@@ -329,7 +358,9 @@ pub fn source(table: &TableDef) -> Result<Datagen, SqlError> {
     }
     let rows = match (whole("number-of-rows")?, shortest_sequence) {
         (Some(rows), _) if rows < 0 => return Err(error("'number-of-rows' must not be negative".into())),
-        (Some(rows), sequence) => (rows as u64).min(sequence.unwrap_or(u64::MAX)),
+        (Some(rows), sequence) => u64::try_from(rows)
+            .map_err(|_| error(format!("'number-of-rows' = '{rows}' is more than {} rows", u64::MAX)))?
+            .min(sequence.unwrap_or(u64::MAX)),
         (None, Some(sequence)) => sequence,
         (None, None) => {
             return Err(error(
@@ -340,9 +371,12 @@ pub fn source(table: &TableDef) -> Result<Datagen, SqlError> {
     let rows_per_second = match whole("rows-per-second")? {
         None => 10_000,
         Some(rate) if rate > 0 && rate <= i128::from(u32::MAX) => rate as u64,
-        Some(_) => return Err(error("'rows-per-second' must be positive".into())),
+        Some(_) => return Err(error(format!("'rows-per-second' must be from 1 to {}", u32::MAX))),
     };
-    let seed = whole("seed")?.map_or(0, |seed| seed as u64);
+    let seed = match whole("seed")? {
+        None => 0,
+        Some(seed) => u64::try_from(seed).map_err(|_| error(format!("'seed' must be from 0 to {}", u64::MAX)))?,
+    };
     Ok(Datagen { rows, rows_per_second, seed, fields })
 }
 
@@ -432,7 +466,20 @@ mod tests {
             ("id INT", ", 'number-of-rows' = '5', 'fields.id.min' = '9', 'fields.id.max' = '1'", "do not fit INT"),
             ("id TINYINT", ", 'number-of-rows' = '5', 'fields.id.max' = '1000'", "do not fit TINYINT"),
             ("id INT", ", 'fields.id.kind' = 'sequence', 'fields.id.start' = '1'", "a sequence needs"),
-            ("id INT", ", 'number-of-rows' = '5', 'fields.id.length' = '3'", "does not apply to a INT column"),
+            ("id INT", ", 'number-of-rows' = '5', 'fields.id.length' = '3'", "does not apply to this INT column"),
+            ("id INT", ", 'number-of-rows' = '18446744073709551616'", "is more than 18446744073709551615 rows"),
+            ("d DECIMAL(38, 0)", ", 'number-of-rows' = '5', 'fields.d.min' = 'NaN'", "must be a number, not 'NaN'"),
+            (
+                "x DOUBLE",
+                ", 'number-of-rows' = '5', 'fields.x.min' = '-1e308', 'fields.x.max' = '1e308'",
+                "farther apart",
+            ),
+            ("t TIMESTAMP(3)", ", 'number-of-rows' = '5', 'fields.t.max-past' = '999999 d'", "up to a century"),
+            (
+                "s VARCHAR",
+                ", 'fields.s.kind' = 'sequence', 'fields.s.start' = '0', 'fields.s.end' = '99999999999999999999'",
+                "does not fit",
+            ),
             ("s VARCHAR", ", 'number-of-rows' = 'many'", "must be a whole number"),
             ("r ROW<a INT>", ", 'number-of-rows' = '5'", "cannot generate a ROW<a INT> column"),
         ] {

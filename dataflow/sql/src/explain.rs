@@ -106,21 +106,23 @@ fn pipeline(planned: &Pipeline) -> Node {
     for stage in &planned.stages {
         node = match stage {
             Stage::Map(steps) => {
-                let mut parts = Vec::new();
-                let filters: Vec<String> = steps
-                    .iter()
-                    .filter_map(|s| match s {
-                        Step::Filter(p) => Some(p.to_string()),
-                        Step::Project(_) => None,
-                    })
-                    .collect();
+                // In their order: fused steps are filters then one projection, but steps that
+                // read PROCTIME() stay as written, and a filter after a projection reads its output.
+                let mut parts: Vec<String> = Vec::new();
+                let mut filters: Vec<String> = Vec::new();
+                for step in steps {
+                    match step {
+                        Step::Filter(predicate) => filters.push(predicate.to_string()),
+                        Step::Project(exprs) => {
+                            if !filters.is_empty() {
+                                parts.push(format!("WHERE {}", std::mem::take(&mut filters).join(" AND ")));
+                            }
+                            parts.push(format!("SELECT {}", list(exprs.iter())));
+                        }
+                    }
+                }
                 if !filters.is_empty() {
                     parts.push(format!("WHERE {}", filters.join(" AND ")));
-                }
-                for step in steps {
-                    if let Step::Project(exprs) = step {
-                        parts.push(format!("SELECT {}", list(exprs.iter())));
-                    }
                 }
                 let updating = node.updating;
                 Node::new(format!("Calc: {}", parts.join("; ")), updating, vec![node])

@@ -314,10 +314,7 @@ impl fmt::Display for Scalar {
             Kind::Field(base, index) => write!(f, "{base}.${index}"),
             Kind::Literal(Value::Null) => f.write_str("NULL"),
             Kind::Literal(Value::Str(text)) => write!(f, "'{}'", text.replace('\'', "''")),
-            Kind::Literal(Value::Millis(_)) | Kind::Literal(Value::Row(_)) => {
-                let Kind::Literal(value) = &self.kind else { unreachable!() };
-                write!(f, "{} '{value}'", self.ty)
-            }
+            Kind::Literal(value @ (Value::Millis(_) | Value::Row(_))) => write!(f, "{} '{value}'", self.ty),
             Kind::Literal(value) => write!(f, "{value}"),
             Kind::Arithmetic(op, l, r) => {
                 let op = match op {
@@ -343,7 +340,7 @@ impl fmt::Display for Scalar {
             Kind::And(l, r) => write!(f, "({l} AND {r})"),
             Kind::Or(l, r) => write!(f, "({l} OR {r})"),
             Kind::Not(inner) => write!(f, "NOT {inner}"),
-            Kind::Negate(inner) => write!(f, "-{inner}"),
+            Kind::Negate(inner) => write!(f, "-({inner})"),
             Kind::IsNull(inner, negated) => write!(f, "{inner} IS {}NULL", if *negated { "NOT " } else { "" }),
             Kind::Case(branches, otherwise) => {
                 f.write_str("CASE")?;

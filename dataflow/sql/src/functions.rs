@@ -80,8 +80,10 @@ impl Builtin {
         }
         match self {
             Builtin::DateFormat(pattern) => write!(f, ", '{pattern}')"),
-            Builtin::RegexpExtract { regex, group } => write!(f, ", '{}', {group})", regex.as_str()),
-            Builtin::SplitIndex { separator, index } => write!(f, ", '{separator}', {index})"),
+            Builtin::RegexpExtract { regex, group } => {
+                write!(f, ", '{}', {group})", regex.as_str().replace('\'', "''"))
+            }
+            Builtin::SplitIndex { separator, index } => write!(f, ", '{}', {index})", separator.replace('\'', "''")),
             _ => f.write_str(")"),
         }
     }

@@ -184,16 +184,16 @@ pub fn updating_join<'s>(
     };
     let (left, right) = (tagged(left, LEFT, left_uid), tagged(right, RIGHT, right_uid));
     left.concat(right).reduce("Join", move |key, rows, out| {
-        // SQL's `=` is never true for a NULL or NaN key: such rows have no partner.
+        let is = |tag: i64| move |(row, _): &&(&SortedRow, isize)| row.0.last() == Some(&Value::Int(tag));
+        let lefts: Vec<&(&SortedRow, isize)> = rows.iter().filter(is(LEFT)).collect();
+        let rights: Vec<&(&SortedRow, isize)> = rows.iter().filter(is(RIGHT)).collect();
+        let mut right_matched = vec![false; rights.len()];
+        // SQL's `=` is never true for a NULL or NaN key: such rows have no partner, and the
+        // pairs are not even looked for.
         let joinable = !key.has_never_equal();
-        let side = |tag: i64| rows.iter().filter(move |(row, _)| row.0.last() == Some(&Value::Int(tag)));
-        let mut right_matched = vec![false; rows.len()];
-        for (l, l_times) in side(LEFT) {
+        for (l, l_times) in &lefts {
             let mut matched = false;
-            for (index, (r, r_times)) in rows.iter().enumerate() {
-                if r.0.last() != Some(&Value::Int(RIGHT)) || !joinable {
-                    continue;
-                }
+            for (index, (r, r_times)) in rights.iter().enumerate().filter(|_| joinable) {
                 let mut joined = untagged(l).to_vec();
                 joined.extend_from_slice(untagged(r));
                 if condition.iter().all(|c| c.holds(&joined)) {
@@ -209,8 +209,8 @@ pub fn updating_join<'s>(
             }
         }
         if right_outer {
-            for (index, (r, r_times)) in rows.iter().enumerate() {
-                if r.0.last() == Some(&Value::Int(RIGHT)) && !right_matched[index] {
+            for ((r, r_times), matched) in rights.iter().zip(right_matched) {
+                if !matched {
                     let mut joined = vec![Value::Null; left_width];
                     joined.extend_from_slice(untagged(r));
                     out.push((SortedRow(joined), *r_times));

@@ -45,7 +45,8 @@ impl weir_dataflow::LineFormat for JsonRows {
         let mut row = Vec::with_capacity(self.columns.len() + self.computed.len());
         for (name, ty) in &self.columns {
             let value = match fields.get(name) {
-                Some(raw) => read_value(raw.get(), ty).map_err(|reason| format!("field {name}: {reason}"))?,
+                Some(raw) => read_value(raw.get(), ty, self.fail_on_missing_field)
+                    .map_err(|reason| format!("field {name}: {reason}"))?,
                 None if self.fail_on_missing_field => return Err(format!("no field {name}")),
                 None => Value::Null,
             };
@@ -63,8 +64,9 @@ impl weir_dataflow::LineFormat for JsonRows {
     }
 }
 
-/// One field's JSON text as a value of `ty`.
-fn read_value(raw: &str, ty: &SqlType) -> Result<Value, String> {
+/// One field's JSON text as a value of `ty` (`strict`: a nested object's missing field is an
+/// error too, as `'json.fail-on-missing-field'` makes it at every level in Flink).
+fn read_value(raw: &str, ty: &SqlType, strict: bool) -> Result<Value, String> {
     if raw == "null" {
         return Ok(Value::Null);
     }
@@ -75,6 +77,8 @@ fn read_value(raw: &str, ty: &SqlType) -> Result<Value, String> {
             match ty {
                 SqlType::Varchar => Ok(Value::Str(Arc::from(text))),
                 SqlType::Row(_) => Err(format!("{} is a string, not an object for a {ty}", shown())),
+                // Not NULL, as an empty CSV field is: Flink's JSON format fails on it.
+                _ if text.trim().is_empty() => Err(format!("an empty string is not a {ty}")),
                 _ => read_csv_field(&text, ty),
             }
         }
@@ -84,7 +88,8 @@ fn read_value(raw: &str, ty: &SqlType) -> Result<Value, String> {
             let values = fields
                 .iter()
                 .map(|(name, ty)| match object.get(name) {
-                    Some(raw) => read_value(raw.get(), ty).map_err(|reason| format!("field {name}: {reason}")),
+                    Some(raw) => read_value(raw.get(), ty, strict).map_err(|reason| format!("field {name}: {reason}")),
+                    None if strict => Err(format!("no field {name}")),
                     None => Ok(Value::Null),
                 })
                 .collect::<Result<Vec<Value>, String>>()?;
@@ -120,7 +125,7 @@ fn write_object(columns: &[(String, SqlType)], values: &[Value], out: &mut Vec<u
         if index > 0 {
             out.push(b',');
         }
-        serde_json::to_writer(&mut *out, name.as_str()).expect("a vector takes writes");
+        write_string(name, out);
         out.push(b':');
         write_value(value, ty, out);
     }
@@ -133,17 +138,38 @@ fn write_value(value: &Value, ty: &SqlType, out: &mut Vec<u8>) {
         Value::Bool(v) => out.extend_from_slice(if *v { b"true" } else { b"false" }),
         Value::Int(v) => weir_core::bid::write_integer(*v, out),
         Value::Double(v) if v.is_finite() => out.extend_from_slice(java_double(*v).as_bytes()),
-        Value::Double(v) => {
-            serde_json::to_writer(&mut *out, &java_double(*v)).expect("a vector takes writes");
-        }
+        Value::Double(v) => write_string(&java_double(*v), out),
         Value::Decimal { unscaled, scale } => out.extend_from_slice(json_decimal(*unscaled, *scale).as_bytes()),
-        Value::Str(text) => serde_json::to_writer(&mut *out, &**text).expect("a vector takes writes"),
-        Value::Millis(ms) => serde_json::to_writer(&mut *out, &format_timestamp(*ms)).expect("a vector takes writes"),
+        Value::Str(text) => write_string(text, out),
+        Value::Millis(ms) => write_string(&format_timestamp(*ms), out),
         Value::Row(fields) => match ty {
             SqlType::Row(types) => write_object(types, fields, out),
             other => unreachable!("a ROW value in a {other} column"),
         },
     }
+}
+
+/// A JSON string as Jackson writes one: `"` and `\\` escaped, `\b \t \n \f \r` as such,
+/// other control characters as `\u00XX` in capitals; everything else as it is (UTF-8).
+fn write_string(text: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\u{8}' => out.extend_from_slice(b"\\b"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\u{c}' => out.extend_from_slice(b"\\f"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04X}", c as u32).as_bytes()),
+            c => {
+                let mut buffer = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
 }
 
 /// A decimal as Flink's JSON format writes it: Jackson's number node strips its trailing zeros
@@ -219,6 +245,9 @@ mod tests {
         let mut out = Vec::new();
         write_value(&Value::Double(f64::NAN), &SqlType::Double, &mut out);
         assert_eq!(out, b"\"NaN\"");
+        let mut out = Vec::new();
+        write_string("a\u{1f}b\t\u{e9}", &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "\"a\\u001Fb\\t\u{e9}\"", "Jackson's escapes, in capitals");
         // A text column takes any JSON value as its text.
         let row = rows(false).parse(br#"{"name": 12.50}"#).unwrap();
         assert_eq!(row[2], text("12.50"));
@@ -251,5 +280,8 @@ mod tests {
         assert!(error(br#"{"nested": 3}"#, false).contains("field nested"));
         assert!(error(br#"{"ts": "yesterday"}"#, false).contains("field ts"));
         assert_eq!(error(br#"{"id": 1}"#, true), "no field price");
+        assert!(error(br#"{"id": ""}"#, false).contains("field id: an empty string is not a BIGINT"));
+        let nested = br#"{"id": 1, "price": 1, "name": "", "ts": null, "ok": null, "x": null, "nested": {"a": 1}}"#;
+        assert_eq!(error(nested, true), "field nested: no field b", "strict at every level");
     }
 }

@@ -352,6 +352,8 @@ impl Catalog {
     /// Builds the catalog from a script: its `INSERT`s, planned in order, and the plans its
     /// `EXPLAIN`s print (see [`crate::explain`]).
     pub fn plan_all(statements: Vec<SqlStatement>) -> Result<(Vec<Insert>, Vec<String>), SqlError> {
+        // The engine settings, checked here too, so that a script with a wrong one never runs.
+        crate::settings::settings(&statements)?;
         let mut catalog = Catalog::default();
         let mut inserts = Vec::new();
         let mut explained = Vec::new();
@@ -374,11 +376,8 @@ impl Catalog {
                     catalog.query(&query)?;
                     catalog.views.insert(name, query);
                 }
-                // Engine settings, read before the job is planned (`crate::settings`); checked
-                // here too, so that a script with a wrong one never runs.
-                SqlStatement::Set { key, value, at } => {
-                    crate::settings::apply(&mut Default::default(), &key, &value, at)?;
-                }
+                // Engine settings, read before the job is planned (`crate::settings`).
+                SqlStatement::Set { .. } => {}
                 SqlStatement::Insert { table, query, at } => inserts.push(catalog.insert(&table, &query, at)?),
                 SqlStatement::Explain { table: Some(table), query, at } => {
                     explained.push(crate::explain::explain_insert(&catalog.insert(&table, &query, at)?, at));

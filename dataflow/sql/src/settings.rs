@@ -20,9 +20,21 @@ const KEYS: &[&str] = &["parallelism.default", "execution.checkpointing.interval
 /// The engine settings of `statements`' `SET`s, the last of each key winning (as in Flink).
 pub fn settings(statements: &[SqlStatement]) -> Result<EngineDefaults, SqlError> {
     let mut settings = EngineDefaults::default();
+    let mut planned = false;
     for statement in statements {
-        if let SqlStatement::Set { key, value, at } = statement {
-            apply(&mut settings, key, value, *at)?;
+        match statement {
+            SqlStatement::Set { at, .. } if planned => {
+                // In Flink a SET changes the statements after it; the engine's settings hold for
+                // the whole job, so one after an INSERT would change what comes before it.
+                return Err(SqlError::at(
+                    *at,
+                    "a SET after an INSERT or EXPLAIN would apply to the whole job, the statements before it \
+                     included: put the SETs first",
+                ));
+            }
+            SqlStatement::Set { key, value, at } => apply(&mut settings, key, value, *at)?,
+            SqlStatement::Insert { .. } | SqlStatement::Explain { .. } => planned = true,
+            SqlStatement::CreateTable(_) | SqlStatement::CreateView { .. } => {}
         }
     }
     Ok(settings)
@@ -84,26 +96,10 @@ pub fn apply(settings: &mut EngineDefaults, key: &str, value: &str, at: Location
     Ok(())
 }
 
-/// A positive duration as Flink writes one (see [`duration_ms`]).
+/// A positive duration as Flink writes one (`weir_core::job::parse_flink_duration_ms`).
 fn duration(text: &str) -> Option<Duration> {
-    duration_ms(text).filter(|&millis| millis > 0).map(Duration::from_millis)
-}
-
-/// A duration as Flink writes one, in milliseconds: a whole number and a unit (`ms`, `s`, `min`,
-/// `h`, `d`, or their long names), with or without a space; a number alone is milliseconds.
-pub(crate) fn duration_ms(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let amount: u64 = text[..digits].parse().ok()?;
-    let millis = match text[digits..].trim().to_ascii_lowercase().as_str() {
-        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
-        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
-        "h" | "hour" | "hours" => 3_600_000,
-        "d" | "day" | "days" => 86_400_000,
-        _ => return None,
-    };
-    amount.checked_mul(millis)
+    let millis = weir_core::job::parse_flink_duration_ms(text).ok()?;
+    (millis > 0).then(|| Duration::from_millis(millis as u64))
 }
 
 #[cfg(test)]
@@ -136,5 +132,17 @@ mod tests {
             let error = set(key, value).unwrap_err();
             assert!(error.contains(expected) && error.contains("line 3"), "{key} = {value}: {error}");
         }
+    }
+
+    #[test]
+    fn a_set_after_an_insert_is_refused_rather_than_applied_to_what_came_before() {
+        let script = "CREATE TABLE t (a BIGINT) WITH ('connector' = 'blackhole');\n\
+                      SET 'parallelism.default' = '2';\n\
+                      INSERT INTO t SELECT a FROM t;\n\
+                      SET 'parallelism.default' = '4';";
+        let statements = crate::parser::parse_script(script).unwrap();
+        let error = settings(&statements).unwrap_err().to_string();
+        assert!(error.starts_with("line 4, column 1: a SET after an INSERT"), "{error}");
+        assert_eq!(settings(&statements[..3]).unwrap().parallelism, Some(2));
     }
 }
