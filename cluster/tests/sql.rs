@@ -537,3 +537,61 @@ fn outer_joins_keep_partnerless_rows_until_a_partner_arrives_and_equal_the_refer
     // Orders placed before their customer arrived waited with NULLs, then were replaced.
     assert!(changelogs[0].0.iter().any(|line| line.starts_with("-D,") || line.starts_with("-U,")), "retractions");
 }
+
+/// A join whose condition bounds the difference of the two sides' times is an interval join:
+/// each side's rows are kept only while a partner may come. Its pairs equal a reference
+/// computed from the bids directly, at parallelism 1 and 2.
+#[test]
+fn an_interval_join_pairs_rows_within_its_bounds_and_equals_the_reference() {
+    let registry = weir_cluster::jobs::builtin();
+    let root = tempfile::tempdir().unwrap();
+    let lines = nexmark::bids_as_csv(STATEFUL_EVENTS, SEED, STATEFUL_RATE);
+    let input = root.path().join("bids.csv");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let script = |out: &Path| {
+        format!(
+            "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, `dateTime` TIMESTAMP(3), extra VARCHAR,
+               WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '4' SECOND)
+             WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             CREATE TABLE pairs (auction BIGINT, first BIGINT, second BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             INSERT INTO pairs SELECT a.auction, a.price, b.price FROM bid a JOIN bid b ON a.auction = b.auction
+             AND b.`dateTime` BETWEEN a.`dateTime` - INTERVAL '1' SECOND AND a.`dateTime` + INTERVAL '2' SECOND
+             AND a.bidder <> b.bidder;",
+            input.display(),
+            out.display()
+        )
+    };
+    // The reference: every pair of bids of one auction, by different bidders, the second's time
+    // within [-1 s, +2 s] of the first's.
+    let parse = |line: &String| {
+        let fields: Vec<&str> = line.split(',').collect();
+        let ms = {
+            let text = fields[3].trim_matches('"');
+            let (date, time) = text.split_once(' ').unwrap();
+            let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
+            let hms: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+            let millis: i64 = format!("{fraction:0<3}").parse().unwrap();
+            (date.to_owned(), hms[0] * 3_600_000 + hms[1] * 60_000 + hms[2] * 1000 + millis)
+        };
+        (fields[0].parse::<i64>().unwrap(), fields[1].parse::<i64>().unwrap(), fields[2].parse::<i64>().unwrap(), ms)
+    };
+    let bids: Vec<(i64, i64, i64, (String, i64))> = lines.iter().map(parse).collect();
+    assert!(bids.iter().all(|b| b.3 .0 == bids[0].3 .0), "the bids fit one day");
+    let mut expected = Vec::new();
+    for a in &bids {
+        for b in &bids {
+            let difference = b.3 .1 - a.3 .1;
+            if a.0 == b.0 && a.1 != b.1 && (-1000..=2000).contains(&difference) {
+                expected.push(format!("{},{},{}", a.0, a.2, b.2));
+            }
+        }
+    }
+    expected.sort();
+    assert!(expected.len() > 100, "the reference has pairs: {}", expected.len());
+    for parallelism in [1, 2] {
+        let out = root.path().join(format!("out-{parallelism}"));
+        run_job(&registry, options(script(&out), parallelism)).expect("the script runs");
+        assert_eq!(committed(&out), expected, "parallelism {parallelism}");
+    }
+}

@@ -86,6 +86,15 @@ fn pipeline(planned: &Pipeline) -> Node {
                     ("Join: every row of both sides kept, each arrival paired in event-time order".to_owned(), false)
                 }
                 JoinKind::Window => ("WindowJoin: window by window, when the window closes".to_owned(), false),
+                JoinKind::Interval { lower, upper } => (
+                    format!(
+                        "IntervalJoin: a right row's time minus the left's in [{}, {}], each row kept only while a \
+                         partner may come",
+                        duration(*lower),
+                        duration(*upper)
+                    ),
+                    false,
+                ),
                 JoinKind::Updating { left_outer, right_outer, .. } => {
                     let kind = match (left_outer, right_outer) {
                         (true, true) => "FULL OUTER",

@@ -401,6 +401,71 @@ impl Scalar {
         }
     }
 
+    /// What it says about `b - a` for the timestamp columns `a` and `b`, if it is a comparison of
+    /// the two (each moved by a constant interval), or a conjunction of such: the least and the
+    /// greatest difference in milliseconds it allows, either open (`None`). An interval join
+    /// needs both (`b BETWEEN a - INTERVAL '1' SECOND AND a + INTERVAL '2' SECOND`).
+    pub fn time_difference_bounds(&self, a: usize, b: usize) -> Option<(Option<i64>, Option<i64>)> {
+        /// A timestamp column moved by a constant: `(column, milliseconds)`.
+        fn moved(scalar: &Scalar) -> Option<(usize, i64)> {
+            match &scalar.kind {
+                Kind::Column(column) if scalar.ty == SqlType::Timestamp => Some((*column, 0)),
+                Kind::Retype(inner) => moved(inner),
+                Kind::Arithmetic(op @ (Arithmetic::Add | Arithmetic::Subtract), time, shift) => {
+                    let Kind::Literal(Value::Millis(ms)) = shift.kind else { return None };
+                    let (column, offset) = moved(time)?;
+                    let ms = if *op == Arithmetic::Add { ms } else { ms.checked_neg()? };
+                    Some((column, offset.checked_add(ms)?))
+                }
+                _ => None,
+            }
+        }
+        match &self.kind {
+            Kind::And(l, r) => {
+                let (l, r) = (l.time_difference_bounds(a, b), r.time_difference_bounds(a, b));
+                let tighter = |x: Option<i64>, y: Option<i64>, pick: fn(i64, i64) -> i64| match (x, y) {
+                    (Some(x), Some(y)) => Some(pick(x, y)),
+                    (x, y) => x.or(y),
+                };
+                match (l, r) {
+                    (Some((l_low, l_high)), Some((r_low, r_high))) => {
+                        Some((tighter(l_low, r_low, i64::max), tighter(l_high, r_high, i64::min)))
+                    }
+                    (one, other) => one.or(other),
+                }
+            }
+            Kind::Compare(op, l, r) => {
+                let ((l_column, l_offset), (r_column, r_offset)) = (moved(l)?, moved(r)?);
+                // `x + p OP y + q` as a bound on `b - a`, in whole milliseconds.
+                let (flipped, difference) = match (l_column == a && r_column == b, l_column == b && r_column == a) {
+                    // a + p OP b + q  ⇔  b - a (OP reversed) p - q
+                    (true, _) => (true, l_offset.checked_sub(r_offset)?),
+                    // b + p OP a + q  ⇔  b - a OP q - p
+                    (_, true) => (false, r_offset.checked_sub(l_offset)?),
+                    _ => return None,
+                };
+                let op = match (op, flipped) {
+                    (Comparison::Eq, _) => Comparison::Eq,
+                    (op, false) => *op,
+                    (Comparison::Lt, true) => Comparison::Gt,
+                    (Comparison::LtEq, true) => Comparison::GtEq,
+                    (Comparison::Gt, true) => Comparison::Lt,
+                    (Comparison::GtEq, true) => Comparison::LtEq,
+                    (Comparison::NotEq, true) => Comparison::NotEq,
+                };
+                match op {
+                    Comparison::Eq => Some((Some(difference), Some(difference))),
+                    Comparison::LtEq => Some((None, Some(difference))),
+                    Comparison::Lt => Some((None, Some(difference.checked_sub(1)?))),
+                    Comparison::GtEq => Some((Some(difference), None)),
+                    Comparison::Gt => Some((Some(difference.checked_add(1)?), None)),
+                    Comparison::NotEq => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// Its two sides, if it is an equality `a = b`.
     pub fn equality(&self) -> Option<(&Scalar, &Scalar)> {
         match &self.kind {

@@ -14,6 +14,10 @@
 //!   keys, and one reduce per key that pairs them (with the rest of the `ON` condition) and keeps
 //!   the partnerless rows of an outer side. A change of a key costs a pass over the key's rows
 //!   of both sides — right for joins where a key has few rows on one side (enrichment).
+//! - An **interval join** is a regular join whose condition bounds the difference of the two
+//!   sides' times (`b.ts BETWEEN a.ts - INTERVAL '1' SECOND AND a.ts + INTERVAL '2' SECOND`): the
+//!   DataStream API's interval join, which keeps each side's rows only while a partner may still
+//!   come, so its state is bounded. The condition still filters the pairs afterwards.
 //! - A **regular join** keeps every row of both sides, per key, and pairs each arriving row
 //!   with the other side's rows so far (Flink's regular join, without state TTL yet). A keyed
 //!   co-process function hands rows over in event-time order, so the pairs — and the event time
@@ -97,6 +101,30 @@ pub fn regular_join<'s>(
         format!(
             "join {operator}: a {side} row arrived behind the watermark, so it cannot be joined in event-time order \
              and the answer would miss its pairs; give its table's WATERMARK a longer delay"
+        )
+    });
+    output.results
+}
+
+/// The interval join of two pipelines' rows: a right row joins a left row of its key iff its
+/// time minus the left's is in `[lower, upper]` ms (see the module's docs).
+pub fn interval_join<'s>(
+    left: DataStream<'s, Row>,
+    right: DataStream<'s, Row>,
+    left_keys: Vec<Scalar>,
+    right_keys: Vec<Scalar>,
+    lower: i64,
+    upper: i64,
+    uid: &str,
+) -> DataStream<'s, Row> {
+    let output =
+        keyed(left, left_keys).interval_join(keyed(right, right_keys)).between(lower, upper).process(uid, concat);
+    let operator = uid.to_owned();
+    output.late.fail_if_any(move |row| {
+        let side = if matches!(row, Either::Left(_)) { "left" } else { "right" };
+        format!(
+            "interval join {operator}: a {side} row arrived behind the watermark, so its partners may be gone and \
+             the answer would miss its pairs; give its table's WATERMARK a longer delay"
         )
     });
     output.results

@@ -224,6 +224,15 @@ fn pipeline<'s>(
             Rows::Append(match kind {
                 JoinKind::Window => join::window_join(left, right, left_keys, right_keys, &ids.operator("window-join")),
                 JoinKind::Regular => join::regular_join(left, right, left_keys, right_keys, &ids.operator("join")),
+                JoinKind::Interval { lower, upper } => join::interval_join(
+                    left,
+                    right,
+                    left_keys,
+                    right_keys,
+                    lower,
+                    upper,
+                    &ids.operator("interval-join"),
+                ),
                 JoinKind::Updating { .. } => unreachable!("matched above"),
             })
         }
@@ -852,6 +861,28 @@ mod tests {
             let error = refused(query);
             assert!(error.contains(expected), "{query}\n  expected {expected:?} in: {error}");
         }
+    }
+
+    #[test]
+    fn a_join_bounding_the_difference_of_its_sides_times_is_an_interval_join() {
+        let plan = |condition: &str| {
+            let script = format!(
+                "{SOURCE}\nINSERT INTO out SELECT a.auction, b.price FROM bids a JOIN bids b ON a.auction = b.auction \
+                 AND {condition};"
+            );
+            let inserts = plan_script(&script).unwrap();
+            let Input::Join { kind, .. } = &inserts[0].pipeline.input else { panic!("a join") };
+            *kind
+        };
+        let interval = |lower, upper| JoinKind::Interval { lower, upper };
+        let between = "b.ts BETWEEN a.ts - INTERVAL '1' SECOND AND a.ts + INTERVAL '2' SECOND";
+        assert_eq!(plan(between), interval(-1000, 2000));
+        // Either side on either hand, strict bounds to the millisecond, two conditions together.
+        assert_eq!(plan("a.ts > b.ts - INTERVAL '5' SECOND AND a.ts <= b.ts"), interval(0, 4999));
+        assert_eq!(plan("b.ts + INTERVAL '1' MINUTE >= a.ts AND b.ts < a.ts"), interval(-60_000, -1));
+        // One bound only, or none: a regular join (with the condition as a filter).
+        assert_eq!(plan("b.ts >= a.ts"), JoinKind::Regular);
+        assert_eq!(plan("a.price > b.price"), JoinKind::Regular);
     }
 
     #[test]

@@ -116,6 +116,15 @@ pub enum JoinKind {
     Window,
     /// Each row with every row of the other side so far.
     Regular,
+    /// Each row with the other side's rows whose time is within bounds of its own: the right
+    /// row's time minus the left row's is in `[lower, upper]` milliseconds (Flink's interval
+    /// join; each side's rows are kept only while a partner may still come).
+    Interval {
+        /// The least difference.
+        lower: i64,
+        /// The greatest difference.
+        upper: i64,
+    },
     /// An outer join, or a join of an updating result: its result updates, on differential
     /// dataflow (see [`crate::join::updating_join`]).
     Updating {
@@ -1213,6 +1222,25 @@ impl Catalog {
         let equated = |l: usize, r: usize| {
             left_keys.iter().zip(&right_keys).any(|(a, b)| a.as_column() == Some(l) && b.as_column() == Some(r))
         };
+        // Bounds on the difference of the two sides' times, from the rest of the condition (it
+        // still filters the pairs: the bounds only let the join forget rows).
+        let interval = match (left.time, right.time) {
+            (Some(a), Some(b)) => {
+                residual.iter().fold(None, |bounds: Option<(Option<i64>, Option<i64>)>, predicate| {
+                    match (bounds, predicate.time_difference_bounds(a, width + b)) {
+                        (Some((low, high)), Some((more_low, more_high))) => Some((
+                            low.max(more_low).or(low).or(more_low),
+                            match (high, more_high) {
+                                (Some(x), Some(y)) => Some(x.min(y)),
+                                (x, y) => x.or(y),
+                            },
+                        )),
+                        (bounds, more) => bounds.or(more),
+                    }
+                })
+            }
+            _ => None,
+        };
         let kind = match (left.bounds, right.bounds) {
             _ if updating.is_some() => JoinKind::Updating {
                 left_outer: outer.keeps_left(),
@@ -1225,7 +1253,10 @@ impl Catalog {
             {
                 JoinKind::Window
             }
-            _ => JoinKind::Regular,
+            _ => match interval {
+                Some((Some(lower), Some(upper))) if lower <= upper => JoinKind::Interval { lower, upper },
+                _ => JoinKind::Regular,
+            },
         };
         // An outer join's residual decides pairs; an inner join's filters them.
         let condition = if outer == Outer::None { Vec::new() } else { std::mem::take(&mut residual) };
@@ -1356,13 +1387,17 @@ fn fused(stages: Vec<Stage>) -> Vec<Stage> {
         .collect()
 }
 
-/// Column pruning under a regular join: each side passes on only the columns the join's keys
+/// Column pruning under a regular or interval join: each side passes on only the columns the join's keys
 /// and the projection after it read. A regular join keeps every row of both sides as its state,
 /// so a column nobody reads would be kept (and checkpointed) for the job's lifetime. Nothing
 /// changes unless the join's first stage ends in a projection (then no later stage sees the
 /// joined row as it is).
 fn prune_join(input: &mut Input, stages: &mut [Stage], left_types: &[SqlType], right_types: &[SqlType]) {
-    let Input::Join { kind: JoinKind::Regular, left, right, left_keys, right_keys, .. } = input else { return };
+    let Input::Join { kind: JoinKind::Regular | JoinKind::Interval { .. }, left, right, left_keys, right_keys, .. } =
+        input
+    else {
+        return;
+    };
     let Some(Stage::Map(steps)) = stages.first_mut() else { return };
     if !matches!(steps.last(), Some(Step::Project(_))) || steps.iter().any(Step::reads_processing_time) {
         return;
