@@ -332,7 +332,8 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
 
 /// A duration as Flink writes one (`'10 s'`, `'500ms'`, `'1 min'`, `'2 hours'`), in
 /// milliseconds: a whole number, then a unit — `ms`, `s`, `m`/`min`, `h`, `d` or their long
-/// names, with or without a space; a number alone is milliseconds (Flink's `TimeUtils`). The
+/// names, in any case, with or without a space; a number alone is milliseconds (Flink's
+/// `TimeUtils`). The
 /// engine's flags and SQL's `SET` and options all read durations with it.
 pub fn parse_flink_duration_ms(text: &str) -> Result<i64, String> {
     let text = text.trim();
@@ -340,7 +341,7 @@ pub fn parse_flink_duration_ms(text: &str) -> Result<i64, String> {
     let (digits, unit) = text.split_at(split);
     let value: i64 =
         digits.parse().map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 10s, 2m or 1h"))?;
-    let scale = match unit.trim() {
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
         "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
         "m" | "min" | "mins" | "minute" | "minutes" => 60_000,

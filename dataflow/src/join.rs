@@ -59,7 +59,9 @@ where
     fn process_element1(&mut self, a: A, ctx: &mut Context<'_, K, O>) {
         let time = ctx.timestamp();
         for partner in self.right.get(ctx.state()) {
-            if time + self.lower_ms <= partner.time && partner.time <= time + self.upper_ms {
+            // Saturating: a bound near the ends of time must not wrap around them.
+            if time.saturating_add(self.lower_ms) <= partner.time && partner.time <= time.saturating_add(self.upper_ms)
+            {
                 let joined = (self.join)(&a, &partner.value);
                 ctx.collect(joined);
             }
@@ -67,21 +69,22 @@ where
         // Partners still to come are at or after `time`; they match up to `time + upper`.
         if self.upper_ms >= 0 {
             self.left.add(ctx.state(), Timed { time, value: a });
-            ctx.register_event_time_timer(time + self.upper_ms);
+            ctx.register_event_time_timer(time.saturating_add(self.upper_ms));
         }
     }
 
     fn process_element2(&mut self, b: B, ctx: &mut Context<'_, K, O>) {
         let time = ctx.timestamp();
         for partner in self.left.get(ctx.state()) {
-            if partner.time + self.lower_ms <= time && time <= partner.time + self.upper_ms {
+            if partner.time.saturating_add(self.lower_ms) <= time && time <= partner.time.saturating_add(self.upper_ms)
+            {
                 let joined = (self.join)(&partner.value, &b);
                 ctx.collect(joined);
             }
         }
         if self.lower_ms <= 0 {
             self.right.add(ctx.state(), Timed { time, value: b });
-            ctx.register_event_time_timer(time - self.lower_ms);
+            ctx.register_event_time_timer(time.saturating_sub(self.lower_ms));
         }
     }
 
@@ -90,10 +93,10 @@ where
         // still reach.
         let (lower, upper) = (self.lower_ms, self.upper_ms);
         let left: Vec<Timed<A>> =
-            self.left.get(ctx.state()).into_iter().filter(|a| a.time + upper > timestamp).collect();
+            self.left.get(ctx.state()).into_iter().filter(|a| a.time.saturating_add(upper) > timestamp).collect();
         self.left.update(ctx.state(), left);
         let right: Vec<Timed<B>> =
-            self.right.get(ctx.state()).into_iter().filter(|b| b.time - lower > timestamp).collect();
+            self.right.get(ctx.state()).into_iter().filter(|b| b.time.saturating_sub(lower) > timestamp).collect();
         self.right.update(ctx.state(), right);
     }
 }

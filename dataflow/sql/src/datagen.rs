@@ -205,6 +205,17 @@ pub fn source(table: &TableDef) -> Result<Datagen, SqlError> {
         if !(0.0..=1.0).contains(&null_rate) {
             return Err(error(format!("'{}' must be from 0 to 1", key("null-rate"))));
         }
+        if null_rate > 0.0 && table.watermark.as_ref().is_some_and(|w| w.column == *name) {
+            // Flink fails the job on a NULL time attribute; a row without a time has no place.
+            return Err(SqlError::at(
+                column.at,
+                format!(
+                    "table {}: {name} is the WATERMARK's column, which must not be NULL: remove '{}'",
+                    table.name,
+                    key("null-rate")
+                ),
+            ));
+        }
         let refuse_unless = |allowed: &[&str]| -> Result<(), SqlError> {
             for option in FIELD_OPTIONS {
                 if !allowed.contains(option) && table.options.contains_key(&key(option)) {
@@ -475,6 +486,11 @@ mod tests {
                 "farther apart",
             ),
             ("t TIMESTAMP(3)", ", 'number-of-rows' = '5', 'fields.t.max-past' = '999999 d'", "up to a century"),
+            (
+                "t TIMESTAMP(3), WATERMARK FOR t AS t",
+                ", 'number-of-rows' = '5', 'fields.t.null-rate' = '0.1'",
+                "must not be NULL",
+            ),
             (
                 "s VARCHAR",
                 ", 'fields.s.kind' = 'sequence', 'fields.s.start' = '0', 'fields.s.end' = '99999999999999999999'",

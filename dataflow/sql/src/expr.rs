@@ -411,6 +411,14 @@ impl Scalar {
             match &scalar.kind {
                 Kind::Column(column) if scalar.ty == SqlType::Timestamp => Some((*column, 0)),
                 Kind::Retype(inner) => moved(inner),
+                // `INTERVAL … + ts`.
+                Kind::Arithmetic(Arithmetic::Add, shift, time)
+                    if matches!(shift.kind, Kind::Literal(Value::Millis(_))) =>
+                {
+                    let Kind::Literal(Value::Millis(ms)) = shift.kind else { return None };
+                    let (column, offset) = moved(time)?;
+                    Some((column, offset.checked_add(ms)?))
+                }
                 Kind::Arithmetic(op @ (Arithmetic::Add | Arithmetic::Subtract), time, shift) => {
                     let Kind::Literal(Value::Millis(ms)) = shift.kind else { return None };
                     let (column, offset) = moved(time)?;

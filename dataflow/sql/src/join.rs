@@ -221,13 +221,15 @@ pub fn updating_join<'s>(
         let joinable = !key.has_never_equal();
         for (l, l_times) in &lefts {
             let mut matched = false;
-            for (index, (r, r_times)) in rights.iter().enumerate().filter(|_| joinable) {
-                let mut joined = untagged(l).to_vec();
-                joined.extend_from_slice(untagged(r));
-                if condition.iter().all(|c| c.holds(&joined)) {
-                    out.push((SortedRow(joined), l_times * r_times));
-                    matched = true;
-                    right_matched[index] = true;
+            if joinable {
+                for (index, (r, r_times)) in rights.iter().enumerate() {
+                    let mut joined = untagged(l).to_vec();
+                    joined.extend_from_slice(untagged(r));
+                    if condition.iter().all(|c| c.holds(&joined)) {
+                        out.push((SortedRow(joined), l_times * r_times));
+                        matched = true;
+                        right_matched[index] = true;
+                    }
                 }
             }
             if !matched && left_outer {

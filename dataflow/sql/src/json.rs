@@ -77,7 +77,9 @@ fn read_value(raw: &str, ty: &SqlType, strict: bool) -> Result<Value, String> {
             match ty {
                 SqlType::Varchar => Ok(Value::Str(Arc::from(text))),
                 SqlType::Row(_) => Err(format!("{} is a string, not an object for a {ty}", shown())),
-                // Not NULL, as an empty CSV field is: Flink's JSON format fails on it.
+                // Not NULL, as an empty CSV field is: Flink's JSON format fails on it for a number
+                // or a timestamp, and reads `false` for a boolean (Java's `parseBoolean`).
+                SqlType::Boolean if text.trim().is_empty() => Ok(Value::Bool(false)),
                 _ if text.trim().is_empty() => Err(format!("an empty string is not a {ty}")),
                 _ => read_csv_field(&text, ty),
             }

@@ -880,6 +880,7 @@ mod tests {
         // Either side on either hand, strict bounds to the millisecond, two conditions together.
         assert_eq!(plan("a.ts > b.ts - INTERVAL '5' SECOND AND a.ts <= b.ts"), interval(0, 4999));
         assert_eq!(plan("b.ts + INTERVAL '1' MINUTE >= a.ts AND b.ts < a.ts"), interval(-60_000, -1));
+        assert_eq!(plan("INTERVAL '1' SECOND + a.ts >= b.ts AND b.ts >= a.ts"), interval(0, 1000));
         // One bound only, or none: a regular join (with the condition as a filter).
         assert_eq!(plan("b.ts >= a.ts"), JoinKind::Regular);
         assert_eq!(plan("a.price > b.price"), JoinKind::Regular);

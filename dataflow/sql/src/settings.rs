@@ -115,7 +115,9 @@ mod tests {
     #[test]
     fn flinks_keys_set_the_engine_and_the_rest_is_refused_with_its_place() {
         assert_eq!(set("parallelism.default", "4").unwrap().parallelism, Some(4));
-        for (text, millis) in [("10 s", 10_000), ("10s", 10_000), ("500", 500), ("1 min", 60_000), ("2h", 7_200_000)] {
+        for (text, millis) in
+            [("10 s", 10_000), ("10s", 10_000), ("500", 500), ("1 min", 60_000), ("2h", 7_200_000), ("10 S", 10_000)]
+        {
             let interval = set("execution.checkpointing.interval", text).unwrap().checkpoint_interval;
             assert_eq!(interval, Some(Duration::from_millis(millis)), "{text}");
         }
