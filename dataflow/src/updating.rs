@@ -450,15 +450,8 @@ where
     }
 
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
-        for (group, bytes) in states {
-            let records = self.records.restore(group, bytes).map_err(|e| format!("key group {group}: {e}"))?;
-            for (time, value) in records {
-                let key = self.key.key(&value);
-                if key_group_of(&key) != group {
-                    return Err(format!("key group {group} holds a record of key group {}", key_group_of(&key)));
-                }
-                self.replay.push(Record::derived((key, value), time));
-            }
+        for (time, key, value) in restore_records(&mut self.records, &self.key, states)? {
+            self.replay.push(Record::derived((key, value), time));
         }
         Ok(())
     }
@@ -543,18 +536,31 @@ where
     /// Restored records wait for event time to pass them again, and are folded in then: the
     /// accumulators, and the changes at each event time, come out as the first run made them.
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
-        for (group, bytes) in states {
-            let records = self.records.restore(group, bytes).map_err(|e| format!("key group {group}: {e}"))?;
-            for (time, value) in records {
-                let key = self.key.key(&value);
-                if key_group_of(&key) != group {
-                    return Err(format!("key group {group} holds a record of key group {}", key_group_of(&key)));
-                }
-                self.pending.entry(time).or_default().push((key, value));
-            }
+        for (time, key, value) in restore_records(&mut self.records, &self.key, states)? {
+            self.pending.entry(time).or_default().push((key, value));
         }
         Ok(())
     }
+}
+
+/// Restores the record log of an entry or a fold: each restored record with its time and key,
+/// checked to be of the key group it was stored under.
+fn restore_records<K: Hash, T: UpdateData, KF: KeySelector<T, K>>(
+    records: &mut RecordLog<T>,
+    key: &KF,
+    states: KeyGroupStates,
+) -> Result<Vec<(EventTime, K, T)>, String> {
+    let mut restored = Vec::new();
+    for (group, bytes) in states {
+        for (time, value) in records.restore(group, bytes).map_err(|e| format!("key group {group}: {e}"))? {
+            let key = key.key(&value);
+            if key_group_of(&key) != group {
+                return Err(format!("key group {group} holds a record of key group {}", key_group_of(&key)));
+            }
+            restored.push((time, key, value));
+        }
+    }
+    Ok(restored)
 }
 
 /// The exit: the changelog of the updates it receives, per event time once event time passes.

@@ -282,21 +282,25 @@ impl weir_dataflow::LineFormat for CsvRows {
         if fields.len() != self.columns.len() {
             return Err(format!("{} fields, but the table has {} columns", fields.len(), self.columns.len()));
         }
-        let mut row = Vec::with_capacity(self.columns.len() + self.computed.len());
+        let mut row: Row = Vec::with_capacity(self.columns.len() + self.computed.len());
         for (field, (name, ty)) in fields.iter().zip(&self.columns) {
             let text = std::str::from_utf8(field).map_err(|_| format!("column {name}: not UTF-8"))?;
             row.push(crate::types::read_csv_field(text, ty).map_err(|reason| format!("column {name}: {reason}"))?);
         }
-        let computed: Vec<Value> = self.computed.iter().map(|c| c.eval(&row)).collect();
-        row.extend(computed);
-        if let Some(time) = self.time {
-            if row[time] == Value::Null {
-                // Flink fails the job on a NULL rowtime; Weir would take it as late, and drop it.
-                return Err("the table's time attribute (its WATERMARK column) is NULL".into());
-            }
-        }
-        Ok(row)
+        with_computed(row, &self.computed, self.time)
     }
+}
+
+/// A source row completed: its physical columns, then its computed columns over them. The time
+/// attribute's column (`time`), if any, must not be `NULL` — Flink fails the job on a `NULL`
+/// rowtime; Weir would take the row as late, and drop it — so such a row is malformed.
+pub fn with_computed(mut row: Row, computed: &[crate::expr::Scalar], time: Option<usize>) -> Result<Row, String> {
+    let values: Vec<Value> = computed.iter().map(|c| c.eval(&row)).collect();
+    row.extend(values);
+    if time.is_some_and(|time| row[time] == Value::Null) {
+        return Err("the table's time attribute (its WATERMARK column) is NULL".into());
+    }
+    Ok(row)
 }
 
 /// The columns the Nexmark connector provides (Nexmark's `datagen` table).
@@ -531,11 +535,7 @@ impl Generator for RowGenerator {
     fn generate(&self, split: usize, splits: usize, position: u64) -> Row {
         let event = self.config.event(weir_core::generator::GeneratorConfig::global_index(split, splits, position));
         let mut provided = nexmark_row(&event);
-        let mut row: Row = self.columns.iter().map(|&i| std::mem::replace(&mut provided[i], Value::Null)).collect();
-        for computed in &self.computed {
-            let value = computed.eval(&row);
-            row.push(value);
-        }
-        row
+        let row: Row = self.columns.iter().map(|&i| std::mem::replace(&mut provided[i], Value::Null)).collect();
+        with_computed(row, &self.computed, None).expect("no time attribute is checked")
     }
 }

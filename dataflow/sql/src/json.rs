@@ -52,15 +52,7 @@ impl weir_dataflow::LineFormat for JsonRows {
             };
             row.push(value);
         }
-        let computed: Vec<Value> = self.computed.iter().map(|c| c.eval(&row)).collect();
-        row.extend(computed);
-        if let Some(time) = self.time {
-            if row[time] == Value::Null {
-                // Flink fails the job on a NULL rowtime; Weir would take it as late, and drop it.
-                return Err("the table's time attribute (its WATERMARK column) is NULL".into());
-            }
-        }
-        Ok(row)
+        crate::connector::with_computed(row, &self.computed, self.time)
     }
 }
 

@@ -506,12 +506,8 @@ impl weir_dataflow::source::Generator for DatagenRows {
         weir_core::generator::strided_split_len(self.config.rows, split, splits)
     }
     fn generate(&self, split: usize, splits: usize, position: u64) -> Row {
-        let mut row = self.config.row(weir_core::generator::GeneratorConfig::global_index(split, splits, position));
-        for computed in &self.computed {
-            let value = computed.eval(&row);
-            row.push(value);
-        }
-        row
+        let row = self.config.row(weir_core::generator::GeneratorConfig::global_index(split, splits, position));
+        connector::with_computed(row, &self.computed, None).expect("no time attribute is checked")
     }
 }
 
