@@ -41,6 +41,7 @@ pub fn main(registry: JobRegistry) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(invocation) => run_command(&registry, &invocation),
+        Command::Sql(invocation) if invocation.opens_shell() => shell(&registry, invocation.flags),
         Command::Sql(invocation) => run_command(&registry, &invocation.job()),
         Command::Certs(CertsCommand::Init { dir, hosts }) => match init_certs(&dir, &hosts) {
             Ok(files) => {
@@ -73,6 +74,17 @@ pub fn main(registry: JobRegistry) -> ExitCode {
         }
         Command::Job(command) => job_command(&registry, command),
     }
+}
+
+/// `weir sql` without a script: the interactive shell.
+#[cfg(not(madsim))]
+fn shell(registry: &JobRegistry, flags: Vec<String>) -> ExitCode {
+    crate::shell::run(registry, flags)
+}
+
+#[cfg(madsim)]
+fn shell(_: &JobRegistry, _: Vec<String>) -> ExitCode {
+    fail("the SQL shell needs a terminal, which the simulator has not")
 }
 
 /// `weir run JOB …` (and `weir sql -f FILE …`): the job on an embedded local cluster.

@@ -32,7 +32,8 @@ pub enum Command {
     /// `weir run JOB [FLAGS]`; `weir run JOB --help` shows the job's flags.
     Run(JobInvocation),
     /// Run a Flink SQL script on an embedded local cluster: `weir sql -f job.sql [FLAGS]` is
-    /// `weir run sql --script "$(cat job.sql)" [FLAGS]` (docs/sql.md).
+    /// `weir run sql --script "$(cat job.sql)" [FLAGS]` (docs/sql.md); without `-f`, an
+    /// interactive shell whose queries run with FLAGS.
     Sql(SqlInvocation),
     /// List the jobs this binary can run, with their parameters.
     Jobs,
@@ -136,7 +137,7 @@ pub struct JobInvocation {
     pub flags: Vec<String>,
 }
 
-/// `weir sql -f FILE [FLAGS]`.
+/// `weir sql -f FILE [FLAGS]`, or `weir sql [FLAGS]` for the interactive shell.
 #[derive(Debug, Args)]
 pub struct SqlInvocation {
     /// `-f FILE` and the engine's flags (`--parallelism`, `--checkpoint-interval`, …).
@@ -145,6 +146,15 @@ pub struct SqlInvocation {
 }
 
 impl SqlInvocation {
+    /// Whether this is `weir sql` without a script (`-f`, `--script`) or `--help`: the
+    /// interactive shell.
+    pub fn opens_shell(&self) -> bool {
+        !self.flags.iter().any(|flag| {
+            let name = flag.split('=').next().unwrap_or(flag);
+            matches!(name, "-f" | "--file" | "--script" | "--help" | "-h")
+        })
+    }
+
     /// The `sql` job's invocation.
     pub fn job(self) -> JobInvocation {
         JobInvocation { job: "sql".into(), flags: self.flags }

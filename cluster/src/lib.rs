@@ -19,6 +19,8 @@ pub mod net;
 pub mod protocol;
 pub mod run;
 pub mod server;
+#[cfg(not(madsim))]
+pub mod shell;
 pub mod slot;
 pub mod tls;
 pub mod transport;

@@ -499,22 +499,6 @@ fn outer_joins_keep_partnerless_rows_until_a_partner_arrives_and_equal_the_refer
         changelogs.push((committed(&out.join("enriched")), committed(&out.join("everyone"))));
     }
     assert_eq!(changelogs[0], changelogs[1], "the same changelogs at parallelism 1 and 2");
-    // What a changelog builds: +I/+U add a row, -U/-D take one away.
-    let table = |changelog: &[String]| -> Vec<String> {
-        let mut rows: Vec<String> = Vec::new();
-        for line in changelog {
-            let (kind, row) = line.split_once(',').unwrap();
-            match kind {
-                "+I" | "+U" => rows.push(row.to_owned()),
-                _ => {
-                    let at = rows.iter().position(|r| r == row).unwrap_or_else(|| panic!("retracts {row} never added"));
-                    rows.remove(at);
-                }
-            }
-        }
-        rows.sort();
-        rows
-    };
     let name = |id: i64| customers.iter().find(|c| c.0 == id).map(|c| c.1.clone());
     let mut enriched: Vec<String> = orders
         .iter()
@@ -524,7 +508,7 @@ fn outer_joins_keep_partnerless_rows_until_a_partner_arrives_and_equal_the_refer
         })
         .collect();
     enriched.sort();
-    assert_eq!(table(&changelogs[0].0), enriched, "LEFT JOIN");
+    assert_eq!(end_state(&changelogs[0].0), enriched, "LEFT JOIN");
     let mut everyone: Vec<String> = orders
         .iter()
         .map(|(oid, c, _, _)| if *c < 25 { format!("{oid},{c}") } else { format!("{oid},") })
@@ -533,9 +517,75 @@ fn outer_joins_keep_partnerless_rows_until_a_partner_arrives_and_equal_the_refer
         )
         .collect();
     everyone.sort();
-    assert_eq!(table(&changelogs[0].1), everyone, "FULL OUTER JOIN");
+    assert_eq!(end_state(&changelogs[0].1), everyone, "FULL OUTER JOIN");
     // Orders placed before their customer arrived waited with NULLs, then were replaced.
     assert!(changelogs[0].0.iter().any(|line| line.starts_with("-D,") || line.starts_with("-U,")), "retractions");
+}
+
+/// What a changelog builds, sorted: `+I`/`+U` add a row, `-U`/`-D` take one away. (Sorted
+/// changelog lines have every addition before the retractions.)
+fn end_state(changelog: &[String]) -> Vec<String> {
+    let mut rows: Vec<String> = Vec::new();
+    for line in changelog {
+        let (kind, row) = line.split_once(',').unwrap();
+        match kind {
+            "+I" | "+U" => rows.push(row.to_owned()),
+            _ => {
+                let at = rows.iter().position(|r| r == row).unwrap_or_else(|| panic!("retracts {row} never added"));
+                rows.remove(at);
+            }
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Aggregates without a `GROUP BY` make all rows one group (Flink's global aggregate): one
+/// row, updated as rows arrive, equal to the reference at parallelism 1 and 3.
+#[test]
+fn a_global_aggregate_keeps_one_row_equal_to_the_reference() {
+    let registry = weir_cluster::jobs::builtin();
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("orders.csv");
+    let orders: Vec<(i64, i64)> = (0..500).map(|i| ((i * 7) % 31, 5 + (i * 13) % 97)).collect();
+    let lines: Vec<String> = orders
+        .iter()
+        .enumerate()
+        .map(|(i, (customer, amount))| {
+            format!("{customer},{amount},\"{}\"", weir_sql::types::format_timestamp(1_700_000_000_000 + i as i64 * 40))
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let mut ends = Vec::new();
+    for parallelism in [1, 3] {
+        let out = root.path().join(format!("out-{parallelism}"));
+        let script = format!(
+            "CREATE TABLE orders (customer BIGINT, amount BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL \
+             '1' SECOND) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             CREATE TABLE totals (n BIGINT, total BIGINT, biggest BIGINT, customers BIGINT, small BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'changelog-csv');
+             INSERT INTO totals SELECT COUNT(*), SUM(amount), MAX(amount), COUNT(DISTINCT customer),
+               COUNT(*) FILTER (WHERE amount < 20) FROM orders WHERE customer <> 3;",
+            input.display(),
+            out.display()
+        );
+        run_job(&registry, options(script, parallelism)).expect("the script runs");
+        let changelog = committed(&out);
+        assert!(changelog.iter().any(|line| line.starts_with("-U,")), "the row is updated");
+        ends.push(end_state(&changelog));
+    }
+    let kept: Vec<&(i64, i64)> = orders.iter().filter(|(customer, _)| *customer != 3).collect();
+    let customers: std::collections::BTreeSet<i64> = kept.iter().map(|(customer, _)| *customer).collect();
+    let reference = format!(
+        "{},{},{},{},{}",
+        kept.len(),
+        kept.iter().map(|(_, amount)| amount).sum::<i64>(),
+        kept.iter().map(|(_, amount)| *amount).max().unwrap(),
+        customers.len(),
+        kept.iter().filter(|(_, amount)| *amount < 20).count()
+    );
+    assert_eq!(ends[0], vec![reference], "parallelism 1");
+    assert_eq!(ends[1], ends[0], "parallelism 3");
 }
 
 /// A join whose condition bounds the difference of the two sides' times is an interval join:

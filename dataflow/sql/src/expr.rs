@@ -114,6 +114,21 @@ pub fn plain_call<'f>(function: &'f Function, name: &str, at: Location) -> Resul
 /// Names of the aggregate functions.
 const AGGREGATES: [&str; 5] = ["COUNT", "SUM", "MIN", "MAX", "AVG"];
 
+/// Whether `expr` calls an aggregate function (`SELECT COUNT(*) FROM t` aggregates without a
+/// `GROUP BY`).
+pub fn calls_aggregate(expr: &Expr) -> bool {
+    sqlparser::ast::visit_expressions(expr, |expr| match expr {
+        Expr::Function(function)
+            if function.over.is_none()
+                && AGGREGATES.contains(&function.name.to_string().to_ascii_uppercase().as_str()) =>
+        {
+            std::ops::ControlFlow::Break(())
+        }
+        _ => std::ops::ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
 impl Grouping {
     /// The column of the result row holding window property `offset` (0: start, 1: end, 2:
     /// time).

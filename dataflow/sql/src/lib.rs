@@ -19,7 +19,8 @@
 //! ([`rank`]) — written as changelogs. Sources: the Nexmark generator and CSV files; sinks:
 //! blackhole, print and exactly-once CSV and changelog-CSV files. Nexmark q0–q5, q7–q9, q11, q12
 //! and q15–q22 run as published. Everything else is refused with the construct and its position
-//! named (docs/sql.md lists what is supported).
+//! named (docs/sql.md lists what is supported). [`session`] is the interactive shell's side:
+//! what has been declared, and each typed statement turned into a script to run.
 
 pub mod aggregate;
 pub mod connector;
@@ -33,6 +34,7 @@ pub mod parser;
 pub mod plan;
 pub mod proctime;
 pub mod rank;
+pub mod session;
 pub mod settings;
 pub mod types;
 
@@ -671,7 +673,11 @@ mod tests {
                  INTERVAL '2' SECOND, INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;",
                 "HOP over processing time is not supported yet (TUMBLE is)",
             ),
-            ("INSERT INTO out SELECT auction, COUNT(*) FROM bids;", "COUNT is an aggregate"),
+            ("INSERT INTO out SELECT auction, price FROM bids WHERE COUNT(*) > 1;", "COUNT is an aggregate"),
+            (
+                "INSERT INTO out SELECT auction, COUNT(*) FROM bids;",
+                "column auction is neither grouped nor aggregated",
+            ),
             (
                 "INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), \
                  INTERVAL '10' SECOND)) GROUP BY auction, window_start;",

@@ -295,6 +295,131 @@ fn parse_statements(sql: &str) -> Result<Vec<SqlStatement>, SqlError> {
     }
 }
 
+/// A statement typed into the interactive shell (`weir sql` without a file): the shell's own
+/// commands, a `SELECT` to show, or a statement a script may hold.
+#[derive(Clone, Debug)]
+pub enum ShellCommand {
+    /// `SHOW TABLES`: the tables and views declared.
+    ShowTables,
+    /// `SHOW VIEWS`: the views declared.
+    ShowViews,
+    /// `DESCRIBE name` / `DESC name`: a table's or view's columns.
+    Describe {
+        /// The table or view.
+        name: String,
+        /// Where the name is.
+        at: Location,
+    },
+    /// `SELECT …`: a query whose result the shell shows as it updates.
+    Select {
+        /// The query.
+        query: Box<Query>,
+        /// Where it starts.
+        at: Location,
+    },
+    /// `HELP`.
+    Help,
+    /// `QUIT` / `EXIT`.
+    Quit,
+    /// A statement of a script (`CREATE TABLE`, `CREATE VIEW`, `SET`, `EXPLAIN`, `INSERT`).
+    Statement(SqlStatement),
+}
+
+/// Parses one statement typed into the shell (without its `;`).
+pub fn parse_shell_command(text: &str) -> Result<ShellCommand, SqlError> {
+    let dialect = FlinkDialect;
+    let tokens =
+        Tokenizer::new(&dialect, text).tokenize_with_location().map_err(|e| SqlError::from(ParserError::from(e)))?;
+    let words: Vec<(String, Location)> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::SemiColon))
+        .map(|t| match &t.token {
+            Token::Word(word) if word.quote_style.is_none() => (word.value.to_ascii_uppercase(), t.span.start),
+            other => (other.to_string(), t.span.start),
+        })
+        .collect();
+    let first: Vec<&str> = words.iter().take(2).map(|(word, _)| word.as_str()).collect();
+    let only = |command: ShellCommand, length: usize| match words.get(length) {
+        None => Ok(command),
+        Some((word, at)) => Err(SqlError::at(*at, format!("unexpected {word} after {}", first[..length].join(" ")))),
+    };
+    match first.as_slice() {
+        ["SHOW", "TABLES"] => return only(ShellCommand::ShowTables, 2),
+        ["SHOW", "VIEWS"] => return only(ShellCommand::ShowViews, 2),
+        ["SHOW", ..] => {
+            return Err(SqlError::at(words[0].1, "SHOW takes TABLES or VIEWS (SHOW TABLES; SHOW VIEWS)"));
+        }
+        ["QUIT" | "EXIT"] => return Ok(ShellCommand::Quit),
+        ["HELP"] => return Ok(ShellCommand::Help),
+        ["DESCRIBE" | "DESC"] | ["DESCRIBE" | "DESC", ..] => {
+            let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
+            let _ = parser.next_token();
+            let at = parser.peek_token().span.start;
+            let name = parser
+                .parse_identifier()
+                .map_err(|_| SqlError::at(at, "DESCRIBE takes the name of a table or view: DESCRIBE bid"))?;
+            while parser.consume_token(&Token::SemiColon) {}
+            let next = parser.peek_token();
+            if next.token != Token::EOF {
+                return Err(SqlError::at(
+                    next.span.start,
+                    format!("unexpected {} after DESCRIBE {}", next.token, name.value),
+                ));
+            }
+            return Ok(ShellCommand::Describe { name: name.value, at });
+        }
+        _ => {}
+    }
+    let starts_query = matches!(first.first(), Some(&("SELECT" | "WITH" | "(")));
+    if !starts_query {
+        let mut statements = parse_script(text)?;
+        return match statements.len() {
+            1 => Ok(ShellCommand::Statement(statements.remove(0))),
+            _ => Err(SqlError::at(Location::new(1, 1), "one statement at a time")),
+        };
+    }
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let at = parser.peek_token().span.start;
+    let query = parser.parse_query()?;
+    while parser.consume_token(&Token::SemiColon) {}
+    let next = parser.peek_token();
+    if next.token != Token::EOF {
+        return Err(SqlError::at(next.span.start, format!("expected the end of the query, found {}", next.token)));
+    }
+    Ok(ShellCommand::Select { query, at })
+}
+
+/// Splits what has been typed into whole statements, each ended by a `;` outside quotes and
+/// comments (without it), and the text after the last one, still to be finished. Text the
+/// tokenizer cannot read yet (an unclosed quote or comment) is unfinished.
+pub fn split_statements(text: &str) -> (Vec<String>, String) {
+    let Ok(tokens) = Tokenizer::new(&FlinkDialect, text).tokenize_with_location() else {
+        return (Vec::new(), text.to_owned());
+    };
+    // Locations are lines and columns of characters, counted from 1.
+    let line_starts: Vec<usize> =
+        std::iter::once(0).chain(text.match_indices('\n').map(|(index, _)| index + 1)).collect();
+    let offset = |at: Location| {
+        let start = line_starts[(at.line as usize).saturating_sub(1).min(line_starts.len() - 1)];
+        text[start..].char_indices().nth((at.column as usize).saturating_sub(1)).map_or(text.len(), |(i, _)| start + i)
+    };
+    let mut statements = Vec::new();
+    let mut begin = 0;
+    for token in tokens.iter().filter(|t| t.token == Token::SemiColon) {
+        let end = offset(token.span.start);
+        let statement = text[begin..end].trim();
+        if !statement.is_empty() {
+            statements.push(statement.to_owned());
+        }
+        begin = end + 1;
+    }
+    let rest = &text[begin.min(text.len())..];
+    // Only whitespace and comments after the last `;`: nothing is unfinished.
+    let last = tokens.iter().rposition(|t| t.token == Token::SemiColon).map_or(0, |i| i + 1);
+    let blank = tokens[last..].iter().all(|t| matches!(t.token, Token::Whitespace(_) | Token::EOF));
+    (statements, if blank { String::new() } else { rest.to_owned() })
+}
+
 /// Refuses `what` at `at` when `present`.
 pub fn refuse(present: bool, at: Location, what: &str) -> Result<(), SqlError> {
     if present {

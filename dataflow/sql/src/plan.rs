@@ -24,7 +24,7 @@ use sqlparser::tokenizer::Location;
 
 use crate::aggregate::{AggregateCall, SqlAggregates, WindowSpec};
 use crate::connector::{self, SinkConnector, SourceConnector};
-use crate::expr::{plain_call, Column, GroupWindow, Grouping, Scalar, Scope};
+use crate::expr::{calls_aggregate, plain_call, Column, GroupWindow, Grouping, Scalar, Scope};
 use crate::parser::{refuse, ColumnDef, ColumnKind, SqlError, SqlStatement, TableDef};
 use crate::rank::{OrderKey, TopN};
 use crate::types::{Row, SqlType, Value};
@@ -62,6 +62,23 @@ impl Table {
         }
         Ok(Table { def, columns, computed })
     }
+}
+
+/// A column as `DESCRIBE` shows it (Flink's columns: name, type, null, key, extras, watermark).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DescribedColumn {
+    /// Its name.
+    pub name: String,
+    /// Its type, `*ROWTIME*` marking the time attribute.
+    pub ty: String,
+    /// Whether it may be `NULL`.
+    pub nullable: bool,
+    /// Whether it is in the table's `PRIMARY KEY`.
+    pub primary_key: bool,
+    /// `AS expr` for a computed column.
+    pub extras: String,
+    /// The watermark expression, on the time attribute's column.
+    pub watermark: String,
 }
 
 /// One `INSERT`, planned.
@@ -361,6 +378,13 @@ impl Catalog {
     /// Builds the catalog from a script: its `INSERT`s, planned in order, and the plans its
     /// `EXPLAIN`s print (see [`crate::explain`]).
     pub fn plan_all(statements: Vec<SqlStatement>) -> Result<(Vec<Insert>, Vec<String>), SqlError> {
+        let (_, inserts, explained) = Catalog::declare(statements)?;
+        Ok((inserts, explained))
+    }
+
+    /// Builds the catalog from a script: the catalog itself (what the interactive shell asks
+    /// about), the script's `INSERT`s planned in order, and the plans its `EXPLAIN`s print.
+    pub fn declare(statements: Vec<SqlStatement>) -> Result<(Catalog, Vec<Insert>, Vec<String>), SqlError> {
         // The engine settings, checked here too, so that a script with a wrong one never runs.
         crate::settings::settings(&statements)?;
         let mut catalog = Catalog::default();
@@ -400,7 +424,80 @@ impl Catalog {
                 }
             }
         }
-        Ok((inserts, explained))
+        Ok((catalog, inserts, explained))
+    }
+
+    /// The declared tables' names, in order.
+    pub fn table_names(&self) -> impl Iterator<Item = &str> {
+        self.tables.keys().map(String::as_str)
+    }
+
+    /// The declared views' names, in order.
+    pub fn view_names(&self) -> impl Iterator<Item = &str> {
+        self.views.keys().map(String::as_str)
+    }
+
+    /// A table's or view's columns as `DESCRIBE` shows them, or `None` if nothing has that name.
+    pub fn describe(&self, name: &str) -> Result<Option<Vec<DescribedColumn>>, SqlError> {
+        if let Some(table) = self.tables.get(name) {
+            let def = &table.def;
+            let mut computed = table.columns[def.physical().count()..].iter();
+            let described = def
+                .columns
+                .iter()
+                .map(|column| {
+                    let (ty, extras) = match &column.kind {
+                        ColumnKind::Physical(ty) => (ty.to_string(), String::new()),
+                        ColumnKind::Computed(expr) => {
+                            let ty = computed.next().expect("a computed column per declaration").ty.to_string();
+                            (ty, format!("AS {expr}"))
+                        }
+                    };
+                    let watermark = def.watermark.as_ref().filter(|w| w.column == column.name);
+                    DescribedColumn {
+                        name: column.name.clone(),
+                        ty: if watermark.is_some() { format!("{ty} *ROWTIME*") } else { ty },
+                        nullable: !column.not_null,
+                        primary_key: def.primary_key.contains(&column.name),
+                        extras,
+                        watermark: watermark.map_or(String::new(), |w| w.expr.to_string()),
+                    }
+                })
+                .collect();
+            return Ok(Some(described));
+        }
+        let Some(query) = self.views.get(name) else { return Ok(None) };
+        let relation = self.query(query)?;
+        let described = relation
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(index, column)| {
+                let rowtime = relation.time == Some(index);
+                DescribedColumn {
+                    name: column.name.clone(),
+                    ty: if rowtime { format!("{} *ROWTIME*", column.ty) } else { column.ty.to_string() },
+                    nullable: true,
+                    primary_key: false,
+                    extras: String::new(),
+                    watermark: String::new(),
+                }
+            })
+            .collect();
+        Ok(Some(described))
+    }
+
+    /// The columns of a `SELECT` run on its own (the interactive shell's), planned as an
+    /// `INSERT` of it would be: the query is checked whole, so that it fails here, with its
+    /// position, rather than in the job.
+    pub fn select_columns(&self, query: &Query) -> Result<Vec<(String, SqlType)>, SqlError> {
+        let relation = self.query(query)?;
+        if let Some(rank) = &relation.rank {
+            return Err(SqlError::at(rank.at, RANK_UNFILTERED));
+        }
+        let columns = relation.columns.iter().map(|column| (column.name.clone(), column.ty.clone())).collect();
+        self.pipeline(relation)?;
+        Ok(columns)
     }
 
     fn insert(&self, target: &str, query: &Query, at: Location) -> Result<Insert, SqlError> {
@@ -640,8 +737,15 @@ impl Catalog {
             refuse_processing_time(&relation, [&predicate], predicate_at)?;
             relation.push(Step::Filter(predicate));
         }
-        if !group_keys.is_empty() {
-            return self.aggregate(relation, group_keys, having.as_ref(), projection);
+        // Without a GROUP BY, aggregate calls make the whole input one group (Flink's global
+        // aggregate).
+        let aggregated = projection.iter().any(|item| match item {
+            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => calls_aggregate(expr),
+            _ => false,
+        });
+        if !group_keys.is_empty() || aggregated {
+            let group_at = group_keys.first().map_or(at, |key| key.span().start);
+            return self.aggregate(relation, group_keys, group_at, having.as_ref(), projection);
         }
         if relation.window.is_some() {
             return Err(SqlError::at(at, WINDOW_UNAGGREGATED));
@@ -812,6 +916,7 @@ impl Catalog {
         &self,
         mut relation: Relation,
         group_keys: &[Expr],
+        group_at: Location,
         having: Option<&Expr>,
         projection: &[SelectItem],
     ) -> Result<Relation, SqlError> {
@@ -858,7 +963,7 @@ impl Catalog {
             (Some(window), None) if bounds == [true, true] => (Some(window), None),
             (Some(window), None) => {
                 return Err(SqlError::at(
-                    group_keys[0].span().start,
+                    group_at,
                     format!(
                         "GROUP BY over {}(…) must include both window_start and window_end (an aggregate of a \
                          window table function's rows without them is not supported)",
@@ -882,7 +987,7 @@ impl Catalog {
         let window = window.or(on_bounds.map(|_| WindowSpec::Tumble { size: 1 }));
         if let (Some(window), Some(producer)) = (&window, &relation.updating) {
             return Err(SqlError::at(
-                group_keys[0].span().start,
+                group_at,
                 format!(
                     "a {} window aggregation over an updating result ({producer}) is not supported: windows \
                      take append-only rows, as in Flink",
@@ -944,7 +1049,7 @@ impl Catalog {
             calls.push(AggregateCall { kind: call.kind, argument, filter, ty: call.ty });
         }
         let key_count = grouping.keys.len();
-        refuse_processing_time(&relation, &before, group_keys[0].span().start)?;
+        refuse_processing_time(&relation, &before, group_at)?;
         relation.push(Step::Project(before));
         let aggregates = SqlAggregates { calls };
         match window {
@@ -960,12 +1065,12 @@ impl Catalog {
             }
             None => {
                 if !relation.timestamped {
-                    return Err(SqlError::at(group_keys[0].span().start, UPDATING_UNTIMED));
+                    return Err(SqlError::at(group_at, UPDATING_UNTIMED));
                 }
+                let what = if group_keys.is_empty() { "the SELECT" } else { "the GROUP BY" };
                 relation.updating = Some(format!(
-                    "the GROUP BY at line {}, column {} (an aggregate without a window)",
-                    group_keys[0].span().start.line,
-                    group_keys[0].span().start.column
+                    "{what} at line {}, column {} (an aggregate without a window)",
+                    group_at.line, group_at.column
                 ));
                 relation.stages.push(Stage::Aggregate { keys: key_count, aggregates });
                 relation.bounds = None;
@@ -977,7 +1082,7 @@ impl Catalog {
         relation.time = None;
         relation.proctime = None;
         relation.processing_windows = false;
-        refuse_processing_time(&relation, having.iter().chain(&exprs), group_keys[0].span().start)?;
+        refuse_processing_time(&relation, having.iter().chain(&exprs), group_at)?;
         if let Some(having) = having {
             relation.push(Step::Filter(having));
         }

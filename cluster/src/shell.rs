@@ -1,0 +1,393 @@
+//! `weir sql` without a file: the interactive SQL shell.
+//!
+//! Line editing and history come from `rustyline`; statements end at a `;` outside quotes and
+//! comments and may span lines. What each statement means is [`weir_sql::session`]'s business:
+//! this module is the terminal around it.
+//!
+//! Queries run as jobs in a child process — this binary's own `weir sql --script …`, on an
+//! embedded cluster — rather than on threads of the shell: stopping a query (Ctrl-C) is killing
+//! a process, which a job survives by design (its output is exactly-once), and a query that
+//! fails cannot take the shell with it. A `SELECT` writes an exactly-once changelog into a
+//! directory of the shell's; the shell reads each committed file as it appears and redraws the
+//! result table in place, so what it shows is always what the job has committed.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
+use rustyline::{Config, Editor};
+
+use weir_dataflow::JobRegistry;
+use weir_sql::session::{Reply, ResultTable, SelectJob, Session};
+use weir_sql::types::SqlType;
+
+use crate::cli::{parse_invocation, Invocation, InvocationKind, JobInvocation};
+
+/// Flags a shell passes on to every query it runs, minus those it sets itself.
+const OWN_FLAGS: [&str; 4] = ["--checkpoint-dir", "--script", "-f", "--file"];
+
+/// The widest a cell is shown (Flink's `sql-client.display.max-column-width`).
+const MAX_CELL_WIDTH: usize = 30;
+
+/// Rows shown of a finished query's result.
+const MAX_FINAL_ROWS: usize = 1000;
+
+/// How often a running query's result is read and redrawn.
+const REFRESH: Duration = Duration::from_millis(100);
+
+const HELP: &str = "\
+Statements end with ';' and may span lines. Up and down recall earlier statements.
+  CREATE TABLE … WITH (…);  CREATE [TEMPORARY] VIEW v AS …;  SET 'key' = 'value';
+                        declare, for the statements that follow (docs/sql.md)
+  SHOW TABLES;  SHOW VIEWS;  DESCRIBE name;
+  EXPLAIN SELECT …;     the operator graph
+  SELECT …;             run the query; its result is shown as a table, updated in place as
+                        checkpoints commit; Ctrl-C stops it
+  INSERT INTO t SELECT …;  run a job into a declared table, as `weir sql -f` does
+  HELP;  QUIT;  (or Ctrl-D)";
+
+/// Runs the shell. `flags` are engine flags (`--parallelism 2`, …) for every query.
+pub fn run(registry: &JobRegistry, flags: Vec<String>) -> ExitCode {
+    if let Some(flag) = flags.iter().find(|flag| OWN_FLAGS.iter().any(|own| flag.split('=').next() == Some(own))) {
+        return fail(&format!("the SQL shell sets {flag} itself for each query; leave it out"));
+    }
+    // The flags are checked once, before the first prompt.
+    let mut checked = flags.clone();
+    checked.extend(["--script".to_owned(), String::new()]);
+    match parse_invocation(registry, &JobInvocation { job: "sql".into(), flags: checked }, InvocationKind::Run) {
+        Ok(Invocation::Job(_)) => {}
+        Ok(Invocation::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => return fail(&error),
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    // Ctrl-C at the prompt reaches rustyline as a key; while a query runs it is a signal,
+    // which stops the query, not the shell.
+    if let Err(error) = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone()) {
+        return fail(&format!("cannot handle Ctrl-C: {error}"));
+    }
+    let config =
+        Config::builder().auto_add_history(false).history_ignore_dups(true).and_then(|c| c.max_history_size(1000));
+    let mut editor: Editor<(), DefaultHistory> = match config.map(|c| c.build()).map(Editor::with_config) {
+        Ok(Ok(editor)) => editor,
+        Ok(Err(error)) => return fail(&format!("cannot open the terminal: {error}")),
+        Err(error) => return fail(&format!("cannot open the terminal: {error}")),
+    };
+    let history = history_path();
+    if let Some(path) = &history {
+        let _ = editor.load_history(path);
+    }
+    println!("Weir SQL shell. Statements end with ';'. HELP; lists the commands, QUIT; leaves.");
+    let mut session = Session::new();
+    let mut shell = Shell { flags, interrupted, queries: 0 };
+    let mut pending = String::new();
+    loop {
+        let prompt = if pending.trim().is_empty() { "weir> " } else { "   -> " };
+        let line = match editor.readline(prompt) {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => {
+                pending.clear();
+                continue;
+            }
+            Err(ReadlineError::Eof) => {
+                if !pending.trim().is_empty() {
+                    println!("[WARN] the last statement has no ';' and was not run: {}", pending.trim());
+                }
+                break;
+            }
+            Err(error) => return fail(&format!("cannot read the terminal: {error}")),
+        };
+        pending.push_str(&line);
+        pending.push('\n');
+        let (statements, rest) = weir_sql::parser::split_statements(&pending);
+        pending = rest;
+        for statement in statements {
+            let _ = editor.add_history_entry(format!("{statement};"));
+            if let Some(path) = &history {
+                let _ = editor.save_history(path);
+            }
+            match session.execute(&statement) {
+                Ok(Reply::Quit) => return ExitCode::SUCCESS,
+                Ok(reply) => shell.reply(reply),
+                Err(error) => println!("[ERROR] {error}"),
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `$HOME/.weir_sql_history`, where there is a home.
+fn history_path() -> Option<PathBuf> {
+    std::env::var_os("HOME").filter(|home| !home.is_empty()).map(|home| Path::new(&home).join(".weir_sql_history"))
+}
+
+struct Shell {
+    /// Engine flags for every query.
+    flags: Vec<String>,
+    /// Set by Ctrl-C.
+    interrupted: Arc<AtomicBool>,
+    /// Queries run, to name their directories.
+    queries: u64,
+}
+
+impl Shell {
+    fn reply(&mut self, reply: Reply) {
+        match reply {
+            Reply::Info(message) => println!("[INFO] {message}"),
+            Reply::Help => println!("{HELP}"),
+            Reply::Explained(plan) => println!("{plan}"),
+            Reply::Table { header, rows } => {
+                let left = vec![false; header.len()];
+                for line in render(&header, &rows, &left, usize::MAX) {
+                    println!("{line}");
+                }
+                println!("{} row{} in set", rows.len(), if rows.len() == 1 { "" } else { "s" });
+            }
+            Reply::Insert(script) => self.run_insert(&script),
+            Reply::Select(job) => self.run_select(&job),
+            Reply::Quit => unreachable!("the loop leaves on QUIT"),
+        }
+    }
+
+    /// Runs an `INSERT` as `weir sql -f` would, its progress and summary on the terminal.
+    fn run_insert(&mut self, script: &str) {
+        // Its progress, summary and errors go to the terminal as they come.
+        let Some(mut child) = self.spawn(script, None, Stdio::inherit(), Stdio::inherit()) else { return };
+        self.interrupted.store(false, Ordering::SeqCst);
+        loop {
+            if self.interrupted.swap(false, Ordering::SeqCst) {
+                let _ = child.kill();
+                let _ = child.wait();
+                println!("[INFO] stopped; `weir sql -f` on the same script resumes it from its last checkpoint");
+                return;
+            }
+            match child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) => std::thread::sleep(REFRESH),
+                Err(error) => return println!("[ERROR] the job's process: {error}"),
+            }
+        }
+    }
+
+    /// Runs a `SELECT` and shows its result as it is committed.
+    fn run_select(&mut self, job: &SelectJob) {
+        self.queries += 1;
+        let dir = std::env::temp_dir().join(format!("weir-shell-{}-{}", std::process::id(), self.queries));
+        let result_dir = dir.join("result");
+        let checkpoints = dir.join("checkpoints");
+        let script = job.script(&result_dir);
+        // The job's standard error, for its error message.
+        let errors = dir.join("stderr");
+        let stderr = match weir_core::fs::create_dir_all(&dir).and_then(|()| stderr_file(&errors)) {
+            Ok(file) => file,
+            Err(error) => return println!("[ERROR] cannot create {}: {error}", errors.display()),
+        };
+        let Some(mut child) = self.spawn(&script, Some(&checkpoints), Stdio::null(), Stdio::from(stderr)) else {
+            return;
+        };
+        let mut table = job.result();
+        let live = std::io::stdout().is_terminal();
+        let numeric: Vec<bool> =
+            job.columns.iter().map(|(_, ty)| ty.is_numeric() || *ty == SqlType::Timestamp).collect();
+        let started = weir_core::rt::now();
+        let mut drawn = 0;
+        self.interrupted.store(false, Ordering::SeqCst);
+        let outcome = loop {
+            if self.interrupted.swap(false, Ordering::SeqCst) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Outcome::Stopped;
+            }
+            let exited = match child.try_wait() {
+                Ok(exited) => exited,
+                Err(error) => break Outcome::Failed(format!("the job's process: {error}")),
+            };
+            // A job commits its last files before it exits: read them after it has.
+            let read = table.poll(&result_dir);
+            if let Err(error) = read {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Outcome::Failed(format!("reading the result: {error}"));
+            }
+            if let Some(status) = exited {
+                break if status.success() { Outcome::Finished } else { Outcome::Exited };
+            }
+            if live {
+                let (width, height) = terminal();
+                let status = format!("{}, running {:.1} s (Ctrl-C stops)", counts(&table), seconds(started));
+                drawn = redraw(drawn, &table, &numeric, height.saturating_sub(6).max(3), width, &status);
+            }
+            std::thread::sleep(REFRESH);
+        };
+        let status = match &outcome {
+            Outcome::Finished => format!("{}, finished in {:.1} s", counts(&table), seconds(started)),
+            Outcome::Stopped => format!("{}, stopped after {:.1} s", counts(&table), seconds(started)),
+            Outcome::Exited | Outcome::Failed(_) => {
+                format!("{}, failed after {:.1} s", counts(&table), seconds(started))
+            }
+        };
+        let width = if live { terminal().0 } else { usize::MAX };
+        redraw(drawn, &table, &numeric, MAX_FINAL_ROWS, width, &status);
+        match outcome {
+            Outcome::Exited => report_failure(&errors),
+            Outcome::Failed(message) => println!("[ERROR] {message}"),
+            Outcome::Finished | Outcome::Stopped => {}
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Starts `weir sql --script SCRIPT` with the shell's flags, in a process group of its own
+    /// (so that Ctrl-C on the terminal reaches the shell, which decides).
+    fn spawn(&self, script: &str, checkpoints: Option<&Path>, stdout: Stdio, stderr: Stdio) -> Option<Child> {
+        use std::os::unix::process::CommandExt;
+        let program = match std::env::current_exe() {
+            Ok(program) => program,
+            Err(error) => {
+                println!("[ERROR] cannot find this program to run the job: {error}");
+                return None;
+            }
+        };
+        let mut command = Command::new(program);
+        command.arg("sql").arg("--script").arg(script);
+        if let Some(dir) = checkpoints {
+            command.arg("--checkpoint-dir").arg(dir);
+        }
+        command.args(&self.flags).stdin(Stdio::null()).stdout(stdout).stderr(stderr).process_group(0);
+        match command.spawn() {
+            Ok(child) => Some(child),
+            Err(error) => {
+                println!("[ERROR] cannot start the job: {error}");
+                None
+            }
+        }
+    }
+}
+
+/// How a query ended.
+enum Outcome {
+    Finished,
+    /// Stopped with Ctrl-C.
+    Stopped,
+    /// The job failed (its error is on its standard error).
+    Exited,
+    /// The shell could not follow it.
+    Failed(String),
+}
+
+/// A file for a child process's standard error. (The child writes it, not the engine: it is
+/// outside the storage seam, whose files cannot be handed to a process.)
+#[allow(clippy::disallowed_methods)]
+fn stderr_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::create(path)
+}
+
+/// The failed job's own error lines (`error: …`), or all it wrote.
+fn report_failure(errors: &Path) {
+    let text = weir_core::fs::read_to_string(errors).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|line| line.starts_with("error: ")).collect();
+    if lines.is_empty() {
+        println!("[ERROR] the job failed: {}", text.trim());
+    }
+    for line in lines {
+        println!("[ERROR] {}", line.trim_start_matches("error: "));
+    }
+}
+
+fn counts(table: &ResultTable) -> String {
+    let rows = table.len();
+    format!("{rows} row{} ({} changes)", if rows == 1 { "" } else { "s" }, table.changes())
+}
+
+fn seconds(since: Instant) -> f64 {
+    weir_core::rt::elapsed_ms(since) as f64 / 1000.0
+}
+
+/// The terminal's width and height, or 80 × 24.
+fn terminal() -> (usize, usize) {
+    match terminal_size::terminal_size() {
+        Some((terminal_size::Width(w), terminal_size::Height(h))) if w > 0 && h > 0 => (w as usize, h as usize),
+        _ => (80, 24),
+    }
+}
+
+/// Draws the table over the `drawn` lines drawn last time; returns how many lines it drew.
+/// Lines are cut to the terminal's width so that none wraps, which would throw the count off.
+fn redraw(drawn: usize, table: &ResultTable, numeric: &[bool], limit: usize, width: usize, status: &str) -> usize {
+    let rows = table.rows(limit);
+    let mut lines = render(&table.header(), &rows, numeric, width);
+    let hidden = table.len().saturating_sub(rows.len() as u64);
+    if hidden > 0 {
+        lines.push(format!("({hidden} more rows not shown)"));
+    }
+    lines.push(status.to_owned());
+    let mut out = std::io::stdout().lock();
+    if drawn > 0 {
+        // Up to the first line drawn, and clear from there down.
+        let _ = write!(out, "\x1b[{drawn}A\r\x1b[J");
+    }
+    for line in &lines {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
+    lines.len()
+}
+
+/// A table in Flink's tableau style; cells wider than [`MAX_CELL_WIDTH`] end in `...`, lines
+/// are cut at `width` characters; `right[i]` aligns column `i` to the right (numbers).
+fn render(header: &[String], rows: &[Vec<String>], right: &[bool], width: usize) -> Vec<String> {
+    let cut = |cell: &str| -> String {
+        if cell.chars().count() <= MAX_CELL_WIDTH {
+            cell.to_owned()
+        } else {
+            cell.chars().take(MAX_CELL_WIDTH - 3).chain("...".chars()).collect()
+        }
+    };
+    let header: Vec<String> = header.iter().map(|cell| cut(cell)).collect();
+    let rows: Vec<Vec<String>> = rows.iter().map(|row| row.iter().map(|cell| cut(cell)).collect()).collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|row| row[i].chars().count()).chain([header[i].chars().count()]).max().unwrap_or(0))
+        .collect();
+    let border: String = widths.iter().map(|w| format!("+{}", "-".repeat(w + 2))).collect::<String>() + "+";
+    let line = |cells: &[String]| -> String {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i] - cell.chars().count();
+            let (before, after) = if right[i] { (pad, 0) } else { (0, pad) };
+            text.push_str(&format!("| {}{cell}{} ", " ".repeat(before), " ".repeat(after)));
+        }
+        text + "|"
+    };
+    let mut lines = vec![border.clone(), line(&header), border.clone()];
+    lines.extend(rows.iter().map(|row| line(row)));
+    lines.push(border);
+    lines.into_iter().map(|l| if l.chars().count() > width { l.chars().take(width).collect() } else { l }).collect()
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_numbers_right_and_cut_long_cells() {
+        let header = vec!["auction".to_string(), "name".to_string()];
+        let rows = vec![vec!["7".to_string(), "x".repeat(40)]];
+        let lines = render(&header, &rows, &[true, false], usize::MAX);
+        assert_eq!(lines[1], format!("| auction | name{} |", " ".repeat(26)));
+        assert_eq!(lines[3], format!("|       7 | {}... |", "x".repeat(27)));
+        assert!(render(&header, &rows, &[true, false], 10).iter().all(|line| line.chars().count() <= 10));
+    }
+}

@@ -1,0 +1,413 @@
+//! The interactive shell's session (`weir sql` without a file): what has been declared, and
+//! what each statement typed asks for.
+//!
+//! The shell keeps no catalog of its own. A session is the text of the statements that
+//! declared something (`CREATE TABLE`, `CREATE VIEW`, `SET`), planned again with each new
+//! statement, so that a `SELECT` or `INSERT` typed into the shell runs as exactly the script it
+//! would be in a file: the built-in `sql` job, with the same planner, checkpoints and sinks. A
+//! `SELECT` is that script plus an exactly-once changelog sink into a directory of the shell's
+//! ([`SelectJob::script`]); [`ResultTable`] reads the sink's committed files back into the table
+//! the shell shows, so the table holds exactly what the job has committed, and updates in place
+//! as checkpoints complete.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::Path;
+
+use weir_dataflow::source::CsvLineReader;
+
+use crate::aggregate::SortedRow;
+use crate::parser::{parse_script, parse_shell_command, ShellCommand, SqlError, SqlStatement};
+use crate::plan::Catalog;
+use crate::types::{read_csv_field, Row, SqlType};
+
+/// The statements declared so far in a shell.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// The text of each `CREATE TABLE`, `CREATE VIEW` and `SET`, in order.
+    declarations: Vec<String>,
+}
+
+/// What a statement typed into the shell asks the shell to do.
+#[derive(Debug)]
+pub enum Reply {
+    /// A declaration was accepted: a message to print.
+    Info(String),
+    /// A table to print (`SHOW TABLES`, `DESCRIBE`).
+    Table {
+        /// Column names.
+        header: Vec<String>,
+        /// Rows of cells.
+        rows: Vec<Vec<String>>,
+    },
+    /// `EXPLAIN`'s plan.
+    Explained(String),
+    /// A query to run and show.
+    Select(SelectJob),
+    /// An `INSERT` to run: the script with the declarations.
+    Insert(String),
+    /// `HELP`.
+    Help,
+    /// `QUIT` / `EXIT`.
+    Quit,
+}
+
+/// A `SELECT` typed into the shell, ready to run as a job.
+#[derive(Debug)]
+pub struct SelectJob {
+    /// The result's columns (names made unique).
+    pub columns: Vec<(String, SqlType)>,
+    /// The session's declarations, as a script.
+    declarations: String,
+    /// The query's text.
+    query: String,
+}
+
+impl SelectJob {
+    /// The table the shell's query writes into (in the job's script only).
+    pub const SINK: &'static str = "weir_shell_result";
+
+    /// The script that runs the query: the declarations, then an exactly-once changelog sink
+    /// into `dir` and the query inserted into it.
+    pub fn script(&self, dir: &Path) -> String {
+        let columns: Vec<String> =
+            self.columns.iter().map(|(name, ty)| format!("`{}` {ty}", name.replace('`', "``"))).collect();
+        format!(
+            "{}CREATE TABLE `{}` ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = \
+             'changelog-csv');\nINSERT INTO `{}`\n{}\n;\n",
+            self.declarations,
+            Self::SINK,
+            columns.join(", "),
+            dir.display().to_string().replace('\'', "''"),
+            Self::SINK,
+            self.query
+        )
+    }
+
+    /// An empty table of the query's result.
+    pub fn result(&self) -> ResultTable {
+        ResultTable {
+            columns: self.columns.clone(),
+            rows: BTreeMap::new(),
+            files: BTreeSet::new(),
+            reader: CsvLineReader::default(),
+            changes: 0,
+        }
+    }
+}
+
+impl Session {
+    /// A session with nothing declared.
+    pub fn new() -> Self {
+        Session::default()
+    }
+
+    /// Runs one statement (without its `;`): declares, answers, or says what job to run. A
+    /// statement that fails changes nothing.
+    pub fn execute(&mut self, text: &str) -> Result<Reply, SqlError> {
+        match parse_shell_command(text)? {
+            ShellCommand::Help => Ok(Reply::Help),
+            ShellCommand::Quit => Ok(Reply::Quit),
+            ShellCommand::ShowTables => {
+                let catalog = self.catalog()?;
+                let mut names: Vec<&str> = catalog.table_names().chain(catalog.view_names()).collect();
+                names.sort_unstable();
+                let rows = names.into_iter().map(|name| vec![name.to_owned()]).collect();
+                Ok(Reply::Table { header: vec!["table name".into()], rows })
+            }
+            ShellCommand::ShowViews => {
+                let catalog = self.catalog()?;
+                let rows = catalog.view_names().map(|name| vec![name.to_owned()]).collect();
+                Ok(Reply::Table { header: vec!["view name".into()], rows })
+            }
+            ShellCommand::Describe { name, at } => {
+                let Some(columns) = self.catalog()?.describe(&name)? else {
+                    return Err(SqlError::at(at, format!("{name} is not declared (SHOW TABLES lists what is)")));
+                };
+                let header = ["name", "type", "null", "key", "extras", "watermark"].map(String::from).to_vec();
+                let rows = columns
+                    .into_iter()
+                    .map(|c| {
+                        let key = if c.primary_key { "PRI" } else { "" };
+                        vec![c.name, c.ty, c.nullable.to_string().to_uppercase(), key.into(), c.extras, c.watermark]
+                    })
+                    .collect();
+                Ok(Reply::Table { header, rows })
+            }
+            ShellCommand::Select { query, at } => {
+                let columns = self.catalog()?.select_columns(&query)?;
+                if let Some((name, _)) = columns.iter().find(|(_, ty)| matches!(ty, SqlType::Row(_))) {
+                    return Err(SqlError::at(
+                        at,
+                        format!("the shell cannot show the ROW column {name} yet: select its fields ({name}.field)"),
+                    ));
+                }
+                Ok(Reply::Select(SelectJob {
+                    columns: unique_names(columns),
+                    declarations: self.script(),
+                    query: text.to_owned(),
+                }))
+            }
+            ShellCommand::Statement(statement) => {
+                let mut statements = parse_script(&self.script())?;
+                let kind = statement_kind(&statement);
+                statements.push(statement);
+                let (_, inserts, explained) = Catalog::declare(statements)?;
+                match kind {
+                    Kind::Declaration(message) => {
+                        self.declarations.push(text.to_owned());
+                        Ok(Reply::Info(message.into()))
+                    }
+                    Kind::Explain => Ok(Reply::Explained(explained.concat())),
+                    Kind::Insert => {
+                        debug_assert_eq!(inserts.len(), 1, "only the typed statement inserts");
+                        Ok(Reply::Insert(format!("{}{text}\n;\n", self.script())))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The declarations as a script (each statement ended on a line of its own, so that a
+    /// trailing `--` comment cannot swallow the `;`).
+    fn script(&self) -> String {
+        self.declarations.iter().map(|statement| format!("{statement}\n;\n")).collect()
+    }
+
+    fn catalog(&self) -> Result<Catalog, SqlError> {
+        Ok(Catalog::declare(parse_script(&self.script())?)?.0)
+    }
+}
+
+/// What a script statement does in a session.
+enum Kind {
+    /// It declares: remember it, and say this.
+    Declaration(&'static str),
+    Explain,
+    Insert,
+}
+
+fn statement_kind(statement: &SqlStatement) -> Kind {
+    match statement {
+        SqlStatement::CreateTable(_) => Kind::Declaration("table created"),
+        SqlStatement::CreateView { .. } => Kind::Declaration("view created"),
+        SqlStatement::Set { .. } => Kind::Declaration("setting applied to the queries that follow"),
+        SqlStatement::Explain { .. } => Kind::Explain,
+        SqlStatement::Insert { .. } => Kind::Insert,
+    }
+}
+
+/// Column names made unique for the result table (`EXPR$0` twice becomes `EXPR$0`, `EXPR$0_1`).
+fn unique_names(columns: Vec<(String, SqlType)>) -> Vec<(String, SqlType)> {
+    let mut seen = BTreeSet::new();
+    columns
+        .into_iter()
+        .map(|(name, ty)| {
+            let mut unique = name.clone();
+            let mut n = 0;
+            while !seen.insert(unique.to_ascii_lowercase()) {
+                n += 1;
+                unique = format!("{name}_{n}");
+            }
+            (unique, ty)
+        })
+        .collect()
+}
+
+/// A query's result as the shell shows it: the rows its changelog has committed so far, in
+/// the order of their values (`+I`/`+U` add a row, `-U`/`-D` take one away).
+#[derive(Debug)]
+pub struct ResultTable {
+    columns: Vec<(String, SqlType)>,
+    /// Each distinct row and how many times it is in the result. Between the files of one
+    /// checkpoint a count may be negative for a moment (one slot's retraction read before
+    /// another's insertion of the same row); once every file of a checkpoint is read, none is.
+    rows: BTreeMap<SortedRow, i64>,
+    /// The committed files read.
+    files: BTreeSet<String>,
+    reader: CsvLineReader,
+    /// Changes read.
+    changes: u64,
+}
+
+impl ResultTable {
+    /// The column names.
+    pub fn header(&self) -> Vec<String> {
+        self.columns.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    /// Reads the files the job has committed into `dir` since the last call; says whether any
+    /// were new.
+    pub fn poll(&mut self, dir: &Path) -> io::Result<bool> {
+        let entries = match weir_core::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        let mut new: Vec<((u64, usize), String)> = entries
+            .into_iter()
+            .filter_map(|entry| {
+                let name = entry.name;
+                let order = weir_dataflow::sink::parse_committed(&name)?;
+                (!self.files.contains(&name)).then_some((order, name))
+            })
+            .collect();
+        new.sort();
+        for (_, name) in &new {
+            let bytes = weir_core::fs::read(&dir.join(name))?;
+            self.apply(&bytes)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, format!("{name}: {error}")))?;
+            self.files.insert(name.clone());
+        }
+        Ok(!new.is_empty())
+    }
+
+    /// Applies changelog-CSV lines (`+I,field,…`).
+    pub fn apply(&mut self, bytes: &[u8]) -> Result<(), String> {
+        for (index, line) in bytes.split(|&b| b == b'\n').enumerate().filter(|(_, line)| !line.is_empty()) {
+            let (kind, fields) = line.split_at_checked(3).ok_or_else(|| format!("line {}: too short", index + 1))?;
+            let sign = match kind {
+                b"+I," | b"+U," => 1,
+                b"-U," | b"-D," => -1,
+                _ => return Err(format!("line {}: no change kind (+I, -U, +U, -D)", index + 1)),
+            };
+            let fields = self.reader.read(fields).map_err(|error| format!("line {}: {error}", index + 1))?;
+            if fields.len() != self.columns.len() {
+                return Err(format!("line {}: {} fields for {} columns", index + 1, fields.len(), self.columns.len()));
+            }
+            let mut row: Row = Vec::with_capacity(fields.len());
+            for (field, (name, ty)) in fields.iter().zip(&self.columns) {
+                let text = std::str::from_utf8(field).map_err(|_| format!("line {}: not UTF-8", index + 1))?;
+                row.push(read_csv_field(text, ty).map_err(|error| format!("line {}, {name}: {error}", index + 1))?);
+            }
+            *self.rows.entry(SortedRow(row)).or_insert(0) += sign;
+            self.changes += 1;
+        }
+        self.rows.retain(|_, count| *count != 0);
+        Ok(())
+    }
+
+    /// Rows in the result.
+    pub fn len(&self) -> u64 {
+        self.rows.values().map(|&count| count.max(0) as u64).sum()
+    }
+
+    /// Whether the result has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Changes read so far.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// The first `limit` rows, each value printed as Flink's print connector does.
+    pub fn rows(&self, limit: usize) -> Vec<Vec<String>> {
+        self.rows
+            .iter()
+            .flat_map(|(row, &count)| std::iter::repeat_n(row, count.max(0) as usize))
+            .take(limit)
+            .map(|row| row.0.iter().map(|value| value.to_string()).collect())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BIDS: &str = "CREATE TABLE bid (auction BIGINT, price BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - \
+                        INTERVAL '1' SECOND) WITH ('connector' = 'filesystem', 'path' = '/tmp/in', 'format' = 'csv')";
+
+    #[test]
+    fn declarations_accumulate_and_a_failed_statement_changes_nothing() {
+        let mut session = Session::new();
+        assert!(matches!(session.execute(BIDS).unwrap(), Reply::Info(_)));
+        let error = session.execute("CREATE VIEW v AS SELECT nope FROM bid").unwrap_err();
+        assert!(error.to_string().contains("nope"), "{error}");
+        session.execute("CREATE VIEW expensive AS SELECT auction, price FROM bid WHERE price > 10").unwrap();
+        let Reply::Table { rows, .. } = session.execute("SHOW TABLES").unwrap() else { panic!("a table") };
+        assert_eq!(rows, vec![vec!["bid".to_string()], vec!["expensive".to_string()]]);
+        let Reply::Table { rows, .. } = session.execute("show views").unwrap() else { panic!("a table") };
+        assert_eq!(rows, vec![vec!["expensive".to_string()]]);
+        assert!(session.execute("CREATE TABLE bid (a INT) WITH ('connector' = 'blackhole')").is_err());
+    }
+
+    #[test]
+    fn describe_shows_types_computed_columns_and_the_watermark() {
+        let mut session = Session::new();
+        session.execute(BIDS).unwrap();
+        let Reply::Table { header, rows } = session.execute("DESCRIBE bid").unwrap() else { panic!("a table") };
+        assert_eq!(header.len(), 6);
+        assert_eq!(rows[0][..3], ["auction", "BIGINT", "TRUE"]);
+        assert_eq!(rows[2][1], "TIMESTAMP(3) *ROWTIME*");
+        assert_eq!(rows[2][5], "ts - INTERVAL '1' SECOND");
+        let error = session.execute("DESC nothing").unwrap_err();
+        assert!(error.to_string().contains("nothing is not declared"), "{error}");
+    }
+
+    #[test]
+    fn a_select_runs_as_the_session_script_plus_a_changelog_sink() {
+        let mut session = Session::new();
+        session.execute(BIDS).unwrap();
+        session.execute("SET 'parallelism.default' = '2'").unwrap();
+        let Reply::Select(job) =
+            session.execute("SELECT auction, COUNT(*), COUNT(*) FROM bid GROUP BY auction").unwrap()
+        else {
+            panic!("a select")
+        };
+        let names: Vec<&str> = job.columns.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names.len(), 3);
+        assert_ne!(names[1], names[2], "names are made unique");
+        let script = job.script(Path::new("/tmp/it's"));
+        assert!(crate::explain_script(&script).unwrap().1, "the script plans and inserts:\n{script}");
+        assert!(script.contains("'/tmp/it''s'"));
+    }
+
+    #[test]
+    fn explain_and_insert_use_the_declarations() {
+        let mut session = Session::new();
+        session.execute(BIDS).unwrap();
+        session.execute("CREATE TABLE out (auction BIGINT) WITH ('connector' = 'blackhole')").unwrap();
+        let Reply::Explained(plan) = session.execute("EXPLAIN SELECT auction FROM bid").unwrap() else {
+            panic!("a plan")
+        };
+        assert!(plan.contains("bid"), "{plan}");
+        let Reply::Insert(script) = session.execute("INSERT INTO out SELECT auction FROM bid -- done").unwrap() else {
+            panic!("an insert")
+        };
+        assert_eq!(crate::plan_script(&script).unwrap().len(), 1);
+        assert!(matches!(session.execute("quit").unwrap(), Reply::Quit));
+    }
+
+    #[test]
+    fn the_result_table_applies_retractions_and_orders_rows_by_value() {
+        let mut table = SelectJob {
+            columns: vec![("auction".into(), SqlType::BIGINT), ("name".into(), SqlType::Varchar)],
+            declarations: String::new(),
+            query: String::new(),
+        }
+        .result();
+        table.apply(b"+I,10,\"a, b\"\n+I,9,x\n-U,10,\"a, b\"\n+U,10,c\n+I,9,x\n").unwrap();
+        assert_eq!(table.rows(10), vec![vec!["9", "x"], vec!["9", "x"], vec!["10", "c"]]);
+        assert_eq!(table.len(), 3);
+        table.apply(b"-D,9,x\n").unwrap();
+        assert_eq!(table.len(), 2);
+        assert!(table.apply(b"?I,1,x\n").unwrap_err().contains("change kind"));
+        assert!(table.apply(b"+I,1\n").unwrap_err().contains("fields"));
+    }
+
+    #[test]
+    fn statements_split_at_semicolons_outside_quotes_and_comments() {
+        let (statements, rest) =
+            crate::parser::split_statements("SELECT ';' FROM t; -- a ; comment\nSHOW TABLES;\nSELECT");
+        assert_eq!(statements, vec!["SELECT ';' FROM t", "-- a ; comment\nSHOW TABLES"]);
+        assert_eq!(rest.trim(), "SELECT");
+        let (statements, rest) = crate::parser::split_statements("SELECT 'unclosed;");
+        assert!(statements.is_empty());
+        assert_eq!(rest, "SELECT 'unclosed;");
+        let (_, rest) = crate::parser::split_statements("SHOW TABLES; -- trailing\n");
+        assert!(rest.is_empty());
+    }
+}
