@@ -9,6 +9,7 @@
 //! must add up to. Bad scripts fail before anything runs, with the line and column of the problem.
 #![allow(clippy::disallowed_methods)] // tests inspect real directories with std::fs
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -586,6 +587,75 @@ fn a_global_aggregate_keeps_one_row_equal_to_the_reference() {
     );
     assert_eq!(ends[0], vec![reference], "parallelism 1");
     assert_eq!(ends[1], ends[0], "parallelism 3");
+}
+
+/// `SESSION` as a window table function, partitioned and not: each session's count and sum
+/// equal a reference that cuts each partition's rows where they are a gap apart, at
+/// parallelism 1 and 2 (Flink 2.3 gave the same rows on such an input).
+#[test]
+fn session_table_functions_equal_the_reference_sessions() {
+    let registry = weir_cluster::jobs::builtin();
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("bids.csv");
+    // 400 bids of 5 bidders, 0.1 s to 12 s apart, arriving in time order.
+    let mut t = 0i64;
+    let bids: Vec<(i64, i64, i64)> = (0..400i64)
+        .map(|i| {
+            t += [100, 300, 900, 4_000, 12_000][(i * 7 % 5) as usize] + i % 3;
+            (1 + (i * 13) % 5, 1 + (i * 31) % 100, t)
+        })
+        .collect();
+    let at = |ms: i64| weir_sql::types::format_timestamp(1_700_000_000_000 + ms);
+    let lines: Vec<String> = bids.iter().map(|(b, p, t)| format!("{b},{p},\"{}\"", at(*t))).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    const GAP: i64 = 10_000;
+    // Sessions of the rows of each partition: (partition, start, end, count, sum).
+    let sessions = |partition: &dyn Fn(i64) -> i64| -> Vec<String> {
+        let mut open: BTreeMap<i64, (i64, i64, i64, i64)> = BTreeMap::new();
+        let mut done = Vec::new();
+        for (bidder, price, t) in &bids {
+            let key = partition(*bidder);
+            match open.get_mut(&key) {
+                Some(session) if *t < session.1 + GAP => {
+                    *session = (session.0, *t, session.2 + 1, session.3 + price);
+                }
+                _ => {
+                    if let Some((start, last, n, sum)) = open.insert(key, (*t, *t, 1, *price)) {
+                        done.push((key, start, last + GAP, n, sum));
+                    }
+                }
+            }
+        }
+        done.extend(open.into_iter().map(|(key, (start, last, n, sum))| (key, start, last + GAP, n, sum)));
+        let mut rows: Vec<String> =
+            done.into_iter().map(|(k, s, e, n, sum)| format!("{k},\"{}\",\"{}\",{n},{sum}", at(s), at(e))).collect();
+        rows.sort();
+        rows
+    };
+    for parallelism in [1, 2] {
+        let out = root.path().join(format!("out-{parallelism}"));
+        let script = format!(
+            "CREATE TABLE bid (bidder BIGINT, price BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' \
+             SECOND) WITH ('connector' = 'filesystem', 'path' = '{input}', 'format' = 'csv');
+             CREATE TABLE per_bidder (bidder BIGINT, s TIMESTAMP(3), e TIMESTAMP(3), n BIGINT, total BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '{out}/per_bidder', 'format' = 'csv');
+             CREATE TABLE everyone (k BIGINT, s TIMESTAMP(3), e TIMESTAMP(3), n BIGINT, total BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '{out}/everyone', 'format' = 'csv');
+             INSERT INTO per_bidder SELECT bidder, window_start, window_end, COUNT(*), SUM(price)
+             FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+             GROUP BY bidder, window_start, window_end;
+             INSERT INTO everyone SELECT 0, window_start, window_end, COUNT(*), SUM(price)
+             FROM TABLE(SESSION(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+             GROUP BY window_start, window_end;",
+            input = input.display(),
+            out = out.display()
+        );
+        run_job(&registry, options(script, parallelism)).expect("the script runs");
+        let per_bidder = sessions(&|bidder| bidder);
+        assert!(per_bidder.len() > 50, "many sessions: {}", per_bidder.len());
+        assert_eq!(committed(&out.join("per_bidder")), per_bidder, "partitioned, parallelism {parallelism}");
+        assert_eq!(committed(&out.join("everyone")), sessions(&|_| 0), "global, parallelism {parallelism}");
+    }
 }
 
 /// A join whose condition bounds the difference of the two sides' times is an interval join:

@@ -13,7 +13,7 @@
 //!
 //! What runs so far: projections, filters, `CASE`, arithmetic with exact decimals, nested `ROW`
 //! fields, built-in functions ([`functions`]), views, subqueries in `FROM`; window aggregation
-//! ([`aggregate`]: `TUMBLE`, `HOP`, `CUMULATE`, `GROUP BY SESSION(…)`; of processing time,
+//! ([`aggregate`]: `TUMBLE`, `HOP`, `CUMULATE`, `SESSION`, `GROUP BY SESSION(…)`; of processing time,
 //! [`proctime`]); window joins and regular inner joins ([`join`]); updating results on
 //! differential dataflow — aggregates without a window ([`aggregate::Part`]) and Top-N
 //! ([`rank`]) — written as changelogs. Sources: the Nexmark generator and CSV files; sinks:
@@ -674,6 +674,21 @@ mod tests {
                 "HOP over processing time is not supported yet (TUMBLE is)",
             ),
             ("INSERT INTO out SELECT auction, price FROM bids WHERE COUNT(*) > 1;", "COUNT is an aggregate"),
+            (
+                "INSERT INTO out SELECT price, COUNT(*) FROM TABLE(SESSION(TABLE bids PARTITION BY auction, \
+                 DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY price, window_start, window_end;",
+                "exactly the PARTITION BY columns (auction)",
+            ),
+            (
+                "INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids PARTITION BY auction, \
+                 DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;",
+                "only SESSION's windows are partitioned",
+            ),
+            (
+                "INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(SESSION(TABLE bids PARTITION BY nope, \
+                 DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;",
+                "column nope not found in bids",
+            ),
             (
                 "INSERT INTO out SELECT auction, COUNT(*) FROM bids;",
                 "column auction is neither grouped nor aggregated",

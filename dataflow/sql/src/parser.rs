@@ -47,7 +47,9 @@ impl Dialect for FlinkDialect {
     }
     /// `TABLE name` as an argument of a window table function — `TUMBLE(TABLE bid,
     /// DESCRIPTOR(col), INTERVAL '10' SECOND)` — read as the expression `TABLE name`
-    /// (`Expr::Prefixed`), for the planner to recognise.
+    /// (`Expr::Prefixed`), for the planner to recognise. `TABLE name PARTITION BY key` or `…
+    /// PARTITION BY (key, …)` (`SESSION`'s) is read as `TABLE (name, key, …)`: a tuple of the
+    /// name and the keys.
     fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
         let table_argument = parser.peek_keyword(Keyword::TABLE)
             && matches!(parser.peek_nth_token(1).token, Token::Word(_))
@@ -56,10 +58,26 @@ impl Dialect for FlinkDialect {
             return None;
         }
         let keyword = parser.next_token();
-        Some(parser.parse_identifier().map(|name| Expr::Prefixed {
-            prefix: Ident::with_span(keyword.span, "TABLE"),
-            value: Box::new(Expr::Identifier(name)),
-        }))
+        let table = |parser: &mut Parser| -> Result<Expr, ParserError> {
+            let name = Expr::Identifier(parser.parse_identifier()?);
+            if !parser.parse_keywords(&[Keyword::PARTITION, Keyword::BY]) {
+                return Ok(name);
+            }
+            let keys = if parser.consume_token(&Token::LParen) {
+                let keys = parser.parse_comma_separated(|p| p.parse_identifier())?;
+                parser.expect_token(&Token::RParen)?;
+                keys
+            } else {
+                vec![parser.parse_identifier()?]
+            };
+            Ok(Expr::Tuple(std::iter::once(name).chain(keys.into_iter().map(Expr::Identifier)).collect()))
+        };
+        Some(
+            table(parser).map(|value| Expr::Prefixed {
+                prefix: Ident::with_span(keyword.span, "TABLE"),
+                value: Box::new(value),
+            }),
+        )
     }
 }
 

@@ -298,6 +298,9 @@ struct Relation {
     /// A window table function's windows, not assigned yet: its `window_start`, `window_end`
     /// and `window_time` are the last three columns, which only a `GROUP BY` may read.
     window: Option<WindowSpec>,
+    /// The `PARTITION BY` columns of a `SESSION` table function: its sessions are per value of
+    /// these (none: one series of sessions over all rows).
+    window_partition: Vec<usize>,
     /// The columns holding a window aggregation's `window_start` and `window_end`, as long as
     /// they are passed on unchanged (a window join matches windows on them).
     bounds: Option<(usize, usize)>,
@@ -959,6 +962,27 @@ impl Catalog {
                 keys.push(key);
             }
         }
+        // A SESSION table function's sessions are per its PARTITION BY keys; its aggregate
+        // groups each session's rows, so it must group by exactly those keys (Weir's session
+        // windows are per group).
+        let partition = std::mem::take(&mut relation.window_partition);
+        if matches!(relation.window, Some(WindowSpec::Session { .. })) && bounds == [true, true] {
+            let mut grouped: Vec<Option<usize>> = keys.iter().map(Scalar::as_column).collect();
+            let mut partitioned: Vec<Option<usize>> = partition.iter().copied().map(Some).collect();
+            grouped.sort_unstable();
+            partitioned.sort_unstable();
+            if grouped != partitioned {
+                let names: Vec<&str> = partition.iter().map(|&c| relation.columns[c].name.as_str()).collect();
+                return Err(SqlError::at(
+                    group_at,
+                    format!(
+                        "GROUP BY over SESSION(…) must group by window_start, window_end and exactly the \
+                         PARTITION BY columns ({}); other keys are not supported yet",
+                        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                    ),
+                ));
+            }
+        }
         let (window, group_window) = match (relation.window.take(), group_window) {
             (Some(window), None) if bounds == [true, true] => (Some(window), None),
             (Some(window), None) => {
@@ -1117,29 +1141,51 @@ impl Catalog {
     }
 
     /// `TABLE(TUMBLE(TABLE t, DESCRIPTOR(time), size))`, `HOP(…, slide, size)`, `CUMULATE(…,
-    /// step, max_size)`: the table with the window's three columns added.
+    /// step, max_size)`, `SESSION(TABLE t [PARTITION BY key | (keys…)], DESCRIPTOR(time), gap)`:
+    /// the table with the window's three columns added.
     fn window_table(&self, expr: &Expr, alias: Option<&sqlparser::ast::TableAlias>) -> Result<Relation, SqlError> {
         let at = expr.span().start;
         let Expr::Function(function) = expr else {
-            return Err(SqlError::at(at, "TABLE(…) takes a window function: TUMBLE, HOP or CUMULATE"));
+            return Err(SqlError::at(at, "TABLE(…) takes a window function: TUMBLE, HOP, CUMULATE or SESSION"));
         };
         let name = function.name.to_string().to_ascii_uppercase();
-        if !matches!(name.as_str(), "TUMBLE" | "HOP" | "CUMULATE") {
-            let hint = if name == "SESSION" { " (write GROUP BY key, SESSION(time, gap) instead)" } else { "" };
-            return Err(SqlError::at(at, format!("table function {name} is not supported yet{hint}")));
+        if !matches!(name.as_str(), "TUMBLE" | "HOP" | "CUMULATE" | "SESSION") {
+            return Err(SqlError::at(at, format!("table function {name} is not supported yet")));
         }
         let args = plain_call(function, &name, at)?;
         let [table, descriptor, durations @ ..] = args.as_slice() else {
             return Err(SqlError::at(at, format!("{name}(TABLE t, DESCRIPTOR(time), …): too few arguments")));
         };
-        let table_name = match table {
+        // `TABLE t`, or `TABLE t PARTITION BY …` as the dialect reads it: a tuple of the table
+        // and its partition keys (`crate::parser::FlinkDialect`).
+        let (table_name, partition_keys) = match table {
             Expr::Prefixed { prefix, value } if prefix.value == "TABLE" => match value.as_ref() {
-                Expr::Identifier(ident) => ident.value.clone(),
+                Expr::Identifier(ident) => (ident.value.clone(), &[][..]),
+                Expr::Tuple(parts) => match parts.split_first() {
+                    Some((Expr::Identifier(ident), keys)) => (ident.value.clone(), keys),
+                    _ => return Err(SqlError::at(at, "TABLE … PARTITION BY: name a table or view")),
+                },
                 other => return Err(SqlError::at(at, format!("TABLE {other}: name a table or view"))),
             },
             other => return Err(SqlError::at(other.span().start, format!("{name}'s first argument is TABLE name"))),
         };
+        if !partition_keys.is_empty() && name != "SESSION" {
+            return Err(SqlError::at(
+                partition_keys[0].span().start,
+                format!("PARTITION BY in {name}(…): only SESSION's windows are partitioned"),
+            ));
+        }
         let mut relation = self.named(&table_name, None, at)?;
+        for key in partition_keys {
+            let key_at = key.span().start;
+            let Expr::Identifier(ident) = key else {
+                return Err(SqlError::at(key_at, "PARTITION BY takes columns of the table"));
+            };
+            let Some(column) = relation.columns.iter().position(|c| c.name == ident.value) else {
+                return Err(SqlError::at(key_at, format!("column {} not found in {table_name}", ident.value)));
+            };
+            relation.window_partition.push(column);
+        }
         let time_column = match descriptor {
             Expr::Function(d) if d.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") => {
                 match plain_call(d, "DESCRIPTOR", at)?.as_slice() {
@@ -1171,6 +1217,8 @@ impl Catalog {
         let spec = match (name.as_str(), durations.as_slice()) {
             ("TUMBLE", [size]) => WindowSpec::Tumble { size: *size },
             ("HOP", [slide, size]) => hop(*slide, *size, at)?,
+            ("SESSION", [gap]) if *gap > 0 => WindowSpec::Session { gap: *gap },
+            ("SESSION", [_]) => return Err(SqlError::at(at, "SESSION: the gap must be positive")),
             ("CUMULATE", [step, max_size]) => {
                 if max_size % step != 0 {
                     return Err(SqlError::at(at, "CUMULATE: the max size must be a multiple of the step"));
@@ -1380,6 +1428,7 @@ impl Catalog {
             proctime: None,
             processing_windows: false,
             window: None,
+            window_partition: Vec::new(),
             bounds: None,
             timestamped: true,
             updating,
@@ -1404,6 +1453,7 @@ impl Catalog {
                 proctime: None,
                 processing_windows: false,
                 window: None,
+                window_partition: Vec::new(),
                 bounds: None,
                 timestamped: table.def.watermark.is_some(),
                 updating: None,
