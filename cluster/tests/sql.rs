@@ -658,6 +658,62 @@ fn session_table_functions_equal_the_reference_sessions() {
     }
 }
 
+/// `SET 'table.exec.state.ttl'` bounds a regular join's state: each row is kept for the TTL in
+/// event time, so exactly the rows less than the TTL apart pair — the same at parallelism 1 and
+/// 2, and fewer pairs than without the TTL.
+#[test]
+fn a_state_ttl_keeps_a_regular_joins_rows_for_that_long_in_event_time() {
+    let registry = weir_cluster::jobs::builtin();
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("events.csv");
+    // 300 events of 20 keys, 0 to 1.9 s apart.
+    let mut t = 0i64;
+    let events: Vec<(i64, i64, i64)> = (0..300i64)
+        .map(|i| {
+            t += (i * 733) % 1_900;
+            ((i * 7) % 20, i, t)
+        })
+        .collect();
+    let lines: Vec<String> = events
+        .iter()
+        .map(|(key, id, t)| format!("{key},{id},\"{}\"", weir_sql::types::format_timestamp(1_700_000_000_000 + t)))
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let script = |out: &Path, ttl: &str| {
+        format!(
+            "SET 'table.exec.state.ttl' = '{ttl}';
+             CREATE TABLE events (k BIGINT, id BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+             WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             CREATE TABLE pairs (a BIGINT, b BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             INSERT INTO pairs SELECT x.id, y.id FROM events x JOIN events y ON x.k = y.k;",
+            input.display(),
+            out.display()
+        )
+    };
+    let pairs = |within: i64| -> Vec<String> {
+        let mut pairs = Vec::new();
+        for x in &events {
+            for y in &events {
+                if x.0 == y.0 && (x.2 - y.2).abs() < within {
+                    pairs.push(format!("{},{}", x.1, y.1));
+                }
+            }
+        }
+        pairs.sort();
+        pairs
+    };
+    for parallelism in [1, 2] {
+        let out = root.path().join(format!("ttl-{parallelism}"));
+        run_job(&registry, options(script(&out, "3 s"), parallelism)).expect("the script runs");
+        assert_eq!(committed(&out), pairs(3_000), "TTL 3 s, parallelism {parallelism}");
+    }
+    let out = root.path().join("no-ttl");
+    run_job(&registry, options(script(&out, "0"), 2)).expect("the script runs");
+    let all = pairs(i64::MAX);
+    assert!(all.len() > pairs(3_000).len() * 2, "the TTL matters: {} pairs without it", all.len());
+    assert_eq!(committed(&out), all, "no TTL ('0')");
+}
+
 /// A join whose condition bounds the difference of the two sides' times is an interval join:
 /// each side's rows are kept only while a partner may come. Its pairs equal a reference
 /// computed from the bids directly, at parallelism 1 and 2.

@@ -34,6 +34,9 @@ use crate::types::{Row, SqlType, Value};
 pub struct Catalog {
     tables: BTreeMap<String, Table>,
     views: BTreeMap<String, Box<Query>>,
+    /// `SET 'table.exec.state.ttl'`: how long, in event time, a regular join keeps a row; and
+    /// where it was set.
+    state_ttl: Option<(i64, Location)>,
 }
 
 /// A declared table with what its declaration determines, compiled once where it is declared.
@@ -390,7 +393,7 @@ impl Catalog {
     pub fn declare(statements: Vec<SqlStatement>) -> Result<(Catalog, Vec<Insert>, Vec<String>), SqlError> {
         // The engine settings, checked here too, so that a script with a wrong one never runs.
         crate::settings::settings(&statements)?;
-        let mut catalog = Catalog::default();
+        let mut catalog = Catalog { state_ttl: crate::settings::state_ttl(&statements)?, ..Catalog::default() };
         let mut inserts = Vec::new();
         let mut explained = Vec::new();
         for statement in statements {
@@ -428,6 +431,23 @@ impl Catalog {
             }
         }
         Ok((catalog, inserts, explained))
+    }
+
+    /// Refuses `what` under a state TTL: its state is not bounded by one yet, and keeping it
+    /// whole would give other answers than Flink's (which forgets it).
+    fn refuse_state_ttl(&self, what: &str, at: Location) -> Result<(), SqlError> {
+        match self.state_ttl {
+            None => Ok(()),
+            Some((_, set_at)) => Err(SqlError::at(
+                at,
+                format!(
+                    "'table.exec.state.ttl' (SET at line {}, column {}) bounds only regular joins of append-only \
+                     rows so far; {what} keeps its state whole, which would answer otherwise than with the TTL: \
+                     remove the SET, or run this query in a job of its own",
+                    set_at.line, set_at.column
+                ),
+            )),
+        }
     }
 
     /// The declared tables' names, in order.
@@ -854,6 +874,7 @@ impl Catalog {
         if !relation.timestamped {
             return Err(SqlError::at(rank.at, UPDATING_UNTIMED));
         }
+        self.refuse_state_ttl("a Top-N (ROW_NUMBER() OVER …)", rank.at)?;
         let mut limit = None;
         for (index, condition) in conditions.iter().enumerate() {
             let mut condition = *condition;
@@ -1091,6 +1112,7 @@ impl Catalog {
                 if !relation.timestamped {
                     return Err(SqlError::at(group_at, UPDATING_UNTIMED));
                 }
+                self.refuse_state_ttl("an aggregate without a window", group_at)?;
                 let what = if group_keys.is_empty() { "the SELECT" } else { "the GROUP BY" };
                 relation.updating = Some(format!(
                     "{what} at line {}, column {} (an aggregate without a window)",
@@ -1394,6 +1416,10 @@ impl Catalog {
             }
             _ => None,
         };
+        if updating.is_some() {
+            let what = if outer == Outer::None { "a join of updating results" } else { "an outer join" };
+            self.refuse_state_ttl(what, at)?;
+        }
         let kind = match (left.bounds, right.bounds) {
             _ if updating.is_some() => JoinKind::Updating {
                 left_outer: outer.keeps_left(),
@@ -1406,9 +1432,18 @@ impl Catalog {
             {
                 JoinKind::Window
             }
-            _ => match interval {
-                Some((Some(lower), Some(upper))) if lower <= upper => JoinKind::Interval { lower, upper },
-                _ => JoinKind::Regular,
+            // A state TTL keeps each row for that long in event time, so rows less than the TTL
+            // apart pair: the bounds of an interval join (with the condition's own, if any).
+            _ => match (interval, self.state_ttl) {
+                (Some((Some(lower), Some(upper))), None) if lower <= upper => JoinKind::Interval { lower, upper },
+                (_, None) => JoinKind::Regular,
+                (bounds, Some((ttl, _))) => {
+                    let (lower, upper) = bounds.unwrap_or((None, None));
+                    let lower = lower.map_or(1 - ttl, |lower| lower.max(1 - ttl));
+                    let upper = upper.map_or(ttl - 1, |upper| upper.min(ttl - 1));
+                    // Bounds that leave no pair: the condition filters every pair out anyway.
+                    JoinKind::Interval { lower, upper: upper.max(lower) }
+                }
             },
         };
         // An outer join's residual decides pairs; an inner join's filters them.

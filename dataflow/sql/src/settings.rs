@@ -4,7 +4,9 @@
 //! `weir job submit sql -f job.sql` read them before the job is planned, and a flag given on the
 //! command line overrides them (the operator has the last word). A key Weir does not know, or
 //! one whose meaning it does not implement yet, is refused with its place: ignoring it would
-//! run a different job than the one written (state TTL, above all, changes answers).
+//! run a different job than the one written. `table.exec.state.ttl` is the planner's, not the
+//! engine's ([`state_ttl`]): a state TTL changes answers, so the planner applies it where it
+//! can and refuses the query where it cannot.
 
 use std::time::Duration;
 
@@ -15,7 +17,8 @@ use sqlparser::tokenizer::Location;
 use crate::parser::{SqlError, SqlStatement};
 
 /// The keys `SET` takes.
-const KEYS: &[&str] = &["parallelism.default", "execution.checkpointing.interval", "execution.runtime-mode"];
+const KEYS: &[&str] =
+    &["parallelism.default", "execution.checkpointing.interval", "execution.runtime-mode", "table.exec.state.ttl"];
 
 /// The engine settings of `statements`' `SET`s, the last of each key winning (as in Flink).
 pub fn settings(statements: &[SqlStatement]) -> Result<EngineDefaults, SqlError> {
@@ -77,14 +80,9 @@ pub fn apply(settings: &mut EngineDefaults, key: &str, value: &str, at: Location
                 format!("SET '{key}' = '{value}': Weir runs streaming only; remove the SET or make it 'streaming'"),
             ))
         }
+        // A planner setting: see `state_ttl`.
         "table.exec.state.ttl" => {
-            return Err(SqlError::at(
-                at,
-                format!(
-                    "SET '{key}' is not supported yet: state is kept for the job's lifetime, and ignoring the TTL \
-                     would change the answer; remove the SET"
-                ),
-            ))
+            ttl_millis(key, value, at)?;
         }
         _ => {
             return Err(SqlError::at(
@@ -97,6 +95,27 @@ pub fn apply(settings: &mut EngineDefaults, key: &str, value: &str, at: Location
 }
 
 /// A positive duration as Flink writes one (`weir_core::job::parse_flink_duration_ms`).
+/// `SET 'table.exec.state.ttl'`, the last one (`0`: none, as in Flink), with where it was set:
+/// how long, in event time, a regular join keeps each row (see docs/sql.md).
+pub fn state_ttl(statements: &[SqlStatement]) -> Result<Option<(i64, Location)>, SqlError> {
+    let mut ttl = None;
+    for statement in statements {
+        if let SqlStatement::Set { key, value, at } = statement {
+            if key == "table.exec.state.ttl" {
+                let millis = ttl_millis(key, value, *at)?;
+                ttl = (millis > 0).then_some((millis, *at));
+            }
+        }
+    }
+    Ok(ttl)
+}
+
+fn ttl_millis(key: &str, value: &str, at: Location) -> Result<i64, SqlError> {
+    weir_core::job::parse_flink_duration_ms(value.trim()).map_err(|_| {
+        SqlError::at(at, format!("SET '{key}' = '{value}': expected a duration such as '1 h', '30 min' or '0' (none)"))
+    })
+}
+
 fn duration(text: &str) -> Option<Duration> {
     let millis = weir_core::job::parse_flink_duration_ms(text).ok()?;
     (millis > 0).then(|| Duration::from_millis(millis as u64))
@@ -128,7 +147,7 @@ mod tests {
             ("execution.checkpointing.interval", "0 s", "pass --checkpoint-interval off"),
             ("execution.checkpointing.interval", "10 fortnights", "expected a duration"),
             ("execution.runtime-mode", "batch", "streaming only"),
-            ("table.exec.state.ttl", "1 h", "not supported yet"),
+            ("table.exec.state.ttl", "a while", "expected a duration such as '1 h'"),
             ("pipeline.name", "x", "the keys SET takes: parallelism.default"),
         ] {
             let error = set(key, value).unwrap_err();
