@@ -549,8 +549,8 @@ SET 'execution.checkpointing.interval' = '10 s';
         assert_eq!(run(&["--coordinator", "x:1", "--certs", "c"], InvocationKind::Submit), (3, ten), "submit too");
         assert_eq!(run(&["--parallelism", "2"], InvocationKind::Run), (2, ten), "the flag wins");
         assert_eq!(run(&["--checkpoint-interval", "off"], InvocationKind::Run), (3, None), "the flag wins");
-        let bad = SqlInvocation { flags: vec!["--script".into(), "SET 'table.exec.state.ttl' = '1 h';".into()] };
+        let bad = SqlInvocation { flags: vec!["--script".into(), "SET 'pipeline.name' = 'x';".into()] };
         let error = parse_invocation(&registry, &bad.job(), InvocationKind::Run).unwrap_err();
-        assert!(error.contains("line 1, column 1") && error.contains("not supported yet"), "{error}");
+        assert!(error.contains("line 1, column 1") && error.contains("is not supported"), "{error}");
     }
 }

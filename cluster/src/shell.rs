@@ -30,7 +30,7 @@ use weir_sql::types::SqlType;
 
 use crate::cli::{parse_invocation, Invocation, InvocationKind, JobInvocation};
 
-/// Flags a shell passes on to every query it runs, minus those it sets itself.
+/// The flags the shell sets itself for each query (every other flag is passed on).
 const OWN_FLAGS: [&str; 4] = ["--checkpoint-dir", "--script", "-f", "--file"];
 
 /// The widest a cell is shown (Flink's `sql-client.display.max-column-width`).
@@ -70,11 +70,28 @@ pub fn run(registry: &JobRegistry, flags: Vec<String>) -> ExitCode {
         Err(error) => return fail(&error),
     }
     let interrupted = Arc::new(AtomicBool::new(false));
+    let terminated = Arc::new(AtomicBool::new(false));
+    let at_prompt = Arc::new(AtomicBool::new(true));
     // Ctrl-C at the prompt reaches rustyline as a key; while a query runs it is a signal,
-    // which stops the query, not the shell.
-    if let Err(error) = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone()) {
-        return fail(&format!("cannot handle Ctrl-C: {error}"));
+    // which stops the query, not the shell. A hang-up or termination ends the shell at once at
+    // the prompt; while a query runs, it stops the query first (the query's process is in a
+    // group of its own, which the terminal does not reach), then ends the shell.
+    let handlers = || -> std::io::Result<()> {
+        signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())?;
+        for signal in [signal_hook::consts::SIGHUP, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, terminated.clone())?;
+            signal_hook::flag::register_conditional_default(signal, at_prompt.clone())?;
+        }
+        Ok(())
+    };
+    if let Err(error) = handlers() {
+        return fail(&format!("cannot handle signals: {error}"));
     }
+    // The queries' directories (results, checkpoints), removed when the shell ends.
+    let scratch = match tempfile::Builder::new().prefix("weir-shell-").tempdir() {
+        Ok(scratch) => scratch,
+        Err(error) => return fail(&format!("cannot create a directory for the queries: {error}")),
+    };
     let config =
         Config::builder().auto_add_history(false).history_ignore_dups(true).and_then(|c| c.max_history_size(1000));
     let mut editor: Editor<(), DefaultHistory> = match config.map(|c| c.build()).map(Editor::with_config) {
@@ -88,7 +105,7 @@ pub fn run(registry: &JobRegistry, flags: Vec<String>) -> ExitCode {
     }
     println!("Weir SQL shell. Statements end with ';'. HELP; lists the commands, QUIT; leaves.");
     let mut session = Session::new();
-    let mut shell = Shell { flags, interrupted, queries: 0 };
+    let mut shell = Shell { flags, interrupted, terminated, at_prompt, scratch: scratch.path().to_owned(), queries: 0 };
     let mut pending = String::new();
     loop {
         let prompt = if pending.trim().is_empty() { "weir> " } else { "   -> " };
@@ -120,6 +137,9 @@ pub fn run(registry: &JobRegistry, flags: Vec<String>) -> ExitCode {
                 Ok(reply) => shell.reply(reply),
                 Err(error) => println!("[ERROR] {error}"),
             }
+            if shell.terminated.load(Ordering::SeqCst) {
+                return ExitCode::FAILURE;
+            }
         }
     }
     ExitCode::SUCCESS
@@ -135,8 +155,27 @@ struct Shell {
     flags: Vec<String>,
     /// Set by Ctrl-C.
     interrupted: Arc<AtomicBool>,
+    /// Set by a hang-up or termination.
+    terminated: Arc<AtomicBool>,
+    /// Whether no query runs: a hang-up or termination then ends the shell at once.
+    at_prompt: Arc<AtomicBool>,
+    /// The shell's own directory, with one per query.
+    scratch: PathBuf,
     /// Queries run, to name their directories.
     queries: u64,
+}
+
+/// A query's process: killed (and waited for) when it is dropped while it runs, however the
+/// shell leaves the query.
+struct Job(Child);
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 impl Shell {
@@ -152,25 +191,38 @@ impl Shell {
                 }
                 println!("{} row{} in set", rows.len(), if rows.len() == 1 { "" } else { "s" });
             }
-            Reply::Insert(script) => self.run_insert(&script),
-            Reply::Select(job) => self.run_select(&job),
+            Reply::Insert { script, writes_files } => {
+                self.at_prompt.store(false, Ordering::SeqCst);
+                self.run_insert(&script, writes_files);
+                self.at_prompt.store(true, Ordering::SeqCst);
+            }
+            Reply::Select(job) => {
+                self.at_prompt.store(false, Ordering::SeqCst);
+                self.run_select(&job);
+                self.at_prompt.store(true, Ordering::SeqCst);
+            }
             Reply::Quit => unreachable!("the loop leaves on QUIT"),
         }
     }
 
-    /// Runs an `INSERT` as `weir sql -f` would, its progress and summary on the terminal.
-    fn run_insert(&mut self, script: &str) {
-        // Its progress, summary and errors go to the terminal as they come.
-        let Some(mut child) = self.spawn(script, None, Stdio::inherit(), Stdio::inherit()) else { return };
+    /// Runs an `INSERT` as `weir sql -f` would, its progress and summary on the terminal. Its
+    /// checkpoints go next to its files, as `weir sql -f` puts them; a table of no files (print,
+    /// blackhole) gets a directory of the shell's.
+    fn run_insert(&mut self, script: &str, writes_files: bool) {
+        self.queries += 1;
+        let checkpoints = (!writes_files).then(|| self.scratch.join(format!("insert-{}", self.queries)));
         self.interrupted.store(false, Ordering::SeqCst);
+        // Its progress, summary and errors go to the terminal as they come.
+        let Some(mut job) = self.spawn(script, checkpoints.as_deref(), Stdio::inherit(), Stdio::inherit()) else {
+            return;
+        };
         loop {
-            if self.interrupted.swap(false, Ordering::SeqCst) {
-                let _ = child.kill();
-                let _ = child.wait();
-                println!("[INFO] stopped; `weir sql -f` on the same script resumes it from its last checkpoint");
+            if self.interrupted.swap(false, Ordering::SeqCst) || self.terminated.load(Ordering::SeqCst) {
+                drop(job);
+                println!("[INFO] stopped; what its checkpoints had committed stays in the table");
                 return;
             }
-            match child.try_wait() {
+            match job.0.try_wait() {
                 Ok(Some(_)) => return,
                 Ok(None) => std::thread::sleep(REFRESH),
                 Err(error) => return println!("[ERROR] the job's process: {error}"),
@@ -181,7 +233,7 @@ impl Shell {
     /// Runs a `SELECT` and shows its result as it is committed.
     fn run_select(&mut self, job: &SelectJob) {
         self.queries += 1;
-        let dir = std::env::temp_dir().join(format!("weir-shell-{}-{}", std::process::id(), self.queries));
+        let dir = self.scratch.join(format!("select-{}", self.queries));
         let result_dir = dir.join("result");
         let checkpoints = dir.join("checkpoints");
         let script = job.script(&result_dir);
@@ -191,7 +243,9 @@ impl Shell {
             Ok(file) => file,
             Err(error) => return println!("[ERROR] cannot create {}: {error}", errors.display()),
         };
+        self.interrupted.store(false, Ordering::SeqCst);
         let Some(mut child) = self.spawn(&script, Some(&checkpoints), Stdio::null(), Stdio::from(stderr)) else {
+            let _ = std::fs::remove_dir_all(&dir);
             return;
         };
         let mut table = job.result();
@@ -200,34 +254,33 @@ impl Shell {
             job.columns.iter().map(|(_, ty)| ty.is_numeric() || *ty == SqlType::Timestamp).collect();
         let started = weir_core::rt::now();
         let mut drawn = 0;
-        self.interrupted.store(false, Ordering::SeqCst);
         let outcome = loop {
-            if self.interrupted.swap(false, Ordering::SeqCst) {
-                let _ = child.kill();
-                let _ = child.wait();
+            if self.interrupted.swap(false, Ordering::SeqCst) || self.terminated.load(Ordering::SeqCst) {
                 break Outcome::Stopped;
             }
-            let exited = match child.try_wait() {
+            let exited = match child.0.try_wait() {
                 Ok(exited) => exited,
                 Err(error) => break Outcome::Failed(format!("the job's process: {error}")),
             };
             // A job commits its last files before it exits: read them after it has.
-            let read = table.poll(&result_dir);
-            if let Err(error) = read {
-                let _ = child.kill();
-                let _ = child.wait();
+            if let Err(error) = table.poll(&result_dir) {
                 break Outcome::Failed(format!("reading the result: {error}"));
             }
             if let Some(status) = exited {
                 break if status.success() { Outcome::Finished } else { Outcome::Exited };
             }
-            if live {
-                let (width, height) = terminal();
+            // The table, its borders, the count of rows not shown and the status line fit the
+            // screen with a line to spare (a full screen would scroll at every redraw); a
+            // terminal too short for that shows only the end.
+            let (width, height) = terminal();
+            if live && height >= 10 {
                 let status = format!("{}, running {:.1} s (Ctrl-C stops)", counts(&table), seconds(started));
-                drawn = redraw(drawn, &table, &numeric, height.saturating_sub(6).max(3), width, &status);
+                drawn = redraw(drawn, &table, &numeric, height - 7, width, &status);
             }
             std::thread::sleep(REFRESH);
         };
+        // Stopped, or no longer followed: the process goes (a finished one is left as it is).
+        drop(child);
         let status = match &outcome {
             Outcome::Finished => format!("{}, finished in {:.1} s", counts(&table), seconds(started)),
             Outcome::Stopped => format!("{}, stopped after {:.1} s", counts(&table), seconds(started)),
@@ -247,7 +300,7 @@ impl Shell {
 
     /// Starts `weir sql --script SCRIPT` with the shell's flags, in a process group of its own
     /// (so that Ctrl-C on the terminal reaches the shell, which decides).
-    fn spawn(&self, script: &str, checkpoints: Option<&Path>, stdout: Stdio, stderr: Stdio) -> Option<Child> {
+    fn spawn(&self, script: &str, checkpoints: Option<&Path>, stdout: Stdio, stderr: Stdio) -> Option<Job> {
         use std::os::unix::process::CommandExt;
         let program = match std::env::current_exe() {
             Ok(program) => program,
@@ -263,7 +316,7 @@ impl Shell {
         }
         command.args(&self.flags).stdin(Stdio::null()).stdout(stdout).stderr(stderr).process_group(0);
         match command.spawn() {
-            Ok(child) => Some(child),
+            Ok(child) => Some(Job(child)),
             Err(error) => {
                 println!("[ERROR] cannot start the job: {error}");
                 None
@@ -345,8 +398,19 @@ fn redraw(drawn: usize, table: &ResultTable, numeric: &[bool], limit: usize, wid
 /// are cut at `width` characters; `right[i]` aligns column `i` to the right (numbers).
 fn render(header: &[String], rows: &[Vec<String>], right: &[bool], width: usize) -> Vec<String> {
     let cut = |cell: &str| -> String {
+        // Control characters are shown escaped: a line break would throw the redraw's count of
+        // lines off, and an escape sequence in the data must not reach the terminal.
+        let mut shown = String::with_capacity(cell.len());
+        for c in cell.chars() {
+            if c.is_control() {
+                shown.extend(c.escape_debug());
+            } else {
+                shown.push(c);
+            }
+        }
+        let cell = shown;
         if cell.chars().count() <= MAX_CELL_WIDTH {
-            cell.to_owned()
+            cell
         } else {
             cell.chars().take(MAX_CELL_WIDTH - 3).chain("...".chars()).collect()
         }
@@ -389,5 +453,7 @@ mod tests {
         assert_eq!(lines[1], format!("| auction | name{} |", " ".repeat(26)));
         assert_eq!(lines[3], format!("|       7 | {}... |", "x".repeat(27)));
         assert!(render(&header, &rows, &[true, false], 10).iter().all(|line| line.chars().count() <= 10));
+        let rows = vec![vec!["1".to_string(), "it's\n\u{1b}[2J".to_string()]];
+        assert_eq!(render(&header, &rows, &[true, false], usize::MAX)[3], "|       1 | it's\\n\\u{1b}[2J |");
     }
 }

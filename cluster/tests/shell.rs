@@ -150,3 +150,33 @@ fn the_shell_declares_describes_explains_runs_and_remembers() {
     again.flush().unwrap();
     again.exp_string("QUIT;").unwrap();
 }
+
+/// A hang-up or termination while a query runs stops the query's process before the shell
+/// ends: nothing is left running, though the query's process is in a group of its own.
+#[test]
+fn terminating_the_shell_stops_its_running_query() {
+    let root = tempfile::tempdir().unwrap();
+    let mut shell = open_shell(root.path());
+    // A table name no other process has, to find the query's process by its command line.
+    let table = format!("ticks_{}", std::process::id());
+    shell
+        .send_line(&format!(
+            "CREATE TABLE {table} (id BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ('connector' = \
+             'datagen', 'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000000000');"
+        ))
+        .unwrap();
+    shell.exp_string("[INFO] table created").unwrap();
+    shell.send_line(&format!("SELECT COUNT(*) FROM {table};")).unwrap();
+    shell.exp_string("running").unwrap();
+    let running = || -> usize {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+        entries
+            .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+            .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(&format!("FROM {table}")))
+            .count()
+    };
+    assert_eq!(running(), 1, "the query runs in a process of its own");
+    shell.process_mut().signal(rexpect::process::Signal::SIGTERM).unwrap();
+    shell.exp_eof().unwrap();
+    assert_eq!(running(), 0, "the query's process is gone with the shell");
+}

@@ -684,17 +684,26 @@ fn a_state_ttl_keeps_a_regular_joins_rows_for_that_long_in_event_time() {
             "SET 'table.exec.state.ttl' = '{ttl}';
              CREATE TABLE events (k BIGINT, id BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
              WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
-             CREATE TABLE pairs (a BIGINT, b BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
-             INSERT INTO pairs SELECT x.id, y.id FROM events x JOIN events y ON x.k = y.k;",
+             CREATE TABLE pairs (a BIGINT, b BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out}/pairs', 'format' = 'csv');
+             CREATE TABLE later (a BIGINT, b BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out}/later', 'format' = 'csv');
+             CREATE TABLE wide (a BIGINT, b BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out}/wide', 'format' = 'csv');
+             CREATE TABLE beyond (a BIGINT, b BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out}/beyond', 'format' = 'csv');
+             INSERT INTO pairs SELECT x.id, y.id FROM events x JOIN events y ON x.k = y.k;
+             INSERT INTO later SELECT x.id, y.id FROM events x JOIN events y ON x.k = y.k AND y.ts >= x.ts;
+             INSERT INTO wide SELECT x.id, y.id FROM events x JOIN events y ON x.k = y.k
+               AND y.ts BETWEEN x.ts - INTERVAL '10' SECOND AND x.ts + INTERVAL '10' SECOND;
+             INSERT INTO beyond SELECT x.id, y.id FROM events x JOIN events y ON x.k = y.k
+               AND y.ts >= x.ts + INTERVAL '5' SECOND;",
             input.display(),
-            out.display()
+            out = out.display()
         )
     };
-    let pairs = |within: i64| -> Vec<String> {
+    // The pairs of one key whose difference of times (y's minus x's) `keep` takes.
+    let pairs = |keep: &dyn Fn(i64) -> bool| -> Vec<String> {
         let mut pairs = Vec::new();
         for x in &events {
             for y in &events {
-                if x.0 == y.0 && (x.2 - y.2).abs() < within {
+                if x.0 == y.0 && keep(y.2 - x.2) {
                     pairs.push(format!("{},{}", x.1, y.1));
                 }
             }
@@ -702,16 +711,25 @@ fn a_state_ttl_keeps_a_regular_joins_rows_for_that_long_in_event_time() {
         pairs.sort();
         pairs
     };
+    let within_ttl = pairs(&|d| d.abs() < 3_000);
     for parallelism in [1, 2] {
         let out = root.path().join(format!("ttl-{parallelism}"));
         run_job(&registry, options(script(&out, "3 s"), parallelism)).expect("the script runs");
-        assert_eq!(committed(&out), pairs(3_000), "TTL 3 s, parallelism {parallelism}");
+        let context = format!("TTL 3 s, parallelism {parallelism}");
+        assert_eq!(committed(&out.join("pairs")), within_ttl, "{context}");
+        // A one-sided bound narrows the TTL's range.
+        assert_eq!(committed(&out.join("later")), pairs(&|d| (0..3_000).contains(&d)), "{context}");
+        // Both bounds make an interval join, which the TTL leaves alone (as in Flink).
+        assert_eq!(committed(&out.join("wide")), pairs(&|d| d.abs() <= 10_000), "{context}");
+        // A bound beyond the TTL leaves nothing to pair.
+        assert_eq!(committed(&out.join("beyond")), Vec::<String>::new(), "{context}");
     }
     let out = root.path().join("no-ttl");
     run_job(&registry, options(script(&out, "0"), 2)).expect("the script runs");
-    let all = pairs(i64::MAX);
-    assert!(all.len() > pairs(3_000).len() * 2, "the TTL matters: {} pairs without it", all.len());
-    assert_eq!(committed(&out), all, "no TTL ('0')");
+    let all = pairs(&|_| true);
+    assert!(all.len() > within_ttl.len() * 2, "the TTL matters: {} pairs without it", all.len());
+    assert_eq!(committed(&out.join("pairs")), all, "no TTL ('0')");
+    assert!(!committed(&out.join("beyond")).is_empty(), "without the TTL, pairs 5 s apart and more");
 }
 
 /// A join whose condition bounds the difference of the two sides' times is an interval join:

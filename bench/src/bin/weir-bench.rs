@@ -3,12 +3,14 @@
 //! ```sh
 //! cargo run --release -p weir-bench -- e2e --events 10000000      # matrix: 1,2 slots × checkpoints off/1s
 //! cargo run --release -p weir-bench -- baseline --events 10000000  # hand-written timely ceiling
+//! cargo run --release -p weir-bench -- nexmark --events 4000000     # SQL on Weir and Flink 2.3
 //! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use weir_bench::median;
 use weir_core::generator::GeneratorConfig;
 
 #[derive(Parser)]
@@ -53,6 +55,34 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
+    /// The Nexmark queries in SQL (`bench/sql/`) on Weir and on Flink 2.3 (PyFlink), over the
+    /// same generated files, at parallelism 1: rows per second and Weir's speed over Flink's.
+    Nexmark {
+        /// Nexmark events to generate.
+        #[arg(long, default_value_t = 4_000_000)]
+        events: u64,
+        /// The queries (default: all of `bench/sql/`).
+        #[arg(long, value_delimiter = ',')]
+        queries: Vec<String>,
+        /// Runs of each query on Weir.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+        weir_runs: u64,
+        /// Runs of each query on Flink (0 leaves Flink out).
+        #[arg(long, default_value_t = 2)]
+        flink_runs: usize,
+        /// Weir's checkpoint interval in ms (0 = only the final checkpoint; Flink takes none).
+        #[arg(long, default_value_t = 1000)]
+        checkpoint_ms: u64,
+        /// The Python with PyFlink 2.3 (`pip install apache-flink==2.3.0`).
+        #[arg(long, default_value = "/tmp/venv-flink/bin/python")]
+        flink_python: PathBuf,
+        /// Flink's SQL runner (`../shared/peers/flink/run_sql.py`).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/peers/flink/run_sql.py"))]
+        run_sql: PathBuf,
+        /// Where the run makes its directory (input and checkpoints; removed at the end).
+        #[arg(long, default_value = "/tmp")]
+        scratch: PathBuf,
+    },
     /// Writes `events` generated bids as a CSV file (for `e2e --input`).
     WriteCsv {
         /// Events to generate.
@@ -62,11 +92,6 @@ enum Command {
         #[arg(long)]
         path: PathBuf,
     },
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    values[values.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,8 +118,8 @@ fn main() -> anyhow::Result<()> {
                         if interval == 0 { "off (final only)".to_string() } else { format!("every {interval} ms") };
                     println!(
                         "| {slots} | {label} | {read} | {:.2} M | {:.2} M | {completed} |",
-                        median(rates) / 1e6,
-                        median(cpu_rates) / 1e6
+                        median(&rates) / 1e6,
+                        median(&cpu_rates) / 1e6
                     );
                 }
             }
@@ -115,8 +140,27 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "baseline ({}): {events} events, {rows} rows, {:.2} M events/s (median of {repeat})",
                 if csv { "parse CSV" } else { "generator" },
-                median(rates) / 1e6
+                median(&rates) / 1e6
             );
+        }
+        Command::Nexmark { events, queries, weir_runs, flink_runs, checkpoint_ms, flink_python, run_sql, scratch } => {
+            use weir_bench::nexmark::{NexmarkConfig, HEADER, QUERIES};
+            let queries = if queries.is_empty() { QUERIES.iter().map(|q| q.to_string()).collect() } else { queries };
+            let config = NexmarkConfig {
+                events,
+                queries,
+                weir_runs: weir_runs as usize,
+                flink_runs,
+                checkpoint_interval: (checkpoint_ms > 0).then(|| Duration::from_millis(checkpoint_ms)),
+                flink_python,
+                run_sql,
+                scratch,
+            };
+            println!(
+                "{events} Nexmark events; parallelism 1; Weir checkpoints every {checkpoint_ms} ms (0: final only)\n"
+            );
+            println!("{HEADER}");
+            weir_bench::nexmark::run(&config, |figures| println!("{}", figures.markdown()))?;
         }
         Command::WriteCsv { events, path } => {
             let config = GeneratorConfig::new(events, 1);

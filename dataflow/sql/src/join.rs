@@ -19,7 +19,8 @@
 //!   DataStream API's interval join, which keeps each side's rows only while a partner may still
 //!   come, so its state is bounded. The condition still filters the pairs afterwards.
 //! - A **regular join** keeps every row of both sides, per key, and pairs each arriving row
-//!   with the other side's rows so far (Flink's regular join, without state TTL yet). A keyed
+//!   with the other side's rows so far (Flink's regular join; under a state TTL the planner
+//!   makes it an interval join of rows less than the TTL apart, `plan::ttl_join`). A keyed
 //!   co-process function hands rows over in event-time order, so the pairs — and the event time
 //!   each carries, the later row's — are the same in every run. A row that arrives behind the
 //!   watermark cannot be put in that order; it would be missing from the answer, so it stops

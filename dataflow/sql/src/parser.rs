@@ -408,11 +408,16 @@ pub fn parse_shell_command(text: &str) -> Result<ShellCommand, SqlError> {
 }
 
 /// Splits what has been typed into whole statements, each ended by a `;` outside quotes and
-/// comments (without it), and the text after the last one, still to be finished. Text the
-/// tokenizer cannot read yet (an unclosed quote or comment) is unfinished.
+/// comments (without it), and the text after the last one, still to be finished. Statements of
+/// only comments are dropped. Text the tokenizer cannot read is unfinished (an unclosed quote or
+/// comment) — unless it ends with a `;`: then it is passed on whole, for its error to be told.
 pub fn split_statements(text: &str) -> (Vec<String>, String) {
-    let Ok(tokens) = Tokenizer::new(&FlinkDialect, text).tokenize_with_location() else {
-        return (Vec::new(), text.to_owned());
+    let tokens = match Tokenizer::new(&FlinkDialect, text).tokenize_with_location() {
+        Ok(tokens) => tokens,
+        Err(_) if text.trim_end().ends_with(';') => {
+            return (vec![text.trim().trim_end_matches(';').to_owned()], String::new());
+        }
+        Err(_) => return (Vec::new(), text.to_owned()),
     };
     // Locations are lines and columns of characters, counted from 1.
     let line_starts: Vec<usize> =
@@ -422,20 +427,22 @@ pub fn split_statements(text: &str) -> (Vec<String>, String) {
         text[start..].char_indices().nth((at.column as usize).saturating_sub(1)).map_or(text.len(), |(i, _)| start + i)
     };
     let mut statements = Vec::new();
-    let mut begin = 0;
-    for token in tokens.iter().filter(|t| t.token == Token::SemiColon) {
-        let end = offset(token.span.start);
-        let statement = text[begin..end].trim();
-        if !statement.is_empty() {
-            statements.push(statement.to_owned());
+    let (mut begin, mut content) = (0, false);
+    for token in &tokens {
+        match token.token {
+            Token::SemiColon => {
+                let end = offset(token.span.start);
+                if content {
+                    statements.push(text[begin..end].trim().to_owned());
+                }
+                (begin, content) = (end + 1, false);
+            }
+            Token::Whitespace(_) | Token::EOF => {}
+            _ => content = true,
         }
-        begin = end + 1;
     }
-    let rest = &text[begin.min(text.len())..];
     // Only whitespace and comments after the last `;`: nothing is unfinished.
-    let last = tokens.iter().rposition(|t| t.token == Token::SemiColon).map_or(0, |i| i + 1);
-    let blank = tokens[last..].iter().all(|t| matches!(t.token, Token::Whitespace(_) | Token::EOF));
-    (statements, if blank { String::new() } else { rest.to_owned() })
+    (statements, if content { text[begin.min(text.len())..].to_owned() } else { String::new() })
 }
 
 /// Refuses `what` at `at` when `present`.

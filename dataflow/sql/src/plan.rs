@@ -692,7 +692,7 @@ impl Catalog {
             }
             GroupByExpr::All(_) => return Err(SqlError::at(at, "GROUP BY ALL is not supported")),
         };
-        refuse(group_keys.is_empty() && having.is_some(), at, "HAVING without GROUP BY")?;
+
         refuse(!named_window.is_empty() || qualify.is_some(), at, "WINDOW and QUALIFY")?;
         refuse(
             !lateral_views.is_empty()
@@ -766,6 +766,11 @@ impl Catalog {
             SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => calls_aggregate(expr),
             _ => false,
         });
+        refuse(
+            group_keys.is_empty() && !aggregated && having.is_some(),
+            at,
+            "HAVING without GROUP BY or an aggregate in the SELECT",
+        )?;
         if !group_keys.is_empty() || aggregated {
             let group_at = group_keys.first().map_or(at, |key| key.span().start);
             return self.aggregate(relation, group_keys, group_at, having.as_ref(), projection);
@@ -1206,7 +1211,9 @@ impl Catalog {
             let Some(column) = relation.columns.iter().position(|c| c.name == ident.value) else {
                 return Err(SqlError::at(key_at, format!("column {} not found in {table_name}", ident.value)));
             };
-            relation.window_partition.push(column);
+            if !relation.window_partition.contains(&column) {
+                relation.window_partition.push(column);
+            }
         }
         let time_column = match descriptor {
             Expr::Function(d) if d.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") => {
@@ -1432,18 +1439,14 @@ impl Catalog {
             {
                 JoinKind::Window
             }
-            // A state TTL keeps each row for that long in event time, so rows less than the TTL
-            // apart pair: the bounds of an interval join (with the condition's own, if any).
-            _ => match (interval, self.state_ttl) {
-                (Some((Some(lower), Some(upper))), None) if lower <= upper => JoinKind::Interval { lower, upper },
-                (_, None) => JoinKind::Regular,
-                (bounds, Some((ttl, _))) => {
-                    let (lower, upper) = bounds.unwrap_or((None, None));
-                    let lower = lower.map_or(1 - ttl, |lower| lower.max(1 - ttl));
-                    let upper = upper.map_or(ttl - 1, |upper| upper.min(ttl - 1));
-                    // Bounds that leave no pair: the condition filters every pair out anyway.
-                    JoinKind::Interval { lower, upper: upper.max(lower) }
-                }
+            // A condition bounding the difference both ways makes an interval join, which a
+            // state TTL leaves alone (as in Flink).
+            _ => match interval {
+                Some((Some(lower), Some(upper))) if lower <= upper => JoinKind::Interval { lower, upper },
+                bounds => match self.state_ttl {
+                    None => JoinKind::Regular,
+                    Some((ttl, _)) => ttl_join(bounds.unwrap_or((None, None)), ttl),
+                },
             },
         };
         // An outer join's residual decides pairs; an inner join's filters them.
@@ -1724,6 +1727,25 @@ fn refuse_processing_time<'a>(
 const UPDATING_UNTIMED: &str = "an updating result (an aggregate without a window, a Top-N) needs event time: its \
                                 changes come out as the watermark passes them, so declare a WATERMARK on the table \
                                 it reads";
+
+/// A regular join under a state TTL of `ttl` ms: each row is kept for the TTL in event time, so
+/// rows less than the TTL apart pair — an interval join, narrowed by the condition's own bound
+/// on the difference of the times (`bounds`, at most one of them, or two that contradict each
+/// other). Where they leave no difference, the join keeps the single difference nearest the
+/// condition's range, which the condition (still filtering the pairs) then refuses.
+fn ttl_join((lower, upper): (Option<i64>, Option<i64>), ttl: i64) -> JoinKind {
+    debug_assert!(ttl > 0, "a TTL of 0 is none");
+    let (ttl_lower, ttl_upper) = (1 - ttl, ttl - 1);
+    let lower = lower.map_or(ttl_lower, |lower| lower.max(ttl_lower));
+    let upper = upper.map_or(ttl_upper, |upper| upper.min(ttl_upper));
+    match () {
+        _ if lower <= upper => JoinKind::Interval { lower, upper },
+        // The condition wants differences above the TTL's: it refuses the TTL's largest.
+        _ if lower > ttl_upper => JoinKind::Interval { lower: ttl_upper, upper: ttl_upper },
+        // Below them (or none at all): it refuses the TTL's smallest.
+        _ => JoinKind::Interval { lower: ttl_lower, upper: ttl_lower },
+    }
+}
 
 /// Why a `ROW_NUMBER()` must be filtered where it is selected from.
 const RANK_UNFILTERED: &str = "ROW_NUMBER() OVER (…) must be filtered in the query that selects from it (SELECT … \

@@ -44,8 +44,14 @@ pub enum Reply {
     Explained(String),
     /// A query to run and show.
     Select(SelectJob),
-    /// An `INSERT` to run: the script with the declarations.
-    Insert(String),
+    /// An `INSERT` to run.
+    Insert {
+        /// The script: the declarations and the `INSERT`.
+        script: String,
+        /// Whether its table is files (whose directory holds the job's checkpoints); otherwise
+        /// the job needs a checkpoint directory of its own.
+        writes_files: bool,
+    },
     /// `HELP`.
     Help,
     /// `QUIT` / `EXIT`.
@@ -70,8 +76,15 @@ impl SelectJob {
     /// The script that runs the query: the declarations, then an exactly-once changelog sink
     /// into `dir` and the query inserted into it.
     pub fn script(&self, dir: &Path) -> String {
-        let columns: Vec<String> =
-            self.columns.iter().map(|(name, ty)| format!("`{}` {ty}", name.replace('`', "``"))).collect();
+        // A column of bare NULLs has no type of its own: it is written as text.
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(name, ty)| {
+                let ty = if *ty == SqlType::Null { SqlType::Varchar } else { ty.clone() };
+                format!("`{}` {ty}", name.replace('`', "``"))
+            })
+            .collect();
         format!(
             "{}CREATE TABLE `{}` ({}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = \
              'changelog-csv');\nINSERT INTO `{}`\n{}\n;\n",
@@ -136,11 +149,14 @@ impl Session {
             }
             ShellCommand::Select { query, at } => {
                 let columns = self.catalog()?.select_columns(&query)?;
-                if let Some((name, _)) = columns.iter().find(|(_, ty)| matches!(ty, SqlType::Row(_))) {
-                    return Err(SqlError::at(
-                        at,
-                        format!("the shell cannot show the ROW column {name} yet: select its fields ({name}.field)"),
-                    ));
+                if let Some((name, ty)) =
+                    columns.iter().find(|(_, ty)| matches!(ty, SqlType::Row(_) | SqlType::Interval))
+                {
+                    let hint = match ty {
+                        SqlType::Row(_) => format!("select its fields ({name}.field)"),
+                        _ => "add it to a timestamp, or select the timestamps".to_owned(),
+                    };
+                    return Err(SqlError::at(at, format!("the shell cannot show the {ty} column {name} yet: {hint}")));
                 }
                 Ok(Reply::Select(SelectJob {
                     columns: unique_names(columns),
@@ -149,10 +165,13 @@ impl Session {
                 }))
             }
             ShellCommand::Statement(statement) => {
-                let mut statements = parse_script(&self.script())?;
                 let kind = statement_kind(&statement);
-                statements.push(statement);
-                let (_, inserts, explained) = Catalog::declare(statements)?;
+                // Planned with the declarations, as the statement after them: an error in it
+                // is placed in it; one that a declaration meets now (a SET it cannot take)
+                // names that declaration.
+                let script = format!("{}{text}\n;\n", self.script());
+                let statements = parse_script(&script).map_err(|e| self.place(e))?;
+                let (_, inserts, explained) = Catalog::declare(statements).map_err(|e| self.place(e))?;
                 match kind {
                     Kind::Declaration(message) => {
                         self.declarations.push(text.to_owned());
@@ -160,8 +179,9 @@ impl Session {
                     }
                     Kind::Explain => Ok(Reply::Explained(explained.concat())),
                     Kind::Insert => {
-                        debug_assert_eq!(inserts.len(), 1, "only the typed statement inserts");
-                        Ok(Reply::Insert(format!("{}{text}\n;\n", self.script())))
+                        let [insert] = inserts.as_slice() else { unreachable!("only the typed statement inserts") };
+                        let writes_files = matches!(insert.sink, crate::connector::SinkConnector::Filesystem { .. });
+                        Ok(Reply::Insert { script, writes_files })
                     }
                 }
             }
@@ -175,7 +195,58 @@ impl Session {
     }
 
     fn catalog(&self) -> Result<Catalog, SqlError> {
-        Ok(Catalog::declare(parse_script(&self.script())?)?.0)
+        Ok(Catalog::declare(parse_script(&self.script())?).map_err(|e| self.place(e))?.0)
+    }
+
+    /// An error of the declarations followed by a statement, placed in the statement it is in:
+    /// the typed one (the last) as it is, an earlier one named. A place the message names (`…
+    /// at line 7, column 1`) is placed the same way.
+    fn place(&self, mut error: SqlError) -> SqlError {
+        let (earlier, line) = self.local(error.line);
+        error.line = line;
+        let mut message = String::new();
+        let mut rest = error.message.as_str();
+        while let Some(at) = rest.find(" at line ") {
+            message.push_str(&rest[..at]);
+            let after = &rest[at + " at line ".len()..];
+            let digits = after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len());
+            match after[..digits].parse::<u64>() {
+                Ok(inner) => {
+                    let (statement, inner) = self.local(inner);
+                    let whose = statement.map_or(String::new(), |s| format!(" of `{}…`", self.opening(s)));
+                    message.push_str(&format!(" at line {inner}{whose}"));
+                }
+                Err(_) => message.push_str(" at line "),
+            }
+            rest = &after[digits..];
+        }
+        message.push_str(rest);
+        error.message = match earlier {
+            Some(statement) => format!("in the earlier statement `{}…`: {message}", self.opening(statement)),
+            None => message,
+        };
+        error
+    }
+
+    /// Line `line` of the declarations followed by a statement, as a line of the declaration it
+    /// is in (`Some(index)`) or of the statement after them (`None`).
+    fn local(&self, line: u64) -> (Option<usize>, u64) {
+        let mut first_line = 1;
+        for (index, declaration) in self.declarations.iter().enumerate() {
+            // Each declaration is followed by a line holding only its `;`.
+            let lines = declaration.lines().count().max(1) as u64 + 1;
+            if (first_line..first_line + lines).contains(&line) {
+                return (Some(index), line - first_line + 1);
+            }
+            first_line += lines;
+        }
+        (None, line.saturating_sub(first_line - 1))
+    }
+
+    /// The first words of declaration `index`, to name it.
+    fn opening(&self, index: usize) -> String {
+        let words = self.declarations[index].split_whitespace().collect::<Vec<_>>().join(" ");
+        words.chars().take(40).collect()
     }
 }
 
@@ -264,7 +335,7 @@ impl ResultTable {
 
     /// Applies changelog-CSV lines (`+I,field,…`).
     pub fn apply(&mut self, bytes: &[u8]) -> Result<(), String> {
-        for (index, line) in bytes.split(|&b| b == b'\n').enumerate().filter(|(_, line)| !line.is_empty()) {
+        for (index, line) in csv_records(bytes).enumerate().filter(|(_, line)| !line.is_empty()) {
             let (kind, fields) = line.split_at_checked(3).ok_or_else(|| format!("line {}: too short", index + 1))?;
             let sign = match kind {
                 b"+I," | b"+U," => 1,
@@ -288,6 +359,7 @@ impl ResultTable {
     }
 
     /// Rows in the result.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u64 {
         self.rows.values().map(|&count| count.max(0) as u64).sum()
     }
@@ -311,6 +383,28 @@ impl ResultTable {
             .map(|row| row.0.iter().map(|value| value.to_string()).collect())
             .collect()
     }
+}
+
+/// The records of CSV text: lines, except that a line break inside a quoted field belongs to
+/// the field (the sink quotes text holding one).
+fn csv_records(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut quoted = false;
+        let end = rest
+            .iter()
+            .position(|&byte| {
+                quoted ^= byte == b'"';
+                byte == b'\n' && !quoted
+            })
+            .unwrap_or(rest.len());
+        let record = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or(&[]);
+        Some(record)
+    })
 }
 
 #[cfg(test)]
@@ -374,10 +468,21 @@ mod tests {
             panic!("a plan")
         };
         assert!(plan.contains("bid"), "{plan}");
-        let Reply::Insert(script) = session.execute("INSERT INTO out SELECT auction FROM bid -- done").unwrap() else {
+        let Reply::Insert { script, writes_files } =
+            session.execute("INSERT INTO out SELECT auction FROM bid -- done").unwrap()
+        else {
             panic!("an insert")
         };
         assert_eq!(crate::plan_script(&script).unwrap().len(), 1);
+        assert!(!writes_files, "a blackhole");
+        // An error in an earlier declaration, met only now, names it and its own place.
+        session.execute("CREATE VIEW per_auction AS SELECT auction, COUNT(*) AS n FROM bid GROUP BY auction").unwrap();
+        let error = session.execute("SET 'table.exec.state.ttl' = '1 h'").unwrap_err().to_string();
+        assert!(error.starts_with("line 1, column 76: in the earlier statement `CREATE VIEW per_auction"), "{error}");
+        assert!(error.contains("(SET at line 1, column 1)"), "the SET typed, placed in itself: {error}");
+        // And one in the statement typed is placed in it.
+        let error = session.execute("INSERT INTO out\nSELECT nope FROM bid").unwrap_err().to_string();
+        assert!(error.starts_with("line 2, column 8"), "{error}");
         assert!(matches!(session.execute("quit").unwrap(), Reply::Quit));
     }
 
@@ -389,8 +494,10 @@ mod tests {
             query: String::new(),
         }
         .result();
-        table.apply(b"+I,10,\"a, b\"\n+I,9,x\n-U,10,\"a, b\"\n+U,10,c\n+I,9,x\n").unwrap();
-        assert_eq!(table.rows(10), vec![vec!["9", "x"], vec!["9", "x"], vec!["10", "c"]]);
+        table.apply(b"+I,10,\"a, b\"\n+I,9,x\n-U,10,\"a, b\"\n+U,10,c\n+I,9,x\n+I,11,\"two\nlines\"\n").unwrap();
+        assert_eq!(table.rows(10), vec![vec!["9", "x"], vec!["9", "x"], vec!["10", "c"], vec!["11", "two\nlines"]]);
+        assert_eq!(table.len(), 4);
+        table.apply(b"-D,11,\"two\nlines\"\n").unwrap();
         assert_eq!(table.len(), 3);
         table.apply(b"-D,9,x\n").unwrap();
         assert_eq!(table.len(), 2);
@@ -404,10 +511,19 @@ mod tests {
             crate::parser::split_statements("SELECT ';' FROM t; -- a ; comment\nSHOW TABLES;\nSELECT");
         assert_eq!(statements, vec!["SELECT ';' FROM t", "-- a ; comment\nSHOW TABLES"]);
         assert_eq!(rest.trim(), "SELECT");
-        let (statements, rest) = crate::parser::split_statements("SELECT 'unclosed;");
+        let (statements, rest) = crate::parser::split_statements("SELECT 'still open; on the next line");
         assert!(statements.is_empty());
-        assert_eq!(rest, "SELECT 'unclosed;");
-        let (_, rest) = crate::parser::split_statements("SHOW TABLES; -- trailing\n");
+        assert_eq!(rest, "SELECT 'still open; on the next line");
+        let (statements, rest) = crate::parser::split_statements("SHOW TABLES; -- trailing\n; /* only */ ;");
+        assert_eq!(statements, vec!["SHOW TABLES"]);
         assert!(rest.is_empty());
+        // Columns count characters: a statement after multi-byte text and CRLF line ends.
+        let (statements, rest) = crate::parser::split_statements("SELECT 'é€;'\r\nFROM t;\r\nSHOW TABLES;\r\nDESC");
+        assert_eq!(statements, vec!["SELECT 'é€;'\r\nFROM t", "SHOW TABLES"]);
+        assert_eq!(rest.trim(), "DESC");
+        // Text the tokenizer refuses, ended by a `;`, is passed on for its error.
+        let (statements, _) = crate::parser::split_statements("SELECT `unclosed;");
+        assert_eq!(statements, vec!["SELECT `unclosed"]);
+        assert!(Session::new().execute(&statements[0]).is_err());
     }
 }

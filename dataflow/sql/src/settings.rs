@@ -94,7 +94,6 @@ pub fn apply(settings: &mut EngineDefaults, key: &str, value: &str, at: Location
     Ok(())
 }
 
-/// A positive duration as Flink writes one (`weir_core::job::parse_flink_duration_ms`).
 /// `SET 'table.exec.state.ttl'`, the last one (`0`: none, as in Flink), with where it was set:
 /// how long, in event time, a regular join keeps each row (see docs/sql.md).
 pub fn state_ttl(statements: &[SqlStatement]) -> Result<Option<(i64, Location)>, SqlError> {
@@ -116,6 +115,7 @@ fn ttl_millis(key: &str, value: &str, at: Location) -> Result<i64, SqlError> {
     })
 }
 
+/// A positive duration as Flink writes one (`weir_core::job::parse_flink_duration_ms`).
 fn duration(text: &str) -> Option<Duration> {
     let millis = weir_core::job::parse_flink_duration_ms(text).ok()?;
     (millis > 0).then(|| Duration::from_millis(millis as u64))
