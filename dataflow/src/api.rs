@@ -614,6 +614,7 @@ impl<'s, T: Data> DataStream<'s, T> {
                 snapshots: ctx.snapshots.clone(),
                 fatal: ctx.fatal.clone(),
                 activity: ctx.activity.clone(),
+                results: Some(ctx.metrics.clone()),
             },
         );
     }
@@ -641,6 +642,7 @@ impl<'s, T: Data> DataStream<'s, T> {
                 snapshots: ctx.snapshots.clone(),
                 fatal: ctx.fatal.clone(),
                 activity: ctx.activity.clone(),
+                results: Some(ctx.metrics.clone()),
             },
         );
     }
@@ -660,14 +662,23 @@ impl<'s, T: Data> DataStream<'s, T> {
         let sink = MustStayEmpty { reason, fatal: fatal.clone() };
         self.take().epoch_sink(
             sink,
-            SinkSetup { part, snapshots: ctx.snapshots.clone(), fatal, activity: ctx.activity.clone() },
+            SinkSetup { part, snapshots: ctx.snapshots.clone(), fatal, activity: ctx.activity.clone(), results: None },
         );
     }
 
-    /// Drops the records knowingly (a "blackhole" sink; it also satisfies outputs that must be
-    /// read).
+    /// Drops the records knowingly: for outputs that must be read but are not wanted (late
+    /// records, errors). A job's results go to a sink, [`DataStream::blackhole`] included.
     pub fn discard(self) {
         drop(self.take());
+    }
+
+    /// Drops the job's results, counting them (a "blackhole" sink: for benchmarks, and SQL's
+    /// `'connector' = 'blackhole'`).
+    pub fn blackhole(self) {
+        let metrics = self.shared.ctx.metrics.clone();
+        self.take().sink(Pipeline, "Blackhole", move |(input, _frontier)| {
+            input.for_each(|_time, data| SlotMetrics::add(&metrics.rows_emitted, data.len() as u64));
+        });
     }
 
     /// Prints every record to standard output with its slot (for experiments: not exactly-once).
@@ -676,8 +687,10 @@ impl<'s, T: Data> DataStream<'s, T> {
         T: std::fmt::Debug,
     {
         let (slot, label) = (self.shared.ctx.slot, label.to_owned());
+        let metrics = self.shared.ctx.metrics.clone();
         self.take().sink(Pipeline, "Print", move |(input, _frontier)| {
             input.for_each(|_time, data| {
+                SlotMetrics::add(&metrics.rows_emitted, data.len() as u64);
                 for record in data.iter() {
                     println!("{label} [slot {slot}] {:?}", record.value);
                 }

@@ -16,7 +16,8 @@ pub struct SlotMetrics {
     pub records_late: AtomicU64,
     /// Malformed lines written to the error output.
     pub records_bad: AtomicU64,
-    /// Result rows emitted by this slot's window operator.
+    /// Result rows that reached this slot's sinks (in this run: a restored epoch's rows are
+    /// counted again when they are recomputed).
     pub rows_emitted: AtomicU64,
     /// Minimum watermark over this slot's splits (`i64::MAX` when all finished).
     pub watermark: AtomicI64,

@@ -304,6 +304,9 @@ pub struct SinkSetup {
     pub fatal: Rc<RefCell<Option<String>>>,
     /// The slot's activity counter.
     pub activity: crate::Activity,
+    /// The slot's counters, where the sink's rows are the job's results (counted as they
+    /// arrive); `None` for a sink of something else (a stream that must stay empty).
+    pub results: Option<std::sync::Arc<crate::metrics::SlotMetrics>>,
 }
 
 /// How rows are written to a file: an optional header line, then one encoding per row.
@@ -544,7 +547,7 @@ pub trait EpochSink<R> {
 
 impl<'scope, R: 'static> EpochSink<R> for Stream<'scope, Time, Vec<R>> {
     fn epoch_sink<S: TransactionalSink<R>>(self, mut sink: S, setup: SinkSetup) {
-        let SinkSetup { part, snapshots, fatal, activity } = setup;
+        let SinkSetup { part, snapshots, fatal, activity, results } = setup;
         let mut prepared_through: Option<Epoch> = None;
         let mut failed = false;
         self.sink(Pipeline, "EpochSink", move |(input, frontier)| {
@@ -553,6 +556,9 @@ impl<'scope, R: 'static> EpochSink<R> for Stream<'scope, Time, Vec<R>> {
                 input.for_each(|stamp, rows| {
                     if result.is_ok() {
                         activity.note();
+                        if let Some(metrics) = &results {
+                            crate::metrics::SlotMetrics::add(&metrics.rows_emitted, rows.len() as u64);
+                        }
                         result = sink.write(crate::message_time(&stamp).epoch, rows);
                     }
                 });

@@ -212,7 +212,6 @@ pub(crate) fn stateful_operator<'scope, L: StatefulLogic>(
                 let mut late_handle = late_output.activate();
                 SlotMetrics::add(&metrics.records_on_time, (applied - late.len().min(applied)) as u64);
                 SlotMetrics::add(&metrics.records_late, late.len() as u64);
-                SlotMetrics::add(&metrics.rows_emitted, out.len() as u64);
                 applied = 0;
                 if !out.is_empty() {
                     out_handle.session(&caps[0]).give_container(&mut out);

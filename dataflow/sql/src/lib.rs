@@ -113,7 +113,7 @@ pub fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError
                 let changes = rows.changelog(&ids.operator("changelog"));
                 let changes = changes.map(|change| ChangedRow { kind: change.kind, row: change.row.0 });
                 match insert.sink {
-                    SinkConnector::Blackhole => changes.discard(),
+                    SinkConnector::Blackhole => changes.blackhole(),
                     SinkConnector::Print => {
                         changes.map(|c| Printed(print_row(c.kind, &c.row))).print(&insert.sink_table)
                     }
@@ -131,7 +131,7 @@ pub fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError
             }
         };
         match insert.sink {
-            SinkConnector::Blackhole => rows.discard(),
+            SinkConnector::Blackhole => rows.blackhole(),
             SinkConnector::Print => {
                 rows.map(|row| Printed(print_row(ChangeKind::Insert, &row))).print(&insert.sink_table)
             }
