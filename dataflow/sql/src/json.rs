@@ -92,9 +92,49 @@ fn read_value(raw: &str, ty: &SqlType, strict: bool) -> Result<Value, String> {
         // A text column takes any value as its JSON text, as Flink's `asText`/`toString`.
         (_, SqlType::Varchar) => Ok(Value::Str(Arc::from(raw))),
         (b'{' | b'[', _) | (_, SqlType::Row(_)) => Err(format!("{} is not a {ty}", shown())),
+        // An integer written with a fraction or an exponent (`1.0`, `1e3`): taken if it is whole.
+        // Flink cuts a fraction off (`1.5` is 1); Weir refuses rather than lose it.
+        (_, SqlType::Integer(_)) if raw.contains(['.', 'e', 'E']) => match whole_number(raw) {
+            Some(whole) => read_csv_field(&whole.to_string(), ty),
+            None => Err(format!("`{}` is not a whole number, as a {ty} must be", shown())),
+        },
         // Numbers and booleans, from their text (exact for decimals).
         _ => read_csv_field(raw, ty),
     }
+}
+
+/// The value of a JSON number's text if it is a whole number (`1.0`, `15E-1` is not, `1.5e1`
+/// is), exactly; `None` if it has a fraction, is not a number, or is far past any integer type.
+fn whole_number(text: &str) -> Option<i128> {
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], text[at + 1..].parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, mantissa),
+    };
+    let (integral, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{integral}{fraction}");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Digits before the point, once the exponent has moved it.
+    let point = integral.len() as i64 + exponent as i64;
+    if point > 40 {
+        return (digits.bytes().all(|b| b == b'0')).then_some(0);
+    }
+    let point = point.clamp(0, digits.len() as i64 + 40) as usize;
+    let (whole, rest) = if point >= digits.len() {
+        (digits.clone() + &"0".repeat(point - digits.len()), "")
+    } else {
+        (digits[..point].to_owned(), &digits[point..])
+    };
+    if rest.bytes().any(|b| b != b'0') {
+        return None;
+    }
+    let value: i128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    Some(if negative { -value } else { value })
 }
 
 /// Flink's JSON format for a sink's rows.
@@ -242,6 +282,11 @@ mod tests {
         let mut out = Vec::new();
         write_string("a\u{1f}b\t\u{e9}", &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), "\"a\\u001Fb\\t\u{e9}\"", "Jackson's escapes, in capitals");
+        // An integer written with a fraction or an exponent, if it is whole.
+        for (raw, whole) in [("1.0", 1), ("-2.000", -2), ("1e3", 1000), ("1.5E1", 15), ("0.0e-5", 0), ("120E-1", 12)] {
+            let line = format!("{{\"id\": {raw}}}");
+            assert_eq!(rows(false).parse(line.as_bytes()).unwrap()[0], Value::Int(whole), "{raw}");
+        }
         // A text column takes any JSON value as its text.
         let row = rows(false).parse(br#"{"name": 12.50}"#).unwrap();
         assert_eq!(row[2], text("12.50"));
@@ -270,7 +315,9 @@ mod tests {
         assert!(error(b"not json", false).starts_with("not a JSON object"));
         assert!(error(b"[1, 2]", false).starts_with("not a JSON object"));
         assert!(error(br#"{"id": "seven"}"#, false).contains("field id: `seven` is not a BIGINT"));
-        assert!(error(br#"{"id": 1.5}"#, false).contains("field id: `1.5` is not a BIGINT"));
+        assert!(error(br#"{"id": 1.5}"#, false).contains("field id: `1.5` is not a whole number, as a BIGINT must be"));
+        assert!(error(br#"{"id": 15e-1}"#, false).contains("is not a whole number"));
+        assert!(error(br#"{"id": 1e30}"#, false).contains("is not a BIGINT"), "past the type's range");
         assert!(error(br#"{"nested": 3}"#, false).contains("field nested"));
         assert!(error(br#"{"ts": "yesterday"}"#, false).contains("field ts"));
         assert_eq!(error(br#"{"id": 1}"#, true), "no field price");
