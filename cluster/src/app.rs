@@ -19,7 +19,9 @@ use crate::run::{run_job, RunSummary};
 use crate::tls::{init_certs, Role, TlsContext};
 
 /// The whole `weir` command line over `registry`: what the `weir` binary runs, and what a
-/// user's own binary calls after registering its jobs.
+/// user's own binary calls after registering its jobs. (The `weir` binary sets mimalloc as its
+/// global allocator, which makes SQL jobs up to twice as fast as the system allocator does; a
+/// user's binary chooses its own.)
 ///
 /// ```ignore
 /// fn main() -> std::process::ExitCode {

@@ -10,8 +10,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
 use weir_bench::median;
 use weir_core::generator::GeneratorConfig;
+
+/// The allocator of the `weir` binary, so that jobs run here as they run there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(about = "Weir end-to-end benchmarks")]
