@@ -108,8 +108,9 @@ pub fn run(config: &NexmarkConfig, mut report: impl FnMut(&QueryFigures)) -> any
     let work = config.scratch.join(format!("weir-bench-nexmark-{}", std::process::id()));
     weir_core::fs::create_dir_all(&work)?;
     let result = run_in(config, &sql, &work, &mut report);
-    std::fs::remove_dir_all(&work)?;
-    result
+    let cleanup = std::fs::remove_dir_all(&work);
+    result?;
+    Ok(cleanup?)
 }
 
 fn run_in(

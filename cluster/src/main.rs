@@ -3,7 +3,7 @@
 //! Rows are many small allocations (a `Vec` of values, shared strings); mimalloc serves them
 //! faster than the system allocator (docs/benchmarks.md has the figures).
 
-#[cfg(not(madsim))]
+#[cfg(all(not(madsim), feature = "mimalloc"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -73,12 +73,12 @@ pub fn run(registry: &JobRegistry, flags: Vec<String>) -> ExitCode {
     let terminated = Arc::new(AtomicBool::new(false));
     let at_prompt = Arc::new(AtomicBool::new(true));
     // Ctrl-C at the prompt reaches rustyline as a key; while a query runs it is a signal,
-    // which stops the query, not the shell. A hang-up or termination ends the shell at once at
-    // the prompt; while a query runs, it stops the query first (the query's process is in a
-    // group of its own, which the terminal does not reach), then ends the shell.
+    // which stops the query, not the shell. A hang-up, termination or Ctrl-\ ends the shell at
+    // once at the prompt; while a query runs, it stops the query first (the query's process is
+    // in a group of its own, which the terminal does not reach), then ends the shell.
     let handlers = || -> std::io::Result<()> {
         signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone())?;
-        for signal in [signal_hook::consts::SIGHUP, signal_hook::consts::SIGTERM] {
+        for signal in [signal_hook::consts::SIGHUP, signal_hook::consts::SIGTERM, signal_hook::consts::SIGQUIT] {
             signal_hook::flag::register(signal, terminated.clone())?;
             signal_hook::flag::register_conditional_default(signal, at_prompt.clone())?;
         }
@@ -171,10 +171,10 @@ struct Job(Child);
 
 impl Drop for Job {
     fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
+        // Killing a process that has exited but is not waited for yet does nothing (its id is
+        // not free for reuse before the wait).
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -216,17 +216,26 @@ impl Shell {
         let Some(mut job) = self.spawn(script, checkpoints.as_deref(), Stdio::inherit(), Stdio::inherit()) else {
             return;
         };
-        loop {
-            if self.interrupted.swap(false, Ordering::SeqCst) || self.terminated.load(Ordering::SeqCst) {
-                drop(job);
-                println!("[INFO] stopped; what its checkpoints had committed stays in the table");
-                return;
+        let message = loop {
+            if self.terminated.load(Ordering::SeqCst) {
+                // The terminal may be gone: nothing to say.
+                break None;
+            }
+            if self.interrupted.swap(false, Ordering::SeqCst) {
+                break Some("[INFO] stopped; what its checkpoints had committed stays in the table".to_owned());
             }
             match job.0.try_wait() {
-                Ok(Some(_)) => return,
+                Ok(Some(_)) => break None,
                 Ok(None) => std::thread::sleep(REFRESH),
-                Err(error) => return println!("[ERROR] the job's process: {error}"),
+                Err(error) => break Some(format!("[ERROR] the job's process: {error}")),
             }
+        };
+        drop(job);
+        if let Some(dir) = &checkpoints {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(message) = message {
+            println!("{message}");
         }
     }
 
@@ -279,8 +288,13 @@ impl Shell {
             }
             std::thread::sleep(REFRESH);
         };
-        // Stopped, or no longer followed: the process goes (a finished one is left as it is).
+        // Stopped, or no longer followed: the process goes.
         drop(child);
+        if self.terminated.load(Ordering::SeqCst) {
+            // The terminal may be gone: nothing to draw.
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
         let status = match &outcome {
             Outcome::Finished => format!("{}, finished in {:.1} s", counts(&table), seconds(started)),
             Outcome::Stopped => format!("{}, stopped after {:.1} s", counts(&table), seconds(started)),

@@ -382,9 +382,13 @@ fn a_malformed_csv_line_stops_the_job_with_its_place_or_goes_to_the_errors_direc
     // results are those of the good lines.
     let out = root.path().join("out-2");
     let errors = root.path().join("errors");
-    run_job(&registry, options(files_script(&input, &out, Some(&errors)), 1)).expect("runs");
+    let summary = run_job(&registry, options(files_script(&input, &out, Some(&errors)), 1)).expect("runs");
     let rejected: Vec<String> = committed(&errors).into_iter().filter(|l| !l.starts_with("file,")).collect();
     assert_eq!(rejected.len(), 3, "{rejected:?}");
+    // Result rows are the tables' rows; the rejected lines are not among them.
+    let results = committed(&out.join("tumbling")).len() + committed(&out.join("q7")).len();
+    assert_eq!(summary.rows_emitted, results as u64, "result rows");
+    assert_eq!(summary.records_bad, 3);
     assert!(rejected
         .iter()
         .any(|l| l.contains("bids-1.csv,3,") && l.contains("3 fields, but the table has 5 columns")));

@@ -375,6 +375,9 @@ pub struct DataStream<'s, T: Data> {
     origin: String,
     /// Set when the stream is read, for outputs that must be.
     read: Option<Rc<Cell<bool>>>,
+    /// A late or error output, or a stream made from one by stateless steps: its sinks' rows
+    /// are not the job's results (the run summary counts results at the sinks).
+    side_output: bool,
 }
 
 impl<T: Data> Clone for DataStream<'_, T> {
@@ -385,6 +388,7 @@ impl<T: Data> Clone for DataStream<'_, T> {
             timestamps: self.timestamps,
             origin: self.origin.clone(),
             read: self.read.clone(),
+            side_output: self.side_output,
         }
     }
 }
@@ -397,11 +401,25 @@ impl<'s, T: Data> DataStream<'s, T> {
         origin: String,
         read: Option<Rc<Cell<bool>>>,
     ) -> Self {
-        DataStream { stream, shared, timestamps, origin, read }
+        // The outputs that must be read are the late and error outputs.
+        let side_output = read.is_some();
+        DataStream { stream, shared, timestamps, origin, read, side_output }
     }
 
     fn derive<U: Data>(&self, stream: Stream<'s, Time, Vec<Record<U>>>, origin: &str) -> DataStream<'s, U> {
         DataStream::new(stream, self.shared.clone(), self.timestamps, origin.to_owned(), None)
+            .side_output_if(self.side_output)
+    }
+
+    /// Marks the stream a side output if `side_output` (a stateless step over one).
+    fn side_output_if(mut self, side_output: bool) -> Self {
+        self.side_output |= side_output;
+        self
+    }
+
+    /// The slot's counters if this stream's rows are the job's results (not a side output).
+    fn results_metrics(&self) -> Option<Arc<SlotMetrics>> {
+        (!self.side_output).then(|| self.shared.ctx.metrics.clone())
     }
 
     /// A stream of the job `shared` belongs to (see [`crate::updating`]).
@@ -439,7 +457,7 @@ impl<'s, T: Data> DataStream<'s, T> {
 
     /// Applies `f` to every record (event time is kept).
     pub fn map<U: Data>(self, mut f: impl FnMut(T) -> U + 'static) -> DataStream<'s, U> {
-        let (shared, timestamps) = (self.shared.clone(), self.timestamps);
+        let (shared, timestamps, side_output) = (self.shared.clone(), self.timestamps, self.side_output);
         let stream = self.take().unary::<CapacityContainerBuilder<Vec<Record<U>>>, _, _, _>(Pipeline, "Map", |_, _| {
             move |input, output| {
                 input.for_each(|time, data| {
@@ -451,12 +469,12 @@ impl<'s, T: Data> DataStream<'s, T> {
                 });
             }
         });
-        DataStream::new(stream, shared, timestamps, "map".into(), None)
+        DataStream::new(stream, shared, timestamps, "map".into(), None).side_output_if(side_output)
     }
 
     /// Keeps the records for which `predicate` holds.
     pub fn filter(self, mut predicate: impl FnMut(&T) -> bool + 'static) -> DataStream<'s, T> {
-        let (shared, timestamps) = (self.shared.clone(), self.timestamps);
+        let (shared, timestamps, side_output) = (self.shared.clone(), self.timestamps, self.side_output);
         let stream =
             self.take().unary::<CapacityContainerBuilder<Vec<Record<T>>>, _, _, _>(Pipeline, "Filter", |_, _| {
                 move |input, output| {
@@ -468,7 +486,7 @@ impl<'s, T: Data> DataStream<'s, T> {
                     });
                 }
             });
-        DataStream::new(stream, shared, timestamps, "filter".into(), None)
+        DataStream::new(stream, shared, timestamps, "filter".into(), None).side_output_if(side_output)
     }
 
     /// Replaces every record by the records `f` returns (each with the input's event time).
@@ -476,7 +494,7 @@ impl<'s, T: Data> DataStream<'s, T> {
         self,
         mut f: impl FnMut(T) -> I + 'static,
     ) -> DataStream<'s, U> {
-        let (shared, timestamps) = (self.shared.clone(), self.timestamps);
+        let (shared, timestamps, side_output) = (self.shared.clone(), self.timestamps, self.side_output);
         let stream =
             self.take().unary::<CapacityContainerBuilder<Vec<Record<U>>>, _, _, _>(Pipeline, "FlatMap", |_, _| {
                 move |input, output| {
@@ -493,14 +511,15 @@ impl<'s, T: Data> DataStream<'s, T> {
                     });
                 }
             });
-        DataStream::new(stream, shared, timestamps, "flat_map".into(), None)
+        DataStream::new(stream, shared, timestamps, "flat_map".into(), None).side_output_if(side_output)
     }
 
     /// Both streams' records in one stream.
     pub fn union(self, other: DataStream<'s, T>) -> DataStream<'s, T> {
         let (shared, timestamps) = (self.shared.clone(), self.timestamps && other.timestamps);
+        let side_output = self.side_output && other.side_output;
         let stream = self.take().concat(other.take());
-        DataStream::new(stream, shared, timestamps, "union".into(), None)
+        DataStream::new(stream, shared, timestamps, "union".into(), None).side_output_if(side_output)
     }
 
     /// Sends every record to every slot, to be connected with a keyed stream
@@ -607,6 +626,7 @@ impl<'s, T: Data> DataStream<'s, T> {
         }
         let sink = crate::sink::FileSink::new(dir.clone(), ctx.slot, ctx.attempt, format);
         let part = ctx.snapshots.borrow_mut().register_sink();
+        let results = self.results_metrics();
         self.take().epoch_sink(
             sink,
             SinkSetup {
@@ -614,7 +634,7 @@ impl<'s, T: Data> DataStream<'s, T> {
                 snapshots: ctx.snapshots.clone(),
                 fatal: ctx.fatal.clone(),
                 activity: ctx.activity.clone(),
-                results: Some(ctx.metrics.clone()),
+                results,
             },
         );
     }
@@ -635,6 +655,7 @@ impl<'s, T: Data> DataStream<'s, T> {
         shared.plan.borrow_mut().plan.sinks.push(SinkPlan { name: name.to_owned(), dir, header: None, committer });
         let sink = open(ctx.slot, ctx.attempt);
         let part = ctx.snapshots.borrow_mut().register_sink();
+        let results = self.results_metrics();
         self.take().epoch_sink(
             sink,
             SinkSetup {
@@ -642,7 +663,7 @@ impl<'s, T: Data> DataStream<'s, T> {
                 snapshots: ctx.snapshots.clone(),
                 fatal: ctx.fatal.clone(),
                 activity: ctx.activity.clone(),
-                results: Some(ctx.metrics.clone()),
+                results,
             },
         );
     }
@@ -675,9 +696,13 @@ impl<'s, T: Data> DataStream<'s, T> {
     /// Drops the job's results, counting them (a "blackhole" sink: for benchmarks, and SQL's
     /// `'connector' = 'blackhole'`).
     pub fn blackhole(self) {
-        let metrics = self.shared.ctx.metrics.clone();
+        let results = self.results_metrics();
         self.take().sink(Pipeline, "Blackhole", move |(input, _frontier)| {
-            input.for_each(|_time, data| SlotMetrics::add(&metrics.rows_emitted, data.len() as u64));
+            input.for_each(|_time, data| {
+                if let Some(metrics) = &results {
+                    SlotMetrics::add(&metrics.rows_emitted, data.len() as u64);
+                }
+            });
         });
     }
 
@@ -687,10 +712,12 @@ impl<'s, T: Data> DataStream<'s, T> {
         T: std::fmt::Debug,
     {
         let (slot, label) = (self.shared.ctx.slot, label.to_owned());
-        let metrics = self.shared.ctx.metrics.clone();
+        let results = self.results_metrics();
         self.take().sink(Pipeline, "Print", move |(input, _frontier)| {
             input.for_each(|_time, data| {
-                SlotMetrics::add(&metrics.rows_emitted, data.len() as u64);
+                if let Some(metrics) = &results {
+                    SlotMetrics::add(&metrics.rows_emitted, data.len() as u64);
+                }
                 for record in data.iter() {
                     println!("{label} [slot {slot}] {:?}", record.value);
                 }

@@ -140,7 +140,7 @@ pub(crate) struct StatefulSetup {
     pub fatal: Rc<RefCell<Option<String>>>,
     /// The slot's activity counter.
     pub activity: crate::Activity,
-    /// The slot's counters (records on time and late, rows emitted).
+    /// The slot's counters (records on time and late; result rows are counted at the sinks).
     pub metrics: std::sync::Arc<crate::metrics::SlotMetrics>,
 }
 

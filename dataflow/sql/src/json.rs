@@ -94,8 +94,8 @@ fn read_value(raw: &str, ty: &SqlType, strict: bool) -> Result<Value, String> {
         (b'{' | b'[', _) | (_, SqlType::Row(_)) => Err(format!("{} is not a {ty}", shown())),
         // An integer written with a fraction or an exponent (`1.0`, `1e3`): taken if it is whole.
         // Flink cuts a fraction off (`1.5` is 1); Weir refuses rather than lose it.
-        (_, SqlType::Integer(_)) if raw.contains(['.', 'e', 'E']) => match whole_number(raw) {
-            Some(whole) => read_csv_field(&whole.to_string(), ty),
+        (b'-' | b'0'..=b'9', SqlType::Integer(_)) if raw.contains(['.', 'e', 'E']) => match whole_number(raw) {
+            Some(whole) => read_csv_field(&whole, ty),
             None => Err(format!("`{}` is not a whole number, as a {ty} must be", shown())),
         },
         // Numbers and booleans, from their text (exact for decimals).
@@ -103,38 +103,52 @@ fn read_value(raw: &str, ty: &SqlType, strict: bool) -> Result<Value, String> {
     }
 }
 
-/// The value of a JSON number's text if it is a whole number (`1.0`, `15E-1` is not, `1.5e1`
-/// is), exactly; `None` if it has a fraction, is not a number, or is far past any integer type.
-fn whole_number(text: &str) -> Option<i128> {
+/// A JSON number's text (`-1.50e1`) as the digits of an integer (`-15`), if it is whole; `None`
+/// if it has a fraction or is not a number. A whole number past any integer type's range comes
+/// back as such (its digits, up to a few past that range), for the type's own check to refuse.
+fn whole_number(text: &str) -> Option<String> {
     let (mantissa, exponent) = match text.find(['e', 'E']) {
-        Some(at) => (&text[..at], text[at + 1..].parse::<i32>().ok()?),
+        // An exponent past `i64` is of a zero, or of a number past every range (saturated).
+        Some(at) => {
+            let exponent = &text[at + 1..];
+            let digits = exponent.trim_start_matches(['+', '-']);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let magnitude = digits.parse::<i64>().unwrap_or(i64::MAX / 2);
+            (&text[..at], if exponent.starts_with('-') { -magnitude } else { magnitude })
+        }
         None => (text, 0),
     };
-    let (negative, mantissa) = match mantissa.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, mantissa),
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", mantissa),
     };
     let (integral, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits = format!("{integral}{fraction}");
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    // Digits before the point, once the exponent has moved it.
-    let point = integral.len() as i64 + exponent as i64;
-    if point > 40 {
-        return (digits.bytes().all(|b| b == b'0')).then_some(0);
+    let digits = digits.trim_start_matches('0');
+    let leading_zeros = integral.len() + fraction.len() - digits.len();
+    if digits.is_empty() {
+        return Some("0".to_owned());
     }
-    let point = point.clamp(0, digits.len() as i64 + 40) as usize;
-    let (whole, rest) = if point >= digits.len() {
-        (digits.clone() + &"0".repeat(point - digits.len()), "")
-    } else {
-        (digits[..point].to_owned(), &digits[point..])
-    };
-    if rest.bytes().any(|b| b != b'0') {
+    // Digits of the whole part, once the exponent has moved the point.
+    let point = (integral.len() as i64).saturating_add(exponent) - leading_zeros as i64;
+    if point <= 0 {
         return None;
     }
-    let value: i128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
-    Some(if negative { -value } else { value })
+    // Past 40 digits every integer type is exceeded: 41 digits say so.
+    let point = point.min(41) as usize;
+    let whole = if point >= digits.len() {
+        format!("{sign}{digits}{}", "0".repeat(point - digits.len()))
+    } else if digits[point..].bytes().all(|b| b == b'0') {
+        format!("{sign}{}", &digits[..point])
+    } else {
+        return None;
+    };
+    Some(whole)
 }
 
 /// Flink's JSON format for a sink's rows.
@@ -283,7 +297,17 @@ mod tests {
         write_string("a\u{1f}b\t\u{e9}", &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), "\"a\\u001Fb\\t\u{e9}\"", "Jackson's escapes, in capitals");
         // An integer written with a fraction or an exponent, if it is whole.
-        for (raw, whole) in [("1.0", 1), ("-2.000", -2), ("1e3", 1000), ("1.5E1", 15), ("0.0e-5", 0), ("120E-1", 12)] {
+        for (raw, whole) in [
+            ("1.0", 1),
+            ("-2.000", -2),
+            ("1e3", 1000),
+            ("1.5E1", 15),
+            ("0.0e-5", 0),
+            ("120E-1", 12),
+            ("-0.0", 0),
+            ("0e99999999999", 0),
+            ("0.0012e4", 12),
+        ] {
             let line = format!("{{\"id\": {raw}}}");
             assert_eq!(rows(false).parse(line.as_bytes()).unwrap()[0], Value::Int(whole), "{raw}");
         }
@@ -318,6 +342,8 @@ mod tests {
         assert!(error(br#"{"id": 1.5}"#, false).contains("field id: `1.5` is not a whole number, as a BIGINT must be"));
         assert!(error(br#"{"id": 15e-1}"#, false).contains("is not a whole number"));
         assert!(error(br#"{"id": 1e30}"#, false).contains("is not a BIGINT"), "past the type's range");
+        assert!(error(br#"{"id": 1e99999999999}"#, false).contains("is not a BIGINT"), "past any range");
+        assert!(error(br#"{"id": true}"#, false).contains("`true` is not a BIGINT"));
         assert!(error(br#"{"nested": 3}"#, false).contains("field nested"));
         assert!(error(br#"{"ts": "yesterday"}"#, false).contains("field ts"));
         assert_eq!(error(br#"{"id": 1}"#, true), "no field price");

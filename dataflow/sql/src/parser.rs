@@ -409,15 +409,19 @@ pub fn parse_shell_command(text: &str) -> Result<ShellCommand, SqlError> {
 
 /// Splits what has been typed into whole statements, each ended by a `;` outside quotes and
 /// comments (without it), and the text after the last one, still to be finished. Statements of
-/// only comments are dropped. Text the tokenizer cannot read is unfinished (an unclosed quote or
-/// comment) — unless it ends with a `;`: then it is passed on whole, for its error to be told.
+/// only comments are dropped. Text the tokenizer stops at the end of (an unclosed quote or
+/// comment) is unfinished; text it cannot read for another reason, once it ends with a `;`, is
+/// passed on whole, for its error to be told.
 pub fn split_statements(text: &str) -> (Vec<String>, String) {
     let tokens = match Tokenizer::new(&FlinkDialect, text).tokenize_with_location() {
         Ok(tokens) => tokens,
-        Err(_) if text.trim_end().ends_with(';') => {
-            return (vec![text.trim().trim_end_matches(';').to_owned()], String::new());
+        Err(error) => {
+            let unfinished = ["Unterminated", "EOF", "end of"].iter().any(|what| error.message.contains(what));
+            if !unfinished && text.trim_end().ends_with(';') {
+                return (vec![text.trim().trim_end_matches(';').to_owned()], String::new());
+            }
+            return (Vec::new(), text.to_owned());
         }
-        Err(_) => return (Vec::new(), text.to_owned()),
     };
     // Locations are lines and columns of characters, counted from 1.
     let line_starts: Vec<usize> =

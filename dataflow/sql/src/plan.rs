@@ -1738,12 +1738,14 @@ fn ttl_join((lower, upper): (Option<i64>, Option<i64>), ttl: i64) -> JoinKind {
     let (ttl_lower, ttl_upper) = (1 - ttl, ttl - 1);
     let lower = lower.map_or(ttl_lower, |lower| lower.max(ttl_lower));
     let upper = upper.map_or(ttl_upper, |upper| upper.min(ttl_upper));
-    match () {
-        _ if lower <= upper => JoinKind::Interval { lower, upper },
+    if lower <= upper {
+        JoinKind::Interval { lower, upper }
+    } else if lower > ttl_upper {
         // The condition wants differences above the TTL's: it refuses the TTL's largest.
-        _ if lower > ttl_upper => JoinKind::Interval { lower: ttl_upper, upper: ttl_upper },
+        JoinKind::Interval { lower: ttl_upper, upper: ttl_upper }
+    } else {
         // Below them (or none at all): it refuses the TTL's smallest.
-        _ => JoinKind::Interval { lower: ttl_lower, upper: ttl_lower },
+        JoinKind::Interval { lower: ttl_lower, upper: ttl_lower }
     }
 }
 

@@ -213,7 +213,7 @@ impl Session {
             match after[..digits].parse::<u64>() {
                 Ok(inner) => {
                     let (statement, inner) = self.local(inner);
-                    let whose = statement.map_or(String::new(), |s| format!(" of `{}…`", self.opening(s)));
+                    let whose = statement.map_or(String::new(), |s| format!(" of `{}`", self.opening(s)));
                     message.push_str(&format!(" at line {inner}{whose}"));
                 }
                 Err(_) => message.push_str(" at line "),
@@ -222,7 +222,7 @@ impl Session {
         }
         message.push_str(rest);
         error.message = match earlier {
-            Some(statement) => format!("in the earlier statement `{}…`: {message}", self.opening(statement)),
+            Some(statement) => format!("in the earlier statement `{}`: {message}", self.opening(statement)),
             None => message,
         };
         error
@@ -234,7 +234,7 @@ impl Session {
         let mut first_line = 1;
         for (index, declaration) in self.declarations.iter().enumerate() {
             // Each declaration is followed by a line holding only its `;`.
-            let lines = declaration.lines().count().max(1) as u64 + 1;
+            let lines = declaration.split('\n').count() as u64 + 1;
             if (first_line..first_line + lines).contains(&line) {
                 return (Some(index), line - first_line + 1);
             }
@@ -243,10 +243,13 @@ impl Session {
         (None, line.saturating_sub(first_line - 1))
     }
 
-    /// The first words of declaration `index`, to name it.
+    /// The first words of declaration `index`, to name it (`…` where it goes on).
     fn opening(&self, index: usize) -> String {
         let words = self.declarations[index].split_whitespace().collect::<Vec<_>>().join(" ");
-        words.chars().take(40).collect()
+        match words.char_indices().nth(40) {
+            Some((cut, _)) => format!("{}…", &words[..cut]),
+            None => words,
+        }
     }
 }
 
@@ -336,20 +339,25 @@ impl ResultTable {
     /// Applies changelog-CSV lines (`+I,field,…`).
     pub fn apply(&mut self, bytes: &[u8]) -> Result<(), String> {
         for (index, line) in csv_records(bytes).enumerate().filter(|(_, line)| !line.is_empty()) {
-            let (kind, fields) = line.split_at_checked(3).ok_or_else(|| format!("line {}: too short", index + 1))?;
+            let (kind, fields) = line.split_at_checked(3).ok_or_else(|| format!("record {}: too short", index + 1))?;
             let sign = match kind {
                 b"+I," | b"+U," => 1,
                 b"-U," | b"-D," => -1,
-                _ => return Err(format!("line {}: no change kind (+I, -U, +U, -D)", index + 1)),
+                _ => return Err(format!("record {}: no change kind (+I, -U, +U, -D)", index + 1)),
             };
-            let fields = self.reader.read(fields).map_err(|error| format!("line {}: {error}", index + 1))?;
+            let fields = self.reader.read(fields).map_err(|error| format!("record {}: {error}", index + 1))?;
             if fields.len() != self.columns.len() {
-                return Err(format!("line {}: {} fields for {} columns", index + 1, fields.len(), self.columns.len()));
+                return Err(format!(
+                    "record {}: {} fields for {} columns",
+                    index + 1,
+                    fields.len(),
+                    self.columns.len()
+                ));
             }
             let mut row: Row = Vec::with_capacity(fields.len());
             for (field, (name, ty)) in fields.iter().zip(&self.columns) {
-                let text = std::str::from_utf8(field).map_err(|_| format!("line {}: not UTF-8", index + 1))?;
-                row.push(read_csv_field(text, ty).map_err(|error| format!("line {}, {name}: {error}", index + 1))?);
+                let text = std::str::from_utf8(field).map_err(|_| format!("record {}: not UTF-8", index + 1))?;
+                row.push(read_csv_field(text, ty).map_err(|error| format!("record {}, {name}: {error}", index + 1))?);
             }
             *self.rows.entry(SortedRow(row)).or_insert(0) += sign;
             self.changes += 1;
@@ -359,7 +367,6 @@ impl ResultTable {
     }
 
     /// Rows in the result.
-    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u64 {
         self.rows.values().map(|&count| count.max(0) as u64).sum()
     }
@@ -521,9 +528,14 @@ mod tests {
         let (statements, rest) = crate::parser::split_statements("SELECT 'é€;'\r\nFROM t;\r\nSHOW TABLES;\r\nDESC");
         assert_eq!(statements, vec!["SELECT 'é€;'\r\nFROM t", "SHOW TABLES"]);
         assert_eq!(rest.trim(), "DESC");
-        // Text the tokenizer refuses, ended by a `;`, is passed on for its error.
-        let (statements, _) = crate::parser::split_statements("SELECT `unclosed;");
-        assert_eq!(statements, vec!["SELECT `unclosed"]);
+        // Text the tokenizer refuses, ended by a `;`, is passed on for its error; an unclosed
+        // quote or comment waits for more, `;` or not.
+        let (statements, _) = crate::parser::split_statements("SELECT 1._ FROM t;");
+        assert_eq!(statements, vec!["SELECT 1._ FROM t"]);
         assert!(Session::new().execute(&statements[0]).is_err());
+        for open in ["SELECT `unclosed;", "/* q5: hot items;", "SELECT 'it;"] {
+            let (statements, rest) = crate::parser::split_statements(open);
+            assert!(statements.is_empty() && rest == open, "{open}");
+        }
     }
 }
