@@ -375,9 +375,19 @@ pub struct DataStream<'s, T: Data> {
     origin: String,
     /// Set when the stream is read, for outputs that must be.
     read: Option<Rc<Cell<bool>>>,
-    /// A late or error output, or a stream made from one by stateless steps: its sinks' rows
-    /// are not the job's results (the run summary counts results at the sinks).
+    /// What the stream is, for the run summary's counts.
+    marks: Marks,
+}
+
+/// What a stream is, for the run summary's counts; kept through stateless steps.
+#[derive(Copy, Clone, Debug, Default)]
+struct Marks {
+    /// A late or error output, or made from one: its sinks' rows are not the job's results
+    /// (which are counted at the sinks).
     side_output: bool,
+    /// Made by a stateful step: records reaching a stateful step from it are not counted as
+    /// records on time again (they were, at the first).
+    after_stateful: bool,
 }
 
 impl<T: Data> Clone for DataStream<'_, T> {
@@ -388,7 +398,7 @@ impl<T: Data> Clone for DataStream<'_, T> {
             timestamps: self.timestamps,
             origin: self.origin.clone(),
             read: self.read.clone(),
-            side_output: self.side_output,
+            marks: self.marks,
         }
     }
 }
@@ -402,27 +412,28 @@ impl<'s, T: Data> DataStream<'s, T> {
         read: Option<Rc<Cell<bool>>>,
     ) -> Self {
         // The outputs that must be read are the late and error outputs.
-        let side_output = read.is_some();
-        DataStream { stream, shared, timestamps, origin, read, side_output }
+        let marks = Marks { side_output: read.is_some(), after_stateful: false };
+        DataStream { stream, shared, timestamps, origin, read, marks }
     }
 
     fn derive<U: Data>(&self, stream: Stream<'s, Time, Vec<Record<U>>>, origin: &str) -> DataStream<'s, U> {
-        DataStream::new(stream, self.shared.clone(), self.timestamps, origin.to_owned(), None)
-            .side_output_if(self.side_output)
+        DataStream::new(stream, self.shared.clone(), self.timestamps, origin.to_owned(), None).marked(self.marks)
     }
 
-    /// Marks the stream a side output if `side_output` (a stateless step over one).
-    fn side_output_if(mut self, side_output: bool) -> Self {
-        self.side_output |= side_output;
+    /// The stream with `marks` added (those of the stream a stateless step made it from).
+    fn marked(mut self, marks: Marks) -> Self {
+        self.marks.side_output |= marks.side_output;
+        self.marks.after_stateful |= marks.after_stateful;
         self
     }
 
     /// The slot's counters if this stream's rows are the job's results (not a side output).
     fn results_metrics(&self) -> Option<Arc<SlotMetrics>> {
-        (!self.side_output).then(|| self.shared.ctx.metrics.clone())
+        (!self.marks.side_output).then(|| self.shared.ctx.metrics.clone())
     }
 
-    /// A stream of the job `shared` belongs to (see [`crate::updating`]).
+    /// A stream of the job `shared` belongs to, out of an updating stream (see
+    /// [`crate::updating`]), which entries and folds, stateful steps, made.
     pub(crate) fn from_parts(
         stream: Stream<'s, Time, Vec<Record<T>>>,
         shared: Rc<Shared>,
@@ -430,6 +441,7 @@ impl<'s, T: Data> DataStream<'s, T> {
         origin: &str,
     ) -> Self {
         DataStream::new(stream, shared, timestamps, origin.to_owned(), None)
+            .marked(Marks { side_output: false, after_stateful: true })
     }
 
     /// The job this stream belongs to.
@@ -457,7 +469,7 @@ impl<'s, T: Data> DataStream<'s, T> {
 
     /// Applies `f` to every record (event time is kept).
     pub fn map<U: Data>(self, mut f: impl FnMut(T) -> U + 'static) -> DataStream<'s, U> {
-        let (shared, timestamps, side_output) = (self.shared.clone(), self.timestamps, self.side_output);
+        let (shared, timestamps, marks) = (self.shared.clone(), self.timestamps, self.marks);
         let stream = self.take().unary::<CapacityContainerBuilder<Vec<Record<U>>>, _, _, _>(Pipeline, "Map", |_, _| {
             move |input, output| {
                 input.for_each(|time, data| {
@@ -469,12 +481,12 @@ impl<'s, T: Data> DataStream<'s, T> {
                 });
             }
         });
-        DataStream::new(stream, shared, timestamps, "map".into(), None).side_output_if(side_output)
+        DataStream::new(stream, shared, timestamps, "map".into(), None).marked(marks)
     }
 
     /// Keeps the records for which `predicate` holds.
     pub fn filter(self, mut predicate: impl FnMut(&T) -> bool + 'static) -> DataStream<'s, T> {
-        let (shared, timestamps, side_output) = (self.shared.clone(), self.timestamps, self.side_output);
+        let (shared, timestamps, marks) = (self.shared.clone(), self.timestamps, self.marks);
         let stream =
             self.take().unary::<CapacityContainerBuilder<Vec<Record<T>>>, _, _, _>(Pipeline, "Filter", |_, _| {
                 move |input, output| {
@@ -486,7 +498,7 @@ impl<'s, T: Data> DataStream<'s, T> {
                     });
                 }
             });
-        DataStream::new(stream, shared, timestamps, "filter".into(), None).side_output_if(side_output)
+        DataStream::new(stream, shared, timestamps, "filter".into(), None).marked(marks)
     }
 
     /// Replaces every record by the records `f` returns (each with the input's event time).
@@ -494,7 +506,7 @@ impl<'s, T: Data> DataStream<'s, T> {
         self,
         mut f: impl FnMut(T) -> I + 'static,
     ) -> DataStream<'s, U> {
-        let (shared, timestamps, side_output) = (self.shared.clone(), self.timestamps, self.side_output);
+        let (shared, timestamps, marks) = (self.shared.clone(), self.timestamps, self.marks);
         let stream =
             self.take().unary::<CapacityContainerBuilder<Vec<Record<U>>>, _, _, _>(Pipeline, "FlatMap", |_, _| {
                 move |input, output| {
@@ -511,15 +523,18 @@ impl<'s, T: Data> DataStream<'s, T> {
                     });
                 }
             });
-        DataStream::new(stream, shared, timestamps, "flat_map".into(), None).side_output_if(side_output)
+        DataStream::new(stream, shared, timestamps, "flat_map".into(), None).marked(marks)
     }
 
     /// Both streams' records in one stream.
     pub fn union(self, other: DataStream<'s, T>) -> DataStream<'s, T> {
         let (shared, timestamps) = (self.shared.clone(), self.timestamps && other.timestamps);
-        let side_output = self.side_output && other.side_output;
+        let marks = Marks {
+            side_output: self.marks.side_output && other.marks.side_output,
+            after_stateful: self.marks.after_stateful || other.marks.after_stateful,
+        };
         let stream = self.take().concat(other.take());
-        DataStream::new(stream, shared, timestamps, "union".into(), None).side_output_if(side_output)
+        DataStream::new(stream, shared, timestamps, "union".into(), None).marked(marks)
     }
 
     /// Sends every record to every slot, to be connected with a keyed stream
@@ -527,7 +542,7 @@ impl<'s, T: Data> DataStream<'s, T> {
     /// key's processing reads.
     pub fn broadcast(self) -> BroadcastStream<'s, T> {
         let shared = self.shared.clone();
-        let timestamps = self.timestamps;
+        let (timestamps, marks) = (self.timestamps, self.marks);
         let ctx = &shared.ctx;
         let parallelism = ctx.parallelism;
         shared.plan.borrow_mut().plan.exchanges += 1;
@@ -541,7 +556,9 @@ impl<'s, T: Data> DataStream<'s, T> {
             ctx.activators.borrow_mut().extend([send, receive]);
             received
         };
-        BroadcastStream { stream: DataStream::new(stream, shared.clone(), timestamps, "broadcast".into(), None) }
+        BroadcastStream {
+            stream: DataStream::new(stream, shared.clone(), timestamps, "broadcast".into(), None).marked(marks),
+        }
     }
 
     /// Partitions the stream by key: records with equal keys meet in one slot (the owner of
@@ -553,7 +570,7 @@ impl<'s, T: Data> DataStream<'s, T> {
         KF: KeySelector<T, K> + Clone,
     {
         let shared = self.shared.clone();
-        let timestamps = self.timestamps;
+        let (timestamps, marks) = (self.timestamps, self.marks);
         let ctx = &shared.ctx;
         let parallelism = ctx.parallelism;
         shared.plan.borrow_mut().plan.exchanges += 1;
@@ -574,7 +591,7 @@ impl<'s, T: Data> DataStream<'s, T> {
             received
         };
         KeyedStream {
-            stream: DataStream::new(stream, shared.clone(), timestamps, "key_by".into(), None),
+            stream: DataStream::new(stream, shared.clone(), timestamps, "key_by".into(), None).marked(marks),
             key,
             _key: std::marker::PhantomData,
         }
@@ -764,6 +781,7 @@ impl<'s, T: Data> DataStream<'s, T> {
             fatal: ctx.fatal.clone(),
             activity: ctx.activity.clone(),
             metrics: ctx.metrics.clone(),
+            counts_on_time: !self.marks.after_stateful,
         };
         let this = self.clone();
         let (out, late, activator) = stateful_operator(self.take(), &format!("{kind}({uid})"), logic, setup);
@@ -774,7 +792,8 @@ impl<'s, T: Data> DataStream<'s, T> {
         if late_output {
             shared.plan.borrow_mut().must_read.push((format!("operator {uid}: its late output"), late_read.clone()));
         }
-        (this.derive(out, &uid), DataStream::new(late, shared.clone(), this.timestamps, uid, Some(late_read)))
+        let out = this.derive(out, &uid).marked(Marks { side_output: false, after_stateful: true });
+        (out, DataStream::new(late, shared.clone(), this.timestamps, uid, Some(late_read)))
     }
 }
 

@@ -142,6 +142,9 @@ pub(crate) struct StatefulSetup {
     pub activity: crate::Activity,
     /// The slot's counters (records on time and late; result rows are counted at the sinks).
     pub metrics: std::sync::Arc<crate::metrics::SlotMetrics>,
+    /// Whether the records it takes in time count as records on time: only at the first
+    /// stateful step of a pipeline (a later one takes what a stateful step made).
+    pub counts_on_time: bool,
 }
 
 /// Builds a stateful operator around `logic`: its main output and its late output.
@@ -161,7 +164,8 @@ pub(crate) fn stateful_operator<'scope, L: StatefulLogic>(
     let mut late_output = OutputBuilder::<Time, CapacityContainerBuilder<Vec<Record<L::In>>>>::from(late_output);
 
     builder.build(move |initial: Vec<Capability<Time>>| {
-        let StatefulSetup { uid, start_epoch, restored, snapshots, part, fatal, activity, metrics } = setup;
+        let StatefulSetup { uid, start_epoch, restored, snapshots, part, fatal, activity, metrics, counts_on_time } =
+            setup;
         if let Err(reason) = logic.restore(restored) {
             fatal.borrow_mut().get_or_insert_with(|| format!("operator {uid}: cannot restore its state: {reason}"));
         }
@@ -210,7 +214,9 @@ pub(crate) fn stateful_operator<'scope, L: StatefulLogic>(
                 }
                 let mut out_handle = out_output.activate();
                 let mut late_handle = late_output.activate();
-                SlotMetrics::add(&metrics.records_on_time, (applied - late.len().min(applied)) as u64);
+                if counts_on_time {
+                    SlotMetrics::add(&metrics.records_on_time, (applied - late.len().min(applied)) as u64);
+                }
                 SlotMetrics::add(&metrics.records_late, late.len() as u64);
                 applied = 0;
                 if !out.is_empty() {
