@@ -76,7 +76,7 @@ pub struct RunSummary {
     pub already_finished: bool,
     /// Records read in this run.
     pub records_read: u64,
-    /// Records counted in windows in this run.
+    /// Records taken in time by a pipeline's first stateful step, in this run.
     pub records_on_time: u64,
     /// Late records in this run.
     pub records_late: u64,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub struct SlotMetrics {
     /// Input records read (valid, late and malformed).
     pub records_read: AtomicU64,
-    /// Records that counted in a window.
+    /// Records a pipeline's first stateful step (a window, a join, an aggregate) took in time.
     pub records_on_time: AtomicU64,
     /// Records written to the late output.
     pub records_late: AtomicU64,
