@@ -30,8 +30,9 @@ use weir_sql::types::SqlType;
 
 use crate::cli::{parse_invocation, Invocation, InvocationKind, JobInvocation};
 
-/// The flags the shell sets itself for each query (every other flag is passed on).
-const OWN_FLAGS: [&str; 4] = ["--checkpoint-dir", "--script", "-f", "--file"];
+/// The flag the shell sets itself for each query (every other flag is passed on; a script's
+/// flags make `weir sql` run the script instead of the shell: `SqlInvocation::opens_shell`).
+const OWN_FLAG: &str = "--checkpoint-dir";
 
 /// The widest a cell is shown (Flink's `sql-client.display.max-column-width`).
 const MAX_CELL_WIDTH: usize = 30;
@@ -55,7 +56,7 @@ Statements end with ';' and may span lines. Up and down recall earlier statement
 
 /// Runs the shell. `flags` are engine flags (`--parallelism 2`, …) for every query.
 pub fn run(registry: &JobRegistry, flags: Vec<String>) -> ExitCode {
-    if let Some(flag) = flags.iter().find(|flag| OWN_FLAGS.iter().any(|own| flag.split('=').next() == Some(own))) {
+    if let Some(flag) = flags.iter().find(|flag| flag.split('=').next() == Some(OWN_FLAG)) {
         return fail(&format!("the SQL shell sets {flag} itself for each query; leave it out"));
     }
     // The flags are checked once, before the first prompt.

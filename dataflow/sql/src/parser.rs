@@ -369,7 +369,7 @@ pub fn parse_shell_command(text: &str) -> Result<ShellCommand, SqlError> {
         }
         ["QUIT" | "EXIT"] => return Ok(ShellCommand::Quit),
         ["HELP"] => return Ok(ShellCommand::Help),
-        ["DESCRIBE" | "DESC"] | ["DESCRIBE" | "DESC", ..] => {
+        ["DESCRIBE" | "DESC", ..] => {
             let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
             let _ = parser.next_token();
             let at = parser.peek_token().span.start;
