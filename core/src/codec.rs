@@ -28,6 +28,11 @@ impl Encoder {
     pub fn new() -> Self {
         Self::default()
     }
+    /// An empty encoder with room for `capacity` bytes (a large output then grows in place
+    /// of being copied each time its buffer doubles).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Encoder { bytes: Vec::with_capacity(capacity) }
+    }
     /// Appends a `u64`.
     pub fn u64(&mut self, value: u64) -> &mut Self {
         self.bytes.extend_from_slice(&value.to_le_bytes());

@@ -203,7 +203,8 @@ impl LocalDirStore {
 #[async_trait]
 impl ObjectStore for LocalDirStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        let content: Vec<u8> = payload.iter().flat_map(|chunk| chunk.iter().copied()).collect();
+        // One chunk (every put of Weir's) is taken as it is; more are joined once.
+        let content = Bytes::from(payload);
         let location = location.clone();
         self.off_runtime(move |store| store.put_now(&location, &content, &opts.mode)).await
     }

@@ -33,6 +33,12 @@
 //!   then key order. It keeps no table: in builds with debug assertions it keeps one, to check
 //!   that the changelog never retracts a row it did not emit.
 //!
+//! A fold whose rows go to the changelog through nothing but row-by-row maps needs no
+//! differential operator at all: [`KeyedStream::fold_changelog`] is the fold and the exit in one
+//! scaffold operator, writing the same changelog, row for row. Being its own exit, it emits a
+//! key's change exactly when event time passes it, so its checkpointed state is the
+//! accumulators and rows plus the records event time has not passed — not every record.
+//!
 //! **Checkpoints.** Differential's arrangements are not snapshotted: they are a function of the
 //! entries' inputs. A checkpoint holds the entries' and folds' records (every record of epochs
 //! `<= c`; a fold recomputes its accumulators from them, and its changes at the same times) and
@@ -41,8 +47,11 @@
 //! in committed output) and holds the rest, exactly as the first run held it. The records are
 //! kept encoded ([`crate::record_log`]), so a checkpoint copies none of them. The cost: an entry
 //! keeps its input twice (its log and differential's arrangement), and a fold keeps its input
-//! where its accumulators alone would do — a fold that snapshots its accumulators instead must
-//! also make the exit's skipping agree with them, which is still to come.
+//! where its accumulators alone would do. A fold entering differential cannot snapshot its
+//! accumulators instead: a restore would have to feed them in as one base, below the event time
+//! every exit downstream had passed — and an exit behind a join with a slower input passes less
+//! than the fold did, so changes the fold had made and that exit had not yet emitted would be
+//! inside the base, and lost. (A fold that is its own exit, above, has no such gap.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
@@ -154,6 +163,37 @@ where
         let (changes, _) = stream.stateful("fold", Some(uid.to_owned()), logic, false, false);
         let updates = enter(changes.into_stream(), |change| change);
         UpdatingStream { updates, shared, timestamps }
+    }
+
+    /// Folds each key's records into the key's rows and writes their changelog straight away:
+    /// what [`KeyedStream::fold_updating`], then `map` over each row
+    /// ([`UpdatingStream::map_rows`]), then [`UpdatingStream::changelog`] write, row for row,
+    /// for a result that nothing else consumes. With no differential operator in between, the
+    /// fold is its own exit: it emits a key's change once event time passes it, so its state at
+    /// a checkpoint is each key's accumulator and rows, plus the records event time has not
+    /// passed yet — where [`KeyedStream::fold_updating`] must keep every record (see the
+    /// module's docs). `uid` names that state.
+    pub fn fold_changelog<F, V>(
+        self,
+        uid: &str,
+        fold: F,
+        map: impl FnMut(F::Row) -> Option<V> + 'static,
+    ) -> DataStream<'s, Change<K, V>>
+    where
+        F: GroupFold<K, T>,
+        F::Acc: Data,
+        V: UpdateData,
+    {
+        let (stream, key) = self.into_parts();
+        let logic = FoldChangelog {
+            key,
+            fold,
+            map: Box::new(map),
+            pending: BTreeMap::new(),
+            groups: HashMap::new(),
+            passed: EventTime::MIN,
+        };
+        stream.stateful("fold-changelog", Some(uid.to_owned()), logic, false, false).0
     }
 }
 
@@ -543,6 +583,159 @@ where
     }
 }
 
+/// A fold that writes its own changelog (see [`KeyedStream::fold_changelog`]): each key's
+/// accumulator and mapped rows, and the records of event times not passed yet.
+struct FoldChangelog<K, T, KF, F: GroupFold<K, T>, V> {
+    key: KF,
+    fold: F,
+    /// From the fold's rows to the changelog's (`None` drops a row).
+    map: Box<dyn FnMut(F::Row) -> Option<V>>,
+    /// Records of event times not passed yet.
+    pending: BTreeMap<EventTime, Vec<(K, T)>>,
+    /// Each key's accumulator, and its rows as the changelog last gave them.
+    groups: HashMap<K, (F::Acc, Vec<V>)>,
+    /// The event time passed: every record before it is folded in, and its changes emitted.
+    passed: EventTime,
+}
+
+/// One key group's part of a [`FoldChangelog`]'s snapshot: the event time passed, each key's
+/// accumulator and rows (by key), and the records not folded in yet (by time, key, record).
+type FoldGroupState<K, T, A, V> = (EventTime, Vec<(K, A, Vec<V>)>, Vec<(EventTime, K, T)>);
+
+impl<K, T, KF, F, V> StatefulLogic for FoldChangelog<K, T, KF, F, V>
+where
+    K: UpdateKey,
+    T: UpdateData,
+    KF: KeySelector<T, K>,
+    F: GroupFold<K, T>,
+    F::Acc: Data,
+    V: UpdateData,
+{
+    type In = T;
+    type Out = Change<K, V>;
+
+    fn apply(
+        &mut self,
+        records: &mut Vec<Record<T>>,
+        _out: &mut Vec<Record<Change<K, V>>>,
+        _late: &mut Vec<Record<T>>,
+    ) {
+        for record in records.drain(..) {
+            // As at the fold that enters differential: lifted to the watermark it was read
+            // under, and never behind the bound passed.
+            let time = record.time.max(record.watermark);
+            assert!(time >= self.passed, "fold: a record at {time} arrived after event time passed {}", self.passed);
+            let key = self.key.key(&record.value);
+            self.pending.entry(time).or_default().push((key, record.value));
+        }
+    }
+
+    fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<Change<K, V>>>) {
+        let mut rows = Vec::new();
+        let mut changes: Vec<(V, isize)> = Vec::new();
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() >= bound {
+                break;
+            }
+            let (time, mut batch) = entry.remove_entry();
+            batch.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut batch = batch.into_iter().peekable();
+            while let Some((key, _)) = batch.peek() {
+                let key = key.clone();
+                let (accumulator, last) =
+                    self.groups.entry(key.clone()).or_insert_with(|| (self.fold.create(), Vec::new()));
+                while let Some((_, record)) = batch.next_if(|(k, _)| *k == key) {
+                    self.fold.add(accumulator, &record);
+                }
+                rows.clear();
+                self.fold.rows(&key, accumulator, &mut rows);
+                let mut mapped: Vec<V> = rows.drain(..).filter_map(&mut self.map).collect();
+                mapped.sort();
+                if mapped == *last {
+                    continue;
+                }
+                // The key's change as the exit makes it from differential's updates: the
+                // consolidated removals and additions, each in row order.
+                changes.extend(last.drain(..).map(|row| (row, -1)));
+                changes.extend(mapped.iter().cloned().map(|row| (row, 1)));
+                *last = mapped;
+                differential_dataflow::consolidation::consolidate(&mut changes);
+                let (mut removed, mut added) = (Vec::new(), Vec::new());
+                for (row, diff) in changes.drain(..) {
+                    let into = if diff < 0 { &mut removed } else { &mut added };
+                    into.extend(std::iter::repeat_n(row, diff.unsigned_abs()));
+                }
+                emit_change(&key, removed, added, time, out);
+            }
+        }
+        self.passed = self.passed.max(bound);
+    }
+
+    fn snapshot(&self) -> StateImage {
+        // A copy, encoded off the slot's thread: accumulators and rows are a key's summary,
+        // not its records, so the copy is as large as the result, not the input.
+        let groups: Vec<(K, F::Acc, Vec<V>)> =
+            self.groups.iter().map(|(key, (acc, rows))| (key.clone(), acc.clone(), rows.clone())).collect();
+        let pending: Vec<(EventTime, K, T)> = self
+            .pending
+            .iter()
+            .flat_map(|(&time, batch)| batch.iter().map(move |(key, record)| (time, key.clone(), record.clone())))
+            .collect();
+        let passed = self.passed;
+        StateImage::deferred(move || {
+            let mut by_group: BTreeMap<usize, FoldGroupState<K, T, F::Acc, V>> = BTreeMap::new();
+            for (key, acc, rows) in groups {
+                by_group
+                    .entry(key_group_of(&key))
+                    .or_insert_with(|| (passed, Vec::new(), Vec::new()))
+                    .1
+                    .push((key, acc, rows));
+            }
+            for (time, key, record) in pending {
+                by_group
+                    .entry(key_group_of(&key))
+                    .or_insert_with(|| (passed, Vec::new(), Vec::new()))
+                    .2
+                    .push((time, key, record));
+            }
+            by_group
+                .into_iter()
+                .map(|(group, (passed, mut keys, mut pending))| {
+                    // Sorted, so that equal states encode equal.
+                    keys.sort_by(|a, b| a.0.cmp(&b.0));
+                    pending.sort();
+                    (group, bincode::serialize(&(passed, keys, pending)).expect("fold state serializes"))
+                })
+                .collect()
+        })
+    }
+
+    /// Accumulators and rows come back as they were; the records event time had not passed
+    /// wait for it again, and their changes come out as the first run would have made them.
+    fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
+        for (group, bytes) in states {
+            let (passed, keys, pending): FoldGroupState<K, T, F::Acc, V> =
+                crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
+            self.passed = self.passed.max(passed);
+            for (key, acc, rows) in keys {
+                if key_group_of(&key) != group {
+                    return Err(format!("key group {group} holds a key of key group {}", key_group_of(&key)));
+                }
+                if self.groups.insert(key, (acc, rows)).is_some() {
+                    return Err(format!("key group {group}: a key appears twice"));
+                }
+            }
+            for (time, key, record) in pending {
+                if key_group_of(&key) != group {
+                    return Err(format!("key group {group} holds a record of key group {}", key_group_of(&key)));
+                }
+                self.pending.entry(time).or_default().push((key, record));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Restores the record log of an entry or a fold: each restored record with its time and key,
 /// checked to be of the key group it was stored under.
 fn restore_records<K: Hash, T: UpdateData, KF: KeySelector<T, K>>(
@@ -662,8 +855,8 @@ impl<K: UpdateKey, V: UpdateData> Exit<K, V> {
         }
     }
 
-    /// Emits one key's change at `time`: removed rows paired with added ones as `-U`/`+U`, the
-    /// rest as `-D` or `+I`.
+    /// Emits one key's change at `time` (see [`emit_change`]), checked against the rows emitted
+    /// before with debug assertions.
     fn change(&mut self, key: K, removed: Vec<V>, added: Vec<V>, time: EventTime, out: &mut Vec<Record<Change<K, V>>>) {
         if let Some(table) = self.checked.as_mut() {
             let restored = self.skip_below.contains_key(&key_group_of(&key));
@@ -679,18 +872,30 @@ impl<K: UpdateKey, V: UpdateData> Exit<K, V> {
                 table.remove(&key);
             }
         }
-        let emit = |kind, row: V, out: &mut Vec<Record<Change<K, V>>>| {
-            out.push(Record::derived(Change { kind, key: key.clone(), row }, time));
-        };
-        let paired = removed.len().min(added.len());
-        let (mut removed, mut added) = (removed.into_iter(), added.into_iter());
-        for _ in 0..paired {
-            emit(ChangeKind::UpdateBefore, removed.next().expect("paired"), out);
-            emit(ChangeKind::UpdateAfter, added.next().expect("paired"), out);
-        }
-        removed.for_each(|row| emit(ChangeKind::Delete, row, out));
-        added.for_each(|row| emit(ChangeKind::Insert, row, out));
+        emit_change(&key, removed, added, time, out);
     }
+}
+
+/// Emits one key's change at `time`: removed rows paired with added ones as `-U`/`+U`, the
+/// rest as `-D` or `+I`.
+fn emit_change<K: Clone, V>(
+    key: &K,
+    removed: Vec<V>,
+    added: Vec<V>,
+    time: EventTime,
+    out: &mut Vec<Record<Change<K, V>>>,
+) {
+    let emit = |kind, row: V, out: &mut Vec<Record<Change<K, V>>>| {
+        out.push(Record::derived(Change { kind, key: key.clone(), row }, time));
+    };
+    let paired = removed.len().min(added.len());
+    let (mut removed, mut added) = (removed.into_iter(), added.into_iter());
+    for _ in 0..paired {
+        emit(ChangeKind::UpdateBefore, removed.next().expect("paired"), out);
+        emit(ChangeKind::UpdateAfter, added.next().expect("paired"), out);
+    }
+    removed.for_each(|row| emit(ChangeKind::Delete, row, out));
+    added.for_each(|row| emit(ChangeKind::Insert, row, out));
 }
 
 #[cfg(test)]
@@ -716,6 +921,101 @@ mod tests {
         // Decoding keeps the invariant too.
         let decoded: Sums = bincode::deserialize(&bincode::serialize(&vec![4i128, 0, 0]).unwrap()).unwrap();
         assert_eq!(decoded, Sums::new(vec![4]));
+    }
+
+    /// Per key (a record's tens), its records' sum and count, as one row.
+    struct SumAndCount;
+
+    impl GroupFold<u64, u64> for SumAndCount {
+        type Acc = (u64, u64);
+        type Row = (u64, u64);
+        fn create(&self) -> (u64, u64) {
+            (0, 0)
+        }
+        fn add(&self, accumulator: &mut (u64, u64), record: &u64) {
+            accumulator.0 += record;
+            accumulator.1 += 1;
+        }
+        fn rows(&self, _key: &u64, accumulator: &(u64, u64), rows: &mut Vec<(u64, u64)>) {
+            rows.push(*accumulator);
+        }
+    }
+
+    /// A fold of `u64` records keyed by their tens, writing each key's sum.
+    type TensFold = FoldChangelog<u64, u64, fn(&u64) -> u64, SumAndCount, u64>;
+
+    fn fold_changelog() -> TensFold {
+        // The changelog's row: the sum alone, and none for a key whose sum is over 100.
+        FoldChangelog {
+            key: (|record: &u64| record / 10) as fn(&u64) -> u64,
+            fold: SumAndCount,
+            map: Box::new(|(sum, _count): (u64, u64)| (sum <= 100).then_some(sum)),
+            pending: BTreeMap::new(),
+            groups: HashMap::new(),
+            passed: EventTime::MIN,
+        }
+    }
+
+    fn shown(changes: &[Record<Change<u64, u64>>]) -> Vec<String> {
+        changes.iter().map(|c| format!("{}{}:{}@{}", c.value.kind.short(), c.value.key, c.value.row, c.time)).collect()
+    }
+
+    #[test]
+    fn a_fold_writes_its_changelog_and_a_restore_of_its_accumulators_continues_it() {
+        let feed = |fold: &mut TensFold, records: &[(u64, EventTime)]| {
+            let mut records: Vec<Record<u64>> = records.iter().map(|&(r, t)| Record::derived(r, t)).collect();
+            fold.apply(&mut records, &mut Vec::new(), &mut Vec::new());
+        };
+        let first: &[(u64, EventTime)] = &[(11, 5), (12, 5), (21, 5), (13, 7), (25, 9)];
+        let second: &[(u64, EventTime)] = &[(30, 9), (14, 12), (27, 12), (60, 12)];
+        // Uninterrupted.
+        let mut whole = fold_changelog();
+        let mut expected = Vec::new();
+        feed(&mut whole, first);
+        whole.advance(8, &mut expected);
+        feed(&mut whole, second);
+        whole.advance(EventTime::MAX, &mut expected);
+        assert_eq!(
+            shown(&expected),
+            [
+                "+I1:23@5",
+                "+I2:21@5",
+                "-U1:23@7",
+                "+U1:36@7",
+                "-U2:21@9",
+                "+U2:46@9",
+                "+I3:30@9",
+                "-U1:36@12",
+                "+U1:50@12",
+                "-U2:46@12",
+                "+U2:73@12",
+                "+I6:60@12"
+            ],
+        );
+        // Restored from a snapshot taken with records at 9 not folded in yet: the rest of the
+        // changelog is the same, and the state held is the accumulators and those records.
+        let mut before = fold_changelog();
+        let mut out = Vec::new();
+        feed(&mut before, first);
+        before.advance(8, &mut out);
+        let image = before.snapshot().encode();
+        let mut restored = fold_changelog();
+        restored.restore(image).unwrap();
+        assert_eq!(restored.pending.values().map(Vec::len).sum::<usize>(), 1, "the record at 9 waits");
+        assert_eq!(restored.groups.len(), 2);
+        feed(&mut restored, second);
+        restored.advance(EventTime::MAX, &mut out);
+        assert_eq!(shown(&out), shown(&expected));
+        // A key whose row the map drops is deleted; one whose rows do not change emits nothing.
+        let mut dropping = fold_changelog();
+        let mut changes = Vec::new();
+        feed(&mut dropping, &[(50, 1), (51, 2), (0, 3)]);
+        dropping.advance(4, &mut changes);
+        assert_eq!(shown(&changes), ["+I5:50@1", "-D5:50@2", "+I0:0@3"]);
+        feed(&mut dropping, &[(0, 4)]);
+        let mut unchanged = Vec::new();
+        dropping.advance(EventTime::MAX, &mut unchanged);
+        assert!(unchanged.is_empty(), "{:?}", shown(&unchanged));
     }
 
     #[test]

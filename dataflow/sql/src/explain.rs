@@ -18,8 +18,13 @@ use crate::plan::{Input, Insert, JoinKind, Pipeline, Stage, Step};
 pub fn explain_insert(insert: &Insert, at: Location) -> String {
     let mut root = pipeline(&insert.pipeline);
     if root.updating {
+        let by = if insert.pipeline.changelog_from_fold() {
+            " (written by the fold below, which keeps only its accumulators)"
+        } else {
+            ""
+        };
         root = Node::new(
-            "Changelog: each key's changes as -U/+U, +I, -D, per event time once the watermark passes it".into(),
+            format!("Changelog{by}: each key's changes as -U/+U, +I, -D, per event time once the watermark passes it"),
             true,
             vec![root],
         );

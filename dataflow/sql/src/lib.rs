@@ -63,8 +63,9 @@ use crate::aggregate::{
 use crate::connector::{CsvRows, FileFormat, RowGenerator, SinkConnector, SourceConnector};
 use crate::json::{JsonFormat, JsonRows};
 use crate::plan::{Catalog, Input, Insert, JoinKind, Pipeline, Scan, Stage, Step};
+use crate::rank::TopN;
 use crate::types::Row;
-use weir_dataflow::{ChangeKind, Sums, UpdatingStream};
+use weir_dataflow::{Change, ChangeKind, Sums, UpdatingStream};
 
 /// The built-in `sql` job: runs the script given as its `script` parameter.
 pub fn job() -> JobDef {
@@ -107,10 +108,17 @@ pub fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError
     for (index, insert) in inserts.into_iter().enumerate() {
         let name = format!("{}-{index}", insert.sink_table);
         let mut ids = OperatorIds { sink: name.clone(), operators: 0 };
-        let rows = match pipeline(job, insert.pipeline, &mut ids, &mut tables)? {
+        let from_fold = insert.pipeline.changelog_from_fold();
+        let rows = pipeline(job, insert.pipeline, &mut ids, &mut tables)?;
+        debug_assert_eq!(matches!(rows, Rows::Folded(_)), from_fold, "EXPLAIN says what is built");
+        let rows = match rows {
             Rows::Append(rows) => rows,
-            Rows::Updating(rows) => {
-                let changes = rows.changelog(&ids.operator("changelog"));
+            rows @ (Rows::Updating(_) | Rows::Folded(_)) => {
+                let changes = match rows {
+                    Rows::Folded(folded) => folded.changelog(),
+                    Rows::Updating(rows) => rows.changelog(&ids.operator("changelog")),
+                    Rows::Append(_) => unreachable!("matched above"),
+                };
                 let changes = changes.map(|change| ChangedRow { kind: change.kind, row: change.row.0 });
                 match insert.sink {
                     SinkConnector::Blackhole => changes.blackhole(),
@@ -148,10 +156,89 @@ pub fn build(job: &mut JobBuilder<'_>, params: &Params) -> Result<(), BuildError
 }
 
 /// A pipeline's rows: append-only, or an updating result keyed by the group of the
-/// aggregation that made it.
+/// aggregation that made it — in differential dataflow, or still to be folded from
+/// append-only rows.
 enum Rows<'s> {
     Append(DataStream<'s, Row>),
     Updating(UpdatingStream<'s, GroupKey, SortedRow>),
+    Folded(Folded<'s>),
+}
+
+impl<'s> Rows<'s> {
+    /// The rows, with a fold still to be built entered into differential dataflow.
+    fn entered(self) -> Rows<'s> {
+        match self {
+            Rows::Folded(folded) => Rows::Updating(folded.updating()),
+            rows => rows,
+        }
+    }
+}
+
+/// An aggregate or a Top-N over append-only rows, and the filters and projections over its
+/// result, not built yet. If the result goes straight to a sink, the fold writes its changelog
+/// itself ([`KeyedStream::fold_changelog`](weir_dataflow::KeyedStream::fold_changelog)) and
+/// checkpoints only each group's accumulator and rows; if anything else consumes it, it enters
+/// differential dataflow ([`KeyedStream::fold_updating`](weir_dataflow::KeyedStream::fold_updating)),
+/// which must keep every row it was given. Flink's group aggregates and Top-Ns over
+/// append-only input keep per-key accumulators the same way.
+struct Folded<'s> {
+    rows: DataStream<'s, Row>,
+    fold: SqlFold,
+    /// The steps after the fold, stage by stage.
+    steps: Vec<Vec<Step>>,
+    /// The fold's operator id.
+    uid: String,
+}
+
+/// What a [`Folded`] folds.
+enum SqlFold {
+    TopN(TopN),
+    /// Grouped by the first `keys` columns.
+    Aggregate {
+        keys: usize,
+        aggregates: SqlAggregates,
+    },
+}
+
+impl<'s> Folded<'s> {
+    /// The result in differential dataflow.
+    fn updating(self) -> UpdatingStream<'s, GroupKey, SortedRow> {
+        let Folded { rows, fold, steps, uid } = self;
+        let uid = format!("{uid}-input");
+        let mut updating = match fold {
+            SqlFold::TopN(top) => rows.map(SortedRow).key_by(top_n_partition(&top)).fold_updating(&uid, top),
+            SqlFold::Aggregate { keys, aggregates } => {
+                rows.map(SortedRow).key_by(aggregate_group(keys)).fold_updating(&uid, GroupAggregates(aggregates))
+            }
+        };
+        for steps in steps {
+            updating = updating.map_rows(move |row| Step::run(&steps, row.0).map(SortedRow));
+        }
+        updating
+    }
+
+    /// The result's changelog, written by the fold.
+    fn changelog(self) -> DataStream<'s, Change<GroupKey, SortedRow>> {
+        let Folded { rows, fold, steps, uid } = self;
+        let map = move |row: SortedRow| steps.iter().try_fold(row.0, |row, steps| Step::run(steps, row)).map(SortedRow);
+        match fold {
+            SqlFold::TopN(top) => rows.map(SortedRow).key_by(top_n_partition(&top)).fold_changelog(&uid, top, map),
+            SqlFold::Aggregate { keys, aggregates } => {
+                rows.map(SortedRow).key_by(aggregate_group(keys)).fold_changelog(&uid, GroupAggregates(aggregates), map)
+            }
+        }
+    }
+}
+
+/// A Top-N's partition: its partition keys, after the result's columns.
+fn top_n_partition(top: &TopN) -> impl Fn(&SortedRow) -> GroupKey + Clone + 'static {
+    let (first, count) = (top.width, top.partition);
+    move |row: &SortedRow| GroupKey::new(row.0[first..first + count].iter().cloned())
+}
+
+/// An aggregate's group: its first `keys` columns.
+fn aggregate_group(keys: usize) -> impl Fn(&SortedRow) -> GroupKey + Clone + 'static {
+    move |row: &SortedRow| GroupKey::new(row.0[..keys].iter().cloned())
 }
 
 /// Stable ids for the operators of one `INSERT` (their state is checkpointed under them).
@@ -180,7 +267,9 @@ fn pipeline<'s>(
 ) -> Result<Rows<'s>, BuildError> {
     let append_only = |rows: Rows<'s>| match rows {
         Rows::Append(rows) => Ok(rows),
-        Rows::Updating(_) => Err(BuildError::Job("SQL: a join of an updating result (the planner refuses it)".into())),
+        Rows::Updating(_) | Rows::Folded(_) => {
+            Err(BuildError::Job("SQL: a join of an updating result (the planner refuses it)".into()))
+        }
     };
     let mut rows = match pipeline.input {
         Input::Table(scan) => Rows::Append(match tables.get(&scan.table) {
@@ -203,9 +292,10 @@ fn pipeline<'s>(
             let right = self::pipeline(job, *right, ids, tables)?;
             let sides = [(left, left_keys, left_outer, left_width), (right, right_keys, right_outer, right_width)];
             let [left, right] = sides.map(|(rows, keys, outer, width)| join::JoinSide {
-                rows: match rows {
+                rows: match rows.entered() {
                     Rows::Append(rows) => join::Side::Append(rows),
                     Rows::Updating(rows) => join::Side::Updating(rows),
+                    Rows::Folded(_) => unreachable!("entered"),
                 },
                 keys,
                 outer,
@@ -240,7 +330,18 @@ fn pipeline<'s>(
         }
     };
     for stage in pipeline.stages {
-        rows = match (stage, rows) {
+        // A fold not built yet takes the steps after it; any other stage takes its result
+        // from differential dataflow.
+        let rows_in = match (&stage, rows) {
+            (Stage::Map(_), rows @ Rows::Folded(_)) => rows,
+            (_, rows) => rows.entered(),
+        };
+        rows = match (stage, rows_in) {
+            (Stage::Map(steps), Rows::Folded(mut folded)) => {
+                folded.steps.push(steps);
+                Rows::Folded(folded)
+            }
+            (_, Rows::Folded(_)) => unreachable!("entered above"),
             (Stage::Map(steps), Rows::Append(rows)) => Rows::Append(rows.flat_map(move |row| Step::run(&steps, row))),
             (Stage::Map(steps), Rows::Updating(rows)) => {
                 Rows::Updating(rows.map_rows(move |row| Step::run(&steps, row.0).map(SortedRow)))
@@ -265,28 +366,25 @@ fn pipeline<'s>(
             (Stage::WindowAggregate { .. } | Stage::ProcessingTimeAggregate { .. }, Rows::Updating(_)) => {
                 return Err(BuildError::Job("SQL: a window over an updating result (the planner refuses it)".into()))
             }
-            (Stage::TopN(top), rows) => {
-                let first = top.width;
-                let partition =
-                    move |row: &SortedRow| GroupKey::new(row.0[first..first + top.partition].iter().cloned());
-                Rows::Updating(match rows {
-                    Rows::Append(rows) => {
-                        rows.map(SortedRow).key_by(partition).fold_updating(&ids.operator("top-n-input"), top)
-                    }
-                    Rows::Updating(rows) => rows
-                        .key_by(move |_, row| partition(row))
-                        .reduce("TopN", move |_, rows, out| out.extend(top.top(rows).into_iter().map(|row| (row, 1)))),
-                })
+            (Stage::TopN(top), Rows::Append(rows)) => {
+                Rows::Folded(Folded { rows, fold: SqlFold::TopN(top), steps: Vec::new(), uid: ids.operator("top-n") })
             }
-            (Stage::Aggregate { keys, aggregates }, rows) => {
-                let group = move |row: &SortedRow| GroupKey::new(row.0[..keys].iter().cloned());
-                Rows::Updating(match rows {
-                    Rows::Append(rows) => rows
-                        .map(SortedRow)
-                        .key_by(group)
-                        .fold_updating(&ids.operator("aggregate-input"), GroupAggregates(aggregates)),
-                    Rows::Updating(rows) => group_aggregate(rows.key_by(move |_, row| group(row)), aggregates),
-                })
+            (Stage::TopN(top), Rows::Updating(rows)) => {
+                let partition = top_n_partition(&top);
+                Rows::Updating(
+                    rows.key_by(move |_, row| partition(row))
+                        .reduce("TopN", move |_, rows, out| out.extend(top.top(rows).into_iter().map(|row| (row, 1)))),
+                )
+            }
+            (Stage::Aggregate { keys, aggregates }, Rows::Append(rows)) => Rows::Folded(Folded {
+                rows,
+                fold: SqlFold::Aggregate { keys, aggregates },
+                steps: Vec::new(),
+                uid: ids.operator("aggregate"),
+            }),
+            (Stage::Aggregate { keys, aggregates }, Rows::Updating(rows)) => {
+                let group = aggregate_group(keys);
+                Rows::Updating(group_aggregate(rows.key_by(move |_, row| group(row)), aggregates))
             }
         };
     }
@@ -916,7 +1014,9 @@ mod tests {
         let lines: Vec<&str> = plans[0].lines().collect();
         assert_eq!(lines[0], "== EXPLAIN INSERT INTO counts (line 10) ==");
         assert!(lines[1].starts_with("Sink: table counts (print)") && lines[1].ends_with("[updating]"), "{lines:?}");
-        assert!(lines[2].trim_start().starts_with("Changelog:"), "{lines:?}");
+        // An aggregate over append-only rows with only a projection after it: its fold writes
+        // the changelog.
+        assert!(lines[2].trim_start().starts_with("Changelog (written by the fold below"), "{lines:?}");
         let aggregate = lines.iter().position(|l| l.contains("GroupAggregate (a fold over append-only input")).unwrap();
         assert!(lines[aggregate].ends_with("GROUP BY $0: COUNT(*)  [updating]"), "{lines:?}");
         assert!(

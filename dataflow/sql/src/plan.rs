@@ -104,6 +104,27 @@ pub struct Pipeline {
     pub stages: Vec<Stage>,
 }
 
+impl Pipeline {
+    /// Whether the result is an aggregate or a Top-N over append-only rows with nothing after it
+    /// but filters and projections: then the fold that computes it writes its changelog itself,
+    /// and keeps only its accumulators (see `weir_dataflow::KeyedStream::fold_changelog`).
+    pub fn changelog_from_fold(&self) -> bool {
+        let mut updating = matches!(self.input, Input::Join { kind: JoinKind::Updating { .. }, .. });
+        let mut from_fold = false;
+        for stage in &self.stages {
+            match stage {
+                Stage::Map(_) => {}
+                Stage::Aggregate { .. } | Stage::TopN(_) => {
+                    from_fold = !updating;
+                    updating = true;
+                }
+                _ => from_fold = false,
+            }
+        }
+        from_fold
+    }
+}
+
 /// Where a pipeline's rows come from.
 #[derive(Debug)]
 pub enum Input {
