@@ -527,6 +527,101 @@ fn outer_joins_keep_partnerless_rows_until_a_partner_arrives_and_equal_the_refer
     assert!(changelogs[0].0.iter().any(|line| line.starts_with("-D,") || line.starts_with("-U,")), "retractions");
 }
 
+/// A window join may be outer and stays append-only, as in Flink: each window's rows without
+/// a partner (a NULL key has none) come out once, with NULLs, when the window closes — into a
+/// plain CSV sink, equal to the reference at parallelism 1 and 2.
+#[test]
+fn outer_window_joins_write_each_windows_partnerless_rows_once_and_equal_the_reference() {
+    let registry = weir_cluster::jobs::builtin();
+    let root = tempfile::tempdir().unwrap();
+    let at = |ms: i64| weir_sql::types::format_timestamp(1_700_000_000_000 + ms);
+    // Clicks of users 0..11 (every 37th without a user), buys of users 0..13, over some 11 s.
+    let clicks: Vec<(Option<i64>, i64)> = (0..300).map(|i| ((i % 37 != 5).then_some(i % 11), i * 37)).collect();
+    let buys: Vec<(Option<i64>, i64)> = (0..120).map(|i| (Some((i * 3) % 13), i * 90)).collect();
+    let write = |name: &str, rows: &[(Option<i64>, i64)]| {
+        let path = root.path().join(name);
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|(user, t)| format!("{},\"{}\"", user.map(|u| u.to_string()).unwrap_or_default(), at(*t)))
+            .collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path.display().to_string()
+    };
+    let (clicks_csv, buys_csv) = (write("clicks.csv", &clicks), write("buys.csv", &buys));
+    let windowed = |table: &str| {
+        format!(
+            "(SELECT usr, window_start, window_end, COUNT(*) AS n \
+             FROM TABLE(TUMBLE(TABLE {table}, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY usr, window_start, window_end)"
+        )
+    };
+    let (c, b) = (windowed("clicks"), windowed("buys"));
+    let script = |out: &Path| {
+        let out = out.display();
+        format!(
+            "CREATE TABLE clicks (usr BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+             WITH ('connector' = 'filesystem', 'path' = '{clicks_csv}', 'format' = 'csv');
+             CREATE TABLE buys (usr BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+             WITH ('connector' = 'filesystem', 'path' = '{buys_csv}', 'format' = 'csv');
+             CREATE TABLE left_joined (usr BIGINT, clicks BIGINT, buys BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '{out}/left', 'format' = 'csv');
+             CREATE TABLE full_joined (click_usr BIGINT, buy_usr BIGINT, clicks BIGINT, buys BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '{out}/full', 'format' = 'csv');
+             INSERT INTO left_joined SELECT c.usr, c.n, b.n FROM {c} c LEFT JOIN {b} b
+             ON c.usr = b.usr AND c.window_start = b.window_start AND c.window_end = b.window_end AND c.n >= b.n;
+             INSERT INTO full_joined SELECT c.usr, b.usr, c.n, b.n FROM {c} c FULL OUTER JOIN {b} b
+             ON c.usr = b.usr AND c.window_start = b.window_start AND c.window_end = b.window_end;"
+        )
+    };
+    let explained = script(root.path()).replace("INSERT INTO left_joined", "EXPLAIN INSERT INTO left_joined");
+    let plan = weir_sql::explain_script(&explained).unwrap().0.join("\n");
+    assert!(plan.contains("WindowJoin: LEFT OUTER window by window") && !plan.contains("[updating]"), "{plan}");
+    let mut results = Vec::new();
+    for parallelism in [1, 2] {
+        let out = root.path().join(format!("out-{parallelism}"));
+        run_job(&registry, options(script(&out), parallelism)).expect("an outer window join into a CSV sink runs");
+        results.push((committed(&out.join("left")), committed(&out.join("full"))));
+    }
+    assert_eq!(results[0], results[1], "the same rows at parallelism 1 and 2");
+    // The reference: each side's count per window and user, then the joins by hand.
+    let count = |rows: &[(Option<i64>, i64)]| {
+        let mut counts: BTreeMap<(i64, Option<i64>), i64> = BTreeMap::new();
+        for (user, t) in rows {
+            *counts.entry((t / 1000, *user)).or_default() += 1;
+        }
+        counts
+    };
+    let (click_counts, buy_counts) = (count(&clicks), count(&buys));
+    let shown = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
+    let partner = |window: i64, user: Option<i64>| user.and_then(|u| buy_counts.get(&(window, Some(u))).copied());
+    let mut left: Vec<String> = click_counts
+        .iter()
+        .map(|(&(window, user), &n)| {
+            let bought = partner(window, user).filter(|&m| n >= m);
+            format!("{},{n},{}", shown(user), shown(bought))
+        })
+        .collect();
+    left.sort();
+    let mut full: Vec<String> = click_counts
+        .iter()
+        .map(|(&(window, user), &n)| match partner(window, user) {
+            Some(m) => format!("{0},{0},{n},{m}", shown(user)),
+            None => format!("{},,{n},", shown(user)),
+        })
+        .chain(
+            buy_counts
+                .iter()
+                .filter(|(&(window, user), _)| !click_counts.contains_key(&(window, user)))
+                .map(|(&(_, user), &m)| format!(",{},,{m}", shown(user))),
+        )
+        .collect();
+    full.sort();
+    assert!(left.iter().any(|l| l.ends_with(',')) && left.iter().any(|l| !l.ends_with(',')), "both kinds");
+    assert!(left.iter().any(|l| l.starts_with(',')), "a click without a user is kept");
+    assert!(full.iter().any(|l| l.starts_with(",")), "buys without clicks");
+    assert_eq!(results[0].0, left, "LEFT JOIN of windows");
+    assert_eq!(results[0].1, full, "FULL OUTER JOIN of windows");
+}
+
 /// What a changelog builds, sorted: `+I`/`+U` add a row, `-U`/`-D` take one away. (Sorted
 /// changelog lines have every addition before the retractions.)
 fn end_state(changelog: &[String]) -> Vec<String> {

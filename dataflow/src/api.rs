@@ -1063,6 +1063,30 @@ where
             BoxedResult<K, Vec<Either<A, B>>, Vec<O>>,
         >,
     {
+        self.co_group(uid, move |lefts: &[A], rights: &[B]| {
+            lefts.iter().flat_map(|a| rights.iter().map(|b| join(a, b)).collect::<Vec<_>>()).collect()
+        })
+    }
+
+    /// Hands each key's window to `co_group` whole — its left records and its right records,
+    /// each in the order they came — and emits what it returns, under the stable id `uid`
+    /// (Flink's `coGroup`): what an outer join needs, which must see that a record has no
+    /// partner in its window.
+    pub fn co_group<O: Data>(
+        self,
+        uid: &str,
+        co_group: impl Fn(&[A], &[B]) -> Vec<O> + 'static,
+    ) -> WindowOutput<'s, O, Either<A, B>>
+    where
+        W: WindowKind<
+            K,
+            Either<A, B>,
+            CollectAll,
+            Vec<O>,
+            EitherKey<KA, KB>,
+            BoxedResult<K, Vec<Either<A, B>>, Vec<O>>,
+        >,
+    {
         let ConnectedStreams { left, right } = self.streams;
         let key = EitherKey(left.key, right.key);
         let both = left.stream.map(Either::<A, B>::Left).union(right.stream.map(Either::<A, B>::Right));
@@ -1070,7 +1094,7 @@ where
         keyed
             .window(self.assigner)
             .uid(uid)
-            .process(move |_key: &K, _window: TimeWindow, records| crate::join::join_window(records, &join))
+            .process(move |_key: &K, _window: TimeWindow, records| crate::join::co_group_window(records, &co_group))
     }
 }
 

@@ -104,6 +104,13 @@ where
 /// Joins the records of one window pairwise: every left with every right, in a fixed order
 /// (public for benchmarks).
 pub fn join_window<A: Clone, B: Clone, O>(records: Vec<Either<A, B>>, join: impl Fn(&A, &B) -> O) -> Vec<O> {
+    co_group_window(records, |lefts, rights| {
+        lefts.iter().flat_map(|a| rights.iter().map(|b| join(a, b)).collect::<Vec<_>>()).collect()
+    })
+}
+
+/// Hands the records of one window to `co_group` as its two sides, each in the order they came.
+pub fn co_group_window<A, B, O>(records: Vec<Either<A, B>>, co_group: impl Fn(&[A], &[B]) -> Vec<O>) -> Vec<O> {
     let (mut lefts, mut rights) = (Vec::new(), Vec::new());
     for record in records {
         match record {
@@ -111,5 +118,5 @@ pub fn join_window<A: Clone, B: Clone, O>(records: Vec<Either<A, B>>, join: impl
             Either::Right(b) => rights.push(b),
         }
     }
-    lefts.iter().flat_map(|a| rights.iter().map(|b| join(a, b)).collect::<Vec<_>>()).collect()
+    co_group(&lefts, &rights)
 }

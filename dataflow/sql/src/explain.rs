@@ -90,7 +90,16 @@ fn pipeline(planned: &Pipeline) -> Node {
                 JoinKind::Regular => {
                     ("Join: every row of both sides kept, each arrival paired in event-time order".to_owned(), false)
                 }
-                JoinKind::Window => ("WindowJoin: window by window, when the window closes".to_owned(), false),
+                JoinKind::Window { left_outer, right_outer, .. } => {
+                    let kind = match (left_outer, right_outer) {
+                        (true, true) => "FULL OUTER ",
+                        (true, false) => "LEFT OUTER ",
+                        (false, true) => "RIGHT OUTER ",
+                        (false, false) => "",
+                    };
+                    let unmatched = if kind.is_empty() { "" } else { ", rows without a partner with NULLs" };
+                    (format!("WindowJoin: {kind}window by window, when the window closes{unmatched}"), false)
+                }
                 JoinKind::Interval { lower, upper } => (
                     format!(
                         "IntervalJoin: a right row's time minus the left's in [{}, {}], each row kept only while a \

@@ -1,6 +1,6 @@
 //! Joins of two pipelines' rows, keyed by the values of their join keys.
 //!
-//! Both run on the DataStream API with [`GroupKey`]s as keys, and a key holding `NULL` or `NaN`
+//! They run on the DataStream API with [`GroupKey`]s as keys, and a key holding `NULL` or `NaN`
 //! joins nothing (SQL's `=` is never true for them). Their inputs are append-only, and so are
 //! their results: an inner join of rows that are never retracted only ever adds pairs.
 //!
@@ -8,7 +8,9 @@
 //!   row of a window carries the window's last millisecond as its event time, so the rows that
 //!   join share their time, and a one-millisecond window of the DataStream API's window join
 //!   holds exactly them. Its pairs come out when the watermark passes the window, as Flink's.
-//! - An **outer join**, or a join of an updating result, updates: a row kept with `NULL`s for
+//!   An outer window join is append-only too: no partner comes after a window closes, so the
+//!   window's rows without one come out then, once, with `NULL`s for the other side.
+//! - Any other **outer join**, or a join of an updating result, updates: a row kept with `NULL`s for
 //!   want of a partner is retracted when one arrives, and a pair goes when either row does. It
 //!   runs on differential dataflow ([`updating_join`]): both sides, tagged, keyed by their join
 //!   keys, and one reduce per key that pairs them (with the rest of the `ON` condition) and keeps
@@ -56,8 +58,13 @@ fn keyed<'s>(
 ) -> weir_dataflow::api::KeyedStream<'s, GroupKey, Row, JoinKey> {
     let keys = Arc::new(keys);
     let joinable = keys.clone();
+    rows.filter(move |row| !never_joins(&joinable, row)).key_by(JoinKey(keys))
+}
+
+/// Whether a row's key holds a `NULL` or a `NaN`, which `=` makes equal to nothing.
+fn never_joins(keys: &[Scalar], row: &Row) -> bool {
     let never_equal = |value: &Value| matches!(value, Value::Null) || matches!(value, Value::Double(x) if x.is_nan());
-    rows.filter(move |row| !joinable.iter().any(|key| never_equal(&key.eval(row)))).key_by(JoinKey(keys))
+    keys.iter().any(|key| never_equal(&key.eval(row)))
 }
 
 /// A joined row: the left row's columns, then the right row's.
@@ -68,23 +75,93 @@ fn concat(left: &Row, right: &Row) -> Row {
     row
 }
 
-/// The window join of two window aggregations' rows (see the module's docs).
+/// One side of a window join.
+pub struct WindowSide<'s> {
+    /// Its rows: a window aggregation's.
+    pub rows: DataStream<'s, Row>,
+    /// Its join keys (the window's bounds among them).
+    pub keys: Vec<Scalar>,
+    /// Whether its rows without a partner are kept, with `NULL`s for the other side.
+    pub outer: bool,
+    /// How many columns its rows have.
+    pub width: usize,
+}
+
+/// The window join of two window aggregations' rows (see the module's docs). `condition` is
+/// the rest of an outer join's `ON`, over the joined row: it decides which rows are partners.
 pub fn window_join<'s>(
-    left: DataStream<'s, Row>,
-    right: DataStream<'s, Row>,
-    left_keys: Vec<Scalar>,
-    right_keys: Vec<Scalar>,
+    left: WindowSide<'s>,
+    right: WindowSide<'s>,
+    condition: Vec<Scalar>,
     uid: &str,
 ) -> DataStream<'s, Row> {
-    let output = keyed(left, left_keys)
-        .window_join(keyed(right, right_keys), TumblingEventTimeWindows::of(1))
-        .apply(uid, concat);
+    let (left_outer, right_outer, left_width, right_width) = (left.outer, right.outer, left.width, right.width);
+    // An outer side's rows whose key can equal nothing have no partner: they come out with
+    // NULLs at once, at their own event time (their window's, as the join's results).
+    let unmatched = |side: &WindowSide<'s>, pad: fn(Row, usize) -> Row, width: usize| {
+        let keys = side.keys.clone();
+        side.outer.then(|| side.rows.clone().filter(move |row| never_joins(&keys, row)).map(move |row| pad(row, width)))
+    };
+    let unmatched_left = unmatched(&left, |row, width| concat(&row, &nulls(width)), right_width);
+    let unmatched_right = unmatched(&right, |row, width| concat(&nulls(width), &row), left_width);
+    let output =
+        keyed(left.rows, left.keys).window_join(keyed(right.rows, right.keys), TumblingEventTimeWindows::of(1));
+    let output = if !left_outer && !right_outer {
+        output.apply(uid, concat)
+    } else {
+        output.co_group(uid, move |lefts: &[Row], rights: &[Row]| {
+            outer_window(lefts, rights, &condition, (left_outer, right_outer), (left_width, right_width))
+        })
+    };
     // A window's result rows are emitted before event time passes them: none is ever late here.
     let operator = uid.to_owned();
     output
         .late
         .fail_if_any(move |_| format!("window join {operator}: a window's result arrived after its window closed"));
-    output.results
+    [unmatched_left, unmatched_right]
+        .into_iter()
+        .flatten()
+        .fold(output.results, |results, padded| results.union(padded))
+}
+
+/// `width` NULLs: the other side of a row without a partner.
+fn nulls(width: usize) -> Row {
+    vec![Value::Null; width]
+}
+
+/// One key's window of an outer window join: the pairs `condition` accepts, then the rows of an
+/// outer side that have none, with `NULL`s for the other side.
+fn outer_window(
+    lefts: &[Row],
+    rights: &[Row],
+    condition: &[Scalar],
+    (left_outer, right_outer): (bool, bool),
+    (left_width, right_width): (usize, usize),
+) -> Vec<Row> {
+    let mut out = Vec::new();
+    let mut right_paired = vec![false; rights.len()];
+    for left in lefts {
+        let mut paired = false;
+        for (right, right_paired) in rights.iter().zip(right_paired.iter_mut()) {
+            let joined = concat(left, right);
+            if condition.iter().all(|c| c.holds(&joined)) {
+                out.push(joined);
+                paired = true;
+                *right_paired = true;
+            }
+        }
+        if left_outer && !paired {
+            out.push(concat(left, &nulls(right_width)));
+        }
+    }
+    if right_outer {
+        for (right, paired) in rights.iter().zip(right_paired) {
+            if !paired {
+                out.push(concat(&nulls(left_width), right));
+            }
+        }
+    }
+    out
 }
 
 /// The regular join of two pipelines' rows (see the module's docs).

@@ -310,11 +310,19 @@ fn pipeline<'s>(
             ))
         }
         Input::Join { kind, left, right, left_keys, right_keys, condition } => {
-            debug_assert!(condition.is_empty(), "only an outer join has a condition of its own");
+            debug_assert!(
+                condition.is_empty() || matches!(kind, JoinKind::Window { .. }),
+                "only an outer join has a condition of its own"
+            );
             let left = append_only(self::pipeline(job, *left, ids, tables)?)?;
             let right = append_only(self::pipeline(job, *right, ids, tables)?)?;
             Rows::Append(match kind {
-                JoinKind::Window => join::window_join(left, right, left_keys, right_keys, &ids.operator("window-join")),
+                JoinKind::Window { left_outer, right_outer, left_width, right_width } => join::window_join(
+                    join::WindowSide { rows: left, keys: left_keys, outer: left_outer, width: left_width },
+                    join::WindowSide { rows: right, keys: right_keys, outer: right_outer, width: right_width },
+                    condition,
+                    &ids.operator("window-join"),
+                ),
                 JoinKind::Regular => join::regular_join(left, right, left_keys, right_keys, &ids.operator("join")),
                 JoinKind::Interval { lower, upper } => join::interval_join(
                     left,

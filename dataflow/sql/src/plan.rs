@@ -153,8 +153,19 @@ pub enum Input {
 /// How a join's rows meet.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum JoinKind {
-    /// Window by window, when the window closes (the keys include both window bounds).
-    Window,
+    /// Window by window, when the window closes (the keys include both window bounds). An outer
+    /// window join stays append-only, as in Flink: a window's rows without a partner come out
+    /// once, with `NULL`s for the other side, when it closes.
+    Window {
+        /// `LEFT` or `FULL`: a left row without a partner in its window is kept, with `NULL`s.
+        left_outer: bool,
+        /// `RIGHT` or `FULL`: the same for a right row.
+        right_outer: bool,
+        /// How many columns the left side's rows have.
+        left_width: usize,
+        /// How many columns the right side's rows have.
+        right_width: usize,
+    },
     /// Each row with every row of the other side so far.
     Regular,
     /// Each row with the other side's rows whose time is within bounds of its own: the right
@@ -1331,8 +1342,8 @@ impl Catalog {
     }
 
     /// A join of `left` and `right` on `condition` (a `JOIN … ON`, or the `WHERE` of `FROM a,
-    /// b`): see [`Catalog::join`]. An outer join, or one of an updating result, updates: it runs
-    /// on differential dataflow ([`JoinKind::Updating`]).
+    /// b`): see [`Catalog::join`]. An outer join (other than a window join), or one of an
+    /// updating result, updates: it runs on differential dataflow ([`JoinKind::Updating`]).
     fn join_on(
         &self,
         mut left: Relation,
@@ -1360,11 +1371,6 @@ impl Catalog {
                 return Err(SqlError::at(rank.at, RANK_UNFILTERED));
             }
         }
-        // What makes the result update, if anything: the outer join itself, or an input.
-        let updating = match outer {
-            Outer::None => left.updating.clone().or_else(|| right.updating.clone()),
-            _ => Some(format!("the {} JOIN at line {}, column {}", outer.name(), at.line, at.column)),
-        };
         if !left.timestamped || !right.timestamped {
             return Err(SqlError::at(
                 at,
@@ -1444,6 +1450,20 @@ impl Catalog {
             }
             _ => None,
         };
+        // Two window aggregations met window by window (their rows are append-only).
+        let windows = matches!(
+            (left.bounds, right.bounds),
+            (Some((left_start, left_end)), Some((right_start, right_end)))
+                if equated(left_start, right_start) && equated(left_end, right_end)
+        );
+        // What makes the result update, if anything: an input, or an outer join that is not a
+        // window join (a row kept with NULLs may lose them when a partner comes; in a window
+        // join, no partner comes after the window closes).
+        let updating = match outer {
+            Outer::None => left.updating.clone().or_else(|| right.updating.clone()),
+            _ if windows => None,
+            _ => Some(format!("the {} JOIN at line {}, column {}", outer.name(), at.line, at.column)),
+        };
         if updating.is_some() {
             let what = if outer == Outer::None { "a join of updating results" } else { "an outer join" };
             self.refuse_state_ttl(what, at)?;
@@ -1455,11 +1475,12 @@ impl Catalog {
                 left_width: width,
                 right_width: right.columns.len(),
             },
-            (Some((left_start, left_end)), Some((right_start, right_end)))
-                if equated(left_start, right_start) && equated(left_end, right_end) =>
-            {
-                JoinKind::Window
-            }
+            _ if windows => JoinKind::Window {
+                left_outer: outer.keeps_left(),
+                right_outer: outer.keeps_right(),
+                left_width: width,
+                right_width: right.columns.len(),
+            },
             // A condition bounding the difference both ways makes an interval join, which a
             // state TTL leaves alone (as in Flink).
             _ => match interval {
