@@ -622,6 +622,77 @@ fn outer_window_joins_write_each_windows_partnerless_rows_once_and_equal_the_ref
     assert_eq!(results[0].1, full, "FULL OUTER JOIN of windows");
 }
 
+/// A window table function's `window_time` is a time attribute of its aggregate's rows, as in
+/// Flink: windows over it cascade. Per-second counts summed over 5-second windows equal the
+/// 5-second counts taken directly, at parallelism 1 and 2; and a HOP over the cascade's
+/// `window_time` slides over the per-second windows.
+#[test]
+fn windows_over_a_window_aggregates_window_time_cascade_and_equal_the_direct_windows() {
+    let registry = weir_cluster::jobs::builtin();
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("bids.csv");
+    let bids: Vec<(i64, i64)> = (0..2000).map(|i| ((i * 7) % 5, i * 17 + (i % 3) * 40)).collect();
+    let lines: Vec<String> = bids
+        .iter()
+        .map(|(auction, t)| format!("{auction},\"{}\"", weir_sql::types::format_timestamp(1_700_000_000_000 + t)))
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let script = |out: &Path| {
+        let (input, out) = (input.display(), out.display());
+        format!(
+            "CREATE TABLE bids (auction BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+             WITH ('connector' = 'filesystem', 'path' = '{input}', 'format' = 'csv');
+             CREATE VIEW per_second AS
+               SELECT auction, window_start AS second_start, window_time AS rowtime, COUNT(*) AS n
+               FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+               GROUP BY auction, window_start, window_end, window_time;
+             CREATE TABLE cascaded (auction BIGINT, total BIGINT, seconds BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '{out}/cascaded', 'format' = 'csv');
+             CREATE TABLE direct (auction BIGINT, total BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '{out}/direct', 'format' = 'csv');
+             CREATE TABLE hopped (auction BIGINT, total BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '{out}/hopped', 'format' = 'csv');
+             INSERT INTO cascaded SELECT auction, SUM(n), COUNT(*)
+               FROM TABLE(TUMBLE(TABLE per_second, DESCRIPTOR(rowtime), INTERVAL '5' SECOND))
+               GROUP BY auction, window_start, window_end;
+             INSERT INTO direct SELECT auction, COUNT(*)
+               FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND))
+               GROUP BY auction, window_start, window_end;
+             INSERT INTO hopped SELECT auction, SUM(n)
+               FROM TABLE(HOP(TABLE per_second, DESCRIPTOR(rowtime), INTERVAL '2' SECOND, INTERVAL '4' SECOND))
+               GROUP BY auction, window_start, window_end;"
+        )
+    };
+    let mut results = Vec::new();
+    for parallelism in [1, 2] {
+        let out = root.path().join(format!("out-{parallelism}"));
+        run_job(&registry, options(script(&out), parallelism)).expect("cascading windows run");
+        results.push([&"cascaded", &"direct", &"hopped"].map(|table| committed(&out.join(table))));
+    }
+    assert_eq!(results[0], results[1], "the same rows at parallelism 1 and 2");
+    let [cascaded, direct, hopped] = &results[0];
+    // The reference: counts per auction and 5-second window, and per 4-second window every 2.
+    let count = |size: i64, slide: i64| {
+        let mut counts: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+        for &(auction, t) in &bids {
+            let mut start = t - t.rem_euclid(slide);
+            while start > t - size {
+                *counts.entry((auction, start)).or_default() += 1;
+                start -= slide;
+            }
+        }
+        let mut rows: Vec<String> = counts.iter().map(|(&(auction, _), n)| format!("{auction},{n}")).collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(direct, &count(5000, 5000), "the direct 5-second windows");
+    let mut summed: Vec<String> = cascaded.iter().map(|row| row.rsplit_once(',').unwrap().0.to_owned()).collect();
+    summed.sort();
+    assert_eq!(summed, count(5000, 5000), "per-second counts summed over 5 seconds");
+    assert!(cascaded.iter().any(|row| row.ends_with(",5")), "a 5-second window of five 1-second windows");
+    assert_eq!(hopped, &count(4000, 2000), "per-second counts summed over hopping windows");
+}
+
 /// What a changelog builds, sorted: `+I`/`+U` add a row, `-U`/`-D` take one away. (Sorted
 /// changelog lines have every addition before the retractions.)
 fn end_state(changelog: &[String]) -> Vec<String> {

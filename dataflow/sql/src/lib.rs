@@ -847,11 +847,11 @@ mod tests {
                 "SESSION: this form of call is not supported",
             ),
             (
-                "CREATE VIEW w AS SELECT auction, COUNT(*) AS n, window_time FROM TABLE(TUMBLE(TABLE bids, \
+                "CREATE VIEW w AS SELECT auction, COUNT(*) AS n, window_end FROM TABLE(TUMBLE(TABLE bids, \
                  DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;
-                 INSERT INTO out SELECT auction, SUM(n) FROM TABLE(TUMBLE(TABLE w, DESCRIPTOR(window_time), \
+                 INSERT INTO out SELECT auction, SUM(n) FROM TABLE(TUMBLE(TABLE w, DESCRIPTOR(window_end), \
                  INTERVAL '1' MINUTE)) GROUP BY auction, window_start, window_end;",
-                "windows over a window aggregation's result",
+                "window_end is not a time attribute",
             ),
             (
                 "INSERT INTO out SELECT auction, MAX(window_start) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), \

@@ -1005,12 +1005,16 @@ impl Catalog {
                     bounds[column - first] = true;
                     continue;
                 }
+                // `window_time` follows from the bounds (their end less a millisecond): grouping
+                // by it too, as Flink's cascading windows do, groups nothing further.
+                (Some(column), Some(first)) if column == first + 2 => continue,
                 _ => {}
             }
             refuse(
                 key.reads_any(&is_window_column),
                 key_at,
-                "GROUP BY window_time or an expression of the window's bounds (group by window_start, window_end)",
+                "GROUP BY an expression of the window's bounds (group by window_start, window_end and window_time \
+                 themselves)",
             )?;
             if !keys.contains(&key) {
                 key_columns.push(match key.as_column() {
@@ -1134,6 +1138,7 @@ impl Catalog {
         refuse_processing_time(&relation, &before, group_at)?;
         relation.push(Step::Project(before));
         let aggregates = SqlAggregates { calls };
+        let mut cascades = false;
         match window {
             Some(WindowSpec::Tumble { size }) if relation.processing_windows => {
                 relation.stages.push(Stage::ProcessingTimeAggregate { size, keys: key_count, aggregates });
@@ -1144,6 +1149,10 @@ impl Catalog {
             Some(window) => {
                 relation.stages.push(Stage::WindowAggregate { window, keys: key_count, aggregates });
                 relation.bounds = Some(on_bounds.unwrap_or((key_count, key_count + 1)));
+                // The aggregated rows carry their window's time (its last millisecond) as event
+                // time, so a window table function's `window_time` is their time attribute
+                // again, as in Flink: windows over it cascade.
+                cascades = window_columns.is_some() && on_bounds.is_none();
             }
             None => {
                 if !relation.timestamped {
@@ -1159,10 +1168,9 @@ impl Catalog {
                 relation.bounds = None;
             }
         }
-        // The aggregated rows carry the window's time (its last millisecond) as event time. In
-        // Flink `window_time` is a time attribute again; windows over windows are not supported
-        // yet, so here it is not.
-        relation.time = None;
+        // `window_time` is a time attribute where the window cascades (above), as long as the
+        // projection passes it on.
+        relation.time = cascades.then_some(key_count + 2);
         relation.proctime = None;
         relation.processing_windows = false;
         refuse_processing_time(&relation, having.iter().chain(&exprs), group_at)?;
@@ -1894,9 +1902,8 @@ fn check_time_attribute(column: Option<usize>, time: Option<usize>, name: &str, 
         _ => Err(SqlError::at(
             at,
             format!(
-                "{name} is not a time attribute: windows need the column of the table's WATERMARK, or a \
-                 PROCTIME() column, selected unchanged (windows over a window aggregation's result are not \
-                 supported yet)"
+                "{name} is not a time attribute: windows need the column of the table's WATERMARK, a \
+                 PROCTIME() column, or a window table function aggregate's window_time, selected unchanged"
             ),
         )),
     }
