@@ -907,6 +907,101 @@ fn a_state_ttl_keeps_a_regular_joins_rows_for_that_long_in_event_time() {
     assert!(!committed(&out.join("beyond")).is_empty(), "without the TTL, pairs 5 s apart and more");
 }
 
+/// Under `SET 'table.exec.state.ttl'`, an aggregate and a Top-N over append-only rows forget a
+/// group once event time is the TTL past its last row; its next row starts it afresh, as an
+/// insertion (Flink's behavior, in event time). Their changelogs equal a reference that forgets
+/// the same way, at parallelism 1 and 2.
+#[test]
+fn a_state_ttl_makes_aggregates_and_top_ns_forget_idle_groups() {
+    let registry = weir_cluster::jobs::builtin();
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("events.csv");
+    // 300 events of 20 keys, 0 to 1.9 s apart: a key's events are some 0 to 40 s apart.
+    let mut t = 0i64;
+    let events: Vec<(i64, i64, i64)> = (0..300i64)
+        .map(|i| {
+            t += (i * 733) % 1_900;
+            ((i * 7) % 20, i, t)
+        })
+        .collect();
+    let lines: Vec<String> = events
+        .iter()
+        .map(|(key, id, t)| format!("{key},{id},\"{}\"", weir_sql::types::format_timestamp(1_700_000_000_000 + t)))
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let script = |out: &Path| {
+        format!(
+            "SET 'table.exec.state.ttl' = '20 s';
+             CREATE TABLE events (k BIGINT, id BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+             WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             CREATE TABLE counts (k BIGINT, n BIGINT, last_id BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '{out}/counts', 'format' = 'changelog-csv');
+             CREATE TABLE latest (k BIGINT, id BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '{out}/latest', 'format' = 'changelog-csv');
+             INSERT INTO counts SELECT k, COUNT(*), MAX(id) FROM events GROUP BY k;
+             INSERT INTO latest SELECT k, id FROM
+               (SELECT k, id, ROW_NUMBER() OVER (PARTITION BY k ORDER BY id DESC) AS rn FROM events) WHERE rn <= 2;",
+            input.display(),
+            out = out.display()
+        )
+    };
+    // The reference: per key, its rows before and after each event (none once the key has been
+    // idle 20 s), as the changelog's lines: removals paired with additions as -U/+U.
+    let changelog = |rows_of: &dyn Fn(&[i64]) -> Vec<String>| -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut live: BTreeMap<i64, (Vec<i64>, i64)> = BTreeMap::new();
+        for &(key, id, t) in &events {
+            let (ids, touched) = live.entry(key).or_insert((Vec::new(), t));
+            if t - *touched >= 20_000 {
+                ids.clear();
+            }
+            let before = rows_of(ids);
+            ids.push(id);
+            *touched = t;
+            let after = rows_of(ids);
+            let removed: Vec<&String> = before.iter().filter(|r| !after.contains(r)).collect();
+            let added: Vec<&String> = after.iter().filter(|r| !before.contains(r)).collect();
+            let paired = removed.len().min(added.len());
+            lines.extend(
+                removed[..paired]
+                    .iter()
+                    .zip(&added[..paired])
+                    .flat_map(|(r, a)| [format!("-U,{r}"), format!("+U,{a}")]),
+            );
+            lines.extend(removed[paired..].iter().map(|r| format!("-D,{r}")));
+            lines.extend(added[paired..].iter().map(|a| format!("+I,{a}")));
+        }
+        lines.sort();
+        lines
+    };
+    let key_of = |ids: &[i64]| events[ids[0] as usize].0;
+    let counts = changelog(&|ids| {
+        if ids.is_empty() {
+            vec![]
+        } else {
+            vec![format!("{},{},{}", key_of(ids), ids.len(), ids.iter().max().unwrap())]
+        }
+    });
+    let latest = changelog(&|ids| {
+        let mut top: Vec<i64> = ids.to_vec();
+        top.sort_unstable_by(|a, b| b.cmp(a));
+        top.truncate(2);
+        top.sort_unstable();
+        top.iter().map(|id| format!("{},{id}", key_of(ids))).collect()
+    });
+    let explained = script(root.path()).replace("INSERT INTO counts", "EXPLAIN INSERT INTO counts");
+    let plan = weir_sql::explain_script(&explained).unwrap().0.join("\n");
+    assert!(plan.contains("each for 20 s of event time after its group's last row"), "{plan}");
+    let restarts = counts.iter().filter(|line| line.starts_with("+I,")).count();
+    assert!(restarts > 20, "groups forgotten and started afresh: {restarts} insertions for 20 keys");
+    for parallelism in [1, 2] {
+        let out = root.path().join(format!("out-{parallelism}"));
+        run_job(&registry, options(script(&out), parallelism)).expect("an aggregate and a Top-N run under a TTL");
+        assert_eq!(committed(&out.join("counts")), counts, "the aggregate, parallelism {parallelism}");
+        assert_eq!(committed(&out.join("latest")), latest, "the Top-N, parallelism {parallelism}");
+    }
+}
+
 /// A join whose condition bounds the difference of the two sides' times is an interval join:
 /// each side's rows are kept only while a partner may come. Its pairs equal a reference
 /// computed from the bids directly, at parallelism 1 and 2.

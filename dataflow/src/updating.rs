@@ -173,24 +173,34 @@ where
     /// a checkpoint is each key's accumulator and rows, plus the records event time has not
     /// passed yet — where [`KeyedStream::fold_updating`] must keep every record (see the
     /// module's docs). `uid` names that state.
+    ///
+    /// With a time to live (`ttl_ms`), a key's accumulator is forgotten once event time is
+    /// `ttl_ms` past the key's last record, so state holds only keys active within it (Flink's
+    /// `table.exec.state.ttl`, in event time here, so the changelog stays a function of the
+    /// input). Forgetting emits nothing; a later record of the key starts afresh, and its row
+    /// comes as an insertion (`+I`), as in Flink.
     pub fn fold_changelog<F, V>(
         self,
         uid: &str,
         fold: F,
         map: impl FnMut(F::Row) -> Option<V> + 'static,
+        ttl_ms: Option<i64>,
     ) -> DataStream<'s, Change<K, V>>
     where
         F: GroupFold<K, T>,
         F::Acc: Data,
         V: UpdateData,
     {
+        assert!(ttl_ms.is_none_or(|ttl| ttl > 0), "a time to live is positive");
         let (stream, key) = self.into_parts();
         let logic = FoldChangelog {
             key,
             fold,
             map: Box::new(map),
+            ttl_ms,
             pending: BTreeMap::new(),
             groups: HashMap::new(),
+            expiries: BTreeMap::new(),
             passed: EventTime::MIN,
         };
         stream.stateful("fold-changelog", Some(uid.to_owned()), logic, false, false).0
@@ -590,17 +600,48 @@ struct FoldChangelog<K, T, KF, F: GroupFold<K, T>, V> {
     fold: F,
     /// From the fold's rows to the changelog's (`None` drops a row).
     map: Box<dyn FnMut(F::Row) -> Option<V>>,
+    /// How long, in event time after its last record, a key's accumulator is kept.
+    ttl_ms: Option<i64>,
     /// Records of event times not passed yet.
     pending: BTreeMap<EventTime, Vec<(K, T)>>,
-    /// Each key's accumulator, and its rows as the changelog last gave them.
-    groups: HashMap<K, (F::Acc, Vec<V>)>,
+    /// Each key's accumulator, its rows as the changelog last gave them, and its last record's
+    /// time.
+    groups: HashMap<K, FoldGroup<F::Acc, V>>,
+    /// With a time to live: the keys that expire at each event time (unless a later record
+    /// came; checked when the time comes).
+    expiries: BTreeMap<EventTime, Vec<K>>,
     /// The event time passed: every record before it is folded in, and its changes emitted.
     passed: EventTime,
 }
 
-/// One key group's part of a [`FoldChangelog`]'s snapshot: the event time passed, each key's
-/// accumulator and rows (by key), and the records not folded in yet (by time, key, record).
-type FoldGroupState<K, T, A, V> = (EventTime, Vec<(K, A, Vec<V>)>, Vec<(EventTime, K, T)>);
+/// A key of a [`FoldChangelog`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct FoldGroup<A, V> {
+    accumulator: A,
+    /// Its rows as the changelog last gave them (sorted).
+    rows: Vec<V>,
+    /// The event time of its last record.
+    touched: EventTime,
+}
+
+/// One key group's part of a [`FoldChangelog`]'s snapshot: the event time passed, each key
+/// (by key), and the records not folded in yet (by time, key, record).
+type FoldGroupState<K, T, A, V> = (EventTime, Vec<(K, FoldGroup<A, V>)>, Vec<(EventTime, K, T)>);
+
+impl<K: UpdateKey, T, KF, F: GroupFold<K, T>, V> FoldChangelog<K, T, KF, F, V> {
+    /// Whether a key last touched at `touched` has expired by event time `time`: a record at
+    /// `time` no longer sees it.
+    fn expired(&self, touched: EventTime, time: EventTime) -> bool {
+        self.ttl_ms.is_some_and(|ttl| time.saturating_sub(touched) >= ttl)
+    }
+
+    /// Notes that `key` was touched at `time`: with a time to live, it expires then.
+    fn schedule_expiry(&mut self, key: &K, touched: EventTime) {
+        if let Some(ttl) = self.ttl_ms {
+            self.expiries.entry(touched.saturating_add(ttl)).or_default().push(key.clone());
+        }
+    }
+}
 
 impl<K, T, KF, F, V> StatefulLogic for FoldChangelog<K, T, KF, F, V>
 where
@@ -642,23 +683,34 @@ where
             let mut batch = batch.into_iter().peekable();
             while let Some((key, _)) = batch.peek() {
                 let key = key.clone();
-                let (accumulator, last) =
-                    self.groups.entry(key.clone()).or_insert_with(|| (self.fold.create(), Vec::new()));
+                // A key past its time to live starts afresh, its old rows forgotten unsaid.
+                if self.groups.get(&key).is_some_and(|group| self.expired(group.touched, time)) {
+                    self.groups.remove(&key);
+                }
+                if self.ttl_ms.is_some() {
+                    self.schedule_expiry(&key, time);
+                }
+                let group = self.groups.entry(key.clone()).or_insert_with(|| FoldGroup {
+                    accumulator: self.fold.create(),
+                    rows: Vec::new(),
+                    touched: time,
+                });
+                group.touched = time;
                 while let Some((_, record)) = batch.next_if(|(k, _)| *k == key) {
-                    self.fold.add(accumulator, &record);
+                    self.fold.add(&mut group.accumulator, &record);
                 }
                 rows.clear();
-                self.fold.rows(&key, accumulator, &mut rows);
+                self.fold.rows(&key, &group.accumulator, &mut rows);
                 let mut mapped: Vec<V> = rows.drain(..).filter_map(&mut self.map).collect();
                 mapped.sort();
-                if mapped == *last {
+                if mapped == group.rows {
                     continue;
                 }
                 // The key's change as the exit makes it from differential's updates: the
                 // consolidated removals and additions, each in row order.
-                changes.extend(last.drain(..).map(|row| (row, -1)));
+                changes.extend(group.rows.drain(..).map(|row| (row, -1)));
                 changes.extend(mapped.iter().cloned().map(|row| (row, 1)));
-                *last = mapped;
+                group.rows = mapped;
                 differential_dataflow::consolidation::consolidate(&mut changes);
                 let (mut removed, mut added) = (Vec::new(), Vec::new());
                 for (row, diff) in changes.drain(..) {
@@ -669,13 +721,24 @@ where
             }
         }
         self.passed = self.passed.max(bound);
+        // Keys that no record still to come (all at or after `bound`) can see are forgotten.
+        while let Some(entry) = self.expiries.first_entry() {
+            if *entry.key() > bound {
+                break;
+            }
+            for key in entry.remove() {
+                if self.groups.get(&key).is_some_and(|group| self.expired(group.touched, bound)) {
+                    self.groups.remove(&key);
+                }
+            }
+        }
     }
 
     fn snapshot(&self) -> StateImage {
         // A copy, encoded off the slot's thread: accumulators and rows are a key's summary,
         // not its records, so the copy is as large as the result, not the input.
-        let groups: Vec<(K, F::Acc, Vec<V>)> =
-            self.groups.iter().map(|(key, (acc, rows))| (key.clone(), acc.clone(), rows.clone())).collect();
+        let groups: Vec<(K, FoldGroup<F::Acc, V>)> =
+            self.groups.iter().map(|(key, group)| (key.clone(), group.clone())).collect();
         let pending: Vec<(EventTime, K, T)> = self
             .pending
             .iter()
@@ -684,12 +747,12 @@ where
         let passed = self.passed;
         StateImage::deferred(move || {
             let mut by_group: BTreeMap<usize, FoldGroupState<K, T, F::Acc, V>> = BTreeMap::new();
-            for (key, acc, rows) in groups {
+            for (key, group) in groups {
                 by_group
                     .entry(key_group_of(&key))
                     .or_insert_with(|| (passed, Vec::new(), Vec::new()))
                     .1
-                    .push((key, acc, rows));
+                    .push((key, group));
             }
             for (time, key, record) in pending {
                 by_group
@@ -717,11 +780,12 @@ where
             let (passed, keys, pending): FoldGroupState<K, T, F::Acc, V> =
                 crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
             self.passed = self.passed.max(passed);
-            for (key, acc, rows) in keys {
+            for (key, fold_group) in keys {
                 if key_group_of(&key) != group {
                     return Err(format!("key group {group} holds a key of key group {}", key_group_of(&key)));
                 }
-                if self.groups.insert(key, (acc, rows)).is_some() {
+                self.schedule_expiry(&key, fold_group.touched);
+                if self.groups.insert(key, fold_group).is_some() {
                     return Err(format!("key group {group}: a key appears twice"));
                 }
             }
@@ -950,8 +1014,10 @@ mod tests {
             key: (|record: &u64| record / 10) as fn(&u64) -> u64,
             fold: SumAndCount,
             map: Box::new(|(sum, _count): (u64, u64)| (sum <= 100).then_some(sum)),
+            ttl_ms: None,
             pending: BTreeMap::new(),
             groups: HashMap::new(),
+            expiries: BTreeMap::new(),
             passed: EventTime::MIN,
         }
     }
@@ -1016,6 +1082,44 @@ mod tests {
         let mut unchanged = Vec::new();
         dropping.advance(EventTime::MAX, &mut unchanged);
         assert!(unchanged.is_empty(), "{:?}", shown(&unchanged));
+    }
+
+    #[test]
+    fn a_folds_keys_expire_their_time_to_live_after_their_last_record_and_start_afresh() {
+        let mut fold = fold_changelog();
+        fold.ttl_ms = Some(10);
+        let mut out = Vec::new();
+        let mut feed = |fold: &mut TensFold, records: &[(u64, EventTime)], bound: EventTime| {
+            let mut records: Vec<Record<u64>> = records.iter().map(|&(r, t)| Record::derived(r, t)).collect();
+            fold.apply(&mut records, &mut Vec::new(), &mut Vec::new());
+            fold.advance(bound, &mut out);
+        };
+        // Key 1 at 0 and 9 (9 ms apart: still there), then at 19 (10 ms after 9: forgotten, so
+        // its row comes anew). Key 2 at 5, then at 14 (9 ms: kept).
+        feed(&mut fold, &[(11, 0), (12, 9), (21, 5)], 10);
+        assert_eq!(fold.groups.len(), 2, "nothing expired before 15");
+        feed(&mut fold, &[(22, 14)], 16);
+        assert!(fold.groups.contains_key(&1), "key 1 (last at 9) is kept until 19: a record at 18 sees it");
+        feed(&mut fold, &[(13, 19)], 20);
+        assert_eq!(
+            shown(&out),
+            ["+I1:11@0", "+I2:21@5", "-U1:11@9", "+U1:23@9", "-U2:21@14", "+U2:43@14", "+I1:13@19"]
+        );
+        // A snapshot keeps each key's last time: restored, key 2 (last at 14) expires at 24.
+        let image = fold.snapshot().encode();
+        let mut restored = fold_changelog();
+        restored.ttl_ms = Some(10);
+        restored.restore(image).unwrap();
+        let mut out = Vec::new();
+        let mut records = vec![Record::derived(24, 23), Record::derived(25, 24)];
+        restored.apply(&mut records, &mut Vec::new(), &mut Vec::new());
+        restored.advance(25, &mut out);
+        assert_eq!(shown(&out), ["-U2:43@23", "+U2:67@23", "-U2:67@24", "+U2:92@24"]);
+        let mut records = vec![Record::derived(26, 34)];
+        restored.apply(&mut records, &mut Vec::new(), &mut Vec::new());
+        restored.advance(EventTime::MAX, &mut out);
+        assert_eq!(shown(&out)[4..], ["+I2:26@34"], "10 ms after 24: afresh");
+        assert_eq!(restored.groups.len(), 0, "everything expires at the end of time");
     }
 
     #[test]

@@ -18,10 +18,14 @@ use crate::plan::{Input, Insert, JoinKind, Pipeline, Stage, Step};
 pub fn explain_insert(insert: &Insert, at: Location) -> String {
     let mut root = pipeline(&insert.pipeline);
     if root.updating {
-        let by = if insert.pipeline.changelog_from_fold() {
-            " (written by the fold below, which keeps only its accumulators)"
-        } else {
-            ""
+        let by = match (insert.pipeline.changelog_from_fold(), insert.state_ttl) {
+            (true, None) => " (written by the fold below, which keeps only its accumulators)".to_owned(),
+            (true, Some(ttl)) => format!(
+                " (written by the fold below, which keeps only its accumulators, each for {} of event time after \
+                 its group's last row)",
+                duration(ttl)
+            ),
+            (false, _) => String::new(),
         };
         root = Node::new(
             format!("Changelog{by}: each key's changes as -U/+U, +I, -D, per event time once the watermark passes it"),

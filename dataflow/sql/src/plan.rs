@@ -34,8 +34,8 @@ use crate::types::{Row, SqlType, Value};
 pub struct Catalog {
     tables: BTreeMap<String, Table>,
     views: BTreeMap<String, Box<Query>>,
-    /// `SET 'table.exec.state.ttl'`: how long, in event time, a regular join keeps a row; and
-    /// where it was set.
+    /// `SET 'table.exec.state.ttl'`: how long, in event time, a regular join keeps a row and an
+    /// aggregate or Top-N over append-only rows an idle group; and where it was set.
     state_ttl: Option<(i64, Location)>,
 }
 
@@ -93,6 +93,9 @@ pub struct Insert {
     pub sink_table: String,
     /// Where the rows go.
     pub sink: SinkConnector,
+    /// `table.exec.state.ttl` in milliseconds of event time, if set: it bounds the regular joins
+    /// (planned as interval joins) and the aggregate or Top-N that writes the changelog.
+    pub state_ttl: Option<i64>,
 }
 
 /// Rows from an input, through stages.
@@ -473,9 +476,10 @@ impl Catalog {
             Some((_, set_at)) => Err(SqlError::at(
                 at,
                 format!(
-                    "'table.exec.state.ttl' (SET at line {}, column {}) bounds only regular joins of append-only \
-                     rows so far; {what} keeps its state whole, which would answer otherwise than with the TTL: \
-                     remove the SET, or run this query in a job of its own",
+                    "'table.exec.state.ttl' (SET at line {}, column {}) bounds regular joins of append-only rows, \
+                     and aggregates and Top-Ns over them whose result goes to the sink, so far; {what} keeps its \
+                     state whole, which would answer otherwise than with the TTL: remove the SET, or run this \
+                     query in a job of its own",
                     set_at.line, set_at.column
                 ),
             )),
@@ -612,7 +616,12 @@ impl Catalog {
         if changes {
             relation.push(Step::Project(exprs));
         }
-        Ok(Insert { pipeline: self.pipeline(relation)?, sink_table: target.to_owned(), sink })
+        Ok(Insert {
+            pipeline: self.pipeline(relation)?,
+            sink_table: target.to_owned(),
+            sink,
+            state_ttl: self.state_ttl.map(|(ttl, _)| ttl),
+        })
     }
 
     /// A planned relation as a pipeline: tables resolved to their connectors, steps fused.
@@ -911,7 +920,9 @@ impl Catalog {
         if !relation.timestamped {
             return Err(SqlError::at(rank.at, UPDATING_UNTIMED));
         }
-        self.refuse_state_ttl("a Top-N (ROW_NUMBER() OVER …)", rank.at)?;
+        if relation.updating.is_some() {
+            self.refuse_state_ttl("a Top-N (ROW_NUMBER() OVER …) of an updating result", rank.at)?;
+        }
         let mut limit = None;
         for (index, condition) in conditions.iter().enumerate() {
             let mut condition = *condition;
@@ -1158,7 +1169,9 @@ impl Catalog {
                 if !relation.timestamped {
                     return Err(SqlError::at(group_at, UPDATING_UNTIMED));
                 }
-                self.refuse_state_ttl("an aggregate without a window", group_at)?;
+                if relation.updating.is_some() {
+                    self.refuse_state_ttl("an aggregate without a window of an updating result", group_at)?;
+                }
                 let what = if group_keys.is_empty() { "the SELECT" } else { "the GROUP BY" };
                 relation.updating = Some(format!(
                     "{what} at line {}, column {} (an aggregate without a window)",

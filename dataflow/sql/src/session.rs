@@ -483,9 +483,14 @@ mod tests {
         assert_eq!(crate::plan_script(&script).unwrap().len(), 1);
         assert!(!writes_files, "a blackhole");
         // An error in an earlier declaration, met only now, names it and its own place.
-        session.execute("CREATE VIEW per_auction AS SELECT auction, COUNT(*) AS n FROM bid GROUP BY auction").unwrap();
+        let view = "CREATE VIEW per_count AS SELECT n, COUNT(*) AS c FROM \
+                    (SELECT auction, COUNT(*) AS n FROM bid GROUP BY auction) GROUP BY n";
+        session.execute(view).unwrap();
         let error = session.execute("SET 'table.exec.state.ttl' = '1 h'").unwrap_err().to_string();
-        assert!(error.starts_with("line 1, column 76: in the earlier statement `CREATE VIEW per_auction"), "{error}");
+        // Placed at the outer GROUP BY's key.
+        let key = view.rfind("GROUP BY").unwrap() + "GROUP BY ".len() + 1;
+        let place = format!("line 1, column {key}: in the earlier statement `CREATE VIEW per_count");
+        assert!(error.starts_with(&place), "{error}");
         assert!(error.contains("(SET at line 1, column 1)"), "the SET typed, placed in itself: {error}");
         // And one in the statement typed is placed in it.
         let error = session.execute("INSERT INTO out\nSELECT nope FROM bid").unwrap_err().to_string();

@@ -95,7 +95,8 @@ pub fn apply(settings: &mut EngineDefaults, key: &str, value: &str, at: Location
 }
 
 /// `SET 'table.exec.state.ttl'`, the last one (`0`: none, as in Flink), with where it was set:
-/// how long, in event time, a regular join keeps each row (see docs/sql.md).
+/// how long, in event time, a regular join keeps each row, and an aggregate or Top-N over
+/// append-only rows each idle group (see docs/sql.md).
 pub fn state_ttl(statements: &[SqlStatement]) -> Result<Option<(i64, Location)>, SqlError> {
     let mut ttl = None;
     for statement in statements {
