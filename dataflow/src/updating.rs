@@ -243,8 +243,10 @@ pub trait GroupFold<K, T>: 'static {
     type Row: UpdateData;
     /// A key's accumulator before its first record.
     fn create(&self) -> Self::Acc;
-    /// Adds a record of the key to its accumulator.
-    fn add(&self, accumulator: &mut Self::Acc, record: &T);
+    /// Adds a record of the key to its accumulator, and says whether that changed it (a row
+    /// that does not make a Top-N changes nothing). Under a time to live, only a change keeps
+    /// the key alive ([`KeyedStream::fold_changelog`]), as a write refreshes Flink's state TTL.
+    fn add(&self, accumulator: &mut Self::Acc, record: &T) -> bool;
     /// The key's rows, from its accumulator.
     fn rows(&self, key: &K, accumulator: &Self::Acc, rows: &mut Vec<Self::Row>);
 }
@@ -561,7 +563,7 @@ where
                 let (accumulator, last) =
                     self.groups.entry(key.clone()).or_insert_with(|| (self.fold.create(), Vec::new()));
                 while let Some((_, record)) = batch.next_if(|(k, _)| *k == key) {
-                    self.fold.add(accumulator, &record);
+                    let _changed = self.fold.add(accumulator, &record);
                 }
                 rows.clear();
                 self.fold.rows(&key, accumulator, &mut rows);
@@ -635,7 +637,7 @@ impl<K: UpdateKey, T, KF, F: GroupFold<K, T>, V> FoldChangelog<K, T, KF, F, V> {
         self.ttl_ms.is_some_and(|ttl| time.saturating_sub(touched) >= ttl)
     }
 
-    /// Notes that `key` was touched at `time`: with a time to live, it expires then.
+    /// Queues `key`'s expiry for `touched` plus the time to live, if there is one.
     fn schedule_expiry(&mut self, key: &K, touched: EventTime) {
         if let Some(ttl) = self.ttl_ms {
             self.expiries.entry(touched.saturating_add(ttl)).or_default().push(key.clone());
@@ -683,11 +685,18 @@ where
             let mut batch = batch.into_iter().peekable();
             while let Some((key, _)) = batch.peek() {
                 let key = key.clone();
-                // A key past its time to live starts afresh, its old rows forgotten unsaid.
-                if self.groups.get(&key).is_some_and(|group| self.expired(group.touched, time)) {
-                    self.groups.remove(&key);
-                }
-                if self.ttl_ms.is_some() {
+                // With a time to live, a key has one expiry queued while it has state.
+                let queued = match self.groups.get(&key) {
+                    // Past its time to live: it starts afresh, its old rows forgotten unsaid.
+                    // (Its queued expiry is due before `bound`, and comes below.)
+                    Some(group) if self.expired(group.touched, time) => {
+                        self.groups.remove(&key);
+                        true
+                    }
+                    Some(_) => true,
+                    None => false,
+                };
+                if !queued {
                     self.schedule_expiry(&key, time);
                 }
                 let group = self.groups.entry(key.clone()).or_insert_with(|| FoldGroup {
@@ -695,9 +704,12 @@ where
                     rows: Vec::new(),
                     touched: time,
                 });
-                group.touched = time;
+                let mut changed = false;
                 while let Some((_, record)) = batch.next_if(|(k, _)| *k == key) {
-                    self.fold.add(&mut group.accumulator, &record);
+                    changed |= self.fold.add(&mut group.accumulator, &record);
+                }
+                if changed {
+                    group.touched = time;
                 }
                 rows.clear();
                 self.fold.rows(&key, &group.accumulator, &mut rows);
@@ -721,14 +733,20 @@ where
             }
         }
         self.passed = self.passed.max(bound);
-        // Keys that no record still to come (all at or after `bound`) can see are forgotten.
+        // Keys that no record still to come (all at or after `bound`) can see are forgotten;
+        // a key touched since its expiry was queued is queued again, for its new time.
         while let Some(entry) = self.expiries.first_entry() {
             if *entry.key() > bound {
                 break;
             }
             for key in entry.remove() {
-                if self.groups.get(&key).is_some_and(|group| self.expired(group.touched, bound)) {
-                    self.groups.remove(&key);
+                match self.groups.get(&key) {
+                    Some(group) if self.expired(group.touched, bound) => drop(self.groups.remove(&key)),
+                    Some(group) => {
+                        let touched = group.touched;
+                        self.schedule_expiry(&key, touched);
+                    }
+                    None => unreachable!("a key's expiry is queued only while it has state"),
                 }
             }
         }
@@ -987,7 +1005,8 @@ mod tests {
         assert_eq!(decoded, Sums::new(vec![4]));
     }
 
-    /// Per key (a record's tens), its records' sum and count, as one row.
+    /// Per key (a record's tens), its records' sum and count, as one row. A record `0` counts
+    /// as no change (as a row that does not make a Top-N): it does not keep its key alive.
     struct SumAndCount;
 
     impl GroupFold<u64, u64> for SumAndCount {
@@ -996,9 +1015,10 @@ mod tests {
         fn create(&self) -> (u64, u64) {
             (0, 0)
         }
-        fn add(&self, accumulator: &mut (u64, u64), record: &u64) {
+        fn add(&self, accumulator: &mut (u64, u64), record: &u64) -> bool {
             accumulator.0 += record;
             accumulator.1 += 1;
+            *record != 0
         }
         fn rows(&self, _key: &u64, accumulator: &(u64, u64), rows: &mut Vec<(u64, u64)>) {
             rows.push(*accumulator);
@@ -1100,6 +1120,8 @@ mod tests {
         assert_eq!(fold.groups.len(), 2, "nothing expired before 15");
         feed(&mut fold, &[(22, 14)], 16);
         assert!(fold.groups.contains_key(&1), "key 1 (last at 9) is kept until 19: a record at 18 sees it");
+        let queued = |fold: &TensFold| fold.expiries.values().map(Vec::len).sum::<usize>();
+        assert_eq!(queued(&fold), fold.groups.len(), "one expiry queued per key, however many records");
         feed(&mut fold, &[(13, 19)], 20);
         assert_eq!(
             shown(&out),
@@ -1120,6 +1142,16 @@ mod tests {
         restored.advance(EventTime::MAX, &mut out);
         assert_eq!(shown(&out)[4..], ["+I2:26@34"], "10 ms after 24: afresh");
         assert_eq!(restored.groups.len(), 0, "everything expires at the end of time");
+        // A record that changes nothing does not keep its key alive: key 0, touched at 40,
+        // is gone by 50 though a 0 came at 45.
+        let mut fold = fold_changelog();
+        fold.ttl_ms = Some(10);
+        let mut out = Vec::new();
+        let mut records = vec![Record::derived(1, 40), Record::derived(0, 45), Record::derived(2, 50)];
+        fold.apply(&mut records, &mut Vec::new(), &mut Vec::new());
+        fold.advance(EventTime::MAX, &mut out);
+        assert_eq!(shown(&out), ["+I0:1@40", "+I0:2@50"]);
+        assert!(fold.expiries.is_empty() && fold.groups.is_empty());
     }
 
     #[test]

@@ -474,8 +474,11 @@ impl GroupFold<GroupKey, SortedRow> for GroupAggregates {
         self.0.create_accumulator()
     }
 
-    fn add(&self, accumulators: &mut Vec<Accumulator>, row: &SortedRow) {
-        self.0.add(accumulators, &row.0)
+    /// Every row counts as a change: every row writes Flink's accumulators (which refreshes
+    /// its state TTL), whether their value changed or not.
+    fn add(&self, accumulators: &mut Vec<Accumulator>, row: &SortedRow) -> bool {
+        self.0.add(accumulators, &row.0);
+        true
     }
 
     fn rows(&self, key: &GroupKey, accumulators: &Vec<Accumulator>, rows: &mut Vec<SortedRow>) {

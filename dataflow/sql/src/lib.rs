@@ -187,8 +187,8 @@ struct Folded<'s> {
     fold: SqlFold,
     /// The steps after the fold, stage by stage.
     steps: Vec<Vec<Step>>,
-    /// The fold's operator id.
-    uid: String,
+    /// The fold's operator ids.
+    uid: FoldIds,
 }
 
 /// What a [`Folded`] folds.
@@ -205,7 +205,7 @@ impl<'s> Folded<'s> {
     /// The result in differential dataflow.
     fn updating(self) -> UpdatingStream<'s, GroupKey, SortedRow> {
         let Folded { rows, fold, steps, uid } = self;
-        let uid = format!("{uid}-input");
+        let uid = uid.input;
         let mut updating = match fold {
             SqlFold::TopN(top) => rows.map(SortedRow).key_by(top_n_partition(&top)).fold_updating(&uid, top),
             SqlFold::Aggregate { keys, aggregates } => {
@@ -222,6 +222,7 @@ impl<'s> Folded<'s> {
     /// event time after its last row, if given.
     fn changelog(self, state_ttl: Option<i64>) -> DataStream<'s, Change<GroupKey, SortedRow>> {
         let Folded { rows, fold, steps, uid } = self;
+        let uid = uid.changelog;
         let map = move |row: SortedRow| steps.iter().try_fold(row.0, |row, steps| Step::run(steps, row)).map(SortedRow);
         match fold {
             SqlFold::TopN(top) => {
@@ -261,6 +262,19 @@ impl OperatorIds {
         self.operators += 1;
         format!("{}-{kind}-{}", self.sink, self.operators)
     }
+
+    /// A fold of kind `kind`, named as it writes its changelog and as it enters differential
+    /// dataflow (`kind-input`, as it was named before folds wrote changelogs).
+    fn fold(&mut self, kind: &str) -> FoldIds {
+        let changelog = self.operator(kind);
+        FoldIds { input: format!("{}-{kind}-input-{}", self.sink, self.operators), changelog }
+    }
+}
+
+/// The operator ids of a [`Folded`], one for each way it may be built.
+struct FoldIds {
+    changelog: String,
+    input: String,
 }
 
 /// Builds a pipeline: its input, then its stages.
@@ -380,7 +394,7 @@ fn pipeline<'s>(
                 return Err(BuildError::Job("SQL: a window over an updating result (the planner refuses it)".into()))
             }
             (Stage::TopN(top), Rows::Append(rows)) => {
-                Rows::Folded(Folded { rows, fold: SqlFold::TopN(top), steps: Vec::new(), uid: ids.operator("top-n") })
+                Rows::Folded(Folded { rows, fold: SqlFold::TopN(top), steps: Vec::new(), uid: ids.fold("top-n") })
             }
             (Stage::TopN(top), Rows::Updating(rows)) => {
                 let partition = top_n_partition(&top);
@@ -393,7 +407,7 @@ fn pipeline<'s>(
                 rows,
                 fold: SqlFold::Aggregate { keys, aggregates },
                 steps: Vec::new(),
-                uid: ids.operator("aggregate"),
+                uid: ids.fold("aggregate"),
             }),
             (Stage::Aggregate { keys, aggregates }, Rows::Updating(rows)) => {
                 let group = aggregate_group(keys);

@@ -89,7 +89,7 @@ impl GroupFold<GroupKey, SortedRow> for TopN {
         Vec::new()
     }
 
-    fn add(&self, first: &mut Vec<SortedRow>, row: &SortedRow) {
+    fn add(&self, first: &mut Vec<SortedRow>, row: &SortedRow) -> bool {
         let place = first.partition_point(|kept| self.compare(kept, row).is_le());
         if place < self.limit {
             if first.len() == self.limit {
@@ -97,6 +97,7 @@ impl GroupFold<GroupKey, SortedRow> for TopN {
             }
             first.insert(place, row.clone());
         }
+        place < self.limit
     }
 
     fn rows(&self, _partition: &GroupKey, first: &Vec<SortedRow>, rows: &mut Vec<SortedRow>) {
