@@ -284,9 +284,19 @@ fn weir_sql_prints_explained_plans_and_refuses_a_set_it_cannot_honour() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("== EXPLAIN INSERT INTO out") && stdout(&output).contains("wall time"));
 
+    // A state TTL bounds the aggregate (over append-only rows, written to the sink) …
     let ttl = script("ttl.sql", format!("SET 'table.exec.state.ttl' = '1 h';\n{table}{query}"));
+    let checkpoints = dir.path().join("checkpoints-ttl");
+    let output =
+        weir(&["sql", "-f", &ttl, "--checkpoint-dir", &checkpoints.display().to_string(), "--progress", "off"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // … but not an aggregate of its updating result, whose state it cannot bound yet.
+    let over_updating = "INSERT INTO out SELECT n, COUNT(*) FROM (SELECT bid.auction, COUNT(*) AS n FROM datagen \
+                         WHERE event_type = 2 GROUP BY bid.auction) GROUP BY n;\n";
+    let ttl = script("ttl-updating.sql", format!("SET 'table.exec.state.ttl' = '1 h';\n{table}{over_updating}"));
     let output = weir(&["sql", "-f", &ttl]);
     assert!(!output.status.success());
     let error = stderr(&output);
-    assert!(error.contains("(SET at line 1, column 1) bounds only regular joins"), "{error}");
+    assert!(error.contains("(SET at line 1, column 1) bounds regular joins of append-only rows, and"), "{error}");
+    assert!(error.contains("an aggregate without a window of an updating result keeps its state whole"), "{error}");
 }

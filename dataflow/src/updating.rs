@@ -57,6 +57,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
@@ -188,8 +189,8 @@ where
     ) -> DataStream<'s, Change<K, V>>
     where
         F: GroupFold<K, T>,
-        F::Acc: Data,
-        V: UpdateData,
+        F::Acc: Data + Sync,
+        V: UpdateData + Sync,
     {
         assert!(ttl_ms.is_none_or(|ttl| ttl > 0), "a time to live is positive");
         let (stream, key) = self.into_parts();
@@ -607,8 +608,9 @@ struct FoldChangelog<K, T, KF, F: GroupFold<K, T>, V> {
     /// Records of event times not passed yet.
     pending: BTreeMap<EventTime, Vec<(K, T)>>,
     /// Each key's accumulator, its rows as the changelog last gave them, and its last record's
-    /// time.
-    groups: HashMap<K, FoldGroup<F::Acc, V>>,
+    /// time — shared with the snapshots being encoded, and copied only if changed while they
+    /// are (copy on write, as Flink's heap state does for its asynchronous snapshots).
+    groups: HashMap<K, Arc<FoldGroup<F::Acc, V>>>,
     /// With a time to live: the keys that expire at each event time (unless a later record
     /// came; checked when the time comes).
     expiries: BTreeMap<EventTime, Vec<K>>,
@@ -629,6 +631,12 @@ struct FoldGroup<A, V> {
 /// One key group's part of a [`FoldChangelog`]'s snapshot: the event time passed, each key
 /// (by key), and the records not folded in yet (by time, key, record).
 type FoldGroupState<K, T, A, V> = (EventTime, Vec<(K, FoldGroup<A, V>)>, Vec<(EventTime, K, T)>);
+
+/// A key's [`FoldGroup`] as a snapshot being encoded shares it with the operator.
+type SharedGroup<K, A, V> = (K, Arc<FoldGroup<A, V>>);
+
+/// A [`FoldGroupState`] being encoded, its groups shared with the operator.
+type SharedGroupState<K, T, A, V> = (EventTime, Vec<SharedGroup<K, A, V>>, Vec<(EventTime, K, T)>);
 
 impl<K: UpdateKey, T, KF, F: GroupFold<K, T>, V> FoldChangelog<K, T, KF, F, V> {
     /// Whether a key last touched at `touched` has expired by event time `time`: a record at
@@ -651,8 +659,8 @@ where
     T: UpdateData,
     KF: KeySelector<T, K>,
     F: GroupFold<K, T>,
-    F::Acc: Data,
-    V: UpdateData,
+    F::Acc: Data + Sync,
+    V: UpdateData + Sync,
 {
     type In = T;
     type Out = Change<K, V>;
@@ -699,11 +707,9 @@ where
                 if !queued {
                     self.schedule_expiry(&key, time);
                 }
-                let group = self.groups.entry(key.clone()).or_insert_with(|| FoldGroup {
-                    accumulator: self.fold.create(),
-                    rows: Vec::new(),
-                    touched: time,
-                });
+                let group = Arc::make_mut(self.groups.entry(key.clone()).or_insert_with(|| {
+                    Arc::new(FoldGroup { accumulator: self.fold.create(), rows: Vec::new(), touched: time })
+                }));
                 let mut changed = false;
                 while let Some((_, record)) = batch.next_if(|(k, _)| *k == key) {
                     changed |= self.fold.add(&mut group.accumulator, &record);
@@ -753,9 +759,10 @@ where
     }
 
     fn snapshot(&self) -> StateImage {
-        // A copy, encoded off the slot's thread: accumulators and rows are a key's summary,
-        // not its records, so the copy is as large as the result, not the input.
-        let groups: Vec<(K, FoldGroup<F::Acc, V>)> =
+        // Encoded off the slot's thread from the groups as they are now: each is shared with
+        // the encoding, not copied (a group that changes before the encoding is done is copied
+        // then, by `Arc::make_mut`).
+        let groups: Vec<SharedGroup<K, F::Acc, V>> =
             self.groups.iter().map(|(key, group)| (key.clone(), group.clone())).collect();
         let pending: Vec<(EventTime, K, T)> = self
             .pending
@@ -764,7 +771,7 @@ where
             .collect();
         let passed = self.passed;
         StateImage::deferred(move || {
-            let mut by_group: BTreeMap<usize, FoldGroupState<K, T, F::Acc, V>> = BTreeMap::new();
+            let mut by_group: BTreeMap<usize, SharedGroupState<K, T, F::Acc, V>> = BTreeMap::new();
             for (key, group) in groups {
                 by_group
                     .entry(key_group_of(&key))
@@ -782,9 +789,10 @@ where
             by_group
                 .into_iter()
                 .map(|(group, (passed, mut keys, mut pending))| {
-                    // Sorted, so that equal states encode equal.
+                    // Sorted, so that equal states encode equal; encoded as `FoldGroupState`.
                     keys.sort_by(|a, b| a.0.cmp(&b.0));
                     pending.sort();
+                    let keys: Vec<(&K, &FoldGroup<F::Acc, V>)> = keys.iter().map(|(k, g)| (k, &**g)).collect();
                     (group, bincode::serialize(&(passed, keys, pending)).expect("fold state serializes"))
                 })
                 .collect()
@@ -803,7 +811,7 @@ where
                     return Err(format!("key group {group} holds a key of key group {}", key_group_of(&key)));
                 }
                 self.schedule_expiry(&key, fold_group.touched);
-                if self.groups.insert(key, fold_group).is_some() {
+                if self.groups.insert(key, Arc::new(fold_group)).is_some() {
                     return Err(format!("key group {group}: a key appears twice"));
                 }
             }
