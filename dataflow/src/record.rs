@@ -44,7 +44,9 @@ impl<T> Record<T> {
 pub type RecordStream<'scope, T> = timely::dataflow::Stream<'scope, weir_core::time::Time, Vec<Record<T>>>;
 
 /// What a record type must be to flow through a Weir job: cloneable (a stream may feed several
-/// operators), sendable (slots are threads), serializable (exchanges between processes and snapshots encode it) and owned.
-pub trait Data: Clone + Send + Serialize + for<'de> Deserialize<'de> + 'static {}
+/// operators), sendable and shareable between threads (slots are threads, and a snapshot being
+/// encoded on another thread shares the state it reads), serializable (exchanges between
+/// processes and snapshots encode it) and owned.
+pub trait Data: Clone + Send + Sync + Serialize + for<'de> Deserialize<'de> + 'static {}
 
-impl<T: Clone + Send + Serialize + for<'de> Deserialize<'de> + 'static> Data for T {}
+impl<T: Clone + Send + Sync + Serialize + for<'de> Deserialize<'de> + 'static> Data for T {}

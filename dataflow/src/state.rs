@@ -17,6 +17,7 @@
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hash};
+use std::sync::Arc;
 
 use weir_core::time::EventTime;
 
@@ -283,7 +284,7 @@ struct Stamped<V> {
 /// One state's table in the memory backend.
 trait Table<K>: Any {
     fn expire(&mut self, now: EventTime);
-    /// A copy of the table, for a snapshot to encode off the slot's thread.
+    /// A copy of the table (its values shared), for a snapshot to encode off the slot's thread.
     fn copy(&self) -> Box<dyn EncodeTable>;
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
     fn as_any(&mut self) -> &mut dyn Any;
@@ -298,7 +299,9 @@ trait EncodeTable: Send {
 #[derive(Clone)]
 struct TypedTable<K, S> {
     ttl_ms: Option<i64>,
-    entries: KeyMap<K, Stamped<S>>,
+    /// Each key's value, shared with the snapshots being encoded and copied only if written
+    /// while they are (copy on write, as Flink's heap state for asynchronous snapshots).
+    entries: KeyMap<K, Arc<Stamped<S>>>,
 }
 
 impl<K: Key, S: Data> TypedTable<K, S> {
@@ -310,7 +313,7 @@ impl<K: Key, S: Data> TypedTable<K, S> {
             self.entries.remove(key);
             return None;
         }
-        self.entries.get_mut(key)
+        self.entries.get_mut(key).map(Arc::make_mut)
     }
 }
 
@@ -326,7 +329,7 @@ impl<K: Key, S: Data> Table<K> for TypedTable<K, S> {
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
         let entries: Vec<(K, Stamped<S>)> = crate::keyed::decode_state(bytes)?;
         for (key, value) in entries {
-            if self.entries.insert(key, value).is_some() {
+            if self.entries.insert(key, Arc::new(value)).is_some() {
                 return Err("a key appears twice".into());
             }
         }
@@ -341,6 +344,7 @@ impl<K: Key, S: Data> EncodeTable for TypedTable<K, S> {
     fn encode(&self, name: &'static str, groups: &mut BTreeMap<usize, Vec<(String, Vec<u8>)>>) {
         let mut by_group: BTreeMap<usize, Vec<(&K, &Stamped<S>)>> = BTreeMap::new();
         for (key, value) in &self.entries {
+            let value: &Stamped<S> = value;
             by_group.entry(key_group_of(key)).or_default().push((key, value));
         }
         for (group, mut entries) in by_group {
@@ -351,7 +355,8 @@ impl<K: Key, S: Data> EncodeTable for TypedTable<K, S> {
     }
 }
 
-/// Keeps state as Rust values in hash maps: no encoding on access, a copy per snapshot.
+/// Keeps state as Rust values in hash maps: no encoding on access; a snapshot shares the values
+/// and a value written while it is being encoded is copied (copy on write).
 pub struct MemoryBackend<K> {
     tables: BTreeMap<&'static str, Box<dyn Table<K>>>,
     /// Restored tables not yet accessed, by state name: `(key group, entries)`, decoded when
@@ -391,7 +396,7 @@ impl<K: Key> StateBackend<K> for MemoryBackend<K> {
         self.table::<V>(state).live(at.key, at.now).map(|e| e.value.clone())
     }
     fn set_value<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>, value: V) {
-        self.table::<V>(state).entries.insert(at.key.clone(), Stamped { value, written: at.now });
+        self.table::<V>(state).entries.insert(at.key.clone(), Arc::new(Stamped { value, written: at.now }));
     }
     fn list<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>) -> Vec<V> {
         self.table::<Vec<V>>(state).live(at.key, at.now).map(|e| e.value.clone()).unwrap_or_default()
@@ -404,7 +409,7 @@ impl<K: Key> StateBackend<K> for MemoryBackend<K> {
                 entry.written = at.now;
             }
             None => {
-                table.entries.insert(at.key.clone(), Stamped { value: vec![value], written: at.now });
+                table.entries.insert(at.key.clone(), Arc::new(Stamped { value: vec![value], written: at.now }));
             }
         }
     }
@@ -413,7 +418,7 @@ impl<K: Key> StateBackend<K> for MemoryBackend<K> {
         if values.is_empty() {
             table.entries.remove(at.key);
         } else {
-            table.entries.insert(at.key.clone(), Stamped { value: values, written: at.now });
+            table.entries.insert(at.key.clone(), Arc::new(Stamped { value: values, written: at.now }));
         }
     }
     fn map_get<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>, user_key: &UK) -> Option<UV> {
@@ -428,7 +433,7 @@ impl<K: Key> StateBackend<K> for MemoryBackend<K> {
             }
             None => {
                 let map = BTreeMap::from([(user_key, value)]);
-                table.entries.insert(at.key.clone(), Stamped { value: map, written: at.now });
+                table.entries.insert(at.key.clone(), Arc::new(Stamped { value: map, written: at.now }));
             }
         }
     }

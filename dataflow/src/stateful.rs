@@ -49,10 +49,12 @@ pub type KeyGroupStates = Vec<(usize, Vec<u8>)>;
 ///
 /// Encoding a snapshot (grouping by key group, sorting, serializing) costs far more than
 /// copying the maps that hold it: a clone walks the entries once, without hashing. So an
-/// operator takes a deep copy on the slot's thread, where its state is consistent, and hands
-/// the encoding to the slot's snapshot writer, which runs it off the slot's thread while
-/// records flow on ([`crate::snapshot::PendingSnapshot::finish`]). The copy must share nothing
-/// mutable with the operator (records are plain values: `Data` is `Clone + Send`).
+/// operator takes a copy on the slot's thread, where its state is consistent, and hands the
+/// encoding to the slot's snapshot writer, which runs it off the slot's thread while records
+/// flow on ([`crate::snapshot::PendingSnapshot::finish`]). The copy must share nothing mutable
+/// with the operator: it holds plain values (`Data` is `Clone + Send + Sync`), or values shared
+/// through an `Arc` that the operator copies before it writes them (`Arc::make_mut`: the
+/// memory backend's tables and a fold's groups do this, so a snapshot copies no value).
 #[must_use = "a state image is the operator's part of a checkpoint"]
 pub struct StateImage(Image);
 

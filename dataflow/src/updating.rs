@@ -189,8 +189,8 @@ where
     ) -> DataStream<'s, Change<K, V>>
     where
         F: GroupFold<K, T>,
-        F::Acc: Data + Sync,
-        V: UpdateData + Sync,
+        F::Acc: Data,
+        V: UpdateData,
     {
         assert!(ttl_ms.is_none_or(|ttl| ttl > 0), "a time to live is positive");
         let (stream, key) = self.into_parts();
@@ -659,8 +659,8 @@ where
     T: UpdateData,
     KF: KeySelector<T, K>,
     F: GroupFold<K, T>,
-    F::Acc: Data + Sync,
-    V: UpdateData + Sync,
+    F::Acc: Data,
+    V: UpdateData,
 {
     type In = T;
     type Out = Change<K, V>;
