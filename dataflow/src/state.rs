@@ -305,7 +305,9 @@ struct TypedTable<K, S> {
 }
 
 impl<K: Key, S: Data> TypedTable<K, S> {
-    fn live(&mut self, key: &K, now: EventTime) -> Option<&mut Stamped<S>> {
+    /// The key's value, if set and not expired (an expired one is dropped), to read: a value a
+    /// snapshot shares is not copied.
+    fn live_ref(&mut self, key: &K, now: EventTime) -> Option<&Stamped<S>> {
         let ttl = self.ttl_ms;
         let expired =
             matches!((ttl, self.entries.get(key)), (Some(ttl), Some(e)) if now >= e.written.saturating_add(ttl));
@@ -313,6 +315,13 @@ impl<K: Key, S: Data> TypedTable<K, S> {
             self.entries.remove(key);
             return None;
         }
+        self.entries.get(key).map(|entry| &**entry)
+    }
+
+    /// The key's value, as [`TypedTable::live_ref`], to write: copied first if a snapshot
+    /// being encoded shares it.
+    fn live(&mut self, key: &K, now: EventTime) -> Option<&mut Stamped<S>> {
+        self.live_ref(key, now)?;
         self.entries.get_mut(key).map(Arc::make_mut)
     }
 }
@@ -393,13 +402,13 @@ impl<K: Key> MemoryBackend<K> {
 
 impl<K: Key> StateBackend<K> for MemoryBackend<K> {
     fn value<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>) -> Option<V> {
-        self.table::<V>(state).live(at.key, at.now).map(|e| e.value.clone())
+        self.table::<V>(state).live_ref(at.key, at.now).map(|e| e.value.clone())
     }
     fn set_value<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>, value: V) {
         self.table::<V>(state).entries.insert(at.key.clone(), Arc::new(Stamped { value, written: at.now }));
     }
     fn list<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>) -> Vec<V> {
-        self.table::<Vec<V>>(state).live(at.key, at.now).map(|e| e.value.clone()).unwrap_or_default()
+        self.table::<Vec<V>>(state).live_ref(at.key, at.now).map(|e| e.value.clone()).unwrap_or_default()
     }
     fn append<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>, value: V) {
         let table = self.table::<Vec<V>>(state);
@@ -422,7 +431,7 @@ impl<K: Key> StateBackend<K> for MemoryBackend<K> {
         }
     }
     fn map_get<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>, user_key: &UK) -> Option<UV> {
-        self.table::<BTreeMap<UK, UV>>(state).live(at.key, at.now).and_then(|e| e.value.get(user_key).cloned())
+        self.table::<BTreeMap<UK, UV>>(state).live_ref(at.key, at.now).and_then(|e| e.value.get(user_key).cloned())
     }
     fn map_put<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>, user_key: UK, value: UV) {
         let table = self.table::<BTreeMap<UK, UV>>(state);
@@ -449,7 +458,7 @@ impl<K: Key> StateBackend<K> for MemoryBackend<K> {
     fn map_entries<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>) -> Vec<(UK, UV)> {
         let table = self.table::<BTreeMap<UK, UV>>(state);
         table
-            .live(at.key, at.now)
+            .live_ref(at.key, at.now)
             .map(|e| e.value.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
     }

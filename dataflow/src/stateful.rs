@@ -54,7 +54,8 @@ pub type KeyGroupStates = Vec<(usize, Vec<u8>)>;
 /// flow on ([`crate::snapshot::PendingSnapshot::finish`]). The copy must share nothing mutable
 /// with the operator: it holds plain values (`Data` is `Clone + Send + Sync`), or values shared
 /// through an `Arc` that the operator copies before it writes them (`Arc::make_mut`: the
-/// memory backend's tables and a fold's groups do this, so a snapshot copies no value).
+/// memory backend's tables and a fold's groups do this: a snapshot copies their keys, not
+/// their values).
 #[must_use = "a state image is the operator's part of a checkpoint"]
 pub struct StateImage(Image);
 

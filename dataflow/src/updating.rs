@@ -1113,6 +1113,25 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_holds_the_groups_as_they_were_though_they_change_before_it_is_encoded() {
+        let mut fold = fold_changelog();
+        let feed = |fold: &mut TensFold, records: &[(u64, EventTime)], bound: EventTime| {
+            let mut records: Vec<Record<u64>> = records.iter().map(|&(r, t)| Record::derived(r, t)).collect();
+            fold.apply(&mut records, &mut Vec::new(), &mut Vec::new());
+            fold.advance(bound, &mut Vec::new());
+        };
+        feed(&mut fold, &[(11, 1), (21, 1)], 2);
+        let image = fold.snapshot();
+        // Key 1 changes (copied on write), key 3 is new, before the snapshot is encoded.
+        feed(&mut fold, &[(12, 3), (31, 3)], 4);
+        let mut restored = fold_changelog();
+        restored.restore(image.encode()).unwrap();
+        let sums: BTreeMap<u64, u64> = restored.groups.iter().map(|(key, group)| (*key, group.accumulator.0)).collect();
+        assert_eq!(sums, BTreeMap::from([(1, 11), (2, 21)]), "the groups at the snapshot");
+        assert_eq!(fold.groups[&1].accumulator.0, 23, "the operator's own group moved on");
+    }
+
+    #[test]
     fn a_folds_keys_expire_their_time_to_live_after_their_last_record_and_start_afresh() {
         let mut fold = fold_changelog();
         fold.ttl_ms = Some(10);
