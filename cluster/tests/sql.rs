@@ -833,15 +833,9 @@ fn session_table_functions_equal_the_reference_sessions() {
     }
 }
 
-/// `SET 'table.exec.state.ttl'` bounds a regular join's state: each row is kept for the TTL in
-/// event time, so exactly the rows less than the TTL apart pair — the same at parallelism 1 and
-/// 2, and fewer pairs than without the TTL.
-#[test]
-fn a_state_ttl_keeps_a_regular_joins_rows_for_that_long_in_event_time() {
-    let registry = weir_cluster::jobs::builtin();
-    let root = tempfile::tempdir().unwrap();
-    let input = root.path().join("events.csv");
-    // 300 events of 20 keys, 0 to 1.9 s apart.
+/// 300 events `(key, id, time)` of 20 keys, 0 to 1.9 s apart (a key's some 0 to 40 s apart),
+/// also written to `path` as CSV (`key,id,"timestamp"`).
+fn keyed_events(path: &Path) -> Vec<(i64, i64, i64)> {
     let mut t = 0i64;
     let events: Vec<(i64, i64, i64)> = (0..300i64)
         .map(|i| {
@@ -853,7 +847,19 @@ fn a_state_ttl_keeps_a_regular_joins_rows_for_that_long_in_event_time() {
         .iter()
         .map(|(key, id, t)| format!("{key},{id},\"{}\"", weir_sql::types::format_timestamp(1_700_000_000_000 + t)))
         .collect();
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    events
+}
+
+/// `SET 'table.exec.state.ttl'` bounds a regular join's state: each row is kept for the TTL in
+/// event time, so exactly the rows less than the TTL apart pair — the same at parallelism 1 and
+/// 2, and fewer pairs than without the TTL.
+#[test]
+fn a_state_ttl_keeps_a_regular_joins_rows_for_that_long_in_event_time() {
+    let registry = weir_cluster::jobs::builtin();
+    let root = tempfile::tempdir().unwrap();
+    let input = root.path().join("events.csv");
+    let events = keyed_events(&input);
     let script = |out: &Path, ttl: &str| {
         format!(
             "SET 'table.exec.state.ttl' = '{ttl}';
@@ -916,19 +922,7 @@ fn a_state_ttl_makes_aggregates_and_top_ns_forget_idle_groups() {
     let registry = weir_cluster::jobs::builtin();
     let root = tempfile::tempdir().unwrap();
     let input = root.path().join("events.csv");
-    // 300 events of 20 keys, 0 to 1.9 s apart: a key's events are some 0 to 40 s apart.
-    let mut t = 0i64;
-    let events: Vec<(i64, i64, i64)> = (0..300i64)
-        .map(|i| {
-            t += (i * 733) % 1_900;
-            ((i * 7) % 20, i, t)
-        })
-        .collect();
-    let lines: Vec<String> = events
-        .iter()
-        .map(|(key, id, t)| format!("{key},{id},\"{}\"", weir_sql::types::format_timestamp(1_700_000_000_000 + t)))
-        .collect();
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let events = keyed_events(&input);
     let script = |out: &Path| {
         format!(
             "SET 'table.exec.state.ttl' = '20 s';

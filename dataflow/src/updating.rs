@@ -552,19 +552,13 @@ where
     fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<Self::Out>>) {
         let mut rows = Vec::new();
         let mut changes = Vec::new();
-        while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() >= bound {
-                break;
-            }
-            let (time, mut batch) = entry.remove_entry();
-            batch.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut batch = batch.into_iter().peekable();
-            while let Some((key, _)) = batch.peek() {
-                let key = key.clone();
+        while let Some((time, batch)) = next_batch(&mut self.pending, bound) {
+            for records in batch.chunk_by(|a, b| a.0 == b.0) {
+                let key = records[0].0.clone();
                 let (accumulator, last) =
                     self.groups.entry(key.clone()).or_insert_with(|| (self.fold.create(), Vec::new()));
-                while let Some((_, record)) = batch.next_if(|(k, _)| *k == key) {
-                    let _changed = self.fold.add(accumulator, &record);
+                for (_, record) in records {
+                    let _changed = self.fold.add(accumulator, record);
                 }
                 rows.clear();
                 self.fold.rows(&key, accumulator, &mut rows);
@@ -684,15 +678,9 @@ where
     fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<Change<K, V>>>) {
         let mut rows = Vec::new();
         let mut changes: Vec<(V, isize)> = Vec::new();
-        while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() >= bound {
-                break;
-            }
-            let (time, mut batch) = entry.remove_entry();
-            batch.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut batch = batch.into_iter().peekable();
-            while let Some((key, _)) = batch.peek() {
-                let key = key.clone();
+        while let Some((time, batch)) = next_batch(&mut self.pending, bound) {
+            for records in batch.chunk_by(|a, b| a.0 == b.0) {
+                let key = records[0].0.clone();
                 // With a time to live, a key has one expiry queued while it has state.
                 let queued = match self.groups.get(&key) {
                     // Past its time to live: it starts afresh, its old rows forgotten unsaid.
@@ -711,8 +699,8 @@ where
                     Arc::new(FoldGroup { accumulator: self.fold.create(), rows: Vec::new(), touched: time })
                 }));
                 let mut changed = false;
-                while let Some((_, record)) = batch.next_if(|(k, _)| *k == key) {
-                    changed |= self.fold.add(&mut group.accumulator, &record);
+                for (_, record) in records {
+                    changed |= self.fold.add(&mut group.accumulator, record);
                 }
                 if changed {
                     group.touched = time;
@@ -730,11 +718,7 @@ where
                 changes.extend(mapped.iter().cloned().map(|row| (row, 1)));
                 group.rows = mapped;
                 differential_dataflow::consolidation::consolidate(&mut changes);
-                let (mut removed, mut added) = (Vec::new(), Vec::new());
-                for (row, diff) in changes.drain(..) {
-                    let into = if diff < 0 { &mut removed } else { &mut added };
-                    into.extend(std::iter::repeat_n(row, diff.unsigned_abs()));
-                }
+                let (removed, added) = removed_and_added(changes.drain(..));
                 emit_change(&key, removed, added, time, out);
             }
         }
@@ -899,11 +883,8 @@ impl<K: UpdateKey, V: UpdateData> StatefulLogic for Exit<K, V> {
             let mut updates = updates.into_iter().peekable();
             while let Some(((key, _), _)) = updates.peek() {
                 let key = key.clone();
-                let (mut removed, mut added) = (Vec::new(), Vec::new());
-                while let Some(((_, row), diff)) = updates.next_if(|((k, _), _)| *k == key) {
-                    let into = if diff < 0 { &mut removed } else { &mut added };
-                    into.extend(std::iter::repeat_n(row, diff.unsigned_abs()));
-                }
+                let key_updates = std::iter::from_fn(|| updates.next_if(|((k, _), _)| *k == key));
+                let (removed, added) = removed_and_added(key_updates.map(|((_, row), diff)| (row, diff)));
                 self.change(key, removed, added, time, out);
             }
         }
@@ -964,6 +945,29 @@ impl<K: UpdateKey, V: UpdateData> Exit<K, V> {
         }
         emit_change(&key, removed, added, time, out);
     }
+}
+
+/// The records of the earliest event time before `bound` waiting in `pending`, with that time,
+/// sorted by key (so that each key's are together, and keys come in order).
+fn next_batch<K: Ord, T>(
+    pending: &mut BTreeMap<EventTime, Vec<(K, T)>>,
+    bound: EventTime,
+) -> Option<(EventTime, Vec<(K, T)>)> {
+    let entry = pending.first_entry().filter(|entry| *entry.key() < bound)?;
+    let (time, mut batch) = entry.remove_entry();
+    batch.sort_by(|a, b| a.0.cmp(&b.0));
+    Some((time, batch))
+}
+
+/// A key's consolidated updates as the rows removed and the rows added, each as many times as
+/// its multiplicity, in the updates' order.
+fn removed_and_added<V: Clone>(updates: impl Iterator<Item = (V, isize)>) -> (Vec<V>, Vec<V>) {
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    for (row, diff) in updates {
+        let into = if diff < 0 { &mut removed } else { &mut added };
+        into.extend(std::iter::repeat_n(row, diff.unsigned_abs()));
+    }
+    (removed, added)
 }
 
 /// Emits one key's change at `time`: removed rows paired with added ones as `-U`/`+U`, the
