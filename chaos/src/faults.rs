@@ -287,6 +287,19 @@ pub struct Shape {
     /// The job's checkpoint timeout, ms, when shorter than the default (10 minutes: longer
     /// than any run).
     pub checkpoint_timeout_ms: Option<u64>,
+    /// Stops with a savepoint, each followed by a submission from it at another parallelism
+    /// (rescaling), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rescale: Vec<Rescale>,
+}
+
+/// A stop with a savepoint and a restart from it at another parallelism.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rescale {
+    /// The running job is stopped with a savepoint this long after it was submitted.
+    pub stop_after_ms: u64,
+    /// The parallelism the job is submitted at from that savepoint.
+    pub parallelism: usize,
 }
 
 /// Where a simulated job reads its bids from.
@@ -359,6 +372,13 @@ impl fmt::Display for Shape {
         }
         if let Some(timeout) = self.checkpoint_timeout_ms {
             write!(f, ", checkpoints time out after {timeout} ms")?;
+        }
+        for rescale in &self.rescale {
+            write!(
+                f,
+                ", stopped with a savepoint after {} ms and resumed from it at parallelism {}",
+                rescale.stop_after_ms, rescale.parallelism
+            )?;
         }
         Ok(())
     }
@@ -970,6 +990,7 @@ impl FaultPlan {
             submit_twice: false,
             store_latency_ms: 0,
             checkpoint_timeout_ms: None,
+            rescale: Vec::new(),
         };
         let mut shape = shape;
         if draw.below(3) == 0 {
@@ -994,6 +1015,24 @@ impl FaultPlan {
             // would decline every one of them, which is the promised behaviour of a timeout
             // set too short (the job restarts until it gives up), not a fault Weir survives.
             shape.checkpoint_timeout_ms = None;
+        }
+        // Three in four seeds of `bids` over files stop with savepoints and rescale twice (drawn
+        // from a stream of their own, so that no other seed's plan changes). Generated input
+        // has a split per slot, so it cannot rescale.
+        let mut own = Draw(mix64(seed ^ 0x5A7E_5CA1));
+        if shape.job == SimJob::Bids && matches!(shape.input, Input::CsvFiles { .. }) && own.below(4) != 0 {
+            let mut previous = shape.parallelism;
+            for _ in 0..2 {
+                let parallelism = loop {
+                    let parallelism = own.range(1, total as u64) as usize;
+                    if parallelism != previous {
+                        break parallelism;
+                    }
+                };
+                previous = parallelism;
+                let stop_after_ms = own.range(300, (shape.job_ms() / 3).max(300));
+                shape.rescale.push(Rescale { stop_after_ms, parallelism });
+            }
         }
         let swarm: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|_| draw.coin()).collect();
         let kinds = if all_kinds { FaultKind::ALL.to_vec() } else { swarm };
@@ -1162,6 +1201,13 @@ impl FaultPlan {
                 shape.workers * shape.slots_per_worker
             ));
         }
+        let slots = shape.workers * shape.slots_per_worker;
+        if let Some(rescale) = shape.rescale.iter().find(|r| r.parallelism == 0 || r.parallelism > slots) {
+            return Err(format!("rescaling to parallelism {} does not fit {slots} slots", rescale.parallelism));
+        }
+        if !shape.rescale.is_empty() && (shape.job != SimJob::Bids || shape.input == Input::Generated) {
+            return Err("only the bids job over CSV files rescales (generated input has a split per slot)".into());
+        }
         for fault in &plan.faults {
             let ends = match fault {
                 Fault::LinkSlow { a, b, .. } => vec![*a, *b],
@@ -1235,6 +1281,20 @@ mod tests {
             })
             .collect();
         assert_eq!(moments.len(), Moment::ALL.len(), "every moment is aimed at by some seed");
+        let rescaling: Vec<u64> =
+            (0..200).filter(|&seed| !FaultPlan::from_seed(seed).shape.rescale.is_empty()).collect();
+        assert!(rescaling.len() >= 5, "some seeds of 0..200 stop with savepoints and rescale: {rescaling:?}");
+        for seed in rescaling {
+            let shape = FaultPlan::from_seed(seed).shape;
+            assert!(shape.job == SimJob::Bids && shape.input != Input::Generated, "{shape}");
+            let mut previous = shape.parallelism;
+            for rescale in &shape.rescale {
+                assert!(
+                    rescale.parallelism != previous && rescale.parallelism <= shape.workers * shape.slots_per_worker
+                );
+                previous = rescale.parallelism;
+            }
+        }
     }
 
     #[test]
@@ -1244,5 +1304,11 @@ mod tests {
         let error = FaultPlan::from_json(&plan.to_json()).unwrap_err();
         assert!(error.contains("worker 9"), "{error}");
         assert!(FaultPlan::from_json("{").unwrap_err().contains("not a fault plan"));
+        let mut plan = FaultPlan::from_seed(3);
+        plan.faults.clear();
+        plan.shape.input = Input::Generated;
+        plan.shape.rescale = vec![Rescale { stop_after_ms: 500, parallelism: 1 }];
+        let error = FaultPlan::from_json(&plan.to_json()).unwrap_err();
+        assert!(error.contains("only the bids job over CSV files rescales"), "{error}");
     }
 }

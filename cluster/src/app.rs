@@ -11,8 +11,8 @@ use tracing_subscriber::EnvFilter;
 use weir_dataflow::JobRegistry;
 
 use crate::cli::{
-    describe_jobs, parse_invocation, CertsCommand, Cli, ClientArgs, Command, Invocation, InvocationKind, JobCommand,
-    JobInvocation,
+    absolute_location, describe_jobs, parse_invocation, CertsCommand, Cli, ClientArgs, Command, Invocation,
+    InvocationKind, JobCommand, JobInvocation, SavepointCommand,
 };
 use crate::protocol::{ClientRequest, ClientResponse, JobOptions, JobStatus};
 use crate::run::{run_job, RunSummary};
@@ -75,7 +75,77 @@ pub fn main(registry: JobRegistry) -> ExitCode {
             }
         }
         Command::Job(command) => job_command(&registry, command),
+        Command::Savepoint(SavepointCommand::Inspect { path }) => match inspect_savepoint(&path) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error),
+        },
     }
+}
+
+/// `weir savepoint inspect PATH`: what a savepoint holds, per operator and per split.
+fn inspect_savepoint(path: &str) -> Result<String, String> {
+    use std::fmt::Write;
+    let savepoint = runtime().block_on(weir_core::savepoint::read_savepoint(path)).map_err(|e| e.to_string())?;
+    let metadata = &savepoint.metadata;
+    let checkpoint = metadata.checkpoint_id;
+    let mut report = String::new();
+    let _ = writeln!(report, "savepoint:   {path}");
+    let _ = writeln!(report, "job:         {}", metadata.job_id);
+    let _ = writeln!(report, "checkpoint:  {checkpoint} (a job started from it begins at epoch {})", checkpoint + 1);
+    let _ = writeln!(report, "taken at:    parallelism {}", metadata.parallelism);
+    let mut operators: std::collections::BTreeMap<String, (Vec<usize>, usize)> = Default::default();
+    let mut splits = Vec::new();
+    for (file, bytes) in metadata.files.iter().zip(&savepoint.files) {
+        let (_, snapshot) = weir_dataflow::snapshot::SlotSnapshot::decode(bytes, checkpoint)
+            .map_err(|e| format!("savepoint {path}: its file {}: {e}", file.name))?;
+        splits.extend(snapshot.splits);
+        for entry in snapshot.state {
+            let (groups, size) = operators.entry(entry.operator).or_default();
+            groups.push(entry.key_group);
+            *size += entry.bytes.len();
+        }
+    }
+    let _ = writeln!(report, "\n{:<40} {:<28} {:>14}", "OPERATOR", "KEY GROUPS", "BYTES");
+    for (operator, (groups, size)) in &operators {
+        let _ = writeln!(report, "{operator:<40} {:<28} {size:>14}", key_group_ranges(groups));
+    }
+    let _ = writeln!(report, "\n{:<8} {:>16} {:>12}  WATERMARK", "SPLIT", "POSITION", "LINE");
+    for split in &splits {
+        let watermark = match split.clock.watermark() {
+            i64::MIN => "-".to_string(),
+            i64::MAX => "end of input".to_string(),
+            ms => format!("{ms} ms"),
+        };
+        let _ = writeln!(report, "{:<8} {:>16} {:>12}  {watermark}", split.split, split.position, split.line);
+    }
+    Ok(report)
+}
+
+/// `0-12, 15, 20-127` for a sorted list of key groups (128 stands for replicated state).
+fn key_group_ranges(groups: &[usize]) -> String {
+    let mut ranges: Vec<String> = Vec::new();
+    let mut at = 0;
+    while at < groups.len() {
+        let start = groups[at];
+        let mut end = start;
+        while at + 1 < groups.len()
+            && groups[at + 1] == end + 1
+            && groups[at + 1] != weir_dataflow::process::REPLICATED_GROUP
+        {
+            at += 1;
+            end = groups[at];
+        }
+        ranges.push(match (start, end) {
+            (group, _) if group == weir_dataflow::process::REPLICATED_GROUP => "replicated".to_string(),
+            (start, end) if start == end => start.to_string(),
+            (start, end) => format!("{start}-{end}"),
+        });
+        at += 1;
+    }
+    ranges.join(", ")
 }
 
 /// `weir sql` without a script: the interactive shell.
@@ -157,12 +227,22 @@ fn job_command(registry: &JobRegistry, command: JobCommand) -> ExitCode {
                 checkpoint_timeout_ms: options.checkpoint_timeout.as_millis() as u64,
                 retained_checkpoints: options.retained_checkpoints,
                 rate_limit: options.rate_limit,
+                from_savepoint: options.from_savepoint,
+                allow_non_restored_state: options.allow_non_restored_state,
             };
             (client, ClientRequest::Submit { spec: options.spec, options: job_options })
         }
         JobCommand::List(client) => (client, ClientRequest::List),
         JobCommand::Status { job_id, client } => (client, ClientRequest::Status { job_id }),
         JobCommand::Cancel { job_id, client } => (client, ClientRequest::Cancel { job_id }),
+        JobCommand::Savepoint { job_id, dir, client } => {
+            let dir = dir.as_deref().map(absolute_location);
+            (client, ClientRequest::Savepoint { job_id, dir, stop: false })
+        }
+        JobCommand::Stop { job_id, dir, client, savepoint: _ } => {
+            let dir = dir.as_deref().map(absolute_location);
+            (client, ClientRequest::Savepoint { job_id, dir, stop: true })
+        }
     };
     let tls = match TlsContext::load(&client.tls.certs, Role::Client) {
         Ok(tls) => tls,
@@ -178,6 +258,10 @@ fn job_command(registry: &JobRegistry, command: JobCommand) -> ExitCode {
         }
         Ok(ClientResponse::Cancelled { job_id }) => {
             println!("cancelled {job_id}");
+            ExitCode::SUCCESS
+        }
+        Ok(ClientResponse::Savepoint { path, .. }) => {
+            println!("{path}");
             ExitCode::SUCCESS
         }
         Ok(ClientResponse::Status(status)) => {

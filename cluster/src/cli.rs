@@ -41,9 +41,12 @@ pub enum Command {
     Coordinator(CoordinatorArgs),
     /// Run a worker: offers slots to a coordinator.
     Worker(WorkerArgs),
-    /// Submit, list, inspect and cancel jobs on a running cluster.
+    /// Submit, list, inspect, savepoint, stop and cancel jobs on a running cluster.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Inspect savepoints.
+    #[command(subcommand)]
+    Savepoint(SavepointCommand),
     /// Create TLS certificates for a development cluster.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -66,6 +69,10 @@ pub struct CoordinatorArgs {
     /// Checkpoint storage root: a local directory or file:///path (jobs live in <root>/<job-id>/).
     #[arg(long, default_value = "weir-checkpoints", value_name = "URL")]
     pub checkpoint_dir: String,
+    /// Where savepoints go unless `weir job savepoint --dir` names another place (default:
+    /// <checkpoint-dir>/_savepoints).
+    #[arg(long, value_name = "URL")]
+    pub savepoint_dir: Option<String>,
     /// A worker silent this long is lost; workers give up on a coordinator silent this long
     /// (the coordinator tells them at registration).
     #[arg(long, default_value = "3s", value_parser = parse_positive_duration_ms, value_name = "DURATION")]
@@ -121,6 +128,43 @@ pub enum JobCommand {
         /// Connection.
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Take a savepoint of a running job and print its path (for `--from-savepoint`).
+    Savepoint {
+        /// The job id.
+        job_id: String,
+        /// Where to write it: a directory, file:///path or memory://NAME (default: the
+        /// coordinator's --savepoint-dir).
+        #[arg(long, value_name = "URL")]
+        dir: Option<String>,
+        /// Connection.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop a job with a savepoint: its output is committed through the savepoint and nothing
+    /// after it, so that a job started from the savepoint duplicates nothing.
+    Stop {
+        /// The job id.
+        job_id: String,
+        /// Take a savepoint (required: to stop without one, use `weir job cancel`).
+        #[arg(long, required = true)]
+        savepoint: bool,
+        /// Where to write it (default: the coordinator's --savepoint-dir).
+        #[arg(long, value_name = "URL")]
+        dir: Option<String>,
+        /// Connection.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `weir savepoint …`.
+#[derive(Debug, Subcommand)]
+pub enum SavepointCommand {
+    /// List a savepoint's operators, key-group ranges and sizes, and its source splits.
+    Inspect {
+        /// The savepoint (as `weir job savepoint` printed it).
+        path: String,
     },
 }
 
@@ -246,6 +290,13 @@ impl CoordinatorArgs {
             listen: self.listen.clone(),
             tls: crate::tls::TlsContext::load(&self.tls.certs, crate::tls::Role::Coordinator)?,
             checkpoint_dir: self.checkpoint_dir.clone(),
+            // Absolute: the paths of savepoints are printed for clients in other directories.
+            savepoint_dir: absolute_location(
+                &self
+                    .savepoint_dir
+                    .clone()
+                    .unwrap_or_else(|| format!("{}/_savepoints", self.checkpoint_dir.trim_end_matches('/'))),
+            ),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout as u64),
             restarts_max: self.restarts,
             restart_backoff: Duration::from_millis(self.restart_backoff as u64),
@@ -350,7 +401,20 @@ pub fn job_command(def: &JobDef, kind: InvocationKind) -> clap::Command {
             "RECORDS_PER_SECOND",
             None,
             "throttle the sources to this many records per second in total",
-        ));
+        ))
+        .arg(engine(
+            "from-savepoint",
+            "PATH",
+            None,
+            "start from this savepoint (as `weir job savepoint` printed it), at any parallelism, while the job has no checkpoint of its own",
+        ))
+        .arg(
+            Arg::new("allow-non-restored-state")
+                .long("allow-non-restored-state")
+                .action(clap::ArgAction::SetTrue)
+                .help("start even if the savepoint holds state of operators the job no longer has (that state is dropped)")
+                .help_heading("Engine"),
+        );
     match kind {
         InvocationKind::Run => command
             .arg(engine(
@@ -451,6 +515,8 @@ pub fn parse_invocation(
         Some(0) => return Err("--rate must be more than zero".into()),
         other => other,
     };
+    options.from_savepoint = text("from-savepoint").map(|path| absolute_location(&path));
+    options.allow_non_restored_state = matches.get_flag("allow-non-restored-state");
     let mut parsed = ParsedJob { options, progress: Interval(None), client: None };
     match kind {
         InvocationKind::Run => {
@@ -465,6 +531,15 @@ pub fn parse_invocation(
         }
     }
     Ok(Invocation::Job(Box::new(parsed)))
+}
+
+/// A storage location as every process reads it: a local path made absolute (a coordinator
+/// resolves paths in its own working directory, not the client's); a URL as it is.
+pub fn absolute_location(location: &str) -> String {
+    if location.contains("://") {
+        return location.to_owned();
+    }
+    crate::run::absolute(std::path::Path::new(location)).display().to_string()
 }
 
 /// `weir jobs`: the registered jobs and their parameters.

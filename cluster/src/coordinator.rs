@@ -141,6 +141,34 @@ pub struct CoordinatorOutcome {
     pub checkpoints_declined: u64,
     /// Bytes of state uploaded.
     pub state_bytes: u64,
+    /// The job was stopped with a savepoint, written here.
+    pub stopped_with_savepoint: Option<String>,
+}
+
+/// The job record that marks a job stopped with a savepoint; it holds the savepoint's path. It
+/// is written before the stop is reported, so that a restarted coordinator never resumes a job
+/// whose savepoint a client may already be starting another job from.
+pub const STOPPED_RECORD: &str = "_stopped";
+
+/// A savepoint a client asked for: taken as the next checkpoint, then copied to `dir` in
+/// canonical form ([`weir_core::savepoint`]). With `stop`, the job stops once the savepoint is
+/// written and every slot has committed the output it covers, so that a job started from it
+/// duplicates nothing.
+#[derive(Debug)]
+pub struct SavepointRequest {
+    /// Where to write the savepoint (a directory location: path, `file://` or `memory://`).
+    pub dir: String,
+    /// Stop the job after it.
+    pub stop: bool,
+    /// The savepoint's path, or why it could not be taken.
+    pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+}
+
+impl SavepointRequest {
+    fn refuse(self, reason: String) {
+        tracing::warn!(%reason, "savepoint not taken");
+        let _ = self.reply.send(Err(reason));
+    }
 }
 
 /// Consecutive failed checkpoints after which the job fails.
@@ -152,13 +180,16 @@ struct Pending {
     checkpoint: Epoch,
     last: bool,
     files: BTreeMap<usize, FileEntry>,
+    /// For a savepoint: every slot's state file, kept to be merged once the checkpoint is
+    /// complete.
+    savepoint_states: Option<BTreeMap<usize, bytes::Bytes>>,
     /// Declined if not complete by then.
     deadline: rt::Instant,
 }
 
 impl Pending {
     fn new(checkpoint: Epoch, last: bool, timeout: Duration) -> Self {
-        Pending { checkpoint, last, files: BTreeMap::new(), deadline: rt::now() + timeout }
+        Pending { checkpoint, last, files: BTreeMap::new(), savepoint_states: None, deadline: rt::now() + timeout }
     }
 }
 
@@ -186,8 +217,9 @@ fn check_slot(event: &SlotEvent, parallelism: usize) -> Result<(), JobError> {
     }
 }
 
-/// Runs the coordinator until the job finishes or fails. `start_epoch` is the first epoch of
-/// this run (restored checkpoint + 1).
+/// Runs the coordinator until the job finishes, fails, or is stopped with a savepoint.
+/// `start_epoch` is the first epoch of this run (restored checkpoint + 1). Savepoints are asked
+/// for on `requests` (a client's; `None` where nobody can ask).
 pub async fn coordinate(
     config: CoordinatorConfig,
     store: CheckpointStore,
@@ -195,6 +227,7 @@ pub async fn coordinate(
     mut events: UnboundedReceiver<SlotEvent>,
     metrics: Vec<Arc<SlotMetrics>>,
     start_epoch: Epoch,
+    mut requests: Option<&mut UnboundedReceiver<SavepointRequest>>,
 ) -> Result<CoordinatorOutcome, JobError> {
     assert_eq!(slots.len(), config.parallelism);
     let broadcast = |command: SlotCommand| slots.iter().for_each(|slot| slot.send(command.clone()));
@@ -211,15 +244,34 @@ pub async fn coordinate(
     let progress_every = config.progress_interval.unwrap_or(far_future);
     let mut next_progress = rt::now() + progress_every;
     let mut progress = ProgressReporter::new(&metrics);
+    // A savepoint asked for: waiting for its checkpoint, or taking it (`pending` is its).
+    let mut savepoint: Option<SavepointRequest> = None;
+    // Stopping with the savepoint written here, once every slot has committed its checkpoint.
+    let mut stopping: Option<(String, SavepointRequest)> = None;
 
     loop {
         if pending.is_none() && final_commits.is_none() && input_done.iter().all(|&d| d) {
+            if let Some(request) = savepoint.take() {
+                request.refuse("the job has read all its input and is finishing: it needs no savepoint".into());
+            }
             tracing::info!(checkpoint = next_checkpoint, "all input read; taking the final checkpoint");
             pending = Some(Pending::new(next_checkpoint, true, config.checkpoint_timeout));
             broadcast(SlotCommand::Trigger { checkpoint: next_checkpoint, last: true });
         }
+        // A savepoint waiting for its checkpoint triggers it at once.
+        let trigger_at = if savepoint.is_some() && pending.is_none() { rt::now() } else { next_trigger };
         tokio::select! {
             biased;
+            Some(request) = next_request(&mut requests) => {
+                if savepoint.is_some() || stopping.is_some() {
+                    request.refuse("a savepoint of this job is being taken already; ask again when it is done".into());
+                } else if final_commits.is_some() || pending.as_ref().is_some_and(|p| p.last) {
+                    request.refuse("the job has read all its input and is finishing: it needs no savepoint".into());
+                } else {
+                    tracing::info!(dir = request.dir, stop = request.stop, "savepoint asked for");
+                    savepoint = Some(request);
+                }
+            }
             event = events.recv() => {
                 let Some(event) = event else {
                     panic!("every slot hung up without failing or finishing");
@@ -255,6 +307,15 @@ pub async fn coordinate(
                                     if config.progress_interval.is_some() {
                                         progress.report(outcome.last_checkpoint);
                                     }
+                                    if let Some((path, request)) = stopping.take() {
+                                        if let Err(error) = record_stop(&store, &path).await {
+                                            request.refuse(format!("the job stopped, but its stop could not be recorded ({error}); it resumes from its checkpoint {checkpoint}"));
+                                            return Err(error.into());
+                                        }
+                                        tracing::info!(checkpoint, path, "stopped with a savepoint");
+                                        let _ = request.reply.send(Ok(path.clone()));
+                                        outcome.stopped_with_savepoint = Some(path);
+                                    }
                                     return Ok(outcome);
                                 }
                             }
@@ -278,6 +339,10 @@ pub async fn coordinate(
                                 return Err(JobError::Crashed(config.crash_at.expect("set")));
                             }
                         }
+                        let state = bytes::Bytes::from(state);
+                        if let Some(states) = current.savepoint_states.as_mut() {
+                            states.insert(slot, state.clone());
+                        }
                         match upload(&store, checkpoint, slot, state).await {
                             Ok(entry) => {
                                 outcome.state_bytes += entry.size;
@@ -288,6 +353,9 @@ pub async fn coordinate(
                                 consecutive_failures += 1;
                                 outcome.checkpoints_declined += 1;
                                 tracing::warn!(checkpoint, %error, "checkpoint declined; the next one will cover its epoch");
+                                if current.savepoint_states.is_some() {
+                                    savepoint.take().expect("a savepoint's checkpoint").refuse(format!("its checkpoint {checkpoint} was declined: {error}"));
+                                }
                                 if consecutive_failures >= TOLERABLE_CHECKPOINT_FAILURES {
                                     stop_all();
                                     return Err(JobError::CheckpointsFailing { failures: consecutive_failures, last: error.to_string() });
@@ -319,6 +387,7 @@ pub async fn coordinate(
                             files: current.files.into_values().collect(),
                             attempt: config.attempt,
                             generation: config.generation,
+                            savepoint: false,
                         };
                         // `_metadata` completes the checkpoint; the newest-checkpoint record
                         // lets a restore find it even where listings lag, and must be stored
@@ -335,6 +404,9 @@ pub async fn coordinate(
                             consecutive_failures += 1;
                             outcome.checkpoints_declined += 1;
                             tracing::warn!(checkpoint, %error, "checkpoint declined at _metadata; the next one will cover its epoch");
+                            if current.savepoint_states.is_some() {
+                                savepoint.take().expect("a savepoint's checkpoint").refuse(format!("its checkpoint {checkpoint} was declined: {error}"));
+                            }
                             if consecutive_failures >= TOLERABLE_CHECKPOINT_FAILURES {
                                 stop_all();
                                 return Err(JobError::CheckpointsFailing { failures: consecutive_failures, last: error.to_string() });
@@ -355,11 +427,23 @@ pub async fn coordinate(
                             stop_all();
                             return Err(JobError::Crashed(CrashPoint::BeforeCommit { checkpoint }));
                         }
+                        if let Some(states) = current.savepoint_states {
+                            let request = savepoint.take().expect("a savepoint's checkpoint");
+                            match write_savepoint(&config, checkpoint, &request.dir, states).await {
+                                Ok(path) if request.stop => stopping = Some((path, request)),
+                                Ok(path) => {
+                                    tracing::info!(checkpoint, path, "savepoint written");
+                                    let _ = request.reply.send(Ok(path));
+                                }
+                                Err(reason) => request.refuse(reason),
+                            }
+                        }
                         broadcast(SlotCommand::Complete { checkpoint });
                         if let Err(error) = store.retain(config.retained_checkpoints, checkpoint).await {
                             tracing::warn!(%error, "could not delete old checkpoints");
                         }
-                        if current.last {
+                        if current.last || stopping.is_some() {
+                            // The job ends once every slot has committed this checkpoint.
                             final_commits = Some(vec![false; config.parallelism]);
                         } else {
                             next_checkpoint += 1;
@@ -367,16 +451,20 @@ pub async fn coordinate(
                     }
                 }
             }
-            _ = rt::sleep_until(next_trigger) => {
+            _ = rt::sleep_until(trigger_at) => {
                 next_trigger = rt::now() + interval;
                 if pending.is_none() && final_commits.is_none() && !input_done.iter().all(|&d| d) {
                     if config.crash_at == Some(CrashPoint::AtTrigger { checkpoint: next_checkpoint }) {
                         stop_all();
                         return Err(JobError::Crashed(CrashPoint::AtTrigger { checkpoint: next_checkpoint }));
                     }
-                    tracing::debug!(checkpoint = next_checkpoint, "triggering checkpoint");
+                    tracing::debug!(checkpoint = next_checkpoint, savepoint = savepoint.is_some(), "triggering checkpoint");
                     rt::trace(&format!("{} checkpoint {next_checkpoint} triggered", config.job_id));
-                    pending = Some(Pending::new(next_checkpoint, false, config.checkpoint_timeout));
+                    let mut triggered = Pending::new(next_checkpoint, false, config.checkpoint_timeout);
+                    if savepoint.is_some() {
+                        triggered.savepoint_states = Some(BTreeMap::new());
+                    }
+                    pending = Some(triggered);
                     broadcast(SlotCommand::Trigger { checkpoint: next_checkpoint, last: false });
                 }
             }
@@ -389,6 +477,12 @@ pub async fn coordinate(
                 consecutive_failures += 1;
                 outcome.checkpoints_declined += 1;
                 tracing::warn!(checkpoint = expired.checkpoint, timeout = ?config.checkpoint_timeout, "checkpoint declined: not complete in time; the next one will cover its epoch");
+                if expired.savepoint_states.is_some() {
+                    savepoint.take().expect("a savepoint's checkpoint").refuse(format!(
+                        "its checkpoint {} did not complete within {:?}",
+                        expired.checkpoint, config.checkpoint_timeout
+                    ));
+                }
                 rt::trace(&format!("{} checkpoint {} timed out", config.job_id, expired.checkpoint));
                 if consecutive_failures >= TOLERABLE_CHECKPOINT_FAILURES {
                     stop_all();
@@ -408,13 +502,69 @@ pub async fn coordinate(
     }
 }
 
+/// Records that the job stopped with savepoint `path`, retrying a failed put.
+async fn record_stop(store: &CheckpointStore, path: &str) -> Result<(), CheckpointError> {
+    let mut attempt = 1;
+    loop {
+        match store.put_job_record(STOPPED_RECORD, path.as_bytes().to_vec()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < UPLOAD_ATTEMPTS => {
+                tracing::warn!(attempt, %error, "cannot record the stop; retrying");
+                rt::sleep(Duration::from_millis(50 << attempt)).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// The next savepoint request, or never (no requests: nobody can ask).
+async fn next_request(requests: &mut Option<&mut UnboundedReceiver<SavepointRequest>>) -> Option<SavepointRequest> {
+    match requests {
+        Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes the savepoint of complete checkpoint `checkpoint` to `dir`: the slots' state files
+/// merged into canonical form. Returns its path, or why it could not be written.
+async fn write_savepoint(
+    config: &CoordinatorConfig,
+    checkpoint: Epoch,
+    dir: &str,
+    states: BTreeMap<usize, bytes::Bytes>,
+) -> Result<String, String> {
+    let mut slots = Vec::with_capacity(states.len());
+    for (slot, bytes) in states {
+        let (_, snapshot) = weir_dataflow::snapshot::SlotSnapshot::decode(&bytes, checkpoint)
+            .map_err(|error| format!("slot {slot}'s state of checkpoint {checkpoint} does not decode: {error}"))?;
+        slots.push(snapshot);
+    }
+    let canonical = weir_dataflow::snapshot::SlotSnapshot::canonical(slots)?;
+    let metadata = CheckpointMetadata {
+        format_version: FORMAT_VERSION,
+        job_id: config.job_id.clone(),
+        checkpoint_id: checkpoint,
+        parallelism: config.parallelism,
+        finished: false,
+        files: Vec::new(),
+        attempt: config.attempt,
+        generation: config.generation,
+        savepoint: true,
+    };
+    let name = weir_core::savepoint::savepoint_name(&config.job_id, checkpoint, config.attempt);
+    let state = bytes::Bytes::from(canonical.encode(0, checkpoint));
+    weir_core::savepoint::write_savepoint(dir, &name, metadata, state)
+        .await
+        .map_err(|error| format!("cannot write the savepoint of checkpoint {checkpoint}: {error}"))
+}
+
 async fn upload(
     store: &CheckpointStore,
     checkpoint: Epoch,
     slot: usize,
-    state: Vec<u8>,
+    state: bytes::Bytes,
 ) -> Result<FileEntry, CheckpointError> {
-    let state = bytes_from(state);
     let mut attempt = 1;
     loop {
         match store.put_file(checkpoint, &slot_state_file(slot), state.clone()).await {
@@ -427,10 +577,6 @@ async fn upload(
             Err(error) => return Err(error),
         }
     }
-}
-
-fn bytes_from(state: Vec<u8>) -> bytes::Bytes {
-    bytes::Bytes::from(state)
 }
 
 /// Prints progress lines: events read, rate, watermark, last checkpoint.
@@ -518,7 +664,7 @@ mod tests {
             let links = slots(parallelism, events.clone(), answer);
             let metrics = (0..parallelism).map(|_| Arc::new(SlotMetrics::default())).collect();
             let config = config(parallelism, Duration::from_millis(20));
-            coordinate(config, store, links, queue, metrics, 1).await.expect_err("the attempt cannot succeed")
+            coordinate(config, store, links, queue, metrics, 1, None).await.expect_err("the attempt cannot succeed")
         })
     }
 

@@ -1,13 +1,14 @@
 //! Deploying a job's slots — restore planning, sink recovery, starting slot threads — shared by
 //! the embedded cluster (`weir run`) and by workers of a multi-process cluster.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use std::path::{Path, PathBuf};
 
-use weir_core::checkpoint::{CheckpointError, RestoredCheckpoint};
+use weir_core::checkpoint::{CheckpointError, CheckpointStore, RestoredCheckpoint};
 use weir_core::job::JobSpec;
 use weir_core::keygroup::slot_of_key_group;
 use weir_core::rt;
@@ -32,6 +33,8 @@ pub struct PlannedJob {
     pub spec: Arc<JobSpec>,
     /// What planning learned: splits, sinks, exchanges, stateful operators.
     pub plan: JobPlan,
+    /// The job's id (its spec's fingerprint).
+    pub job_id: String,
 }
 
 impl PlannedJob {
@@ -40,7 +43,8 @@ impl PlannedJob {
     pub fn new(registry: &JobRegistry, spec: JobSpec) -> Result<Self, String> {
         let def = registry.check(&spec)?.clone();
         let plan = plan_job(&def, &spec).map_err(|e| format!("job {}: {e}", spec.job))?;
-        Ok(PlannedJob { def, spec: Arc::new(spec), plan })
+        let job_id = spec.fingerprint();
+        Ok(PlannedJob { def, spec: Arc::new(spec), plan, job_id })
     }
 
     /// The job's parallelism.
@@ -85,11 +89,12 @@ impl PlannedJob {
 
     /// The output fence of deployment generation `generation`.
     pub fn fence(&self, generation: u64) -> Option<OutputFence> {
-        self.fence_dir().map(|dir| OutputFence::new(dir, generation))
+        self.fence_dir().map(|dir| OutputFence::new(dir, &self.job_id, generation))
     }
 }
 
-/// What a job restarts from: a checkpoint (or nothing), split into per-slot snapshots.
+/// What a job restarts from: a checkpoint or savepoint (or nothing), split into per-slot
+/// snapshots.
 #[derive(Clone, Debug, Default)]
 pub struct RestorePlan {
     /// The restored checkpoint, 0 for none.
@@ -98,6 +103,9 @@ pub struct RestorePlan {
     pub finished: bool,
     /// The attempt that took the restored checkpoint.
     pub attempt: u64,
+    /// The parallelism that took the restored checkpoint (0 for none): its slots' output is
+    /// recovered, whatever the parallelism now.
+    pub restored_parallelism: usize,
     /// Per slot: the split states of its splits and the keyed state of its key groups.
     pub slots: Vec<SlotSnapshot>,
 }
@@ -113,47 +121,83 @@ impl RestorePlan {
     }
 }
 
-/// Splits a verified checkpoint (or none) into per-slot snapshots for the job's parallelism:
-/// split `i` to slot `i % parallelism`, keyed state by key group to the slot that owns it.
-pub fn plan_restore(restored: Option<&RestoredCheckpoint>, job: &PlannedJob) -> Result<RestorePlan, RunError> {
+/// The slots whose sink output slot `slot` recovers at `parallelism`, after a checkpoint taken
+/// at `restored_parallelism`: itself, and the slots of the old parallelism that no longer exist
+/// and fall to it (`slot + k * parallelism`), so that a job scaled down still commits, aborts
+/// and retracts every old slot's output.
+pub fn slots_recovered_by(slot: usize, parallelism: usize, restored_parallelism: usize) -> impl Iterator<Item = usize> {
+    assert!(slot < parallelism, "slot {slot} of {parallelism}");
+    (slot..parallelism.max(restored_parallelism)).step_by(parallelism)
+}
+
+/// Splits a verified checkpoint or savepoint (or none) into per-slot snapshots for the job's
+/// parallelism, which may differ from the one that took it (rescaling): split `i` goes to slot
+/// `i % parallelism`, keyed state by key group to the slot that owns the group, and replicated
+/// state (alike in every slot) to every slot. State of an operator the job no longer has is an
+/// error, unless `allow_non_restored_state` drops it (Flink's `--allowNonRestoredState`).
+pub fn plan_restore(
+    restored: Option<&RestoredCheckpoint>,
+    job: &PlannedJob,
+    allow_non_restored_state: bool,
+) -> Result<RestorePlan, RunError> {
     let parallelism = job.parallelism();
     let mut plan = RestorePlan { slots: vec![SlotSnapshot::default(); parallelism], ..Default::default() };
     let Some(restored) = restored else { return Ok(plan) };
     let checkpoint = restored.metadata.checkpoint_id;
     let restore_error = |reason: String| RunError::Restore { checkpoint, reason };
-    if restored.metadata.parallelism != parallelism {
-        return Err(restore_error(format!(
-            "was taken at parallelism {}, the job runs at {parallelism}",
-            restored.metadata.parallelism
-        )));
-    }
     let split_count = job.plan.split_count();
     let mut seen = vec![false; split_count];
+    // Per operator, each old slot's copy of its replicated state, in slot order.
+    let mut replicated: BTreeMap<String, Vec<weir_dataflow::snapshot::StateEntry>> = BTreeMap::new();
+    let mut dropped: BTreeMap<String, usize> = BTreeMap::new();
+    let mut snapshots = Vec::with_capacity(restored.files.len());
     for (entry, bytes) in restored.metadata.files.iter().zip(&restored.files) {
-        let (file_slot, snapshot) =
+        let (_, snapshot) =
             SlotSnapshot::decode(bytes, checkpoint).map_err(|e| restore_error(format!("{}: {e}", entry.name)))?;
+        snapshots.push(snapshot);
+    }
+    let restored_splits: usize = snapshots.iter().map(|snapshot| snapshot.splits.len()).sum();
+    if restored_splits != split_count {
+        let taken_at = restored.metadata.parallelism;
+        let generated =
+            job.plan.sources.iter().flat_map(|source| &source.splits).any(|split| split.starts_with("generator"));
+        let hint = if generated && taken_at != parallelism {
+            format!(
+                "; a generated source has one split per slot, so a job over one restores only at the parallelism that took it ({taken_at}) — file sources rescale"
+            )
+        } else {
+            "; the job must read the input the state was taken from (the same files)".to_string()
+        };
+        return Err(restore_error(format!(
+            "holds {restored_splits} source splits, but job {} at parallelism {parallelism} reads {split_count}{hint}",
+            job.spec.job
+        )));
+    }
+    for snapshot in snapshots {
         for split in snapshot.splits {
             if split.split >= split_count || std::mem::replace(&mut seen[split.split], true) {
-                return Err(restore_error(format!("split {} is unknown or appears twice", split.split)));
+                return Err(restore_error(format!(
+                    "split {} is unknown or appears twice (the job reads {split_count} splits; a savepoint restores into a job reading the same input)",
+                    split.split
+                )));
             }
             plan.slots[split.split % parallelism].splits.push(split);
         }
         for entry in snapshot.state {
             if !job.plan.operators.contains(&entry.operator) {
+                if allow_non_restored_state {
+                    *dropped.entry(entry.operator).or_default() += entry.bytes.len();
+                    continue;
+                }
                 return Err(restore_error(format!(
-                    "holds state of operator {:?}, which job {} does not have",
-                    entry.operator, job.spec.job
+                    "holds state of operator {:?}, which job {} does not have (its operators: {}); pass --allow-non-restored-state to start without that state",
+                    entry.operator,
+                    job.spec.job,
+                    job.plan.operators.join(", ")
                 )));
             }
             if entry.key_group == weir_dataflow::process::REPLICATED_GROUP {
-                // Replicated (broadcast) state is per slot: each slot holds its own copy, at
-                // its own progress; it goes back to the slot that took it (same parallelism).
-                if file_slot >= parallelism {
-                    return Err(restore_error(format!(
-                        "replicated state of slot {file_slot} at parallelism {parallelism}"
-                    )));
-                }
-                plan.slots[file_slot].state.push(entry);
+                replicated.entry(entry.operator.clone()).or_default().push(entry);
                 continue;
             }
             plan.slots[slot_of_key_group(entry.key_group, parallelism)].state.push(entry);
@@ -162,9 +206,20 @@ pub fn plan_restore(restored: Option<&RestoredCheckpoint>, job: &PlannedJob) -> 
     if let Some(missing) = seen.iter().position(|seen| !seen) {
         return Err(restore_error(format!("has no state for split {missing}")));
     }
+    for (operator, bytes) in dropped {
+        tracing::warn!(checkpoint, operator, bytes, "dropping state of an operator the job no longer has");
+    }
+    // Every slot holds replicated state alike; at another parallelism slot `i` takes old slot
+    // `i % old`'s copy (the only copy, from a savepoint).
+    for copies in replicated.into_values() {
+        for (slot, snapshot) in plan.slots.iter_mut().enumerate() {
+            snapshot.state.push(copies[slot % copies.len()].clone());
+        }
+    }
     plan.epoch = checkpoint;
     plan.finished = restored.metadata.finished;
     plan.attempt = restored.metadata.attempt;
+    plan.restored_parallelism = restored.metadata.parallelism;
     Ok(plan)
 }
 
@@ -178,6 +233,41 @@ pub fn restored_slot(snapshot: SlotSnapshot) -> RestoredSlot {
     restored
 }
 
+/// The job record naming the savepoint the job was last started from (its identity: the job,
+/// checkpoint and attempt that took it, however its path is spelled).
+pub const SAVEPOINT_RECORD: &str = "_from_savepoint";
+
+/// What deployment `generation` restores: the job's newest valid checkpoint — or, when it is
+/// started from savepoint `from_savepoint` for the first time (a submission from a savepoint
+/// clears the record of the last one), that savepoint, with every checkpoint the job took
+/// before ruled out (they descend from another start; restoring one would resume from before
+/// the savepoint). Once the job has checkpoints of its own since the savepoint, they win, as in
+/// Flink: a restart — or `weir run` again after a kill — resumes, it does not go back to the
+/// savepoint. Also returns the corrupt checkpoints skipped.
+pub async fn restore_point(
+    store: &CheckpointStore,
+    generation: u64,
+    from_savepoint: Option<&str>,
+) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
+    if let Some(path) = from_savepoint {
+        let metadata = weir_core::savepoint::read_savepoint_metadata(path).await?;
+        let identity = weir_core::savepoint::savepoint_name(&metadata.job_id, metadata.checkpoint_id, metadata.attempt);
+        let started_from = store.get_job_record(SAVEPOINT_RECORD).await?;
+        if started_from.as_deref() != Some(identity.as_bytes()) {
+            let savepoint = weir_core::savepoint::read_savepoint(path).await?;
+            store.start_afresh(generation).await?;
+            store.put_job_record(SAVEPOINT_RECORD, identity.into_bytes()).await?;
+            return Ok((Some(savepoint), Vec::new()));
+        }
+    }
+    let (restored, skipped) = store.restore_for(generation).await?;
+    let restored = match (restored, from_savepoint) {
+        (None, Some(path)) => Some(weir_core::savepoint::read_savepoint(path).await?),
+        (restored, _) => restored,
+    };
+    Ok((restored, skipped))
+}
+
 /// Claims the job's output for deployment generation `generation` before any sink is
 /// recovered: a deployment older than one already seen is refused, so a stale `Deploy` that
 /// reaches a worker late (after a partition heals) can neither roll back nor retract output a
@@ -185,9 +275,17 @@ pub fn restored_slot(snapshot: SlotSnapshot) -> RestoredSlot {
 pub fn fence_output(job: &PlannedJob, generation: u64) -> Result<(), RunError> {
     let Some(fence) = job.fence(generation) else { return Ok(()) };
     let dir = job.fence_dir().expect("a fence has a directory");
+    let fence_error = |e: std::io::Error| RunError::Output { path: dir.join(sink::FENCE), reason: e.to_string() };
     sink::prepare(dir)
         .map_err(|e| RunError::Output { path: dir.to_path_buf(), reason: format!("cannot create: {e}") })?;
-    fence.claim().map_err(|e| RunError::Output { path: dir.join(sink::FENCE), reason: e.to_string() })
+    // The output's owner record names the job that took it over from a savepoint (see
+    // `run::claim_output`): its first deployment moves the fence over too.
+    if fence.held_by_another_job().map_err(fence_error)?.is_some()
+        && crate::run::output_owner(dir)?.as_deref() == Some(job.job_id.as_str())
+    {
+        fence.take_over().map_err(fence_error)?;
+    }
+    fence.claim().map_err(fence_error)
 }
 
 /// The job record holding the latest deployment generation.
@@ -197,7 +295,7 @@ pub const GENERATION_RECORD: &str = "_generation";
 /// across coordinator restarts. It is taken with a compare-and-swap (a conditional put), so
 /// that two deployments racing for the next generation never both get it: one wins, the other
 /// reads again and takes the one after.
-pub async fn next_generation(store: &weir_core::checkpoint::CheckpointStore) -> Result<u64, CheckpointError> {
+pub async fn next_generation(store: &CheckpointStore) -> Result<u64, CheckpointError> {
     /// Lost races before giving up (each loser saw a newer generation: someone is deploying).
     const RACES_MAX: u32 = 64;
     let mut races = 0;
@@ -230,12 +328,15 @@ pub async fn next_generation(store: &weir_core::checkpoint::CheckpointStore) -> 
 }
 
 /// Brings slot `slot`'s sink files in line with restored checkpoint `epoch` (0 for none), which
-/// attempt `attempt` took, for deployment generation `generation` (refused if fenced out).
+/// attempt `attempt` took at parallelism `restored_parallelism`, for deployment generation
+/// `generation` (refused if fenced out) — with those of the old slots that fall to it
+/// ([`slots_recovered_by`]).
 pub fn recover_sinks(
     job: &PlannedJob,
     slot: usize,
     epoch: Epoch,
     attempt: u64,
+    restored_parallelism: usize,
     generation: u64,
 ) -> Result<(), RunError> {
     let held = job.hold_fence(generation).map_err(|e| RunError::Output {
@@ -246,17 +347,19 @@ pub fn recover_sinks(
         committer
             .prepare_destination()
             .map_err(|e| RunError::Output { path: dir.clone(), reason: format!("cannot create: {e}") })?;
-        let report = committer.recover(slot, epoch, attempt, &held).map_err(|e| RunError::Output {
-            path: dir.clone(),
-            reason: format!("recovery of staged output failed: {e}"),
-        })?;
-        if report.retracted > 0 {
-            tracing::warn!(
-                dir = %dir.display(),
-                slot,
-                retracted = report.retracted,
-                "retracted part files committed after checkpoint {epoch}; they will be recomputed"
-            );
+        for recovered in slots_recovered_by(slot, job.parallelism(), restored_parallelism) {
+            let report = committer.recover(recovered, epoch, attempt, &held).map_err(|e| RunError::Output {
+                path: dir.clone(),
+                reason: format!("recovery of staged output failed: {e}"),
+            })?;
+            if report.retracted > 0 {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    slot = recovered,
+                    retracted = report.retracted,
+                    "retracted part files committed after checkpoint {epoch}; they will be recomputed"
+                );
+            }
         }
     }
     Ok(())
@@ -347,7 +450,129 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_core::checkpoint::CheckpointStore;
+    use weir_core::checkpoint::{CheckpointMetadata, FileEntry, FORMAT_VERSION};
+    use weir_dataflow::snapshot::{SplitState, StateEntry};
+
+    fn bids_job(parallelism: usize) -> PlannedJob {
+        let spec = crate::jobs::bids::BidsParams::generated(1000, 1, std::path::Path::new("/tmp/weir-plan-test"))
+            .spec(parallelism, weir_core::job::BadRecordPolicy::Skip);
+        PlannedJob::new(&crate::jobs::builtin(), spec).unwrap()
+    }
+
+    fn entry(operator: &str, key_group: usize, byte: u8) -> StateEntry {
+        StateEntry { operator: operator.into(), key_group, bytes: vec![byte] }
+    }
+
+    /// A checkpoint of the generated bids job at parallelism 2 whose slots hold `state`.
+    fn checkpoint(state: [Vec<StateEntry>; 2]) -> RestoredCheckpoint {
+        let mut metadata = CheckpointMetadata {
+            format_version: FORMAT_VERSION,
+            job_id: "bids-old".into(),
+            checkpoint_id: 5,
+            parallelism: 2,
+            finished: false,
+            files: Vec::new(),
+            attempt: 1,
+            generation: 1,
+            savepoint: false,
+        };
+        let mut files = Vec::new();
+        for (slot, state) in state.into_iter().enumerate() {
+            let clock = weir_core::watermark::SplitClock::new(0);
+            let snapshot =
+                SlotSnapshot { splits: vec![SplitState { split: slot, position: 10, line: 0, clock }], state };
+            let bytes = snapshot.encode(slot, 5);
+            metadata.files.push(FileEntry { name: format!("slot-{slot}.state"), size: bytes.len() as u64, crc32: 0 });
+            files.push(bytes::Bytes::from(bytes));
+        }
+        RestoredCheckpoint { metadata, files }
+    }
+
+    #[test]
+    fn a_restore_places_key_groups_by_owner_copies_replicated_state_and_drops_unknown_state_only_when_allowed() {
+        let replicated = weir_dataflow::process::REPLICATED_GROUP;
+        let restored = checkpoint([
+            vec![entry("bids-per-auction", 3, 1), entry("bids-per-auction", replicated, 7), entry("gone", 4, 9)],
+            vec![entry("bids-per-auction", 100, 2), entry("bids-per-auction", replicated, 8)],
+        ]);
+        let job = bids_job(2);
+        let error = plan_restore(Some(&restored), &job, false).unwrap_err().to_string();
+        assert!(error.contains("\"gone\"") && error.contains("--allow-non-restored-state"), "{error}");
+        let plan = plan_restore(Some(&restored), &job, true).unwrap();
+        assert_eq!(plan.restored_parallelism, 2);
+        let groups = |slot: usize| -> Vec<(usize, u8)> {
+            plan.slots[slot].state.iter().map(|entry| (entry.key_group, entry.bytes[0])).collect()
+        };
+        assert_eq!(slot_of_key_group(3, 2), 0);
+        assert_eq!(groups(0), vec![(3, 1), (replicated, 7)], "each slot keeps its own replicated copy");
+        assert_eq!(groups(1), vec![(100, 2), (replicated, 8)]);
+        // Recovering output at parallelism 1 after 2: slot 0 recovers both old slots.
+        assert_eq!(slots_recovered_by(0, 1, 2).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(slots_recovered_by(1, 3, 2).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(slots_recovered_by(0, 2, 5).collect::<Vec<_>>(), vec![0, 2, 4]);
+    }
+
+    /// Completes checkpoint `id` of `store`, taken by deployment `generation`.
+    async fn complete_checkpoint(store: &CheckpointStore, id: u64, generation: u64) {
+        let entry = store.put_file(id, "slot-0.state", bytes::Bytes::from_static(b"state")).await.unwrap();
+        let mut metadata = checkpoint([vec![], vec![]]).metadata;
+        (metadata.checkpoint_id, metadata.generation, metadata.files, metadata.parallelism) =
+            (id, generation, vec![entry], 1);
+        store.complete(&metadata).await.unwrap();
+        store.record_latest(id).await.unwrap();
+    }
+
+    #[test]
+    fn a_start_from_a_savepoint_rules_out_older_checkpoints_and_later_restarts_resume() {
+        rt::block_on(async {
+            let store = CheckpointStore::open("memory://restore-point-test", "job").unwrap();
+            let mut metadata = checkpoint([vec![], vec![]]).metadata;
+            metadata.checkpoint_id = 5;
+            let name = weir_core::savepoint::savepoint_name("other", 5, 1);
+            let path = weir_core::savepoint::write_savepoint(
+                "memory://restore-point-test-savepoints",
+                &name,
+                metadata,
+                bytes::Bytes::from_static(b"s"),
+            )
+            .await
+            .unwrap();
+            let restored_id = |restored: &Option<RestoredCheckpoint>| {
+                restored.as_ref().map(|r| (r.metadata.checkpoint_id, r.metadata.savepoint))
+            };
+            // The job ran before (generation 1, checkpoint 7), then is started from the savepoint.
+            complete_checkpoint(&store, 7, 1).await;
+            let (restored, _) = restore_point(&store, 2, Some(&path)).await.unwrap();
+            assert_eq!(restored_id(&restored), Some((5, true)), "the savepoint, not the older checkpoint 7");
+            // A restart before the job took a checkpoint of its own: the savepoint again, and
+            // checkpoint 7 is ruled out (deleted) for good.
+            let (restored, _) = restore_point(&store, 3, Some(&path)).await.unwrap();
+            assert_eq!(restored_id(&restored), Some((5, true)));
+            assert!(store.load(7).await.is_err(), "checkpoint 7 was deleted");
+            // Once the job has a checkpoint since, a restart resumes from it.
+            complete_checkpoint(&store, 6, 3).await;
+            let (restored, _) = restore_point(&store, 4, Some(&path)).await.unwrap();
+            assert_eq!(restored_id(&restored), Some((6, false)));
+            // The same savepoint, spelled differently, is the same start.
+            let respelled = format!("{path}/");
+            let (restored, _) = restore_point(&store, 5, Some(&respelled)).await.unwrap();
+            assert_eq!(restored_id(&restored), Some((6, false)));
+            // A new submission from it (which clears the record) starts from it again.
+            store.delete_job_record(SAVEPOINT_RECORD).await.unwrap();
+            let (restored, _) = restore_point(&store, 6, Some(&path)).await.unwrap();
+            assert_eq!(restored_id(&restored), Some((5, true)));
+            let (restored, _) = restore_point(&store, 7, None).await.unwrap();
+            assert_eq!(restored_id(&restored), None, "checkpoint 6 descends from the earlier start");
+        });
+    }
+
+    #[test]
+    fn a_generated_source_restores_only_at_the_parallelism_that_took_it() {
+        let restored = checkpoint([vec![], vec![]]);
+        let error = plan_restore(Some(&restored), &bids_job(3), false).unwrap_err().to_string();
+        assert!(error.contains("holds 2 source splits, but job bids at parallelism 3 reads 3"), "{error}");
+        assert!(error.contains("a generated source has one split per slot"), "{error}");
+    }
 
     /// Two deployments taking the next generation at the same moment, on a store whose every
     /// operation takes a while (so that both read before either writes): they must get two

@@ -59,6 +59,9 @@ pub struct Deployment {
     pub restored_epoch: Epoch,
     /// The attempt that took the restored checkpoint.
     pub restored_attempt: u64,
+    /// The parallelism that took the restored checkpoint (0 for none): its slots' output is
+    /// recovered ([`crate::deploy::slots_recovered_by`]).
+    pub restored_parallelism: usize,
     /// This attempt's fencing token (staged output is named by it).
     pub attempt_token: u64,
     /// The job's deployment generation (fences the output directory against stale deployments).
@@ -203,6 +206,12 @@ pub struct JobOptions {
     pub retained_checkpoints: usize,
     /// Source throttle for the whole job, records per second.
     pub rate_limit: Option<u64>,
+    /// Start from this savepoint (see [`crate::deploy::restore_point`]).
+    #[serde(default)]
+    pub from_savepoint: Option<String>,
+    /// Drop restored state of operators the job no longer has, instead of refusing to start.
+    #[serde(default)]
+    pub allow_non_restored_state: bool,
 }
 
 impl JobOptions {
@@ -246,6 +255,16 @@ pub enum ClientRequest {
         /// The job.
         job_id: String,
     },
+    /// Take a savepoint of a running job; with `stop`, stop it after the savepoint (its output
+    /// committed through the savepoint and nothing after it).
+    Savepoint {
+        /// The job.
+        job_id: String,
+        /// Where to write it (`None`: the coordinator's savepoint directory).
+        dir: Option<String>,
+        /// Stop the job after it.
+        stop: bool,
+    },
 }
 
 /// The lifecycle of a job.
@@ -263,6 +282,8 @@ pub enum JobState {
     Failed,
     /// Cancelled by a client.
     Cancelled,
+    /// Stopped with a savepoint by a client (its message names the savepoint).
+    Stopped,
 }
 
 /// What `weir job status` shows.
@@ -302,6 +323,13 @@ pub enum ClientResponse {
     Cancelled {
         /// Its id.
         job_id: String,
+    },
+    /// A savepoint was written (and the job stopped, if asked).
+    Savepoint {
+        /// The job.
+        job_id: String,
+        /// The savepoint's path, for `--from-savepoint`.
+        path: String,
     },
     /// The request failed.
     Error(String),

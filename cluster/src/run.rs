@@ -21,7 +21,9 @@ use weir_dataflow::metrics::SlotMetrics;
 use weir_dataflow::JobRegistry;
 
 use crate::coordinator::{coordinate, CoordinatorConfig, CoordinatorOutcome, CrashPoint, JobError};
-use crate::deploy::{fence_output, launch_slot, next_generation, plan_restore, recover_sinks, PlannedJob, SlotLaunch};
+use crate::deploy::{
+    fence_output, launch_slot, next_generation, plan_restore, recover_sinks, restore_point, PlannedJob, SlotLaunch,
+};
 use crate::slot::{SlotDoorbell, SlotLink};
 
 /// How to run a job on the embedded cluster.
@@ -46,6 +48,11 @@ pub struct RunOptions {
     pub crash_at: Option<CrashPoint>,
     /// Throttle the sources to this many records per second in total.
     pub rate_limit: Option<u64>,
+    /// Start from this savepoint (the first time it is given: after that the checkpoints the
+    /// job took since win, so that a rerun resumes).
+    pub from_savepoint: Option<String>,
+    /// Drop restored state of operators the job no longer has, instead of refusing to start.
+    pub allow_non_restored_state: bool,
 }
 
 impl RunOptions {
@@ -61,6 +68,8 @@ impl RunOptions {
             exchange_credits: 16,
             crash_at: None,
             rate_limit: None,
+            from_savepoint: None,
+            allow_non_restored_state: false,
         }
     }
 }
@@ -129,33 +138,61 @@ const JOB_MARKER: &str = "_weir_job.json";
 pub const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Claims the job's sink directories: creates them, and records the job's id in a hidden
-/// marker in each, so that another job's run into the same directory is refused. A directory
-/// may hold the job's other sink directories (`late/` inside the main output) but nothing else.
-pub(crate) fn claim_output(job: &PlannedJob, job_id: &str) -> Result<(), RunError> {
+/// marker in each (the output's owner), so that another job's run into the same directory is
+/// refused. A directory may hold the job's other sink directories (`late/` inside the main
+/// output) but nothing else. A job started from a savepoint of job `taking_over` may take that
+/// job's output over: the marker then names the new job, and the old job's deployments are
+/// fenced out (see [`crate::deploy::fence_output`]).
+pub(crate) fn claim_output(job: &PlannedJob, job_id: &str, taking_over: Option<&str>) -> Result<(), RunError> {
     let dirs = job.sink_dirs();
     for output in &dirs {
-        claim_dir(output, &dirs, &job.spec, job_id)?;
+        claim_dir(output, &dirs, &job.spec, job_id, taking_over)?;
     }
     Ok(())
 }
 
-fn claim_dir(output: &Path, sinks: &[PathBuf], spec: &JobSpec, job_id: &str) -> Result<(), RunError> {
+/// The job that owns output directory `output` (its marker's job id), if any.
+pub(crate) fn output_owner(output: &Path) -> Result<Option<String>, RunError> {
     let output_error = |reason: String| RunError::Output { path: output.to_path_buf(), reason };
-    fs::create_dir_all_durable(output).map_err(|e| output_error(format!("cannot create directory: {e}")))?;
-    let marker = output.join(JOB_MARKER);
-    match fs::read_to_string(&marker) {
+    match fs::read_to_string(&output.join(JOB_MARKER)) {
         Ok(content) => {
             let recorded: serde_json::Value = serde_json::from_str(&content).map_err(|e| {
                 output_error(format!("{JOB_MARKER} is unreadable ({e}); use an empty output directory"))
             })?;
-            if recorded.get("job_id").and_then(|v| v.as_str()) != Some(job_id) {
-                return Err(output_error(format!(
-                    "holds the output of another job ({}); use an empty output directory, or rerun that job's exact command to resume it",
-                    recorded.get("job_id").and_then(|v| v.as_str()).unwrap_or("?")
-                )));
-            }
+            Ok(Some(recorded.get("job_id").and_then(|v| v.as_str()).unwrap_or("?").to_owned()))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(output_error(format!("cannot read {JOB_MARKER}: {e}"))),
+    }
+}
+
+fn claim_dir(
+    output: &Path,
+    sinks: &[PathBuf],
+    spec: &JobSpec,
+    job_id: &str,
+    taking_over: Option<&str>,
+) -> Result<(), RunError> {
+    let output_error = |reason: String| RunError::Output { path: output.to_path_buf(), reason };
+    fs::create_dir_all_durable(output).map_err(|e| output_error(format!("cannot create directory: {e}")))?;
+    let marker = output.join(JOB_MARKER);
+    let write_marker = || {
+        let content = serde_json::json!({ "job_id": job_id, "spec": spec });
+        fs::write_durable(&marker, &serde_json::to_vec_pretty(&content).expect("json"))
+            .map_err(|e| output_error(format!("is not writable: {e}")))
+    };
+    match output_owner(output)? {
+        Some(owner) if owner == job_id => {}
+        Some(owner) if Some(owner.as_str()) == taking_over => {
+            tracing::info!(output = %output.display(), from = owner, "taking the output over from the savepoint's job");
+            write_marker()?;
+        }
+        Some(owner) => {
+            return Err(output_error(format!(
+                "holds the output of another job ({owner}); use an empty output directory, rerun that job's exact command to resume it, or start from a savepoint of it (--from-savepoint)"
+            )));
+        }
+        None => {
             let has_visible = fs::read_dir(output)
                 .map_err(|e| output_error(format!("cannot list directory: {e}")))?
                 .iter()
@@ -163,11 +200,8 @@ fn claim_dir(output: &Path, sinks: &[PathBuf], spec: &JobSpec, job_id: &str) -> 
             if has_visible {
                 return Err(output_error("is not empty; use an empty or new output directory".into()));
             }
-            let content = serde_json::json!({ "job_id": job_id, "spec": spec });
-            fs::write_durable(&marker, &serde_json::to_vec_pretty(&content).expect("json"))
-                .map_err(|e| output_error(format!("is not writable: {e}")))?;
+            write_marker()?;
         }
-        Err(e) => return Err(output_error(format!("cannot read {JOB_MARKER}: {e}"))),
     }
     Ok(())
 }
@@ -183,7 +217,18 @@ async fn run_job_async(registry: &JobRegistry, options: RunOptions) -> Result<Ru
     let job = Arc::new(PlannedJob::new(registry, options.spec.clone()).map_err(RunError::Build)?);
     let spec = job.spec.clone();
     let job_id = spec.fingerprint();
-    claim_output(&job, &job_id)?;
+    // A savepoint is read (and verified) and the job planned against it before anything is
+    // touched: a wrong path, or a savepoint this job cannot start from, changes nothing.
+    let taking_over = match &options.from_savepoint {
+        Some(path) => {
+            let savepoint = weir_core::savepoint::read_savepoint(path).await?;
+            plan_restore(Some(&savepoint), &job, options.allow_non_restored_state)
+                .map_err(|error| RunError::Build(format!("savepoint {path}: {error}")))?;
+            Some(savepoint.metadata.job_id)
+        }
+        None => None,
+    };
+    claim_output(&job, &job_id, taking_over.as_deref())?;
     let location = match (&options.checkpoint_location, job.fence_dir()) {
         (Some(location), _) => location.clone(),
         (None, Some(dir)) => dir.join("_checkpoints").display().to_string(),
@@ -196,15 +241,15 @@ async fn run_job_async(registry: &JobRegistry, options: RunOptions) -> Result<Ru
     };
     let store = CheckpointStore::open(&location, &job_id)?;
     let generation = next_generation(&store).await?;
-    let (restored, skipped) = store.restore_for(generation).await?;
+    let (restored, skipped) = restore_point(&store, generation, options.from_savepoint.as_deref()).await?;
     for error in &skipped {
         eprintln!("warning: {error}; falling back to an older checkpoint");
     }
-    let plan = plan_restore(restored.as_ref(), &job)?;
+    let plan = plan_restore(restored.as_ref(), &job, options.allow_non_restored_state)?;
     let parallelism = spec.parallelism;
     fence_output(&job, generation)?;
     for slot in 0..parallelism {
-        recover_sinks(&job, slot, plan.epoch, plan.attempt, generation)?;
+        recover_sinks(&job, slot, plan.epoch, plan.attempt, plan.restored_parallelism, generation)?;
     }
     let attempt = rt::attempt_token();
     let mut summary = RunSummary {
@@ -282,7 +327,7 @@ async fn run_job_async(registry: &JobRegistry, options: RunOptions) -> Result<Ru
         generation,
         last_checkpoint: None,
     };
-    let result = coordinate(config, store, links, events_rx, metrics.clone(), start_epoch).await;
+    let result = coordinate(config, store, links, events_rx, metrics.clone(), start_epoch, None).await;
     let mut panics = Vec::new();
     for (slot, handle) in handles.into_iter().enumerate() {
         if let Err(panic) = handle.join().await {

@@ -19,14 +19,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use weir_core::checkpoint::{CheckpointError, CheckpointStore};
 use weir_core::rt;
 use weir_dataflow::metrics::SlotMetrics;
 
 use crate::connection::Connection;
-use crate::coordinator::{coordinate, CoordinatorConfig, JobError};
+use crate::coordinator::{coordinate, CoordinatorConfig, JobError, SavepointRequest, STOPPED_RECORD};
 use crate::deploy::{plan_restore, PlannedJob};
 use crate::net::{Accepted, TlsListener, TlsStream};
 use crate::protocol::{
@@ -49,6 +49,8 @@ pub struct CoordinatorOptions {
     pub tls: TlsContext,
     /// Checkpoint storage root (jobs live in `<root>/<job-id>/`).
     pub checkpoint_dir: String,
+    /// Where savepoints go unless a request names a directory.
+    pub savepoint_dir: String,
     /// A worker silent for this long is lost.
     pub heartbeat_timeout: Duration,
     /// Restarts before a job fails.
@@ -86,6 +88,17 @@ impl AttemptRoute {
 struct JobEntry {
     status: JobStatus,
     cancel: Arc<tokio::sync::Notify>,
+    /// Savepoints asked for, to the job's current attempt (a closed channel once it ended).
+    savepoints: UnboundedSender<SavepointRequest>,
+}
+
+impl JobEntry {
+    /// A job's entry, with the receiving end of its savepoint requests.
+    fn new(status: JobStatus) -> (Self, Arc<tokio::sync::Notify>, UnboundedReceiver<SavepointRequest>) {
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        let (savepoints, requests) = mpsc::unbounded_channel();
+        (JobEntry { status, cancel: cancel.clone(), savepoints }, cancel, requests)
+    }
 }
 
 #[derive(Default)]
@@ -345,14 +358,13 @@ async fn try_resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) -> R
                     records_read: 0,
                     message: Some(error.to_string()),
                 };
-                let cancel = Arc::new(tokio::sync::Notify::new());
-                state.lock().expect("state lock").jobs.insert(job_id, JobEntry { status, cancel });
+                state.lock().expect("state lock").jobs.insert(job_id, JobEntry::new(status).0);
                 continue;
             }
             Err(error) => return Err(error),
         };
-        let cancel = Arc::new(tokio::sync::Notify::new());
-        state.lock().expect("state lock").jobs.insert(job_id.clone(), JobEntry { status, cancel: cancel.clone() });
+        let (entry, cancel, requests) = JobEntry::new(status);
+        state.lock().expect("state lock").jobs.insert(job_id.clone(), entry);
         if let Some(record) = to_run {
             match PlannedJob::new(&options.registry, record.spec) {
                 Ok(job) => {
@@ -364,6 +376,7 @@ async fn try_resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) -> R
                         record.options,
                         job_id,
                         cancel,
+                        requests,
                     ));
                 }
                 Err(error) => {
@@ -394,8 +407,17 @@ async fn read_stored_job(
         }
         Err(error) => Err(error),
     };
+    let stopped = match store.get_job_record(STOPPED_RECORD).await {
+        Ok(stopped) => stopped.map(|path| format!("stopped with savepoint {}", String::from_utf8_lossy(&path))),
+        Err(error) if error.is_permanent() => {
+            Some(format!("stopped with a savepoint whose path is unreadable: {error}"))
+        }
+        Err(error) => return Err(error),
+    };
     let state = if store.has_job_record(CANCELLED_MARKER).await? {
         JobState::Cancelled
+    } else if stopped.is_some() {
+        JobState::Stopped
     } else if store.has_job_record(FINISHED_MARKER).await? {
         // Written only after every slot committed the final checkpoint.
         JobState::Finished
@@ -427,7 +449,7 @@ async fn read_stored_job(
         last_checkpoint: latest,
         restarts: 0,
         records_read: 0,
-        message: None,
+        message: stopped,
     };
     Ok(Some((status, record.filter(|_| to_run))))
 }
@@ -463,6 +485,41 @@ async fn on_client_request(
                 None => ClientResponse::Error(format!("no job {job_id}")),
             }
         }
+        ClientRequest::Savepoint { job_id, dir, stop } => savepoint(state, options, job_id, dir, stop).await,
+    }
+}
+
+/// Asks job `job_id`'s current attempt for a savepoint (and to stop after it) and waits for it.
+async fn savepoint(
+    state: &Shared,
+    options: &CoordinatorOptions,
+    job_id: String,
+    dir: Option<String>,
+    stop: bool,
+) -> ClientResponse {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let dir = dir.unwrap_or_else(|| options.savepoint_dir.clone());
+    {
+        let state = state.lock().expect("state lock");
+        let Some(job) = state.jobs.get(&job_id) else {
+            return ClientResponse::Error(format!("no job {job_id}; `weir job list` shows the jobs"));
+        };
+        if job.status.state != JobState::Running {
+            return ClientResponse::Error(format!(
+                "job {job_id} is {:?}: a savepoint is taken of a running job; ask again once `weir job status {job_id}` shows Running",
+                job.status.state
+            ));
+        }
+        if job.savepoints.send(SavepointRequest { dir, stop, reply }).is_err() {
+            return ClientResponse::Error(format!("job {job_id} has ended"));
+        }
+    }
+    match answer.await {
+        Ok(Ok(path)) => ClientResponse::Savepoint { job_id, path },
+        Ok(Err(reason)) => ClientResponse::Error(format!("job {job_id}: no savepoint: {reason}")),
+        Err(_) => ClientResponse::Error(format!(
+            "job {job_id}: no savepoint: the attempt that was taking it ended (the job failed, restarted or was cancelled); ask again once it runs"
+        )),
     }
 }
 
@@ -487,27 +544,48 @@ async fn submit(
         return ClientResponse::Error(error);
     }
     let job_id = spec.fingerprint();
-    let cancel = Arc::new(tokio::sync::Notify::new());
+    // A savepoint to start from is read (and verified) now: a wrong path is the client's error.
+    // So is whether the job can start from it (its operators, its splits): planned now, as
+    // every attempt will.
+    let taking_over = match &job_options.from_savepoint {
+        Some(path) => match weir_core::savepoint::read_savepoint(path).await {
+            Ok(savepoint) => match plan_restore(Some(&savepoint), &job, job_options.allow_non_restored_state) {
+                Ok(_) => Some(savepoint.metadata.job_id),
+                Err(error) => return ClientResponse::Error(format!("savepoint {path}: {error}")),
+            },
+            Err(error) => return ClientResponse::Error(error.to_string()),
+        },
+        None => None,
+    };
+    let (entry, cancel, requests) = JobEntry::new(JobStatus {
+        job_id: job_id.clone(),
+        state: JobState::Scheduled,
+        parallelism: spec.parallelism,
+        watermark: None,
+        last_checkpoint: None,
+        restarts: 0,
+        records_read: 0,
+        message: None,
+    });
     let previous = {
         let mut state = state.lock().expect("state lock");
-        if let Some(job) = state.jobs.get(&job_id) {
-            if matches!(job.status.state, JobState::Scheduled | JobState::Running | JobState::Restarting) {
-                return ClientResponse::Error(format!("job {job_id} is already running"));
-            }
-        }
-        let status = JobStatus {
-            job_id: job_id.clone(),
-            state: JobState::Scheduled,
-            parallelism: spec.parallelism,
-            watermark: None,
-            last_checkpoint: None,
-            restarts: 0,
-            records_read: 0,
-            message: None,
+        let running = |id: &str| {
+            state.jobs.get(id).is_some_and(|job| {
+                matches!(job.status.state, JobState::Scheduled | JobState::Running | JobState::Restarting)
+            })
         };
-        state.jobs.insert(job_id.clone(), JobEntry { status, cancel: cancel.clone() })
+        if running(&job_id) {
+            return ClientResponse::Error(format!("job {job_id} is already running"));
+        }
+        // Its output would be taken over while it still commits there.
+        if let Some(origin) = taking_over.as_deref().filter(|origin| *origin != job_id && running(origin)) {
+            return ClientResponse::Error(format!(
+                "job {origin}, whose savepoint this job starts from, is still running and writes the output this job would take over; stop it (`weir job stop {origin} --savepoint`) or cancel it first"
+            ));
+        }
+        state.jobs.insert(job_id.clone(), entry)
     };
-    if let Err(message) = record_submission(options, &job, &job_options, &job_id).await {
+    if let Err(message) = record_submission(options, &job, &job_options, &job_id, taking_over.as_deref()).await {
         // Not submitted after all: the table shows what it showed before.
         let mut state = state.lock().expect("state lock");
         match previous {
@@ -517,23 +595,30 @@ async fn submit(
         return ClientResponse::Error(message);
     }
     rt::trace(&format!("job {job_id} submitted"));
-    tokio::spawn(run_job(state.clone(), options.clone(), job, job_options, job_id.clone(), cancel));
+    tokio::spawn(run_job(state.clone(), options.clone(), job, job_options, job_id.clone(), cancel, requests));
     ClientResponse::Submitted { job_id }
 }
 
-/// Claims the job's output and records the job in the checkpoint store, so that a restarted
-/// coordinator resumes it — even if it was cancelled before: this submission clears that.
+/// Claims the job's output (taking it over from the job a savepoint to start from belongs to)
+/// and records the job in the checkpoint store, so that a restarted coordinator resumes it —
+/// even if it was cancelled or stopped before: this submission clears that.
 async fn record_submission(
     options: &CoordinatorOptions,
     job: &PlannedJob,
     job_options: &JobOptions,
     job_id: &str,
+    taking_over: Option<&str>,
 ) -> Result<(), String> {
-    claim_output(job, job_id).map_err(|error| error.to_string())?;
+    claim_output(job, job_id, taking_over).map_err(|error| error.to_string())?;
     let record = JobRecord { spec: (*job.spec).clone(), options: job_options.clone() };
     let recorded = async {
         let store = CheckpointStore::open(&options.checkpoint_dir, job_id)?;
         store.put_job_record(JOB_RECORD, serde_json::to_vec_pretty(&record).expect("json")).await?;
+        store.delete_job_record(STOPPED_RECORD).await?;
+        if job_options.from_savepoint.is_some() {
+            // Every submission from a savepoint starts from it (`deploy::restore_point`).
+            store.delete_job_record(crate::deploy::SAVEPOINT_RECORD).await?;
+        }
         store.delete_job_record(CANCELLED_MARKER).await
     };
     recorded.await.map_err(|error| format!("cannot record the job in the checkpoint store: {error}"))
@@ -566,6 +651,7 @@ async fn run_job(
     job_options: JobOptions,
     job_id: String,
     cancel: Arc<tokio::sync::Notify>,
+    mut savepoints: UnboundedReceiver<SavepointRequest>,
 ) {
     let mut restarts = RestartPolicy::new(options.restart_backoff, options.restarts_max);
     let store = match CheckpointStore::open(&options.checkpoint_dir, &job_id) {
@@ -580,12 +666,20 @@ async fn run_job(
         let outcome = tokio::select! {
             biased;
             _ = cancel.notified() => Err(AttemptEnd::Cancelled),
-            outcome = run_attempt(&state, &job, &job_options, &job_id, &store, &mut progressed) => outcome,
+            outcome = run_attempt(&state, &job, &job_options, &job_id, &store, &mut progressed, &mut savepoints) => outcome,
         };
         // Whatever happened, the attempt's slots must stop everywhere before anything else runs.
         cancel_attempts_of(&state, &job_id);
         match outcome {
-            Ok(last_checkpoint) => {
+            Ok(AttemptEnded::Stopped { savepoint }) => {
+                // `_stopped` was recorded before the stop was reported.
+                eprintln!("coordinator: job {job_id} stopped with savepoint {savepoint}");
+                rt::trace(&format!("job {job_id} stopped with savepoint {savepoint}"));
+                return set_status(&state, &job_id, |s| {
+                    (s.state, s.message) = (JobState::Stopped, Some(format!("stopped with savepoint {savepoint}")))
+                });
+            }
+            Ok(AttemptEnded::Finished { last_checkpoint }) => {
                 if let Err(error) = store.put_job_record(FINISHED_MARKER, Vec::new()).await {
                     // Harmless: a restarted coordinator runs one more (empty) recovery attempt.
                     eprintln!("coordinator: warning: job {job_id}: cannot record that it finished: {error}");
@@ -716,8 +810,16 @@ fn cancel_attempts_of(state: &Shared, job_id: &str) {
     }
 }
 
-/// Places, deploys and coordinates one attempt. `Ok` carries the last checkpoint when the job
-/// finished.
+/// How an attempt ended well.
+enum AttemptEnded {
+    /// The job finished, with its last checkpoint.
+    Finished { last_checkpoint: Option<u64> },
+    /// The job stopped with a savepoint.
+    Stopped { savepoint: String },
+}
+
+/// Places, deploys and coordinates one attempt, which takes the savepoints asked for on
+/// `savepoints`.
 async fn run_attempt(
     state: &Shared,
     job: &PlannedJob,
@@ -725,21 +827,25 @@ async fn run_attempt(
     job_id: &str,
     store: &CheckpointStore,
     progressed: &mut bool,
-) -> Result<Option<u64>, AttemptEnd> {
+    savepoints: &mut UnboundedReceiver<SavepointRequest>,
+) -> Result<AttemptEnded, AttemptEnd> {
     let spec = &job.spec;
     let parallelism = spec.parallelism;
     // Corrupt newer checkpoints are deleted, so that one can never be restored after the output
     // it covered was rolled back.
     let generation = crate::deploy::next_generation(store).await.map_err(AttemptEnd::from_storage)?;
-    let (restored, skipped) = store.restore_for(generation).await.map_err(AttemptEnd::from_storage)?;
+    let (restored, skipped) = crate::deploy::restore_point(store, generation, job_options.from_savepoint.as_deref())
+        .await
+        .map_err(AttemptEnd::from_storage)?;
     weir_core::faultpoint::reached(weir_core::faultpoint::Moment::Restored).await;
     for error in skipped {
         eprintln!("coordinator: warning: {error}; falling back to an older checkpoint");
     }
-    let plan = plan_restore(restored.as_ref(), job).map_err(|e| AttemptEnd::Fatal(e.to_string()))?;
+    let plan = plan_restore(restored.as_ref(), job, job_options.allow_non_restored_state)
+        .map_err(|e| AttemptEnd::Fatal(e.to_string()))?;
     if plan.finished {
         match store.get_job_record(FINISHED_MARKER).await {
-            Ok(Some(_)) => return Ok(Some(plan.epoch)),
+            Ok(Some(_)) => return Ok(AttemptEnded::Finished { last_checkpoint: Some(plan.epoch) }),
             Ok(None) => eprintln!(
                 "coordinator: job {job_id}: final checkpoint {} is complete; deploying to commit its output",
                 plan.epoch
@@ -823,6 +929,7 @@ async fn run_attempt(
             start_epoch,
             restored_epoch: plan.epoch,
             restored_attempt: plan.attempt,
+            restored_parallelism: plan.restored_parallelism,
             attempt_token,
             generation,
             placement: placements.clone(),
@@ -871,7 +978,8 @@ async fn run_attempt(
         last_checkpoint: Some(last_checkpoint.clone()),
     };
     let metrics: Vec<Arc<SlotMetrics>> = metrics.into_values().collect();
-    let outcome = coordinate(config, store.clone(), links, events_rx, metrics.clone(), start_epoch).await;
+    let outcome =
+        coordinate(config, store.clone(), links, events_rx, metrics.clone(), start_epoch, Some(savepoints)).await;
     // Whether the attempt made progress — completed a checkpoint, having read input — decides
     // how its failure counts. (Checkpoints alone also complete while the input stands still.)
     let reached = last_checkpoint.load(std::sync::atomic::Ordering::Relaxed);
@@ -882,7 +990,10 @@ async fn run_attempt(
     match outcome {
         Ok(outcome) => {
             set_status(state, job_id, |s| s.last_checkpoint = outcome.last_checkpoint);
-            Ok(outcome.last_checkpoint)
+            Ok(match outcome.stopped_with_savepoint {
+                Some(savepoint) => AttemptEnded::Stopped { savepoint },
+                None => AttemptEnded::Finished { last_checkpoint: outcome.last_checkpoint },
+            })
         }
         Err(JobError::WorkerLost(message) | JobError::LinkFailed(message)) => Err(AttemptEnd::Retry(message)),
         Err(JobError::SlotFailed { message, slot }) => Err(AttemptEnd::Fatal(format!("slot {slot}: {message}"))),

@@ -418,6 +418,7 @@ async fn deploy(
         start_epoch,
         restored_epoch,
         restored_attempt,
+        restored_parallelism,
         attempt_token,
         generation,
         placement,
@@ -441,7 +442,8 @@ async fn deploy(
     crate::deploy::fence_output(&job, generation).map_err(|e| e.to_string())?;
     let mut prepared = Vec::with_capacity(slots.len());
     for (slot, snapshot) in slots {
-        recover_sinks(&job, slot, restored_epoch, restored_attempt, generation).map_err(|e| e.to_string())?;
+        recover_sinks(&job, slot, restored_epoch, restored_attempt, restored_parallelism, generation)
+            .map_err(|e| e.to_string())?;
         faultpoint::reached(faultpoint::Moment::SinkRecovered).await;
         let snapshot = if snapshot.is_empty() {
             SlotSnapshot::default()

@@ -53,6 +53,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         start_epoch: 4,
         restored_epoch: 3,
         restored_attempt: 8,
+        restored_parallelism: 3,
         attempt_token: 77,
         generation: 2,
         placement: vec![Placement { worker_id: 1, data_address: "127.0.0.1:7500".into() }],
@@ -65,6 +66,8 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         checkpoint_timeout_ms: 600_000,
         retained_checkpoints: 3,
         rate_limit: None,
+        from_savepoint: Some("memory://sp/savepoint-bids-1-3-0".into()),
+        allow_non_restored_state: true,
     };
     let mut samples = Vec::new();
     for hello in [
@@ -102,6 +105,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ClientRequest::List,
         ClientRequest::Status { job_id: "bids-1".into() },
         ClientRequest::Cancel { job_id: "bids-1".into() },
+        ClientRequest::Savepoint { job_id: "bids-1".into(), dir: Some("/tmp/sp".into()), stop: true },
     ] {
         samples.push(("client-request", body(encode(&request).unwrap())));
     }
@@ -110,6 +114,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ClientResponse::Jobs(vec![status()]),
         ClientResponse::Status(status()),
         ClientResponse::Cancelled { job_id: "bids-1".into() },
+        ClientResponse::Savepoint { job_id: "bids-1".into(), path: "/tmp/sp/savepoint-bids-1-3-0".into() },
         ClientResponse::Error("e".into()),
     ] {
         samples.push(("client-response", body(encode(&response).unwrap())));
@@ -137,6 +142,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         files: vec![FileEntry { name: "slot-0.state".into(), size: 10, crc32: 7 }],
         attempt: 1,
         generation: 2,
+        savepoint: false,
     };
     samples.push(("metadata", encode_metadata(&metadata)));
     samples

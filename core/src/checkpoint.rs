@@ -68,6 +68,14 @@ pub enum CheckpointError {
         /// What failed to verify.
         reason: String,
     },
+    /// A savepoint cannot be read or written. Nothing falls back here: the user named it.
+    #[error("savepoint {path}: {reason}")]
+    Savepoint {
+        /// The savepoint's path.
+        path: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// A conditional write lost a race: the record changed since it was read (or exists).
     #[error("job record {path} was changed by another writer")]
     Conflict {
@@ -81,7 +89,12 @@ impl CheckpointError {
     /// a location that does not parse)? Store errors are transient; a corrupt checkpoint is
     /// skipped by restore.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, CheckpointError::CorruptRecord { .. } | CheckpointError::Location { .. })
+        matches!(
+            self,
+            CheckpointError::CorruptRecord { .. }
+                | CheckpointError::Location { .. }
+                | CheckpointError::Savepoint { .. }
+        )
     }
 }
 
@@ -152,6 +165,9 @@ pub struct CheckpointMetadata {
     /// The deployment generation that took the checkpoint (see [`RestoreRecord`]).
     #[serde(default)]
     pub generation: u64,
+    /// A savepoint ([`crate::savepoint`]): one canonical state file, whatever the parallelism.
+    #[serde(default)]
+    pub savepoint: bool,
 }
 
 /// One restore in a job's lineage: deployment `generation` restored `checkpoint` (0: none).
@@ -410,6 +426,16 @@ impl CheckpointStore {
         Ok((restored, skipped))
     }
 
+    /// Records that deployment `generation` restores none of the job's own checkpoints — it
+    /// starts from a savepoint — so that every checkpoint an earlier generation took is ruled
+    /// out for good ([`in_lineage`]): the output they covered is rolled back to the savepoint's.
+    pub async fn start_afresh(&self, generation: u64) -> Result<(), CheckpointError> {
+        let mut lineage = self.lineage().await?;
+        lineage.retain(|restore| restore.generation != generation);
+        lineage.push(RestoreRecord { generation, checkpoint: 0 });
+        self.put_job_record(LINEAGE, serde_json::to_vec(&lineage).expect("a lineage always serializes")).await
+    }
+
     /// Records `checkpoint` as the newest complete one (after its `_metadata`, before any
     /// sink commits what it covers).
     pub async fn record_latest(&self, checkpoint: u64) -> Result<(), CheckpointError> {
@@ -615,6 +641,27 @@ impl CheckpointStore {
         jobs.retain(|job| !job.starts_with('_'));
         jobs.sort();
         Ok(jobs)
+    }
+
+    /// Stores object `name` under the job's root as it is (no checksum trailer: the caller
+    /// checksums it, as a savepoint's `_metadata` does its files).
+    pub async fn put_object(&self, name: &str, content: Bytes) -> Result<(), CheckpointError> {
+        let path = self.job_root.child(name);
+        self.store.put(&path, PutPayload::from_bytes(content)).await.map_err(|source| CheckpointError::Store {
+            operation: "put",
+            path: path.to_string(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Object `name` under the job's root as stored; `None` if it does not exist.
+    pub async fn get_object(&self, name: &str) -> Result<Option<Bytes>, CheckpointError> {
+        match self.get(&self.job_root.child(name)).await {
+            Ok(content) => Ok(Some(content)),
+            Err(CheckpointError::Store { source: object_store::Error::NotFound { .. }, .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
     }
 
     /// Direct access to the underlying store (for fault-injection tests).

@@ -41,6 +41,7 @@ async fn write_checkpoint_of(store: &CheckpointStore, id: u64, complete: bool, g
         files,
         attempt: 1,
         generation,
+        savepoint: false,
     };
     if complete {
         store.complete(&metadata).await.unwrap();

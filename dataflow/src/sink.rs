@@ -105,78 +105,117 @@ pub fn parse_committed(name: &str) -> Option<(Epoch, usize)> {
 }
 
 /// The output fence of a job: `<output>/_fence` holds the newest deployment generation that
-/// has claimed the output. A deployment claims it before it touches any sink file
-/// ([`OutputFence::claim`]) and holds it through every commit ([`OutputFence::hold`]), so that
-/// a stale deployment — one that reaches a worker after a newer one started, when a partition
-/// heals — can neither roll the output back nor commit into it.
+/// has claimed the output, and the job it belongs to. A deployment claims it before it touches
+/// any sink file ([`OutputFence::claim`]) and holds it through every commit
+/// ([`OutputFence::hold`]), so that a stale deployment — one that reaches a worker after a
+/// newer one started, when a partition heals — can neither roll the output back nor commit
+/// into it. A job started from another job's savepoint takes the output over
+/// ([`OutputFence::take_over`]): from then on every deployment of the old job is stale.
 #[derive(Clone, Debug)]
 pub struct OutputFence {
     output: PathBuf,
+    job: String,
     generation: u64,
 }
 
 /// The name of the fence file in a job's output directory.
 pub const FENCE: &str = "_fence";
 
+/// Who holds a fence: a generation, of a job (`None`: a fence written before fences named
+/// their job, taken to be the current job's).
+struct FenceHolder {
+    generation: u64,
+    job: Option<String>,
+}
+
 impl OutputFence {
-    /// The fence of output directory `output`, as deployment generation `generation` sees it.
-    pub fn new(output: &Path, generation: u64) -> Self {
-        OutputFence { output: output.to_path_buf(), generation }
+    /// The fence of output directory `output`, as deployment generation `generation` of job
+    /// `job` sees it.
+    pub fn new(output: &Path, job: &str, generation: u64) -> Self {
+        OutputFence { output: output.to_path_buf(), job: job.to_owned(), generation }
     }
 
     fn path(&self) -> PathBuf {
         self.output.join(FENCE)
     }
 
-    fn current(&self) -> io::Result<u64> {
-        match fs::read_to_string(&self.path()) {
-            Ok(text) => text.trim().parse::<u64>().map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} is unreadable; delete it", self.path().display()),
-                )
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(e),
+    fn current(&self) -> io::Result<FenceHolder> {
+        let text = match fs::read_to_string(&self.path()) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(FenceHolder { generation: 0, job: None }),
+            Err(e) => return Err(e),
+        };
+        let mut words = text.split_whitespace();
+        let generation = words.next().and_then(|word| word.parse::<u64>().ok());
+        match (generation, words.next(), words.next()) {
+            (Some(generation), job, None) => Ok(FenceHolder { generation, job: job.map(str::to_owned) }),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is unreadable; delete it", self.path().display()),
+            )),
         }
     }
 
-    fn stale(&self, current: u64) -> io::Error {
-        io::Error::other(format!(
-            "stale deployment: generation {} is older than generation {current}, which already claimed the output",
-            self.generation
-        ))
+    fn write(&self) -> io::Result<()> {
+        fs::write_durable(&self.path(), format!("{} {}\n", self.generation, self.job).as_bytes())
     }
 
-    /// Claims the output for this generation: refused if a newer one has claimed it; otherwise
-    /// the fence is raised to this generation, atomically (under the fence's lock, replaced by
-    /// rename) and durably.
+    /// Why a deployment holding `current` is refused, if it is.
+    fn refusal(&self, current: &FenceHolder) -> Option<io::Error> {
+        match &current.job {
+            Some(job) if *job != self.job => Some(io::Error::other(format!(
+                "stale deployment: the output is held by job {job}, not job {} (a job started from a savepoint takes over the output of the job that took it)",
+                self.job
+            ))),
+            _ if current.generation > self.generation => Some(io::Error::other(format!(
+                "stale deployment: generation {} is older than generation {}, which already claimed the output",
+                self.generation, current.generation
+            ))),
+            _ => None,
+        }
+    }
+
+    /// Claims the output for this generation: refused if a newer one, or another job, has
+    /// claimed it; otherwise the fence is raised to this generation, atomically (under the
+    /// fence's lock, replaced by rename) and durably.
     pub fn claim(&self) -> io::Result<()> {
         if faultpoint::planted(PlantedBug::FenceAcceptsAll) {
-            return fs::write_durable(&self.path(), self.generation.to_string().as_bytes());
+            return self.write();
         }
         let _lock = fs::lock(&self.output.join(".fence.lock"))?;
         let current = self.current()?;
-        if current > self.generation {
-            return Err(self.stale(current));
+        if let Some(refused) = self.refusal(&current) {
+            return Err(refused);
         }
-        if current < self.generation {
-            fs::write_durable(&self.path(), self.generation.to_string().as_bytes())?;
+        if current.generation < self.generation || current.job.is_none() {
+            self.write()?;
         }
         Ok(())
     }
 
-    /// Refuses if a newer generation has claimed the output since this one did; otherwise
-    /// holds the fence's lock until dropped, so that no newer generation can claim the output
-    /// (and recover over it) while this one commits.
+    /// The job holding the fence, if another than this one.
+    pub fn held_by_another_job(&self) -> io::Result<Option<String>> {
+        Ok(self.current()?.job.filter(|job| *job != self.job))
+    }
+
+    /// Takes the output over from the job that holds the fence: for a job started from that
+    /// job's savepoint, once the output's owner record names the new job. Every deployment of
+    /// the old job is stale from then on.
+    pub fn take_over(&self) -> io::Result<()> {
+        let _lock = fs::lock(&self.output.join(".fence.lock"))?;
+        self.write()
+    }
+
+    /// Refuses if a newer generation, or another job, has claimed the output since this one
+    /// did; otherwise holds the fence's lock until dropped, so that no newer generation can
+    /// claim the output (and recover over it) while this one commits.
     pub fn hold(&self) -> io::Result<FenceHold> {
         if faultpoint::planted(PlantedBug::FenceAcceptsAll) {
             return Ok(FenceHold { _lock: None });
         }
         let lock = fs::lock(&self.output.join(".fence.lock"))?;
-        let current = self.current()?;
-        if current > self.generation {
-            return Err(self.stale(current));
+        if let Some(refused) = self.refusal(&self.current()?) {
+            return Err(refused);
         }
         Ok(FenceHold { _lock: Some(lock) })
     }
@@ -611,7 +650,7 @@ mod tests {
         }
         stage(1, 1, 7, "other slot\n");
         stage(3, 0, 9, "zombie of another attempt\n");
-        let fence = OutputFence::new(dir, 1);
+        let fence = OutputFence::new(dir, "job", 1);
         fence.claim().unwrap();
         let held = fence.hold().unwrap();
         assert_eq!(commit_through(dir, 0, 7, 2, &held).unwrap(), 2);
@@ -631,7 +670,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dir = dir.path();
         prepare(dir).unwrap();
-        let (old, new) = (OutputFence::new(dir, 3), OutputFence::new(dir, 4));
+        let (old, new) = (OutputFence::new(dir, "job", 3), OutputFence::new(dir, "job", 4));
         old.claim().unwrap();
         drop(old.hold().unwrap());
         new.claim().unwrap();
@@ -641,5 +680,27 @@ mod tests {
         assert!(old.hold().is_err(), "a fenced-out deployment cannot hold the fence, so commits nothing");
         assert_eq!(commit_through(dir, 0, 5, 1, &new.hold().unwrap()).unwrap(), 1);
         new.claim().unwrap();
+    }
+
+    #[test]
+    fn a_job_started_from_a_savepoint_takes_the_output_over_and_fences_the_old_job_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        prepare(dir).unwrap();
+        // A fence from before fences named their job belongs to whichever job claims it.
+        fs::write(&dir.join(FENCE), b"5").unwrap();
+        let old = OutputFence::new(dir, "old", 5);
+        old.claim().unwrap();
+        let resumed = OutputFence::new(dir, "resumed", 1);
+        assert!(resumed.claim().unwrap_err().to_string().contains("the output is held by job old"));
+        assert_eq!(resumed.held_by_another_job().unwrap().as_deref(), Some("old"));
+        resumed.take_over().unwrap();
+        assert_eq!(resumed.held_by_another_job().unwrap(), None);
+        drop(resumed.hold().unwrap());
+        let error = old.hold().unwrap_err().to_string();
+        assert!(error.contains("stale deployment: the output is held by job resumed, not job old"), "{error}");
+        assert!(old.claim().is_err(), "the old job cannot claim the output back");
+        OutputFence::new(dir, "resumed", 2).claim().unwrap();
+        assert!(resumed.hold().is_err(), "generations still fence within the new job");
     }
 }

@@ -33,11 +33,11 @@ use weir_chaos::storage::{FaultyStore, StorageFaults};
 use weir_cluster::cli::{parse_invocation, Cli, Command, Invocation, InvocationKind, JobCommand};
 use weir_cluster::deploy::PlannedJob;
 use weir_cluster::jobs::bids::BidsParams;
-use weir_cluster::protocol::{ClientRequest, ClientResponse, JobOptions, JobState};
+use weir_cluster::protocol::{ClientRequest, ClientResponse, JobOptions, JobState, JobStatus};
 use weir_cluster::tls::{Role, TlsContext};
 use weir_core::checkpoint::{slot_state_file, CheckpointError, CheckpointStore, METADATA};
 use weir_core::faultpoint::{self, PlantedBug};
-use weir_core::job::ParamKind;
+use weir_core::job::{JobSpec, ParamKind};
 use weir_core::local_store::LocalDirStore;
 use weir_core::rt;
 
@@ -605,8 +605,19 @@ struct World {
     coordinator_address: String,
     storage: StorageFaults,
     store_name: String,
+    /// The job as first submitted.
     job_id: String,
     job: Arc<PlannedJob>,
+    /// The job at each parallelism it runs at, in order: the first, then one per rescaling
+    /// (another parallelism is another job id).
+    phases: Vec<(String, Arc<PlannedJob>)>,
+}
+
+impl World {
+    /// The newest checkpoint of any phase's job that `attempt` completed.
+    fn newest_completed_by(storage: &StorageFaults, job_ids: &[String], attempt: u64) -> u64 {
+        job_ids.iter().map(|job_id| storage.newest_completed_by(job_id, attempt)).max().unwrap_or(0)
+    }
 }
 
 async fn simulate(seed: u64, run: u64, certs: &Path, plan: &FaultPlan) -> Result<(), String> {
@@ -786,27 +797,46 @@ async fn simulate_in(
     if let Some(timeout) = shape.checkpoint_timeout_ms {
         submit_args.extend(strings(&["--checkpoint-timeout", &format!("{timeout}ms")]));
     }
-    let submit = parse(&submit_args);
-    let Command::Job(JobCommand::Submit(invocation)) = submit else { unreachable!() };
-    let Invocation::Job(parsed) = parse_invocation(&registry(), &invocation, InvocationKind::Submit)? else {
-        unreachable!("no --help")
-    };
-    let run_options = parsed.options;
-    let spec = run_options.spec.clone();
-    let job = Arc::new(PlannedJob::new(&registry(), spec.clone())?);
-    let job_id = spec.fingerprint();
+    // The job at its first parallelism, then at each it is rescaled to.
+    let mut phases = Vec::new();
+    for parallelism in std::iter::once(shape.parallelism).chain(shape.rescale.iter().map(|r| r.parallelism)) {
+        let at = submit_args.iter().position(|arg| arg == "--parallelism").expect("set above") + 1;
+        submit_args[at] = parallelism.to_string();
+        let submit = parse(&submit_args);
+        let Command::Job(JobCommand::Submit(invocation)) = submit else { unreachable!() };
+        let Invocation::Job(parsed) = parse_invocation(&registry(), &invocation, InvocationKind::Submit)? else {
+            unreachable!("no --help")
+        };
+        let run_options = parsed.options;
+        let spec = run_options.spec.clone();
+        let job = Arc::new(PlannedJob::new(&registry(), spec.clone())?);
+        let job_options = JobOptions {
+            checkpoint_interval_ms: run_options.checkpoint_interval.map(|d| d.as_millis() as u64),
+            checkpoint_timeout_ms: run_options.checkpoint_timeout.as_millis() as u64,
+            retained_checkpoints: run_options.retained_checkpoints,
+            rate_limit: run_options.rate_limit,
+            from_savepoint: None,
+            allow_non_restored_state: false,
+        };
+        phases.push((spec.fingerprint(), job, job_options));
+    }
+    let job = phases[0].1.clone();
+    let job_id = phases[0].0.clone();
     let client_tls = TlsContext::load(certs, Role::Client).map_err(|e| e.to_string())?;
     let rogue_tls = client_tls.clone();
     let client = handle.create_node().name("client").ip(node_ip(MAX_WORKERS as u8 + 2)).build();
     let coordinator_at = coordinator_address.clone();
-    let job_options = JobOptions {
-        checkpoint_interval_ms: run_options.checkpoint_interval.map(|d| d.as_millis() as u64),
-        checkpoint_timeout_ms: run_options.checkpoint_timeout.as_millis() as u64,
-        retained_checkpoints: run_options.retained_checkpoints,
-        rate_limit: run_options.rate_limit,
-    };
-    let submit_spec = spec.clone();
+    let job_options = phases[0].2.clone();
+    let submit_spec = (*job.spec).clone();
     let submit_twice = shape.submit_twice;
+    let later_phases: Vec<(JobSpec, JobOptions, String)> =
+        phases.iter().skip(1).map(|(id, job, options)| ((*job.spec).clone(), options.clone(), id.clone())).collect();
+    let stops: Vec<Duration> = shape.rescale.iter().map(|r| Duration::from_millis(r.stop_after_ms)).collect();
+    // Savepoints go to the run's object store, where storage faults reach them too.
+    let savepoint_dir = format!("memory://{store_name}");
+    // Each savepoint the job stopped with, and the phase that started from it.
+    let savepoints: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
+    let savepoints_taken = savepoints.clone();
     let client_task = client.spawn(async move {
         let request = ClientRequest::Submit { spec: submit_spec.clone(), options: job_options.clone() };
         let job_id = if submit_twice {
@@ -823,16 +853,30 @@ async fn simulate_in(
         } else {
             submit_job(&client_tls, &coordinator_at, &request).await?
         };
+        // Rescaling: stop with a savepoint, submit from it at the next parallelism.
+        let mut running = job_id;
+        for (phase, ((spec, mut options, next_id), stop_after)) in later_phases.into_iter().zip(stops).enumerate() {
+            madsim::time::sleep(stop_after).await;
+            let path = match stop_with_savepoint(&client_tls, &coordinator_at, &running, &savepoint_dir).await? {
+                Stopped::Savepoint(path) => path,
+                // All input was read first: the job finished (or failed, as promised).
+                Stopped::Ended(status) => return Ok(status),
+            };
+            rt::trace(&format!(
+                "job {running} stopped with savepoint {path}; resubmitting at parallelism {}",
+                spec.parallelism
+            ));
+            savepoints_taken.lock().expect("savepoints").push((path.clone(), phase + 1));
+            options.from_savepoint = Some(path);
+            let request = ClientRequest::Submit { spec, options };
+            running = submit_phase(&client_tls, &coordinator_at, &request, next_id).await?;
+        }
         loop {
             madsim::time::sleep(Duration::from_millis(250)).await;
-            let request = ClientRequest::Status { job_id: job_id.clone() };
-            match weir_cluster::client::request(&client_tls, &coordinator_at, &request).await {
-                Ok(ClientResponse::Status(status)) => match status.state {
-                    JobState::Finished | JobState::Failed | JobState::Cancelled => return Ok(status),
-                    _ => {}
-                },
-                Ok(other) => return Err(format!("status refused: {other:?}")),
-                Err(_) => {}
+            if let Some(status) = job_status(&client_tls, &coordinator_at, &running).await? {
+                if matches!(status.state, JobState::Finished | JobState::Failed | JobState::Cancelled) {
+                    return Ok(status);
+                }
             }
         }
     });
@@ -848,7 +892,9 @@ async fn simulate_in(
         store_name: store_name.to_string(),
         job_id,
         job,
+        phases: phases.iter().map(|(id, job, _)| (id.clone(), job.clone())).collect(),
     };
+    let job_ids: Vec<String> = world.phases.iter().map(|(id, _)| id.clone()).collect();
 
     // The commit oracle: output an attempt staged for epoch n is committed only after a
     // checkpoint >= n *of that attempt* completed (its `_metadata` is in storage; a checkpoint
@@ -857,9 +903,9 @@ async fn simulate_in(
     // committed files, whatever committed them.
     let violation: Arc<Mutex<Option<String>>> = Arc::default();
     {
-        let (storage, job_id, violation) = (world.storage.clone(), world.job_id.clone(), violation.clone());
+        let (storage, job_ids, violation) = (world.storage.clone(), job_ids.clone(), violation.clone());
         faultpoint::observe_commits(Arc::new(move |dir: &Path, attempt: u64, newest: u64| {
-            let covered = storage.newest_completed_by(&job_id, attempt);
+            let covered = World::newest_completed_by(&storage, &job_ids, attempt);
             if newest > covered {
                 violation.lock().expect("violation").get_or_insert(format!(
                     "{}: a sink commits attempt {attempt:016x}'s output of epoch {newest} while the newest checkpoint that attempt completed is {covered}",
@@ -872,8 +918,8 @@ async fn simulate_in(
     // reason committed output may shrink).
     let damaged: Arc<Mutex<Damaged>> = Arc::default();
     let monitor = {
-        let (dirs, storage, job_id, violation, damaged) =
-            (world.job.sink_dirs(), world.storage.clone(), world.job_id.clone(), violation.clone(), damaged.clone());
+        let (dirs, storage, job_ids, violation, damaged) =
+            (world.job.sink_dirs(), world.storage.clone(), job_ids.clone(), violation.clone(), damaged.clone());
         madsim::task::spawn(async move {
             let mut seen = CommittedFiles::default();
             let mut looked_at = None;
@@ -885,7 +931,7 @@ async fn simulate_in(
                     continue;
                 }
                 looked_at = Some(version);
-                let found = committed_beyond_completion(&dirs, &storage, &job_id)
+                let found = committed_beyond_completion(&dirs, &storage, &job_ids)
                     .or_else(|| seen.update(&dirs, &damaged.lock().expect("damaged")).err());
                 if let Some(found) = found {
                     violation.lock().expect("violation").get_or_insert(found);
@@ -938,14 +984,24 @@ async fn simulate_in(
             violations.len()
         ));
     }
-    if let Some(found) = committed_beyond_completion(&world.job.sink_dirs(), &world.storage, &world.job_id) {
+    if let Some(found) = committed_beyond_completion(&world.job.sink_dirs(), &world.storage, &job_ids) {
         return Err(format!("output committed for an epoch whose checkpoint never completed: {found}"));
     }
     every_checkpoint_restores(&world, &damaged.checkpoints).await?;
+    // Every savepoint restores into the job started from it, at its parallelism.
+    for (path, phase) in std::mem::take(&mut *savepoints.lock().expect("savepoints")) {
+        let savepoint = weir_core::savepoint::read_savepoint(&path)
+            .await
+            .map_err(|error| format!("savepoint {path} does not read back: {error}"))?;
+        let (_, job) = &world.phases[phase];
+        weir_cluster::deploy::plan_restore(Some(&savepoint), job, false).map_err(|error| {
+            format!("savepoint {path} does not restore at parallelism {}: {error}", job.parallelism())
+        })?;
+    }
 
     // Safety: the committed output equals the sequential reference (or, for a job that
     // stopped on a damaged record as promised, holds nothing the reference does not).
-    match judge(&world.job) {
+    match judge(&world.phases.last().expect("a phase").1) {
         Judgement::Equal => Ok(()),
         Judgement::Differs { missing_or_wrong: _, report } if !failed_as_promised => {
             Err(format!("exactly-once violated:\n{report}"))
@@ -1263,6 +1319,30 @@ fn judge_enrichment(job: &PlannedJob) -> Judgement {
 }
 
 /// Submits a job like an operator would: the coordinator may need a moment to listen.
+/// Submits a later phase of a rescaling run (`job_id`, from a savepoint). A refusal is asked
+/// again for a while — the savepoint or the job's records may meet a storage fault — and an
+/// answer lost with a coordinator finds the job running on the retry.
+async fn submit_phase(
+    tls: &TlsContext,
+    coordinator: &str,
+    request: &ClientRequest,
+    job_id: String,
+) -> Result<String, String> {
+    let mut refusals = 0;
+    loop {
+        match submit_job(tls, coordinator, request).await {
+            Ok(id) => return Ok(id),
+            Err(message) if message.contains("already running") => return Ok(job_id),
+            Err(message) if refusals < 40 => {
+                rt::trace(&format!("submission of {job_id} refused, asking again: {message}"));
+                refusals += 1;
+                madsim::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(message) => return Err(format!("submission of {job_id} from a savepoint refused: {message}")),
+        }
+    }
+}
+
 async fn submit_job(tls: &TlsContext, coordinator: &str, request: &ClientRequest) -> Result<String, String> {
     for _ in 0..50 {
         match weir_cluster::client::request(tls, coordinator, request).await {
@@ -1587,8 +1667,10 @@ async fn rogue_peer(tls: TlsContext, coordinator: String, workers: Vec<String>) 
 }
 
 /// The first committed part file whose epoch no stored checkpoint covers yet.
-fn committed_beyond_completion(dirs: &[PathBuf], storage: &StorageFaults, job_id: &str) -> Option<String> {
-    let completed = storage.completed_checkpoints(job_id).last().copied().unwrap_or(0);
+fn committed_beyond_completion(dirs: &[PathBuf], storage: &StorageFaults, job_ids: &[String]) -> Option<String> {
+    // Epochs go on across rescaling: the newest checkpoint of any of the job's phases counts.
+    let completed =
+        job_ids.iter().filter_map(|job_id| storage.completed_checkpoints(job_id).last().copied()).max().unwrap_or(0);
     for dir in dirs {
         let Ok(entries) = weir_core::fs::read_dir(dir) else { continue };
         for entry in entries {
@@ -1609,21 +1691,77 @@ fn committed_beyond_completion(dirs: &[PathBuf], storage: &StorageFaults, job_id
 /// Every checkpoint whose `_metadata` reached storage and is still there verifies and splits
 /// into slot states (except those the plan damaged on purpose).
 async fn every_checkpoint_restores(world: &World, damaged: &[u64]) -> Result<(), String> {
-    let store =
-        CheckpointStore::open(&format!("memory://{}", world.store_name), &world.job_id).map_err(|e| e.to_string())?;
-    for checkpoint in world.storage.completed_checkpoints(&world.job_id) {
-        if damaged.contains(&checkpoint) {
-            continue;
-        }
-        match store.load(checkpoint).await {
-            Ok(restored) => {
-                weir_cluster::deploy::plan_restore(Some(&restored), &world.job)
-                    .map_err(|e| format!("completed checkpoint {checkpoint} does not restore: {e}"))?;
+    for (job_id, job) in &world.phases {
+        let store =
+            CheckpointStore::open(&format!("memory://{}", world.store_name), job_id).map_err(|e| e.to_string())?;
+        for checkpoint in world.storage.completed_checkpoints(job_id) {
+            // The plan damages the first phase's checkpoints.
+            if damaged.contains(&checkpoint) && *job_id == world.job_id {
+                continue;
             }
-            // Deleted by retention (or as corrupt, metadata first): nothing left to restore.
-            Err(CheckpointError::Corrupt { reason, .. }) if reason.contains("_metadata is missing") => {}
-            Err(error) => return Err(format!("completed checkpoint {checkpoint} does not restore: {error}")),
+            match store.load(checkpoint).await {
+                Ok(restored) => {
+                    weir_cluster::deploy::plan_restore(Some(&restored), job, false)
+                        .map_err(|e| format!("completed checkpoint {checkpoint} of {job_id} does not restore: {e}"))?;
+                }
+                // Deleted by retention (or as corrupt, metadata first): nothing left to restore.
+                Err(CheckpointError::Corrupt { reason, .. }) if reason.contains("_metadata is missing") => {}
+                Err(error) => return Err(format!("completed checkpoint {checkpoint} does not restore: {error}")),
+            }
         }
     }
     Ok(())
+}
+
+/// How a stop with a savepoint ended.
+enum Stopped {
+    /// The job stopped with this savepoint.
+    Savepoint(String),
+    /// The job ended first (all input read), or failed as a fault promised.
+    Ended(JobStatus),
+}
+
+/// Stops job `job_id` with a savepoint in `dir`, asking again while the job is restarting or a
+/// savepoint is declined (a storage fault), and finding the savepoint in the job's status when
+/// the answer was lost with a coordinator.
+async fn stop_with_savepoint(tls: &TlsContext, coordinator: &str, job_id: &str, dir: &str) -> Result<Stopped, String> {
+    let request = ClientRequest::Savepoint { job_id: job_id.to_owned(), dir: Some(dir.to_owned()), stop: true };
+    loop {
+        match weir_cluster::client::request(tls, coordinator, &request).await {
+            Ok(ClientResponse::Savepoint { path, .. }) => return Ok(Stopped::Savepoint(path)),
+            Ok(ClientResponse::Error(message)) => {
+                rt::trace(&format!("stop with savepoint of {job_id} refused: {message}"));
+                if let Some(status) = job_status(tls, coordinator, job_id).await? {
+                    match status.state {
+                        JobState::Stopped => {
+                            let message = status.message.clone().unwrap_or_default();
+                            let path = message
+                                .strip_prefix("stopped with savepoint ")
+                                .ok_or_else(|| format!("a stopped job's status names no savepoint: {message:?}"))?;
+                            return Ok(Stopped::Savepoint(path.to_owned()));
+                        }
+                        JobState::Finished | JobState::Failed | JobState::Cancelled => {
+                            return Ok(Stopped::Ended(status))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(other) => return Err(format!("stop with savepoint answered {other:?}")),
+            Err(_) => {}
+        }
+        madsim::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Job `job_id`'s status; `None` while the coordinator cannot be reached.
+async fn job_status(tls: &TlsContext, coordinator: &str, job_id: &str) -> Result<Option<JobStatus>, String> {
+    let request = ClientRequest::Status { job_id: job_id.to_owned() };
+    match weir_cluster::client::request(tls, coordinator, &request).await {
+        Ok(ClientResponse::Status(status)) => Ok(Some(status)),
+        // A restarted coordinator lists the job once its scan of the store found it.
+        Ok(ClientResponse::Error(message)) if message.starts_with("no job") => Ok(None),
+        Ok(other) => Err(format!("status refused: {other:?}")),
+        Err(_) => Ok(None),
+    }
 }

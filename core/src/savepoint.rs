@@ -1,0 +1,176 @@
+//! Savepoints: checkpoints a user asks for, to stop a job and start it again — after its code
+//! changed, at another parallelism, into another checkpoint directory.
+//!
+//! ```text
+//! <dir>/savepoint-<job-id>-<n>-<token>/state       every slot's state in one canonical file
+//! <dir>/savepoint-<job-id>-<n>-<token>/_metadata   written last, with a CRC32 of itself and of `state`
+//! ```
+//!
+//! A checkpoint belongs to its job: it is one file per slot, retention deletes it, and only the
+//! job that took it restores it. A savepoint is self-contained and belongs to the user: the
+//! slots' states are merged into one file ordered by operator and key group (the canonical
+//! form, the same whatever the parallelism that took it), nothing ever deletes it, and any job
+//! may start from it (`--from-savepoint PATH`). It is taken as a checkpoint of the running job
+//! — so the output it covers is committed like any checkpoint's — and copied here once that
+//! checkpoint is complete. Like a checkpoint, it is complete iff its `_metadata` exists.
+
+use bytes::Bytes;
+
+use crate::checkpoint::{decode_metadata, encode_metadata, CheckpointError, CheckpointMetadata, CheckpointStore};
+use crate::checkpoint::{FileEntry, RestoredCheckpoint, METADATA};
+
+/// The name of a savepoint's state file.
+pub const SAVEPOINT_STATE: &str = "state";
+
+/// The directory name of the savepoint of `job_id` at checkpoint `checkpoint`, taken by the
+/// deployment attempt `attempt` (unique: a checkpoint id may be taken again after a restore).
+pub fn savepoint_name(job_id: &str, checkpoint: u64, attempt: u64) -> String {
+    format!("savepoint-{job_id}-{checkpoint}-{attempt:016x}")
+}
+
+/// Splits a savepoint path into the location of its directory and its name.
+fn split_path(path: &str) -> Result<(&str, &str), CheckpointError> {
+    let trimmed = path.trim_end_matches('/');
+    let (dir, name) = match trimmed.rsplit_once('/') {
+        None => (".", trimmed),
+        Some(("", name)) => ("/", name),
+        Some((dir, name)) => (dir, name),
+    };
+    if name.is_empty() || name.starts_with('.') || name.contains(':') || dir.ends_with(":/") {
+        return Err(CheckpointError::Savepoint {
+            path: path.to_string(),
+            reason: "not a savepoint path: name the savepoint's own directory, as `weir job savepoint` printed it"
+                .into(),
+        });
+    }
+    Ok((dir, name))
+}
+
+/// Writes a savepoint in directory `dir`: its canonical `state` first, then its `_metadata`
+/// (which `metadata` is completed into: the file list, the savepoint flag). Returns its path.
+pub async fn write_savepoint(
+    dir: &str,
+    name: &str,
+    mut metadata: CheckpointMetadata,
+    state: Bytes,
+) -> Result<String, CheckpointError> {
+    let store = CheckpointStore::open(dir, name)?;
+    metadata.files =
+        vec![FileEntry { name: SAVEPOINT_STATE.into(), size: state.len() as u64, crc32: crc32fast::hash(&state) }];
+    metadata.savepoint = true;
+    store.put_object(SAVEPOINT_STATE, state).await?;
+    store.put_object(METADATA, Bytes::from(encode_metadata(&metadata))).await?;
+    Ok(format!("{}/{name}", dir.trim_end_matches('/')))
+}
+
+/// Opens the savepoint at `path` (without creating anything: a mistyped path is an error, not
+/// a new directory) and reads and verifies its metadata.
+async fn open_savepoint(path: &str) -> Result<(CheckpointStore, CheckpointMetadata), CheckpointError> {
+    let (dir, name) = split_path(path)?;
+    let refuse = |reason: String| CheckpointError::Savepoint { path: path.to_string(), reason };
+    let local = match dir.strip_prefix("file://") {
+        Some(local) => Some(local),
+        None if dir.contains("://") => None,
+        None => Some(dir),
+    };
+    if let Some(local) = local {
+        if crate::fs::metadata(&std::path::Path::new(local).join(name)).is_err() {
+            return Err(refuse(format!(
+                "has no {METADATA}: the directory does not exist (use the path `weir job savepoint` printed)"
+            )));
+        }
+    }
+    let store = CheckpointStore::open(dir, name)?;
+    let raw = store.get_object(METADATA).await?.ok_or_else(|| {
+        refuse(format!(
+            "has no {METADATA}: it does not exist, or its writing never completed (use the path `weir job savepoint` printed)"
+        ))
+    })?;
+    let metadata = decode_metadata(&raw).map_err(refuse)?;
+    if !metadata.savepoint {
+        return Err(refuse("is a checkpoint's metadata, not a savepoint's".into()));
+    }
+    Ok((store, metadata))
+}
+
+/// The verified metadata of the savepoint at `path` (its files are not read).
+pub async fn read_savepoint_metadata(path: &str) -> Result<CheckpointMetadata, CheckpointError> {
+    Ok(open_savepoint(path).await?.1)
+}
+
+/// Reads and verifies the savepoint at `path`. Every failure names the savepoint and what is
+/// wrong with it: a savepoint is restored because the user named it, so nothing falls back.
+pub async fn read_savepoint(path: &str) -> Result<RestoredCheckpoint, CheckpointError> {
+    let refuse = |reason: String| CheckpointError::Savepoint { path: path.to_string(), reason };
+    let (store, metadata) = open_savepoint(path).await?;
+    let mut files = Vec::with_capacity(metadata.files.len());
+    for entry in &metadata.files {
+        let content = store
+            .get_object(&entry.name)
+            .await?
+            .ok_or_else(|| refuse(format!("its file {} is missing", entry.name)))?;
+        if content.len() as u64 != entry.size || crc32fast::hash(&content) != entry.crc32 {
+            return Err(refuse(format!(
+                "its file {} does not match its checksum (size {} vs {} recorded): it is damaged",
+                entry.name,
+                content.len(),
+                entry.size
+            )));
+        }
+        files.push(content);
+    }
+    Ok(RestoredCheckpoint { metadata, files })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::FORMAT_VERSION;
+
+    fn metadata() -> CheckpointMetadata {
+        CheckpointMetadata {
+            format_version: FORMAT_VERSION,
+            job_id: "bids-1".into(),
+            checkpoint_id: 7,
+            parallelism: 3,
+            finished: false,
+            files: Vec::new(),
+            attempt: 9,
+            generation: 2,
+            savepoint: false,
+        }
+    }
+
+    #[test]
+    fn paths_split_into_a_location_and_a_name() {
+        assert_eq!(split_path("memory://sp/savepoint-a").unwrap(), ("memory://sp", "savepoint-a"));
+        assert_eq!(split_path("/tmp/x/savepoint-a/").unwrap(), ("/tmp/x", "savepoint-a"));
+        assert_eq!(split_path("file:///tmp/savepoint-a").unwrap(), ("file:///tmp", "savepoint-a"));
+        assert_eq!(split_path("savepoint-a").unwrap(), (".", "savepoint-a"));
+        assert!(split_path("memory://").is_err());
+        assert!(split_path("/").is_err());
+    }
+
+    #[test]
+    fn a_savepoint_reads_back_and_a_damaged_one_is_refused_by_name() {
+        crate::rt::block_on(async {
+            let name = savepoint_name("bids-1", 7, 9);
+            let path = write_savepoint("memory://savepoint-test", &name, metadata(), Bytes::from_static(b"state"))
+                .await
+                .unwrap();
+            assert_eq!(path, format!("memory://savepoint-test/{name}"));
+            let restored = read_savepoint(&path).await.unwrap();
+            assert!(restored.metadata.savepoint);
+            assert_eq!(restored.metadata.checkpoint_id, 7);
+            assert_eq!(&restored.files[0][..], b"state");
+
+            let store = CheckpointStore::open("memory://savepoint-test", &name).unwrap();
+            store.put_object(SAVEPOINT_STATE, Bytes::from_static(b"stale")).await.unwrap();
+            let error = read_savepoint(&path).await.unwrap_err().to_string();
+            assert!(error.contains(&path) && error.contains("does not match its checksum"), "{error}");
+
+            let error = read_savepoint("memory://savepoint-test/savepoint-nothing").await.unwrap_err().to_string();
+            assert!(error.contains("has no _metadata"), "{error}");
+        });
+    }
+}
