@@ -109,7 +109,10 @@ fn inspect_savepoint(path: &str) -> Result<String, String> {
         }
     }
     let _ = writeln!(report, "\n{:<40} {:<28} {:>14}", "OPERATOR", "KEY GROUPS", "BYTES");
-    for (operator, (groups, size)) in &operators {
+    for (operator, (groups, size)) in &mut operators {
+        // One file per slot: each slot's range, and each slot's copy of replicated state.
+        groups.sort_unstable();
+        groups.dedup();
         let _ = writeln!(report, "{operator:<40} {:<28} {size:>14}", key_group_ranges(groups));
     }
     let _ = writeln!(report, "\n{:<8} {:>16} {:>12}  WATERMARK", "SPLIT", "POSITION", "LINE");

@@ -289,7 +289,8 @@ impl CoordinatorArgs {
         Ok(crate::server::CoordinatorOptions {
             listen: self.listen.clone(),
             tls: crate::tls::TlsContext::load(&self.tls.certs, crate::tls::Role::Coordinator)?,
-            checkpoint_dir: self.checkpoint_dir.clone(),
+            // Absolute: workers upload state there from their own working directories.
+            checkpoint_dir: absolute_location(&self.checkpoint_dir),
             // Absolute: the paths of savepoints are printed for clients in other directories.
             savepoint_dir: absolute_location(
                 &self

@@ -2,11 +2,13 @@
 //! the sinks to commit.
 //!
 //! Checkpoint `n` closes epoch `n`. The coordinator triggers it (every slot's sources move to
-//! epoch `n + 1` at their next record boundary), waits for every slot's state, uploads each as
-//! it arrives, writes `_metadata` last, and only then sends `Complete(n)`, on which sinks
-//! commit what they staged for epochs `<= n`. At most one checkpoint is in flight. A
-//! checkpoint whose upload fails, or that does not complete within the checkpoint timeout, is
-//! declined: the next one covers its epoch too. When every split has been read to its end, a
+//! epoch `n + 1` at their next record boundary), waits until every slot has uploaded its state
+//! file to the checkpoint store — slots upload their own state, so that it never funnels
+//! through the coordinator, which sees only each file's name, size and checksum — writes
+//! `_metadata` last, and only then sends `Complete(n)`, on which sinks commit what they staged
+//! for epochs `<= n`. At most one checkpoint is in flight. A checkpoint a slot cannot upload
+//! its state of, or that does not complete within the checkpoint timeout, is declined: the
+//! next one covers its epoch too. When every split has been read to its end, a
 //! final checkpoint closes the last epoch and the job ends.
 //!
 //! Events come from slots that may run in other processes: a slot number out of range, or a
@@ -28,7 +30,8 @@ use weir_core::rt;
 use weir_core::time::Epoch;
 use weir_dataflow::metrics::SlotMetrics;
 
-use crate::slot::{SlotCommand, SlotEvent, SlotLink};
+use crate::slot::{SavepointTarget, SlotCommand, SlotEvent, SlotLink};
+use weir_core::savepoint::{savepoint_name, savepoint_state_file};
 
 /// A point at which tests make the embedded cluster stop dead, as if the process were killed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -92,6 +95,9 @@ pub enum JobError {
     /// Checkpoint storage failed persistently.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A slot could not upload its state of the final checkpoint; a restart takes it again.
+    #[error("{0}")]
+    StateUpload(String),
     /// Too many checkpoints in a row failed.
     #[error("{failures} checkpoints in a row failed, the last with: {last}")]
     CheckpointsFailing {
@@ -173,23 +179,22 @@ impl SavepointRequest {
 
 /// Consecutive failed checkpoints after which the job fails.
 const TOLERABLE_CHECKPOINT_FAILURES: u32 = 5;
-/// Attempts to upload one object before a checkpoint is declined.
+/// Attempts to write a job record before giving up.
 const UPLOAD_ATTEMPTS: u32 = 3;
 
 struct Pending {
     checkpoint: Epoch,
     last: bool,
     files: BTreeMap<usize, FileEntry>,
-    /// For a savepoint: every slot's state file, kept to be merged once the checkpoint is
-    /// complete.
-    savepoint_states: Option<BTreeMap<usize, bytes::Bytes>>,
+    /// For a savepoint's checkpoint: where the savepoint goes, and each slot's file there.
+    savepoint: Option<(SavepointTarget, BTreeMap<usize, FileEntry>)>,
     /// Declined if not complete by then.
     deadline: rt::Instant,
 }
 
 impl Pending {
     fn new(checkpoint: Epoch, last: bool, timeout: Duration) -> Self {
-        Pending { checkpoint, last, files: BTreeMap::new(), savepoint_states: None, deadline: rt::now() + timeout }
+        Pending { checkpoint, last, files: BTreeMap::new(), savepoint: None, deadline: rt::now() + timeout }
     }
 }
 
@@ -204,6 +209,7 @@ fn violation(message: String) -> JobError {
 fn check_slot(event: &SlotEvent, parallelism: usize) -> Result<(), JobError> {
     let slot = match event {
         SlotEvent::Snapshot { slot, .. }
+        | SlotEvent::SnapshotFailed { slot, .. }
         | SlotEvent::Failed { slot, .. }
         | SlotEvent::CommitFailed { slot, .. }
         | SlotEvent::InputDone { slot }
@@ -256,7 +262,7 @@ pub async fn coordinate(
             }
             tracing::info!(checkpoint = next_checkpoint, "all input read; taking the final checkpoint");
             pending = Some(Pending::new(next_checkpoint, true, config.checkpoint_timeout));
-            broadcast(SlotCommand::Trigger { checkpoint: next_checkpoint, last: true });
+            broadcast(SlotCommand::Trigger { checkpoint: next_checkpoint, last: true, savepoint: None });
         }
         // A savepoint waiting for its checkpoint triggers it at once.
         let trigger_at = if savepoint.is_some() && pending.is_none() { rt::now() } else { next_trigger };
@@ -321,7 +327,31 @@ pub async fn coordinate(
                             }
                         }
                     }
-                    SlotEvent::Snapshot { slot, checkpoint, state, records_read } => {
+                    SlotEvent::SnapshotFailed { slot, checkpoint, message } => {
+                        let Some(current) = pending.as_ref().filter(|p| p.checkpoint == checkpoint) else {
+                            tracing::debug!(slot, checkpoint, "ignoring a failed upload of a declined checkpoint");
+                            continue;
+                        };
+                        let error = format!("slot {slot} could not upload its state of checkpoint {checkpoint}: {message}");
+                        if current.last {
+                            stop_all();
+                            return Err(JobError::StateUpload(error));
+                        }
+                        consecutive_failures += 1;
+                        outcome.checkpoints_declined += 1;
+                        tracing::warn!(checkpoint, %error, "checkpoint declined; the next one will cover its epoch");
+                        if current.savepoint.is_some() {
+                            savepoint.take().expect("a savepoint's checkpoint").refuse(format!("its checkpoint was declined: {error}"));
+                        }
+                        if consecutive_failures >= TOLERABLE_CHECKPOINT_FAILURES {
+                            stop_all();
+                            return Err(JobError::CheckpointsFailing { failures: consecutive_failures, last: error });
+                        }
+                        pending = None;
+                        next_checkpoint += 1;
+                        next_trigger = rt::now() + interval;
+                    }
+                    SlotEvent::Snapshot { slot, checkpoint, file, savepoint_file, records_read } => {
                         if let Some(slot_metrics) = metrics.get(slot) {
                             slot_metrics.records_read.fetch_max(records_read, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -333,43 +363,37 @@ pub async fn coordinate(
                             stop_all();
                             return Err(violation(format!("slot {slot} sent its state of checkpoint {checkpoint} twice")));
                         }
+                        // The slot uploaded the file itself; what `_metadata` will name must be
+                        // the file of this attempt (and of this savepoint), nothing else.
+                        let expected = slot_state_file(slot, config.attempt);
+                        if file.name != expected {
+                            stop_all();
+                            return Err(violation(format!(
+                                "slot {slot} reported state file {:?} for checkpoint {checkpoint}; this attempt's is {expected:?}",
+                                file.name
+                            )));
+                        }
+                        match (current.savepoint.as_mut(), savepoint_file) {
+                            (None, None) => {}
+                            (Some((_, files)), Some(entry)) if entry.name == savepoint_state_file(slot) => {
+                                files.insert(slot, entry);
+                            }
+                            _ => {
+                                stop_all();
+                                return Err(violation(format!(
+                                    "slot {slot}'s state of checkpoint {checkpoint} does not match whether its trigger asked for a savepoint"
+                                )));
+                            }
+                        }
                         if let Some(CrashPoint::DuringUpload { checkpoint: c, slots: n }) = config.crash_at {
                             if c == checkpoint && current.files.len() == n {
                                 stop_all();
                                 return Err(JobError::Crashed(config.crash_at.expect("set")));
                             }
                         }
-                        let state = bytes::Bytes::from(state);
-                        if let Some(states) = current.savepoint_states.as_mut() {
-                            states.insert(slot, state.clone());
-                        }
-                        match upload(&store, checkpoint, slot, state).await {
-                            Ok(entry) => {
-                                outcome.state_bytes += entry.size;
-                                current.files.insert(slot, entry);
-                                faultpoint::reached(Moment::StateUploaded).await;
-                            }
-                            Err(error) if !current.last => {
-                                consecutive_failures += 1;
-                                outcome.checkpoints_declined += 1;
-                                tracing::warn!(checkpoint, %error, "checkpoint declined; the next one will cover its epoch");
-                                if current.savepoint_states.is_some() {
-                                    savepoint.take().expect("a savepoint's checkpoint").refuse(format!("its checkpoint {checkpoint} was declined: {error}"));
-                                }
-                                if consecutive_failures >= TOLERABLE_CHECKPOINT_FAILURES {
-                                    stop_all();
-                                    return Err(JobError::CheckpointsFailing { failures: consecutive_failures, last: error.to_string() });
-                                }
-                                pending = None;
-                                next_checkpoint += 1;
-                                next_trigger = rt::now() + interval;
-                                continue;
-                            }
-                            Err(error) => {
-                                stop_all();
-                                return Err(error.into());
-                            }
-                        }
+                        outcome.state_bytes += file.size;
+                        current.files.insert(slot, file);
+                        faultpoint::reached(Moment::StateUploaded).await;
                         let mut acks_needed = config.parallelism;
                         if faultpoint::planted(PlantedBug::CheckpointCompleteEarly) && acks_needed > 1 {
                             acks_needed -= 1;
@@ -404,7 +428,7 @@ pub async fn coordinate(
                             consecutive_failures += 1;
                             outcome.checkpoints_declined += 1;
                             tracing::warn!(checkpoint, %error, "checkpoint declined at _metadata; the next one will cover its epoch");
-                            if current.savepoint_states.is_some() {
+                            if current.savepoint.is_some() {
                                 savepoint.take().expect("a savepoint's checkpoint").refuse(format!("its checkpoint {checkpoint} was declined: {error}"));
                             }
                             if consecutive_failures >= TOLERABLE_CHECKPOINT_FAILURES {
@@ -427,9 +451,9 @@ pub async fn coordinate(
                             stop_all();
                             return Err(JobError::Crashed(CrashPoint::BeforeCommit { checkpoint }));
                         }
-                        if let Some(states) = current.savepoint_states {
+                        if let Some((target, files)) = current.savepoint {
                             let request = savepoint.take().expect("a savepoint's checkpoint");
-                            match write_savepoint(&config, checkpoint, &request.dir, states).await {
+                            match complete_savepoint(&config, checkpoint, &target, files).await {
                                 Ok(path) if request.stop => stopping = Some((path, request)),
                                 Ok(path) => {
                                     tracing::info!(checkpoint, path, "savepoint written");
@@ -461,11 +485,13 @@ pub async fn coordinate(
                     tracing::debug!(checkpoint = next_checkpoint, savepoint = savepoint.is_some(), "triggering checkpoint");
                     rt::trace(&format!("{} checkpoint {next_checkpoint} triggered", config.job_id));
                     let mut triggered = Pending::new(next_checkpoint, false, config.checkpoint_timeout);
-                    if savepoint.is_some() {
-                        triggered.savepoint_states = Some(BTreeMap::new());
-                    }
+                    let target = savepoint.as_ref().map(|request| SavepointTarget {
+                        dir: request.dir.clone(),
+                        name: savepoint_name(&config.job_id, next_checkpoint, config.attempt),
+                    });
+                    triggered.savepoint = target.clone().map(|target| (target, BTreeMap::new()));
                     pending = Some(triggered);
-                    broadcast(SlotCommand::Trigger { checkpoint: next_checkpoint, last: false });
+                    broadcast(SlotCommand::Trigger { checkpoint: next_checkpoint, last: false, savepoint: target });
                 }
             }
             _ = rt::sleep_until(pending.as_ref().map_or(next_progress, |p| p.deadline)), if pending.is_some() => {
@@ -477,7 +503,7 @@ pub async fn coordinate(
                 consecutive_failures += 1;
                 outcome.checkpoints_declined += 1;
                 tracing::warn!(checkpoint = expired.checkpoint, timeout = ?config.checkpoint_timeout, "checkpoint declined: not complete in time; the next one will cover its epoch");
-                if expired.savepoint_states.is_some() {
+                if expired.savepoint.is_some() {
                     savepoint.take().expect("a savepoint's checkpoint").refuse(format!(
                         "its checkpoint {} did not complete within {:?}",
                         expired.checkpoint, config.checkpoint_timeout
@@ -526,57 +552,29 @@ async fn next_request(requests: &mut Option<&mut UnboundedReceiver<SavepointRequ
     }
 }
 
-/// Writes the savepoint of complete checkpoint `checkpoint` to `dir`: the slots' state files
-/// merged into canonical form. Returns its path, or why it could not be written.
-async fn write_savepoint(
+/// Completes the savepoint of complete checkpoint `checkpoint`, whose slots uploaded `files`
+/// to `target`: writes its `_metadata`. Returns its path, or why it could not be written.
+async fn complete_savepoint(
     config: &CoordinatorConfig,
     checkpoint: Epoch,
-    dir: &str,
-    states: BTreeMap<usize, bytes::Bytes>,
+    target: &SavepointTarget,
+    files: BTreeMap<usize, FileEntry>,
 ) -> Result<String, String> {
-    let mut slots = Vec::with_capacity(states.len());
-    for (slot, bytes) in states {
-        let (_, snapshot) = weir_dataflow::snapshot::SlotSnapshot::decode(&bytes, checkpoint)
-            .map_err(|error| format!("slot {slot}'s state of checkpoint {checkpoint} does not decode: {error}"))?;
-        slots.push(snapshot);
-    }
-    let canonical = weir_dataflow::snapshot::SlotSnapshot::canonical(slots)?;
+    assert_eq!(files.len(), config.parallelism, "a savepoint completes with every slot's file");
     let metadata = CheckpointMetadata {
         format_version: FORMAT_VERSION,
         job_id: config.job_id.clone(),
         checkpoint_id: checkpoint,
         parallelism: config.parallelism,
         finished: false,
-        files: Vec::new(),
+        files: files.into_values().collect(),
         attempt: config.attempt,
         generation: config.generation,
         savepoint: true,
     };
-    let name = weir_core::savepoint::savepoint_name(&config.job_id, checkpoint, config.attempt);
-    let state = bytes::Bytes::from(canonical.encode(0, checkpoint));
-    weir_core::savepoint::write_savepoint(dir, &name, metadata, state)
+    weir_core::savepoint::complete_savepoint(&target.dir, &target.name, metadata)
         .await
         .map_err(|error| format!("cannot write the savepoint of checkpoint {checkpoint}: {error}"))
-}
-
-async fn upload(
-    store: &CheckpointStore,
-    checkpoint: Epoch,
-    slot: usize,
-    state: bytes::Bytes,
-) -> Result<FileEntry, CheckpointError> {
-    let mut attempt = 1;
-    loop {
-        match store.put_file(checkpoint, &slot_state_file(slot), state.clone()).await {
-            Ok(entry) => return Ok(entry),
-            Err(error) if attempt < UPLOAD_ATTEMPTS => {
-                tracing::warn!(checkpoint, slot, attempt, %error, "state upload failed; retrying");
-                rt::sleep(Duration::from_millis(50 << attempt)).await;
-                attempt += 1;
-            }
-            Err(error) => return Err(error),
-        }
-    }
 }
 
 /// Prints progress lines: events read, rate, watermark, last checkpoint.
@@ -651,7 +649,8 @@ mod tests {
     }
 
     fn snapshot(slot: usize, checkpoint: Epoch) -> SlotEvent {
-        SlotEvent::Snapshot { slot, checkpoint, state: vec![1, 2, 3], records_read: 0 }
+        let file = FileEntry { name: slot_state_file(slot, 1), size: 3, crc32: 0 };
+        SlotEvent::Snapshot { slot, checkpoint, file, savepoint_file: None, records_read: 0 }
     }
 
     fn run(

@@ -391,6 +391,8 @@ pub struct SlotLaunch {
     pub doorbell: Arc<SlotDoorbell>,
     /// Source throttle for this slot, records per second.
     pub rate_limit: Option<u64>,
+    /// The job's checkpoint store, which the slot uploads its state files to.
+    pub store: CheckpointStore,
 }
 
 /// Starts a slot on its own thread. A panic in the slot becomes a `Failed` event.
@@ -408,6 +410,7 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
         events,
         doorbell,
         rate_limit,
+        store,
     } = launch;
     let restored = restored_slot(snapshot);
     rt::spawn_slot(format!("weir-slot-{slot}"), move || async move {
@@ -434,6 +437,7 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
         let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(drive_slot(
             job,
             setup,
+            store,
             commands,
             slot_events,
             doorbell,
@@ -529,14 +533,11 @@ mod tests {
             let mut metadata = checkpoint([vec![], vec![]]).metadata;
             metadata.checkpoint_id = 5;
             let name = weir_core::savepoint::savepoint_name("other", 5, 1);
-            let path = weir_core::savepoint::write_savepoint(
-                "memory://restore-point-test-savepoints",
-                &name,
-                metadata,
-                bytes::Bytes::from_static(b"s"),
-            )
-            .await
-            .unwrap();
+            let dir = "memory://restore-point-test-savepoints";
+            let file =
+                weir_core::savepoint::put_savepoint_file(dir, &name, 0, bytes::Bytes::from_static(b"s")).await.unwrap();
+            metadata.files = vec![file];
+            let path = weir_core::savepoint::complete_savepoint(dir, &name, metadata).await.unwrap();
             let restored_id = |restored: &Option<RestoredCheckpoint>| {
                 restored.as_ref().map(|r| (r.metadata.checkpoint_id, r.metadata.savepoint))
             };

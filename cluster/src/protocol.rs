@@ -62,7 +62,10 @@ pub struct Deployment {
     /// The parallelism that took the restored checkpoint (0 for none): its slots' output is
     /// recovered ([`crate::deploy::slots_recovered_by`]).
     pub restored_parallelism: usize,
-    /// This attempt's fencing token (staged output is named by it).
+    /// The checkpoint storage root: slots upload their state files to `<root>/<job-id>/` (it
+    /// must be reachable from every worker, as Flink's checkpoint directory must).
+    pub checkpoint_dir: String,
+    /// This attempt's fencing token (staged output and state files are named by it).
     pub attempt_token: u64,
     /// The job's deployment generation (fences the output directory against stale deployments).
     pub generation: u64,

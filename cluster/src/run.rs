@@ -311,6 +311,7 @@ async fn run_job_async(registry: &JobRegistry, options: RunOptions) -> Result<Ru
             events: events_tx.clone(),
             doorbell: doorbells[slot].clone(),
             rate_limit: options.rate_limit.map(|rate| (rate / parallelism as u64).max(1)),
+            store: store.clone(),
         })?);
     }
     drop(events_tx);

@@ -246,6 +246,7 @@ fn on_worker_message(state: &Shared, worker_id: u64, message: ToCoordinator) -> 
             let own = route.slots_of.get(&worker_id);
             let slot = match &event {
                 SlotEvent::Snapshot { slot, .. }
+                | SlotEvent::SnapshotFailed { slot, .. }
                 | SlotEvent::Failed { slot, .. }
                 | SlotEvent::CommitFailed { slot, .. }
                 | SlotEvent::InputDone { slot }
@@ -666,7 +667,7 @@ async fn run_job(
         let outcome = tokio::select! {
             biased;
             _ = cancel.notified() => Err(AttemptEnd::Cancelled),
-            outcome = run_attempt(&state, &job, &job_options, &job_id, &store, &mut progressed, &mut savepoints) => outcome,
+            outcome = run_attempt(&state, &options, &job, &job_options, &job_id, &store, &mut progressed, &mut savepoints) => outcome,
         };
         // Whatever happened, the attempt's slots must stop everywhere before anything else runs.
         cancel_attempts_of(&state, &job_id);
@@ -820,8 +821,10 @@ enum AttemptEnded {
 
 /// Places, deploys and coordinates one attempt, which takes the savepoints asked for on
 /// `savepoints`.
+#[allow(clippy::too_many_arguments)]
 async fn run_attempt(
     state: &Shared,
+    options: &CoordinatorOptions,
     job: &PlannedJob,
     job_options: &JobOptions,
     job_id: &str,
@@ -930,6 +933,7 @@ async fn run_attempt(
             restored_epoch: plan.epoch,
             restored_attempt: plan.attempt,
             restored_parallelism: plan.restored_parallelism,
+            checkpoint_dir: options.checkpoint_dir.clone(),
             attempt_token,
             generation,
             placement: placements.clone(),

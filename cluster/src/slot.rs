@@ -16,8 +16,10 @@ use timely::communication::allocator::Thread;
 use timely::communication::Allocator;
 use timely::worker::{Config, Worker};
 
+use weir_core::checkpoint::{slot_state_file, CheckpointError, CheckpointStore, FileEntry};
 use weir_core::faultpoint::{self, Moment, PlantedBug};
 use weir_core::rt;
+use weir_core::savepoint::put_savepoint_file;
 use weir_core::time::Epoch;
 use weir_dataflow::exchange::Doorbell;
 use weir_dataflow::job::{build_slot, SlotSetup};
@@ -56,6 +58,8 @@ pub enum SlotCommand {
         checkpoint: Epoch,
         /// Whether this is the final checkpoint.
         last: bool,
+        /// The checkpoint is a savepoint's: the slot uploads its state there too.
+        savepoint: Option<SavepointTarget>,
     },
     /// Checkpoint `checkpoint` is complete: commit staged output through it.
     Complete {
@@ -66,20 +70,42 @@ pub enum SlotCommand {
     Stop,
 }
 
+/// Where a savepoint's state files go: savepoint `name` in directory `dir`
+/// ([`weir_core::savepoint`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavepointTarget {
+    /// The directory (a path, `file://` or `memory://` location).
+    pub dir: String,
+    /// The savepoint's name in it.
+    pub name: String,
+}
+
 /// What a slot tells the coordinator.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum SlotEvent {
-    /// The slot's state for a checkpoint, encoded as its state file.
+    /// The slot's state for a checkpoint is uploaded: the state file's entry for `_metadata`.
     Snapshot {
         /// The slot.
         slot: usize,
         /// The checkpoint id.
         checkpoint: Epoch,
-        /// The state file.
-        state: Vec<u8>,
+        /// The state file in the checkpoint.
+        file: FileEntry,
+        /// For a savepoint's checkpoint, the state file in the savepoint.
+        savepoint_file: Option<FileEntry>,
         /// Input records the slot had read when it took the snapshot (with the checkpoint, not
         /// a later heartbeat, so that the coordinator knows the checkpoint moved the input).
         records_read: u64,
+    },
+    /// The slot's state for a checkpoint could not be uploaded (after retries): the checkpoint
+    /// is declined; the slot goes on.
+    SnapshotFailed {
+        /// The slot.
+        slot: usize,
+        /// The checkpoint id.
+        checkpoint: Epoch,
+        /// What went wrong.
+        message: String,
     },
     /// The slot failed and stopped.
     Failed {
@@ -153,23 +179,49 @@ impl SlotLink {
 }
 
 /// Finishes a slot's snapshots off the slot's thread, in checkpoint order: makes the sinks'
-/// staged output durable, encodes the state copies, and reports each checkpoint
-/// ([`SlotEvent::Snapshot`]). If a sink cannot make its output durable the writer stops and
-/// the slot fails with its error. Stopped with the slot: a snapshot it had not reported
-/// belongs to no checkpoint.
+/// staged output durable, encodes the state copies, uploads the state file to the checkpoint
+/// store (and to a savepoint's directory) itself — state never travels to the coordinator —
+/// and reports each checkpoint with the file's entry ([`SlotEvent::Snapshot`]). If a sink
+/// cannot make its output durable the writer stops and the slot fails with its error; an
+/// upload that fails after retries declines the checkpoint ([`SlotEvent::SnapshotFailed`]).
+/// Stopped with the slot: a snapshot it had not reported belongs to no checkpoint.
 struct SnapshotWriter {
-    queue: UnboundedSender<(PendingSnapshot, u64)>,
+    queue: UnboundedSender<(PendingSnapshot, u64, Option<SavepointTarget>)>,
     failure: Arc<std::sync::Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Attempts to upload one state file before its checkpoint is declined.
+const UPLOAD_ATTEMPTS: u32 = 3;
+
+/// Runs `upload` up to [`UPLOAD_ATTEMPTS`] times, backing off between attempts.
+async fn with_retries<T, F, Fut>(what: &str, mut upload: F) -> Result<T, CheckpointError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CheckpointError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match upload().await {
+            Ok(done) => return Ok(done),
+            Err(error) if attempt < UPLOAD_ATTEMPTS => {
+                tracing::warn!(attempt, %error, "{what} failed; retrying");
+                rt::sleep(Duration::from_millis(50 << attempt)).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 impl SnapshotWriter {
-    fn start(slot: usize, events: UnboundedSender<SlotEvent>) -> Self {
-        let (queue, mut pending) = tokio::sync::mpsc::unbounded_channel::<(PendingSnapshot, u64)>();
+    fn start(slot: usize, attempt: u64, store: CheckpointStore, events: UnboundedSender<SlotEvent>) -> Self {
+        let (queue, mut pending) =
+            tokio::sync::mpsc::unbounded_channel::<(PendingSnapshot, u64, Option<SavepointTarget>)>();
         let failure = Arc::new(std::sync::Mutex::new(None));
         let failed = failure.clone();
         let task = tokio::spawn(async move {
-            while let Some((snapshot, records_read)) = pending.recv().await {
+            while let Some((snapshot, records_read, savepoint)) = pending.recv().await {
                 let checkpoint = snapshot.epoch;
                 // A blocking-pool thread in production (fsync may wait); inline in simulation. A
                 // panic (a bug, or a user type that does not serialize) fails the slot as it
@@ -180,14 +232,38 @@ impl SnapshotWriter {
                         .map(|state| state.encode(slot, checkpoint))
                 })
                 .await;
-                match finished {
-                    Ok(state) => {
-                        tracing::debug!(slot, checkpoint, bytes = state.len(), "slot snapshot written");
-                        let _ = events.send(SlotEvent::Snapshot { slot, checkpoint, state, records_read });
-                    }
+                let state = match finished {
+                    Ok(state) => bytes::Bytes::from(state),
                     Err(message) => {
                         *failed.lock().expect("not poisoned") = Some(message);
                         return;
+                    }
+                };
+                let name = slot_state_file(slot, attempt);
+                let uploaded = async {
+                    let file =
+                        with_retries("state upload", || store.put_file(checkpoint, &name, state.clone())).await?;
+                    let savepoint_file = match &savepoint {
+                        Some(target) => Some(
+                            with_retries("savepoint upload", || {
+                                put_savepoint_file(&target.dir, &target.name, slot, state.clone())
+                            })
+                            .await?,
+                        ),
+                        None => None,
+                    };
+                    Ok::<_, CheckpointError>((file, savepoint_file))
+                };
+                match uploaded.await {
+                    Ok((file, savepoint_file)) => {
+                        tracing::debug!(slot, checkpoint, bytes = file.size, "slot snapshot uploaded");
+                        let _ =
+                            events.send(SlotEvent::Snapshot { slot, checkpoint, file, savepoint_file, records_read });
+                    }
+                    Err(error) => {
+                        tracing::warn!(slot, checkpoint, %error, "state upload failed; the checkpoint is declined");
+                        let message = error.to_string();
+                        let _ = events.send(SlotEvent::SnapshotFailed { slot, checkpoint, message });
                     }
                 }
             }
@@ -202,10 +278,11 @@ impl SnapshotWriter {
         failure.or_else(|| self.task.is_finished().then(|| "internal error (bug): the snapshot writer stopped".into()))
     }
 
-    /// Queues a snapshot the slot took, with the input records it had read by then (a writer
-    /// that stopped has failed, which [`SnapshotWriter::failure`] reports).
-    fn write(&self, snapshot: PendingSnapshot, records_read: u64) {
-        let _ = self.queue.send((snapshot, records_read));
+    /// Queues a snapshot the slot took, with the input records it had read by then and where
+    /// its savepoint goes, if it is one (a writer that stopped has failed, which
+    /// [`SnapshotWriter::failure`] reports).
+    fn write(&self, snapshot: PendingSnapshot, records_read: u64, savepoint: Option<SavepointTarget>) {
+        let _ = self.queue.send((snapshot, records_read, savepoint));
     }
 }
 
@@ -224,6 +301,7 @@ const IDLE_STEPS_BEFORE_WAIT: u32 = 2;
 pub async fn drive_slot(
     job: Arc<crate::deploy::PlannedJob>,
     setup: SlotSetup,
+    store: CheckpointStore,
     mut commands: UnboundedReceiver<SlotCommand>,
     events: UnboundedSender<SlotEvent>,
     doorbell: Arc<SlotDoorbell>,
@@ -246,7 +324,9 @@ pub async fn drive_slot(
         Err(error) => return fail(format!("job {}: {error}", job.spec.job)),
     };
     let split_count = control.split_count as u64;
-    let snapshot_writer = SnapshotWriter::start(slot, events.clone());
+    let snapshot_writer = SnapshotWriter::start(slot, attempt, store, events.clone());
+    // The checkpoints triggered as savepoints, and where each goes.
+    let mut savepoints: std::collections::BTreeMap<Epoch, SavepointTarget> = Default::default();
     // Commits (and the planted early commit) hold the job's output fence across every sink.
     let hold = || job.hold_fence(generation);
     let mut idle_steps = 0u32;
@@ -254,11 +334,14 @@ pub async fn drive_slot(
     loop {
         while let Ok(command) = commands.try_recv() {
             match command {
-                SlotCommand::Trigger { checkpoint, last: false } => {
+                SlotCommand::Trigger { checkpoint, last: false, savepoint } => {
                     assert!(checkpoint + 1 > control.target_epoch.get(), "checkpoint {checkpoint} triggered twice");
                     control.target_epoch.set(checkpoint + 1);
+                    if let Some(target) = savepoint {
+                        savepoints.insert(checkpoint, target);
+                    }
                 }
-                SlotCommand::Trigger { checkpoint, last: true } => {
+                SlotCommand::Trigger { checkpoint, last: true, .. } => {
                     assert_eq!(checkpoint, control.target_epoch.get(), "final checkpoint must close the current epoch");
                     control.final_checkpoint.set(Some(checkpoint));
                 }
@@ -305,7 +388,11 @@ pub async fn drive_slot(
                 }
             }
             let records_read = SlotMetrics::get(&metrics.records_read);
-            snapshot_writer.write(snapshot, records_read);
+            // A savepoint's target is kept until its checkpoint's snapshot (a checkpoint the
+            // sources skipped past, declined, takes its target with it).
+            let savepoint = savepoints.remove(&snapshot.epoch);
+            savepoints.retain(|&checkpoint, _| checkpoint > snapshot.epoch);
+            snapshot_writer.write(snapshot, records_read, savepoint);
         }
         if !input_done_sent && SlotMetrics::get(&metrics.splits_finished) == split_count {
             input_done_sent = true;

@@ -419,6 +419,7 @@ async fn deploy(
         restored_epoch,
         restored_attempt,
         restored_parallelism,
+        checkpoint_dir,
         attempt_token,
         generation,
         placement,
@@ -440,6 +441,9 @@ async fn deploy(
     // the slots' output in line with the restored checkpoint and decode their state, all before
     // any slot starts, so that a failure here leaves nothing running.
     crate::deploy::fence_output(&job, generation).map_err(|e| e.to_string())?;
+    // The slots upload their state files to the job's checkpoint store themselves.
+    let store = weir_core::checkpoint::CheckpointStore::open(&checkpoint_dir, &job.job_id)
+        .map_err(|e| format!("worker {worker_id} cannot open the checkpoint store: {e}"))?;
     let mut prepared = Vec::with_capacity(slots.len());
     for (slot, snapshot) in slots {
         recover_sinks(&job, slot, restored_epoch, restored_attempt, restored_parallelism, generation)
@@ -598,6 +602,7 @@ async fn deploy(
             events: events_tx.clone(),
             doorbell: doorbells[&slot].clone(),
             rate_limit,
+            store: store.clone(),
         });
         match launched {
             Ok(handle) => running.handles.push(handle),

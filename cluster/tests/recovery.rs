@@ -117,13 +117,22 @@ fn get(store: &CheckpointStore, checkpoint: u64, name: &str) -> Vec<u8> {
     })
 }
 
+/// The name of slot `slot`'s state file in `checkpoint`, as its `_metadata` lists it (state
+/// files are named by the attempt that uploaded them).
+fn state_file(store: &CheckpointStore, checkpoint: u64, slot: usize) -> String {
+    let metadata = weir_core::checkpoint::decode_metadata(&get(store, checkpoint, METADATA)).unwrap();
+    let prefix = format!("slot-{slot}-");
+    metadata.files.into_iter().map(|file| file.name).find(|name| name.starts_with(&prefix)).expect("listed")
+}
+
 #[test]
 fn corrupt_state_file_falls_back() {
     corrupt_newest_checkpoint(|store, checkpoint| {
-        let mut state = get(store, checkpoint, "slot-1.state");
+        let name = state_file(store, checkpoint, 1);
+        let mut state = get(store, checkpoint, &name);
         let middle = state.len() / 2;
         state[middle] ^= 0x55;
-        put(store, checkpoint, "slot-1.state", state);
+        put(store, checkpoint, &name, state);
     });
 }
 
@@ -139,7 +148,8 @@ fn truncated_metadata_falls_back() {
 fn missing_state_file_falls_back() {
     corrupt_newest_checkpoint(|store, checkpoint| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(store.object_store().delete(&store.object_path(checkpoint, "slot-0.state"))).unwrap();
+        let name = state_file(store, checkpoint, 0);
+        runtime.block_on(store.object_store().delete(&store.object_path(checkpoint, &name))).unwrap();
     });
 }
 

@@ -108,8 +108,18 @@ fn stop_with_savepoint_rescale_two_three_one_commits_exactly_the_reference() {
     cluster.wait_for_state(&second, &["Running"], Duration::from_secs(60));
     let checkpoint = stopped_at_two.rsplit('-').nth(1).unwrap();
     let started = format!("from checkpoint {checkpoint}");
-    let log = std::fs::read_to_string(cluster.root.path().join("coordinator.log")).unwrap();
-    assert!(log.lines().any(|line| line.contains(&second) && line.ends_with(&started)), "{started}:\n{log}");
+    // The line is logged once every worker has deployed, a little after the job is Running.
+    let started_there = || {
+        let log = std::fs::read_to_string(cluster.root.path().join("coordinator.log")).unwrap();
+        log.lines()
+            .any(|line| line.contains(&second) && line.contains(" running on workers ") && line.ends_with(&started))
+    };
+    let mut polls = 100;
+    while !started_there() {
+        polls -= 1;
+        assert!(polls > 0, "job {second} never logged that it runs {started}:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::thread::sleep(Duration::from_millis(1000));
     // A savepoint of a running job leaves it running.
     let taken = savepoint_path(&cluster, &["job", "savepoint", &second, "--dir", savepoints]);
@@ -124,6 +134,10 @@ fn stop_with_savepoint_rescale_two_three_one_commits_exactly_the_reference() {
     let report = String::from_utf8_lossy(&inspected.stdout);
     assert!(inspected.status.success(), "{}", String::from_utf8_lossy(&inspected.stderr));
     assert!(report.contains("taken at:    parallelism 3") && report.contains(&second), "{report}");
+    // Each slot uploaded its own file straight to the savepoint: three files, no merge.
+    for slot in 0..3 {
+        assert!(std::path::Path::new(&stopped_at_three).join(format!("slot-{slot}.state")).exists(), "slot {slot}");
+    }
     assert!(report.contains("bids-per-auction"), "the window operator's state is listed:\n{report}");
     for split in 0..4 {
         assert!(report.lines().any(|line| line.starts_with(&format!("{split} "))), "split {split}:\n{report}");
@@ -141,7 +155,7 @@ fn stop_with_savepoint_rescale_two_three_one_commits_exactly_the_reference() {
     assert!(logs.contains("retracted part files committed after checkpoint"), "nothing was retracted:\n{logs}");
 
     // A damaged savepoint is refused, naming it and the damage.
-    let state = std::path::Path::new(&stopped_at_three).join("state");
+    let state = std::path::Path::new(&stopped_at_three).join("slot-1.state");
     let mut bytes = std::fs::read(&state).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;

@@ -16,7 +16,7 @@ use weir_cluster::protocol::{
     ClientRequest, ClientResponse, DataFrame, Deployment, Hello, JobOptions, JobState, JobStatus, MetricsSnapshot,
     Placement, ToCoordinator, ToWorker,
 };
-use weir_cluster::slot::{SlotCommand, SlotEvent};
+use weir_cluster::slot::{SavepointTarget, SlotCommand, SlotEvent};
 use weir_cluster::wire::{decode, encode, read_message, ReadLimits};
 use weir_core::checkpoint::{decode_metadata, encode_metadata, CheckpointMetadata, FileEntry, FORMAT_VERSION};
 use weir_core::job::{BadRecordPolicy, JobSpec};
@@ -54,6 +54,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         restored_epoch: 3,
         restored_attempt: 8,
         restored_parallelism: 3,
+        checkpoint_dir: "/var/weir/checkpoints".into(),
         attempt_token: 77,
         generation: 2,
         placement: vec![Placement { worker_id: 1, data_address: "127.0.0.1:7500".into() }],
@@ -81,7 +82,20 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ToWorker::Welcome { worker_id: 1, heartbeat_timeout_ms: 3000 },
         ToWorker::Refused { reason: "no".into() },
         ToWorker::Deploy(Box::new(deployment)),
-        ToWorker::Command { attempt: 1, slot: 0, command: SlotCommand::Trigger { checkpoint: 3, last: false } },
+        ToWorker::Command {
+            attempt: 1,
+            slot: 0,
+            command: SlotCommand::Trigger { checkpoint: 3, last: false, savepoint: None },
+        },
+        ToWorker::Command {
+            attempt: 1,
+            slot: 0,
+            command: SlotCommand::Trigger {
+                checkpoint: 4,
+                last: false,
+                savepoint: Some(SavepointTarget { dir: "/sp".into(), name: "savepoint-bids-1-4-1".into() }),
+            },
+        },
         ToWorker::Command { attempt: 1, slot: 0, command: SlotCommand::Complete { checkpoint: 3 } },
         ToWorker::Cancel { attempt: 1 },
     ] {
@@ -91,7 +105,17 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ToCoordinator::Heartbeat { attempt: Some(1), metrics: vec![(0, MetricsSnapshot::default())] },
         ToCoordinator::Event {
             attempt: 1,
-            event: SlotEvent::Snapshot { slot: 0, checkpoint: 3, state: vec![5; 40], records_read: 9 },
+            event: SlotEvent::Snapshot {
+                slot: 0,
+                checkpoint: 3,
+                file: FileEntry { name: "slot-0-a0000000000000001.state".into(), size: 40, crc32: 7 },
+                savepoint_file: Some(FileEntry { name: "slot-0.state".into(), size: 40, crc32: 7 }),
+                records_read: 9,
+            },
+        },
+        ToCoordinator::Event {
+            attempt: 1,
+            event: SlotEvent::SnapshotFailed { slot: 0, checkpoint: 3, message: "disk full".into() },
         },
         ToCoordinator::Event { attempt: 1, event: SlotEvent::Committed { slot: 1, checkpoint: 3 } },
         ToCoordinator::Deployed { attempt: 1 },

@@ -1,9 +1,16 @@
 //! Checkpoint storage over `object_store`, laid out like Flink's.
 //!
 //! ```text
-//! <root>/<job-id>/chk-<n>/slot-<i>.state   one object per slot, written by the slot's uploader
-//! <root>/<job-id>/chk-<n>/_metadata        written last, with a CRC32 of itself and of every file
+//! <root>/<job-id>/chk-<n>/slot-<i>-a<attempt>.state   one object per slot, uploaded by the slot
+//! <root>/<job-id>/chk-<n>/_metadata                  written last by the coordinator, with a
+//!                                                    CRC32 of itself and of every file
 //! ```
+//!
+//! Slots upload their state straight to the store, as Flink's TaskManagers do; the coordinator
+//! receives only each file's name, size and checksum, so state never funnels through one
+//! process. A state file is named by its attempt: a slot of a lost attempt that still runs
+//! somewhere (a partitioned worker) writes beside, never over, the files of the attempt that
+//! replaced it, which `_metadata` names.
 //!
 //! A checkpoint is complete iff its `_metadata` exists. Restore walks complete checkpoints from
 //! the newest down and takes the first whose metadata and files all verify; a corrupt or
@@ -224,9 +231,9 @@ pub struct CheckpointStore {
 /// The name of the metadata object.
 pub const METADATA: &str = "_metadata";
 
-/// The name of slot `slot`'s state file.
-pub fn slot_state_file(slot: usize) -> String {
-    format!("slot-{slot}.state")
+/// The name of slot `slot`'s state file in a checkpoint taken by deployment attempt `attempt`.
+pub fn slot_state_file(slot: usize, attempt: u64) -> String {
+    format!("slot-{slot}-a{attempt:016x}.state")
 }
 
 impl CheckpointStore {

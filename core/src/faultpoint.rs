@@ -212,8 +212,8 @@ pub fn sink_commit_fault() -> std::io::Result<()> {
 /// A moment of the exactly-once protocol at which the simulator can kill the node reaching it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Moment {
-    /// The coordinator has uploaded one slot's state of a checkpoint (others may be pending;
-    /// `_metadata` is not written): a kill here is a kill mid-upload.
+    /// The coordinator has learnt that one slot's state of a checkpoint is uploaded (others
+    /// may be pending; `_metadata` is not written): a kill here is a kill mid-checkpoint.
     StateUploaded,
     /// The coordinator has written a checkpoint's `_metadata` and not yet told the sinks to
     /// commit.

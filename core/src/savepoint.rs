@@ -2,25 +2,29 @@
 //! changed, at another parallelism, into another checkpoint directory.
 //!
 //! ```text
-//! <dir>/savepoint-<job-id>-<n>-<token>/state       every slot's state in one canonical file
-//! <dir>/savepoint-<job-id>-<n>-<token>/_metadata   written last, with a CRC32 of itself and of `state`
+//! <dir>/savepoint-<job-id>-<n>-<token>/slot-<i>.state   each slot's state, uploaded by the slot
+//! <dir>/savepoint-<job-id>-<n>-<token>/_metadata        written last, with a CRC32 of itself and
+//!                                                       of every file
 //! ```
 //!
-//! A checkpoint belongs to its job: it is one file per slot, retention deletes it, and only the
-//! job that took it restores it. A savepoint is self-contained and belongs to the user: the
-//! slots' states are merged into one file ordered by operator and key group (the canonical
-//! form, the same whatever the parallelism that took it), nothing ever deletes it, and any job
-//! may start from it (`--from-savepoint PATH`). It is taken as a checkpoint of the running job
-//! — so the output it covers is committed like any checkpoint's — and copied here once that
-//! checkpoint is complete. Like a checkpoint, it is complete iff its `_metadata` exists.
+//! A checkpoint belongs to its job: retention deletes it, and only the job that took it restores
+//! it. A savepoint is self-contained and belongs to the user: nothing ever deletes it, and any
+//! job may start from it (`--from-savepoint PATH`), at any parallelism. It is taken as a
+//! checkpoint of the running job — so the output it covers is committed like any checkpoint's —
+//! whose slots upload their state here too (state never funnels through the coordinator). Each
+//! file is in the canonical form: the slot's key groups, ordered by operator id and key group,
+//! whatever the state backend. Like a checkpoint, it is complete iff its `_metadata` exists.
 
 use bytes::Bytes;
 
 use crate::checkpoint::{decode_metadata, encode_metadata, CheckpointError, CheckpointMetadata, CheckpointStore};
 use crate::checkpoint::{FileEntry, RestoredCheckpoint, METADATA};
 
-/// The name of a savepoint's state file.
-pub const SAVEPOINT_STATE: &str = "state";
+/// The name of slot `slot`'s state file in a savepoint (the savepoint's directory is unique to
+/// the attempt that takes it).
+pub fn savepoint_state_file(slot: usize) -> String {
+    format!("slot-{slot}.state")
+}
 
 /// The directory name of the savepoint of `job_id` at checkpoint `checkpoint`, taken by the
 /// deployment attempt `attempt` (unique: a checkpoint id may be taken again after a restore).
@@ -46,19 +50,30 @@ fn split_path(path: &str) -> Result<(&str, &str), CheckpointError> {
     Ok((dir, name))
 }
 
-/// Writes a savepoint in directory `dir`: its canonical `state` first, then its `_metadata`
-/// (which `metadata` is completed into: the file list, the savepoint flag). Returns its path.
-pub async fn write_savepoint(
+/// Uploads slot `slot`'s state file of savepoint `name` in directory `dir` and returns its
+/// entry for the savepoint's `_metadata`.
+pub async fn put_savepoint_file(
+    dir: &str,
+    name: &str,
+    slot: usize,
+    state: Bytes,
+) -> Result<FileEntry, CheckpointError> {
+    let store = CheckpointStore::open(dir, name)?;
+    let entry =
+        FileEntry { name: savepoint_state_file(slot), size: state.len() as u64, crc32: crc32fast::hash(&state) };
+    store.put_object(&entry.name, state).await?;
+    Ok(entry)
+}
+
+/// Completes savepoint `name` in directory `dir` by writing its `_metadata` (last, after every
+/// file it lists; marked as a savepoint here). Returns the savepoint's path.
+pub async fn complete_savepoint(
     dir: &str,
     name: &str,
     mut metadata: CheckpointMetadata,
-    state: Bytes,
 ) -> Result<String, CheckpointError> {
     let store = CheckpointStore::open(dir, name)?;
-    metadata.files =
-        vec![FileEntry { name: SAVEPOINT_STATE.into(), size: state.len() as u64, crc32: crc32fast::hash(&state) }];
     metadata.savepoint = true;
-    store.put_object(SAVEPOINT_STATE, state).await?;
     store.put_object(METADATA, Bytes::from(encode_metadata(&metadata))).await?;
     Ok(format!("{}/{name}", dir.trim_end_matches('/')))
 }
@@ -155,17 +170,23 @@ mod tests {
     fn a_savepoint_reads_back_and_a_damaged_one_is_refused_by_name() {
         crate::rt::block_on(async {
             let name = savepoint_name("bids-1", 7, 9);
-            let path = write_savepoint("memory://savepoint-test", &name, metadata(), Bytes::from_static(b"state"))
-                .await
-                .unwrap();
-            assert_eq!(path, format!("memory://savepoint-test/{name}"));
+            let dir = "memory://savepoint-test";
+            let mut metadata = metadata();
+            for slot in 0..2 {
+                let state = Bytes::from(format!("state of slot {slot}"));
+                metadata.files.push(put_savepoint_file(dir, &name, slot, state).await.unwrap());
+            }
+            let incomplete = read_savepoint(&format!("{dir}/{name}")).await.unwrap_err().to_string();
+            assert!(incomplete.contains("has no _metadata"), "{incomplete}");
+            let path = complete_savepoint(dir, &name, metadata).await.unwrap();
+            assert_eq!(path, format!("{dir}/{name}"));
             let restored = read_savepoint(&path).await.unwrap();
             assert!(restored.metadata.savepoint);
             assert_eq!(restored.metadata.checkpoint_id, 7);
-            assert_eq!(&restored.files[0][..], b"state");
+            assert_eq!(&restored.files[1][..], b"state of slot 1");
 
-            let store = CheckpointStore::open("memory://savepoint-test", &name).unwrap();
-            store.put_object(SAVEPOINT_STATE, Bytes::from_static(b"stale")).await.unwrap();
+            let store = CheckpointStore::open(dir, &name).unwrap();
+            store.put_object(&savepoint_state_file(1), Bytes::from_static(b"stale")).await.unwrap();
             let error = read_savepoint(&path).await.unwrap_err().to_string();
             assert!(error.contains(&path) && error.contains("does not match its checksum"), "{error}");
 

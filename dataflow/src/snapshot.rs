@@ -114,41 +114,6 @@ impl SlotSnapshot {
     }
 }
 
-impl SlotSnapshot {
-    /// The slots' snapshots (in slot order) merged into one, in canonical order: splits by
-    /// index, keyed state by operator and key group — the same whatever the parallelism that
-    /// took it, which is what a savepoint stores. Replicated state (broadcast state, key group
-    /// [`crate::process::REPLICATED_GROUP`]) is every slot's own copy, in slot order after the
-    /// operator's key groups: a restore at the same parallelism gives each slot its own back,
-    /// at another slot `i` takes copy `i % copies`. A split or key group that two slots both
-    /// hold is an error naming it.
-    pub fn canonical(slots: impl IntoIterator<Item = SlotSnapshot>) -> Result<SlotSnapshot, String> {
-        let mut merged = SlotSnapshot::default();
-        for slot in slots {
-            merged.splits.extend(slot.splits);
-            merged.state.extend(slot.state);
-        }
-        merged.splits.sort_by_key(|split| split.split);
-        if let Some(pair) = merged.splits.windows(2).find(|pair| pair[0].split == pair[1].split) {
-            return Err(format!("split {} is held by two slots", pair[0].split));
-        }
-        // Stable: replicated copies stay in slot order.
-        merged.state.sort_by(|a, b| (&a.operator, a.key_group).cmp(&(&b.operator, b.key_group)));
-        let replicated = crate::process::REPLICATED_GROUP;
-        let duplicate = merged.state.windows(2).find(|pair| {
-            pair[0].operator == pair[1].operator
-                && pair[0].key_group == pair[1].key_group
-                && pair[0].key_group != replicated
-        });
-        match duplicate {
-            Some(pair) => {
-                Err(format!("key group {} of operator {:?} is held by two slots", pair[0].key_group, pair[0].operator))
-            }
-            None => Ok(merged),
-        }
-    }
-}
-
 fn encode_clock(clock: &SplitClock) -> Vec<u8> {
     serde_json::to_vec(clock).expect("clock serializes")
 }
@@ -209,7 +174,12 @@ impl PendingSnapshot {
                 bytes,
             }));
         }
-        Ok(SlotSnapshot { splits: self.splits, state })
+        // The canonical order, whatever the backend and the order operators were built in: by
+        // operator id, then key group (a savepoint's promise; checkpoints share it).
+        state.sort_by(|a, b| (&a.operator, a.key_group).cmp(&(&b.operator, b.key_group)));
+        let mut splits = self.splits;
+        splits.sort_by_key(|split| split.split);
+        Ok(SlotSnapshot { splits, state })
     }
 }
 

@@ -35,7 +35,7 @@ use weir_cluster::deploy::PlannedJob;
 use weir_cluster::jobs::bids::BidsParams;
 use weir_cluster::protocol::{ClientRequest, ClientResponse, JobOptions, JobState, JobStatus};
 use weir_cluster::tls::{Role, TlsContext};
-use weir_core::checkpoint::{slot_state_file, CheckpointError, CheckpointStore, METADATA};
+use weir_core::checkpoint::{CheckpointError, CheckpointStore, METADATA};
 use weir_core::faultpoint::{self, PlantedBug};
 use weir_core::job::{JobSpec, ParamKind};
 use weir_core::local_store::LocalDirStore;
@@ -1473,14 +1473,16 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Re
             (Fault::Storage { .. }, false) => world.storage.heal(),
             (Fault::CorruptCheckpoint { damage, file, worker: w, .. }, true) => {
                 if let Some(checkpoint) = world.storage.newest_stored_checkpoint(&world.job_id).await {
-                    let files = world.job.parallelism() + 1;
-                    let name = if file % files == world.job.parallelism() {
-                        METADATA.to_string()
-                    } else {
-                        slot_state_file(file % files)
-                    };
                     let store = CheckpointStore::open(&format!("memory://{}", world.store_name), &world.job_id)
                         .map_err(|e| e.to_string())?;
+                    // The state files `_metadata` names (by attempt); `_metadata` itself when it
+                    // does not read.
+                    let names: Vec<String> = match store.load(checkpoint).await {
+                        Ok(restored) => restored.metadata.files.into_iter().map(|file| file.name).collect(),
+                        Err(_) => Vec::new(),
+                    };
+                    let files = names.len() + 1;
+                    let name = names.get(file % files).cloned().unwrap_or_else(|| METADATA.to_string());
                     if world.storage.damage(&store.object_path(checkpoint, &name), *damage).await {
                         rt::trace(&format!("damaged {name} of checkpoint {checkpoint}"));
                         damaged.lock().expect("damaged").checkpoints.push(checkpoint);
@@ -1645,7 +1647,9 @@ async fn rogue_peer(tls: TlsContext, coordinator: String, workers: Vec<String>) 
     // not be taken for anything (the connection ends on a frame that is no client request).
     if let Some((mut reader, mut writer)) = reach(coordinator.clone(), Role::Coordinator).await {
         probes += 1;
-        let snapshot = SlotEvent::Snapshot { slot: 0, checkpoint: 1, state: vec![0; 64], records_read: 0 };
+        let file =
+            weir_core::checkpoint::FileEntry { name: "slot-0-a0000000000000001.state".into(), size: 64, crc32: 0 };
+        let snapshot = SlotEvent::Snapshot { slot: 0, checkpoint: 1, file, savepoint_file: None, records_read: 0 };
         let _ = write_message(&mut writer, &Hello::Client).await;
         let _ = write_message(&mut writer, &ToCoordinator::Event { attempt: 1, event: snapshot }).await;
         if let Ok(Some(answer)) = read_message::<_, ClientResponse>(&mut reader, limits).await {
