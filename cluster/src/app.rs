@@ -115,6 +115,7 @@ fn inspect_savepoint(path: &str) -> Result<String, String> {
         groups.dedup();
         let _ = writeln!(report, "{operator:<40} {:<28} {size:>14}", key_group_ranges(groups));
     }
+    splits.sort_by_key(|split| split.split);
     let _ = writeln!(report, "\n{:<8} {:>16} {:>12}  WATERMARK", "SPLIT", "POSITION", "LINE");
     for split in &splits {
         let watermark = match split.clock.watermark() {

@@ -537,10 +537,12 @@ pub fn parse_invocation(
 /// A storage location as every process reads it: a local path made absolute (a coordinator
 /// resolves paths in its own working directory, not the client's); a URL as it is.
 pub fn absolute_location(location: &str) -> String {
-    if location.contains("://") {
-        return location.to_owned();
-    }
-    crate::run::absolute(std::path::Path::new(location)).display().to_string()
+    let (scheme, path) = match location.strip_prefix("file://") {
+        Some(path) => ("file://", path),
+        None if location.contains("://") => return location.to_owned(),
+        None => ("", location),
+    };
+    format!("{scheme}{}", crate::run::absolute(std::path::Path::new(path)).display())
 }
 
 /// `weir jobs`: the registered jobs and their parameters.

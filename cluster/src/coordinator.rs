@@ -3,7 +3,7 @@
 //!
 //! Checkpoint `n` closes epoch `n`. The coordinator triggers it (every slot's sources move to
 //! epoch `n + 1` at their next record boundary), waits until every slot has uploaded its state
-//! file to the checkpoint store — slots upload their own state, so that it never funnels
+//! file to the checkpoint store — slots upload their own state, so that none is uploaded
 //! through the coordinator, which sees only each file's name, size and checksum — writes
 //! `_metadata` last, and only then sends `Complete(n)`, on which sinks commit what they staged
 //! for epochs `<= n`. At most one checkpoint is in flight. A checkpoint a slot cannot upload
@@ -36,11 +36,12 @@ use weir_core::savepoint::{savepoint_name, savepoint_state_file};
 /// A point at which tests make the embedded cluster stop dead, as if the process were killed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum CrashPoint {
-    /// After `slots` state files of checkpoint `checkpoint` are uploaded, before `_metadata`.
+    /// When the report of the `slots + 1`-th slot's state file of checkpoint `checkpoint`
+    /// arrives, before `_metadata` (at least that many files are stored: slots upload their own).
     DuringUpload {
         /// The checkpoint.
         checkpoint: Epoch,
-        /// State files uploaded before the crash.
+        /// State files the coordinator had taken in before the crash.
         slots: usize,
     },
     /// After checkpoint `checkpoint`'s `_metadata` is written, before any sink commits.
@@ -156,8 +157,8 @@ pub struct CoordinatorOutcome {
 /// whose savepoint a client may already be starting another job from.
 pub const STOPPED_RECORD: &str = "_stopped";
 
-/// A savepoint a client asked for: taken as the next checkpoint, then copied to `dir` in
-/// canonical form ([`weir_core::savepoint`]). With `stop`, the job stops once the savepoint is
+/// A savepoint a client asked for: taken as the next checkpoint, whose slots upload their state
+/// files to `dir` too ([`weir_core::savepoint`]). With `stop`, the job stops once the savepoint is
 /// written and every slot has committed the output it covers, so that a job started from it
 /// duplicates nothing.
 #[derive(Debug)]
@@ -180,16 +181,40 @@ impl SavepointRequest {
 /// Consecutive failed checkpoints after which the job fails.
 const TOLERABLE_CHECKPOINT_FAILURES: u32 = 5;
 /// Attempts to write a job record before giving up.
-const UPLOAD_ATTEMPTS: u32 = 3;
+const RECORD_ATTEMPTS: u32 = 3;
 
 struct Pending {
     checkpoint: Epoch,
     last: bool,
     files: BTreeMap<usize, FileEntry>,
-    /// For a savepoint's checkpoint: where the savepoint goes, and each slot's file there.
-    savepoint: Option<(SavepointTarget, BTreeMap<usize, FileEntry>)>,
+    /// For a savepoint's checkpoint: the savepoint's part.
+    savepoint: Option<PendingSavepoint>,
     /// Declined if not complete by then.
     deadline: rt::Instant,
+}
+
+/// A savepoint's checkpoint in flight: where the savepoint goes, each slot's file there, and
+/// whether a slot could not write its file (the savepoint is refused then; the checkpoint goes
+/// on).
+struct PendingSavepoint {
+    target: SavepointTarget,
+    files: BTreeMap<usize, FileEntry>,
+    failed: bool,
+}
+
+/// Gives up `pending`'s savepoint: refuses the request for it (unless refused already) with
+/// `reason`, and deletes what its slots uploaded (best effort: a slot still uploading may leave
+/// a file behind, in a directory no `_metadata` completes).
+async fn abandon_savepoint(pending: PendingSavepoint, request: &mut Option<SavepointRequest>, reason: String) {
+    if !pending.failed {
+        if let Some(request) = request.take() {
+            request.refuse(reason);
+        }
+    }
+    let PendingSavepoint { target, .. } = pending;
+    if let Err(error) = weir_core::savepoint::delete_savepoint(&target.dir, &target.name).await {
+        tracing::warn!(dir = target.dir, name = target.name, %error, "cannot delete an abandoned savepoint's files");
+    }
 }
 
 impl Pending {
@@ -328,7 +353,7 @@ pub async fn coordinate(
                         }
                     }
                     SlotEvent::SnapshotFailed { slot, checkpoint, message } => {
-                        let Some(current) = pending.as_ref().filter(|p| p.checkpoint == checkpoint) else {
+                        let Some(current) = pending.as_mut().filter(|p| p.checkpoint == checkpoint) else {
                             tracing::debug!(slot, checkpoint, "ignoring a failed upload of a declined checkpoint");
                             continue;
                         };
@@ -340,8 +365,8 @@ pub async fn coordinate(
                         consecutive_failures += 1;
                         outcome.checkpoints_declined += 1;
                         tracing::warn!(checkpoint, %error, "checkpoint declined; the next one will cover its epoch");
-                        if current.savepoint.is_some() {
-                            savepoint.take().expect("a savepoint's checkpoint").refuse(format!("its checkpoint was declined: {error}"));
+                        if let Some(part) = current.savepoint.take() {
+                            abandon_savepoint(part, &mut savepoint, format!("its checkpoint was declined: {error}")).await;
                         }
                         if consecutive_failures >= TOLERABLE_CHECKPOINT_FAILURES {
                             stop_all();
@@ -375,8 +400,16 @@ pub async fn coordinate(
                         }
                         match (current.savepoint.as_mut(), savepoint_file) {
                             (None, None) => {}
-                            (Some((_, files)), Some(entry)) if entry.name == savepoint_state_file(slot) => {
-                                files.insert(slot, entry);
+                            (Some(part), Some(Ok(entry))) if entry.name == savepoint_state_file(slot) => {
+                                part.files.insert(slot, entry);
+                            }
+                            (Some(part), Some(Err(message))) => {
+                                if !part.failed {
+                                    part.failed = true;
+                                    if let Some(request) = savepoint.take() {
+                                        request.refuse(format!("slot {slot} could not write its state file: {message}"));
+                                    }
+                                }
                             }
                             _ => {
                                 stop_all();
@@ -428,8 +461,8 @@ pub async fn coordinate(
                             consecutive_failures += 1;
                             outcome.checkpoints_declined += 1;
                             tracing::warn!(checkpoint, %error, "checkpoint declined at _metadata; the next one will cover its epoch");
-                            if current.savepoint.is_some() {
-                                savepoint.take().expect("a savepoint's checkpoint").refuse(format!("its checkpoint {checkpoint} was declined: {error}"));
+                            if let Some(part) = current.savepoint {
+                                abandon_savepoint(part, &mut savepoint, format!("its checkpoint {checkpoint} was declined: {error}")).await;
                             }
                             if consecutive_failures >= TOLERABLE_CHECKPOINT_FAILURES {
                                 stop_all();
@@ -451,16 +484,23 @@ pub async fn coordinate(
                             stop_all();
                             return Err(JobError::Crashed(CrashPoint::BeforeCommit { checkpoint }));
                         }
-                        if let Some((target, files)) = current.savepoint {
-                            let request = savepoint.take().expect("a savepoint's checkpoint");
-                            match complete_savepoint(&config, checkpoint, &target, files).await {
-                                Ok(path) if request.stop => stopping = Some((path, request)),
-                                Ok(path) => {
-                                    tracing::info!(checkpoint, path, "savepoint written");
-                                    let _ = request.reply.send(Ok(path));
+                        match current.savepoint {
+                            Some(part) if part.failed => abandon_savepoint(part, &mut savepoint, String::new()).await,
+                            Some(part) => {
+                                let request = savepoint.take().expect("a savepoint's checkpoint");
+                                match complete_savepoint(&config, checkpoint, &part.target, &part.files).await {
+                                    Ok(path) if request.stop => stopping = Some((path, request)),
+                                    Ok(path) => {
+                                        tracing::info!(checkpoint, path, "savepoint written");
+                                        let _ = request.reply.send(Ok(path));
+                                    }
+                                    Err(reason) => {
+                                        request.refuse(reason.clone());
+                                        abandon_savepoint(part, &mut None, reason).await;
+                                    }
                                 }
-                                Err(reason) => request.refuse(reason),
                             }
+                            None => {}
                         }
                         broadcast(SlotCommand::Complete { checkpoint });
                         if let Err(error) = store.retain(config.retained_checkpoints, checkpoint).await {
@@ -489,7 +529,8 @@ pub async fn coordinate(
                         dir: request.dir.clone(),
                         name: savepoint_name(&config.job_id, next_checkpoint, config.attempt),
                     });
-                    triggered.savepoint = target.clone().map(|target| (target, BTreeMap::new()));
+                    triggered.savepoint =
+                        target.clone().map(|target| PendingSavepoint { target, files: BTreeMap::new(), failed: false });
                     pending = Some(triggered);
                     broadcast(SlotCommand::Trigger { checkpoint: next_checkpoint, last: false, savepoint: target });
                 }
@@ -503,11 +544,10 @@ pub async fn coordinate(
                 consecutive_failures += 1;
                 outcome.checkpoints_declined += 1;
                 tracing::warn!(checkpoint = expired.checkpoint, timeout = ?config.checkpoint_timeout, "checkpoint declined: not complete in time; the next one will cover its epoch");
-                if expired.savepoint.is_some() {
-                    savepoint.take().expect("a savepoint's checkpoint").refuse(format!(
-                        "its checkpoint {} did not complete within {:?}",
-                        expired.checkpoint, config.checkpoint_timeout
-                    ));
+                if let Some(part) = expired.savepoint {
+                    let reason =
+                        format!("its checkpoint {} did not complete within {:?}", expired.checkpoint, config.checkpoint_timeout);
+                    abandon_savepoint(part, &mut savepoint, reason).await;
                 }
                 rt::trace(&format!("{} checkpoint {} timed out", config.job_id, expired.checkpoint));
                 if consecutive_failures >= TOLERABLE_CHECKPOINT_FAILURES {
@@ -534,7 +574,7 @@ async fn record_stop(store: &CheckpointStore, path: &str) -> Result<(), Checkpoi
     loop {
         match store.put_job_record(STOPPED_RECORD, path.as_bytes().to_vec()).await {
             Ok(()) => return Ok(()),
-            Err(error) if attempt < UPLOAD_ATTEMPTS => {
+            Err(error) if attempt < RECORD_ATTEMPTS => {
                 tracing::warn!(attempt, %error, "cannot record the stop; retrying");
                 rt::sleep(Duration::from_millis(50 << attempt)).await;
                 attempt += 1;
@@ -558,16 +598,23 @@ async fn complete_savepoint(
     config: &CoordinatorConfig,
     checkpoint: Epoch,
     target: &SavepointTarget,
-    files: BTreeMap<usize, FileEntry>,
+    files: &BTreeMap<usize, FileEntry>,
 ) -> Result<String, String> {
-    assert_eq!(files.len(), config.parallelism, "a savepoint completes with every slot's file");
+    // Every slot's file (a checkpoint may complete without one only with a planted bug).
+    if files.len() != config.parallelism {
+        return Err(format!(
+            "checkpoint {checkpoint} completed with {} of {} slots' savepoint files",
+            files.len(),
+            config.parallelism
+        ));
+    }
     let metadata = CheckpointMetadata {
         format_version: FORMAT_VERSION,
         job_id: config.job_id.clone(),
         checkpoint_id: checkpoint,
         parallelism: config.parallelism,
         finished: false,
-        files: files.into_values().collect(),
+        files: files.values().cloned().collect(),
         attempt: config.attempt,
         generation: config.generation,
         savepoint: true,

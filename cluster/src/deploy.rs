@@ -150,6 +150,8 @@ pub fn plan_restore(
     // Per operator, each old slot's copy of its replicated state, in slot order.
     let mut replicated: BTreeMap<String, Vec<weir_dataflow::snapshot::StateEntry>> = BTreeMap::new();
     let mut dropped: BTreeMap<String, usize> = BTreeMap::new();
+    // Each keyed group of each operator comes from exactly one file.
+    let mut placed: std::collections::BTreeSet<(String, usize)> = Default::default();
     let mut snapshots = Vec::with_capacity(restored.files.len());
     for (entry, bytes) in restored.metadata.files.iter().zip(&restored.files) {
         let (_, snapshot) =
@@ -200,6 +202,12 @@ pub fn plan_restore(
                 replicated.entry(entry.operator.clone()).or_default().push(entry);
                 continue;
             }
+            if !placed.insert((entry.operator.clone(), entry.key_group)) {
+                return Err(restore_error(format!(
+                    "holds key group {} of operator {:?} twice",
+                    entry.key_group, entry.operator
+                )));
+            }
             plan.slots[slot_of_key_group(entry.key_group, parallelism)].state.push(entry);
         }
     }
@@ -209,8 +217,8 @@ pub fn plan_restore(
     for (operator, bytes) in dropped {
         tracing::warn!(checkpoint, operator, bytes, "dropping state of an operator the job no longer has");
     }
-    // Every slot holds replicated state alike; at another parallelism slot `i` takes old slot
-    // `i % old`'s copy (the only copy, from a savepoint).
+    // Each old slot's copy of replicated state, in slot order: at the same parallelism each slot
+    // gets its own back; at another, slot `i` takes old slot `i % old`'s.
     for copies in replicated.into_values() {
         for (slot, snapshot) in plan.slots.iter_mut().enumerate() {
             snapshot.state.push(copies[slot % copies.len()].clone());

@@ -3,8 +3,8 @@
 //! `weir run` is the embedded cluster: the coordinator and all slots in one process, with
 //! in-process exchange channels and checkpoints in a local directory. Each slot is a
 //! single-threaded timely worker stepped by [`slot::drive_slot`]; the coordinator
-//! ([`coordinator`]) triggers checkpoints, uploads slot state, writes `_metadata` last and
-//! then tells the sinks to commit.
+//! ([`coordinator`]) triggers checkpoints, collects the entries of the state files the slots
+//! upload themselves, writes `_metadata` last and then tells the sinks to commit.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -315,7 +315,8 @@ struct JobRecord {
     options: JobOptions,
 }
 
-const JOB_RECORD: &str = "_job.json";
+/// The job record holding the job's spec and options, written at submission.
+pub(crate) const JOB_RECORD: &str = "_job.json";
 const CANCELLED_MARKER: &str = "_cancelled";
 /// Written once every slot committed the final checkpoint's output. A final checkpoint alone
 /// does not mean the job is done: its output may still be staged (the coordinator or a worker
@@ -500,6 +501,10 @@ async fn savepoint(
 ) -> ClientResponse {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let dir = dir.unwrap_or_else(|| options.savepoint_dir.clone());
+    // A location that cannot be used is the client's error, before the job does anything.
+    if let Err(error) = CheckpointStore::open(&dir, "_savepoint-probe") {
+        return ClientResponse::Error(format!("job {job_id}: no savepoint: {error}"));
+    }
     {
         let state = state.lock().expect("state lock");
         let Some(job) = state.jobs.get(&job_id) else {

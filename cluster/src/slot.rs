@@ -91,8 +91,9 @@ pub enum SlotEvent {
         checkpoint: Epoch,
         /// The state file in the checkpoint.
         file: FileEntry,
-        /// For a savepoint's checkpoint, the state file in the savepoint.
-        savepoint_file: Option<FileEntry>,
+        /// For a savepoint's checkpoint, the state file in the savepoint — or why it could not
+        /// be written (the savepoint is refused; the checkpoint goes on).
+        savepoint_file: Option<Result<FileEntry, String>>,
         /// Input records the slot had read when it took the snapshot (with the checkpoint, not
         /// a later heartbeat, so that the coordinator knows the checkpoint moved the input).
         records_read: u64,
@@ -240,23 +241,26 @@ impl SnapshotWriter {
                     }
                 };
                 let name = slot_state_file(slot, attempt);
-                let uploaded = async {
-                    let file =
-                        with_retries("state upload", || store.put_file(checkpoint, &name, state.clone())).await?;
-                    let savepoint_file = match &savepoint {
+                let to_checkpoint = with_retries("state upload", || store.put_file(checkpoint, &name, state.clone()));
+                // A savepoint's copy goes up at the same time; its failure refuses the savepoint
+                // only, not the checkpoint.
+                let to_savepoint = async {
+                    match &savepoint {
                         Some(target) => Some(
                             with_retries("savepoint upload", || {
                                 put_savepoint_file(&target.dir, &target.name, slot, state.clone())
                             })
-                            .await?,
+                            .await
+                            .map_err(|error| error.to_string()),
                         ),
                         None => None,
-                    };
-                    Ok::<_, CheckpointError>((file, savepoint_file))
+                    }
                 };
-                match uploaded.await {
-                    Ok((file, savepoint_file)) => {
+                let (uploaded, savepoint_file) = futures::join!(to_checkpoint, to_savepoint);
+                match uploaded {
+                    Ok(file) => {
                         tracing::debug!(slot, checkpoint, bytes = file.size, "slot snapshot uploaded");
+                        faultpoint::reached(Moment::StateStored).await;
                         let _ =
                             events.send(SlotEvent::Snapshot { slot, checkpoint, file, savepoint_file, records_read });
                     }

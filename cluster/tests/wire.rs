@@ -109,7 +109,17 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 slot: 0,
                 checkpoint: 3,
                 file: FileEntry { name: "slot-0-a0000000000000001.state".into(), size: 40, crc32: 7 },
-                savepoint_file: Some(FileEntry { name: "slot-0.state".into(), size: 40, crc32: 7 }),
+                savepoint_file: Some(Ok(FileEntry { name: "slot-0.state".into(), size: 40, crc32: 7 })),
+                records_read: 9,
+            },
+        },
+        ToCoordinator::Event {
+            attempt: 1,
+            event: SlotEvent::Snapshot {
+                slot: 1,
+                checkpoint: 3,
+                file: FileEntry { name: "slot-1-a0000000000000001.state".into(), size: 40, crc32: 7 },
+                savepoint_file: Some(Err("savepoint directory not writable".into())),
                 records_read: 9,
             },
         },

@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Slots upload their state straight to the store, as Flink's TaskManagers do; the coordinator
-//! receives only each file's name, size and checksum, so state never funnels through one
-//! process. A state file is named by its attempt: a slot of a lost attempt that still runs
+//! receives only each file's name, size and checksum, so no state is uploaded through one
+//! process (a restore still reads the files in the coordinator). A state file is named by its attempt: a slot of a lost attempt that still runs
 //! somewhere (a partitioned worker) writes beside, never over, the files of the attempt that
 //! replaced it, which `_metadata` names.
 //!
@@ -476,7 +476,8 @@ impl CheckpointStore {
     /// deployment numbers its checkpoints upwards from the one it restored, so a higher id was
     /// written by a deployment a restore rolled back (still listed, or listed late); counting it
     /// would delete good checkpoints in its place. Restore deletes it, or the running deployment
-    /// overwrites it when its ids get there.
+    /// overwrites its `_metadata` when its ids get there (beside its state files, which are named
+    /// by attempt and go when the directory is deleted).
     pub async fn retain(&self, keep: usize, completed: u64) -> Result<(), CheckpointError> {
         assert!(keep >= 1, "at least one complete checkpoint must be kept");
         let (mut complete, all) = self.list_checkpoints().await?;
@@ -648,6 +649,30 @@ impl CheckpointStore {
         jobs.retain(|job| !job.starts_with('_'));
         jobs.sort();
         Ok(jobs)
+    }
+
+    /// Deletes every object under the job's root (a savepoint's, when it is abandoned).
+    pub async fn delete_all(&self) -> Result<(), CheckpointError> {
+        let mut listing = self.store.list(Some(&self.job_root));
+        let mut paths = Vec::new();
+        while let Some(item) = listing.next().await {
+            match item {
+                Ok(meta) => paths.push(meta.location),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(CheckpointError::Store { operation: "list", path: self.job_root.to_string(), source })
+                }
+            }
+        }
+        for path in paths {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(CheckpointError::Store { operation: "delete", path: path.to_string(), source })
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stores object `name` under the job's root as it is (no checksum trailer: the caller

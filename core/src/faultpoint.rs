@@ -227,17 +227,21 @@ pub enum Moment {
     /// A worker has brought a slot's sink directories in line with the restored checkpoint and
     /// not yet started the slot.
     SinkRecovered,
+    /// A slot has uploaded its state file of a checkpoint to the store and not yet reported it
+    /// to the coordinator (a kill here leaves a file no `_metadata` names).
+    StateStored,
 }
 
 impl Moment {
     /// Every moment.
-    pub const ALL: [Moment; 6] = [
+    pub const ALL: [Moment; 7] = [
         Moment::StateUploaded,
         Moment::CheckpointCompleted,
         Moment::Restored,
         Moment::SinkStaged,
         Moment::SinkCommitted,
         Moment::SinkRecovered,
+        Moment::StateStored,
     ];
 
     /// The moment's name in plans.
@@ -249,6 +253,7 @@ impl Moment {
             Moment::SinkStaged => "sink-staged",
             Moment::SinkCommitted => "sink-committed",
             Moment::SinkRecovered => "sink-recovered",
+            Moment::StateStored => "state-stored",
         }
     }
 

@@ -11,7 +11,7 @@
 //! it. A savepoint is self-contained and belongs to the user: nothing ever deletes it, and any
 //! job may start from it (`--from-savepoint PATH`), at any parallelism. It is taken as a
 //! checkpoint of the running job — so the output it covers is committed like any checkpoint's —
-//! whose slots upload their state here too (state never funnels through the coordinator). Each
+//! whose slots upload their state here too (no state is uploaded through the coordinator). Each
 //! file is in the canonical form: the slot's key groups, ordered by operator id and key group,
 //! whatever the state backend. Like a checkpoint, it is complete iff its `_metadata` exists.
 
@@ -63,6 +63,12 @@ pub async fn put_savepoint_file(
         FileEntry { name: savepoint_state_file(slot), size: state.len() as u64, crc32: crc32fast::hash(&state) };
     store.put_object(&entry.name, state).await?;
     Ok(entry)
+}
+
+/// Deletes what was written of savepoint `name` in directory `dir` (one that will never be
+/// completed: its checkpoint was declined, or a slot could not write its file).
+pub async fn delete_savepoint(dir: &str, name: &str) -> Result<(), CheckpointError> {
+    CheckpointStore::open(dir, name)?.delete_all().await
 }
 
 /// Completes savepoint `name` in directory `dir` by writing its `_metadata` (last, after every

@@ -391,10 +391,6 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// Process-wide state (the named in-memory object store) outlives a run: every run gets a
-/// store of its own, whose name never enters the trace.
-static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// The seed and plan under madsim's own determinism check (which takes a plain `fn`).
 static CHECKED: Mutex<Option<(u64, FaultPlan)>> = Mutex::new(None);
 
@@ -404,11 +400,10 @@ static KEEP_UNSYNCED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 
 fn checked_world() -> impl std::future::Future<Output = Result<(), String>> {
     let (seed, plan) = CHECKED.lock().expect("checked seed").clone().expect("set before the check");
-    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let certs = certs_dir().to_path_buf();
     faultpoint::reset(None);
     weir_core::fs::sim::reset(seed, KEEP_UNSYNCED.load(std::sync::atomic::Ordering::Relaxed));
-    async move { simulate(seed, run, &certs, &plan).await }
+    async move { simulate(seed, &certs, &plan).await }
 }
 
 /// Runs `seed` twice under madsim's determinism check, which compares every random draw of
@@ -429,7 +424,6 @@ pub fn madsim_determinism_check(seed: u64, plan: &FaultPlan) -> Result<(), Strin
 /// Runs one seed with `plan` (and `planted`, if any) in a fresh simulated world. A panic
 /// anywhere in the world is a failure of the run, not of the sweep.
 pub fn run_seed(seed: u64, plan: &FaultPlan, planted: Option<PlantedBug>) -> SeedOutcome {
-    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let certs = certs_dir().to_path_buf();
     let run_plan = plan.clone();
     faultpoint::reset(planted);
@@ -444,7 +438,7 @@ pub fn run_seed(seed: u64, plan: &FaultPlan, planted: Option<PlantedBug>) -> See
         let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
         runtime.block_on(async move {
             rt::trace_reset();
-            let failure = simulate(seed, run, &certs, &run_plan).await.err();
+            let failure = simulate(seed, &certs, &run_plan).await.err();
             (failure, rt::trace_hash())
         })
     });
@@ -620,11 +614,15 @@ impl World {
     }
 }
 
-async fn simulate(seed: u64, run: u64, certs: &Path, plan: &FaultPlan) -> Result<(), String> {
+async fn simulate(seed: u64, certs: &Path, plan: &FaultPlan) -> Result<(), String> {
     // Every path of the run is in the simulated file system, fresh for the run. The root is
     // part of the job's identity (and so of the trace): per seed, not per run.
     let root = PathBuf::from(format!("/weir-sim/seed-{seed}"));
-    let store_name = format!("weir-sim-{}-run-{run}", std::process::id());
+    // One name for every run: runs are sequential, and each registers a fresh store under it
+    // (and unregisters it). The store's URL travels in messages (a deployment names the
+    // checkpoint directory) and in savepoints' paths, which must be the same in two runs of a
+    // seed, in this process or another.
+    let store_name = "weir-sim-store".to_string();
     let inner: Arc<dyn object_store::ObjectStore> = match plan.shape.checkpoints {
         CheckpointBackend::ObjectStore => Arc::new(object_store::memory::InMemory::new()),
         CheckpointBackend::LocalDirectory => {
