@@ -484,8 +484,10 @@ pub async fn coordinate(
                             stop_all();
                             return Err(JobError::Crashed(CrashPoint::BeforeCommit { checkpoint }));
                         }
+                        // A savepoint given up is deleted after the sinks are told to commit.
+                        let mut abandoned = None;
                         match current.savepoint {
-                            Some(part) if part.failed => abandon_savepoint(part, &mut savepoint, String::new()).await,
+                            Some(part) if part.failed => abandoned = Some(part),
                             Some(part) => {
                                 let request = savepoint.take().expect("a savepoint's checkpoint");
                                 match complete_savepoint(&config, checkpoint, &part.target, &part.files).await {
@@ -495,14 +497,18 @@ pub async fn coordinate(
                                         let _ = request.reply.send(Ok(path));
                                     }
                                     Err(reason) => {
-                                        request.refuse(reason.clone());
-                                        abandon_savepoint(part, &mut None, reason).await;
+                                        request.refuse(reason);
+                                        abandoned = Some(part);
                                     }
                                 }
                             }
                             None => {}
                         }
                         broadcast(SlotCommand::Complete { checkpoint });
+                        if let Some(part) = abandoned {
+                            // Refused already.
+                            abandon_savepoint(part, &mut None, String::new()).await;
+                        }
                         if let Err(error) = store.retain(config.retained_checkpoints, checkpoint).await {
                             tracing::warn!(%error, "could not delete old checkpoints");
                         }
@@ -607,6 +613,23 @@ async fn complete_savepoint(
             files.len(),
             config.parallelism
         ));
+    }
+    // The slots wrote the files where they see the directory; the savepoint is complete only
+    // if the coordinator sees them there too (a directory not shared with the workers is not).
+    for file in files.values() {
+        match weir_core::savepoint::savepoint_file_size(&target.dir, &target.name, &file.name).await {
+            Ok(Some(size)) if size == file.size => {}
+            Ok(found) => {
+                return Err(format!(
+                    "the coordinator finds {} of savepoint {}/{} {}: the savepoint directory must be shared by the coordinator and every worker",
+                    file.name,
+                    target.dir,
+                    target.name,
+                    found.map_or("missing".to_string(), |size| format!("{size} bytes long, not {}", file.size))
+                ))
+            }
+            Err(error) => return Err(format!("cannot check the savepoint's files: {error}")),
+        }
     }
     let metadata = CheckpointMetadata {
         format_version: FORMAT_VERSION,

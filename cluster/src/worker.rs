@@ -438,27 +438,37 @@ async fn deploy(
     {
         return Err(format!("deployment of attempt {attempt} does not match its placement on worker {worker_id}"));
     }
-    // Refuse a stale deployment before touching anything, including the data plane; then bring
-    // the slots' output in line with the restored checkpoint and decode their state, all before
-    // any slot starts, so that a failure here leaves nothing running.
-    crate::deploy::fence_output(&job, generation).map_err(|e| e.to_string())?;
     // The slots upload their state files to the job's checkpoint store themselves: it must be
-    // the coordinator's (shared), which the job's record, written at submission, shows.
+    // the coordinator's (shared), which the job's record, written at submission, shows. Checked
+    // (reading only) before anything else.
     if job_id != job.job_id {
         return Err(format!("deployment of attempt {attempt} names job {job_id}, but its spec is job {}", job.job_id));
     }
     let store = weir_core::checkpoint::CheckpointStore::open(&checkpoint_dir, &job_id)
         .map_err(|e| format!("worker {worker_id} cannot open the checkpoint store: {e}"))?;
-    match store.has_job_record(crate::server::JOB_RECORD).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(format!(
-                "worker {worker_id} does not see the checkpoint directory {checkpoint_dir} as the coordinator does (no {}): slots upload their state there, so it must be shared by the coordinator and every worker (one machine, a shared file system, an object store)",
-                store.record_path(crate::server::JOB_RECORD)
-            ))
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match store.has_job_record(crate::server::JOB_RECORD).await {
+            Ok(true) => break,
+            Ok(false) => {
+                return Err(format!(
+                    "worker {worker_id} does not see the checkpoint directory {checkpoint_dir} as the coordinator does (no {}): slots upload their state there, so it must be shared by the coordinator and every worker (one machine, or a shared file system)",
+                    store.record_path(crate::server::JOB_RECORD)
+                ))
+            }
+            // A store that fails now and then is not a store the worker cannot see.
+            Err(error) if tries < 3 => {
+                tracing::warn!(%error, "cannot read the checkpoint store; retrying");
+                rt::sleep(Duration::from_millis(50 << tries)).await;
+            }
+            Err(error) => return Err(format!("worker {worker_id} cannot read the checkpoint store: {error}")),
         }
-        Err(error) => return Err(format!("worker {worker_id} cannot read the checkpoint store: {error}")),
     }
+    // Refuse a stale deployment before touching anything, including the data plane; then bring
+    // the slots' output in line with the restored checkpoint and decode their state, all before
+    // any slot starts, so that a failure here leaves nothing running.
+    crate::deploy::fence_output(&job, generation).map_err(|e| e.to_string())?;
     let mut prepared = Vec::with_capacity(slots.len());
     for (slot, snapshot) in slots {
         recover_sinks(&job, slot, restored_epoch, restored_attempt, restored_parallelism, generation)

@@ -675,6 +675,16 @@ impl CheckpointStore {
         Ok(())
     }
 
+    /// The size of object `name` under the job's root; `None` if it does not exist.
+    pub async fn object_size(&self, name: &str) -> Result<Option<u64>, CheckpointError> {
+        let path = self.job_root.child(name);
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(CheckpointError::Store { operation: "head", path: path.to_string(), source }),
+        }
+    }
+
     /// Stores object `name` under the job's root as it is (no checksum trailer: the caller
     /// checksums it, as a savepoint's `_metadata` does its files).
     pub async fn put_object(&self, name: &str, content: Bytes) -> Result<(), CheckpointError> {

@@ -65,6 +65,12 @@ pub async fn put_savepoint_file(
     Ok(entry)
 }
 
+/// The size of file `file` of savepoint `name` in directory `dir`, as this process sees it;
+/// `None` if it is not there.
+pub async fn savepoint_file_size(dir: &str, name: &str, file: &str) -> Result<Option<u64>, CheckpointError> {
+    CheckpointStore::open(dir, name)?.object_size(file).await
+}
+
 /// Deletes what was written of savepoint `name` in directory `dir` (one that will never be
 /// completed: its checkpoint was declined, or a slot could not write its file).
 pub async fn delete_savepoint(dir: &str, name: &str) -> Result<(), CheckpointError> {

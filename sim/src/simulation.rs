@@ -521,6 +521,11 @@ fn copy_user_inputs(job: &UserJob) -> Result<(), String> {
 /// A user job's seed: its fault-free run first (captured), then the seed's plan, whose
 /// committed output must equal it.
 fn run_user_job_seed(seed: u64, plan: &FaultPlan, planted: Option<PlantedBug>) -> SeedOutcome {
+    // Rescaling is the swarm's scenario for `bids` over files; a user's job may read generated
+    // input, which restores only at its own parallelism.
+    let mut plan = plan.clone();
+    plan.shape.rescale.clear();
+    let plan = &plan;
     let quiet = FaultPlan::new(plan.shape.clone(), Vec::new(), Vec::new());
     *USER_JOB_MODE.lock().expect("mode") = Some(UserJobMode::Capture);
     let reference = run_seed(seed, &quiet, None);
