@@ -118,38 +118,40 @@ fn inspect_savepoint(path: &str) -> Result<String, String> {
     splits.sort_by_key(|split| split.split);
     let _ = writeln!(report, "\n{:<8} {:>16} {:>12}  WATERMARK", "SPLIT", "POSITION", "LINE");
     for split in &splits {
-        let watermark = match split.clock.watermark() {
-            i64::MIN => "-".to_string(),
-            i64::MAX => "end of input".to_string(),
-            ms => format!("{ms} ms"),
-        };
+        let watermark = describe_watermark(Some(split.clock.watermark()));
         let _ = writeln!(report, "{:<8} {:>16} {:>12}  {watermark}", split.split, split.position, split.line);
     }
     Ok(report)
 }
 
-/// `0-12, 15, 20-127` for a sorted list of key groups (128 stands for replicated state).
+/// `0-12, 15, 20-127` for a sorted list of distinct key groups (and `replicated` for the group
+/// of replicated state, which sorts last).
 fn key_group_ranges(groups: &[usize]) -> String {
-    let mut ranges: Vec<String> = Vec::new();
-    let mut at = 0;
-    while at < groups.len() {
-        let start = groups[at];
-        let mut end = start;
-        while at + 1 < groups.len()
-            && groups[at + 1] == end + 1
-            && groups[at + 1] != weir_dataflow::process::REPLICATED_GROUP
-        {
-            at += 1;
-            end = groups[at];
+    let replicated = weir_dataflow::process::REPLICATED_GROUP;
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &group in groups.iter().filter(|&&group| group != replicated) {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == group => *end = group,
+            _ => ranges.push((group, group)),
         }
-        ranges.push(match (start, end) {
-            (group, _) if group == weir_dataflow::process::REPLICATED_GROUP => "replicated".to_string(),
-            (start, end) if start == end => start.to_string(),
-            (start, end) => format!("{start}-{end}"),
-        });
-        at += 1;
     }
-    ranges.join(", ")
+    let mut described: Vec<String> = ranges
+        .into_iter()
+        .map(|(start, end)| if start == end { start.to_string() } else { format!("{start}-{end}") })
+        .collect();
+    if groups.contains(&replicated) {
+        described.push("replicated".into());
+    }
+    described.join(", ")
+}
+
+/// A watermark as the CLI shows it: `-` before any, `end of input`, or milliseconds.
+pub(crate) fn describe_watermark(watermark: Option<i64>) -> String {
+    match watermark {
+        None | Some(i64::MIN) => "-".to_string(),
+        Some(i64::MAX) => "end of input".to_string(),
+        Some(ms) => format!("{ms} ms"),
+    }
 }
 
 /// `weir sql` without a script: the interactive shell.
@@ -297,12 +299,7 @@ fn print_status(status: &JobStatus) {
     println!("job:             {}", status.job_id);
     println!("state:           {:?}", status.state);
     println!("parallelism:     {}", status.parallelism);
-    let watermark = match status.watermark {
-        None | Some(i64::MIN) => "-".to_string(),
-        Some(i64::MAX) => "end of input".to_string(),
-        Some(ms) => format!("{ms} ms"),
-    };
-    println!("watermark:       {watermark}");
+    println!("watermark:       {}", describe_watermark(status.watermark));
     println!("last checkpoint: {}", status.last_checkpoint.map_or("-".into(), |c| c.to_string()));
     println!("restarts:        {}", status.restarts);
     println!("events read:     {}", status.records_read);
@@ -347,5 +344,22 @@ fn print_summary(summary: &RunSummary, cpu_before: Option<u64>) {
     }
     if let Some(rss) = weir_core::rt::peak_rss_kib() {
         println!("  peak memory:        {:.1} MiB", rss as f64 / 1024.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_groups_show_as_ranges_with_replicated_state_last() {
+        let replicated = weir_dataflow::process::REPLICATED_GROUP;
+        let mut groups: Vec<usize> = (0..=42).chain(86..=127).chain([50, replicated]).collect();
+        groups.sort_unstable();
+        assert_eq!(key_group_ranges(&groups), "0-42, 50, 86-127, replicated");
+        assert_eq!(key_group_ranges(&[7]), "7");
+        assert_eq!(key_group_ranges(&[replicated]), "replicated");
+        assert_eq!(describe_watermark(Some(i64::MAX)), "end of input");
+        assert_eq!(describe_watermark(None), "-");
     }
 }

@@ -23,7 +23,7 @@ use thiserror::Error;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use weir_core::checkpoint::{
-    slot_state_file, CheckpointError, CheckpointMetadata, CheckpointStore, FileEntry, FORMAT_VERSION,
+    slot_state_file, with_retries, CheckpointError, CheckpointMetadata, CheckpointStore, FileEntry, FORMAT_VERSION,
 };
 use weir_core::faultpoint::{self, Moment, PlantedBug};
 use weir_core::rt;
@@ -180,8 +180,6 @@ impl SavepointRequest {
 
 /// Consecutive failed checkpoints after which the job fails.
 const TOLERABLE_CHECKPOINT_FAILURES: u32 = 5;
-/// Attempts to write a job record before giving up.
-const RECORD_ATTEMPTS: u32 = 3;
 
 struct Pending {
     checkpoint: Epoch,
@@ -576,18 +574,7 @@ pub async fn coordinate(
 
 /// Records that the job stopped with savepoint `path`, retrying a failed put.
 async fn record_stop(store: &CheckpointStore, path: &str) -> Result<(), CheckpointError> {
-    let mut attempt = 1;
-    loop {
-        match store.put_job_record(STOPPED_RECORD, path.as_bytes().to_vec()).await {
-            Ok(()) => return Ok(()),
-            Err(error) if attempt < RECORD_ATTEMPTS => {
-                tracing::warn!(attempt, %error, "cannot record the stop; retrying");
-                rt::sleep(Duration::from_millis(50 << attempt)).await;
-                attempt += 1;
-            }
-            Err(error) => return Err(error),
-        }
-    }
+    with_retries("recording the stop", || store.put_job_record(STOPPED_RECORD, path.as_bytes().to_vec())).await
 }
 
 /// The next savepoint request, or never (no requests: nobody can ask).
@@ -666,11 +653,7 @@ impl ProgressReporter {
         let rate = (read - self.last_read) as f64 * 1000.0 / elapsed_ms as f64;
         self.last_at = rt::now();
         self.last_read = read;
-        let watermark = match watermark {
-            Some(i64::MIN) | None => "-".to_string(),
-            Some(i64::MAX) => "end of input".to_string(),
-            Some(ms) => format!("{ms} ms"),
-        };
+        let watermark = crate::app::describe_watermark(watermark);
         let checkpoint = last_checkpoint.map_or("-".to_string(), |c| c.to_string());
         eprintln!(
             "progress: {read} events read, {rate:.0} events/s, watermark {watermark}, last checkpoint {checkpoint}"

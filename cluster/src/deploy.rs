@@ -255,25 +255,51 @@ pub const SAVEPOINT_RECORD: &str = "_from_savepoint";
 pub async fn restore_point(
     store: &CheckpointStore,
     generation: u64,
-    from_savepoint: Option<&str>,
+    from_savepoint: Option<StartingSavepoint<'_>>,
 ) -> Result<(Option<RestoredCheckpoint>, Vec<CheckpointError>), CheckpointError> {
-    if let Some(path) = from_savepoint {
-        let metadata = weir_core::savepoint::read_savepoint_metadata(path).await?;
-        let identity = weir_core::savepoint::savepoint_name(&metadata.job_id, metadata.checkpoint_id, metadata.attempt);
-        let started_from = store.get_job_record(SAVEPOINT_RECORD).await?;
-        if started_from.as_deref() != Some(identity.as_bytes()) {
-            let savepoint = weir_core::savepoint::read_savepoint(path).await?;
-            store.start_afresh(generation).await?;
-            store.put_job_record(SAVEPOINT_RECORD, identity.into_bytes()).await?;
-            return Ok((Some(savepoint), Vec::new()));
-        }
-    }
-    let (restored, skipped) = store.restore_for(generation).await?;
-    let restored = match (restored, from_savepoint) {
-        (None, Some(path)) => Some(weir_core::savepoint::read_savepoint(path).await?),
-        (restored, _) => restored,
+    let Some(StartingSavepoint { path, mut read }) = from_savepoint else {
+        return store.restore_for(generation).await;
     };
-    Ok((restored, skipped))
+    let metadata = match &read {
+        Some(savepoint) => savepoint.metadata.clone(),
+        None => weir_core::savepoint::read_savepoint_metadata(path).await?,
+    };
+    let identity = weir_core::savepoint::savepoint_name(&metadata.job_id, metadata.checkpoint_id, metadata.attempt);
+    let fresh = store.get_job_record(SAVEPOINT_RECORD).await?.as_deref() != Some(identity.as_bytes());
+    if fresh && read.is_none() {
+        // Read (and verified) before the job's records change.
+        read = Some(weir_core::savepoint::read_savepoint(path).await?);
+    }
+    let (restored, skipped) = if fresh {
+        store.start_afresh(generation).await?;
+        store.put_job_record(SAVEPOINT_RECORD, identity.into_bytes()).await?;
+        (None, Vec::new())
+    } else {
+        store.restore_for(generation).await?
+    };
+    let restored = match (restored, read) {
+        (Some(own), _) => own,
+        (None, Some(savepoint)) => savepoint,
+        (None, None) => weir_core::savepoint::read_savepoint(path).await?,
+    };
+    Ok((Some(restored), skipped))
+}
+
+/// A savepoint a job is started from (`--from-savepoint`): its path, and its content when the
+/// caller has read it already (it is read once).
+#[derive(Debug)]
+pub struct StartingSavepoint<'a> {
+    /// Its path.
+    pub path: &'a str,
+    /// Its content, if read.
+    pub read: Option<RestoredCheckpoint>,
+}
+
+impl<'a> StartingSavepoint<'a> {
+    /// The savepoint at `path`, not read yet.
+    pub fn at(path: &'a str) -> Self {
+        StartingSavepoint { path, read: None }
+    }
 }
 
 /// Claims the job's output for deployment generation `generation` before any sink is
@@ -551,24 +577,24 @@ mod tests {
             };
             // The job ran before (generation 1, checkpoint 7), then is started from the savepoint.
             complete_checkpoint(&store, 7, 1).await;
-            let (restored, _) = restore_point(&store, 2, Some(&path)).await.unwrap();
+            let (restored, _) = restore_point(&store, 2, Some(StartingSavepoint::at(&path))).await.unwrap();
             assert_eq!(restored_id(&restored), Some((5, true)), "the savepoint, not the older checkpoint 7");
             // A restart before the job took a checkpoint of its own: the savepoint again, and
             // checkpoint 7 is ruled out (deleted) for good.
-            let (restored, _) = restore_point(&store, 3, Some(&path)).await.unwrap();
+            let (restored, _) = restore_point(&store, 3, Some(StartingSavepoint::at(&path))).await.unwrap();
             assert_eq!(restored_id(&restored), Some((5, true)));
             assert!(store.load(7).await.is_err(), "checkpoint 7 was deleted");
             // Once the job has a checkpoint since, a restart resumes from it.
             complete_checkpoint(&store, 6, 3).await;
-            let (restored, _) = restore_point(&store, 4, Some(&path)).await.unwrap();
+            let (restored, _) = restore_point(&store, 4, Some(StartingSavepoint::at(&path))).await.unwrap();
             assert_eq!(restored_id(&restored), Some((6, false)));
             // The same savepoint, spelled differently, is the same start.
             let respelled = format!("{path}/");
-            let (restored, _) = restore_point(&store, 5, Some(&respelled)).await.unwrap();
+            let (restored, _) = restore_point(&store, 5, Some(StartingSavepoint::at(&respelled))).await.unwrap();
             assert_eq!(restored_id(&restored), Some((6, false)));
             // A new submission from it (which clears the record) starts from it again.
             store.delete_job_record(SAVEPOINT_RECORD).await.unwrap();
-            let (restored, _) = restore_point(&store, 6, Some(&path)).await.unwrap();
+            let (restored, _) = restore_point(&store, 6, Some(StartingSavepoint::at(&path))).await.unwrap();
             assert_eq!(restored_id(&restored), Some((5, true)));
             let (restored, _) = restore_point(&store, 7, None).await.unwrap();
             assert_eq!(restored_id(&restored), None, "checkpoint 6 descends from the earlier start");

@@ -306,8 +306,33 @@ pub struct JobStatus {
     pub restarts: u32,
     /// Records read in the current attempt.
     pub records_read: u64,
-    /// Why it failed or restarted last.
+    /// Why it failed or restarted last, or what it stopped with.
     pub message: Option<String>,
+    /// The savepoint it stopped with (state `Stopped`).
+    #[serde(default)]
+    pub savepoint: Option<String>,
+}
+
+impl JobStatus {
+    /// Job `job_id` in `state` at `parallelism`, with nothing measured yet.
+    pub fn new(job_id: &str, state: JobState, parallelism: usize) -> Self {
+        JobStatus {
+            job_id: job_id.to_owned(),
+            state,
+            parallelism,
+            watermark: None,
+            last_checkpoint: None,
+            restarts: 0,
+            records_read: 0,
+            message: None,
+            savepoint: None,
+        }
+    }
+
+    /// The message of a job stopped with savepoint `path`.
+    pub fn stopped_with(path: &str) -> String {
+        format!("stopped with savepoint {path}")
+    }
 }
 
 /// Coordinator → client.

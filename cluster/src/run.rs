@@ -23,6 +23,7 @@ use weir_dataflow::JobRegistry;
 use crate::coordinator::{coordinate, CoordinatorConfig, CoordinatorOutcome, CrashPoint, JobError};
 use crate::deploy::{
     fence_output, launch_slot, next_generation, plan_restore, recover_sinks, restore_point, PlannedJob, SlotLaunch,
+    StartingSavepoint,
 };
 use crate::slot::{SlotDoorbell, SlotLink};
 
@@ -219,15 +220,16 @@ async fn run_job_async(registry: &JobRegistry, options: RunOptions) -> Result<Ru
     let job_id = spec.fingerprint();
     // A savepoint is read (and verified) and the job planned against it before anything is
     // touched: a wrong path, or a savepoint this job cannot start from, changes nothing.
-    let taking_over = match &options.from_savepoint {
+    let from_savepoint = match &options.from_savepoint {
         Some(path) => {
             let savepoint = weir_core::savepoint::read_savepoint(path).await?;
             plan_restore(Some(&savepoint), &job, options.allow_non_restored_state)
                 .map_err(|error| RunError::Build(format!("savepoint {path}: {error}")))?;
-            Some(savepoint.metadata.job_id)
+            Some(StartingSavepoint { path, read: Some(savepoint) })
         }
         None => None,
     };
+    let taking_over = from_savepoint.as_ref().and_then(|from| from.read.as_ref()).map(|s| s.metadata.job_id.clone());
     claim_output(&job, &job_id, taking_over.as_deref())?;
     let location = match (&options.checkpoint_location, job.fence_dir()) {
         (Some(location), _) => location.clone(),
@@ -241,7 +243,7 @@ async fn run_job_async(registry: &JobRegistry, options: RunOptions) -> Result<Ru
     };
     let store = CheckpointStore::open(&location, &job_id)?;
     let generation = next_generation(&store).await?;
-    let (restored, skipped) = restore_point(&store, generation, options.from_savepoint.as_deref()).await?;
+    let (restored, skipped) = restore_point(&store, generation, from_savepoint).await?;
     for error in &skipped {
         eprintln!("warning: {error}; falling back to an older checkpoint");
     }

@@ -350,16 +350,8 @@ async fn try_resume_jobs(state: &Shared, options: &Arc<CoordinatorOptions>) -> R
             // the scan goes on to the other jobs. Transient errors make the scan retry.
             Err(error) if error.is_permanent() => {
                 eprintln!("coordinator: job {job_id} failed: {error}");
-                let status = JobStatus {
-                    job_id: job_id.clone(),
-                    state: JobState::Failed,
-                    parallelism: 0,
-                    watermark: None,
-                    last_checkpoint: None,
-                    restarts: 0,
-                    records_read: 0,
-                    message: Some(error.to_string()),
-                };
+                let status =
+                    JobStatus { message: Some(error.to_string()), ..JobStatus::new(&job_id, JobState::Failed, 0) };
                 state.lock().expect("state lock").jobs.insert(job_id, JobEntry::new(status).0);
                 continue;
             }
@@ -409,10 +401,14 @@ async fn read_stored_job(
         }
         Err(error) => Err(error),
     };
+    // `(message, savepoint)` of a job stopped with a savepoint.
     let stopped = match store.get_job_record(STOPPED_RECORD).await {
-        Ok(stopped) => stopped.map(|path| format!("stopped with savepoint {}", String::from_utf8_lossy(&path))),
+        Ok(stopped) => stopped.map(|path| {
+            let path = String::from_utf8_lossy(&path).into_owned();
+            (JobStatus::stopped_with(&path), Some(path))
+        }),
         Err(error) if error.is_permanent() => {
-            Some(format!("stopped with a savepoint whose path is unreadable: {error}"))
+            Some((format!("stopped with a savepoint whose path is unreadable: {error}"), None))
         }
         Err(error) => return Err(error),
     };
@@ -443,15 +439,12 @@ async fn read_stored_job(
         Ok((latest, _)) => latest.map(|c| c.metadata.checkpoint_id),
         Err(error) => tolerated(to_run, error)?,
     };
+    let (message, savepoint) = stopped.unzip();
     let status = JobStatus {
-        job_id: job_id.to_string(),
-        state,
-        parallelism: record.as_ref().map_or(0, |record| record.spec.parallelism),
-        watermark: None,
         last_checkpoint: latest,
-        restarts: 0,
-        records_read: 0,
-        message: stopped,
+        message,
+        savepoint: savepoint.flatten(),
+        ..JobStatus::new(job_id, state, record.as_ref().map_or(0, |record| record.spec.parallelism))
     };
     Ok(Some((status, record.filter(|_| to_run))))
 }
@@ -563,16 +556,7 @@ async fn submit(
         },
         None => None,
     };
-    let (entry, cancel, requests) = JobEntry::new(JobStatus {
-        job_id: job_id.clone(),
-        state: JobState::Scheduled,
-        parallelism: spec.parallelism,
-        watermark: None,
-        last_checkpoint: None,
-        restarts: 0,
-        records_read: 0,
-        message: None,
-    });
+    let (entry, cancel, requests) = JobEntry::new(JobStatus::new(&job_id, JobState::Scheduled, spec.parallelism));
     let previous = {
         let mut state = state.lock().expect("state lock");
         let running = |id: &str| {
@@ -682,7 +666,8 @@ async fn run_job(
                 eprintln!("coordinator: job {job_id} stopped with savepoint {savepoint}");
                 rt::trace(&format!("job {job_id} stopped with savepoint {savepoint}"));
                 return set_status(&state, &job_id, |s| {
-                    (s.state, s.message) = (JobState::Stopped, Some(format!("stopped with savepoint {savepoint}")))
+                    s.message = Some(JobStatus::stopped_with(&savepoint));
+                    (s.state, s.savepoint) = (JobState::Stopped, Some(savepoint));
                 });
             }
             Ok(AttemptEnded::Finished { last_checkpoint }) => {
@@ -842,9 +827,9 @@ async fn run_attempt(
     // Corrupt newer checkpoints are deleted, so that one can never be restored after the output
     // it covered was rolled back.
     let generation = crate::deploy::next_generation(store).await.map_err(AttemptEnd::from_storage)?;
-    let (restored, skipped) = crate::deploy::restore_point(store, generation, job_options.from_savepoint.as_deref())
-        .await
-        .map_err(AttemptEnd::from_storage)?;
+    let from_savepoint = job_options.from_savepoint.as_deref().map(crate::deploy::StartingSavepoint::at);
+    let (restored, skipped) =
+        crate::deploy::restore_point(store, generation, from_savepoint).await.map_err(AttemptEnd::from_storage)?;
     weir_core::faultpoint::reached(weir_core::faultpoint::Moment::Restored).await;
     for error in skipped {
         eprintln!("coordinator: warning: {error}; falling back to an older checkpoint");

@@ -16,7 +16,7 @@ use timely::communication::allocator::Thread;
 use timely::communication::Allocator;
 use timely::worker::{Config, Worker};
 
-use weir_core::checkpoint::{slot_state_file, CheckpointError, CheckpointStore, FileEntry};
+use weir_core::checkpoint::{slot_state_file, with_retries, CheckpointStore, FileEntry};
 use weir_core::faultpoint::{self, Moment, PlantedBug};
 use weir_core::rt;
 use weir_core::savepoint::put_savepoint_file;
@@ -181,7 +181,7 @@ impl SlotLink {
 
 /// Finishes a slot's snapshots off the slot's thread, in checkpoint order: makes the sinks'
 /// staged output durable, encodes the state copies, uploads the state file to the checkpoint
-/// store (and to a savepoint's directory) itself — state never travels to the coordinator —
+/// store (and to a savepoint's directory) itself — no state travels to the coordinator —
 /// and reports each checkpoint with the file's entry ([`SlotEvent::Snapshot`]). If a sink
 /// cannot make its output durable the writer stops and the slot fails with its error; an
 /// upload that fails after retries declines the checkpoint ([`SlotEvent::SnapshotFailed`]).
@@ -190,29 +190,6 @@ struct SnapshotWriter {
     queue: UnboundedSender<(PendingSnapshot, u64, Option<SavepointTarget>)>,
     failure: Arc<std::sync::Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
-}
-
-/// Attempts to upload one state file before its checkpoint is declined.
-const UPLOAD_ATTEMPTS: u32 = 3;
-
-/// Runs `upload` up to [`UPLOAD_ATTEMPTS`] times, backing off between attempts.
-async fn with_retries<T, F, Fut>(what: &str, mut upload: F) -> Result<T, CheckpointError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, CheckpointError>>,
-{
-    let mut attempt = 1;
-    loop {
-        match upload().await {
-            Ok(done) => return Ok(done),
-            Err(error) if attempt < UPLOAD_ATTEMPTS => {
-                tracing::warn!(attempt, %error, "{what} failed; retrying");
-                rt::sleep(Duration::from_millis(50 << attempt)).await;
-                attempt += 1;
-            }
-            Err(error) => return Err(error),
-        }
-    }
 }
 
 impl SnapshotWriter {

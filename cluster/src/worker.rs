@@ -24,6 +24,7 @@ use thiserror::Error;
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::sync::Notify;
 
+use weir_core::checkpoint::{with_retries, CheckpointStore};
 use weir_core::faultpoint::{self, DeployDelivery};
 use weir_core::rt;
 use weir_dataflow::exchange::{Batch, BatchRx, BatchTx, Doorbell, ExchangeChannels, LocalChannel};
@@ -444,26 +445,17 @@ async fn deploy(
     if job_id != job.job_id {
         return Err(format!("deployment of attempt {attempt} names job {job_id}, but its spec is job {}", job.job_id));
     }
-    let store = weir_core::checkpoint::CheckpointStore::open(&checkpoint_dir, &job_id)
+    let store = CheckpointStore::open(&checkpoint_dir, &job_id)
         .map_err(|e| format!("worker {worker_id} cannot open the checkpoint store: {e}"))?;
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match store.has_job_record(crate::server::JOB_RECORD).await {
-            Ok(true) => break,
-            Ok(false) => {
-                return Err(format!(
-                    "worker {worker_id} does not see the checkpoint directory {checkpoint_dir} as the coordinator does (no {}): slots upload their state there, so it must be shared by the coordinator and every worker (one machine, or a shared file system)",
-                    store.record_path(crate::server::JOB_RECORD)
-                ))
-            }
-            // A store that fails now and then is not a store the worker cannot see.
-            Err(error) if tries < 3 => {
-                tracing::warn!(%error, "cannot read the checkpoint store; retrying");
-                rt::sleep(Duration::from_millis(50 << tries)).await;
-            }
-            Err(error) => return Err(format!("worker {worker_id} cannot read the checkpoint store: {error}")),
+    match with_retries("reading the job's record", || store.has_job_record(crate::server::JOB_RECORD)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(format!(
+                "worker {worker_id} does not see the checkpoint directory {checkpoint_dir} as the coordinator does (no {}): slots upload their state there, so it must be shared by the coordinator and every worker (one machine, or a shared file system)",
+                store.record_path(crate::server::JOB_RECORD)
+            ))
         }
+        Err(error) => return Err(format!("worker {worker_id} cannot read the checkpoint store: {error}")),
     }
     // Refuse a stale deployment before touching anything, including the data plane; then bring
     // the slots' output in line with the restored checkpoint and decode their state, all before

@@ -34,7 +34,14 @@ fn bids_input(root: &Path, per_file: usize) -> std::path::PathBuf {
     write_input(root, &files)
 }
 
-fn submit_bids(cluster: &Cluster, input: &Path, output: &Path, parallelism: usize, savepoint: Option<&str>) -> String {
+/// `weir job submit bids` over `input` into `output`, throttled to run for seconds.
+fn try_submit_bids(
+    cluster: &Cluster,
+    input: &Path,
+    output: &Path,
+    parallelism: usize,
+    savepoint: Option<&str>,
+) -> std::process::Output {
     let parallelism = parallelism.to_string();
     let mut args = vec![
         "job",
@@ -58,7 +65,12 @@ fn submit_bids(cluster: &Cluster, input: &Path, output: &Path, parallelism: usiz
     if let Some(savepoint) = savepoint {
         args.extend(["--from-savepoint", savepoint]);
     }
-    let result = cluster.client(&args);
+    cluster.client(&args)
+}
+
+/// [`try_submit_bids`], which must be accepted: the job's id.
+fn submit_bids(cluster: &Cluster, input: &Path, output: &Path, parallelism: usize, savepoint: Option<&str>) -> String {
+    let result = try_submit_bids(cluster, input, output, parallelism, savepoint);
     assert!(result.status.success(), "submit failed: {}\n{}", String::from_utf8_lossy(&result.stderr), cluster.logs());
     String::from_utf8_lossy(&result.stdout).trim().to_string()
 }
@@ -166,25 +178,7 @@ fn stop_with_savepoint_rescale_two_three_one_commits_exactly_the_reference() {
     assert!(error.contains("does not match its checksum"), "{error}");
 
     // The first job lost its output to the second: resubmitted, it is refused there.
-    let stale = cluster.client(&[
-        "job",
-        "submit",
-        "bids",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--window",
-        "2s",
-        "--out-of-orderness",
-        "1s",
-        "--parallelism",
-        "2",
-        "--checkpoint-interval",
-        "100ms",
-        "--rate",
-        "20000",
-    ]);
+    let stale = try_submit_bids(&cluster, &input, &output, 2, None);
     let error = String::from_utf8_lossy(&stale.stderr);
     assert!(!stale.status.success() && error.contains("holds the output of another job"), "{error}");
 }
@@ -195,17 +189,7 @@ fn a_savepoint_that_is_not_there_is_refused_with_its_path_and_nothing_is_touched
     let input = bids_input(cluster.root.path(), 10);
     let output = cluster.root.path().join("out");
     let missing = cluster.root.path().join("savepoints/savepoint-none");
-    let result = cluster.client(&[
-        "job",
-        "submit",
-        "bids",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--from-savepoint",
-        missing.to_str().unwrap(),
-    ]);
+    let result = try_submit_bids(&cluster, &input, &output, 1, Some(missing.to_str().unwrap()));
     let error = String::from_utf8_lossy(&result.stderr);
     assert!(!result.status.success(), "{error}");
     assert!(error.contains(missing.to_str().unwrap()) && error.contains("has no _metadata"), "{error}");

@@ -39,6 +39,7 @@ fn status() -> JobStatus {
         restarts: 1,
         records_read: 10,
         message: Some("m".into()),
+        savepoint: Some("/tmp/sp/savepoint-bids-1-3-0".into()),
     }
 }
 

@@ -8,9 +8,9 @@
 //!
 //! Slots upload their state straight to the store, as Flink's TaskManagers do; the coordinator
 //! receives only each file's name, size and checksum, so no state is uploaded through one
-//! process (a restore still reads the files in the coordinator). A state file is named by its attempt: a slot of a lost attempt that still runs
-//! somewhere (a partitioned worker) writes beside, never over, the files of the attempt that
-//! replaced it, which `_metadata` names.
+//! process (a restore still reads the files in the coordinator). A state file is named by its
+//! attempt: a slot of a lost attempt that still runs somewhere (a partitioned worker) writes
+//! beside, never over, the files of the attempt that replaced it, which `_metadata` names.
 //!
 //! A checkpoint is complete iff its `_metadata` exists. Restore walks complete checkpoints from
 //! the newest down and takes the first whose metadata and files all verify; a corrupt or
@@ -151,6 +151,26 @@ pub struct FileEntry {
     pub crc32: u32,
 }
 
+impl FileEntry {
+    /// The entry of file `name` holding `content`.
+    pub fn of(name: &str, content: &[u8]) -> Self {
+        FileEntry { name: name.to_string(), size: content.len() as u64, crc32: crc32fast::hash(content) }
+    }
+
+    /// Whether `content` is this file as recorded; otherwise what is wrong with it.
+    pub fn check(&self, content: &[u8]) -> Result<(), String> {
+        if content.len() as u64 == self.size && crc32fast::hash(content) == self.crc32 {
+            return Ok(());
+        }
+        Err(format!(
+            "file {} does not match its checksum (size {} vs {} expected)",
+            self.name,
+            content.len(),
+            self.size
+        ))
+    }
+}
+
 /// The `_metadata` object of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointMetadata {
@@ -172,7 +192,7 @@ pub struct CheckpointMetadata {
     /// The deployment generation that took the checkpoint (see [`RestoreRecord`]).
     #[serde(default)]
     pub generation: u64,
-    /// A savepoint ([`crate::savepoint`]): one canonical state file, whatever the parallelism.
+    /// A savepoint ([`crate::savepoint`]), which any job may start from, at any parallelism.
     #[serde(default)]
     pub savepoint: bool,
 }
@@ -273,7 +293,7 @@ impl CheckpointStore {
     /// Uploads one state file of `checkpoint` and returns its metadata entry.
     pub async fn put_file(&self, checkpoint: u64, name: &str, content: Bytes) -> Result<FileEntry, CheckpointError> {
         let path = self.path(checkpoint, name);
-        let entry = FileEntry { name: name.to_string(), size: content.len() as u64, crc32: crc32fast::hash(&content) };
+        let entry = FileEntry::of(name, &content);
         self.store.put(&path, PutPayload::from_bytes(content)).await.map_err(|source| CheckpointError::Store {
             operation: "put",
             path: path.to_string(),
@@ -346,15 +366,10 @@ impl CheckpointStore {
                 .get(&self.path(checkpoint, &entry.name))
                 .await
                 .map_err(|e| missing_is_corrupt(e, &format!("file {}", entry.name)))?;
-            let checksum_ok = crc32fast::hash(&content) == entry.crc32
-                || crate::faultpoint::planted(crate::faultpoint::PlantedBug::RestoreIgnoresChecksum);
-            if content.len() as u64 != entry.size || !checksum_ok {
-                return Err(corrupt(format!(
-                    "file {} does not match its checksum (size {} vs {} expected)",
-                    entry.name,
-                    content.len(),
-                    entry.size
-                )));
+            let ignores_checksum = content.len() as u64 == entry.size
+                && crate::faultpoint::planted(crate::faultpoint::PlantedBug::RestoreIgnoresChecksum);
+            if !ignores_checksum {
+                entry.check(&content).map_err(corrupt)?;
             }
             files.push(content);
         }
@@ -499,29 +514,33 @@ impl CheckpointStore {
     /// checkpoint is never mistaken for a complete one.
     pub async fn delete_checkpoint(&self, checkpoint: u64) -> Result<(), CheckpointError> {
         let dir = self.job_root.child(format!("chk-{checkpoint}"));
-        let metadata = dir.child(METADATA);
-        match self.store.delete(&metadata).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(source) => {
-                return Err(CheckpointError::Store { operation: "delete", path: metadata.to_string(), source })
-            }
+        self.delete_object(&dir.child(METADATA)).await?;
+        self.delete_under(&dir).await
+    }
+
+    /// Deletes object `path` (absent is fine).
+    async fn delete_object(&self, path: &ObjectPath) -> Result<(), CheckpointError> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(CheckpointError::Store { operation: "delete", path: path.to_string(), source }),
         }
-        let mut listing = self.store.list(Some(&dir));
+    }
+
+    /// Deletes every object under `prefix`.
+    async fn delete_under(&self, prefix: &ObjectPath) -> Result<(), CheckpointError> {
+        let mut listing = self.store.list(Some(prefix));
         let mut paths = Vec::new();
         while let Some(item) = listing.next().await {
             match item {
                 Ok(meta) => paths.push(meta.location),
                 Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => return Err(CheckpointError::Store { operation: "list", path: dir.to_string(), source }),
+                Err(source) => {
+                    return Err(CheckpointError::Store { operation: "list", path: prefix.to_string(), source })
+                }
             }
         }
         for path in paths {
-            match self.store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => {
-                    return Err(CheckpointError::Store { operation: "delete", path: path.to_string(), source })
-                }
-            }
+            self.delete_object(&path).await?;
         }
         Ok(())
     }
@@ -600,11 +619,7 @@ impl CheckpointStore {
 
     /// Deletes job record `name` (absent is fine).
     pub async fn delete_job_record(&self, name: &str) -> Result<(), CheckpointError> {
-        let path = self.job_root.child(name);
-        match self.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(CheckpointError::Store { operation: "delete", path: path.to_string(), source }),
-        }
+        self.delete_object(&self.job_root.child(name)).await
     }
 
     /// Does job record `name` exist? (Markers such as `_finished` are judged by existence alone.)
@@ -653,26 +668,7 @@ impl CheckpointStore {
 
     /// Deletes every object under the job's root (a savepoint's, when it is abandoned).
     pub async fn delete_all(&self) -> Result<(), CheckpointError> {
-        let mut listing = self.store.list(Some(&self.job_root));
-        let mut paths = Vec::new();
-        while let Some(item) = listing.next().await {
-            match item {
-                Ok(meta) => paths.push(meta.location),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => {
-                    return Err(CheckpointError::Store { operation: "list", path: self.job_root.to_string(), source })
-                }
-            }
-        }
-        for path in paths {
-            match self.store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => {
-                    return Err(CheckpointError::Store { operation: "delete", path: path.to_string(), source })
-                }
-            }
-        }
-        Ok(())
+        self.delete_under(&self.job_root).await
     }
 
     /// The size of object `name` under the job's root; `None` if it does not exist.
@@ -714,6 +710,30 @@ impl CheckpointStore {
     /// The object path of `name` in `checkpoint` (for fault-injection tests).
     pub fn object_path(&self, checkpoint: u64, name: &str) -> ObjectPath {
         self.path(checkpoint, name)
+    }
+}
+
+/// Attempts of one store operation before [`with_retries`] gives up.
+pub const STORE_ATTEMPTS: u32 = 3;
+
+/// Runs `operation` (`what`, for the log) up to [`STORE_ATTEMPTS`] times, backing off between
+/// attempts: a store that fails now and then is not a store that cannot be used.
+pub async fn with_retries<T, F, Fut>(what: &str, mut operation: F) -> Result<T, CheckpointError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CheckpointError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match operation().await {
+            Ok(done) => return Ok(done),
+            Err(error) if attempt < STORE_ATTEMPTS => {
+                tracing::warn!(attempt, %error, "{what} failed; retrying");
+                crate::rt::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
     }
 }
 

@@ -59,8 +59,7 @@ pub async fn put_savepoint_file(
     state: Bytes,
 ) -> Result<FileEntry, CheckpointError> {
     let store = CheckpointStore::open(dir, name)?;
-    let entry =
-        FileEntry { name: savepoint_state_file(slot), size: state.len() as u64, crc32: crc32fast::hash(&state) };
+    let entry = FileEntry::of(&savepoint_state_file(slot), &state);
     store.put_object(&entry.name, state).await?;
     Ok(entry)
 }
@@ -136,14 +135,7 @@ pub async fn read_savepoint(path: &str) -> Result<RestoredCheckpoint, Checkpoint
             .get_object(&entry.name)
             .await?
             .ok_or_else(|| refuse(format!("its file {} is missing", entry.name)))?;
-        if content.len() as u64 != entry.size || crc32fast::hash(&content) != entry.crc32 {
-            return Err(refuse(format!(
-                "its file {} does not match its checksum (size {} vs {} recorded): it is damaged",
-                entry.name,
-                content.len(),
-                entry.size
-            )));
-        }
+        entry.check(&content).map_err(|reason| refuse(format!("{reason}: it is damaged")))?;
         files.push(content);
     }
     Ok(RestoredCheckpoint { metadata, files })

@@ -604,19 +604,21 @@ struct World {
     coordinator_address: String,
     storage: StorageFaults,
     store_name: String,
-    /// The job as first submitted.
-    job_id: String,
-    job: Arc<PlannedJob>,
-    /// The job at each parallelism it runs at, in order: the first, then one per rescaling
-    /// (another parallelism is another job id).
-    phases: Vec<(String, Arc<PlannedJob>)>,
+    /// The job at each parallelism it runs at, in order: as first submitted, then one per
+    /// rescaling (another parallelism is another job id).
+    phases: Vec<Arc<PlannedJob>>,
 }
 
 impl World {
-    /// The newest checkpoint of any phase's job that `attempt` completed.
-    fn newest_completed_by(storage: &StorageFaults, job_ids: &[String], attempt: u64) -> u64 {
-        job_ids.iter().map(|job_id| storage.newest_completed_by(job_id, attempt)).max().unwrap_or(0)
+    /// The job as first submitted (what the plan's faults aim at).
+    fn job(&self) -> &PlannedJob {
+        &self.phases[0]
     }
+}
+
+/// The newest checkpoint of any of `job_ids` that `attempt` completed.
+fn newest_completed_by(storage: &StorageFaults, job_ids: &[String], attempt: u64) -> u64 {
+    job_ids.iter().map(|job_id| storage.newest_completed_by(job_id, attempt)).max().unwrap_or(0)
 }
 
 async fn simulate(seed: u64, certs: &Path, plan: &FaultPlan) -> Result<(), String> {
@@ -821,19 +823,21 @@ async fn simulate_in(
             from_savepoint: None,
             allow_non_restored_state: false,
         };
-        phases.push((spec.fingerprint(), job, job_options));
+        phases.push((job, job_options));
     }
-    let job = phases[0].1.clone();
-    let job_id = phases[0].0.clone();
+    let job = phases[0].0.clone();
     let client_tls = TlsContext::load(certs, Role::Client).map_err(|e| e.to_string())?;
     let rogue_tls = client_tls.clone();
     let client = handle.create_node().name("client").ip(node_ip(MAX_WORKERS as u8 + 2)).build();
     let coordinator_at = coordinator_address.clone();
-    let job_options = phases[0].2.clone();
+    let job_options = phases[0].1.clone();
     let submit_spec = (*job.spec).clone();
     let submit_twice = shape.submit_twice;
-    let later_phases: Vec<(JobSpec, JobOptions, String)> =
-        phases.iter().skip(1).map(|(id, job, options)| ((*job.spec).clone(), options.clone(), id.clone())).collect();
+    let later_phases: Vec<(JobSpec, JobOptions, String)> = phases
+        .iter()
+        .skip(1)
+        .map(|(job, options)| ((*job.spec).clone(), options.clone(), job.job_id.clone()))
+        .collect();
     let stops: Vec<Duration> = shape.rescale.iter().map(|r| Duration::from_millis(r.stop_after_ms)).collect();
     // Savepoints go to the run's object store, where storage faults reach them too.
     let savepoint_dir = format!("memory://{store_name}");
@@ -893,11 +897,9 @@ async fn simulate_in(
         coordinator_address: coordinator_address.clone(),
         storage,
         store_name: store_name.to_string(),
-        job_id,
-        job,
-        phases: phases.iter().map(|(id, job, _)| (id.clone(), job.clone())).collect(),
+        phases: phases.into_iter().map(|(job, _)| job).collect(),
     };
-    let job_ids: Vec<String> = world.phases.iter().map(|(id, _)| id.clone()).collect();
+    let job_ids: Vec<String> = world.phases.iter().map(|job| job.job_id.clone()).collect();
 
     // The commit oracle: output an attempt staged for epoch n is committed only after a
     // checkpoint >= n *of that attempt* completed (its `_metadata` is in storage; a checkpoint
@@ -908,7 +910,7 @@ async fn simulate_in(
     {
         let (storage, job_ids, violation) = (world.storage.clone(), job_ids.clone(), violation.clone());
         faultpoint::observe_commits(Arc::new(move |dir: &Path, attempt: u64, newest: u64| {
-            let covered = World::newest_completed_by(&storage, &job_ids, attempt);
+            let covered = newest_completed_by(&storage, &job_ids, attempt);
             if newest > covered {
                 violation.lock().expect("violation").get_or_insert(format!(
                     "{}: a sink commits attempt {attempt:016x}'s output of epoch {newest} while the newest checkpoint that attempt completed is {covered}",
@@ -922,7 +924,7 @@ async fn simulate_in(
     let damaged: Arc<Mutex<Damaged>> = Arc::default();
     let monitor = {
         let (dirs, storage, job_ids, violation, damaged) =
-            (world.job.sink_dirs(), world.storage.clone(), job_ids.clone(), violation.clone(), damaged.clone());
+            (world.job().sink_dirs(), world.storage.clone(), job_ids.clone(), violation.clone(), damaged.clone());
         madsim::task::spawn(async move {
             let mut seen = CommittedFiles::default();
             let mut looked_at = None;
@@ -987,7 +989,7 @@ async fn simulate_in(
             violations.len()
         ));
     }
-    if let Some(found) = committed_beyond_completion(&world.job.sink_dirs(), &world.storage, &job_ids) {
+    if let Some(found) = committed_beyond_completion(&world.job().sink_dirs(), &world.storage, &job_ids) {
         return Err(format!("output committed for an epoch whose checkpoint never completed: {found}"));
     }
     every_checkpoint_restores(&world, &damaged.checkpoints).await?;
@@ -996,7 +998,7 @@ async fn simulate_in(
         let savepoint = weir_core::savepoint::read_savepoint(&path)
             .await
             .map_err(|error| format!("savepoint {path} does not read back: {error}"))?;
-        let (_, job) = &world.phases[phase];
+        let job = &world.phases[phase];
         weir_cluster::deploy::plan_restore(Some(&savepoint), job, false).map_err(|error| {
             format!("savepoint {path} does not restore at parallelism {}: {error}", job.parallelism())
         })?;
@@ -1004,7 +1006,7 @@ async fn simulate_in(
 
     // Safety: the committed output equals the sequential reference (or, for a job that
     // stopped on a damaged record as promised, holds nothing the reference does not).
-    match judge(&world.phases.last().expect("a phase").1) {
+    match judge(world.phases.last().expect("a phase")) {
         Judgement::Equal => Ok(()),
         Judgement::Differs { missing_or_wrong: _, report } if !failed_as_promised => {
             Err(format!("exactly-once violated:\n{report}"))
@@ -1475,8 +1477,8 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Re
             (Fault::Storage { mode, .. }, true) => world.storage.begin(*mode),
             (Fault::Storage { .. }, false) => world.storage.heal(),
             (Fault::CorruptCheckpoint { damage, file, worker: w, .. }, true) => {
-                if let Some(checkpoint) = world.storage.newest_stored_checkpoint(&world.job_id).await {
-                    let store = CheckpointStore::open(&format!("memory://{}", world.store_name), &world.job_id)
+                if let Some(checkpoint) = world.storage.newest_stored_checkpoint(&world.job().job_id).await {
+                    let store = CheckpointStore::open(&format!("memory://{}", world.store_name), &world.job().job_id)
                         .map_err(|e| e.to_string())?;
                     // The state files `_metadata` names (by attempt); `_metadata` itself when it
                     // does not read.
@@ -1538,7 +1540,7 @@ async fn inject(world: &World, plan: &FaultPlan, damaged: &Mutex<Damaged>) -> Re
             }
             (Fault::KillAtFileOp { .. }, false) => {}
             (Fault::CorruptJobRecord { record, damage, node: n, .. }, true) => {
-                let store = CheckpointStore::open(&format!("memory://{}", world.store_name), &world.job_id)
+                let store = CheckpointStore::open(&format!("memory://{}", world.store_name), &world.job().job_id)
                     .map_err(|e| e.to_string())?;
                 let path = store.record_path(record.name());
                 if world.storage.damage(&object_store::path::Path::from(path.as_str()), *damage).await {
@@ -1698,12 +1700,13 @@ fn committed_beyond_completion(dirs: &[PathBuf], storage: &StorageFaults, job_id
 /// Every checkpoint whose `_metadata` reached storage and is still there verifies and splits
 /// into slot states (except those the plan damaged on purpose).
 async fn every_checkpoint_restores(world: &World, damaged: &[u64]) -> Result<(), String> {
-    for (job_id, job) in &world.phases {
+    for job in &world.phases {
+        let job_id = &job.job_id;
         let store =
             CheckpointStore::open(&format!("memory://{}", world.store_name), job_id).map_err(|e| e.to_string())?;
         for checkpoint in world.storage.completed_checkpoints(job_id) {
             // The plan damages the first phase's checkpoints.
-            if damaged.contains(&checkpoint) && *job_id == world.job_id {
+            if damaged.contains(&checkpoint) && *job_id == world.job().job_id {
                 continue;
             }
             match store.load(checkpoint).await {
@@ -1741,11 +1744,10 @@ async fn stop_with_savepoint(tls: &TlsContext, coordinator: &str, job_id: &str, 
                 if let Some(status) = job_status(tls, coordinator, job_id).await? {
                     match status.state {
                         JobState::Stopped => {
-                            let message = status.message.clone().unwrap_or_default();
-                            let path = message
-                                .strip_prefix("stopped with savepoint ")
-                                .ok_or_else(|| format!("a stopped job's status names no savepoint: {message:?}"))?;
-                            return Ok(Stopped::Savepoint(path.to_owned()));
+                            let path = status.savepoint.clone().ok_or_else(|| {
+                                format!("a stopped job's status names no savepoint: {:?}", status.message)
+                            })?;
+                            return Ok(Stopped::Savepoint(path));
                         }
                         JobState::Finished | JobState::Failed | JobState::Cancelled => {
                             return Ok(Stopped::Ended(status))
