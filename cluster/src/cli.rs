@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Arg, Args, Parser, Subcommand};
 
-use weir_core::job::{BadRecordPolicy, JobSpec};
+use weir_core::job::{BadRecordPolicy, JobSpec, StateBackendKind};
 use weir_dataflow::{JobDef, JobRegistry};
 
 use crate::run::RunOptions;
@@ -101,6 +101,10 @@ pub struct WorkerArgs {
     /// Address for data connections from other workers (port 0 picks one).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub listen: String,
+    /// Where slots keep local state (jobs run with --state-backend rocksdb); default: a
+    /// directory of the system's temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub local_state_dir: Option<std::path::PathBuf>,
     /// TLS material.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -315,6 +319,7 @@ impl WorkerArgs {
             listen: self.listen.clone(),
             tls: crate::tls::TlsContext::load(&self.tls.certs, crate::tls::Role::Worker)?,
             registry,
+            local_state_dir: self.local_state_dir.clone().unwrap_or_else(crate::deploy::default_local_state_dir),
         })
     }
 }
@@ -397,6 +402,15 @@ pub fn job_command(def: &JobDef, kind: InvocationKind) -> clap::Command {
             "a checkpoint not complete this long after its trigger is declined (five in a row restart the job)",
         ))
         .arg(engine("retained-checkpoints", "N", Some("3"), "complete checkpoints to keep"))
+        .arg(
+            engine(
+                "state-backend",
+                "memory|rocksdb",
+                Some("memory"),
+                "where keyed state lives: in memory, or in RocksDB on local disk (state larger than memory)",
+            )
+            .value_parser(["memory", "rocksdb"]),
+        )
         .arg(engine(
             "rate",
             "RECORDS_PER_SECOND",
@@ -425,7 +439,14 @@ pub fn job_command(def: &JobDef, kind: InvocationKind) -> clap::Command {
                 "checkpoint storage: a local directory, file:///path, or memory:// (lost at exit); \
                  default: _checkpoints in the job's first output directory",
             ))
-            .arg(engine("progress", "DURATION", Some("1s"), "progress line interval on stderr; 0 or `off` for none")),
+            .arg(engine("progress", "DURATION", Some("1s"), "progress line interval on stderr; 0 or `off` for none"))
+            .arg(engine(
+                "local-state-dir",
+                "DIR",
+                None,
+                "where slots keep local state (--state-backend rocksdb); default: weir-local-state in the system's \
+                 temporary directory",
+            )),
         InvocationKind::Submit => {
             command.arg(engine("coordinator", "ADDR", Some("127.0.0.1:7400"), "the coordinator's address")).arg(
                 engine(
@@ -497,8 +518,28 @@ pub fn parse_invocation(
         Some("fail") => BadRecordPolicy::Fail,
         _ => BadRecordPolicy::Skip,
     };
-    let spec: JobSpec = def.spec(&given, parallelism, on_bad_record)?;
+    let mut spec: JobSpec = def.spec(&given, parallelism, on_bad_record)?;
+    spec.state_backend = match defaults.state_backend {
+        Some(set) if !on_command_line("state-backend") => set,
+        _ => text("state-backend")
+            .unwrap_or_default()
+            .parse::<StateBackendKind>()
+            .expect("the flag's parser admits only backend names"),
+    };
+    // `weir run` runs here; a submitted job runs on the workers, which check it themselves.
+    if kind == InvocationKind::Run
+        && spec.state_backend == StateBackendKind::RocksDb
+        && !weir_dataflow::state::HAS_ROCKSDB
+    {
+        return Err(format!("state backend rocksdb: {}", weir_dataflow::state::NO_ROCKSDB));
+    }
     let mut options = RunOptions::new(spec);
+    // A node's setting: `weir run` is its own node; a submitted job uses its workers' flags.
+    if kind == InvocationKind::Run {
+        if let Some(dir) = text("local-state-dir") {
+            options.local_state_dir = crate::run::absolute(std::path::Path::new(&dir));
+        }
+    }
     let interval = |id: &str| parse_interval(&text(id).unwrap_or_default()).map_err(|e| format!("--{id}: {e}"));
     options.checkpoint_interval = match defaults.checkpoint_interval {
         Some(set) if !on_command_line("checkpoint-interval") => Some(set),
@@ -562,7 +603,8 @@ pub fn describe_jobs(registry: &JobRegistry) -> String {
     }
     out.push_str(
         "Every job also takes the engine's flags: --parallelism, --on-bad-record, --checkpoint-interval, \
-         --checkpoint-timeout, --retained-checkpoints, --rate (and --checkpoint-dir, --progress with `weir run`).\n",
+         --checkpoint-timeout, --retained-checkpoints, --state-backend, --rate (and --checkpoint-dir, --local-state-dir, \
+         --progress with `weir run`).\n",
     );
     out
 }
@@ -630,5 +672,41 @@ SET 'execution.checkpointing.interval' = '10 s';
         let bad = SqlInvocation { flags: vec!["--script".into(), "SET 'pipeline.name' = 'x';".into()] };
         let error = parse_invocation(&registry, &bad.job(), InvocationKind::Run).unwrap_err();
         assert!(error.contains("line 1, column 1") && error.contains("is not supported"), "{error}");
+    }
+
+    #[test]
+    fn the_state_backend_comes_from_the_flag_or_the_script_and_the_local_state_dir_from_the_node() {
+        let registry = crate::jobs::builtin();
+        let parse = |script: &str, flags: &[&str], kind| {
+            let mut all = vec![
+                "--script".to_string(),
+                format!("{script} CREATE TABLE t (a BIGINT) WITH ('connector' = 'blackhole');"),
+            ];
+            all.extend(flags.iter().map(|f| f.to_string()));
+            parse_invocation(&registry, &SqlInvocation { flags: all }.job(), kind).map(|parsed| match parsed {
+                Invocation::Job(parsed) => (parsed.options.spec.state_backend, parsed.options.local_state_dir),
+                other => panic!("expected a job, got {other:?}"),
+            })
+        };
+        let submit = ["--coordinator", "x:1", "--certs", "c"];
+        let (backend, dir) = parse("", &[], InvocationKind::Run).unwrap();
+        assert_eq!((backend, dir), (StateBackendKind::Memory, crate::deploy::default_local_state_dir()));
+        let (_, dir) = parse("", &["--local-state-dir", "/var/weir"], InvocationKind::Run).unwrap();
+        assert_eq!(dir, PathBuf::from("/var/weir"));
+        let script = "SET 'state.backend' = 'rocksdb';";
+        // Submitted, a job runs on workers that check it themselves: the client's build has no say.
+        assert_eq!(parse(script, &submit, InvocationKind::Submit).unwrap().0, StateBackendKind::RocksDb);
+        let mut flags = submit.to_vec();
+        flags.extend(["--state-backend", "memory"]);
+        assert_eq!(parse(script, &flags, InvocationKind::Submit).unwrap().0, StateBackendKind::Memory, "the flag wins");
+        let run_on_rocksdb = parse("", &["--state-backend", "rocksdb"], InvocationKind::Run);
+        if weir_dataflow::state::HAS_ROCKSDB {
+            assert_eq!(run_on_rocksdb.unwrap().0, StateBackendKind::RocksDb);
+        } else {
+            let error = run_on_rocksdb.unwrap_err();
+            assert!(error.contains("no RocksDB state backend") && error.contains("--features rocksdb"), "{error}");
+        }
+        let error = parse("", &["--state-backend", "lmdb"], InvocationKind::Run).unwrap_err();
+        assert!(error.contains("lmdb") && error.contains("rocksdb"), "{error}");
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use std::path::{Path, PathBuf};
 
 use weir_core::checkpoint::{CheckpointError, CheckpointStore, RestoredCheckpoint};
-use weir_core::job::JobSpec;
+use weir_core::job::{JobSpec, StateBackendKind};
 use weir_core::keygroup::slot_of_key_group;
 use weir_core::rt;
 use weir_core::time::{Epoch, FIRST_EPOCH};
@@ -427,6 +427,34 @@ pub struct SlotLaunch {
     pub rate_limit: Option<u64>,
     /// The job's checkpoint store, which the slot uploads its state files to.
     pub store: CheckpointStore,
+    /// The node's directory for local state (`--local-state-dir`).
+    pub local_state_dir: PathBuf,
+}
+
+/// A slot's directory for local state: one per job, slot and deployment attempt, so that a
+/// slot of a lost attempt still closing never shares files with its successor.
+pub fn slot_state_dir(local_state_dir: &Path, job_id: &str, slot: usize, attempt: u64) -> PathBuf {
+    local_state_dir.join(job_id).join(format!("slot-{slot}-attempt-{attempt:016x}"))
+}
+
+/// Removes what earlier attempts of the slot left in the local state directory (a process
+/// killed with its slots running leaves their RocksDB instances behind). A slot of an earlier
+/// attempt still closing here loses its files: it is fenced off already.
+fn clear_earlier_attempts(local_state_dir: &Path, job_id: &str, slot: usize, current: &Path) {
+    let Ok(entries) = weir_core::fs::read_dir(&local_state_dir.join(job_id)) else { return };
+    let earlier = format!("slot-{slot}-attempt-");
+    for entry in entries.into_iter().filter(|entry| entry.is_dir && entry.name.starts_with(&earlier)) {
+        if entry.path != current {
+            tracing::info!(dir = %entry.path.display(), "removing local state of an earlier attempt");
+            let _ = std::fs::remove_dir_all(&entry.path);
+        }
+    }
+}
+
+/// The default `--local-state-dir`: a directory of the system's temporary directory (Flink's
+/// `io.tmp.dirs`).
+pub fn default_local_state_dir() -> PathBuf {
+    std::env::temp_dir().join("weir-local-state")
 }
 
 /// Starts a slot on its own thread. A panic in the slot becomes a `Failed` event.
@@ -445,8 +473,15 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
         doorbell,
         rate_limit,
         store,
+        local_state_dir,
     } = launch;
     let restored = restored_slot(snapshot);
+    let state_dir = slot_state_dir(&local_state_dir, &job.job_id, slot, attempt);
+    let local_state = job.spec.state_backend == StateBackendKind::RocksDb;
+    if local_state {
+        clear_earlier_attempts(&local_state_dir, &job.job_id, slot, &state_dir);
+    }
+    let slot_dir = state_dir.clone();
     rt::spawn_slot(format!("weir-slot-{slot}"), move || async move {
         let setup = SlotSetup {
             slot,
@@ -466,6 +501,7 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
                     emitted: Default::default(),
                 }
             }),
+            state_dir,
         };
         let slot_events = events.clone();
         let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(drive_slot(
@@ -480,6 +516,10 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
         if let Err(panic) = outcome {
             let message = rt::panic_message(&*panic);
             let _ = events.send(SlotEvent::Failed { slot, message: format!("internal error (bug): {message}") });
+        }
+        if local_state {
+            // Each operator's instance removed its own directory; this removes the slot's.
+            let _ = std::fs::remove_dir_all(&slot_dir);
         }
     })
     .map_err(|e| RunError::Job(JobError::SlotFailed { slot, message: format!("cannot start slot thread: {e}") }))

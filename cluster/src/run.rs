@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub from_savepoint: Option<String>,
     /// Drop restored state of operators the job no longer has, instead of refusing to start.
     pub allow_non_restored_state: bool,
+    /// Where slots keep local state (RocksDB instances).
+    pub local_state_dir: PathBuf,
 }
 
 impl RunOptions {
@@ -70,6 +72,7 @@ impl RunOptions {
             crash_at: None,
             rate_limit: None,
             from_savepoint: None,
+            local_state_dir: crate::deploy::default_local_state_dir(),
             allow_non_restored_state: false,
         }
     }
@@ -314,6 +317,7 @@ async fn run_job_async(registry: &JobRegistry, options: RunOptions) -> Result<Ru
             doorbell: doorbells[slot].clone(),
             rate_limit: options.rate_limit.map(|rate| (rate / parallelism as u64).max(1)),
             store: store.clone(),
+            local_state_dir: options.local_state_dir.clone(),
         })?);
     }
     drop(events_tx);

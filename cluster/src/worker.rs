@@ -85,6 +85,8 @@ pub struct WorkerOptions {
     pub tls: TlsContext,
     /// The jobs this binary can run (the same as the coordinator's and every worker's).
     pub registry: Arc<JobRegistry>,
+    /// Where slots keep local state (RocksDB instances), one directory per job, slot and attempt.
+    pub local_state_dir: std::path::PathBuf,
 }
 
 /// A worker could not run.
@@ -266,6 +268,7 @@ async fn serve_coordinator(options: &WorkerOptions, data_address: &str, plane: &
         worker_id,
         tls: options.tls.clone(),
         registry: options.registry.clone(),
+        local_state_dir: options.local_state_dir.clone(),
         plane: plane.clone(),
         outbox,
         attempts,
@@ -320,6 +323,7 @@ struct Session {
     worker_id: u64,
     tls: TlsContext,
     registry: Arc<JobRegistry>,
+    local_state_dir: std::path::PathBuf,
     plane: Arc<DataPlane>,
     outbox: UnboundedSender<ToCoordinator>,
     attempts: Arc<Mutex<BTreeMap<u64, RunningAttempt>>>,
@@ -376,7 +380,8 @@ impl Session {
             let _ = self.outbox.send(ToCoordinator::DeployFailed { attempt, message });
             return;
         }
-        match deploy(self.worker_id, deployment, &self.registry, &self.tls, &self.plane, &self.outbox).await {
+        let node = Node { registry: &self.registry, tls: &self.tls, local_state_dir: &self.local_state_dir };
+        match deploy(self.worker_id, deployment, node, &self.plane, &self.outbox).await {
             Ok(running) => {
                 self.attempts.lock().expect("attempts lock").insert(attempt, running);
                 let _ = self.outbox.send(ToCoordinator::Deployed { attempt });
@@ -404,12 +409,19 @@ async fn stop(running: RunningAttempt) {
     faultpoint::attempt_stopped(running.attempt);
 }
 
+/// What a deployment uses of the worker itself.
+#[derive(Clone, Copy)]
+struct Node<'a> {
+    registry: &'a JobRegistry,
+    tls: &'a TlsContext,
+    local_state_dir: &'a std::path::Path,
+}
+
 /// Starts this worker's slots of `deployment`. Anything that fails leaves nothing running.
 async fn deploy(
     worker_id: u64,
     deployment: Deployment,
-    registry: &JobRegistry,
-    tls: &TlsContext,
+    node: Node<'_>,
     plane: &Arc<DataPlane>,
     outbox: &UnboundedSender<ToCoordinator>,
 ) -> Result<RunningAttempt, String> {
@@ -430,8 +442,9 @@ async fn deploy(
         job_id,
         ..
     } = deployment;
-    let job =
-        Arc::new(PlannedJob::new(registry, spec).map_err(|e| format!("worker {worker_id} cannot build the job: {e}"))?);
+    let job = Arc::new(
+        PlannedJob::new(node.registry, spec).map_err(|e| format!("worker {worker_id} cannot build the job: {e}"))?,
+    );
     let parallelism = job.parallelism();
     let exchanges = if parallelism > 1 { job.plan.exchanges } else { 0 };
     if placement.len() != parallelism
@@ -523,7 +536,7 @@ async fn deploy(
         for (remote, address) in remote_workers {
             let link: Arc<str> =
                 format!("data connection from worker {worker_id} to worker {remote} ({address})").into();
-            let stream = match connect(tls, &address, Role::Worker).await {
+            let stream = match connect(node.tls, &address, Role::Worker).await {
                 Ok(stream) => stream,
                 Err(e) => return Err(fail(&tasks, format!("{link}: {e}"))),
             };
@@ -620,6 +633,7 @@ async fn deploy(
             doorbell: doorbells[&slot].clone(),
             rate_limit,
             store: store.clone(),
+            local_state_dir: node.local_state_dir.to_path_buf(),
         });
         match launched {
             Ok(handle) => running.handles.push(handle),

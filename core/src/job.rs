@@ -25,6 +25,41 @@ pub enum BadRecordPolicy {
     Fail,
 }
 
+/// Where a job keeps its keyed state (`--state-backend`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateBackendKind {
+    /// In memory: fastest, for state that fits (the default).
+    #[default]
+    Memory,
+    /// In RocksDB on each node's local disk: state larger than memory (a build with the
+    /// `rocksdb` feature).
+    RocksDb,
+}
+
+impl StateBackendKind {
+    /// The flag's value for this backend.
+    pub fn name(self) -> &'static str {
+        match self {
+            StateBackendKind::Memory => "memory",
+            StateBackendKind::RocksDb => "rocksdb",
+        }
+    }
+    fn is_default(&self) -> bool {
+        *self == StateBackendKind::default()
+    }
+}
+
+impl std::str::FromStr for StateBackendKind {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "memory" | "hashmap" => Ok(StateBackendKind::Memory),
+            "rocksdb" => Ok(StateBackendKind::RocksDb),
+            other => Err(format!("state backend {other:?} is not one of: memory, rocksdb")),
+        }
+    }
+}
+
 /// A job to run: which registered job, with which parameters, at which parallelism.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
@@ -36,6 +71,10 @@ pub struct JobSpec {
     pub parallelism: usize,
     /// What sources do with malformed records.
     pub on_bad_record: BadRecordPolicy,
+    /// Where keyed state lives. Part of the job's identity, like its parallelism: a job moves
+    /// to another backend through a savepoint (savepoints are the same on both).
+    #[serde(default)]
+    pub state_backend: StateBackendKind,
 }
 
 /// A job spec that cannot run.
@@ -72,7 +111,26 @@ impl JobSpec {
     /// A stable name for this job, derived from everything that determines its output, so that
     /// re-running the same command resumes the same job.
     pub fn fingerprint(&self) -> String {
-        let canonical = serde_json::to_vec(self).expect("a job spec always serializes");
+        /// What names a job: the spec, without the backend when it is the default (so that
+        /// jobs spec'd before there was a choice keep their ids and their checkpoints).
+        #[derive(Serialize)]
+        struct Identity<'a> {
+            job: &'a str,
+            params: &'a Params,
+            parallelism: usize,
+            on_bad_record: BadRecordPolicy,
+            #[serde(skip_serializing_if = "StateBackendKind::is_default")]
+            state_backend: StateBackendKind,
+        }
+        let JobSpec { job, params, parallelism, on_bad_record, state_backend } = self;
+        let identity = Identity {
+            job,
+            params,
+            parallelism: *parallelism,
+            on_bad_record: *on_bad_record,
+            state_backend: *state_backend,
+        };
+        let canonical = serde_json::to_vec(&identity).expect("a job spec always serializes");
         let mut hash = 0xcbf2_9ce4_8422_2325u64;
         for chunk in canonical.chunks(8) {
             let mut word = [0u8; 8];
@@ -424,11 +482,32 @@ mod tests {
     #[test]
     fn the_fingerprint_names_the_job_and_changes_with_any_parameter() {
         let params = Params::parse(&defs(), &BTreeMap::from([("output".to_string(), "/x".to_string())])).unwrap();
-        let spec = JobSpec { job: "bids".into(), params, parallelism: 2, on_bad_record: BadRecordPolicy::Skip };
+        let spec = JobSpec {
+            job: "bids".into(),
+            params,
+            parallelism: 2,
+            on_bad_record: BadRecordPolicy::Skip,
+            state_backend: StateBackendKind::Memory,
+        };
         let mut other = spec.clone();
         other.parallelism = 3;
         assert!(spec.fingerprint().starts_with("bids-"));
         assert_ne!(spec.fingerprint(), other.fingerprint());
+        let mut on_rocksdb = spec.clone();
+        on_rocksdb.state_backend = StateBackendKind::RocksDb;
+        assert_ne!(spec.fingerprint(), on_rocksdb.fingerprint());
+        // The default backend keeps the ids of jobs spec'd before there was a choice.
+        let params = serde_json::to_string(&spec.params).unwrap();
+        let before = format!(r#"{{"job":"bids","params":{params},"parallelism":2,"on_bad_record":"Skip"}}"#);
+        let old: JobSpec = serde_json::from_str(&before).unwrap();
+        assert_eq!(old, spec, "a spec recorded before the backend was chosen reads as memory");
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for chunk in before.as_bytes().chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            hash = mix64(hash ^ u64::from_le_bytes(word));
+        }
+        assert_eq!(spec.fingerprint(), format!("bids-{hash:016x}"));
         assert_eq!(spec.fingerprint(), spec.clone().fingerprint());
     }
 }

@@ -133,6 +133,10 @@ pub(crate) struct SlotContext {
     pub start_epoch: Epoch,
     pub planning: bool,
     pub on_bad_record: BadRecordPolicy,
+    /// Where the job keeps keyed state.
+    pub state_backend: weir_core::job::StateBackendKind,
+    /// The slot's directory for local state (`None` while planning: nothing is opened then).
+    pub state_dir: Option<PathBuf>,
     pub target_epoch: Rc<Cell<Epoch>>,
     pub final_checkpoint: Rc<Cell<Option<Epoch>>>,
     pub snapshots: Rc<RefCell<SnapshotCollector>>,
@@ -196,6 +200,29 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The keyed state store of operator `uid` in this slot, on the job's backend. A store
+    /// that cannot open is a build error of the operator (the job then does not start).
+    fn keyed_store<K: crate::state::Key>(&self, uid: &str) -> crate::state::Store<K> {
+        let ctx = &self.ctx;
+        let Some(dir) = &ctx.state_dir else { return crate::state::Store::default() };
+        // One directory per operator, named by its uid: made safe for a file name, with a
+        // hash of the uid so that two uids made safe alike stay apart.
+        let name: String =
+            uid.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| weir_core::keygroup::mix64(h ^ u64::from(b)));
+        let dir = dir.join(format!("{name}-{:08x}", hash as u32));
+        crate::state::Store::open(ctx.state_backend, &dir).unwrap_or_else(|reason| {
+            let backend = ctx.state_backend.name();
+            self.error(
+                uid,
+                format!(
+                    "cannot open its {backend} state backend in {}: {reason} (check --local-state-dir)",
+                    dir.display()
+                ),
+            );
+            crate::state::Store::default()
+        })
+    }
     fn error(&self, operator: &str, reason: impl Into<String>) {
         self.plan
             .borrow_mut()
@@ -834,7 +861,8 @@ where
     /// checkpointed under it).
     pub fn process<O: Data, F: KeyedProcessFunction<K, T, O>>(self, uid: &str, function: F) -> ProcessOutput<'s, O, T> {
         self.stream.require_event_time(uid, "a process function hands records over in event-time order, so it");
-        let logic = ProcessOperator::new(function, self.key, Box::new(weir_core::rt::processing_time_ms));
+        let logic = ProcessOperator::new(function, self.key, Box::new(weir_core::rt::processing_time_ms))
+            .with_store(self.stream.shared.keyed_store(uid));
         let (emitted, late) = self.stream.stateful("process", Some(uid.to_owned()), logic, true, true);
         ProcessOutput::split(emitted, late)
     }
@@ -929,7 +957,8 @@ where
         let both = keyed.stream.map(Either::<T, B>::Left).union(broadcast.stream.map(Either::<T, B>::Right));
         let function = Broadcasting::<F, F::State>::new(function, slot);
         let logic = ProcessOperator::new(function, key, Box::new(weir_core::rt::processing_time_ms))
-            .with_replicated_key(BroadcastKey::Broadcast);
+            .with_replicated_key(BroadcastKey::Broadcast)
+            .with_store(both.shared.keyed_store(uid));
         let (emitted, late) = both.stateful("broadcast-process", Some(uid.to_owned()), logic, true, true);
         // Every slot receives every broadcast record: a late one is reported by slot 0 alone.
         let late = late.filter(move |record| matches!(record, Either::Left(_)) || slot == 0);
@@ -971,7 +1000,8 @@ where
         let left = self.left.stream.map(Either::<A, B>::Left);
         let right = self.right.stream.map(Either::<A, B>::Right);
         let both = left.union(right);
-        let logic = ProcessOperator::new(CoProcess(function), key, Box::new(weir_core::rt::processing_time_ms));
+        let logic = ProcessOperator::new(CoProcess(function), key, Box::new(weir_core::rt::processing_time_ms))
+            .with_store(both.shared.keyed_store(uid));
         let (emitted, late) = both.stateful("co-process", Some(uid.to_owned()), logic, true, true);
         ProcessOutput::split(emitted, late)
     }

@@ -53,6 +53,9 @@ pub struct SlotSetup {
     pub metrics: Arc<SlotMetrics>,
     /// Optional source throttle.
     pub rate_limit: Option<RateLimit>,
+    /// This slot's directory for local state (a RocksDB instance per stateful operator); the
+    /// slot owns it for as long as it runs.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// The shared cells through which the slot driver steers a running dataflow.
@@ -86,8 +89,19 @@ impl SlotControl {
 
 /// Builds the job's dataflow for one slot in `worker`.
 pub fn build_slot(worker: &mut Worker, setup: SlotSetup) -> Result<SlotControl, BuildError> {
-    let SlotSetup { slot, attempt, generation: _, job, spec, start_epoch, restored, exchanges, metrics, rate_limit } =
-        setup;
+    let SlotSetup {
+        slot,
+        attempt,
+        generation: _,
+        job,
+        spec,
+        start_epoch,
+        restored,
+        exchanges,
+        metrics,
+        rate_limit,
+        state_dir,
+    } = setup;
     assert!(slot < spec.parallelism, "slot {slot} of a job at parallelism {}", spec.parallelism);
     let ctx = SlotContext {
         slot,
@@ -96,6 +110,8 @@ pub fn build_slot(worker: &mut Worker, setup: SlotSetup) -> Result<SlotControl, 
         start_epoch,
         planning: false,
         on_bad_record: spec.on_bad_record,
+        state_backend: spec.state_backend,
+        state_dir: Some(state_dir),
         target_epoch: Rc::new(Cell::new(start_epoch)),
         final_checkpoint: Rc::new(Cell::new(None)),
         snapshots: Rc::new(RefCell::new(SnapshotCollector::new(start_epoch))),
@@ -138,6 +154,9 @@ pub fn build_slot(worker: &mut Worker, setup: SlotSetup) -> Result<SlotControl, 
 /// Plans a job: builds it once without running it, to learn its splits, sinks, exchanges and
 /// stateful operators and to check it (sources validated, the graph wired right).
 pub fn plan_job(job: &JobDef, spec: &JobSpec) -> Result<JobPlan, BuildError> {
+    if spec.state_backend == weir_core::job::StateBackendKind::RocksDb && !crate::state::HAS_ROCKSDB {
+        return Err(BuildError::Job(crate::state::NO_ROCKSDB.into()));
+    }
     let ctx = SlotContext {
         slot: 0,
         parallelism: spec.parallelism,
@@ -145,6 +164,8 @@ pub fn plan_job(job: &JobDef, spec: &JobSpec) -> Result<JobPlan, BuildError> {
         start_epoch: FIRST_EPOCH,
         planning: true,
         on_bad_record: spec.on_bad_record,
+        state_backend: spec.state_backend,
+        state_dir: None,
         target_epoch: Rc::new(Cell::new(FIRST_EPOCH)),
         final_checkpoint: Rc::new(Cell::new(None)),
         snapshots: Rc::new(RefCell::new(SnapshotCollector::new(FIRST_EPOCH))),

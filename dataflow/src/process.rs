@@ -31,7 +31,8 @@ use weir_core::time::EventTime;
 use crate::keyed::key_group_of;
 use crate::keyed::KeySelector;
 use crate::record::{Data, Record};
-use crate::state::{Key, KeyedState, MemoryBackend, StateBackend};
+pub use crate::state::Store;
+use crate::state::{Key, KeyedState, StateBackend};
 use crate::stateful::{KeyGroupStates, StateImage, StatefulLogic};
 
 /// Which clock a timer follows.
@@ -42,9 +43,6 @@ pub enum TimeDomain {
     /// Processing time: fires when the node's clock reaches the timer.
     ProcessingTime,
 }
-
-/// The keyed state store of an operator. (One backend today; RocksDB joins it here.)
-pub type Store<K> = MemoryBackend<K>;
 
 /// Names a side output of a process function and the type of its records (Flink's
 /// `OutputTag`): `ctx.output(&TAG, value)` emits to it, `outputs.side_output(&TAG)` reads it.
@@ -335,11 +333,11 @@ struct OperatorCopy<K, I> {
 }
 
 impl<K: Key, I: Data> OperatorCopy<K, I> {
-    fn encode(self) -> KeyGroupStates {
+    fn encode(self) -> Result<KeyGroupStates, String> {
         let mut groups: BTreeMap<usize, GroupState<&K, &Record<I>>> = BTreeMap::new();
         let empty =
             || GroupState { state: None, event_timers: Vec::new(), processing_timers: Vec::new(), waiting: Vec::new() };
-        for (group, bytes) in self.store.encode() {
+        for (group, bytes) in self.store.try_encode()? {
             groups.entry(group).or_insert_with(empty).state = Some(bytes);
         }
         let replicated = self.replicated_key.as_ref();
@@ -372,7 +370,7 @@ impl<K: Key, I: Data> OperatorCopy<K, I> {
             let blob = (function_state, waiting, timers(&self.timers.event), timers(&self.timers.processing));
             states.push((REPLICATED_GROUP, bincode::serialize(&blob).expect("replicated state serializes")));
         }
-        states
+        Ok(states)
     }
 }
 
@@ -398,6 +396,12 @@ impl<K: Key, I, O, F, KF> ProcessOperator<K, I, O, F, KF> {
     /// Records and timers of `key` are replicated (see [`ProcessOperator::replicated_key`]).
     pub fn with_replicated_key(mut self, key: K) -> Self {
         self.replicated_key = Some(key);
+        self
+    }
+
+    /// Keeps the keyed state in `store` (the job's backend; memory by default).
+    pub fn with_store(mut self, store: Store<K>) -> Self {
+        self.store = store;
         self
     }
 
@@ -553,7 +557,7 @@ where
             // Broadcast state is small and the function's own: encoded here.
             function_state: self.function.snapshot_replicated(),
         };
-        StateImage::deferred(move || copy.encode())
+        StateImage::fallible(move || copy.encode())
     }
 
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use weir_core::job::{BadRecordPolicy, JobSpec, ParamDef, Params};
+use weir_core::job::{BadRecordPolicy, JobSpec, ParamDef, Params, StateBackendKind};
 
 use crate::api::{BuildError, JobBuilder};
 
@@ -22,6 +22,8 @@ pub struct EngineDefaults {
     pub parallelism: Option<usize>,
     /// `--checkpoint-interval`.
     pub checkpoint_interval: Option<std::time::Duration>,
+    /// `--state-backend`.
+    pub state_backend: Option<StateBackendKind>,
 }
 
 /// Reads a job's [`EngineDefaults`] from its parameters; the error says what is wrong where.
@@ -85,7 +87,13 @@ impl JobDef {
         on_bad_record: BadRecordPolicy,
     ) -> Result<JobSpec, String> {
         let params = Params::parse(&self.params, given)?;
-        let spec = JobSpec { job: self.name.clone(), params, parallelism, on_bad_record };
+        let spec = JobSpec {
+            job: self.name.clone(),
+            params,
+            parallelism,
+            on_bad_record,
+            state_backend: StateBackendKind::default(),
+        };
         spec.validate().map_err(|e| e.to_string())?;
         Ok(spec)
     }
@@ -99,6 +107,8 @@ pub const ENGINE_FLAGS: &[&str] = &[
     "checkpoint-interval",
     "checkpoint-timeout",
     "retained-checkpoints",
+    "state-backend",
+    "local-state-dir",
     "rate",
     "progress",
     "coordinator",

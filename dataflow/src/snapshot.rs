@@ -168,7 +168,10 @@ impl PendingSnapshot {
         }
         let mut state = Vec::new();
         for (operator, image) in self.operators {
-            state.extend(image.encode().into_iter().map(|(key_group, bytes)| StateEntry {
+            let encoded = image
+                .try_encode()
+                .map_err(|reason| format!("operator {operator}: cannot snapshot its state: {reason}"))?;
+            state.extend(encoded.into_iter().map(|(key_group, bytes)| StateEntry {
                 operator: operator.clone(),
                 key_group,
                 bytes,

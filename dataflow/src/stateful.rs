@@ -61,7 +61,7 @@ pub struct StateImage(Image);
 
 enum Image {
     Encoded(KeyGroupStates),
-    Deferred(Box<dyn FnOnce() -> KeyGroupStates + Send>),
+    Deferred(Box<dyn FnOnce() -> Result<KeyGroupStates, String> + Send>),
 }
 
 impl StateImage {
@@ -71,14 +71,23 @@ impl StateImage {
     }
     /// State to be encoded by `encode`, which owns a copy of it.
     pub fn deferred(encode: impl FnOnce() -> KeyGroupStates + Send + 'static) -> Self {
+        StateImage::fallible(move || Ok(encode()))
+    }
+    /// State to be encoded by `encode`, which may fail (it reads a local disk, say): the
+    /// failure declines the checkpoint.
+    pub fn fallible(encode: impl FnOnce() -> Result<KeyGroupStates, String> + Send + 'static) -> Self {
         StateImage(Image::Deferred(Box::new(encode)))
     }
-    /// The encoded state.
-    pub fn encode(self) -> KeyGroupStates {
+    /// The encoded state, or why it could not be encoded.
+    pub fn try_encode(self) -> Result<KeyGroupStates, String> {
         match self.0 {
-            Image::Encoded(states) => states,
+            Image::Encoded(states) => Ok(states),
             Image::Deferred(encode) => encode(),
         }
+    }
+    /// The encoded state; panics if it cannot be encoded (where no checkpoint can be declined).
+    pub fn encode(self) -> KeyGroupStates {
+        self.try_encode().unwrap_or_else(|reason| panic!("a state snapshot could not be encoded: {reason}"))
     }
 }
 

@@ -165,10 +165,17 @@ fn the_registry_names_what_it_has() {
         params: Params::default(),
         parallelism: 0,
         on_bad_record: BadRecordPolicy::Skip,
+        state_backend: Default::default(),
     };
     assert!(registry.check(&bad).unwrap_err().contains("--parallelism 0 is out of range"));
     let stray = Params::from_canonical(BTreeMap::from([("colour".to_string(), "red".to_string())]));
-    let stray = JobSpec { job: "counts".into(), params: stray, parallelism: 1, on_bad_record: BadRecordPolicy::Skip };
+    let stray = JobSpec {
+        job: "counts".into(),
+        params: stray,
+        parallelism: 1,
+        on_bad_record: BadRecordPolicy::Skip,
+        state_backend: Default::default(),
+    };
     assert!(registry.check(&stray).unwrap_err().contains("unknown parameter --colour"));
 }
 

@@ -4,8 +4,10 @@
 //! state (some with a time to live) for a handful of keys at advancing event times, expiry
 //! passes, and snapshot-then-restore into a fresh backend — and applies each to the backend
 //! and to a model made of `BTreeMap`s. Every read must agree with the model, and a restored
-//! backend must read exactly like the one it was taken from. New backends (RocksDB) join by
-//! adding a line to `backends_conform`.
+//! backend must read exactly like the one it was taken from. With the `rocksdb` feature the
+//! RocksDB backend runs the same suite, and both backends must snapshot equal states to equal
+//! bytes and restore each other's snapshots (the canonical format).
+#![allow(clippy::disallowed_methods)] // tests set up real directories with std::fs
 
 use std::collections::BTreeMap;
 
@@ -59,7 +61,8 @@ struct Model {
     ttl_values: BTreeMap<u64, (i64, i64)>,
 }
 
-fn check<B: StateBackend<u64>>(fresh: impl Fn() -> B, ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// Applies `ops` to a fresh backend and the model; returns the backend and its event time.
+fn check<B: StateBackend<u64>>(fresh: impl Fn() -> B, ops: Vec<Op>) -> Result<(B, i64), TestCaseError> {
     let value = ValueState::<i64>::new("value");
     let list = ListState::<i64>::new("list");
     let map = MapState::<u8, i64>::new("map");
@@ -145,7 +148,7 @@ fn check<B: StateBackend<u64>>(fresh: impl Fn() -> B, ops: Vec<Op>) -> Result<()
             }
         }
     }
-    Ok(())
+    Ok((backend, now))
 }
 
 proptest! {
@@ -164,4 +167,88 @@ fn a_state_used_with_two_types_is_refused_loudly() {
         ValueState::<String>::new("x").get(&mut KeyedState::new(&mut backend, &1, 0))
     }));
     assert!(result.is_err());
+}
+
+#[cfg(feature = "rocksdb")]
+mod rocksdb_backend {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use weir_dataflow::state::rocksdb::RocksDbBackend;
+
+    /// Fresh RocksDB backends, each in a directory of its own under `root`.
+    fn fresh(root: &std::path::Path) -> impl Fn() -> RocksDbBackend<u64> + '_ {
+        let next = AtomicUsize::new(0);
+        move || RocksDbBackend::open(&root.join(next.fetch_add(1, Ordering::Relaxed).to_string())).unwrap()
+    }
+
+    /// What every state holds for every key, read at `now` (reading touches every state).
+    fn read_all<B: StateBackend<u64>>(backend: &mut B, now: i64) -> Vec<String> {
+        let value = ValueState::<i64>::new("value");
+        let list = ListState::<i64>::new("list");
+        let map = MapState::<u8, i64>::new("map");
+        let ttl_value = ValueState::<i64>::new("ttl-value").with_ttl(TTL_MS);
+        (0..6u64)
+            .map(|key| {
+                let mut state = KeyedState::new(&mut *backend, &key, now);
+                format!(
+                    "{:?} {:?} {:?} {:?}",
+                    value.get(&mut state),
+                    list.get(&mut state),
+                    map.entries(&mut state),
+                    ttl_value.get(&mut state)
+                )
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn rocksdb_conforms(ops in proptest::collection::vec(op(), 1..80)) {
+            let root = tempfile::tempdir().unwrap();
+            check(fresh(root.path()), ops)?;
+        }
+
+        #[test]
+        fn both_backends_snapshot_equal_states_to_equal_bytes(ops in proptest::collection::vec(op(), 1..80)) {
+            let root = tempfile::tempdir().unwrap();
+            let fresh_rocksdb = fresh(root.path());
+            let (memory, now) = check(MemoryBackend::<u64>::default, ops.clone())?;
+            let (rocksdb, _) = check(&fresh_rocksdb, ops)?;
+            let from_memory = memory.snapshot().encode();
+            let from_rocksdb = rocksdb.snapshot().encode();
+            prop_assert_eq!(&from_memory, &from_rocksdb, "equal states, equal snapshots");
+            // Each restores the other's snapshot, and reads and snapshots alike after touching
+            // every state (which moves restored entries into RocksDB's own rows).
+            let mut memory_again = MemoryBackend::<u64>::default();
+            memory_again.restore(from_rocksdb).unwrap();
+            let mut rocksdb_again = fresh_rocksdb();
+            rocksdb_again.restore(from_memory.clone()).unwrap();
+            prop_assert_eq!(rocksdb_again.snapshot().encode(), from_memory.clone(), "restored state not touched yet");
+            prop_assert_eq!(read_all(&mut memory_again, now), read_all(&mut rocksdb_again, now));
+            prop_assert_eq!(memory_again.snapshot().encode(), rocksdb_again.snapshot().encode());
+        }
+    }
+
+    #[test]
+    fn a_state_used_with_two_types_is_refused_loudly_on_rocksdb() {
+        let root = tempfile::tempdir().unwrap();
+        let mut backend = RocksDbBackend::<u64>::open(&root.path().join("db")).unwrap();
+        ValueState::<i64>::new("x").set(&mut KeyedState::new(&mut backend, &1, 0), 5);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ValueState::<String>::new("x").get(&mut KeyedState::new(&mut backend, &1, 0))
+        }));
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn the_backend_owns_its_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("operator");
+        std::fs::create_dir_all(dir.join("stale")).unwrap();
+        let backend = RocksDbBackend::<u64>::open(&dir).unwrap();
+        assert!(!dir.join("stale").exists(), "a killed process's files are cleared");
+        drop(backend);
+        assert!(!dir.exists(), "the directory goes with the backend");
+    }
 }

@@ -28,10 +28,31 @@ fn registry() -> weir_dataflow::JobRegistry {
 }
 
 fn options(job: &str, params: &[(&str, String)], parallelism: usize) -> RunOptions {
+    options_on(job, params, parallelism, &Backend::Memory)
+}
+
+/// Where a test keeps keyed state: in memory, or in RocksDB under a directory.
+enum Backend {
+    Memory,
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
+    RocksDb(std::path::PathBuf),
+}
+
+fn options_on(job: &str, params: &[(&str, String)], parallelism: usize, backend: &Backend) -> RunOptions {
     let registry = registry();
     let given = params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    let spec = registry.get(job).unwrap().spec(&given, parallelism, BadRecordPolicy::Skip).unwrap();
+    let mut spec = registry.get(job).unwrap().spec(&given, parallelism, BadRecordPolicy::Skip).unwrap();
+    let local_state_dir = match backend {
+        Backend::Memory => None,
+        Backend::RocksDb(dir) => {
+            spec.state_backend = weir_core::job::StateBackendKind::RocksDb;
+            Some(dir.clone())
+        }
+    };
     let mut options = RunOptions::new(spec);
+    if let Some(dir) = local_state_dir {
+        options.local_state_dir = dir;
+    }
     options.checkpoint_interval = Some(Duration::from_millis(5));
     // Slow enough for dozens of checkpoints in every run.
     options.rate_limit = Some(400_000);
@@ -107,8 +128,8 @@ fn fraud_alerts_equal_the_reference_at_every_parallelism() {
 
 /// Runs `job` until it crashes at checkpoint 3 (after its `_metadata`, before any commit: the
 /// state of every operator must restore exactly), then again to the end.
-fn crash_and_resume(job: &str, params: &[(&str, String)], parallelism: usize) {
-    let mut options = options(job, params, parallelism);
+fn crash_and_resume(job: &str, params: &[(&str, String)], parallelism: usize, backend: &Backend) {
+    let mut options = options_on(job, params, parallelism, backend);
     // Slower still: checkpoint 3 must come before the end of the input even when checkpoints
     // are slow (a loaded machine; the mix job once finished after 2 of them at 400 000/s).
     options.rate_limit = Some(50_000);
@@ -124,6 +145,35 @@ fn crash_and_resume(job: &str, params: &[(&str, String)], parallelism: usize) {
 
 #[test]
 fn every_example_job_restores_its_state_exactly_after_a_crash() {
+    example_jobs_restore_exactly(&Backend::Memory);
+}
+
+/// The same on RocksDB: process functions, a time to live, interval and window joins,
+/// broadcast state and a count window keep their state on disk and restore it exactly.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn every_example_job_restores_its_state_exactly_after_a_crash_on_rocksdb() {
+    let local = tempfile::tempdir().unwrap();
+    example_jobs_restore_exactly(&Backend::RocksDb(local.path().to_path_buf()));
+    // Every instance went with its slot: what is left is empty directories at most.
+    let files = walk(local.path()).into_iter().filter(|path| path.is_file()).count();
+    assert_eq!(files, 0, "RocksDB instances left files behind");
+}
+
+#[cfg(feature = "rocksdb")]
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
+}
+
+fn example_jobs_restore_exactly(backend: &Backend) {
     let parallelism = 2;
     let root = tempfile::tempdir().unwrap();
     let out = |job: &str| root.path().join(job);
@@ -134,7 +184,7 @@ fn every_example_job_restores_its_state_exactly_after_a_crash() {
         ("accounts", "25".into()),
         ("seed", "9".into()),
     ];
-    crash_and_resume("fraud", &params, parallelism);
+    crash_and_resume("fraud", &params, parallelism, backend);
     let (alerts, late) = reference::fraud(&generated(&Transactions::new(40_000, 25, 9).unwrap(), parallelism), 2_000);
     assert_eq!(committed_csv::<Alert>(&out("fraud").join("alerts")), alerts);
     assert_eq!(committed_csv::<Transaction>(&out("fraud").join("late")), late);
@@ -147,7 +197,7 @@ fn every_example_job_restores_its_state_exactly_after_a_crash() {
         ("seed", "4".into()),
         ("profile-ttl", "5s".into()),
     ];
-    crash_and_resume("enrichment", &params, parallelism);
+    crash_and_resume("enrichment", &params, parallelism, backend);
     let (enriched, late) = reference::enrichment(
         &generated(&ProfileGenerator(streams.clone()), parallelism),
         &generated(&ClickGenerator(streams.clone()), parallelism),
@@ -163,7 +213,7 @@ fn every_example_job_restores_its_state_exactly_after_a_crash() {
         ("users", "40".into()),
         ("seed", "4".into()),
     ];
-    crash_and_resume("sessions", &params, parallelism);
+    crash_and_resume("sessions", &params, parallelism, backend);
     let (sessions, late) = reference::sessions(&generated(&ClickGenerator(streams), parallelism), 1_000, 2_000);
     assert_eq!(committed_csv::<Session>(&out("sessions").join("sessions")), sessions);
     assert_eq!(committed_csv::<Click>(&out("sessions").join("late")), late);
@@ -175,7 +225,7 @@ fn every_example_job_restores_its_state_exactly_after_a_crash() {
         ("sensors", "20".into()),
         ("seed", "8".into()),
     ];
-    crash_and_resume("mix", &params, parallelism);
+    crash_and_resume("mix", &params, parallelism, backend);
     let sensors = Sensors::new(20_000, 20, 8).unwrap();
     let expected = reference::mix(
         &generated(&ReadingGenerator(sensors.clone()), parallelism),

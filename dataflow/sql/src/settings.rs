@@ -17,8 +17,13 @@ use sqlparser::tokenizer::Location;
 use crate::parser::{SqlError, SqlStatement};
 
 /// The keys `SET` takes.
-const KEYS: &[&str] =
-    &["parallelism.default", "execution.checkpointing.interval", "execution.runtime-mode", "table.exec.state.ttl"];
+const KEYS: &[&str] = &[
+    "parallelism.default",
+    "execution.checkpointing.interval",
+    "execution.runtime-mode",
+    "table.exec.state.ttl",
+    "state.backend",
+];
 
 /// The engine settings of `statements`' `SET`s, the last of each key winning (as in Flink).
 pub fn settings(statements: &[SqlStatement]) -> Result<EngineDefaults, SqlError> {
@@ -79,6 +84,13 @@ pub fn apply(settings: &mut EngineDefaults, key: &str, value: &str, at: Location
                 at,
                 format!("SET '{key}' = '{value}': Weir runs streaming only; remove the SET or make it 'streaming'"),
             ))
+        }
+        // Flink's names: `hashmap` is its memory backend.
+        "state.backend" | "state.backend.type" => {
+            let backend = trimmed.parse::<weir_core::job::StateBackendKind>().map_err(|error| {
+                SqlError::at(at, format!("SET '{key}' = '{value}': {error} ('hashmap' is memory, as in Flink)"))
+            })?;
+            settings.state_backend = Some(backend);
         }
         // A planner setting: see `state_ttl`.
         "table.exec.state.ttl" => {
@@ -142,6 +154,14 @@ mod tests {
             assert_eq!(interval, Some(Duration::from_millis(millis)), "{text}");
         }
         assert!(set("execution.runtime-mode", "streaming").is_ok());
+        assert_eq!(
+            set("state.backend", "rocksdb").unwrap().state_backend,
+            Some(weir_core::job::StateBackendKind::RocksDb)
+        );
+        assert_eq!(
+            set("state.backend.type", "hashmap").unwrap().state_backend,
+            Some(weir_core::job::StateBackendKind::Memory)
+        );
         for (key, value, expected) in [
             ("parallelism.default", "0", "expected a whole number from 1 to 128"),
             ("parallelism.default", "many", "expected a whole number"),
@@ -149,6 +169,7 @@ mod tests {
             ("execution.checkpointing.interval", "10 fortnights", "expected a duration"),
             ("execution.runtime-mode", "batch", "streaming only"),
             ("table.exec.state.ttl", "a while", "expected a duration such as '1 h'"),
+            ("state.backend", "filesystem", "is not one of: memory, rocksdb"),
             ("pipeline.name", "x", "the keys SET takes: parallelism.default"),
         ] {
             let error = set(key, value).unwrap_err();

@@ -1,35 +1,45 @@
 //! Keyed state: the [`StateBackend`] trait every stateful operator keeps its per-key state in,
-//! and the memory backend.
+//! and its backends — [`memory`] (the default, and the simulator's) and, behind the `rocksdb`
+//! feature, `rocksdb` (state on local disk, larger than memory).
 //!
 //! State is declared by name and type ([`ValueState`], [`ListState`], [`MapState`],
 //! [`ReducingState`], [`AggregatingState`], as in Flink) and always accessed for the key of
 //! the record or timer being processed. A backend stores each state as a table from key to
 //! value and snapshots it by key group, so that a restore at another parallelism hands whole
-//! groups to the slots that own them. The memory backend keeps values as Rust values (no
-//! encoding on access); RocksDB comes next, behind the same trait and the same conformance
-//! suite (`tests` below, run against every backend).
+//! groups to the slots that own them. Every backend passes the same conformance suite
+//! (`dataflow/tests/state_backend.rs`).
+//!
+//! **One snapshot format for every backend.** A snapshot holds, per key group, each state's
+//! entries in the *canonical* encoding — `bincode` of `Vec<(K, Stamped<S>)>` sorted by key,
+//! where `Stamped<S>` is the stored value (`V`, `Vec<V>` or `BTreeMap<UK, UV>`) followed by
+//! the event time it was last written at — and the group's states sorted by name
+//! ([`assemble_groups`]). Equal states therefore snapshot to equal bytes whatever the backend,
+//! and a checkpoint or savepoint taken on one backend restores on the other.
 //!
 //! **Time to live** is measured in event time, not processing time as in Flink: a value
 //! written at event time `t` with a TTL of `d` is gone for any access at event time `>= t + d`
 //! (and dropped from snapshots once event time passes it). Event time makes expiry — and so
 //! the job's output — the same in every run, with or without failures.
 
-use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hash};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::hash::Hash;
+use std::path::Path;
 
+use weir_core::job::StateBackendKind;
 use weir_core::time::EventTime;
 
-use crate::keyed::{key_group_of, KeyHasher};
 use crate::record::Data;
 use crate::stateful::{KeyGroupStates, StateImage};
+
+pub mod memory;
+#[cfg(feature = "rocksdb")]
+pub mod rocksdb;
+
+pub use memory::MemoryBackend;
 
 /// What a key must be: data that hashes deterministically and orders totally.
 pub trait Key: Data + Hash + Eq + Ord {}
 impl<T: Data + Hash + Eq + Ord> Key for T {}
-
-type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
 /// Where a state access happens: the key and the event time of the access.
 #[derive(Debug)]
@@ -60,13 +70,16 @@ pub trait StateBackend<K: Key>: 'static {
     fn map_remove<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>, user_key: &UK);
     /// The entries of map `state` for the key, ordered by user key.
     fn map_entries<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>) -> Vec<(UK, UV)>;
-    /// Clears `state` for the key; `S` is what the state stores per key (`V` for a value,
-    /// `Vec<V>` for a list, `BTreeMap<UK, UV>` for a map).
-    fn clear<S: Data>(&mut self, state: &StateName, at: &Access<'_, K>);
+    /// Clears value `state` for the key.
+    fn clear_value<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>);
+    /// Clears list `state` for the key.
+    fn clear_list<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>);
+    /// Clears map `state` for the key.
+    fn clear_map<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>);
     /// Drops every value whose time to live ended at or before `now`.
     fn expire(&mut self, now: EventTime);
-    /// The state, by key group (sorted: equal states encode equally): a copy, encoded off the
-    /// slot's thread.
+    /// The state, by key group, in the canonical encoding (equal states encode equally,
+    /// whatever the backend): a copy taken now, encoded off the slot's thread.
     fn snapshot(&self) -> StateImage;
     /// Loads snapshotted key groups.
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String>;
@@ -140,7 +153,7 @@ impl<V: Data> ValueState<V> {
     }
     /// Clears the value for the current key.
     pub fn clear<K: Key, B: StateBackend<K>>(&self, state: &mut KeyedState<'_, K, B>) {
-        state.with(|backend, at| backend.clear::<V>(&self.name, at))
+        state.with(|backend, at| backend.clear_value::<V>(&self.name, at))
     }
 }
 
@@ -159,7 +172,7 @@ impl<V: Data> ListState<V> {
     }
     /// Clears the list for the current key.
     pub fn clear<K: Key, B: StateBackend<K>>(&self, state: &mut KeyedState<'_, K, B>) {
-        state.with(|backend, at| backend.clear::<Vec<V>>(&self.name, at))
+        state.with(|backend, at| backend.clear_list::<V>(&self.name, at))
     }
 }
 
@@ -182,7 +195,7 @@ impl<UK: Key, UV: Data> MapState<UK, UV> {
     }
     /// Clears the map for the current key.
     pub fn clear<K: Key, B: StateBackend<K>>(&self, state: &mut KeyedState<'_, K, B>) {
-        state.with(|backend, at| backend.clear::<BTreeMap<UK, UV>>(&self.name, at))
+        state.with(|backend, at| backend.clear_map::<UK, UV>(&self.name, at))
     }
 }
 
@@ -274,234 +287,138 @@ impl<'a, K: Key, B: StateBackend<K>> KeyedState<'a, K, B> {
     }
 }
 
-/// A stored value with the event time it was last written at.
+/// A stored value with the event time it was last written at: the canonical encoding of one
+/// key's entry (`bincode`: the value, then the time as eight little-endian bytes).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct Stamped<V> {
-    value: V,
-    written: EventTime,
+pub(crate) struct Stamped<V> {
+    pub value: V,
+    pub written: EventTime,
 }
 
-/// One state's table in the memory backend.
-trait Table<K>: Any {
-    fn expire(&mut self, now: EventTime);
-    /// A copy of the table (its values shared), for a snapshot to encode off the slot's thread.
-    fn copy(&self) -> Box<dyn EncodeTable>;
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
-    fn as_any(&mut self) -> &mut dyn Any;
-}
-
-/// A copy of a table taken for a snapshot.
-trait EncodeTable: Send {
-    /// Appends each key group's entries (encoded) to `groups`.
-    fn encode(&self, name: &'static str, groups: &mut BTreeMap<usize, Vec<(String, Vec<u8>)>>);
-}
-
-#[derive(Clone)]
-struct TypedTable<K, S> {
-    ttl_ms: Option<i64>,
-    /// Each key's value, shared with the snapshots being encoded and copied only if written
-    /// while they are (copy on write, as Flink's heap state for asynchronous snapshots).
-    entries: KeyMap<K, Arc<Stamped<S>>>,
-}
-
-impl<K: Key, S: Data> TypedTable<K, S> {
-    /// The key's value, if set and not expired (an expired one is dropped), to read: a value a
-    /// snapshot shares is not copied.
-    fn live_ref(&mut self, key: &K, now: EventTime) -> Option<&Stamped<S>> {
-        let ttl = self.ttl_ms;
-        let expired =
-            matches!((ttl, self.entries.get(key)), (Some(ttl), Some(e)) if now >= e.written.saturating_add(ttl));
-        if expired {
-            self.entries.remove(key);
-            return None;
-        }
-        self.entries.get(key).map(|entry| &**entry)
-    }
-
-    /// The key's value, as [`TypedTable::live_ref`], to write: copied first if a snapshot
-    /// being encoded shares it.
-    fn live(&mut self, key: &K, now: EventTime) -> Option<&mut Stamped<S>> {
-        self.live_ref(key, now)?;
-        self.entries.get_mut(key).map(Arc::make_mut)
-    }
-}
-
-impl<K: Key, S: Data> Table<K> for TypedTable<K, S> {
-    fn expire(&mut self, now: EventTime) {
-        if let Some(ttl) = self.ttl_ms {
-            self.entries.retain(|_, e| now < e.written.saturating_add(ttl));
-        }
-    }
-    fn copy(&self) -> Box<dyn EncodeTable> {
-        Box::new(self.clone())
-    }
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let entries: Vec<(K, Stamped<S>)> = crate::keyed::decode_state(bytes)?;
-        for (key, value) in entries {
-            if self.entries.insert(key, Arc::new(value)).is_some() {
-                return Err("a key appears twice".into());
-            }
-        }
-        Ok(())
-    }
-    fn as_any(&mut self) -> &mut dyn Any {
-        self
-    }
-}
-
-impl<K: Key, S: Data> EncodeTable for TypedTable<K, S> {
-    fn encode(&self, name: &'static str, groups: &mut BTreeMap<usize, Vec<(String, Vec<u8>)>>) {
-        let mut by_group: BTreeMap<usize, Vec<(&K, &Stamped<S>)>> = BTreeMap::new();
-        for (key, value) in &self.entries {
-            let value: &Stamped<S> = value;
-            by_group.entry(key_group_of(key)).or_default().push((key, value));
-        }
-        for (group, mut entries) in by_group {
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            let bytes = bincode::serialize(&entries).expect("state serializes");
-            groups.entry(group).or_default().push((name.to_owned(), bytes));
-        }
-    }
-}
-
-/// Keeps state as Rust values in hash maps: no encoding on access; a snapshot shares the values
-/// and a value written while it is being encoded is copied (copy on write).
-pub struct MemoryBackend<K> {
-    tables: BTreeMap<&'static str, Box<dyn Table<K>>>,
-    /// Restored tables not yet accessed, by state name: `(key group, entries)`, decoded when
-    /// the state is first accessed (only then is its type known) and snapshotted as they are
-    /// until then.
-    pending: HashMap<String, Vec<(usize, Vec<u8>)>>,
-}
-
-impl<K> Default for MemoryBackend<K> {
-    fn default() -> Self {
-        MemoryBackend { tables: BTreeMap::new(), pending: HashMap::new() }
-    }
-}
-
-impl<K: Key> MemoryBackend<K> {
-    fn table<S: Data>(&mut self, state: &StateName) -> &mut TypedTable<K, S> {
-        if !self.tables.contains_key(state.name) {
-            let mut table: TypedTable<K, S> = TypedTable { ttl_ms: state.ttl_ms, entries: KeyMap::default() };
-            for (_, bytes) in self.pending.remove(state.name).unwrap_or_default() {
-                // Checked when it was restored (see `restore`): a state that no longer decodes
-                // as its declared type is a changed job, reported there.
-                table
-                    .restore(&bytes)
-                    .unwrap_or_else(|e| panic!("state {}: restored entries do not decode: {e}", state.name));
-            }
-            self.tables.insert(state.name, Box::new(table));
-        }
-        let table = self.tables.get_mut(state.name).expect("inserted").as_any();
-        table.downcast_mut::<TypedTable<K, S>>().unwrap_or_else(|| {
-            panic!("state {} is used with two different types; give each state its own name", state.name)
+/// Groups each state's canonical entries by key group into a snapshot: per group, `bincode`
+/// of `Vec<(state name, entries)>` sorted by name (the canonical form every backend produces).
+pub(crate) fn assemble_groups(groups: BTreeMap<usize, Vec<(String, Vec<u8>)>>) -> KeyGroupStates {
+    groups
+        .into_iter()
+        .map(|(group, mut tables)| {
+            tables.sort();
+            (group, bincode::serialize(&tables).expect("state serializes"))
         })
+        .collect()
+}
+
+/// A snapshot's parts: `(key group, state name, canonical entries)`.
+pub(crate) fn split_groups(states: KeyGroupStates) -> Result<Vec<(usize, String, Vec<u8>)>, String> {
+    let mut parts = Vec::new();
+    for (group, bytes) in states {
+        let tables: Vec<(String, Vec<u8>)> =
+            crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
+        parts.extend(tables.into_iter().map(|(name, entries)| (group, name, entries)));
+    }
+    Ok(parts)
+}
+
+/// A state used with two types is a bug in the job: refused loudly, by name.
+fn two_types(name: &str) -> ! {
+    panic!("state {name} is used with two different types; give each state its own name")
+}
+
+/// The keyed state store of one operator in one slot: the backend its job chose.
+pub enum Store<K> {
+    /// State in memory ([`MemoryBackend`]).
+    Memory(MemoryBackend<K>),
+    /// State on local disk ([`rocksdb::RocksDbBackend`]).
+    #[cfg(feature = "rocksdb")]
+    RocksDb(rocksdb::RocksDbBackend<K>),
+}
+
+impl<K> Default for Store<K> {
+    fn default() -> Self {
+        Store::Memory(MemoryBackend::default())
     }
 }
 
-impl<K: Key> StateBackend<K> for MemoryBackend<K> {
+impl<K: Key> Store<K> {
+    /// A store of `kind`; a RocksDB store keeps its files in `dir` (which it owns: anything
+    /// there is removed first, and the directory when the store is dropped).
+    pub fn open(kind: StateBackendKind, dir: &Path) -> Result<Self, String> {
+        match kind {
+            StateBackendKind::Memory => Ok(Store::default()),
+            #[cfg(feature = "rocksdb")]
+            StateBackendKind::RocksDb => Ok(Store::RocksDb(rocksdb::RocksDbBackend::open(dir)?)),
+            #[cfg(not(feature = "rocksdb"))]
+            StateBackendKind::RocksDb => {
+                let _ = dir;
+                Err(NO_ROCKSDB.into())
+            }
+        }
+    }
+}
+
+/// Why this build cannot run a job on RocksDB, and how to get one that can.
+pub const NO_ROCKSDB: &str = "this build of weir has no RocksDB state backend: build it with the `rocksdb` \
+                              feature (`cargo build --release -p weir-cluster --features rocksdb`, or \
+                              `weir-cluster/rocksdb` in your own binary's features; it needs libclang-dev), \
+                              or choose --state-backend memory";
+
+/// Whether this build has the RocksDB backend.
+pub const HAS_ROCKSDB: bool = cfg!(feature = "rocksdb");
+
+/// Calls `$body` with `$backend` bound to the store's backend.
+macro_rules! dispatch {
+    ($store:expr, $backend:ident => $body:expr) => {
+        match $store {
+            Store::Memory($backend) => $body,
+            #[cfg(feature = "rocksdb")]
+            Store::RocksDb($backend) => $body,
+        }
+    };
+}
+
+impl<K: Key> StateBackend<K> for Store<K> {
     fn value<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>) -> Option<V> {
-        self.table::<V>(state).live_ref(at.key, at.now).map(|e| e.value.clone())
+        dispatch!(self, backend => backend.value(state, at))
     }
     fn set_value<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>, value: V) {
-        self.table::<V>(state).entries.insert(at.key.clone(), Arc::new(Stamped { value, written: at.now }));
+        dispatch!(self, backend => backend.set_value(state, at, value))
     }
     fn list<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>) -> Vec<V> {
-        self.table::<Vec<V>>(state).live_ref(at.key, at.now).map(|e| e.value.clone()).unwrap_or_default()
+        dispatch!(self, backend => backend.list(state, at))
     }
     fn append<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>, value: V) {
-        let table = self.table::<Vec<V>>(state);
-        match table.live(at.key, at.now) {
-            Some(entry) => {
-                entry.value.push(value);
-                entry.written = at.now;
-            }
-            None => {
-                table.entries.insert(at.key.clone(), Arc::new(Stamped { value: vec![value], written: at.now }));
-            }
-        }
+        dispatch!(self, backend => backend.append(state, at, value))
     }
     fn set_list<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>, values: Vec<V>) {
-        let table = self.table::<Vec<V>>(state);
-        if values.is_empty() {
-            table.entries.remove(at.key);
-        } else {
-            table.entries.insert(at.key.clone(), Arc::new(Stamped { value: values, written: at.now }));
-        }
+        dispatch!(self, backend => backend.set_list(state, at, values))
     }
     fn map_get<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>, user_key: &UK) -> Option<UV> {
-        self.table::<BTreeMap<UK, UV>>(state).live_ref(at.key, at.now).and_then(|e| e.value.get(user_key).cloned())
+        dispatch!(self, backend => backend.map_get(state, at, user_key))
     }
     fn map_put<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>, user_key: UK, value: UV) {
-        let table = self.table::<BTreeMap<UK, UV>>(state);
-        match table.live(at.key, at.now) {
-            Some(entry) => {
-                entry.value.insert(user_key, value);
-                entry.written = at.now;
-            }
-            None => {
-                let map = BTreeMap::from([(user_key, value)]);
-                table.entries.insert(at.key.clone(), Arc::new(Stamped { value: map, written: at.now }));
-            }
-        }
+        dispatch!(self, backend => backend.map_put(state, at, user_key, value))
     }
     fn map_remove<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>, user_key: &UK) {
-        let table = self.table::<BTreeMap<UK, UV>>(state);
-        if let Some(entry) = table.live(at.key, at.now) {
-            entry.value.remove(user_key);
-            if entry.value.is_empty() {
-                table.entries.remove(at.key);
-            }
-        }
+        dispatch!(self, backend => backend.map_remove::<UK, UV>(state, at, user_key))
     }
     fn map_entries<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>) -> Vec<(UK, UV)> {
-        let table = self.table::<BTreeMap<UK, UV>>(state);
-        table
-            .live_ref(at.key, at.now)
-            .map(|e| e.value.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+        dispatch!(self, backend => backend.map_entries(state, at))
     }
-    fn clear<S: Data>(&mut self, state: &StateName, at: &Access<'_, K>) {
-        self.table::<S>(state).entries.remove(at.key);
+    fn clear_value<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>) {
+        dispatch!(self, backend => backend.clear_value::<V>(state, at))
+    }
+    fn clear_list<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>) {
+        dispatch!(self, backend => backend.clear_list::<V>(state, at))
+    }
+    fn clear_map<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>) {
+        dispatch!(self, backend => backend.clear_map::<UK, UV>(state, at))
     }
     fn expire(&mut self, now: EventTime) {
-        for table in self.tables.values_mut() {
-            table.expire(now);
-        }
+        dispatch!(self, backend => backend.expire(now))
     }
     fn snapshot(&self) -> StateImage {
-        let tables: Vec<(&'static str, Box<dyn EncodeTable>)> =
-            self.tables.iter().map(|(name, table)| (*name, table.copy())).collect();
-        // Restored state not accessed since is kept as it came.
-        let pending = self.pending.clone();
-        StateImage::deferred(move || {
-            let mut groups: BTreeMap<usize, Vec<(String, Vec<u8>)>> = BTreeMap::new();
-            for (name, table) in &tables {
-                table.encode(name, &mut groups);
-            }
-            for (name, parts) in pending {
-                for (group, bytes) in parts {
-                    groups.entry(group).or_default().push((name.clone(), bytes));
-                }
-            }
-            groups
-                .into_iter()
-                .map(|(group, mut tables)| {
-                    tables.sort();
-                    (group, bincode::serialize(&tables).expect("state serializes"))
-                })
-                .collect()
-        })
+        dispatch!(self, backend => backend.snapshot())
     }
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
-        for (group, bytes) in states {
-            let tables: Vec<(String, Vec<u8>)> =
-                crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
-            for (name, bytes) in tables {
-                self.pending.entry(name).or_default().push((group, bytes));
-            }
-        }
-        Ok(())
+        dispatch!(self, backend => backend.restore(states))
     }
 }

@@ -1,0 +1,770 @@
+//! The RocksDB backend: keyed state on the node's local disk, so that a slot's state may be
+//! larger than its memory (Flink's `EmbeddedRocksDBStateBackend`). Compiled only with the
+//! `rocksdb` feature: its C++ takes minutes to build, and the simulator never needs it.
+//!
+//! **Layout.** One RocksDB instance per stateful operator per slot, in a directory of the
+//! slot's local state directory (`--local-state-dir`) that the instance owns — as Flink keeps
+//! one per operator subtask — and one column family per state. A row's key is the key group
+//! (two bytes, big-endian), the key's `bincode` encoding and a tag, so that a key group is one
+//! contiguous range and so is a key's every row (the `bincode` encodings of one type are
+//! prefix-free: none is the start of another):
+//! - value state: `group key 0` → the time it was written (eight bytes) and the value;
+//! - list state: `group key 0` → the time it was last written and the next element's index;
+//!   an element: `group key 1 index` (big-endian, so that elements come in append order);
+//! - map state: `group key 0` → the time it was last written and the entry count; an entry:
+//!   `group key 1 user-key` → its value.
+//!
+//! An append or a put writes one row and the key's header; no list or map is read and
+//! rewritten whole. Writes skip RocksDB's write-ahead log: state is recovered from checkpoints,
+//! never from the local disk, as in Flink.
+//!
+//! **Types.** Rows are bytes, so the backend learns a state's types when the operator first
+//! touches it and keeps a codec for them (a state touched with two types is refused, as by the
+//! memory backend). State restored before then waits in the column family `_restored`, in the
+//! canonical encoding, and moves into its own family at that first touch.
+//!
+//! **Snapshots.** On the slot's thread a snapshot is one RocksDB checkpoint call: memtables
+//! flushed and SST files hard-linked into a directory of their own. Off the slot's thread that
+//! checkpoint is opened read-only and each state written out in the canonical encoding (see
+//! [`super`]; equal to the memory backend's, byte for byte), then deleted.
+//!
+//! **Time to live** is checked on read: an expired row reads as absent and is deleted then. A
+//! snapshot leaves out what had expired when event time last passed a bound
+//! ([`StateBackend::expire`]) — what the memory backend drops then — and a compaction filter
+//! removes expired value rows from disk. (A list's or map's elements carry no time of their
+//! own, so those are removed when read or cleared; a key never touched again keeps its rows
+//! until its state is cleared.)
+
+use std::any::TypeId;
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use ::rocksdb::checkpoint::Checkpoint;
+use ::rocksdb::compaction_filter::Decision;
+use ::rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
+
+use weir_core::time::EventTime;
+
+use super::{assemble_groups, split_groups, two_types, Access, Key, Stamped, StateBackend, StateName};
+use crate::keyed::key_group_of;
+use crate::record::Data;
+use crate::stateful::{KeyGroupStates, StateImage};
+
+/// The column family of restored state not yet touched: `name 0 group` → canonical entries.
+const RESTORED: &str = "_restored";
+/// The tag of a key's first row: its value, or its list's or map's header.
+const HEADER: u8 = 0;
+/// The tag of a list's elements and a map's entries.
+const ELEMENT: u8 = 1;
+
+/// Keyed state in a RocksDB instance of its own (see the module docs).
+pub struct RocksDbBackend<K> {
+    /// Declared first, so closed first: before the families' options (their compaction
+    /// filters) and the directory go.
+    db: DB,
+    /// The states touched so far, by name.
+    states: HashMap<&'static str, TouchedState>,
+    /// Restored states not touched yet (their entries wait in `_restored`).
+    restored: BTreeSet<String>,
+    /// Event time last passed ([`StateBackend::expire`]): what had expired by then is left
+    /// out of snapshots and dropped by compaction.
+    expired_through: Arc<AtomicI64>,
+    snapshots: Cell<u64>,
+    write: WriteOptions,
+    /// Scratch space: the key row of the access being served.
+    key_row: Vec<u8>,
+    /// Declared last, so dropped last: removes the instance's directory once it is closed.
+    dir: OwnedDir,
+    _keys: PhantomData<fn() -> K>,
+}
+
+/// What a state's rows hold (a value, list or map state of the same stored type are still
+/// different states).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    Value,
+    List,
+    Map,
+}
+
+/// A touched state: its column family, codec, types and time to live.
+struct TouchedState {
+    family: String,
+    codec: Arc<dyn Codec>,
+    kind: Kind,
+    stored: TypeId,
+    ttl_ms: Option<i64>,
+    /// The family's options, kept while the instance is open: RocksDB holds a pointer to the
+    /// compaction filter they own.
+    _options: Options,
+}
+
+/// A directory removed when dropped.
+struct OwnedDir(PathBuf);
+
+impl Drop for OwnedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The column family of state `name` (prefixed: a state may be called `default`).
+fn family_name(name: &str) -> String {
+    format!("state/{name}")
+}
+
+/// Options of every column family: lz4, the one compression built in.
+fn family_options() -> Options {
+    let mut options = Options::default();
+    options.set_compression_type(::rocksdb::DBCompressionType::Lz4);
+    options
+}
+
+impl<K: Key> RocksDbBackend<K> {
+    /// An empty instance in `dir`, which it owns: anything there (a killed process's) is
+    /// removed first, and the directory when the backend is dropped.
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(format!("cannot clear {}: {error}", dir.display())),
+        }
+        weir_core::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let owned = OwnedDir(dir.to_path_buf());
+        let mut options = family_options();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let families = ["default", RESTORED].map(|name| ColumnFamilyDescriptor::new(name, family_options()));
+        let path = dir.join("db");
+        let db = DB::open_cf_descriptors(&options, &path, families)
+            .map_err(|e| format!("cannot open RocksDB in {}: {e}", path.display()))?;
+        let mut write = WriteOptions::default();
+        write.disable_wal(true);
+        Ok(RocksDbBackend {
+            db,
+            states: HashMap::new(),
+            restored: BTreeSet::new(),
+            expired_through: Arc::new(AtomicI64::new(EventTime::MIN)),
+            snapshots: Cell::new(0),
+            write,
+            key_row: Vec::new(),
+            dir: owned,
+            _keys: PhantomData,
+        })
+    }
+
+    /// Registers `state`, of `kind` and stored as `S`, at its first touch: creates its column
+    /// family and moves its restored entries there. Refuses a state touched as another kind or
+    /// type.
+    fn touch<S: 'static>(&mut self, state: &StateName, kind: Kind, codec: impl FnOnce() -> Arc<dyn Codec>) {
+        if let Some(touched) = self.states.get(state.name) {
+            if touched.stored != TypeId::of::<S>() || touched.kind != kind {
+                two_types(state.name)
+            }
+            return;
+        }
+        let codec = codec();
+        let mut options = family_options();
+        if let (Some(ttl), Kind::Value) = (state.ttl_ms, kind) {
+            // Only a value row carries its own write time: a list's or map's elements do not.
+            let expired_through = self.expired_through.clone();
+            options.set_compaction_filter("weir-ttl", move |_level: u32, _key: &[u8], value: &[u8]| {
+                match value.get(..8) {
+                    Some(time) if !alive(written_at(time), Some(ttl), expired_through.load(Ordering::Relaxed)) => {
+                        Decision::Remove
+                    }
+                    _ => Decision::Keep,
+                }
+            });
+        }
+        let family = family_name(state.name);
+        self.db.create_cf(&family, &options).unwrap_or_else(|e| fail(state.name, "creating its column family", e));
+        if self.restored.remove(state.name) {
+            self.load_restored(state.name, &family, &*codec).unwrap_or_else(|reason| {
+                // Checked when restored only as far as its framing: a state that no longer
+                // decodes as its declared type is a changed job.
+                panic!(
+                    "state {}: its restored entries do not load as its declared type ({reason}); a state whose type \
+                     changed needs a new name (or start the job afresh)",
+                    state.name
+                )
+            });
+        }
+        let touched =
+            TouchedState { family, codec, kind, stored: TypeId::of::<S>(), ttl_ms: state.ttl_ms, _options: options };
+        self.states.insert(state.name, touched);
+    }
+
+    /// Moves state `name`'s restored entries into its own family.
+    fn load_restored(&self, name: &str, family: &str, codec: &dyn Codec) -> Result<(), String> {
+        let waiting = self.db.cf_handle(RESTORED).expect("opened with the instance");
+        let family = self.db.cf_handle(family).expect("created");
+        let (from, to) = restored_range(name);
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(to.clone());
+        let mut batch = WriteBatch::default();
+        let mut rows = Vec::new();
+        for item in self.db.iterator_cf_opt(waiting, read, IteratorMode::From(&from, Direction::Forward)) {
+            let (key, entries) = item.map_err(|e| format!("reading the restored entries: {e}"))?;
+            assert!(key.len() == from.len() + 2, "a restored row's key is the state's name and a key group");
+            let group = u16::from_be_bytes([key[key.len() - 2], key[key.len() - 1]]) as usize;
+            rows.clear();
+            codec.import(group, &entries, &mut rows)?;
+            for (key, value) in &rows {
+                batch.put_cf(family, key, value);
+            }
+        }
+        batch.delete_range_cf(waiting, from, to);
+        self.db.write_opt(batch, &self.write).map_err(|e| format!("writing the restored entries: {e}"))
+    }
+
+    /// Sets the scratch key row to `key`'s header row; returns the length of the key's prefix
+    /// (the key group and the key), which every row of the key starts with.
+    fn set_key_row(&mut self, key: &K, now: EventTime) -> usize {
+        // Accesses come at or after the bound last expired through (a process function hands
+        // records over once event time passes them): so what compaction and snapshots drop
+        // as expired can never be read as alive.
+        debug_assert!(now >= self.expired_through.load(Ordering::Relaxed), "state accessed before the bound expired");
+        key_prefix(key, &mut self.key_row);
+        let prefix_len = self.key_row.len();
+        self.key_row.push(HEADER);
+        prefix_len
+    }
+
+    /// State `state`'s column family and time to live.
+    fn family(&self, state: &StateName) -> (&::rocksdb::ColumnFamily, Option<i64>) {
+        let touched = &self.states[state.name];
+        (self.db.cf_handle(&touched.family).expect("created at the first touch"), touched.ttl_ms)
+    }
+
+    /// The key's header row (the scratch key row), if set; `None` too if expired at `now`,
+    /// and then the key's rows are deleted.
+    fn live_header(&self, state: &StateName, prefix_len: usize, now: EventTime) -> Option<Vec<u8>> {
+        let (family, ttl) = self.family(state);
+        let value = self.db.get_pinned_cf(family, &self.key_row).unwrap_or_else(|e| fail(state.name, "reading", e))?;
+        if ttl.is_some_and(|ttl| now >= written_at(&value).saturating_add(ttl)) {
+            let mut batch = WriteBatch::default();
+            self.delete_rows(state, prefix_len, &mut batch);
+            self.write(state, batch);
+            return None;
+        }
+        Some(value.to_vec())
+    }
+
+    /// Adds the deletion of every row of the key (the scratch key row's prefix) to `batch`:
+    /// point deletes, not a range tombstone per key, which would slow every later read.
+    fn delete_rows(&self, state: &StateName, prefix_len: usize, batch: &mut WriteBatch) {
+        let (family, _) = self.family(state);
+        let prefix = &self.key_row[..prefix_len];
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(concat(&[prefix, &[ELEMENT + 1]]));
+        for item in self.db.iterator_cf_opt(family, read, IteratorMode::From(prefix, Direction::Forward)) {
+            let (row, _) = item.unwrap_or_else(|e| fail(state.name, "reading", e));
+            batch.delete_cf(family, row);
+        }
+    }
+
+    /// The key's elements (rows tagged [`ELEMENT`]), `(row key after the tag, value)`.
+    fn elements(&self, state: &StateName, prefix_len: usize) -> Vec<Row> {
+        let (family, _) = self.family(state);
+        let prefix = &self.key_row[..prefix_len];
+        let from = concat(&[prefix, &[ELEMENT]]);
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(concat(&[prefix, &[ELEMENT + 1]]));
+        self.db
+            .iterator_cf_opt(family, read, IteratorMode::From(&from, Direction::Forward))
+            .map(|item| {
+                let (row, value) = item.unwrap_or_else(|e| fail(state.name, "reading", e));
+                (row[from.len()..].into(), value)
+            })
+            .collect()
+    }
+
+    fn write(&self, state: &StateName, batch: WriteBatch) {
+        self.db.write_opt(batch, &self.write).unwrap_or_else(|e| fail(state.name, "writing", e))
+    }
+
+    fn get(&self, state: &StateName, row: &[u8]) -> Option<::rocksdb::DBPinnableSlice<'_>> {
+        let (family, _) = self.family(state);
+        self.db.get_pinned_cf(family, row).unwrap_or_else(|e| fail(state.name, "reading", e))
+    }
+}
+
+impl<K: Key> StateBackend<K> for RocksDbBackend<K> {
+    fn value<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>) -> Option<V> {
+        self.touch::<V>(state, Kind::Value, || Arc::new(ValueCodec::<K, V>(PhantomData)));
+        let prefix_len = self.set_key_row(at.key, at.now);
+        let value = self.live_header(state, prefix_len, at.now)?;
+        Some(decode(state, &value[8..]))
+    }
+    fn set_value<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>, value: V) {
+        self.touch::<V>(state, Kind::Value, || Arc::new(ValueCodec::<K, V>(PhantomData)));
+        self.set_key_row(at.key, at.now);
+        let mut stamped = at.now.to_le_bytes().to_vec();
+        bincode::serialize_into(&mut stamped, &value).expect("state serializes");
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.family(state).0, &self.key_row, stamped);
+        self.write(state, batch);
+    }
+    fn list<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>) -> Vec<V> {
+        self.touch::<Vec<V>>(state, Kind::List, || Arc::new(ListCodec::<K, V>(PhantomData)));
+        let prefix_len = self.set_key_row(at.key, at.now);
+        if self.live_header(state, prefix_len, at.now).is_none() {
+            return Vec::new();
+        }
+        self.elements(state, prefix_len).iter().map(|(_, value)| decode(state, value)).collect()
+    }
+    fn append<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>, value: V) {
+        self.touch::<Vec<V>>(state, Kind::List, || Arc::new(ListCodec::<K, V>(PhantomData)));
+        let prefix_len = self.set_key_row(at.key, at.now);
+        let next = self.live_header(state, prefix_len, at.now).map_or(0, |header| header_count(&header));
+        let family = self.family(state).0;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(family, &self.key_row, header(at.now, next + 1));
+        let element = concat(&[&self.key_row[..prefix_len], &[ELEMENT], &next.to_be_bytes()]);
+        batch.put_cf(family, element, bincode::serialize(&value).expect("state serializes"));
+        self.write(state, batch);
+    }
+    fn set_list<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>, values: Vec<V>) {
+        self.touch::<Vec<V>>(state, Kind::List, || Arc::new(ListCodec::<K, V>(PhantomData)));
+        let prefix_len = self.set_key_row(at.key, at.now);
+        let mut batch = WriteBatch::default();
+        if self.get(state, &self.key_row).is_some() {
+            self.delete_rows(state, prefix_len, &mut batch);
+        }
+        if !values.is_empty() {
+            let family = self.family(state).0;
+            batch.put_cf(family, &self.key_row, header(at.now, values.len() as u64));
+            for (index, value) in values.iter().enumerate() {
+                let element = concat(&[&self.key_row[..prefix_len], &[ELEMENT], &(index as u64).to_be_bytes()]);
+                batch.put_cf(family, element, bincode::serialize(value).expect("state serializes"));
+            }
+        }
+        self.write(state, batch);
+    }
+    fn map_get<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>, user_key: &UK) -> Option<UV> {
+        self.touch::<BTreeMap<UK, UV>>(state, Kind::Map, || Arc::new(MapCodec::<K, UK, UV>(PhantomData)));
+        let prefix_len = self.set_key_row(at.key, at.now);
+        self.live_header(state, prefix_len, at.now)?;
+        let value = self.get(state, &entry_row(&self.key_row[..prefix_len], user_key))?;
+        Some(decode(state, &value))
+    }
+    fn map_put<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>, user_key: UK, value: UV) {
+        self.touch::<BTreeMap<UK, UV>>(state, Kind::Map, || Arc::new(MapCodec::<K, UK, UV>(PhantomData)));
+        let prefix_len = self.set_key_row(at.key, at.now);
+        let entry = entry_row(&self.key_row[..prefix_len], &user_key);
+        let count = match self.live_header(state, prefix_len, at.now) {
+            Some(header) => header_count(&header) + u64::from(self.get(state, &entry).is_none()),
+            None => 1,
+        };
+        let family = self.family(state).0;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(family, &self.key_row, header(at.now, count));
+        batch.put_cf(family, entry, bincode::serialize(&value).expect("state serializes"));
+        self.write(state, batch);
+    }
+    fn map_remove<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>, user_key: &UK) {
+        self.touch::<BTreeMap<UK, UV>>(state, Kind::Map, || Arc::new(MapCodec::<K, UK, UV>(PhantomData)));
+        let prefix_len = self.set_key_row(at.key, at.now);
+        let Some(header_row) = self.live_header(state, prefix_len, at.now) else { return };
+        let entry = entry_row(&self.key_row[..prefix_len], user_key);
+        if self.get(state, &entry).is_none() {
+            return;
+        }
+        let count = header_count(&header_row).checked_sub(1).expect("a map's header counts its entries");
+        let family = self.family(state).0;
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(family, entry);
+        if count == 0 {
+            batch.delete_cf(family, &self.key_row);
+        } else {
+            // Removing an entry does not renew the map's time to live (as in memory).
+            batch.put_cf(family, &self.key_row, header(written_at(&header_row), count));
+        }
+        self.write(state, batch);
+    }
+    fn map_entries<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>) -> Vec<(UK, UV)> {
+        self.touch::<BTreeMap<UK, UV>>(state, Kind::Map, || Arc::new(MapCodec::<K, UK, UV>(PhantomData)));
+        let prefix_len = self.set_key_row(at.key, at.now);
+        if self.live_header(state, prefix_len, at.now).is_none() {
+            return Vec::new();
+        }
+        let mut entries: Vec<(UK, UV)> = self
+            .elements(state, prefix_len)
+            .iter()
+            .map(|(user_key, value)| (decode(state, user_key), decode(state, value)))
+            .collect();
+        // Rows come in the order of the user keys' encodings; entries go in the keys' order.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
+    }
+    fn clear_value<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>) {
+        self.touch::<V>(state, Kind::Value, || Arc::new(ValueCodec::<K, V>(PhantomData)));
+        self.set_key_row(at.key, at.now);
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.family(state).0, &self.key_row);
+        self.write(state, batch);
+    }
+    fn clear_list<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>) {
+        self.touch::<Vec<V>>(state, Kind::List, || Arc::new(ListCodec::<K, V>(PhantomData)));
+        self.clear_collection(state, at);
+    }
+    fn clear_map<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>) {
+        self.touch::<BTreeMap<UK, UV>>(state, Kind::Map, || Arc::new(MapCodec::<K, UK, UV>(PhantomData)));
+        self.clear_collection(state, at);
+    }
+    fn expire(&mut self, now: EventTime) {
+        self.expired_through.fetch_max(now, Ordering::Relaxed);
+    }
+    fn snapshot(&self) -> StateImage {
+        let number = self.snapshots.get();
+        self.snapshots.set(number + 1);
+        // Removed when the image is encoded, or dropped unencoded (a declined checkpoint).
+        let checkpoint = OwnedDir(self.dir.0.join(format!("snapshot-{number}")));
+        // RocksDB's own call, on the slot's thread: flush, then hard links.
+        let taken = Checkpoint::new(&self.db).and_then(|rocksdb| rocksdb.create_checkpoint(&checkpoint.0));
+        let families: Vec<ExportedState> = self
+            .states
+            .iter()
+            .map(|(name, touched)| ExportedState {
+                name: name.to_string(),
+                family: touched.family.clone(),
+                codec: touched.codec.clone(),
+                ttl_ms: touched.ttl_ms,
+            })
+            .collect();
+        let expired_through = self.expired_through.load(Ordering::Relaxed);
+        StateImage::fallible(move || {
+            taken.map_err(|e| format!("RocksDB checkpoint into {}: {e}", checkpoint.0.display()))?;
+            export(&checkpoint.0, &families, expired_through)
+                .map_err(|e| format!("reading the RocksDB checkpoint in {}: {e}", checkpoint.0.display()))
+        })
+    }
+    fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
+        let waiting = self.db.cf_handle(RESTORED).expect("opened with the instance");
+        let mut batch = WriteBatch::default();
+        for (group, name, entries) in split_groups(states)? {
+            assert!(!self.states.contains_key(name.as_str()), "state {name} restored after it was touched");
+            let group = u16::try_from(group).map_err(|_| format!("key group {group} is out of range"))?;
+            batch.put_cf(waiting, restored_row(&name, group), entries);
+            self.restored.insert(name);
+        }
+        self.db.write_opt(batch, &self.write).map_err(|e| format!("writing restored state into RocksDB: {e}"))
+    }
+}
+
+impl<K: Key> RocksDbBackend<K> {
+    /// Deletes every row of a list's or map's key.
+    fn clear_collection(&mut self, state: &StateName, at: &Access<'_, K>) {
+        let prefix_len = self.set_key_row(at.key, at.now);
+        if self.get(state, &self.key_row).is_some() {
+            let mut batch = WriteBatch::default();
+            self.delete_rows(state, prefix_len, &mut batch);
+            self.write(state, batch);
+        }
+    }
+}
+
+/// A touched state as a snapshot exports it.
+struct ExportedState {
+    name: String,
+    family: String,
+    codec: Arc<dyn Codec>,
+    ttl_ms: Option<i64>,
+}
+
+/// Every state of the checkpoint at `path` in the canonical encoding, by key group.
+fn export(path: &Path, states: &[ExportedState], expired_through: EventTime) -> Result<KeyGroupStates, String> {
+    let names = DB::list_cf(&Options::default(), path).map_err(|e| e.to_string())?;
+    let db = DB::open_cf_for_read_only(&Options::default(), path, &names, false).map_err(|e| e.to_string())?;
+    let mut groups: BTreeMap<usize, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    for state in states {
+        let name = &state.name;
+        let family = db.cf_handle(&state.family).ok_or_else(|| format!("state {name} is missing from it"))?;
+        let live = |written: EventTime| alive(written, state.ttl_ms, expired_through);
+        // One key group's rows at a time.
+        let mut rows: Vec<Row> = Vec::new();
+        let mut flush = |rows: &mut Vec<Row>| -> Result<(), String> {
+            if let Some((first, _)) = rows.first() {
+                let group = u16::from_be_bytes([first[0], first[1]]) as usize;
+                if let Some(entries) = state.codec.export(rows, &live).map_err(|e| format!("state {name}: {e}"))? {
+                    groups.entry(group).or_default().push((name.clone(), entries));
+                }
+            }
+            rows.clear();
+            Ok(())
+        };
+        for item in db.iterator_cf(family, IteratorMode::Start) {
+            let (row, value) = item.map_err(|e| format!("state {name}: {e}"))?;
+            if row.len() < 3 {
+                return Err(format!("state {name}: a row's key is too short to hold a key group and a key"));
+            }
+            if rows.first().is_some_and(|(first, _)| first[..2] != row[..2]) {
+                flush(&mut rows)?;
+            }
+            rows.push((row, value));
+        }
+        flush(&mut rows)?;
+    }
+    // Restored state not touched since goes out as it came.
+    let waiting = db.cf_handle(RESTORED).ok_or("the restored state's family is missing from it")?;
+    for item in db.iterator_cf(waiting, IteratorMode::Start) {
+        let (row, entries) = item.map_err(|e| e.to_string())?;
+        let (name, group) = split_restored_row(&row)?;
+        groups.entry(group).or_default().push((name.to_owned(), entries.into_vec()));
+    }
+    Ok(assemble_groups(groups))
+}
+
+/// The concatenation of `parts`.
+fn concat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// The row of `_restored` holding state `name`'s entries of key group `group`.
+fn restored_row(name: &str, group: u16) -> Vec<u8> {
+    concat(&[name.as_bytes(), &[0], &group.to_be_bytes()])
+}
+
+/// A row of `_restored`: the state's name and the key group.
+fn split_restored_row(row: &[u8]) -> Result<(&str, usize), String> {
+    let split = row.len().checked_sub(3).ok_or("a restored row's key is too short")?;
+    let name = std::str::from_utf8(&row[..split]).map_err(|e| format!("a restored state's name: {e}"))?;
+    Ok((name, u16::from_be_bytes([row[split + 1], row[split + 2]]) as usize))
+}
+
+/// Rows of `_restored` holding state `name`: `[name 0, name 1)`.
+fn restored_range(name: &str) -> (Vec<u8>, Vec<u8>) {
+    (concat(&[name.as_bytes(), &[0]]), concat(&[name.as_bytes(), &[1]]))
+}
+
+/// Whether a row written at `written` is still alive once event time passed `passed`.
+fn alive(written: EventTime, ttl_ms: Option<i64>, passed: EventTime) -> bool {
+    ttl_ms.is_none_or(|ttl| passed < written.saturating_add(ttl))
+}
+
+fn written_at(bytes: &[u8]) -> EventTime {
+    EventTime::from_le_bytes(bytes[..8].try_into().expect("a row starts with its time"))
+}
+
+/// A list's or map's header: the time it was last written, and a count.
+fn header(written: EventTime, count: u64) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&written.to_le_bytes());
+    bytes[8..].copy_from_slice(&count.to_le_bytes());
+    bytes
+}
+
+fn header_count(header: &[u8]) -> u64 {
+    u64::from_le_bytes(header[8..16].try_into().expect("a header holds a count"))
+}
+
+/// The row key prefix of `key`: its key group, then its encoding.
+fn key_prefix<K: Key>(key: &K, out: &mut Vec<u8>) {
+    out.clear();
+    let group = u16::try_from(key_group_of(key)).expect("key groups fit two bytes");
+    out.extend_from_slice(&group.to_be_bytes());
+    bincode::serialize_into(&mut *out, key).expect("keys serialize");
+}
+
+fn entry_row<UK: Key>(prefix: &[u8], user_key: &UK) -> Vec<u8> {
+    let mut row = concat(&[prefix, &[ELEMENT]]);
+    bincode::serialize_into(&mut row, user_key).expect("keys serialize");
+    row
+}
+
+fn decode<T: Data>(state: &StateName, bytes: &[u8]) -> T {
+    bincode::deserialize(bytes)
+        .unwrap_or_else(|e| panic!("state {}: a stored value does not decode as its declared type: {e}", state.name))
+}
+
+/// RocksDB failing on the local disk: the slot cannot go on (it restarts from the last
+/// checkpoint, as a Flink task does).
+fn fail(state: &str, doing: &str, error: ::rocksdb::Error) -> ! {
+    panic!(
+        "state {state}: RocksDB failed {doing} it on the local disk: {error} (check the space and permissions of \
+         --local-state-dir)"
+    )
+}
+
+/// The key at the start of `row` (after its key group) and where its encoding ends.
+fn split_key<K: Key>(row: &[u8]) -> Result<(K, usize), String> {
+    let key: K = bincode::deserialize(&row[2..]).map_err(|e| format!("a row's key does not decode: {e}"))?;
+    let length = bincode::serialized_size(&key).map_err(|e| e.to_string())? as usize;
+    Ok((key, 2 + length))
+}
+
+/// A row as RocksDB returns it: key and value.
+type Row = (Box<[u8]>, Box<[u8]>);
+
+/// The types a codec is for.
+type Types<T> = PhantomData<fn() -> T>;
+
+/// How one state's rows and its canonical entries convert into each other.
+trait Codec: Send + Sync {
+    /// Appends the rows of key group `group`'s canonical entries (`Vec<(K, Stamped<S>)>`).
+    fn import(&self, group: usize, canonical: &[u8], rows: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String>;
+    /// The canonical entries of one key group's rows (in key order), leaving out keys whose
+    /// write time `live` rejects; `None` if none is left.
+    fn export(&self, rows: &[Row], live: &dyn Fn(EventTime) -> bool) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// Joins `(key, entry bytes)` in key order into the canonical `bincode` of a `Vec`.
+fn canonical<K: Ord>(mut entries: Vec<(K, Vec<u8>)>) -> Option<Vec<u8>> {
+    if entries.is_empty() {
+        return None;
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut bytes = (entries.len() as u64).to_le_bytes().to_vec();
+    for (_, entry) in entries {
+        bytes.extend_from_slice(&entry);
+    }
+    Some(bytes)
+}
+
+struct ValueCodec<K, V>(Types<(K, V)>);
+
+impl<K: Key, V: Data> Codec for ValueCodec<K, V> {
+    fn import(&self, group: usize, canonical: &[u8], rows: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+        let entries: Vec<(K, Stamped<V>)> = crate::keyed::decode_state(canonical)?;
+        for (key, stamped) in entries {
+            check_group(&key, group)?;
+            let mut row = Vec::new();
+            key_prefix(&key, &mut row);
+            row.push(HEADER);
+            let mut value = stamped.written.to_le_bytes().to_vec();
+            bincode::serialize_into(&mut value, &stamped.value).expect("state serializes");
+            rows.push((row, value));
+        }
+        Ok(())
+    }
+    fn export(&self, rows: &[Row], live: &dyn Fn(EventTime) -> bool) -> Result<Option<Vec<u8>>, String> {
+        let mut entries = Vec::with_capacity(rows.len());
+        for (row, value) in rows {
+            let (key, end) = split_key::<K>(row)?;
+            if row[end..] != [HEADER] || value.len() < 8 {
+                return Err("a value row is malformed".into());
+            }
+            let written = written_at(value);
+            if live(written) {
+                // Canonical: the key, the value, then the time.
+                entries.push((key, concat(&[&row[2..end], &value[8..], &written.to_le_bytes()])));
+            }
+        }
+        Ok(canonical(entries))
+    }
+}
+
+struct ListCodec<K, V>(Types<(K, V)>);
+
+impl<K: Key, V: Data> Codec for ListCodec<K, V> {
+    fn import(&self, group: usize, canonical: &[u8], rows: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+        let entries: Vec<(K, Stamped<Vec<V>>)> = crate::keyed::decode_state(canonical)?;
+        for (key, stamped) in entries {
+            check_group(&key, group)?;
+            let mut prefix = Vec::new();
+            key_prefix(&key, &mut prefix);
+            rows.push((
+                concat(&[&prefix[..], &[HEADER]]),
+                header(stamped.written, stamped.value.len() as u64).to_vec(),
+            ));
+            for (index, element) in stamped.value.iter().enumerate() {
+                let row = concat(&[&prefix[..], &[ELEMENT], &(index as u64).to_be_bytes()]);
+                rows.push((row, bincode::serialize(element).expect("state serializes")));
+            }
+        }
+        Ok(())
+    }
+    fn export(&self, rows: &[Row], live: &dyn Fn(EventTime) -> bool) -> Result<Option<Vec<u8>>, String> {
+        export_collections::<K>(rows, live, |elements| {
+            let mut bytes = (elements.len() as u64).to_le_bytes().to_vec();
+            for (_, value) in elements {
+                bytes.extend_from_slice(value);
+            }
+            Ok(bytes)
+        })
+    }
+}
+
+struct MapCodec<K, UK, UV>(Types<(K, UK, UV)>);
+
+impl<K: Key, UK: Key, UV: Data> Codec for MapCodec<K, UK, UV> {
+    fn import(&self, group: usize, canonical: &[u8], rows: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+        let entries: Vec<(K, Stamped<BTreeMap<UK, UV>>)> = crate::keyed::decode_state(canonical)?;
+        for (key, stamped) in entries {
+            check_group(&key, group)?;
+            let mut prefix = Vec::new();
+            key_prefix(&key, &mut prefix);
+            rows.push((
+                concat(&[&prefix[..], &[HEADER]]),
+                header(stamped.written, stamped.value.len() as u64).to_vec(),
+            ));
+            for (user_key, value) in &stamped.value {
+                rows.push((entry_row(&prefix, user_key), bincode::serialize(value).expect("state serializes")));
+            }
+        }
+        Ok(())
+    }
+    fn export(&self, rows: &[Row], live: &dyn Fn(EventTime) -> bool) -> Result<Option<Vec<u8>>, String> {
+        export_collections::<K>(rows, live, |entries| {
+            // A `BTreeMap` encodes in the order of its keys, not of their encodings.
+            let mut sorted = Vec::with_capacity(entries.len());
+            for (user_key, value) in entries {
+                let decoded: UK =
+                    bincode::deserialize(user_key).map_err(|e| format!("a map key does not decode: {e}"))?;
+                sorted.push((decoded, concat(&[&user_key[..], &value[..]])));
+            }
+            sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut bytes = (sorted.len() as u64).to_le_bytes().to_vec();
+            for (_, entry) in sorted {
+                bytes.extend_from_slice(&entry);
+            }
+            Ok(bytes)
+        })
+    }
+}
+
+/// The canonical entries of lists or maps: each key's header and elements (`(row key after
+/// the tag, value)`) joined by `collection` into the stored value's encoding.
+fn export_collections<K: Key>(
+    rows: &[Row],
+    live: &dyn Fn(EventTime) -> bool,
+    collection: impl Fn(&[(&[u8], &[u8])]) -> Result<Vec<u8>, String>,
+) -> Result<Option<Vec<u8>>, String> {
+    let mut entries = Vec::new();
+    let mut index = 0;
+    while index < rows.len() {
+        let (row, value) = &rows[index];
+        let (key, end) = split_key::<K>(row)?;
+        if row[end..] != [HEADER] || value.len() != 16 {
+            return Err("a list's or map's element has no header".into());
+        }
+        let written = written_at(value);
+        let mut elements: Vec<(&[u8], &[u8])> = Vec::new();
+        index += 1;
+        while let Some((element, value)) = rows.get(index) {
+            if element.len() <= end || element[..end] != row[..end] || element[end] != ELEMENT {
+                break;
+            }
+            elements.push((&element[end + 1..], value));
+            index += 1;
+        }
+        if live(written) {
+            let stored = collection(&elements)?;
+            entries.push((key, concat(&[&row[2..end], &stored, &written.to_le_bytes()])));
+        }
+    }
+    Ok(canonical(entries))
+}
+
+fn check_group<K: Key>(key: &K, group: usize) -> Result<(), String> {
+    if key_group_of(key) == group {
+        Ok(())
+    } else {
+        Err(format!("an entry of key group {} was restored in key group {group}", key_group_of(key)))
+    }
+}
