@@ -437,20 +437,6 @@ pub fn slot_state_dir(local_state_dir: &Path, job_id: &str, slot: usize, attempt
     local_state_dir.join(job_id).join(format!("slot-{slot}-attempt-{attempt:016x}"))
 }
 
-/// Removes what earlier attempts of the slot left in the local state directory (a process
-/// killed with its slots running leaves their RocksDB instances behind). A slot of an earlier
-/// attempt still closing here loses its files: it is fenced off already.
-fn clear_earlier_attempts(local_state_dir: &Path, job_id: &str, slot: usize, current: &Path) {
-    let Ok(entries) = weir_core::fs::read_dir(&local_state_dir.join(job_id)) else { return };
-    let earlier = format!("slot-{slot}-attempt-");
-    for entry in entries.into_iter().filter(|entry| entry.is_dir && entry.name.starts_with(&earlier)) {
-        if entry.path != current {
-            tracing::info!(dir = %entry.path.display(), "removing local state of an earlier attempt");
-            let _ = std::fs::remove_dir_all(&entry.path);
-        }
-    }
-}
-
 /// The default `--local-state-dir`: a directory of the system's temporary directory (Flink's
 /// `io.tmp.dirs`).
 pub fn default_local_state_dir() -> PathBuf {
@@ -478,9 +464,6 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
     let restored = restored_slot(snapshot);
     let state_dir = slot_state_dir(&local_state_dir, &job.job_id, slot, attempt);
     let local_state = job.spec.state_backend == StateBackendKind::RocksDb;
-    if local_state {
-        clear_earlier_attempts(&local_state_dir, &job.job_id, slot, &state_dir);
-    }
     let slot_dir = state_dir.clone();
     rt::spawn_slot(format!("weir-slot-{slot}"), move || async move {
         let setup = SlotSetup {

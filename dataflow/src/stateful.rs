@@ -74,7 +74,8 @@ impl StateImage {
         StateImage::fallible(move || Ok(encode()))
     }
     /// State to be encoded by `encode`, which may fail (it reads a local disk, say): the
-    /// failure declines the checkpoint.
+    /// failure fails the slot, which restarts from the last complete checkpoint (as when a
+    /// sink cannot make its output durable).
     pub fn fallible(encode: impl FnOnce() -> Result<KeyGroupStates, String> + Send + 'static) -> Self {
         StateImage(Image::Deferred(Box::new(encode)))
     }

@@ -22,9 +22,14 @@ enum Op {
     ClearValue { key: u64 },
     Append { key: u64, value: i64 },
     GetList { key: u64 },
-    Put { key: u64, user_key: u8, value: i64 },
-    Remove { key: u64, user_key: u8 },
+    SetList { key: u64, values: Vec<i64> },
+    ClearList { key: u64 },
+    Put { key: u64, user_key: i16, value: i64 },
+    Remove { key: u64, user_key: i16 },
     Entries { key: u64 },
+    ClearMap { key: u64 },
+    AppendTtl { key: u64, value: i64 },
+    GetTtlList { key: u64 },
     SetTtlValue { key: u64, value: i64 },
     GetTtlValue { key: u64 },
     Tick { ms: i64 },
@@ -40,9 +45,15 @@ fn op() -> impl Strategy<Value = Op> {
         key.clone().prop_map(|key| Op::ClearValue { key }),
         (key.clone(), any::<i64>()).prop_map(|(key, value)| Op::Append { key, value }),
         key.clone().prop_map(|key| Op::GetList { key }),
-        (key.clone(), 0u8..4, any::<i64>()).prop_map(|(key, user_key, value)| Op::Put { key, user_key, value }),
-        (key.clone(), 0u8..4).prop_map(|(key, user_key)| Op::Remove { key, user_key }),
+        (key.clone(), proptest::collection::vec(any::<i64>(), 0..4))
+            .prop_map(|(key, values)| Op::SetList { key, values }),
+        key.clone().prop_map(|key| Op::ClearList { key }),
+        (key.clone(), user_key(), any::<i64>()).prop_map(|(key, user_key, value)| Op::Put { key, user_key, value }),
+        (key.clone(), user_key()).prop_map(|(key, user_key)| Op::Remove { key, user_key }),
         key.clone().prop_map(|key| Op::Entries { key }),
+        key.clone().prop_map(|key| Op::ClearMap { key }),
+        (key.clone(), any::<i64>()).prop_map(|(key, value)| Op::AppendTtl { key, value }),
+        key.clone().prop_map(|key| Op::GetTtlList { key }),
         (key.clone(), any::<i64>()).prop_map(|(key, value)| Op::SetTtlValue { key, value }),
         key.prop_map(|key| Op::GetTtlValue { key }),
         (0i64..40).prop_map(|ms| Op::Tick { ms }),
@@ -51,22 +62,30 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Map keys whose order is not their encodings' (negative, and past one byte).
+fn user_key() -> impl Strategy<Value = i16> {
+    prop_oneof![Just(-300i16), Just(-1), Just(0), Just(1), Just(255), Just(256)]
+}
+
 const TTL_MS: i64 = 50;
 
 #[derive(Default)]
 struct Model {
     values: BTreeMap<u64, i64>,
     lists: BTreeMap<u64, Vec<i64>>,
-    maps: BTreeMap<u64, BTreeMap<u8, i64>>,
+    maps: BTreeMap<u64, BTreeMap<i16, i64>>,
     ttl_values: BTreeMap<u64, (i64, i64)>,
+    /// A list with a time to live: its elements and when it was last appended to.
+    ttl_lists: BTreeMap<u64, (Vec<i64>, i64)>,
 }
 
 /// Applies `ops` to a fresh backend and the model; returns the backend and its event time.
 fn check<B: StateBackend<u64>>(fresh: impl Fn() -> B, ops: Vec<Op>) -> Result<(B, i64), TestCaseError> {
     let value = ValueState::<i64>::new("value");
     let list = ListState::<i64>::new("list");
-    let map = MapState::<u8, i64>::new("map");
+    let map = MapState::<i16, i64>::new("map");
     let ttl_value = ValueState::<i64>::new("ttl-value").with_ttl(TTL_MS);
+    let ttl_list = ListState::<i64>::new("ttl-list").with_ttl(TTL_MS);
     let mut backend = fresh();
     let mut model = Model::default();
     let mut now = 0i64;
@@ -94,6 +113,38 @@ fn check<B: StateBackend<u64>>(fresh: impl Fn() -> B, ops: Vec<Op>) -> Result<(B
                 list.get(&mut KeyedState::new(&mut backend, &key, now)),
                 model.lists.get(&key).cloned().unwrap_or_default()
             ),
+            Op::SetList { key, values } => {
+                list.update(&mut KeyedState::new(&mut backend, &key, now), values.clone());
+                if values.is_empty() {
+                    model.lists.remove(&key);
+                } else {
+                    model.lists.insert(key, values);
+                }
+            }
+            Op::ClearList { key } => {
+                list.clear(&mut KeyedState::new(&mut backend, &key, now));
+                model.lists.remove(&key);
+            }
+            Op::ClearMap { key } => {
+                map.clear(&mut KeyedState::new(&mut backend, &key, now));
+                model.maps.remove(&key);
+            }
+            Op::AppendTtl { key, value: v } => {
+                ttl_list.add(&mut KeyedState::new(&mut backend, &key, now), v);
+                let live = model.ttl_lists.get(&key).filter(|(_, written)| now < written + TTL_MS).cloned();
+                let mut values = live.map(|(values, _)| values).unwrap_or_default();
+                values.push(v);
+                model.ttl_lists.insert(key, (values, now));
+            }
+            Op::GetTtlList { key } => {
+                let expected = model
+                    .ttl_lists
+                    .get(&key)
+                    .filter(|(_, written)| now < written + TTL_MS)
+                    .map(|(values, _)| values.clone())
+                    .unwrap_or_default();
+                prop_assert_eq!(ttl_list.get(&mut KeyedState::new(&mut backend, &key, now)), expected);
+            }
             Op::Put { key, user_key, value: v } => {
                 map.put(&mut KeyedState::new(&mut backend, &key, now), user_key, v);
                 model.maps.entry(key).or_default().insert(user_key, v);
@@ -105,7 +156,7 @@ fn check<B: StateBackend<u64>>(fresh: impl Fn() -> B, ops: Vec<Op>) -> Result<(B
                 }
             }
             Op::Entries { key } => {
-                let expected: Vec<(u8, i64)> =
+                let expected: Vec<(i16, i64)> =
                     model.maps.get(&key).map(|m| m.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
                 prop_assert_eq!(map.entries(&mut KeyedState::new(&mut backend, &key, now)), expected);
             }
@@ -122,6 +173,7 @@ fn check<B: StateBackend<u64>>(fresh: impl Fn() -> B, ops: Vec<Op>) -> Result<(B
             Op::Expire => {
                 backend.expire(now);
                 model.ttl_values.retain(|_, (_, written)| now < *written + TTL_MS);
+                model.ttl_lists.retain(|_, (_, written)| now < *written + TTL_MS);
             }
             Op::SnapshotRestore => {
                 // A snapshot is a copy taken now and encoded later, off the slot's thread: what
@@ -185,17 +237,19 @@ mod rocksdb_backend {
     fn read_all<B: StateBackend<u64>>(backend: &mut B, now: i64) -> Vec<String> {
         let value = ValueState::<i64>::new("value");
         let list = ListState::<i64>::new("list");
-        let map = MapState::<u8, i64>::new("map");
+        let map = MapState::<i16, i64>::new("map");
         let ttl_value = ValueState::<i64>::new("ttl-value").with_ttl(TTL_MS);
+        let ttl_list = ListState::<i64>::new("ttl-list").with_ttl(TTL_MS);
         (0..6u64)
             .map(|key| {
                 let mut state = KeyedState::new(&mut *backend, &key, now);
                 format!(
-                    "{:?} {:?} {:?} {:?}",
+                    "{:?} {:?} {:?} {:?} {:?}",
                     value.get(&mut state),
                     list.get(&mut state),
                     map.entries(&mut state),
-                    ttl_value.get(&mut state)
+                    ttl_value.get(&mut state),
+                    ttl_list.get(&mut state)
                 )
             })
             .collect()

@@ -23,6 +23,7 @@ const KEYS: &[&str] = &[
     "execution.runtime-mode",
     "table.exec.state.ttl",
     "state.backend",
+    "state.backend.type",
 ];
 
 /// The engine settings of `statements`' `SET`s, the last of each key winning (as in Flink).

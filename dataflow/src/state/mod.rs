@@ -35,9 +35,14 @@ pub mod memory;
 #[cfg(feature = "rocksdb")]
 pub mod rocksdb;
 
+// RocksDB does its own file I/O, which the simulator cannot see or crash: never in a simulation.
+#[cfg(all(madsim, feature = "rocksdb"))]
+compile_error!("the rocksdb feature cannot be built under --cfg madsim: the simulator runs on the memory backend");
+
 pub use memory::MemoryBackend;
 
-/// What a key must be: data that hashes deterministically and orders totally.
+/// What a key must be: data that hashes deterministically and orders totally, and whose equal
+/// values encode equally (a backend on disk finds a key by its encoding).
 pub trait Key: Data + Hash + Eq + Ord {}
 impl<T: Data + Hash + Eq + Ord> Key for T {}
 
@@ -76,7 +81,9 @@ pub trait StateBackend<K: Key>: 'static {
     fn clear_list<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>);
     /// Clears map `state` for the key.
     fn clear_map<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>);
-    /// Drops every value whose time to live ended at or before `now`.
+    /// Event time has passed `now`: every value whose time to live ended at or before it is
+    /// gone (dropped now, or — on disk — skipped by reads and snapshots and removed later).
+    /// Later accesses come at or after `now`.
     fn expire(&mut self, now: EventTime);
     /// The state, by key group, in the canonical encoding (equal states encode equally,
     /// whatever the backend): a copy taken now, encoded off the slot's thread.
@@ -94,6 +101,10 @@ pub struct StateName {
 
 impl StateName {
     fn new(name: &'static str) -> Self {
+        assert!(
+            !name.is_empty() && !name.contains('\0'),
+            "a state's name must be non-empty text without NUL: {name:?}"
+        );
         StateName { name, ttl_ms: None }
     }
     /// The state's name.

@@ -77,8 +77,9 @@ pub struct RocksDbBackend<K> {
     write: WriteOptions,
     /// Scratch space: the key row of the access being served.
     key_row: Vec<u8>,
-    /// Declared last, so dropped last: removes the instance's directory once it is closed.
-    dir: OwnedDir,
+    /// Declared last, so dropped last: removes the instance's directory once it is closed and
+    /// no snapshot still being encoded reads a checkpoint in it (each holds a share).
+    dir: Arc<OwnedDir>,
     _keys: PhantomData<fn() -> K>,
 }
 
@@ -134,7 +135,7 @@ impl<K: Key> RocksDbBackend<K> {
             Err(error) => return Err(format!("cannot clear {}: {error}", dir.display())),
         }
         weir_core::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let owned = OwnedDir(dir.to_path_buf());
+        let owned = Arc::new(OwnedDir(dir.to_path_buf()));
         let mut options = family_options();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -245,7 +246,8 @@ impl<K: Key> RocksDbBackend<K> {
     /// and then the key's rows are deleted.
     fn live_header(&self, state: &StateName, prefix_len: usize, now: EventTime) -> Option<Vec<u8>> {
         let (family, ttl) = self.family(state);
-        let value = self.db.get_pinned_cf(family, &self.key_row).unwrap_or_else(|e| fail(state.name, "reading", e))?;
+        let value =
+            self.db.get_pinned_cf(family, &self.key_row).unwrap_or_else(|e| fail(state.name, "reading it", e))?;
         if ttl.is_some_and(|ttl| now >= written_at(&value).saturating_add(ttl)) {
             let mut batch = WriteBatch::default();
             self.delete_rows(state, prefix_len, &mut batch);
@@ -263,7 +265,7 @@ impl<K: Key> RocksDbBackend<K> {
         let mut read = ReadOptions::default();
         read.set_iterate_upper_bound(concat(&[prefix, &[ELEMENT + 1]]));
         for item in self.db.iterator_cf_opt(family, read, IteratorMode::From(prefix, Direction::Forward)) {
-            let (row, _) = item.unwrap_or_else(|e| fail(state.name, "reading", e));
+            let (row, _) = item.unwrap_or_else(|e| fail(state.name, "reading it", e));
             batch.delete_cf(family, row);
         }
     }
@@ -278,19 +280,19 @@ impl<K: Key> RocksDbBackend<K> {
         self.db
             .iterator_cf_opt(family, read, IteratorMode::From(&from, Direction::Forward))
             .map(|item| {
-                let (row, value) = item.unwrap_or_else(|e| fail(state.name, "reading", e));
+                let (row, value) = item.unwrap_or_else(|e| fail(state.name, "reading it", e));
                 (row[from.len()..].into(), value)
             })
             .collect()
     }
 
     fn write(&self, state: &StateName, batch: WriteBatch) {
-        self.db.write_opt(batch, &self.write).unwrap_or_else(|e| fail(state.name, "writing", e))
+        self.db.write_opt(batch, &self.write).unwrap_or_else(|e| fail(state.name, "writing it", e))
     }
 
     fn get(&self, state: &StateName, row: &[u8]) -> Option<::rocksdb::DBPinnableSlice<'_>> {
         let (family, _) = self.family(state);
-        self.db.get_pinned_cf(family, row).unwrap_or_else(|e| fail(state.name, "reading", e))
+        self.db.get_pinned_cf(family, row).unwrap_or_else(|e| fail(state.name, "reading it", e))
     }
 }
 
@@ -423,8 +425,11 @@ impl<K: Key> StateBackend<K> for RocksDbBackend<K> {
     fn snapshot(&self) -> StateImage {
         let number = self.snapshots.get();
         self.snapshots.set(number + 1);
-        // Removed when the image is encoded, or dropped unencoded (a declined checkpoint).
+        // Removed when the image is encoded, or dropped unencoded (a checkpoint that failed);
+        // the instance's directory stays while the image holds a share of it, even if the
+        // operator is gone (it finished, and its last epochs' images are still queued).
         let checkpoint = OwnedDir(self.dir.0.join(format!("snapshot-{number}")));
+        let instance = self.dir.clone();
         // RocksDB's own call, on the slot's thread: flush, then hard links.
         let taken = Checkpoint::new(&self.db).and_then(|rocksdb| rocksdb.create_checkpoint(&checkpoint.0));
         let families: Vec<ExportedState> = self
@@ -440,8 +445,12 @@ impl<K: Key> StateBackend<K> for RocksDbBackend<K> {
         let expired_through = self.expired_through.load(Ordering::Relaxed);
         StateImage::fallible(move || {
             taken.map_err(|e| format!("RocksDB checkpoint into {}: {e}", checkpoint.0.display()))?;
-            export(&checkpoint.0, &families, expired_through)
-                .map_err(|e| format!("reading the RocksDB checkpoint in {}: {e}", checkpoint.0.display()))
+            let exported = export(&checkpoint.0, &families, expired_through)
+                .map_err(|e| format!("reading the RocksDB checkpoint in {}: {e}", checkpoint.0.display()));
+            // The checkpoint goes first, then (if last) the instance's directory.
+            drop(checkpoint);
+            drop(instance);
+            exported
         })
     }
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
@@ -586,8 +595,8 @@ fn decode<T: Data>(state: &StateName, bytes: &[u8]) -> T {
 /// checkpoint, as a Flink task does).
 fn fail(state: &str, doing: &str, error: ::rocksdb::Error) -> ! {
     panic!(
-        "state {state}: RocksDB failed {doing} it on the local disk: {error} (check the space and permissions of \
-         --local-state-dir)"
+        "state {state}: RocksDB failed while {doing} on the local disk: {error} (check the space and permissions \
+         of --local-state-dir)"
     )
 }
 
