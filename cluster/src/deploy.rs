@@ -501,8 +501,12 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
             let _ = events.send(SlotEvent::Failed { slot, message: format!("internal error (bug): {message}") });
         }
         if local_state {
-            // Each operator's instance removed its own directory; this removes the slot's.
-            let _ = std::fs::remove_dir_all(&slot_dir);
+            // Each operator's instance removes its own directory once no snapshot reads it;
+            // this removes the slot's, and the job's, if nothing is left in them.
+            let _ = std::fs::remove_dir(&slot_dir);
+            if let Some(job_dir) = slot_dir.parent() {
+                let _ = std::fs::remove_dir(job_dir);
+            }
         }
     })
     .map_err(|e| RunError::Job(JobError::SlotFailed { slot, message: format!("cannot start slot thread: {e}") }))

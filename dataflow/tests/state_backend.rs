@@ -301,7 +301,7 @@ mod rocksdb_backend {
         let dir = root.path().join("operator");
         std::fs::create_dir_all(dir.join("stale")).unwrap();
         let backend = RocksDbBackend::<u64>::open(&dir).unwrap();
-        assert!(!dir.join("stale").exists(), "a killed process's files are cleared");
+        assert!(!dir.join("stale").exists(), "a reused directory is cleared first");
         drop(backend);
         assert!(!dir.exists(), "the directory goes with the backend");
     }

@@ -148,7 +148,7 @@ fn every_example_job_restores_its_state_exactly_after_a_crash() {
     example_jobs_restore_exactly(&Backend::Memory);
 }
 
-/// The same on RocksDB: process functions, a time to live, interval and window joins,
+/// The same on RocksDB: process functions, a time to live, interval joins,
 /// broadcast state and a count window keep their state on disk and restore it exactly.
 #[cfg(feature = "rocksdb")]
 #[test]

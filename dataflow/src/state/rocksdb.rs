@@ -126,8 +126,8 @@ fn family_options() -> Options {
 }
 
 impl<K: Key> RocksDbBackend<K> {
-    /// An empty instance in `dir`, which it owns: anything there (a killed process's) is
-    /// removed first, and the directory when the backend is dropped.
+    /// An empty instance in `dir`, which it owns: anything already there is removed first,
+    /// and the directory when the backend (and every snapshot still reading it) is dropped.
     pub fn open(dir: &Path) -> Result<Self, String> {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}
@@ -184,6 +184,17 @@ impl<K: Key> RocksDbBackend<K> {
         }
         let family = family_name(state.name);
         self.db.create_cf(&family, &options).unwrap_or_else(|e| fail(state.name, "creating its column family", e));
+        // Registered (its options with it) before anything can fail: the open instance holds
+        // a pointer to the compaction filter the options own.
+        let touched = TouchedState {
+            family: family.clone(),
+            codec: codec.clone(),
+            kind,
+            stored: TypeId::of::<S>(),
+            ttl_ms: state.ttl_ms,
+            _options: options,
+        };
+        self.states.insert(state.name, touched);
         if self.restored.remove(state.name) {
             self.load_restored(state.name, &family, &*codec).unwrap_or_else(|reason| {
                 // Checked when restored only as far as its framing: a state that no longer
@@ -195,9 +206,6 @@ impl<K: Key> RocksDbBackend<K> {
                 )
             });
         }
-        let touched =
-            TouchedState { family, codec, kind, stored: TypeId::of::<S>(), ttl_ms: state.ttl_ms, _options: options };
-        self.states.insert(state.name, touched);
     }
 
     /// Moves state `name`'s restored entries into its own family.
@@ -456,9 +464,13 @@ impl<K: Key> StateBackend<K> for RocksDbBackend<K> {
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
         let waiting = self.db.cf_handle(RESTORED).expect("opened with the instance");
         let mut batch = WriteBatch::default();
+        let mut seen = BTreeSet::new();
         for (group, name, entries) in split_groups(states)? {
             assert!(!self.states.contains_key(name.as_str()), "state {name} restored after it was touched");
             let group = u16::try_from(group).map_err(|_| format!("key group {group} is out of range"))?;
+            if !seen.insert((name.clone(), group)) {
+                return Err(format!("state {name}: key group {group} appears twice"));
+            }
             batch.put_cf(waiting, restored_row(&name, group), entries);
             self.restored.insert(name);
         }
