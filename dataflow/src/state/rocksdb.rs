@@ -684,21 +684,12 @@ struct ListCodec<K, V>(Types<(K, V)>);
 
 impl<K: Key, V: Data> Codec for ListCodec<K, V> {
     fn import(&self, group: usize, canonical: &[u8], rows: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
-        let entries: Vec<(K, Stamped<Vec<V>>)> = crate::keyed::decode_state(canonical)?;
-        for (key, stamped) in entries {
-            check_group(&key, group)?;
-            let mut prefix = Vec::new();
-            key_prefix(&key, &mut prefix);
-            rows.push((
-                concat(&[&prefix[..], &[HEADER]]),
-                header(stamped.written, stamped.value.len() as u64).to_vec(),
-            ));
-            for (index, element) in stamped.value.iter().enumerate() {
-                let row = concat(&[&prefix[..], &[ELEMENT], &(index as u64).to_be_bytes()]);
+        import_collections::<K, Vec<V>>(group, canonical, rows, Vec::len, |prefix, list, rows| {
+            for (index, element) in list.iter().enumerate() {
+                let row = concat(&[prefix, &[ELEMENT], &(index as u64).to_be_bytes()]);
                 rows.push((row, bincode::serialize(element).expect("state serializes")));
             }
-        }
-        Ok(())
+        })
     }
     fn export(&self, rows: &[Row], live: &dyn Fn(EventTime) -> bool) -> Result<Option<Vec<u8>>, String> {
         export_collections::<K>(rows, live, |elements| {
@@ -715,20 +706,11 @@ struct MapCodec<K, UK, UV>(Types<(K, UK, UV)>);
 
 impl<K: Key, UK: Key, UV: Data> Codec for MapCodec<K, UK, UV> {
     fn import(&self, group: usize, canonical: &[u8], rows: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
-        let entries: Vec<(K, Stamped<BTreeMap<UK, UV>>)> = crate::keyed::decode_state(canonical)?;
-        for (key, stamped) in entries {
-            check_group(&key, group)?;
-            let mut prefix = Vec::new();
-            key_prefix(&key, &mut prefix);
-            rows.push((
-                concat(&[&prefix[..], &[HEADER]]),
-                header(stamped.written, stamped.value.len() as u64).to_vec(),
-            ));
-            for (user_key, value) in &stamped.value {
-                rows.push((entry_row(&prefix, user_key), bincode::serialize(value).expect("state serializes")));
+        import_collections::<K, BTreeMap<UK, UV>>(group, canonical, rows, BTreeMap::len, |prefix, map, rows| {
+            for (user_key, value) in map {
+                rows.push((entry_row(prefix, user_key), bincode::serialize(value).expect("state serializes")));
             }
-        }
-        Ok(())
+        })
     }
     fn export(&self, rows: &[Row], live: &dyn Fn(EventTime) -> bool) -> Result<Option<Vec<u8>>, String> {
         export_collections::<K>(rows, live, |entries| {
@@ -747,6 +729,26 @@ impl<K: Key, UK: Key, UV: Data> Codec for MapCodec<K, UK, UV> {
             Ok(bytes)
         })
     }
+}
+
+/// The rows of lists or maps (`C`) from key group `group`'s canonical entries: each key's
+/// header (write time and `len`), then the rows `elements` makes under the key's prefix.
+fn import_collections<K: Key, C: Data>(
+    group: usize,
+    canonical: &[u8],
+    rows: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    len: fn(&C) -> usize,
+    elements: impl Fn(&[u8], &C, &mut Vec<(Vec<u8>, Vec<u8>)>),
+) -> Result<(), String> {
+    let entries: Vec<(K, Stamped<C>)> = crate::keyed::decode_state(canonical)?;
+    let mut prefix = Vec::new();
+    for (key, stamped) in entries {
+        check_group(&key, group)?;
+        key_prefix(&key, &mut prefix);
+        rows.push((concat(&[&prefix, &[HEADER]]), header(stamped.written, len(&stamped.value) as u64).to_vec()));
+        elements(&prefix, &stamped.value, rows);
+    }
+    Ok(())
 }
 
 /// The canonical entries of lists or maps: each key's header and elements (`(row key after
