@@ -185,6 +185,8 @@ struct Pending {
     checkpoint: Epoch,
     last: bool,
     files: BTreeMap<usize, FileEntry>,
+    /// The shared files the slots' state files name (an incremental checkpoint's), by name.
+    shared: BTreeMap<String, FileEntry>,
     /// For a savepoint's checkpoint: the savepoint's part.
     savepoint: Option<PendingSavepoint>,
     /// Declined if not complete by then.
@@ -217,7 +219,14 @@ async fn abandon_savepoint(pending: PendingSavepoint, request: &mut Option<Savep
 
 impl Pending {
     fn new(checkpoint: Epoch, last: bool, timeout: Duration) -> Self {
-        Pending { checkpoint, last, files: BTreeMap::new(), savepoint: None, deadline: rt::now() + timeout }
+        Pending {
+            checkpoint,
+            last,
+            files: BTreeMap::new(),
+            shared: BTreeMap::new(),
+            savepoint: None,
+            deadline: rt::now() + timeout,
+        }
     }
 }
 
@@ -374,7 +383,7 @@ pub async fn coordinate(
                         next_checkpoint += 1;
                         next_trigger = rt::now() + interval;
                     }
-                    SlotEvent::Snapshot { slot, checkpoint, file, savepoint_file, records_read } => {
+                    SlotEvent::Snapshot { slot, checkpoint, file, shared, uploaded, savepoint_file, records_read } => {
                         if let Some(slot_metrics) = metrics.get(slot) {
                             slot_metrics.records_read.fetch_max(records_read, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -422,7 +431,21 @@ pub async fn coordinate(
                                 return Err(JobError::Crashed(config.crash_at.expect("set")));
                             }
                         }
-                        outcome.state_bytes += file.size;
+                        // A shared file is named by the slot, operator and attempt that uploaded
+                        // it (or an earlier attempt's, restored): one name is one content.
+                        for entry in shared {
+                            let valid = !entry.name.is_empty() && !entry.name.contains('/') && !entry.name.starts_with('.');
+                            let clash = current.shared.get(&entry.name).is_some_and(|known| known != &entry);
+                            if !valid || clash {
+                                stop_all();
+                                return Err(violation(format!(
+                                    "slot {slot} reported shared file {:?} for checkpoint {checkpoint}, which is not a valid name or was reported otherwise",
+                                    entry.name
+                                )));
+                            }
+                            current.shared.insert(entry.name.clone(), entry);
+                        }
+                        outcome.state_bytes += file.size + uploaded;
                         current.files.insert(slot, file);
                         faultpoint::reached(Moment::StateUploaded).await;
                         let mut acks_needed = config.parallelism;
@@ -443,6 +466,7 @@ pub async fn coordinate(
                             attempt: config.attempt,
                             generation: config.generation,
                             savepoint: false,
+                            shared: current.shared.into_values().collect(),
                         };
                         // `_metadata` completes the checkpoint; the newest-checkpoint record
                         // lets a restore find it even where listings lag, and must be stored
@@ -628,6 +652,7 @@ async fn complete_savepoint(
         attempt: config.attempt,
         generation: config.generation,
         savepoint: true,
+        shared: Vec::new(),
     };
     weir_core::savepoint::complete_savepoint(&target.dir, &target.name, metadata)
         .await
@@ -703,7 +728,15 @@ mod tests {
 
     fn snapshot(slot: usize, checkpoint: Epoch) -> SlotEvent {
         let file = FileEntry { name: slot_state_file(slot, 1), size: 3, crc32: 0 };
-        SlotEvent::Snapshot { slot, checkpoint, file, savepoint_file: None, records_read: 0 }
+        SlotEvent::Snapshot {
+            slot,
+            checkpoint,
+            file,
+            shared: Vec::new(),
+            uploaded: 0,
+            savepoint_file: None,
+            records_read: 0,
+        }
     }
 
     fn run(

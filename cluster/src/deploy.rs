@@ -210,6 +210,46 @@ pub fn plan_restore(
             }
             plan.slots[slot_of_key_group(entry.key_group, parallelism)].state.push(entry);
         }
+        for instance in snapshot.instances {
+            if !job.plan.operators.contains(&instance.operator) {
+                if allow_non_restored_state {
+                    *dropped.entry(instance.operator).or_default() +=
+                        instance.files.iter().map(|f| f.size as usize).sum::<usize>();
+                    continue;
+                }
+                return Err(restore_error(format!(
+                    "holds state of operator {:?}, which job {} does not have (its operators: {}); pass --allow-non-restored-state to start without that state",
+                    instance.operator,
+                    job.spec.job,
+                    job.plan.operators.join(", ")
+                )));
+            }
+            // An instance's files hold its slot's key groups: they restore whole, into the
+            // slot that owns the same range (a checkpoint's parallelism is its job's).
+            let (start, end) = instance.key_groups;
+            let slot = (start < weir_core::keygroup::MAX_PARALLELISM).then(|| slot_of_key_group(start, parallelism));
+            let range = slot.map(|slot| weir_core::keygroup::key_groups_of_slot(slot, parallelism));
+            let (Some(slot), Some(range)) = (slot, range) else {
+                return Err(restore_error(format!(
+                    "holds files of operator {:?} for key groups out of range",
+                    instance.operator
+                )));
+            };
+            if range != (start..end) {
+                return Err(restore_error(format!(
+                    "holds files of operator {:?} for key groups {start}..{end}, which no slot owns at parallelism {parallelism}: files restore only at the parallelism that took them ({}); rescale through a savepoint",
+                    instance.operator, restored.metadata.parallelism
+                )));
+            }
+            let target = &mut plan.slots[slot];
+            if target.instances.iter().any(|other| other.operator == instance.operator) {
+                return Err(restore_error(format!(
+                    "holds files of operator {:?} for key groups {start}..{end} twice",
+                    instance.operator
+                )));
+            }
+            target.instances.push(instance);
+        }
     }
     if let Some(missing) = seen.iter().position(|seen| !seen) {
         return Err(restore_error(format!("has no state for split {missing}")));
@@ -233,8 +273,11 @@ pub fn plan_restore(
 
 /// A slot's restored state in the form its dataflow takes.
 pub fn restored_slot(snapshot: SlotSnapshot) -> RestoredSlot {
-    let mut restored =
-        RestoredSlot { splits: snapshot.splits.into_iter().map(|s| (s.split, s)).collect(), ..Default::default() };
+    let mut restored = RestoredSlot {
+        splits: snapshot.splits.into_iter().map(|s| (s.split, s)).collect(),
+        instances: snapshot.instances,
+        ..Default::default()
+    };
     for entry in snapshot.state {
         restored.state.entry(entry.operator).or_default().push((entry.key_group, entry.bytes));
     }
@@ -540,12 +583,16 @@ mod tests {
             attempt: 1,
             generation: 1,
             savepoint: false,
+            shared: Vec::new(),
         };
         let mut files = Vec::new();
         for (slot, state) in state.into_iter().enumerate() {
             let clock = weir_core::watermark::SplitClock::new(0);
-            let snapshot =
-                SlotSnapshot { splits: vec![SplitState { split: slot, position: 10, line: 0, clock }], state };
+            let snapshot = SlotSnapshot {
+                splits: vec![SplitState { split: slot, position: 10, line: 0, clock }],
+                state,
+                instances: Vec::new(),
+            };
             let bytes = snapshot.encode(slot, 5);
             metadata.files.push(FileEntry { name: format!("slot-{slot}.state"), size: bytes.len() as u64, crc32: 0 });
             files.push(bytes::Bytes::from(bytes));

@@ -22,6 +22,7 @@ pub mod server;
 #[cfg(not(madsim))]
 pub mod shell;
 pub mod slot;
+pub mod state_files;
 pub mod tls;
 pub mod transport;
 pub mod wire;

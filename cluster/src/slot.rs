@@ -24,7 +24,9 @@ use weir_core::time::Epoch;
 use weir_dataflow::exchange::Doorbell;
 use weir_dataflow::job::{build_slot, SlotSetup};
 use weir_dataflow::metrics::SlotMetrics;
-use weir_dataflow::snapshot::PendingSnapshot;
+use weir_dataflow::snapshot::{OperatorFiles, PendingSnapshot, SlotSnapshot};
+
+use crate::state_files::{discard_downloads, download, shared_entries, DownloadError, SharedFiles};
 
 /// Wakes a slot's driver: a flag the busy loop polls without blocking, and a notification an
 /// idle driver awaits.
@@ -91,6 +93,10 @@ pub enum SlotEvent {
         checkpoint: Epoch,
         /// The state file in the checkpoint.
         file: FileEntry,
+        /// The shared files the state file names (an incremental checkpoint's instances).
+        shared: Vec<FileEntry>,
+        /// Bytes of shared files uploaded for this checkpoint (not named by an earlier one).
+        uploaded: u64,
         /// For a savepoint's checkpoint, the state file in the savepoint — or why it could not
         /// be written (the savepoint is refused; the checkpoint goes on).
         savepoint_file: Option<Result<FileEntry, String>>,
@@ -192,31 +198,98 @@ struct SnapshotWriter {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A slot's snapshot encoded for its checkpoint (and savepoint), its instances' files still to
+/// upload.
+struct EncodedSnapshot {
+    /// The checkpoint's state file, if complete: no operator holds state in files.
+    whole: Option<Vec<u8>>,
+    /// Otherwise the state beside the files, and each operator's files.
+    beside: Option<(SlotSnapshot, OperatorFiles)>,
+    /// A savepoint's state file when it differs from the checkpoint's (the canonical form of
+    /// state the checkpoint keeps in files).
+    savepoint: Option<Vec<u8>>,
+}
+
 impl SnapshotWriter {
-    fn start(slot: usize, attempt: u64, store: CheckpointStore, events: UnboundedSender<SlotEvent>) -> Self {
+    fn start(
+        slot: usize,
+        attempt: u64,
+        key_groups: std::ops::Range<usize>,
+        store: CheckpointStore,
+        mut shared: SharedFiles,
+        events: UnboundedSender<SlotEvent>,
+    ) -> Self {
         let (queue, mut pending) =
             tokio::sync::mpsc::unbounded_channel::<(PendingSnapshot, u64, Option<SavepointTarget>)>();
         let failure = Arc::new(std::sync::Mutex::new(None));
         let failed = failure.clone();
         let task = tokio::spawn(async move {
+            let fail = |message: String| *failed.lock().expect("not poisoned") = Some(message);
             while let Some((snapshot, records_read, savepoint)) = pending.recv().await {
                 let checkpoint = snapshot.epoch;
+                let for_savepoint = savepoint.is_some();
                 // A blocking-pool thread in production (fsync may wait); inline in simulation. A
                 // panic (a bug, or a user type that does not serialize) fails the slot as it
                 // would have on the slot's own thread.
-                let finished = rt::blocking(move || {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| snapshot.finish()))
-                        .unwrap_or_else(|panic| Err(format!("internal error (bug): {}", rt::panic_message(&*panic))))
-                        .map(|state| state.encode(slot, checkpoint))
+                let encoded = rt::blocking(move || {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let finished = snapshot.finish()?;
+                        if !finished.has_files() {
+                            let whole = finished.into_canonical()?.encode(slot, checkpoint);
+                            return Ok(EncodedSnapshot { whole: Some(whole), beside: None, savepoint: None });
+                        }
+                        let savepoint = match for_savepoint {
+                            true => Some(finished.canonical()?.encode(slot, checkpoint)),
+                            false => None,
+                        };
+                        Ok(EncodedSnapshot { whole: None, beside: Some(finished.beside_files()?), savepoint })
+                    }))
+                    .unwrap_or_else(|panic| Err(format!("internal error (bug): {}", rt::panic_message(&*panic))))
                 })
                 .await;
-                let state = match finished {
-                    Ok(state) => bytes::Bytes::from(state),
-                    Err(message) => {
-                        *failed.lock().expect("not poisoned") = Some(message);
-                        return;
-                    }
+                let encoded = match encoded {
+                    Ok(encoded) => encoded,
+                    Err(message) => return fail(message),
                 };
+                // The instances' files go up first: the state file names them.
+                let (state, manifests, uploaded) = match (encoded.whole, encoded.beside) {
+                    (Some(whole), _) => (whole, Vec::new(), 0),
+                    (None, Some((mut beside, files))) => {
+                        let mut uploaded = 0;
+                        let mut failure = None;
+                        for (operator, files) in &files {
+                            match shared.upload(&store, slot, attempt, operator, key_groups.clone(), files).await {
+                                Ok((manifest, bytes)) => {
+                                    beside.instances.push(manifest);
+                                    uploaded += bytes;
+                                }
+                                Err(error) => {
+                                    failure = Some(format!("operator {operator}: {error}"));
+                                    break;
+                                }
+                            }
+                        }
+                        // Their checkpoint directories go now (the files are up, or the
+                        // checkpoint is declined).
+                        drop(files);
+                        if let Some(message) = failure {
+                            tracing::warn!(
+                                slot,
+                                checkpoint,
+                                message,
+                                "state upload failed; the checkpoint is declined"
+                            );
+                            let _ = events.send(SlotEvent::SnapshotFailed { slot, checkpoint, message });
+                            continue;
+                        }
+                        shared.keep_only(&beside.instances);
+                        let manifests = beside.instances.clone();
+                        (beside.encode(slot, checkpoint), manifests, uploaded)
+                    }
+                    (None, None) => unreachable!("a snapshot is encoded whole or beside its files"),
+                };
+                let state = bytes::Bytes::from(state);
+                let savepoint_state = encoded.savepoint.map(bytes::Bytes::from).unwrap_or_else(|| state.clone());
                 let name = slot_state_file(slot, attempt);
                 let to_checkpoint = with_retries("state upload", || store.put_file(checkpoint, &name, state.clone()));
                 // A savepoint's copy goes up at the same time; its failure refuses the savepoint
@@ -225,7 +298,7 @@ impl SnapshotWriter {
                     match &savepoint {
                         Some(target) => Some(
                             with_retries("savepoint upload", || {
-                                put_savepoint_file(&target.dir, &target.name, slot, state.clone())
+                                put_savepoint_file(&target.dir, &target.name, slot, savepoint_state.clone())
                             })
                             .await
                             .map_err(|error| error.to_string()),
@@ -233,13 +306,21 @@ impl SnapshotWriter {
                         None => None,
                     }
                 };
-                let (uploaded, savepoint_file) = futures::join!(to_checkpoint, to_savepoint);
-                match uploaded {
+                let (stored, savepoint_file) = futures::join!(to_checkpoint, to_savepoint);
+                match stored {
                     Ok(file) => {
-                        tracing::debug!(slot, checkpoint, bytes = file.size, "slot snapshot uploaded");
+                        tracing::debug!(slot, checkpoint, bytes = file.size, uploaded, "slot snapshot uploaded");
                         faultpoint::reached(Moment::StateStored).await;
-                        let _ =
-                            events.send(SlotEvent::Snapshot { slot, checkpoint, file, savepoint_file, records_read });
+                        let shared = shared_entries(&manifests);
+                        let _ = events.send(SlotEvent::Snapshot {
+                            slot,
+                            checkpoint,
+                            file,
+                            shared,
+                            uploaded,
+                            savepoint_file,
+                            records_read,
+                        });
                     }
                     Err(error) => {
                         tracing::warn!(slot, checkpoint, %error, "state upload failed; the checkpoint is declined");
@@ -300,12 +381,43 @@ pub async fn drive_slot(
     let fail = |message: String| {
         let _ = events.send(SlotEvent::Failed { slot, message });
     };
+    // The files of the instances restored from an incremental checkpoint, in place before the
+    // job is built (its operators open them).
+    let restored_instances = setup.restored.instances.clone();
+    let downloaded = download(&store, &restored_instances, &setup.state_dir).await;
+    if downloaded.is_err() {
+        discard_downloads(&restored_instances, &setup.state_dir).await;
+    }
+    match downloaded {
+        Ok(()) => {}
+        Err(DownloadError::Failed(reason)) => {
+            return fail(format!("job {}: cannot restore its state files: {reason}", job.spec.job))
+        }
+        Err(DownloadError::Damaged(reason)) => {
+            // As a restore does with a checkpoint it finds corrupt: deleted, `_metadata` first,
+            // so that the next attempt falls back to an older one.
+            let checkpoint = setup.start_epoch - 1;
+            let outcome = match store.delete_checkpoint(checkpoint).await {
+                Ok(()) => "deleted it: the job restarts from an older checkpoint".to_string(),
+                Err(error) => format!("could not delete it ({error}): delete its _metadata to fall back"),
+            };
+            return fail(format!("job {}: checkpoint {checkpoint} is damaged ({reason}); {outcome}", job.spec.job));
+        }
+    }
+    let key_groups = weir_core::keygroup::key_groups_of_slot(slot, job.parallelism());
+    let state_dir = setup.state_dir.clone();
     let control = match build_slot(&mut worker, setup) {
         Ok(control) => control,
-        Err(error) => return fail(format!("job {}: {error}", job.spec.job)),
+        Err(error) => {
+            // Files of instances no operator opened (or closed with the dataflow) go too.
+            drop(worker);
+            discard_downloads(&restored_instances, &state_dir).await;
+            return fail(format!("job {}: {error}", job.spec.job));
+        }
     };
     let split_count = control.split_count as u64;
-    let snapshot_writer = SnapshotWriter::start(slot, attempt, store, events.clone());
+    let shared = SharedFiles::restored(&restored_instances);
+    let snapshot_writer = SnapshotWriter::start(slot, attempt, key_groups, store, shared, events.clone());
     // The checkpoints triggered as savepoints, and where each goes.
     let mut savepoints: std::collections::BTreeMap<Epoch, SavepointTarget> = Default::default();
     // Commits (and the planted early commit) hold the job's output fence across every sink.

@@ -110,6 +110,12 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 slot: 0,
                 checkpoint: 3,
                 file: FileEntry { name: "slot-0-a0000000000000001.state".into(), size: 40, crc32: 7 },
+                shared: vec![FileEntry {
+                    name: "p-0a1b2c3d-s0-a0000000000000001-000012.sst".into(),
+                    size: 900,
+                    crc32: 3,
+                }],
+                uploaded: 900,
                 savepoint_file: Some(Ok(FileEntry { name: "slot-0.state".into(), size: 40, crc32: 7 })),
                 records_read: 9,
             },
@@ -120,6 +126,8 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 slot: 1,
                 checkpoint: 3,
                 file: FileEntry { name: "slot-1-a0000000000000001.state".into(), size: 40, crc32: 7 },
+                shared: Vec::new(),
+                uploaded: 0,
                 savepoint_file: Some(Err("savepoint directory not writable".into())),
                 records_read: 9,
             },
@@ -178,6 +186,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         attempt: 1,
         generation: 2,
         savepoint: false,
+        shared: Vec::new(),
     };
     samples.push(("metadata", encode_metadata(&metadata)));
     samples

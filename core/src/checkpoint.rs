@@ -26,6 +26,7 @@ use object_store::{ObjectStore, PutMode, PutPayload, UpdateVersion};
 
 use crate::local_store::LocalDirStore;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -195,6 +196,10 @@ pub struct CheckpointMetadata {
     /// A savepoint ([`crate::savepoint`]), which any job may start from, at any parallelism.
     #[serde(default)]
     pub savepoint: bool,
+    /// The shared files its state files reference (an incremental checkpoint's, in the job's
+    /// `shared/` directory), each named once: what retention must keep while it is retained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<FileEntry>,
 }
 
 /// One restore in a job's lineage: deployment `generation` restored `checkpoint` (0: none).
@@ -250,6 +255,8 @@ pub struct CheckpointStore {
 
 /// The name of the metadata object.
 pub const METADATA: &str = "_metadata";
+/// The job's directory of files shared by its checkpoints (incremental checkpoints' SSTs).
+pub const SHARED: &str = "shared";
 
 /// The name of slot `slot`'s state file in a checkpoint taken by deployment attempt `attempt`.
 pub fn slot_state_file(slot: usize, attempt: u64) -> String {
@@ -373,6 +380,26 @@ impl CheckpointStore {
             }
             files.push(content);
         }
+        // Shared files are large and read by the slots that restore them, which check their
+        // checksums; here, that each is there at its size.
+        for entry in &metadata.shared {
+            let path = self.shared_path(&entry.name);
+            match self.store.head(&path).await {
+                Ok(meta) if meta.size == entry.size => {}
+                Ok(meta) => {
+                    return Err(corrupt(format!(
+                        "shared file {} has {} bytes, {} expected",
+                        entry.name, meta.size, entry.size
+                    )))
+                }
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(corrupt(format!("shared file {} is missing", entry.name)))
+                }
+                Err(source) => {
+                    return Err(CheckpointError::Store { operation: "head", path: path.to_string(), source })
+                }
+            }
+        }
         Ok(RestoredCheckpoint { metadata, files })
     }
 
@@ -445,6 +472,10 @@ impl CheckpointStore {
         if checkpoint > 0 && latest != Some(checkpoint) {
             self.record_latest(checkpoint).await?;
         }
+        // Best effort: a shared file left now goes at a later restore.
+        if let Err(error) = self.sweep_shared().await {
+            tracing::warn!(%error, "cannot sweep the job's shared files");
+        }
         Ok((restored, skipped))
     }
 
@@ -501,13 +532,94 @@ impl CheckpointStore {
             return Ok(());
         };
         let oldest_kept = complete[complete.len().saturating_sub(keep)];
-        for id in all {
-            let doomed = id < oldest_kept || (id < newest && !complete.contains(&id));
-            if doomed {
-                self.delete_checkpoint(id).await?;
+        let doomed: Vec<u64> =
+            all.into_iter().filter(|&id| id < oldest_kept || (id < newest && !complete.contains(&id))).collect();
+        // The shared files of the complete checkpoints going, read before they go.
+        let mut released = BTreeSet::new();
+        for &id in doomed.iter().filter(|id| complete.contains(id)) {
+            match self.get(&self.path(id, METADATA)).await.map(|raw| decode_metadata(&raw)) {
+                Ok(Ok(metadata)) => released.extend(metadata.shared.into_iter().map(|entry| entry.name)),
+                // Left for the sweep at the next restore ([`Self::sweep_shared`]).
+                Ok(Err(reason)) => tracing::warn!(checkpoint = id, reason, "cannot read its shared files"),
+                Err(error) => tracing::warn!(checkpoint = id, %error, "cannot read its shared files"),
+            }
+        }
+        for id in doomed {
+            self.delete_checkpoint(id).await?;
+        }
+        if !released.is_empty() {
+            // A shared file goes once no complete checkpoint left names it (Flink's shared
+            // state registry). One a retained checkpoint names is live in every checkpoint
+            // taken since: an SST file, once gone from an instance, never comes back.
+            let Some(referenced) = self.referenced_shared().await? else { return Ok(()) };
+            for name in released.difference(&referenced) {
+                self.delete_object(&self.shared_path(name)).await?;
             }
         }
         Ok(())
+    }
+
+    /// The shared files every complete checkpoint names; `None` if some `_metadata` cannot be
+    /// read (then nothing may be deleted).
+    async fn referenced_shared(&self) -> Result<Option<BTreeSet<String>>, CheckpointError> {
+        let (complete, _) = self.list_checkpoints().await?;
+        let mut referenced = BTreeSet::new();
+        for id in complete {
+            match self.get(&self.path(id, METADATA)).await.map(|raw| decode_metadata(&raw)) {
+                Ok(Ok(metadata)) => referenced.extend(metadata.shared.into_iter().map(|entry| entry.name)),
+                Ok(Err(_)) | Err(_) => return Ok(None),
+            }
+        }
+        Ok(Some(referenced))
+    }
+
+    /// Deletes the shared files no complete checkpoint names: those of checkpoints deleted as
+    /// corrupt or rolled back, and those uploaded for checkpoints that never completed. Run by
+    /// a restore, before any slot of its deployment uploads (a slot of a lost attempt may
+    /// still upload, but no checkpoint of its attempt completes any more).
+    pub async fn sweep_shared(&self) -> Result<(), CheckpointError> {
+        let prefix = self.job_root.child(SHARED);
+        let mut present = Vec::new();
+        let mut listing = self.store.list(Some(&prefix));
+        while let Some(item) = listing.next().await {
+            let meta =
+                item.map_err(|source| CheckpointError::Store { operation: "list", path: prefix.to_string(), source })?;
+            if let Some(name) = meta.location.parts().last() {
+                present.push(name.as_ref().to_string());
+            }
+        }
+        if present.is_empty() {
+            return Ok(());
+        }
+        let Some(referenced) = self.referenced_shared().await? else { return Ok(()) };
+        for name in present.into_iter().filter(|name| !referenced.contains(name)) {
+            tracing::debug!(file = name, "deleting a shared file no checkpoint names");
+            self.delete_object(&self.shared_path(&name)).await?;
+        }
+        Ok(())
+    }
+
+    fn shared_path(&self, name: &str) -> ObjectPath {
+        self.job_root.child(SHARED).child(name)
+    }
+
+    /// Uploads shared file `name` (an incremental checkpoint's) and returns its entry.
+    pub async fn put_shared(&self, name: &str, content: Bytes) -> Result<FileEntry, CheckpointError> {
+        let path = self.shared_path(name);
+        let entry = FileEntry::of(name, &content);
+        self.store.put(&path, PutPayload::from_bytes(content)).await.map_err(|source| CheckpointError::Store {
+            operation: "put",
+            path: path.to_string(),
+            source,
+        })?;
+        Ok(entry)
+    }
+
+    /// Reads shared file `entry`, checked against its size and checksum.
+    pub async fn get_shared(&self, entry: &FileEntry) -> Result<Bytes, CheckpointError> {
+        let content = self.get(&self.shared_path(&entry.name)).await?;
+        entry.check(&content).map_err(|reason| CheckpointError::Corrupt { checkpoint: 0, reason })?;
+        Ok(content)
     }
 
     /// Deletes every object of checkpoint `checkpoint`, metadata first so that a half-deleted

@@ -28,6 +28,12 @@ pub fn slot_of_key_group(key_group: usize, parallelism: usize) -> usize {
     key_group * parallelism / MAX_PARALLELISM
 }
 
+/// The key groups slot `slot` owns at `parallelism`: a contiguous range.
+pub fn key_groups_of_slot(slot: usize, parallelism: usize) -> std::ops::Range<usize> {
+    assert!(slot < parallelism && parallelism <= MAX_PARALLELISM, "slot {slot} of {parallelism}");
+    (slot * MAX_PARALLELISM).div_ceil(parallelism)..((slot + 1) * MAX_PARALLELISM).div_ceil(parallelism)
+}
+
 /// The slot that owns `key`.
 #[inline]
 pub fn slot_of_key(key: i64, parallelism: usize) -> usize {
@@ -55,6 +61,27 @@ mod tests {
                 owned[slot_of_key_group(group, parallelism)] += 1;
             }
             assert!(owned.iter().all(|&n| n > 0), "parallelism {parallelism}: {owned:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    #[test]
+    fn a_slots_key_group_range_is_exactly_the_groups_it_owns() {
+        for parallelism in 1..=MAX_PARALLELISM {
+            for slot in 0..parallelism {
+                for group in 0..MAX_PARALLELISM {
+                    let owned = slot_of_key_group(group, parallelism) == slot;
+                    assert_eq!(
+                        key_groups_of_slot(slot, parallelism).contains(&group),
+                        owned,
+                        "{group} {slot}/{parallelism}"
+                    );
+                }
+            }
         }
     }
 }

@@ -157,6 +157,7 @@ mod tests {
             attempt: 9,
             generation: 2,
             savepoint: false,
+            shared: Vec::new(),
         }
     }
 

@@ -9,7 +9,9 @@
 #![allow(clippy::disallowed_methods)] // tests arrange and inspect real directories with std::fs
 
 use bytes::Bytes;
-use weir_core::checkpoint::{CheckpointError, CheckpointMetadata, CheckpointStore, FORMAT_VERSION, METADATA};
+use weir_core::checkpoint::{
+    CheckpointError, CheckpointMetadata, CheckpointStore, FileEntry, FORMAT_VERSION, METADATA,
+};
 
 fn backends() -> Vec<(CheckpointStore, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
@@ -42,6 +44,7 @@ async fn write_checkpoint_of(store: &CheckpointStore, id: u64, complete: bool, g
         attempt: 1,
         generation,
         savepoint: false,
+        shared: Vec::new(),
     };
     if complete {
         store.complete(&metadata).await.unwrap();
@@ -117,6 +120,52 @@ fn retention_keeps_newest_complete_and_drops_stale_partials() {
             assert_eq!(store.load(4).await.unwrap().metadata.checkpoint_id, 4);
             assert_eq!(store.load(5).await.unwrap().metadata.checkpoint_id, 5);
             assert!(store.object_store().get(&store.object_path(6, "slot-1.state")).await.is_ok());
+        });
+    }
+}
+
+async fn shared_present(store: &CheckpointStore, name: &str) -> bool {
+    let path = object_store::path::Path::from(format!("job-a/shared/{name}"));
+    store.object_store().head(&path).await.is_ok()
+}
+
+/// Completes checkpoint `id` naming shared files `names` (uploaded now if not there yet).
+async fn complete_with_shared(store: &CheckpointStore, id: u64, names: &[&str]) {
+    let mut metadata = write_checkpoint(store, id, false).await;
+    for name in names {
+        let content = Bytes::from(format!("sst {name}"));
+        if !shared_present(store, name).await {
+            store.put_shared(name, content.clone()).await.unwrap();
+        }
+        metadata.shared.push(FileEntry::of(name, &content));
+    }
+    store.complete(&metadata).await.unwrap();
+}
+
+#[test]
+fn shared_files_go_once_no_retained_checkpoint_names_them_and_a_restore_sweeps_the_unnamed() {
+    for (store, _guard) in backends() {
+        block_on(async {
+            let present = |name: &'static str| shared_present(&store, name);
+            complete_with_shared(&store, 1, &["a.sst", "b.sst"]).await;
+            complete_with_shared(&store, 2, &["b.sst", "c.sst"]).await;
+            assert!(present("a.sst").await);
+            store.retain(1, 2).await.unwrap();
+            assert!(!present("a.sst").await, "named only by the checkpoint retention deleted");
+            assert!(present("b.sst").await && present("c.sst").await, "named by the retained checkpoint");
+            // Uploaded for a checkpoint that never completed, then a restore.
+            store.put_shared("orphan.sst", Bytes::from_static(b"x")).await.unwrap();
+            complete_with_shared(&store, 3, &["b.sst", "d.sst"]).await;
+            let (restored, _) = store.restore_for(5).await.unwrap();
+            assert_eq!(restored.unwrap().metadata.checkpoint_id, 3);
+            assert!(!present("orphan.sst").await, "swept by the restore");
+            assert!(present("b.sst").await, "checkpoint 2 is still there and names it");
+            // A missing or truncated shared file makes its checkpoint corrupt.
+            let path = object_store::path::Path::from("job-a/shared/d.sst");
+            store.object_store().delete(&path).await.unwrap();
+            let (restored, skipped) = store.restore_point().await.unwrap();
+            assert_eq!(restored.unwrap().metadata.checkpoint_id, 2, "falls back past checkpoint 3");
+            assert!(skipped[0].to_string().contains("shared file d.sst is missing"), "{}", skipped[0]);
         });
     }
 }

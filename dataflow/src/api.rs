@@ -147,6 +147,8 @@ pub(crate) struct SlotContext {
     pub rate_limit: Rc<Option<RateLimit>>,
     pub restored_splits: RefCell<HashMap<usize, SplitState>>,
     pub restored_state: RefCell<HashMap<String, KeyGroupStates>>,
+    /// Operators whose keyed store restores from files in its directory, until it opens.
+    pub restored_instances: RefCell<std::collections::BTreeSet<String>>,
     /// Channels of the job's exchanges, in build order (`key_by` and `broadcast`), taken as the job is built.
     pub exchanges: RefCell<std::collections::VecDeque<ExchangeChannels>>,
     pub activators: RefCell<Vec<Activator>>,
@@ -205,13 +207,14 @@ impl Shared {
     fn keyed_store<K: crate::state::Key>(&self, uid: &str) -> crate::state::Store<K> {
         let ctx = &self.ctx;
         let Some(dir) = &ctx.state_dir else { return crate::state::Store::default() };
-        // One directory per operator, named by its uid: made safe for a file name, with a
-        // hash of the uid so that two uids made safe alike stay apart.
-        let name: String =
-            uid.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-        let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| weir_core::keygroup::mix64(h ^ u64::from(b)));
-        let dir = dir.join(format!("{name}-{:08x}", hash as u32));
-        crate::state::Store::open(ctx.state_backend, &dir).unwrap_or_else(|reason| {
+        // One directory per operator, named by its uid.
+        let dir = crate::state::instance_dir(dir, uid);
+        let opened = if ctx.restored_instances.borrow_mut().remove(uid) {
+            crate::state::Store::open_restored(ctx.state_backend, &dir)
+        } else {
+            crate::state::Store::open(ctx.state_backend, &dir)
+        };
+        opened.unwrap_or_else(|reason| {
             let backend = ctx.state_backend.name();
             self.error(
                 uid,

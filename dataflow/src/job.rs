@@ -29,6 +29,9 @@ pub struct RestoredSlot {
     pub splits: HashMap<usize, SplitState>,
     /// Keyed state of the key groups the slot owns, by operator id.
     pub state: HashMap<String, KeyGroupStates>,
+    /// State instances restored from files (an incremental checkpoint's), by operator id: the
+    /// slot puts each one's files in its directory before the job is built.
+    pub instances: Vec<crate::snapshot::InstanceManifest>,
 }
 
 /// Everything a slot needs to build its part of the job.
@@ -122,6 +125,7 @@ pub fn build_slot(worker: &mut Worker, setup: SlotSetup) -> Result<SlotControl, 
         rate_limit: Rc::new(rate_limit),
         restored_splits: RefCell::new(restored.splits),
         restored_state: RefCell::new(restored.state),
+        restored_instances: RefCell::new(restored.instances.into_iter().map(|instance| instance.operator).collect()),
         exchanges: RefCell::new(exchanges.into()),
         activators: RefCell::new(Vec::new()),
     };
@@ -129,7 +133,8 @@ pub fn build_slot(worker: &mut Worker, setup: SlotSetup) -> Result<SlotControl, 
     let plan = build_in(worker, &job, &spec, shared.clone())?;
     let ctx = &shared.ctx;
     assert!(ctx.exchanges.borrow().is_empty(), "every exchange channel is used");
-    if let Some(uid) = ctx.restored_state.borrow().keys().next() {
+    let leftover_instance = ctx.restored_instances.borrow().iter().next().cloned();
+    if let Some(uid) = ctx.restored_state.borrow().keys().next().or(leftover_instance.as_ref()) {
         return Err(BuildError::Operator {
             operator: uid.clone(),
             reason: "the checkpoint holds state of this operator, which the job no longer has; \
@@ -176,6 +181,7 @@ pub fn plan_job(job: &JobDef, spec: &JobSpec) -> Result<JobPlan, BuildError> {
         rate_limit: Rc::new(None),
         restored_splits: RefCell::new(HashMap::new()),
         restored_state: RefCell::new(HashMap::new()),
+        restored_instances: RefCell::new(Default::default()),
         exchanges: RefCell::new(Default::default()),
         activators: RefCell::new(Vec::new()),
     };

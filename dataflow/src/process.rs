@@ -323,9 +323,9 @@ struct GroupState<K, R> {
     waiting: Vec<R>,
 }
 
-/// A process operator's state copied for a snapshot, to encode off the slot's thread.
+/// A process operator's state copied for a snapshot, to encode off the slot's thread (its
+/// keyed store's image apart: see [`StatefulLogic::snapshot`] below).
 struct OperatorCopy<K, I> {
-    store: StateImage,
     timers: Timers<K>,
     waiting: Vec<(K, Record<I>)>,
     replicated_key: Option<K>,
@@ -333,11 +333,13 @@ struct OperatorCopy<K, I> {
 }
 
 impl<K: Key, I: Data> OperatorCopy<K, I> {
-    fn encode(self) -> Result<KeyGroupStates, String> {
+    /// The operator's key groups with the store's encoded groups `store` (and its replicated
+    /// state).
+    fn encode(&self, store: KeyGroupStates) -> Result<KeyGroupStates, String> {
         let mut groups: BTreeMap<usize, GroupState<&K, &Record<I>>> = BTreeMap::new();
         let empty =
             || GroupState { state: None, event_timers: Vec::new(), processing_timers: Vec::new(), waiting: Vec::new() };
-        for (group, bytes) in self.store.try_encode()? {
+        for (group, bytes) in store {
             groups.entry(group).or_insert_with(empty).state = Some(bytes);
         }
         let replicated = self.replicated_key.as_ref();
@@ -357,7 +359,7 @@ impl<K: Key, I: Data> OperatorCopy<K, I> {
             .into_iter()
             .map(|(group, part)| (group, bincode::serialize(&part).expect("state serializes")))
             .collect();
-        if let Some(function_state) = self.function_state {
+        if let Some(function_state) = &self.function_state {
             // The function's replicated state, with the replicated key's waiting records and
             // timers: what this slot alone holds of the broadcast side, restored to it alone.
             let mut waiting: Vec<&(K, Record<I>)> =
@@ -549,15 +551,20 @@ where
     }
 
     fn snapshot(&self) -> StateImage {
+        let store = self.store.snapshot();
         let copy = OperatorCopy {
-            store: self.store.snapshot(),
             timers: self.timers.clone(),
             waiting: self.waiting.clone(),
             replicated_key: self.replicated_key.clone(),
             // Broadcast state is small and the function's own: encoded here.
             function_state: self.function.snapshot_replicated(),
         };
-        StateImage::fallible(move || copy.encode())
+        match store.into_files() {
+            // The store's state is in files (RocksDB): a checkpoint uploads them, and encodes
+            // beside them only the timers and waiting records; a savepoint encodes it all.
+            Ok((files, store)) => StateImage::with_files(files, move |form| copy.encode(store(form)?)),
+            Err(store) => StateImage::fallible(move || copy.encode(store.try_encode()?)),
+        }
     }
 
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {

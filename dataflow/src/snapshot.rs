@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use crate::sink::Durability;
-use crate::stateful::{KeyGroupStates, StateImage};
+use crate::stateful::{FileEncoder, Form, KeyGroupStates, StateFiles, StateImage};
 use weir_core::codec::{DecodeError, Decoder, Encoder};
 use weir_core::time::Epoch;
 use weir_core::watermark::SplitClock;
@@ -52,9 +52,53 @@ pub struct SlotSnapshot {
     pub splits: Vec<SplitState>,
     /// The keyed state of the slot's stateful operators, by operator and key group.
     pub state: Vec<StateEntry>,
+    /// The state instances of an incremental checkpoint, by operator: the files holding what
+    /// `state` leaves out of those operators (never in a savepoint, which stands alone).
+    pub instances: Vec<InstanceManifest>,
 }
 
+/// The files of one operator's state instance (RocksDB) in an incremental checkpoint: what
+/// restores the instance as it was, in the same slot.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InstanceManifest {
+    /// The operator's stable id.
+    pub operator: String,
+    /// The key groups `[start, end)` of the slot that took it, which the files hold: they
+    /// restore only to a slot owning the same range (a checkpoint restores at the parallelism
+    /// that took it; a savepoint, canonical, at any).
+    pub key_groups: (usize, usize),
+    /// The instance's files.
+    pub files: Vec<InstanceFile>,
+}
+
+/// One file of a state instance.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InstanceFile {
+    /// Its name in the instance's directory.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// CRC32 of its content.
+    pub crc32: u32,
+    /// Where its content is.
+    pub stored: StoredFile,
+}
+
+/// Where an instance file's content is kept.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum StoredFile {
+    /// In the job's shared directory under this name, uploaded once and referenced by every
+    /// checkpoint that holds it (the immutable SST files).
+    Shared(String),
+    /// Here, in the state file (the small files RocksDB rewrites at every checkpoint: its
+    /// MANIFEST, OPTIONS and CURRENT).
+    Inline(Vec<u8>),
+}
+
+/// A state file without instances (every savepoint's, and a memory backend's checkpoints).
 const MAGIC: u64 = u64::from_le_bytes(*b"WEIRSLT2");
+/// A state file with instances: the above, then the instance manifests.
+const MAGIC_WITH_INSTANCES: u64 = u64::from_le_bytes(*b"WEIRSLT3");
 
 impl SlotSnapshot {
     /// Encodes the snapshot of `slot` at `epoch` as a state file.
@@ -63,7 +107,8 @@ impl SlotSnapshot {
         // that size by doubling copies it again and again.
         let state_bytes: usize = self.state.iter().map(|entry| entry.operator.len() + entry.bytes.len() + 3 * 8).sum();
         let mut encoder = Encoder::with_capacity(4 * 8 + self.splits.len() * 64 + 8 + state_bytes);
-        encoder.u64(MAGIC).u64(slot as u64).u64(epoch);
+        let magic = if self.instances.is_empty() { MAGIC } else { MAGIC_WITH_INSTANCES };
+        encoder.u64(magic).u64(slot as u64).u64(epoch);
         encoder.u64(self.splits.len() as u64);
         for split in &self.splits {
             let clock = encode_clock(&split.clock);
@@ -73,13 +118,17 @@ impl SlotSnapshot {
         for entry in &self.state {
             encoder.bytes(entry.operator.as_bytes()).u64(entry.key_group as u64).bytes(&entry.bytes);
         }
+        if !self.instances.is_empty() {
+            encoder.bytes(&bincode::serialize(&self.instances).expect("manifests serialize"));
+        }
         encoder.finish()
     }
 
     /// Decodes a state file, checking it belongs to `epoch`.
     pub fn decode(bytes: &[u8], epoch: Epoch) -> Result<(usize, SlotSnapshot), DecodeError> {
         let mut decoder = Decoder::new(bytes);
-        if decoder.u64("magic")? != MAGIC {
+        let magic = decoder.u64("magic")?;
+        if magic != MAGIC && magic != MAGIC_WITH_INSTANCES {
             return Err(DecodeError { what: "magic number (not a Weir slot state file)", offset: 0 });
         }
         let slot = decoder.u64("slot")? as usize;
@@ -109,8 +158,13 @@ impl SlotSnapshot {
             let bytes = decoder.bytes("state bytes")?.to_vec();
             state.push(StateEntry { operator, key_group, bytes });
         }
+        let mut instances = Vec::new();
+        if magic == MAGIC_WITH_INSTANCES {
+            instances = bincode::deserialize(decoder.bytes("instance manifests")?)
+                .map_err(|_| DecodeError { what: "instance manifests", offset: 0 })?;
+        }
         decoder.finish("end of slot state")?;
-        Ok((slot, SlotSnapshot { splits, state }))
+        Ok((slot, SlotSnapshot { splits, state, instances }))
     }
 }
 
@@ -161,29 +215,128 @@ pub struct PendingSnapshot {
 
 impl PendingSnapshot {
     /// Makes the sinks' staged output durable, then encodes the state (off the slot's thread:
-    /// this may wait on a disk). An error names the sink that could not write.
-    pub fn finish(self) -> Result<SlotSnapshot, String> {
+    /// this may wait on a disk) — all but the state held in files ([`StateImage::with_files`]),
+    /// which [`FinishedSnapshot`] encodes or hands over as the checkpoint asks. An error names
+    /// the sink or operator that failed.
+    pub fn finish(self) -> Result<FinishedSnapshot, String> {
         for durability in self.durability {
             durability.wait().map_err(|error| error.to_string())?;
         }
-        let mut state = Vec::new();
+        let mut operators = Vec::with_capacity(self.operators.len());
         for (operator, image) in self.operators {
-            let encoded = image
-                .try_encode()
-                .map_err(|reason| format!("operator {operator}: cannot snapshot its state: {reason}"))?;
-            state.extend(encoded.into_iter().map(|(key_group, bytes)| StateEntry {
-                operator: operator.clone(),
-                key_group,
-                bytes,
-            }));
+            let part = match image.into_files() {
+                Ok((files, encode)) => OperatorState::WithFiles(files, encode),
+                Err(image) => {
+                    OperatorState::Encoded(image.try_encode().map_err(|reason| cannot_snapshot(&operator, &reason))?)
+                }
+            };
+            operators.push((operator, part));
         }
-        // The canonical order, whatever the backend and the order operators were built in: by
-        // operator id, then key group (a savepoint's promise; checkpoints share it).
-        state.sort_by(|a, b| (&a.operator, a.key_group).cmp(&(&b.operator, b.key_group)));
+        operators.sort_by(|a, b| a.0.cmp(&b.0));
         let mut splits = self.splits;
         splits.sort_by_key(|split| split.split);
-        Ok(SlotSnapshot { splits, state })
+        Ok(FinishedSnapshot { splits, operators })
     }
+}
+
+fn cannot_snapshot(operator: &str, reason: &str) -> String {
+    format!("operator {operator}: cannot snapshot its state: {reason}")
+}
+
+/// Each operator's files of a snapshot, by operator id.
+pub type OperatorFiles = Vec<(String, std::sync::Arc<StateFiles>)>;
+
+/// A slot's snapshot with its sinks' output durable and its state encoded, but for the state
+/// held in files: ready to become a savepoint's state file (canonical, standing alone) or a
+/// checkpoint's (the files uploaded beside it).
+#[derive(Debug)]
+pub struct FinishedSnapshot {
+    splits: Vec<SplitState>,
+    operators: Vec<(String, OperatorState)>,
+}
+
+enum OperatorState {
+    Encoded(KeyGroupStates),
+    WithFiles(std::sync::Arc<StateFiles>, FileEncoder),
+}
+
+impl std::fmt::Debug for OperatorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OperatorState::Encoded(states) => write!(f, "Encoded({} key groups)", states.len()),
+            OperatorState::WithFiles(files, _) => write!(f, "WithFiles({files:?})"),
+        }
+    }
+}
+
+impl FinishedSnapshot {
+    /// Whether some operator's state is held in files.
+    pub fn has_files(&self) -> bool {
+        self.operators.iter().any(|(_, state)| matches!(state, OperatorState::WithFiles(..)))
+    }
+
+    /// The whole state in the canonical form (a savepoint's; a checkpoint's without files).
+    pub fn canonical(&self) -> Result<SlotSnapshot, String> {
+        let parts = self.operators.iter().map(|(operator, part)| (operator.clone(), part.encode(Form::Canonical)));
+        assemble(self.splits.clone(), parts)
+    }
+
+    /// [`FinishedSnapshot::canonical`] without copying the encoded state (a checkpoint without
+    /// files).
+    pub fn into_canonical(self) -> Result<SlotSnapshot, String> {
+        let parts = self.operators.into_iter().map(|(operator, part)| {
+            let encoded = match part {
+                OperatorState::Encoded(states) => Ok(states),
+                OperatorState::WithFiles(_, encode) => encode(Form::Canonical),
+            };
+            (operator, encoded)
+        });
+        assemble(self.splits, parts)
+    }
+
+    /// The state beside the files, and the files of each operator that has them (a
+    /// checkpoint's: its slot uploads the files and records them in the snapshot's
+    /// [`SlotSnapshot::instances`]).
+    pub fn beside_files(&self) -> Result<(SlotSnapshot, OperatorFiles), String> {
+        let files = self
+            .operators
+            .iter()
+            .filter_map(|(operator, state)| match state {
+                OperatorState::WithFiles(files, _) => Some((operator.clone(), files.clone())),
+                OperatorState::Encoded(_) => None,
+            })
+            .collect();
+        let parts = self.operators.iter().map(|(operator, part)| (operator.clone(), part.encode(Form::BesideFiles)));
+        Ok((assemble(self.splits.clone(), parts)?, files))
+    }
+}
+
+impl OperatorState {
+    fn encode(&self, form: Form) -> Result<KeyGroupStates, String> {
+        match self {
+            OperatorState::Encoded(states) => Ok(states.clone()),
+            OperatorState::WithFiles(_, encode) => encode(form),
+        }
+    }
+}
+
+/// A slot snapshot of `splits` and each operator's encoded state, in the canonical order: by
+/// operator id, then key group (a savepoint's promise; checkpoints share it).
+fn assemble(
+    splits: Vec<SplitState>,
+    operators: impl Iterator<Item = (String, Result<KeyGroupStates, String>)>,
+) -> Result<SlotSnapshot, String> {
+    let mut state = Vec::new();
+    for (operator, encoded) in operators {
+        let encoded = encoded.map_err(|reason| cannot_snapshot(&operator, &reason))?;
+        state.extend(encoded.into_iter().map(|(key_group, bytes)| StateEntry {
+            operator: operator.clone(),
+            key_group,
+            bytes,
+        }));
+    }
+    state.sort_by(|a, b| (&a.operator, a.key_group).cmp(&(&b.operator, b.key_group)));
+    Ok(SlotSnapshot { splits, state, instances: Vec::new() })
 }
 
 /// A source's handle in the collector.
@@ -315,10 +468,38 @@ mod tests {
         let pending = collector.take_ready().expect("every part arrived");
         assert_eq!(pending.epoch, 1);
         assert_eq!(steps.load(Ordering::SeqCst), 0, "nothing runs on the slot's thread");
-        let snapshot = pending.finish().unwrap();
+        let snapshot = pending.finish().unwrap().into_canonical().unwrap();
         assert_eq!(snapshot.splits, split(10));
         // The sync ran first (step 0), the encoding second (step 1).
         assert_eq!(snapshot.state, vec![StateEntry { operator: "counts".into(), key_group: 3, bytes: vec![1] }]);
+    }
+
+    #[test]
+    fn a_state_file_names_its_instances_and_one_without_keeps_the_earlier_format() {
+        let mut snapshot = SlotSnapshot {
+            splits: split(7),
+            state: vec![StateEntry { operator: "p".into(), key_group: 2, bytes: vec![9] }],
+            instances: Vec::new(),
+        };
+        let plain = snapshot.encode(1, 4);
+        assert_eq!(plain[..8], *b"WEIRSLT2", "a savepoint's file reads as before");
+        assert_eq!(SlotSnapshot::decode(&plain, 4).unwrap(), (1, snapshot.clone()));
+        snapshot.instances.push(InstanceManifest {
+            operator: "p".into(),
+            key_groups: (64, 128),
+            files: vec![
+                InstanceFile {
+                    name: "000009.sst".into(),
+                    size: 3,
+                    crc32: 7,
+                    stored: StoredFile::Shared("p-s1-9.sst".into()),
+                },
+                InstanceFile { name: "CURRENT".into(), size: 2, crc32: 5, stored: StoredFile::Inline(vec![1, 2]) },
+            ],
+        });
+        let with_instances = snapshot.encode(1, 4);
+        assert_eq!(SlotSnapshot::decode(&with_instances, 4).unwrap(), (1, snapshot));
+        assert!(SlotSnapshot::decode(&with_instances[..with_instances.len() - 1], 4).is_err());
     }
 
     #[test]

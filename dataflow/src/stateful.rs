@@ -24,6 +24,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -62,6 +63,46 @@ pub struct StateImage(Image);
 enum Image {
     Encoded(KeyGroupStates),
     Deferred(Box<dyn FnOnce() -> Result<KeyGroupStates, String> + Send>),
+    WithFiles(Arc<StateFiles>, FileEncoder),
+}
+
+/// Which part of an image with files ([`StateImage::with_files`]) to encode.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// All of the state, in the canonical encoding (a savepoint's, which stands alone).
+    Canonical,
+    /// What the files do not hold (a checkpoint's, which uploads the files beside it).
+    BesideFiles,
+}
+
+/// Encodes an image with files in either [`Form`] (shared: a savepoint's checkpoint needs both).
+pub type FileEncoder = Arc<dyn Fn(Form) -> Result<KeyGroupStates, String> + Send + Sync>;
+
+/// A directory of files holding part of an operator's state at one checkpoint — a RocksDB
+/// checkpoint — which the slot's snapshot writer uploads as they are instead of encoding that
+/// state, and only those files the checkpoints before it did not upload (an *incremental*
+/// checkpoint). Whatever owns the directory (`owner`) removes it once the last image holding
+/// it is gone.
+pub struct StateFiles {
+    dir: std::path::PathBuf,
+    _owner: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl StateFiles {
+    /// The files in `dir`, kept until `owner` is dropped.
+    pub fn new(dir: std::path::PathBuf, owner: impl std::any::Any + Send + Sync) -> Self {
+        StateFiles { dir, _owner: Box::new(owner) }
+    }
+    /// The directory holding the files.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+impl std::fmt::Debug for StateFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateFiles").field("dir", &self.dir).finish_non_exhaustive()
+    }
 }
 
 impl StateImage {
@@ -79,11 +120,29 @@ impl StateImage {
     pub fn fallible(encode: impl FnOnce() -> Result<KeyGroupStates, String> + Send + 'static) -> Self {
         StateImage(Image::Deferred(Box::new(encode)))
     }
-    /// The encoded state, or why it could not be encoded.
+    /// State held partly (or wholly) in `files`: `encode` gives all of it in the canonical
+    /// encoding ([`Form::Canonical`]) or only what the files do not hold
+    /// ([`Form::BesideFiles`]). Either may fail, as for [`StateImage::fallible`].
+    pub fn with_files(
+        files: Arc<StateFiles>,
+        encode: impl Fn(Form) -> Result<KeyGroupStates, String> + Send + Sync + 'static,
+    ) -> Self {
+        StateImage(Image::WithFiles(files, Arc::new(encode)))
+    }
+    /// The files and encoder of an image made by [`StateImage::with_files`]; any other image
+    /// back as it was.
+    pub fn into_files(self) -> Result<(Arc<StateFiles>, FileEncoder), StateImage> {
+        match self.0 {
+            Image::WithFiles(files, encode) => Ok((files, encode)),
+            other => Err(StateImage(other)),
+        }
+    }
+    /// The whole state in the canonical encoding, or why it could not be encoded.
     pub fn try_encode(self) -> Result<KeyGroupStates, String> {
         match self.0 {
             Image::Encoded(states) => Ok(states),
             Image::Deferred(encode) => encode(),
+            Image::WithFiles(_, encode) => encode(Form::Canonical),
         }
     }
     /// The encoded state; panics if it cannot be encoded (where no checkpoint can be declined).
@@ -97,6 +156,7 @@ impl std::fmt::Debug for StateImage {
         f.write_str(match self.0 {
             Image::Encoded(_) => "StateImage(encoded)",
             Image::Deferred(_) => "StateImage(deferred)",
+            Image::WithFiles(..) => "StateImage(with files)",
         })
     }
 }

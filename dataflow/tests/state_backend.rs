@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use weir_dataflow::state::{KeyedState, ListState, MapState, MemoryBackend, StateBackend, ValueState};
+use weir_dataflow::stateful::{KeyGroupStates, StateImage};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -80,7 +81,23 @@ struct Model {
 }
 
 /// Applies `ops` to a fresh backend and the model; returns the backend and its event time.
-fn check<B: StateBackend<u64>>(fresh: impl Fn() -> B, ops: Vec<Op>) -> Result<(B, i64), TestCaseError> {
+/// Restores a snapshot the canonical way: encoded, then loaded into a fresh backend. Returns
+/// the restored backend and the encoded snapshot.
+fn canonical_restore<B: StateBackend<u64>>(
+    fresh: &dyn Fn() -> B,
+    image: StateImage,
+) -> Result<(B, KeyGroupStates), String> {
+    let snapshot = image.try_encode()?;
+    let mut restored = fresh();
+    restored.restore(snapshot.clone())?;
+    Ok((restored, snapshot))
+}
+
+fn check<B: StateBackend<u64>, F: Fn() -> B>(
+    fresh: F,
+    restore: impl Fn(&dyn Fn() -> B, StateImage) -> Result<(B, KeyGroupStates), String>,
+    ops: Vec<Op>,
+) -> Result<(B, i64), TestCaseError> {
     let value = ValueState::<i64>::new("value");
     let list = ListState::<i64>::new("list");
     let map = MapState::<i16, i64>::new("map");
@@ -188,9 +205,7 @@ fn check<B: StateBackend<u64>>(fresh: impl Fn() -> B, ops: Vec<Op>) -> Result<(B
                     map.put(&mut state, 0, -1);
                 }
                 backend.expire(now + 100 * TTL_MS);
-                let snapshot = image.encode();
-                let mut restored = fresh();
-                restored.restore(snapshot.clone()).map_err(TestCaseError::fail)?;
+                let (restored, snapshot) = restore(&fresh, image).map_err(TestCaseError::fail)?;
                 prop_assert_eq!(
                     restored.snapshot().encode(),
                     snapshot,
@@ -207,7 +222,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
     #[test]
     fn backends_conform(ops in proptest::collection::vec(op(), 1..80)) {
-        check(MemoryBackend::<u64>::default, ops)?;
+        check(MemoryBackend::<u64>::default, canonical_restore, ops)?;
     }
 }
 
@@ -225,12 +240,35 @@ fn a_state_used_with_two_types_is_refused_loudly() {
 mod rocksdb_backend {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use weir_dataflow::state::instance_files_dir;
     use weir_dataflow::state::rocksdb::RocksDbBackend;
+    use weir_dataflow::stateful::Form;
 
     /// Fresh RocksDB backends, each in a directory of its own under `root`.
     fn fresh(root: &std::path::Path) -> impl Fn() -> RocksDbBackend<u64> + '_ {
         let next = AtomicUsize::new(0);
         move || RocksDbBackend::open(&root.join(next.fetch_add(1, Ordering::Relaxed).to_string())).unwrap()
+    }
+
+    /// The instance of `image` reopened on a copy of its checkpoint files (as a slot restores
+    /// an incremental checkpoint), with the image's canonical encoding.
+    fn from_files(
+        root: &std::path::Path,
+        next: &AtomicUsize,
+        image: StateImage,
+    ) -> Result<(RocksDbBackend<u64>, KeyGroupStates), String> {
+        let (files, encode) = image.into_files().map_err(|_| "a RocksDB snapshot has files".to_string())?;
+        let canonical = encode(Form::Canonical)?;
+        assert_eq!(encode(Form::BesideFiles)?, Vec::new(), "the files hold all of a backend's state");
+        let dir = root.join(next.fetch_add(1, Ordering::Relaxed).to_string());
+        let target = instance_files_dir(&dir);
+        std::fs::create_dir_all(&target).unwrap();
+        for entry in std::fs::read_dir(files.dir()).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+        }
+        drop(files);
+        Ok((RocksDbBackend::open_restored(&dir)?, canonical))
     }
 
     /// What every state holds for every key, read at `now` (reading touches every state).
@@ -260,15 +298,25 @@ mod rocksdb_backend {
         #[test]
         fn rocksdb_conforms(ops in proptest::collection::vec(op(), 1..80)) {
             let root = tempfile::tempdir().unwrap();
-            check(fresh(root.path()), ops)?;
+            check(fresh(root.path()), canonical_restore, ops)?;
+        }
+
+        #[test]
+        fn rocksdb_restores_from_its_checkpoint_files(ops in proptest::collection::vec(op(), 1..80)) {
+            // An incremental checkpoint's restore: the instance reopened on its checkpoint's
+            // files, then snapshotted canonically before any state is touched again.
+            let root = tempfile::tempdir().unwrap();
+            let copies = tempfile::tempdir().unwrap();
+            let next = AtomicUsize::new(0);
+            check(fresh(root.path()), |_, image| from_files(copies.path(), &next, image), ops)?;
         }
 
         #[test]
         fn both_backends_snapshot_equal_states_to_equal_bytes(ops in proptest::collection::vec(op(), 1..80)) {
             let root = tempfile::tempdir().unwrap();
             let fresh_rocksdb = fresh(root.path());
-            let (memory, now) = check(MemoryBackend::<u64>::default, ops.clone())?;
-            let (rocksdb, _) = check(&fresh_rocksdb, ops)?;
+            let (memory, now) = check(MemoryBackend::<u64>::default, canonical_restore, ops.clone())?;
+            let (rocksdb, _) = check(&fresh_rocksdb, canonical_restore, ops)?;
             let from_memory = memory.snapshot().encode();
             let from_rocksdb = rocksdb.snapshot().encode();
             prop_assert_eq!(&from_memory, &from_rocksdb, "equal states, equal snapshots");

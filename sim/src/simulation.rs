@@ -1654,7 +1654,15 @@ async fn rogue_peer(tls: TlsContext, coordinator: String, workers: Vec<String>) 
         probes += 1;
         let file =
             weir_core::checkpoint::FileEntry { name: "slot-0-a0000000000000001.state".into(), size: 64, crc32: 0 };
-        let snapshot = SlotEvent::Snapshot { slot: 0, checkpoint: 1, file, savepoint_file: None, records_read: 0 };
+        let snapshot = SlotEvent::Snapshot {
+            slot: 0,
+            checkpoint: 1,
+            file,
+            shared: Vec::new(),
+            uploaded: 0,
+            savepoint_file: None,
+            records_read: 0,
+        };
         let _ = write_message(&mut writer, &Hello::Client).await;
         let _ = write_message(&mut writer, &ToCoordinator::Event { attempt: 1, event: snapshot }).await;
         if let Ok(Some(answer)) = read_message::<_, ClientResponse>(&mut reader, limits).await {

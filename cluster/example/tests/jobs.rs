@@ -160,6 +160,95 @@ fn every_example_job_restores_its_state_exactly_after_a_crash_on_rocksdb() {
     assert_eq!(files, 0, "RocksDB instances left files behind");
 }
 
+/// RocksDB checkpoints are incremental: each slot uploads only the SST files no earlier
+/// checkpoint uploaded and names the rest again; a damaged shared file invalidates the
+/// checkpoint that names it — found by the coordinator if its size is wrong, by the slot that
+/// downloads it if only its content is — and the restore falls back to an older one;
+/// retention and the restore's sweep leave exactly the shared files the remaining checkpoints
+/// name.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_checkpoints_upload_only_new_files_and_fall_back_past_a_damaged_one() {
+    use std::collections::BTreeSet;
+    use weir_core::checkpoint::{decode_metadata, CheckpointMetadata};
+
+    let root = tempfile::tempdir().unwrap();
+    let local = root.path().join("local");
+    let checkpoints = root.path().join("checkpoints");
+    let out = root.path().join("fraud");
+    let params = [
+        ("output", out.display().to_string()),
+        ("events", "40000".into()),
+        ("accounts", "25".into()),
+        ("seed", "9".into()),
+    ];
+    let mut options = options_on("fraud", &params, 2, &Backend::RocksDb(local.clone()));
+    options.checkpoint_location = Some(checkpoints.display().to_string());
+    options.rate_limit = Some(50_000);
+    let mut crashing = options.clone();
+    crashing.crash_at = Some(CrashPoint::BeforeCommit { checkpoint: 6 });
+    match run_job(&registry(), crashing) {
+        Err(RunError::Job(JobError::Crashed(_))) => {}
+        other => panic!("expected a crash, got {other:?}"),
+    }
+    let job_dir = std::fs::read_dir(&checkpoints).unwrap().next().unwrap().unwrap().path();
+    let metadata = |id: u64| -> Option<CheckpointMetadata> {
+        let raw = std::fs::read(job_dir.join(format!("chk-{id}")).join("_metadata")).ok()?;
+        Some(decode_metadata(&raw).unwrap())
+    };
+    let shared_dir = job_dir.join("shared");
+    let (newest, before) = (metadata(6).unwrap(), metadata(5).expect("checkpoint 5 is retained"));
+    let oldest = metadata(4).expect("checkpoint 4 is retained");
+    assert!(!newest.shared.is_empty(), "a RocksDB checkpoint names shared files");
+    for file in newest.shared.iter().chain(&before.shared) {
+        assert_eq!(std::fs::metadata(shared_dir.join(&file.name)).unwrap().len(), file.size, "{}", file.name);
+    }
+    assert!(
+        newest.shared.iter().any(|file| before.shared.contains(file)),
+        "checkpoint 6 names files checkpoint 5 uploaded, without uploading them again"
+    );
+    let own = newest.shared.iter().find(|file| !before.shared.contains(file)).expect("checkpoint 6 uploaded files");
+    // Damaged: shorter than `_metadata` says.
+    std::fs::write(shared_dir.join(&own.name), b"damaged").unwrap();
+    // Damaged at its size: one byte changed.
+    let own = before.shared.iter().find(|file| !oldest.shared.contains(file)).expect("checkpoint 5 uploaded files");
+    let path = shared_dir.join(&own.name);
+    let mut content = std::fs::read(&path).unwrap();
+    let middle = content.len() / 2;
+    content[middle] ^= 0xff;
+    std::fs::write(&path, content).unwrap();
+
+    // The coordinator skips checkpoint 6; a slot finds checkpoint 5's file damaged, deletes
+    // checkpoint 5 and fails; the next run restores checkpoint 4.
+    match run_job(&registry(), options.clone()) {
+        Err(RunError::Job(JobError::SlotFailed { message, .. })) => {
+            assert!(message.contains(&own.name) && message.contains("checkpoint 5 is damaged"), "{message}")
+        }
+        other => panic!("expected the damaged checkpoint 5 to fail its restore, got {other:?}"),
+    }
+    assert!(metadata(6).is_none() && metadata(5).is_none(), "damaged checkpoints are deleted");
+    let summary = run_job(&registry(), options).expect("the resumed job finishes");
+    assert_eq!(summary.restored_from, Some(4), "the restore fell back past both damaged checkpoints");
+    let (alerts, late) = reference::fraud(&generated(&Transactions::new(40_000, 25, 9).unwrap(), 2), 2_000);
+    assert_eq!(committed_csv::<Alert>(&out.join("alerts")), alerts);
+    assert_eq!(committed_csv::<Transaction>(&out.join("late")), late);
+
+    let mut named = BTreeSet::new();
+    for entry in std::fs::read_dir(&job_dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(metadata) = name.strip_prefix("chk-").and_then(|id| metadata(id.parse().unwrap())) {
+            named.extend(metadata.shared.into_iter().map(|file| file.name));
+        }
+    }
+    let present: BTreeSet<String> = std::fs::read_dir(&shared_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!named.is_empty());
+    assert_eq!(present, named, "the shared directory holds exactly what the remaining checkpoints name");
+    assert_eq!(walk(&local).into_iter().filter(|path| path.is_file()).count(), 0, "instances left files behind");
+}
+
 #[cfg(feature = "rocksdb")]
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();

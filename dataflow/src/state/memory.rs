@@ -18,6 +18,28 @@ use crate::stateful::{KeyGroupStates, StateImage};
 
 type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
+/// A map state's value in memory: a `BTreeMap` whose snapshot encoding lists the entries in the
+/// order of their keys' encodings — the order RocksDB keeps them in — so that both backends
+/// encode a map alike, and RocksDB can without knowing the keys' type. (It decodes as any
+/// `BTreeMap` encoding does, whatever the order.)
+#[derive(Clone)]
+struct MapValue<UK, UV>(BTreeMap<UK, UV>);
+
+impl<UK: Key, UV: Data> serde::Serialize for MapValue<UK, UV> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut entries: Vec<(Vec<u8>, &UK, &UV)> =
+            self.0.iter().map(|(k, v)| (bincode::serialize(k).expect("keys serialize"), k, v)).collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        serializer.collect_map(entries.into_iter().map(|(_, k, v)| (k, v)))
+    }
+}
+
+impl<'de, UK: Key, UV: Data> serde::Deserialize<'de> for MapValue<UK, UV> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        BTreeMap::deserialize(deserializer).map(MapValue)
+    }
+}
+
 /// One state's table in the memory backend.
 trait Table<K>: Any {
     fn expire(&mut self, now: EventTime);
@@ -174,35 +196,35 @@ impl<K: Key> StateBackend<K> for MemoryBackend<K> {
         }
     }
     fn map_get<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>, user_key: &UK) -> Option<UV> {
-        self.table::<BTreeMap<UK, UV>>(state).live_ref(at.key, at.now).and_then(|e| e.value.get(user_key).cloned())
+        self.table::<MapValue<UK, UV>>(state).live_ref(at.key, at.now).and_then(|e| e.value.0.get(user_key).cloned())
     }
     fn map_put<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>, user_key: UK, value: UV) {
-        let table = self.table::<BTreeMap<UK, UV>>(state);
+        let table = self.table::<MapValue<UK, UV>>(state);
         match table.live(at.key, at.now) {
             Some(entry) => {
-                entry.value.insert(user_key, value);
+                entry.value.0.insert(user_key, value);
                 entry.written = at.now;
             }
             None => {
-                let map = BTreeMap::from([(user_key, value)]);
+                let map = MapValue(BTreeMap::from([(user_key, value)]));
                 table.entries.insert(at.key.clone(), Arc::new(Stamped { value: map, written: at.now }));
             }
         }
     }
     fn map_remove<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>, user_key: &UK) {
-        let table = self.table::<BTreeMap<UK, UV>>(state);
+        let table = self.table::<MapValue<UK, UV>>(state);
         if let Some(entry) = table.live(at.key, at.now) {
-            entry.value.remove(user_key);
-            if entry.value.is_empty() {
+            entry.value.0.remove(user_key);
+            if entry.value.0.is_empty() {
                 table.entries.remove(at.key);
             }
         }
     }
     fn map_entries<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>) -> Vec<(UK, UV)> {
-        let table = self.table::<BTreeMap<UK, UV>>(state);
+        let table = self.table::<MapValue<UK, UV>>(state);
         table
             .live_ref(at.key, at.now)
-            .map(|e| e.value.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|e| e.value.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
     }
     fn clear_value<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>) {
@@ -212,7 +234,7 @@ impl<K: Key> StateBackend<K> for MemoryBackend<K> {
         self.clear::<Vec<V>>(state, at)
     }
     fn clear_map<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>) {
-        self.clear::<BTreeMap<UK, UV>>(state, at)
+        self.clear::<MapValue<UK, UV>>(state, at)
     }
     fn expire(&mut self, now: EventTime) {
         self.expired_through = self.expired_through.max(now);

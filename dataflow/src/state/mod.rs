@@ -364,6 +364,40 @@ impl<K: Key> Store<K> {
             }
         }
     }
+
+    /// A store of `kind` restored from the files of an incremental checkpoint, which the slot
+    /// put in [`instance_files_dir`]`(dir)` (only RocksDB keeps state in files).
+    pub fn open_restored(kind: StateBackendKind, dir: &Path) -> Result<Self, String> {
+        match kind {
+            StateBackendKind::Memory => Err("the checkpoint holds RocksDB files for it, but the job keeps its state \
+                                             in memory (a checkpoint restores on the backend that took it; a \
+                                             savepoint on either)"
+                .into()),
+            #[cfg(feature = "rocksdb")]
+            StateBackendKind::RocksDb => Ok(Store::RocksDb(rocksdb::RocksDbBackend::open_restored(dir)?)),
+            #[cfg(not(feature = "rocksdb"))]
+            StateBackendKind::RocksDb => {
+                let _ = dir;
+                Err(NO_ROCKSDB.into())
+            }
+        }
+    }
+}
+
+/// The directory of operator `uid`'s state instance in slot directory `slot_dir` (named by the
+/// uid made safe for a file name, with a hash of the uid so that two uids made safe alike stay
+/// apart).
+pub fn instance_dir(slot_dir: &Path, uid: &str) -> std::path::PathBuf {
+    let name: String =
+        uid.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| weir_core::keygroup::mix64(h ^ u64::from(b)));
+    slot_dir.join(format!("{name}-{:08x}", hash as u32))
+}
+
+/// Where the instance in `dir` ([`instance_dir`]) keeps its files: the files of a restored
+/// instance go there before it opens.
+pub fn instance_files_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join("db")
 }
 
 /// Why this build cannot run a job on RocksDB, and how to get one that can.

@@ -19,14 +19,20 @@
 //! never from the local disk, as in Flink.
 //!
 //! **Types.** Rows are bytes, so the backend learns a state's types when the operator first
-//! touches it and keeps a codec for them (a state touched with two types is refused, as by the
-//! memory backend). State restored before then waits in the column family `_restored`, in the
-//! canonical encoding, and moves into its own family at that first touch.
+//! touches it (a state touched with two types is refused, as by the memory backend). State
+//! restored from a canonical snapshot before then waits in the column family `_restored`, and
+//! moves into its own family at that first touch. The family `_meta` records each state's
+//! kind (value, list or map) and time to live, and the event time last expired through: what
+//! a snapshot needs to write a state out in the canonical encoding without knowing its types
+//! (so a state restored from files and not touched since still can be).
 //!
 //! **Snapshots.** On the slot's thread a snapshot is one RocksDB checkpoint call: memtables
-//! flushed and SST files hard-linked into a directory of their own. Off the slot's thread that
-//! checkpoint is opened read-only and each state written out in the canonical encoding (see
-//! [`super`]; equal to the memory backend's, byte for byte), then deleted.
+//! flushed and SST files hard-linked into a directory of their own ([`StateFiles`]). A
+//! checkpoint uploads those files — only the SSTs no earlier checkpoint uploaded, since SSTs
+//! never change (an *incremental* checkpoint) — and restores by opening them again
+//! ([`RocksDbBackend::open_restored`]). A savepoint instead opens the checkpoint read-only, off
+//! the slot's thread, and writes every state out in the canonical encoding (see [`super`];
+//! equal to the memory backend's, byte for byte).
 //!
 //! **Time to live** is checked on read: an expired row reads as absent and is deleted then. A
 //! snapshot leaves out what had expired when event time last passed a bound
@@ -49,13 +55,19 @@ use ::rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOp
 
 use weir_core::time::EventTime;
 
-use super::{assemble_groups, split_groups, two_types, Access, Key, Stamped, StateBackend, StateName};
+use super::{
+    assemble_groups, instance_files_dir, split_groups, two_types, Access, Key, Stamped, StateBackend, StateName,
+};
 use crate::keyed::key_group_of;
 use crate::record::Data;
-use crate::stateful::{KeyGroupStates, StateImage};
+use crate::stateful::{Form, KeyGroupStates, StateFiles, StateImage};
 
 /// The column family of restored state not yet touched: `name 0 group` → canonical entries.
 const RESTORED: &str = "_restored";
+/// The column family recording each state's kind and time to live (`name` → [`Known`]'s
+/// encoding), and the event time expired through (under the empty name, which no state has).
+const META: &str = "_meta";
+const EXPIRED_THROUGH: &[u8] = b"";
 /// The tag of a key's first row: its value, or its list's or map's header.
 const HEADER: u8 = 0;
 /// The tag of a list's elements and a map's entries.
@@ -68,6 +80,8 @@ pub struct RocksDbBackend<K> {
     db: DB,
     /// The states touched so far, by name.
     states: HashMap<&'static str, TouchedState>,
+    /// Every state with a column family (touched, or restored from files), by name.
+    known: HashMap<String, Known>,
     /// Restored states not touched yet (their entries wait in `_restored`).
     restored: BTreeSet<String>,
     /// Event time last passed ([`StateBackend::expire`]): what had expired by then is left
@@ -92,16 +106,71 @@ enum Kind {
     Map,
 }
 
-/// A touched state: its column family, codec, types and time to live.
+impl Kind {
+    fn tag(self) -> u8 {
+        match self {
+            Kind::Value => 0,
+            Kind::List => 1,
+            Kind::Map => 2,
+        }
+    }
+    fn of_tag(tag: u8) -> Option<Kind> {
+        [Kind::Value, Kind::List, Kind::Map].into_iter().find(|kind| kind.tag() == tag)
+    }
+}
+
+/// A touched state: its column family, types and time to live.
 struct TouchedState {
     family: String,
-    codec: Arc<dyn Codec>,
     kind: Kind,
     stored: TypeId,
     ttl_ms: Option<i64>,
-    /// The family's options, kept while the instance is open: RocksDB holds a pointer to the
-    /// compaction filter they own.
-    _options: Options,
+    /// The options of a family created at the touch, kept while the instance is open: RocksDB
+    /// holds a pointer to the compaction filter they own (those of families opened with the
+    /// instance it keeps itself).
+    _options: Option<Options>,
+}
+
+/// A state with a column family: its kind, and its time to live as its compaction filter
+/// reads it (0: none), which its touch sets.
+struct Known {
+    kind: Kind,
+    ttl_ms: Arc<AtomicI64>,
+}
+
+/// `_meta`'s record of a state: its kind and time to live (0: none).
+fn meta_record(kind: Kind, ttl_ms: Option<i64>) -> [u8; 9] {
+    let mut bytes = [0u8; 9];
+    bytes[0] = kind.tag();
+    bytes[1..].copy_from_slice(&ttl_ms.unwrap_or(0).to_le_bytes());
+    bytes
+}
+
+/// What `_meta` records: each state's kind and time to live, and the bound expired through.
+struct Meta {
+    states: BTreeMap<String, (Kind, Option<i64>)>,
+    expired_through: EventTime,
+}
+
+fn read_meta(db: &DB) -> Result<Meta, String> {
+    let family = db.cf_handle(META).ok_or("the family _meta is missing")?;
+    let mut meta = Meta { states: BTreeMap::new(), expired_through: EventTime::MIN };
+    for item in db.iterator_cf(family, IteratorMode::Start) {
+        let (name, record) = item.map_err(|e| format!("reading _meta: {e}"))?;
+        if name.is_empty() {
+            let bytes: [u8; 8] = record[..].try_into().map_err(|_| "_meta's expiry bound is malformed")?;
+            meta.expired_through = EventTime::from_le_bytes(bytes);
+            continue;
+        }
+        let name = String::from_utf8(name.into_vec()).map_err(|_| "a state's name in _meta is not UTF-8")?;
+        let kind = record.first().copied().and_then(Kind::of_tag);
+        let (Some(kind), Ok(ttl)) = (kind, <[u8; 8]>::try_from(record.get(1..).unwrap_or_default())) else {
+            return Err(format!("_meta's record of state {name} is malformed"));
+        };
+        let ttl = i64::from_le_bytes(ttl);
+        meta.states.insert(name, (kind, (ttl > 0).then_some(ttl)));
+    }
+    Ok(meta)
 }
 
 /// A directory removed when dropped.
@@ -125,6 +194,29 @@ fn family_options() -> Options {
     options
 }
 
+/// Options of a state's column family: a value state's with the compaction filter that drops
+/// rows expired by its time to live (`ttl_ms`, 0 for none) once event time passed
+/// `expired_through`. Only a value row carries its own write time: a list's or map's elements
+/// do not.
+fn state_family_options(kind: Kind, ttl_ms: &Arc<AtomicI64>, expired_through: &Arc<AtomicI64>) -> Options {
+    let mut options = family_options();
+    if kind == Kind::Value {
+        let (ttl_ms, expired_through) = (ttl_ms.clone(), expired_through.clone());
+        options.set_compaction_filter("weir-ttl", move |_level: u32, _key: &[u8], value: &[u8]| {
+            let ttl = ttl_ms.load(Ordering::Relaxed);
+            match value.get(..8) {
+                Some(time)
+                    if ttl > 0 && !alive(written_at(time), Some(ttl), expired_through.load(Ordering::Relaxed)) =>
+                {
+                    Decision::Remove
+                }
+                _ => Decision::Keep,
+            }
+        });
+    }
+    options
+}
+
 impl<K: Key> RocksDbBackend<K> {
     /// An empty instance in `dir`, which it owns: anything already there is removed first,
     /// and the directory when the backend (and every snapshot still reading it) is dropped.
@@ -135,21 +227,65 @@ impl<K: Key> RocksDbBackend<K> {
             Err(error) => return Err(format!("cannot clear {}: {error}", dir.display())),
         }
         weir_core::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Self::open_in(dir, false)
+    }
+
+    /// The instance whose checkpoint files (an incremental checkpoint's, see
+    /// [`RocksDbBackend::snapshot`]) were put in `dir/db` — [`instance_files_dir`] — owned as
+    /// [`RocksDbBackend::open`]'s.
+    pub fn open_restored(dir: &Path) -> Result<Self, String> {
+        Self::open_in(dir, true)
+    }
+
+    fn open_in(dir: &Path, restored: bool) -> Result<Self, String> {
         let owned = Arc::new(OwnedDir(dir.to_path_buf()));
+        let path = instance_files_dir(dir);
+        let expired_through = Arc::new(AtomicI64::new(EventTime::MIN));
+        let mut known = HashMap::new();
+        let mut families: Vec<ColumnFamilyDescriptor> =
+            ["default", RESTORED, META].map(|name| ColumnFamilyDescriptor::new(name, family_options())).into();
+        if restored {
+            // Each state's kind and time to live first, for its family's compaction filter.
+            let names = DB::list_cf(&Options::default(), &path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let reader = DB::open_cf_for_read_only(&Options::default(), &path, &names, false)
+                .map_err(|e| format!("cannot open the restored RocksDB files in {}: {e}", path.display()))?;
+            let meta = read_meta(&reader).map_err(|e| format!("{}: {e}", path.display()))?;
+            drop(reader);
+            expired_through.store(meta.expired_through, Ordering::Relaxed);
+            for name in names.iter().filter_map(|family| family.strip_prefix("state/")) {
+                let (kind, ttl) = *meta.states.get(name).ok_or_else(|| {
+                    format!("{}: state {name} has a column family but no record in _meta", path.display())
+                })?;
+                let ttl_ms = Arc::new(AtomicI64::new(ttl.unwrap_or(0)));
+                families.push(ColumnFamilyDescriptor::new(
+                    family_name(name),
+                    state_family_options(kind, &ttl_ms, &expired_through),
+                ));
+                known.insert(name.to_owned(), Known { kind, ttl_ms });
+            }
+        }
         let mut options = family_options();
-        options.create_if_missing(true);
+        // A checkpoint carries the MANIFEST whole, inline in the slot's state file: rolled
+        // over small rather than grown to RocksDB's default of 1 GB.
+        options.set_max_manifest_file_size(1 << 20);
+        options.create_if_missing(!restored);
         options.create_missing_column_families(true);
-        let families = ["default", RESTORED].map(|name| ColumnFamilyDescriptor::new(name, family_options()));
-        let path = dir.join("db");
         let db = DB::open_cf_descriptors(&options, &path, families)
             .map_err(|e| format!("cannot open RocksDB in {}: {e}", path.display()))?;
+        // Restored state waiting since a canonical restore, not touched before the checkpoint.
+        let mut waiting = BTreeSet::new();
+        for item in db.iterator_cf(db.cf_handle(RESTORED).expect("opened"), IteratorMode::Start) {
+            let (row, _) = item.map_err(|e| format!("reading {}: {e}", path.display()))?;
+            waiting.insert(split_restored_row(&row)?.0.to_owned());
+        }
         let mut write = WriteOptions::default();
         write.disable_wal(true);
         Ok(RocksDbBackend {
             db,
             states: HashMap::new(),
-            restored: BTreeSet::new(),
-            expired_through: Arc::new(AtomicI64::new(EventTime::MIN)),
+            known,
+            restored: waiting,
+            expired_through,
             snapshots: Cell::new(0),
             write,
             key_row: Vec::new(),
@@ -159,8 +295,8 @@ impl<K: Key> RocksDbBackend<K> {
     }
 
     /// Registers `state`, of `kind` and stored as `S`, at its first touch: creates its column
-    /// family and moves its restored entries there. Refuses a state touched as another kind or
-    /// type.
+    /// family (or takes the one restored from files) and moves its restored entries there.
+    /// Refuses a state touched as another kind or type.
     fn touch<S: 'static>(&mut self, state: &StateName, kind: Kind, codec: impl FnOnce() -> Arc<dyn Codec>) {
         if let Some(touched) = self.states.get(state.name) {
             if touched.stored != TypeId::of::<S>() || touched.kind != kind {
@@ -168,35 +304,43 @@ impl<K: Key> RocksDbBackend<K> {
             }
             return;
         }
-        let codec = codec();
-        let mut options = family_options();
-        if let (Some(ttl), Kind::Value) = (state.ttl_ms, kind) {
-            // Only a value row carries its own write time: a list's or map's elements do not.
-            let expired_through = self.expired_through.clone();
-            options.set_compaction_filter("weir-ttl", move |_level: u32, _key: &[u8], value: &[u8]| {
-                match value.get(..8) {
-                    Some(time) if !alive(written_at(time), Some(ttl), expired_through.load(Ordering::Relaxed)) => {
-                        Decision::Remove
-                    }
-                    _ => Decision::Keep,
-                }
-            });
-        }
         let family = family_name(state.name);
-        self.db.create_cf(&family, &options).unwrap_or_else(|e| fail(state.name, "creating its column family", e));
+        let options = match self.known.get(state.name) {
+            Some(known) if known.kind != kind => panic!(
+                "state {}: restored as a {:?} state but used as a {kind:?} state; a state whose kind changed needs a \
+                 new name (or start the job afresh)",
+                state.name, known.kind
+            ),
+            Some(known) => {
+                known.ttl_ms.store(state.ttl_ms.unwrap_or(0), Ordering::Relaxed);
+                None
+            }
+            None => {
+                let ttl_ms = Arc::new(AtomicI64::new(state.ttl_ms.unwrap_or(0)));
+                let options = state_family_options(kind, &ttl_ms, &self.expired_through);
+                self.db
+                    .create_cf(&family, &options)
+                    .unwrap_or_else(|e| fail(state.name, "creating its column family", e));
+                self.known.insert(state.name.to_owned(), Known { kind, ttl_ms });
+                Some(options)
+            }
+        };
         // Registered (its options with it) before anything can fail: the open instance holds
         // a pointer to the compaction filter the options own.
         let touched = TouchedState {
             family: family.clone(),
-            codec: codec.clone(),
             kind,
             stored: TypeId::of::<S>(),
             ttl_ms: state.ttl_ms,
             _options: options,
         };
         self.states.insert(state.name, touched);
+        let meta = self.db.cf_handle(META).expect("opened with the instance");
+        self.db
+            .put_cf_opt(meta, state.name, meta_record(kind, state.ttl_ms), &self.write)
+            .unwrap_or_else(|e| fail(state.name, "recording its kind", e));
         if self.restored.remove(state.name) {
-            self.load_restored(state.name, &family, &*codec).unwrap_or_else(|reason| {
+            self.load_restored(state.name, &family, &*codec()).unwrap_or_else(|reason| {
                 // Checked when restored only as far as its framing: a state that no longer
                 // decodes as its declared type is a changed job.
                 panic!(
@@ -433,32 +577,30 @@ impl<K: Key> StateBackend<K> for RocksDbBackend<K> {
     fn snapshot(&self) -> StateImage {
         let number = self.snapshots.get();
         self.snapshots.set(number + 1);
-        // Removed when the image is encoded, or dropped unencoded (a checkpoint that failed);
-        // the instance's directory stays while the image holds a share of it, even if the
-        // operator is gone (it finished, and its last epochs' images are still queued).
-        let checkpoint = OwnedDir(self.dir.0.join(format!("snapshot-{number}")));
-        let instance = self.dir.clone();
-        // RocksDB's own call, on the slot's thread: flush, then hard links.
-        let taken = Checkpoint::new(&self.db).and_then(|rocksdb| rocksdb.create_checkpoint(&checkpoint.0));
-        let families: Vec<ExportedState> = self
-            .states
-            .iter()
-            .map(|(name, touched)| ExportedState {
-                name: name.to_string(),
-                family: touched.family.clone(),
-                codec: touched.codec.clone(),
-                ttl_ms: touched.ttl_ms,
-            })
-            .collect();
+        // Recorded in the instance, so that its checkpoint carries it: what had expired stays
+        // out of snapshots after a restore from the files too.
         let expired_through = self.expired_through.load(Ordering::Relaxed);
-        StateImage::fallible(move || {
-            taken.map_err(|e| format!("RocksDB checkpoint into {}: {e}", checkpoint.0.display()))?;
-            let exported = export(&checkpoint.0, &families, expired_through)
-                .map_err(|e| format!("reading the RocksDB checkpoint in {}: {e}", checkpoint.0.display()));
-            // The checkpoint goes first, then (if last) the instance's directory.
-            drop(checkpoint);
-            drop(instance);
-            exported
+        let meta = self.db.cf_handle(META).expect("opened with the instance");
+        let recorded = self.db.put_cf_opt(meta, EXPIRED_THROUGH, expired_through.to_le_bytes(), &self.write);
+        // Removed when the last image holding it is dropped (encoded, uploaded, or a checkpoint
+        // that failed); the instance's directory stays while an image holds a share of it, even
+        // if the operator is gone (it finished, and its last epochs' images are still queued).
+        let checkpoint = OwnedDir(self.dir.0.join(format!("snapshot-{number}")));
+        let path = checkpoint.0.clone();
+        // RocksDB's own call, on the slot's thread: flush, then hard links.
+        let taken = recorded
+            .and_then(|()| Checkpoint::new(&self.db).and_then(|rocksdb| rocksdb.create_checkpoint(&path)))
+            .map_err(|e| format!("RocksDB checkpoint into {}: {e}", path.display()));
+        // Fields drop in order: the checkpoint, then (if last) the instance's directory.
+        let files = Arc::new(StateFiles::new(path.clone(), (checkpoint, self.dir.clone())));
+        StateImage::with_files(files, move |form| {
+            taken.clone()?;
+            match form {
+                Form::BesideFiles => Ok(Vec::new()),
+                Form::Canonical => {
+                    export::<K>(&path).map_err(|e| format!("reading the RocksDB checkpoint in {}: {e}", path.display()))
+                }
+            }
         })
     }
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
@@ -490,29 +632,27 @@ impl<K: Key> RocksDbBackend<K> {
     }
 }
 
-/// A touched state as a snapshot exports it.
-struct ExportedState {
-    name: String,
-    family: String,
-    codec: Arc<dyn Codec>,
-    ttl_ms: Option<i64>,
-}
-
-/// Every state of the checkpoint at `path` in the canonical encoding, by key group.
-fn export(path: &Path, states: &[ExportedState], expired_through: EventTime) -> Result<KeyGroupStates, String> {
+/// Every state of the checkpoint at `path` in the canonical encoding, by key group: each
+/// state by the kind and time to live `_meta` records, so that no state's types are needed.
+fn export<K: Key>(path: &Path) -> Result<KeyGroupStates, String> {
     let names = DB::list_cf(&Options::default(), path).map_err(|e| e.to_string())?;
     let db = DB::open_cf_for_read_only(&Options::default(), path, &names, false).map_err(|e| e.to_string())?;
+    let meta = read_meta(&db)?;
     let mut groups: BTreeMap<usize, Vec<(String, Vec<u8>)>> = BTreeMap::new();
-    for state in states {
-        let name = &state.name;
-        let family = db.cf_handle(&state.family).ok_or_else(|| format!("state {name} is missing from it"))?;
-        let live = |written: EventTime| alive(written, state.ttl_ms, expired_through);
+    for (name, &(kind, ttl_ms)) in &meta.states {
+        let family = db.cf_handle(&family_name(name)).ok_or_else(|| format!("state {name} is missing from it"))?;
+        let live = |written: EventTime| alive(written, ttl_ms, meta.expired_through);
         // One key group's rows at a time.
         let mut rows: Vec<Row> = Vec::new();
         let mut flush = |rows: &mut Vec<Row>| -> Result<(), String> {
             if let Some((first, _)) = rows.first() {
                 let group = u16::from_be_bytes([first[0], first[1]]) as usize;
-                if let Some(entries) = state.codec.export(rows, &live).map_err(|e| format!("state {name}: {e}"))? {
+                let entries = match kind {
+                    Kind::Value => export_values::<K>(rows, &live),
+                    Kind::List => export_lists::<K>(rows, &live),
+                    Kind::Map => export_maps::<K>(rows, &live),
+                };
+                if let Some(entries) = entries.map_err(|e| format!("state {name}: {e}"))? {
                     groups.entry(group).or_default().push((name.clone(), entries));
                 }
             }
@@ -625,13 +765,11 @@ type Row = (Box<[u8]>, Box<[u8]>);
 /// The types a codec is for.
 type Types<T> = PhantomData<fn() -> T>;
 
-/// How one state's rows and its canonical entries convert into each other.
+/// How a state's canonical entries become rows (the way back needs no types: see
+/// [`export_values`], [`export_lists`] and [`export_maps`]).
 trait Codec: Send + Sync {
     /// Appends the rows of key group `group`'s canonical entries (`Vec<(K, Stamped<S>)>`).
     fn import(&self, group: usize, canonical: &[u8], rows: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String>;
-    /// The canonical entries of one key group's rows (in key order), leaving out keys whose
-    /// write time `live` rejects; `None` if none is left.
-    fn export(&self, rows: &[Row], live: &dyn Fn(EventTime) -> bool) -> Result<Option<Vec<u8>>, String>;
 }
 
 /// Joins `(key, entry bytes)` in key order into the canonical `bincode` of a `Vec`.
@@ -663,21 +801,24 @@ impl<K: Key, V: Data> Codec for ValueCodec<K, V> {
         }
         Ok(())
     }
-    fn export(&self, rows: &[Row], live: &dyn Fn(EventTime) -> bool) -> Result<Option<Vec<u8>>, String> {
-        let mut entries = Vec::with_capacity(rows.len());
-        for (row, value) in rows {
-            let (key, end) = split_key::<K>(row)?;
-            if row[end..] != [HEADER] || value.len() < 8 {
-                return Err("a value row is malformed".into());
-            }
-            let written = written_at(value);
-            if live(written) {
-                // Canonical: the key, the value, then the time.
-                entries.push((key, concat(&[&row[2..end], &value[8..], &written.to_le_bytes()])));
-            }
+}
+
+/// The canonical entries of one key group's rows of a value state (in key order), leaving out
+/// keys whose write time `live` rejects; `None` if none is left.
+fn export_values<K: Key>(rows: &[Row], live: &dyn Fn(EventTime) -> bool) -> Result<Option<Vec<u8>>, String> {
+    let mut entries = Vec::with_capacity(rows.len());
+    for (row, value) in rows {
+        let (key, end) = split_key::<K>(row)?;
+        if row[end..] != [HEADER] || value.len() < 8 {
+            return Err("a value row is malformed".into());
         }
-        Ok(canonical(entries))
+        let written = written_at(value);
+        if live(written) {
+            // Canonical: the key, the value, then the time.
+            entries.push((key, concat(&[&row[2..end], &value[8..], &written.to_le_bytes()])));
+        }
     }
+    Ok(canonical(entries))
 }
 
 struct ListCodec<K, V>(Types<(K, V)>);
@@ -691,15 +832,30 @@ impl<K: Key, V: Data> Codec for ListCodec<K, V> {
             }
         })
     }
-    fn export(&self, rows: &[Row], live: &dyn Fn(EventTime) -> bool) -> Result<Option<Vec<u8>>, String> {
-        export_collections::<K>(rows, live, |elements| {
-            let mut bytes = (elements.len() as u64).to_le_bytes().to_vec();
-            for (_, value) in elements {
-                bytes.extend_from_slice(value);
-            }
-            Ok(bytes)
-        })
-    }
+}
+
+/// [`export_values`] for a list state: each list its elements' encodings in order.
+fn export_lists<K: Key>(rows: &[Row], live: &dyn Fn(EventTime) -> bool) -> Result<Option<Vec<u8>>, String> {
+    export_collections::<K>(rows, live, |elements| {
+        let mut bytes = (elements.len() as u64).to_le_bytes().to_vec();
+        for (_, value) in elements {
+            bytes.extend_from_slice(value);
+        }
+        bytes
+    })
+}
+
+/// [`export_values`] for a map state: each map's entries in the order of their keys'
+/// encodings, the rows' order (the memory backend encodes a map in that order too).
+fn export_maps<K: Key>(rows: &[Row], live: &dyn Fn(EventTime) -> bool) -> Result<Option<Vec<u8>>, String> {
+    export_collections::<K>(rows, live, |entries| {
+        let mut bytes = (entries.len() as u64).to_le_bytes().to_vec();
+        for (user_key, value) in entries {
+            bytes.extend_from_slice(user_key);
+            bytes.extend_from_slice(value);
+        }
+        bytes
+    })
 }
 
 struct MapCodec<K, UK, UV>(Types<(K, UK, UV)>);
@@ -710,23 +866,6 @@ impl<K: Key, UK: Key, UV: Data> Codec for MapCodec<K, UK, UV> {
             for (user_key, value) in map {
                 rows.push((entry_row(prefix, user_key), bincode::serialize(value).expect("state serializes")));
             }
-        })
-    }
-    fn export(&self, rows: &[Row], live: &dyn Fn(EventTime) -> bool) -> Result<Option<Vec<u8>>, String> {
-        export_collections::<K>(rows, live, |entries| {
-            // A `BTreeMap` encodes in the order of its keys, not of their encodings.
-            let mut sorted = Vec::with_capacity(entries.len());
-            for (user_key, value) in entries {
-                let decoded: UK =
-                    bincode::deserialize(user_key).map_err(|e| format!("a map key does not decode: {e}"))?;
-                sorted.push((decoded, concat(&[&user_key[..], &value[..]])));
-            }
-            sorted.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut bytes = (sorted.len() as u64).to_le_bytes().to_vec();
-            for (_, entry) in sorted {
-                bytes.extend_from_slice(&entry);
-            }
-            Ok(bytes)
         })
     }
 }
@@ -756,7 +895,7 @@ fn import_collections<K: Key, C: Data>(
 fn export_collections<K: Key>(
     rows: &[Row],
     live: &dyn Fn(EventTime) -> bool,
-    collection: impl Fn(&[(&[u8], &[u8])]) -> Result<Vec<u8>, String>,
+    collection: impl Fn(&[(&[u8], &[u8])]) -> Vec<u8>,
 ) -> Result<Option<Vec<u8>>, String> {
     let mut entries = Vec::new();
     let mut index = 0;
@@ -777,7 +916,7 @@ fn export_collections<K: Key>(
             index += 1;
         }
         if live(written) {
-            let stored = collection(&elements)?;
+            let stored = collection(&elements);
             entries.push((key, concat(&[&row[2..end], &stored, &written.to_le_bytes()])));
         }
     }
