@@ -456,6 +456,8 @@ pub struct SlotLaunch {
     pub start_epoch: Epoch,
     /// The slot's restored state.
     pub snapshot: SlotSnapshot,
+    /// The attempt that took the restored checkpoint (0 for none).
+    pub restored_attempt: u64,
     /// Its channels of every exchange of the job (empty at parallelism 1).
     pub exchanges: Vec<ExchangeChannels>,
     /// Its counters.
@@ -495,6 +497,7 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
         generation,
         start_epoch,
         snapshot,
+        restored_attempt,
         exchanges,
         metrics,
         commands,
@@ -533,6 +536,7 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
         let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(drive_slot(
             job,
             setup,
+            restored_attempt,
             store,
             commands,
             slot_events,

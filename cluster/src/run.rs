@@ -310,6 +310,7 @@ async fn run_job_async(registry: &JobRegistry, options: RunOptions) -> Result<Ru
             generation,
             start_epoch,
             snapshot,
+            restored_attempt: plan.attempt,
             exchanges,
             metrics: slot_metrics,
             commands: commands_rx,

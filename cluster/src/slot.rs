@@ -26,7 +26,9 @@ use weir_dataflow::job::{build_slot, SlotSetup};
 use weir_dataflow::metrics::SlotMetrics;
 use weir_dataflow::snapshot::{OperatorFiles, PendingSnapshot, SlotSnapshot};
 
-use crate::state_files::{discard_downloads, download, shared_entries, DownloadError, SharedFiles};
+use crate::state_files::{
+    discard_downloads, download, remove_other_attempts, shared_entries, DownloadError, SharedFiles,
+};
 
 /// Wakes a slot's driver: a flag the busy loop polls without blocking, and a notification an
 /// idle driver awaits.
@@ -359,10 +361,12 @@ const IDLE_WAIT: Duration = Duration::from_millis(2);
 /// Steps without work before the driver waits.
 const IDLE_STEPS_BEFORE_WAIT: u32 = 2;
 
-/// Runs one slot until it is told to stop or fails.
+/// Runs one slot until it is told to stop or fails. `restored_attempt` took the checkpoint the
+/// slot restores (0 for none).
 pub async fn drive_slot(
     job: Arc<crate::deploy::PlannedJob>,
     setup: SlotSetup,
+    restored_attempt: u64,
     store: CheckpointStore,
     mut commands: UnboundedReceiver<SlotCommand>,
     events: UnboundedSender<SlotEvent>,
@@ -393,12 +397,22 @@ pub async fn drive_slot(
         Err(DownloadError::Failed(reason)) => {
             return fail(format!("job {}: cannot restore its state files: {reason}", job.spec.job))
         }
-        Err(DownloadError::Damaged(reason)) => {
+        Err(DownloadError::Damaged { file, reason }) => {
             // As a restore does with a checkpoint it finds corrupt: deleted, `_metadata` first,
-            // so that the next attempt falls back to an older one.
+            // with every other naming the damaged file, so that the next attempt falls back
+            // past them — while no newer deployment runs (the fence held).
             let checkpoint = setup.start_epoch - 1;
-            let outcome = match store.delete_checkpoint(checkpoint).await {
-                Ok(()) => "deleted it: the job restarts from an older checkpoint".to_string(),
+            let invalidated = match job.hold_fence(generation) {
+                Ok(_held) => {
+                    store.invalidate(checkpoint, restored_attempt, file.as_deref()).await.map_err(|e| e.to_string())
+                }
+                Err(error) => Err(format!("a newer deployment holds the output ({error})")),
+            };
+            let outcome = match invalidated {
+                Ok(deleted) if !deleted.is_empty() => {
+                    format!("deleted checkpoints {deleted:?}: the job restarts from an older checkpoint")
+                }
+                Ok(_) => "it had been replaced already".to_string(),
                 Err(error) => format!("could not delete it ({error}): delete its _metadata to fall back"),
             };
             return fail(format!("job {}: checkpoint {checkpoint} is damaged ({reason}); {outcome}", job.spec.job));
@@ -416,6 +430,12 @@ pub async fn drive_slot(
         }
     };
     let split_count = control.split_count as u64;
+    if !restored_instances.is_empty() {
+        // Restored: what killed processes left of the slot here is no longer needed.
+        if let Ok(_held) = job.hold_fence(generation) {
+            remove_other_attempts(&state_dir).await;
+        }
+    }
     let shared = SharedFiles::restored(&restored_instances);
     let snapshot_writer = SnapshotWriter::start(slot, attempt, key_groups, store, shared, events.clone());
     // The checkpoints triggered as savepoints, and where each goes.

@@ -11,16 +11,19 @@
 //! retained checkpoint names it ([`weir_core::checkpoint::CheckpointStore::retain`]). No state
 //! passes through the coordinator.
 //!
-//! **Restore.** Before its job is built, the slot downloads each restored instance's files
-//! into the instance's directory, each checked against its size and checksum. The files keep
-//! their names, so the reopened instance's SSTs are the shared files already uploaded, and
-//! its next checkpoint uploads only what it writes after the restore.
+//! **Restore.** Before its job is built, the slot puts each restored instance's files in the
+//! instance's directory, each checked against its size and checksum. A shared file comes from
+//! the node's own disk when it can (*local recovery*): a process killed with the slot running
+//! leaves its instance directories behind, and an SST file there with the name, size and
+//! checksum the manifest records is the file; otherwise it is downloaded. The files keep their
+//! names, so the reopened instance's SSTs are the shared files already uploaded, and its next
+//! checkpoint uploads only what it writes after the restore.
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use weir_core::checkpoint::{with_retries, CheckpointError, CheckpointStore, FileEntry};
+use weir_core::checkpoint::{with_retries, CheckpointStore, FileEntry};
 use weir_core::rt;
 use weir_dataflow::snapshot::{InstanceFile, InstanceManifest, StoredFile};
 use weir_dataflow::stateful::StateFiles;
@@ -136,8 +139,14 @@ fn shared_name(operator: &str, slot: usize, attempt: u64, file: &str) -> String 
 /// Why a restore's files could not be put in place.
 #[derive(Debug)]
 pub enum DownloadError {
-    /// A file does not match its size or checksum: the checkpoint is damaged.
-    Damaged(String),
+    /// A file does not match its size or checksum: the checkpoint is damaged (and so is every
+    /// checkpoint naming the shared file `file`, if it is one).
+    Damaged {
+        /// The damaged shared file's name, if it is one.
+        file: Option<String>,
+        /// What is wrong, naming the operator and file.
+        reason: String,
+    },
     /// The store or the local disk failed.
     Failed(String),
 }
@@ -150,6 +159,8 @@ pub async fn download(
     slot_dir: &Path,
 ) -> Result<(), DownloadError> {
     for instance in instances {
+        let local = local_copies(slot_dir, &instance.operator).await;
+        let (mut from_disk, mut downloaded) = (0, 0);
         let dir = weir_dataflow::state::instance_dir(slot_dir, &instance.operator);
         let files_dir = weir_dataflow::state::instance_files_dir(&dir);
         let fresh = files_dir.clone();
@@ -164,35 +175,107 @@ pub async fn download(
         .await
         .map_err(|e| DownloadError::Failed(format!("cannot prepare {}: {e}", files_dir.display())))?;
         for file in &instance.files {
+            // Names come from a state file: only plain names, inside the instance's directory.
+            let plain = !file.name.is_empty() && !file.name.contains(['/', '\\']) && !file.name.starts_with('.');
+            if !plain {
+                let reason = format!("operator {}: file name {:?} is not a plain name", instance.operator, file.name);
+                return Err(DownloadError::Damaged { file: None, reason });
+            }
             let entry = FileEntry { name: file.name.clone(), size: file.size, crc32: file.crc32 };
             let content = match &file.stored {
                 StoredFile::Inline(content) => {
-                    entry.check(content).map_err(|reason| {
-                        DownloadError::Damaged(format!("operator {}: {reason}", instance.operator))
+                    entry.check(content).map_err(|reason| DownloadError::Damaged {
+                        file: None,
+                        reason: format!("operator {}: {reason}", instance.operator),
                     })?;
                     bytes::Bytes::from(content.clone())
                 }
-                StoredFile::Shared(name) => {
-                    let shared = FileEntry { name: name.clone(), ..entry };
-                    with_retries("shared state download", || store.get_shared(&shared)).await.map_err(|error| {
-                        let reason = format!("operator {}: shared file {name}: {error}", instance.operator);
-                        match error {
-                            CheckpointError::Corrupt { .. }
-                            | CheckpointError::Store { source: object_store::Error::NotFound { .. }, .. } => {
-                                DownloadError::Damaged(reason)
-                            }
-                            _ => DownloadError::Failed(reason),
-                        }
-                    })?
-                }
+                StoredFile::Shared(name) => match local_copy(&local, &entry).await {
+                    Some(content) => {
+                        from_disk += 1;
+                        content
+                    }
+                    None => {
+                        downloaded += 1;
+                        let shared = FileEntry { name: name.clone(), ..entry };
+                        // Retried if the store fails, not if the file is damaged. A file not
+                        // found is not taken for damage: the coordinator saw it at its size, so
+                        // it went since (a newer deployment's restore swept it).
+                        let fetched = with_retries("shared state download", || store.get_shared(&shared))
+                            .await
+                            .map_err(|error| {
+                                let operator = &instance.operator;
+                                DownloadError::Failed(format!("operator {operator}: shared file {name}: {error}"))
+                            })?;
+                        fetched.map_err(|reason| DownloadError::Damaged {
+                            file: Some(name.clone()),
+                            reason: format!("operator {}: shared {reason}", instance.operator),
+                        })?
+                    }
+                },
             };
             let path = files_dir.join(&file.name);
             rt::blocking(move || weir_core::fs::write(&path, &content)).await.map_err(|e| {
                 DownloadError::Failed(format!("cannot write {}: {e}", files_dir.join(&file.name).display()))
             })?;
         }
+        tracing::info!(operator = instance.operator, from_disk, downloaded, "restored a state instance's files");
     }
     Ok(())
+}
+
+/// The directories where a process killed with this slot running may have left files of its
+/// instance of `operator`: in the slot's directories of other attempts on this node, the
+/// instance's live files and its checkpoint directories.
+async fn local_copies(slot_dir: &Path, operator: &str) -> Vec<PathBuf> {
+    let (slot_dir, operator) = (slot_dir.to_path_buf(), operator.to_owned());
+    rt::blocking(move || {
+        let mut found = Vec::new();
+        for attempt in other_attempts(&slot_dir) {
+            let instance = weir_dataflow::state::instance_dir(&attempt, &operator);
+            found.push(weir_dataflow::state::instance_files_dir(&instance));
+            for entry in weir_core::fs::read_dir(&instance).unwrap_or_default() {
+                if entry.is_dir && entry.name.starts_with("snapshot-") {
+                    found.push(entry.path);
+                }
+            }
+        }
+        found
+    })
+    .await
+}
+
+/// The directories of the slot's other attempts on this node (`slot_dir` is the slot's own,
+/// `slot-<i>-attempt-<token>`).
+fn other_attempts(slot_dir: &Path) -> Vec<PathBuf> {
+    let (Some(job_dir), Some(own)) = (slot_dir.parent(), slot_dir.file_name().and_then(|name| name.to_str())) else {
+        return Vec::new();
+    };
+    let Some(prefix) = own.rfind('-').map(|end| &own[..=end]) else { return Vec::new() };
+    weir_core::fs::read_dir(job_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|attempt| attempt.is_dir && attempt.name != own && attempt.name.starts_with(prefix))
+        .map(|attempt| attempt.path)
+        .collect()
+}
+
+/// File `entry` from one of the `local` directories, if one holds it with its size and
+/// checksum.
+async fn local_copy(local: &[PathBuf], entry: &FileEntry) -> Option<bytes::Bytes> {
+    let paths: Vec<PathBuf> = local.iter().map(|dir| dir.join(&entry.name)).collect();
+    let entry = entry.clone();
+    rt::blocking(move || {
+        paths.iter().find_map(|path| {
+            let size = weir_core::fs::metadata(path).ok()?.len;
+            if size != entry.size {
+                return None;
+            }
+            let content = weir_core::fs::read(path).ok()?;
+            entry.check(&content).ok().map(|()| bytes::Bytes::from(content))
+        })
+    })
+    .await
 }
 
 /// Removes what [`download`] put in place for `instances` (a restore that failed before their
@@ -203,6 +286,22 @@ pub async fn discard_downloads(instances: &[InstanceManifest], slot_dir: &Path) 
     rt::blocking(move || {
         for dir in dirs {
             let _ = std::fs::remove_dir_all(dir);
+        }
+    })
+    .await
+}
+
+/// Removes the directories of this slot's other attempts on this node (the slot's directory is
+/// `slot_dir`): what a process killed with the slot running left behind, once local recovery
+/// has taken what it could from them. The caller holds the job's output fence, so no newer
+/// deployment of the slot runs; an older one still running here loses its files and fails,
+/// as it must.
+pub async fn remove_other_attempts(slot_dir: &Path) {
+    let slot_dir = slot_dir.to_path_buf();
+    rt::blocking(move || {
+        for attempt in other_attempts(&slot_dir) {
+            tracing::info!(dir = %attempt.display(), "removing local state a killed process left");
+            let _ = std::fs::remove_dir_all(&attempt);
         }
     })
     .await

@@ -626,6 +626,7 @@ async fn deploy(
             generation,
             start_epoch,
             snapshot,
+            restored_attempt,
             exchanges: slot_exchanges,
             metrics,
             commands: commands_rx,

@@ -4,6 +4,8 @@
 //! <root>/<job-id>/chk-<n>/slot-<i>-a<attempt>.state   one object per slot, uploaded by the slot
 //! <root>/<job-id>/chk-<n>/_metadata                  written last by the coordinator, with a
 //!                                                    CRC32 of itself and of every file
+//! <root>/<job-id>/shared/<name>                      files that incremental checkpoints share
+//!                                                    (RocksDB's SSTs), named in `_metadata`
 //! ```
 //!
 //! Slots upload their state straight to the store, as Flink's TaskManagers do; the coordinator
@@ -160,15 +162,13 @@ impl FileEntry {
 
     /// Whether `content` is this file as recorded; otherwise what is wrong with it.
     pub fn check(&self, content: &[u8]) -> Result<(), String> {
-        if content.len() as u64 == self.size && crc32fast::hash(content) == self.crc32 {
-            return Ok(());
+        if content.len() as u64 != self.size {
+            return Err(format!("file {} has {} bytes, {} expected", self.name, content.len(), self.size));
         }
-        Err(format!(
-            "file {} does not match its checksum (size {} vs {} expected)",
-            self.name,
-            content.len(),
-            self.size
-        ))
+        if crc32fast::hash(content) != self.crc32 {
+            return Err(format!("file {} does not match its checksum (its content is damaged)", self.name));
+        }
+        Ok(())
     }
 }
 
@@ -299,7 +299,11 @@ impl CheckpointStore {
 
     /// Uploads one state file of `checkpoint` and returns its metadata entry.
     pub async fn put_file(&self, checkpoint: u64, name: &str, content: Bytes) -> Result<FileEntry, CheckpointError> {
-        let path = self.path(checkpoint, name);
+        self.put_entry(self.path(checkpoint, name), name, content).await
+    }
+
+    /// Stores `content` at `path` as file `name`; returns its entry.
+    async fn put_entry(&self, path: ObjectPath, name: &str, content: Bytes) -> Result<FileEntry, CheckpointError> {
         let entry = FileEntry::of(name, &content);
         self.store.put(&path, PutPayload::from_bytes(content)).await.map_err(|source| CheckpointError::Store {
             operation: "put",
@@ -473,7 +477,8 @@ impl CheckpointStore {
             self.record_latest(checkpoint).await?;
         }
         // Best effort: a shared file left now goes at a later restore.
-        if let Err(error) = self.sweep_shared().await {
+        let keep = restored.iter().flat_map(|r| &r.metadata.shared).map(|entry| entry.name.clone()).collect();
+        if let Err(error) = self.sweep_shared(keep).await {
             tracing::warn!(%error, "cannot sweep the job's shared files");
         }
         Ok((restored, skipped))
@@ -537,21 +542,26 @@ impl CheckpointStore {
         // The shared files of the complete checkpoints going, read before they go.
         let mut released = BTreeSet::new();
         for &id in doomed.iter().filter(|id| complete.contains(id)) {
-            match self.get(&self.path(id, METADATA)).await.map(|raw| decode_metadata(&raw)) {
-                Ok(Ok(metadata)) => released.extend(metadata.shared.into_iter().map(|entry| entry.name)),
+            match self.metadata(id).await {
+                Ok(metadata) => released.extend(metadata.into_iter().flat_map(|m| m.shared).map(|entry| entry.name)),
                 // Left for the sweep at the next restore ([`Self::sweep_shared`]).
-                Ok(Err(reason)) => tracing::warn!(checkpoint = id, reason, "cannot read its shared files"),
                 Err(error) => tracing::warn!(checkpoint = id, %error, "cannot read its shared files"),
             }
         }
-        for id in doomed {
+        for &id in &doomed {
             self.delete_checkpoint(id).await?;
         }
         if !released.is_empty() {
             // A shared file goes once no complete checkpoint left names it (Flink's shared
             // state registry). One a retained checkpoint names is live in every checkpoint
             // taken since: an SST file, once gone from an instance, never comes back.
-            let Some(referenced) = self.referenced_shared().await? else { return Ok(()) };
+            // The checkpoints kept, as listed above, and `completed`: a listing may not show
+            // them (yet).
+            let mut kept: Vec<u64> = complete.iter().copied().filter(|id| !doomed.contains(id)).collect();
+            kept.push(completed);
+            let Some(referenced) = self.referenced_shared(&kept, BTreeSet::new()).await? else {
+                return Ok(());
+            };
             for name in released.difference(&referenced) {
                 self.delete_object(&self.shared_path(name)).await?;
             }
@@ -559,25 +569,33 @@ impl CheckpointStore {
         Ok(())
     }
 
-    /// The shared files every complete checkpoint names; `None` if some `_metadata` cannot be
-    /// read (then nothing may be deleted).
-    async fn referenced_shared(&self) -> Result<Option<BTreeSet<String>>, CheckpointError> {
-        let (complete, _) = self.list_checkpoints().await?;
-        let mut referenced = BTreeSet::new();
+    /// The shared files every complete checkpoint names — those listed and `also` (which a
+    /// listing may not show yet) — with `known`; `None` if some `_metadata` cannot be read
+    /// (then nothing may be deleted).
+    async fn referenced_shared(
+        &self,
+        also: &[u64],
+        mut known: BTreeSet<String>,
+    ) -> Result<Option<BTreeSet<String>>, CheckpointError> {
+        let (mut complete, _) = self.list_checkpoints().await?;
+        complete.extend_from_slice(also);
+        complete.sort_unstable();
+        complete.dedup();
         for id in complete {
-            match self.get(&self.path(id, METADATA)).await.map(|raw| decode_metadata(&raw)) {
-                Ok(Ok(metadata)) => referenced.extend(metadata.shared.into_iter().map(|entry| entry.name)),
-                Ok(Err(_)) | Err(_) => return Ok(None),
+            match self.metadata(id).await {
+                Ok(metadata) => known.extend(metadata.into_iter().flat_map(|m| m.shared).map(|entry| entry.name)),
+                Err(_) => return Ok(None),
             }
         }
-        Ok(Some(referenced))
+        Ok(Some(known))
     }
 
-    /// Deletes the shared files no complete checkpoint names: those of checkpoints deleted as
-    /// corrupt or rolled back, and those uploaded for checkpoints that never completed. Run by
-    /// a restore, before any slot of its deployment uploads (a slot of a lost attempt may
-    /// still upload, but no checkpoint of its attempt completes any more).
-    pub async fn sweep_shared(&self) -> Result<(), CheckpointError> {
+    /// Deletes the shared files no complete checkpoint names, nor `keep` (the restored
+    /// checkpoint's, which a listing may not show yet): those of checkpoints deleted as corrupt
+    /// or rolled back, and those uploaded for checkpoints that never completed. Run by a
+    /// restore, before any slot of its deployment uploads (a slot of a lost attempt may still
+    /// upload, but no checkpoint of its attempt completes any more).
+    pub async fn sweep_shared(&self, keep: BTreeSet<String>) -> Result<(), CheckpointError> {
         let prefix = self.job_root.child(SHARED);
         let mut present = Vec::new();
         let mut listing = self.store.list(Some(&prefix));
@@ -591,7 +609,7 @@ impl CheckpointStore {
         if present.is_empty() {
             return Ok(());
         }
-        let Some(referenced) = self.referenced_shared().await? else { return Ok(()) };
+        let Some(referenced) = self.referenced_shared(&[], keep).await? else { return Ok(()) };
         for name in present.into_iter().filter(|name| !referenced.contains(name)) {
             tracing::debug!(file = name, "deleting a shared file no checkpoint names");
             self.delete_object(&self.shared_path(&name)).await?;
@@ -605,21 +623,56 @@ impl CheckpointStore {
 
     /// Uploads shared file `name` (an incremental checkpoint's) and returns its entry.
     pub async fn put_shared(&self, name: &str, content: Bytes) -> Result<FileEntry, CheckpointError> {
-        let path = self.shared_path(name);
-        let entry = FileEntry::of(name, &content);
-        self.store.put(&path, PutPayload::from_bytes(content)).await.map_err(|source| CheckpointError::Store {
-            operation: "put",
-            path: path.to_string(),
-            source,
-        })?;
-        Ok(entry)
+        self.put_entry(self.shared_path(name), name, content).await
     }
 
-    /// Reads shared file `entry`, checked against its size and checksum.
-    pub async fn get_shared(&self, entry: &FileEntry) -> Result<Bytes, CheckpointError> {
+    /// Reads shared file `entry`: its content, or what is wrong with it (damaged: its size or
+    /// checksum is not `entry`'s); the error is the store's.
+    pub async fn get_shared(&self, entry: &FileEntry) -> Result<Result<Bytes, String>, CheckpointError> {
         let content = self.get(&self.shared_path(&entry.name)).await?;
-        entry.check(&content).map_err(|reason| CheckpointError::Corrupt { checkpoint: 0, reason })?;
-        Ok(content)
+        Ok(entry.check(&content).map(|()| content))
+    }
+
+    /// The metadata of complete checkpoint `checkpoint`, as stored; `None` if it has none.
+    pub async fn metadata(&self, checkpoint: u64) -> Result<Option<CheckpointMetadata>, CheckpointError> {
+        match self.get(&self.path(checkpoint, METADATA)).await {
+            Ok(raw) => {
+                decode_metadata(&raw).map(Some).map_err(|reason| CheckpointError::Corrupt { checkpoint, reason })
+            }
+            Err(CheckpointError::Store { source: object_store::Error::NotFound { .. }, .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Deletes checkpoint `checkpoint`, which a slot restoring it found damaged — if it is still
+    /// the one taken by `attempt` (ids are taken again after a fallback) — and every other
+    /// complete checkpoint naming shared file `damaged`, which none of them could restore
+    /// either: the next restore falls back past them all, as past a checkpoint it finds
+    /// corrupt. Returns the checkpoints deleted. The caller must hold the job's output fence, so
+    /// that no newer deployment runs meanwhile.
+    pub async fn invalidate(
+        &self,
+        checkpoint: u64,
+        attempt: u64,
+        damaged: Option<&str>,
+    ) -> Result<Vec<u64>, CheckpointError> {
+        match self.metadata(checkpoint).await? {
+            Some(metadata) if metadata.attempt == attempt => {}
+            _ => return Ok(Vec::new()),
+        }
+        let mut doomed = vec![checkpoint];
+        if let Some(damaged) = damaged {
+            for id in self.list_checkpoints().await?.0 {
+                let names = |metadata: CheckpointMetadata| metadata.shared.iter().any(|file| file.name == damaged);
+                if id != checkpoint && self.metadata(id).await?.is_some_and(names) {
+                    doomed.push(id);
+                }
+            }
+        }
+        for &id in &doomed {
+            self.delete_checkpoint(id).await?;
+        }
+        Ok(doomed)
     }
 
     /// Deletes every object of checkpoint `checkpoint`, metadata first so that a half-deleted

@@ -404,3 +404,24 @@ fn a_restored_checkpoint_is_recorded_as_the_newest_before_its_output_is_committe
         });
     }
 }
+
+#[test]
+fn a_restore_keeps_the_shared_files_of_the_checkpoint_it_restores_though_listings_lag() {
+    for (store, _guard) in backends() {
+        block_on(async {
+            let lagging = std::sync::Arc::new(LaggingListings {
+                inner: store.object_store().clone(),
+                hidden: std::sync::Mutex::new(vec!["chk-2/".into()]),
+            });
+            let seen = CheckpointStore::with_store(lagging, "job-a");
+            complete_with_shared(&seen, 1, &["a.sst"]).await;
+            complete_with_shared(&seen, 2, &["a.sst", "b.sst"]).await;
+            seen.record_latest(2).await.unwrap();
+            seen.put_shared("orphan.sst", Bytes::from_static(b"x")).await.unwrap();
+            let (restored, _) = seen.restore_for(4).await.unwrap();
+            assert_eq!(restored.unwrap().metadata.checkpoint_id, 2);
+            assert!(shared_present(&seen, "b.sst").await, "named by the restored checkpoint the listing misses");
+            assert!(!shared_present(&seen, "orphan.sst").await);
+        });
+    }
+}

@@ -249,6 +249,100 @@ fn rocksdb_checkpoints_upload_only_new_files_and_fall_back_past_a_damaged_one() 
     assert_eq!(walk(&local).into_iter().filter(|path| path.is_file()).count(), 0, "instances left files behind");
 }
 
+/// A process killed with SIGKILL mid-run leaves its RocksDB instances on the node's disk; run
+/// again, it restores their SST files from there (local recovery: here the store's copy of one
+/// of them is damaged, so only the local copy can restore the newest checkpoint) and the
+/// output is exactly the reference's.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_killed_process_restores_its_rocksdb_files_from_local_disk() {
+    use weir_core::checkpoint::decode_metadata;
+
+    let root = tempfile::tempdir().unwrap();
+    let (out, local, checkpoints) = (root.path().join("out"), root.path().join("local"), root.path().join("chk"));
+    let binary = env!("CARGO_BIN_EXE_weir-example");
+    let command = || {
+        let mut command = std::process::Command::new(binary);
+        command
+            .args(["run", "fraud", "--events", "100000", "--accounts", "25", "--seed", "9", "--parallelism", "2"])
+            .args([
+                "--state-backend",
+                "rocksdb",
+                "--checkpoint-interval",
+                "10ms",
+                "--rate",
+                "40000",
+                "--progress",
+                "off",
+            ])
+            .arg("--output")
+            .arg(&out)
+            .arg("--local-state-dir")
+            .arg(&local)
+            .arg("--checkpoint-dir")
+            .arg(&checkpoints);
+        command
+    };
+    let complete = || -> Vec<(u64, std::path::PathBuf)> {
+        let Ok(jobs) = std::fs::read_dir(&checkpoints) else { return Vec::new() };
+        let mut found = Vec::new();
+        for job in jobs {
+            for entry in std::fs::read_dir(job.unwrap().path()).unwrap() {
+                let path = entry.unwrap().path();
+                let id = path.file_name().unwrap().to_string_lossy().strip_prefix("chk-").map(|id| id.parse().unwrap());
+                if let (Some(id), true) = (id, path.join("_metadata").exists()) {
+                    found.push((id, path));
+                }
+            }
+        }
+        found.sort();
+        found
+    };
+    let mut first = command().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while complete().last().is_none_or(|(id, _)| *id < 5) {
+        assert!(started.elapsed() < Duration::from_secs(60), "no checkpoints within a minute");
+        assert!(first.try_wait().unwrap().is_none(), "the job ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+
+    let (newest, dir) = complete().pop().unwrap();
+    let metadata = decode_metadata(&std::fs::read(dir.join("_metadata")).unwrap()).unwrap();
+    // A file the newest checkpoint names that the killed process left on disk, damaged in the
+    // store at its size.
+    let left = walk(&local);
+    let (shared, _) = metadata
+        .shared
+        .iter()
+        .find_map(|file| {
+            let local_name = file.name.rsplit('-').next().unwrap();
+            let copy = left.iter().find(|path| {
+                path.file_name().unwrap() == local_name
+                    && std::fs::metadata(path).unwrap().len() == file.size
+                    && std::fs::read(path).map(|content| weir_core::checkpoint::FileEntry::of("", &content).crc32).ok()
+                        == Some(file.crc32)
+            })?;
+            Some((file, copy.clone()))
+        })
+        .expect("the killed process left files of its newest checkpoint on disk");
+    let stored = dir.parent().unwrap().join("shared").join(&shared.name);
+    let mut content = std::fs::read(&stored).unwrap();
+    content[0] ^= 0xff;
+    std::fs::write(&stored, content).unwrap();
+
+    let again = command().output().unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&again.stderr));
+    assert!(stdout.contains(&format!("restored from:      checkpoint {newest}\n")), "{stdout}");
+    let (alerts, late) = reference::fraud(&generated(&Transactions::new(100_000, 25, 9).unwrap(), 2), 2_000);
+    assert_eq!(committed_csv::<Alert>(&out.join("alerts")), alerts);
+    assert_eq!(committed_csv::<Transaction>(&out.join("late")), late);
+    let left = walk(&local).into_iter().filter(|path| path.is_file()).count();
+    assert_eq!(left, 0, "the restore removed what the killed process left, and the run its own");
+}
+
 #[cfg(feature = "rocksdb")]
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();

@@ -374,7 +374,14 @@ impl<K: Key> Store<K> {
                                              savepoint on either)"
                 .into()),
             #[cfg(feature = "rocksdb")]
-            StateBackendKind::RocksDb => Ok(Store::RocksDb(rocksdb::RocksDbBackend::open_restored(dir)?)),
+            StateBackendKind::RocksDb => {
+                rocksdb::RocksDbBackend::open_restored(dir).map(Store::RocksDb).map_err(|reason| {
+                    format!(
+                    "{reason}: the checkpoint's RocksDB files do not open; delete the checkpoint's _metadata to fall \
+                     back to an older one, or start from a savepoint"
+                )
+                })
+            }
             #[cfg(not(feature = "rocksdb"))]
             StateBackendKind::RocksDb => {
                 let _ = dir;

@@ -739,8 +739,13 @@ fn entry_row<UK: Key>(prefix: &[u8], user_key: &UK) -> Vec<u8> {
 }
 
 fn decode<T: Data>(state: &StateName, bytes: &[u8]) -> T {
-    bincode::deserialize(bytes)
-        .unwrap_or_else(|e| panic!("state {}: a stored value does not decode as its declared type: {e}", state.name))
+    bincode::deserialize(bytes).unwrap_or_else(|e| {
+        panic!(
+            "state {}: a stored value does not decode as its declared type ({e}); a state whose type changed \
+                 needs a new name (or start the job afresh)",
+            state.name
+        )
+    })
 }
 
 /// RocksDB failing on the local disk: the slot cannot go on (it restarts from the last
