@@ -368,6 +368,28 @@ pub fn fence_output(job: &PlannedJob, generation: u64) -> Result<(), RunError> {
 /// The job record holding the latest deployment generation.
 pub const GENERATION_RECORD: &str = "_generation";
 
+/// Holds off newer deployments of `job` while deployment `generation` changes what they would
+/// restore (deletes checkpoints, or local state of other attempts): the output fence, held,
+/// for a job with file sinks; otherwise the job's generation record must still name
+/// `generation` (a newer deployment takes the next one before it restores). `Err` says why
+/// this deployment is not (or cannot be shown to be) the newest.
+pub async fn hold_as_newest(
+    job: &PlannedJob,
+    generation: u64,
+    store: &CheckpointStore,
+) -> Result<sink::FenceHold, String> {
+    if job.fence(generation).is_some() {
+        return job.hold_fence(generation).map_err(|error| format!("a newer deployment holds the output ({error})"));
+    }
+    let record = store.get_job_record(GENERATION_RECORD).await.map_err(|error| error.to_string())?;
+    let newest = record.as_deref().and_then(|bytes| std::str::from_utf8(bytes).ok()?.trim().parse::<u64>().ok());
+    match newest {
+        Some(newest) if newest == generation => Ok(sink::FenceHold::unfenced()),
+        Some(newest) => Err(format!("deployment generation {newest} replaced this one ({generation})")),
+        None => Err(format!("the job's {GENERATION_RECORD} record does not name a generation")),
+    }
+}
+
 /// The next deployment generation of a job, kept in its checkpoint store so that it grows
 /// across coordinator restarts. It is taken with a compare-and-swap (a conditional put), so
 /// that two deployments racing for the next generation never both get it: one wins, the other

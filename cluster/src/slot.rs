@@ -392,21 +392,23 @@ pub async fn drive_slot(
     if downloaded.is_err() {
         discard_downloads(&restored_instances, &setup.state_dir).await;
     }
-    match downloaded {
-        Ok(()) => {}
+    // Files taken from the node's disk are not known to be sound in the store: the next
+    // checkpoint uploads them again rather than naming the store's copy.
+    let from_disk = match downloaded {
+        Ok(local) => local,
         Err(DownloadError::Failed(reason)) => {
             return fail(format!("job {}: cannot restore its state files: {reason}", job.spec.job))
         }
         Err(DownloadError::Damaged { file, reason }) => {
             // As a restore does with a checkpoint it finds corrupt: deleted, `_metadata` first,
             // with every other naming the damaged file, so that the next attempt falls back
-            // past them — while no newer deployment runs (the fence held).
+            // past them — while no newer deployment runs.
             let checkpoint = setup.start_epoch - 1;
-            let invalidated = match job.hold_fence(generation) {
+            let invalidated = match crate::deploy::hold_as_newest(&job, generation, &store).await {
                 Ok(_held) => {
                     store.invalidate(checkpoint, restored_attempt, file.as_deref()).await.map_err(|e| e.to_string())
                 }
-                Err(error) => Err(format!("a newer deployment holds the output ({error})")),
+                Err(reason) => Err(reason),
             };
             let outcome = match invalidated {
                 Ok(deleted) if !deleted.is_empty() => {
@@ -417,7 +419,7 @@ pub async fn drive_slot(
             };
             return fail(format!("job {}: checkpoint {checkpoint} is damaged ({reason}); {outcome}", job.spec.job));
         }
-    }
+    };
     let key_groups = weir_core::keygroup::key_groups_of_slot(slot, job.parallelism());
     let state_dir = setup.state_dir.clone();
     let control = match build_slot(&mut worker, setup) {
@@ -432,11 +434,11 @@ pub async fn drive_slot(
     let split_count = control.split_count as u64;
     if !restored_instances.is_empty() {
         // Restored: what killed processes left of the slot here is no longer needed.
-        if let Ok(_held) = job.hold_fence(generation) {
+        if let Ok(_held) = crate::deploy::hold_as_newest(&job, generation, &store).await {
             remove_other_attempts(&state_dir).await;
         }
     }
-    let shared = SharedFiles::restored(&restored_instances);
+    let shared = SharedFiles::restored(&restored_instances, &from_disk);
     let snapshot_writer = SnapshotWriter::start(slot, attempt, key_groups, store, shared, events.clone());
     // The checkpoints triggered as savepoints, and where each goes.
     let mut savepoints: std::collections::BTreeMap<Epoch, SavepointTarget> = Default::default();

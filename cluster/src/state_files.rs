@@ -41,12 +41,17 @@ fn is_shared(name: &str) -> bool {
 }
 
 impl SharedFiles {
-    /// The shared files of the instances the slot restores.
-    pub fn restored(instances: &[InstanceManifest]) -> Self {
+    /// The shared files of the instances the slot restores, but for those taken from the
+    /// node's disk (`from_disk`: operator and file name), whose copies in the store were never
+    /// read: the next checkpoint uploads them again, under new names.
+    pub fn restored(instances: &[InstanceManifest], from_disk: &[(String, String)]) -> Self {
         let mut shared = SharedFiles::default();
         for instance in instances {
             for file in instance.files.iter().filter(|file| matches!(file.stored, StoredFile::Shared(_))) {
-                shared.known.insert((instance.operator.clone(), file.name.clone()), file.clone());
+                let key = (instance.operator.clone(), file.name.clone());
+                if !from_disk.contains(&key) {
+                    shared.known.insert(key, file.clone());
+                }
             }
         }
         shared
@@ -152,12 +157,14 @@ pub enum DownloadError {
 }
 
 /// Puts the files of the restored `instances` of a slot whose state directory is `slot_dir`
-/// in place, each checked against its size and checksum; an error names the file.
+/// in place, each checked against its size and checksum; an error names the file. Returns the
+/// shared files taken from the node's disk (operator and file name).
 pub async fn download(
     store: &CheckpointStore,
     instances: &[InstanceManifest],
     slot_dir: &Path,
-) -> Result<(), DownloadError> {
+) -> Result<Vec<(String, String)>, DownloadError> {
+    let mut taken_from_disk = Vec::new();
     for instance in instances {
         let local = local_copies(slot_dir, &instance.operator).await;
         let (mut from_disk, mut downloaded) = (0, 0);
@@ -193,6 +200,7 @@ pub async fn download(
                 StoredFile::Shared(name) => match local_copy(&local, &entry).await {
                     Some(content) => {
                         from_disk += 1;
+                        taken_from_disk.push((instance.operator.clone(), file.name.clone()));
                         content
                     }
                     None => {
@@ -221,7 +229,7 @@ pub async fn download(
         }
         tracing::info!(operator = instance.operator, from_disk, downloaded, "restored a state instance's files");
     }
-    Ok(())
+    Ok(taken_from_disk)
 }
 
 /// The directories where a process killed with this slot running may have left files of its
@@ -305,4 +313,38 @@ pub async fn remove_other_attempts(slot_dir: &Path) {
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_restored_from_the_nodes_disk_are_uploaded_again_not_named_in_the_store() {
+        let shared = |name: &str| InstanceFile {
+            name: name.into(),
+            size: 1,
+            crc32: 2,
+            stored: StoredFile::Shared(format!("op-s0-a1-{name}")),
+        };
+        let inline = InstanceFile { name: "CURRENT".into(), size: 1, crc32: 2, stored: StoredFile::Inline(vec![0]) };
+        let manifest = InstanceManifest {
+            operator: "op".into(),
+            key_groups: (0, 128),
+            files: vec![shared("000007.sst"), shared("000009.sst"), inline],
+        };
+        let known = SharedFiles::restored(&[manifest], &[("op".into(), "000009.sst".into())]);
+        let names: Vec<&str> = known.known.keys().map(|(_, name)| name.as_str()).collect();
+        assert_eq!(names, ["000007.sst"], "only a file read from the store is known to be sound there");
+    }
+
+    #[test]
+    fn a_slot_finds_only_its_own_other_attempts() {
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["slot-1-attempt-00aa", "slot-1-attempt-00bb", "slot-11-attempt-00cc", "slot-2-attempt-00dd"] {
+            weir_core::fs::create_dir_all(&root.path().join(dir)).unwrap();
+        }
+        let found = other_attempts(&root.path().join("slot-1-attempt-00bb"));
+        assert_eq!(found, vec![root.path().join("slot-1-attempt-00aa")]);
+    }
 }
