@@ -185,18 +185,25 @@ pub fn plan_restore(
             }
             plan.slots[split.split % parallelism].splits.push(split);
         }
+        // Whether state of `operator` (`bytes` of it) is restored: the job must have the
+        // operator, or the state is dropped if allowed.
+        let mut restores = |operator: &String, bytes: usize| -> Result<bool, RunError> {
+            if job.plan.operators.contains(operator) {
+                return Ok(true);
+            }
+            if allow_non_restored_state {
+                *dropped.entry(operator.clone()).or_default() += bytes;
+                return Ok(false);
+            }
+            Err(restore_error(format!(
+                "holds state of operator {operator:?}, which job {} does not have (its operators: {}); pass --allow-non-restored-state to start without that state",
+                job.spec.job,
+                job.plan.operators.join(", ")
+            )))
+        };
         for entry in snapshot.state {
-            if !job.plan.operators.contains(&entry.operator) {
-                if allow_non_restored_state {
-                    *dropped.entry(entry.operator).or_default() += entry.bytes.len();
-                    continue;
-                }
-                return Err(restore_error(format!(
-                    "holds state of operator {:?}, which job {} does not have (its operators: {}); pass --allow-non-restored-state to start without that state",
-                    entry.operator,
-                    job.spec.job,
-                    job.plan.operators.join(", ")
-                )));
+            if !restores(&entry.operator, entry.bytes.len())? {
+                continue;
             }
             if entry.key_group == weir_dataflow::process::REPLICATED_GROUP {
                 replicated.entry(entry.operator.clone()).or_default().push(entry);
@@ -211,18 +218,8 @@ pub fn plan_restore(
             plan.slots[slot_of_key_group(entry.key_group, parallelism)].state.push(entry);
         }
         for instance in snapshot.instances {
-            if !job.plan.operators.contains(&instance.operator) {
-                if allow_non_restored_state {
-                    *dropped.entry(instance.operator).or_default() +=
-                        instance.files.iter().map(|f| f.size as usize).sum::<usize>();
-                    continue;
-                }
-                return Err(restore_error(format!(
-                    "holds state of operator {:?}, which job {} does not have (its operators: {}); pass --allow-non-restored-state to start without that state",
-                    instance.operator,
-                    job.spec.job,
-                    job.plan.operators.join(", ")
-                )));
+            if !restores(&instance.operator, instance.files.iter().map(|f| f.size as usize).sum())? {
+                continue;
             }
             // An instance's files hold its slot's key groups: they restore whole, into the
             // slot that owns the same range (a checkpoint's parallelism is its job's).
