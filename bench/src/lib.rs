@@ -4,12 +4,14 @@
 //! aggregation written directly against timely in one worker, with no checkpoints, no
 //! exchange, no sinks. [`e2e`] runs the real job on the embedded cluster and measures events
 //! per second and per CPU-second. [`nexmark`] runs the Nexmark queries in SQL on Weir and on
-//! Flink over the same files. The criterion suites in `benches/` time the hot paths.
+//! Flink over the same files. [`larger_than_memory`] runs a job whose keyed state exceeds
+//! a memory cgroup's limit on RocksDB, through a `kill -9`. The criterion suites in `benches/` time the hot paths.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod baseline;
 pub mod e2e;
+pub mod larger_than_memory;
 pub mod nexmark;
 
 /// The median of `values`, the lower of the middle two for an even count (so the faster of two

@@ -130,6 +130,9 @@ pub struct MetricsSnapshot {
     pub watermark: i64,
     /// See [`SlotMetrics`].
     pub splits_finished: u64,
+    /// See [`SlotMetrics`].
+    #[serde(default)]
+    pub watermark_lead_max_ms: i64,
 }
 
 impl MetricsSnapshot {
@@ -144,6 +147,7 @@ impl MetricsSnapshot {
             rows_emitted: metrics.rows_emitted.load(Relaxed),
             watermark: metrics.watermark.load(Relaxed),
             splits_finished: metrics.splits_finished.load(Relaxed),
+            watermark_lead_max_ms: metrics.watermark_lead_max_ms.load(Relaxed),
         }
     }
     /// Writes into `metrics`.
@@ -156,6 +160,7 @@ impl MetricsSnapshot {
         metrics.rows_emitted.store(self.rows_emitted, Relaxed);
         metrics.watermark.store(self.watermark, Relaxed);
         metrics.splits_finished.store(self.splits_finished, Relaxed);
+        metrics.watermark_lead_max_ms.store(self.watermark_lead_max_ms, Relaxed);
     }
 }
 

@@ -101,6 +101,10 @@ pub struct RunSummary {
     pub coordinator: CoordinatorOutcome,
     /// Wall-clock milliseconds of the run.
     pub elapsed_ms: u64,
+    /// The most any slot's sources ran ahead of the aligned frontier their slot had seen (ms
+    /// of event time; an upper bound on the lead over the slowest source; see
+    /// `weir_dataflow::alignment`).
+    pub watermark_lead_max_ms: i64,
 }
 
 /// Why a run failed.
@@ -354,6 +358,8 @@ async fn run_job_async(registry: &JobRegistry, options: RunOptions) -> Result<Ru
     summary.records_bad = total(|m| &m.records_bad);
     summary.rows_emitted = total(|m| &m.rows_emitted);
     summary.elapsed_ms = rt::elapsed_ms(started);
+    summary.watermark_lead_max_ms =
+        metrics.iter().map(|m| m.watermark_lead_max_ms.load(std::sync::atomic::Ordering::Relaxed)).max().unwrap_or(0);
     Ok(summary)
 }
 

@@ -311,9 +311,17 @@ impl SnapshotWriter {
                 let (stored, savepoint_file) = futures::join!(to_checkpoint, to_savepoint);
                 match stored {
                     Ok(file) => {
-                        tracing::debug!(slot, checkpoint, bytes = file.size, uploaded, "slot snapshot uploaded");
-                        faultpoint::reached(Moment::StateStored).await;
                         let shared = shared_entries(&manifests);
+                        let shared_bytes: u64 = shared.iter().map(|entry| entry.size).sum();
+                        tracing::debug!(
+                            slot,
+                            checkpoint,
+                            bytes = file.size,
+                            shared_bytes,
+                            uploaded,
+                            "slot snapshot uploaded"
+                        );
+                        faultpoint::reached(Moment::StateStored).await;
                         let _ = events.send(SlotEvent::Snapshot {
                             slot,
                             checkpoint,

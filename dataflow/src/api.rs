@@ -142,6 +142,8 @@ pub(crate) struct SlotContext {
     pub snapshots: Rc<RefCell<SnapshotCollector>>,
     pub fatal: Rc<RefCell<Option<String>>>,
     pub pressure: Rc<Cell<usize>>,
+    /// The slot's watermark alignment: sources pause while far ahead of the slowest.
+    pub alignment: Rc<crate::alignment::Alignment>,
     pub activity: crate::Activity,
     pub metrics: Arc<SlotMetrics>,
     pub rate_limit: Rc<Option<RateLimit>>,
@@ -335,6 +337,7 @@ impl<'s> JobBuilder<'s> {
             keys.into_iter().filter_map(|k| all.remove(&k).map(|state| (k, state))).collect()
         };
         let timestamps = A::ASSIGNS;
+        let alignment_group = ctx.alignment.new_group();
         let part = ctx.snapshots.borrow_mut().register_source();
         let (records, errors, activator) = source_operator(
             self.scope,
@@ -351,6 +354,8 @@ impl<'s> JobBuilder<'s> {
                 target_epoch: ctx.target_epoch.clone(),
                 final_checkpoint: ctx.final_checkpoint.clone(),
                 pressure: ctx.pressure.clone(),
+                alignment: ctx.alignment.clone(),
+                alignment_group,
                 snapshots: ctx.snapshots.clone(),
                 part,
                 fatal: ctx.fatal.clone(),
@@ -363,7 +368,8 @@ impl<'s> JobBuilder<'s> {
         let errors_read = Rc::new(Cell::new(false));
         shared.plan.borrow_mut().must_read.push((format!("source {name}: its errors output"), errors_read.clone()));
         SourceStreams {
-            records: DataStream::new(records, shared.clone(), timestamps, name.to_owned(), None),
+            records: DataStream::new(records, shared.clone(), timestamps, name.to_owned(), None)
+                .marked(Marks { source_group: Some(alignment_group), ..Marks::default() }),
             errors: DataStream::new(error_records(errors), shared.clone(), false, name.to_owned(), Some(errors_read)),
         }
     }
@@ -409,15 +415,29 @@ pub struct DataStream<'s, T: Data> {
     marks: Marks,
 }
 
-/// What a stream is, for the run summary's counts; kept through stateless steps.
+/// What a stream is, for the run summary's counts and for watermark alignment; kept through
+/// stateless steps.
 #[derive(Copy, Clone, Debug, Default)]
 struct Marks {
     /// A late or error output, or made from one: its sinks' rows are not the job's results
     /// (which are counted at the sinks).
     side_output: bool,
-    /// Made by a stateful step: records reaching a stateful step from it are not counted as
-    /// records on time again (they were, at the first).
+    /// Made by a stateful step (its results or its late output): records reaching a further
+    /// stateful step from it are not counted as on time again (the first step counted them, on
+    /// time or late), and its frontier follows that step, so a receiver of it is not aligned
+    /// ([`crate::alignment`]).
     after_stateful: bool,
+    /// The group of the sources it is made from, for watermark alignment; `None` for streams
+    /// made from no source of the DataStream API (such as those out of updating streams).
+    source_group: Option<crate::alignment::Group>,
+}
+
+impl Marks {
+    /// The group whose alignment a receiver of this stream reports to: streams straight from
+    /// sources (stateless steps only) with event time.
+    fn aligned(&self, timestamps: bool) -> Option<crate::alignment::Group> {
+        self.source_group.filter(|_| timestamps && !self.after_stateful)
+    }
 }
 
 impl<T: Data> Clone for DataStream<'_, T> {
@@ -442,7 +462,7 @@ impl<'s, T: Data> DataStream<'s, T> {
         read: Option<Rc<Cell<bool>>>,
     ) -> Self {
         // The outputs that must be read are the late and error outputs.
-        let marks = Marks { side_output: read.is_some(), after_stateful: false };
+        let marks = Marks { side_output: read.is_some(), ..Marks::default() };
         DataStream { stream, shared, timestamps, origin, read, marks }
     }
 
@@ -454,6 +474,7 @@ impl<'s, T: Data> DataStream<'s, T> {
     fn marked(mut self, marks: Marks) -> Self {
         self.marks.side_output |= marks.side_output;
         self.marks.after_stateful |= marks.after_stateful;
+        self.marks.source_group = self.shared.ctx.alignment.merge_groups(self.marks.source_group, marks.source_group);
         self
     }
 
@@ -471,7 +492,7 @@ impl<'s, T: Data> DataStream<'s, T> {
         origin: &str,
     ) -> Self {
         DataStream::new(stream, shared, timestamps, origin.to_owned(), None)
-            .marked(Marks { side_output: false, after_stateful: true })
+            .marked(Marks { after_stateful: true, ..Marks::default() })
     }
 
     /// The job this stream belongs to.
@@ -559,9 +580,11 @@ impl<'s, T: Data> DataStream<'s, T> {
     /// Both streams' records in one stream.
     pub fn union(self, other: DataStream<'s, T>) -> DataStream<'s, T> {
         let (shared, timestamps) = (self.shared.clone(), self.timestamps && other.timestamps);
+        // Their sources' records now meet: one group for watermark alignment.
         let marks = Marks {
             side_output: self.marks.side_output && other.marks.side_output,
             after_stateful: self.marks.after_stateful || other.marks.after_stateful,
+            source_group: shared.ctx.alignment.merge_groups(self.marks.source_group, other.marks.source_group),
         };
         let stream = self.take().concat(other.take());
         DataStream::new(stream, shared, timestamps, "union".into(), None).marked(marks)
@@ -581,8 +604,9 @@ impl<'s, T: Data> DataStream<'s, T> {
         } else {
             let (senders, receivers) = ctx.take_exchange::<T>();
             let scope = self.stream.scope();
+            let aligned = marks.aligned(timestamps).map(|group| (ctx.alignment.clone(), group));
             let send = self.take().exchange_broadcast(senders, ctx.pressure.clone(), ctx.activity.clone());
-            let (received, receive) = ExchangeReceive::build(scope, receivers, ctx.activity.clone());
+            let (received, receive) = ExchangeReceive::build_aligned(scope, receivers, ctx.activity.clone(), aligned);
             ctx.activators.borrow_mut().extend([send, receive]);
             received
         };
@@ -616,7 +640,9 @@ impl<'s, T: Data> DataStream<'s, T> {
                 ctx.pressure.clone(),
                 ctx.activity.clone(),
             );
-            let (received, receive) = ExchangeReceive::build(scope, receivers, ctx.activity.clone());
+            // Straight from sources (stateless steps only) with event time: see `alignment`.
+            let aligned = marks.aligned(timestamps).map(|group| (ctx.alignment.clone(), group));
+            let (received, receive) = ExchangeReceive::build_aligned(scope, receivers, ctx.activity.clone(), aligned);
             ctx.activators.borrow_mut().extend([send, receive]);
             received
         };
@@ -822,8 +848,12 @@ impl<'s, T: Data> DataStream<'s, T> {
         if late_output {
             shared.plan.borrow_mut().must_read.push((format!("operator {uid}: its late output"), late_read.clone()));
         }
-        let out = this.derive(out, &uid).marked(Marks { side_output: false, after_stateful: true });
-        (out, DataStream::new(late, shared.clone(), this.timestamps, uid, Some(late_read)))
+        let after = Marks { after_stateful: true, ..Marks::default() };
+        let out = this.derive(out, &uid).marked(after);
+        // Its frontier is the operator's too: not a stream straight from sources.
+        let late = DataStream::new(late, shared.clone(), this.timestamps, uid, Some(late_read))
+            .marked(Marks { source_group: this.marks.source_group, ..after });
+        (out, late)
     }
 }
 

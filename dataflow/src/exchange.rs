@@ -30,7 +30,7 @@ use timely::progress::Timestamp;
 use timely::scheduling::Activator;
 
 use weir_core::faultpoint::{self, PlantedBug};
-use weir_core::time::Time;
+use weir_core::time::{EventTime, Time};
 
 /// What travels on an exchange channel (`B`: a batch of records).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -279,6 +279,18 @@ impl ExchangeReceive {
         receivers: Vec<Box<dyn ExchangeRx<Vec<D>>>>,
         activity: crate::Activity,
     ) -> (Stream<'scope, Time, Vec<D>>, Activator) {
+        Self::build_aligned(scope, receivers, activity, None)
+    }
+
+    /// [`Self::build`], reporting the frontier's least event time to the slot's watermark
+    /// alignment, for the group of sources it comes straight from ([`crate::alignment`]).
+    pub fn build_aligned<'scope, D: Send + 'static>(
+        scope: Scope<'scope, Time>,
+        receivers: Vec<Box<dyn ExchangeRx<Vec<D>>>>,
+        activity: crate::Activity,
+        alignment: Option<(Rc<crate::alignment::Alignment>, crate::alignment::Group)>,
+    ) -> (Stream<'scope, Time, Vec<D>>, Activator) {
+        let aligned = alignment.map(|(alignment, group)| (alignment.register_receiver(group), alignment));
         let mut builder = OperatorBuilder::new("ExchangeReceive".to_owned(), scope);
         let address = builder.operator_info().address;
         let (output, stream) = builder.new_output::<Vec<D>>();
@@ -329,6 +341,11 @@ impl ExchangeReceive {
                         }
                     }
                     capabilities.downgrade(&union.borrow());
+                    if let Some((frontier, alignment)) = &aligned {
+                        let least = union.elements().iter().map(|time| time.event_time).min();
+                        frontier.set(least.unwrap_or(EventTime::MAX));
+                        alignment.advanced();
+                    }
                 }
                 !capabilities.is_empty()
             }

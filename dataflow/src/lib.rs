@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod alignment;
 pub mod api;
 pub mod exchange;
 pub mod job;

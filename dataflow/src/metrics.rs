@@ -23,6 +23,10 @@ pub struct SlotMetrics {
     pub watermark: AtomicI64,
     /// Splits of this slot that reached their end.
     pub splits_finished: AtomicU64,
+    /// The most this slot's sources ran ahead of the aligned frontier the slot had seen (ms
+    /// of event time; see [`crate::alignment`]): an upper bound on their lead over the
+    /// slowest source, as that frontier may be stale.
+    pub watermark_lead_max_ms: AtomicI64,
 }
 
 impl Default for SlotMetrics {
@@ -35,6 +39,7 @@ impl Default for SlotMetrics {
             rows_emitted: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             splits_finished: AtomicU64::new(0),
+            watermark_lead_max_ms: AtomicI64::new(0),
         }
     }
 }

@@ -548,7 +548,9 @@ impl<A> WatermarkStrategy<A> {
     /// behind that is late. Idleness follows processing time, so results then depend on timing
     /// (as in Flink); the simulator's fault-free comparison does not apply to such jobs. It
     /// works among the splits of one slot: a slot whose every unfinished split is idle still
-    /// holds event time where it was (it cannot know the other slots' watermarks).
+    /// holds event time where it was (it cannot know the other slots' watermarks), and so,
+    /// through watermark alignment ([`crate::alignment`]), the reading of the other slots'
+    /// sources of its group.
     pub fn with_idleness(mut self, ms: u64) -> Self {
         assert!(ms > 0, "an idleness timeout must be positive");
         self.idleness_ms = Some(ms);
@@ -596,6 +598,11 @@ pub(crate) struct SourceSetup {
     pub final_checkpoint: Rc<Cell<Option<Epoch>>>,
     /// Exchange batches waiting for credit: the source pauses above [`PRESSURE_LIMIT`].
     pub pressure: Rc<Cell<usize>>,
+    /// The slot's watermark alignment: the source pauses while far ahead of the slowest of
+    /// its group.
+    pub alignment: Rc<crate::alignment::Alignment>,
+    /// The source's group of sources in [`Self::alignment`].
+    pub alignment_group: crate::alignment::Group,
     /// Where the source reports its checkpoint parts.
     pub snapshots: Rc<RefCell<SnapshotCollector>>,
     /// This source's handle in the collector.
@@ -630,7 +637,8 @@ pub(crate) fn source_operator<'scope, S: Source, A: TimestampAssigner<S::Record>
     let mut builder = OperatorBuilder::new(format!("Source({})", setup.name), scope);
     let address = builder.operator_info().address;
     let activator = scope.activator_for(address.clone());
-    let self_activator = scope.activator_for(address);
+    let self_activator = scope.activator_for(address.clone());
+    setup.alignment.register_source(scope.activator_for(address));
     let (records_output, records) = builder.new_output::<Vec<Record<S::Record>>>();
     let (errors_output, errors) = builder.new_output::<Vec<ErrorRow>>();
     let mut records_output =
@@ -649,6 +657,8 @@ pub(crate) fn source_operator<'scope, S: Source, A: TimestampAssigner<S::Record>
             target_epoch,
             final_checkpoint,
             pressure,
+            alignment,
+            alignment_group,
             snapshots,
             part,
             fatal,
@@ -740,6 +750,15 @@ pub(crate) fn source_operator<'scope, S: Source, A: TimestampAssigner<S::Record>
             }
             if fatal.borrow().is_some() || pressure.get() >= PRESSURE_LIMIT {
                 return true; // woken by the slot driver when credit returns
+            }
+            if let Some(lead) = alignment.lead(alignment_group, last_watermark) {
+                metrics.watermark_lead_max_ms.fetch_max(lead, std::sync::atomic::Ordering::Relaxed);
+            }
+            if alignment.must_pause(alignment_group, last_watermark) {
+                // A pause is not inactivity: a split's idleness timeout counts from its end.
+                let now = weir_core::rt::now();
+                splits.iter_mut().filter(|split| !split.idle).for_each(|split| split.last_active = now);
+                return true; // woken when the aligned frontier advances
             }
             // 2. Read one batch.
             let mut budget = BATCH_RECORDS;

@@ -88,6 +88,33 @@ enum Command {
         #[arg(long, default_value = "/tmp")]
         scratch: PathBuf,
     },
+    /// State larger than memory: the `dedup` job keyed on tens of millions of ids, in a memory
+    /// cgroup below its state, SIGKILLed after a checkpoint and resumed; output checked
+    /// against the reference. Needs root (it makes the cgroup) and a binary with RocksDB.
+    LargerThanMemory {
+        /// The binary with the example jobs, built with RocksDB
+        /// (`cargo build --release -p weir-example --features rocksdb`).
+        #[arg(long, default_value = "target/release/weir-example")]
+        weir: PathBuf,
+        /// Deliveries to generate (a tenth are retries; the rest are distinct ids).
+        #[arg(long, default_value_t = 40_000_000)]
+        events: u64,
+        /// Slots.
+        #[arg(long, default_value_t = 1)]
+        parallelism: usize,
+        /// The memory limit, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory_limit_mib: u64,
+        /// `rocksdb`, or `memory` to see the kernel kill the same job.
+        #[arg(long, default_value = "rocksdb")]
+        backend: String,
+        /// SIGKILL the first run once this checkpoint has completed.
+        #[arg(long, default_value_t = 20)]
+        kill_after_checkpoint: u64,
+        /// Scratch directory (removed first).
+        #[arg(long, default_value = "/tmp/weir-larger-than-memory")]
+        scratch: PathBuf,
+    },
     /// Writes `events` generated bids as a CSV file (for `e2e --input`).
     WriteCsv {
         /// Events to generate.
@@ -166,6 +193,25 @@ fn main() -> anyhow::Result<()> {
             );
             println!("{HEADER}");
             weir_bench::nexmark::run(&config, |figures| println!("{}", figures.markdown()))?;
+        }
+        Command::LargerThanMemory {
+            weir,
+            events,
+            parallelism,
+            memory_limit_mib,
+            backend,
+            kill_after_checkpoint,
+            scratch,
+        } => {
+            weir_bench::larger_than_memory::run(&weir_bench::larger_than_memory::Config {
+                weir,
+                events,
+                parallelism,
+                memory_limit: memory_limit_mib << 20,
+                backend,
+                kill_after_checkpoint,
+                scratch,
+            })?;
         }
         Command::WriteCsv { events, path } => {
             let config = GeneratorConfig::new(events, 1);

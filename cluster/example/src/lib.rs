@@ -6,8 +6,10 @@
 //! - [`enrichment`]: two connected streams — clicks joined with each user's latest profile,
 //!   kept in keyed state with a time to live.
 //! - [`sessions`]: sessionized clicks — merging session windows per user.
+//! - [`dedup`]: deduplication by id with a time to live — keyed state that outgrows memory.
 //! - [`mix`]: sliding and cumulating windows, an interval join and a window join.
 
+pub mod dedup;
 pub mod enrichment;
 pub mod fraud;
 pub mod mix;
@@ -20,4 +22,5 @@ pub fn register(registry: &mut weir_dataflow::JobRegistry) {
     registry.register(enrichment::job());
     registry.register(sessions::job());
     registry.register(mix::job());
+    registry.register(dedup::job());
 }

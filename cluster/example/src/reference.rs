@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use weir_core::time::EventTime;
 
+use crate::dedup::Payment;
 use crate::enrichment::{Click, EnrichedClick, Profile};
 use crate::fraud::{Alert, Transaction, LARGE_CENTS, SMALL_CENTS, WINDOW_MS};
 use crate::sessions::Session;
@@ -85,6 +86,26 @@ pub fn fraud(splits: &[Vec<Transaction>], out_of_orderness_ms: i64) -> (Vec<Aler
     let mut late = late;
     late.sort();
     (alerts, late)
+}
+
+/// What `dedup` must commit: each on-time payment whose id was not let through within the
+/// time to live before it (an id's payments taken in event-time order, ties by encoding), and
+/// the late payments. Sorted, as the tests read the output back.
+pub fn dedup(splits: &[Vec<Payment>], out_of_orderness_ms: i64, ttl_ms: i64) -> (Vec<Payment>, Vec<Payment>) {
+    let (mut on_time, mut late) = split_lateness(splits, out_of_orderness_ms, |p| p.time);
+    // Sorted by id and then time; encodings only for ties (tens of millions of payments).
+    on_time.sort_by(|a, b| (a.id, a.time).cmp(&(b.id, b.time)).then_with(|| encoding(a).cmp(&encoding(b))));
+    let mut let_through: Option<(i64, EventTime)> = None;
+    on_time.retain(|payment| {
+        let remembered = matches!(let_through, Some((id, at)) if id == payment.id && payment.time < at + ttl_ms);
+        if !remembered {
+            let_through = Some((payment.id, payment.time));
+        }
+        !remembered
+    });
+    on_time.sort();
+    late.sort();
+    (on_time, late)
 }
 
 /// A record of the enrichment's two inputs, profiles first at equal times.

@@ -16,6 +16,7 @@ use weir_cluster::coordinator::{CrashPoint, JobError};
 use weir_cluster::run::{run_job, RunError, RunOptions};
 use weir_core::job::BadRecordPolicy;
 use weir_dataflow::source::Generator;
+use weir_example::dedup::{Dedup, Payment, Payments, PAYMENT_HEADER};
 use weir_example::enrichment::{Click, ClickGenerator, EnrichedClick, ProfileGenerator, Streams};
 use weir_example::fraud::{Alert, Transaction, Transactions};
 use weir_example::reference::{self, Input};
@@ -24,7 +25,45 @@ use weir_example::sessions::Session;
 fn registry() -> weir_dataflow::JobRegistry {
     let mut registry = weir_cluster::jobs::builtin();
     weir_example::register(&mut registry);
+    registry.register(two_pipelines_job());
     registry
+}
+
+/// A job of two unrelated pipelines, each `dedup`'s on the same generated payments, the second
+/// with event time an hour earlier: their sources never meet, so neither waits for the other.
+fn two_pipelines_job() -> weir_dataflow::JobDef {
+    use weir_dataflow::source::{GeneratorSource, WatermarkStrategy};
+    use weir_dataflow::{JobDef, ParamDef, ParamKind};
+    const HOUR_MS: i64 = 3_600_000;
+    JobDef::new(
+        "two-pipelines",
+        "test job: two unrelated dedup pipelines, the second an hour behind in event time",
+        vec![
+            ParamDef::required("output", ParamKind::Path, "output directory"),
+            ParamDef::new("events", ParamKind::UInt, "1000", "deliveries per pipeline"),
+        ],
+        |job, params| {
+            let output = params.path("output")?;
+            let events = params.u64("events")?;
+            let now = WatermarkStrategy::bounded_out_of_orderness(1_000, |p: &Payment| p.time);
+            let earlier = WatermarkStrategy::bounded_out_of_orderness(1_000, |p: &Payment| p.time - HOUR_MS);
+            let pipelines = [
+                ("now", job.source("now", GeneratorSource::new(Payments::new(events, 10, 0)?), now)),
+                ("earlier", job.source("earlier", GeneratorSource::new(Payments::new(events, 10, 0)?), earlier)),
+            ];
+            for (name, payments) in pipelines {
+                let unique = payments.records.key_by(|p: &Payment| p.id).process(name, Dedup::new(HOUR_MS));
+                unique.results.sink_serde_csv(&format!("{name}-payments"), output.join(name), PAYMENT_HEADER);
+                unique.late.sink_serde_csv(
+                    &format!("{name}-late"),
+                    output.join(format!("{name}-late")),
+                    PAYMENT_HEADER,
+                );
+                payments.errors.sink_csv(&format!("{name}-errors"), output.join(format!("{name}-errors")));
+            }
+            Ok(())
+        },
+    )
 }
 
 fn options(job: &str, params: &[(&str, String)], parallelism: usize) -> RunOptions {
@@ -410,6 +449,18 @@ fn example_jobs_restore_exactly(backend: &Backend) {
     assert_eq!(committed_csv::<Session>(&out("sessions").join("sessions")), sessions);
     assert_eq!(committed_csv::<Click>(&out("sessions").join("late")), late);
 
+    let params = [
+        ("output", out("dedup").display().to_string()),
+        ("events", "40000".into()),
+        ("retry-percent", "20".into()),
+        ("seed", "6".into()),
+        ("ttl", "400ms".into()),
+    ];
+    crash_and_resume("dedup", &params, parallelism, backend);
+    let (unique, late) = reference::dedup(&generated(&Payments::new(40_000, 20, 6).unwrap(), parallelism), 1_000, 400);
+    assert_eq!(committed_csv::<Payment>(&out("dedup").join("payments")), unique);
+    assert_eq!(committed_csv::<Payment>(&out("dedup").join("late")), late);
+
     use weir_example::mix::{AlarmGenerator, Pair, ReadingGenerator, Sensors};
     let params = [
         ("output", out("mix").display().to_string()),
@@ -488,6 +539,85 @@ fn enrichment_equals_the_reference_at_every_parallelism() {
         assert!(enriched.iter().any(|c| c.country == "unknown") && enriched.iter().any(|c| c.country != "unknown"));
         assert_eq!(committed_csv::<EnrichedClick>(&output.join("clicks")), enriched, "parallelism {parallelism}");
         assert_eq!(committed_json::<Input>(&output.join("late")), late, "parallelism {parallelism}");
+    }
+}
+
+#[test]
+fn dedup_equals_the_reference_at_every_parallelism() {
+    for parallelism in [1, 2, 4] {
+        let root = tempfile::tempdir().unwrap();
+        let output = root.path().join("out");
+        let params = [
+            ("output", output.display().to_string()),
+            ("events", "40000".to_string()),
+            ("retry-percent", "30".to_string()),
+            ("seed", "5".to_string()),
+            ("ttl", "400ms".to_string()),
+        ];
+        run_job(&registry(), options("dedup", &params, parallelism)).expect("runs");
+        let deliveries = generated(&Payments::new(40_000, 30, 5).unwrap(), parallelism);
+        let (unique, late) = reference::dedup(&deliveries, 1_000, 400);
+        let on_time = deliveries.iter().flatten().count() - late.len();
+        assert!(unique.len() < on_time * 8 / 10 && !late.is_empty(), "the input has retries and late payments");
+        let (remembered_forever, _) = reference::dedup(&deliveries, 1_000, 3_600_000);
+        assert!(unique.len() > remembered_forever.len(), "some retries come after the time to live");
+        assert_eq!(committed_csv::<Payment>(&output.join("payments")), unique, "parallelism {parallelism}");
+        assert_eq!(committed_csv::<Payment>(&output.join("late")), late, "parallelism {parallelism}");
+    }
+}
+
+/// Unthrottled at 2 slots, a slot whose records all wait for the other slot's watermark has
+/// time to spare and its source ran ahead — a million records (300 MB) waiting in the stateful
+/// operators. Watermark alignment keeps every source within the drift (plus the batch it was
+/// reading) of the slowest.
+#[test]
+fn sources_run_no_further_ahead_of_the_slowest_than_the_alignment_allows() {
+    let root = tempfile::tempdir().unwrap();
+    let output = root.path().join("out");
+    let params =
+        [("output", output.display().to_string()), ("events", "600000".to_string()), ("ttl", "1h".to_string())];
+    let mut options = options("dedup", &params, 2);
+    options.rate_limit = None;
+    options.checkpoint_interval = Some(Duration::from_millis(100));
+    let summary = run_job(&registry(), options).expect("runs");
+    // One batch of a slot's one generated split: BATCH_RECORDS records, 2 ms of event time apart.
+    let batch_span_ms = weir_dataflow::source::BATCH_RECORDS as i64 * 2;
+    let allowed = weir_dataflow::alignment::MAX_DRIFT_MS + batch_span_ms + 1_000;
+    assert!(summary.watermark_lead_max_ms > 0, "the lead was measured");
+    assert!(
+        summary.watermark_lead_max_ms <= allowed,
+        "a source ran {} ms of event time ahead of the slowest (allowed {allowed})",
+        summary.watermark_lead_max_ms
+    );
+    let deliveries = generated(&Payments::new(600_000, 10, 0).unwrap(), 2);
+    let (unique, _) = reference::dedup(&deliveries, 1_000, 3_600_000);
+    assert_eq!(committed_csv::<Payment>(&output.join("payments")), unique);
+}
+
+/// Alignment holds a source back only for the sources its records meet: here the second
+/// pipeline's source is an hour behind in event time, and the first must not wait for it
+/// (before sources were grouped, it waited until the second had finished: an hour's lead).
+#[test]
+fn unrelated_pipelines_do_not_hold_each_other_back() {
+    let root = tempfile::tempdir().unwrap();
+    let output = root.path().join("out");
+    let params = [("output", output.display().to_string()), ("events", "200000".to_string())];
+    let mut options = options("two-pipelines", &params, 2);
+    options.rate_limit = None;
+    let summary = run_job(&registry(), options).expect("runs");
+    let batch_span_ms = weir_dataflow::source::BATCH_RECORDS as i64 * 2;
+    let allowed = weir_dataflow::alignment::MAX_DRIFT_MS + batch_span_ms + 1_000;
+    assert!(summary.watermark_lead_max_ms > 0, "the lead was measured");
+    assert!(
+        summary.watermark_lead_max_ms <= allowed,
+        "a source ran {} ms of event time ahead of the slowest of its group (allowed {allowed})",
+        summary.watermark_lead_max_ms
+    );
+    let deliveries = generated(&Payments::new(200_000, 10, 0).unwrap(), 2);
+    let (unique, late) = reference::dedup(&deliveries, 1_000, 3_600_000);
+    for name in ["now", "earlier"] {
+        assert_eq!(committed_csv::<Payment>(&output.join(name)), unique, "{name}");
+        assert_eq!(committed_csv::<Payment>(&output.join(format!("{name}-late"))), late, "{name}");
     }
 }
 
