@@ -339,7 +339,10 @@ fn print_summary(summary: &RunSummary, cpu_before: Option<u64>) {
         summary.coordinator.state_bytes
     );
     println!("  wall time:          {seconds:.3} s ({:.0} events/s)", summary.records_read as f64 / seconds);
-    println!("  watermark lead:     at most {} ms ahead of the slowest source", summary.watermark_lead_max_ms);
+    println!(
+        "  watermark lead:     at most {} ms ahead of the slowest source of its group",
+        summary.watermark_lead_max_ms
+    );
     if let Some(cpu) = cpu_seconds {
         println!("  cpu time:           {cpu:.3} s ({:.0} events per cpu-second)", summary.records_read as f64 / cpu);
     }

@@ -101,9 +101,9 @@ pub struct RunSummary {
     pub coordinator: CoordinatorOutcome,
     /// Wall-clock milliseconds of the run.
     pub elapsed_ms: u64,
-    /// The most any slot's sources ran ahead of the aligned frontier their slot had seen (ms
-    /// of event time; an upper bound on the lead over the slowest source; see
-    /// `weir_dataflow::alignment`).
+    /// The most any slot's sources ran ahead of the aligned frontier of their group their slot
+    /// had seen (ms of event time; an upper bound on the lead over the slowest source of the
+    /// group that feeds aligned receivers; see `weir_dataflow::alignment`).
     pub watermark_lead_max_ms: i64,
 }
 

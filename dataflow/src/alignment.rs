@@ -1,4 +1,5 @@
-//! Watermark alignment: a source whose watermark runs ahead of the job's slowest pauses.
+//! Watermark alignment: a source whose watermark runs ahead of the slowest source its records
+//! wait for pauses.
 //!
 //! Records of a keyed stream wait in the stateful operator that receives them until event
 //! time — the least watermark over every slot's sources — passes them. When one slot's
@@ -13,19 +14,21 @@
 //! their *aligned frontier*: the least event time in the frontiers of the slot's exchange
 //! receivers fed straight from sources of their group (through stateless steps only, carrying
 //! event time), which is the least watermark of the sources feeding them. A source's *group*
-//! is every source whose records meet its own in some stream (a union, a join, a connected or
-//! broadcast stream, before or after stateful steps): unrelated pipelines of one job never
-//! hold each other back, and a source whose group has no aligned receiver never pauses.
-//! Receivers after a stateful step are not counted: their frontier is held back by that
-//! step's output, which may wait for the very source that would pause. Flink offers the same
-//! as `WatermarkStrategy::withWatermarkAlignment`, opt-in, with named groups; here it is always
+//! is every source whose records meet its own in some stream of the DataStream API (a union,
+//! a join, a connected or broadcast stream, before or after stateful steps): unrelated
+//! pipelines of one job never hold each other back, and a source whose group has no aligned
+//! receiver never pauses. Receivers after a stateful step are not counted: their frontier is
+//! held back by that step's output, which may wait for the very source that would pause. So
+//! only sources reaching a receiver through stateless steps set their group's frontier: one
+//! whose records meet the group only after another source's stateful step is held to the
+//! group's pace but does not hold it back. Flink offers the same as
+//! `WatermarkStrategy::withWatermarkAlignment`, opt-in, with named groups; here it is always
 //! on, and the groups follow from the job's graph.
 //!
 //! Alignment cannot stop event time. A paused source waits for its receivers' next report,
 //! which needs no source to read: the frontier of a receiver rises to the least watermark of
 //! the sources feeding it, so the slowest source (whose watermark that is) reads on as soon as
-//! its own last batch has reached the receivers. Every source moves at most one batch at a
-//! time ahead of its group's slowest.
+//! its own last batch has reached the receivers.
 //!
 //! What it bounds, exactly:
 //! - a source checks before each batch it reads, so it may run [`MAX_DRIFT_MS`] plus one
@@ -34,7 +37,10 @@
 //!   no exchange and nothing is aligned;
 //! - a slot whose every unfinished split is idle holds event time, and so the reading of the
 //!   other slots' sources of its group, where it is; nothing they read could be processed
-//!   before event time moves on.
+//!   before event time moves on;
+//! - SQL's updating operators (differential collections, [`crate::updating`]) carry no group:
+//!   the sources of a regular join between updating inputs are each aligned only with
+//!   themselves, so one side may still run ahead of the other.
 //!
 //! Pausing only delays reading: which records a source reads, and so the output, is the same.
 

@@ -23,9 +23,9 @@ pub struct SlotMetrics {
     pub watermark: AtomicI64,
     /// Splits of this slot that reached their end.
     pub splits_finished: AtomicU64,
-    /// The most this slot's sources ran ahead of the aligned frontier the slot had seen (ms
-    /// of event time; see [`crate::alignment`]): an upper bound on their lead over the
-    /// slowest source, as that frontier may be stale.
+    /// The most this slot's sources ran ahead of their group's aligned frontier the slot had
+    /// seen (ms of event time; see [`crate::alignment`]): an upper bound on their lead over
+    /// the slowest source of the group feeding aligned receivers, as that frontier may be stale.
     pub watermark_lead_max_ms: AtomicI64,
 }
 
