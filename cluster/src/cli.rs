@@ -105,6 +105,10 @@ pub struct WorkerArgs {
     /// directory of the system's temporary directory.
     #[arg(long, value_name = "DIR")]
     pub local_state_dir: Option<std::path::PathBuf>,
+    /// The memory each slot's RocksDB instances share (half block cache, half write buffers),
+    /// as Flink's slots share managed memory: 128MiB, 1GiB, ...; at least 32MiB.
+    #[arg(long = "state-memory-per-slot", default_value = "128MiB", value_parser = parse_state_memory, value_name = "SIZE")]
+    pub state_memory_per_slot_bytes: u64,
     /// TLS material.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -267,6 +271,40 @@ pub struct Interval(pub Option<Duration>);
 
 pub use weir_core::job::parse_duration_ms;
 
+/// Parses a memory size: a number of bytes, or a number with a unit (`KiB`, `MiB`, `GiB`,
+/// `TiB`, or `KB`, `MB`, `GB`, `TB` and their one-letter forms, all powers of 1024 as in
+/// Flink's memory settings).
+pub fn parse_memory_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    if number.is_empty() {
+        return Err(format!("`{text}` is not a size; write a whole number with a unit, like 256MiB"));
+    }
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => return Err(format!("`{text}`: unknown unit `{other}`; write bytes, or KiB, MiB, GiB or TiB")),
+    };
+    let number: u64 =
+        number.parse().map_err(|_| format!("`{text}` is not a size; write a whole number with a unit, like 256MiB"))?;
+    number.checked_mul(1 << shift).ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Parses the memory of a slot's RocksDB instances: a size of at least
+/// [`weir_dataflow::state::MIN_SLOT_MEMORY_BYTES`].
+pub fn parse_state_memory(text: &str) -> Result<u64, String> {
+    let bytes = parse_memory_size(text)?;
+    let least = weir_dataflow::state::MIN_SLOT_MEMORY_BYTES;
+    if bytes < least {
+        return Err(format!("`{text}` is below the least a slot's RocksDB instances need, {}MiB", least >> 20));
+    }
+    Ok(bytes)
+}
+
 /// Parses a duration that must be positive.
 pub fn parse_positive_duration_ms(text: &str) -> Result<i64, String> {
     match parse_duration_ms(text)? {
@@ -320,6 +358,7 @@ impl WorkerArgs {
             tls: crate::tls::TlsContext::load(&self.tls.certs, crate::tls::Role::Worker)?,
             registry,
             local_state_dir: self.local_state_dir.clone().unwrap_or_else(crate::deploy::default_local_state_dir),
+            state_memory_per_slot_bytes: self.state_memory_per_slot_bytes,
         })
     }
 }
@@ -446,7 +485,17 @@ pub fn job_command(def: &JobDef, kind: InvocationKind) -> clap::Command {
                 None,
                 "where slots keep local state (--state-backend rocksdb); default: weir-local-state in the system's \
                  temporary directory",
-            )),
+            ))
+            .arg(
+                engine(
+                    "state-memory-per-slot",
+                    "SIZE",
+                    Some("128MiB"),
+                    "the memory each slot's RocksDB instances share (half block cache, half write buffers): 128MiB, \
+                     1GiB, ...; at least 32MiB",
+                )
+                .value_parser(parse_state_memory),
+            ),
         InvocationKind::Submit => {
             command.arg(engine("coordinator", "ADDR", Some("127.0.0.1:7400"), "the coordinator's address")).arg(
                 engine(
@@ -539,6 +588,9 @@ pub fn parse_invocation(
         if let Some(dir) = text("local-state-dir") {
             options.local_state_dir = crate::run::absolute(std::path::Path::new(&dir));
         }
+        if let Some(&bytes) = matches.get_one::<u64>("state-memory-per-slot") {
+            options.state_memory_per_slot_bytes = bytes;
+        }
     }
     let interval = |id: &str| parse_interval(&text(id).unwrap_or_default()).map_err(|e| format!("--{id}: {e}"));
     options.checkpoint_interval = match defaults.checkpoint_interval {
@@ -604,7 +656,7 @@ pub fn describe_jobs(registry: &JobRegistry) -> String {
     out.push_str(
         "Every job also takes the engine's flags: --parallelism, --on-bad-record, --checkpoint-interval, \
          --checkpoint-timeout, --retained-checkpoints, --state-backend, --rate (and --checkpoint-dir, --local-state-dir, \
-         --progress with `weir run`).\n",
+         --state-memory-per-slot, --progress with `weir run`).\n",
     );
     out
 }
@@ -708,5 +760,48 @@ SET 'execution.checkpointing.interval' = '10 s';
         }
         let error = parse("", &["--state-backend", "lmdb"], InvocationKind::Run).unwrap_err();
         assert!(error.contains("lmdb") && error.contains("rocksdb"), "{error}");
+    }
+
+    #[test]
+    fn a_slots_state_memory_is_a_size_with_a_unit_and_at_least_the_least() {
+        assert_eq!(parse_memory_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_memory_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_memory_size("2 gb"), Ok(2 << 30));
+        assert_eq!(parse_memory_size("64m"), Ok(64 << 20));
+        for (bad, says) in [("12 parsecs", "unknown unit `parsecs`"), ("MiB", "not a size"), ("-5MiB", "not a size")] {
+            let error = parse_memory_size(bad).unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+        assert!(parse_memory_size("99999999999TiB").unwrap_err().contains("too large"));
+        assert!(parse_state_memory("16MiB").unwrap_err().contains("32MiB"));
+        let registry = crate::jobs::builtin();
+        let run = |flags: &[&str]| {
+            let mut all =
+                vec!["--script".to_string(), "CREATE TABLE t (a BIGINT) WITH ('connector' = 'blackhole');".into()];
+            all.extend(flags.iter().map(|f| f.to_string()));
+            parse_invocation(&registry, &SqlInvocation { flags: all }.job(), InvocationKind::Run).map(|parsed| {
+                match parsed {
+                    Invocation::Job(parsed) => parsed.options.state_memory_per_slot_bytes,
+                    other => panic!("expected a job, got {other:?}"),
+                }
+            })
+        };
+        assert_eq!(run(&[]).unwrap(), weir_dataflow::state::DEFAULT_SLOT_MEMORY_BYTES);
+        assert_eq!(run(&["--state-memory-per-slot", "1GiB"]).unwrap(), 1 << 30);
+        let error = run(&["--state-memory-per-slot", "1MiB"]).unwrap_err();
+        assert!(error.contains("state-memory-per-slot") && error.contains("32MiB"), "{error}");
+        // A worker's flag: the same default, and the same parser.
+        let worker = |flags: &[&str]| {
+            let mut all = vec!["weir", "worker", "--coordinator", "x:1", "--certs", "c"];
+            all.extend(flags);
+            match Cli::try_parse_from(all).map(|cli| cli.command) {
+                Ok(Command::Worker(args)) => Ok(args.state_memory_per_slot_bytes),
+                Ok(other) => panic!("expected a worker, got {other:?}"),
+                Err(error) => Err(error.to_string()),
+            }
+        };
+        assert_eq!(worker(&[]).unwrap(), weir_dataflow::state::DEFAULT_SLOT_MEMORY_BYTES);
+        assert_eq!(worker(&["--state-memory-per-slot", "512MiB"]).unwrap(), 512 << 20);
+        assert!(worker(&["--state-memory-per-slot", "lots"]).unwrap_err().contains("not a size"));
     }
 }

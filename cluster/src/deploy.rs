@@ -493,6 +493,8 @@ pub struct SlotLaunch {
     pub store: CheckpointStore,
     /// The node's directory for local state (`--local-state-dir`).
     pub local_state_dir: PathBuf,
+    /// The memory each slot's state instances share (`--state-memory-per-slot`), in bytes.
+    pub state_memory_per_slot_bytes: u64,
 }
 
 /// A slot's directory for local state: one per job, slot and deployment attempt, so that a
@@ -525,6 +527,7 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
         rate_limit,
         store,
         local_state_dir,
+        state_memory_per_slot_bytes,
     } = launch;
     let restored = restored_slot(snapshot);
     let state_dir = slot_state_dir(&local_state_dir, &job.job_id, slot, attempt);
@@ -550,6 +553,7 @@ pub fn launch_slot(launch: SlotLaunch) -> Result<rt::SlotHandle, RunError> {
                 }
             }),
             state_dir,
+            state_memory_bytes: state_memory_per_slot_bytes,
         };
         let slot_events = events.clone();
         let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(drive_slot(

@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub allow_non_restored_state: bool,
     /// Where slots keep local state (RocksDB instances).
     pub local_state_dir: PathBuf,
+    /// The memory each slot's RocksDB instances share, in bytes (`--state-memory-per-slot`).
+    pub state_memory_per_slot_bytes: u64,
 }
 
 impl RunOptions {
@@ -73,6 +75,7 @@ impl RunOptions {
             rate_limit: None,
             from_savepoint: None,
             local_state_dir: crate::deploy::default_local_state_dir(),
+            state_memory_per_slot_bytes: weir_dataflow::state::DEFAULT_SLOT_MEMORY_BYTES,
             allow_non_restored_state: false,
         }
     }
@@ -323,6 +326,7 @@ async fn run_job_async(registry: &JobRegistry, options: RunOptions) -> Result<Ru
             rate_limit: options.rate_limit.map(|rate| (rate / parallelism as u64).max(1)),
             store: store.clone(),
             local_state_dir: options.local_state_dir.clone(),
+            state_memory_per_slot_bytes: options.state_memory_per_slot_bytes,
         })?);
     }
     drop(events_tx);

@@ -87,6 +87,8 @@ pub struct WorkerOptions {
     pub registry: Arc<JobRegistry>,
     /// Where slots keep local state (RocksDB instances), one directory per job, slot and attempt.
     pub local_state_dir: std::path::PathBuf,
+    /// The memory each slot's RocksDB instances share, in bytes.
+    pub state_memory_per_slot_bytes: u64,
 }
 
 /// A worker could not run.
@@ -269,6 +271,7 @@ async fn serve_coordinator(options: &WorkerOptions, data_address: &str, plane: &
         tls: options.tls.clone(),
         registry: options.registry.clone(),
         local_state_dir: options.local_state_dir.clone(),
+        state_memory_per_slot_bytes: options.state_memory_per_slot_bytes,
         plane: plane.clone(),
         outbox,
         attempts,
@@ -324,6 +327,7 @@ struct Session {
     tls: TlsContext,
     registry: Arc<JobRegistry>,
     local_state_dir: std::path::PathBuf,
+    state_memory_per_slot_bytes: u64,
     plane: Arc<DataPlane>,
     outbox: UnboundedSender<ToCoordinator>,
     attempts: Arc<Mutex<BTreeMap<u64, RunningAttempt>>>,
@@ -380,7 +384,12 @@ impl Session {
             let _ = self.outbox.send(ToCoordinator::DeployFailed { attempt, message });
             return;
         }
-        let node = Node { registry: &self.registry, tls: &self.tls, local_state_dir: &self.local_state_dir };
+        let node = Node {
+            registry: &self.registry,
+            tls: &self.tls,
+            local_state_dir: &self.local_state_dir,
+            state_memory_per_slot_bytes: self.state_memory_per_slot_bytes,
+        };
         match deploy(self.worker_id, deployment, node, &self.plane, &self.outbox).await {
             Ok(running) => {
                 self.attempts.lock().expect("attempts lock").insert(attempt, running);
@@ -415,6 +424,7 @@ struct Node<'a> {
     registry: &'a JobRegistry,
     tls: &'a TlsContext,
     local_state_dir: &'a std::path::Path,
+    state_memory_per_slot_bytes: u64,
 }
 
 /// Starts this worker's slots of `deployment`. Anything that fails leaves nothing running.
@@ -635,6 +645,7 @@ async fn deploy(
             rate_limit,
             store: store.clone(),
             local_state_dir: node.local_state_dir.to_path_buf(),
+            state_memory_per_slot_bytes: node.state_memory_per_slot_bytes,
         });
         match launched {
             Ok(handle) => running.handles.push(handle),

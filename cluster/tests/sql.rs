@@ -1053,3 +1053,48 @@ fn an_interval_join_pairs_rows_within_its_bounds_and_equals_the_reference() {
         assert_eq!(committed(&out), expected, "parallelism {parallelism}");
     }
 }
+
+/// Watermark alignment holds a source back only for the sources its records meet: in SQL, the
+/// two sides of a join of an updating result (a concatenation of updating streams)
+/// meet, and a table read by an unrelated statement meets neither. (Before updating streams
+/// carried their sources' group, the sides of such a join were two groups, and one side could
+/// read far ahead of the other, its records waiting in the join's arrangements.)
+#[test]
+fn the_sources_of_a_join_of_updating_results_pause_for_each_other_and_no_other() {
+    let registry = weir_cluster::jobs::builtin();
+    let root = tempfile::tempdir().unwrap();
+    let at = |ms: i64| weir_sql::types::format_timestamp(1_700_000_000_000 + ms);
+    let write = |name: &str, lines: Vec<String>| {
+        let path = root.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path.display().to_string()
+    };
+    let customers = write("customers.csv", (0..5).map(|id| format!("{id},c{id},\"{}\"", at(id * 100))).collect());
+    let orders = write("orders.csv", (0..20).map(|oid| format!("{oid},{},\"{}\"", oid % 5, at(oid * 50))).collect());
+    let refunds = write("refunds.csv", (0..20).map(|oid| format!("{oid},\"{}\"", at(oid * 70))).collect());
+    let out = root.path().join("out");
+    let out = out.display();
+    let script = format!(
+        "CREATE TABLE customers (id BIGINT, name VARCHAR, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH ('connector' = 'filesystem', 'path' = '{customers}', 'format' = 'csv');
+         CREATE TABLE orders (oid BIGINT, customer BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH ('connector' = 'filesystem', 'path' = '{orders}', 'format' = 'csv');
+         CREATE TABLE refunds (oid BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH ('connector' = 'filesystem', 'path' = '{refunds}', 'format' = 'csv');
+         CREATE TABLE per_customer (name VARCHAR, orders BIGINT)
+         WITH ('connector' = 'filesystem', 'path' = '{out}/per_customer', 'format' = 'changelog-csv');
+         CREATE TABLE refunded (oid BIGINT)
+         WITH ('connector' = 'filesystem', 'path' = '{out}/refunded', 'format' = 'csv');
+         INSERT INTO per_customer SELECT c.name, o.orders
+         FROM (SELECT customer, COUNT(*) AS orders FROM orders GROUP BY customer) o
+         JOIN customers c ON o.customer = c.id;
+         INSERT INTO refunded SELECT oid FROM refunds;"
+    );
+    let given = [("script".to_string(), script)].into_iter().collect();
+    let job = registry.get("sql").unwrap();
+    let spec = job.spec(&given, 2, BadRecordPolicy::Skip).unwrap();
+    let plan = weir_dataflow::plan_job(job, &spec).expect("the script plans");
+    let group = |name: &str| plan.sources.iter().find(|s| s.name.contains(name)).expect(name).alignment_group;
+    assert_eq!(group("customers"), group("orders"), "the sides of the join are one group: {:?}", plan.sources);
+    assert_ne!(group("refunds"), group("orders"), "an unrelated table is a group of its own: {:?}", plan.sources);
+}

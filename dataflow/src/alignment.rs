@@ -14,8 +14,9 @@
 //! their *aligned frontier*: the least event time in the frontiers of the slot's exchange
 //! receivers fed straight from sources of their group (through stateless steps only, carrying
 //! event time), which is the least watermark of the sources feeding them. A source's *group*
-//! is every source whose records meet its own in some stream of the DataStream API (a union,
-//! a join, a connected or broadcast stream, before or after stateful steps): unrelated
+//! is every source whose records meet its own in some stream (a union, a join, a connected or
+//! broadcast stream, SQL's outer joins and joins of updating results, before or after stateful
+//! steps; [`crate::api::SourcePlan::alignment_group`] names each source's): unrelated
 //! pipelines of one job never hold each other back, and a source whose group has no aligned
 //! receiver never pauses. Receivers after a stateful step are not counted: their frontier is
 //! held back by that step's output, which may wait for the very source that would pause. So
@@ -37,10 +38,7 @@
 //!   no exchange and nothing is aligned;
 //! - a slot whose every unfinished split is idle holds event time, and so the reading of the
 //!   other slots' sources of its group, where it is; nothing they read could be processed
-//!   before event time moves on;
-//! - SQL's updating operators (differential collections, [`crate::updating`]) carry no group:
-//!   the sources of a regular join between updating inputs are each aligned only with
-//!   themselves, so one side may still run ahead of the other.
+//!   before event time moves on.
 //!
 //! Pausing only delays reading: which records a source reads, and so the output, is the same.
 
@@ -92,6 +90,11 @@ impl Alignment {
             (Some(a), Some(b)) => Some(self.merge(a, b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Whether `a` and `b` are one group (merged, directly or through others).
+    pub fn same_group(&self, a: Group, b: Group) -> bool {
+        self.root(a) == self.root(b)
     }
 
     fn root(&self, mut group: Group) -> Group {

@@ -110,6 +110,11 @@ pub struct SourcePlan {
     pub name: String,
     /// Its splits, described.
     pub splits: Vec<String>,
+    /// Its watermark-alignment group, named by the group's first source: the index in
+    /// [`JobPlan::sources`] of the first source whose records meet its own in some stream. A
+    /// source pauses while it runs far ahead of the slowest source of its group
+    /// ([`crate::alignment`]).
+    pub alignment_group: usize,
 }
 
 /// A sink of a planned job.
@@ -308,6 +313,7 @@ impl<'s> JobBuilder<'s> {
         let shared = &self.shared;
         let ctx = &shared.ctx;
         let described = source.splits(ctx.parallelism);
+        let alignment_group = ctx.alignment.new_group();
         let (offset, slot_splits) = {
             let mut plan = shared.plan.borrow_mut();
             if plan.plan.sources.iter().any(|s| s.name == name) {
@@ -317,7 +323,12 @@ impl<'s> JobBuilder<'s> {
                 });
             }
             let offset = plan.plan.split_count();
-            plan.plan.sources.push(crate::api::SourcePlan { name: name.to_owned(), splits: described.clone() });
+            // The group as built so far; `finish` names it by its first source.
+            plan.plan.sources.push(crate::api::SourcePlan {
+                name: name.to_owned(),
+                splits: described.clone(),
+                alignment_group,
+            });
             let mine: Vec<(usize, usize)> = (0..described.len())
                 .map(|index| (offset + index, index))
                 .filter(|(global, _)| global % ctx.parallelism == ctx.slot)
@@ -337,7 +348,6 @@ impl<'s> JobBuilder<'s> {
             keys.into_iter().filter_map(|k| all.remove(&k).map(|state| (k, state))).collect()
         };
         let timestamps = A::ASSIGNS;
-        let alignment_group = ctx.alignment.new_group();
         let part = ctx.snapshots.borrow_mut().register_source();
         let (records, errors, activator) = source_operator(
             self.scope,
@@ -386,6 +396,14 @@ impl<'s> JobBuilder<'s> {
                 "{what} is not read: records sent there would be lost; write it to a sink (or call .discard() to drop them knowingly)"
             )));
         }
+        // The groups are complete now that the graph is: name each by its first source.
+        let alignment = &self.shared.ctx.alignment;
+        let built: Vec<crate::alignment::Group> = plan.plan.sources.iter().map(|s| s.alignment_group).collect();
+        for (index, source) in plan.plan.sources.iter_mut().enumerate() {
+            source.alignment_group = (0..=index)
+                .find(|&first| alignment.same_group(built[first], built[index]))
+                .expect("a source is in its own group");
+        }
         Ok(plan.plan.clone())
     }
 }
@@ -427,8 +445,8 @@ struct Marks {
     /// time or late), and its frontier follows that step, so a receiver of it is not aligned
     /// ([`crate::alignment`]).
     after_stateful: bool,
-    /// The group of the sources it is made from, for watermark alignment; `None` for streams
-    /// made from no source of the DataStream API (such as those out of updating streams).
+    /// The group of the sources it is made from, for watermark alignment (kept through
+    /// updating streams); `None` for streams made from no source.
     source_group: Option<crate::alignment::Group>,
 }
 
@@ -484,15 +502,25 @@ impl<'s, T: Data> DataStream<'s, T> {
     }
 
     /// A stream of the job `shared` belongs to, out of an updating stream (see
-    /// [`crate::updating`]), which entries and folds, stateful steps, made.
+    /// [`crate::updating`]), which entries and folds, stateful steps, made from the sources
+    /// of `source_group`.
     pub(crate) fn from_parts(
         stream: Stream<'s, Time, Vec<Record<T>>>,
         shared: Rc<Shared>,
         timestamps: bool,
+        source_group: Option<crate::alignment::Group>,
         origin: &str,
     ) -> Self {
-        DataStream::new(stream, shared, timestamps, origin.to_owned(), None)
-            .marked(Marks { after_stateful: true, ..Marks::default() })
+        DataStream::new(stream, shared, timestamps, origin.to_owned(), None).marked(Marks {
+            after_stateful: true,
+            source_group,
+            ..Marks::default()
+        })
+    }
+
+    /// The watermark-alignment group of the sources this stream is made from.
+    pub(crate) fn source_group(&self) -> Option<crate::alignment::Group> {
+        self.marks.source_group
     }
 
     /// The job this stream belongs to.

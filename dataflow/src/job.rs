@@ -59,6 +59,8 @@ pub struct SlotSetup {
     /// This slot's directory for local state (a RocksDB instance per stateful operator); the
     /// slot owns it for as long as it runs.
     pub state_dir: std::path::PathBuf,
+    /// The memory its state instances share, in bytes ([`crate::state::set_slot_memory`]).
+    pub state_memory_bytes: u64,
 }
 
 /// The shared cells through which the slot driver steers a running dataflow.
@@ -104,8 +106,11 @@ pub fn build_slot(worker: &mut Worker, setup: SlotSetup) -> Result<SlotControl, 
         metrics,
         rate_limit,
         state_dir,
+        state_memory_bytes,
     } = setup;
     assert!(slot < spec.parallelism, "slot {slot} of a job at parallelism {}", spec.parallelism);
+    // The slot runs on this thread: its state instances share this budget.
+    crate::state::set_slot_memory(state_memory_bytes);
     let ctx = SlotContext {
         slot,
         parallelism: spec.parallelism,

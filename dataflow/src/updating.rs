@@ -68,6 +68,7 @@ use timely::order::PartialOrder;
 
 use weir_core::time::{EventTime, Time};
 
+use crate::alignment::Group;
 use crate::api::{DataStream, KeyedStream, Shared};
 use crate::keyed::{key_group_of, KeySelector};
 use crate::record::{Data, Record, RecordStream};
@@ -89,6 +90,10 @@ pub struct UpdatingStream<'s, K: UpdateKey, V: UpdateData> {
     updates: VecCollection<'s, Time, (K, V), isize>,
     shared: Rc<Shared>,
     timestamps: bool,
+    /// The watermark-alignment group of the sources its rows come from: updating streams that
+    /// meet (a concatenation: SQL's outer joins and joins of updating results) merge theirs, as DataStream unions and joins do
+    /// ([`crate::alignment`]), so that no source of a join reads far ahead of its partner.
+    source_group: Option<Group>,
 }
 
 /// One row of a changelog, as Flink names them.
@@ -138,11 +143,11 @@ where
     /// records, which a restore feeds in again).
     pub fn updating(self, uid: &str) -> UpdatingStream<'s, K, T> {
         let (stream, key) = self.into_parts();
-        let (shared, timestamps) = (stream.shared(), stream.has_timestamps());
+        let (shared, timestamps, source_group) = (stream.shared(), stream.has_timestamps(), stream.source_group());
         let logic = Entry { key, records: RecordLog::new(), replay: Vec::new() };
         let (entered, _) = stream.stateful("updating", Some(uid.to_owned()), logic, false, false);
         let updates = enter(entered.into_stream(), |row| (row, 1));
-        UpdatingStream { updates, shared, timestamps }
+        UpdatingStream { updates, shared, timestamps, source_group }
     }
 
     /// Enters differential dataflow through a fold: each key's rows as `fold` computes them from
@@ -152,7 +157,7 @@ where
     /// arrangement. `uid` names its state (the records, from which a restore recomputes it).
     pub fn fold_updating<F: GroupFold<K, T>>(self, uid: &str, fold: F) -> UpdatingStream<'s, K, F::Row> {
         let (stream, key) = self.into_parts();
-        let (shared, timestamps) = (stream.shared(), stream.has_timestamps());
+        let (shared, timestamps, source_group) = (stream.shared(), stream.has_timestamps(), stream.source_group());
         let logic = Fold {
             key,
             fold,
@@ -163,7 +168,7 @@ where
         };
         let (changes, _) = stream.stateful("fold", Some(uid.to_owned()), logic, false, false);
         let updates = enter(changes.into_stream(), |change| change);
-        UpdatingStream { updates, shared, timestamps }
+        UpdatingStream { updates, shared, timestamps, source_group }
     }
 
     /// Folds each key's records into the key's rows and writes their changelog straight away:
@@ -254,7 +259,12 @@ pub trait GroupFold<K, T>: 'static {
 
 impl<K: UpdateKey, V: UpdateData> Clone for UpdatingStream<'_, K, V> {
     fn clone(&self) -> Self {
-        UpdatingStream { updates: self.updates.clone(), shared: self.shared.clone(), timestamps: self.timestamps }
+        UpdatingStream {
+            updates: self.updates.clone(),
+            shared: self.shared.clone(),
+            timestamps: self.timestamps,
+            source_group: self.source_group,
+        }
     }
 }
 
@@ -341,9 +351,9 @@ impl<'s, K: UpdateKey, V: UpdateData> UpdatingStream<'s, K, V> {
     /// Per key, the sum of `f` over its rows (each times its multiplicity): one row per key
     /// with rows, updated in constant time per change.
     pub fn sums(self, f: impl Fn(&V) -> Sums + 'static) -> UpdatingStream<'s, K, Sums> {
-        let UpdatingStream { updates, shared, timestamps } = self;
+        let UpdatingStream { updates, shared, timestamps, source_group } = self;
         let updates = updates.explode(move |(key, row)| Some((key, f(&row)))).count_core::<isize>();
-        UpdatingStream { updates, shared, timestamps }
+        UpdatingStream { updates, shared, timestamps, source_group }
     }
 
     /// Each row of a key once, however many times it is there (SQL's `DISTINCT`).
@@ -351,23 +361,30 @@ impl<'s, K: UpdateKey, V: UpdateData> UpdatingStream<'s, K, V> {
     where
         V: Hash,
     {
-        let UpdatingStream { updates, shared, timestamps } = self;
+        let UpdatingStream { updates, shared, timestamps, source_group } = self;
         let updates = updates.distinct();
-        UpdatingStream { updates, shared, timestamps }
+        UpdatingStream { updates, shared, timestamps, source_group }
     }
 
     /// The rows of both (keyed alike: the same key lands in the same slot in both).
     pub fn concat(self, other: UpdatingStream<'s, K, V>) -> UpdatingStream<'s, K, V> {
-        let UpdatingStream { updates, shared, timestamps } = self;
-        UpdatingStream { updates: updates.concat(other.updates), shared, timestamps: timestamps && other.timestamps }
+        let UpdatingStream { updates, shared, timestamps, source_group } = self;
+        // Their sources' records now meet: one group for watermark alignment.
+        let source_group = shared.ctx.alignment.merge_groups(source_group, other.source_group);
+        UpdatingStream {
+            updates: updates.concat(other.updates),
+            shared,
+            timestamps: timestamps && other.timestamps,
+            source_group,
+        }
     }
 
     /// Replaces each row by `f` of it, or drops it where `f` gives `None` (filters and
     /// projections; the key stays).
     pub fn map_rows<V2: UpdateData>(self, mut f: impl FnMut(V) -> Option<V2> + 'static) -> UpdatingStream<'s, K, V2> {
-        let UpdatingStream { updates, shared, timestamps } = self;
+        let UpdatingStream { updates, shared, timestamps, source_group } = self;
         let updates = updates.flat_map(move |(key, row)| f(row).map(|row| (key, row)));
-        UpdatingStream { updates, shared, timestamps }
+        UpdatingStream { updates, shared, timestamps, source_group }
     }
 
     /// Recomputes a key's rows whenever its input rows change: `logic` gets the key's rows
@@ -378,20 +395,20 @@ impl<'s, K: UpdateKey, V: UpdateData> UpdatingStream<'s, K, V> {
         name: &str,
         logic: impl FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static,
     ) -> UpdatingStream<'s, K, V2> {
-        let UpdatingStream { updates, shared, timestamps } = self;
+        let UpdatingStream { updates, shared, timestamps, source_group } = self;
         let updates = updates.reduce_named(name, logic);
-        UpdatingStream { updates, shared, timestamps }
+        UpdatingStream { updates, shared, timestamps, source_group }
     }
 
     /// Re-keys the rows by `key`: each update goes to the slot of its new key through Weir's
     /// exchange.
     pub fn key_by<K2: UpdateKey>(self, key: impl Fn(&K, &V) -> K2 + Clone + 'static) -> UpdatingStream<'s, K2, V> {
-        let UpdatingStream { updates, shared, timestamps } = self;
+        let UpdatingStream { updates, shared, timestamps, source_group } = self;
         // As records (an update, stamped with its event time) for the exchange, and back.
         let records = leave(updates, "Rekey", move |(old, row), time, diff| {
             Record::derived(Rekeyed { key: key(&old, &row), row, time, diff }, time.event_time)
         });
-        let routed = DataStream::from_parts(records, shared.clone(), timestamps, "updating key_by")
+        let routed = DataStream::from_parts(records, shared.clone(), timestamps, source_group, "updating key_by")
             .key_by(|update: &Rekeyed<K2, V>| update.key.clone())
             .into_parts()
             .0
@@ -407,16 +424,16 @@ impl<'s, K: UpdateKey, V: UpdateData> UpdatingStream<'s, K, V> {
                 }
             })
             .as_collection();
-        UpdatingStream { updates, shared, timestamps }
+        UpdatingStream { updates, shared, timestamps, source_group }
     }
 
     /// Leaves differential dataflow: the changelog of the collection, per key, in event-time
     /// order (see the module's documentation). `uid` names the exit's state (the event time it
     /// has passed, per key group).
     pub fn changelog(self, uid: &str) -> DataStream<'s, Change<K, V>> {
-        let UpdatingStream { updates, shared, timestamps } = self;
+        let UpdatingStream { updates, shared, timestamps, source_group } = self;
         let records = leave(updates, "Updates", |row, time, diff| Record::derived((row, diff), time.event_time));
-        let stream = DataStream::from_parts(records, shared, timestamps, "updating");
+        let stream = DataStream::from_parts(records, shared, timestamps, source_group, "updating");
         stream.stateful("changelog", Some(uid.to_owned()), Exit::new(), false, false).0
     }
 }

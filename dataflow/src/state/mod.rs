@@ -391,6 +391,22 @@ impl<K: Key> Store<K> {
     }
 }
 
+/// The memory a slot's RocksDB instances share unless the node sets another budget
+/// (`--state-memory-per-slot`; Flink's counterpart is the slot's share of managed memory):
+/// half block cache, half write buffers.
+pub const DEFAULT_SLOT_MEMORY_BYTES: u64 = 128 << 20;
+/// The least budget a slot may be given: four memtables of 4 MiB, and as much block cache.
+pub const MIN_SLOT_MEMORY_BYTES: u64 = 32 << 20;
+
+/// Sets the memory (bytes, at least [`MIN_SLOT_MEMORY_BYTES`]) that the state instances opened
+/// on this thread — one slot's — share. Called on the slot's thread before its first instance
+/// opens; the memory backend has no budget of its own (its state is the process's memory).
+pub fn set_slot_memory(bytes: u64) {
+    assert!(bytes >= MIN_SLOT_MEMORY_BYTES, "a slot's state memory of {bytes} bytes is below the least");
+    #[cfg(feature = "rocksdb")]
+    rocksdb::set_slot_memory(bytes);
+}
+
 /// The directory of operator `uid`'s state instance in slot directory `slot_dir` (named by the
 /// uid made safe for a file name, with a hash of the uid so that two uids made safe alike stay
 /// apart).

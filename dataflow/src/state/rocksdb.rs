@@ -35,8 +35,9 @@
 //! equal to the memory backend's, byte for byte).
 //!
 //! **Memory.** Every instance a slot opens shares its budget, as a Flink slot's RocksDB
-//! instances share its managed memory: one LRU block cache ([`SLOT_BLOCK_CACHE_BYTES`]) and
-//! one write buffer manager: once the memtables together pass [`SLOT_WRITE_BUFFER_BYTES`],
+//! instances share its managed memory: a budget per slot ([`set_slot_memory`], the node's
+//! `--state-memory-per-slot`, [`super::DEFAULT_SLOT_MEMORY_BYTES`] unless set), half of it one LRU
+//! block cache and half one write buffer manager: once the memtables together pass their half,
 //! the instance being written flushes (soft: writes never stall on it) — per thread, as a
 //! slot runs on one. What does not fit stays on disk. Bloom filters (10 bits per key) let a
 //! read of an absent key — the first sight of a key, as in deduplication — skip the files
@@ -200,28 +201,54 @@ fn family_name(name: &str) -> String {
     format!("state/{name}")
 }
 
-/// A slot's block cache, shared by its instances. (Constants for now; Flink's counterpart
-/// is the slot's share of managed memory.)
-pub const SLOT_BLOCK_CACHE_BYTES: usize = 64 << 20;
-/// The most a slot's memtables hold together before the largest is flushed.
-pub const SLOT_WRITE_BUFFER_BYTES: usize = 64 << 20;
-
 /// The size compactions cut SST files at.
 pub const SST_TARGET_BYTES: u64 = 8 << 20;
 
 /// The memory every instance of one slot shares (see the module docs).
 struct SlotMemory {
+    /// The slot's budget, in bytes.
+    budget: u64,
     cache: Cache,
     write_buffers: WriteBufferManager,
 }
 
+impl SlotMemory {
+    fn new(budget: u64) -> Self {
+        assert!(budget >= super::MIN_SLOT_MEMORY_BYTES, "a slot's RocksDB memory of {budget} bytes is below the least");
+        SlotMemory {
+            budget,
+            cache: Cache::new_lru_cache((budget / 2) as usize),
+            write_buffers: WriteBufferManager::new_write_buffer_manager((budget / 2) as usize, false),
+        }
+    }
+}
+
 thread_local! {
     // Per thread: each slot is one worker thread, and the handles cannot move between
-    // threads (`Cache` is not `Send`).
-    static SLOT_MEMORY: SlotMemory = SlotMemory {
-        cache: Cache::new_lru_cache(SLOT_BLOCK_CACHE_BYTES),
-        write_buffers: WriteBufferManager::new_write_buffer_manager(SLOT_WRITE_BUFFER_BYTES, false),
-    };
+    // threads (`Cache` is not `Send`). Made when the slot's first instance opens.
+    static SLOT_MEMORY: std::cell::RefCell<Option<SlotMemory>> = const { std::cell::RefCell::new(None) };
+    static SLOT_BUDGET: Cell<u64> = const { Cell::new(super::DEFAULT_SLOT_MEMORY_BYTES) };
+}
+
+/// Sets the memory the instances this thread (a slot) opens share, before the first opens
+/// (see [`super::set_slot_memory`]).
+pub fn set_slot_memory(bytes: u64) {
+    SLOT_MEMORY.with(|memory| {
+        let memory = memory.borrow();
+        assert!(
+            memory.as_ref().is_none_or(|memory| memory.budget == bytes),
+            "a slot's RocksDB memory is set after its first instance opened"
+        );
+    });
+    SLOT_BUDGET.set(bytes);
+}
+
+/// Calls `f` with this slot's shared memory, made at the first call.
+fn with_slot_memory<R>(f: impl FnOnce(&SlotMemory) -> R) -> R {
+    SLOT_MEMORY.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        f(memory.get_or_insert_with(|| SlotMemory::new(SLOT_BUDGET.get())))
+    })
 }
 
 /// Options of every column family: lz4, the one compression built in, and the slot's block
@@ -229,12 +256,13 @@ thread_local! {
 fn family_options() -> Options {
     let mut options = Options::default();
     options.set_compression_type(::rocksdb::DBCompressionType::Lz4);
-    options.set_write_buffer_size(SLOT_WRITE_BUFFER_BYTES / 4);
+    // A quarter of the slot's write buffers per memtable.
+    options.set_write_buffer_size(with_slot_memory(|memory| memory.budget / 8) as usize);
     // A checkpoint reads each new file whole to checksum and upload it, and a restore each
     // file it puts in place: small files keep that memory small (RocksDB's default is 64 MB).
     options.set_target_file_size_base(SST_TARGET_BYTES);
     let mut table = BlockBasedOptions::default();
-    SLOT_MEMORY.with(|memory| table.set_block_cache(&memory.cache));
+    with_slot_memory(|memory| table.set_block_cache(&memory.cache));
     table.set_bloom_filter(10.0, false);
     options.set_block_based_table_factory(&table);
     options
@@ -314,7 +342,7 @@ impl<K: Key> RocksDbBackend<K> {
         // A checkpoint carries the MANIFEST whole, inline in the slot's state file: rolled
         // over small rather than grown to RocksDB's default of 1 GB.
         options.set_max_manifest_file_size(1 << 20);
-        SLOT_MEMORY.with(|memory| options.set_write_buffer_manager(&memory.write_buffers));
+        with_slot_memory(|memory| options.set_write_buffer_manager(&memory.write_buffers));
         options.create_if_missing(!restored);
         options.create_missing_column_families(true);
         let db = DB::open_cf_descriptors(&options, &path, families)
@@ -980,5 +1008,45 @@ fn check_group<K: Key>(key: &K, group: usize) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("an entry of key group {} was restored in key group {group}", key_group_of(key)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The block cache of a slot's instances, as RocksDB reports it.
+    fn block_cache_capacity(backend: &RocksDbBackend<u64>) -> u64 {
+        backend.db.property_int_value("rocksdb.block-cache-capacity").unwrap().expect("a block cache")
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test's own threads, one slot each
+    fn a_slots_instances_share_the_memory_its_thread_was_given() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().to_path_buf();
+        let capacities = std::thread::spawn(move || {
+            super::super::set_slot_memory(64 << 20);
+            let first = RocksDbBackend::<u64>::open(&dir.join("first")).unwrap();
+            let second = RocksDbBackend::<u64>::open(&dir.join("second")).unwrap();
+            let shared = with_slot_memory(|memory| memory.budget);
+            (block_cache_capacity(&first), block_cache_capacity(&second), shared)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(capacities, (32 << 20, 32 << 20, 64 << 20), "half the budget is the one cache");
+        let dir = root.path().join("default");
+        let default = std::thread::spawn(move || block_cache_capacity(&RocksDbBackend::<u64>::open(&dir).unwrap()))
+            .join()
+            .unwrap();
+        assert_eq!(default, super::super::DEFAULT_SLOT_MEMORY_BYTES / 2, "a thread not given any: the default");
+        // Given another budget once its instances share one, a slot fails loudly.
+        let dir = root.path().join("late");
+        let late = std::thread::spawn(move || {
+            let _open = RocksDbBackend::<u64>::open(&dir).unwrap();
+            super::super::set_slot_memory(256 << 20);
+        })
+        .join();
+        assert!(late.is_err(), "setting the budget after the first instance opened panics");
     }
 }
