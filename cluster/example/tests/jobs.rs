@@ -183,7 +183,11 @@ fn crash_and_resume(job: &str, params: &[(&str, String)], parallelism: usize, ba
         crashing.crash_at = Some(CrashPoint::BeforeCommit { checkpoint: 3 });
         match run_job(&registry(), crashing) {
             Err(RunError::Job(JobError::Crashed(_))) => break,
-            Ok(summary) if summary.coordinator.checkpoints_completed < 3 && rate > 1_000 => {
+            Ok(summary)
+                if summary.coordinator.checkpoints_completed < 3
+                    && summary.coordinator.checkpoints_declined == 0
+                    && rate > 1_000 =>
+            {
                 eprintln!(
                     "{job}: the input ended after {} checkpoints; again at {} records/s",
                     summary.coordinator.checkpoints_completed,
