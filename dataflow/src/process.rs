@@ -18,7 +18,10 @@
 //! current time fires right after the current record. **Processing-time timers** fire when the
 //! node's clock — read through the runtime seam, so that the simulator drives it — reaches
 //! them; their results depend on timing, as in Flink. Timers and records waiting for their
-//! turn are keyed state: checkpointed with their key group and restored with it.
+//! turn are keyed state: checkpointed with their key group and restored with it. Timers live in
+//! the keyed store's timer queues ([`crate::state::TimerQueue`]) — on disk with RocksDB, where a
+//! timer per key would not fit in memory — except the broadcast side's, which every slot holds
+//! alike and which the operator keeps with the broadcast state.
 //!
 //! Outputs carry the event time of the record or event-time timer being processed.
 
@@ -32,7 +35,7 @@ use crate::keyed::key_group_of;
 use crate::keyed::KeySelector;
 use crate::record::{Data, Record};
 pub use crate::state::Store;
-use crate::state::{Key, KeyedState, StateBackend};
+use crate::state::{Key, KeyedState, StateBackend, TimerQueue};
 use crate::stateful::{KeyGroupStates, StateImage, StatefulLogic};
 
 /// Which clock a timer follows.
@@ -83,7 +86,9 @@ pub struct Context<'a, K: Key, O> {
     key: &'a K,
     timestamp: EventTime,
     watermark: EventTime,
-    timers: &'a mut Timers<K>,
+    /// The replicated key's timers, if the current key is that key (every other key's are in
+    /// the keyed store).
+    replicated_timers: Option<&'a mut ReplicatedTimers>,
     out: &'a mut Vec<Record<Emitted<O>>>,
     processing_time: EventTime,
     /// Handling a timer: a timer set now for the current time or earlier fires a millisecond
@@ -132,22 +137,40 @@ impl<'a, K: Key, O> Context<'a, K, O> {
     /// after the current one).
     pub fn register_event_time_timer(&mut self, time: EventTime) {
         let time = self.timer_time(time);
-        self.timers.event.insert((time, self.key.clone()));
+        self.set_timer(TimeDomain::EventTime, time, true);
     }
     /// Cancels an event-time timer of this key (registered for `time` now, or earlier with the
     /// same effective time).
     pub fn delete_event_time_timer(&mut self, time: EventTime) {
         let time = self.timer_time(time);
-        self.timers.event.remove(&(time, self.key.clone()));
+        self.set_timer(TimeDomain::EventTime, time, false);
     }
     /// Fires [`KeyedProcessFunction::on_timer`] for this key once the node's clock reaches
     /// `time` (milliseconds since the Unix epoch).
     pub fn register_processing_time_timer(&mut self, time: EventTime) {
-        self.timers.processing.insert((time, self.key.clone()));
+        self.set_timer(TimeDomain::ProcessingTime, time, true);
     }
     /// Cancels a processing-time timer of this key.
     pub fn delete_processing_time_timer(&mut self, time: EventTime) {
-        self.timers.processing.remove(&(time, self.key.clone()));
+        self.set_timer(TimeDomain::ProcessingTime, time, false);
+    }
+    /// Registers (`on`) or deletes this key's timer at `time` in `domain`.
+    fn set_timer(&mut self, domain: TimeDomain, time: EventTime, on: bool) {
+        if let Some(replicated) = &mut self.replicated_timers {
+            let timers = replicated.of(domain);
+            if on {
+                timers.insert(time);
+            } else {
+                timers.remove(&time);
+            }
+            return;
+        }
+        let (queue, key) = (timer_queue(domain), self.key);
+        if on {
+            self.state.backend().register_timer(queue, key, time);
+        } else {
+            self.state.backend().delete_timer(queue, key, time);
+        }
     }
     /// The node's clock, in milliseconds since the Unix epoch (simulated under the simulator).
     pub fn current_processing_time(&self) -> EventTime {
@@ -306,17 +329,40 @@ impl<K: Key, A, B, O, F: KeyedCoProcessFunction<K, A, B, O>> KeyedProcessFunctio
     }
 }
 
-/// Registered timers, ordered by time and then key (the order they fire in).
-#[derive(Clone)]
-struct Timers<K> {
-    event: BTreeSet<(EventTime, K)>,
-    processing: BTreeSet<(EventTime, K)>,
+/// The keyed store's queues of a process function's timers.
+const EVENT_TIMERS: TimerQueue = TimerQueue::new("event");
+const PROCESSING_TIMERS: TimerQueue = TimerQueue::new("processing");
+
+fn timer_queue(domain: TimeDomain) -> &'static TimerQueue {
+    match domain {
+        TimeDomain::EventTime => &EVENT_TIMERS,
+        TimeDomain::ProcessingTime => &PROCESSING_TIMERS,
+    }
+}
+
+/// The replicated key's timers (see [`ProcessOperator::with_replicated_key`]), by time.
+#[derive(Clone, Default)]
+struct ReplicatedTimers {
+    event: BTreeSet<EventTime>,
+    processing: BTreeSet<EventTime>,
+}
+
+impl ReplicatedTimers {
+    fn of(&mut self, domain: TimeDomain) -> &mut BTreeSet<EventTime> {
+        match domain {
+            TimeDomain::EventTime => &mut self.event,
+            TimeDomain::ProcessingTime => &mut self.processing,
+        }
+    }
 }
 
 /// What one key group of a process operator's snapshot holds.
 #[derive(Serialize, Deserialize)]
 struct GroupState<K, R> {
+    /// The keyed store's part, timers included.
     state: Option<Vec<u8>>,
+    /// Timers, in snapshots taken before timers moved into the keyed store (restored into it;
+    /// empty in later snapshots).
     event_timers: Vec<(EventTime, K)>,
     processing_timers: Vec<(EventTime, K)>,
     /// Records waiting for event time to pass them.
@@ -326,7 +372,7 @@ struct GroupState<K, R> {
 /// A process operator's state copied for a snapshot, to encode off the slot's thread (its
 /// keyed store's image apart: see [`StatefulLogic::snapshot`] below).
 struct OperatorCopy<K, I> {
-    timers: Timers<K>,
+    replicated_timers: ReplicatedTimers,
     waiting: Vec<(K, Record<I>)>,
     replicated_key: Option<K>,
     function_state: Option<Vec<u8>>,
@@ -343,12 +389,6 @@ impl<K: Key, I: Data> OperatorCopy<K, I> {
             groups.entry(group).or_insert_with(empty).state = Some(bytes);
         }
         let replicated = self.replicated_key.as_ref();
-        for (time, key) in self.timers.event.iter().filter(|(_, key)| Some(key) != replicated) {
-            groups.entry(key_group_of(key)).or_insert_with(empty).event_timers.push((*time, key));
-        }
-        for (time, key) in self.timers.processing.iter().filter(|(_, key)| Some(key) != replicated) {
-            groups.entry(key_group_of(key)).or_insert_with(empty).processing_timers.push((*time, key));
-        }
         let mut waiting: Vec<&(K, Record<I>)> =
             self.waiting.iter().filter(|(key, _)| Some(key) != replicated).collect();
         sort_records(&mut waiting);
@@ -366,10 +406,9 @@ impl<K: Key, I: Data> OperatorCopy<K, I> {
                 self.waiting.iter().filter(|(key, _)| Some(key) == replicated).collect();
             sort_records(&mut waiting);
             let waiting: Vec<&Record<I>> = waiting.into_iter().map(|(_, record)| record).collect();
-            let timers = |set: &BTreeSet<(EventTime, K)>| -> Vec<EventTime> {
-                set.iter().filter(|(_, key)| Some(key) == replicated).map(|(time, _)| *time).collect()
-            };
-            let blob = (function_state, waiting, timers(&self.timers.event), timers(&self.timers.processing));
+            let times = |set: &BTreeSet<EventTime>| -> Vec<EventTime> { set.iter().copied().collect() };
+            let timers = &self.replicated_timers;
+            let blob = (function_state, waiting, times(&timers.event), times(&timers.processing));
             states.push((REPLICATED_GROUP, bincode::serialize(&blob).expect("replicated state serializes")));
         }
         Ok(states)
@@ -381,7 +420,8 @@ pub struct ProcessOperator<K: Key, I, O, F, KF> {
     function: F,
     key: KF,
     store: Store<K>,
-    timers: Timers<K>,
+    /// The replicated key's timers (every other key's are in `store`).
+    replicated_timers: ReplicatedTimers,
     /// Records waiting for event time to pass them, with their keys.
     waiting: Vec<(K, Record<I>)>,
     /// Event time has passed this bound.
@@ -413,7 +453,7 @@ impl<K: Key, I, O, F, KF> ProcessOperator<K, I, O, F, KF> {
             function,
             key,
             store: Store::default(),
-            timers: Timers { event: BTreeSet::new(), processing: BTreeSet::new() },
+            replicated_timers: ReplicatedTimers::default(),
             waiting: Vec::new(),
             passed: EventTime::MIN,
             replicated_key: None,
@@ -434,12 +474,13 @@ where
         let processing_time = (self.clock)();
         // A processing-time timer's outputs are stamped at the event time already passed.
         let timestamp = if domain == TimeDomain::EventTime { time } else { self.passed };
+        let replicated = self.replicated_key.as_ref() == Some(&key);
         let mut ctx = Context {
             state: KeyedState::new(&mut self.store, &key, timestamp),
             key: &key,
             timestamp,
             watermark: EventTime::MIN,
-            timers: &mut self.timers,
+            replicated_timers: replicated.then_some(&mut self.replicated_timers),
             out,
             processing_time,
             in_timer: true,
@@ -448,17 +489,33 @@ where
     }
 
     fn process(&mut self, key: K, record: Record<I>, processing_time: EventTime, out: &mut Vec<Record<Emitted<O>>>) {
+        let replicated = self.replicated_key.as_ref() == Some(&key);
         let mut ctx = Context {
             state: KeyedState::new(&mut self.store, &key, record.time),
             key: &key,
             timestamp: record.time,
             watermark: record.watermark,
-            timers: &mut self.timers,
+            replicated_timers: replicated.then_some(&mut self.replicated_timers),
             out,
             processing_time,
             in_timer: false,
         };
         self.function.process_element(record.value, &mut ctx);
+    }
+
+    /// Removes the first timer of `domain` and returns it, `(time, key)`, if its time is before
+    /// `before`: the replicated key's (the broadcast side, first at equal times) or the store's.
+    fn pop_timer(&mut self, domain: TimeDomain, before: EventTime) -> Option<(EventTime, K)> {
+        let queue = timer_queue(domain);
+        let replicated = self.replicated_timers.of(domain);
+        if let Some(time) = replicated.first().copied().filter(|time| *time < before) {
+            if self.store.next_timer(queue).is_none_or(|stored| time <= stored) {
+                replicated.remove(&time);
+                let key = self.replicated_key.clone().expect("replicated timers belong to the replicated key");
+                return Some((time, key));
+            }
+        }
+        self.store.pop_timer(queue, before)
     }
 }
 
@@ -517,22 +574,14 @@ where
         // Records and timers due before `bound`, in event-time order (records first on ties);
         // timers set meanwhile (also at the current time) join in.
         loop {
-            let timer = self.timers.event.first().map(|(time, _)| *time).filter(|time| *time < bound);
-            let record = ready.peek().map(|(_, r)| r.time);
-            match (record, timer) {
-                (Some(record_time), Some(timer_time)) if timer_time < record_time => {
-                    let (time, key) = self.timers.event.pop_first().expect("present");
-                    self.fire(time, key, TimeDomain::EventTime, out);
-                }
-                (Some(_), _) => {
-                    let (key, record) = ready.next().expect("present");
-                    self.process(key, record, processing_time, out);
-                }
-                (None, Some(_)) => {
-                    let (time, key) = self.timers.event.pop_first().expect("present");
-                    self.fire(time, key, TimeDomain::EventTime, out);
-                }
-                (None, None) => break,
+            // Every ready record is before `bound`.
+            let before = ready.peek().map_or(bound, |(_, record)| record.time);
+            if let Some((time, key)) = self.pop_timer(TimeDomain::EventTime, before) {
+                self.fire(time, key, TimeDomain::EventTime, out);
+            } else if let Some((key, record)) = ready.next() {
+                self.process(key, record, processing_time, out);
+            } else {
+                break;
             }
         }
         self.passed = bound;
@@ -541,11 +590,7 @@ where
 
     fn poll(&mut self, out: &mut Vec<Record<Emitted<O>>>) {
         let now = (self.clock)();
-        while let Some((time, _)) = self.timers.processing.first() {
-            if *time > now {
-                break;
-            }
-            let (time, key) = self.timers.processing.pop_first().expect("present");
+        while let Some((time, key)) = self.pop_timer(TimeDomain::ProcessingTime, now.saturating_add(1)) {
             self.fire(time, key, TimeDomain::ProcessingTime, out);
         }
     }
@@ -553,15 +598,15 @@ where
     fn snapshot(&self) -> StateImage {
         let store = self.store.snapshot();
         let copy = OperatorCopy {
-            timers: self.timers.clone(),
+            replicated_timers: self.replicated_timers.clone(),
             waiting: self.waiting.clone(),
             replicated_key: self.replicated_key.clone(),
             // Broadcast state is small and the function's own: encoded here.
             function_state: self.function.snapshot_replicated(),
         };
         match store.into_files() {
-            // The store's state is in files (RocksDB): a checkpoint uploads them, and encodes
-            // beside them only the timers and waiting records; a savepoint encodes it all.
+            // The store's state, timers included, is in files (RocksDB): a checkpoint uploads
+            // them, and encodes beside them only the waiting records; a savepoint encodes it all.
             Ok((files, store)) => StateImage::with_files(files, move |form| copy.encode(store(form)?)),
             Err(store) => StateImage::fallible(move || copy.encode(store.try_encode()?)),
         }
@@ -576,8 +621,8 @@ where
             self.function.restore_replicated(&function_state)?;
             let key = self.replicated_key.clone().ok_or("replicated state for an operator without a replicated key")?;
             self.waiting.extend(waiting.into_iter().map(|record| (key.clone(), record)));
-            self.timers.event.extend(event.into_iter().map(|time| (time, key.clone())));
-            self.timers.processing.extend(processing.into_iter().map(|time| (time, key.clone())));
+            self.replicated_timers.event.extend(event);
+            self.replicated_timers.processing.extend(processing);
         }
         self.restore_keyed(keyed)
     }
@@ -597,6 +642,7 @@ where
 {
     fn restore_keyed(&mut self, states: KeyGroupStates) -> Result<(), String> {
         let mut store_parts = Vec::new();
+        let mut timers = Vec::new();
         for (group, bytes) in states {
             let part: GroupState<K, Record<I>> =
                 crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
@@ -604,9 +650,117 @@ where
             if let Some(state) = part.state {
                 store_parts.push((group, state));
             }
-            self.timers.event.extend(part.event_timers);
-            self.timers.processing.extend(part.processing_timers);
+            timers.extend(part.event_timers.into_iter().map(|timer| (TimeDomain::EventTime, timer)));
+            timers.extend(part.processing_timers.into_iter().map(|timer| (TimeDomain::ProcessingTime, timer)));
         }
-        self.store.restore(store_parts)
+        self.store.restore(store_parts)?;
+        for (domain, (time, key)) in timers {
+            self.store.register_timer(timer_queue(domain), &key, time);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How long after a record its timer fires: after every record fed.
+    const DELAY: EventTime = 1_000_000;
+
+    /// Registers a timer `DELAY` after each record, and emits its key when it fires.
+    struct RemindLater;
+
+    impl KeyedProcessFunction<u64, u64, u64> for RemindLater {
+        fn process_element(&mut self, _value: u64, ctx: &mut Context<'_, u64, u64>) {
+            ctx.register_event_time_timer(ctx.timestamp() + DELAY);
+        }
+        fn on_timer(&mut self, _timestamp: EventTime, _domain: TimeDomain, ctx: &mut Context<'_, u64, u64>) {
+            let key = *ctx.key();
+            ctx.collect(key);
+        }
+    }
+
+    type Operator = ProcessOperator<u64, u64, u64, RemindLater, fn(&u64) -> u64>;
+
+    fn operator(store: Store<u64>) -> Operator {
+        let key: fn(&u64) -> u64 = |value| *value;
+        ProcessOperator::new(RemindLater, key, Box::new(|| 0)).with_store(store)
+    }
+
+    /// Feeds keys `0..keys` at event times `0..keys`, and passes event time over them.
+    fn fed(mut operator: Operator, keys: u64) -> Operator {
+        let mut records: Vec<Record<u64>> =
+            (0..keys).map(|key| Record { value: key, time: key as EventTime, watermark: EventTime::MIN }).collect();
+        let (mut out, mut late) = (Vec::new(), Vec::new());
+        operator.apply(&mut records, &mut out, &mut late);
+        operator.advance(keys as EventTime, &mut out);
+        assert!(out.is_empty() && late.is_empty(), "no timer is due yet");
+        operator
+    }
+
+    /// What fires once event time passes `bound`: `(time, key)`, in order.
+    fn fired(operator: &mut Operator, bound: EventTime) -> Vec<(EventTime, u64)> {
+        let mut out = Vec::new();
+        operator.advance(bound, &mut out);
+        out.into_iter()
+            .map(|record| match record.value {
+                Emitted::Main(key) => (record.time, key),
+                Emitted::Side { .. } => panic!("no side output"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn timers_in_the_memory_backend_fire_once_in_order_and_restore() {
+        let keys = 500u64;
+        let mut live = fed(operator(Store::default()), keys);
+        let mut restored = operator(Store::default());
+        restored.restore(live.snapshot().encode()).unwrap();
+        let expected: Vec<(EventTime, u64)> = (0..keys).map(|key| (key as EventTime + DELAY, key)).collect();
+        for operator in [&mut live, &mut restored] {
+            assert_eq!(fired(operator, DELAY + keys as EventTime / 2), expected[..keys as usize / 2]);
+            assert_eq!(fired(operator, EventTime::MAX), expected[keys as usize / 2..]);
+            assert!(fired(operator, EventTime::MAX).is_empty(), "each timer fires once");
+        }
+    }
+
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test copies checkpoint files with std::fs
+    fn timers_are_keyed_state_in_the_backends_files_on_rocksdb() {
+        let keys = 2_000u64;
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::RocksDb(crate::state::rocksdb::RocksDbBackend::open(&root.path().join("live")).unwrap());
+        let mut live = fed(operator(store), keys);
+        let (files, encode) = live.snapshot().into_files().map_err(|_| "files").unwrap();
+        // Timers are as many as keys: a checkpoint must carry them in the instance's files,
+        // not encode them beside the files (in memory, on every checkpoint).
+        assert_eq!(encode(crate::stateful::Form::BesideFiles).unwrap(), Vec::new(), "nothing beside the files");
+        let canonical = encode(crate::stateful::Form::Canonical).unwrap();
+
+        // Restored from the files (an incremental checkpoint) and from the canonical encoding
+        // on the memory backend (a savepoint), the timers fire as they do in the live one.
+        let dir = root.path().join("from-files");
+        let target = crate::state::instance_files_dir(&dir);
+        std::fs::create_dir_all(&target).unwrap();
+        for entry in std::fs::read_dir(files.dir()).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+        }
+        drop(files);
+        let restored = Store::RocksDb(crate::state::rocksdb::RocksDbBackend::open_restored(&dir).unwrap());
+        let mut from_files = operator(restored);
+        from_files.restore(Vec::new()).unwrap();
+        let mut in_memory = operator(Store::default());
+        in_memory.restore(canonical).unwrap();
+
+        let expected: Vec<(EventTime, u64)> = (0..keys).map(|key| (key as EventTime + DELAY, key)).collect();
+        for operator in [&mut live, &mut from_files, &mut in_memory] {
+            let mut got = fired(operator, DELAY + keys as EventTime);
+            got.sort();
+            assert_eq!(got, expected);
+            assert!(fired(operator, EventTime::MAX).is_empty(), "each timer fires once");
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! state (some with a time to live) for a handful of keys at advancing event times, expiry
 //! passes, and snapshot-then-restore into a fresh backend — and applies each to the backend
 //! and to a model made of `BTreeMap`s. Every read must agree with the model, and a restored
-//! backend must read exactly like the one it was taken from. With the `rocksdb` feature the
+//! backend must read exactly like the one it was taken from. Timer queues are in the model too:
+//! timers registered and deleted for those keys in two queues, and popped in order of time. With the `rocksdb` feature the
 //! RocksDB backend runs the same suite, and both backends must snapshot equal states to equal
 //! bytes and restore each other's snapshots (the canonical format).
 #![allow(clippy::disallowed_methods)] // tests set up real directories with std::fs
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use weir_dataflow::state::{KeyedState, ListState, MapState, MemoryBackend, StateBackend, ValueState};
+use weir_dataflow::state::{KeyedState, ListState, MapState, MemoryBackend, StateBackend, TimerQueue, ValueState};
 use weir_dataflow::stateful::{KeyGroupStates, StateImage};
 
 #[derive(Clone, Debug)]
@@ -33,9 +34,21 @@ enum Op {
     GetTtlList { key: u64 },
     SetTtlValue { key: u64, value: i64 },
     GetTtlValue { key: u64 },
+    RegisterTimer { queue: usize, key: u64, time: i64 },
+    DeleteTimer { queue: usize, key: u64, time: i64 },
+    NextTimer { queue: usize },
+    PopTimers { queue: usize, before: i64 },
     Tick { ms: i64 },
     Expire,
     SnapshotRestore,
+}
+
+/// Two queues, one's name the start of the other's.
+const QUEUES: [TimerQueue; 2] = [TimerQueue::new("t"), TimerQueue::new("t2")];
+
+/// Timer times: negative and positive (their encodings must still sort), and the extremes.
+fn timer_time() -> impl Strategy<Value = i64> {
+    prop_oneof![-60i64..160, Just(i64::MIN), Just(i64::MAX), Just(-1), Just(256)]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -56,7 +69,11 @@ fn op() -> impl Strategy<Value = Op> {
         (key.clone(), any::<i64>()).prop_map(|(key, value)| Op::AppendTtl { key, value }),
         key.clone().prop_map(|key| Op::GetTtlList { key }),
         (key.clone(), any::<i64>()).prop_map(|(key, value)| Op::SetTtlValue { key, value }),
-        key.prop_map(|key| Op::GetTtlValue { key }),
+        key.clone().prop_map(|key| Op::GetTtlValue { key }),
+        (0..2usize, key.clone(), timer_time()).prop_map(|(queue, key, time)| Op::RegisterTimer { queue, key, time }),
+        (0..2usize, key, timer_time()).prop_map(|(queue, key, time)| Op::DeleteTimer { queue, key, time }),
+        (0..2usize).prop_map(|queue| Op::NextTimer { queue }),
+        (0..2usize, timer_time()).prop_map(|(queue, before)| Op::PopTimers { queue, before }),
         (0i64..40).prop_map(|ms| Op::Tick { ms }),
         Just(Op::Expire),
         Just(Op::SnapshotRestore),
@@ -78,6 +95,7 @@ struct Model {
     ttl_values: BTreeMap<u64, (i64, i64)>,
     /// A list with a time to live: its elements and when it was last appended to.
     ttl_lists: BTreeMap<u64, (Vec<i64>, i64)>,
+    timers: [std::collections::BTreeSet<(i64, u64)>; 2],
 }
 
 /// Applies `ops` to a fresh backend and the model; returns the backend and its event time.
@@ -186,6 +204,29 @@ fn check<B: StateBackend<u64>, F: Fn() -> B>(
                     model.ttl_values.get(&key).filter(|(_, written)| now < written + TTL_MS).map(|(v, _)| *v);
                 prop_assert_eq!(ttl_value.get(&mut KeyedState::new(&mut backend, &key, now)), expected);
             }
+            Op::RegisterTimer { queue, key, time } => {
+                backend.register_timer(&QUEUES[queue], &key, time);
+                model.timers[queue].insert((time, key));
+            }
+            Op::DeleteTimer { queue, key, time } => {
+                backend.delete_timer(&QUEUES[queue], &key, time);
+                model.timers[queue].remove(&(time, key));
+            }
+            Op::NextTimer { queue } => {
+                prop_assert_eq!(backend.next_timer(&QUEUES[queue]), model.timers[queue].first().map(|(time, _)| *time))
+            }
+            Op::PopTimers { queue, before } => {
+                let mut popped = Vec::new();
+                while let Some(timer) = backend.pop_timer(&QUEUES[queue], before) {
+                    popped.push(timer);
+                }
+                prop_assert!(popped.windows(2).all(|pair| pair[0].0 <= pair[1].0), "in order of time: {:?}", popped);
+                // At equal times, keys come in an order the backend chooses.
+                popped.sort();
+                let due: Vec<(i64, u64)> = model.timers[queue].iter().copied().filter(|(t, _)| *t < before).collect();
+                model.timers[queue].retain(|(time, _)| *time >= before);
+                prop_assert_eq!(popped, due);
+            }
             Op::Tick { ms } => now += ms,
             Op::Expire => {
                 backend.expire(now);
@@ -203,7 +244,9 @@ fn check<B: StateBackend<u64>, F: Fn() -> B>(
                     value.set(&mut state, -1);
                     list.add(&mut state, -1);
                     map.put(&mut state, 0, -1);
+                    backend.register_timer(&QUEUES[0], &key, -7);
                 }
+                while backend.pop_timer(&QUEUES[1], i64::MAX).is_some() {}
                 backend.expire(now + 100 * TTL_MS);
                 let (restored, snapshot) = restore(&fresh, image).map_err(TestCaseError::fail)?;
                 prop_assert_eq!(

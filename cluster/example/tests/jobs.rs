@@ -174,33 +174,36 @@ fn crash_and_resume(job: &str, params: &[(&str, String)], parallelism: usize, ba
     // on RocksDB after 2 at 50 000/s beside the SIGKILL test, and once after 2 at 20 000/s).
     options.rate_limit = Some(20_000);
     // A run whose input ended first proves nothing about restoring: it is run again from
-    // nothing (its output and checkpoints removed), reading at half the rate.
+    // nothing (its output and checkpoints removed), reading at half the rate. So is one whose
+    // input ended just as checkpoint 3 was taken (its last): the resumed run finds the job
+    // finished and only commits.
     let output = params.iter().find(|(name, _)| *name == "output").map(|(_, dir)| Path::new(dir)).expect("output");
     let mut rate = 20_000;
     loop {
         let mut crashing = options.clone();
         crashing.rate_limit = Some(rate);
         crashing.crash_at = Some(CrashPoint::BeforeCommit { checkpoint: 3 });
-        match run_job(&registry(), crashing) {
-            Err(RunError::Job(JobError::Crashed(_))) => break,
+        let ended_after = match run_job(&registry(), crashing) {
+            Err(RunError::Job(JobError::Crashed(_))) => {
+                let summary = run_job(&registry(), options.clone()).expect("the resumed job finishes");
+                assert_eq!(summary.restored_from, Some(3), "{job} resumed from checkpoint 3");
+                if !summary.already_finished {
+                    return;
+                }
+                3
+            }
             Ok(summary)
-                if summary.coordinator.checkpoints_completed < 3
-                    && summary.coordinator.checkpoints_declined == 0
-                    && rate > 1_000 =>
+                if summary.coordinator.checkpoints_completed < 3 && summary.coordinator.checkpoints_declined == 0 =>
             {
-                eprintln!(
-                    "{job}: the input ended after {} checkpoints; again at {} records/s",
-                    summary.coordinator.checkpoints_completed,
-                    rate / 2
-                );
-                std::fs::remove_dir_all(output).unwrap();
-                rate /= 2;
+                summary.coordinator.checkpoints_completed
             }
             other => panic!("{job}: expected a crash, got {other:?}"),
-        }
+        };
+        assert!(rate > 1_000, "{job}: the input ended after {ended_after} checkpoints even at {rate} records/s");
+        eprintln!("{job}: the input ended after {ended_after} checkpoints; again at {} records/s", rate / 2);
+        std::fs::remove_dir_all(output).unwrap();
+        rate /= 2;
     }
-    let summary = run_job(&registry(), options).expect("the resumed job finishes");
-    assert_eq!(summary.restored_from, Some(3), "{job} resumed from checkpoint 3");
 }
 
 #[test]

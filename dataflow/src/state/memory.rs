@@ -2,16 +2,17 @@
 //!
 //! No encoding on access. A snapshot copies the tables' keys and shares their values, and a
 //! value written while a snapshot is being encoded is copied first (copy on write, as Flink's
-//! heap state does for asynchronous snapshots).
+//! heap state does for asynchronous snapshots). Timer queues are ordered sets, copied whole by
+//! a snapshot.
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use weir_core::time::EventTime;
 
-use super::{assemble_groups, Access, Key, Stamped, StateBackend, StateName};
+use super::{assemble_groups, Access, Key, Stamped, StateBackend, StateName, TimerQueue};
 use crate::keyed::{key_group_of, KeyHasher};
 use crate::record::Data;
 use crate::stateful::{KeyGroupStates, StateImage};
@@ -134,11 +135,18 @@ pub struct MemoryBackend<K> {
     /// The bound last expired through: a restored table decoded later drops what had expired
     /// by then, as if it had been there (so snapshots equal the RocksDB backend's).
     expired_through: EventTime,
+    /// Timer queues by name, each in firing order.
+    timers: BTreeMap<String, BTreeSet<(EventTime, K)>>,
 }
 
 impl<K> Default for MemoryBackend<K> {
     fn default() -> Self {
-        MemoryBackend { tables: BTreeMap::new(), pending: HashMap::new(), expired_through: EventTime::MIN }
+        MemoryBackend {
+            tables: BTreeMap::new(),
+            pending: HashMap::new(),
+            expired_through: EventTime::MIN,
+            timers: BTreeMap::new(),
+        }
     }
 }
 
@@ -162,6 +170,31 @@ impl<K: Key> MemoryBackend<K> {
 
     fn clear<S: Data>(&mut self, state: &StateName, at: &Access<'_, K>) {
         self.table::<S>(state).entries.remove(at.key);
+    }
+
+    fn timers(&mut self, queue: &TimerQueue) -> &mut BTreeSet<(EventTime, K)> {
+        if !self.timers.contains_key(queue.name()) {
+            self.timers.insert(queue.name().to_owned(), BTreeSet::new());
+        }
+        self.timers.get_mut(queue.name()).expect("inserted")
+    }
+}
+
+/// Encodes timer queues by key group (see [`TimerQueue`]) into `groups`.
+fn encode_timers<K: Key>(
+    timers: &BTreeMap<String, BTreeSet<(EventTime, K)>>,
+    groups: &mut BTreeMap<usize, Vec<(String, Vec<u8>)>>,
+) {
+    for (queue, timers) in timers {
+        let mut by_group: BTreeMap<usize, Vec<&(EventTime, K)>> = BTreeMap::new();
+        // In firing order, which the canonical encoding keeps within each group.
+        for timer in timers {
+            by_group.entry(key_group_of(&timer.1)).or_default().push(timer);
+        }
+        for (group, timers) in by_group {
+            let bytes = bincode::serialize(&timers).expect("timers serialize");
+            groups.entry(group).or_default().push((super::timer_state_name(queue), bytes));
+        }
     }
 }
 
@@ -236,6 +269,25 @@ impl<K: Key> StateBackend<K> for MemoryBackend<K> {
     fn clear_map<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>) {
         self.clear::<MapValue<UK, UV>>(state, at)
     }
+    fn register_timer(&mut self, queue: &TimerQueue, key: &K, time: EventTime) {
+        self.timers(queue).insert((time, key.clone()));
+    }
+    fn delete_timer(&mut self, queue: &TimerQueue, key: &K, time: EventTime) {
+        if let Some(timers) = self.timers.get_mut(queue.name()) {
+            timers.remove(&(time, key.clone()));
+        }
+    }
+    fn next_timer(&mut self, queue: &TimerQueue) -> Option<EventTime> {
+        self.timers.get(queue.name())?.first().map(|(time, _)| *time)
+    }
+    fn pop_timer(&mut self, queue: &TimerQueue, before: EventTime) -> Option<(EventTime, K)> {
+        let timers = self.timers.get_mut(queue.name())?;
+        if timers.first()?.0 < before {
+            timers.pop_first()
+        } else {
+            None
+        }
+    }
     fn expire(&mut self, now: EventTime) {
         self.expired_through = self.expired_through.max(now);
         for table in self.tables.values_mut() {
@@ -247,11 +299,13 @@ impl<K: Key> StateBackend<K> for MemoryBackend<K> {
             self.tables.iter().map(|(name, table)| (*name, table.copy())).collect();
         // Restored state not accessed since is kept as it came.
         let pending = self.pending.clone();
+        let timers = self.timers.clone();
         StateImage::deferred(move || {
             let mut groups: BTreeMap<usize, Vec<(String, Vec<u8>)>> = BTreeMap::new();
             for (name, table) in &tables {
                 table.encode(name, &mut groups);
             }
+            encode_timers(&timers, &mut groups);
             for (name, parts) in pending {
                 for (group, bytes) in parts {
                     groups.entry(group).or_default().push((name.clone(), bytes));
@@ -262,6 +316,16 @@ impl<K: Key> StateBackend<K> for MemoryBackend<K> {
     }
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
         for (group, name, bytes) in super::split_groups(states)? {
+            if let Some(queue) = super::timer_queue_of(&name) {
+                // Timers have no type but the key's, known here: decoded now.
+                let timers = self.timers.entry(queue.to_owned()).or_default();
+                for timer in super::decode_timers::<K>(queue, group, &bytes)? {
+                    if !timers.insert(timer) {
+                        return Err(format!("timer queue {queue}: key group {group}: a timer appears twice"));
+                    }
+                }
+                continue;
+            }
             self.pending.entry(name).or_default().push((group, bytes));
         }
         Ok(())

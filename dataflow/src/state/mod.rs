@@ -9,6 +9,10 @@
 //! groups to the slots that own them. Every backend passes the same conformance suite
 //! (`dataflow/tests/state_backend.rs`).
 //!
+//! Beside its states a backend keeps *timer queues* ([`TimerQueue`]): the timers of process
+//! functions are as many as their keys, so they belong with the keyed state — on disk with
+//! RocksDB, in its checkpoints' files — and not in the operator's memory.
+//!
 //! **One snapshot format for every backend.** A snapshot holds, per key group, each state's
 //! entries in the *canonical* encoding — `bincode` of `Vec<(K, Stamped<S>)>` sorted by key,
 //! where `Stamped<S>` is the stored value (`V`, `Vec<V>` or `BTreeMap<UK, UV>`) followed by
@@ -81,6 +85,16 @@ pub trait StateBackend<K: Key>: 'static {
     fn clear_list<V: Data>(&mut self, state: &StateName, at: &Access<'_, K>);
     /// Clears map `state` for the key.
     fn clear_map<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>);
+    /// Registers timer `time` of the key in `queue` (once: registering it again changes
+    /// nothing).
+    fn register_timer(&mut self, queue: &TimerQueue, key: &K, time: EventTime);
+    /// Deletes timer `time` of the key from `queue`, if it is registered.
+    fn delete_timer(&mut self, queue: &TimerQueue, key: &K, time: EventTime);
+    /// The time of `queue`'s first timer, if it has any.
+    fn next_timer(&mut self, queue: &TimerQueue) -> Option<EventTime>;
+    /// Removes `queue`'s first timer and returns it, `(time, key)`, if its time is before
+    /// `before`.
+    fn pop_timer(&mut self, queue: &TimerQueue, before: EventTime) -> Option<(EventTime, K)>;
     /// Event time has passed `now`: every value whose time to live ended at or before it is
     /// gone (dropped now, or — on disk — skipped by reads and snapshots and removed later).
     /// Later accesses come at or after `now`.
@@ -90,6 +104,66 @@ pub trait StateBackend<K: Key>: 'static {
     fn snapshot(&self) -> StateImage;
     /// Loads snapshotted key groups.
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String>;
+}
+
+/// A queue of timers, `(time, key)` pairs each registered at most once, that a backend keeps
+/// with its keyed state and snapshots by the key's group (Flink keeps its timer queues in the
+/// state backend too): a job with a timer per key keeps them on disk with RocksDB, not in
+/// memory, and its checkpoints upload them with the state's files.
+///
+/// Timers come out in order of time; at equal times, in an order of keys the backend chooses
+/// (the keys' order in memory, their key groups' and encodings' order on RocksDB — as records
+/// of different keys at one event time come in no order a job may rely on). In a snapshot, a
+/// queue is a state of its own ([`timer_state_name`]) whose canonical entries, per key group,
+/// are `bincode` of `Vec<(time, key)>` sorted by time, then key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimerQueue {
+    name: &'static str,
+}
+
+impl TimerQueue {
+    /// A queue called `name` (unique within its operator; non-empty, without NUL).
+    pub const fn new(name: &'static str) -> Self {
+        let bytes = name.as_bytes();
+        assert!(!bytes.is_empty(), "a timer queue's name must be non-empty");
+        let mut index = 0;
+        while index < bytes.len() {
+            assert!(bytes[index] != 0, "a timer queue's name must not contain NUL");
+            index += 1;
+        }
+        TimerQueue { name }
+    }
+    /// The queue's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// What a timer queue's name starts with among a snapshot's states: a NUL, which no state's
+/// name has.
+const TIMER_STATE_PREFIX: &str = "\0timers/";
+
+/// The name under which timer queue `queue` is snapshotted.
+pub(crate) fn timer_state_name(queue: &str) -> String {
+    format!("{TIMER_STATE_PREFIX}{queue}")
+}
+
+/// The timer queue a snapshot's state `name` is, if it is one.
+pub(crate) fn timer_queue_of(name: &str) -> Option<&str> {
+    name.strip_prefix(TIMER_STATE_PREFIX)
+}
+
+/// Decodes a timer queue's canonical entries of key group `group` (see [`TimerQueue`]).
+pub(crate) fn decode_timers<K: Key>(queue: &str, group: usize, bytes: &[u8]) -> Result<Vec<(EventTime, K)>, String> {
+    let timers: Vec<(EventTime, K)> = crate::keyed::decode_state(bytes)
+        .map_err(|e| format!("timer queue {queue}: key group {group}: {e} (a timer's key type changed?)"))?;
+    if let Some((_, key)) = timers.iter().find(|(_, key)| crate::keyed::key_group_of(key) != group) {
+        return Err(format!(
+            "timer queue {queue}: a timer of key group {} was restored in key group {group}",
+            crate::keyed::key_group_of(key)
+        ));
+    }
+    Ok(timers)
 }
 
 /// The name of a declared state, with its time to live. Names must be unique per operator.
@@ -288,6 +362,10 @@ impl<'a, K: Key, B: StateBackend<K>> KeyedState<'a, K, B> {
     pub fn new(backend: &'a mut B, key: &'a K, now: EventTime) -> Self {
         KeyedState { backend, key, now }
     }
+    /// The backend itself (for the timers of the current key).
+    pub(crate) fn backend(&mut self) -> &mut B {
+        self.backend
+    }
     /// The current key.
     pub fn key(&self) -> &K {
         self.key
@@ -479,6 +557,18 @@ impl<K: Key> StateBackend<K> for Store<K> {
     }
     fn clear_map<UK: Key, UV: Data>(&mut self, state: &StateName, at: &Access<'_, K>) {
         dispatch!(self, backend => backend.clear_map::<UK, UV>(state, at))
+    }
+    fn register_timer(&mut self, queue: &TimerQueue, key: &K, time: EventTime) {
+        dispatch!(self, backend => backend.register_timer(queue, key, time))
+    }
+    fn delete_timer(&mut self, queue: &TimerQueue, key: &K, time: EventTime) {
+        dispatch!(self, backend => backend.delete_timer(queue, key, time))
+    }
+    fn next_timer(&mut self, queue: &TimerQueue) -> Option<EventTime> {
+        dispatch!(self, backend => backend.next_timer(queue))
+    }
+    fn pop_timer(&mut self, queue: &TimerQueue, before: EventTime) -> Option<(EventTime, K)> {
+        dispatch!(self, backend => backend.pop_timer(queue, before))
     }
     fn expire(&mut self, now: EventTime) {
         dispatch!(self, backend => backend.expire(now))

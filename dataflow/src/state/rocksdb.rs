@@ -14,6 +14,10 @@
 //! - map state: `group key 0` → the time it was last written and the entry count; an entry:
 //!   `group key 1 user-key` → its value.
 //!
+//! - timers, in the family `_timers`: `queue 0 time group key` → nothing (the time in eight
+//!   big-endian bytes with its sign bit flipped, so that rows sort by time: a queue's first
+//!   row is its first timer).
+//!
 //! An append or a put writes one row and the key's header; no list or map is read and
 //! rewritten whole. Writes skip RocksDB's write-ahead log: state is recovered from checkpoints,
 //! never from the local disk, as in Flink.
@@ -70,7 +74,8 @@ use ::rocksdb::{
 use weir_core::time::EventTime;
 
 use super::{
-    assemble_groups, instance_files_dir, split_groups, two_types, Access, Key, Stamped, StateBackend, StateName,
+    assemble_groups, decode_timers, instance_files_dir, split_groups, timer_queue_of, timer_state_name, two_types,
+    Access, Key, Stamped, StateBackend, StateName, TimerQueue,
 };
 use crate::keyed::key_group_of;
 use crate::record::Data;
@@ -82,6 +87,8 @@ const RESTORED: &str = "_restored";
 /// encoding), and the event time expired through (under the empty name, which no state has).
 const META: &str = "_meta";
 const EXPIRED_THROUGH: &[u8] = b"";
+/// The column family of timer queues (see the module docs).
+const TIMERS: &str = "_timers";
 /// The tag of a key's first row: its value, or its list's or map's header.
 const HEADER: u8 = 0;
 /// The tag of a list's elements and a map's entries.
@@ -105,6 +112,8 @@ pub struct RocksDbBackend<K> {
     write: WriteOptions,
     /// Scratch space: the key row of the access being served.
     key_row: Vec<u8>,
+    /// Per timer queue, where its first timer is (see [`TimerHead`]).
+    timer_heads: HashMap<&'static str, TimerHead>,
     /// Declared last, so dropped last: removes the instance's directory once it is closed and
     /// no snapshot still being encoded reads a checkpoint in it (each holds a share).
     dir: Arc<OwnedDir>,
@@ -143,6 +152,15 @@ struct TouchedState {
     /// holds a pointer to the compaction filter they own (those of families opened with the
     /// instance it keeps itself).
     _options: Option<Options>,
+}
+
+/// Where a timer queue's first timer is: popping timers leaves deletion markers at the head of
+/// the queue's rows, which a read from the queue's start would step over one by one, so reads
+/// start at `floor` (no timer sorts before it) and the first row is cached until it changes.
+struct TimerHead {
+    floor: Vec<u8>,
+    /// The first timer's time and row (`Some(None)`: the queue is empty), if known.
+    first: Option<Option<(EventTime, Vec<u8>)>>,
 }
 
 /// A state with a column family: its kind, and its time to live as its compaction filter
@@ -317,7 +335,7 @@ impl<K: Key> RocksDbBackend<K> {
         let expired_through = Arc::new(AtomicI64::new(EventTime::MIN));
         let mut known = HashMap::new();
         let mut families: Vec<ColumnFamilyDescriptor> =
-            ["default", RESTORED, META].map(|name| ColumnFamilyDescriptor::new(name, family_options())).into();
+            ["default", RESTORED, META, TIMERS].map(|name| ColumnFamilyDescriptor::new(name, family_options())).into();
         if restored {
             // Each state's kind and time to live first, for its family's compaction filter.
             let names = DB::list_cf(&Options::default(), &path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -364,6 +382,7 @@ impl<K: Key> RocksDbBackend<K> {
             snapshots: Cell::new(0),
             write,
             key_row: Vec::new(),
+            timer_heads: HashMap::new(),
             dir: owned,
             _keys: PhantomData,
         })
@@ -521,6 +540,74 @@ impl<K: Key> RocksDbBackend<K> {
         let (family, _) = self.family(state);
         self.db.get_pinned_cf(family, row).unwrap_or_else(|e| fail(state.name, "reading it", e))
     }
+
+    /// Queue `queue`'s head, with what writing its rows takes.
+    fn timer_head(&mut self, queue: &TimerQueue) -> TimerAccess<'_> {
+        let RocksDbBackend { timer_heads, db, write, .. } = self;
+        let head = timer_heads
+            .entry(queue.name())
+            .or_insert_with(|| TimerHead { floor: concat(&[queue.name().as_bytes(), &[0]]), first: None });
+        TimerAccess { head, family: db.cf_handle(TIMERS).expect("opened with the instance"), db, write }
+    }
+
+    /// The time of queue `queue`'s first timer, if it has one (its row is then cached).
+    fn first_timer(&mut self, queue: &TimerQueue) -> Option<EventTime> {
+        let TimerAccess { head, family, db, .. } = self.timer_head(queue);
+        if head.first.is_none() {
+            let mut read = ReadOptions::default();
+            read.set_iterate_upper_bound(concat(&[queue.name().as_bytes(), &[1]]));
+            let mut rows = db.iterator_cf_opt(family, read, IteratorMode::From(&head.floor, Direction::Forward));
+            let first = rows.next().map(|item| {
+                let (row, _) = item.unwrap_or_else(|e| fail_timers(queue, "reading them", e));
+                (timer_time(queue, &row), Vec::from(row))
+            });
+            head.first = Some(first);
+        }
+        head.first.as_ref().expect("known").as_ref().map(|(time, _)| *time)
+    }
+}
+
+/// A timer queue's head, the timers' family, the instance and its write options.
+struct TimerAccess<'a> {
+    head: &'a mut TimerHead,
+    family: &'a ::rocksdb::ColumnFamily,
+    db: &'a DB,
+    write: &'a WriteOptions,
+}
+
+/// A timer's row: the queue's name, a NUL, the time (sign bit flipped, big-endian: rows sort
+/// by time), then the key's group and encoding.
+fn timer_row<K: Key>(queue: &str, time: EventTime, key: &K) -> Vec<u8> {
+    let mut key_part = Vec::new();
+    key_prefix(key, &mut key_part);
+    concat(&[queue.as_bytes(), &[0], &((time as u64) ^ (1 << 63)).to_be_bytes(), &key_part])
+}
+
+/// The time in timer queue `queue`'s row `row` (see [`timer_row`]).
+fn timer_time(queue: &TimerQueue, row: &[u8]) -> EventTime {
+    let time = row
+        .get(queue.name().len() + 1..)
+        .and_then(|rest| rest.get(..8))
+        .unwrap_or_else(|| panic!("timer queue {}: a row on the local disk is too short to hold a time", queue.name()));
+    (u64::from_be_bytes(time.try_into().expect("eight bytes")) ^ (1 << 63)) as EventTime
+}
+
+/// A timer's row split: queue, time, key group and key (see [`timer_row`]).
+fn split_timer_row<K: Key>(row: &[u8]) -> Result<(&str, EventTime, usize, K), String> {
+    let split = row.iter().position(|byte| *byte == 0).ok_or("a timer's row has no queue name")?;
+    let queue = std::str::from_utf8(&row[..split]).map_err(|e| format!("a timer queue's name: {e}"))?;
+    let rest = &row[split + 1..];
+    if rest.len() < 8 + 3 {
+        return Err(format!("timer queue {queue}: a row is too short to hold a time, a key group and a key"));
+    }
+    let time = (u64::from_be_bytes(rest[..8].try_into().expect("eight bytes")) ^ (1 << 63)) as EventTime;
+    let (key, _) = split_key::<K>(&rest[8..]).map_err(|e| format!("timer queue {queue}: {e}"))?;
+    Ok((queue, time, u16::from_be_bytes([rest[8], rest[9]]) as usize, key))
+}
+
+/// RocksDB failing on the local disk while reading or writing timers (see [`fail`]).
+fn fail_timers(queue: &TimerQueue, doing: &str, error: ::rocksdb::Error) -> ! {
+    fail(&format!("timer queue {}", queue.name()), doing, error)
 }
 
 impl<K: Key> StateBackend<K> for RocksDbBackend<K> {
@@ -646,6 +733,43 @@ impl<K: Key> StateBackend<K> for RocksDbBackend<K> {
         self.touch::<BTreeMap<UK, UV>>(state, Kind::Map, || Arc::new(MapCodec::<K, UK, UV>(PhantomData)));
         self.clear_collection(state, at);
     }
+    fn register_timer(&mut self, queue: &TimerQueue, key: &K, time: EventTime) {
+        let row = timer_row(queue.name(), time, key);
+        let TimerAccess { head, family, db, write } = self.timer_head(queue);
+        db.put_cf_opt(family, &row, [], write).unwrap_or_else(|e| fail_timers(queue, "writing one", e));
+        if row < head.floor {
+            head.floor.clone_from(&row);
+        }
+        if let Some(first) = &mut head.first {
+            if first.as_ref().is_none_or(|(_, first)| row < *first) {
+                *first = Some((time, row));
+            }
+        }
+    }
+    fn delete_timer(&mut self, queue: &TimerQueue, key: &K, time: EventTime) {
+        let row = timer_row(queue.name(), time, key);
+        let TimerAccess { head, family, db, write } = self.timer_head(queue);
+        db.delete_cf_opt(family, &row, write).unwrap_or_else(|e| fail_timers(queue, "deleting one", e));
+        if head.first.as_ref().is_some_and(|first| first.as_ref().is_some_and(|(_, first)| *first == row)) {
+            head.first = None;
+        }
+    }
+    fn next_timer(&mut self, queue: &TimerQueue) -> Option<EventTime> {
+        self.first_timer(queue)
+    }
+    fn pop_timer(&mut self, queue: &TimerQueue, before: EventTime) -> Option<(EventTime, K)> {
+        if self.first_timer(queue)? >= before {
+            return None;
+        }
+        let TimerAccess { head, family, db, write } = self.timer_head(queue);
+        let (time, row) = head.first.take().flatten().expect("the first timer is known");
+        db.delete_cf_opt(family, &row, write).unwrap_or_else(|e| fail_timers(queue, "deleting one", e));
+        let (_, _, _, key) = split_timer_row::<K>(&row)
+            .unwrap_or_else(|e| panic!("{e}: a timer's row on the local disk does not decode (was it changed?)"));
+        // Every timer left sorts after the one popped: reads start there.
+        head.floor = row;
+        Some((time, key))
+    }
     fn expire(&mut self, now: EventTime) {
         self.expired_through.fetch_max(now, Ordering::Relaxed);
     }
@@ -680,9 +804,18 @@ impl<K: Key> StateBackend<K> for RocksDbBackend<K> {
     }
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
         let waiting = self.db.cf_handle(RESTORED).expect("opened with the instance");
+        let timers = self.db.cf_handle(TIMERS).expect("opened with the instance");
         let mut batch = WriteBatch::default();
         let mut seen = BTreeSet::new();
         for (group, name, entries) in split_groups(states)? {
+            if let Some(queue) = timer_queue_of(&name) {
+                // Timers have no type but the key's, known here: written into their rows now.
+                for (time, key) in decode_timers::<K>(queue, group, &entries)? {
+                    batch.put_cf(timers, timer_row(queue, time, &key), []);
+                }
+                self.timer_heads.clear();
+                continue;
+            }
             assert!(!self.states.contains_key(name.as_str()), "state {name} restored after it was touched");
             let group = u16::try_from(group).map_err(|_| format!("key group {group} is out of range"))?;
             if !seen.insert((name.clone(), group)) {
@@ -745,6 +878,21 @@ fn export<K: Key>(path: &Path) -> Result<KeyGroupStates, String> {
             rows.push((row, value));
         }
         flush(&mut rows)?;
+    }
+    // Timers, by queue and key group, each group's in firing order by time and then key (rows
+    // of one time come in the order of the keys' encodings).
+    if let Some(family) = db.cf_handle(TIMERS) {
+        let mut queues: BTreeMap<(String, usize), Vec<(EventTime, K)>> = BTreeMap::new();
+        for item in db.iterator_cf(family, IteratorMode::Start) {
+            let (row, _) = item.map_err(|e| format!("timers: {e}"))?;
+            let (queue, time, group, key) = split_timer_row::<K>(&row)?;
+            queues.entry((queue.to_owned(), group)).or_default().push((time, key));
+        }
+        for ((queue, group), mut timers) in queues {
+            timers.sort();
+            let bytes = bincode::serialize(&timers).expect("timers serialize");
+            groups.entry(group).or_default().push((timer_state_name(&queue), bytes));
+        }
     }
     // Restored state not touched since goes out as it came.
     let waiting = db.cf_handle(RESTORED).ok_or("the restored state's family is missing from it")?;
