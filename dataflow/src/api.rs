@@ -851,9 +851,23 @@ impl<'s, T: Data> DataStream<'s, T> {
         late_output: bool,
         polled: bool,
     ) -> (DataStream<'s, L::Out>, DataStream<'s, T>) {
+        self.stateful_with(kind, uid, |_| logic, late_output, polled)
+    }
+
+    /// [`DataStream::stateful`] with logic made once the operator's uid is known (`logic` is
+    /// given it: a keyed store is opened by uid).
+    pub(crate) fn stateful_with<L: crate::stateful::StatefulLogic<In = T>>(
+        self,
+        kind: &str,
+        uid: Option<String>,
+        logic: impl FnOnce(&str) -> L,
+        late_output: bool,
+        polled: bool,
+    ) -> (DataStream<'s, L::Out>, DataStream<'s, T>) {
         let shared = self.shared.clone();
         let ctx = &shared.ctx;
         let uid = shared.register_uid(kind, uid);
+        let logic = logic(&uid);
         let part = ctx.snapshots.borrow_mut().register_operator(&uid);
         let restored = ctx.restored_state.borrow_mut().remove(&uid).unwrap_or_default();
         let setup = StatefulSetup {
@@ -1349,7 +1363,10 @@ where
                 return WindowOutput { results: input.clone().flat_map(|_| None), late: input.clone() };
             }
         };
-        let (results, late) = input.stateful("window", uid, logic, true, false);
+        // Windows that can keep their state in the job's keyed store do (on RocksDB: on disk).
+        let shared = input.shared.clone();
+        let (results, late) =
+            input.stateful_with("window", uid, |uid| W::with_store(logic, shared.keyed_store(uid)), true, false);
         WindowOutput { results, late }
     }
 

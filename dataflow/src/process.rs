@@ -589,6 +589,13 @@ where
     }
 
     fn poll(&mut self, out: &mut Vec<Record<Emitted<O>>>) {
+        if self.passed == EventTime::MIN {
+            // Restored, and event time has passed nothing in this run yet: processing-time
+            // timers wait for it, since their outputs are stamped at the bound passed and the
+            // keyed state they read was expired through the checkpoint's (a timer set in this
+            // run comes after a bound was passed).
+            return;
+        }
         let now = (self.clock)();
         while let Some((time, key)) = self.pop_timer(TimeDomain::ProcessingTime, now.saturating_add(1)) {
             self.fire(time, key, TimeDomain::ProcessingTime, out);
@@ -723,6 +730,70 @@ mod tests {
             assert_eq!(fired(operator, EventTime::MAX), expected[keys as usize / 2..]);
             assert!(fired(operator, EventTime::MAX).is_empty(), "each timer fires once");
         }
+    }
+
+    /// Counts each key's records, and reports the count when the node's clock passes a minute
+    /// after the record.
+    struct CountThenReport;
+
+    impl KeyedProcessFunction<u64, u64, u64> for CountThenReport {
+        fn process_element(&mut self, _value: u64, ctx: &mut Context<'_, u64, u64>) {
+            let count = crate::state::ValueState::<u64>::new("count");
+            let seen = count.get(ctx.state()).unwrap_or(0);
+            count.set(ctx.state(), seen + 1);
+            let at = ctx.current_processing_time() + 60_000;
+            ctx.register_processing_time_timer(at);
+        }
+        fn on_timer(&mut self, _timestamp: EventTime, _domain: TimeDomain, ctx: &mut Context<'_, u64, u64>) {
+            let count = crate::state::ValueState::<u64>::new("count").get(ctx.state()).unwrap_or(0);
+            ctx.collect(count);
+        }
+    }
+
+    /// After a restore from RocksDB's files, whose state was expired through the checkpoint's
+    /// bound, processing-time timers wait for event time to pass a bound in the new run: they
+    /// read state at the bound passed, and before that there is none.
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test copies checkpoint files with std::fs
+    fn restored_processing_time_timers_wait_for_event_time_to_pass_a_bound() {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        static CLOCK: AtomicI64 = AtomicI64::new(0);
+        let key: fn(&u64) -> u64 = |value| *value;
+        let clock = || Box::new(|| CLOCK.load(Ordering::Relaxed)) as Box<dyn Fn() -> EventTime>;
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::RocksDb(crate::state::rocksdb::RocksDbBackend::open(&root.path().join("live")).unwrap());
+        let mut live = ProcessOperator::new(CountThenReport, key, clock()).with_store(store);
+        let mut records: Vec<Record<u64>> =
+            (0..10u64).map(|i| Record { value: i % 3, time: i as EventTime, watermark: EventTime::MIN }).collect();
+        let (mut out, mut late) = (Vec::new(), Vec::new());
+        live.apply(&mut records, &mut out, &mut late);
+        live.advance(100, &mut out);
+        let (files, _) = live.snapshot().into_files().map_err(|_| "files").unwrap();
+        let dir = root.path().join("from-files");
+        let target = crate::state::instance_files_dir(&dir);
+        std::fs::create_dir_all(&target).unwrap();
+        for entry in std::fs::read_dir(files.dir()).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+        }
+        let store = Store::RocksDb(crate::state::rocksdb::RocksDbBackend::open_restored(&dir).unwrap());
+        let mut restored = ProcessOperator::new(CountThenReport, key, clock()).with_store(store);
+        restored.restore(Vec::new()).unwrap();
+        CLOCK.store(120_000, Ordering::Relaxed);
+        restored.poll(&mut out);
+        assert!(out.is_empty(), "no bound passed in this run yet");
+        restored.advance(100, &mut out);
+        restored.poll(&mut out);
+        let mut counts: Vec<u64> = out
+            .into_iter()
+            .map(|record| match record.value {
+                Emitted::Main(count) => count,
+                Emitted::Side { .. } => panic!("no side output"),
+            })
+            .collect();
+        counts.sort();
+        assert_eq!(counts, vec![3, 3, 4], "each key's count, once");
     }
 
     #[cfg(feature = "rocksdb")]

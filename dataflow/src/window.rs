@@ -12,7 +12,14 @@
 //! that is late for only some of its (sliding) windows counts in the others, as in Flink.
 //!
 //! **State** is a map per open window from key to accumulator, fired in order of window end
-//! and snapshotted by key group.
+//! and snapshotted by key group. On a job whose keyed state is on disk (RocksDB), tumbling,
+//! sliding and cumulating windows keep it in the operator's keyed store instead: per key, a map
+//! from window to accumulator (and one from window to late records, under allowed lateness),
+//! with a timer per key and window end in the store's timer queues — so that state larger than
+//! memory stays on disk. Both forms snapshot to the same canonical encoding (the in-memory
+//! one's), so a savepoint moves between backends. In memory the windows keep their own maps: a
+//! record then costs one hash lookup, where the keyed store would encode and look up its key
+//! twice. Sessions keep their state in memory on either backend, for now.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hash};
@@ -25,7 +32,8 @@ use weir_core::window::TumblingWindows;
 use crate::keyed::KeySelector;
 use crate::keyed::{key_group_of, KeyHasher};
 use crate::record::{Data, Record};
-use crate::stateful::{KeyGroupStates, StateImage, StatefulLogic};
+use crate::state::{Key, KeyedState, MapState, StateBackend, Store, TimerQueue};
+use crate::stateful::{Form, KeyGroupStates, StateImage, StatefulLogic};
 
 /// A time window `[start, end)`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -255,6 +263,15 @@ pub trait WindowKind<K, T, F: AggregateFunction<T>, R, KF, RF>: 'static {
     }
     /// The windows, described for people.
     fn description(&self) -> String;
+    /// The logic keeping its state in `store` (the job's keyed store) where it can: windows
+    /// whose state is on disk there (see the module docs). Others keep theirs in memory.
+    fn with_store(logic: Self::Logic, store: Store<K>) -> Self::Logic
+    where
+        Self: Sized,
+    {
+        let _ = store;
+        logic
+    }
 }
 
 impl<K, T, W, F, R, KF, RF> WindowKind<K, T, F, R, KF, RF> for W
@@ -282,6 +299,9 @@ where
     }
     fn description(&self) -> String {
         self.describe()
+    }
+    fn with_store(logic: Self::Logic, store: Store<K>) -> Self::Logic {
+        logic.with_store(store)
     }
 }
 
@@ -419,6 +439,10 @@ where
 /// Windows within their allowed lateness, by `(end, start)`, per key.
 type Retained<K, A, T> = BTreeMap<(EventTime, EventTime), KeyMap<K, Lateness<A, T>>>;
 
+/// One key group of a window operator's canonical encoding: open windows `(start, end, key,
+/// accumulator)` and windows within their allowed lateness (see [`encode_windows`]).
+type DecodedWindows<K, A, T> = (Vec<(EventTime, EventTime, K, A)>, Vec<(EventTime, EventTime, K, Lateness<A, T>)>);
+
 /// Windows within their allowed lateness `(start, end, key, lateness)` of one key group.
 type RetainedEntries<'a, K, A, T> = Vec<(EventTime, EventTime, &'a K, &'a Lateness<A, T>)>;
 
@@ -447,6 +471,9 @@ pub struct WindowAggregate<K, T, W, F: AggregateFunction<T>, R, KF, RF> {
     retained: Retained<K, F::Acc, T>,
     /// The bound event time last passed (for the output hold under allowed lateness).
     passed: EventTime,
+    /// The keyed store holding the windows instead of `windows` and `retained`, if the job's
+    /// state is on disk (see the module docs).
+    store: Option<Store<K>>,
     _types: std::marker::PhantomData<fn(T) -> R>,
 }
 
@@ -541,8 +568,25 @@ where
             allowed_lateness_ms: 0,
             retained: BTreeMap::new(),
             passed: EventTime::MIN,
+            store: None,
             _types: std::marker::PhantomData,
         }
+    }
+
+    /// Keeps the windows in `store`, unless it is in memory (see the module docs).
+    pub fn with_store(self, store: Store<K>) -> Self {
+        if store.in_memory() {
+            self
+        } else {
+            self.in_keyed_store(store)
+        }
+    }
+
+    /// Keeps the windows in `store`, whatever its backend (tests and benchmarks run the keyed
+    /// store's form on the memory backend this way).
+    pub fn in_keyed_store(mut self, store: Store<K>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Windows take late records for `ms` after their end (see [`crate::api::WindowedStream::allowed_lateness`]).
@@ -587,6 +631,9 @@ where
 
     #[inline]
     fn apply(&mut self, records: &mut Vec<Record<T>>, _out: &mut Vec<Record<R>>, late: &mut Vec<Record<T>>) {
+        if self.store.is_some() {
+            return self.apply_to_store(records, late);
+        }
         let mut index = 0;
         while index < records.len() {
             let record = &records[index];
@@ -643,6 +690,9 @@ where
 
     fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<R>>) {
         self.passed = self.passed.max(bound);
+        if self.store.is_some() {
+            return self.advance_store(bound, out);
+        }
         while let Some(entry) = self.windows.first_entry() {
             let (end, start) = *entry.key();
             if end > bound {
@@ -672,6 +722,11 @@ where
         if self.allowed_lateness_ms == 0 {
             return EventTime::MAX;
         }
+        if self.store.is_some() {
+            // Every retained window ends after `passed − lateness` (one that did not has fired
+            // its final result), so the retained windows never hold back more than that.
+            return self.passed.saturating_sub(self.allowed_lateness_ms);
+        }
         // A window within its allowed lateness may still emit its final result, stamped with
         // its last millisecond — also one that has no state yet: a late record can still come
         // for any window ending after `passed − lateness`.
@@ -680,15 +735,30 @@ where
     }
 
     fn snapshot(&self) -> StateImage {
+        if let Some(store) = &self.store {
+            // The store's snapshot, written out in the windows' own canonical encoding; a
+            // checkpoint on RocksDB uploads the store's files and encodes nothing beside them.
+            return match store.snapshot().into_files() {
+                Ok((files, encode)) => StateImage::with_files(files, move |form| match form {
+                    Form::BesideFiles => encode(Form::BesideFiles),
+                    Form::Canonical => windows_from_store::<K, T, F::Acc>(encode(Form::Canonical)?),
+                }),
+                Err(image) => StateImage::fallible(move || windows_from_store::<K, T, F::Acc>(image.try_encode()?)),
+            };
+        }
         let (windows, retained) = (self.windows.clone(), self.retained.clone());
         StateImage::deferred(move || encode_windows::<K, T, F::Acc>(&windows, &retained))
     }
 
     fn restore(&mut self, states: KeyGroupStates) -> Result<(), String> {
-        type Decoded<K, A, T> = (Vec<(EventTime, EventTime, K, A)>, Vec<(EventTime, EventTime, K, Lateness<A, T>)>);
         for (group, bytes) in states {
-            let (entries, retained): Decoded<K, F::Acc, T> =
+            let windows: DecodedWindows<K, F::Acc, T> =
                 crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
+            if self.store.is_some() {
+                self.restore_into_store(group, windows)?;
+                continue;
+            }
+            let (entries, retained) = windows;
             for (start, end, key, accumulator) in entries {
                 let previous = self.windows.entry((end, start)).or_default().insert(key, accumulator);
                 if previous.is_some() {
@@ -703,6 +773,202 @@ where
         }
         Ok(())
     }
+}
+
+/// The keyed store's map, per key, from open window `(end, start)` to accumulator.
+const OPEN_WINDOWS: &str = "window/open";
+/// The keyed store's map, per key, from window `(end, start)` within its allowed lateness to
+/// its on-time accumulator and late records.
+const RETAINED_WINDOWS: &str = "window/retained";
+/// Per key, a timer at the last millisecond of each open window: it fires once event time
+/// passes the window's end.
+const WINDOW_ENDS: TimerQueue = TimerQueue::new("window-end");
+/// Per key, a timer a millisecond before each retained window's allowed lateness runs out.
+const RETAINED_ENDS: TimerQueue = TimerQueue::new("window-retained-end");
+
+fn open_windows<A: Data>() -> MapState<(EventTime, EventTime), A> {
+    MapState::new(OPEN_WINDOWS)
+}
+
+fn retained_windows<A: Data, T: Data>() -> MapState<(EventTime, EventTime), Lateness<A, T>> {
+    MapState::new(RETAINED_WINDOWS)
+}
+
+/// A keyed store's access for the windows of `key`: windows carry no time to live, so their
+/// accesses carry no event time.
+fn window_state<'a, K: Key>(store: &'a mut Store<K>, key: &'a K) -> KeyedState<'a, K, Store<K>> {
+    KeyedState::new(store, key, EventTime::MIN)
+}
+
+/// The timer at which window `(end, start)`'s allowed lateness of `lateness_ms` runs out: a
+/// millisecond before event time passes `end + lateness`.
+fn retained_end(end: EventTime, lateness_ms: i64) -> EventTime {
+    end.saturating_add(lateness_ms).saturating_sub(1)
+}
+
+impl<K, T, W, F, R, KF, RF> WindowAggregate<K, T, W, F, R, KF, RF>
+where
+    K: Key,
+    T: Data,
+    W: WindowAssigner,
+    F: AggregateFunction<T>,
+    R: Data,
+    KF: KeySelector<T, K>,
+    RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
+{
+    /// [`StatefulLogic::apply`] on the keyed store: the batch's records are grouped by key and
+    /// window (in arrival order within each), so that a window's state is read and written once
+    /// per batch, not once per record.
+    fn apply_to_store(&mut self, records: &[Record<T>], late: &mut Vec<Record<T>>) {
+        type Batch<K> = BTreeMap<(K, (EventTime, EventTime)), Vec<usize>>;
+        let (mut on_time, mut allowed): (Batch<K>, Batch<K>) = (BTreeMap::new(), BTreeMap::new());
+        let lateness_ms = self.allowed_lateness_ms;
+        for (index, record) in records.iter().enumerate() {
+            let key = self.key.key(&record.value);
+            let mut counted = false;
+            self.assigner.assign(record.time, |window| {
+                let batch = match verdict(window, record.watermark, lateness_ms) {
+                    Verdict::OnTime => &mut on_time,
+                    Verdict::LateAllowed => &mut allowed,
+                    Verdict::TooLate => return,
+                };
+                counted = true;
+                batch.entry((key.clone(), (window.end, window.start))).or_default().push(index);
+            });
+            if !counted {
+                late.push(record.clone());
+            }
+        }
+        let store = self.store.as_mut().expect("windows in a store");
+        let open = open_windows::<F::Acc>();
+        for ((key, window), indices) in on_time {
+            let mut state = window_state(store, &key);
+            let stored = open.get(&mut state, &window);
+            let opened = stored.is_none();
+            let mut accumulator = stored.unwrap_or_else(|| self.function.create_accumulator());
+            for index in indices {
+                self.function.add(&mut accumulator, &records[index].value);
+            }
+            open.put(&mut state, window, accumulator);
+            if opened {
+                let (end, start) = window;
+                store.register_timer(&WINDOW_ENDS, &key, TimeWindow { start, end }.max_timestamp());
+            }
+        }
+        let retained = retained_windows::<F::Acc, T>();
+        for ((key, window), indices) in allowed {
+            let mut state = window_state(store, &key);
+            let mut entry = retained.get(&mut state, &window).unwrap_or_default();
+            entry.late.extend(indices.into_iter().map(|index| records[index].value.clone()));
+            retained.put(&mut state, window, entry);
+            store.register_timer(&RETAINED_ENDS, &key, retained_end(window.0, lateness_ms));
+        }
+    }
+
+    /// [`StatefulLogic::advance`] on the keyed store: each key whose timer is due fires every
+    /// window of it that ended by `bound` (in order of end), then every retained window whose
+    /// allowed lateness ran out by `bound` and that took late records.
+    fn advance_store(&mut self, bound: EventTime, out: &mut Vec<Record<R>>) {
+        let lateness_ms = self.allowed_lateness_ms;
+        let store = self.store.as_mut().expect("windows in a store");
+        let (open, retained) = (open_windows::<F::Acc>(), retained_windows::<F::Acc, T>());
+        while let Some((_, key)) = store.pop_timer(&WINDOW_ENDS, bound) {
+            let mut state = window_state(store, &key);
+            let mut kept = Vec::new();
+            for ((end, start), accumulator) in open.entries(&mut state) {
+                if end > bound {
+                    continue;
+                }
+                open.remove(&mut state, &(end, start));
+                if lateness_ms > 0 {
+                    // Kept until its allowed lateness runs out, for the late records' update.
+                    let mut entry = retained.get(&mut state, &(end, start)).unwrap_or_default();
+                    entry.on_time = Some(accumulator.clone());
+                    retained.put(&mut state, (end, start), entry);
+                    kept.push(end);
+                }
+                let window = TimeWindow { start, end };
+                out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
+            }
+            for end in kept {
+                store.register_timer(&RETAINED_ENDS, &key, retained_end(end, lateness_ms));
+            }
+        }
+        while let Some((_, key)) = store.pop_timer(&RETAINED_ENDS, bound) {
+            let mut state = window_state(store, &key);
+            for ((end, start), entry) in retained.entries(&mut state) {
+                if end.saturating_add(lateness_ms) > bound {
+                    continue;
+                }
+                retained.remove(&mut state, &(end, start));
+                if entry.late.is_empty() {
+                    continue;
+                }
+                let mut accumulator = entry.on_time.unwrap_or_else(|| self.function.create_accumulator());
+                for record in &entry.late {
+                    self.function.add(&mut accumulator, record);
+                }
+                let window = TimeWindow { start, end };
+                out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
+            }
+        }
+    }
+
+    /// Loads one key group of the canonical encoding into the keyed store, with the timers
+    /// its windows need.
+    fn restore_into_store(&mut self, group: usize, windows: DecodedWindows<K, F::Acc, T>) -> Result<(), String> {
+        let (entries, retained_entries) = windows;
+        let store = self.store.as_mut().expect("windows in a store");
+        let (open, retained) = (open_windows::<F::Acc>(), retained_windows::<F::Acc, T>());
+        for (start, end, key, accumulator) in entries {
+            let mut state = window_state(store, &key);
+            if open.get(&mut state, &(end, start)).is_some() {
+                return Err(format!("key group {group}: a window entry appears twice"));
+            }
+            open.put(&mut state, (end, start), accumulator);
+            store.register_timer(&WINDOW_ENDS, &key, TimeWindow { start, end }.max_timestamp());
+        }
+        for (start, end, key, entry) in retained_entries {
+            let mut state = window_state(store, &key);
+            if retained.get(&mut state, &(end, start)).is_some() {
+                return Err(format!("key group {group}: a late window entry appears twice"));
+            }
+            retained.put(&mut state, (end, start), entry);
+            store.register_timer(&RETAINED_ENDS, &key, retained_end(end, self.allowed_lateness_ms));
+        }
+        Ok(())
+    }
+}
+
+/// The windows' canonical encoding ([`encode_windows`]) of a keyed store's snapshot: its
+/// window maps read back; its timers left out (a restore sets them again from the windows).
+fn windows_from_store<K: Key, T: Data, A: Data>(states: KeyGroupStates) -> Result<KeyGroupStates, String> {
+    type Entries<K, V> = Vec<(K, crate::state::Stamped<BTreeMap<(EventTime, EventTime), V>>)>;
+    let mut windows: BTreeMap<(EventTime, EventTime), KeyMap<K, A>> = BTreeMap::new();
+    let mut retained: Retained<K, A, T> = BTreeMap::new();
+    for (group, name, bytes) in crate::state::split_groups(states)? {
+        let context = |e: String| format!("key group {group}: {name}: {e}");
+        match name.as_str() {
+            OPEN_WINDOWS => {
+                let entries: Entries<K, A> = crate::keyed::decode_state(&bytes).map_err(context)?;
+                for (key, stamped) in entries {
+                    for (window, accumulator) in stamped.value {
+                        windows.entry(window).or_default().insert(key.clone(), accumulator);
+                    }
+                }
+            }
+            RETAINED_WINDOWS => {
+                let entries: Entries<K, Lateness<A, T>> = crate::keyed::decode_state(&bytes).map_err(context)?;
+                for (key, stamped) in entries {
+                    for (window, entry) in stamped.value {
+                        retained.entry(window).or_default().insert(key.clone(), entry);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(encode_windows::<K, T, A>(&windows, &retained))
 }
 
 impl<K, T, W, F, R, KF, RF> WindowAggregate<K, T, W, F, R, KF, RF>
@@ -743,6 +1009,175 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Counts and sums `(key, value)` records.
+    struct CountSum;
+
+    impl AggregateFunction<(u64, i64)> for CountSum {
+        type Acc = (u64, i64);
+        fn create_accumulator(&self) -> (u64, i64) {
+            (0, 0)
+        }
+        fn add(&self, accumulator: &mut (u64, i64), value: &(u64, i64)) {
+            accumulator.0 += 1;
+            accumulator.1 += value.1;
+        }
+    }
+
+    type Row = (u64, EventTime, EventTime, u64, i64);
+
+    /// What happens to a window operator: records read under the current watermark (at times
+    /// around it: some late), the watermark rising, event time passing it, a snapshot restored
+    /// (into the other form of windows).
+    #[derive(Clone, Debug)]
+    enum Step {
+        Records(Vec<(u64, i64, i64)>),
+        Rise(i64),
+        Pass,
+        SnapshotRestore,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => proptest::collection::vec((0u64..5, -60i64..50, -5i64..5), 1..8).prop_map(Step::Records),
+            2 => (0i64..40).prop_map(Step::Rise),
+            2 => Just(Step::Pass),
+            1 => Just(Step::SnapshotRestore),
+        ]
+    }
+
+    type Logic<W> = WindowAggregate<
+        u64,
+        (u64, i64),
+        W,
+        CountSum,
+        Row,
+        fn(&(u64, i64)) -> u64,
+        fn(&u64, TimeWindow, (u64, i64)) -> Row,
+    >;
+
+    fn logic<W: WindowAssigner + Copy>(assigner: W, lateness_ms: i64, store: Option<Store<u64>>) -> Logic<W> {
+        let key: fn(&(u64, i64)) -> u64 = |record| record.0;
+        let result: fn(&u64, TimeWindow, (u64, i64)) -> Row =
+            |key, window, (count, sum)| (*key, window.start, window.end, count, sum);
+        let logic = WindowAggregate::new(assigner, CountSum, key, result).with_allowed_lateness(lateness_ms);
+        match store {
+            Some(store) => logic.in_keyed_store(store),
+            None => logic,
+        }
+    }
+
+    /// [`both_forms_agree`] for windows of kind `kind` (tumbling, sliding, cumulating).
+    fn every_kind_agrees(
+        kind: usize,
+        lateness_ms: i64,
+        steps: &[Step],
+        store: &dyn Fn() -> Store<u64>,
+    ) -> Result<(), TestCaseError> {
+        match kind {
+            0 => both_forms_agree(TumblingEventTimeWindows::of(20), lateness_ms, steps, store),
+            1 => both_forms_agree(SlidingEventTimeWindows::of(30, 10), lateness_ms, steps, store),
+            _ => both_forms_agree(CumulativeEventTimeWindows::of(10, 40), lateness_ms, steps, store),
+        }
+    }
+
+    /// Runs `steps` on windows in their own maps and in keyed stores made by `store`.
+    fn both_forms_agree<W: WindowAssigner + Copy>(
+        assigner: W,
+        lateness_ms: i64,
+        steps: &[Step],
+        store: &dyn Fn() -> Store<u64>,
+    ) -> Result<(), TestCaseError> {
+        let mut forms = [logic(assigner, lateness_ms, None), logic(assigner, lateness_ms, Some(store()))];
+        let mut watermark: EventTime = 0;
+        for step in steps.iter().chain([&Step::Rise(10_000), &Step::Pass]) {
+            // Per form: results with their times, and late records.
+            type Outputs = (Vec<(Row, EventTime)>, Vec<Record<(u64, i64)>>);
+            let mut outputs: Vec<Outputs> = Vec::new();
+            for form in &mut forms {
+                let (mut out, mut late) = (Vec::new(), Vec::new());
+                match step {
+                    Step::Records(records) => {
+                        let mut records: Vec<Record<(u64, i64)>> = records
+                            .iter()
+                            .map(|&(key, offset, value)| Record {
+                                value: (key, value),
+                                time: watermark + offset,
+                                watermark,
+                            })
+                            .collect();
+                        form.apply(&mut records, &mut out, &mut late);
+                    }
+                    Step::Rise(by) => watermark += by,
+                    Step::Pass => form.advance(watermark, &mut out),
+                    Step::SnapshotRestore => {}
+                }
+                let mut rows: Vec<(Row, EventTime)> =
+                    out.into_iter().map(|record| (record.value, record.time)).collect();
+                rows.sort();
+                late.sort();
+                outputs.push((rows, late));
+            }
+            prop_assert_eq!(&outputs[0], &outputs[1], "at {:?}", step);
+            prop_assert_eq!(forms[0].output_hold(), forms[1].output_hold());
+            if let Step::SnapshotRestore = step {
+                let in_memory = forms[0].snapshot().encode();
+                let in_store = forms[1].snapshot().encode();
+                prop_assert_eq!(&in_memory, &in_store, "equal windows, equal snapshots");
+                // Each restores the other's snapshot, and goes on from where it was.
+                let mut restored = [logic(assigner, lateness_ms, None), logic(assigner, lateness_ms, Some(store()))];
+                restored[0].restore(in_store).map_err(TestCaseError::fail)?;
+                restored[1].restore(in_memory).map_err(TestCaseError::fail)?;
+                for (form, was) in restored.iter_mut().zip(&forms) {
+                    form.passed = was.passed;
+                }
+                forms = restored;
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(feature = "rocksdb")]
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// The same on RocksDB: windows on disk, snapshots through its checkpoint's files.
+        #[test]
+        fn windows_on_rocksdb_equal_windows_in_memory(
+            kind in 0..3usize,
+            lateness_ms in prop_oneof![Just(0i64), 1i64..80],
+            steps in proptest::collection::vec(step(), 1..60),
+        ) {
+            let root = tempfile::tempdir().unwrap();
+            let next = std::cell::Cell::new(0);
+            let store = || {
+                next.set(next.get() + 1);
+                let dir = root.path().join(next.get().to_string());
+                Store::RocksDb(crate::state::rocksdb::RocksDbBackend::open(&dir).unwrap())
+            };
+            every_kind_agrees(kind, lateness_ms, &steps, &store)?;
+        }
+    }
+
+    /// On RocksDB a checkpoint carries the windows in the store's files, and encodes nothing
+    /// beside them; a savepoint encodes them canonically, as windows in memory do.
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn windows_on_rocksdb_are_in_the_checkpoints_files() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::RocksDb(crate::state::rocksdb::RocksDbBackend::open(&root.path().join("db")).unwrap());
+        let mut on_disk = logic(SlidingEventTimeWindows::of(30, 10), 0, None).with_store(store);
+        let mut in_memory = logic(SlidingEventTimeWindows::of(30, 10), 0, None).with_store(Store::default());
+        assert!(on_disk.store.is_some() && in_memory.store.is_none(), "in memory, windows keep their own maps");
+        for form in [&mut on_disk, &mut in_memory] {
+            let mut records: Vec<Record<(u64, i64)>> = (0..1_000u64)
+                .map(|i| Record { value: (i % 97, i as i64), time: i as EventTime, watermark: 0 })
+                .collect();
+            form.apply(&mut records, &mut Vec::new(), &mut Vec::new());
+        }
+        let (_files, encode) = on_disk.snapshot().into_files().map_err(|_| "files").unwrap();
+        assert_eq!(encode(Form::BesideFiles).unwrap(), Vec::new(), "nothing beside the files");
+        assert_eq!(encode(Form::Canonical).unwrap(), in_memory.snapshot().encode());
+    }
+
     fn windows_of(assigner: &impl WindowAssigner, time: EventTime) -> Vec<TimeWindow> {
         let mut windows = Vec::new();
         assigner.assign(time, |w| windows.push(w));
@@ -774,6 +1209,18 @@ mod tests {
                 .filter(|w| w.end > time)
                 .collect();
             prop_assert_eq!(windows, expected);
+        }
+
+        /// Windows in the keyed store fire what windows in their own maps fire, late records
+        /// and allowed lateness included, and snapshot to the same bytes; each restores the
+        /// other's snapshot.
+        #[test]
+        fn windows_in_a_keyed_store_equal_windows_in_memory(
+            kind in 0..3usize,
+            lateness_ms in prop_oneof![Just(0i64), 1i64..80],
+            steps in proptest::collection::vec(step(), 1..60),
+        ) {
+            every_kind_agrees(kind, lateness_ms, &steps, &Store::default)?;
         }
 
         /// A tumbling assigner's one window contains the time.

@@ -511,6 +511,14 @@ fn example_jobs_restore_exactly(backend: &Backend) {
         expected.batched,
         "buffers and processing-time timers restored"
     );
+    // Windows (on RocksDB: in its keyed store, on disk), late records and allowed lateness.
+    use weir_example::mix::{Reading, WindowFigure};
+    assert_eq!(committed_csv::<WindowFigure>(&out("mix").join("sliding")), expected.sliding, "sliding windows");
+    assert_eq!(committed_json::<Reading>(&out("mix").join("late-sliding")), expected.sliding_late);
+    assert_eq!(committed_csv::<WindowFigure>(&out("mix").join("cumulate")), expected.cumulate, "cumulating windows");
+    assert_eq!(committed_json::<Reading>(&out("mix").join("late-cumulate")), expected.cumulate_late);
+    assert_eq!(committed_csv::<WindowFigure>(&out("mix").join("lenient")), expected.lenient, "allowed lateness");
+    assert_eq!(committed_json::<Reading>(&out("mix").join("late-lenient")), expected.lenient_late);
 }
 
 #[test]

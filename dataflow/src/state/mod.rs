@@ -427,6 +427,13 @@ impl<K> Default for Store<K> {
     }
 }
 
+impl<K> Store<K> {
+    /// Whether the store keeps its state in memory (the memory backend).
+    pub fn in_memory(&self) -> bool {
+        matches!(self, Store::Memory(_))
+    }
+}
+
 impl<K: Key> Store<K> {
     /// A store of `kind`; a RocksDB store keeps its files in `dir` (which it owns: anything
     /// there is removed first, and the directory when the store is dropped).
