@@ -1366,7 +1366,7 @@ where
         // Windows that can keep their state in the job's keyed store do (on RocksDB: on disk).
         let shared = input.shared.clone();
         let (results, late) =
-            input.stateful_with("window", uid, |uid| W::with_store(logic, shared.keyed_store(uid)), true, false);
+            input.stateful_with("window", uid, |uid| W::with_store(logic, || shared.keyed_store(uid)), true, false);
         WindowOutput { results, late }
     }
 

@@ -734,8 +734,10 @@ mod tests {
 
     /// Counts each key's records, and reports the count when the node's clock passes a minute
     /// after the record.
+    #[cfg(feature = "rocksdb")]
     struct CountThenReport;
 
+    #[cfg(feature = "rocksdb")]
     impl KeyedProcessFunction<u64, u64, u64> for CountThenReport {
         fn process_element(&mut self, _value: u64, ctx: &mut Context<'_, u64, u64>) {
             let count = crate::state::ValueState::<u64>::new("count");

@@ -263,13 +263,13 @@ pub trait WindowKind<K, T, F: AggregateFunction<T>, R, KF, RF>: 'static {
     }
     /// The windows, described for people.
     fn description(&self) -> String;
-    /// The logic keeping its state in `store` (the job's keyed store) where it can: windows
-    /// whose state is on disk there (see the module docs). Others keep theirs in memory.
-    fn with_store(logic: Self::Logic, store: Store<K>) -> Self::Logic
+    /// The logic keeping its state in the job's keyed store (opened by `open_store`) where it
+    /// can: windows whose state is on disk there (see the module docs). Others keep theirs in
+    /// memory, and open no store.
+    fn with_store(logic: Self::Logic, _open_store: impl FnOnce() -> Store<K>) -> Self::Logic
     where
         Self: Sized,
     {
-        let _ = store;
         logic
     }
 }
@@ -300,8 +300,8 @@ where
     fn description(&self) -> String {
         self.describe()
     }
-    fn with_store(logic: Self::Logic, store: Store<K>) -> Self::Logic {
-        logic.with_store(store)
+    fn with_store(logic: Self::Logic, open_store: impl FnOnce() -> Store<K>) -> Self::Logic {
+        logic.with_store(open_store())
     }
 }
 
@@ -474,6 +474,9 @@ pub struct WindowAggregate<K, T, W, F: AggregateFunction<T>, R, KF, RF> {
     /// The keyed store holding the windows instead of `windows` and `retained`, if the job's
     /// state is on disk (see the module docs).
     store: Option<Store<K>>,
+    /// In the store: the least last millisecond of the windows that took late records since
+    /// event time last passed a bound (see `output_hold`).
+    retained_hold: EventTime,
     _types: std::marker::PhantomData<fn(T) -> R>,
 }
 
@@ -569,6 +572,7 @@ where
             retained: BTreeMap::new(),
             passed: EventTime::MIN,
             store: None,
+            retained_hold: EventTime::MAX,
             _types: std::marker::PhantomData,
         }
     }
@@ -582,8 +586,8 @@ where
         }
     }
 
-    /// Keeps the windows in `store`, whatever its backend (tests and benchmarks run the keyed
-    /// store's form on the memory backend this way).
+    /// Keeps the windows in `store`, whatever its backend (tests run the keyed store's form
+    /// on the memory backend this way).
     pub fn in_keyed_store(mut self, store: Store<K>) -> Self {
         self.store = Some(store);
         self
@@ -723,9 +727,10 @@ where
             return EventTime::MAX;
         }
         if self.store.is_some() {
-            // Every retained window ends after `passed − lateness` (one that did not has fired
-            // its final result), so the retained windows never hold back more than that.
-            return self.passed.saturating_sub(self.allowed_lateness_ms);
+            // Once event time passes a bound, every retained window left ends after
+            // `passed − lateness` (the others fired their updates); windows that took late
+            // records since may end earlier, and are held apart until the next bound.
+            return self.retained_hold.min(self.passed.saturating_sub(self.allowed_lateness_ms));
         }
         // A window within its allowed lateness may still emit its final result, stamped with
         // its last millisecond — also one that has no state yet: a late record can still come
@@ -806,6 +811,18 @@ fn retained_end(end: EventTime, lateness_ms: i64) -> EventTime {
     end.saturating_add(lateness_ms).saturating_sub(1)
 }
 
+/// The windows `(end, start)` of `assigner` that end at `end`: those holding its last
+/// millisecond whose end it is.
+fn windows_ending(assigner: &impl WindowAssigner, end: EventTime) -> Vec<(EventTime, EventTime)> {
+    let mut windows = Vec::new();
+    assigner.assign(end.saturating_sub(1), |window| {
+        if window.end == end {
+            windows.push((end, window.start));
+        }
+    });
+    windows
+}
+
 impl<K, T, W, F, R, KF, RF> WindowAggregate<K, T, W, F, R, KF, RF>
 where
     K: Key,
@@ -857,6 +874,8 @@ where
         }
         let retained = retained_windows::<F::Acc, T>();
         for ((key, window), indices) in allowed {
+            let (end, start) = window;
+            self.retained_hold = self.retained_hold.min(TimeWindow { start, end }.max_timestamp());
             let mut state = window_state(store, &key);
             let mut entry = retained.get(&mut state, &window).unwrap_or_default();
             entry.late.extend(indices.into_iter().map(|index| records[index].value.clone()));
@@ -865,42 +884,52 @@ where
         }
     }
 
-    /// [`StatefulLogic::advance`] on the keyed store: each key whose timer is due fires every
-    /// window of it that ended by `bound` (in order of end), then every retained window whose
-    /// allowed lateness ran out by `bound` and that took late records.
+    /// [`StatefulLogic::advance`] on the keyed store: each due timer fires the window of its
+    /// key that it stands for — in order of window end, as in memory — then each retained
+    /// window whose allowed lateness ran out by `bound` and that took late records fires its
+    /// update. Only the windows due are read: a key's other windows stay on disk.
     fn advance_store(&mut self, bound: EventTime, out: &mut Vec<Record<R>>) {
         let lateness_ms = self.allowed_lateness_ms;
         let store = self.store.as_mut().expect("windows in a store");
         let (open, retained) = (open_windows::<F::Acc>(), retained_windows::<F::Acc, T>());
-        while let Some((_, key)) = store.pop_timer(&WINDOW_ENDS, bound) {
+        while let Some((last_millisecond, key)) = store.pop_timer(&WINDOW_ENDS, bound) {
+            let end = last_millisecond + 1;
             let mut state = window_state(store, &key);
             let mut kept = Vec::new();
-            for ((end, start), accumulator) in open.entries(&mut state) {
-                if end > bound {
-                    continue;
-                }
-                open.remove(&mut state, &(end, start));
+            for window in windows_ending(&self.assigner, end) {
+                let Some(accumulator) = open.get(&mut state, &window) else { continue };
+                open.remove(&mut state, &window);
                 if lateness_ms > 0 {
                     // Kept until its allowed lateness runs out, for the late records' update.
-                    let mut entry = retained.get(&mut state, &(end, start)).unwrap_or_default();
+                    let mut entry = retained.get(&mut state, &window).unwrap_or_default();
                     entry.on_time = Some(accumulator.clone());
-                    retained.put(&mut state, (end, start), entry);
+                    retained.put(&mut state, window, entry);
                     kept.push(end);
                 }
-                let window = TimeWindow { start, end };
+                let window = TimeWindow { start: window.1, end };
                 out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
             }
             for end in kept {
                 store.register_timer(&RETAINED_ENDS, &key, retained_end(end, lateness_ms));
             }
         }
-        while let Some((_, key)) = store.pop_timer(&RETAINED_ENDS, bound) {
+        while let Some((time, key)) = store.pop_timer(&RETAINED_ENDS, bound) {
             let mut state = window_state(store, &key);
-            for ((end, start), entry) in retained.entries(&mut state) {
-                if end.saturating_add(lateness_ms) > bound {
-                    continue;
-                }
-                retained.remove(&mut state, &(end, start));
+            let due: Vec<(EventTime, EventTime)> = if time == EventTime::MAX - 1 {
+                // The allowed lateness of windows ending near the end of time saturated: any
+                // retained window of the key may be the one.
+                let entries = retained.entries(&mut state);
+                entries
+                    .into_iter()
+                    .map(|(window, _)| window)
+                    .filter(|(end, _)| retained_end(*end, lateness_ms) == time)
+                    .collect()
+            } else {
+                windows_ending(&self.assigner, time + 1 - lateness_ms)
+            };
+            for window in due {
+                let Some(entry) = retained.get(&mut state, &window) else { continue };
+                retained.remove(&mut state, &window);
                 if entry.late.is_empty() {
                     continue;
                 }
@@ -908,10 +937,13 @@ where
                 for record in &entry.late {
                     self.function.add(&mut accumulator, record);
                 }
+                let (end, start) = window;
                 let window = TimeWindow { start, end };
                 out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
             }
         }
+        // Every retained window left ends after `bound − lateness` (see `output_hold`).
+        self.retained_hold = EventTime::MAX;
     }
 
     /// Loads one key group of the canonical encoding into the keyed store, with the timers

@@ -4,8 +4,9 @@
 //! state (some with a time to live) for a handful of keys at advancing event times, expiry
 //! passes, and snapshot-then-restore into a fresh backend — and applies each to the backend
 //! and to a model made of `BTreeMap`s. Every read must agree with the model, and a restored
-//! backend must read exactly like the one it was taken from. Timer queues are in the model too:
-//! timers registered and deleted for those keys in two queues, and popped in order of time. With the `rocksdb` feature the
+//! backend must read exactly like the one it was taken from. Timer queues are in the model
+//! too: timers registered and deleted for those keys in two queues, and popped in order of
+//! time. With the `rocksdb` feature the
 //! RocksDB backend runs the same suite, and both backends must snapshot equal states to equal
 //! bytes and restore each other's snapshots (the canonical format).
 #![allow(clippy::disallowed_methods)] // tests set up real directories with std::fs

@@ -492,6 +492,7 @@ fn example_jobs_restore_exactly(backend: &Backend) {
         ("seed", "8".into()),
     ];
     crash_and_resume("mix", &params, parallelism, backend);
+    use weir_example::mix::{Reading, WindowFigure};
     let sensors = Sensors::new(20_000, 20, 8).unwrap();
     let expected = reference::mix(
         &generated(&ReadingGenerator(sensors.clone()), parallelism),
@@ -507,18 +508,19 @@ fn example_jobs_restore_exactly(backend: &Backend) {
     );
     assert_eq!(committed_csv::<(i64, i64)>(&out("mix").join("count-window")), expected.count_window);
     assert_eq!(
-        committed_csv::<weir_example::mix::Reading>(&out("mix").join("batched")),
+        committed_csv::<Reading>(&out("mix").join("batched")),
         expected.batched,
         "buffers and processing-time timers restored"
     );
     // Windows (on RocksDB: in its keyed store, on disk), late records and allowed lateness.
-    use weir_example::mix::{Reading, WindowFigure};
-    assert_eq!(committed_csv::<WindowFigure>(&out("mix").join("sliding")), expected.sliding, "sliding windows");
-    assert_eq!(committed_json::<Reading>(&out("mix").join("late-sliding")), expected.sliding_late);
-    assert_eq!(committed_csv::<WindowFigure>(&out("mix").join("cumulate")), expected.cumulate, "cumulating windows");
-    assert_eq!(committed_json::<Reading>(&out("mix").join("late-cumulate")), expected.cumulate_late);
-    assert_eq!(committed_csv::<WindowFigure>(&out("mix").join("lenient")), expected.lenient, "allowed lateness");
-    assert_eq!(committed_json::<Reading>(&out("mix").join("late-lenient")), expected.lenient_late);
+    let figures = |name: &str| committed_csv::<WindowFigure>(&out("mix").join(name));
+    let late = |name: &str| committed_json::<Reading>(&out("mix").join(name));
+    assert_eq!(figures("sliding"), expected.sliding, "sliding windows");
+    assert_eq!(late("late-sliding"), expected.sliding_late);
+    assert_eq!(figures("cumulate"), expected.cumulate, "cumulating windows");
+    assert_eq!(late("late-cumulate"), expected.cumulate_late);
+    assert_eq!(figures("lenient"), expected.lenient, "allowed lateness");
+    assert_eq!(late("late-lenient"), expected.lenient_late);
 }
 
 #[test]

@@ -597,7 +597,7 @@ fn split_timer_row<K: Key>(row: &[u8]) -> Result<(&str, EventTime, usize, K), St
     let split = row.iter().position(|byte| *byte == 0).ok_or("a timer's row has no queue name")?;
     let queue = std::str::from_utf8(&row[..split]).map_err(|e| format!("a timer queue's name: {e}"))?;
     let rest = &row[split + 1..];
-    if rest.len() < 8 + 3 {
+    if rest.len() < 8 + 2 {
         return Err(format!("timer queue {queue}: a row is too short to hold a time, a key group and a key"));
     }
     let time = (u64::from_be_bytes(rest[..8].try_into().expect("eight bytes")) ^ (1 << 63)) as EventTime;
@@ -751,6 +751,8 @@ impl<K: Key> StateBackend<K> for RocksDbBackend<K> {
         let TimerAccess { head, family, db, write } = self.timer_head(queue);
         db.delete_cf_opt(family, &row, write).unwrap_or_else(|e| fail_timers(queue, "deleting one", e));
         if head.first.as_ref().is_some_and(|first| first.as_ref().is_some_and(|(_, first)| *first == row)) {
+            // It was the first: every timer left sorts after it.
+            head.floor = row;
             head.first = None;
         }
     }
@@ -807,11 +809,16 @@ impl<K: Key> StateBackend<K> for RocksDbBackend<K> {
         let timers = self.db.cf_handle(TIMERS).expect("opened with the instance");
         let mut batch = WriteBatch::default();
         let mut seen = BTreeSet::new();
+        let mut seen_timers = BTreeSet::new();
         for (group, name, entries) in split_groups(states)? {
             if let Some(queue) = timer_queue_of(&name) {
                 // Timers have no type but the key's, known here: written into their rows now.
                 for (time, key) in decode_timers::<K>(queue, group, &entries)? {
-                    batch.put_cf(timers, timer_row(queue, time, &key), []);
+                    let row = timer_row(queue, time, &key);
+                    if !seen_timers.insert(row.clone()) {
+                        return Err(format!("timer queue {queue}: key group {group}: a timer appears twice"));
+                    }
+                    batch.put_cf(timers, row, []);
                 }
                 self.timer_heads.clear();
                 continue;
@@ -1166,6 +1173,21 @@ mod tests {
     /// The block cache of a slot's instances, as RocksDB reports it.
     fn block_cache_capacity(backend: &RocksDbBackend<u64>) -> u64 {
         backend.db.property_int_value("rocksdb.block-cache-capacity").unwrap().expect("a block cache")
+    }
+
+    #[test]
+    fn a_key_that_encodes_to_nothing_has_timers_too() {
+        let root = tempfile::tempdir().unwrap();
+        let mut backend = RocksDbBackend::<()>::open(&root.path().join("db")).unwrap();
+        let queue = TimerQueue::new("q");
+        backend.register_timer(&queue, &(), -5);
+        backend.register_timer(&queue, &(), 7);
+        assert_eq!(backend.pop_timer(&queue, 0), Some((-5, ())));
+        assert_eq!(backend.pop_timer(&queue, 0), None);
+        let snapshot = backend.snapshot().encode();
+        let mut restored = RocksDbBackend::<()>::open(&root.path().join("again")).unwrap();
+        restored.restore(snapshot).unwrap();
+        assert_eq!(restored.pop_timer(&queue, EventTime::MAX), Some((7, ())));
     }
 
     #[test]
