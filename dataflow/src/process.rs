@@ -732,6 +732,20 @@ mod tests {
         }
     }
 
+    /// A RocksDB store reopened in `dir` on a copy of a checkpoint's `files` (as a slot restores
+    /// an incremental checkpoint).
+    #[cfg(feature = "rocksdb")]
+    #[allow(clippy::disallowed_methods)] // the test copies checkpoint files with std::fs
+    fn reopened_from(files: &crate::stateful::StateFiles, dir: &std::path::Path) -> Store<u64> {
+        let target = crate::state::instance_files_dir(dir);
+        std::fs::create_dir_all(&target).unwrap();
+        for entry in std::fs::read_dir(files.dir()).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+        }
+        Store::RocksDb(crate::state::rocksdb::RocksDbBackend::open_restored(dir).unwrap())
+    }
+
     /// Counts each key's records, and reports the count when the node's clock passes a minute
     /// after the record.
     #[cfg(feature = "rocksdb")]
@@ -757,7 +771,6 @@ mod tests {
     /// read state at the bound passed, and before that there is none.
     #[cfg(feature = "rocksdb")]
     #[test]
-    #[allow(clippy::disallowed_methods)] // the test copies checkpoint files with std::fs
     fn restored_processing_time_timers_wait_for_event_time_to_pass_a_bound() {
         use std::sync::atomic::{AtomicI64, Ordering};
         static CLOCK: AtomicI64 = AtomicI64::new(0);
@@ -772,14 +785,7 @@ mod tests {
         live.apply(&mut records, &mut out, &mut late);
         live.advance(100, &mut out);
         let (files, _) = live.snapshot().into_files().map_err(|_| "files").unwrap();
-        let dir = root.path().join("from-files");
-        let target = crate::state::instance_files_dir(&dir);
-        std::fs::create_dir_all(&target).unwrap();
-        for entry in std::fs::read_dir(files.dir()).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
-        }
-        let store = Store::RocksDb(crate::state::rocksdb::RocksDbBackend::open_restored(&dir).unwrap());
+        let store = reopened_from(&files, &root.path().join("from-files"));
         let mut restored = ProcessOperator::new(CountThenReport, key, clock()).with_store(store);
         restored.restore(Vec::new()).unwrap();
         CLOCK.store(120_000, Ordering::Relaxed);
@@ -800,7 +806,6 @@ mod tests {
 
     #[cfg(feature = "rocksdb")]
     #[test]
-    #[allow(clippy::disallowed_methods)] // the test copies checkpoint files with std::fs
     fn timers_are_keyed_state_in_the_backends_files_on_rocksdb() {
         let keys = 2_000u64;
         let root = tempfile::tempdir().unwrap();
@@ -814,15 +819,8 @@ mod tests {
 
         // Restored from the files (an incremental checkpoint) and from the canonical encoding
         // on the memory backend (a savepoint), the timers fire as they do in the live one.
-        let dir = root.path().join("from-files");
-        let target = crate::state::instance_files_dir(&dir);
-        std::fs::create_dir_all(&target).unwrap();
-        for entry in std::fs::read_dir(files.dir()).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
-        }
+        let restored = reopened_from(&files, &root.path().join("from-files"));
         drop(files);
-        let restored = Store::RocksDb(crate::state::rocksdb::RocksDbBackend::open_restored(&dir).unwrap());
         let mut from_files = operator(restored);
         from_files.restore(Vec::new()).unwrap();
         let mut in_memory = operator(Store::default());

@@ -549,6 +549,21 @@ struct Lateness<A, T> {
     late: Vec<T>,
 }
 
+impl<A, T> Lateness<A, T> {
+    /// The window's final accumulator — the on-time one (or a fresh one) with every late record
+    /// added — or `None` if no late record came (its on-time result stands).
+    fn final_accumulator<F: AggregateFunction<T, Acc = A>>(self, function: &F) -> Option<A> {
+        if self.late.is_empty() {
+            return None;
+        }
+        let mut accumulator = self.on_time.unwrap_or_else(|| function.create_accumulator());
+        for record in &self.late {
+            function.add(&mut accumulator, record);
+        }
+        Some(accumulator)
+    }
+}
+
 impl<A, T> Default for Lateness<A, T> {
     fn default() -> Self {
         Lateness { on_time: None, late: Vec::new() }
@@ -880,7 +895,7 @@ where
             let mut entry = retained.get(&mut state, &window).unwrap_or_default();
             entry.late.extend(indices.into_iter().map(|index| records[index].value.clone()));
             retained.put(&mut state, window, entry);
-            store.register_timer(&RETAINED_ENDS, &key, retained_end(window.0, lateness_ms));
+            store.register_timer(&RETAINED_ENDS, &key, retained_end(end, lateness_ms));
         }
     }
 
@@ -895,7 +910,7 @@ where
         while let Some((last_millisecond, key)) = store.pop_timer(&WINDOW_ENDS, bound) {
             let end = last_millisecond + 1;
             let mut state = window_state(store, &key);
-            let mut kept = Vec::new();
+            let mut kept = false;
             for window in windows_ending(&self.assigner, end) {
                 let Some(accumulator) = open.get(&mut state, &window) else { continue };
                 open.remove(&mut state, &window);
@@ -904,12 +919,12 @@ where
                     let mut entry = retained.get(&mut state, &window).unwrap_or_default();
                     entry.on_time = Some(accumulator.clone());
                     retained.put(&mut state, window, entry);
-                    kept.push(end);
+                    kept = true;
                 }
                 let window = TimeWindow { start: window.1, end };
                 out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
             }
-            for end in kept {
+            if kept {
                 store.register_timer(&RETAINED_ENDS, &key, retained_end(end, lateness_ms));
             }
         }
@@ -930,16 +945,11 @@ where
             for window in due {
                 let Some(entry) = retained.get(&mut state, &window) else { continue };
                 retained.remove(&mut state, &window);
-                if entry.late.is_empty() {
-                    continue;
+                if let Some(accumulator) = entry.final_accumulator(&self.function) {
+                    let (end, start) = window;
+                    let window = TimeWindow { start, end };
+                    out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
                 }
-                let mut accumulator = entry.on_time.unwrap_or_else(|| self.function.create_accumulator());
-                for record in &entry.late {
-                    self.function.add(&mut accumulator, record);
-                }
-                let (end, start) = window;
-                let window = TimeWindow { start, end };
-                out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
             }
         }
         // Every retained window left ends after `bound − lateness` (see `output_hold`).
@@ -1023,14 +1033,9 @@ where
             keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let window = TimeWindow { start, end };
             for (key, lateness) in keys {
-                if lateness.late.is_empty() {
-                    continue;
+                if let Some(accumulator) = lateness.final_accumulator(&self.function) {
+                    out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
                 }
-                let mut accumulator = lateness.on_time.unwrap_or_else(|| self.function.create_accumulator());
-                for record in &lateness.late {
-                    self.function.add(&mut accumulator, record);
-                }
-                out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
             }
         }
     }
