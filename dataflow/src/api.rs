@@ -203,6 +203,18 @@ pub(crate) struct PlanState {
     pub slot_splits: usize,
 }
 
+/// The keyed store of operator `uid`, opened for whatever key type its state needs.
+struct OperatorStore<'a> {
+    shared: &'a Shared,
+    uid: &'a str,
+}
+
+impl crate::window::OpenStore for OperatorStore<'_> {
+    fn open<S: crate::state::Key>(self) -> crate::state::Store<S> {
+        self.shared.keyed_store(self.uid)
+    }
+}
+
 pub(crate) struct Shared {
     pub ctx: SlotContext,
     pub plan: RefCell<PlanState>,
@@ -1363,10 +1375,15 @@ where
                 return WindowOutput { results: input.clone().flat_map(|_| None), late: input.clone() };
             }
         };
-        // Windows that can keep their state in the job's keyed store do (on RocksDB: on disk).
+        // Windows keep their state in the operator's keyed store where the job's state is on disk.
         let shared = input.shared.clone();
-        let (results, late) =
-            input.stateful_with("window", uid, |uid| W::with_store(logic, || shared.keyed_store(uid)), true, false);
+        let (results, late) = input.stateful_with(
+            "window",
+            uid,
+            |uid| W::with_store(logic, OperatorStore { shared: &shared, uid }),
+            true,
+            false,
+        );
         WindowOutput { results, late }
     }
 

@@ -732,18 +732,9 @@ mod tests {
         }
     }
 
-    /// A RocksDB store reopened in `dir` on a copy of a checkpoint's `files` (as a slot restores
-    /// an incremental checkpoint).
     #[cfg(feature = "rocksdb")]
-    #[allow(clippy::disallowed_methods)] // the test copies checkpoint files with std::fs
     fn reopened_from(files: &crate::stateful::StateFiles, dir: &std::path::Path) -> Store<u64> {
-        let target = crate::state::instance_files_dir(dir);
-        std::fs::create_dir_all(&target).unwrap();
-        for entry in std::fs::read_dir(files.dir()).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
-        }
-        Store::RocksDb(crate::state::rocksdb::RocksDbBackend::open_restored(dir).unwrap())
+        Store::RocksDb(crate::state::rocksdb::reopened_from(files, dir))
     }
 
     /// Counts each key's records, and reports the count when the node's clock passes a minute

@@ -11,15 +11,19 @@
 //! whose every window is late goes to the operator's late output, never silently dropped; one
 //! that is late for only some of its (sliding) windows counts in the others, as in Flink.
 //!
-//! **State** is a map per open window from key to accumulator, fired in order of window end
-//! and snapshotted by key group. On a job whose keyed state is on disk (RocksDB), tumbling,
-//! sliding and cumulating windows keep it in the operator's keyed store instead: per key, a map
-//! from window to accumulator (and one from window to late records, under allowed lateness),
-//! with a timer per key and window end in the store's timer queues — so that state larger than
-//! memory stays on disk. Both forms snapshot to the same canonical encoding (the in-memory
-//! one's), so a savepoint moves between backends. In memory the windows keep their own maps: a
-//! record then costs one hash lookup, where the keyed store would encode and look up its key
-//! twice. Sessions keep their state in memory on either backend, for now.
+//! **State** in memory is a map per open window from key to accumulator (for sessions: per key,
+//! its open sessions), fired in order of window end and snapshotted by key group. On a job whose keyed state is on disk (RocksDB), windows keep
+//! it in the operator's keyed store instead, so that state larger than memory stays on disk:
+//! - tumbling, sliding and cumulating windows are keyed by key and window ([`WindowKey`]): per
+//!   window a value, its accumulator (and one of late records, under allowed lateness), and a
+//!   timer at its end in the store's timer queues. A record costs a read and a write per window
+//!   and batch, as in Flink's RocksDB windows;
+//! - sessions are keyed by key: per key its open sessions (a key has few; they are read and
+//!   written once per batch, merged in memory), and a timer at each session's end.
+//!
+//! Both forms snapshot to the same canonical encoding (the in-memory one's), so a savepoint
+//! moves between backends. In memory the windows keep their own maps: a record then costs one
+//! hash lookup, where the keyed store would encode and look up its key.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hash};
@@ -32,7 +36,7 @@ use weir_core::window::TumblingWindows;
 use crate::keyed::KeySelector;
 use crate::keyed::{key_group_of, KeyHasher};
 use crate::record::{Data, Record};
-use crate::state::{Key, KeyedState, MapState, StateBackend, Store, TimerQueue};
+use crate::state::{Key, KeyedState, StateBackend, Store, TimerQueue, ValueState};
 use crate::stateful::{Form, KeyGroupStates, StateImage, StatefulLogic};
 
 /// A time window `[start, end)`.
@@ -263,15 +267,17 @@ pub trait WindowKind<K, T, F: AggregateFunction<T>, R, KF, RF>: 'static {
     }
     /// The windows, described for people.
     fn description(&self) -> String;
-    /// The logic keeping its state in the job's keyed store (opened by `open_store`) where it
-    /// can: windows whose state is on disk there (see the module docs). Others keep theirs in
-    /// memory, and open no store.
-    fn with_store(logic: Self::Logic, _open_store: impl FnOnce() -> Store<K>) -> Self::Logic
+    /// The logic keeping its state in the operator's keyed store (opened by `store`) where the
+    /// job's state is on disk (see the module docs).
+    fn with_store(logic: Self::Logic, store: impl OpenStore) -> Self::Logic
     where
-        Self: Sized,
-    {
-        logic
-    }
+        Self: Sized;
+}
+
+/// Opens an operator's keyed store, keyed by the type its state needs.
+pub trait OpenStore {
+    /// The store, keyed by `S`.
+    fn open<S: Key>(self) -> Store<S>;
 }
 
 impl<K, T, W, F, R, KF, RF> WindowKind<K, T, F, R, KF, RF> for W
@@ -300,8 +306,8 @@ where
     fn description(&self) -> String {
         self.describe()
     }
-    fn with_store(logic: Self::Logic, open_store: impl FnOnce() -> Store<K>) -> Self::Logic {
-        logic.with_store(open_store())
+    fn with_store(logic: Self::Logic, store: impl OpenStore) -> Self::Logic {
+        logic.with_store(store.open())
     }
 }
 
@@ -323,11 +329,16 @@ where
             result,
             sessions: KeyMap::default(),
             ends: BTreeSet::new(),
+            store: None,
+            first_end: None,
             _types: std::marker::PhantomData,
         }
     }
     fn description(&self) -> String {
         format!("sessions with a gap of {} ms", self.gap_ms)
+    }
+    fn with_store(logic: Self::Logic, store: impl OpenStore) -> Self::Logic {
+        logic.with_store(store.open())
     }
 }
 
@@ -347,7 +358,74 @@ pub struct SessionAggregate<K, T, F: AggregateFunction<T>, R, KF, RF> {
     sessions: KeyMap<K, BTreeMap<EventTime, (EventTime, F::Acc)>>,
     /// Every open session by `(end, key, start)`: the order they fire in.
     ends: BTreeSet<(EventTime, K, EventTime)>,
+    /// The keyed store holding the sessions instead of `sessions` and `ends`, if the job's state
+    /// is on disk: per key its open sessions (a key has few), and a timer at each one's end.
+    store: Option<Store<K>>,
+    /// In the store: the end of the first session to fire (its timer's time), if one is open;
+    /// read from the store after each restore, apply and advance (see `output_hold`).
+    first_end: Option<EventTime>,
     _types: std::marker::PhantomData<fn(T) -> R>,
+}
+
+/// A key's open sessions, by start: `(end, accumulator)`. Sessions are disjoint.
+type Sessions<A> = BTreeMap<EventTime, (EventTime, A)>;
+
+/// Adds `value`, at `time`, to a key's open `sessions`: it opens a session `[time, time + gap)`
+/// of its own, merged with every session it touches. Returns the sessions `(start, end)` merged
+/// into it, and the session it made.
+fn add_to_sessions<T, F: AggregateFunction<T>>(
+    function: &F,
+    gap_ms: i64,
+    sessions: &mut Sessions<F::Acc>,
+    time: EventTime,
+    value: &T,
+) -> (Vec<(EventTime, EventTime)>, (EventTime, EventTime)) {
+    let (mut start, mut end) = (time, time.saturating_add(gap_ms));
+    let mut accumulator = function.create_accumulator();
+    function.add(&mut accumulator, value);
+    // Sessions are disjoint and sorted by start: the ones touching [start, end] start at or
+    // before `end` and end at or after `start`.
+    let touching: Vec<EventTime> = sessions
+        .range(..=end)
+        .rev()
+        .take_while(|(_, (session_end, _))| *session_end >= start)
+        .map(|(session_start, _)| *session_start)
+        .collect();
+    let mut merged = Vec::with_capacity(touching.len());
+    for session_start in touching {
+        let (session_end, other) = sessions.remove(&session_start).expect("present");
+        merged.push((session_start, session_end));
+        function.merge(&mut accumulator, other);
+        start = start.min(session_start);
+        end = end.max(session_end);
+    }
+    sessions.insert(start, (end, accumulator));
+    (merged, (start, end))
+}
+
+/// Whether a key's sessions are apart, as merging leaves them: each ends before the next starts
+/// (sessions that touch merge). A restored snapshot is checked: each session fires at its end,
+/// found by it.
+fn disjoint<A>(sessions: &Sessions<A>) -> bool {
+    sessions.iter().zip(sessions.iter().skip(1)).all(|((_, (end, _)), (next_start, _))| end < next_start)
+}
+
+impl<K, T, F: AggregateFunction<T>, R, KF, RF> SessionAggregate<K, T, F, R, KF, RF> {
+    /// Keeps the sessions in `store`, unless it is in memory (see the module docs).
+    pub fn with_store(self, store: Store<K>) -> Self {
+        if store.in_memory() {
+            self
+        } else {
+            self.in_keyed_store(store)
+        }
+    }
+
+    /// Keeps the sessions in `store`, whatever its backend (tests run the keyed store's form on
+    /// the memory backend this way).
+    pub fn in_keyed_store(mut self, store: Store<K>) -> Self {
+        self.store = Some(store);
+        self
+    }
 }
 
 impl<K, T, F, R, KF, RF> StatefulLogic for SessionAggregate<K, T, F, R, KF, RF>
@@ -363,38 +441,29 @@ where
     type Out = R;
 
     fn apply(&mut self, records: &mut Vec<Record<T>>, _out: &mut Vec<Record<R>>, late: &mut Vec<Record<T>>) {
+        if self.store.is_some() {
+            return self.apply_to_store(records, late);
+        }
         for record in records.drain(..) {
             if record.time < record.watermark {
                 late.push(record);
                 continue;
             }
             let key = self.key.key(&record.value);
-            let mut start = record.time;
-            let mut end = record.time.saturating_add(self.gap_ms);
-            let mut accumulator = self.function.create_accumulator();
-            self.function.add(&mut accumulator, &record.value);
             let sessions = self.sessions.entry(key.clone()).or_default();
-            // Sessions are disjoint and sorted by start: the ones touching [start, end] start
-            // at or before `end` and end at or after `start`.
-            let touching: Vec<EventTime> = sessions
-                .range(..=end)
-                .rev()
-                .take_while(|(_, (session_end, _))| *session_end >= start)
-                .map(|(session_start, _)| *session_start)
-                .collect();
-            for session_start in touching {
-                let (session_end, other) = sessions.remove(&session_start).expect("present");
-                self.ends.remove(&(session_end, key.clone(), session_start));
-                self.function.merge(&mut accumulator, other);
-                start = start.min(session_start);
-                end = end.max(session_end);
+            let (merged, (start, end)) =
+                add_to_sessions(&self.function, self.gap_ms, sessions, record.time, &record.value);
+            for (merged_start, merged_end) in merged {
+                self.ends.remove(&(merged_end, key.clone(), merged_start));
             }
-            sessions.insert(start, (end, accumulator));
             self.ends.insert((end, key, start));
         }
     }
 
     fn advance(&mut self, bound: EventTime, out: &mut Vec<Record<R>>) {
+        if self.store.is_some() {
+            return self.advance_store(bound, out);
+        }
         while let Some((end, _, _)) = self.ends.first() {
             // Strictly past the end: a record at exactly `end` would still touch the session.
             if *end >= bound {
@@ -413,10 +482,25 @@ where
 
     fn output_hold(&self) -> EventTime {
         // A session ending at the bound may still grow; its result will be stamped `end - 1`.
-        self.ends.first().map_or(EventTime::MAX, |(end, _, _)| end.saturating_sub(1))
+        let first_end = match &self.store {
+            Some(_) => self.first_end,
+            None => self.ends.first().map(|(end, _, _)| *end),
+        };
+        first_end.map_or(EventTime::MAX, |end| end.saturating_sub(1))
     }
 
     fn snapshot(&self) -> StateImage {
+        if let Some(store) = &self.store {
+            // As windows do: the store's files in a checkpoint, the sessions' own canonical
+            // encoding in a savepoint.
+            return match store.snapshot().into_files() {
+                Ok((files, encode)) => StateImage::with_files(files, move |form| match form {
+                    Form::BesideFiles => encode(Form::BesideFiles),
+                    Form::Canonical => sessions_from_store::<K, F::Acc>(encode(Form::Canonical)?),
+                }),
+                Err(image) => StateImage::fallible(move || sessions_from_store::<K, F::Acc>(image.try_encode()?)),
+            };
+        }
         let sessions = self.sessions.clone();
         StateImage::deferred(move || encode_sessions(&sessions))
     }
@@ -425,6 +509,10 @@ where
         for (group, bytes) in states {
             let entries: Vec<(K, EventTime, EventTime, F::Acc)> =
                 crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {e}"))?;
+            if self.store.is_some() {
+                self.restore_into_store(group, entries)?;
+                continue;
+            }
             for (key, start, end, accumulator) in entries {
                 if self.sessions.entry(key.clone()).or_default().insert(start, (end, accumulator)).is_some() {
                     return Err(format!("key group {group}: a session appears twice"));
@@ -432,8 +520,139 @@ where
                 self.ends.insert((end, key, start));
             }
         }
+        if !self.sessions.values().all(disjoint) {
+            return Err("sessions of one key overlap".into());
+        }
+        if let Some(store) = &mut self.store {
+            // Restored from the canonical encoding, or from the store's own files.
+            self.first_end = store.next_timer(&SESSION_ENDS);
+        }
         Ok(())
     }
+}
+
+/// The keyed store's value state of a key's open sessions ([`Sessions`]).
+const OPEN_SESSIONS: &str = "session/open";
+/// Per key, a timer at each open session's end: it fires once event time is past it.
+const SESSION_ENDS: TimerQueue = TimerQueue::new("session-end");
+
+fn open_sessions<A: Data>() -> ValueState<Sessions<A>> {
+    ValueState::new(OPEN_SESSIONS)
+}
+
+impl<K, T, F, R, KF, RF> SessionAggregate<K, T, F, R, KF, RF>
+where
+    K: Key,
+    T: Data,
+    F: AggregateFunction<T>,
+    R: Data,
+    KF: KeySelector<T, K>,
+    RF: Fn(&K, TimeWindow, F::Acc) -> R + 'static,
+{
+    /// [`StatefulLogic::apply`] on the keyed store: the batch's records are grouped by key (in
+    /// arrival order within each, so that sessions merge as in memory), and each key's sessions
+    /// are read and written once per batch; a session's timer moves when its end does.
+    fn apply_to_store(&mut self, records: &mut Vec<Record<T>>, late: &mut Vec<Record<T>>) {
+        let mut by_key: BTreeMap<K, Vec<Record<T>>> = BTreeMap::new();
+        for record in records.drain(..) {
+            if record.time < record.watermark {
+                late.push(record);
+            } else {
+                by_key.entry(self.key.key(&record.value)).or_default().push(record);
+            }
+        }
+        let store = self.store.as_mut().expect("sessions in a store");
+        let open = open_sessions::<F::Acc>();
+        for (key, records) in by_key {
+            let mut state = KeyedState::new(store, &key, EventTime::MIN);
+            let mut sessions = open.get(&mut state).unwrap_or_default();
+            let ends_before: BTreeSet<EventTime> = sessions.values().map(|(end, _)| *end).collect();
+            for record in &records {
+                add_to_sessions(&self.function, self.gap_ms, &mut sessions, record.time, &record.value);
+            }
+            let ends_after: BTreeSet<EventTime> = sessions.values().map(|(end, _)| *end).collect();
+            open.set(&mut state, sessions);
+            // A key's sessions are disjoint: each has an end of its own, and its timer is there.
+            for end in ends_before.difference(&ends_after) {
+                store.delete_timer(&SESSION_ENDS, &key, *end);
+            }
+            for end in ends_after.difference(&ends_before) {
+                store.register_timer(&SESSION_ENDS, &key, *end);
+            }
+        }
+        self.first_end = store.next_timer(&SESSION_ENDS);
+    }
+
+    /// [`StatefulLogic::advance`] on the keyed store: each session whose end event time is
+    /// past fires, in order of end, as in memory.
+    fn advance_store(&mut self, bound: EventTime, out: &mut Vec<Record<R>>) {
+        let store = self.store.as_mut().expect("sessions in a store");
+        let open = open_sessions::<F::Acc>();
+        while let Some((end, key)) = store.pop_timer(&SESSION_ENDS, bound) {
+            let mut state = KeyedState::new(store, &key, EventTime::MIN);
+            let mut sessions = open.get(&mut state).expect("a session's timer fires while it is open");
+            let start = sessions
+                .iter()
+                .find(|(_, (session_end, _))| *session_end == end)
+                .map(|(start, _)| *start)
+                .expect("a session's timer fires at its end");
+            let (_, accumulator) = sessions.remove(&start).expect("found");
+            if sessions.is_empty() {
+                open.clear(&mut state);
+            } else {
+                open.set(&mut state, sessions);
+            }
+            let window = TimeWindow { start, end };
+            out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
+        }
+        self.first_end = store.next_timer(&SESSION_ENDS);
+    }
+
+    /// Loads one key group of the sessions' canonical encoding into the keyed store, with a
+    /// timer at each session's end.
+    fn restore_into_store(
+        &mut self,
+        group: usize,
+        entries: Vec<(K, EventTime, EventTime, F::Acc)>,
+    ) -> Result<(), String> {
+        let mut by_key: BTreeMap<K, Sessions<F::Acc>> = BTreeMap::new();
+        for (key, start, end, accumulator) in entries {
+            if by_key.entry(key).or_default().insert(start, (end, accumulator)).is_some() {
+                return Err(format!("key group {group}: a session appears twice"));
+            }
+        }
+        if !by_key.values().all(disjoint) {
+            return Err(format!("key group {group}: sessions of one key overlap"));
+        }
+        let store = self.store.as_mut().expect("sessions in a store");
+        let open = open_sessions::<F::Acc>();
+        for (key, sessions) in by_key {
+            let mut state = KeyedState::new(store, &key, EventTime::MIN);
+            if open.get(&mut state).is_some() {
+                return Err(format!("key group {group}: a session appears twice"));
+            }
+            let ends: Vec<EventTime> = sessions.values().map(|(end, _)| *end).collect();
+            open.set(&mut state, sessions);
+            for end in ends {
+                store.register_timer(&SESSION_ENDS, &key, end);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sessions' canonical encoding ([`encode_sessions`]) of a keyed store's snapshot: its
+/// sessions read back; its timers left out (a restore sets them again from the sessions).
+fn sessions_from_store<K: Key, A: Data>(states: KeyGroupStates) -> Result<KeyGroupStates, String> {
+    let mut sessions: KeyMap<K, Sessions<A>> = KeyMap::default();
+    for (group, name, bytes) in crate::state::split_groups(states)? {
+        if name == OPEN_SESSIONS {
+            let entries: Vec<(K, crate::state::Stamped<Sessions<A>>)> =
+                crate::keyed::decode_state(&bytes).map_err(|e| format!("key group {group}: {name}: {e}"))?;
+            sessions.extend(entries.into_iter().map(|(key, stamped)| (key, stamped.value)));
+        }
+    }
+    Ok(encode_sessions(&sessions))
 }
 
 /// Windows within their allowed lateness, by `(end, start)`, per key.
@@ -473,7 +692,7 @@ pub struct WindowAggregate<K, T, W, F: AggregateFunction<T>, R, KF, RF> {
     passed: EventTime,
     /// The keyed store holding the windows instead of `windows` and `retained`, if the job's
     /// state is on disk (see the module docs).
-    store: Option<Store<K>>,
+    store: Option<Store<WindowKey<K>>>,
     /// In the store: the least last millisecond of the windows that took late records since
     /// event time last passed a bound (see `output_hold`).
     retained_hold: EventTime,
@@ -593,7 +812,7 @@ where
     }
 
     /// Keeps the windows in `store`, unless it is in memory (see the module docs).
-    pub fn with_store(self, store: Store<K>) -> Self {
+    pub fn with_store(self, store: Store<WindowKey<K>>) -> Self {
         if store.in_memory() {
             self
         } else {
@@ -603,7 +822,7 @@ where
 
     /// Keeps the windows in `store`, whatever its backend (tests run the keyed store's form
     /// on the memory backend this way).
-    pub fn in_keyed_store(mut self, store: Store<K>) -> Self {
+    pub fn in_keyed_store(mut self, store: Store<WindowKey<K>>) -> Self {
         self.store = Some(store);
         self
     }
@@ -795,47 +1014,69 @@ where
     }
 }
 
-/// The keyed store's map, per key, from open window `(end, start)` to accumulator.
+/// A key's window `[start, end)`: what windows in the keyed store are keyed by, so that a
+/// window's accumulator is one entry of a value state — read once and written once per batch,
+/// no other window of its key read with it — and its timer names it. It hashes as its key
+/// alone, so that a key's windows are in the key's group, and in the slot its records go to
+/// (in a hash map, a key's windows therefore share a hash: jobs keep windows in the store only
+/// on RocksDB, which finds a key by its encoding).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WindowKey<K> {
+    /// The key.
+    pub key: K,
+    /// The window's end.
+    pub end: EventTime,
+    /// The window's start.
+    pub start: EventTime,
+}
+
+impl<K: Hash> Hash for WindowKey<K> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state)
+    }
+}
+
+impl<K> WindowKey<K> {
+    fn new(key: K, window: TimeWindow) -> Self {
+        WindowKey { key, end: window.end, start: window.start }
+    }
+    fn window(&self) -> TimeWindow {
+        TimeWindow { start: self.start, end: self.end }
+    }
+}
+
+/// The keyed store's value state, per key and open window, of the window's accumulator.
 const OPEN_WINDOWS: &str = "window/open";
-/// The keyed store's map, per key, from window `(end, start)` within its allowed lateness to
-/// its on-time accumulator and late records.
+/// The keyed store's value state, per key and window within its allowed lateness, of the
+/// window's on-time accumulator and late records.
 const RETAINED_WINDOWS: &str = "window/retained";
-/// Per key, a timer at the last millisecond of each open window: it fires once event time
+/// Per key and open window, a timer at the window's last millisecond: it fires once event time
 /// passes the window's end.
 const WINDOW_ENDS: TimerQueue = TimerQueue::new("window-end");
-/// Per key, a timer a millisecond before each retained window's allowed lateness runs out.
+/// Per key and retained window, a timer a millisecond before its allowed lateness runs out.
 const RETAINED_ENDS: TimerQueue = TimerQueue::new("window-retained-end");
 
-fn open_windows<A: Data>() -> MapState<(EventTime, EventTime), A> {
-    MapState::new(OPEN_WINDOWS)
+fn open_windows<A: Data>() -> ValueState<A> {
+    ValueState::new(OPEN_WINDOWS)
 }
 
-fn retained_windows<A: Data, T: Data>() -> MapState<(EventTime, EventTime), Lateness<A, T>> {
-    MapState::new(RETAINED_WINDOWS)
+fn retained_windows<A: Data, T: Data>() -> ValueState<Lateness<A, T>> {
+    ValueState::new(RETAINED_WINDOWS)
 }
 
-/// A keyed store's access for the windows of `key`: windows carry no time to live, so their
+/// A keyed store's access for one window of a key: windows carry no time to live, so their
 /// accesses carry no event time.
-fn window_state<'a, K: Key>(store: &'a mut Store<K>, key: &'a K) -> KeyedState<'a, K, Store<K>> {
-    KeyedState::new(store, key, EventTime::MIN)
+fn window_state<'a, K: Key>(
+    store: &'a mut Store<WindowKey<K>>,
+    window: &'a WindowKey<K>,
+) -> KeyedState<'a, WindowKey<K>, Store<WindowKey<K>>> {
+    KeyedState::new(store, window, EventTime::MIN)
 }
 
-/// The timer at which window `(end, start)`'s allowed lateness of `lateness_ms` runs out: a
-/// millisecond before event time passes `end + lateness`.
-fn retained_end(end: EventTime, lateness_ms: i64) -> EventTime {
-    end.saturating_add(lateness_ms).saturating_sub(1)
-}
-
-/// The windows `(end, start)` of `assigner` that end at `end`: those holding its last
-/// millisecond whose end it is.
-fn windows_ending(assigner: &impl WindowAssigner, end: EventTime) -> Vec<(EventTime, EventTime)> {
-    let mut windows = Vec::new();
-    assigner.assign(end.saturating_sub(1), |window| {
-        if window.end == end {
-            windows.push((end, window.start));
-        }
-    });
-    windows
+/// The timer at which window `window`'s allowed lateness of `lateness_ms` runs out: a
+/// millisecond before event time passes its end plus the lateness.
+fn retained_end(window: TimeWindow, lateness_ms: i64) -> EventTime {
+    window.end.saturating_add(lateness_ms).saturating_sub(1)
 }
 
 impl<K, T, W, F, R, KF, RF> WindowAggregate<K, T, W, F, R, KF, RF>
@@ -852,7 +1093,7 @@ where
     /// window (in arrival order within each), so that a window's state is read and written once
     /// per batch, not once per record.
     fn apply_to_store(&mut self, records: &[Record<T>], late: &mut Vec<Record<T>>) {
-        type Batch<K> = BTreeMap<(K, (EventTime, EventTime)), Vec<usize>>;
+        type Batch<K> = BTreeMap<WindowKey<K>, Vec<usize>>;
         let (mut on_time, mut allowed): (Batch<K>, Batch<K>) = (BTreeMap::new(), BTreeMap::new());
         let lateness_ms = self.allowed_lateness_ms;
         for (index, record) in records.iter().enumerate() {
@@ -865,7 +1106,7 @@ where
                     Verdict::TooLate => return,
                 };
                 counted = true;
-                batch.entry((key.clone(), (window.end, window.start))).or_default().push(index);
+                batch.entry(WindowKey::new(key.clone(), window)).or_default().push(index);
             });
             if !counted {
                 late.push(record.clone());
@@ -873,83 +1114,70 @@ where
         }
         let store = self.store.as_mut().expect("windows in a store");
         let open = open_windows::<F::Acc>();
-        for ((key, window), indices) in on_time {
-            let mut state = window_state(store, &key);
-            let stored = open.get(&mut state, &window);
+        for (window, indices) in on_time {
+            let mut state = window_state(store, &window);
+            let stored = open.get(&mut state);
             let opened = stored.is_none();
             let mut accumulator = stored.unwrap_or_else(|| self.function.create_accumulator());
             for index in indices {
                 self.function.add(&mut accumulator, &records[index].value);
             }
-            open.put(&mut state, window, accumulator);
+            open.set(&mut state, accumulator);
             if opened {
-                let (end, start) = window;
-                store.register_timer(&WINDOW_ENDS, &key, TimeWindow { start, end }.max_timestamp());
+                store.register_timer(&WINDOW_ENDS, &window, window.window().max_timestamp());
             }
         }
         let retained = retained_windows::<F::Acc, T>();
-        for ((key, window), indices) in allowed {
-            let (end, start) = window;
-            self.retained_hold = self.retained_hold.min(TimeWindow { start, end }.max_timestamp());
-            let mut state = window_state(store, &key);
-            let mut entry = retained.get(&mut state, &window).unwrap_or_default();
+        for (window, indices) in allowed {
+            self.retained_hold = self.retained_hold.min(window.window().max_timestamp());
+            let mut state = window_state(store, &window);
+            let stored = retained.get(&mut state);
+            let first = stored.is_none();
+            let mut entry = stored.unwrap_or_default();
             entry.late.extend(indices.into_iter().map(|index| records[index].value.clone()));
-            retained.put(&mut state, window, entry);
-            store.register_timer(&RETAINED_ENDS, &key, retained_end(end, lateness_ms));
+            retained.set(&mut state, entry);
+            if first {
+                store.register_timer(&RETAINED_ENDS, &window, retained_end(window.window(), lateness_ms));
+            }
         }
     }
 
-    /// [`StatefulLogic::advance`] on the keyed store: each due timer fires the window of its
-    /// key that it stands for — in order of window end, as in memory — then each retained
-    /// window whose allowed lateness ran out by `bound` and that took late records fires its
-    /// update. Only the windows due are read: a key's other windows stay on disk.
+    /// [`StatefulLogic::advance`] on the keyed store: each due timer fires the window it names
+    /// — in order of window end, as in memory — then each retained window whose allowed
+    /// lateness ran out by `bound` fires its update, if it took late records. Only the windows
+    /// due are read: every other window stays on disk.
     fn advance_store(&mut self, bound: EventTime, out: &mut Vec<Record<R>>) {
         let lateness_ms = self.allowed_lateness_ms;
         let store = self.store.as_mut().expect("windows in a store");
         let (open, retained) = (open_windows::<F::Acc>(), retained_windows::<F::Acc, T>());
-        while let Some((last_millisecond, key)) = store.pop_timer(&WINDOW_ENDS, bound) {
-            let end = last_millisecond + 1;
-            let mut state = window_state(store, &key);
-            let mut kept = false;
-            for window in windows_ending(&self.assigner, end) {
-                let Some(accumulator) = open.get(&mut state, &window) else { continue };
-                open.remove(&mut state, &window);
-                if lateness_ms > 0 {
-                    // Kept until its allowed lateness runs out, for the late records' update.
-                    let mut entry = retained.get(&mut state, &window).unwrap_or_default();
-                    entry.on_time = Some(accumulator.clone());
-                    retained.put(&mut state, window, entry);
-                    kept = true;
+        while let Some((_, window)) = store.pop_timer(&WINDOW_ENDS, bound) {
+            let mut state = window_state(store, &window);
+            let accumulator = open.get(&mut state).expect("an open window's timer fires while it is open");
+            open.clear(&mut state);
+            if lateness_ms > 0 {
+                // Kept until its allowed lateness runs out, for the late records' update.
+                let stored = retained.get(&mut state);
+                let first = stored.is_none();
+                let mut entry = stored.unwrap_or_default();
+                entry.on_time = Some(accumulator.clone());
+                retained.set(&mut state, entry);
+                if first {
+                    store.register_timer(&RETAINED_ENDS, &window, retained_end(window.window(), lateness_ms));
                 }
-                let window = TimeWindow { start: window.1, end };
-                out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
             }
-            if kept {
-                store.register_timer(&RETAINED_ENDS, &key, retained_end(end, lateness_ms));
-            }
+            let WindowKey { key, .. } = &window;
+            out.push(Record::derived(
+                (self.result)(key, window.window(), accumulator),
+                window.window().max_timestamp(),
+            ));
         }
-        while let Some((time, key)) = store.pop_timer(&RETAINED_ENDS, bound) {
-            let mut state = window_state(store, &key);
-            let due: Vec<(EventTime, EventTime)> = if time == EventTime::MAX - 1 {
-                // The allowed lateness of windows ending near the end of time saturated: any
-                // retained window of the key may be the one.
-                let entries = retained.entries(&mut state);
-                entries
-                    .into_iter()
-                    .map(|(window, _)| window)
-                    .filter(|(end, _)| retained_end(*end, lateness_ms) == time)
-                    .collect()
-            } else {
-                windows_ending(&self.assigner, time + 1 - lateness_ms)
-            };
-            for window in due {
-                let Some(entry) = retained.get(&mut state, &window) else { continue };
-                retained.remove(&mut state, &window);
-                if let Some(accumulator) = entry.final_accumulator(&self.function) {
-                    let (end, start) = window;
-                    let window = TimeWindow { start, end };
-                    out.push(Record::derived((self.result)(&key, window, accumulator), window.max_timestamp()));
-                }
+        while let Some((_, window)) = store.pop_timer(&RETAINED_ENDS, bound) {
+            let mut state = window_state(store, &window);
+            let entry = retained.get(&mut state).expect("a retained window's timer fires while it is retained");
+            retained.clear(&mut state);
+            if let Some(accumulator) = entry.final_accumulator(&self.function) {
+                let time = window.window().max_timestamp();
+                out.push(Record::derived((self.result)(&window.key, window.window(), accumulator), time));
             }
         }
         // Every retained window left ends after `bound − lateness` (see `output_hold`).
@@ -963,29 +1191,31 @@ where
         let store = self.store.as_mut().expect("windows in a store");
         let (open, retained) = (open_windows::<F::Acc>(), retained_windows::<F::Acc, T>());
         for (start, end, key, accumulator) in entries {
-            let mut state = window_state(store, &key);
-            if open.get(&mut state, &(end, start)).is_some() {
+            let window = WindowKey { key, end, start };
+            let mut state = window_state(store, &window);
+            if open.get(&mut state).is_some() {
                 return Err(format!("key group {group}: a window entry appears twice"));
             }
-            open.put(&mut state, (end, start), accumulator);
-            store.register_timer(&WINDOW_ENDS, &key, TimeWindow { start, end }.max_timestamp());
+            open.set(&mut state, accumulator);
+            store.register_timer(&WINDOW_ENDS, &window, window.window().max_timestamp());
         }
         for (start, end, key, entry) in retained_entries {
-            let mut state = window_state(store, &key);
-            if retained.get(&mut state, &(end, start)).is_some() {
+            let window = WindowKey { key, end, start };
+            let mut state = window_state(store, &window);
+            if retained.get(&mut state).is_some() {
                 return Err(format!("key group {group}: a late window entry appears twice"));
             }
-            retained.put(&mut state, (end, start), entry);
-            store.register_timer(&RETAINED_ENDS, &key, retained_end(end, self.allowed_lateness_ms));
+            retained.set(&mut state, entry);
+            store.register_timer(&RETAINED_ENDS, &window, retained_end(window.window(), self.allowed_lateness_ms));
         }
         Ok(())
     }
 }
 
 /// The windows' canonical encoding ([`encode_windows`]) of a keyed store's snapshot: its
-/// window maps read back; its timers left out (a restore sets them again from the windows).
+/// window states read back; its timers left out (a restore sets them again from the windows).
 fn windows_from_store<K: Key, T: Data, A: Data>(states: KeyGroupStates) -> Result<KeyGroupStates, String> {
-    type Entries<K, V> = Vec<(K, crate::state::Stamped<BTreeMap<(EventTime, EventTime), V>>)>;
+    type Entries<K, V> = Vec<(WindowKey<K>, crate::state::Stamped<V>)>;
     let mut windows: BTreeMap<(EventTime, EventTime), KeyMap<K, A>> = BTreeMap::new();
     let mut retained: Retained<K, A, T> = BTreeMap::new();
     for (group, name, bytes) in crate::state::split_groups(states)? {
@@ -993,18 +1223,14 @@ fn windows_from_store<K: Key, T: Data, A: Data>(states: KeyGroupStates) -> Resul
         match name.as_str() {
             OPEN_WINDOWS => {
                 let entries: Entries<K, A> = crate::keyed::decode_state(&bytes).map_err(context)?;
-                for (key, stamped) in entries {
-                    for (window, accumulator) in stamped.value {
-                        windows.entry(window).or_default().insert(key.clone(), accumulator);
-                    }
+                for (WindowKey { key, end, start }, stamped) in entries {
+                    windows.entry((end, start)).or_default().insert(key, stamped.value);
                 }
             }
             RETAINED_WINDOWS => {
                 let entries: Entries<K, Lateness<A, T>> = crate::keyed::decode_state(&bytes).map_err(context)?;
-                for (key, stamped) in entries {
-                    for (window, entry) in stamped.value {
-                        retained.entry(window).or_default().insert(key.clone(), entry);
-                    }
+                for (WindowKey { key, end, start }, stamped) in entries {
+                    retained.entry((end, start)).or_default().insert(key, stamped.value);
                 }
             }
             _ => {}
@@ -1044,7 +1270,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stateful::StateFiles;
     use proptest::prelude::*;
+    use std::sync::Arc;
 
     /// Counts and sums `(key, value)` records.
     struct CountSum;
@@ -1092,7 +1320,11 @@ mod tests {
         fn(&u64, TimeWindow, (u64, i64)) -> Row,
     >;
 
-    fn logic<W: WindowAssigner + Copy>(assigner: W, lateness_ms: i64, store: Option<Store<u64>>) -> Logic<W> {
+    fn logic<W: WindowAssigner + Copy>(
+        assigner: W,
+        lateness_ms: i64,
+        store: Option<Store<WindowKey<u64>>>,
+    ) -> Logic<W> {
         let key: fn(&(u64, i64)) -> u64 = |record| record.0;
         let result: fn(&u64, TimeWindow, (u64, i64)) -> Row =
             |key, window, (count, sum)| (*key, window.start, window.end, count, sum);
@@ -1108,7 +1340,7 @@ mod tests {
         kind: usize,
         lateness_ms: i64,
         steps: &[Step],
-        store: &dyn Fn() -> Store<u64>,
+        store: MakeStore<'_, WindowKey<u64>>,
     ) -> Result<(), TestCaseError> {
         match kind {
             0 => both_forms_agree(TumblingEventTimeWindows::of(20), lateness_ms, steps, store),
@@ -1117,14 +1349,29 @@ mod tests {
         }
     }
 
+    /// Makes a keyed store for a test: a fresh one, or one reopened on a snapshot's files.
+    type MakeStore<'a, S> = &'a dyn Fn(Option<&StateFiles>) -> Store<S>;
+
+    /// A store form's snapshot: its canonical encoding, and its files if it has any (then
+    /// with nothing beside them).
+    fn snapshot_of(image: StateImage) -> Result<(KeyGroupStates, Option<Arc<StateFiles>>), TestCaseError> {
+        match image.into_files() {
+            Ok((files, encode)) => {
+                prop_assert_eq!(encode(Form::BesideFiles).map_err(TestCaseError::fail)?, Vec::new());
+                Ok((encode(Form::Canonical).map_err(TestCaseError::fail)?, Some(files)))
+            }
+            Err(image) => Ok((image.encode(), None)),
+        }
+    }
+
     /// Runs `steps` on windows in their own maps and in keyed stores made by `store`.
     fn both_forms_agree<W: WindowAssigner + Copy>(
         assigner: W,
         lateness_ms: i64,
         steps: &[Step],
-        store: &dyn Fn() -> Store<u64>,
+        store: MakeStore<'_, WindowKey<u64>>,
     ) -> Result<(), TestCaseError> {
-        let mut forms = [logic(assigner, lateness_ms, None), logic(assigner, lateness_ms, Some(store()))];
+        let mut forms = [logic(assigner, lateness_ms, None), logic(assigner, lateness_ms, Some(store(None)))];
         let mut watermark: EventTime = 0;
         for step in steps.iter().chain([&Step::Rise(10_000), &Step::Pass]) {
             // Per form: results with their times, and late records.
@@ -1158,12 +1405,16 @@ mod tests {
             prop_assert_eq!(forms[0].output_hold(), forms[1].output_hold());
             if let Step::SnapshotRestore = step {
                 let in_memory = forms[0].snapshot().encode();
-                let in_store = forms[1].snapshot().encode();
+                let (in_store, files) = snapshot_of(forms[1].snapshot())?;
                 prop_assert_eq!(&in_memory, &in_store, "equal windows, equal snapshots");
-                // Each restores the other's snapshot, and goes on from where it was.
-                let mut restored = [logic(assigner, lateness_ms, None), logic(assigner, lateness_ms, Some(store()))];
+                // Each restores the other's snapshot — or the store form, reopened on its files,
+                // what is beside them (nothing) — and goes on from where it was.
+                let reopened = store(files.as_deref());
+                let mut restored = [logic(assigner, lateness_ms, None), logic(assigner, lateness_ms, Some(reopened))];
                 restored[0].restore(in_store).map_err(TestCaseError::fail)?;
-                restored[1].restore(in_memory).map_err(TestCaseError::fail)?;
+                restored[1]
+                    .restore(if files.is_some() { Vec::new() } else { in_memory })
+                    .map_err(TestCaseError::fail)?;
                 for (form, was) in restored.iter_mut().zip(&forms) {
                     form.passed = was.passed;
                 }
@@ -1176,7 +1427,7 @@ mod tests {
     #[cfg(feature = "rocksdb")]
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
-        /// The same on RocksDB: windows on disk, snapshots through its checkpoint's files.
+        /// The same on RocksDB: windows on disk, restored from their checkpoint's files.
         #[test]
         fn windows_on_rocksdb_equal_windows_in_memory(
             kind in 0..3usize,
@@ -1185,12 +1436,119 @@ mod tests {
         ) {
             let root = tempfile::tempdir().unwrap();
             let next = std::cell::Cell::new(0);
-            let store = || {
+            let store = |files: Option<&StateFiles>| {
                 next.set(next.get() + 1);
                 let dir = root.path().join(next.get().to_string());
-                Store::RocksDb(crate::state::rocksdb::RocksDbBackend::open(&dir).unwrap())
+                Store::RocksDb(match files {
+                    Some(files) => crate::state::rocksdb::reopened_from(files, &dir),
+                    None => crate::state::rocksdb::RocksDbBackend::open(&dir).unwrap(),
+                })
             };
             every_kind_agrees(kind, lateness_ms, &steps, &store)?;
+        }
+    }
+
+    type SessionRow = (u64, EventTime, EventTime, Vec<i64>);
+
+    type Sessions = SessionAggregate<
+        u64,
+        (u64, i64),
+        CollectAll,
+        SessionRow,
+        fn(&(u64, i64)) -> u64,
+        fn(&u64, TimeWindow, Vec<(u64, i64)>) -> SessionRow,
+    >;
+
+    /// Sessions with a gap of 10 ms, collecting their records (in the order they merged: the
+    /// forms must merge alike), in their own maps or in `store`.
+    fn sessions(store: Option<Store<u64>>) -> Sessions {
+        let key: fn(&(u64, i64)) -> u64 = |record| record.0;
+        let result: fn(&u64, TimeWindow, Vec<(u64, i64)>) -> SessionRow =
+            |key, window, records| (*key, window.start, window.end, records.into_iter().map(|r| r.1).collect());
+        let logic = EventTimeSessionWindows::with_gap(10).logic(CollectAll, key, result);
+        match store {
+            Some(store) => logic.in_keyed_store(store),
+            None => logic,
+        }
+    }
+
+    /// Runs `steps` on sessions in their own maps and in keyed stores made by `store`.
+    fn sessions_agree(steps: &[Step], store: MakeStore<'_, u64>) -> Result<(), TestCaseError> {
+        let mut forms = [sessions(None), sessions(Some(store(None)))];
+        let mut watermark: EventTime = 0;
+        for step in steps.iter().chain([&Step::Rise(10_000), &Step::Pass]) {
+            type Outputs = (Vec<(SessionRow, EventTime)>, Vec<Record<(u64, i64)>>);
+            let mut outputs: Vec<Outputs> = Vec::new();
+            for form in &mut forms {
+                let (mut out, mut late) = (Vec::new(), Vec::new());
+                match step {
+                    Step::Records(records) => {
+                        let mut records: Vec<Record<(u64, i64)>> = records
+                            .iter()
+                            .map(|&(key, offset, value)| Record {
+                                value: (key, value),
+                                time: watermark + offset / 2,
+                                watermark,
+                            })
+                            .collect();
+                        form.apply(&mut records, &mut out, &mut late);
+                    }
+                    Step::Rise(by) => watermark += by,
+                    Step::Pass => form.advance(watermark, &mut out),
+                    Step::SnapshotRestore => {}
+                }
+                let mut rows: Vec<(SessionRow, EventTime)> =
+                    out.into_iter().map(|record| (record.value, record.time)).collect();
+                rows.sort();
+                late.sort();
+                outputs.push((rows, late));
+            }
+            prop_assert_eq!(&outputs[0], &outputs[1], "at {:?}", step);
+            prop_assert_eq!(forms[0].output_hold(), forms[1].output_hold());
+            if let Step::SnapshotRestore = step {
+                let in_memory = forms[0].snapshot().encode();
+                let (in_store, files) = snapshot_of(forms[1].snapshot())?;
+                prop_assert_eq!(&in_memory, &in_store, "equal sessions, equal snapshots");
+                let mut restored = [sessions(None), sessions(Some(store(files.as_deref())))];
+                restored[0].restore(in_store).map_err(TestCaseError::fail)?;
+                restored[1]
+                    .restore(if files.is_some() { Vec::new() } else { in_memory })
+                    .map_err(TestCaseError::fail)?;
+                prop_assert_eq!(restored[0].output_hold(), restored[1].output_hold());
+                forms = restored;
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Sessions in the keyed store fire what sessions in their own maps fire — merged in
+        /// the same order, late records alike — with the same output hold, and snapshot to the
+        /// same bytes; each restores the other's snapshot.
+        #[test]
+        fn sessions_in_a_keyed_store_equal_sessions_in_memory(steps in proptest::collection::vec(step(), 1..60)) {
+            sessions_agree(&steps, &|_| Store::default())?;
+        }
+    }
+
+    #[cfg(feature = "rocksdb")]
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// The same on RocksDB: sessions on disk, restored from their checkpoint's files.
+        #[test]
+        fn sessions_on_rocksdb_equal_sessions_in_memory(steps in proptest::collection::vec(step(), 1..60)) {
+            let root = tempfile::tempdir().unwrap();
+            let next = std::cell::Cell::new(0);
+            let store = |files: Option<&StateFiles>| {
+                next.set(next.get() + 1);
+                let dir = root.path().join(next.get().to_string());
+                Store::RocksDb(match files {
+                    Some(files) => crate::state::rocksdb::reopened_from(files, &dir),
+                    None => crate::state::rocksdb::RocksDbBackend::open(&dir).unwrap(),
+                })
+            };
+            sessions_agree(&steps, &store)?;
         }
     }
 
@@ -1257,7 +1615,7 @@ mod tests {
             lateness_ms in prop_oneof![Just(0i64), 1i64..80],
             steps in proptest::collection::vec(step(), 1..60),
         ) {
-            every_kind_agrees(kind, lateness_ms, &steps, &Store::default)?;
+            every_kind_agrees(kind, lateness_ms, &steps, &|_| Store::default())?;
         }
 
         /// A tumbling assigner's one window contains the time.

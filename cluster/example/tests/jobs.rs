@@ -211,8 +211,9 @@ fn every_example_job_restores_its_state_exactly_after_a_crash() {
     example_jobs_restore_exactly(&Backend::Memory);
 }
 
-/// The same on RocksDB: process functions, a time to live, interval joins,
-/// broadcast state and a count window keep their state on disk and restore it exactly.
+/// The same on RocksDB: process functions, a time to live, interval joins, broadcast state, a
+/// count window, event-time windows, sessions and a window join keep their state on disk and
+/// restore it exactly.
 #[cfg(feature = "rocksdb")]
 #[test]
 fn every_example_job_restores_its_state_exactly_after_a_crash_on_rocksdb() {

@@ -1166,6 +1166,20 @@ fn check_group<K: Key>(key: &K, group: usize) -> Result<(), String> {
     }
 }
 
+/// A store reopened in `dir` on a copy of a checkpoint's `files`, as a slot restores an
+/// incremental checkpoint (for tests).
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the test copies checkpoint files with std::fs
+pub(crate) fn reopened_from<K: Key>(files: &StateFiles, dir: &Path) -> RocksDbBackend<K> {
+    let target = instance_files_dir(dir);
+    std::fs::create_dir_all(&target).unwrap();
+    for entry in std::fs::read_dir(files.dir()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+    }
+    RocksDbBackend::open_restored(dir).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
