@@ -491,15 +491,7 @@ where
 
     fn snapshot(&self) -> StateImage {
         if let Some(store) = &self.store {
-            // As windows do: the store's files in a checkpoint, the sessions' own canonical
-            // encoding in a savepoint.
-            return match store.snapshot().into_files() {
-                Ok((files, encode)) => StateImage::with_files(files, move |form| match form {
-                    Form::BesideFiles => encode(Form::BesideFiles),
-                    Form::Canonical => sessions_from_store::<K, F::Acc>(encode(Form::Canonical)?),
-                }),
-                Err(image) => StateImage::fallible(move || sessions_from_store::<K, F::Acc>(image.try_encode()?)),
-            };
+            return image_of_store(store, sessions_from_store::<K, F::Acc>);
         }
         let sessions = self.sessions.clone();
         StateImage::deferred(move || encode_sessions(&sessions))
@@ -528,6 +520,23 @@ where
             self.first_end = store.next_timer(&SESSION_ENDS);
         }
         Ok(())
+    }
+}
+
+/// The snapshot of windows kept in a keyed store: the store's snapshot, written out in the
+/// windows' own canonical encoding by `canonical` (so that a savepoint is the same whatever form
+/// the windows took); a checkpoint on RocksDB uploads the store's files and encodes nothing
+/// beside them.
+fn image_of_store<S: Key>(
+    store: &Store<S>,
+    canonical: fn(KeyGroupStates) -> Result<KeyGroupStates, String>,
+) -> StateImage {
+    match store.snapshot().into_files() {
+        Ok((files, encode)) => StateImage::with_files(files, move |form| match form {
+            Form::BesideFiles => encode(Form::BesideFiles),
+            Form::Canonical => canonical(encode(Form::Canonical)?),
+        }),
+        Err(image) => StateImage::fallible(move || canonical(image.try_encode()?)),
     }
 }
 
@@ -975,15 +984,7 @@ where
 
     fn snapshot(&self) -> StateImage {
         if let Some(store) = &self.store {
-            // The store's snapshot, written out in the windows' own canonical encoding; a
-            // checkpoint on RocksDB uploads the store's files and encodes nothing beside them.
-            return match store.snapshot().into_files() {
-                Ok((files, encode)) => StateImage::with_files(files, move |form| match form {
-                    Form::BesideFiles => encode(Form::BesideFiles),
-                    Form::Canonical => windows_from_store::<K, T, F::Acc>(encode(Form::Canonical)?),
-                }),
-                Err(image) => StateImage::fallible(move || windows_from_store::<K, T, F::Acc>(image.try_encode()?)),
-            };
+            return image_of_store(store, windows_from_store::<K, T, F::Acc>);
         }
         let (windows, retained) = (self.windows.clone(), self.retained.clone());
         StateImage::deferred(move || encode_windows::<K, T, F::Acc>(&windows, &retained))
@@ -1371,12 +1372,32 @@ mod tests {
         steps: &[Step],
         store: MakeStore<'_, WindowKey<u64>>,
     ) -> Result<(), TestCaseError> {
-        let mut forms = [logic(assigner, lateness_ms, None), logic(assigner, lateness_ms, Some(store(None)))];
+        let carry_over = |restored: &mut Logic<W>, was: &Logic<W>| restored.passed = was.passed;
+        forms_agree(|store| logic(assigner, lateness_ms, store), store, steps, 1, carry_over)
+    }
+
+    /// Runs `steps` on a window operator in its own maps (`make(None)`) and in keyed stores
+    /// made by `store`: records at `offset / spread` from the watermark, event time passing it,
+    /// snapshots restored into the other form (or the store form reopened on its files) with
+    /// `carry_over` of what the scaffold would restore beside. Outputs, late outputs, output
+    /// holds and snapshots must be equal throughout.
+    fn forms_agree<S, L>(
+        make: impl Fn(Option<Store<S>>) -> L,
+        store: MakeStore<'_, S>,
+        steps: &[Step],
+        spread: i64,
+        carry_over: impl Fn(&mut L, &L),
+    ) -> Result<(), TestCaseError>
+    where
+        L: StatefulLogic<In = (u64, i64)>,
+        L::Out: Ord + std::fmt::Debug,
+    {
+        let mut forms = [make(None), make(Some(store(None)))];
         let mut watermark: EventTime = 0;
         for step in steps.iter().chain([&Step::Rise(10_000), &Step::Pass]) {
             // Per form: results with their times, and late records.
-            type Outputs = (Vec<(Row, EventTime)>, Vec<Record<(u64, i64)>>);
-            let mut outputs: Vec<Outputs> = Vec::new();
+            type Outputs<O> = (Vec<(O, EventTime)>, Vec<Record<(u64, i64)>>);
+            let mut outputs: Vec<Outputs<L::Out>> = Vec::new();
             for form in &mut forms {
                 let (mut out, mut late) = (Vec::new(), Vec::new());
                 match step {
@@ -1385,7 +1406,7 @@ mod tests {
                             .iter()
                             .map(|&(key, offset, value)| Record {
                                 value: (key, value),
-                                time: watermark + offset,
+                                time: watermark + offset / spread,
                                 watermark,
                             })
                             .collect();
@@ -1395,7 +1416,7 @@ mod tests {
                     Step::Pass => form.advance(watermark, &mut out),
                     Step::SnapshotRestore => {}
                 }
-                let mut rows: Vec<(Row, EventTime)> =
+                let mut rows: Vec<(L::Out, EventTime)> =
                     out.into_iter().map(|record| (record.value, record.time)).collect();
                 rows.sort();
                 late.sort();
@@ -1406,22 +1427,37 @@ mod tests {
             if let Step::SnapshotRestore = step {
                 let in_memory = forms[0].snapshot().encode();
                 let (in_store, files) = snapshot_of(forms[1].snapshot())?;
-                prop_assert_eq!(&in_memory, &in_store, "equal windows, equal snapshots");
+                prop_assert_eq!(&in_memory, &in_store, "equal state, equal snapshots");
                 // Each restores the other's snapshot — or the store form, reopened on its files,
                 // what is beside them (nothing) — and goes on from where it was.
-                let reopened = store(files.as_deref());
-                let mut restored = [logic(assigner, lateness_ms, None), logic(assigner, lateness_ms, Some(reopened))];
+                let mut restored = [make(None), make(Some(store(files.as_deref())))];
                 restored[0].restore(in_store).map_err(TestCaseError::fail)?;
                 restored[1]
                     .restore(if files.is_some() { Vec::new() } else { in_memory })
                     .map_err(TestCaseError::fail)?;
                 for (form, was) in restored.iter_mut().zip(&forms) {
-                    form.passed = was.passed;
+                    carry_over(form, was);
                 }
+                prop_assert_eq!(restored[0].output_hold(), restored[1].output_hold());
                 forms = restored;
             }
         }
         Ok(())
+    }
+
+    /// RocksDB stores in directories of their own under `root`: fresh, or reopened on a
+    /// snapshot's files (as a slot restores an incremental checkpoint).
+    #[cfg(feature = "rocksdb")]
+    fn rocksdb_stores<S: Key>(root: &std::path::Path) -> impl Fn(Option<&StateFiles>) -> Store<S> + '_ {
+        let next = std::cell::Cell::new(0);
+        move |files| {
+            next.set(next.get() + 1);
+            let dir = root.join(next.get().to_string());
+            Store::RocksDb(match files {
+                Some(files) => crate::state::rocksdb::reopened_from(files, &dir),
+                None => crate::state::rocksdb::RocksDbBackend::open(&dir).unwrap(),
+            })
+        }
     }
 
     #[cfg(feature = "rocksdb")]
@@ -1435,15 +1471,7 @@ mod tests {
             steps in proptest::collection::vec(step(), 1..60),
         ) {
             let root = tempfile::tempdir().unwrap();
-            let next = std::cell::Cell::new(0);
-            let store = |files: Option<&StateFiles>| {
-                next.set(next.get() + 1);
-                let dir = root.path().join(next.get().to_string());
-                Store::RocksDb(match files {
-                    Some(files) => crate::state::rocksdb::reopened_from(files, &dir),
-                    None => crate::state::rocksdb::RocksDbBackend::open(&dir).unwrap(),
-                })
-            };
+            let store = rocksdb_stores(root.path());
             every_kind_agrees(kind, lateness_ms, &steps, &store)?;
         }
     }
@@ -1474,51 +1502,7 @@ mod tests {
 
     /// Runs `steps` on sessions in their own maps and in keyed stores made by `store`.
     fn sessions_agree(steps: &[Step], store: MakeStore<'_, u64>) -> Result<(), TestCaseError> {
-        let mut forms = [sessions(None), sessions(Some(store(None)))];
-        let mut watermark: EventTime = 0;
-        for step in steps.iter().chain([&Step::Rise(10_000), &Step::Pass]) {
-            type Outputs = (Vec<(SessionRow, EventTime)>, Vec<Record<(u64, i64)>>);
-            let mut outputs: Vec<Outputs> = Vec::new();
-            for form in &mut forms {
-                let (mut out, mut late) = (Vec::new(), Vec::new());
-                match step {
-                    Step::Records(records) => {
-                        let mut records: Vec<Record<(u64, i64)>> = records
-                            .iter()
-                            .map(|&(key, offset, value)| Record {
-                                value: (key, value),
-                                time: watermark + offset / 2,
-                                watermark,
-                            })
-                            .collect();
-                        form.apply(&mut records, &mut out, &mut late);
-                    }
-                    Step::Rise(by) => watermark += by,
-                    Step::Pass => form.advance(watermark, &mut out),
-                    Step::SnapshotRestore => {}
-                }
-                let mut rows: Vec<(SessionRow, EventTime)> =
-                    out.into_iter().map(|record| (record.value, record.time)).collect();
-                rows.sort();
-                late.sort();
-                outputs.push((rows, late));
-            }
-            prop_assert_eq!(&outputs[0], &outputs[1], "at {:?}", step);
-            prop_assert_eq!(forms[0].output_hold(), forms[1].output_hold());
-            if let Step::SnapshotRestore = step {
-                let in_memory = forms[0].snapshot().encode();
-                let (in_store, files) = snapshot_of(forms[1].snapshot())?;
-                prop_assert_eq!(&in_memory, &in_store, "equal sessions, equal snapshots");
-                let mut restored = [sessions(None), sessions(Some(store(files.as_deref())))];
-                restored[0].restore(in_store).map_err(TestCaseError::fail)?;
-                restored[1]
-                    .restore(if files.is_some() { Vec::new() } else { in_memory })
-                    .map_err(TestCaseError::fail)?;
-                prop_assert_eq!(restored[0].output_hold(), restored[1].output_hold());
-                forms = restored;
-            }
-        }
-        Ok(())
+        forms_agree(sessions, store, steps, 2, |_, _| {})
     }
 
     proptest! {
@@ -1539,15 +1523,7 @@ mod tests {
         #[test]
         fn sessions_on_rocksdb_equal_sessions_in_memory(steps in proptest::collection::vec(step(), 1..60)) {
             let root = tempfile::tempdir().unwrap();
-            let next = std::cell::Cell::new(0);
-            let store = |files: Option<&StateFiles>| {
-                next.set(next.get() + 1);
-                let dir = root.path().join(next.get().to_string());
-                Store::RocksDb(match files {
-                    Some(files) => crate::state::rocksdb::reopened_from(files, &dir),
-                    None => crate::state::rocksdb::RocksDbBackend::open(&dir).unwrap(),
-                })
-            };
+            let store = rocksdb_stores(root.path());
             sessions_agree(&steps, &store)?;
         }
     }
